@@ -1,0 +1,159 @@
+package mailsec
+
+import (
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
+
+	"golang.org/x/net/idna"
+
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// mailbox is an address that passed validation.
+type mailbox struct {
+	name    string // display name, decoded, may be empty
+	local   string // local part, dot-atom, ASCII unless utf8
+	aDomain string // domain as A-labels (ASCII)
+	uDomain string // domain as U-labels
+	utf8    bool   // the local part needs SMTPUTF8
+}
+
+// addr returns the addr-spec. When the message travels as SMTPUTF8 the
+// domain keeps its Unicode form; otherwise it is written as A-labels, which
+// any server accepts.
+func (m mailbox) addr(utf8 bool) string {
+	if utf8 {
+		return m.local + "@" + m.uDomain
+	}
+	return m.local + "@" + m.aDomain
+}
+
+// header formats the mailbox for an address header field: the display name
+// as an RFC 2047 encoded-word when it is not ASCII, as a quoted-string when it
+// holds specials, and bare otherwise.
+func (m mailbox) header(utf8 bool) string {
+	if m.name == "" {
+		return m.addr(utf8)
+	}
+	return phrase(m.name) + " <" + m.addr(utf8) + ">"
+}
+
+func phrase(s string) string {
+	if !syntax.IsASCII(s) {
+		return mime.QEncoding.Encode("utf-8", s)
+	}
+	atoms := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != ' ' && !syntax.IsAtext(c) {
+			atoms = false
+			break
+		}
+	}
+	if atoms && !strings.HasPrefix(s, "=?") {
+		return s
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// parseMailbox validates one address as an application gives it, either a
+// bare addr-spec ("ann@example.com") or a name-addr ("Ann <ann@example.com>").
+// field names the message field for the error.
+func parseMailbox(field, s string) (mailbox, error) {
+	if reason, ok := syntax.HeaderText(s); !ok {
+		return mailbox{}, invalid(field, s, reason)
+	}
+	if strings.TrimSpace(s) == "" {
+		return mailbox{}, invalid(field, s, "empty address")
+	}
+	if hiddenControl(s) {
+		return mailbox{}, invalid(field, s, "encoded-word hides a control character")
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return mailbox{}, invalid(field, s, "not a single valid address: "+strings.TrimPrefix(err.Error(), "mail: "))
+	}
+	if reason, ok := syntax.HeaderText(a.Name); !ok {
+		return mailbox{}, invalid(field, s, "display name: "+reason)
+	}
+	if strings.ContainsAny(a.Name, "<>") {
+		return mailbox{}, invalid(field, s, "display name contains '<' or '>'")
+	}
+	m, reason := parseAddrSpec(a.Address)
+	if reason != "" {
+		return mailbox{}, invalid(field, s, reason)
+	}
+	m.name = a.Name
+	return m, nil
+}
+
+// parseAddrSpec checks local@domain: a dot-atom local part (quoted local
+// parts are refused; they are legal but almost never meant, and a common
+// route for envelope injection), and a host name that IDNA maps to valid
+// A-labels. It returns a reason when s is not acceptable.
+func parseAddrSpec(s string) (mailbox, string) {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return mailbox{}, "missing '@'"
+	}
+	local, domain := s[:at], s[at+1:]
+	if len(local) > syntax.MaxLocalPart {
+		return mailbox{}, "local part longer than 64 octets"
+	}
+	if reason, ok := syntax.DotAtom(local, true); !ok {
+		return mailbox{}, "local part: " + reason
+	}
+	if strings.HasPrefix(domain, "[") {
+		return mailbox{}, "address literals are not supported"
+	}
+	aDomain, err := idna.Lookup.ToASCII(domain)
+	if err != nil {
+		return mailbox{}, "domain: " + strings.TrimPrefix(err.Error(), "idna: ")
+	}
+	if reason, ok := syntax.Hostname(aDomain); !ok {
+		return mailbox{}, "domain: " + reason
+	}
+	uDomain, err := idna.Lookup.ToUnicode(aDomain)
+	if err != nil {
+		return mailbox{}, "domain: " + strings.TrimPrefix(err.Error(), "idna: ")
+	}
+	m := mailbox{local: local, aDomain: aDomain, uDomain: uDomain, utf8: !syntax.IsASCII(local)}
+	if len(m.addr(true))+2 > syntax.MaxPath || len(m.addr(false))+2 > syntax.MaxPath {
+		return mailbox{}, "address longer than 254 octets"
+	}
+	return m, ""
+}
+
+// hiddenControl reports whether s holds RFC 2047 encoded-words whose
+// decoded bytes include a control character (CR, LF and NUL among them),
+// whatever charset label the words carry. Receivers decode such words for
+// display and some for parsing, so "=?utf-8?q?=0D=0ABcc:?=" is as dangerous as
+// a raw line break.
+func hiddenControl(s string) bool {
+	if !strings.Contains(s, "=?") {
+		return false
+	}
+	dec := mime.WordDecoder{CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil }}
+	decoded, err := dec.DecodeHeader(s)
+	if err != nil {
+		// Malformed words are left as they are by receivers; their raw text
+		// has already been checked.
+		return false
+	}
+	for i := 0; i < len(decoded); i++ {
+		if c := decoded[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}

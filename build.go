@@ -1,0 +1,595 @@
+package mailsec
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// maxHeaderValue bounds any single header value the application supplies.
+const maxHeaderValue = 8 << 10
+
+// reservedHeaders are written by the builder; an application cannot set
+// them through Message.Headers (a "Bcc" header would leak the very thing
+// Bcc hides, a second "Content-Type" would change how the body is parsed).
+var reservedHeaders = []string{
+	"from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date",
+	"message-id", "mime-version", "return-path", "received", "tls-required",
+}
+
+// prepared is a validated message ready for delivery.
+type prepared struct {
+	messageID    string
+	rcpts        []preparedRcpt
+	envelopeFrom string
+	envUTF8      bool // the reverse-path needs SMTPUTF8
+	utf8         bool // the header needs SMTPUTF8
+	requireTLS   bool
+	dsn          *DSN
+	entity       *Entity
+	sources      []*source
+}
+
+type preparedRcpt struct {
+	Recipient
+	utf8 bool
+}
+
+// prepare validates m and builds its entity. It performs no I/O: the
+// attachment readers are only read when the entity's body is written.
+func (s *Sender) prepare(m *Message) (*prepared, error) {
+	p := &prepared{requireTLS: m.RequireTLS}
+
+	from, err := parseMailbox("From", m.From)
+	if err != nil {
+		return nil, err
+	}
+	one := func(field, v string) (*mailbox, error) {
+		if v == "" {
+			return nil, nil
+		}
+		mb, err := parseMailbox(field, v)
+		return &mb, err
+	}
+	list := func(field string, vs []string) ([]mailbox, error) {
+		out := make([]mailbox, 0, len(vs))
+		for i, v := range vs {
+			mb, err := parseMailbox(field+"["+strconv.Itoa(i)+"]", v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, mb)
+		}
+		return out, nil
+	}
+	sender, err := one("Sender", m.Sender)
+	if err != nil {
+		return nil, err
+	}
+	replyTo, err := list("ReplyTo", m.ReplyTo)
+	if err != nil {
+		return nil, err
+	}
+	to, err := list("To", m.To)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := list("Cc", m.Cc)
+	if err != nil {
+		return nil, err
+	}
+	bcc, err := list("Bcc", m.Bcc)
+	if err != nil {
+		return nil, err
+	}
+	if len(to)+len(cc)+len(bcc) == 0 {
+		return nil, invalid("To", "", "no recipients")
+	}
+	env := from
+	if m.EnvelopeFrom != "" {
+		e, err := parseMailbox("EnvelopeFrom", m.EnvelopeFrom)
+		if err != nil {
+			return nil, err
+		}
+		env = e
+	}
+	p.envelopeFrom, p.envUTF8 = env.addr(false), env.utf8
+
+	seen := map[string]bool{}
+	add := func(kind RecipientKind, ms []mailbox) {
+		for _, mb := range ms {
+			a := mb.addr(false)
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			p.rcpts = append(p.rcpts, preparedRcpt{Recipient{Address: a, Kind: kind, Domain: mb.aDomain}, mb.utf8})
+		}
+	}
+	add(KindTo, to)
+	add(KindCc, cc)
+	add(KindBcc, bcc)
+
+	headerBoxes := append(append(append([]mailbox{from}, replyTo...), to...), cc...)
+	if sender != nil {
+		headerBoxes = append(headerBoxes, *sender)
+	}
+	for _, mb := range headerBoxes {
+		p.utf8 = p.utf8 || mb.utf8
+	}
+
+	if reason, ok := checkHeaderValue(m.Subject); !ok {
+		return nil, invalid("Subject", m.Subject, reason)
+	}
+	if err := m.DSN.validate(); err != nil {
+		return nil, err
+	}
+	p.dsn = m.DSN
+
+	idDomain := s.idDomain
+	if idDomain == "" {
+		idDomain = from.aDomain
+	}
+	p.messageID = m.MessageID
+	if p.messageID == "" {
+		p.messageID = newMessageID(idDomain)
+	} else if reason, ok := checkMessageID(p.messageID); !ok {
+		return nil, invalid("MessageID", m.MessageID, reason)
+	}
+	date := m.Date
+	if date.IsZero() {
+		date = s.now()
+	}
+
+	extra := make([]Header, 0, len(m.Headers))
+	for i, h := range m.Headers {
+		field := "Headers[" + strconv.Itoa(i) + "]"
+		if reason, ok := syntax.HeaderName(h.Name); !ok {
+			return nil, invalid(field+".Name", h.Name, reason)
+		}
+		lower := strings.ToLower(h.Name)
+		for _, r := range reservedHeaders {
+			if lower == r {
+				return nil, invalid(field+".Name", h.Name, "set by mailsec; use the Message field instead")
+			}
+		}
+		if strings.HasPrefix(lower, "content-") {
+			return nil, invalid(field+".Name", h.Name, "content header fields are set by mailsec")
+		}
+		if reason, ok := checkHeaderValue(h.Value); !ok {
+			return nil, invalid(field+".Value", h.Value, reason)
+		}
+		extra = append(extra, h)
+	}
+
+	body, sources, err := buildBody(m)
+	if err != nil {
+		return nil, err
+	}
+	p.sources = sources
+
+	// Header fields, in the order they are written.
+	var fields []Header
+	addrs := func(ms []mailbox) string {
+		parts := make([]string, len(ms))
+		for i, mb := range ms {
+			parts[i] = mb.header(p.utf8)
+		}
+		return strings.Join(parts, ", ")
+	}
+	fields = append(fields, Header{"Date", date.Format("Mon, 02 Jan 2006 15:04:05 -0700")})
+	fields = append(fields, Header{"From", from.header(p.utf8)})
+	if sender != nil {
+		fields = append(fields, Header{"Sender", sender.header(p.utf8)})
+	}
+	if len(replyTo) > 0 {
+		fields = append(fields, Header{"Reply-To", addrs(replyTo)})
+	}
+	switch {
+	case len(to) > 0:
+		fields = append(fields, Header{"To", addrs(to)})
+	case len(cc) == 0:
+		fields = append(fields, Header{"To", "undisclosed-recipients:;"})
+	}
+	if len(cc) > 0 {
+		fields = append(fields, Header{"Cc", addrs(cc)})
+	}
+	fields = append(fields, Header{"Subject", encodeText(m.Subject)})
+	fields = append(fields, Header{"Message-ID", "<" + p.messageID + ">"})
+	for _, h := range extra {
+		fields = append(fields, Header{h.Name, encodeText(h.Value)})
+	}
+	fields = append(fields, Header{"MIME-Version", "1.0"})
+	for f := body.header.Fields(); f.Next(); {
+		fields = append(fields, Header{f.Key(), f.Value()})
+	}
+	var h textproto.Header
+	// textproto.Header.Add inserts at the top: add in reverse.
+	for i := len(fields) - 1; i >= 0; i-- {
+		h.Add(fields[i].Name, fields[i].Value)
+	}
+	p.entity = &Entity{Header: h, Body: body}
+	return p, nil
+}
+
+// checkHeaderValue refuses what could break a header field: raw control
+// characters, invalid UTF-8, and encoded-words that decode to controls.
+func checkHeaderValue(v string) (string, bool) {
+	if len(v) > maxHeaderValue {
+		return "longer than " + strconv.Itoa(maxHeaderValue) + " octets", false
+	}
+	if reason, ok := syntax.HeaderText(v); !ok {
+		return reason, false
+	}
+	if hiddenControl(v) {
+		return "encoded-word hides a control character", false
+	}
+	return "", true
+}
+
+func checkMessageID(id string) (string, bool) {
+	if reason, ok := syntax.HeaderText(id); !ok {
+		return reason, false
+	}
+	if strings.ContainsAny(id, "<> \t\"\\") {
+		return "must be id-left@id-right without brackets or spaces", false
+	}
+	l, r, ok := strings.Cut(id, "@")
+	if !ok || l == "" || r == "" || strings.Contains(r, "@") || !syntax.IsASCII(id) {
+		return "must be id-left@id-right in ASCII", false
+	}
+	return "", true
+}
+
+// encodeText encodes an unstructured header value (RFC 2047) when it is
+// not plain ASCII or has a word too long to fold.
+func encodeText(v string) string {
+	long := false
+	for w := range strings.FieldsSeq(v) {
+		if len(w) > 900 {
+			long = true
+			break
+		}
+	}
+	if syntax.IsASCII(v) && !long {
+		return v
+	}
+	return mime.QEncoding.Encode("utf-8", v)
+}
+
+// part is a node of the MIME tree. Leaves write their encoded content;
+// multiparts write their children between boundaries.
+type part struct {
+	header   textproto.Header
+	boundary string
+	children []*part
+	leaf     func(w io.Writer) error
+}
+
+// WriteTo writes the part's body (not its header).
+func (p *part) WriteTo(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	err := p.writeBody(cw)
+	return cw.n, err
+}
+
+func (p *part) writeBody(w io.Writer) error {
+	if p.leaf != nil {
+		return p.leaf(w)
+	}
+	mw := textproto.NewMultipartWriter(w)
+	if err := mw.SetBoundary(p.boundary); err != nil {
+		return err
+	}
+	for _, c := range p.children {
+		pw, err := mw.CreatePart(c.header)
+		if err != nil {
+			return err
+		}
+		if err := c.writeBody(pw); err != nil {
+			return err
+		}
+	}
+	return mw.Close()
+}
+
+func multipart(subtype string, children ...*part) *part {
+	if len(children) == 1 {
+		return children[0]
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	// "=_" never occurs in quoted-printable or base64 output, so the
+	// boundary cannot collide with encoded content.
+	boundary := "=_" + hex.EncodeToString(b[:])
+	p := &part{boundary: boundary, children: children}
+	p.header.Set("Content-Type", mime.FormatMediaType("multipart/"+subtype, map[string]string{"boundary": boundary}))
+	return p
+}
+
+func buildBody(m *Message) (*part, []*source, error) {
+	var alt []*part
+	if m.Text != "" {
+		alt = append(alt, textPart("text/plain", m.Text))
+	}
+	if m.HTML != "" {
+		alt = append(alt, textPart("text/html", m.HTML))
+	}
+	var sources []*source
+	attach := func(field string, as []Attachment, inline bool) ([]*part, error) {
+		var out []*part
+		for i, a := range as {
+			p, src, err := attachmentPart(field+"["+strconv.Itoa(i)+"]", a, inline)
+			if err != nil {
+				return nil, err
+			}
+			sources = append(sources, src)
+			out = append(out, p)
+		}
+		return out, nil
+	}
+	inline, err := attach("Inline", m.Inline, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	attachments, err := attach("Attachments", m.Attachments, false)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	var body *part
+	if len(alt) > 0 {
+		body = multipart("alternative", alt...)
+	}
+	if len(inline) > 0 {
+		if body != nil {
+			inline = append([]*part{body}, inline...)
+		}
+		body = multipart("related", inline...)
+	}
+	if len(attachments) > 0 {
+		if body != nil {
+			attachments = append([]*part{body}, attachments...)
+		}
+		body = multipart("mixed", attachments...)
+	}
+	if body == nil {
+		body = textPart("text/plain", "")
+	}
+	return body, sources, nil
+}
+
+// textPart normalises line endings to CRLF and picks 7bit when the text
+// is short-lined ASCII, quoted-printable otherwise (so that the message is
+// 7-bit clean and no line exceeds the SMTP limit whatever the input).
+func textPart(mediaType, text string) *part {
+	text = canonicalText(text)
+	sevenBit := true
+	for line := range strings.SplitSeq(text, "\r\n") {
+		if len(line) > 76 || !syntax.IsASCII(line) || strings.HasSuffix(line, " ") || strings.HasSuffix(line, "\t") ||
+			strings.HasPrefix(line, "From ") || strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+			sevenBit = false
+			break
+		}
+	}
+	p := &part{}
+	p.header.Set("Content-Type", mime.FormatMediaType(mediaType, map[string]string{"charset": "utf-8"}))
+	if sevenBit {
+		p.header.Set("Content-Transfer-Encoding", "7bit")
+		p.leaf = func(w io.Writer) error {
+			_, err := io.WriteString(w, text)
+			return err
+		}
+		return p
+	}
+	p.header.Set("Content-Transfer-Encoding", "quoted-printable")
+	p.leaf = func(w io.Writer) error {
+		qp := quotedprintable.NewWriter(w)
+		if _, err := io.WriteString(qp, text); err != nil {
+			return err
+		}
+		return qp.Close()
+	}
+	return p
+}
+
+// canonicalText turns LF, CR and CRLF line endings into CRLF (RFC 2046
+// section 4.1.1: text line breaks are CRLF).
+func canonicalText(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + len(s)/32)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\r':
+			b.WriteString("\r\n")
+			if i+1 < len(s) && s[i+1] == '\n' {
+				i++
+			}
+		case '\n':
+			b.WriteString("\r\n")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func attachmentPart(field string, a Attachment, inline bool) (*part, *source, error) {
+	if a.Content == nil {
+		return nil, nil, invalid(field+".Content", "", "no content reader")
+	}
+	if a.Filename != "" {
+		if reason, ok := checkHeaderValue(a.Filename); !ok {
+			return nil, nil, invalid(field+".Filename", a.Filename, reason)
+		}
+		if strings.ContainsAny(a.Filename, `/\`) {
+			return nil, nil, invalid(field+".Filename", a.Filename, "must be a file name, not a path")
+		}
+	}
+	ct := a.ContentType
+	if ct == "" {
+		ct = mime.TypeByExtension(path.Ext(a.Filename))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+	}
+	mediaType, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return nil, nil, invalid(field+".ContentType", ct, "malformed media type")
+	}
+	if strings.HasPrefix(mediaType, "multipart/") || strings.HasPrefix(mediaType, "message/") {
+		return nil, nil, invalid(field+".ContentType", ct, "multipart and message types cannot be attached as files")
+	}
+	for k, v := range params {
+		if reason, ok := syntax.HeaderText(v); !ok {
+			return nil, nil, invalid(field+".ContentType", ct, "parameter "+k+": "+reason)
+		}
+	}
+	disp := "attachment"
+	dparams := map[string]string{}
+	if a.Filename != "" {
+		params["name"] = a.Filename
+		dparams["filename"] = a.Filename
+	}
+	p := &part{}
+	p.header.Set("Content-Type", mime.FormatMediaType(mediaType, params))
+	if inline {
+		disp = "inline"
+		if a.ContentID == "" {
+			return nil, nil, invalid(field+".ContentID", "", "inline parts need a ContentID")
+		}
+	}
+	if a.ContentID != "" {
+		if reason, ok := checkMessageIDLeft(a.ContentID); !ok {
+			return nil, nil, invalid(field+".ContentID", a.ContentID, reason)
+		}
+		p.header.Set("Content-ID", "<"+a.ContentID+">")
+	}
+	p.header.Set("Content-Disposition", mime.FormatMediaType(disp, dparams))
+	p.header.Set("Content-Transfer-Encoding", "base64")
+
+	src := newSource(a.Content)
+	p.leaf = func(w io.Writer) error {
+		r, err := src.open()
+		if err != nil {
+			return fmt.Errorf("mailsec: %s: %w", field, err)
+		}
+		lw := &lineWrapper{w: w}
+		enc := base64.NewEncoder(base64.StdEncoding, lw)
+		if _, err := io.Copy(enc, r); err != nil {
+			return fmt.Errorf("mailsec: %s: reading content: %w", field, err)
+		}
+		if err := enc.Close(); err != nil {
+			return err
+		}
+		return lw.end()
+	}
+	return p, src, nil
+}
+
+// checkMessageIDLeft checks a Content-ID: printable ASCII without
+// brackets, spaces or quotes.
+func checkMessageIDLeft(id string) (string, bool) {
+	if !syntax.IsPrintableASCII(id) || strings.ContainsAny(id, `<>"\()[];:,`) || len(id) > 250 {
+		return "must be printable ASCII without brackets, quotes or separators", false
+	}
+	return "", true
+}
+
+// lineWrapper breaks base64 output into 76-character lines.
+type lineWrapper struct {
+	w   io.Writer
+	col int
+	buf []byte
+}
+
+func (l *lineWrapper) Write(p []byte) (int, error) {
+	n := len(p)
+	l.buf = l.buf[:0]
+	for len(p) > 0 {
+		room := 76 - l.col
+		chunk := min(room, len(p))
+		l.buf = append(l.buf, p[:chunk]...)
+		p = p[chunk:]
+		l.col += chunk
+		if l.col == 76 {
+			l.buf = append(l.buf, '\r', '\n')
+			l.col = 0
+		}
+	}
+	if _, err := l.w.Write(l.buf); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (l *lineWrapper) end() error {
+	if l.col == 0 {
+		return nil
+	}
+	l.col = 0
+	_, err := l.w.Write([]byte("\r\n"))
+	return err
+}
+
+// source is an attachment reader that can be read again from its starting
+// offset when it is an io.Seeker.
+type source struct {
+	r      io.Reader
+	seeker io.Seeker
+	start  int64
+	used   bool
+	err    error
+}
+
+func newSource(r io.Reader) *source {
+	s := &source{r: r}
+	if sk, ok := r.(io.Seeker); ok {
+		if off, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			s.seeker, s.start = sk, off
+		}
+	}
+	return s
+}
+
+var errConsumed = errors.New("attachment reader already consumed by an earlier delivery and cannot seek back")
+
+func (s *source) open() (io.Reader, error) {
+	if s.used {
+		if s.seeker == nil {
+			return nil, errConsumed
+		}
+		if _, err := s.seeker.Seek(s.start, io.SeekStart); err != nil {
+			return nil, err
+		}
+	}
+	s.used = true
+	return s.r, nil
+}
+
+// checkReplayable fails before any I/O when the message needs n
+// deliveries and an attachment can be read only once.
+func (p *prepared) checkReplayable(n int) error {
+	for i, src := range p.sources {
+		if src.seeker == nil {
+			return invalid("attachment "+strconv.Itoa(i), "",
+				"the message needs "+strconv.Itoa(n)+" deliveries but this attachment's reader cannot seek back; use an io.ReadSeeker (*os.File, *bytes.Reader)")
+		}
+	}
+	return nil
+}

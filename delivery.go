@@ -1,0 +1,157 @@
+package mailsec
+
+import (
+	"context"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// Transport performs one delivery: one SMTP transaction (or its
+// equivalent) for one set of recipients. Implementations must be safe for
+// concurrent use, must honour d.Security exactly (ending the session before
+// MAIL FROM when it cannot be met) and decide no policy of their own.
+//
+// Deliver returns a non-nil error when no recipient was accepted: the
+// session could not be established or secured, MAIL or DATA was refused, or
+// every RCPT was. The DeliveryResult may still be non-nil then, to report
+// what was observed. When the error is nil, at least one recipient was
+// accepted; the result says which, and why the others were refused.
+type Transport interface {
+	Deliver(ctx context.Context, d *Delivery) (*DeliveryResult, error)
+}
+
+// Delivery is one message for one set of recipients.
+type Delivery struct {
+	// From is the reverse-path (MAIL FROM); empty for the null path.
+	From string
+	// To are the forward-paths (RCPT TO), at least one.
+	To []string
+	// Security is the transport security floor.
+	Security Security
+	// RequireTLS sends REQUIRETLS (RFC 8689); the transport fails the
+	// delivery unless the session is verified TLS and the server offers it.
+	RequireTLS bool
+	// SMTPUTF8 marks an internationalised envelope or header; the transport
+	// fails the delivery unless the server offers SMTPUTF8.
+	SMTPUTF8 bool
+	// EightBit marks 8-bit content; the transport fails the delivery unless
+	// the server offers 8BITMIME.
+	EightBit bool
+	// DSN options; nil for none.
+	DSN *DSN
+	// Content writes the whole message, header and body. Line endings may
+	// be CRLF or bare LF; the transport writes CRLF and dot-stuffs. It may
+	// be written more than once if the transport retries.
+	Content io.WriterTo
+}
+
+// Validate checks the envelope the way a transport must before using it:
+// paths free of anything that could inject a command, DSN arguments well
+// formed. Transports call it so that a Delivery built by hand is held to
+// the same rules as one built by a Sender.
+func (d *Delivery) Validate() error {
+	if d.From != "" {
+		if err := checkPath("From", d.From, d.SMTPUTF8); err != nil {
+			return err
+		}
+	}
+	if len(d.To) == 0 {
+		return invalid("To", "", "no recipients")
+	}
+	for i, to := range d.To {
+		if err := checkPath("To["+strconv.Itoa(i)+"]", to, d.SMTPUTF8); err != nil {
+			return err
+		}
+	}
+	if d.Content == nil {
+		return invalid("Content", "", "no content")
+	}
+	if err := d.DSN.validate(); err != nil {
+		return err
+	}
+	return d.Security.Validate()
+}
+
+func checkPath(field, p string, utf8 bool) error {
+	m, reason := parseAddrSpec(p)
+	if reason != "" {
+		return invalid(field, p, reason)
+	}
+	if m.utf8 && !utf8 {
+		return invalid(field, p, "non-ASCII local part needs SMTPUTF8")
+	}
+	return nil
+}
+
+// DSN keyword values (RFC 3461).
+const (
+	DSNReturnFull    = "FULL"
+	DSNReturnHeaders = "HDRS"
+	NotifyNever      = "NEVER"
+	NotifySuccess    = "SUCCESS"
+	NotifyFailure    = "FAILURE"
+	NotifyDelay      = "DELAY"
+)
+
+func (d *DSN) validate() error {
+	if d == nil {
+		return nil
+	}
+	switch d.Return {
+	case "", DSNReturnFull, DSNReturnHeaders:
+	default:
+		return invalid("DSN.Return", d.Return, `must be "FULL" or "HDRS"`)
+	}
+	if d.EnvelopeID != "" && (!syntax.IsPrintableASCII(d.EnvelopeID) || len(d.EnvelopeID) > 100) {
+		return invalid("DSN.EnvelopeID", d.EnvelopeID, "must be 1 to 100 printable ASCII characters")
+	}
+	seen := map[string]bool{}
+	for _, n := range d.Notify {
+		switch n {
+		case NotifySuccess, NotifyFailure, NotifyDelay, NotifyNever:
+		default:
+			return invalid("DSN.Notify", n, "must be NEVER, SUCCESS, FAILURE or DELAY")
+		}
+		if seen[n] {
+			return invalid("DSN.Notify", n, "repeated")
+		}
+		seen[n] = true
+	}
+	if seen[NotifyNever] && len(d.Notify) > 1 {
+		return invalid("DSN.Notify", strings.Join(d.Notify, ","), "NEVER cannot be combined")
+	}
+	return nil
+}
+
+// DeliveryResult is what a Transport observed.
+type DeliveryResult struct {
+	// Connection describes the session; nil when none was established.
+	Connection *ConnectionState
+	// Reply is the server's reply to the end of DATA; nil if not reached.
+	Reply *Reply
+	// Recipients has one entry per Delivery.To, in the same order.
+	Recipients []RecipientResult
+}
+
+// RecipientResult is the outcome for one forward-path.
+type RecipientResult struct {
+	Address  string
+	Accepted bool   // the message was accepted for this recipient
+	Reply    *Reply // reply to RCPT when refused
+	Err      error  // why it was not accepted
+}
+
+// Accepted lists the accepted recipients.
+func (r *DeliveryResult) Accepted() []string {
+	var out []string
+	for _, rr := range r.Recipients {
+		if rr.Accepted {
+			out = append(out, rr.Address)
+		}
+	}
+	return slices.Clip(out)
+}

@@ -1,0 +1,113 @@
+// Package smtpdata writes message content in the canonical form SMTP DATA
+// requires (RFC 5321 section 2.3.8 and 4.5.3.1.6): every line ends in CRLF
+// and no line is longer than 998 octets.
+//
+// A bare CR and a bare LF are both turned into CRLF, so no sequence in the
+// input (such as "\n.\n" or "\r.\r\n") can be read by a receiver as the end
+// of DATA followed by a second, smuggled message. Dot-stuffing and the
+// terminating "CRLF.CRLF" are the job of the writer underneath (net/textproto's
+// DotWriter, which go-smtp uses); that writer leaves a bare CR untouched,
+// which is why this one runs first.
+package smtpdata
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// ErrLineTooLong is returned by Write when a line exceeds 998 octets.
+// Content that can have long lines must be encoded (quoted-printable or
+// base64) before it reaches this writer; folding it here would change it.
+var ErrLineTooLong = errors.New("smtpdata: line longer than 998 octets")
+
+// Writer normalises line endings and enforces the line-length limit. It is
+// not safe for concurrent use.
+type Writer struct {
+	w       io.Writer
+	cr      bool // the last byte written was a CR whose LF is still pending
+	lineLen int  // octets in the current line so far
+	line    int  // 1-based number of the current line, for errors
+	err     error
+	buf     []byte
+}
+
+// NewWriter returns a Writer that writes canonical lines to w.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{w: w, line: 1, buf: make([]byte, 0, 4096)}
+}
+
+// Write implements io.Writer. After the first error every call fails with
+// it, so a caller that ignores one error cannot produce a half-clean stream.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := 0
+	for n < len(p) {
+		c := p[n]
+		switch {
+		case w.cr:
+			w.cr = false
+			w.newline()
+			if c == '\n' {
+				n++
+				continue
+			}
+			// A bare CR has just been completed as CRLF; c starts the next line.
+			continue
+		case c == '\r':
+			w.cr = true
+		case c == '\n':
+			w.newline()
+		default:
+			w.lineLen++
+			if w.lineLen > syntax.MaxLine {
+				w.err = fmt.Errorf("%w (line %d)", ErrLineTooLong, w.line)
+				return n, w.err
+			}
+			w.buf = append(w.buf, c)
+		}
+		n++
+		if len(w.buf) >= cap(w.buf)-2 {
+			if err := w.flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, w.flush()
+}
+
+func (w *Writer) newline() {
+	w.buf = append(w.buf, '\r', '\n')
+	w.lineLen = 0
+	w.line++
+}
+
+func (w *Writer) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// Close completes a pending CR as CRLF and flushes. It does not close the
+// underlying writer and does not add a final line ending otherwise: the DATA
+// terminator is written by the layer below.
+func (w *Writer) Close() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.cr {
+		w.cr = false
+		w.newline()
+	}
+	return w.flush()
+}

@@ -1,0 +1,1031 @@
+// Package mailsec sends transactional email so that nobody between the
+// application and the recipient can read it or silently downgrade it.
+//
+// An application builds one [Sender] at start-up, with a [Transport] that
+// knows how to reach mail servers, and calls [Sender.Send] from as many
+// goroutines as it likes:
+//
+//	t := &transport.Submission{Addr: "smtp.example.com:465", Auth: &transport.Auth{...}}
+//	s, err := mailsec.NewSender(t, nil)
+//	...
+//	receipt, err := s.Send(ctx, &mailsec.Message{
+//		From:    "App <noreply@example.com>",
+//		To:      []string{"ann@example.org"},
+//		Subject: "Your password reset link",
+//		Text:    "...",
+//	})
+//
+// # What it guarantees
+//
+// Every message is validated before any I/O: addresses, header values and
+// header names that could inject a line break, a second recipient or a second
+// message are refused with a [*ValidationError] naming the field.
+//
+// By default a message leaves the process only over TLS 1.2 or later with a
+// certificate verified for the configured server name. A server that does
+// not offer STARTTLS, refuses it, injects bytes before the handshake or
+// presents a certificate that does not verify gets nothing: not the envelope,
+// not the credentials, not a byte of the body. Weaker transport security
+// (an unverified certificate, or plaintext to a loopback development server)
+// happens only when a [Policy] asks for it, and the [Receipt] records it.
+//
+// Recipients whose plan requires end-to-end protection get the message only
+// in the form a [Protector] produced for them (PGP/MIME or S/MIME); when no
+// usable key exists for one of them, that recipient gets nothing and the
+// error says why.
+//
+// # Pieces
+//
+//   - [Message]: what to send, built from strings and streamed attachments.
+//   - [Sender]: validates, plans per recipient, groups recipients into
+//     deliveries, protects content and hands each delivery to a Transport.
+//   - [Transport]: performs one SMTP transaction; package transport has the
+//     implementations (submission to a smarthost over implicit TLS or
+//     mandatory STARTTLS).
+//   - [Policy]: decides per recipient the transport security floor and
+//     whether protection is required.
+//   - [Protector]: turns a MIME entity into its protected form; packages pgp
+//     and smime implement it.
+//   - [Receipt]: the per-recipient audit record of what happened.
+//
+// Package mailsectest has an in-process TLS SMTP server and a recording
+// Transport for tests.
+//
+// # Errors
+//
+// Every failure is typed. [*ValidationError] means bad input and is never
+// worth retrying. [*SecurityError] means a security requirement could not be
+// met (match the category with [ErrDowngrade], [ErrCertificate],
+// [ErrHandshake], [ErrRequireTLS], [ErrPlaintext]). [*SMTPError] carries the
+// server's reply. [*SendError] reports per-recipient failures and unwraps to a
+// [*RecipientError] for each. [IsTemporary] says whether trying again later
+// can help.
+package mailsec
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sender sends messages through a Transport according to a Policy. It is
+// safe for concurrent use by multiple goroutines and should be built once
+// and reused.
+type Sender struct {
+	transport Transport
+	policy    Policy
+	protector Protector
+	logger    *slog.Logger
+	now       func() time.Time
+	idDomain  string
+}
+
+// Options configures a Sender. The zero value (or a nil *Options) is the
+// safe default: verified TLS for every recipient, no end-to-end protection,
+// no logging.
+type Options struct {
+	// Policy plans every recipient's delivery. Nil means DefaultPolicy:
+	// verified TLS, no protection.
+	Policy Policy
+
+	// Protector protects content for recipients whose plan requires it.
+	// Nil means none is available: such recipients fail with ErrNoKey and
+	// receive nothing.
+	Protector Protector
+
+	// Logger receives one record per delivery (recipients, host, TLS
+	// version, outcome). Nil means no logging. Records never contain
+	// message content, credentials or keys.
+	Logger *slog.Logger
+
+	// Now returns the current time for the Date header. Nil means time.Now.
+	Now func() time.Time
+
+	// MessageIDDomain is the right-hand side of generated Message-IDs.
+	// Empty means the domain of the From address.
+	MessageIDDomain string
+}
+
+// NewSender returns a Sender that delivers through t.
+func NewSender(t Transport, o *Options) (*Sender, error) {
+	if t == nil {
+		return nil, errors.New("mailsec: NewSender needs a Transport")
+	}
+	if o == nil {
+		o = &Options{}
+	}
+	s := &Sender{
+		transport: t,
+		policy:    cmp.Or[Policy](o.Policy, DefaultPolicy()),
+		protector: o.Protector,
+		logger:    o.Logger,
+		now:       o.Now,
+		idDomain:  o.MessageIDDomain,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.idDomain != "" {
+		m, reason := parseAddrSpec("x@" + s.idDomain)
+		if reason != "" {
+			return nil, invalid("MessageIDDomain", s.idDomain, reason)
+		}
+		s.idDomain = m.aDomain
+	}
+	return s, nil
+}
+
+// Message is an email to send. Addresses are written as an application
+// usually has them: "ann@example.org" or "Ann Example <ann@example.org>".
+// Domains may be internationalised (they are sent as IDNA A-labels);
+// local parts may be non-ASCII only if the server offers SMTPUTF8.
+//
+// A Message is read, never modified, by Send. One whose attachments are
+// io.Readers must not be sent by two goroutines at once.
+type Message struct {
+	From    string   // the author; required
+	Sender  string   // the Sender header, when it differs from From
+	ReplyTo []string // Reply-To
+	To      []string
+	Cc      []string
+	// Bcc recipients never appear in any header; each gets a delivery of
+	// its own.
+	Bcc     []string
+	Subject string
+
+	// Text and HTML are the bodies. With both, the message is
+	// multipart/alternative. Line endings may be LF, CRLF or CR; they are
+	// sent as CRLF.
+	Text string
+	HTML string
+
+	// Attachments are sent with Content-Disposition: attachment, Inline
+	// parts (images referenced from HTML as "cid:...") with inline, inside
+	// multipart/related.
+	Attachments []Attachment
+	Inline      []Attachment
+
+	// Headers are extra header fields (List-Unsubscribe, In-Reply-To,
+	// X-Entity-Ref-ID...). Fields the builder owns (From, To, Cc, Bcc,
+	// Subject, Date, Message-ID, MIME-Version, Content-*, ...) are refused.
+	Headers []Header
+
+	// EnvelopeFrom is the SMTP reverse-path (MAIL FROM), where bounces go.
+	// Empty means the From address.
+	EnvelopeFrom string
+
+	// RequireTLS asks for REQUIRETLS (RFC 8689): every hop must relay the
+	// message over verified TLS or bounce it. It fails unless the server
+	// offers REQUIRETLS over a verified TLS session.
+	RequireTLS bool
+
+	// DSN requests delivery status notifications (RFC 3461). Nil requests
+	// none and lets the server decide.
+	DSN *DSN
+
+	// Date and MessageID are generated when zero.
+	Date      time.Time
+	MessageID string // without angle brackets
+}
+
+// Header is one extra header field.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Attachment is a file attached to a message, streamed from Content.
+type Attachment struct {
+	// Filename is offered to the recipient; it may be non-ASCII.
+	Filename string
+	// ContentType such as "application/pdf". Empty means one derived from
+	// the Filename extension, or application/octet-stream.
+	ContentType string
+	// ContentID identifies an inline part ("logo" is referenced from HTML
+	// as "cid:logo"). Required for Inline parts.
+	ContentID string
+	// Content is read when the message is written, in base64 chunks, never
+	// whole. When a message needs more than one delivery (Bcc recipients,
+	// recipients with different plans), Content must also be an io.Seeker
+	// (an *os.File, *bytes.Reader or *strings.Reader is), so that it can be
+	// read again from its starting offset.
+	Content io.Reader
+}
+
+// DSN holds delivery status notification options (RFC 3461). They are
+// sent only when the server offers DSN.
+type DSN struct {
+	// Return is "FULL" or "HDRS": what a bounce includes. Empty: server's choice.
+	Return string
+	// EnvelopeID is echoed in notifications (ENVID); printable ASCII.
+	EnvelopeID string
+	// Notify is "NEVER" or any of "SUCCESS", "FAILURE", "DELAY".
+	Notify []string
+	// OriginalRecipient adds ORCPT=rfc822;<address> to every recipient.
+	OriginalRecipient bool
+}
+
+// Receipt is the record of one Send: per recipient, what was delivered,
+// how, and what the server said. Its JSON form is stable; see the README.
+type Receipt struct {
+	MessageID  string             `json:"message_id"`
+	Recipients []RecipientReceipt `json:"recipients"`
+}
+
+// RecipientReceipt is the outcome for one recipient.
+type RecipientReceipt struct {
+	Address  string        `json:"address"`
+	Kind     RecipientKind `json:"kind"`
+	Accepted bool          `json:"accepted"`
+	// Delivery numbers the SMTP transaction that carried this recipient;
+	// recipients with the same number shared one (1-based, 0 if none).
+	Delivery int `json:"delivery"`
+	// Plan is what the Policy decided for the recipient.
+	Plan Plan `json:"plan"`
+	// RequireTLS is set when the message was sent with REQUIRETLS.
+	RequireTLS bool `json:"requiretls,omitempty"`
+	// Reply is the server's reply: to RCPT when the recipient was refused,
+	// to the end of DATA otherwise.
+	Reply   *Reply `json:"reply,omitempty"`
+	QueueID string `json:"queue_id,omitempty"`
+	// Connection describes the session's transport security.
+	Connection *ConnectionState `json:"connection,omitempty"`
+	// Protection is set when the content was protected for the recipient.
+	Protection *ProtectionInfo `json:"protection,omitempty"`
+	// Err is why the recipient was not accepted; its text is the "error"
+	// member of the JSON form.
+	Err error `json:"-"`
+}
+
+// MarshalJSON adds the error text to the JSON form.
+func (r RecipientReceipt) MarshalJSON() ([]byte, error) {
+	type plain RecipientReceipt
+	v := struct {
+		plain
+		Error string `json:"error,omitempty"`
+	}{plain: plain(r)}
+	if r.Err != nil {
+		v.Error = r.Err.Error()
+	}
+	return json.Marshal(v)
+}
+
+// Failed returns the receipts of recipients that were not accepted.
+func (r *Receipt) Failed() []RecipientReceipt {
+	var out []RecipientReceipt
+	for _, rr := range r.Recipients {
+		if !rr.Accepted {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// RecipientKind says in which field a recipient was named.
+type RecipientKind string
+
+// Recipient kinds.
+const (
+	KindTo  RecipientKind = "to"
+	KindCc  RecipientKind = "cc"
+	KindBcc RecipientKind = "bcc"
+)
+
+// Reply is an SMTP server reply.
+type Reply struct {
+	Code         int          `json:"code"`
+	EnhancedCode EnhancedCode `json:"enhanced_code,omitzero"`
+	Text         string       `json:"text"`
+}
+
+func (r *Reply) String() string {
+	if r == nil {
+		return ""
+	}
+	s := strconv.Itoa(r.Code)
+	if r.EnhancedCode != (EnhancedCode{}) {
+		s += " " + r.EnhancedCode.String()
+	}
+	if r.Text != "" {
+		s += " " + r.Text
+	}
+	return s
+}
+
+// EnhancedCode is an RFC 3463 status code such as 5.7.1.
+type EnhancedCode [3]int
+
+func (c EnhancedCode) String() string {
+	if c == (EnhancedCode{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+}
+
+// MarshalText writes the dotted form.
+func (c EnhancedCode) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText reads the dotted form.
+func (c *EnhancedCode) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*c = EnhancedCode{}
+		return nil
+	}
+	v, ok := ParseEnhancedCode(string(b))
+	if !ok {
+		return fmt.Errorf("mailsec: malformed enhanced status code %q", b)
+	}
+	*c = v
+	return nil
+}
+
+// ParseEnhancedCode parses "class.subject.detail" (RFC 3463).
+func ParseEnhancedCode(s string) (EnhancedCode, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return EnhancedCode{}, false
+	}
+	var c EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 || len(p) > 3 {
+			return EnhancedCode{}, false
+		}
+		c[i] = n
+	}
+	if c[0] != 2 && c[0] != 4 && c[0] != 5 {
+		return EnhancedCode{}, false
+	}
+	return c, true
+}
+
+// ConnectionState describes the SMTP session a delivery used.
+type ConnectionState struct {
+	// Host is the server name the certificate was checked against.
+	Host string `json:"host"`
+	// Addr is the remote network address.
+	Addr        string `json:"addr,omitempty"`
+	TLSVersion  string `json:"tls_version,omitempty"`  // "TLS 1.3"; empty without TLS
+	CipherSuite string `json:"cipher_suite,omitempty"` // IANA name
+	// Verification says how the server's certificate was authenticated.
+	Verification Verification `json:"verification"`
+	// PeerPin is the SHA-256 of the server certificate's public key.
+	PeerPin Pin `json:"peer_spki_sha256,omitzero"`
+	// SASLMechanism names the SMTP AUTH mechanism used, if any.
+	SASLMechanism string `json:"sasl_mechanism,omitempty"`
+	// Reused is set when the session had carried earlier messages.
+	Reused bool `json:"reused"`
+}
+
+// Verification says how a server's identity was established.
+type Verification string
+
+// Verification results.
+const (
+	// VerifiedWebPKI: the chain verified to a trusted root, for the host name.
+	VerifiedWebPKI Verification = "webpki"
+	// VerifiedPin: the certificate's key matched a configured SPKI pin.
+	VerifiedPin Verification = "pinned-spki"
+	// NotVerified: TLS without certificate verification (explicit opt-in).
+	NotVerified Verification = "unverified"
+	// NoTLS: no TLS at all (explicit opt-in, loopback only).
+	NoTLS Verification = "none"
+)
+
+// ProtectionInfo records the end-to-end protection applied for a recipient.
+type ProtectionInfo struct {
+	Method      string `json:"method"`                // "pgp" or "smime"
+	Fingerprint string `json:"fingerprint,omitempty"` // of the recipient's key or certificate
+	Signed      bool   `json:"signed,omitempty"`
+}
+
+// Send validates m, plans each recipient with the Sender's Policy, and
+// delivers. Nothing is sent when m is invalid. Each recipient is handled on
+// its own: when some fail (refused by the server, no usable key, security
+// requirement not met) the others are still delivered, and the error is a
+// *SendError that unwraps to one *RecipientError per failed recipient. The
+// Receipt is returned whenever anything was attempted, error or not.
+func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
+	if m == nil {
+		return nil, invalid("Message", "", "nil message")
+	}
+	msg, err := s.prepare(m)
+	if err != nil {
+		return nil, err
+	}
+	rec := &Receipt{MessageID: msg.messageID}
+	for _, r := range msg.rcpts {
+		rec.Recipients = append(rec.Recipients, RecipientReceipt{Address: r.Address, Kind: r.Kind})
+	}
+	fail := func(i int, err error) {
+		rec.Recipients[i].Err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: err}
+	}
+
+	groups := make([]*group, 0, len(msg.rcpts))
+	byKey := map[string]*group{}
+	for i, r := range msg.rcpts {
+		plan, err := s.policy.Plan(ctx, m, r.Recipient)
+		if err == nil {
+			err = plan.validate()
+		}
+		if err != nil {
+			fail(i, fmt.Errorf("policy: %w", err))
+			continue
+		}
+		rec.Recipients[i].Plan = plan
+		key := plan.key()
+		if g := byKey[key]; g != nil && r.Kind != KindBcc {
+			g.idx = append(g.idx, i)
+			continue
+		}
+		g := &group{plan: plan, idx: []int{i}}
+		groups = append(groups, g)
+		if r.Kind != KindBcc {
+			byKey[key] = g
+		}
+	}
+	if len(groups) > 1 {
+		if err := msg.checkReplayable(len(groups)); err != nil {
+			return nil, err
+		}
+	}
+
+	for n, g := range groups {
+		if err := ctx.Err(); err != nil {
+			for _, i := range g.idx {
+				fail(i, err)
+			}
+			continue
+		}
+		s.deliver(ctx, msg, g, n+1, rec)
+	}
+
+	var failed []*RecipientError
+	for _, r := range rec.Recipients {
+		if r.Err != nil {
+			var re *RecipientError
+			if !errors.As(r.Err, &re) {
+				re = &RecipientError{Recipient: r.Address, Err: r.Err}
+			}
+			failed = append(failed, re)
+		}
+	}
+	if len(failed) > 0 {
+		return rec, &SendError{Failed: failed, Total: len(rec.Recipients)}
+	}
+	return rec, nil
+}
+
+// group is a set of recipients that share one delivery.
+type group struct {
+	plan Plan
+	idx  []int // indexes into the prepared recipients
+}
+
+// deliver protects (if planned) and sends one group, filling in rec.
+func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, rec *Receipt) {
+	rcpts := make([]string, 0, len(g.idx))
+	for _, i := range g.idx {
+		rcpts = append(rcpts, rec.Recipients[i].Address)
+	}
+	setErr := func(i int, err error) {
+		var re *RecipientError
+		if !errors.As(err, &re) || re.Recipient != rec.Recipients[i].Address {
+			err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: err}
+		}
+		rec.Recipients[i].Err = err
+	}
+
+	content := msg.entity
+	var prot *Protected
+	if g.plan.Protection == ProtectionRequired {
+		var perr map[string]error
+		prot, perr = s.protect(ctx, msg.entity, rcpts)
+		for _, i := range g.idx {
+			if err := perr[rec.Recipients[i].Address]; err != nil {
+				setErr(i, err)
+			}
+		}
+		if prot == nil {
+			s.log(ctx, msg, rcpts, nil, errors.New("no recipient could be protected"))
+			return
+		}
+		content = prot.Entity
+		kept := g.idx[:0:0]
+		rcpts = rcpts[:0]
+		for _, i := range g.idx {
+			if rec.Recipients[i].Err == nil {
+				kept = append(kept, i)
+				rcpts = append(rcpts, rec.Recipients[i].Address)
+			}
+		}
+		g = &group{plan: g.plan, idx: kept}
+	}
+
+	d := &Delivery{
+		From:       msg.envelopeFrom,
+		To:         rcpts,
+		Security:   g.plan.Security,
+		RequireTLS: msg.requireTLS,
+		DSN:        msg.dsn,
+		Content:    content,
+	}
+	d.SMTPUTF8 = msg.utf8 || msg.envUTF8
+	for _, i := range g.idx {
+		d.SMTPUTF8 = d.SMTPUTF8 || msg.rcpts[i].utf8
+	}
+	d.EightBit = d.SMTPUTF8
+
+	res, err := s.transport.Deliver(ctx, d)
+	if res == nil {
+		res = &DeliveryResult{}
+	}
+	queueID := ""
+	if res.Reply != nil {
+		queueID = QueueID(res.Reply.Text)
+	}
+	for j, i := range g.idx {
+		rr := &rec.Recipients[i]
+		rr.Delivery = n
+		rr.Connection = res.Connection
+		rr.RequireTLS = msg.requireTLS
+		if prot != nil {
+			rr.Protection = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[rcpts[j]], Signed: prot.Signed}
+		}
+		var r *RecipientResult
+		if j < len(res.Recipients) {
+			r = &res.Recipients[j]
+		}
+		switch {
+		case r != nil && r.Accepted && err == nil:
+			rr.Accepted = true
+			rr.Reply = res.Reply
+			rr.QueueID = queueID
+		case r != nil && r.Err != nil:
+			rr.Reply = r.Reply
+			setErr(i, r.Err)
+		case err != nil:
+			rr.Reply = res.Reply
+			setErr(i, err)
+		default:
+			setErr(i, errors.New("mailsec: transport reported no result for this recipient"))
+		}
+	}
+	s.log(ctx, msg, rcpts, res, err)
+}
+
+// protect asks the Protector for content for rcpts. Recipients it cannot
+// serve are returned with their errors, and the others are protected again
+// without them, so a missing key for one never exposes another.
+func (s *Sender) protect(ctx context.Context, e *Entity, rcpts []string) (*Protected, map[string]error) {
+	failed := map[string]error{}
+	if s.protector == nil {
+		for _, r := range rcpts {
+			failed[r] = &ProtectionError{Recipient: r, Reason: "protection is required but the Sender has no Protector"}
+		}
+		return nil, failed
+	}
+	remaining := slices.Clone(rcpts)
+	for len(remaining) > 0 {
+		p, err := s.protectOnce(ctx, e, remaining)
+		if err == nil {
+			return p, failed
+		}
+		per := recipientErrors(err)
+		progress := false
+		for _, re := range per {
+			if i := slices.Index(remaining, re.Recipient); i >= 0 {
+				failed[re.Recipient] = re
+				remaining = slices.Delete(remaining, i, i+1)
+				progress = true
+			}
+		}
+		if !progress {
+			// An error that names no recipient applies to all of them.
+			for _, r := range remaining {
+				failed[r] = &ProtectionError{Recipient: r, Reason: "protection failed", Err: err}
+			}
+			return nil, failed
+		}
+	}
+	return nil, failed
+}
+
+// protectOnce calls the Protector and turns a panic inside it (a crypto
+// library fed a malformed key, say) into an error instead of a crash.
+func (s *Sender) protectOnce(ctx context.Context, e *Entity, rcpts []string) (p *Protected, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p, err = nil, fmt.Errorf("mailsec: Protector panicked: %v", v)
+		}
+	}()
+	p, err = s.protector.Protect(ctx, e, rcpts)
+	if err == nil && (p == nil || p.Entity == nil) {
+		err = errors.New("mailsec: Protector returned no entity")
+	}
+	return p, err
+}
+
+func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, res *DeliveryResult, err error) {
+	if s.logger == nil {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("message_id", msg.messageID),
+		slog.Any("recipients", rcpts),
+	}
+	if res != nil && res.Connection != nil {
+		c := res.Connection
+		attrs = append(attrs, slog.String("host", c.Host), slog.String("tls", c.TLSVersion),
+			slog.String("cipher", c.CipherSuite), slog.String("verification", string(c.Verification)),
+			slog.Bool("reused", c.Reused))
+	}
+	if res != nil && res.Reply != nil {
+		attrs = append(attrs, slog.String("reply", res.Reply.String()))
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	s.logger.LogAttrs(ctx, level, "mailsec delivery", attrs...)
+}
+
+// QueueID extracts the queue identifier from a reply to the end of DATA,
+// in the forms Postfix ("queued as 4ZxY"), Exim ("id=1abc-..."), and others
+// ("Ok: queued as <id>", "Ok <id>") use. It returns "" when there is none.
+func QueueID(text string) string {
+	fields := strings.Fields(text)
+	for i, f := range fields {
+		if strings.EqualFold(f, "as") && i > 0 && strings.EqualFold(fields[i-1], "queued") && i+1 < len(fields) {
+			return strings.Trim(fields[i+1], "<>.,;()")
+		}
+		if v, ok := strings.CutPrefix(f, "id="); ok && v != "" {
+			return strings.Trim(v, "<>.,;()")
+		}
+	}
+	return ""
+}
+
+func newMessageID(domain string) string {
+	var b [20]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])) + "@" + domain
+}
+
+// Errors.
+
+// Error categories, for errors.Is.
+var (
+	// ErrInvalid: the message or an option is malformed (a *ValidationError).
+	ErrInvalid = errors.New("mailsec: invalid input")
+	// ErrDowngrade: the server did not let TLS start cleanly: STARTTLS not
+	// offered, refused, or preceded by injected bytes; plaintext on an
+	// implicit-TLS port.
+	ErrDowngrade = errors.New("mailsec: TLS downgrade refused")
+	// ErrCertificate: the server's certificate did not verify (untrusted,
+	// expired, wrong name, pin mismatch).
+	ErrCertificate = errors.New("mailsec: server certificate not accepted")
+	// ErrHandshake: the TLS handshake failed for another reason (no common
+	// protocol version of 1.2 or later, no common cipher, broken peer).
+	ErrHandshake = errors.New("mailsec: TLS handshake failed")
+	// ErrRequireTLS: REQUIRETLS was asked for and cannot be honoured.
+	ErrRequireTLS = errors.New("mailsec: REQUIRETLS cannot be honoured")
+	// ErrPlaintext: a plaintext session was asked for where it is not
+	// allowed (a non-loopback peer, or with credentials).
+	ErrPlaintext = errors.New("mailsec: plaintext session not allowed")
+	// ErrAuth: SMTP authentication failed or could not be attempted safely.
+	ErrAuth = errors.New("mailsec: SMTP authentication failed")
+	// ErrUnsupported: the server lacks an extension the message needs
+	// (SMTPUTF8, 8BITMIME).
+	ErrUnsupported = errors.New("mailsec: server lacks a required extension")
+	// ErrNoKey: protection is required and no usable key or certificate
+	// exists for the recipient.
+	ErrNoKey = errors.New("mailsec: no usable key for recipient")
+)
+
+// IsTemporary reports whether err is worth retrying later unchanged: a 4xx
+// reply, a network failure or timeout. Validation, security, permanent
+// replies and missing keys are not.
+func IsTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) {
+		return t.Temporary()
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// ValidationError reports input refused before any I/O.
+type ValidationError struct {
+	Field  string // "To[1]", "Subject", "Headers[0].Name", "EHLO name"...
+	Value  string // the offending value, possibly truncated
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	v := e.Value
+	if len(v) > 80 {
+		v = v[:80] + "..."
+	}
+	if v == "" {
+		return fmt.Sprintf("mailsec: invalid %s: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("mailsec: invalid %s %q: %s", e.Field, v, e.Reason)
+}
+
+// Is matches ErrInvalid.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// Temporary is false: the same input will fail again.
+func (e *ValidationError) Temporary() bool { return false }
+
+func invalid(field, value, reason string) *ValidationError {
+	return &ValidationError{Field: field, Value: value, Reason: reason}
+}
+
+// Invalid returns a *ValidationError; transports and protectors use it to
+// report bad input in the same form as the Sender.
+func Invalid(field, value, reason string) error { return invalid(field, value, reason) }
+
+// SecurityFailure names the security rule a session broke.
+type SecurityFailure string
+
+// Security failures. Each belongs to one category sentinel.
+const (
+	FailStartTLSMissing   SecurityFailure = "STARTTLS not offered"                             // ErrDowngrade
+	FailStartTLSRefused   SecurityFailure = "STARTTLS refused"                                 // ErrDowngrade
+	FailInjection         SecurityFailure = "bytes injected before the TLS handshake"          // ErrDowngrade
+	FailNotTLS            SecurityFailure = "server does not speak TLS on the implicit-TLS port" // ErrDowngrade
+	FailCertificate       SecurityFailure = "certificate verification failed"                  // ErrCertificate
+	FailPinMismatch       SecurityFailure = "certificate key matches no pin"                   // ErrCertificate
+	FailHandshake         SecurityFailure = "TLS handshake failed"                             // ErrHandshake
+	FailRequireTLS        SecurityFailure = "REQUIRETLS not offered after verified TLS"        // ErrRequireTLS
+	FailPlaintextNotLocal SecurityFailure = "plaintext to a non-loopback server"               // ErrPlaintext
+	FailPlaintextAuth     SecurityFailure = "credentials over a plaintext session"             // ErrPlaintext
+)
+
+func (f SecurityFailure) category() error {
+	switch f {
+	case FailStartTLSMissing, FailStartTLSRefused, FailInjection, FailNotTLS:
+		return ErrDowngrade
+	case FailCertificate, FailPinMismatch:
+		return ErrCertificate
+	case FailRequireTLS:
+		return ErrRequireTLS
+	case FailPlaintextNotLocal, FailPlaintextAuth:
+		return ErrPlaintext
+	}
+	return ErrHandshake
+}
+
+// SecurityError reports that a session could not meet its security
+// requirement. The session was ended before MAIL FROM: nothing of the
+// message, and no credentials, were sent.
+type SecurityError struct {
+	Host    string
+	Failure SecurityFailure
+	Detail  string // what was seen, e.g. the server's reply or the x509 error
+	Err     error  // underlying error, if any
+	// Temp marks a failure reported by the server as temporary (a 454 reply
+	// to STARTTLS).
+	Temp bool
+}
+
+func (e *SecurityError) Error() string {
+	s := "mailsec: " + e.Host + ": " + string(e.Failure)
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+// Is matches the failure's category (ErrDowngrade, ErrCertificate, ...).
+func (e *SecurityError) Is(target error) bool { return target == e.Failure.category() }
+
+func (e *SecurityError) Unwrap() error { return e.Err }
+
+// Temporary reports whether the server itself said the failure was
+// temporary. Other security failures need a configuration change (or the
+// end of an attack) before a retry can succeed.
+func (e *SecurityError) Temporary() bool { return e.Temp }
+
+// SMTPError is an error reply from the server.
+type SMTPError struct {
+	Host         string
+	Command      string // "greeting", "EHLO", "AUTH", "MAIL", "RCPT", "DATA", "RSET"...
+	Code         int
+	EnhancedCode EnhancedCode
+	Message      string
+}
+
+func (e *SMTPError) Error() string {
+	s := fmt.Sprintf("mailsec: %s: %s: %d", e.Host, e.Command, e.Code)
+	if e.EnhancedCode != (EnhancedCode{}) {
+		s += " " + e.EnhancedCode.String()
+	}
+	return s + " " + e.Message
+}
+
+// Temporary reports a 4xx reply.
+func (e *SMTPError) Temporary() bool { return e.Code/100 == 4 }
+
+// Reply returns the error as a Reply.
+func (e *SMTPError) Reply() *Reply {
+	return &Reply{Code: e.Code, EnhancedCode: e.EnhancedCode, Text: e.Message}
+}
+
+// AuthError reports an SMTP AUTH failure. Credentials are never part of it.
+type AuthError struct {
+	Host      string
+	Mechanism string // the mechanism tried, if any
+	Reason    string
+	Err       error // the server's reply (*SMTPError) or the mechanism's error
+}
+
+func (e *AuthError) Error() string {
+	s := "mailsec: " + e.Host + ": authentication"
+	if e.Mechanism != "" {
+		s += " (" + e.Mechanism + ")"
+	}
+	s += ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is matches ErrAuth.
+func (e *AuthError) Is(target error) bool { return target == ErrAuth }
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// Temporary reports a 4xx reply to AUTH.
+func (e *AuthError) Temporary() bool {
+	var se *SMTPError
+	return errors.As(e.Err, &se) && se.Temporary()
+}
+
+// ExtensionError reports that the server lacks an extension the delivery
+// needs. Nothing was sent.
+type ExtensionError struct {
+	Host      string
+	Extension string // "SMTPUTF8", "8BITMIME"
+	Reason    string
+}
+
+func (e *ExtensionError) Error() string {
+	return "mailsec: " + e.Host + ": server does not offer " + e.Extension + ": " + e.Reason
+}
+
+// Is matches ErrUnsupported.
+func (e *ExtensionError) Is(target error) bool { return target == ErrUnsupported }
+
+// Temporary is false.
+func (e *ExtensionError) Temporary() bool { return false }
+
+// NetworkError reports a failure to connect to or talk with a server, a
+// timeout or a cancelled context among them. It is temporary.
+type NetworkError struct {
+	Host string
+	Op   string // "dial", "greeting", "MAIL", "DATA"...
+	Err  error
+}
+
+func (e *NetworkError) Error() string {
+	return "mailsec: " + e.Host + ": " + e.Op + ": " + e.Err.Error()
+}
+
+func (e *NetworkError) Unwrap() error { return e.Err }
+
+// Temporary is true unless the context was cancelled (as opposed to timing out).
+func (e *NetworkError) Temporary() bool { return !errors.Is(e.Err, context.Canceled) }
+
+// ProtectionError reports that content could not be protected for a
+// recipient; it matches ErrNoKey when no usable key exists.
+type ProtectionError struct {
+	Recipient string
+	Method    string // "pgp", "smime", or empty
+	KeyID     string // key ID or certificate subject concerned, if any
+	Reason    string // "expired", "revoked", "no encryption subkey"...
+	Err       error
+}
+
+func (e *ProtectionError) Error() string {
+	s := "mailsec: " + e.Recipient + ": "
+	if e.Method != "" {
+		s += e.Method + ": "
+	}
+	if e.KeyID != "" {
+		s += "key " + e.KeyID + ": "
+	}
+	s += e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is matches ErrNoKey.
+func (e *ProtectionError) Is(target error) bool { return target == ErrNoKey }
+
+func (e *ProtectionError) Unwrap() error { return e.Err }
+
+// Temporary is false.
+func (e *ProtectionError) Temporary() bool { return false }
+
+// RecipientError ties an error to one recipient.
+type RecipientError struct {
+	Recipient string
+	Err       error
+}
+
+func (e *RecipientError) Error() string {
+	msg := e.Err.Error()
+	if strings.Contains(msg, e.Recipient) {
+		return msg
+	}
+	return "<" + e.Recipient + ">: " + msg
+}
+
+func (e *RecipientError) Unwrap() error { return e.Err }
+
+// Temporary delegates to the wrapped error.
+func (e *RecipientError) Temporary() bool { return IsTemporary(e.Err) }
+
+// SendError reports the recipients of a Send that were not delivered.
+type SendError struct {
+	Failed []*RecipientError
+	Total  int // recipients in the message
+}
+
+func (e *SendError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mailsec: %d of %d recipients not delivered", len(e.Failed), e.Total)
+	for i, f := range e.Failed {
+		if i == 3 {
+			fmt.Fprintf(&b, "; and %d more", len(e.Failed)-3)
+			break
+		}
+		b.WriteString("; ")
+		b.WriteString(f.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the per-recipient errors.
+func (e *SendError) Unwrap() []error {
+	out := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		out[i] = f
+	}
+	return out
+}
+
+// Temporary reports whether every failure is temporary.
+func (e *SendError) Temporary() bool {
+	for _, f := range e.Failed {
+		if !f.Temporary() {
+			return false
+		}
+	}
+	return len(e.Failed) > 0
+}
+
+// Partial reports whether some recipients were delivered.
+func (e *SendError) Partial() bool { return len(e.Failed) < e.Total }
+
+// recipientErrors collects every *RecipientError in err's tree.
+func recipientErrors(err error) []*RecipientError {
+	var out []*RecipientError
+	var walk func(error)
+	walk = func(err error) {
+		if re, ok := err.(*RecipientError); ok {
+			out = append(out, re)
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			if e := u.Unwrap(); e != nil {
+				walk(e)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}

@@ -1,0 +1,16 @@
+// Package mailsectest provides what an application needs to test code that
+// sends mail with mailsec, in the manner of net/http/httptest:
+//
+//   - [Server]: an in-process SMTP server on 127.0.0.1 with its own test
+//     CA, speaking implicit TLS or STARTTLS, optionally requiring AUTH,
+//     offering REQUIRETLS, SMTPUTF8 or DSN, or failing MAIL, RCPT or DATA
+//     with a chosen reply. It keeps every accepted message with its envelope,
+//     raw data and TLS state, and every byte clients sent on the wire.
+//     [Server.Transport] returns a transport that already trusts it.
+//   - [RecordingTransport]: a mailsec.Transport that records deliveries
+//     instead of sending them.
+//   - [CA]: a throwaway certificate authority to issue server certificates
+//     (expired, wrong-name, self-signed) and S/MIME certificates.
+//
+// Nothing here is meant for production use.
+package mailsectest

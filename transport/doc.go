@@ -1,0 +1,58 @@
+// Package transport holds the mailsec.Transport implementations and the
+// SMTP session layer they share.
+//
+// [Submission] delivers to one smarthost (Postfix, an ESP's relay) the way
+// RFC 8314 and RFC 6409 describe message submission: implicit TLS on port
+// 465 or STARTTLS on 587, in both cases with TLS mandatory, the certificate
+// verified for the configured host name, and SMTP AUTH only inside TLS.
+//
+// # What the session layer enforces
+//
+//   - The TLS handshake completes, and the certificate is verified as the
+//     delivery's mailsec.Security requires, before the first command that
+//     matters: nothing is sent after STARTTLS until then, and nothing but
+//     the handshake is sent on an implicit-TLS port.
+//   - TLS 1.2 or later.
+//   - Before STARTTLS the client reads the greeting, sends EHLO and
+//     STARTTLS, and nothing else. A missing STARTTLS capability, a refusal
+//     (454), or any byte the server sends after its 220 reply to STARTTLS
+//     and before the handshake ends the session with a *mailsec.SecurityError
+//     matching mailsec.ErrDowngrade. Capabilities are read again after TLS,
+//     and only the post-TLS list is trusted.
+//   - AUTH only after TLS, from the post-TLS mechanism list, choosing the
+//     strongest mechanism both sides allow (SCRAM-SHA-256, CRAM-MD5, PLAIN,
+//     LOGIN; XOAUTH2 with a token source). A server that offers AUTH only
+//     before TLS gets no credentials.
+//   - REQUIRETLS only over verified TLS and only when the server offers it
+//     after TLS; otherwise the delivery fails before MAIL FROM.
+//   - DATA is clean: every line ending is CRLF (a bare CR, which go-smtp's
+//     writer would pass through, included), lines are at most 998 octets,
+//     dots are stuffed, one terminator. If writing the content fails midway
+//     the connection is dropped rather than terminated, so the server never
+//     accepts a truncated message.
+//   - Every step, the greeting included, is bounded by the context passed
+//     to Deliver.
+//
+// # Relation to go-smtp
+//
+// The SMTP commands after TLS are go-smtp's client. The layer around it
+// fills the gaps this package's guarantees need: go-smtp has no context
+// support (a net.Conn wrapper maps the context's deadline and cancellation
+// onto every read and write), reports a TLS connection as established
+// before its handshake has run (the handshake is completed and checked here
+// before go-smtp sees the connection), drops bytes injected before the
+// handshake without a word (the pre-TLS dialogue runs here, on a reader whose
+// buffer is checked), and passes a bare CR through DATA (package
+// internal/smtpdata normalises first).
+//
+// # Connection reuse
+//
+// A Submission keeps up to MaxConns sessions open and reuses them across
+// deliveries, so concurrent Sends do not each pay a TCP and TLS handshake.
+// A session that carried an aborted transaction is reset with RSET before
+// reuse; one idle longer than HealthCheckAfter is probed with NOOP; one
+// whose MAIL FROM fails at the network level (the server timed it out) is
+// replaced by a fresh session transparently, which is safe because nothing
+// had been accepted. Sessions are closed after IdleTimeout or
+// MaxMessagesPerConn messages.
+package transport

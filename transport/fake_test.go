@@ -1,0 +1,274 @@
+package transport_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailsec/mailsec/mailsectest"
+)
+
+// fake is a scripted SMTP server for protocol corner cases that a
+// well-behaved server never produces. It records every byte the client
+// sends on the wire (wire) and, after TLS, the decrypted stream (plain).
+type fake struct {
+	t    testing.TB
+	ln   net.Listener
+	ca   *mailsectest.CA
+	cert tls.Certificate
+	opts fakeOpts
+	wg   sync.WaitGroup // accept loop and handlers
+
+	mu    sync.Mutex
+	wire  []byte
+	plain []byte
+	conns  int
+	active int
+	cmds   []string // commands seen, in order, across connections
+}
+
+type fakeOpts struct {
+	silent       bool   // never greet
+	implicitTLS  bool   // handshake first
+	greeting     string // default "220 fake ESMTP"
+	preTLSExt    []string
+	postTLSExt   []string // default: "PIPELINING", "8BITMIME"
+	startTLSResp string   // default "220 2.0.0 Ready"
+	inject       string   // written right after the STARTTLS reply, in the same write
+	injectLater  string   // written 100ms after the STARTTLS reply, instead of a handshake
+	closeAfter   int      // close the connection after this many accepted messages
+	dataDelay    time.Duration
+}
+
+func newFake(t testing.TB, o fakeOpts) *fake {
+	t.Helper()
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(mailsectest.CertOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.greeting == "" {
+		o.greeting = "220 fake ESMTP"
+	}
+	if o.startTLSResp == "" {
+		o.startTLSResp = "220 2.0.0 Ready to start TLS"
+	}
+	if o.postTLSExt == nil {
+		o.postTLSExt = []string{"PIPELINING", "8BITMIME"}
+	}
+	f := &fake{t: t, ln: ln, ca: ca, cert: cert, opts: o}
+	f.wg.Add(1)
+	go f.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *fake) addr() string { return f.ln.Addr().String() }
+
+func (f *fake) serve() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		f.conns++
+		f.active++
+		f.mu.Unlock()
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer func() {
+				c.Close()
+				f.mu.Lock()
+				f.active--
+				f.mu.Unlock()
+			}()
+			f.handle(&wireConn{Conn: c, f: f})
+		}()
+	}
+}
+
+// wireConn records what the client sends.
+type wireConn struct {
+	net.Conn
+	f *fake
+}
+
+func (w *wireConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	w.f.mu.Lock()
+	w.f.wire = append(w.f.wire, p[:n]...)
+	w.f.mu.Unlock()
+	return n, err
+}
+
+type plainConn struct {
+	net.Conn
+	f *fake
+}
+
+func (p *plainConn) Read(b []byte) (int, error) {
+	n, err := p.Conn.Read(b)
+	p.f.mu.Lock()
+	p.f.plain = append(p.f.plain, b[:n]...)
+	p.f.mu.Unlock()
+	return n, err
+}
+
+func (f *fake) handle(raw net.Conn) {
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	if f.opts.silent {
+		_, _ = io.Copy(io.Discard, raw)
+		return
+	}
+	var conn net.Conn = raw
+	tlsOn := false
+	startTLS := func() bool {
+		tc := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{f.cert}})
+		if err := tc.Handshake(); err != nil {
+			return false
+		}
+		conn, tlsOn = &plainConn{Conn: tc, f: f}, true
+		return true
+	}
+	if f.opts.implicitTLS && !startTLS() {
+		return
+	}
+	r := bufio.NewReader(conn)
+	w := func(s string) { _, _ = io.WriteString(conn, s) }
+	w(f.opts.greeting + "\r\n")
+	accepted := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.TrimRight(line, "\r\n")
+		verb := strings.ToUpper(strings.SplitN(cmd, " ", 2)[0])
+		f.mu.Lock()
+		f.cmds = append(f.cmds, cmd)
+		f.mu.Unlock()
+		switch verb {
+		case "EHLO":
+			ext := f.opts.preTLSExt
+			if tlsOn {
+				ext = f.opts.postTLSExt
+			}
+			lines := append([]string{"fake"}, ext...)
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				w("250" + sep + l + "\r\n")
+			}
+		case "STARTTLS":
+			w(f.opts.startTLSResp + "\r\n" + f.opts.inject)
+			if !strings.HasPrefix(f.opts.startTLSResp, "220") {
+				continue
+			}
+			if f.opts.injectLater != "" {
+				time.Sleep(100 * time.Millisecond)
+				w(f.opts.injectLater)
+				_, _ = io.Copy(io.Discard, raw)
+				return
+			}
+			if !startTLS() {
+				return
+			}
+			r = bufio.NewReader(conn)
+		case "AUTH":
+			w("235 2.7.0 OK\r\n")
+		case "MAIL", "RCPT", "RSET", "NOOP":
+			w("250 2.0.0 OK\r\n")
+		case "DATA":
+			w("354 go ahead\r\n")
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			time.Sleep(f.opts.dataDelay)
+			accepted++
+			w("250 2.0.0 Ok: queued as FAKE" + string(rune('0'+accepted)) + "\r\n")
+			if f.opts.closeAfter > 0 && accepted >= f.opts.closeAfter {
+				return
+			}
+		case "QUIT":
+			w("221 2.0.0 Bye\r\n")
+			return
+		default:
+			w("502 5.5.2 unknown\r\n")
+		}
+	}
+}
+
+// settle waits until the client has hung up and every handler has read
+// all it was sent, so that what was recorded is complete.
+func (f *fake) settle() {
+	f.t.Helper()
+	f.mu.Lock()
+	f.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		active := f.active
+		f.mu.Unlock()
+		if active == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("fake: %d connections still open", active)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (f *fake) wireBytes() []byte {
+	f.settle()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return bytes.Clone(f.wire)
+}
+
+func (f *fake) plainBytes() []byte {
+	f.settle()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return bytes.Clone(f.plain)
+}
+
+func (f *fake) commands() []string {
+	f.settle()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.cmds...)
+}
+
+func (f *fake) connections() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conns
+}

@@ -1,0 +1,474 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/transport"
+)
+
+// content is a message that can be written any number of times.
+type content string
+
+func (c content) WriteTo(w io.Writer) (int64, error) {
+	n, err := io.WriteString(w, string(c))
+	return int64(n), err
+}
+
+const password = "s3cret-Passw0rd"
+
+// canaryDelivery returns a delivery whose subject and body carry a unique
+// canary: finding it on the wire in clear means the refusal failed.
+func canaryDelivery(t testing.TB) (*mailsec.Delivery, string) {
+	t.Helper()
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	canary := "CANARY-" + hex.EncodeToString(b[:])
+	return &mailsec.Delivery{
+		From: "app@example.com",
+		To:   []string{"rcpt@example.org"},
+		Content: content("From: app@example.com\r\nTo: rcpt@example.org\r\nSubject: " + canary +
+			"\r\n\r\nThe secret is " + canary + "\r\n"),
+	}, canary
+}
+
+// assertNothingSent fails if the canary, an envelope command or the
+// password appears in what the server received in clear.
+func assertNothingSent(t testing.TB, clear []byte, canary string) {
+	t.Helper()
+	for _, bad := range []string{canary, "MAIL FROM", "RCPT TO", password,
+		base64.StdEncoding.EncodeToString([]byte("\x00alice\x00" + password))} {
+		if bytes.Contains(clear, []byte(bad)) {
+			t.Fatalf("%q crossed the wire in clear:\n%q", bad, clear)
+		}
+	}
+}
+
+func assertSecurity(t testing.TB, err error, want mailsec.SecurityFailure, category error) *mailsec.SecurityError {
+	t.Helper()
+	var se *mailsec.SecurityError
+	if !errors.As(err, &se) {
+		t.Fatalf("error %v (%T) is not a *mailsec.SecurityError", err, err)
+	}
+	if se.Failure != want {
+		t.Fatalf("failure = %q, want %q (error: %v)", se.Failure, want, err)
+	}
+	if !errors.Is(err, category) {
+		t.Fatalf("errors.Is(%v, %v) = false", err, category)
+	}
+	return se
+}
+
+// settled returns what the server received once every client connection
+// has ended.
+func settled(t testing.TB, srv *mailsectest.Server) []byte {
+	t.Helper()
+	if err := srv.WaitIdle(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Wire()
+}
+
+func fakeTransport(f *fake, mode transport.Mode) *transport.Submission {
+	return &transport.Submission{
+		Addr:       f.addr(),
+		Mode:       mode,
+		ServerName: "localhost",
+		TLSConfig:  &tls.Config{RootCAs: f.ca.Pool()},
+		LocalName:  "client.test",
+		Auth:       &transport.Auth{Username: "alice", Password: password},
+	}
+}
+
+func deliver(t testing.TB, tr *transport.Submission, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	t.Helper()
+	t.Cleanup(func() { tr.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return tr.Deliver(ctx, d)
+}
+
+func TestRefuseStartTLSWithheld(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{WithholdStartTLS: true})
+	d, canary := canaryDelivery(t)
+	tr := srv.Transport()
+	tr.Auth = &transport.Auth{Username: "alice", Password: password}
+	_, err := deliver(t, tr, d)
+	se := assertSecurity(t, err, mailsec.FailStartTLSMissing, mailsec.ErrDowngrade)
+	if se.Temporary() || mailsec.IsTemporary(err) {
+		t.Error("a stripped STARTTLS must not be reported as temporary")
+	}
+	if errors.Is(err, mailsec.ErrCertificate) {
+		t.Error("a downgrade must be distinct from a certificate error")
+	}
+	assertNothingSent(t, settled(t, srv), canary)
+	if srv.Transactions() != 0 || len(srv.Messages()) != 0 {
+		t.Fatal("server saw a transaction")
+	}
+}
+
+func TestRefuseStartTLS454(t *testing.T) {
+	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, startTLSResp: "454 4.7.0 TLS not available due to temporary reason"})
+	d, canary := canaryDelivery(t)
+	_, err := deliver(t, fakeTransport(f, transport.StartTLS), d)
+	se := assertSecurity(t, err, mailsec.FailStartTLSRefused, mailsec.ErrDowngrade)
+	if !se.Temporary() {
+		t.Error("454 is a temporary refusal")
+	}
+	if !strings.Contains(err.Error(), "454") {
+		t.Errorf("error does not quote the reply: %v", err)
+	}
+	assertNothingSent(t, f.wireBytes(), canary)
+	if got := f.commands(); strings.Join(got, "|") != "EHLO client.test|STARTTLS" {
+		t.Fatalf("commands after a refused STARTTLS: %q", got)
+	}
+}
+
+func TestRefuseInjectionAfterSTARTTLS(t *testing.T) {
+	for name, o := range map[string]fakeOpts{
+		// The classic attack: a reply queued behind the 220, in the same
+		// segment, to be read as the answer to the first command under TLS.
+		"same segment": {preTLSExt: []string{"STARTTLS", "AUTH PLAIN"}, inject: "250-evil\r\n250 AUTH PLAIN\r\n"},
+		// Bytes that arrive after the 220 was read: they are where the
+		// server's TLS handshake should be.
+		"later": {preTLSExt: []string{"STARTTLS"}, injectLater: "250 injected\r\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFake(t, o)
+			d, canary := canaryDelivery(t)
+			_, err := deliver(t, fakeTransport(f, transport.StartTLS), d)
+			assertSecurity(t, err, mailsec.FailInjection, mailsec.ErrDowngrade)
+			assertNothingSent(t, f.wireBytes(), canary)
+			if got := f.commands(); len(got) != 2 || got[1] != "STARTTLS" {
+				t.Fatalf("commands: %q", got)
+			}
+		})
+	}
+}
+
+func TestRefusePlaintextGreetingOnImplicitPort(t *testing.T) {
+	f := newFake(t, fakeOpts{})
+	d, canary := canaryDelivery(t)
+	_, err := deliver(t, fakeTransport(f, transport.ImplicitTLS), d)
+	assertSecurity(t, err, mailsec.FailNotTLS, mailsec.ErrDowngrade)
+	wire := f.wireBytes()
+	assertNothingSent(t, wire, canary)
+	if len(wire) == 0 || wire[0] != 0x16 {
+		t.Fatalf("client sent something other than a TLS ClientHello: %q", wire)
+	}
+	if bytes.Contains(wire, []byte("EHLO")) {
+		t.Fatal("client sent EHLO in clear")
+	}
+}
+
+func TestRefuseBadCertificates(t *testing.T) {
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(o mailsectest.CertOptions) *tls.Certificate {
+		c, err := ca.Issue(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &c
+	}
+	cases := []struct {
+		name   string
+		cert   *tls.Certificate
+		reason string
+	}{
+		{"untrusted", nil, "untrusted authority"},
+		{"self-signed", issue(mailsectest.CertOptions{SelfSigned: true}), "untrusted authority"},
+		{"expired", issue(mailsectest.CertOptions{NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}), "expired"},
+		{"not yet valid", issue(mailsectest.CertOptions{NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(72 * time.Hour)}), "expired or not yet valid"},
+		{"wrong name", issue(mailsectest.CertOptions{DNSNames: []string{"mail.attacker.example"}}), "host name"},
+		{"client-auth only", issue(mailsectest.CertOptions{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), ""},
+	}
+	for _, implicit := range []bool{false, true} {
+		for _, c := range cases {
+			t.Run(c.name+map[bool]string{false: "/starttls", true: "/implicit"}[implicit], func(t *testing.T) {
+				srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: implicit, Certificate: c.cert})
+				tr := srv.Transport()
+				tr.Auth = &transport.Auth{Username: "alice", Password: password}
+				// The server's own CA is trusted, except in the "untrusted"
+				// case, where ca (which did not issue its certificate) is.
+				if c.cert == nil {
+					tr.TLSConfig = &tls.Config{RootCAs: ca.Pool()}
+				} else {
+					tr.TLSConfig = &tls.Config{RootCAs: ca.Pool()}
+				}
+				d, canary := canaryDelivery(t)
+				_, err := deliver(t, tr, d)
+				assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
+				if errors.Is(err, mailsec.ErrDowngrade) {
+					t.Error("certificate error also matches ErrDowngrade")
+				}
+				if !strings.Contains(err.Error(), c.reason) {
+					t.Errorf("error %q does not say %q", err, c.reason)
+				}
+				assertNothingSent(t, settled(t, srv), canary)
+				if srv.Transactions() != 0 {
+					t.Fatal("server saw MAIL")
+				}
+			})
+		}
+	}
+}
+
+func TestInsecureSkipVerifyInBaseConfigDoesNotWeakenVerified(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	tr.TLSConfig = &tls.Config{InsecureSkipVerify: true} // system roots do not include the test CA
+	d, canary := canaryDelivery(t)
+	_, err := deliver(t, tr, d)
+	assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
+	assertNothingSent(t, settled(t, srv), canary)
+}
+
+func TestRefuseTLS11OnlyServer(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: implicit, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+		d, canary := canaryDelivery(t)
+		_, err := deliver(t, srv.Transport(), d)
+		assertSecurity(t, err, mailsec.FailHandshake, mailsec.ErrHandshake)
+		if !strings.Contains(err.Error(), "version") {
+			t.Errorf("error does not mention the protocol version: %v", err)
+		}
+		assertNothingSent(t, settled(t, srv), canary)
+		if srv.Transactions() != 0 {
+			t.Fatal("server saw MAIL")
+		}
+	}
+}
+
+func TestRefuseAuthOfferedOnlyBeforeTLS(t *testing.T) {
+	f := newFake(t, fakeOpts{
+		preTLSExt:  []string{"STARTTLS", "AUTH PLAIN LOGIN"},
+		postTLSExt: []string{"8BITMIME"},
+	})
+	d, canary := canaryDelivery(t)
+	_, err := deliver(t, fakeTransport(f, transport.StartTLS), d)
+	var ae *mailsec.AuthError
+	if !errors.As(err, &ae) || !errors.Is(err, mailsec.ErrAuth) {
+		t.Fatalf("error %v is not an auth error", err)
+	}
+	if !strings.Contains(ae.Reason, "only before TLS") {
+		t.Errorf("reason %q does not explain", ae.Reason)
+	}
+	assertNothingSent(t, f.wireBytes(), canary)
+	assertNothingSent(t, f.plainBytes(), canary)
+	for _, c := range f.commands() {
+		if strings.HasPrefix(c, "AUTH") || strings.HasPrefix(c, "MAIL") {
+			t.Fatalf("client sent %q", c)
+		}
+	}
+}
+
+func TestRefuseRequireTLSNotOffered(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	d, canary := canaryDelivery(t)
+	d.RequireTLS = true
+	tr := srv.Transport()
+	res, err := deliver(t, tr, d)
+	assertSecurity(t, err, mailsec.FailRequireTLS, mailsec.ErrRequireTLS)
+	if res == nil || res.Connection == nil || res.Connection.Verification != mailsec.VerifiedWebPKI {
+		t.Errorf("result should describe the verified session that lacked REQUIRETLS: %+v", res)
+	}
+	tr.Close()
+	assertNothingSent(t, settled(t, srv), canary)
+	if srv.Transactions() != 0 {
+		t.Fatal("server saw MAIL")
+	}
+
+	// With the extension offered, it goes through and MAIL carries it.
+	srv = mailsectest.NewServer(t, mailsectest.Config{RequireTLS: true})
+	d, _ = canaryDelivery(t)
+	d.RequireTLS = true
+	if _, err := deliver(t, srv.Transport(), d); err != nil {
+		t.Fatal(err)
+	}
+	if m := srv.Messages(); len(m) != 1 || !m[0].RequireTLS {
+		t.Fatalf("REQUIRETLS not sent: %+v", m)
+	}
+}
+
+func TestRefuseRequireTLSOverUnverifiedSession(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{RequireTLS: true})
+	d, canary := canaryDelivery(t)
+	d.RequireTLS = true
+	d.Security = mailsec.Security{Level: mailsec.Unverified}
+	_, err := deliver(t, srv.Transport(), d)
+	assertSecurity(t, err, mailsec.FailRequireTLS, mailsec.ErrRequireTLS)
+	if srv.Connections() != 0 {
+		t.Fatal("connected although the requirement could never be met")
+	}
+	assertNothingSent(t, settled(t, srv), canary)
+}
+
+func TestServerThatNeverGreets(t *testing.T) {
+	for _, mode := range []transport.Mode{transport.StartTLS, transport.ImplicitTLS} {
+		t.Run(mode.String(), func(t *testing.T) {
+			f := newFake(t, fakeOpts{silent: true})
+			d, canary := canaryDelivery(t)
+			tr := fakeTransport(f, mode)
+			defer tr.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := tr.Deliver(ctx, d)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("error %v (%T) is not the context deadline", err, err)
+			}
+			if el := time.Since(start); el > 3*time.Second {
+				t.Fatalf("took %v", el)
+			}
+			if !mailsec.IsTemporary(err) {
+				t.Error("a timeout is temporary")
+			}
+			assertNothingSent(t, f.wireBytes(), canary)
+		})
+	}
+}
+
+func TestCancelledContextEndsSession(t *testing.T) {
+	f := newFake(t, fakeOpts{silent: true})
+	d, _ := canaryDelivery(t)
+	tr := fakeTransport(f, transport.StartTLS)
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err := tr.Deliver(ctx, d)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v is not context.Canceled", err)
+	}
+	if mailsec.IsTemporary(err) {
+		t.Error("cancellation is not a temporary failure")
+	}
+}
+
+func TestPinnedKey(t *testing.T) {
+	ca, _ := mailsectest.NewCA()
+	cert, err := ca.Issue(mailsectest.CertOptions{SelfSigned: true, DNSNames: []string{"unrelated.example"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mailsectest.NewServer(t, mailsectest.Config{Certificate: &cert})
+	pin := mailsec.PinOf(cert.Leaf)
+
+	// A pin is the trust anchor: self-signed, another name, expired: accepted.
+	d, _ := canaryDelivery(t)
+	d.Security = mailsec.Security{Level: mailsec.Pinned, Pins: []mailsec.Pin{{1}, pin}}
+	tr1 := srv.Transport()
+	res, err := deliver(t, tr1, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connection.Verification != mailsec.VerifiedPin || res.Connection.PeerPin != pin {
+		t.Fatalf("connection state: %+v", res.Connection)
+	}
+
+	// Any other key is refused.
+	d, canary := canaryDelivery(t)
+	d.Security = mailsec.Security{Level: mailsec.Pinned, Pins: []mailsec.Pin{{1}}}
+	before := srv.Transactions()
+	_, err = deliver(t, srv.Transport(), d)
+	assertSecurity(t, err, mailsec.FailPinMismatch, mailsec.ErrCertificate)
+	tr1.Close() // ends the first transport's pooled session
+	if srv.Transactions() != before {
+		t.Fatal("MAIL sent to a server with the wrong key")
+	}
+	assertNothingSent(t, settled(t, srv), canary)
+}
+
+func TestUnverifiedIsRecorded(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	tr.TLSConfig = nil
+	d, _ := canaryDelivery(t)
+	d.Security = mailsec.Security{Level: mailsec.Unverified}
+	res, err := deliver(t, tr, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connection.Verification != mailsec.NotVerified || res.Connection.TLSVersion == "" {
+		t.Fatalf("connection state: %+v", res.Connection)
+	}
+}
+
+func TestPlaintextOnlyToLoopbackAndWithoutCredentials(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{WithholdStartTLS: true})
+	d, _ := canaryDelivery(t)
+	d.Security = mailsec.Security{Level: mailsec.Plaintext}
+	res, err := deliver(t, srv.Transport(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connection.Verification != mailsec.NoTLS || res.Connection.TLSVersion != "" {
+		t.Fatalf("plaintext session not recorded as such: %+v", res.Connection)
+	}
+
+	// Credentials never go over plaintext, even to loopback.
+	srv = mailsectest.NewServer(t, mailsectest.Config{WithholdStartTLS: true})
+	tr := srv.Transport()
+	tr.Auth = &transport.Auth{Username: "alice", Password: password}
+	d, canary := canaryDelivery(t)
+	d.Security = mailsec.Security{Level: mailsec.Plaintext}
+	before := srv.Connections()
+	_, err = deliver(t, tr, d)
+	assertSecurity(t, err, mailsec.FailPlaintextAuth, mailsec.ErrPlaintext)
+	if srv.Connections() != before {
+		t.Fatal("connected to send credentials in clear")
+	}
+
+	// A peer that is not on loopback gets nothing, not even EHLO.
+	rec := &recordingDialer{remote: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 25), Port: 25}}
+	tr = srv.Transport()
+	tr.Dialer = rec
+	_, err = deliver(t, tr, d)
+	assertSecurity(t, err, mailsec.FailPlaintextNotLocal, mailsec.ErrPlaintext)
+	if len(rec.written) != 0 {
+		t.Fatalf("wrote %q to a non-loopback peer", rec.written)
+	}
+	assertNothingSent(t, settled(t, srv), canary)
+}
+
+// recordingDialer connects to the real address but reports another
+// remote address, and records what is written.
+type recordingDialer struct {
+	remote  net.Addr
+	written []byte
+}
+
+func (r *recordingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &fakeRemote{Conn: c, r: r}, nil
+}
+
+type fakeRemote struct {
+	net.Conn
+	r *recordingDialer
+}
+
+func (f *fakeRemote) RemoteAddr() net.Addr { return f.r.remote }
+func (f *fakeRemote) Write(p []byte) (int, error) {
+	f.r.written = append(f.r.written, p...)
+	return f.Conn.Write(p)
+}

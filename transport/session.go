@@ -1,0 +1,524 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/smtpdata"
+)
+
+// session is one SMTP connection that has met a security requirement and,
+// if configured, authenticated. It is used by one goroutine at a time.
+type session struct {
+	host   string // for errors
+	key    string // pool key: the requirement it was established for
+	conn   *ctxConn
+	client *smtp.Client
+	state  mailsec.ConnectionState
+
+	created  time.Time
+	lastUsed time.Time
+	messages int
+	dirty    bool // a transaction may be open: RSET before reuse
+
+	idleTimer *time.Timer // set while idle in the pool
+}
+
+// dialConfig is what establishing a session needs; a Submission fills it
+// once.
+type dialConfig struct {
+	addr       string
+	serverName string
+	implicit   bool
+	localName  string
+	tlsConfig  *tls.Config // base; cloned per requirement
+	dialer     Dialer
+	auth       *Auth
+}
+
+// dial opens and secures a session for requirement sec.
+func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string) (_ *session, err error) {
+	host := dc.serverName
+	raw, err := dc.dialer.DialContext(ctx, "tcp", dc.addr)
+	if err != nil {
+		return nil, &mailsec.NetworkError{Host: host, Op: "dial", Err: err}
+	}
+	cc := &ctxConn{Conn: raw}
+	unbind := cc.bind(ctx)
+	defer unbind()
+	defer func() {
+		if err != nil {
+			_ = raw.Close()
+		}
+	}()
+
+	s := &session{host: host, key: key, conn: cc, created: time.Now()}
+	s.state = mailsec.ConnectionState{Host: host, Addr: raw.RemoteAddr().String()}
+
+	if sec.Level == mailsec.Plaintext {
+		if !isLoopback(raw.RemoteAddr()) {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextNotLocal,
+				Detail: "the Plaintext level is for loopback development servers; " + raw.RemoteAddr().String() + " is not one"}
+		}
+		if dc.auth != nil && !dc.implicit {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
+				Detail: "credentials are never sent without TLS"}
+		}
+	}
+
+	var conn net.Conn
+	var preTLSAuth bool
+	switch {
+	case dc.implicit:
+		tc, err := dc.handshake(ctx, cc, sec, false, s)
+		if err != nil {
+			return nil, err
+		}
+		conn = tc
+	case sec.Level == mailsec.Plaintext:
+		conn = cc
+		s.state.Verification = mailsec.NoTLS
+	default:
+		greeting, auth, err := dc.startTLS(ctx, cc)
+		if err != nil {
+			return nil, err
+		}
+		preTLSAuth = auth
+		tc, err := dc.handshake(ctx, cc, sec, true, s)
+		if err != nil {
+			return nil, err
+		}
+		conn = &replayConn{Conn: tc, pending: greeting}
+	}
+
+	s.client = smtp.NewClient(conn)
+	if err := s.client.Hello(dc.localName); err != nil {
+		return nil, s.fail(ctx, "EHLO", err)
+	}
+	if dc.auth != nil {
+		mech, err := dc.auth.authenticate(ctx, s, preTLSAuth)
+		if err != nil {
+			return nil, err
+		}
+		s.state.SASLMechanism = mech
+	}
+	return s, nil
+}
+
+// startTLS runs the plaintext part of a STARTTLS session on our own
+// reader: greeting, EHLO, STARTTLS. It returns the greeting (to replay to
+// go-smtp) and whether AUTH was advertised before TLS.
+func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byte, preTLSAuth bool, err error) {
+	host := dc.serverName
+	br := bufio.NewReader(&cappedReader{r: cc, left: 64 << 10})
+	tr := textproto.NewReader(br)
+	netErr := func(op string, err error) error {
+		if e := ctxErr(ctx, err); e != nil {
+			err = e
+		}
+		return &mailsec.NetworkError{Host: host, Op: op, Err: err}
+	}
+
+	code, msg, err := tr.ReadResponse(220)
+	if err != nil {
+		if pe, ok := err.(*textproto.Error); ok {
+			return nil, false, replyError(host, "greeting", pe.Code, pe.Msg)
+		}
+		return nil, false, netErr("greeting", err)
+	}
+	greeting = formatReply(code, msg)
+
+	if _, err := io.WriteString(cc, "EHLO "+dc.localName+"\r\n"); err != nil {
+		return nil, false, netErr("EHLO", err)
+	}
+	_, msg, err = tr.ReadResponse(250)
+	if err != nil {
+		if pe, ok := err.(*textproto.Error); ok {
+			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
+				Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", pe.Code, pe.Msg)}
+		}
+		return nil, false, netErr("EHLO", err)
+	}
+	ext := parseEHLO(msg)
+	if _, ok := ext["STARTTLS"]; !ok {
+		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
+			Detail: "EHLO reply does not list STARTTLS (stripped by an attacker, or TLS disabled on the server)"}
+	}
+	_, preTLSAuth = ext["AUTH"]
+
+	if _, err := io.WriteString(cc, "STARTTLS\r\n"); err != nil {
+		return nil, false, netErr("STARTTLS", err)
+	}
+	if _, _, err := tr.ReadResponse(220); err != nil {
+		if pe, ok := err.(*textproto.Error); ok {
+			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
+				Detail: fmt.Sprintf("server replied %d %s", pe.Code, pe.Msg), Temp: pe.Code/100 == 4}
+		}
+		return nil, false, netErr("STARTTLS", err)
+	}
+	if n := br.Buffered(); n > 0 {
+		peek, _ := br.Peek(min(n, 40))
+		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
+			Detail: fmt.Sprintf("%d bytes arrived after the 220 reply to STARTTLS, before the handshake (%q...)", n, peek)}
+	}
+	return greeting, preTLSAuth, nil
+}
+
+// handshake runs TLS on conn and checks the result against sec, filling
+// in s.state.
+func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, sec mailsec.Security, afterSTARTTLS bool, s *session) (*tls.Conn, error) {
+	host := dc.serverName
+	tc := tls.Client(conn, tlsConfigFor(dc.tlsConfig, dc.serverName, sec))
+	if err := tc.Handshake(); err != nil {
+		return nil, classifyHandshake(ctx, host, err, afterSTARTTLS)
+	}
+	cs := tc.ConnectionState()
+	if !cs.HandshakeComplete || cs.Version < tls.VersionTLS12 || len(cs.PeerCertificates) == 0 {
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "handshake incomplete or below TLS 1.2"}
+	}
+	switch sec.Level {
+	case mailsec.Verified:
+		if len(cs.VerifiedChains) == 0 {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: "no verified chain"}
+		}
+		s.state.Verification = mailsec.VerifiedWebPKI
+	case mailsec.Pinned:
+		// VerifyConnection refused any other key; check again here so the
+		// result does not rest on a callback alone.
+		if !slices.Contains(sec.Pins, mailsec.PinOf(cs.PeerCertificates[0])) {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch}
+		}
+		s.state.Verification = mailsec.VerifiedPin
+	default:
+		s.state.Verification = mailsec.NotVerified
+	}
+	s.state.TLSVersion = tls.VersionName(cs.Version)
+	s.state.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
+	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
+	return tc, nil
+}
+
+// tlsConfigFor derives the client configuration for requirement sec from
+// the application's base configuration. The requirement always wins: an
+// InsecureSkipVerify left in the base does not weaken a Verified delivery.
+func tlsConfigFor(base *tls.Config, serverName string, sec mailsec.Security) *tls.Config {
+	var cfg *tls.Config
+	if base != nil {
+		cfg = base.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	cfg.ServerName = serverName
+	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
+	switch sec.Level {
+	case mailsec.Verified:
+		cfg.InsecureSkipVerify = false
+	case mailsec.Pinned:
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = nil
+		pins := slices.Clone(sec.Pins)
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errPinMismatch
+			}
+			if !slices.Contains(pins, mailsec.PinOf(cs.PeerCertificates[0])) {
+				return errPinMismatch
+			}
+			return nil
+		}
+	default:
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = nil
+		cfg.VerifyConnection = nil
+	}
+	return cfg
+}
+
+var errPinMismatch = errors.New("certificate public key matches no pin")
+
+func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTLS bool) error {
+	if e := ctxErr(ctx, err); e != nil {
+		return &mailsec.NetworkError{Host: host, Op: "TLS handshake", Err: e}
+	}
+	var rh tls.RecordHeaderError
+	var cv *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &rh):
+		if afterSTARTTLS {
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
+				Detail: "non-TLS bytes where the server's handshake should be", Err: err}
+		}
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailNotTLS,
+			Detail: "the server answered in plaintext; it may expect STARTTLS (try port 587)", Err: err}
+	case errors.Is(err, errPinMismatch):
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch, Err: err}
+	case errors.As(err, &cv):
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: certReason(cv.Err), Err: err}
+	}
+	return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: err.Error(), Err: err}
+}
+
+func certReason(err error) string {
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &ua):
+		return "signed by an untrusted authority"
+	case errors.As(err, &he):
+		return "not valid for this host name: " + he.Error()
+	case errors.As(err, &ci):
+		if ci.Reason == x509.Expired {
+			return "expired or not yet valid: " + ci.Error()
+		}
+		return ci.Error()
+	}
+	return err.Error()
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// parseEHLO returns the keywords (upper case) and parameters of an EHLO
+// reply's capability lines.
+func parseEHLO(msg string) map[string]string {
+	ext := map[string]string{}
+	lines := strings.Split(msg, "\n")
+	for _, l := range lines[1:] {
+		kw, params, _ := strings.Cut(strings.TrimSpace(l), " ")
+		if kw != "" {
+			ext[strings.ToUpper(kw)] = params
+		}
+	}
+	return ext
+}
+
+func formatReply(code int, msg string) []byte {
+	lines := strings.Split(msg, "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		fmt.Fprintf(&b, "%d%s%s\r\n", code, sep, l)
+	}
+	return []byte(b.String())
+}
+
+func replyError(host, cmd string, code int, msg string) *mailsec.SMTPError {
+	e := &mailsec.SMTPError{Host: host, Command: cmd, Code: code, Message: msg}
+	if first, rest, ok := strings.Cut(msg, " "); ok {
+		if ec, ok := mailsec.ParseEnhancedCode(first); ok {
+			e.EnhancedCode, e.Message = ec, rest
+		}
+	}
+	return e
+}
+
+// fail converts an error from go-smtp into the mailsec error types.
+func (s *session) fail(ctx context.Context, cmd string, err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		e := &mailsec.SMTPError{Host: s.host, Command: cmd, Code: se.Code, Message: se.Message}
+		if se.EnhancedCode != smtp.EnhancedCodeNotSet && se.EnhancedCode != smtp.NoEnhancedCode {
+			e.EnhancedCode = mailsec.EnhancedCode(se.EnhancedCode)
+		}
+		return e
+	}
+	if e := ctxErr(ctx, err); e != nil {
+		err = e
+	}
+	return &mailsec.NetworkError{Host: s.host, Op: cmd, Err: err}
+}
+
+func (s *session) has(ext string) bool {
+	ok, _ := s.client.Extension(ext)
+	return ok
+}
+
+// errRetry marks a failure on a reused session before anything was
+// accepted: the delivery can be retried on a fresh session.
+type errRetry struct{ err error }
+
+func (e *errRetry) Error() string { return e.err.Error() }
+func (e *errRetry) Unwrap() error { return e.err }
+
+// transact runs one mail transaction. healthy reports whether the session
+// can be reused afterwards.
+func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mailsec.DeliveryResult, healthy bool, err error) {
+	unbind := s.conn.bind(ctx)
+	defer unbind()
+
+	state := s.state
+	state.Reused = s.messages > 0 || s.dirty
+	res = &mailsec.DeliveryResult{Connection: &state, Recipients: make([]mailsec.RecipientResult, len(d.To))}
+	for i, to := range d.To {
+		res.Recipients[i].Address = to
+	}
+
+	if d.RequireTLS {
+		verified := s.state.Verification == mailsec.VerifiedWebPKI || s.state.Verification == mailsec.VerifiedPin
+		if !verified || !s.has("REQUIRETLS") {
+			return res, true, &mailsec.SecurityError{Host: s.host, Failure: mailsec.FailRequireTLS,
+				Detail: "the message demands REQUIRETLS (RFC 8689) and the server does not offer it over this verified session"}
+		}
+	}
+	if d.SMTPUTF8 && !s.has("SMTPUTF8") {
+		return res, true, &mailsec.ExtensionError{Host: s.host, Extension: "SMTPUTF8",
+			Reason: "an address has a non-ASCII local part (or the header is UTF-8)"}
+	}
+	if d.EightBit && !s.has("8BITMIME") {
+		return res, true, &mailsec.ExtensionError{Host: s.host, Extension: "8BITMIME", Reason: "the content is 8-bit"}
+	}
+
+	opts := &smtp.MailOptions{RequireTLS: d.RequireTLS, UTF8: d.SMTPUTF8}
+	withDSN := d.DSN != nil && s.has("DSN")
+	if withDSN {
+		opts.Return = smtp.DSNReturn(d.DSN.Return)
+		opts.EnvelopeID = d.DSN.EnvelopeID
+	}
+	reused := res.Connection.Reused
+	s.dirty = true
+	if err := s.client.Mail(d.From, opts); err != nil {
+		err = s.fail(ctx, "MAIL", err)
+		var ne *mailsec.NetworkError
+		if errors.As(err, &ne) && reused && ctx.Err() == nil {
+			return res, false, &errRetry{err}
+		}
+		return res, !errors.As(err, &ne), err
+	}
+
+	var errs []error
+	accepted := 0
+	for i, to := range d.To {
+		var ropts *smtp.RcptOptions
+		if withDSN {
+			ropts = &smtp.RcptOptions{}
+			for _, n := range d.DSN.Notify {
+				ropts.Notify = append(ropts.Notify, smtp.DSNNotify(n))
+			}
+			if d.DSN.OriginalRecipient {
+				ropts.OriginalRecipientType = smtp.DSNAddressTypeRFC822
+				if d.SMTPUTF8 {
+					ropts.OriginalRecipientType = smtp.DSNAddressTypeUTF8
+				}
+				ropts.OriginalRecipient = to
+			}
+		}
+		if err := s.client.Rcpt(to, ropts); err != nil {
+			err = s.fail(ctx, "RCPT", err)
+			var se *mailsec.SMTPError
+			if !errors.As(err, &se) {
+				return res, false, err
+			}
+			res.Recipients[i].Err = err
+			res.Recipients[i].Reply = se.Reply()
+			errs = append(errs, &mailsec.RecipientError{Recipient: to, Err: err})
+			continue
+		}
+		accepted++
+	}
+	if accepted == 0 {
+		return res, true, errors.Join(errs...)
+	}
+
+	w, err := s.client.Data()
+	if err != nil {
+		err = s.fail(ctx, "DATA", err)
+		var ne *mailsec.NetworkError
+		return res, !errors.As(err, &ne), err
+	}
+	cw := smtpdata.NewWriter(w)
+	if _, err := d.Content.WriteTo(cw); err != nil {
+		// Never send the terminator after a partial message: drop the
+		// connection so the server discards what it has.
+		return res, false, s.contentError(ctx, err)
+	}
+	if err := cw.Close(); err != nil {
+		return res, false, s.contentError(ctx, err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		err = s.fail(ctx, "DATA", err)
+		var ne *mailsec.NetworkError
+		healthy = !errors.As(err, &ne)
+		if healthy {
+			s.dirty = false
+		}
+		return res, healthy, err
+	}
+	s.dirty = false
+	s.messages++
+	res.Reply = replyOK(resp.StatusText)
+	for i := range res.Recipients {
+		if res.Recipients[i].Err == nil {
+			res.Recipients[i].Accepted = true
+		}
+	}
+	return res, true, nil
+}
+
+func (s *session) contentError(ctx context.Context, err error) error {
+	if e := ctxErr(ctx, err); e != nil {
+		return &mailsec.NetworkError{Host: s.host, Op: "DATA", Err: e}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return &mailsec.NetworkError{Host: s.host, Op: "DATA", Err: err}
+	}
+	return fmt.Errorf("mailsec: %s: message content aborted before the end of DATA, nothing delivered: %w", s.host, err)
+}
+
+func replyOK(text string) *mailsec.Reply {
+	r := &mailsec.Reply{Code: 250, Text: text}
+	if first, rest, ok := strings.Cut(text, " "); ok {
+		if ec, ok := mailsec.ParseEnhancedCode(first); ok {
+			r.EnhancedCode, r.Text = ec, rest
+		}
+	}
+	return r
+}
+
+// check makes an idle session ready for a new transaction: RSET if the
+// last one may be open, NOOP if it has been idle long enough that the
+// server may have dropped it.
+func (s *session) check(ctx context.Context, probeAfter time.Duration) error {
+	if !s.dirty && time.Since(s.lastUsed) < probeAfter {
+		return nil
+	}
+	unbind := s.conn.bind(ctx)
+	defer unbind()
+	if s.dirty {
+		if err := s.client.Reset(); err != nil {
+			return err
+		}
+		s.dirty = false
+		return nil
+	}
+	return s.client.Noop()
+}
+
+// close ends the session, politely if it is healthy.
+func (s *session) close(polite bool) {
+	if polite && s.client != nil {
+		_ = s.conn.SetDeadline(time.Now().Add(2 * time.Second))
+		_ = s.client.Quit()
+	}
+	_ = s.conn.Close()
+}

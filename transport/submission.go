@@ -1,0 +1,214 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// Mode selects how TLS starts on a submission connection.
+type Mode int
+
+// TLS modes.
+const (
+	// Auto is implicit TLS on port 465 and STARTTLS on any other port.
+	Auto Mode = iota
+	// ImplicitTLS starts TLS as soon as TCP connects (RFC 8314, port 465).
+	ImplicitTLS
+	// StartTLS upgrades with STARTTLS (RFC 3207, port 587); TLS is
+	// mandatory, never opportunistic.
+	StartTLS
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Auto:
+		return "auto"
+	case ImplicitTLS:
+		return "implicit"
+	case StartTLS:
+		return "starttls"
+	}
+	return "Mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// Dialer opens network connections; *net.Dialer implements it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Submission is a mailsec.Transport that submits to one smarthost. Set its
+// fields, then use it; do not change them afterwards. It is safe for
+// concurrent use. Zero and nil fields mean the documented defaults, each of
+// which is the secure choice.
+type Submission struct {
+	// Addr is the server's "host:port". Required.
+	Addr string
+	// Mode selects implicit TLS or STARTTLS. Auto (the zero value) means
+	// implicit TLS on port 465, STARTTLS elsewhere.
+	Mode Mode
+	// ServerName is the name the certificate must be valid for. Empty
+	// means the host part of Addr.
+	ServerName string
+	// TLSConfig is the base TLS configuration (RootCAs, client
+	// certificates). Nil means system roots. Whatever it says, TLS 1.2 is
+	// the minimum and verification follows each delivery's
+	// mailsec.Security: InsecureSkipVerify here never weakens a Verified
+	// delivery.
+	TLSConfig *tls.Config
+	// Auth holds SMTP AUTH credentials; nil means no authentication.
+	Auth *Auth
+	// LocalName is the EHLO name. Empty means the machine's host name if it
+	// is a valid domain name, else "localhost".
+	LocalName string
+	// Dialer opens TCP connections. Nil means a net.Dialer.
+	Dialer Dialer
+	// MaxConns bounds the sessions open at once; Deliver waits (within its
+	// context) for a free one. Zero means 8.
+	MaxConns int
+	// MaxMessagesPerConn closes a session after this many messages. Zero
+	// means 100.
+	MaxMessagesPerConn int
+	// IdleTimeout closes a session left unused this long. Zero means 30s.
+	IdleTimeout time.Duration
+	// HealthCheckAfter makes an idle session answer NOOP before reuse once
+	// it has been idle this long. Zero means 2s.
+	HealthCheckAfter time.Duration
+	// Logger receives debug records about sessions (never credentials).
+	// Nil means none.
+	Logger *slog.Logger
+
+	once    sync.Once
+	initErr error
+	dc      *dialConfig
+	pool    *pool
+}
+
+func (t *Submission) init() error {
+	t.once.Do(func() { t.initErr = t.setup() })
+	return t.initErr
+}
+
+func (t *Submission) setup() error {
+	host, port, err := net.SplitHostPort(t.Addr)
+	if err != nil || host == "" || port == "" {
+		return mailsec.Invalid("Submission.Addr", t.Addr, "must be host:port")
+	}
+	dc := &dialConfig{addr: t.Addr, tlsConfig: t.TLSConfig, auth: t.Auth, dialer: t.Dialer}
+	dc.serverName = t.ServerName
+	if dc.serverName == "" && t.TLSConfig != nil {
+		dc.serverName = t.TLSConfig.ServerName
+	}
+	if dc.serverName == "" {
+		dc.serverName = host
+	}
+	switch t.Mode {
+	case Auto:
+		dc.implicit = port == "465"
+	case ImplicitTLS:
+		dc.implicit = true
+	case StartTLS:
+	default:
+		return mailsec.Invalid("Submission.Mode", t.Mode.String(), "unknown mode")
+	}
+	dc.localName = t.LocalName
+	if dc.localName == "" {
+		dc.localName = "localhost"
+		if h, err := os.Hostname(); err == nil {
+			if _, ok := syntax.Hostname(h); ok {
+				dc.localName = h
+			}
+		}
+	}
+	if reason, ok := syntax.EHLOName(dc.localName); !ok {
+		return mailsec.Invalid("EHLO name", dc.localName, reason)
+	}
+	if t.Auth != nil {
+		if err := t.Auth.validate(); err != nil {
+			return err
+		}
+	}
+	if dc.dialer == nil {
+		dc.dialer = &net.Dialer{Timeout: 30 * time.Second}
+	}
+	t.dc = dc
+	t.pool = &pool{
+		dial:        dc.dial,
+		max:         positive(t.MaxConns, 8),
+		maxMessages: positive(t.MaxMessagesPerConn, 100),
+		idleTimeout: positiveDur(t.IdleTimeout, 30*time.Second),
+		probeAfter:  positiveDur(t.HealthCheckAfter, 2*time.Second),
+		idle:        map[string][]*session{},
+		logger:      t.Logger,
+	}
+	return nil
+}
+
+func positive(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func positiveDur(v, def time.Duration) time.Duration {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// Deliver implements mailsec.Transport.
+func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	if err := t.init(); err != nil {
+		return nil, err
+	}
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	host := t.dc.serverName
+	switch {
+	case d.RequireTLS && (d.Security.Level == mailsec.Unverified || d.Security.Level == mailsec.Plaintext):
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
+			Detail: "REQUIRETLS needs a verified TLS session; the requirement is " + d.Security.Level.String()}
+	case d.Security.Level == mailsec.Plaintext && t.Auth != nil && !t.dc.implicit:
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
+			Detail: "credentials are never sent without TLS"}
+	}
+
+	for attempt := 0; ; attempt++ {
+		s, err := t.pool.get(ctx, d.Security)
+		if err != nil {
+			return nil, err
+		}
+		res, healthy, err := s.transact(ctx, d)
+		t.pool.put(s, healthy)
+		var retry *errRetry
+		if errors.As(err, &retry) {
+			if attempt < 2 {
+				continue
+			}
+			err = retry.err
+		}
+		return res, err
+	}
+}
+
+// Close closes idle sessions and makes later Deliver calls fail. Sessions
+// in use are closed when their delivery ends.
+func (t *Submission) Close() error {
+	if err := t.init(); err != nil {
+		return nil
+	}
+	t.pool.close()
+	return nil
+}
