@@ -1,0 +1,155 @@
+package mailsec_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"strings"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/transport"
+)
+
+// A Sender is built once, with a Transport to a smarthost, and used from
+// every handler.
+func ExampleNewSender() {
+	t := &transport.Submission{
+		Addr: "smtp.example.com:465", // implicit TLS; port 587 would mean STARTTLS
+		Auth: &transport.Auth{Username: "app", Password: "from-a-secret-store"},
+	}
+	sender, err := mailsec.NewSender(t, nil) // verified TLS, no protection
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = sender
+}
+
+func ExampleSender_Send() {
+	// An in-process TLS server stands in for the smarthost.
+	srv, err := mailsectest.Start(mailsectest.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+
+	sender, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	receipt, err := sender.Send(context.Background(), &mailsec.Message{
+		From:    "Example App <noreply@example.com>",
+		To:      []string{"ann@example.org"},
+		Subject: "Reset your password",
+		Text:    "Follow https://app.example.com/reset/abc to choose a new password.",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range receipt.Recipients {
+		fmt.Println(r.Address, r.Accepted, r.Connection.TLSVersion, r.Connection.Verification)
+	}
+	// Output: ann@example.org true TLS 1.3 webpki
+}
+
+// Attachments are streamed from readers. A message with Bcc recipients is
+// sent once per Bcc, so its readers must be able to seek back.
+func ExampleMessage_attachments() {
+	rt := &mailsectest.RecordingTransport{}
+	sender, _ := mailsec.NewSender(rt, nil)
+	_, err := sender.Send(context.Background(), &mailsec.Message{
+		From:    "billing@example.com",
+		To:      []string{"ann@example.org"},
+		Bcc:     []string{"archive@example.com"},
+		Subject: "Your invoice",
+		Text:    "Attached.",
+		HTML:    `<p>Attached. <img src="cid:logo"></p>`,
+		Inline:  []mailsec.Attachment{{Filename: "logo.png", ContentID: "logo", Content: strings.NewReader("\x89PNG...")}},
+		Attachments: []mailsec.Attachment{
+			{Filename: "invoice-42.pdf", Content: strings.NewReader("%PDF-1.7 ...")},
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range rt.Deliveries() {
+		fmt.Println(d.To)
+	}
+	// Output:
+	// [ann@example.org]
+	// [archive@example.com]
+}
+
+// Invalid input is refused before any I/O, with the field named.
+func ExampleValidationError() {
+	sender, _ := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	_, err := sender.Send(context.Background(), &mailsec.Message{
+		From:    "app@example.com",
+		To:      []string{"ann@example.org"},
+		Subject: "Hello\r\nBcc: everyone@example.org",
+	})
+	var ve *mailsec.ValidationError
+	if errors.As(err, &ve) {
+		fmt.Println(ve.Field, "-", ve.Reason)
+	}
+	// Output: Subject - control character '\r'
+}
+
+// Policies compose as wrappers: this one requires end-to-end protection
+// for every recipient at one domain and keeps the default for the rest.
+func ExamplePolicyFunc() {
+	strict := func(next mailsec.Policy) mailsec.Policy {
+		return mailsec.PolicyFunc(func(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+			p, err := next.Plan(ctx, m, r)
+			if r.Domain == "clinic.example" {
+				p.Protection = mailsec.ProtectionRequired
+			}
+			return p, err
+		})
+	}
+	policy := strict(mailsec.DefaultPolicy())
+	p, _ := policy.Plan(context.Background(), nil, mailsec.Recipient{Address: "dr@clinic.example", Domain: "clinic.example"})
+	fmt.Println(p.Security.Level, p.Protection)
+	// Output: verified required
+}
+
+// RequireProtection makes every recipient's content leave the process
+// only in the form the Protector produced; without a Protector, or a key,
+// the recipient gets nothing.
+func ExampleRequireProtection() {
+	rt := &mailsectest.RecordingTransport{}
+	sender, _ := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy())})
+	_, err := sender.Send(context.Background(), &mailsec.Message{
+		From: "lab@example.com", To: []string{"patient@example.org"}, Subject: "Results", Text: "...",
+	})
+	fmt.Println(errors.Is(err, mailsec.ErrNoKey), len(rt.Deliveries()))
+	// Output: true 0
+}
+
+// Pinning a smarthost's key: only a server presenting that public key
+// gets the message.
+func ExampleWithSecurity() {
+	pin, err := mailsec.ParsePin("sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+	if err != nil {
+		log.Fatal(err)
+	}
+	policy := mailsec.WithSecurity(mailsec.DefaultPolicy(), mailsec.Security{Level: mailsec.Pinned, Pins: []mailsec.Pin{pin}})
+	p, _ := policy.Plan(context.Background(), nil, mailsec.Recipient{})
+	fmt.Println(p.Security.Level, p.Security.Pins[0])
+	// Output: pinned 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=
+}
+
+func ExampleIsTemporary() {
+	err := &mailsec.SMTPError{Host: "smtp.example.com", Command: "RCPT", Code: 452, Message: "mailbox full"}
+	fmt.Println(mailsec.IsTemporary(err))
+	fmt.Println(mailsec.IsTemporary(&mailsec.SecurityError{Host: "smtp.example.com", Failure: mailsec.FailStartTLSMissing}))
+	// Output:
+	// true
+	// false
+}
+
+func ExampleQueueID() {
+	fmt.Println(mailsec.QueueID("Ok: queued as 4ZxY7b2kQz"))
+	// Output: 4ZxY7b2kQz
+}
