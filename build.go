@@ -554,7 +554,6 @@ type source struct {
 	seeker io.Seeker
 	start  int64
 	used   bool
-	err    error
 }
 
 func newSource(r io.Reader) *source {

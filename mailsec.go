@@ -762,16 +762,16 @@ type SecurityFailure string
 
 // Security failures. Each belongs to one category sentinel.
 const (
-	FailStartTLSMissing   SecurityFailure = "STARTTLS not offered"                             // ErrDowngrade
-	FailStartTLSRefused   SecurityFailure = "STARTTLS refused"                                 // ErrDowngrade
-	FailInjection         SecurityFailure = "bytes injected before the TLS handshake"          // ErrDowngrade
+	FailStartTLSMissing   SecurityFailure = "STARTTLS not offered"                               // ErrDowngrade
+	FailStartTLSRefused   SecurityFailure = "STARTTLS refused"                                   // ErrDowngrade
+	FailInjection         SecurityFailure = "bytes injected before the TLS handshake"            // ErrDowngrade
 	FailNotTLS            SecurityFailure = "server does not speak TLS on the implicit-TLS port" // ErrDowngrade
-	FailCertificate       SecurityFailure = "certificate verification failed"                  // ErrCertificate
-	FailPinMismatch       SecurityFailure = "certificate key matches no pin"                   // ErrCertificate
-	FailHandshake         SecurityFailure = "TLS handshake failed"                             // ErrHandshake
-	FailRequireTLS        SecurityFailure = "REQUIRETLS not offered after verified TLS"        // ErrRequireTLS
-	FailPlaintextNotLocal SecurityFailure = "plaintext to a non-loopback server"               // ErrPlaintext
-	FailPlaintextAuth     SecurityFailure = "credentials over a plaintext session"             // ErrPlaintext
+	FailCertificate       SecurityFailure = "certificate verification failed"                    // ErrCertificate
+	FailPinMismatch       SecurityFailure = "certificate key matches no pin"                     // ErrCertificate
+	FailHandshake         SecurityFailure = "TLS handshake failed"                               // ErrHandshake
+	FailRequireTLS        SecurityFailure = "REQUIRETLS not offered after verified TLS"          // ErrRequireTLS
+	FailPlaintextNotLocal SecurityFailure = "plaintext to a non-loopback server"                 // ErrPlaintext
+	FailPlaintextAuth     SecurityFailure = "credentials over a plaintext session"               // ErrPlaintext
 )
 
 func (f SecurityFailure) category() error {

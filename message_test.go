@@ -448,4 +448,3 @@ func TestDecodeRoundTripOfEncodedSubject(t *testing.T) {
 		t.Fatalf("subject round trip:\n%q\n%q (%v)", got, long, err)
 	}
 }
-

@@ -95,7 +95,7 @@ func newSCRAMServer(users map[string]string, user *string) (sasl.Server, error) 
 		if err != nil {
 			return scram.StoredCredentials{}, err
 		}
-		return c.GetStoredCredentials(scram.KeyFactors{Salt: string(salt[:]), Iters: 4096}), nil
+		return c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt[:]), Iters: 4096})
 	})
 	if err != nil {
 		return nil, err

@@ -25,9 +25,9 @@ type fake struct {
 	opts fakeOpts
 	wg   sync.WaitGroup // accept loop and handlers
 
-	mu    sync.Mutex
-	wire  []byte
-	plain []byte
+	mu     sync.Mutex
+	wire   []byte
+	plain  []byte
 	conns  int
 	active int
 	cmds   []string // commands seen, in order, across connections
@@ -229,8 +229,6 @@ func (f *fake) handle(raw net.Conn) {
 // all it was sent, so that what was recorded is complete.
 func (f *fake) settle() {
 	f.t.Helper()
-	f.mu.Lock()
-	f.mu.Unlock()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		f.mu.Lock()
