@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-message/mail"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
+)
+
+func newApp(t *testing.T, tr mailsec.Transport, policy mailsec.Policy) *App {
+	t.Helper()
+	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &App{Sender: s, BaseURL: "https://app.example.com", Logger: slog.New(slog.DiscardHandler),
+		NewToken: func() string { return "tok123" }}
+}
+
+func post(app *App, email string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest("POST", "/reset", strings.NewReader(url.Values{"email": {email}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	app.routes().ServeHTTP(rec, req)
+	return rec
+}
+
+func TestResetSendsLink(t *testing.T) {
+	rt := &mailsectest.RecordingTransport{}
+	app := newApp(t, rt, nil)
+	if rec := post(app, "ann@example.org"); rec.Code != http.StatusAccepted {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	ds := rt.Deliveries()
+	if len(ds) != 1 || ds[0].To[0] != "ann@example.org" || ds[0].Security.Level != mailsec.Verified {
+		t.Fatalf("deliveries %+v", ds)
+	}
+	r, err := mail.CreateReader(strings.NewReader(string(ds[0].Data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := r.NextPart()
+	body, _ := io.ReadAll(p.Body)
+	if !strings.Contains(string(body), "https://app.example.com/reset/tok123") {
+		t.Fatalf("body lacks the link:\n%s", body)
+	}
+	if r.Header.Get("Auto-Submitted") != "auto-generated" {
+		t.Fatal("Auto-Submitted missing")
+	}
+}
+
+// A user typing a header into the form gets 400 and nothing is sent.
+func TestResetRefusesInjection(t *testing.T) {
+	rt := &mailsectest.RecordingTransport{}
+	app := newApp(t, rt, nil)
+	for _, email := range []string{"ann@example.org\r\nBcc: everyone@example.org", "ann@example.org, eve@example.net", "not-an-address"} {
+		if rec := post(app, email); rec.Code != http.StatusBadRequest {
+			t.Errorf("%q: status %d", email, rec.Code)
+		}
+	}
+	if n := len(rt.Deliveries()); n != 0 {
+		t.Fatalf("%d deliveries", n)
+	}
+}
+
+// Wrapping the default policy forces a decision for a test: here every
+// recipient at one domain requires end-to-end protection, and with no
+// Protector configured the handler reports failure and nothing leaves.
+func TestResetWithWrappedPolicy(t *testing.T) {
+	strict := mailsec.PolicyFunc(func(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+		p, err := mailsec.DefaultPolicy().Plan(ctx, m, r)
+		if r.Domain == "clinic.example" {
+			p.Protection = mailsec.ProtectionRequired
+		}
+		return p, err
+	})
+	rt := &mailsectest.RecordingTransport{}
+	app := newApp(t, rt, strict)
+	if rec := post(app, "dr@clinic.example"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if rec := post(app, "ann@example.org"); rec.Code != http.StatusAccepted {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if ds := rt.Deliveries(); len(ds) != 1 || ds[0].To[0] != "ann@example.org" {
+		t.Fatalf("deliveries %+v", ds)
+	}
+}
+
+// End to end over TLS with the in-process server; a server that strips
+// STARTTLS makes the handler fail without sending.
+func TestResetOverTLS(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	t.Cleanup(func() { tr.Close() })
+	if rec := post(newApp(t, tr, nil), "ann@example.org"); rec.Code != http.StatusAccepted {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if m := srv.Messages(); len(m) != 1 || m[0].TLS == nil {
+		t.Fatalf("messages %v", m)
+	}
+
+	stripped := mailsectest.NewServer(t, mailsectest.Config{WithholdStartTLS: true})
+	tr2 := stripped.Transport()
+	t.Cleanup(func() { tr2.Close() })
+	if rec := post(newApp(t, tr2, nil), "ann@example.org"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if stripped.Transactions() != 0 {
+		t.Fatal("MAIL sent without TLS")
+	}
+}
