@@ -280,6 +280,24 @@ func (r RecipientReceipt) MarshalJSON() ([]byte, error) {
 	return json.Marshal(v)
 }
 
+// UnmarshalJSON reads the JSON form back; the "error" member becomes an
+// error with that text (its type is not preserved).
+func (r *RecipientReceipt) UnmarshalJSON(b []byte) error {
+	type plain RecipientReceipt
+	var v struct {
+		plain
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = RecipientReceipt(v.plain)
+	if v.Error != "" {
+		r.Err = errors.New(v.Error)
+	}
+	return nil
+}
+
 // Failed returns the receipts of recipients that were not accepted.
 func (r *Receipt) Failed() []RecipientReceipt {
 	var out []RecipientReceipt
@@ -858,7 +876,11 @@ func (e *AuthError) Error() string {
 		s += " (" + e.Mechanism + ")"
 	}
 	s += ": " + e.Reason
-	if e.Err != nil {
+	var se *SMTPError
+	switch {
+	case errors.As(e.Err, &se):
+		s += ": " + se.Reply().String()
+	case e.Err != nil:
 		s += ": " + e.Err.Error()
 	}
 	return s

@@ -416,7 +416,8 @@ func TestReceiptJSON(t *testing.T) {
 	// The receipt reads back into the same types.
 	var back mailsec.Receipt
 	if err := json.Unmarshal(b, &back); err != nil || back.Recipients[0].Connection.Verification != mailsec.VerifiedWebPKI ||
-		back.Recipients[0].Plan.Security.Level != mailsec.Verified {
+		back.Recipients[0].Plan.Security.Level != mailsec.Verified || back.Recipients[1].Err == nil ||
+		back.Recipients[1].Err.Error() != rec.Recipients[1].Err.Error() {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 }

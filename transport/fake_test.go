@@ -43,6 +43,7 @@ type fakeOpts struct {
 	inject       string   // written right after the STARTTLS reply, in the same write
 	injectLater  string   // written 100ms after the STARTTLS reply, instead of a handshake
 	closeAfter   int      // close the connection after this many accepted messages
+	mailReply    string   // reply to MAIL instead of 250
 	dataDelay    time.Duration
 }
 
@@ -197,7 +198,13 @@ func (f *fake) handle(raw net.Conn) {
 			r = bufio.NewReader(conn)
 		case "AUTH":
 			w("235 2.7.0 OK\r\n")
-		case "MAIL", "RCPT", "RSET", "NOOP":
+		case "MAIL":
+			if f.opts.mailReply != "" {
+				w(f.opts.mailReply + "\r\n")
+				continue
+			}
+			w("250 2.0.0 OK\r\n")
+		case "RCPT", "RSET", "NOOP":
 			w("250 2.0.0 OK\r\n")
 		case "DATA":
 			w("354 go ahead\r\n")

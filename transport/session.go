@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -148,7 +149,7 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byt
 	if err != nil {
 		if pe, ok := err.(*textproto.Error); ok {
 			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
-				Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", pe.Code, pe.Msg)}
+				Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", pe.Code, cleanText(pe.Msg))}
 		}
 		return nil, false, netErr("EHLO", err)
 	}
@@ -165,7 +166,7 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byt
 	if _, _, err := tr.ReadResponse(220); err != nil {
 		if pe, ok := err.(*textproto.Error); ok {
 			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
-				Detail: fmt.Sprintf("server replied %d %s", pe.Code, pe.Msg), Temp: pe.Code/100 == 4}
+				Detail: fmt.Sprintf("server replied %d %s", pe.Code, cleanText(pe.Msg)), Temp: pe.Code/100 == 4}
 		}
 		return nil, false, netErr("STARTTLS", err)
 	}
@@ -321,7 +322,24 @@ func formatReply(code int, msg string) []byte {
 	return []byte(b.String())
 }
 
+// cleanText makes server-supplied text safe to print and log: control
+// characters (a terminal escape, say) become '?', lines are joined.
+func cleanText(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n':
+			return ' '
+		case r == '\t':
+			return r
+		case r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0, r == 0x2028, r == 0x2029, r == utf8.RuneError:
+			return '?'
+		}
+		return r
+	}, s)
+}
+
 func replyError(host, cmd string, code int, msg string) *mailsec.SMTPError {
+	msg = cleanText(msg)
 	e := &mailsec.SMTPError{Host: host, Command: cmd, Code: code, Message: msg}
 	if first, rest, ok := strings.Cut(msg, " "); ok {
 		if ec, ok := mailsec.ParseEnhancedCode(first); ok {
@@ -335,7 +353,7 @@ func replyError(host, cmd string, code int, msg string) *mailsec.SMTPError {
 func (s *session) fail(ctx context.Context, cmd string, err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		e := &mailsec.SMTPError{Host: s.host, Command: cmd, Code: se.Code, Message: se.Message}
+		e := &mailsec.SMTPError{Host: s.host, Command: cmd, Code: se.Code, Message: cleanText(se.Message)}
 		if se.EnhancedCode != smtp.EnhancedCodeNotSet && se.EnhancedCode != smtp.NoEnhancedCode {
 			e.EnhancedCode = mailsec.EnhancedCode(se.EnhancedCode)
 		}
@@ -486,6 +504,7 @@ func (s *session) contentError(ctx context.Context, err error) error {
 }
 
 func replyOK(text string) *mailsec.Reply {
+	text = cleanText(text)
 	r := &mailsec.Reply{Code: 250, Text: text}
 	if first, rest, ok := strings.Cut(text, " "); ok {
 		if ec, ok := mailsec.ParseEnhancedCode(first); ok {

@@ -29,6 +29,28 @@ const (
 	StartTLS
 )
 
+// ParseMode reads "auto", "implicit" or "starttls".
+func ParseMode(s string) (Mode, error) {
+	for _, m := range []Mode{Auto, ImplicitTLS, StartTLS} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return Auto, mailsec.Invalid("mode", s, `must be "auto", "implicit" or "starttls"`)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler, for configuration files.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err == nil {
+		*m = v
+	}
+	return err
+}
+
 func (m Mode) String() string {
 	switch m {
 	case Auto:
@@ -92,6 +114,11 @@ type Submission struct {
 	dc      *dialConfig
 	pool    *pool
 }
+
+// Validate checks the configuration (address, mode, EHLO name,
+// credentials) without connecting, and returns the *mailsec.ValidationError
+// Deliver would return. Calling it is optional.
+func (t *Submission) Validate() error { return t.init() }
 
 func (t *Submission) init() error {
 	t.once.Do(func() { t.initErr = t.setup() })

@@ -508,3 +508,33 @@ func TestConcurrentDeliveriesLeaveNoGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines left behind (%d before):\n%s", n-before, before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// Server text reaches errors and receipts, which end up in terminals and
+// logs: control characters are neutralised.
+func TestServerTextIsCleaned(t *testing.T) {
+	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, mailReply: "550 5.7.1 \x1b[2J\x1b]0;pwned\x07 rejected"})
+	tr := fakeTransport(f, transport.StartTLS)
+	tr.Auth = nil
+	d, _ := canaryDelivery(t)
+	_, err := deliver(t, tr, d)
+	var se *mailsec.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (mailsec.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("error %v", err)
+	}
+	if strings.ContainsAny(se.Message, "\x1b\x07") || !strings.Contains(se.Message, "rejected") {
+		t.Fatalf("message %q", se.Message)
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for _, m := range []transport.Mode{transport.Auto, transport.ImplicitTLS, transport.StartTLS} {
+		var got transport.Mode
+		b, _ := m.MarshalText()
+		if err := got.UnmarshalText(b); err != nil || got != m {
+			t.Errorf("%v: %v %v", m, got, err)
+		}
+	}
+	if _, err := transport.ParseMode("opportunistic"); !errors.Is(err, mailsec.ErrInvalid) {
+		t.Error("unknown mode accepted")
+	}
+}

@@ -1,0 +1,92 @@
+// Command mailsec is the operator's tool for the mailsec library. It sends a
+// test message exactly the way an application using the library would, and
+// reports what happened to each recipient.
+//
+// Usage:
+//
+//	mailsec <command> [flags]
+//	mailsec help [command]
+//
+// The only command for now is send.
+//
+// # mailsec send
+//
+//	mailsec send -server HOST:PORT [-tls implicit|starttls] [-ca FILE] [-user NAME]
+//		-from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
+//		[-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
+//
+// Send submits one message to a submission server (Postfix, an email
+// provider's relay) with mandatory TLS: implicit TLS on port 465, STARTTLS
+// on any other port, and the server's certificate verified for the host name
+// given in -server. A server that does not offer STARTTLS, or whose
+// certificate does not verify, receives nothing: not the envelope, not the
+// credentials, not the message. Bcc recipients each get a delivery of their
+// own and never appear in a header.
+//
+// The flags are:
+//
+//	-server HOST:PORT  the submission server (required)
+//	-tls MODE          "implicit" or "starttls"; default implicit on port
+//	                   465, STARTTLS on any other port
+//	-ca FILE           PEM file of extra trusted root certificates, added
+//	                   to the system roots
+//	-user NAME         authenticate as NAME (SMTP AUTH, only inside TLS);
+//	                   the password comes from MAILSEC_PASSWORD
+//	-from ADDR         the author (required)
+//	-to, -cc, -bcc     comma-separated recipient lists; each flag may
+//	                   repeat; at least one recipient is required. A comma
+//	                   inside a quoted display name or <...> does not split.
+//	-subject TEXT      the subject (required, may be empty)
+//	-body FILE         the plain-text body, from FILE or, with "-", from
+//	                   standard input
+//	-html FILE         the HTML body
+//	-attach FILE       attach FILE (repeatable); the content type is derived
+//	                   from the file name's extension
+//	-requiretls        ask for REQUIRETLS (RFC 8689): fail unless the server
+//	                   offers it, and make every later hop use verified TLS
+//	-timeout D         bound the whole send (default 2m)
+//	-json              print the receipt (the library's Receipt) as JSON on
+//	                   standard output
+//
+// A line per recipient on standard error says whether the server accepted
+// the message, over which TLS version and with which certificate
+// verification, or why not. Without -json nothing is written to standard
+// output.
+//
+// # Environment
+//
+// MAILSEC_PASSWORD is the password for -user, and is required with it. There
+// is deliberately no flag for it, so that it never appears in a process
+// list or a shell history; mailsec never prints it.
+//
+// # Exit status
+//
+//	0  the server accepted the message for every recipient
+//	1  some recipient was not accepted (refused by the server, no secure
+//	   connection, authentication failed, time-out or interrupt), or the
+//	   library refused the message as invalid before sending anything (a
+//	   malformed address, subject or attachment name); the error on
+//	   standard error says why
+//	2  bad usage: no or unknown command, unknown flag or stray argument,
+//	   missing -server, -from, -subject or recipients, an empty item in a
+//	   recipient list, a -server without a port, a bad -tls value, -user
+//	   without MAILSEC_PASSWORD, a -ca file that cannot be read or holds no
+//	   certificate, or a -body, -html or -attach file that cannot be read
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal has cancelled the send, restore the default
+	// behaviour so that a second one ends the process at once.
+	context.AfterFunc(ctx, stop)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/transport"
+)
+
+// passwordEnv names the environment variable that holds the -user password.
+const passwordEnv = "MAILSEC_PASSWORD"
+
+// sendOptions holds the flags of mailsec send. To add a flag, add a field
+// here, register it in register and check it in check.
+type sendOptions struct {
+	server     string
+	tlsMode    string
+	caFile     string
+	user       string
+	from       string
+	to, cc     addrList
+	bcc        addrList
+	subject    string
+	bodyFile   string
+	htmlFile   string
+	attach     fileList
+	requireTLS bool
+	timeout    time.Duration
+	json       bool
+
+	set map[string]bool // flags given on the command line
+}
+
+func (o *sendOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.server, "server", "", "submission server `HOST:PORT` (required)")
+	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls` (default implicit on port 465, starttls otherwise)")
+	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
+	fs.StringVar(&o.user, "user", "", "authenticate as `NAME`; the password is read from $"+passwordEnv)
+	fs.StringVar(&o.from, "from", "", "the author, `ADDR` (required)")
+	fs.Var(&o.to, "to", "To recipients, `ADDR[,ADDR...]` (repeatable)")
+	fs.Var(&o.cc, "cc", "Cc recipients, `ADDR[,ADDR...]` (repeatable)")
+	fs.Var(&o.bcc, "bcc", "Bcc recipients, `ADDR[,ADDR...]` (repeatable); each gets a delivery of its own")
+	fs.StringVar(&o.subject, "subject", "", "the subject `TEXT` (required, may be empty)")
+	fs.StringVar(&o.bodyFile, "body", "", "read the plain-text body from `FILE` (- for standard input)")
+	fs.StringVar(&o.htmlFile, "html", "", "read the HTML body from `FILE`")
+	fs.Var(&o.attach, "attach", "attach `FILE` (repeatable)")
+	fs.BoolVar(&o.requireTLS, "requiretls", false, "require REQUIRETLS (RFC 8689) from the server and every later hop")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on the whole send after `DURATION`")
+	fs.BoolVar(&o.json, "json", false, "print the receipt as JSON on standard output")
+}
+
+// check reports what makes the parsed flags unusable, before any file is
+// read or any connection made.
+func (o *sendOptions) check(getenv func(string) string) error {
+	switch {
+	case o.server == "":
+		return usagef("-server is required")
+	case o.from == "":
+		return usagef("-from is required")
+	case !o.set["subject"]:
+		return usagef("-subject is required")
+	case len(o.to)+len(o.cc)+len(o.bcc) == 0:
+		return usagef("at least one recipient is required (-to, -cc or -bcc)")
+	}
+	switch o.tlsMode {
+	case "", "implicit", "starttls":
+	default:
+		return usagef("-tls %q: must be implicit or starttls", o.tlsMode)
+	}
+	if o.user != "" && getenv(passwordEnv) == "" {
+		return usagef("-user %s needs the password in the environment variable %s", o.user, passwordEnv)
+	}
+	if o.timeout <= 0 {
+		return usagef("-timeout must be positive")
+	}
+	if o.htmlFile == "-" {
+		return usagef("-html reads a file; only -body can read standard input")
+	}
+	return nil
+}
+
+func newSendFlags(o *sendOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("mailsec send", flag.ContinueOnError)
+	o.register(fs)
+	return fs
+}
+
+const sendSynopsis = `usage: mailsec send -server HOST:PORT [-tls implicit|starttls] [-ca FILE] [-user NAME]
+           -from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
+           [-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
+`
+
+func sendBrief(w io.Writer) {
+	fmt.Fprint(w, sendSynopsis, "\nFlags:\n")
+	fs := newSendFlags(&sendOptions{})
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+func sendUsage(w io.Writer) {
+	fmt.Fprint(w, sendSynopsis, `
+Send submits one message to a submission server (Postfix, an email provider's
+relay) with mandatory TLS: implicit TLS on port 465, STARTTLS on any other
+port, and the certificate verified for the host in -server. A server that does
+not offer STARTTLS, or whose certificate does not verify, receives nothing.
+Bcc recipients each get a delivery of their own and appear in no header.
+
+A line per recipient on standard error says whether the server accepted the
+message, and over which TLS, or why not. Standard output stays empty unless
+-json is given. A comma inside a quoted display name or <...> does not split
+a recipient list.
+
+Flags:
+`)
+	fs := newSendFlags(&sendOptions{})
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprint(w, `
+Environment:
+  `+passwordEnv+`  the password for -user, required with it (there is no
+                    flag for it, and it is never printed)
+
+Exit status:
+  0  the server accepted the message for every recipient
+  1  some recipient was not accepted (refused, no secure connection,
+     authentication failed, time-out, interrupt), or the library refused the
+     message as invalid before sending anything (a malformed address, subject
+     or attachment name); the error on standard error says why
+  2  bad usage: unknown flag, stray argument, missing -server, -from,
+     -subject or recipients, an empty item in a recipient list, -server
+     without a port, a bad -tls value, -user without `+passwordEnv+`, or
+     a -ca, -body, -html or -attach file that cannot be read (or, for -ca,
+     holds no certificate)
+`)
+}
+
+func runSend(ctx context.Context, e *env, args []string) int {
+	const name = "send"
+	o := &sendOptions{}
+	fs := newSendFlags(o)
+	if code, ok := parseFlags(e, name, fs, sendUsage, args); !ok {
+		return code
+	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	if err := o.check(e.getenv); err != nil {
+		return reportUsage(e, name, err)
+	}
+
+	t := &transport.Submission{Addr: o.server}
+	switch o.tlsMode {
+	case "implicit":
+		t.Mode = transport.ImplicitTLS
+	case "starttls":
+		t.Mode = transport.StartTLS
+	default:
+		t.Mode = transport.Auto
+	}
+	if o.caFile != "" {
+		roots, err := loadRoots(o.caFile)
+		if err != nil {
+			return reportUsage(e, name, err)
+		}
+		t.TLSConfig = &tls.Config{RootCAs: roots}
+	}
+	if o.user != "" {
+		t.Auth = &transport.Auth{Username: o.user, Password: e.getenv(passwordEnv)}
+	}
+	defer t.Close()
+	if err := t.Validate(); err != nil {
+		return reportUsage(e, name, usagef("%v", err))
+	}
+
+	msg := &mailsec.Message{
+		From:       o.from,
+		To:         o.to,
+		Cc:         o.cc,
+		Bcc:        o.bcc,
+		Subject:    o.subject,
+		RequireTLS: o.requireTLS,
+	}
+	files, err := o.attach.open()
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return reportUsage(e, name, err)
+	}
+	for _, f := range files {
+		msg.Attachments = append(msg.Attachments, mailsec.Attachment{Filename: filepath.Base(f.Name()), Content: f})
+	}
+	if o.htmlFile != "" {
+		b, err := os.ReadFile(o.htmlFile)
+		if err != nil {
+			return reportUsage(e, name, usagef("-html: %v", err))
+		}
+		msg.HTML = string(b)
+	}
+	// Standard input is read last, once nothing else can fail, so that a
+	// usage error never waits for input.
+	switch o.bodyFile {
+	case "":
+	case "-":
+		b, err := io.ReadAll(e.stdin)
+		if err != nil {
+			return reportUsage(e, name, usagef("-body -: reading standard input: %v", err))
+		}
+		msg.Text = string(b)
+	default:
+		b, err := os.ReadFile(o.bodyFile)
+		if err != nil {
+			return reportUsage(e, name, usagef("-body: %v", err))
+		}
+		msg.Text = string(b)
+	}
+
+	sender, err := mailsec.NewSender(t, &mailsec.Options{})
+	if err != nil {
+		fmt.Fprintln(e.stderr, errorLine(err))
+		return exitFail
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	receipt, err := sender.Send(ctx, msg)
+
+	if receipt != nil {
+		for _, r := range receipt.Recipients {
+			fmt.Fprintln(e.stderr, progressLine(r))
+		}
+		if o.json {
+			out, jerr := json.MarshalIndent(receipt, "", "  ")
+			if jerr != nil {
+				fmt.Fprintf(e.stderr, "mailsec: encoding the receipt: %v\n", jerr)
+				return exitFail
+			}
+			if _, werr := e.stdout.Write(append(out, '\n')); werr != nil {
+				fmt.Fprintf(e.stderr, "mailsec: writing the receipt: %v\n", werr)
+				return exitFail
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(e.stderr, errorLine(err))
+		return exitFail
+	}
+	if receipt == nil || len(receipt.Failed()) > 0 {
+		// Send promises an error whenever a recipient failed; do not trust
+		// a success that left someone out.
+		fmt.Fprintln(e.stderr, "mailsec: not every recipient was accepted")
+		return exitFail
+	}
+	return exitOK
+}
+
+// loadRoots returns the system roots plus the certificates in the PEM
+// file at path.
+func loadRoots(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("-ca: %v", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, usagef("-ca %s: no PEM certificate in the file", path)
+	}
+	return roots, nil
+}
+
+// progressLine describes the outcome for one recipient.
+func progressLine(r mailsec.RecipientReceipt) string {
+	if !r.Accepted {
+		reason := "not accepted"
+		if r.Err != nil {
+			err := r.Err
+			// The line names the recipient already.
+			var re *mailsec.RecipientError
+			if errors.As(err, &re) && re.Recipient == r.Address && re.Err != nil {
+				err = re.Err
+			}
+			reason = strings.TrimPrefix(err.Error(), "mailsec: ")
+		}
+		return printable("mailsec: " + r.Address + ": NOT delivered: " + reason)
+	}
+	var b strings.Builder
+	b.WriteString("mailsec: " + r.Address + ": accepted")
+	if c := r.Connection; c != nil {
+		tlsVersion := c.TLSVersion
+		if tlsVersion == "" {
+			tlsVersion = "no TLS"
+		}
+		fmt.Fprintf(&b, " by %s (%s, %s)", c.Host, tlsVersion, c.Verification)
+	}
+	if r.QueueID != "" {
+		b.WriteString(" queue id " + r.QueueID)
+	}
+	return printable(b.String())
+}
+
+// errorLine formats an error from the library for standard error.
+func errorLine(err error) string {
+	s := err.Error()
+	if !strings.HasPrefix(s, "mailsec: ") {
+		s = "mailsec: " + s
+	}
+	return printable(s)
+}
+
+// addrList is a flag.Value for a comma-separated list of addresses; the
+// flag may repeat and the lists add up.
+type addrList []string
+
+func (l *addrList) String() string { return strings.Join(*l, ",") }
+
+func (l *addrList) Set(s string) error {
+	items, err := splitAddrs(s)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, items...)
+	return nil
+}
+
+// splitAddrs splits a comma-separated address list and trims spaces. A
+// comma inside a quoted string ("Doe, Jane" <jane@example.org>) or inside
+// angle brackets does not split. Empty items are an error.
+func splitAddrs(s string) ([]string, error) {
+	var items []string
+	quoted, escaped, angle := false, false, false
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ',' && !angle:
+			items = append(items, s[start:i])
+			start = i + 1
+		}
+	}
+	items = append(items, s[start:])
+	for i, it := range items {
+		it = strings.TrimSpace(it)
+		if it == "" {
+			return nil, errors.New("empty address in the list")
+		}
+		items[i] = it
+	}
+	return items, nil
+}
+
+// fileList is a repeatable flag.Value collecting file names.
+type fileList []string
+
+func (l *fileList) String() string { return strings.Join(*l, ",") }
+
+func (l *fileList) Set(s string) error {
+	if s == "" {
+		return errors.New("empty file name")
+	}
+	*l = append(*l, s)
+	return nil
+}
+
+// open opens every file for reading. It returns the files it opened even
+// on error, for the caller to close.
+func (l fileList) open() ([]*os.File, error) {
+	var files []*os.File
+	for _, name := range l {
+		f, err := os.Open(name)
+		if err != nil {
+			return files, usagef("-attach: %v", err)
+		}
+		files = append(files, f)
+		fi, err := f.Stat()
+		if err != nil {
+			return files, usagef("-attach: %v", err)
+		}
+		if fi.IsDir() {
+			return files, usagef("-attach %s: is a directory", name)
+		}
+	}
+	return files, nil
+}
