@@ -62,6 +62,9 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
+// TLSConfig returns a client configuration that trusts only this CA.
+func (ca *CA) TLSConfig() *tls.Config { return &tls.Config{RootCAs: ca.Pool()} }
+
 // CertPEM returns the CA certificate in PEM, as a -ca file wants it.
 func (ca *CA) CertPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate.Raw})
