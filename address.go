@@ -76,6 +76,14 @@ func parseMailbox(field, s string) (mailbox, error) {
 	if strings.TrimSpace(s) == "" {
 		return mailbox{}, invalid(field, s, "empty address")
 	}
+	if !strings.ContainsAny(s, "<>\"(),:;[]\\ \t") {
+		// A bare addr-spec (the common case) needs no RFC 5322 parser.
+		m, reason := parseAddrSpec(s)
+		if reason != "" {
+			return mailbox{}, invalid(field, s, reason)
+		}
+		return m, nil
+	}
 	if hiddenControl(s) {
 		return mailbox{}, invalid(field, s, "encoded-word hides a control character")
 	}

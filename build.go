@@ -1,6 +1,8 @@
 package mailsec
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -38,7 +40,8 @@ type prepared struct {
 	utf8         bool // the header needs SMTPUTF8
 	requireTLS   bool
 	dsn          *DSN
-	entity       *Entity
+	head         []byte // the rendered top-level header, blank line included
+	body         *part
 	sources      []*source
 }
 
@@ -159,6 +162,9 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 		if reason, ok := syntax.HeaderName(h.Name); !ok {
 			return nil, invalid(field+".Name", h.Name, reason)
 		}
+		if len(h.Name) > 76 {
+			return nil, invalid(field+".Name", h.Name, "longer than 76 octets")
+		}
 		lower := strings.ToLower(h.Name)
 		for _, r := range reservedHeaders {
 			if lower == r {
@@ -215,13 +221,69 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	for f := body.header.Fields(); f.Next(); {
 		fields = append(fields, Header{f.Key(), f.Value()})
 	}
-	var h textproto.Header
-	// textproto.Header.Add inserts at the top: add in reverse.
-	for i := len(fields) - 1; i >= 0; i-- {
-		h.Add(fields[i].Name, fields[i].Value)
+	head := make([]byte, 0, 1024)
+	for _, f := range fields {
+		head = appendField(head, f.Name, f.Value)
 	}
-	p.entity = &Entity{Header: h, Body: body}
+	p.head = append(head, '\r', '\n')
+	p.body = body
 	return p, nil
+}
+
+// appendField formats one header field, folding before spaces so that
+// lines stay near 78 octets; unfolding restores the value exactly. The
+// builder guarantees no value holds a run of more than 900 octets without
+// a space (longer words are RFC 2047-encoded), and field names are at most
+// 76 octets, so no line exceeds 998.
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, ':', ' ')
+	col := len(name) + 2
+	for col+len(value) > 78 {
+		i := strings.LastIndexByte(value[:min(len(value), max(78-col, 1))], ' ')
+		if i <= 0 {
+			// No space early enough: fold at the next one, if any.
+			j := strings.IndexByte(value[1:], ' ')
+			if j < 0 {
+				break
+			}
+			i = j + 1
+		}
+		b = append(b, value[:i]...)
+		b = append(b, '\r', '\n')
+		value = value[i:]
+		col = 0
+	}
+	b = append(b, value...)
+	return append(b, '\r', '\n')
+}
+
+// content returns the message as it goes to recipients whose content is
+// not protected.
+func (p *prepared) content() io.WriterTo { return rawMessage{head: p.head, body: p.body} }
+
+// entity returns the message as a MIME entity for a Protector.
+func (p *prepared) entity() (*Entity, error) {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(p.head)))
+	if err != nil {
+		return nil, err
+	}
+	return &Entity{Header: h, Body: p.body}, nil
+}
+
+// rawMessage is a rendered header and a body.
+type rawMessage struct {
+	head []byte
+	body *part
+}
+
+func (m rawMessage) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(m.head)
+	if err != nil {
+		return int64(n), err
+	}
+	k, err := m.body.WriteTo(w)
+	return int64(n) + k, err
 }
 
 // checkHeaderValue refuses what could break a header field: raw control
@@ -240,6 +302,9 @@ func checkHeaderValue(v string) (string, bool) {
 }
 
 func checkMessageID(id string) (string, bool) {
+	if len(id) > 250 {
+		return "longer than 250 octets", false
+	}
 	if reason, ok := syntax.HeaderText(id); !ok {
 		return reason, false
 	}
@@ -376,17 +441,9 @@ func buildBody(m *Message) (*part, []*source, error) {
 // 7-bit clean and no line exceeds the SMTP limit whatever the input).
 func textPart(mediaType, text string) *part {
 	text = canonicalText(text)
-	sevenBit := true
-	for line := range strings.SplitSeq(text, "\r\n") {
-		if len(line) > 76 || !syntax.IsASCII(line) || strings.HasSuffix(line, " ") || strings.HasSuffix(line, "\t") ||
-			strings.HasPrefix(line, "From ") || strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
-			sevenBit = false
-			break
-		}
-	}
 	p := &part{}
-	p.header.Set("Content-Type", mime.FormatMediaType(mediaType, map[string]string{"charset": "utf-8"}))
-	if sevenBit {
+	p.header.Set("Content-Type", mediaType+"; charset=utf-8")
+	if sevenBitClean(text) {
 		p.header.Set("Content-Transfer-Encoding", "7bit")
 		p.leaf = func(w io.Writer) error {
 			_, err := io.WriteString(w, text)
@@ -405,27 +462,57 @@ func textPart(mediaType, text string) *part {
 	return p
 }
 
+// sevenBitClean reports whether canonical (CRLF) text can be sent as
+// 7bit unchanged: printable ASCII, lines of at most 76 octets, no space
+// before a line break (which transports may strip), no line starting
+// "From " (which mbox-style stores mangle). Text with tabs takes
+// quoted-printable too, which keeps a tab before a line break safe.
+func sevenBitClean(s string) bool {
+	col := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= ' ' && c < 0x7f:
+			if col == 0 && c == 'F' && strings.HasPrefix(s[i:], "From ") {
+				return false
+			}
+			col++
+			if col > 76 {
+				return false
+			}
+		case c == '\r':
+			if col > 0 && s[i-1] == ' ' {
+				return false
+			}
+			col = 0
+			i++ // the LF
+		default: // tab, other controls, 8-bit
+			return false
+		}
+	}
+	return col == 0 || s[len(s)-1] != ' '
+}
+
 // canonicalText turns LF, CR and CRLF line endings into CRLF (RFC 2046
 // section 4.1.1: text line breaks are CRLF).
 func canonicalText(s string) string {
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
+	if !strings.Contains(s, "\r") {
+		// The common case (text from templates): LF only.
+		return strings.ReplaceAll(s, "\n", "\r\n")
 	}
+	i := strings.IndexAny(s, "\r\n")
 	var b strings.Builder
-	b.Grow(len(s) + len(s)/32)
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\r':
-			b.WriteString("\r\n")
-			if i+1 < len(s) && s[i+1] == '\n' {
-				i++
-			}
-		case '\n':
-			b.WriteString("\r\n")
-		default:
-			b.WriteByte(c)
+	b.Grow(len(s) + len(s)/16)
+	for i >= 0 {
+		b.WriteString(s[:i])
+		b.WriteString("\r\n")
+		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			i++
 		}
+		s = s[i+1:]
+		i = strings.IndexAny(s, "\r\n")
 	}
+	b.WriteString(s)
 	return b.String()
 }
 
@@ -436,6 +523,9 @@ func attachmentPart(field string, a Attachment, inline bool) (*part, *source, er
 	if a.Filename != "" {
 		if reason, ok := checkHeaderValue(a.Filename); !ok {
 			return nil, nil, invalid(field+".Filename", a.Filename, reason)
+		}
+		if len(a.Filename) > 255 {
+			return nil, nil, invalid(field+".Filename", a.Filename, "longer than 255 octets")
 		}
 		if strings.ContainsAny(a.Filename, `/\`) {
 			return nil, nil, invalid(field+".Filename", a.Filename, "must be a file name, not a path")

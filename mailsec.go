@@ -524,11 +524,11 @@ func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, re
 		rec.Recipients[i].Err = err
 	}
 
-	content := msg.entity
+	content := msg.content()
 	var prot *Protected
 	if g.plan.Protection == ProtectionRequired {
 		var perr map[string]error
-		prot, perr = s.protect(ctx, msg.entity, rcpts)
+		prot, perr = s.protect(ctx, msg, rcpts)
 		for _, i := range g.idx {
 			if err := perr[rec.Recipients[i].Address]; err != nil {
 				setErr(i, err)
@@ -605,11 +605,18 @@ func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, re
 // protect asks the Protector for content for rcpts. Recipients it cannot
 // serve are returned with their errors, and the others are protected again
 // without them, so a missing key for one never exposes another.
-func (s *Sender) protect(ctx context.Context, e *Entity, rcpts []string) (*Protected, map[string]error) {
+func (s *Sender) protect(ctx context.Context, msg *prepared, rcpts []string) (*Protected, map[string]error) {
 	failed := map[string]error{}
 	if s.protector == nil {
 		for _, r := range rcpts {
 			failed[r] = &ProtectionError{Recipient: r, Reason: "protection is required but the Sender has no Protector"}
+		}
+		return nil, failed
+	}
+	e, err := msg.entity()
+	if err != nil {
+		for _, r := range rcpts {
+			failed[r] = &ProtectionError{Recipient: r, Reason: "internal: header does not parse", Err: err}
 		}
 		return nil, failed
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -79,12 +80,16 @@ func (p Plan) validate() error { return p.Security.Validate() }
 
 // key groups recipients whose plans are identical.
 func (p Plan) key() string {
+	k := strconv.Itoa(int(p.Security.Level)) + "|" + strconv.Itoa(int(p.Protection))
+	if len(p.Security.Pins) == 0 {
+		return k
+	}
 	pins := make([]string, len(p.Security.Pins))
 	for i, pin := range p.Security.Pins {
 		pins[i] = pin.String()
 	}
 	slices.Sort(pins)
-	return fmt.Sprintf("%d|%d|%s", p.Security.Level, p.Protection, strings.Join(pins, ","))
+	return k + "|" + strings.Join(pins, ",")
 }
 
 // Protection says whether a recipient's content must be protected end to end.

@@ -1,6 +1,7 @@
 package mailsec
 
 import (
+	"bytes"
 	"context"
 	"io"
 
@@ -51,12 +52,18 @@ type Entity struct {
 
 // WriteTo writes the header, the blank line and the body.
 func (e *Entity) WriteTo(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
-	if err := textproto.WriteHeader(cw, e.Header); err != nil {
-		return cw.n, err
+	// The header is formatted into one buffer and written at once: the
+	// writer below may do per-call work.
+	var head bytes.Buffer
+	if err := textproto.WriteHeader(&head, e.Header); err != nil {
+		return 0, err
 	}
-	_, err := e.Body.WriteTo(cw)
-	return cw.n, err
+	n, err := w.Write(head.Bytes())
+	if err != nil {
+		return int64(n), err
+	}
+	m, err := e.Body.WriteTo(w)
+	return int64(n) + m, err
 }
 
 type countWriter struct {
@@ -66,6 +73,12 @@ type countWriter struct {
 
 func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countWriter) WriteString(s string) (int, error) {
+	n, err := io.WriteString(c.w, s)
 	c.n += int64(n)
 	return n, err
 }

@@ -32,6 +32,11 @@ type ctxConn struct {
 // bind makes ctx govern the connection until the returned function is
 // called.
 func (c *ctxConn) bind(ctx context.Context) (unbind func()) {
+	_, hasDL := ctx.Deadline()
+	if ctx.Done() == nil && !hasDL {
+		// A context that can never end needs no watching.
+		return func() {}
+	}
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen

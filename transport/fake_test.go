@@ -44,6 +44,7 @@ type fakeOpts struct {
 	injectLater  string   // written 100ms after the STARTTLS reply, instead of a handshake
 	closeAfter   int      // close the connection after this many accepted messages
 	mailReply    string   // reply to MAIL instead of 250
+	limit421     int      // after this many accepted messages, answer MAIL with 421 and close
 	dataDelay    time.Duration
 }
 
@@ -199,6 +200,10 @@ func (f *fake) handle(raw net.Conn) {
 		case "AUTH":
 			w("235 2.7.0 OK\r\n")
 		case "MAIL":
+			if f.opts.limit421 > 0 && accepted >= f.opts.limit421 {
+				w("421 4.7.0 Too many messages for this session\r\n")
+				return
+			}
 			if f.opts.mailReply != "" {
 				w(f.opts.mailReply + "\r\n")
 				continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -172,29 +173,33 @@ func (p *pool) put(s *session, healthy bool) {
 		return
 	}
 	p.idle[s.key] = append(p.idle[s.key], s)
+	// One count in wg per armed timer: the callback or a successful Stop
+	// releases it, so close can wait for callbacks in flight.
 	p.wg.Add(1)
-	s.idleTimer = time.AfterFunc(p.idleTimeout, func() {
-		defer p.wg.Done()
-		p.mu.Lock()
-		l := p.idle[s.key]
-		i := -1
-		for j, x := range l {
-			if x == s {
-				i = j
-			}
-		}
-		if i < 0 {
-			p.mu.Unlock()
-			return
-		}
-		p.idle[s.key] = append(l[:i], l[i+1:]...)
-		p.open--
-		p.wakeLocked()
-		p.mu.Unlock()
-		s.close(true)
-	})
+	if s.idleTimer == nil {
+		s.idleTimer = time.AfterFunc(p.idleTimeout, func() { p.expire(s) })
+	} else {
+		s.idleTimer.Reset(p.idleTimeout)
+	}
 	p.wakeLocked()
 	p.mu.Unlock()
+}
+
+// expire closes s if it is still idle when its timer fires.
+func (p *pool) expire(s *session) {
+	defer p.wg.Done()
+	p.mu.Lock()
+	l := p.idle[s.key]
+	i := slices.Index(l, s)
+	if i < 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.idle[s.key] = slices.Delete(l, i, i+1)
+	p.open--
+	p.wakeLocked()
+	p.mu.Unlock()
+	s.close(true)
 }
 
 // discard closes a session and frees its slot.

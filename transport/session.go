@@ -35,7 +35,8 @@ type session struct {
 	messages int
 	dirty    bool // a transaction may be open: RSET before reuse
 
-	idleTimer *time.Timer // set while idle in the pool
+	idleTimer *time.Timer      // fires IdleTimeout after the session was put back
+	data      *smtpdata.Writer // reused for every message's DATA
 }
 
 // dialConfig is what establishing a session needs; a Submission fills it
@@ -416,10 +417,15 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	if err := s.client.Mail(d.From, opts); err != nil {
 		err = s.fail(ctx, "MAIL", err)
 		var ne *mailsec.NetworkError
-		if errors.As(err, &ne) && reused && ctx.Err() == nil {
+		var se *mailsec.SMTPError
+		// A reused session the server has dropped, or is closing (421: it
+		// may limit messages per connection), has accepted nothing: the
+		// delivery can start again on a fresh one.
+		stale := errors.As(err, &ne) || errors.As(err, &se) && se.Code == 421
+		if stale && reused && ctx.Err() == nil {
 			return res, false, &errRetry{err}
 		}
-		return res, !errors.As(err, &ne), err
+		return res, !stale, err
 	}
 
 	var errs []error
@@ -462,7 +468,12 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		var ne *mailsec.NetworkError
 		return res, !errors.As(err, &ne), err
 	}
-	cw := smtpdata.NewWriter(w)
+	if s.data == nil {
+		s.data = smtpdata.NewWriter(w)
+	} else {
+		s.data.Reset(w)
+	}
+	cw := s.data
 	if _, err := d.Content.WriteTo(cw); err != nil {
 		// Never send the terminator after a partial message: drop the
 		// connection so the server discards what it has.

@@ -98,7 +98,9 @@ type Submission struct {
 	// context) for a free one. Zero means 8.
 	MaxConns int
 	// MaxMessagesPerConn closes a session after this many messages. Zero
-	// means 100.
+	// means 1000. (A server that limits messages per connection and says
+	// so with 421, or drops the connection, costs nothing: the delivery
+	// moves to a fresh session.)
 	MaxMessagesPerConn int
 	// IdleTimeout closes a session left unused this long. Zero means 30s.
 	IdleTimeout time.Duration
@@ -171,7 +173,7 @@ func (t *Submission) setup() error {
 	t.pool = &pool{
 		dial:        dc.dial,
 		max:         positive(t.MaxConns, 8),
-		maxMessages: positive(t.MaxMessagesPerConn, 100),
+		maxMessages: positive(t.MaxMessagesPerConn, 1000),
 		idleTimeout: positiveDur(t.IdleTimeout, 30*time.Second),
 		probeAfter:  positiveDur(t.HealthCheckAfter, 2*time.Second),
 		idle:        map[string][]*session{},

@@ -398,6 +398,31 @@ func TestPoolRetriesStaleSession(t *testing.T) {
 	}
 }
 
+// A server that limits messages per connection (421 to MAIL) costs the
+// sender nothing: the delivery moves to a fresh session.
+func TestPoolMovesOnAfter421(t *testing.T) {
+	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, limit421: 2})
+	tr := fakeTransport(f, transport.StartTLS)
+	tr.Auth = nil
+	for range 5 {
+		d, _ := canaryDelivery(t)
+		if _, err := deliver(t, tr, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.connections() != 3 {
+		t.Fatalf("%d connections", f.connections())
+	}
+	// On a fresh session a 421 is the server's answer, not staleness.
+	f2 := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, mailReply: "421 4.3.2 shutting down"})
+	tr2 := fakeTransport(f2, transport.StartTLS)
+	tr2.Auth = nil
+	d, _ := canaryDelivery(t)
+	if _, err := deliver(t, tr2, d); !mailsec.IsTemporary(err) || f2.connections() != 1 {
+		t.Fatalf("error %v after %d connections", err, f2.connections())
+	}
+}
+
 func TestPoolBoundsConnections(t *testing.T) {
 	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, dataDelay: 20 * time.Millisecond})
 	tr := fakeTransport(f, transport.StartTLS)

@@ -23,6 +23,9 @@ import (
 // base64) before it reaches this writer; folding it here would change it.
 var ErrLineTooLong = errors.New("smtpdata: line longer than 998 octets")
 
+// flushAt is the buffered size at which Write passes data on.
+const flushAt = 8 << 10
+
 // Writer normalises line endings and enforces the line-length limit. It is
 // not safe for concurrent use.
 type Writer struct {
@@ -36,48 +39,71 @@ type Writer struct {
 
 // NewWriter returns a Writer that writes canonical lines to w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w, line: 1, buf: make([]byte, 0, 4096)}
+	return &Writer{w: w, line: 1, buf: make([]byte, 0, flushAt+1024)}
+}
+
+// Reset makes the Writer write a new message to w, keeping its buffer.
+func (w *Writer) Reset(dst io.Writer) {
+	*w = Writer{w: dst, line: 1, buf: w.buf[:0]}
 }
 
 // Write implements io.Writer. After the first error every call fails with
 // it, so a caller that ignores one error cannot produce a half-clean stream.
-func (w *Writer) Write(p []byte) (int, error) {
+func (w *Writer) Write(p []byte) (int, error) { return writeCanonical(w, p) }
+
+// WriteString is Write for a string, without copying it first.
+func (w *Writer) WriteString(s string) (int, error) { return writeCanonical(w, s) }
+
+func writeCanonical[T string | []byte](w *Writer, p T) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
 	n := 0
 	for n < len(p) {
-		c := p[n]
-		switch {
-		case w.cr:
+		if w.cr {
+			// The previous CR ends the line whatever follows; a following LF
+			// belongs to it.
 			w.cr = false
 			w.newline()
-			if c == '\n' {
+			if p[n] == '\n' {
 				n++
-				continue
 			}
-			// A bare CR has just been completed as CRLF; c starts the next line.
 			continue
-		case c == '\r':
-			w.cr = true
-		case c == '\n':
-			w.newline()
-		default:
-			w.lineLen++
-			if w.lineLen > syntax.MaxLine {
-				w.err = fmt.Errorf("%w (line %d)", ErrLineTooLong, w.line)
-				return n, w.err
-			}
-			w.buf = append(w.buf, c)
 		}
-		n++
-		if len(w.buf) >= cap(w.buf)-2 {
+		rest := p[n:]
+		i := indexEOL(rest)
+		if w.lineLen+i > syntax.MaxLine {
+			w.err = fmt.Errorf("%w (line %d)", ErrLineTooLong, w.line)
+			return n, w.err
+		}
+		w.buf = append(w.buf, rest[:i]...)
+		w.lineLen += i
+		n += i
+		if i < len(rest) {
+			if rest[i] == '\r' {
+				w.cr = true
+			} else {
+				w.newline()
+			}
+			n++
+		}
+		if len(w.buf) >= flushAt {
 			if err := w.flush(); err != nil {
 				return n, err
 			}
 		}
 	}
 	return n, w.flush()
+}
+
+// indexEOL returns the index of the first CR or LF in p, or len(p).
+func indexEOL[T string | []byte](p T) int {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c == '\r' || c == '\n' {
+			return i
+		}
+	}
+	return len(p)
 }
 
 func (w *Writer) newline() {

@@ -73,6 +73,7 @@ func FuzzWriter(f *testing.F) {
 	f.Add([]byte("a\r\nb\nc\rd"), 3)
 	f.Add([]byte("\r\r\n\n.\r\n"), 1)
 	f.Fuzz(func(t *testing.T, in []byte, split int) {
+		orig := bytes.Clone(in)
 		var buf bytes.Buffer
 		w := NewWriter(&buf)
 		if split <= 0 {
@@ -104,5 +105,27 @@ func FuzzWriter(f *testing.F) {
 		if err != nil && !errors.Is(err, ErrLineTooLong) {
 			t.Fatal(err)
 		}
+		if err == nil && !bytes.Equal(out, reference(orig)) {
+			t.Fatalf("output %q differs from the reference %q", out, reference(orig))
+		}
 	})
+}
+
+// reference is the obvious byte-at-a-time normalisation.
+func reference(in []byte) []byte {
+	var out []byte
+	for i := 0; i < len(in); i++ {
+		switch in[i] {
+		case '\r':
+			out = append(out, '\r', '\n')
+			if i+1 < len(in) && in[i+1] == '\n' {
+				i++
+			}
+		case '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, in[i])
+		}
+	}
+	return out
 }
