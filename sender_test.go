@@ -9,16 +9,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/leaktest"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -459,7 +458,7 @@ func TestContextCancelledBeforeSend(t *testing.T) {
 
 // 64 goroutines share one Sender and its connection pool.
 func TestConcurrentSends(t *testing.T) {
-	before := runtime.NumGoroutine()
+	noLeaks := leaktest.Check(t)
 	srv, err := mailsectest.Start(mailsectest.Config{Users: map[string]string{"alice": "hunter2-secret"}})
 	if err != nil {
 		t.Fatal(err)
@@ -501,14 +500,7 @@ func TestConcurrentSends(t *testing.T) {
 	}
 	tr.Close()
 	srv.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("%d goroutines left behind:\n%s", n-before, buf[:runtime.Stack(buf, true)])
-	}
+	noLeaks()
 }
 
 func TestQueueID(t *testing.T) {

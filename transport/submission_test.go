@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/leaktest"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -502,7 +502,7 @@ func TestClosedTransport(t *testing.T) {
 }
 
 func TestConcurrentDeliveriesLeaveNoGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
+	noLeaks := leaktest.Check(t)
 	srv, err := mailsectest.Start(mailsectest.Config{Users: users})
 	if err != nil {
 		t.Fatal(err)
@@ -524,14 +524,7 @@ func TestConcurrentDeliveriesLeaveNoGoroutines(t *testing.T) {
 	}
 	tr.Close()
 	srv.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("%d goroutines left behind (%d before):\n%s", n-before, before, buf[:runtime.Stack(buf, true)])
-	}
+	noLeaks()
 }
 
 // Server text reaches errors and receipts, which end up in terminals and
