@@ -225,29 +225,27 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	for _, f := range fields {
 		head = appendField(head, f.Name, f.Value)
 	}
+	if err := checkLines(head, fields); err != nil {
+		return nil, err
+	}
 	p.head = append(head, '\r', '\n')
 	p.body = body
 	return p, nil
 }
 
-// appendField formats one header field, folding before spaces so that
-// lines stay near 78 octets; unfolding restores the value exactly. The
-// builder guarantees no value holds a run of more than 900 octets without
-// a space (longer words are RFC 2047-encoded), and field names are at most
-// 76 octets, so no line exceeds 998.
+// appendField formats one header field, folding before a run of spaces
+// or tabs so that lines stay near 78 octets; unfolding restores the value
+// exactly. It never folds where what follows is only whitespace, so no
+// folded line is blank (RFC 5322 section 3.2.2). prepare checks the result
+// against the 998-octet limit.
 func appendField(b []byte, name, value string) []byte {
 	b = append(b, name...)
 	b = append(b, ':', ' ')
 	col := len(name) + 2
 	for col+len(value) > 78 {
-		i := strings.LastIndexByte(value[:min(len(value), max(78-col, 1))], ' ')
+		i := foldPoint(value, 78-col)
 		if i <= 0 {
-			// No space early enough: fold at the next one, if any.
-			j := strings.IndexByte(value[1:], ' ')
-			if j < 0 {
-				break
-			}
-			i = j + 1
+			break
 		}
 		b = append(b, value[:i]...)
 		b = append(b, '\r', '\n')
@@ -256,6 +254,50 @@ func appendField(b []byte, name, value string) []byte {
 	}
 	b = append(b, value...)
 	return append(b, '\r', '\n')
+}
+
+// foldPoint returns where to fold v: before a blank that follows a
+// non-blank and precedes something other than blanks; the last such point
+// within limit, else the first after it; 0 when there is none.
+func foldPoint(v string, limit int) int {
+	best := 0
+	for i := 1; i < len(v); i++ {
+		if !isBlank(v[i]) || isBlank(v[i-1]) {
+			continue
+		}
+		if strings.TrimLeft(v[i:], " \t") == "" {
+			break
+		}
+		if i > limit && best > 0 {
+			break
+		}
+		best = i
+		if i > limit {
+			break
+		}
+	}
+	return best
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+// checkLines refuses a rendered header with a line the SMTP limit would
+// cut: possible only for a value with a run of more than 900 octets
+// without a blank that the builder could not encode.
+func checkLines(head []byte, fields []Header) error {
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if len(line) <= syntax.MaxLine {
+			continue
+		}
+		field := "header"
+		for _, f := range fields {
+			if bytes.HasPrefix(line, []byte(f.Name+":")) {
+				field = f.Name
+			}
+		}
+		return invalid(field, string(line[:min(len(line), 80)]), "would need a header line longer than 998 octets")
+	}
+	return nil
 }
 
 // content returns the message as it goes to recipients whose content is
@@ -295,8 +337,8 @@ func checkHeaderValue(v string) (string, bool) {
 	if reason, ok := syntax.HeaderText(v); !ok {
 		return reason, false
 	}
-	if hiddenControl(v) {
-		return "encoded-word hides a control character", false
+	if hasEncodedWord(v) {
+		return encodedWordReason, false
 	}
 	return "", true
 }
@@ -548,6 +590,9 @@ func attachmentPart(field string, a Attachment, inline bool) (*part, *source, er
 	for k, v := range params {
 		if reason, ok := syntax.HeaderText(v); !ok {
 			return nil, nil, invalid(field+".ContentType", ct, "parameter "+k+": "+reason)
+		}
+		if len(k)+len(v) > 200 {
+			return nil, nil, invalid(field+".ContentType", ct, "parameter "+k+" longer than 200 octets")
 		}
 	}
 	disp := "attachment"

@@ -538,7 +538,7 @@ func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, re
 			s.log(ctx, msg, rcpts, nil, errors.New("no recipient could be protected"))
 			return
 		}
-		content = prot.Entity
+		content = recovering{prot.Entity}
 		kept := g.idx[:0:0]
 		rcpts = rcpts[:0]
 		for _, i := range g.idx {
@@ -661,6 +661,20 @@ func (s *Sender) protectOnce(ctx context.Context, e *Entity, rcpts []string) (p 
 	return p, err
 }
 
+// recovering turns a panic while writing a Protector's output (a crypto
+// library fed something it did not expect) into an error: the delivery is
+// abandoned, the application goes on.
+type recovering struct{ w io.WriterTo }
+
+func (r recovering) WriteTo(w io.Writer) (n int64, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("mailsec: Protector panicked while writing: %v", v)
+		}
+	}()
+	return r.w.WriteTo(w)
+}
+
 func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, res *DeliveryResult, err error) {
 	if s.logger == nil {
 		return
@@ -737,6 +751,10 @@ var (
 	// ErrNoKey: protection is required and no usable key or certificate
 	// exists for the recipient.
 	ErrNoKey = errors.New("mailsec: no usable key for recipient")
+	// ErrContent: writing the message failed midway (an attachment reader
+	// or a Protector returned an error); the transaction was abandoned
+	// before the end of DATA, so nothing was delivered.
+	ErrContent = errors.New("mailsec: message content could not be written")
 )
 
 // IsTemporary reports whether err is worth retrying later unchanged: a 4xx

@@ -46,6 +46,16 @@ func TestInjectionRefused(t *testing.T) {
 		{"Subject", func(m *mailsec.Message) { m.Subject = "=?utf-8?b?SGkNCkJjYzogdmljdGltQGV4YW1wbGUub3Jn?=" }},
 		{"Subject", func(m *mailsec.Message) { m.Subject = "=?x-unknown?q?a=0Ab?=" }},
 		{"Subject", func(m *mailsec.Message) { m.Subject = "=?utf-16?q?=00=0A?=" }},
+		{"Subject", func(m *mailsec.Message) { m.Subject = "=?utf-7?q?Hi+AA0ACg-Bcc:_evil@x.example?=" }},
+		{"Subject", func(m *mailsec.Message) { m.Subject = "=?cp037?q?=C8=89=25=C2?=" }},
+		{"Subject", func(m *mailsec.Message) { m.Subject = "=?utf-8?b?SGkNCkJjYzogZXZpbEB4LmV4YW1wbGU?=" }},
+		{"Subject", func(m *mailsec.Message) { m.Subject = "=?utf-8?q?Hi=0D=0ABcc:_x@y=ZZ?=" }},
+		{"From", func(m *mailsec.Message) {
+			// A display name that decodes to an encoded-word of a line break.
+			m.From = "=?utf-8?b?U3VwcG9ydCA9P3V0Zi04P3E/PTBEPTBBQmNjPTNBX2V2aWw9NDBhdHRhY2tlcj0yRWV4YW1wbGU/PQ==?= <noreply@example.com>"
+		}},
+		{"From", func(m *mailsec.Message) { m.From = "=?utf-8?q?=0D=0A?=@example.com" }},
+		{"From", func(m *mailsec.Message) { m.From = strings.Repeat("Name", 100) + " <app@example.com>" }},
 		{"Subject", func(m *mailsec.Message) { m.Subject = "line\u2028separator" }},
 		{"Subject", func(m *mailsec.Message) { m.Subject = "nel\u0085" }},
 		{"Subject", func(m *mailsec.Message) { m.Subject = "bad utf-8 \xff" }},
@@ -99,6 +109,9 @@ func TestInjectionRefused(t *testing.T) {
 		{"Attachments[0].ContentType", func(m *mailsec.Message) {
 			m.Attachments = []mailsec.Attachment{{Filename: "a", ContentType: "multipart/mixed; boundary=x", Content: strings.NewReader("x")}}
 		}},
+		{"Attachments[0].ContentType", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{Filename: "a", ContentType: "text/plain; x=" + strings.Repeat("v", 1200), Content: strings.NewReader("x")}}
+		}},
 		{"Attachments[0].Content", func(m *mailsec.Message) { m.Attachments = []mailsec.Attachment{{Filename: "a"}} }},
 		{"Inline[0].ContentID", func(m *mailsec.Message) {
 			m.Inline = []mailsec.Attachment{{Filename: "a.png", Content: strings.NewReader("x")}}
@@ -134,7 +147,7 @@ func TestAddressesAndHeaders(t *testing.T) {
 	m := &mailsec.Message{
 		From:    "Zoë Müller <zoe@bücher.example>",
 		To:      []string{"\"Doe, Ann\" <ann@example.org>", "bob@EXAMPLE.org"},
-		Cc:      []string{"=?utf-8?q?Caf=C3=A9?= <cafe@example.org>"},
+		Cc:      []string{"Café <cafe@example.org>"},
 		ReplyTo: []string{"support@example.com"},
 		Subject: "Résumé of your order – № 42",
 		Text:    "x",
@@ -446,5 +459,37 @@ func TestDecodeRoundTripOfEncodedSubject(t *testing.T) {
 	got, err := new(mime.WordDecoder).DecodeHeader(strings.ReplaceAll(e.Header.Get("Subject"), "\r\n", ""))
 	if err != nil || strings.ReplaceAll(got, " ", "") != strings.ReplaceAll(long, " ", "") {
 		t.Fatalf("subject round trip:\n%q\n%q (%v)", got, long, err)
+	}
+}
+
+// Folding never leaves a header line made only of blanks, and unfolding
+// gives back the value.
+func TestHeaderFolding(t *testing.T) {
+	s, rt := newRecordingSender(t, nil)
+	for _, subject := range []string{
+		"Hello" + strings.Repeat(" ", 160) + "X",
+		"Trailing blanks" + strings.Repeat(" ", 120),
+		strings.Repeat("word\t", 60),
+		strings.Repeat("a ", 200),
+		strings.Repeat("y", 880) + " " + strings.Repeat("z", 880),
+	} {
+		m := base()
+		m.Subject = subject
+		rt.Reset()
+		if _, err := s.Send(context.Background(), m); err != nil {
+			t.Fatalf("%q: %v", subject[:20], err)
+		}
+		head, _, _ := bytes.Cut(rt.Deliveries()[0].Data, []byte("\r\n\r\n"))
+		for _, line := range strings.Split(string(head), "\r\n") {
+			if strings.TrimLeft(line, " \t") == "" || len(line) > 998 {
+				t.Fatalf("bad header line %q", line)
+			}
+		}
+		// Unfold as RFC 5322 section 2.2.3 says: remove each CRLF.
+		_, field, _ := strings.Cut(string(head), "\r\nSubject: ")
+		field, _, _ = strings.Cut(field, "\r\nMessage-ID:")
+		if got := strings.ReplaceAll(field, "\r\n", ""); got != subject && !strings.Contains(got, "=?") {
+			t.Fatalf("subject %q unfolds to %q", subject, got)
+		}
 	}
 }

@@ -145,12 +145,14 @@ const (
 	// anchor, as with DANE-EE.
 	Pinned
 	// Unverified: TLS 1.2 or later without certificate verification.
-	// Protects against passive eavesdropping only. Explicit opt-in,
-	// recorded in the Receipt.
+	// Protects against passive eavesdropping only, and no credentials are
+	// sent over it. Explicit opt-in, recorded in the Receipt.
 	Unverified
 	// Plaintext: no TLS. Allowed only when the server's address is a
 	// loopback address (a development server on the same machine), never
-	// with credentials. Explicit opt-in, recorded in the Receipt.
+	// with credentials. Explicit opt-in, recorded in the Receipt. The
+	// check is on the address the connection reports: a local proxy or
+	// port forward on loopback carries the plaintext further.
 	Plaintext
 )
 

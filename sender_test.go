@@ -130,10 +130,11 @@ func TestPartialSuccess(t *testing.T) {
 // fakeProtector stands in for PGP or S/MIME: it wraps the whole entity in
 // a reversible encoding (not encryption) for recipients it has a "key" for.
 type fakeProtector struct {
-	keys  map[string]string // address -> fingerprint
-	calls int
-	mu    sync.Mutex
-	panic bool
+	keys         map[string]string // address -> fingerprint
+	calls        int
+	mu           sync.Mutex
+	panic        bool // in Protect
+	panicOnWrite bool // while the protected body is written
 }
 
 func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []string) (*mailsec.Protected, error) {
@@ -163,6 +164,10 @@ func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []st
 		outer.Set(k, e.Header.Get(k))
 	}
 	body := bodyFunc(func(w io.Writer) error {
+		if f.panicOnWrite {
+			_, _ = io.WriteString(w, "partial")
+			panic("cipher state corrupt")
+		}
 		enc := base64.NewEncoder(base64.StdEncoding, &lineBreaker{w: w})
 		if _, err := e.WriteTo(enc); err != nil {
 			return err
@@ -308,6 +313,30 @@ func TestProtectorPanicBecomesError(t *testing.T) {
 	_, err := s.Send(context.Background(), base())
 	if err == nil || !strings.Contains(err.Error(), "panicked") || len(rt.Deliveries()) != 0 {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// A Protector that panics while its output is written abandons that
+// delivery (nothing is delivered, the error says why) without taking the
+// application down or the pooled session with it.
+func TestProtectorPanicWhileWriting(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	tr.MaxConns = 1
+	s, _ := mailsec.NewSender(tr, &mailsec.Options{
+		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protector: &fakeProtector{panicOnWrite: true, keys: map[string]string{"ann@example.org": "FP"}},
+	})
+	_, err := s.Send(context.Background(), base())
+	if !errors.Is(err, mailsec.ErrContent) || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("error %v", err)
+	}
+	plain, _ := mailsec.NewSender(tr, nil)
+	if _, err := plain.Send(context.Background(), base()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("%d messages; the abandoned one must not arrive", n)
 	}
 }
 

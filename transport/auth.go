@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 	"github.com/xdg-go/scram"
 
 	"github.com/mailsec/mailsec"
@@ -69,7 +70,7 @@ func (a *Auth) validate() error {
 	if a.Username == "" {
 		return mailsec.Invalid("Auth.Username", "", "empty")
 	}
-	if strings.ContainsAny(a.Username, "\x00\r\n") {
+	if strings.ContainsAny(a.Username, "\x00\x01\r\n") {
 		return mailsec.Invalid("Auth.Username", "", "contains a control character")
 	}
 	if a.Token == nil && a.Password == "" {
@@ -107,16 +108,23 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 		return "", fail("", reason, nil)
 	}
 	offered := strings.Fields(strings.ToUpper(params))
+	allowed := a.preferences()
+	if s.state.Verification != mailsec.VerifiedWebPKI && s.state.Verification != mailsec.VerifiedPin {
+		// Over TLS whose peer is not authenticated an active attacker can
+		// be the peer, and every mechanism hands it something: the
+		// password, a token, or material for an offline dictionary attack.
+		return "", fail("", "the session's certificate is not verified; credentials are sent only over verified TLS", nil)
+	}
 	var mech string
-	for _, m := range a.preferences() {
+	for _, m := range allowed {
 		if slices.Contains(offered, m) {
 			mech = m
 			break
 		}
 	}
 	if mech == "" {
-		return "", fail("", "no acceptable mechanism: the server offers "+strings.Join(offered, " ")+
-			", allowed are "+strings.Join(a.preferences(), " "), nil)
+		return "", fail("", "no acceptable mechanism: the server offers "+cleanText(strings.Join(offered, " "))+
+			", allowed are "+strings.Join(allowed, " "), nil)
 	}
 
 	var client sasl.Client
@@ -146,12 +154,16 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 		client = &xoauth2Client{user: a.Username, token: tok}
 	}
 	if err := s.client.Auth(client); err != nil {
-		err = s.fail(ctx, "AUTH", err)
-		var se *mailsec.SMTPError
-		if errors.As(err, &se) {
-			return "", fail(mech, "rejected by the server", err)
+		if isNetwork(ctx, err) {
+			return "", s.fail(ctx, "AUTH", err)
 		}
-		return "", err
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return "", fail(mech, "rejected by the server", s.fail(ctx, "AUTH", err))
+		}
+		// The mechanism itself gave up: a SCRAM server signature that does
+		// not verify, a challenge that makes no sense.
+		return "", fail(mech, "the exchange failed", err)
 	}
 	if sc != nil && !sc.conv.Valid() {
 		return "", fail(mech, "the server did not prove it knows the password (no valid SCRAM server signature)", nil)

@@ -157,3 +157,30 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 	c.left -= n
 	return n, err
 }
+
+// maxReply bounds one server reply after TLS. go-smtp (through
+// net/textproto) reads a multi-line reply whole, without a limit.
+const maxReply = 1 << 20
+
+var errReplyTooLong = errors.New("server reply longer than 1 MiB")
+
+// replyCap fails reads once the server has sent more than maxReply bytes
+// since the client last wrote: no legitimate reply is that long.
+type replyCap struct {
+	net.Conn
+	read int
+}
+
+func (r *replyCap) Read(p []byte) (int, error) {
+	if r.read >= maxReply {
+		return 0, errReplyTooLong
+	}
+	n, err := r.Conn.Read(p[:min(len(p), maxReply-r.read)])
+	r.read += n
+	return n, err
+}
+
+func (r *replyCap) Write(p []byte) (int, error) {
+	r.read = 0
+	return r.Conn.Write(p)
+}

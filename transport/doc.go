@@ -22,7 +22,10 @@
 //   - AUTH only after TLS, from the post-TLS mechanism list, choosing the
 //     strongest mechanism both sides allow (SCRAM-SHA-256, CRAM-MD5, PLAIN,
 //     LOGIN; XOAUTH2 with a token source). A server that offers AUTH only
-//     before TLS gets no credentials.
+//     before TLS gets no credentials, and neither does one whose certificate
+//     was not verified (the Unverified level): every mechanism hands an
+//     unauthenticated peer the password, a token, or material for an
+//     offline dictionary attack.
 //   - REQUIRETLS only over verified TLS and only when the server offers it
 //     after TLS; otherwise the delivery fails before MAIL FROM.
 //   - DATA is clean: every line ending is CRLF (a bare CR, which go-smtp's

@@ -30,6 +30,8 @@ type fake struct {
 	plain  []byte
 	conns  int
 	active int
+	ehlos  int // EHLOs after TLS
+	mails  int
 	cmds   []string // commands seen, in order, across connections
 }
 
@@ -45,6 +47,11 @@ type fakeOpts struct {
 	closeAfter   int      // close the connection after this many accepted messages
 	mailReply    string   // reply to MAIL instead of 250
 	limit421     int      // after this many accepted messages, answer MAIL with 421 and close
+	rejectMails  int      // answer the first this many MAILs (across connections) with 550
+	failEHLO     int      // answer the n-th EHLO after TLS (across connections, 1-based) with 451
+	hugeEHLO     bool     // answer EHLO after TLS with a 2 MiB reply
+	hangup       bool     // close the connection as soon as the client sends anything
+	preTLSEHLO   string   // reply to EHLO before TLS instead of the capability list
 	dataDelay    time.Duration
 }
 
@@ -141,6 +148,10 @@ func (f *fake) handle(raw net.Conn) {
 		_, _ = io.Copy(io.Discard, raw)
 		return
 	}
+	if f.opts.hangup {
+		_, _ = raw.Read(make([]byte, 1))
+		return
+	}
 	var conn net.Conn = raw
 	tlsOn := false
 	startTLS := func() bool {
@@ -170,9 +181,26 @@ func (f *fake) handle(raw net.Conn) {
 		f.mu.Unlock()
 		switch verb {
 		case "EHLO":
+			if !tlsOn && f.opts.preTLSEHLO != "" {
+				w(f.opts.preTLSEHLO + "\r\n")
+				continue
+			}
 			ext := f.opts.preTLSExt
 			if tlsOn {
 				ext = f.opts.postTLSExt
+				f.mu.Lock()
+				f.ehlos++
+				n := f.ehlos
+				f.mu.Unlock()
+				if n == f.opts.failEHLO {
+					w("451 4.3.2 try again later\r\n")
+					continue
+				}
+				if f.opts.hugeEHLO {
+					for range 2 << 10 {
+						w("250-" + strings.Repeat("X", 1020) + "\r\n")
+					}
+				}
 			}
 			lines := append([]string{"fake"}, ext...)
 			for i, l := range lines {
@@ -200,6 +228,14 @@ func (f *fake) handle(raw net.Conn) {
 		case "AUTH":
 			w("235 2.7.0 OK\r\n")
 		case "MAIL":
+			f.mu.Lock()
+			f.mails++
+			reject := f.mails <= f.opts.rejectMails
+			f.mu.Unlock()
+			if reject {
+				w("550 5.7.1 not now\r\n")
+				continue
+			}
 			if f.opts.limit421 > 0 && accepted >= f.opts.limit421 {
 				w("421 4.7.0 Too many messages for this session\r\n")
 				return

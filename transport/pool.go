@@ -19,6 +19,7 @@ var ErrClosed = errors.New("mailsec/transport: transport closed")
 // were established for, with at most max open at once.
 type pool struct {
 	dial        func(ctx context.Context, sec mailsec.Security, key string) (*session, error)
+	host        string // for errors
 	max         int
 	maxMessages int
 	idleTimeout time.Duration
@@ -82,7 +83,7 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security) (*session, error) 
 						p.wakeLocked()
 					}
 					p.mu.Unlock()
-					return nil, &mailsec.NetworkError{Host: "", Op: "waiting for a free connection", Err: ctx.Err()}
+					return nil, &mailsec.NetworkError{Host: p.host, Op: "waiting for a free connection", Err: ctx.Err()}
 				}
 			}
 			p.open-- // the evicted one; the new one is counted below
@@ -99,6 +100,14 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security) (*session, error) 
 			p.wakeLocked()
 			p.mu.Unlock()
 			return nil, err
+		}
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			// Close ran while this session was being established.
+			p.discard(s, true)
+			return nil, ErrClosed
 		}
 		if p.logger != nil {
 			p.logger.LogAttrs(ctx, slog.LevelDebug, "mailsec session established",

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 // if configured, authenticated. It is used by one goroutine at a time.
 type session struct {
 	host   string // for errors
+	ehlo   string // our EHLO name, to say it again after RSET
 	key    string // pool key: the requirement it was established for
 	conn   *ctxConn
 	client *smtp.Client
@@ -49,11 +51,16 @@ type dialConfig struct {
 	tlsConfig  *tls.Config // base; cloned per requirement
 	dialer     Dialer
 	auth       *Auth
+	timeout    time.Duration // bounds establishing a session
 }
 
 // dial opens and secures a session for requirement sec.
 func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string) (_ *session, err error) {
 	host := dc.serverName
+	// A peer that accepts the connection and then says nothing must not
+	// hold a caller without a deadline forever.
+	ctx, cancel := context.WithTimeout(ctx, dc.timeout)
+	defer cancel()
 	raw, err := dc.dialer.DialContext(ctx, "tcp", dc.addr)
 	if err != nil {
 		return nil, &mailsec.NetworkError{Host: host, Op: "dial", Err: err}
@@ -67,7 +74,7 @@ func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string
 		}
 	}()
 
-	s := &session{host: host, key: key, conn: cc, created: time.Now()}
+	s := &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now()}
 	s.state = mailsec.ConnectionState{Host: host, Addr: raw.RemoteAddr().String()}
 
 	if sec.Level == mailsec.Plaintext {
@@ -106,7 +113,7 @@ func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string
 		conn = &replayConn{Conn: tc, pending: greeting}
 	}
 
-	s.client = smtp.NewClient(conn)
+	s.client = smtp.NewClient(&replyCap{Conn: conn})
 	if err := s.client.Hello(dc.localName); err != nil {
 		return nil, s.fail(ctx, "EHLO", err)
 	}
@@ -148,6 +155,10 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byt
 	}
 	_, msg, err = tr.ReadResponse(250)
 	if err != nil {
+		if pe, ok := err.(*textproto.Error); ok && pe.Code/100 == 4 {
+			// Busy or closing: an answer about now, not about TLS.
+			return nil, false, replyError(host, "EHLO", pe.Code, pe.Msg)
+		}
 		if pe, ok := err.(*textproto.Error); ok {
 			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
 				Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", pe.Code, cleanText(pe.Msg))}
@@ -255,6 +266,10 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 	if e := ctxErr(ctx, err); e != nil {
 		return &mailsec.NetworkError{Host: host, Op: "TLS handshake", Err: e}
 	}
+	if isNetwork(ctx, err) {
+		// The connection broke; nothing the peer said about TLS.
+		return &mailsec.NetworkError{Host: host, Op: "TLS handshake", Err: err}
+	}
 	var rh tls.RecordHeaderError
 	var cv *tls.CertificateVerificationError
 	switch {
@@ -268,9 +283,20 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 	case errors.Is(err, errPinMismatch):
 		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch, Err: err}
 	case errors.As(err, &cv):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: certReason(cv.Err), Err: err}
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(certReason(cv.Err)), Err: err}
 	}
-	return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: err.Error(), Err: err}
+	return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: cleanText(err.Error()), Err: err}
+}
+
+// isNetwork reports whether err is the connection failing (closed,
+// reset, timed out) rather than a peer's protocol answer such as a TLS
+// alert.
+func isNetwork(ctx context.Context, err error) bool {
+	if ctxErr(ctx, err) != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && (op.Op == "read" || op.Op == "write" || op.Op == "dial")
 }
 
 func certReason(err error) string {
@@ -511,7 +537,7 @@ func (s *session) contentError(ctx context.Context, err error) error {
 	if errors.As(err, &ne) {
 		return &mailsec.NetworkError{Host: s.host, Op: "DATA", Err: err}
 	}
-	return fmt.Errorf("mailsec: %s: message content aborted before the end of DATA, nothing delivered: %w", s.host, err)
+	return fmt.Errorf("%w: %s: transaction abandoned before the end of DATA, nothing delivered: %w", mailsec.ErrContent, s.host, err)
 }
 
 func replyOK(text string) *mailsec.Reply {
@@ -536,6 +562,12 @@ func (s *session) check(ctx context.Context, probeAfter time.Duration) error {
 	defer unbind()
 	if s.dirty {
 		if err := s.client.Reset(); err != nil {
+			return err
+		}
+		// go-smtp forgets the EHLO after RSET and would send it lazily
+		// before the next command, keeping a failure of it for good; say
+		// it now, so a failure ends this session instead.
+		if err := s.client.Hello(s.ehlo); err != nil {
 			return err
 		}
 		s.dirty = false

@@ -107,6 +107,10 @@ type Submission struct {
 	// HealthCheckAfter makes an idle session answer NOOP before reuse once
 	// it has been idle this long. Zero means 2s.
 	HealthCheckAfter time.Duration
+	// DialTimeout bounds establishing a session (connecting, greeting,
+	// STARTTLS, TLS handshake, EHLO, AUTH) even when the context has no
+	// deadline. Zero means one minute.
+	DialTimeout time.Duration
 	// Logger receives debug records about sessions (never credentials).
 	// Nil means none.
 	Logger *slog.Logger
@@ -142,7 +146,8 @@ func (t *Submission) setup() error {
 	}
 	switch t.Mode {
 	case Auto:
-		dc.implicit = port == "465"
+		n, err := net.LookupPort("tcp", port)
+		dc.implicit = err == nil && n == 465
 	case ImplicitTLS:
 		dc.implicit = true
 	case StartTLS:
@@ -169,9 +174,11 @@ func (t *Submission) setup() error {
 	if dc.dialer == nil {
 		dc.dialer = &net.Dialer{Timeout: 30 * time.Second}
 	}
+	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc
 	t.pool = &pool{
 		dial:        dc.dial,
+		host:        dc.serverName,
 		max:         positive(t.MaxConns, 8),
 		maxMessages: positive(t.MaxMessagesPerConn, 1000),
 		idleTimeout: positiveDur(t.IdleTimeout, 30*time.Second),
@@ -219,8 +226,7 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		if err != nil {
 			return nil, err
 		}
-		res, healthy, err := s.transact(ctx, d)
-		t.pool.put(s, healthy)
+		res, err := t.transact(ctx, s, d)
 		var retry *errRetry
 		if errors.As(err, &retry) {
 			if attempt < 2 {
@@ -230,6 +236,22 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		}
 		return res, err
 	}
+}
+
+// transact runs one transaction on s and returns s to the pool, also when
+// the content writer panics (an application's reader, say): the session,
+// now mid-DATA, is then dropped and its slot freed before the panic goes on.
+func (t *Submission) transact(ctx context.Context, s *session, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	done := false
+	defer func() {
+		if !done {
+			t.pool.put(s, false)
+		}
+	}()
+	res, healthy, err := s.transact(ctx, d)
+	done = true
+	t.pool.put(s, healthy)
+	return res, err
 }
 
 // Close closes idle sessions and makes later Deliver calls fail. Sessions

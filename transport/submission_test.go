@@ -85,6 +85,39 @@ func TestAuthPicksStrongestOffered(t *testing.T) {
 	}
 }
 
+// Over an unverified session (an explicit opt-in) the peer may be an
+// attacker: no mechanism runs, SCRAM included (its exchange gives the peer
+// material for an offline dictionary attack).
+func TestNoAuthOverUnverifiedSession(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{Users: users})
+	tr := srv.Transport()
+	tr.TLSConfig = nil
+	tr.Auth = &transport.Auth{Username: "alice", Password: password}
+	d, _ := canaryDelivery(t)
+	d.Security = mailsec.Security{Level: mailsec.Unverified}
+	_, err := deliver(t, tr, d)
+	if !errors.Is(err, mailsec.ErrAuth) || !strings.Contains(err.Error(), "not verified") {
+		t.Fatalf("error %v", err)
+	}
+	if srv.Transactions() != 0 {
+		t.Fatal("sent MAIL without authenticating")
+	}
+}
+
+// A server that says 235 to SCRAM without proving it knows the password
+// (a fake one, in front of the real) is refused.
+func TestSCRAMNeedsServerProof(t *testing.T) {
+	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, postTLSExt: []string{"AUTH SCRAM-SHA-256 PLAIN"}})
+	tr := fakeTransport(f, transport.StartTLS)
+	d, canary := canaryDelivery(t)
+	_, err := deliver(t, tr, d)
+	var ae *mailsec.AuthError
+	if !errors.As(err, &ae) || !strings.Contains(ae.Reason, "did not prove") {
+		t.Fatalf("error %v", err)
+	}
+	assertNothingSent(t, f.plainBytes(), canary)
+}
+
 func TestAuthNoAcceptableMechanism(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{Users: users, Mechanisms: []string{"LOGIN"}})
 	tr := srv.Transport()
@@ -554,5 +587,107 @@ func TestParseMode(t *testing.T) {
 	}
 	if _, err := transport.ParseMode("opportunistic"); !errors.Is(err, mailsec.ErrInvalid) {
 		t.Error("unknown mode accepted")
+	}
+}
+
+// After an aborted transaction the session is reset, and go-smtp says EHLO
+// again; a failure of that EHLO ends the session instead of sticking to it
+// and being reported as a missing capability.
+func TestResetThenFailedEHLO(t *testing.T) {
+	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, postTLSExt: []string{"8BITMIME", "REQUIRETLS"},
+		rejectMails: 1, failEHLO: 2})
+	tr := fakeTransport(f, transport.StartTLS)
+	tr.Auth = nil
+	d, _ := canaryDelivery(t)
+	d.RequireTLS = true
+	var se *mailsec.SMTPError
+	if _, err := deliver(t, tr, d); !errors.As(err, &se) || se.Code != 550 {
+		t.Fatalf("first delivery: %v", err)
+	}
+	for i := range 2 {
+		if _, err := deliver(t, tr, d); err != nil {
+			t.Fatalf("delivery %d after the failed EHLO: %v", i+2, err)
+		}
+	}
+	if f.connections() != 2 {
+		t.Fatalf("%d connections", f.connections())
+	}
+}
+
+// Without a deadline in the context, a peer that never speaks is still
+// given up on.
+func TestDialTimeoutWithoutContextDeadline(t *testing.T) {
+	f := newFake(t, fakeOpts{silent: true})
+	tr := fakeTransport(f, transport.StartTLS)
+	tr.DialTimeout = 200 * time.Millisecond
+	d, _ := canaryDelivery(t)
+	start := time.Now()
+	_, err := tr.Deliver(context.Background(), d)
+	tr.Close()
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+		t.Fatalf("error %v after %v", err, time.Since(start))
+	}
+}
+
+// A content writer that panics (an application's reader) must not keep
+// the pool slot: the next delivery gets a session.
+func TestPanicInContentFreesSession(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	tr.MaxConns = 1
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("no panic")
+			}
+		}()
+		_, _ = tr.Deliver(context.Background(), &mailsec.Delivery{From: "a@example.com", To: []string{"b@example.org"}, Content: panickingContent{}})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, _ := canaryDelivery(t)
+	if _, err := tr.Deliver(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("%d messages", n)
+	}
+}
+
+type panickingContent struct{}
+
+func (panickingContent) WriteTo(w io.Writer) (int64, error) {
+	_, _ = io.WriteString(w, "Subject: x\r\n\r\n")
+	panic("reader exploded")
+}
+
+func TestHostileServerInput(t *testing.T) {
+	// A 2 MiB reply after TLS is cut off at 1 MiB.
+	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, hugeEHLO: true})
+	tr := fakeTransport(f, transport.StartTLS)
+	tr.Auth = nil
+	d, canary := canaryDelivery(t)
+	if _, err := deliver(t, tr, d); err == nil || !strings.Contains(err.Error(), "1 MiB") {
+		t.Fatalf("error %v", err)
+	}
+	assertNothingSent(t, f.plainBytes(), canary)
+
+	// A peer that hangs up during the handshake is a network failure,
+	// worth retrying, not a verdict on its TLS.
+	f = newFake(t, fakeOpts{hangup: true})
+	_, err := deliver(t, fakeTransport(f, transport.ImplicitTLS), d)
+	var ne *mailsec.NetworkError
+	if !errors.As(err, &ne) || !mailsec.IsTemporary(err) {
+		t.Fatalf("error %v (%T)", err, err)
+	}
+
+	// A busy server (421 to EHLO before TLS) is a temporary reply, not a
+	// downgrade.
+	f = newFake(t, fakeOpts{preTLSEHLO: "421 4.3.2 too busy"})
+	_, err = deliver(t, fakeTransport(f, transport.StartTLS), d)
+	var se *mailsec.SMTPError
+	if !errors.As(err, &se) || se.Code != 421 || !mailsec.IsTemporary(err) || errors.Is(err, mailsec.ErrDowngrade) {
+		t.Fatalf("error %v", err)
 	}
 }
