@@ -510,29 +510,49 @@ func textPart(mediaType, text string) *part {
 // "From " (which mbox-style stores mangle). Text with tabs takes
 // quoted-printable too, which keeps a tab before a line break safe.
 func sevenBitClean(s string) bool {
-	col := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= ' ' && c < 0x7f:
-			if col == 0 && c == 'F' && strings.HasPrefix(s[i:], "From ") {
+	for len(s) > 0 {
+		n := strings.IndexByte(s, '\r')
+		line := s
+		if n >= 0 {
+			if n+1 == len(s) || s[n+1] != '\n' {
 				return false
 			}
-			col++
-			if col > 76 {
-				return false
-			}
-		case c == '\r':
-			if col > 0 && s[i-1] == ' ' {
-				return false
-			}
-			col = 0
-			i++ // the LF
-		default: // tab, other controls, 8-bit
+			line, s = s[:n], s[n+2:]
+		} else {
+			s = ""
+		}
+		if len(line) > 76 || strings.HasPrefix(line, "From ") || strings.HasSuffix(line, " ") || !printableASCII(line) {
 			return false
 		}
 	}
-	return col == 0 || s[len(s)-1] != ' '
+	return true
+}
+
+// printableASCII reports whether every byte of s is in ' '..'~'. It tests
+// eight bytes at a time: the common case is a long, clean text.
+func printableASCII(s string) bool {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		_ = s[i+7]
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		// A byte has its high bit set, is below 0x20, or is 0x7f (DEL):
+		// the usual "has a byte less than n" test on w, on w ^ 0x7f.., and
+		// the high bit itself.
+		if w&high != 0 || (w-0x20*ones)&high != 0 || ((w^0x7f*ones)-ones)&^(w^0x7f*ones)&high != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalText turns LF, CR and CRLF line endings into CRLF (RFC 2046

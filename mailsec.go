@@ -1056,9 +1056,15 @@ func recipientErrors(err error) []*RecipientError {
 	var out []*RecipientError
 	var walk func(error)
 	walk = func(err error) {
-		if re, ok := err.(*RecipientError); ok {
-			out = append(out, re)
+		switch e := err.(type) {
+		case *RecipientError:
+			out = append(out, e)
 			return
+		case *ProtectionError:
+			if e.Recipient != "" {
+				out = append(out, &RecipientError{Recipient: e.Recipient, Err: e})
+				return
+			}
 		}
 		switch u := err.(type) {
 		case interface{ Unwrap() []error }:

@@ -18,8 +18,8 @@ import (
 // header fields) and the recipients' addresses. It must resolve and check
 // every recipient's key before returning. When some recipients have no
 // usable key it returns an error that unwraps (through Unwrap() error or
-// Unwrap() []error) to one *RecipientError per such recipient and no
-// entity; the Sender then asks again without them. It must never return an
+// Unwrap() []error) to one *ProtectionError (or *RecipientError) per such
+// recipient and no entity; the Sender then asks again without them. It must never return an
 // entity that any of the given recipients could not read, nor one that
 // exposes the original body in clear.
 //

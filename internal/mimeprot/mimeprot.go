@@ -14,7 +14,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
-	"mime"
 	"strings"
 
 	"github.com/emersion/go-message/textproto"
@@ -47,7 +46,9 @@ func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo)
 	}
 	boundary := newBoundary()
 	inner.Add("Content-Transfer-Encoding", "7bit")
-	inner.Add("Content-Type", mime.FormatMediaType("multipart/mixed", map[string]string{"boundary": boundary, "protected-headers": "v1"}))
+	// Written out rather than through mime.FormatMediaType, which would
+	// leave the token v1 unquoted; readers look for the quoted form.
+	inner.Add("Content-Type", `multipart/mixed; boundary="`+boundary+`"; protected-headers="v1"`)
 	inner.Add("MIME-Version", "1.0")
 	return inner, wrapped{boundary: boundary, header: content, body: body}
 }
