@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-message/textproto"
 
@@ -34,6 +35,7 @@ var reservedHeaders = []string{
 // prepared is a validated message ready for delivery.
 type prepared struct {
 	messageID    string
+	date         time.Time
 	rcpts        []preparedRcpt
 	envelopeFrom string
 	envUTF8      bool // the reverse-path needs SMTPUTF8
@@ -109,6 +111,17 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 		env = e
 	}
 	p.envelopeFrom, p.envUTF8 = env.addr(false), env.utf8
+	if err := s.checkSender("From", from); err != nil {
+		return nil, err
+	}
+	if sender != nil {
+		if err := s.checkSender("Sender", *sender); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.checkSender("EnvelopeFrom", env); err != nil {
+		return nil, err
+	}
 
 	seen := map[string]bool{}
 	add := func(kind RecipientKind, ms []mailbox) {
@@ -155,6 +168,7 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	if date.IsZero() {
 		date = s.now()
 	}
+	p.date = date
 
 	extra := make([]Header, 0, len(m.Headers))
 	for i, h := range m.Headers {

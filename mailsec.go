@@ -82,12 +82,15 @@ import (
 // safe for concurrent use by multiple goroutines and should be built once
 // and reused.
 type Sender struct {
-	transport Transport
-	policy    Policy
-	protector Protector
-	logger    *slog.Logger
-	now       func() time.Time
-	idDomain  string
+	transport  Transport
+	policy     Policy
+	protectors []namedProtector
+	notice     NoticeFunc
+	onReceipt  func(context.Context, *Receipt)
+	allowed    []allowedSender
+	logger     *slog.Logger
+	now        func() time.Time
+	idDomain   string
 }
 
 // Options configures a Sender. The zero value (or a nil *Options) is the
@@ -98,10 +101,37 @@ type Options struct {
 	// verified TLS, no protection.
 	Policy Policy
 
-	// Protector protects content for recipients whose plan requires it.
-	// Nil means none is available: such recipients fail with ErrNoKey and
+	// Protector protects content for recipients whose plan requires or
+	// prefers it. Nil (with no Protectors either) means none is available:
+	// recipients whose plan requires protection fail with ErrNoKey and
 	// receive nothing.
 	Protector Protector
+
+	// Protectors are further Protectors, after Protector, for Senders
+	// that offer more than one method (PGP/MIME and S/MIME). A Plan names
+	// the methods it allows by the name each Protector reports through a
+	// Method() string method (pgp.Protector: "pgp", smime.Protector:
+	// "smime"); a Plan with no Methods tries them all in this order.
+	Protectors []Protector
+
+	// Notice builds the link-only notice sent, when a recipient's plan
+	// says NoKeyNotice, instead of content that could not be protected.
+	// Nil means no notice can be sent: such recipients fail.
+	Notice NoticeFunc
+
+	// AllowedSenders limits the From, Sender and envelope-from addresses
+	// a message may use, so that an application that lets users type
+	// addresses cannot be turned into a relay for spoofed mail. Each entry
+	// is an address ("noreply@example.com"), a domain ("example.com"), or
+	// ".example.com" for every domain below example.com. Empty allows any
+	// sender. A message outside the list fails with ErrSenderNotAllowed
+	// before any I/O.
+	AllowedSenders []string
+
+	// OnReceipt is called with the Receipt of every Send that attempted
+	// anything, successful or not, before Send returns: a place to store
+	// the audit record. It must be safe for concurrent use.
+	OnReceipt func(context.Context, *Receipt)
 
 	// Logger receives one record per delivery (recipients, host, TLS
 	// version, outcome). Nil means no logging. Records never contain
@@ -127,13 +157,31 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 	s := &Sender{
 		transport: t,
 		policy:    cmp.Or[Policy](o.Policy, DefaultPolicy()),
-		protector: o.Protector,
+		notice:    o.Notice,
+		onReceipt: o.OnReceipt,
 		logger:    o.Logger,
 		now:       o.Now,
 		idDomain:  o.MessageIDDomain,
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	for _, p := range append([]Protector{o.Protector}, o.Protectors...) {
+		if p == nil {
+			continue
+		}
+		np := namedProtector{p: p}
+		if m, ok := p.(interface{ Method() string }); ok {
+			np.name = m.Method()
+		}
+		s.protectors = append(s.protectors, np)
+	}
+	for i, a := range o.AllowedSenders {
+		as, err := parseAllowedSender(a)
+		if err != nil {
+			return nil, invalid("AllowedSenders["+strconv.Itoa(i)+"]", a, err.Error())
+		}
+		s.allowed = append(s.allowed, as)
 	}
 	if s.idDomain != "" {
 		m, reason := parseAddrSpec("x@" + s.idDomain)
@@ -420,12 +468,33 @@ const (
 	NoTLS Verification = "none"
 )
 
-// ProtectionInfo records the end-to-end protection applied for a recipient.
+// ProtectionInfo records what a recipient's plan led to when it asked for
+// protection: the method and key used, or why the content was not
+// protected and what was sent instead.
 type ProtectionInfo struct {
-	Method      string `json:"method"`                // "pgp" or "smime"
-	Fingerprint string `json:"fingerprint,omitempty"` // of the recipient's key or certificate
+	// Method is the Protector's method ("pgp", "smime"), MethodNotice
+	// when the link-only notice was sent instead of the content, or
+	// MethodNone when the content went unprotected (ProtectionPreferred
+	// without a usable key).
+	Method string `json:"method"`
+	// Fingerprint is that of the recipient's key or certificate.
+	Fingerprint string `json:"fingerprint,omitempty"`
 	Signed      bool   `json:"signed,omitempty"`
+	// Reason says why the content was not protected (no key, expired,
+	// revoked...), for MethodNotice and MethodNone.
+	Reason string `json:"reason,omitempty"`
+	// NoticeMessageID is the Message-ID of the notice sent instead.
+	NoticeMessageID string `json:"notice_message_id,omitempty"`
 }
+
+// Methods recorded in ProtectionInfo besides the Protectors' own.
+const (
+	// MethodNotice: the link-only notice was sent instead of the content.
+	MethodNotice = "notice"
+	// MethodNone: protection was preferred, no usable key existed, and
+	// the content was sent unprotected over the plan's transport security.
+	MethodNone = "none"
+)
 
 // Send validates m, plans each recipient with the Sender's Policy, and
 // delivers. Nothing is sent when m is invalid. Each recipient is handled on
@@ -472,20 +541,38 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 			byKey[key] = g
 		}
 	}
-	if len(groups) > 1 {
-		if err := msg.checkReplayable(len(groups)); err != nil {
+	// Deliveries that carry the content (notices do not): one per plain
+	// group, and for a protected group one per method that may serve
+	// part of it, plus the unprotected rest under ProtectionPreferred.
+	carrying := 0
+	for _, g := range groups {
+		switch g.plan.Protection {
+		case ProtectionNone:
+			carrying++
+		case ProtectionRequired:
+			carrying += min(len(g.idx), len(s.protectorsFor(g.plan)))
+		case ProtectionPreferred:
+			carrying += min(len(g.idx), len(s.protectorsFor(g.plan))+1)
+		}
+	}
+	if carrying > 1 {
+		if err := msg.checkReplayable(carrying); err != nil {
 			return nil, err
 		}
 	}
 
-	for n, g := range groups {
+	seq := 0
+	for _, g := range groups {
 		if err := ctx.Err(); err != nil {
 			for _, i := range g.idx {
 				fail(i, err)
 			}
 			continue
 		}
-		s.deliver(ctx, msg, g, n+1, rec)
+		s.deliver(ctx, m, msg, g, &seq, rec)
+	}
+	if s.onReceipt != nil {
+		s.onReceipt(ctx, rec)
 	}
 
 	var failed []*RecipientError
@@ -510,58 +597,137 @@ type group struct {
 	idx  []int // indexes into the prepared recipients
 }
 
-// deliver protects (if planned) and sends one group, filling in rec.
-func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, rec *Receipt) {
-	rcpts := make([]string, 0, len(g.idx))
-	for _, i := range g.idx {
-		rcpts = append(rcpts, rec.Recipients[i].Address)
+// deliver carries out one group's plan, filling in rec: a plain delivery;
+// or one protected delivery per method that has keys for some of the
+// group, then, for those left without a usable key, a plain delivery
+// (ProtectionPreferred), a notice each (NoKeyNotice), or nothing.
+func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *group, seq *int, rec *Receipt) {
+	if g.plan.Protection == ProtectionNone {
+		s.transmit(ctx, msg, g.plan, g.idx, msg.content(), nil, seq, rec)
+		return
 	}
-	setErr := func(i int, err error) {
-		var re *RecipientError
-		if !errors.As(err, &re) || re.Recipient != rec.Recipients[i].Address {
-			err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: err}
+	remaining := g.idx
+	why := map[int]error{}
+	protectors := s.protectorsFor(g.plan)
+	for _, np := range protectors {
+		if len(remaining) == 0 {
+			break
 		}
-		rec.Recipients[i].Err = err
+		prot, failed := s.protect(ctx, msg, np.p, addressesOf(rec, remaining))
+		var done, left []int
+		for _, i := range remaining {
+			if err := failed[rec.Recipients[i].Address]; err != nil || prot == nil {
+				if err != nil {
+					why[i] = err
+				}
+				left = append(left, i)
+				continue
+			}
+			done = append(done, i)
+		}
+		if prot != nil && len(done) > 0 {
+			info := map[int]*ProtectionInfo{}
+			for _, i := range done {
+				info[i] = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[rec.Recipients[i].Address], Signed: prot.Signed}
+			}
+			s.transmit(ctx, msg, g.plan, done, recovering{prot.Entity}, info, seq, rec)
+		}
+		remaining = left
+	}
+	if len(remaining) == 0 {
+		return
+	}
+	for _, i := range remaining {
+		if why[i] != nil {
+			continue
+		}
+		reason := "protection is required but the Sender has no Protector"
+		if len(s.protectors) > 0 {
+			reason = "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")
+		}
+		why[i] = &ProtectionError{Recipient: rec.Recipients[i].Address, Reason: reason}
 	}
 
-	content := msg.content()
-	var prot *Protected
-	if g.plan.Protection == ProtectionRequired {
-		var perr map[string]error
-		prot, perr = s.protect(ctx, msg, rcpts)
-		for _, i := range g.idx {
-			if err := perr[rec.Recipients[i].Address]; err != nil {
-				setErr(i, err)
-			}
+	switch {
+	case g.plan.Protection == ProtectionPreferred:
+		info := map[int]*ProtectionInfo{}
+		for _, i := range remaining {
+			info[i] = &ProtectionInfo{Method: MethodNone, Reason: reasonText(why[i])}
 		}
-		if prot == nil {
-			s.log(ctx, msg, rcpts, nil, errors.New("no recipient could be protected"))
-			return
+		s.transmit(ctx, msg, g.plan, remaining, msg.content(), info, seq, rec)
+	case g.plan.NoKey == NoKeyNotice:
+		for _, i := range remaining {
+			s.sendNotice(ctx, m, msg, g.plan, i, why[i], seq, rec)
 		}
-		content = recovering{prot.Entity}
-		kept := g.idx[:0:0]
-		rcpts = rcpts[:0]
-		for _, i := range g.idx {
-			if rec.Recipients[i].Err == nil {
-				kept = append(kept, i)
-				rcpts = append(rcpts, rec.Recipients[i].Address)
-			}
+	default:
+		for _, i := range remaining {
+			rec.Recipients[i].Err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: why[i]}
 		}
-		g = &group{plan: g.plan, idx: kept}
+		s.log(ctx, msg, addressesOf(rec, remaining), nil, nil, errors.Join(mapValues(why, remaining)...))
 	}
+}
 
+// sendNotice sends recipient i the link-only notice instead of the content
+// it could not get protected.
+func (s *Sender) sendNotice(ctx context.Context, m *Message, msg *prepared, plan Plan, i int, why error, seq *int, rec *Receipt) {
+	r := &rec.Recipients[i]
+	fail := func(err error) {
+		r.Err = &RecipientError{Recipient: r.Address, Err: &ProtectionError{Recipient: r.Address, Reason: "no usable key, and the notice failed", Err: err}}
+		s.log(ctx, msg, []string{r.Address}, nil, nil, r.Err)
+	}
+	if s.notice == nil {
+		fail(errors.Join(why, errors.New("the plan asks for a notice but the Sender has no Options.Notice")))
+		return
+	}
+	n, err := s.notice(ctx, m, msg.rcpts[i].Recipient)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if n == nil {
+		fail(errors.New("Options.Notice returned no notice"))
+		return
+	}
+	if n.Text == "" && n.HTML == "" {
+		fail(errors.New("Options.Notice returned a notice without Text or HTML"))
+		return
+	}
+	nm, err := s.prepare(noticeMessage(m, n, r.Address, msg.date))
+	if err != nil {
+		fail(err)
+		return
+	}
+	info := map[int]*ProtectionInfo{i: {Method: MethodNotice, Reason: reasonText(why), NoticeMessageID: nm.messageID}}
+	s.transmitTo(ctx, nm, plan, []int{i}, []preparedRcpt{msg.rcpts[i]}, nm.content(), info, seq, rec)
+}
+
+// transmit hands one delivery to the Transport and records the outcome
+// for the recipients idx.
+func (s *Sender) transmit(ctx context.Context, msg *prepared, plan Plan, idx []int, content io.WriterTo, info map[int]*ProtectionInfo, seq *int, rec *Receipt) {
+	rcpts := make([]preparedRcpt, len(idx))
+	for j, i := range idx {
+		rcpts[j] = msg.rcpts[i]
+	}
+	s.transmitTo(ctx, msg, plan, idx, rcpts, content, info, seq, rec)
+}
+
+func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx []int, prcpts []preparedRcpt, content io.WriterTo, info map[int]*ProtectionInfo, seq *int, rec *Receipt) {
+	*seq++
+	n := *seq
+	rcpts := make([]string, len(prcpts))
 	d := &Delivery{
 		From:       msg.envelopeFrom,
-		To:         rcpts,
-		Security:   g.plan.Security,
+		Security:   plan.Security,
 		RequireTLS: msg.requireTLS,
 		DSN:        msg.dsn,
 		Content:    content,
+		SMTPUTF8:   msg.utf8 || msg.envUTF8,
 	}
-	d.SMTPUTF8 = msg.utf8 || msg.envUTF8
-	for _, i := range g.idx {
-		d.SMTPUTF8 = d.SMTPUTF8 || msg.rcpts[i].utf8
+	for j, r := range prcpts {
+		rcpts[j] = r.Address
+		d.SMTPUTF8 = d.SMTPUTF8 || r.utf8
 	}
+	d.To = rcpts
 	d.EightBit = d.SMTPUTF8
 
 	res, err := s.transport.Deliver(ctx, d)
@@ -572,18 +738,17 @@ func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, re
 	if res.Reply != nil {
 		queueID = QueueID(res.Reply.Text)
 	}
-	for j, i := range g.idx {
+	for j, i := range idx {
 		rr := &rec.Recipients[i]
 		rr.Delivery = n
 		rr.Connection = res.Connection
 		rr.RequireTLS = msg.requireTLS
-		if prot != nil {
-			rr.Protection = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[rcpts[j]], Signed: prot.Signed}
-		}
+		rr.Protection = info[i]
 		var r *RecipientResult
 		if j < len(res.Recipients) {
 			r = &res.Recipients[j]
 		}
+		var rerr error
 		switch {
 		case r != nil && r.Accepted && err == nil:
 			rr.Accepted = true
@@ -591,28 +756,81 @@ func (s *Sender) deliver(ctx context.Context, msg *prepared, g *group, n int, re
 			rr.QueueID = queueID
 		case r != nil && r.Err != nil:
 			rr.Reply = r.Reply
-			setErr(i, r.Err)
+			rerr = r.Err
 		case err != nil:
 			rr.Reply = res.Reply
-			setErr(i, err)
+			rerr = err
 		default:
-			setErr(i, errors.New("mailsec: transport reported no result for this recipient"))
+			rerr = errors.New("mailsec: transport reported no result for this recipient")
+		}
+		if rerr != nil {
+			var re *RecipientError
+			if !errors.As(rerr, &re) || re.Recipient != rr.Address {
+				rerr = &RecipientError{Recipient: rr.Address, Err: rerr}
+			}
+			rr.Err = rerr
 		}
 	}
-	s.log(ctx, msg, rcpts, res, err)
+	var prot []*ProtectionInfo
+	for _, i := range idx {
+		prot = append(prot, info[i])
+	}
+	s.log(ctx, msg, rcpts, prot, res, err)
 }
 
-// protect asks the Protector for content for rcpts. Recipients it cannot
-// serve are returned with their errors, and the others are protected again
-// without them, so a missing key for one never exposes another.
-func (s *Sender) protect(ctx context.Context, msg *prepared, rcpts []string) (*Protected, map[string]error) {
-	failed := map[string]error{}
-	if s.protector == nil {
-		for _, r := range rcpts {
-			failed[r] = &ProtectionError{Recipient: r, Reason: "protection is required but the Sender has no Protector"}
-		}
-		return nil, failed
+// namedProtector is a Protector with the method name Plans refer to it by.
+type namedProtector struct {
+	name string
+	p    Protector
+}
+
+// protectorsFor returns the Sender's Protectors a plan allows, in the
+// plan's order of preference.
+func (s *Sender) protectorsFor(plan Plan) []namedProtector {
+	if len(plan.Methods) == 0 {
+		return s.protectors
 	}
+	var out []namedProtector
+	for _, m := range plan.Methods {
+		for _, np := range s.protectors {
+			if np.name == m {
+				out = append(out, np)
+			}
+		}
+	}
+	return out
+}
+
+func addressesOf(rec *Receipt, idx []int) []string {
+	out := make([]string, len(idx))
+	for j, i := range idx {
+		out[j] = rec.Recipients[i].Address
+	}
+	return out
+}
+
+func mapValues(m map[int]error, idx []int) []error {
+	out := make([]error, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, m[i])
+	}
+	return out
+}
+
+// reasonText is why a recipient's content was not protected, for the
+// Receipt: the error's text without the package prefix.
+func reasonText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.TrimPrefix(err.Error(), "mailsec: ")
+}
+
+// protect asks p for content for rcpts. Recipients it cannot serve are
+// returned with their errors, and the others are protected again without
+// them, so a missing key for one never exposes another.
+func (s *Sender) protect(ctx context.Context, msg *prepared, p Protector, rcpts []string) (*Protected, map[string]error) {
+	failed := map[string]error{}
 	e, err := msg.entity()
 	if err != nil {
 		for _, r := range rcpts {
@@ -622,9 +840,9 @@ func (s *Sender) protect(ctx context.Context, msg *prepared, rcpts []string) (*P
 	}
 	remaining := slices.Clone(rcpts)
 	for len(remaining) > 0 {
-		p, err := s.protectOnce(ctx, e, remaining)
+		prot, err := protectOnce(ctx, p, e, remaining)
 		if err == nil {
-			return p, failed
+			return prot, failed
 		}
 		per := recipientErrors(err)
 		progress := false
@@ -648,13 +866,13 @@ func (s *Sender) protect(ctx context.Context, msg *prepared, rcpts []string) (*P
 
 // protectOnce calls the Protector and turns a panic inside it (a crypto
 // library fed a malformed key, say) into an error instead of a crash.
-func (s *Sender) protectOnce(ctx context.Context, e *Entity, rcpts []string) (p *Protected, err error) {
+func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (p *Protected, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			p, err = nil, fmt.Errorf("mailsec: Protector panicked: %v", v)
 		}
 	}()
-	p, err = s.protector.Protect(ctx, e, rcpts)
+	p, err = pr.Protect(ctx, e, rcpts)
 	if err == nil && (p == nil || p.Entity == nil) {
 		err = errors.New("mailsec: Protector returned no entity")
 	}
@@ -675,13 +893,31 @@ func (r recovering) WriteTo(w io.Writer) (n int64, err error) {
 	return r.w.WriteTo(w)
 }
 
-func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, res *DeliveryResult, err error) {
+// log writes one record per delivery (or per group of recipients that got
+// none). prot holds each recipient's protection, nil entries for none.
+func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, prot []*ProtectionInfo, res *DeliveryResult, err error) {
 	if s.logger == nil {
 		return
 	}
 	attrs := []slog.Attr{
 		slog.String("message_id", msg.messageID),
 		slog.Any("recipients", rcpts),
+	}
+	if p := firstNonNil(prot); p != nil {
+		// One delivery has one method; fingerprints differ per recipient.
+		attrs = append(attrs, slog.String("protection", p.Method))
+		var fps []string
+		for _, pi := range prot {
+			if pi != nil && pi.Fingerprint != "" {
+				fps = append(fps, pi.Fingerprint)
+			}
+		}
+		if len(fps) > 0 {
+			attrs = append(attrs, slog.Any("fingerprints", fps))
+		}
+		if p.Reason != "" {
+			attrs = append(attrs, slog.String("unprotected_because", p.Reason))
+		}
 	}
 	if res != nil && res.Connection != nil {
 		c := res.Connection
@@ -698,6 +934,15 @@ func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, res *De
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	s.logger.LogAttrs(ctx, level, "mailsec delivery", attrs...)
+}
+
+func firstNonNil(ps []*ProtectionInfo) *ProtectionInfo {
+	for _, p := range ps {
+		if p != nil {
+			return p
+		}
+	}
+	return nil
 }
 
 // QueueID extracts the queue identifier from a reply to the end of DATA,

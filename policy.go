@@ -37,14 +37,133 @@ func DefaultPolicy() Policy {
 	return PolicyFunc(func(context.Context, *Message, Recipient) (Plan, error) { return Plan{}, nil })
 }
 
-// RequireProtection wraps next so that every recipient's plan also
-// requires end-to-end protection: a recipient without a usable key gets
-// nothing.
-func RequireProtection(next Policy) Policy {
+// RequireProtection wraps next so that every recipient's plan requires
+// end-to-end protection, with methods (if any) as the allowed methods in
+// order of preference. A recipient without a usable key gets nothing, or
+// the notice when combined with NoticeWhenNoKey.
+func RequireProtection(next Policy, methods ...string) Policy {
 	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.Protection = ProtectionRequired
+		if len(methods) > 0 {
+			p.Methods = slices.Clone(methods)
+		}
 		return p, err
+	})
+}
+
+// PreferProtection wraps next so that every recipient's content is
+// protected where an allowed method has a usable key, and sent as it is
+// (over the plan's transport security) otherwise. A plan that already
+// requires protection keeps requiring it.
+func PreferProtection(next Policy, methods ...string) Policy {
+	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+		p, err := next.Plan(ctx, m, r)
+		if p.Protection != ProtectionRequired {
+			p.Protection = ProtectionPreferred
+		}
+		if len(methods) > 0 {
+			p.Methods = slices.Clone(methods)
+		}
+		return p, err
+	})
+}
+
+// NoticeWhenNoKey wraps next so that a recipient whose plan requires
+// protection but who has no usable key receives the Sender's link-only
+// notice (Options.Notice) instead of nothing.
+func NoticeWhenNoKey(next Policy) Policy {
+	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+		p, err := next.Plan(ctx, m, r)
+		p.NoKey = NoKeyNotice
+		return p, err
+	})
+}
+
+// DomainRule changes the plans of the recipients in one domain. Zero
+// fields change nothing.
+type DomainRule struct {
+	// Domain is "example.org" for exactly that domain, or ".example.org"
+	// for every domain below it (not example.org itself), as in Postfix's
+	// policy tables. Internationalised names may be given in either form.
+	Domain string
+	// Security, when set, replaces the transport security requirement
+	// (to pin a partner's server, say, or, visibly, to allow a
+	// development domain less).
+	Security *Security
+	// Protection raises the plan's protection: a rule never lowers it.
+	Protection Protection
+	// Methods, when set, replaces the allowed methods.
+	Methods []string
+	// NoKey, when set, replaces the no-key action.
+	NoKey *NoKeyAction
+}
+
+// ForDomains wraps next with per-domain rules. For each recipient the most
+// specific matching rule applies: an exact domain before a ".domain" rule,
+// and a longer ".domain" rule before a shorter one. Recipients in no
+// listed domain keep next's plan. A malformed rule fails every recipient
+// with a policy error, before anything is sent.
+func ForDomains(next Policy, rules ...DomainRule) Policy {
+	type rule struct {
+		DomainRule
+		suffix bool
+		name   string // A-labels, lower case, without the leading dot
+	}
+	var parsed []rule
+	var bad error
+	for i, r := range rules {
+		suffix := strings.HasPrefix(r.Domain, ".")
+		m, reason := parseAddrSpec("x@" + strings.TrimPrefix(r.Domain, "."))
+		if reason != "" {
+			bad = invalid("DomainRule["+strconv.Itoa(i)+"].Domain", r.Domain, reason)
+			break
+		}
+		if r.Security != nil {
+			if err := r.Security.Validate(); err != nil {
+				bad = err
+				break
+			}
+		}
+		parsed = append(parsed, rule{DomainRule: r, suffix: suffix, name: strings.ToLower(m.aDomain)})
+	}
+	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+		p, err := next.Plan(ctx, m, r)
+		if err != nil {
+			return p, err
+		}
+		if bad != nil {
+			return p, bad
+		}
+		d := strings.ToLower(r.Domain)
+		var best *rule
+		for i := range parsed {
+			c := &parsed[i]
+			if !c.suffix && d == c.name {
+				best = c
+				break
+			}
+			if c.suffix && strings.HasSuffix(d, "."+c.name) && (best == nil || len(c.name) > len(best.name)) {
+				best = c
+			}
+		}
+		if best == nil {
+			return p, nil
+		}
+		if best.Security != nil {
+			p.Security = *best.Security
+			p.Security.Pins = slices.Clone(best.Security.Pins)
+		}
+		if best.Protection.rank() > p.Protection.rank() {
+			p.Protection = best.Protection
+		}
+		if len(best.Methods) > 0 {
+			p.Methods = slices.Clone(best.Methods)
+		}
+		if best.NoKey != nil {
+			p.NoKey = *best.NoKey
+		}
+		return p, nil
 	})
 }
 
@@ -72,15 +191,46 @@ type Recipient struct {
 // Plan is the delivery plan for one recipient. The zero Plan is the safe
 // default: verified TLS, no protection.
 type Plan struct {
-	Security   Security   `json:"security"`
+	// Security is the transport security floor.
+	Security Security `json:"security"`
+	// Protection is none, required or preferred.
 	Protection Protection `json:"protection"`
+	// Methods are the protection methods allowed, in order of preference,
+	// by the names the Sender's Protectors report ("pgp", "smime"). Empty
+	// means every Protector the Sender has, in the order it was given them.
+	Methods []string `json:"methods,omitempty"`
+	// NoKey is what happens when protection is required and no allowed
+	// method has a usable key for the recipient: fail the recipient (the
+	// zero value) or send it the Sender's link-only notice instead.
+	NoKey NoKeyAction `json:"no_key"`
 }
 
-func (p Plan) validate() error { return p.Security.Validate() }
+func (p Plan) validate() error {
+	if err := p.Security.Validate(); err != nil {
+		return err
+	}
+	switch p.Protection {
+	case ProtectionNone, ProtectionRequired, ProtectionPreferred:
+	default:
+		return invalid("Plan.Protection", p.Protection.String(), "unknown protection")
+	}
+	switch p.NoKey {
+	case NoKeyFail, NoKeyNotice:
+	default:
+		return invalid("Plan.NoKey", p.NoKey.String(), "unknown action")
+	}
+	for _, m := range p.Methods {
+		if m == "" {
+			return invalid("Plan.Methods", "", "empty method name")
+		}
+	}
+	return nil
+}
 
 // key groups recipients whose plans are identical.
 func (p Plan) key() string {
-	k := strconv.Itoa(int(p.Security.Level)) + "|" + strconv.Itoa(int(p.Protection))
+	k := strconv.Itoa(int(p.Security.Level)) + "|" + strconv.Itoa(int(p.Protection)) + "|" + strconv.Itoa(int(p.NoKey)) +
+		"|" + strings.Join(p.Methods, ",")
 	if len(p.Security.Pins) == 0 {
 		return k
 	}
@@ -92,6 +242,45 @@ func (p Plan) key() string {
 	return k + "|" + strings.Join(pins, ",")
 }
 
+// NoKeyAction is what a Sender does for a recipient whose plan requires
+// protection when no usable key or certificate exists.
+type NoKeyAction int
+
+// No-key actions.
+const (
+	// NoKeyFail: the recipient receives nothing and Send reports why.
+	NoKeyFail NoKeyAction = iota
+	// NoKeyNotice: the recipient receives the Sender's link-only notice
+	// (Options.Notice) instead of the content, and the Receipt says so.
+	NoKeyNotice
+)
+
+func (a NoKeyAction) String() string {
+	switch a {
+	case NoKeyFail:
+		return "fail"
+	case NoKeyNotice:
+		return "notice"
+	}
+	return fmt.Sprintf("NoKeyAction(%d)", int(a))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (a NoKeyAction) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (a *NoKeyAction) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "fail":
+		*a = NoKeyFail
+	case "notice":
+		*a = NoKeyNotice
+	default:
+		return fmt.Errorf("mailsec: unknown no-key action %q", b)
+	}
+	return nil
+}
+
 // Protection says whether a recipient's content must be protected end to end.
 type Protection int
 
@@ -100,10 +289,27 @@ const (
 	// ProtectionNone sends the content as it is (over the transport
 	// security the plan requires).
 	ProtectionNone Protection = iota
-	// ProtectionRequired sends only what the Sender's Protector produced for
-	// the recipient; without a usable key the recipient gets nothing.
+	// ProtectionRequired sends only what one of the Sender's Protectors
+	// produced for the recipient; without a usable key the recipient gets
+	// nothing, or the link-only notice when the plan says so.
 	ProtectionRequired
+	// ProtectionPreferred protects the content when an allowed method has
+	// a usable key for the recipient, and otherwise sends it as it is over
+	// the plan's transport security. The Receipt records which happened
+	// and why.
+	ProtectionPreferred
 )
+
+// rank orders protections by strength.
+func (p Protection) rank() int {
+	switch p {
+	case ProtectionRequired:
+		return 2
+	case ProtectionPreferred:
+		return 1
+	}
+	return 0
+}
 
 func (p Protection) String() string {
 	switch p {
@@ -111,6 +317,8 @@ func (p Protection) String() string {
 		return "none"
 	case ProtectionRequired:
 		return "required"
+	case ProtectionPreferred:
+		return "preferred"
 	}
 	return fmt.Sprintf("Protection(%d)", int(p))
 }
@@ -125,6 +333,8 @@ func (p *Protection) UnmarshalText(b []byte) error {
 		*p = ProtectionNone
 	case "required":
 		*p = ProtectionRequired
+	case "preferred":
+		*p = ProtectionPreferred
 	default:
 		return fmt.Errorf("mailsec: unknown protection %q", b)
 	}

@@ -2,6 +2,7 @@ package mailsec_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -130,6 +131,7 @@ func TestPartialSuccess(t *testing.T) {
 // fakeProtector stands in for PGP or S/MIME: it wraps the whole entity in
 // a reversible encoding (not encryption) for recipients it has a "key" for.
 type fakeProtector struct {
+	method       string            // the method name; empty means "fake"
 	keys         map[string]string // address -> fingerprint
 	calls        int
 	mu           sync.Mutex
@@ -157,11 +159,14 @@ func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []st
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	method := cmp.Or(f.method, "fake")
 	var outer textproto.Header
-	outer.Set("Content-Type", "application/x-fake-protected")
+	outer.Set("Content-Type", "application/x-"+method+"-protected")
 	outer.Set("Subject", "...")
-	for _, k := range []string{"Message-Id", "To", "From", "Date"} {
-		outer.Set(k, e.Header.Get(k))
+	for _, k := range []string{"Message-Id", "Cc", "To", "From", "Date"} {
+		if v := e.Header.Get(k); v != "" {
+			outer.Set(k, v)
+		}
 	}
 	body := bodyFunc(func(w io.Writer) error {
 		if f.panicOnWrite {
@@ -174,8 +179,11 @@ func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []st
 		}
 		return enc.Close()
 	})
-	return &mailsec.Protected{Entity: &mailsec.Entity{Header: outer, Body: body}, Method: "fake", Fingerprints: fps}, nil
+	return &mailsec.Protected{Entity: &mailsec.Entity{Header: outer, Body: body}, Method: method, Fingerprints: fps}, nil
 }
+
+// Method names the fake's method for Plan.Methods.
+func (f *fakeProtector) Method() string { return cmp.Or(f.method, "fake") }
 
 type bodyFunc func(io.Writer) error
 

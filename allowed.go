@@ -1,0 +1,82 @@
+package mailsec
+
+import (
+	"errors"
+	"strings"
+)
+
+// allowedSender is one entry of Options.AllowedSenders.
+type allowedSender struct {
+	local  string // empty for a domain entry
+	domain string // A-labels, lower case
+	suffix bool   // ".example.com": domains below it
+}
+
+func parseAllowedSender(s string) (allowedSender, error) {
+	switch {
+	case strings.HasPrefix(s, "."):
+		m, reason := parseAddrSpec("x@" + s[1:])
+		if reason != "" {
+			return allowedSender{}, errors.New(reason)
+		}
+		return allowedSender{domain: strings.ToLower(m.aDomain), suffix: true}, nil
+	case strings.Contains(s, "@"):
+		m, reason := parseAddrSpec(s)
+		if reason != "" {
+			return allowedSender{}, errors.New(reason)
+		}
+		return allowedSender{local: m.local, domain: strings.ToLower(m.aDomain)}, nil
+	default:
+		m, reason := parseAddrSpec("x@" + s)
+		if reason != "" {
+			return allowedSender{}, errors.New(reason)
+		}
+		return allowedSender{domain: strings.ToLower(m.aDomain)}, nil
+	}
+}
+
+func (a allowedSender) allows(mb mailbox) bool {
+	d := strings.ToLower(mb.aDomain)
+	switch {
+	case a.suffix:
+		return strings.HasSuffix(d, "."+a.domain)
+	case a.local != "":
+		// Local parts compare case-insensitively: the application's own
+		// mailboxes do not differ only by case.
+		return d == a.domain && strings.EqualFold(mb.local, a.local)
+	}
+	return d == a.domain
+}
+
+// checkSender refuses an author or envelope-from outside AllowedSenders.
+func (s *Sender) checkSender(field string, mb mailbox) error {
+	if len(s.allowed) == 0 {
+		return nil
+	}
+	for _, a := range s.allowed {
+		if a.allows(mb) {
+			return nil
+		}
+	}
+	return &SenderError{Field: field, Address: mb.addr(false)}
+}
+
+// ErrSenderNotAllowed matches a *SenderError.
+var ErrSenderNotAllowed = errors.New("mailsec: sender not allowed")
+
+// SenderError reports a From, Sender or envelope-from address outside the
+// Sender's AllowedSenders. Nothing was sent.
+type SenderError struct {
+	Field   string // "From", "Sender" or "EnvelopeFrom"
+	Address string
+}
+
+func (e *SenderError) Error() string {
+	return "mailsec: " + e.Field + " " + e.Address + " is not an allowed sender for this Sender (Options.AllowedSenders)"
+}
+
+// Is matches ErrSenderNotAllowed.
+func (e *SenderError) Is(target error) bool { return target == ErrSenderNotAllowed }
+
+// Temporary is false: the same message will be refused again.
+func (e *SenderError) Temporary() bool { return false }
