@@ -1,0 +1,5 @@
+//go:build !race
+
+package pgp_test
+
+const raceEnabled = false

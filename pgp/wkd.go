@@ -1,0 +1,230 @@
+package pgp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+)
+
+// WKD finds keys in the recipient domain's OpenPGP Web Key Directory
+// (draft-koch-openpgp-webkey-service): the advanced method
+// (https://openpgpkey.DOMAIN/.well-known/openpgpkey/DOMAIN/hu/HASH) first,
+// then the direct method (https://DOMAIN/.well-known/openpgpkey/hu/HASH).
+// Only HTTPS is used, redirects included; responses are capped in size and
+// time; only keys with a user ID for the address are returned; results
+// (found or not) are cached. The zero value is ready to use and safe for
+// concurrent use.
+type WKD struct {
+	// Client fetches the keys. Nil means a client with the system roots
+	// and Timeout. Redirects to anything but HTTPS are refused either way.
+	Client *http.Client
+	// Timeout bounds one lookup (both methods). Zero means 10 seconds.
+	Timeout time.Duration
+	// MaxSize caps a response body. Zero means 256 KiB.
+	MaxSize int64
+	// TTL is how long a result stays cached. Zero means one hour; a
+	// negative value disables the cache.
+	TTL time.Duration
+	// URLs returns the URLs to try for addr, in order. Nil means
+	// WKDURLs. Tests point it at a local HTTPS server.
+	URLs func(addr string) ([]string, error)
+
+	mu    sync.Mutex
+	cache map[string]wkdEntry
+}
+
+type wkdEntry struct {
+	keys    []*openpgp.Entity
+	expires time.Time
+}
+
+// WKDURLs returns the advanced and direct method URLs for addr.
+func WKDURLs(addr string) ([]string, error) {
+	local, domain, ok := strings.Cut(addr, "@")
+	if !ok || local == "" || domain == "" || strings.ContainsAny(addr, "/?#\\ \t\r\n") || strings.Contains(domain, "@") {
+		return nil, fmt.Errorf("pgp: WKD: not an address: %q", addr)
+	}
+	domain = foldAddr(domain)
+	h := WKDHash(local)
+	l := url.QueryEscape(local)
+	return []string{
+		"https://openpgpkey." + domain + "/.well-known/openpgpkey/" + domain + "/hu/" + h + "?l=" + l,
+		"https://" + domain + "/.well-known/openpgpkey/hu/" + h + "?l=" + l,
+	}, nil
+}
+
+// WKDHash is the z-base-32 encoded SHA-1 of the ASCII-lowercased local
+// part, as gpg-wks-client --print-wkd-hash prints it.
+func WKDHash(local string) string {
+	sum := sha1.Sum([]byte(foldAddr(local)))
+	const alphabet = "ybndrfg8ejkmcpqxot1uwisza345h769"
+	var out strings.Builder
+	var acc uint32
+	bits := 0
+	for _, b := range sum {
+		acc = acc<<8 | uint32(b)
+		bits += 8
+		for bits >= 5 {
+			out.WriteByte(alphabet[(acc>>(bits-5))&31])
+			bits -= 5
+		}
+	}
+	if bits > 0 {
+		out.WriteByte(alphabet[(acc<<(5-bits))&31])
+	}
+	return out.String()
+}
+
+// Lookup implements KeySource.
+func (w *WKD) Lookup(ctx context.Context, addr string) ([]*openpgp.Entity, error) {
+	key := foldAddr(addr)
+	ttl := w.TTL
+	if ttl == 0 {
+		ttl = time.Hour
+	}
+	if ttl > 0 {
+		w.mu.Lock()
+		e, ok := w.cache[key]
+		w.mu.Unlock()
+		if ok && time.Now().Before(e.expires) {
+			if len(e.keys) == 0 {
+				return nil, ErrKeyNotFound
+			}
+			return append([]*openpgp.Entity(nil), e.keys...), nil
+		}
+	}
+	keys, err := w.fetch(ctx, addr)
+	if err != nil && !errors.Is(err, ErrKeyNotFound) {
+		return nil, err // network trouble is not cached
+	}
+	if ttl > 0 {
+		w.mu.Lock()
+		if w.cache == nil {
+			w.cache = map[string]wkdEntry{}
+		}
+		w.cache[key] = wkdEntry{keys: keys, expires: time.Now().Add(ttl)}
+		w.mu.Unlock()
+	}
+	if len(keys) == 0 {
+		return nil, ErrKeyNotFound
+	}
+	return append([]*openpgp.Entity(nil), keys...), nil
+}
+
+func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error) {
+	urls := WKDURLs
+	if w.URLs != nil {
+		urls = w.URLs
+	}
+	list, err := urls(addr)
+	if err != nil {
+		return nil, err
+	}
+	timeout := w.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := w.client(timeout)
+	var errs []error
+	for _, u := range list {
+		keys, err := w.get(ctx, client, u, addr)
+		if err == nil {
+			return keys, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	notFound := true
+	for _, e := range errs {
+		notFound = notFound && errors.Is(e, ErrKeyNotFound)
+	}
+	if notFound {
+		return nil, ErrKeyNotFound
+	}
+	return nil, fmt.Errorf("pgp: WKD lookup for %s: %w", addr, errors.Join(errs...))
+}
+
+func (w *WKD) client(timeout time.Duration) *http.Client {
+	c := http.Client{Timeout: timeout}
+	if w.Client != nil {
+		c = *w.Client
+	}
+	next := c.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("pgp: WKD: redirect to %s refused: HTTPS only", req.URL.Scheme)
+		}
+		if len(via) >= 5 {
+			return errors.New("pgp: WKD: too many redirects")
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		return nil
+	}
+	return &c
+}
+
+func (w *WKD) get(ctx context.Context, c *http.Client, u, addr string) ([]*openpgp.Entity, error) {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "https" {
+		return nil, fmt.Errorf("pgp: WKD: %q refused: HTTPS only", u)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, ErrKeyNotFound
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pgp: WKD: %s: HTTP %d", pu.Host, resp.StatusCode)
+	}
+	max := w.MaxSize
+	if max <= 0 {
+		max = 256 << 10
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("pgp: WKD: %s: %w", pu.Host, err)
+	}
+	if int64(len(body)) > max {
+		return nil, fmt.Errorf("pgp: WKD: %s: response larger than %d bytes", pu.Host, max)
+	}
+	return ParseWKDResponse(body, addr)
+}
+
+// ParseWKDResponse parses a WKD response body (binary or armored keys)
+// and keeps only the keys with a user ID for addr; with none it returns
+// ErrKeyNotFound. WKD.Lookup uses it; it is exported for applications that
+// fetch keys their own way.
+func ParseWKDResponse(body []byte, addr string) ([]*openpgp.Entity, error) {
+	kr, err := ReadKeyRing(bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	es, _ := kr.Lookup(context.Background(), addr)
+	if len(es) == 0 {
+		return nil, ErrKeyNotFound
+	}
+	return es, nil
+}
