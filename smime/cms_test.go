@@ -1,0 +1,363 @@
+package smime
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smallstep/pkcs7"
+)
+
+type cmsKey struct {
+	cert *x509.Certificate
+	key  *rsa.PrivateKey
+}
+
+var (
+	cmsKeysOnce sync.Once
+	cmsKeys     [2]cmsKey
+	cmsKeysErr  error
+)
+
+// testKeys returns two self-signed RSA-2048 certificates with their keys,
+// made once per test binary.
+func testKeys(t testing.TB) [2]cmsKey {
+	t.Helper()
+	cmsKeysOnce.Do(func() {
+		for i := range cmsKeys {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				cmsKeysErr = err
+				return
+			}
+			// A serial with the high bit set needs a leading zero octet.
+			serial := new(big.Int).SetBytes([]byte{0x80 + byte(i), 1, 2, 3, 4, 5, 6, 7})
+			tmpl := &x509.Certificate{
+				SerialNumber: serial,
+				Subject:      pkix.Name{CommonName: "cms test " + string(rune('a'+i))},
+				NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+				KeyUsage: x509.KeyUsageKeyEncipherment,
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+			if err != nil {
+				cmsKeysErr = err
+				return
+			}
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				cmsKeysErr = err
+				return
+			}
+			cmsKeys[i] = cmsKey{c, k}
+		}
+	})
+	if cmsKeysErr != nil {
+		t.Fatal(cmsKeysErr)
+	}
+	return cmsKeys
+}
+
+// seal runs content through a cmsWriter in writes of step octets (all at
+// once when step is 0) and returns the base64 output.
+func seal(t testing.TB, certs []*x509.Certificate, content []byte, canon bool, step int) ([]byte, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cw, err := newCMSWriter(&out, certs, canon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cw.release()
+	if step == 0 {
+		step = max(len(content), 1)
+	}
+	for p := content; len(p) > 0; {
+		n := min(step, len(p))
+		if _, err := cw.Write(p[:n]); err != nil {
+			return nil, err
+		}
+		p = p[n:]
+	}
+	n, err := cw.close()
+	if err != nil {
+		return nil, err
+	}
+	if n != int64(out.Len()) {
+		t.Fatalf("close reports %d octets, %d written", n, out.Len())
+	}
+	return out.Bytes(), nil
+}
+
+func unbase64(t testing.TB, b []byte) []byte {
+	t.Helper()
+	lines := bytes.Split(b, []byte("\r\n"))
+	if len(lines[len(lines)-1]) != 0 {
+		t.Fatal("output does not end in CRLF")
+	}
+	for i, l := range lines[:len(lines)-1] {
+		if len(l) > 76 || len(l) == 0 || (len(l) < 76 && i < len(lines)-2) {
+			t.Fatalf("line %d has %d characters", i, len(l))
+		}
+	}
+	der, err := base64.StdEncoding.DecodeString(string(bytes.ReplaceAll(b, []byte("\r\n"), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// Content of every size around the block and chunk boundaries, written
+// at once or in small pieces, decrypts (pkcs7) to itself for each
+// recipient.
+func TestCMSRoundTrip(t *testing.T) {
+	ks := testKeys(t)
+	certs := []*x509.Certificate{ks[0].cert, ks[1].cert}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	for _, size := range []int{0, 1, 15, 16, 17, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 100} {
+		content := make([]byte, size)
+		for i := range content {
+			content[i] = byte(rng.UintN(256))
+		}
+		for _, step := range []int{0, 1, 7, 4096} {
+			if step == 1 && size > chunkSize+1 {
+				continue
+			}
+			out, err := seal(t, certs, content, false, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p7, err := pkcs7.Parse(unbase64(t, out))
+			if err != nil {
+				t.Fatalf("size %d step %d: %v", size, step, err)
+			}
+			for _, k := range ks {
+				plain, err := p7.Decrypt(k.cert, k.key)
+				if err != nil {
+					t.Fatalf("size %d step %d: %v", size, step, err)
+				}
+				if !bytes.Equal(plain, content) {
+					t.Fatalf("size %d step %d: plaintext differs", size, step)
+				}
+			}
+		}
+	}
+}
+
+// The structure is RFC 5652 EnvelopedData as specified: versions 0,
+// issuerAndSerialNumber from the certificate, rsaEncryption with NULL
+// parameters, id-data, aes256-CBC with a 16-octet IV, chunks of
+// chunkSize octets, and a fresh key and IV every time.
+func TestCMSStructure(t *testing.T) {
+	ks := testKeys(t)
+	content := bytes.Repeat([]byte("0123456789abcdef"), 2*chunkSize/16+3)
+	var ivs, eks [][]byte
+	for range 2 {
+		out, err := seal(t, []*x509.Certificate{ks[0].cert}, content, false, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der := unbase64(t, out)
+		if !bytes.HasPrefix(der, []byte("\x30\x80"+oidEnvelopedData+"\xa0\x80\x30\x80\x02\x01\x00\x31")) ||
+			!bytes.HasSuffix(der, []byte(eoc)) {
+			t.Fatalf("not an indefinite-length EnvelopedData: % x", der[:32])
+		}
+		ci := children(t, der)
+		if len(ci) != 2 || ci[1].Tag != 0xa0 {
+			t.Fatalf("ContentInfo of %d elements", len(ci))
+		}
+		ed := children(t, ci[1].Content)
+		if len(ed) != 3 || ed[1].Tag != 0x31 {
+			t.Fatalf("EnvelopedData of %d elements", len(ed))
+		}
+		ri := children(t, ed[1].Full)
+		if len(ri) != 1 {
+			t.Fatalf("%d recipients", len(ri))
+		}
+		var ktri struct {
+			Version int
+			IAS     struct {
+				Issuer asn1.RawValue
+				Serial *big.Int
+			}
+			Alg struct {
+				OID    asn1.ObjectIdentifier
+				Params asn1.RawValue
+			}
+			EK []byte
+		}
+		if rest, err := asn1.Unmarshal(ri[0].Full, &ktri); err != nil || len(rest) != 0 {
+			t.Fatalf("KeyTransRecipientInfo: %v", err)
+		}
+		if ktri.Version != 0 || !bytes.Equal(ktri.IAS.Issuer.FullBytes, ks[0].cert.RawIssuer) ||
+			ktri.IAS.Serial.Cmp(ks[0].cert.SerialNumber) != 0 || ktri.Alg.OID.String() != "1.2.840.113549.1.1.1" ||
+			ktri.Alg.Params.Tag != asn1.TagNull || len(ktri.EK) != 256 {
+			t.Fatalf("KeyTransRecipientInfo %+v", ktri)
+		}
+		eci := children(t, ed[2].Full)
+		if len(eci) != 3 || string(eci[0].Full) != oidData {
+			t.Fatal("EncryptedContentInfo is not id-data")
+		}
+		var alg struct {
+			OID asn1.ObjectIdentifier
+			IV  []byte
+		}
+		if _, err := asn1.Unmarshal(eci[1].Full, &alg); err != nil || alg.OID.String() != "2.16.840.1.101.3.4.1.42" || len(alg.IV) != 16 {
+			t.Fatalf("content encryption algorithm %v %v", alg, err)
+		}
+		if eci[2].Tag != 0xa0 || eci[2].Full[1] != 0x80 {
+			t.Fatalf("encryptedContent is not a constructed [0]: % x", eci[2].Full[:2])
+		}
+		chunks := children(t, eci[2].Full)
+		total := 0
+		for i, c := range chunks {
+			if c.Tag != 0x04 || (i < len(chunks)-1 && len(c.Content) != chunkSize) || len(c.Content)%16 != 0 {
+				t.Fatalf("chunk %d: tag %#x, %d octets", i, c.Tag, len(c.Content))
+			}
+			total += len(c.Content)
+		}
+		if len(chunks) != 3 || total != len(content)+16 {
+			t.Fatalf("%d chunks, %d octets", len(chunks), total)
+		}
+		ivs, eks = append(ivs, alg.IV), append(eks, ktri.EK)
+	}
+	if bytes.Equal(ivs[0], ivs[1]) || bytes.Equal(eks[0], eks[1]) {
+		t.Fatal("IV or encrypted key repeated")
+	}
+}
+
+// children returns the elements of the constructed BER value b.
+func children(t testing.TB, b []byte) []BERValue {
+	t.Helper()
+	v, rest, err := ParseBER(b, 0)
+	if err != nil || len(rest) != 0 || !v.Constructed {
+		t.Fatalf("not one constructed value: %v", err)
+	}
+	var out []BERValue
+	for in := v.Content; len(in) > 0; {
+		var c BERValue
+		if c, in, err = ParseBER(in, 0); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// The OID constants are the encodings of the OIDs they name.
+func TestCMSOIDs(t *testing.T) {
+	for enc, want := range map[string]string{oidData: "1.2.840.113549.1.7.1", oidEnvelopedData: "1.2.840.113549.1.7.3",
+		oidRSAEncryption: "1.2.840.113549.1.1.1", oidAES256CBC: "2.16.840.1.101.3.4.1.42"} {
+		var oid asn1.ObjectIdentifier
+		if rest, err := asn1.Unmarshal([]byte(enc), &oid); err != nil || len(rest) != 0 || oid.String() != want {
+			t.Fatalf("%x: %v %v, want %s", enc, oid, err, want)
+		}
+	}
+}
+
+// Streaming canonicalisation gives what the buffered canonical gives, for
+// any mix of CR and LF and any split into writes.
+func TestCMSCanonicalStream(t *testing.T) {
+	ks := testKeys(t)
+	certs := []*x509.Certificate{ks[0].cert}
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	alphabet := []byte("ab\r\n")
+	for range 200 {
+		in := make([]byte, rng.IntN(64))
+		for i := range in {
+			in[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		want, err := canonical(bytes.Clone(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := seal(t, certs, in, true, 1+rng.IntN(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p7, err := pkcs7.Parse(unbase64(t, out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := p7.Decrypt(ks[0].cert, ks[0].key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// An 8-bit octet in a later write is refused with its offset in the
+// whole content.
+func TestCMS8BitOffset(t *testing.T) {
+	ks := testKeys(t)
+	in := []byte(strings.Repeat("a", 100) + "\xff")
+	_, err := seal(t, []*x509.Certificate{ks[0].cert}, in, true, 30)
+	if err == nil || !strings.Contains(err.Error(), "8-bit or NUL octets at offset 100") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// writeBase64 writes full lines of 76 characters and a short last one.
+func TestWriteBase64(t *testing.T) {
+	for _, n := range []int{0, 1, 56, 57, 58, 57 * 300, 57*300 + 1} {
+		in := bytes.Repeat([]byte{0xfb}, n)
+		var b bytes.Buffer
+		m, err := writeBase64(&b, in)
+		if err != nil || m != int64(b.Len()) {
+			t.Fatal(m, err)
+		}
+		if n == 0 {
+			if b.Len() != 0 {
+				t.Fatalf("%q for no input", b.Bytes())
+			}
+			continue
+		}
+		if got := unbase64(t, b.Bytes()); !bytes.Equal(got, in) {
+			t.Fatalf("%d octets: round trip differs", n)
+		}
+	}
+}
+
+// tlvLen agrees with appendLength.
+func TestTLVLen(t *testing.T) {
+	for _, n := range []int{0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0xffffff, 0x1000000} {
+		if got, want := tlvLen(n), 1+len(appendLength(nil, n))+n; got != want {
+			t.Fatalf("tlvLen(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
+
+// BenchmarkCMSWriter encrypts 10 KB of text for one RSA-2048 recipient
+// and encodes it as base64, without the message around it.
+func BenchmarkCMSWriter(b *testing.B) {
+	ks := testKeys(b)
+	certs := []*x509.Certificate{ks[0].cert}
+	content := []byte(strings.Repeat("The quick brown fox jumps over the lazy dog 0123456789.\r\n", 10<<10/56))
+	b.SetBytes(int64(len(content)))
+	b.ReportAllocs()
+	for b.Loop() {
+		cw, err := newCMSWriter(io.Discard, certs, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cw.Write(content); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cw.close(); err != nil {
+			b.Fatal(err)
+		}
+		cw.release()
+	}
+}

@@ -1,0 +1,461 @@
+package smime
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/smallstep/pkcs7"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/mimeprot"
+)
+
+// Method is the protection method named in Receipts and errors.
+const Method = "smime"
+
+// DefaultMaxSize is the largest inner entity (the protected message with
+// all its attachments, before encryption) that Protect signs when
+// Options.MaxSize is zero.
+const DefaultMaxSize = 32 << 20
+
+// ErrTooLarge is returned (wrapped, while the message is written) when the
+// content to sign exceeds Options.MaxSize. Nothing is delivered then.
+var ErrTooLarge = errors.New("smime: message larger than the S/MIME size limit")
+
+// Options configures a Protector. A nil *Options means the zero value.
+type Options struct {
+	// Roots are the trust anchors that recipient (and signer)
+	// certificates must chain to. Nil means the system roots.
+	Roots *x509.CertPool
+	// Intermediates helps build chains; certificates the source returns
+	// for a recipient that are not the recipient's own may also serve.
+	Intermediates *x509.CertPool
+
+	// Signer, when set, signs the content (multipart/signed, detached
+	// SHA-256) before it is encrypted.
+	Signer *Signer
+
+	// OuterSubject replaces the Subject on the outside of the message;
+	// the real one travels inside. Empty means "...".
+	OuterSubject string
+
+	// MaxSize bounds the inner entity in bytes when signing. Zero means
+	// DefaultMaxSize. A signed message is held in memory while it is
+	// signed; one above MaxSize fails with ErrTooLarge instead of
+	// exhausting memory. Encryption alone streams and has no limit.
+	MaxSize int64
+
+	// Now returns the time certificates are checked against. Nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// Protector encrypts (and optionally signs) messages as S/MIME for
+// recipients whose certificates a CertSource provides. It implements
+// mailsec.Protector and is safe for concurrent use.
+type Protector struct {
+	certs  CertSource
+	roots  *x509.CertPool
+	inter  *x509.CertPool
+	signer *Signer
+	// signerInter adds the signer's own chain to inter.
+	signerInter *x509.CertPool
+	subject     string
+	maxSize     int64
+	nowFunc     func() time.Time
+	verified    sync.Map // verifyKey → verifyResult
+}
+
+// verifyKey caches a chain verification per certificate and minute.
+type verifyKey struct {
+	fp     [32]byte
+	minute int64
+}
+
+type verifyResult struct{ err error }
+
+// New returns a Protector that finds recipient certificates in certs.
+func New(certs CertSource, o *Options) (*Protector, error) {
+	if certs == nil {
+		return nil, errors.New("smime: nil CertSource")
+	}
+	if o == nil {
+		o = &Options{}
+	}
+	p := &Protector{
+		certs:   certs,
+		roots:   o.Roots,
+		inter:   o.Intermediates,
+		signer:  o.Signer,
+		subject: o.OuterSubject,
+		maxSize: o.MaxSize,
+		nowFunc: o.Now,
+	}
+	if p.roots == nil {
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("smime: no Roots given and no system roots: %w", err)
+		}
+		p.roots = roots
+	}
+	if p.subject == "" {
+		p.subject = mimeprot.DefaultSubject
+	}
+	if p.maxSize <= 0 {
+		p.maxSize = DefaultMaxSize
+	}
+	if p.signer != nil {
+		p.signerInter = x509.NewCertPool()
+		if p.inter != nil {
+			p.signerInter = p.inter.Clone()
+		}
+		for _, c := range p.signer.chain[1:] {
+			p.signerInter.AddCert(c)
+		}
+		if err := p.checkSigner(); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Method returns "smime", the name Plan.Methods refers to this Protector
+// by.
+func (p *Protector) Method() string { return Method }
+
+func (p *Protector) now() time.Time {
+	if p.nowFunc != nil {
+		return p.nowFunc()
+	}
+	return time.Now()
+}
+
+// verify checks the chain of c to the roots for emailProtection at now.
+// Results are cached per certificate and minute: a Protector is used for
+// many sends to the same recipients, and the chain check costs more than
+// encrypting a small message.
+func (p *Protector) verify(c *x509.Certificate, now time.Time) error {
+	k := verifyKey{fp: sha256.Sum256(c.Raw), minute: now.Unix() / 60}
+	if v, ok := p.verified.Load(k); ok {
+		return v.(verifyResult).err
+	}
+	inter := p.inter
+	if p.signer != nil && c == p.signer.chain[0] {
+		inter = p.signerInter
+	}
+	_, err := c.Verify(x509.VerifyOptions{
+		Roots:         p.roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	})
+	p.verified.Range(func(key, _ any) bool {
+		// Drop entries of past minutes so the cache stays small.
+		if key.(verifyKey).minute < k.minute-1 {
+			p.verified.Delete(key)
+		}
+		return true
+	})
+	p.verified.Store(k, verifyResult{err})
+	return err
+}
+
+func (p *Protector) checkSigner() error {
+	leaf := p.signer.chain[0]
+	if len(leaf.EmailAddresses) == 0 {
+		return &CertificateError{Subject: leaf.Subject.String(), Reason: "signer certificate has no rfc822Name SAN"}
+	}
+	if ce := p.check(leaf, "", forSigning); ce != nil {
+		return ce
+	}
+	return nil
+}
+
+// Protect checks every recipient's certificate and returns the S/MIME
+// form of e: application/pkcs7-mime enveloped-data (AES-256-CBC, RSA
+// PKCS#1 v1.5 key transport) holding the protected-headers entity,
+// signed first when a Signer is set. When some recipients have no usable
+// certificate it returns no entity and an error that unwraps (Unwrap()
+// []error) to one *mailsec.RecipientError per such recipient, which wraps a
+// *mailsec.ProtectionError (matching mailsec.ErrNoKey), which wraps a
+// *CertificateError when a certificate was found but refused.
+func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []string) (*mailsec.Protected, error) {
+	if e == nil || e.Body == nil {
+		return nil, errors.New("smime: nil entity")
+	}
+	if len(rcpts) == 0 {
+		return nil, errors.New("smime: no recipients")
+	}
+	var errs []error
+	certs := make([]*x509.Certificate, 0, len(rcpts))
+	fps := make(map[string]string, len(rcpts))
+	for _, r := range rcpts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c, err := p.choose(ctx, r)
+		if err != nil {
+			errs = append(errs, &mailsec.RecipientError{Recipient: r, Err: err})
+			continue
+		}
+		sum := sha256.Sum256(c.Raw)
+		fps[r] = hex.EncodeToString(sum[:])
+		if !slices.ContainsFunc(certs, c.Equal) {
+			certs = append(certs, c)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if p.signer != nil {
+		if err := p.checkSigner(); err != nil {
+			return nil, fmt.Errorf("smime: signer: %w", err)
+		}
+	}
+	h := mimeprot.Outer(e.Header, p.subject)
+	if !h.Has("MIME-Version") {
+		h.Set("MIME-Version", "1.0")
+	}
+	h.Set("Content-Type", `application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"`)
+	h.Set("Content-Disposition", `attachment; filename="smime.p7m"`)
+	h.Set("Content-Transfer-Encoding", "base64")
+	ih, ib := mimeprot.Inner(e.Header, e.Body)
+	body := &envelope{p: p, header: ih, body: ib, certs: certs}
+	return &mailsec.Protected{
+		Entity:       &mailsec.Entity{Header: h, Body: body},
+		Method:       Method,
+		Signed:       p.signer != nil,
+		Fingerprints: fps,
+	}, nil
+}
+
+// choose returns the newest usable certificate for addr, or a
+// *mailsec.ProtectionError saying why there is none. When several
+// certificates are refused, the reason given is that of the newest.
+func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, error) {
+	cands, err := p.certs.Lookup(ctx, addr)
+	if err != nil {
+		return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
+	}
+	if len(cands) == 0 {
+		return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+	}
+	cands = slices.Clone(cands)
+	slices.SortStableFunc(cands, func(a, b *x509.Certificate) int { return b.NotBefore.Compare(a.NotBefore) })
+	var first *CertificateError
+	for _, c := range cands {
+		if c == nil {
+			continue
+		}
+		ce := p.check(c, addr, forEncryption)
+		if ce == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = ce
+		}
+	}
+	if first == nil {
+		return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+	}
+	return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
+}
+
+// envelope writes the base64 body of the application/pkcs7-mime entity.
+// Each WriteTo builds and encrypts the content afresh (with a new content
+// key), so a retried delivery can write it again.
+type envelope struct {
+	p      *Protector
+	header textproto.Header
+	body   io.WriterTo
+	certs  []*x509.Certificate
+}
+
+func (v *envelope) WriteTo(w io.Writer) (int64, error) {
+	if v.p.signer != nil {
+		return v.writeSigned(w)
+	}
+	cw, err := newCMSWriter(w, v.certs, true)
+	if err != nil {
+		return 0, err
+	}
+	defer cw.release()
+	if err := textproto.WriteHeader(cw, v.header); err != nil {
+		return cw.lw.n, fmt.Errorf("smime: %w", err)
+	}
+	if _, err := v.body.WriteTo(cw); err != nil {
+		return cw.lw.n, err
+	}
+	return cw.close()
+}
+
+// writeSigned buffers the canonical protected-headers entity (up to
+// MaxSize), signs it, and streams the multipart/signed entity into the
+// EnvelopedData.
+func (v *envelope) writeSigned(w io.Writer) (int64, error) {
+	lb := limitBufferPool.Get().(*limitBuffer)
+	defer func() {
+		clear(lb.Bytes())
+		lb.Reset()
+		if lb.Cap() <= maxPooled {
+			limitBufferPool.Put(lb)
+		}
+	}()
+	lb.max = v.p.maxSize
+	if err := textproto.WriteHeader(lb, v.header); err != nil {
+		return 0, fmt.Errorf("smime: %w", err)
+	}
+	if _, err := v.body.WriteTo(lb); err != nil {
+		return 0, err
+	}
+	inner, err := canonical(lb.Bytes())
+	if err != nil {
+		return 0, err
+	}
+	defer clear(inner)
+	sig, err := v.p.signer.sign(inner)
+	if err != nil {
+		return 0, err
+	}
+	cw, err := newCMSWriter(w, v.certs, false)
+	if err != nil {
+		return 0, err
+	}
+	defer cw.release()
+	if err := writeSigned(cw, inner, sig); err != nil {
+		return cw.lw.n, err
+	}
+	return cw.close()
+}
+
+// limitBufferPool holds buffers for signing; those that grew beyond
+// maxPooled are left to the garbage collector.
+var limitBufferPool = sync.Pool{New: func() any { return new(limitBuffer) }}
+
+const maxPooled = 1 << 20
+
+// limitBuffer is a bytes.Buffer that refuses to grow past max.
+type limitBuffer struct {
+	bytes.Buffer
+	max int64
+}
+
+func (b *limitBuffer) Write(p []byte) (int, error) {
+	if int64(b.Len())+int64(len(p)) > b.max {
+		return 0, fmt.Errorf("%w (%d bytes)", ErrTooLarge, b.max)
+	}
+	return b.Buffer.Write(p)
+}
+
+// canonical converts line endings to CRLF (RFC 8551 section 3.1.1) and
+// refuses 8-bit or NUL octets: the message builder emits 7-bit content
+// transfer encodings, and signing anything else would give a signature
+// that breaks on the way.
+func canonical(b []byte) ([]byte, error) {
+	if i := not7bit(b); i >= 0 {
+		return nil, fmt.Errorf("smime: content has 8-bit or NUL octets at offset %d; only 7-bit content can be protected", i)
+	}
+	crlf := bytes.Count(b, []byte("\r\n"))
+	if bytes.Count(b, []byte("\n")) == crlf && bytes.Count(b, []byte("\r")) == crlf {
+		return b, nil
+	}
+	out := make([]byte, 0, len(b)+len(b)/32)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '\r' && i+1 < len(b) && b[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case c == '\r' || c == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// not7bit returns the offset of the first NUL or 8-bit octet in b, or -1.
+// It tests eight octets at a time.
+func not7bit(b []byte) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		v := binary.LittleEndian.Uint64(b[i:])
+		if v&hi != 0 || (v-lo)&^v&hi != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] == 0 || b[i] >= 0x80 {
+			return i
+		}
+	}
+	return -1
+}
+
+// sign returns a detached SHA-256 SignedData over inner.
+func (s *Signer) sign(inner []byte) (sig []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			sig, err = nil, fmt.Errorf("smime: signing failed: %v", v)
+		}
+	}()
+	sd, err := pkcs7.NewSignedData(inner)
+	if err != nil {
+		return nil, fmt.Errorf("smime: signing failed: %w", err)
+	}
+	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	if err := sd.AddSignerChain(s.chain[0], s.key, s.chain[1:], pkcs7.SignerInfoConfig{}); err != nil {
+		return nil, fmt.Errorf("smime: signing failed: %w", err)
+	}
+	sd.Detach()
+	sig, err = sd.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("smime: signing failed: %w", err)
+	}
+	return sig, nil
+}
+
+// writeSigned writes inner and its signature as multipart/signed
+// (RFC 8551 section 3.5).
+func writeSigned(w io.Writer, inner, sig []byte) error {
+	var rb [16]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return err
+	}
+	boundary := "=_s" + hex.EncodeToString(rb[:])
+	ct := mime.FormatMediaType("multipart/signed", map[string]string{
+		"protocol": "application/pkcs7-signature", "micalg": "sha-256", "boundary": boundary})
+	if _, err := io.WriteString(w, "MIME-Version: 1.0\r\nContent-Type: "+ct+"\r\n\r\n"+
+		"This is a cryptographically signed message in MIME format.\r\n\r\n"+
+		"--"+boundary+"\r\n"); err != nil {
+		return err
+	}
+	if _, err := w.Write(inner); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, "\r\n--"+boundary+"\r\n"+
+		"Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"+
+		"Content-Transfer-Encoding: base64\r\n"+
+		"Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"); err != nil {
+		return err
+	}
+	if _, err := writeBase64(w, sig); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "--"+boundary+"--\r\n")
+	return err
+}
