@@ -3,6 +3,7 @@ package transport_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,26 +24,14 @@ import (
 // submission port and its implicit-TLS port, with every mechanism, and
 // reads the messages back from the Maildirs.
 func TestPostfix(t *testing.T) {
-	ca, err := mailsectest.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.Issue(mailsectest.CertOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, key, err := mailsectest.PEM(cert)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pf := postfixtest.Start(t, postfixtest.Config{
-		CertPEM: chain, KeyPEM: key, Domain: "example.test",
+		Domain:    "example.test",
 		Mailboxes: []string{"ann", "bob", "carol"},
 		Users:     map[string]string{"alice": password},
 	})
 	newTransport := func(addr string, mode transport.Mode, auth *transport.Auth) *transport.Submission {
 		tr := &transport.Submission{Addr: addr, Mode: mode, ServerName: "localhost",
-			TLSConfig: ca.TLSConfig(), LocalName: "client.test", Auth: auth}
+			TLSConfig: &tls.Config{RootCAs: pf.RootCAs()}, LocalName: "client.test", Auth: auth}
 		t.Cleanup(func() { tr.Close() })
 		return tr
 	}

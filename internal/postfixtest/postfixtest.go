@@ -40,10 +40,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"net"
 	"net/textproto"
 	"os"
@@ -82,9 +89,11 @@ const (
 // Config describes a Postfix instance to start.
 type Config struct {
 	// CertPEM is the PEM-encoded server certificate chain (leaf first)
-	// that smtpd presents. It should be valid for Hostname. Required.
+	// that smtpd presents. It should be valid for Hostname. Empty (with
+	// KeyPEM empty too) means a fresh self-signed certificate for Hostname
+	// and 127.0.0.1, which Instance.CertPEM holds for clients to trust.
 	CertPEM []byte
-	// KeyPEM is the PEM-encoded private key for CertPEM. Required.
+	// KeyPEM is the PEM-encoded private key for CertPEM.
 	KeyPEM []byte
 
 	// Hostname is the instance's myhostname: the name in the SMTP
@@ -130,6 +139,9 @@ type Instance struct {
 	Domain string
 	// Dir is the instance's root directory. It is removed on cleanup.
 	Dir string
+	// CertPEM is the certificate chain smtpd presents (Config.CertPEM or
+	// the self-signed one made for the instance).
+	CertPEM []byte
 
 	confDir   string
 	queueDir  string
@@ -178,6 +190,7 @@ func Start(t testing.TB, cfg Config) *Instance {
 		t.Fatalf("postfixtest: %v", err)
 	}
 	inst := &Instance{
+		CertPEM:   cfg.CertPEM,
 		Hostname:  cfg.Hostname,
 		Domain:    cfg.Domain,
 		Dir:       dir,
@@ -242,6 +255,48 @@ func Start(t testing.TB, cfg Config) *Instance {
 	return inst
 }
 
+// RootCAs returns a pool that trusts the instance's certificate chain.
+func (i *Instance) RootCAs() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(i.CertPEM)
+	return pool
+}
+
+// selfSigned makes a self-signed ECDSA certificate for host and 127.0.0.1
+// that can also serve as its own trust anchor.
+func selfSigned(host string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: host},
+		DNSNames:              []string{host},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
 // skipOrFatal skips the test, or fails it when running in CI.
 func skipOrFatal(t testing.TB, format string, args ...any) {
 	t.Helper()
@@ -283,11 +338,17 @@ func findTools() (tools, error) {
 // normalize applies defaults and validates cfg. It returns the lower-cased
 // mailboxes, sorted and without duplicates.
 func normalize(cfg Config) (Config, []string, error) {
-	if len(cfg.CertPEM) == 0 || len(cfg.KeyPEM) == 0 {
-		return cfg, nil, errors.New("CertPEM and KeyPEM are required")
-	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = DefaultHostname
+	}
+	switch {
+	case len(cfg.CertPEM) == 0 && len(cfg.KeyPEM) == 0:
+		var err error
+		if cfg.CertPEM, cfg.KeyPEM, err = selfSigned(strings.ToLower(cfg.Hostname)); err != nil {
+			return cfg, nil, err
+		}
+	case len(cfg.CertPEM) == 0 || len(cfg.KeyPEM) == 0:
+		return cfg, nil, errors.New("CertPEM and KeyPEM go together")
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = DefaultDomain

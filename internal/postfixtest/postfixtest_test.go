@@ -3,23 +3,17 @@ package postfixtest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"net/textproto"
 	"os"
@@ -34,49 +28,6 @@ const (
 	testUser     = "alice"
 	testPassword = "correct horse battery staple"
 )
-
-// testCert returns a fresh self-signed certificate for "localhost" (PEM
-// cert, PEM key) and a pool that trusts it.
-func testCert(t *testing.T) (certPEM, keyPEM []byte, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		pool
-}
 
 // client is a minimal SMTP client for the self-test.
 type client struct {
@@ -295,18 +246,15 @@ func (c *client) send(from, to, body string) {
 // startTestInstance starts an instance with a fresh certificate and returns
 // it with a TLS client configuration that trusts only that certificate.
 func startTestInstance(t *testing.T) (*Instance, *tls.Config) {
-	certPEM, keyPEM, pool := testCert(t)
 	begin := time.Now()
 	inst := Start(t, Config{
-		CertPEM:   certPEM,
-		KeyPEM:    keyPEM,
 		Domain:    "example.test",
 		Mailboxes: []string{"alice", "bob"},
 		Users:     map[string]string{testUser: testPassword, "carol": "other-password"},
 	})
 	t.Logf("instance in %s started in %v: submission %s, submissions %s",
 		inst.Dir, time.Since(begin).Round(time.Millisecond), inst.SubmissionAddr, inst.SubmissionsAddr)
-	return inst, &tls.Config{ServerName: inst.Hostname, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return inst, &tls.Config{ServerName: inst.Hostname, RootCAs: inst.RootCAs(), MinVersion: tls.VersionTLS12}
 }
 
 // TestInstance checks the submission and submissions services of one
