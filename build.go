@@ -1,7 +1,6 @@
 package mailsec
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
@@ -43,6 +42,7 @@ type prepared struct {
 	requireTLS   bool
 	dsn          *DSN
 	head         []byte // the rendered top-level header, blank line included
+	fieldEnds    []int  // where each field of head ends
 	body         *part
 	sources      []*source
 }
@@ -236,13 +236,16 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 		fields = append(fields, Header{f.Key(), f.Value()})
 	}
 	head := make([]byte, 0, 1024)
-	for _, f := range fields {
+	ends := make([]int, len(fields))
+	for i, f := range fields {
 		head = appendField(head, f.Name, f.Value)
+		ends[i] = len(head)
 	}
 	if err := checkLines(head, fields); err != nil {
 		return nil, err
 	}
 	p.head = append(head, '\r', '\n')
+	p.fieldEnds = ends
 	p.body = body
 	return p, nil
 }
@@ -320,9 +323,17 @@ func (p *prepared) content() io.WriterTo { return rawMessage{head: p.head, body:
 
 // entity returns the message as a MIME entity for a Protector.
 func (p *prepared) entity() (*Entity, error) {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(p.head)))
-	if err != nil {
-		return nil, err
+	// The header is built from the rendered fields as they are (AddRaw
+	// keeps their folding), without parsing the text again. AddRaw puts
+	// each field on top, so they are added from the last.
+	var h textproto.Header
+	for i := len(p.fieldEnds) - 1; i >= 0; i-- {
+		start := 0
+		if i > 0 {
+			start = p.fieldEnds[i-1]
+		}
+		// Full slice expressions: no later append can reach the next field.
+		h.AddRaw(p.head[start:p.fieldEnds[i]:p.fieldEnds[i]])
 	}
 	return &Entity{Header: h, Body: p.body}, nil
 }
@@ -572,6 +583,9 @@ func printableASCII(s string) bool {
 // canonicalText turns LF, CR and CRLF line endings into CRLF (RFC 2046
 // section 4.1.1: text line breaks are CRLF).
 func canonicalText(s string) string {
+	if isCanonical(s) {
+		return s
+	}
 	if !strings.Contains(s, "\r") {
 		// The common case (text from templates): LF only.
 		return strings.ReplaceAll(s, "\n", "\r\n")
@@ -590,6 +604,20 @@ func canonicalText(s string) string {
 	}
 	b.WriteString(s)
 	return b.String()
+}
+
+// isCanonical reports whether every line break in s is CRLF.
+func isCanonical(s string) bool {
+	for {
+		i := strings.IndexAny(s, "\r\n")
+		if i < 0 {
+			return true
+		}
+		if s[i] == '\n' || i+1 == len(s) || s[i+1] != '\n' {
+			return false
+		}
+		s = s[i+2:]
+	}
 }
 
 func attachmentPart(field string, a Attachment, inline bool) (*part, *source, error) {

@@ -54,3 +54,14 @@ func FuzzSevenBitClean(f *testing.F) {
 		}
 	})
 }
+
+func TestCanonicalText(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "", "a": "a", "a\r\nb": "a\r\nb", "a\nb": "a\r\nb", "a\rb": "a\r\nb", "a\r\n\nb\r": "a\r\n\r\nb\r\n",
+		"\n\r\n\r": "\r\n\r\n\r\n", "x\r\n": "x\r\n", "x\r\n\r": "x\r\n\r\n",
+	} {
+		if got := canonicalText(in); got != want {
+			t.Errorf("canonicalText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -618,7 +618,7 @@ func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *grou
 		for _, i := range remaining {
 			if err := failed[rec.Recipients[i].Address]; err != nil || prot == nil {
 				if err != nil {
-					why[i] = err
+					why[i] = joinReasons(why[i], err)
 				}
 				left = append(left, i)
 				continue
@@ -641,7 +641,7 @@ func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *grou
 		if why[i] != nil {
 			continue
 		}
-		reason := "protection is required but the Sender has no Protector"
+		reason := "the Sender has no Protector"
 		if len(s.protectors) > 0 {
 			reason = "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")
 		}
@@ -815,6 +815,30 @@ func mapValues(m map[int]error, idx []int) []error {
 		out = append(out, m[i])
 	}
 	return out
+}
+
+// reasons is why each allowed method could not protect a recipient's
+// content.
+type reasons []error
+
+func (r reasons) Error() string {
+	s := make([]string, len(r))
+	for i, e := range r {
+		s[i] = strings.TrimPrefix(e.Error(), "mailsec: ")
+	}
+	return "mailsec: " + strings.Join(s, "; ")
+}
+
+func (r reasons) Unwrap() []error { return r }
+
+func joinReasons(prev, err error) error {
+	if prev == nil {
+		return err
+	}
+	if r, ok := prev.(reasons); ok {
+		return append(r, err)
+	}
+	return reasons{prev, err}
 }
 
 // reasonText is why a recipient's content was not protected, for the

@@ -3,6 +3,8 @@ package mailsec_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -10,8 +12,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/pgp"
+	"github.com/mailsec/mailsec/smime"
 )
 
 const (
@@ -69,8 +75,7 @@ func receiptFor(t *testing.T, rec *mailsec.Receipt, addr string) mailsec.Recipie
 // a Bcc PGP recipient: each gets exactly what its plan says.
 func TestMixedPlans(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	pgp := &fakeProtector{method: "pgp", keys: map[string]string{"ann@example.org": "PGP-ANN", "bcc@example.net": "PGP-BCC"}}
-	smime := &fakeProtector{method: "smime", keys: map[string]string{"bob@corp.example": "SMIME-BOB"}}
+	pgpP, smimeP, bobFpr := realProtectors(t)
 	policy := mailsec.ForDomains(mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
 		mailsec.DomainRule{Domain: "prefer.example", Protection: mailsec.ProtectionPreferred})
 	// A rule never lowers protection: ProtectionPreferred above raises
@@ -85,7 +90,7 @@ func TestMixedPlans(t *testing.T) {
 	var mu sync.Mutex
 	var logs bytes.Buffer
 	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{
-		Policy: policy, Protector: pgp, Protectors: []mailsec.Protector{smime}, Notice: noticeFunc(&notices),
+		Policy: policy, Protector: pgpP, Protectors: []mailsec.Protector{smimeP}, Notice: noticeFunc(&notices),
 		OnReceipt: func(_ context.Context, r *mailsec.Receipt) { mu.Lock(); stored = append(stored, r); mu.Unlock() },
 		Logger:    slog.New(slog.NewJSONHandler(&logs, nil)),
 	})
@@ -102,17 +107,20 @@ func TestMixedPlans(t *testing.T) {
 	}
 
 	got := received(t, srv)
-	want := map[string]string{
-		"ann@example.org":     "application/x-pgp-protected",
-		"bcc@example.net":     "application/x-pgp-protected",
-		"bob@corp.example":    "application/x-smime-protected",
-		"carl@nokey.example":  "https://app.example/inbox/carl@nokey.example",
-		"dora@prefer.example": policyCanary,
+	want := map[string]struct {
+		kind   mailsectest.Kind
+		marker string
+	}{
+		"ann@example.org":     {mailsectest.KindPGP, "-----BEGIN PGP MESSAGE-----"},
+		"bcc@example.net":     {mailsectest.KindPGP, "-----BEGIN PGP MESSAGE-----"},
+		"bob@corp.example":    {mailsectest.KindSMIME, "smime.p7m"},
+		"carl@nokey.example":  {mailsectest.KindPlain, "https://app.example/inbox/carl@nokey.example"},
+		"dora@prefer.example": {mailsectest.KindPlain, policyCanary},
 	}
-	for rcpt, marker := range want {
+	for rcpt, w := range want {
 		data := got[rcpt]
-		if !bytes.Contains(data, []byte(marker)) {
-			t.Errorf("%s did not get %q:\n%s", rcpt, marker, data)
+		if mailsectest.KindOf(data) != w.kind || !bytes.Contains(data, []byte(w.marker)) {
+			t.Errorf("%s did not get a %s message with %q:\n%s", rcpt, w.kind, w.marker, data)
 		}
 		if rcpt != "dora@prefer.example" && (bytes.Contains(data, []byte(policyCanary)) || bytes.Contains(data, []byte(policySubject))) {
 			t.Errorf("%s got the content or the Subject in clear:\n%s", rcpt, data)
@@ -151,10 +159,10 @@ func TestMixedPlans(t *testing.T) {
 	if p := receiptFor(t, rec, "carl@nokey.example").Protection; p.NoticeMessageID == "" || p.NoticeMessageID == rec.MessageID || p.Reason == "" {
 		t.Errorf("notice receipt: %+v", p)
 	}
-	if p := receiptFor(t, rec, "dora@prefer.example").Protection; !strings.Contains(p.Reason, "no key") {
+	if p := receiptFor(t, rec, "dora@prefer.example").Protection; !strings.Contains(p.Reason, "no key found") || !strings.Contains(p.Reason, "no certificate") {
 		t.Errorf("prefer receipt does not say why: %+v", p)
 	}
-	if p := receiptFor(t, rec, "bob@corp.example").Protection; p.Fingerprint != "SMIME-BOB" {
+	if p := receiptFor(t, rec, "bob@corp.example").Protection; p.Fingerprint != bobFpr {
 		t.Errorf("bob's fingerprint: %+v", p)
 	}
 	// ann and bob share no delivery (different methods); bcc has its own.
@@ -184,9 +192,46 @@ func TestMixedPlans(t *testing.T) {
 	if n := strings.Count(logs.String(), `"msg":"mailsec delivery"`); n != 5 {
 		t.Errorf("%d log records, want one per delivery (5):\n%s", n, logs.String())
 	}
-	if !strings.Contains(logs.String(), `"protection":"smime"`) || !strings.Contains(logs.String(), `"fingerprints":["SMIME-BOB"]`) {
+	if !strings.Contains(logs.String(), `"protection":"smime"`) || !strings.Contains(logs.String(), `"fingerprints":["`+bobFpr+`"]`) {
 		t.Errorf("log records lack the protection:\n%s", logs.String())
 	}
+}
+
+// realProtectors returns a PGP Protector with keys for ann@example.org and
+// bcc@example.net, an S/MIME Protector with a certificate for
+// bob@corp.example, and the fingerprint of that certificate.
+func realProtectors(t *testing.T) (*pgp.Protector, *smime.Protector, string) {
+	t.Helper()
+	var ring []*openpgp.Entity
+	for _, a := range []string{"ann@example.org", "bcc@example.net"} {
+		k, err := mailsectest.NewPGPKey("", a, mailsectest.PGPKeyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ring = append(ring, k)
+	}
+	pp, err := pgp.New(pgp.NewKeyRing(ring...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := ca.IssueSMIME(mailsectest.SMIMEOptions{Email: "bob@corp.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := smime.ReadCertificates(bytes.NewReader(mailsectest.LeafPEM(bob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := smime.New(certs, &smime.Options{Roots: ca.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bob.Leaf.Raw)
+	return pp, sp, hex.EncodeToString(sum[:])
 }
 
 func wrapPlan(next mailsec.Policy, f func(mailsec.Recipient, *mailsec.Plan)) mailsec.Policy {

@@ -10,7 +10,12 @@
 //   - [RecordingTransport]: a mailsec.Transport that records deliveries
 //     instead of sending them.
 //   - [CA]: a throwaway certificate authority to issue server certificates
-//     (expired, wrong-name, self-signed) and S/MIME certificates.
+//     (expired, wrong-name, self-signed) and, with [CA.IssueSMIME], S/MIME
+//     certificates (including the kinds mailsec must refuse: expired, no
+//     EKU, no keyUsage, EC, RSA-1024).
+//   - [NewPGPKey], [ArmorPublic], [ArmorPrivate]: OpenPGP test keys, good
+//     ones and the kinds mailsec must refuse (expired, revoked, sign-only,
+//     revoked encryption subkey, RSA-1024, version 6).
 //
 // Nothing here is meant for production use.
 package mailsectest

@@ -53,3 +53,15 @@ func ExampleCA_Issue() {
 	fmt.Println(cert.Leaf.DNSNames)
 	// Output: [mail.attacker.example]
 }
+
+// A test of a policy asserts, per recipient, what form the message took:
+// ciphertext only, or plain (a notice or an unprotected message).
+func ExampleKindOf() {
+	rt := &mailsectest.RecordingTransport{}
+	sender, _ := mailsec.NewSender(rt, nil)
+	_, _ = sender.Send(context.Background(), &mailsec.Message{
+		From: "app@example.com", To: []string{"ann@example.org"}, Subject: "Hi", Text: "Hello.",
+	})
+	fmt.Println(mailsectest.KindOf(rt.Deliveries()[0].Data))
+	// Output: plain
+}

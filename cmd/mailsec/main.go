@@ -14,6 +14,9 @@
 //	mailsec send -server HOST:PORT [-tls implicit|starttls] [-ca FILE] [-user NAME]
 //		-from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
 //		[-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
+//		[-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
+//		 [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
+//		[-notice-url URL | -prefer-protection]
 //
 // Send submits one message to a submission server (Postfix, an email
 // provider's relay) with mandatory TLS: implicit TLS on port 465, STARTTLS
@@ -47,17 +50,36 @@
 //	-timeout D         bound the whole send (default 2m)
 //	-json              print the receipt (the library's Receipt) as JSON on
 //	                   standard output
+//	-pgp-keys FILE     encrypt end to end (PGP/MIME) to the armored OpenPGP
+//	                   public keys in FILE; every recipient needs a usable key
+//	-pgp-sign FILE     also sign, with the armored secret key in FILE; its
+//	                   passphrase comes from MAILSEC_PGP_PASSPHRASE
+//	-smime-certs FILE  encrypt end to end (S/MIME) to the PEM certificates in
+//	                   FILE; with -pgp-keys too, S/MIME serves the recipients
+//	                   without an OpenPGP key
+//	-smime-roots FILE  the roots S/MIME certificates must chain to (default:
+//	                   the system's)
+//	-smime-sign-cert FILE, -smime-sign-key FILE
+//	                   also sign, with this certificate chain and key
+//	-outer-subject T   the Subject outside the encryption (default "...")
+//	-notice-url URL    recipients without a usable key get a link-only notice
+//	                   pointing to this https URL instead of the message
+//	-prefer-protection recipients without a usable key get the message
+//	                   unencrypted, over verified TLS, and the progress line
+//	                   says NOT encrypted
 //
 // A line per recipient on standard error says whether the server accepted
 // the message, over which TLS version and with which certificate
-// verification, or why not. Without -json nothing is written to standard
+// verification, and how it was protected (method and key fingerprint, a
+// notice instead, or NOT encrypted), or why not. Without -json nothing is written to standard
 // output.
 //
 // # Environment
 //
 // MAILSEC_PASSWORD is the password for -user, and is required with it. There
 // is deliberately no flag for it, so that it never appears in a process
-// list or a shell history; mailsec never prints it.
+// list or a shell history; mailsec never prints it. MAILSEC_PGP_PASSPHRASE
+// is, in the same way, the passphrase of the -pgp-sign key.
 //
 // # Exit status
 //
@@ -71,7 +93,9 @@
 //	   missing -server, -from, -subject or recipients, an empty item in a
 //	   recipient list, a -server without a port, a bad -tls value, -user
 //	   without MAILSEC_PASSWORD, a -ca file that cannot be read or holds no
-//	   certificate, or a -body, -html or -attach file that cannot be read
+//	   certificate, a -body, -html or -attach file that cannot be read, a
+//	   key or certificate file that cannot be read or parsed (or a -pgp-sign
+//	   key whose passphrase is wrong), or a -notice-url that is not https
 package main
 
 import (

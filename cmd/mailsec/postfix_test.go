@@ -8,27 +8,16 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec/internal/postfixtest"
+	"github.com/mailsec/mailsec/internal/tooltest"
 	"github.com/mailsec/mailsec/mailsectest"
 )
 
 // TestSendPostfix runs mailsec send against a real Postfix on both of its
 // submission ports and reads the result back from the Maildir.
 func TestSendPostfix(t *testing.T) {
-	ca, err := mailsectest.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.Issue(mailsectest.CertOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, key, err := mailsectest.PEM(cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf := postfixtest.Start(t, postfixtest.Config{CertPEM: chain, KeyPEM: key, Domain: "example.test",
+	pf := postfixtest.Start(t, postfixtest.Config{Domain: "example.test",
 		Mailboxes: []string{"ann", "bob"}, Users: map[string]string{"alice": "pf-secret"}})
-	ca1 := writeFile(t, "ca.pem", ca.CertPEM())
+	ca1 := writeFile(t, "ca.pem", pf.CertPEM)
 	attach := writeFile(t, "report.pdf", []byte("%PDF-1.7 mailsec"))
 	env := map[string]string{"MAILSEC_PASSWORD": "pf-secret"}
 
@@ -73,4 +62,55 @@ func TestSendPostfix(t *testing.T) {
 	if len(msgs) != n {
 		t.Fatalf("%d messages in ann's Maildir, want %d", len(msgs), n)
 	}
+}
+
+// TestSendPostfixProtected sends with -pgp-keys and with -smime-certs
+// through a real Postfix; gpg, openssl and gpgsm decrypt the Maildir files,
+// which never show the body or the real Subject.
+func TestSendPostfixProtected(t *testing.T) {
+	pf := postfixtest.Start(t, postfixtest.Config{Domain: "example.test",
+		Mailboxes: []string{"ann", "bob"}, Users: map[string]string{"alice": "pf-secret"}})
+	env := map[string]string{"MAILSEC_PASSWORD": "pf-secret"}
+	body := writeFile(t, "body.txt", []byte("Your result: "+canary+"\n"))
+	base := []string{"send", "-server", pf.SubmissionAddr, "-ca", writeFile(t, "ca.pem", pf.CertPEM), "-user", "alice",
+		"-from", "lab@example.test", "-subject", realSubject, "-body", body}
+	wait := func(box string) []byte {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		msgs, err := pf.WaitMessages(ctx, box, 1)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", box, err, pf.Log())
+		}
+		checkOpaque(t, msgs[0])
+		return msgs[0]
+	}
+
+	// PGP/MIME to ann.
+	annKey := pgpKey(t, "Ann", "ann@example.test", mailsectest.PGPKeyOptions{})
+	r := runCmd(t, "", env, append(base, "-to", "ann@example.test", "-pgp-keys", writeFile(t, "keys.asc", armorPublic(t, annKey)))...)
+	wantCode(t, r, 0)
+	g := tooltest.NewGPG(t)
+	g.Import(armorSecret(t, annKey, ""))
+	plain, status := g.Decrypt(pgpCiphertext(t, wait("ann")))
+	checkPlain(t, plain)
+	if !strings.Contains(status, "DECRYPTION_INFO 2 9") {
+		t.Fatalf("gpg status:\n%s", status)
+	}
+
+	// S/MIME to bob.
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := ca.IssueSMIME(mailsectest.SMIMEOptions{Email: "bob@example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = runCmd(t, "", env, append(base, "-to", "bob@example.test", "-smime-certs", writeFile(t, "certs.pem", mailsectest.LeafPEM(bob)),
+		"-smime-roots", writeFile(t, "roots.pem", ca.CertPEM()))...)
+	wantCode(t, r, 0)
+	raw := wait("bob")
+	checkPlain(t, tooltest.OpenSSLDecrypt(t, raw, bob))
+	checkPlain(t, tooltest.NewGPGSM(t, ca, bob).Decrypt(smimeDER(t, raw)))
 }

@@ -38,6 +38,7 @@ type sendOptions struct {
 	requireTLS bool
 	timeout    time.Duration
 	json       bool
+	protect    protectOptions
 
 	set map[string]bool // flags given on the command line
 }
@@ -58,6 +59,7 @@ func (o *sendOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.requireTLS, "requiretls", false, "require REQUIRETLS (RFC 8689) from the server and every later hop")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on the whole send after `DURATION`")
 	fs.BoolVar(&o.json, "json", false, "print the receipt as JSON on standard output")
+	o.protect.register(fs)
 }
 
 // check reports what makes the parsed flags unusable, before any file is
@@ -87,7 +89,7 @@ func (o *sendOptions) check(getenv func(string) string) error {
 	if o.htmlFile == "-" {
 		return usagef("-html reads a file; only -body can read standard input")
 	}
-	return nil
+	return o.protect.check()
 }
 
 func newSendFlags(o *sendOptions) *flag.FlagSet {
@@ -99,6 +101,9 @@ func newSendFlags(o *sendOptions) *flag.FlagSet {
 const sendSynopsis = `usage: mailsec send -server HOST:PORT [-tls implicit|starttls] [-ca FILE] [-user NAME]
            -from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
            [-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
+           [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
+            [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
+           [-notice-url URL | -prefer-protection]
 `
 
 func sendBrief(w io.Writer) {
@@ -121,6 +126,17 @@ message, and over which TLS, or why not. Standard output stays empty unless
 -json is given. A comma inside a quoted display name or <...> does not split
 a recipient list.
 
+With -pgp-keys or -smime-certs the message is encrypted end to end (PGP/MIME
+or S/MIME; with both, PGP where the recipient has a usable OpenPGP key, else
+S/MIME) for each recipient's key or certificate, and every recipient must
+have a usable one: a recipient whose key is missing, expired, revoked, weak or
+made out to another address receives nothing, and the error says why. With
+-notice-url such recipients get a short notice with that link instead; with
+-prefer-protection they get the message unencrypted, over verified TLS, and
+the progress line says NOT encrypted. The real subject travels inside the
+encryption; outside it reads "..." (or -outer-subject). -pgp-sign and
+-smime-sign-cert/-smime-sign-key also sign it.
+
 Flags:
 `)
 	fs := newSendFlags(&sendOptions{})
@@ -130,6 +146,8 @@ Flags:
 Environment:
   `+passwordEnv+`  the password for -user, required with it (there is no
                     flag for it, and it is never printed)
+  `+pgpPassphraseEnv+`
+                    the passphrase of the -pgp-sign key, if it has one
 
 Exit status:
   0  the server accepted the message for every recipient
@@ -139,9 +157,10 @@ Exit status:
      or attachment name); the error on standard error says why
   2  bad usage: unknown flag, stray argument, missing -server, -from,
      -subject or recipients, an empty item in a recipient list, -server
-     without a port, a bad -tls value, -user without `+passwordEnv+`, or
-     a -ca, -body, -html or -attach file that cannot be read (or, for -ca,
-     holds no certificate)
+     without a port, a bad -tls value, -user without `+passwordEnv+`,
+     -notice-url that is not https, a key, certificate or other file that
+     cannot be read or parsed (a -pgp-sign key whose passphrase is wrong
+     included)
 `)
 }
 
@@ -209,6 +228,10 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		}
 		msg.HTML = string(b)
 	}
+	protectors, err := o.protect.protectors(e.getenv)
+	if err != nil {
+		return reportUsage(e, name, err)
+	}
 	// Standard input is read last, once nothing else can fail, so that a
 	// usage error never waits for input.
 	switch o.bodyFile {
@@ -227,7 +250,8 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		msg.Text = string(b)
 	}
 
-	sender, err := mailsec.NewSender(t, &mailsec.Options{})
+	opts := &mailsec.Options{Policy: o.protect.policy(), Protectors: protectors, Notice: o.protect.notice()}
+	sender, err := mailsec.NewSender(t, opts)
 	if err != nil {
 		fmt.Fprintln(e.stderr, errorLine(err))
 		return exitFail
@@ -308,6 +332,19 @@ func progressLine(r mailsec.RecipientReceipt) string {
 	}
 	if r.QueueID != "" {
 		b.WriteString(" queue id " + r.QueueID)
+	}
+	switch p := r.Protection; {
+	case p == nil:
+	case p.Method == mailsec.MethodNotice:
+		fmt.Fprintf(&b, ", a link-only notice instead of the message (%s)", p.Reason)
+	case p.Method == mailsec.MethodNone:
+		fmt.Fprintf(&b, ", NOT encrypted (%s)", p.Reason)
+	default:
+		what := "encrypted"
+		if p.Signed {
+			what = "signed and encrypted"
+		}
+		fmt.Fprintf(&b, ", %s with %s for %s", what, p.Method, p.Fingerprint)
 	}
 	return printable(b.String())
 }

@@ -1,11 +1,13 @@
 // Quickstart sends a message through mailsec to an in-process TLS SMTP
-// server and prints the Receipt, then shows the same Sender refusing a
-// server that strips STARTTLS.
+// server, encrypted end to end (PGP/MIME) to the recipient's key, and
+// prints the Receipt with the key's fingerprint; then it shows the same
+// message refused by a server that strips STARTTLS.
 //
 //	go run ./examples/quickstart
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/pgp"
 	"github.com/mailsec/mailsec/transport"
 )
 
@@ -36,7 +39,27 @@ func main() {
 	t := srv.Transport() // trusts the test CA, verifies "localhost"
 	t.Auth = &transport.Auth{Username: "app", Password: "demo-password"}
 	defer t.Close()
-	sender, err := mailsec.NewSender(t, &mailsec.Options{Logger: logger})
+
+	// The recipients' OpenPGP keys. An application would load them with
+	// pgp.LoadKeyRing("recipients.asc") or look them up in the recipient
+	// domain's Web Key Directory (pgp.WKD); the demo makes one.
+	annKey, err := mailsectest.NewPGPKey("Ann", "ann@example.org", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	auditKey, err := mailsectest.NewPGPKey("Audit", "audit@example.com", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	protector, err := pgp.New(pgp.NewKeyRing(annKey, auditKey), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	sender, err := mailsec.NewSender(t, &mailsec.Options{
+		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()), // every recipient: encrypted, or nothing
+		Protector: protector,
+		Logger:    logger,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -54,8 +77,11 @@ func main() {
 	}
 	out, _ := json.MarshalIndent(receipt, "", "  ")
 	fmt.Printf("Receipt:\n%s\n\n", out)
+	fmt.Printf("Ann's key:   %s\n", pgp.Fingerprint(annKey))
+	fmt.Printf("Audit's key: %s\n\n", pgp.Fingerprint(auditKey))
 	for _, m := range srv.Messages() {
-		fmt.Printf("The server received %d bytes from <%s> for %v over %s.\n", len(m.Data), m.From, m.To, tlsName(m))
+		fmt.Printf("The server received %d bytes from <%s> for %v over %s; Subject %q, body in clear: %v.\n",
+			len(m.Data), m.From, m.To, tlsName(m), m.Header("Subject"), bytes.Contains(m.Data, []byte("3f9c")))
 	}
 
 	// The same message to a server that does not offer STARTTLS, as if an
@@ -67,7 +93,7 @@ func main() {
 	defer stripped.Close()
 	t2 := stripped.Transport()
 	defer t2.Close()
-	sender2, _ := mailsec.NewSender(t2, nil)
+	sender2, _ := mailsec.NewSender(t2, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: protector})
 	_, err = sender2.Send(ctx, msg)
 	fmt.Printf("\nTo a server without STARTTLS: %v\n", err)
 	fmt.Printf("Transactions that server saw: %d\n", stripped.Transactions())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/pgp"
 )
 
 func newApp(t *testing.T, tr mailsec.Transport, policy mailsec.Policy) *App {
@@ -117,5 +118,55 @@ func TestResetOverTLS(t *testing.T) {
 	}
 	if stripped.Transactions() != 0 {
 		t.Fatal("MAIL sent without TLS")
+	}
+}
+
+// The policy an application with sensitive mail would use: at the clinic's
+// domain, encrypt for those with a key and send the others a link-only
+// notice, never the reset link in clear. The test wraps the default policy
+// the way the application would and asserts on each recipient's bytes.
+func TestResetClinicEncryptsOrNotifies(t *testing.T) {
+	drKey, err := mailsectest.NewPGPKey("Dr Who", "dr@clinic.example", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	protector, err := pgp.New(pgp.NewKeyRing(drKey), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notice := mailsec.NoKeyNotice
+	policy := mailsec.ForDomains(mailsec.DefaultPolicy(),
+		mailsec.DomainRule{Domain: "clinic.example", Protection: mailsec.ProtectionRequired, NoKey: &notice})
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	t.Cleanup(func() { tr.Close() })
+	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy, Protector: protector,
+		Notice: func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
+			return &mailsec.Notice{Text: "Sign in to continue: https://app.example.com/signin"}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &App{Sender: s, BaseURL: "https://app.example.com", Logger: slog.New(slog.DiscardHandler),
+		NewToken: func() string { return "tok123" }}
+
+	for _, email := range []string{"dr@clinic.example", "nurse@clinic.example", "ann@example.org"} {
+		if rec := post(app, email); rec.Code != http.StatusAccepted {
+			t.Fatalf("%s: status %d: %s", email, rec.Code, rec.Body)
+		}
+	}
+	mailsectest.ExpectReceived(t, srv, "dr@clinic.example", mailsectest.KindPGP)
+	n := mailsectest.ExpectReceived(t, srv, "nurse@clinic.example", mailsectest.KindPlain)
+	if !strings.Contains(string(n.Data), "https://app.example.com/signin") || strings.Contains(string(n.Data), "tok123") {
+		t.Fatalf("the notice:\n%s", n.Data)
+	}
+	plain := mailsectest.ExpectReceived(t, srv, "ann@example.org", mailsectest.KindPlain)
+	if !strings.Contains(string(plain.Data), "tok123") {
+		t.Fatal("the default-policy recipient did not get the link")
+	}
+	for _, m := range srv.Messages() {
+		if m.To[0] != "ann@example.org" && strings.Contains(string(m.Data), "tok123") {
+			t.Fatalf("%s got the reset token in clear", m.To[0])
+		}
 	}
 }

@@ -31,17 +31,25 @@ var protectedFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc",
 // fields and whose one part is the message's content (its Content-*
 // fields and body). h is the complete message header.
 func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo) {
-	var content textproto.Header
-	var inner textproto.Header
-	// Header.Add inserts at the top; walk from the bottom up to keep order.
-	fields := collect(h)
-	for i := len(fields) - 1; i >= 0; i-- {
-		f := fields[i]
+	var inner, content textproto.Header
+	// Header.Add and AddRaw put a field on top: collect the fields first,
+	// then add them from the last.
+	var buf [24]textField
+	fields := buf[:0]
+	for f := h.Fields(); f.Next(); {
+		k := f.Key()
 		switch {
-		case strings.HasPrefix(strings.ToLower(f[0]), "content-"):
-			content.Add(f[0], f[1])
-		case isProtected(f[0]):
-			inner.Add(f[0], f[1])
+		case isContent(k):
+			fields = append(fields, textField{k, f.Value(), true})
+		case isProtected(k):
+			fields = append(fields, textField{k, f.Value(), false})
+		}
+	}
+	for i := len(fields) - 1; i >= 0; i-- {
+		if f := fields[i]; f.content {
+			content.Add(f.k, f.v)
+		} else {
+			inner.Add(f.k, f.v)
 		}
 	}
 	boundary := newBoundary()
@@ -53,35 +61,28 @@ func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo)
 	return inner, wrapped{boundary: boundary, header: content, body: body}
 }
 
+type textField struct {
+	k, v    string
+	content bool
+}
+
+func isContent(k string) bool {
+	return len(k) >= 8 && strings.EqualFold(k[:8], "content-")
+}
+
 // Outer returns the header for the outside of a protected message: the
 // message header without its Content-* fields (the protection adds its
 // own) and with Subject replaced by subject. Other fields (Date, From, To,
 // Cc, Message-ID) stay: servers need them to deliver and recipients to
 // reply.
 func Outer(h textproto.Header, subject string) textproto.Header {
-	var out textproto.Header
-	fields := collect(h)
-	for i := len(fields) - 1; i >= 0; i-- {
-		k, v := fields[i][0], fields[i][1]
-		switch {
-		case strings.HasPrefix(strings.ToLower(k), "content-"):
-			continue
-		case strings.EqualFold(k, "Subject"):
-			v = subject
+	out := h.Copy()
+	for f := out.Fields(); f.Next(); {
+		if isContent(f.Key()) {
+			f.Del()
 		}
-		out.Add(k, v)
 	}
-	if !out.Has("Subject") {
-		out.Add("Subject", subject)
-	}
-	return out
-}
-
-func collect(h textproto.Header) [][2]string {
-	var out [][2]string
-	for f := h.Fields(); f.Next(); {
-		out = append(out, [2]string{f.Key(), f.Value()})
-	}
+	out.Set("Subject", subject)
 	return out
 }
 
@@ -108,16 +109,37 @@ type wrapped struct {
 }
 
 func (w wrapped) WriteTo(dst io.Writer) (int64, error) {
-	mw := textproto.NewMultipartWriter(dst)
-	if err := mw.SetBoundary(w.boundary); err != nil {
-		return 0, err
+	// The multipart framing is written here rather than through a
+	// multipart writer, so that the body reaches dst directly: a writer
+	// in between would hide dst's WriteString and copy every text part.
+	cw := &counter{w: dst}
+	if _, err := io.WriteString(cw, "--"+w.boundary+"\r\n"); err != nil {
+		return cw.n, err
 	}
-	pw, err := mw.CreatePart(w.header)
-	if err != nil {
-		return 0, err
+	if err := textproto.WriteHeader(cw, w.header); err != nil {
+		return cw.n, err
 	}
-	if _, err := w.body.WriteTo(pw); err != nil {
-		return 0, err
+	if _, err := w.body.WriteTo(cw); err != nil {
+		return cw.n, err
 	}
-	return 0, mw.Close()
+	_, err := io.WriteString(cw, "\r\n--"+w.boundary+"--\r\n")
+	return cw.n, err
+}
+
+// counter counts what it passes on, keeping the writer's WriteString.
+type counter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *counter) WriteString(s string) (int, error) {
+	n, err := io.WriteString(c.w, s)
+	c.n += int64(n)
+	return n, err
 }

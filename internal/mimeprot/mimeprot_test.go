@@ -69,3 +69,13 @@ func TestInnerAndOuter(t *testing.T) {
 		t.Fatalf("outer header:\n%s", ob.String())
 	}
 }
+
+func BenchmarkInnerOuter(b *testing.B) {
+	h := header()
+	b.ReportAllocs()
+	for b.Loop() {
+		ih, _ := Inner(h, str(""))
+		_ = Outer(h, DefaultSubject)
+		_ = ih
+	}
+}
