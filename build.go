@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -506,14 +507,16 @@ func buildBody(m *Message) (*part, []*source, error) {
 // textPart normalises line endings to CRLF and picks 7bit when the text
 // is short-lined ASCII, quoted-printable otherwise (so that the message is
 // 7-bit clean and no line exceeds the SMTP limit whatever the input).
-func textPart(mediaType, text string) *part {
-	text = canonicalText(text)
+func textPart(mediaType, s string) *part {
+	// Bytes, not a string: writers take bytes, and a string would be
+	// copied on every write of the message.
+	text := canonicalText(s)
 	p := &part{}
 	p.header.Set("Content-Type", mediaType+"; charset=utf-8")
 	if sevenBitClean(text) {
 		p.header.Set("Content-Transfer-Encoding", "7bit")
 		p.leaf = func(w io.Writer) error {
-			_, err := io.WriteString(w, text)
+			_, err := w.Write(text)
 			return err
 		}
 		return p
@@ -521,7 +524,7 @@ func textPart(mediaType, text string) *part {
 	p.header.Set("Content-Transfer-Encoding", "quoted-printable")
 	p.leaf = func(w io.Writer) error {
 		qp := quotedprintable.NewWriter(w)
-		if _, err := io.WriteString(qp, text); err != nil {
+		if _, err := qp.Write(text); err != nil {
 			return err
 		}
 		return qp.Close()
@@ -534,9 +537,9 @@ func textPart(mediaType, text string) *part {
 // before a line break (which transports may strip), no line starting
 // "From " (which mbox-style stores mangle). Text with tabs takes
 // quoted-printable too, which keeps a tab before a line break safe.
-func sevenBitClean(s string) bool {
+func sevenBitClean(s []byte) bool {
 	for len(s) > 0 {
-		n := strings.IndexByte(s, '\r')
+		n := bytes.IndexByte(s, '\r')
 		line := s
 		if n >= 0 {
 			if n+1 == len(s) || s[n+1] != '\n' {
@@ -544,9 +547,9 @@ func sevenBitClean(s string) bool {
 			}
 			line, s = s[:n], s[n+2:]
 		} else {
-			s = ""
+			s = nil
 		}
-		if len(line) > 76 || strings.HasPrefix(line, "From ") || strings.HasSuffix(line, " ") || !printableASCII(line) {
+		if len(line) > 76 || bytes.HasPrefix(line, []byte("From ")) || bytes.HasSuffix(line, []byte(" ")) || !printableASCII(line) {
 			return false
 		}
 	}
@@ -555,20 +558,18 @@ func sevenBitClean(s string) bool {
 
 // printableASCII reports whether every byte of s is in ' '..'~'. It tests
 // eight bytes at a time: the common case is a long, clean text.
-func printableASCII(s string) bool {
+func printableASCII(s []byte) bool {
 	const (
 		ones = 0x0101010101010101
 		high = 0x8080808080808080
 	)
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
-		_ = s[i+7]
-		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		w := binary.LittleEndian.Uint64(s[i:])
 		// A byte has its high bit set, is below 0x20, or is 0x7f (DEL):
 		// the usual "has a byte less than n" test on w, on w ^ 0x7f.., and
 		// the high bit itself.
-		if w&high != 0 || (w-0x20*ones)&high != 0 || ((w^0x7f*ones)-ones)&^(w^0x7f*ones)&high != 0 {
+		if (w|(w-0x20*ones)|(((w^0x7f*ones)-ones)&^(w^0x7f*ones)))&high != 0 {
 			return false
 		}
 	}
@@ -582,28 +583,36 @@ func printableASCII(s string) bool {
 
 // canonicalText turns LF, CR and CRLF line endings into CRLF (RFC 2046
 // section 4.1.1: text line breaks are CRLF).
-func canonicalText(s string) string {
+func canonicalText(s string) []byte {
 	if isCanonical(s) {
-		return s
+		return []byte(s)
 	}
+	b := make([]byte, 0, len(s)+len(s)/16)
 	if !strings.Contains(s, "\r") {
 		// The common case (text from templates): LF only.
-		return strings.ReplaceAll(s, "\n", "\r\n")
+		for {
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return append(b, s...)
+			}
+			b = append(b, s[:i]...)
+			b = append(b, '\r', '\n')
+			s = s[i+1:]
+		}
 	}
-	i := strings.IndexAny(s, "\r\n")
-	var b strings.Builder
-	b.Grow(len(s) + len(s)/16)
-	for i >= 0 {
-		b.WriteString(s[:i])
-		b.WriteString("\r\n")
+	for {
+		i := strings.IndexAny(s, "\r\n")
+		if i < 0 {
+			break
+		}
+		b = append(b, s[:i]...)
+		b = append(b, '\r', '\n')
 		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
 			i++
 		}
 		s = s[i+1:]
-		i = strings.IndexAny(s, "\r\n")
 	}
-	b.WriteString(s)
-	return b.String()
+	return append(b, s...)
 }
 
 // isCanonical reports whether every line break in s is CRLF.

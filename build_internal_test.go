@@ -40,7 +40,7 @@ func TestSevenBitClean(t *testing.T) {
 		}
 	}
 	for _, s := range cases {
-		if got, want := sevenBitClean(s), naiveSevenBitClean(s); got != want {
+		if got, want := sevenBitClean([]byte(s)), naiveSevenBitClean(s); got != want {
 			t.Errorf("sevenBitClean(%q) = %v, want %v", s, got, want)
 		}
 	}
@@ -49,7 +49,7 @@ func TestSevenBitClean(t *testing.T) {
 func FuzzSevenBitClean(f *testing.F) {
 	f.Add("hello\r\nworld")
 	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := sevenBitClean(s), naiveSevenBitClean(s); got != want {
+		if got, want := sevenBitClean([]byte(s)), naiveSevenBitClean(s); got != want {
 			t.Fatalf("sevenBitClean(%q) = %v, want %v", s, got, want)
 		}
 	})
@@ -60,7 +60,7 @@ func TestCanonicalText(t *testing.T) {
 		"": "", "a": "a", "a\r\nb": "a\r\nb", "a\nb": "a\r\nb", "a\rb": "a\r\nb", "a\r\n\nb\r": "a\r\n\r\nb\r\n",
 		"\n\r\n\r": "\r\n\r\n\r\n", "x\r\n": "x\r\n", "x\r\n\r": "x\r\n\r\n",
 	} {
-		if got := canonicalText(in); got != want {
+		if got := string(canonicalText(in)); got != want {
 			t.Errorf("canonicalText(%q) = %q, want %q", in, got, want)
 		}
 	}
