@@ -3,6 +3,8 @@ package mailsec
 import (
 	"errors"
 	"strings"
+
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // allowedSender is one entry of Options.AllowedSenders.
@@ -41,9 +43,10 @@ func (a allowedSender) allows(mb mailbox) bool {
 	case a.suffix:
 		return strings.HasSuffix(d, "."+a.domain)
 	case a.local != "":
-		// Local parts compare case-insensitively: the application's own
-		// mailboxes do not differ only by case.
-		return d == a.domain && strings.EqualFold(mb.local, a.local)
+		// Local parts compare case-insensitively in ASCII only: the
+		// application's own mailboxes do not differ only by case, and
+		// Unicode folding would make other mailboxes equal to them.
+		return d == a.domain && syntax.FoldAddress(mb.local) == syntax.FoldAddress(a.local)
 	}
 	return d == a.domain
 }

@@ -608,7 +608,19 @@ func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *grou
 	}
 	remaining := g.idx
 	why := map[int]error{}
+	// hard marks recipients who must not fall back to unprotected content
+	// or a notice: the failure was not "this recipient has no usable key"
+	// (a Protector that failed as a whole, a key lookup that failed for
+	// now, a plan naming no method the Sender has).
+	hard := map[int]bool{}
 	protectors := s.protectorsFor(g.plan)
+	if len(g.plan.Methods) > 0 && len(protectors) == 0 {
+		for _, i := range remaining {
+			why[i] = &ProtectionError{Recipient: rec.Recipients[i].Address, fault: true,
+				Reason: "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")}
+			hard[i] = true
+		}
+	}
 	for _, np := range protectors {
 		if len(remaining) == 0 {
 			break
@@ -619,6 +631,7 @@ func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *grou
 			if err := failed[rec.Recipients[i].Address]; err != nil || prot == nil {
 				if err != nil {
 					why[i] = joinReasons(why[i], err)
+					hard[i] = hard[i] || !errors.Is(err, ErrNoKey) || IsTemporary(err)
 				}
 				left = append(left, i)
 				continue
@@ -634,18 +647,29 @@ func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *grou
 		}
 		remaining = left
 	}
+	for _, i := range remaining {
+		if why[i] == nil {
+			why[i] = &ProtectionError{Recipient: rec.Recipients[i].Address, Reason: "the Sender has no Protector"}
+		}
+	}
+	// Those whose failure was not about their key fail, whatever the plan.
+	var failed, soft []int
+	for _, i := range remaining {
+		if hard[i] {
+			failed = append(failed, i)
+		} else {
+			soft = append(soft, i)
+		}
+	}
+	for _, i := range failed {
+		rec.Recipients[i].Err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: why[i]}
+	}
+	if len(failed) > 0 {
+		s.log(ctx, msg, addressesOf(rec, failed), nil, nil, errors.Join(mapValues(why, failed)...))
+	}
+	remaining = soft
 	if len(remaining) == 0 {
 		return
-	}
-	for _, i := range remaining {
-		if why[i] != nil {
-			continue
-		}
-		reason := "the Sender has no Protector"
-		if len(s.protectors) > 0 {
-			reason = "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")
-		}
-		why[i] = &ProtectionError{Recipient: rec.Recipients[i].Address, Reason: reason}
 	}
 
 	switch {
@@ -858,7 +882,7 @@ func (s *Sender) protect(ctx context.Context, msg *prepared, p Protector, rcpts 
 	e, err := msg.entity()
 	if err != nil {
 		for _, r := range rcpts {
-			failed[r] = &ProtectionError{Recipient: r, Reason: "internal: header does not parse", Err: err}
+			failed[r] = &ProtectionError{Recipient: r, Reason: "internal: header does not parse", Err: err, fault: true}
 		}
 		return nil, failed
 	}
@@ -880,7 +904,7 @@ func (s *Sender) protect(ctx context.Context, msg *prepared, p Protector, rcpts 
 		if !progress {
 			// An error that names no recipient applies to all of them.
 			for _, r := range remaining {
-				failed[r] = &ProtectionError{Recipient: r, Reason: "protection failed", Err: err}
+				failed[r] = &ProtectionError{Recipient: r, Reason: "protection failed", Err: err, fault: true}
 			}
 			return nil, failed
 		}
@@ -1234,6 +1258,12 @@ type ProtectionError struct {
 	KeyID     string // key ID or certificate subject concerned, if any
 	Reason    string // "expired", "revoked", "no encryption subkey"...
 	Err       error
+
+	// fault marks a failure that is not about the recipient's key: the
+	// Protector failed without naming whom it could not serve, or the
+	// plan names no method the Sender has. Such a recipient never falls
+	// back to unprotected content or a notice.
+	fault bool
 }
 
 func (e *ProtectionError) Error() string {
@@ -1251,13 +1281,15 @@ func (e *ProtectionError) Error() string {
 	return s
 }
 
-// Is matches ErrNoKey.
-func (e *ProtectionError) Is(target error) bool { return target == ErrNoKey }
+// Is matches ErrNoKey, unless the failure was not about the recipient's
+// key (the Protector failed as a whole).
+func (e *ProtectionError) Is(target error) bool { return target == ErrNoKey && !e.fault }
 
 func (e *ProtectionError) Unwrap() error { return e.Err }
 
-// Temporary is false.
-func (e *ProtectionError) Temporary() bool { return false }
+// Temporary reports whether the cause is temporary (a key lookup that
+// timed out, say): a later Send may find the key.
+func (e *ProtectionError) Temporary() bool { return e.Err != nil && IsTemporary(e.Err) }
 
 // RecipientError ties an error to one recipient.
 type RecipientError struct {

@@ -24,6 +24,7 @@ const (
 	policyCanary  = "CANARY-policy-9931"
 	policySubject = "Statement 9931 for Ann"
 	attachCanary  = "ATTACHMENT-CANARY-4410"
+	headerCanary  = "Biopsy-result-HEADER-7731"
 )
 
 func noticeFunc(calls *sync.Map) mailsec.NoticeFunc {
@@ -40,6 +41,7 @@ func policyMessage() *mailsec.Message {
 	m.Subject = policySubject
 	m.Text = "Balance: " + policyCanary
 	m.Attachments = []mailsec.Attachment{{Filename: "statement.txt", Content: strings.NewReader(attachCanary)}}
+	m.Headers = []mailsec.Header{{Name: "X-Ticket", Value: headerCanary}}
 	return m
 }
 
@@ -76,11 +78,9 @@ func receiptFor(t *testing.T, rec *mailsec.Receipt, addr string) mailsec.Recipie
 func TestMixedPlans(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	pgpP, smimeP, bobFpr := realProtectors(t)
-	policy := mailsec.ForDomains(mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
-		mailsec.DomainRule{Domain: "prefer.example", Protection: mailsec.ProtectionPreferred})
-	// A rule never lowers protection: ProtectionPreferred above raises
-	// nothing, so the prefer.example plan comes from a wrapper instead.
-	policy = wrapPlan(policy, func(r mailsec.Recipient, p *mailsec.Plan) {
+	// Require, else a notice; but prefer for one domain (a wrapper, as a
+	// DomainRule only ever raises protection).
+	policy := wrapPlan(mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())), func(r mailsec.Recipient, p *mailsec.Plan) {
 		if r.Domain == "prefer.example" {
 			p.Protection = mailsec.ProtectionPreferred
 		}
@@ -122,8 +122,9 @@ func TestMixedPlans(t *testing.T) {
 		if mailsectest.KindOf(data) != w.kind || !bytes.Contains(data, []byte(w.marker)) {
 			t.Errorf("%s did not get a %s message with %q:\n%s", rcpt, w.kind, w.marker, data)
 		}
-		if rcpt != "dora@prefer.example" && (bytes.Contains(data, []byte(policyCanary)) || bytes.Contains(data, []byte(policySubject))) {
-			t.Errorf("%s got the content or the Subject in clear:\n%s", rcpt, data)
+		if rcpt != "dora@prefer.example" && (bytes.Contains(data, []byte(policyCanary)) || bytes.Contains(data, []byte(policySubject)) ||
+			bytes.Contains(data, []byte(headerCanary))) {
+			t.Errorf("%s got the content, the Subject or an extra header in clear:\n%s", rcpt, data)
 		}
 	}
 	notice := got["carl@nokey.example"]
@@ -443,5 +444,88 @@ func TestNoticeFailures(t *testing.T) {
 	d := rt.Deliveries()
 	if len(d) != 1 || !bytes.Contains(d[0].Data, []byte("Subject: Re: "+policySubject)) || bytes.Contains(d[0].Data, []byte("only@example.org")) {
 		t.Fatalf("notice to a Bcc-only recipient: %+v", d)
+	}
+}
+
+// protectorFunc adapts a function to mailsec.Protector, with a method name.
+type protectorFunc struct {
+	name string
+	f    func(ctx context.Context, e *mailsec.Entity, rcpts []string) (*mailsec.Protected, error)
+}
+
+func (p protectorFunc) Protect(ctx context.Context, e *mailsec.Entity, rcpts []string) (*mailsec.Protected, error) {
+	return p.f(ctx, e, rcpts)
+}
+
+func (p protectorFunc) Method() string { return p.name }
+
+type temporary struct{ error }
+
+func (temporary) Temporary() bool { return true }
+
+// Only "this recipient has no usable key" lets a recipient fall back to
+// unprotected content (preferred) or a notice: a Protector that fails as
+// a whole, a key lookup that fails for now, or a plan naming no method
+// the Sender has, fails the recipients instead, and nothing is sent in
+// clear.
+func TestNoFallbackUnlessNoKey(t *testing.T) {
+	broken := protectorFunc{"pgp", func(context.Context, *mailsec.Entity, []string) (*mailsec.Protected, error) {
+		return nil, errors.New("keyring unreadable")
+	}}
+	panicking := protectorFunc{"pgp", func(context.Context, *mailsec.Entity, []string) (*mailsec.Protected, error) {
+		panic("hostile key")
+	}}
+	lookupDown := protectorFunc{"pgp", func(_ context.Context, _ *mailsec.Entity, rcpts []string) (*mailsec.Protected, error) {
+		var errs []error
+		for _, r := range rcpts {
+			errs = append(errs, &mailsec.ProtectionError{Recipient: r, Method: "pgp", Reason: "key lookup failed", Err: temporary{errors.New("WKD: connection reset")}})
+		}
+		return nil, errors.Join(errs...)
+	}}
+	smime := &fakeProtector{method: "smime", keys: map[string]string{"ann@example.org": "SMIME-ANN"}}
+	for _, tc := range []struct {
+		name       string
+		protectors []mailsec.Protector
+		methods    []string
+		temporary  bool
+		annGets    string // "" means nothing
+	}{
+		{"broken", []mailsec.Protector{broken}, nil, false, ""},
+		{"panic", []mailsec.Protector{panicking}, nil, false, ""},
+		{"lookup down", []mailsec.Protector{lookupDown}, nil, true, ""},
+		{"unknown method", []mailsec.Protector{smime}, []string{"PGP"}, false, ""},
+		{"broken then smime", []mailsec.Protector{broken, smime}, nil, false, "application/x-smime-protected"},
+	} {
+		for _, notice := range []bool{false, true} {
+			rt := &mailsectest.RecordingTransport{}
+			policy := mailsec.PreferProtection(mailsec.DefaultPolicy(), tc.methods...)
+			if notice {
+				policy = mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy(), tc.methods...))
+			}
+			s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Protectors: tc.protectors, Notice: noticeFunc(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := policyMessage()
+			m.To = []string{"ann@example.org", "bob@example.org"}
+			_, err = s.Send(context.Background(), m)
+			if err == nil {
+				t.Fatalf("%s (notice %v): no error", tc.name, notice)
+			}
+			if mailsec.IsTemporary(err) != tc.temporary {
+				t.Errorf("%s: IsTemporary = %v", tc.name, mailsec.IsTemporary(err))
+			}
+			for _, d := range rt.Deliveries() {
+				if bytes.Contains(d.Data, []byte(policyCanary)) || bytes.Contains(d.Data, []byte("inbox/")) {
+					t.Fatalf("%s (notice %v): %v got the content or a notice:\n%s", tc.name, notice, d.To, d.Data)
+				}
+				if len(d.To) != 1 || d.To[0] != "ann@example.org" || tc.annGets == "" || !bytes.Contains(d.Data, []byte(tc.annGets)) {
+					t.Fatalf("%s (notice %v): unexpected delivery to %v", tc.name, notice, d.To)
+				}
+			}
+			if tc.annGets != "" && len(rt.Deliveries()) != 1 {
+				t.Fatalf("%s: ann not delivered", tc.name)
+			}
+		}
 	}
 }

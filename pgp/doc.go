@@ -49,7 +49,8 @@
 // made (pgp-sha256 for the usual keys). The signed part is made canonical
 // first (CRLF, 7-bit, no trailing white space, no line starting with
 // "From "; parts that break these rules are re-encoded as base64), so the
-// signature survives transport. Signing buffers the message in memory;
+// signature survives transport. Signing buffers the message in memory, up
+// to Options.MaxSize (DefaultMaxSize, 32 MiB; more fails with ErrTooLarge);
 // encryption alone does not. Options.Autocrypt adds an Autocrypt Level 1
 // header with the signer's key (primary key, the From user ID and its
 // self-signature, one encryption subkey and its binding signature).

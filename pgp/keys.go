@@ -14,6 +14,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // ErrKeyNotFound reports that a KeySource has no key for an address.
@@ -200,16 +201,9 @@ func keyID(e *openpgp.Entity) string {
 	return fmt.Sprintf("%016X", e.PrimaryKey.KeyId)
 }
 
-// foldAddr lower-cases ASCII letters only, as gpg compares addresses.
-func foldAddr(s string) string {
-	b := []byte(strings.TrimSpace(s))
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
+// foldAddr is the form addresses are compared in: ASCII letters lowered,
+// as gpg compares them, and the domain in A-labels.
+func foldAddr(s string) string { return syntax.FoldAddress(s) }
 
 // KeyError explains why a recipient's key cannot be used. It is the Err of
 // the *mailsec.ProtectionError that Protect returns for that recipient,

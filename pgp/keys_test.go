@@ -219,3 +219,63 @@ func mustArmor(t *testing.T, e *openpgp.Entity) string {
 	}
 	return s
 }
+
+// A user ID with an internationalised domain matches the recipient, who
+// arrives with the domain in A-labels; a KELVIN SIGN mailbox is not kate.
+func TestAddressFolding(t *testing.T) {
+	k, err := mailsectest.NewPGPKey("Kate", "kate@bücher.example", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pgp.New(pgp.NewKeyRing(k), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &mailsectest.RecordingTransport{}
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mailsec.Message{From: "app@example.com", To: []string{"kate@bücher.example"}, Subject: "s", Text: "t"}
+	rec, err := s.Send(context.Background(), m)
+	if err != nil || rec.Recipients[0].Protection == nil || rec.Recipients[0].Protection.Fingerprint != pgp.Fingerprint(k) {
+		t.Fatalf("IDN recipient: %v", err)
+	}
+	k2, err := mailsectest.NewPGPKey("Kate", "kate@example.org", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := pgp.NewKeyRing(k2).Lookup(context.Background(), "\u212Aate@example.org"); len(got) != 0 {
+		t.Fatal("the KELVIN SIGN mailbox found kate's key")
+	}
+}
+
+// A signed message above MaxSize fails before any of it is delivered: a
+// signature needs the whole content in memory.
+func TestSignedTooLarge(t *testing.T) {
+	signer, err := mailsectest.NewPGPKey("App", "app@example.com", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann, err := mailsectest.NewPGPKey("Ann", "ann@example.org", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pgp.New(pgp.NewKeyRing(ann), &pgp.Options{Signer: signer, MaxSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &mailsectest.RecordingTransport{}
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "s", Text: strings.Repeat("line of text\n", 10000)}
+	if _, err := s.Send(context.Background(), m); !errors.Is(err, pgp.ErrTooLarge) || len(rt.Deliveries()) != 0 {
+		t.Fatalf("error %v, %d deliveries", err, len(rt.Deliveries()))
+	}
+	m.Text = "short"
+	if _, err := s.Send(context.Background(), m); err != nil || len(rt.Deliveries()) != 1 {
+		t.Fatalf("small message: %v", err)
+	}
+}

@@ -55,7 +55,20 @@ type Options struct {
 	// Now returns the time at which keys must be valid; nil means
 	// time.Now.
 	Now func() time.Time
+	// MaxSize bounds a signed message: a signature covers the whole
+	// content, so with a Signer the content is held in memory while it
+	// is signed, and a larger message fails with ErrTooLarge before any
+	// of it is sent. Zero means DefaultMaxSize. Encryption alone streams
+	// and has no limit.
+	MaxSize int64
 }
+
+// DefaultMaxSize is the largest message signed when Options.MaxSize is
+// zero.
+const DefaultMaxSize = 32 << 20
+
+// ErrTooLarge reports a message to sign that exceeds Options.MaxSize.
+var ErrTooLarge = errors.New("pgp: message too large to sign (Options.MaxSize)")
 
 // Protector encrypts (and optionally signs) messages as PGP/MIME. It
 // implements mailsec.Protector and is safe for concurrent use.
@@ -77,6 +90,9 @@ func New(keys KeySource, o *Options) (*Protector, error) {
 	}
 	if p.o.Now == nil {
 		p.o.Now = time.Now
+	}
+	if p.o.MaxSize <= 0 {
+		p.o.MaxSize = DefaultMaxSize
 	}
 	if p.o.OuterSubject == "" {
 		p.o.OuterSubject = mimeprot.DefaultSubject
@@ -167,7 +183,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	ih, ib := mimeprot.Inner(e.Header, e.Body)
 	var inner io.WriterTo = entity{ih, ib}
 	if p.o.Signer != nil {
-		inner = &signed{inner: inner, signer: p.o.Signer, now: now}
+		inner = &signed{inner: inner, signer: p.o.Signer, now: now, max: p.o.MaxSize}
 	}
 	h := mimeprot.Outer(e.Header, p.o.OuterSubject)
 	boundary := newBoundary()
@@ -207,7 +223,10 @@ func (p *Protector) resolve(ctx context.Context, addr string, now time.Time) (ch
 		if ctx.Err() != nil {
 			return checked{}, ctx.Err()
 		}
-		return checked{}, perr("", "key lookup failed", err)
+		// Not "no key": the key source could not answer. Reported as
+		// temporary, so that the Sender never treats the recipient as
+		// keyless (and sends in clear under a preferring policy).
+		return checked{}, perr("", "key lookup failed", lookupError{err})
 	}
 	var best *KeyError
 	bestDepth := -1
@@ -222,6 +241,14 @@ func (p *Protector) resolve(ctx context.Context, addr string, now time.Time) (ch
 	}
 	return checked{}, perr(best.KeyID, best.Reason, best)
 }
+
+// lookupError is a key source's failure to answer; a later try may
+// succeed.
+type lookupError struct{ err error }
+
+func (e lookupError) Error() string   { return e.err.Error() }
+func (e lookupError) Unwrap() error   { return e.err }
+func (e lookupError) Temporary() bool { return true }
 
 // entity writes a header and a body.
 type entity struct {
@@ -306,11 +333,26 @@ type signed struct {
 	inner  io.WriterTo
 	signer *openpgp.Entity
 	now    time.Time
+	max    int64 // the most content it holds; more fails with ErrTooLarge
+}
+
+// limitWriter passes on at most n bytes, then fails with ErrTooLarge.
+type limitWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		return 0, ErrTooLarge
+	}
+	l.n -= int64(len(p))
+	return l.w.Write(p)
 }
 
 func (s *signed) WriteTo(w io.Writer) (int64, error) {
 	var buf bytes.Buffer
-	if _, err := s.inner.WriteTo(&buf); err != nil {
+	if _, err := s.inner.WriteTo(&limitWriter{w: &buf, n: s.max}); err != nil {
 		return 0, err
 	}
 	part, err := canonical(buf.Bytes())

@@ -13,7 +13,8 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
+
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // CertSource finds the certificates published for a recipient. Lookup
@@ -139,7 +140,7 @@ func (s *CertStore) Lookup(ctx context.Context, addr string) ([]*x509.Certificat
 // normAddr folds an address for comparison. Real-world certificates and
 // clients (gpgsm, Thunderbird) compare the whole address without regard
 // to ASCII case.
-func normAddr(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
+func normAddr(a string) string { return syntax.FoldAddress(a) }
 
 // CertificateError says why a certificate cannot be used. It is wrapped in
 // a *mailsec.ProtectionError (KeyID = Subject) for recipient certificates.

@@ -40,8 +40,9 @@ type Options struct {
 	// Roots are the trust anchors that recipient (and signer)
 	// certificates must chain to. Nil means the system roots.
 	Roots *x509.CertPool
-	// Intermediates helps build chains; certificates the source returns
-	// for a recipient that are not the recipient's own may also serve.
+	// Intermediates are intermediate CA certificates that help build
+	// chains from recipient certificates to Roots; they are not trusted by
+	// themselves.
 	Intermediates *x509.CertPool
 
 	// Signer, when set, signs the content (multipart/signed, detached

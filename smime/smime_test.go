@@ -602,3 +602,22 @@ func TestCanonical(t *testing.T) {
 		t.Fatalf("not canonical: %q", plain)
 	}
 }
+
+// Addresses compare with ASCII case folding only: a mailbox spelled with
+// U+212A KELVIN SIGN is another mailbox, not kate@, and never gets kate's
+// certificate; an internationalised domain matches in either form.
+func TestAddressFolding(t *testing.T) {
+	f := getFixture(t)
+	kate := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "kate@example.org", Key: f.key1})
+	s := storeOf(t, kate)
+	if got, _ := s.Lookup(context.Background(), "\u212Aate@example.org"); len(got) != 0 {
+		t.Fatal("the KELVIN SIGN mailbox found kate's certificate")
+	}
+	if got, _ := s.Lookup(context.Background(), "KATE@example.org"); len(got) != 1 {
+		t.Fatal("ASCII case folding lost")
+	}
+	idn := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@xn--bcher-kva.example", Key: f.key2})
+	if got, _ := storeOf(t, idn).Lookup(context.Background(), "ann@bücher.example"); len(got) != 1 {
+		t.Fatal("U-label address did not find the A-label certificate")
+	}
+}

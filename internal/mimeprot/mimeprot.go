@@ -22,14 +22,18 @@ import (
 // DefaultSubject replaces the Subject on the outside.
 const DefaultSubject = "..."
 
-// protectedFields are copied into the protected part; of them, only those
-// delivery needs stay on the outside too.
-var protectedFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Subject", "Message-Id", "In-Reply-To", "References"}
+// outerFields are the header fields that stay on the outside of a
+// protected message, besides the Subject ("..."): what servers need to
+// deliver and clients to show, reply and thread. Every other field (the
+// real Subject, and extra fields such as X-Ticket or Thread-Topic that may
+// say as much) travels only inside.
+var outerFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Message-Id", "In-Reply-To", "References", "Mime-Version"}
 
 // Inner returns the entity to encrypt or sign: a multipart/mixed with
-// protected-headers="v1" whose header copies the message's identifying
-// fields and whose one part is the message's content (its Content-*
-// fields and body). h is the complete message header.
+// protected-headers="v1" whose header copies every field of the message
+// header but the Content-* fields and MIME-Version, and whose one part is
+// the message's content (its Content-* fields and body). h is the
+// complete message header.
 func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo) {
 	var inner, content textproto.Header
 	// Header.Add and AddRaw put a field on top: collect the fields first,
@@ -41,7 +45,7 @@ func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo)
 		switch {
 		case isContent(k):
 			fields = append(fields, textField{k, f.Value(), true})
-		case isProtected(k):
+		case !strings.EqualFold(k, "Mime-Version"):
 			fields = append(fields, textField{k, f.Value(), false})
 		}
 	}
@@ -71,14 +75,13 @@ func isContent(k string) bool {
 }
 
 // Outer returns the header for the outside of a protected message: the
-// message header without its Content-* fields (the protection adds its
-// own) and with Subject replaced by subject. Other fields (Date, From, To,
-// Cc, Message-ID) stay: servers need them to deliver and recipients to
-// reply.
+// outerFields of h, in their order, with Subject replaced by subject.
+// Everything else, Content-* fields included (the protection adds its
+// own), stays inside.
 func Outer(h textproto.Header, subject string) textproto.Header {
 	out := h.Copy()
 	for f := out.Fields(); f.Next(); {
-		if isContent(f.Key()) {
+		if !isOuter(f.Key()) {
 			f.Del()
 		}
 	}
@@ -86,8 +89,8 @@ func Outer(h textproto.Header, subject string) textproto.Header {
 	return out
 }
 
-func isProtected(k string) bool {
-	for _, p := range protectedFields {
+func isOuter(k string) bool {
+	for _, p := range outerFields {
 		if strings.EqualFold(k, p) {
 			return true
 		}

@@ -45,7 +45,7 @@ func TestInnerAndOuter(t *testing.T) {
 	}
 	ct, params, _ := e.Header.ContentType()
 	if ct != "multipart/mixed" || params["protected-headers"] != "v1" || e.Header.Get("Subject") != "Lab results for Ann" ||
-		e.Header.Get("X-Campaign") != "" {
+		e.Header.Get("X-Campaign") != "7" || e.Header.Get("To") != "ann@example.org" {
 		t.Fatalf("inner header: %v %v", ct, params)
 	}
 	mr := e.MultipartReader()
@@ -65,7 +65,8 @@ func TestInnerAndOuter(t *testing.T) {
 	var ob bytes.Buffer
 	_ = textproto.WriteHeader(&ob, out)
 	if strings.Contains(ob.String(), "Lab results") || strings.Contains(strings.ToLower(ob.String()), "content-") ||
-		out.Get("Subject") != "..." || out.Get("To") != "ann@example.org" || out.Get("X-Campaign") != "7" {
+		out.Get("Subject") != "..." || out.Get("To") != "ann@example.org" || out.Get("X-Campaign") != "" ||
+		out.Get("Message-Id") != "<id@example.com>" || out.Get("Mime-Version") != "1.0" {
 		t.Fatalf("outer header:\n%s", ob.String())
 	}
 }

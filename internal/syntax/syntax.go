@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Limits from RFC 5321 section 4.5.3.1.
@@ -180,3 +182,38 @@ func IsASCII(s string) bool {
 }
 
 func quoteRune(r rune) string { return strconv.QuoteRune(r) }
+
+// FoldAddress returns the form in which two spellings of one email address
+// compare equal: the local part with ASCII letters lowered and nothing
+// else changed (Unicode case folding would make distinct SMTPUTF8
+// mailboxes, such as one with U+212A KELVIN SIGN, equal to ASCII ones),
+// and the domain in lower-case A-labels, so that "bücher.example" and
+// "xn--bcher-kva.example" are one domain. A domain that is not valid IDNA
+// is lowered in ASCII only.
+func FoldAddress(addr string) string {
+	addr = strings.TrimSpace(addr)
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return asciiLower(addr)
+	}
+	local, domain := addr[:at], addr[at+1:]
+	if a, err := idna.Lookup.ToASCII(domain); err == nil {
+		domain = a
+	}
+	return asciiLower(local) + "@" + asciiLower(domain)
+}
+
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

@@ -63,3 +63,19 @@ func TestHeaderName(t *testing.T) {
 		}
 	}
 }
+
+func TestFoldAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"Ann@Example.ORG":            "ann@example.org",
+		" ann@example.org ":          "ann@example.org",
+		"kate@bücher.example":        "kate@xn--bcher-kva.example",
+		"Kate@XN--BCHER-KVA.example": "kate@xn--bcher-kva.example",
+		"\u212Aate@example.org":      "\u212Aate@example.org", // KELVIN SIGN is not K
+		"Jürgen@example.org":         "jürgen@example.org",
+		"noat":                       "noat",
+	} {
+		if got := FoldAddress(in); got != want {
+			t.Errorf("FoldAddress(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
