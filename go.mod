@@ -10,6 +10,7 @@ require (
 	github.com/smallstep/pkcs7 v0.2.3
 	github.com/xdg-go/scram v1.4.0
 	golang.org/x/net v0.62.0
+	golang.org/x/sync v0.24.0
 )
 
 require (

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"golang.org/x/sync/singleflight"
 )
 
 // WKD finds keys in the recipient domain's OpenPGP Web Key Directory
@@ -22,8 +24,12 @@ import (
 // then the direct method (https://DOMAIN/.well-known/openpgpkey/hu/HASH).
 // Only HTTPS is used, redirects included; responses are capped in size and
 // time; only keys with a user ID for the address are returned; results
-// (found or not) are cached. The zero value is ready to use and safe for
-// concurrent use.
+// (found or not) are cached, up to MaxEntries addresses, and concurrent
+// lookups of one address share one fetch. "Not found" is a 404 from both
+// methods, or a domain that does not exist in DNS; any other failure (a
+// timeout, a reset connection, a certificate that does not verify) is an
+// error, which the Sender treats as temporary and never as "no key". The
+// zero value is ready to use and safe for concurrent use.
 type WKD struct {
 	// Client fetches the keys. Nil means a client with the system roots
 	// and Timeout. Redirects to anything but HTTPS are refused either way.
@@ -38,9 +44,12 @@ type WKD struct {
 	// URLs returns the URLs to try for addr, in order. Nil means
 	// WKDURLs. Tests point it at a local HTTPS server.
 	URLs func(addr string) ([]string, error)
+	// MaxEntries bounds the cache. Zero means 10000 addresses.
+	MaxEntries int
 
-	mu    sync.Mutex
-	cache map[string]wkdEntry
+	mu     sync.Mutex
+	cache  map[string]wkdEntry
+	flight singleflight.Group
 }
 
 type wkdEntry struct {
@@ -103,22 +112,53 @@ func (w *WKD) Lookup(ctx context.Context, addr string) ([]*openpgp.Entity, error
 			return append([]*openpgp.Entity(nil), e.keys...), nil
 		}
 	}
-	keys, err := w.fetch(ctx, addr)
-	if err != nil && !errors.Is(err, ErrKeyNotFound) {
-		return nil, err // network trouble is not cached
-	}
-	if ttl > 0 {
-		w.mu.Lock()
-		if w.cache == nil {
-			w.cache = map[string]wkdEntry{}
+	v, err, _ := w.flight.Do(key, func() (any, error) {
+		keys, err := w.fetch(ctx, addr)
+		if err != nil && !errors.Is(err, ErrKeyNotFound) {
+			return nil, err // network trouble is not cached
 		}
-		w.cache[key] = wkdEntry{keys: keys, expires: time.Now().Add(ttl)}
-		w.mu.Unlock()
+		if ttl > 0 {
+			w.store(key, wkdEntry{keys: keys, expires: time.Now().Add(ttl)})
+		}
+		return keys, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	keys := v.([]*openpgp.Entity)
 	if len(keys) == 0 {
 		return nil, ErrKeyNotFound
 	}
 	return append([]*openpgp.Entity(nil), keys...), nil
+}
+
+// store caches e, first dropping expired entries, and then arbitrary
+// ones, when the cache is full.
+func (w *WKD) store(key string, e wkdEntry) {
+	max := w.MaxEntries
+	if max <= 0 {
+		max = 10000
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cache == nil {
+		w.cache = map[string]wkdEntry{}
+	}
+	if len(w.cache) >= max {
+		now := time.Now()
+		for k, old := range w.cache {
+			if now.After(old.expires) {
+				delete(w.cache, k)
+			}
+		}
+		for k := range w.cache {
+			if len(w.cache) < max {
+				break
+			}
+			delete(w.cache, k)
+		}
+	}
+	w.cache[key] = e
 }
 
 func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error) {
@@ -150,7 +190,8 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	}
 	notFound := true
 	for _, e := range errs {
-		notFound = notFound && errors.Is(e, ErrKeyNotFound)
+		var dns *net.DNSError
+		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &dns) && dns.IsNotFound)
 	}
 	if notFound {
 		return nil, ErrKeyNotFound

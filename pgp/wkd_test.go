@@ -3,13 +3,17 @@ package pgp_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/pgp"
 )
 
@@ -138,5 +142,70 @@ func TestWKDRefusals(t *testing.T) {
 	plain := &pgp.WKD{URLs: func(string) ([]string, error) { return []string{"http://127.0.0.1:1/x"}, nil }}
 	if _, err := plain.Lookup(context.Background(), "ann@example.org"); err == nil || !strings.Contains(err.Error(), "HTTPS only") {
 		t.Fatalf("plain HTTP: %v", err)
+	}
+}
+
+// Concurrent first lookups of one address share one fetch; the cache is
+// bounded; a domain that does not exist in DNS means "no key", while a
+// failure to connect is an error, never "no key".
+func TestWKDFlightCacheAndFailures(t *testing.T) {
+	k := testKeys(t)
+	var key strings.Builder
+	_ = k["ann@example.org"].Serialize(&key)
+	srv, hits, urls := wkdServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("l") != "ann" {
+			http.NotFound(w, r)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+		_, _ = w.Write([]byte(key.String()))
+	})
+	wkd := &pgp.WKD{Client: srv.Client(), URLs: urls, MaxEntries: 1}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if es, err := wkd.Lookup(context.Background(), "ann@example.org"); err != nil || len(es) != 1 {
+				t.Errorf("lookup: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d fetches for 8 concurrent lookups, want 1", n)
+	}
+	// A second address evicts the first from a one-entry cache.
+	if _, err := wkd.Lookup(context.Background(), "dave@example.org"); !errors.Is(err, pgp.ErrKeyNotFound) {
+		t.Fatal(err)
+	}
+	before := hits.Load()
+	if _, err := wkd.Lookup(context.Background(), "ann@example.org"); err != nil || hits.Load() == before {
+		t.Fatalf("after eviction: %v, fetched again: %v", err, hits.Load() != before)
+	}
+
+	dialing := func(err error) *http.Client {
+		return &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return nil, err }}}
+	}
+	nxdomain := &pgp.WKD{Client: dialing(&net.DNSError{Err: "no such host", Name: "openpgpkey.example.org", IsNotFound: true}), TTL: -1}
+	if _, err := nxdomain.Lookup(context.Background(), "ann@example.org"); !errors.Is(err, pgp.ErrKeyNotFound) {
+		t.Fatalf("NXDOMAIN: %v, want ErrKeyNotFound", err)
+	}
+	reset := &pgp.WKD{Client: dialing(errors.New("connection reset by peer")), TTL: -1}
+	if _, err := reset.Lookup(context.Background(), "ann@example.org"); err == nil || errors.Is(err, pgp.ErrKeyNotFound) {
+		t.Fatalf("connection reset: %v, want an error that is not ErrKeyNotFound", err)
+	}
+	// Under a policy that only prefers protection, a reset lookup must
+	// not turn into "no key, send in clear".
+	p, err := pgp.New(reset, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &mailsectest.RecordingTransport{}
+	sender, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protector: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sender.Send(context.Background(), &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "s", Text: "t"})
+	if err == nil || !mailsec.IsTemporary(err) || len(rt.Deliveries()) != 0 {
+		t.Fatalf("prefer with a reset lookup: %v (temporary %v), %d deliveries", err, mailsec.IsTemporary(err), len(rt.Deliveries()))
 	}
 }
