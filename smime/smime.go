@@ -13,6 +13,7 @@ import (
 	"io"
 	"mime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -199,6 +200,13 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	}
 	if len(rcpts) == 0 {
 		return nil, errors.New("smime: no recipients")
+	}
+	// The protected content must be 7-bit; header fields that are not
+	// (an SMTPUTF8 address) would only be found while the message is sent.
+	for f := e.Header.Fields(); f.Next(); {
+		if v := f.Value(); strings.IndexFunc(v, func(r rune) bool { return r >= 0x80 }) >= 0 {
+			return nil, fmt.Errorf("smime: header field %s is not 7-bit (an internationalised address?); S/MIME content must be 7-bit", f.Key())
+		}
 	}
 	var errs []error
 	certs := make([]*x509.Certificate, 0, len(rcpts))

@@ -621,3 +621,18 @@ func TestAddressFolding(t *testing.T) {
 		t.Fatal("U-label address did not find the A-label certificate")
 	}
 }
+
+// A message whose header needs SMTPUTF8 cannot become 7-bit S/MIME
+// content: Protect refuses it before anything is written.
+func TestEightBitHeaderRefused(t *testing.T) {
+	f := getFixture(t)
+	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
+	rt := &mailsectest.RecordingTransport{}
+	s := newSender(t, rt, newProtector(t, storeOf(t, ann), smime.Options{}))
+	m := message("ann@example.org")
+	m.Cc = []string{"jürgen@example.org"}
+	_, err := s.Send(context.Background(), m)
+	if err == nil || !strings.Contains(err.Error(), "not 7-bit") || len(rt.Deliveries()) != 0 {
+		t.Fatalf("error %v, %d deliveries", err, len(rt.Deliveries()))
+	}
+}
