@@ -299,7 +299,7 @@ func (b *encrypted) WriteTo(w io.Writer) (n int64, err error) {
 	defer recoverTo(&err, "encrypting")
 	ws := b.pool.get()
 	defer b.pool.put(ws)
-	cw := &counter{w: w}
+	cw := &mimeprot.Counter{W: w}
 	// The armor is written here rather than by the OpenPGP library's
 	// armor package: CRLF line endings directly, and the output gathered
 	// into large writes together with the MIME text around it.
@@ -308,23 +308,23 @@ func (b *encrypted) WriteTo(w io.Writer) (n int64, err error) {
 	b.writeHead(aw)
 	pt, err := openpgp.Encrypt(aw, b.to, nil, &openpgp.FileHints{IsBinary: true}, b.cfg)
 	if err != nil {
-		return cw.n, fmt.Errorf("pgp: encrypting: %w", err)
+		return cw.N, fmt.Errorf("pgp: encrypting: %w", err)
 	}
 	// The MIME writers of inner write small pieces; gather them into
 	// chunks for pt (see chunkSize).
 	in := &ws.chunk
 	in.reset(pt)
 	if _, err := b.inner.WriteTo(in); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	if err := in.Flush(); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	if err := pt.Close(); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	err = aw.finish("-----END PGP MESSAGE-----\r\n\r\n--", b.boundary, "--\r\n")
-	return cw.n, err
+	return cw.N, err
 }
 
 // signed writes a multipart/signed entity (RFC 3156 §5) around inner. The
@@ -490,17 +490,6 @@ func (c *crlf) Write(p []byte) (int, error) {
 		p = p[i+1:]
 	}
 	return n, nil
-}
-
-type counter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *counter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 func newBoundary() string {

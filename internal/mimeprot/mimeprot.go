@@ -115,34 +115,35 @@ func (w wrapped) WriteTo(dst io.Writer) (int64, error) {
 	// The multipart framing is written here rather than through a
 	// multipart writer, so that the body reaches dst directly: a writer
 	// in between would hide dst's WriteString and copy every text part.
-	cw := &counter{w: dst}
+	cw := &Counter{W: dst}
 	if _, err := io.WriteString(cw, "--"+w.boundary+"\r\n"); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	if err := textproto.WriteHeader(cw, w.header); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	if _, err := w.body.WriteTo(cw); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	_, err := io.WriteString(cw, "\r\n--"+w.boundary+"--\r\n")
-	return cw.n, err
+	return cw.N, err
 }
 
-// counter counts what it passes on, keeping the writer's WriteString.
-type counter struct {
-	w io.Writer
-	n int64
+// Counter counts the bytes it passes on to W, keeping W's WriteString.
+type Counter struct {
+	W io.Writer
+	N int64
 }
 
-func (c *counter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
+func (c *Counter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
 	return n, err
 }
 
-func (c *counter) WriteString(s string) (int, error) {
-	n, err := io.WriteString(c.w, s)
-	c.n += int64(n)
+// WriteString writes s without copying it when W has WriteString.
+func (c *Counter) WriteString(s string) (int, error) {
+	n, err := io.WriteString(c.W, s)
+	c.N += int64(n)
 	return n, err
 }
