@@ -1,7 +1,6 @@
 package bench_test
 
 import (
-	"context"
 	"crypto"
 	"io"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
-	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/pgp"
 )
@@ -35,20 +33,6 @@ func pgpRecipient(b *testing.B) *openpgp.Entity {
 	return pgpKey
 }
 
-// discardTransport writes each delivery's content to io.Discard.
-type discardTransport struct{}
-
-func (discardTransport) Deliver(_ context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
-	if _, err := d.Content.WriteTo(io.Discard); err != nil {
-		return nil, err
-	}
-	res := &mailsec.DeliveryResult{}
-	for _, r := range d.To {
-		res.Recipients = append(res.Recipients, mailsec.RecipientResult{Address: r, Accepted: true})
-	}
-	return res, nil
-}
-
 // BenchmarkPGPSend: Send of a 10 KB text message, protection required,
 // PGP/MIME to one Curve25519 key, to a transport that discards the bytes.
 func BenchmarkPGPSend(b *testing.B) {
@@ -56,40 +40,13 @@ func BenchmarkPGPSend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := mailsec.NewSender(discardTransport{}, &mailsec.Options{
-		Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := &mailsec.Message{From: "lab@example.com", To: []string{"ann@example.org"}, Subject: "Results", Text: pgpText}
-	ctx := context.Background()
-	b.SetBytes(int64(len(pgpText)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Send(ctx, m); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchSend(b, p, pgpText)
 }
 
 // BenchmarkPGPPlainSend: the same message through the same Sender setup
-// without protection (DefaultPolicy, no Protector), so that the cost of
-// building the MIME message can be told apart from the cost of PGP/MIME.
-func BenchmarkPGPPlainSend(b *testing.B) {
-	s, err := mailsec.NewSender(discardTransport{}, &mailsec.Options{Policy: mailsec.DefaultPolicy()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := &mailsec.Message{From: "lab@example.com", To: []string{"ann@example.org"}, Subject: "Results", Text: pgpText}
-	ctx := context.Background()
-	b.SetBytes(int64(len(pgpText)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Send(ctx, m); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+// without protection, so that the cost of building the MIME message can
+// be told apart from the cost of PGP/MIME.
+func BenchmarkPGPPlainSend(b *testing.B) { benchSend(b, nil, pgpText) }
 
 // BenchmarkPGPBare: go-crypto's openpgp.Encrypt of the same 10 KB to the
 // same key, AES-256, armored with go-crypto's armor writer, to

@@ -2,34 +2,16 @@ package bench_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
-	"io"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/smallstep/pkcs7"
 
-	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/smime"
 )
-
-// smimeDiscard accepts every delivery and writes its content to
-// io.Discard: what is left is the cost of building and protecting.
-type smimeDiscard struct{}
-
-func (smimeDiscard) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
-	if _, err := d.Content.WriteTo(io.Discard); err != nil {
-		return nil, err
-	}
-	res := &mailsec.DeliveryResult{}
-	for _, to := range d.To {
-		res.Recipients = append(res.Recipients, mailsec.RecipientResult{Address: to, Accepted: true})
-	}
-	return res, nil
-}
 
 var smimeFix struct {
 	once  sync.Once
@@ -68,41 +50,12 @@ func BenchmarkSMIMESend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := mailsec.NewSender(smimeDiscard{}, &mailsec.Options{
-		Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "Report", Text: smimeText}
-	b.SetBytes(int64(len(smimeText)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Send(context.Background(), m); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchSend(b, p, smimeText)
 }
 
 // BenchmarkSMIMEPlainSend sends the message of BenchmarkSMIMESend through
 // the same transport with no protection: the cost of building it.
-func BenchmarkSMIMEPlainSend(b *testing.B) {
-	s, err := mailsec.NewSender(smimeDiscard{}, &mailsec.Options{Policy: mailsec.DefaultPolicy()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "Report", Text: smimeText}
-	b.SetBytes(int64(len(smimeText)))
-	b.ReportAllocs()
-	for b.Loop() {
-		rec, err := s.Send(context.Background(), m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if rec.Recipients[0].Protection != nil {
-			b.Fatal("protected")
-		}
-	}
-}
+func BenchmarkSMIMEPlainSend(b *testing.B) { benchSend(b, nil, smimeText) }
 
 // BenchmarkSMIMEBare is the bare pkcs7 call on the same bytes and
 // certificate, with the same algorithms (AES-256-CBC, RSA PKCS#1 v1.5).

@@ -104,13 +104,7 @@ func TestPostfixDelivery(t *testing.T) {
 		Subject: subject, Text: canary + "\nGrüße\n"}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	msgs, err := pf.WaitMessages(ctx, "ann", 1)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, pf.Log())
-	}
-	raw := msgs[0]
+	raw := pf.Wait(t, "ann", 1)[0]
 	if bytes.Contains(raw, []byte(canary)) || bytes.Contains(raw, []byte("Befund")) || bytes.Contains(raw, []byte("=?utf-8?")) {
 		t.Fatalf("plaintext in the Maildir file:\n%s", raw)
 	}

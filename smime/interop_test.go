@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/smallstep/pkcs7"
 
@@ -238,13 +237,7 @@ func TestPostfix(t *testing.T) {
 	if _, err := s.Send(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	msgs, err := pf.WaitMessages(ctx, "ann", 1)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, pf.Log())
-	}
-	raw := msgs[0]
+	raw := pf.Wait(t, "ann", 1)[0]
 	if bytes.Contains(raw, []byte(canary)) || bytes.Contains(raw, []byte(realSubject)) {
 		t.Fatalf("plaintext in the Maildir file:\n%s", raw)
 	}

@@ -78,12 +78,7 @@ func TestPostfix(t *testing.T) {
 					}
 				}
 				for _, box := range []string{"ann", "bob", "carol"} {
-					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-					msgs, err := pf.WaitMessages(ctx, box, want)
-					cancel()
-					if err != nil {
-						t.Fatalf("%s: %v\n%s", box, err, pf.Log())
-					}
+					msgs := pf.Wait(t, box, want)
 					raw := msgs[len(msgs)-1]
 					checkDelivered(t, raw, subject, text, attachment)
 					if bytes.Contains(raw, []byte("carol")) && box != "carol" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -36,12 +35,7 @@ func TestSendPostfix(t *testing.T) {
 		}
 		n++
 		for _, box := range []string{"ann", "bob"} {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			msgs, err := pf.WaitMessages(ctx, box, n)
-			cancel()
-			if err != nil {
-				t.Fatalf("%s: %v\n%s", box, err, pf.Log())
-			}
+			msgs := pf.Wait(t, box, n)
 			raw := msgs[n-1]
 			if !bytes.Contains(raw, []byte("Subject: "+subject)) || !bytes.Contains(raw, []byte("Hello from the command line.")) ||
 				!bytes.Contains(raw, []byte("report.pdf")) || (box == "ann" && bytes.Contains(raw, []byte("bob@example.test"))) {
@@ -76,12 +70,7 @@ func TestSendPostfixProtected(t *testing.T) {
 		"-from", "lab@example.test", "-subject", realSubject, "-body", body}
 	wait := func(box string) []byte {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		msgs, err := pf.WaitMessages(ctx, box, 1)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", box, err, pf.Log())
-		}
+		msgs := pf.Wait(t, box, 1)
 		checkOpaque(t, msgs[0])
 		return msgs[0]
 	}

@@ -917,6 +917,19 @@ func (i *Instance) WaitMessages(ctx context.Context, mailbox string, n int) ([][
 	}
 }
 
+// Wait waits up to 20 seconds for mailbox to hold n messages and returns
+// them, failing t with the instance's mail log otherwise.
+func (i *Instance) Wait(t testing.TB, mailbox string, n int) [][]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := i.WaitMessages(ctx, mailbox, n)
+	if err != nil {
+		t.Fatalf("postfixtest: %s: %v\nmail log:\n%s", mailbox, err, i.Log())
+	}
+	return msgs
+}
+
 // Log returns the instance's mail log so far (for test failure messages).
 func (i *Instance) Log() string {
 	b, err := os.ReadFile(i.logFile)
