@@ -35,6 +35,12 @@ type Delivery struct {
 	// RequireTLS sends REQUIRETLS (RFC 8689); the transport fails the
 	// delivery unless the session is verified TLS and the server offers it.
 	RequireTLS bool
+	// TLSRequiredNo marks a message carrying "TLS-Required: No" (RFC 8689
+	// §5): the sender asks that the recipient domain's TLS policies (DANE,
+	// MTA-STS) not stop its delivery. Direct delivery then still requires
+	// TLS, without authentication; a Submission ignores it (the header
+	// travels on). Never together with RequireTLS.
+	TLSRequiredNo bool
 	// SMTPUTF8 marks an internationalised envelope or header; the transport
 	// fails the delivery unless the server offers SMTPUTF8.
 	SMTPUTF8 bool
@@ -140,9 +146,16 @@ type DeliveryResult struct {
 // RecipientResult is the outcome for one forward-path.
 type RecipientResult struct {
 	Address  string
-	Accepted bool   // the message was accepted for this recipient
-	Reply    *Reply // reply to RCPT when refused
-	Err      error  // why it was not accepted
+	Accepted bool // the message was accepted for this recipient
+	// Reply is the reply to RCPT when the recipient was refused. A
+	// transport that used more than one session for a delivery (direct
+	// delivery to several domains) sets it for accepted recipients too:
+	// the reply to the end of DATA of their session.
+	Reply *Reply
+	// Connection, when set, is the session this recipient's outcome came
+	// from, overriding DeliveryResult.Connection.
+	Connection *ConnectionState
+	Err        error // why it was not accepted
 }
 
 // Accepted lists the accepted recipients.

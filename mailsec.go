@@ -237,6 +237,13 @@ type Message struct {
 	// offers REQUIRETLS over a verified TLS session.
 	RequireTLS bool
 
+	// TLSRequiredNo adds "TLS-Required: No" (RFC 8689 §5): the message
+	// asks that the recipient domain's TLS policies (DANE, MTA-STS) not
+	// stop its delivery, for mail about a broken TLS setup itself. Direct
+	// delivery still requires TLS for it, without authentication; relays
+	// may deliver it in the clear. Cannot be combined with RequireTLS.
+	TLSRequiredNo bool
+
 	// DSN requests delivery status notifications (RFC 3461). Nil requests
 	// none and lets the server decide.
 	DSN *DSN
@@ -451,6 +458,21 @@ type ConnectionState struct {
 	SASLMechanism string `json:"sasl_mechanism,omitempty"`
 	// Reused is set when the session had carried earlier messages.
 	Reused bool `json:"reused"`
+
+	// The fields below are set by direct delivery to MX hosts.
+
+	// Domain is the recipient domain whose MX host this session reached.
+	Domain string `json:"domain,omitempty"`
+	// Policy names what set the session's requirement: "dane" (usable
+	// TLSA records), "mta-sts" (an enforce policy), "mta-sts-testing",
+	// or the security level ("verified", "may", "encrypt"...).
+	Policy string `json:"policy,omitempty"`
+	// TLSA is the DANE record that matched, as in a zone file.
+	TLSA string `json:"tlsa,omitempty"`
+	// Notes record every fallback taken on the way: MX hosts skipped and
+	// why, MTA-STS testing-mode violations, a missing STARTTLS under an
+	// opportunistic level, policies set aside by "TLS-Required: No".
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Verification says how a server's identity was established.
@@ -464,8 +486,20 @@ const (
 	VerifiedPin Verification = "pinned-spki"
 	// NotVerified: TLS without certificate verification (explicit opt-in).
 	NotVerified Verification = "unverified"
-	// NoTLS: no TLS at all (explicit opt-in, loopback only).
+	// NoTLS: no TLS at all (explicit opt-in: loopback only for
+	// submission; a per-domain level for direct delivery).
 	NoTLS Verification = "none"
+	// VerifiedDANEEE: the certificate's key or whole certificate matched
+	// a DNSSEC-authenticated DANE-EE(3) TLSA record (RFC 7672 §3.1.1).
+	VerifiedDANEEE Verification = "dane-ee"
+	// VerifiedDANETA: the chain led to a trust anchor named by a
+	// DNSSEC-authenticated DANE-TA(2) TLSA record, and the certificate was
+	// valid for the MX host (RFC 7672 §3.1.2).
+	VerifiedDANETA Verification = "dane-ta"
+	// VerifiedMTASTS: the chain verified to a trusted root for an MX host
+	// name that the domain's MTA-STS policy in enforce mode lists
+	// (RFC 8461 §4).
+	VerifiedMTASTS Verification = "mta-sts"
 )
 
 // ProtectionInfo records what a recipient's plan led to when it asked for
@@ -771,6 +805,9 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 		var r *RecipientResult
 		if j < len(res.Recipients) {
 			r = &res.Recipients[j]
+			if r.Connection != nil {
+				rr.Connection = r.Connection
+			}
 		}
 		var rerr error
 		switch {
@@ -778,6 +815,10 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 			rr.Accepted = true
 			rr.Reply = res.Reply
 			rr.QueueID = queueID
+			if r.Reply != nil {
+				rr.Reply = r.Reply
+				rr.QueueID = QueueID(r.Reply.Text)
+			}
 		case r != nil && r.Err != nil:
 			rr.Reply = r.Reply
 			rerr = r.Err
@@ -1036,6 +1077,12 @@ var (
 	// ErrPlaintext: a plaintext session was asked for where it is not
 	// allowed (a non-loopback peer, or with credentials).
 	ErrPlaintext = errors.New("mailsec: plaintext session not allowed")
+	// ErrDomainPolicy: the route a delivery would take is refused by a
+	// TLS policy: the recipient domain's (an MX host its MTA-STS policy
+	// does not list; no usable DANE records where they are required; a
+	// TLSA lookup that failed) or the requirement's (a level the transport
+	// cannot honour).
+	ErrDomainPolicy = errors.New("mailsec: refused by the TLS policy for the destination")
 	// ErrAuth: SMTP authentication failed or could not be attempted safely.
 	ErrAuth = errors.New("mailsec: SMTP authentication failed")
 	// ErrUnsupported: the server lacks an extension the message needs
@@ -1108,14 +1155,21 @@ const (
 	FailRequireTLS        SecurityFailure = "REQUIRETLS not offered after verified TLS"          // ErrRequireTLS
 	FailPlaintextNotLocal SecurityFailure = "plaintext to a non-loopback server"                 // ErrPlaintext
 	FailPlaintextAuth     SecurityFailure = "credentials over a plaintext session"               // ErrPlaintext
+	FailDANE              SecurityFailure = "certificate matches no usable TLSA record"          // ErrCertificate
+	FailDANERequired      SecurityFailure = "no usable DANE TLSA records"                        // ErrDomainPolicy
+	FailMXNotInPolicy     SecurityFailure = "MX host not listed in the MTA-STS policy"           // ErrDomainPolicy
+	FailTLSALookup        SecurityFailure = "TLSA lookup failed"                                 // ErrDomainPolicy
+	FailLevel             SecurityFailure = "security level not supported by this transport"     // ErrDomainPolicy
 )
 
 func (f SecurityFailure) category() error {
 	switch f {
 	case FailStartTLSMissing, FailStartTLSRefused, FailInjection, FailNotTLS:
 		return ErrDowngrade
-	case FailCertificate, FailPinMismatch:
+	case FailCertificate, FailPinMismatch, FailDANE:
 		return ErrCertificate
+	case FailDANERequired, FailMXNotInPolicy, FailTLSALookup, FailLevel:
+		return ErrDomainPolicy
 	case FailRequireTLS:
 		return ErrRequireTLS
 	case FailPlaintextNotLocal, FailPlaintextAuth:

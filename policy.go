@@ -362,9 +362,45 @@ const (
 	// loopback address (a development server on the same machine), never
 	// with credentials. Explicit opt-in, recorded in the Receipt. The
 	// check is on the address the connection reports: a local proxy or
-	// port forward on loopback carries the plaintext further.
+	// port forward on loopback carries the plaintext further. For direct
+	// delivery to MX hosts (transport.Direct) it is Postfix's "none": no
+	// TLS at all to the domain's MX hosts, whatever they offer.
 	Plaintext
+
+	// The levels below apply to direct delivery to MX hosts
+	// (transport.Direct), and are named after Postfix's
+	// smtp_tls_security_level. A Submission refuses them. For direct
+	// delivery, Verified (the default) means: DANE when the domain's MX
+	// host has usable TLSA records, else the domain's MTA-STS policy when
+	// it is in enforce mode, else a certificate that verifies for the MX
+	// host name; otherwise nothing is sent. Unverified is Postfix's
+	// "encrypt" and Pinned checks the MX host's key against Pins.
+
+	// Opportunistic ("may"): STARTTLS when the MX host offers it, without
+	// authentication, and plaintext when it does not. Protects against
+	// passive eavesdropping only. Explicit opt-in, recorded in the Receipt.
+	Opportunistic
+	// DANE ("dane"): DANE when usable TLSA records exist; TLS without
+	// authentication when only unusable ones do; otherwise as
+	// Opportunistic.
+	DANE
+	// DANEOnly ("dane-only"): DANE is required; a domain without usable
+	// TLSA records gets nothing.
+	DANEOnly
+	// VerifyMX ("verify"): a certificate that verifies for the MX host
+	// name; no DANE and no MTA-STS. The MX host name comes from DNS, so
+	// without DNSSEC this does not stop an attacker who spoofs the MX.
+	VerifyMX
+	// SecureDomain ("secure"): a certificate that verifies for the
+	// recipient domain itself or a name below it, so that a spoofed MX
+	// record cannot redirect the mail; for domains whose MX hosts carry
+	// such names.
+	SecureDomain
 )
+
+// DirectOnly reports whether the level applies only to direct delivery to
+// MX hosts.
+func (l SecurityLevel) DirectOnly() bool { return l >= Opportunistic && l <= SecureDomain }
 
 func (l SecurityLevel) String() string {
 	switch l {
@@ -376,6 +412,16 @@ func (l SecurityLevel) String() string {
 		return "unverified"
 	case Plaintext:
 		return "plaintext"
+	case Opportunistic:
+		return "may"
+	case DANE:
+		return "dane"
+	case DANEOnly:
+		return "dane-only"
+	case VerifyMX:
+		return "verify"
+	case SecureDomain:
+		return "secure"
 	}
 	return fmt.Sprintf("SecurityLevel(%d)", int(l))
 }
@@ -383,15 +429,32 @@ func (l SecurityLevel) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (l SecurityLevel) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler. Besides the names
+// String returns it accepts Postfix's "none" (Plaintext) and "encrypt"
+// (Unverified).
 func (l *SecurityLevel) UnmarshalText(b []byte) error {
-	for _, v := range []SecurityLevel{Verified, Pinned, Unverified, Plaintext} {
-		if v.String() == string(b) {
-			*l = v
-			return nil
+	v, err := ParseSecurityLevel(string(b))
+	if err == nil {
+		*l = v
+	}
+	return err
+}
+
+// ParseSecurityLevel reads a level by the name String returns, or by
+// Postfix's names "none" (Plaintext) and "encrypt" (Unverified).
+func ParseSecurityLevel(s string) (SecurityLevel, error) {
+	switch s {
+	case "none":
+		return Plaintext, nil
+	case "encrypt":
+		return Unverified, nil
+	}
+	for v := Verified; v <= SecureDomain; v++ {
+		if v.String() == s {
+			return v, nil
 		}
 	}
-	return fmt.Errorf("mailsec: unknown security level %q", b)
+	return Verified, invalid("security level", s, "unknown level")
 }
 
 // Security is a transport security requirement. The zero value requires
@@ -405,7 +468,7 @@ type Security struct {
 // Validate reports a requirement that cannot be met as written.
 func (s Security) Validate() error {
 	switch s.Level {
-	case Verified, Unverified, Plaintext:
+	case Verified, Unverified, Plaintext, Opportunistic, DANE, DANEOnly, VerifyMX, SecureDomain:
 		if len(s.Pins) > 0 {
 			return invalid("Security.Pins", "", "pins are only used with the Pinned level")
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/smtpdata"
+	"github.com/mailsec/mailsec/transport/dane"
 )
 
 // session is one SMTP connection that has met a security requirement and,
@@ -54,8 +55,8 @@ type dialConfig struct {
 	timeout    time.Duration // bounds establishing a session
 }
 
-// dial opens and secures a session for requirement sec.
-func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string) (_ *session, err error) {
+// dial opens and secures a session that meets pol.
+func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *session, err error) {
 	host := dc.serverName
 	// A peer that accepts the connection and then says nothing must not
 	// hold a caller without a deadline forever.
@@ -77,36 +78,45 @@ func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string
 	s := &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now()}
 	s.state = mailsec.ConnectionState{Host: host, Addr: raw.RemoteAddr().String()}
 
-	if sec.Level == mailsec.Plaintext {
+	if pol.mode == tlsNone && pol.loopbackOnly {
 		if !isLoopback(raw.RemoteAddr()) {
 			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextNotLocal,
 				Detail: "the Plaintext level is for loopback development servers; " + raw.RemoteAddr().String() + " is not one"}
 		}
-		if dc.auth != nil && !dc.implicit {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
-				Detail: "credentials are never sent without TLS"}
-		}
+	}
+	if pol.mode == tlsNone && dc.auth != nil && !dc.implicit {
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
+			Detail: "credentials are never sent without TLS"}
 	}
 
 	var conn net.Conn
 	var preTLSAuth bool
 	switch {
 	case dc.implicit:
-		tc, err := dc.handshake(ctx, cc, sec, false, s)
+		tc, err := dc.handshake(ctx, cc, pol, false, s)
 		if err != nil {
 			return nil, err
 		}
 		conn = tc
-	case sec.Level == mailsec.Plaintext:
+	case pol.mode == tlsNone:
 		conn = cc
 		s.state.Verification = mailsec.NoTLS
 	default:
 		greeting, auth, err := dc.startTLS(ctx, cc)
+		var se *mailsec.SecurityError
+		if pol.optional && errors.As(err, &se) && se.Failure == mailsec.FailStartTLSMissing && greeting != nil {
+			// An opportunistic level, explicitly chosen for this
+			// destination: go on without TLS, and say so.
+			s.state.Verification = mailsec.NoTLS
+			s.state.Notes = append(s.state.Notes, host+": STARTTLS not offered; sent without TLS as the level allows")
+			conn = &replayConn{Conn: cc, pending: greeting}
+			break
+		}
 		if err != nil {
 			return nil, err
 		}
 		preTLSAuth = auth
-		tc, err := dc.handshake(ctx, cc, sec, true, s)
+		tc, err := dc.handshake(ctx, cc, pol, true, s)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +139,10 @@ func (dc *dialConfig) dial(ctx context.Context, sec mailsec.Security, key string
 
 // startTLS runs the plaintext part of a STARTTLS session on our own
 // reader: greeting, EHLO, STARTTLS. It returns the greeting (to replay to
-// go-smtp) and whether AUTH was advertised before TLS.
+// go-smtp) and whether AUTH was advertised before TLS. When the server
+// does not offer STARTTLS, the error is a FailStartTLSMissing
+// SecurityError and the greeting is returned with it, the connection
+// clean after the EHLO reply.
 func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byte, preTLSAuth bool, err error) {
 	host := dc.serverName
 	br := bufio.NewReader(&cappedReader{r: cc, left: 64 << 10})
@@ -167,8 +180,12 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byt
 	}
 	ext := parseEHLO(msg)
 	if _, ok := ext["STARTTLS"]; !ok {
-		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
+		missing := &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
 			Detail: "EHLO reply does not list STARTTLS (stripped by an attacker, or TLS disabled on the server)"}
+		if br.Buffered() > 0 {
+			return nil, false, missing
+		}
+		return greeting, false, missing
 	}
 	_, preTLSAuth = ext["AUTH"]
 
@@ -190,11 +207,12 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byt
 	return greeting, preTLSAuth, nil
 }
 
-// handshake runs TLS on conn and checks the result against sec, filling
+// handshake runs TLS on conn and checks the result against pol, filling
 // in s.state.
-func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, sec mailsec.Security, afterSTARTTLS bool, s *session) (*tls.Conn, error) {
+func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, pol *tlsPolicy, afterSTARTTLS bool, s *session) (*tls.Conn, error) {
 	host := dc.serverName
-	tc := tls.Client(conn, tlsConfigFor(dc.tlsConfig, dc.serverName, sec))
+	var match dane.Match
+	tc := tls.Client(conn, pol.config(dc.tlsConfig, dc.serverName, &match))
 	if err := tc.Handshake(); err != nil {
 		return nil, classifyHandshake(ctx, host, err, afterSTARTTLS)
 	}
@@ -202,19 +220,37 @@ func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, sec mailsec.
 	if !cs.HandshakeComplete || cs.Version < tls.VersionTLS12 || len(cs.PeerCertificates) == 0 {
 		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "handshake incomplete or below TLS 1.2"}
 	}
-	switch sec.Level {
-	case mailsec.Verified:
+	// Each check below repeats what the configuration's callbacks
+	// enforced, so that the result does not rest on a callback alone.
+	switch pol.mode {
+	case tlsWebPKI:
 		if len(cs.VerifiedChains) == 0 {
 			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: "no verified chain"}
 		}
-		s.state.Verification = mailsec.VerifiedWebPKI
-	case mailsec.Pinned:
-		// VerifyConnection refused any other key; check again here so the
-		// result does not rest on a callback alone.
-		if !slices.Contains(sec.Pins, mailsec.PinOf(cs.PeerCertificates[0])) {
+		s.state.Verification = pol.label
+		if s.state.Verification == "" {
+			s.state.Verification = mailsec.VerifiedWebPKI
+		}
+	case tlsPinned:
+		if !slices.Contains(pol.pins, mailsec.PinOf(cs.PeerCertificates[0])) {
 			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch}
 		}
 		s.state.Verification = mailsec.VerifiedPin
+	case tlsDANE:
+		m, err := dane.Verify(cs.PeerCertificates, pol.tlsa, pol.names, pol.clock()())
+		if err != nil {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(err.Error()), Err: err}
+		}
+		s.state.Verification = mailsec.VerifiedDANEEE
+		if m.Record.Usage == 2 {
+			s.state.Verification = mailsec.VerifiedDANETA
+		}
+		s.state.TLSA = m.Record.String()
+	case tlsDomain:
+		if err := verifyForDomain(cs.PeerCertificates, dc.rootCAs(), pol.names[0], pol.clock()()); err != nil {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(err.Error()), Err: err}
+		}
+		s.state.Verification = mailsec.VerifiedWebPKI
 	default:
 		s.state.Verification = mailsec.NotVerified
 	}
@@ -224,43 +260,12 @@ func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, sec mailsec.
 	return tc, nil
 }
 
-// tlsConfigFor derives the client configuration for requirement sec from
-// the application's base configuration. The requirement always wins: an
-// InsecureSkipVerify left in the base does not weaken a Verified delivery.
-func tlsConfigFor(base *tls.Config, serverName string, sec mailsec.Security) *tls.Config {
-	var cfg *tls.Config
-	if base != nil {
-		cfg = base.Clone()
-	} else {
-		cfg = &tls.Config{}
+func (dc *dialConfig) rootCAs() *x509.CertPool {
+	if dc.tlsConfig != nil {
+		return dc.tlsConfig.RootCAs
 	}
-	cfg.ServerName = serverName
-	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
-	switch sec.Level {
-	case mailsec.Verified:
-		cfg.InsecureSkipVerify = false
-	case mailsec.Pinned:
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyPeerCertificate = nil
-		pins := slices.Clone(sec.Pins)
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errPinMismatch
-			}
-			if !slices.Contains(pins, mailsec.PinOf(cs.PeerCertificates[0])) {
-				return errPinMismatch
-			}
-			return nil
-		}
-	default:
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyPeerCertificate = nil
-		cfg.VerifyConnection = nil
-	}
-	return cfg
+	return nil
 }
-
-var errPinMismatch = errors.New("certificate public key matches no pin")
 
 func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTLS bool) error {
 	if e := ctxErr(ctx, err); e != nil {
@@ -272,6 +277,8 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 	}
 	var rh tls.RecordHeaderError
 	var cv *tls.CertificateVerificationError
+	var de *dane.Error
+	var dom *domainError
 	switch {
 	case errors.As(err, &rh):
 		if afterSTARTTLS {
@@ -282,6 +289,10 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 			Detail: "the server answered in plaintext; it may expect STARTTLS (try port 587)", Err: err}
 	case errors.Is(err, errPinMismatch):
 		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch, Err: err}
+	case errors.As(err, &de):
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(de.Error()), Err: err}
+	case errors.As(err, &dom):
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(dom.Error()), Err: err}
 	case errors.As(err, &cv):
 		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(certReason(cv.Err)), Err: err}
 	}
@@ -418,7 +429,7 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	}
 
 	if d.RequireTLS {
-		verified := s.state.Verification == mailsec.VerifiedWebPKI || s.state.Verification == mailsec.VerifiedPin
+		verified := s.state.Verification != mailsec.NotVerified && s.state.Verification != mailsec.NoTLS && s.state.Verification != ""
 		if !verified || !s.has("REQUIRETLS") {
 			return res, true, &mailsec.SecurityError{Host: s.host, Failure: mailsec.FailRequireTLS,
 				Detail: "the message demands REQUIRETLS (RFC 8689) and the server does not offer it over this verified session"}

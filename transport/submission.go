@@ -6,13 +6,11 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/mailsec/mailsec"
-	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // Mode selects how TLS starts on a submission connection.
@@ -154,18 +152,11 @@ func (t *Submission) setup() error {
 	default:
 		return mailsec.Invalid("Submission.Mode", t.Mode.String(), "unknown mode")
 	}
-	dc.localName = t.LocalName
-	if dc.localName == "" {
-		dc.localName = "localhost"
-		if h, err := os.Hostname(); err == nil {
-			if _, ok := syntax.Hostname(h); ok {
-				dc.localName = h
-			}
-		}
+	name, err := localName(t.LocalName)
+	if err != nil {
+		return err
 	}
-	if reason, ok := syntax.EHLOName(dc.localName); !ok {
-		return mailsec.Invalid("EHLO name", dc.localName, reason)
-	}
+	dc.localName = name
 	if t.Auth != nil {
 		if err := t.Auth.validate(); err != nil {
 			return err
@@ -177,7 +168,10 @@ func (t *Submission) setup() error {
 	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc
 	t.pool = &pool{
-		dial:        dc.dial,
+		dial: func(ctx context.Context, sec mailsec.Security, key string) (*session, error) {
+			pol, _ := submissionPolicy(sec)
+			return dc.dial(ctx, pol, key)
+		},
 		host:        dc.serverName,
 		max:         positive(t.MaxConns, 8),
 		maxMessages: positive(t.MaxMessagesPerConn, 1000),
@@ -212,6 +206,10 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		return nil, err
 	}
 	host := t.dc.serverName
+	if _, ok := submissionPolicy(d.Security); !ok {
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel,
+			Detail: "the " + d.Security.Level.String() + " level applies to direct delivery to MX hosts, not to submission"}
+	}
 	switch {
 	case d.RequireTLS && (d.Security.Level == mailsec.Unverified || d.Security.Level == mailsec.Plaintext):
 		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,

@@ -1,0 +1,695 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/idna"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/transport/dane"
+	"github.com/mailsec/mailsec/transport/mtasts"
+	"github.com/mailsec/mailsec/transport/tlsrpt"
+)
+
+// Direct is a mailsec.Transport that delivers to each recipient domain's
+// MX hosts itself, without a smarthost, and defends the hop the way RFC
+// 7672 (DANE), RFC 8461 (MTA-STS) and RFC 8689 (REQUIRETLS) describe. Set
+// its fields, then use it; do not change them afterwards. It is safe for
+// concurrent use.
+//
+// What each delivery's mailsec.Security level means here is documented on
+// the levels; the default, mailsec.Verified, is: DANE when the MX host has
+// usable DNSSEC-authenticated TLSA records, else the domain's MTA-STS
+// policy when it is in enforce mode, else a certificate that verifies for
+// the MX host name; nothing is sent to a host that meets none of them.
+// Every MX host skipped, and why, is recorded in the Receipt's connection
+// notes.
+type Direct struct {
+	// Resolver looks up MX, address, TXT and TLSA records. Required. DANE
+	// and REQUIRETLS rest on its Authentic bit: use a mailsec.DNSResolver
+	// pointed at a validating resolver on the same host.
+	Resolver mailsec.Resolver
+	// MTASTS discovers, fetches and caches MTA-STS policies. Nil means a
+	// client using Resolver and TLSConfig with an in-memory cache (policies
+	// are then fetched again after a restart; give it an mtasts.DirCache
+	// to keep them).
+	MTASTS *mtasts.Client
+	// TLSConfig is the base TLS configuration (RootCAs for the WebPKI).
+	// Nil means system roots. Verification follows each delivery's level
+	// whatever it says.
+	TLSConfig *tls.Config
+	// LocalName is the EHLO name; it should be this host's public name
+	// with matching forward and reverse DNS. Empty means the machine's
+	// host name if it is a valid domain name, else "localhost".
+	LocalName string
+	// Dialer opens TCP connections. Nil means a net.Dialer.
+	Dialer Dialer
+	// Port is the SMTP port on MX hosts. Zero means 25; other values are
+	// for tests.
+	Port int
+	// Reports, when set, receives the outcome of every TLS session and
+	// policy failure for TLS reporting (RFC 8460); a *tlsrpt.Aggregator
+	// fits.
+	Reports interface{ Record(tlsrpt.Result) }
+	// DialTimeout bounds establishing one session (connect, greeting,
+	// STARTTLS, handshake, EHLO) even when the context has no deadline.
+	// Zero means one minute.
+	DialTimeout time.Duration
+	// Logger receives debug records about routes and sessions. Nil means
+	// none.
+	Logger *slog.Logger
+	// Now is the clock for DANE-TA and domain-certificate checks. Nil
+	// means time.Now.
+	Now func() time.Time
+
+	once      sync.Once
+	initErr   error
+	sts       *mtasts.Client
+	localName string
+	dialer    Dialer
+	port      string
+	timeout   time.Duration
+}
+
+// ErrNullMX reports a domain that publishes a null MX (RFC 7505): it
+// accepts no mail, and no connection is attempted.
+var ErrNullMX = errors.New("transport: the domain accepts no mail (null MX, RFC 7505)")
+
+// DomainError reports that a delivery reached none of a domain's MX
+// hosts, or that the domain has no route at all. It unwraps to the
+// failure of each host tried, in order.
+type DomainError struct {
+	Domain string
+	Errs   []error
+}
+
+func (e *DomainError) Error() string {
+	var b strings.Builder
+	b.WriteString("mailsec: ")
+	b.WriteString(e.Domain)
+	b.WriteString(": no MX host took the delivery")
+	for _, err := range e.Errs {
+		b.WriteString("; ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *DomainError) Unwrap() []error { return e.Errs }
+
+// Temporary reports whether a later attempt may succeed: when any host
+// failed for a temporary reason (a network error, a 4xx reply, a DNS
+// failure).
+func (e *DomainError) Temporary() bool {
+	return slices.ContainsFunc(e.Errs, mailsec.IsTemporary)
+}
+
+// Validate checks the configuration without connecting. Calling it is
+// optional.
+func (t *Direct) Validate() error { return t.init() }
+
+func (t *Direct) init() error {
+	t.once.Do(func() { t.initErr = t.setup() })
+	return t.initErr
+}
+
+func (t *Direct) setup() error {
+	if t.Resolver == nil {
+		return mailsec.Invalid("Direct.Resolver", "", "a resolver is required")
+	}
+	name, err := localName(t.LocalName)
+	if err != nil {
+		return err
+	}
+	t.localName = name
+	t.dialer = t.Dialer
+	if t.dialer == nil {
+		t.dialer = &net.Dialer{Timeout: 30 * time.Second}
+	}
+	t.port = "25"
+	if t.Port != 0 {
+		if t.Port < 0 || t.Port > 65535 {
+			return mailsec.Invalid("Direct.Port", strconv.Itoa(t.Port), "not a port number")
+		}
+		t.port = strconv.Itoa(t.Port)
+	}
+	t.timeout = positiveDur(t.DialTimeout, time.Minute)
+	t.sts = t.MTASTS
+	if t.sts == nil {
+		t.sts = &mtasts.Client{Resolver: t.Resolver, TLSConfig: t.TLSConfig, Logger: t.Logger}
+	}
+	return nil
+}
+
+// localName returns the EHLO name to use for a configured one.
+func localName(configured string) (string, error) {
+	name := configured
+	if name == "" {
+		name = "localhost"
+		if h, err := os.Hostname(); err == nil {
+			if _, ok := syntax.Hostname(h); ok {
+				name = h
+			}
+		}
+	}
+	if reason, ok := syntax.EHLOName(name); !ok {
+		return "", mailsec.Invalid("EHLO name", name, reason)
+	}
+	return name, nil
+}
+
+func (t *Direct) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+// Deliver implements mailsec.Transport. Recipients are grouped by domain;
+// each domain is one transaction with one of its MX hosts. With more than
+// one domain, every recipient's result carries its own session.
+func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	if err := t.init(); err != nil {
+		return nil, err
+	}
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if d.RequireTLS && d.TLSRequiredNo {
+		return nil, mailsec.Invalid("Delivery", "", "REQUIRETLS and TLS-Required: No exclude each other (RFC 8689 §5)")
+	}
+	var order []string
+	byDomain := map[string][]int{}
+	for i, to := range d.To {
+		dom, err := domainOf(to)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := byDomain[dom]; !ok {
+			order = append(order, dom)
+		}
+		byDomain[dom] = append(byDomain[dom], i)
+	}
+
+	res := &mailsec.DeliveryResult{Recipients: make([]mailsec.RecipientResult, len(d.To))}
+	for i, to := range d.To {
+		res.Recipients[i].Address = to
+	}
+	var errs []error
+	accepted := 0
+	for _, dom := range order {
+		idx := byDomain[dom]
+		rcpts := make([]string, len(idx))
+		for j, i := range idx {
+			rcpts[j] = d.To[i]
+		}
+		dr, err := t.deliverDomain(ctx, d, dom, rcpts)
+		if len(order) == 1 {
+			if dr != nil {
+				res.Connection, res.Reply = dr.Connection, dr.Reply
+			}
+		}
+		for j, i := range idx {
+			rr := &res.Recipients[i]
+			var r *mailsec.RecipientResult
+			if dr != nil && j < len(dr.Recipients) {
+				r = &dr.Recipients[j]
+			}
+			if dr != nil {
+				rr.Connection = dr.Connection
+			}
+			switch {
+			case err == nil && r != nil && r.Accepted:
+				rr.Accepted = true
+				rr.Reply = dr.Reply
+				accepted++
+			case r != nil && r.Err != nil:
+				rr.Reply, rr.Err = r.Reply, r.Err
+			case err != nil:
+				rr.Err = err
+			default:
+				rr.Err = errors.New("mailsec: no result for this recipient")
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if accepted > 0 {
+		return res, nil
+	}
+	if len(errs) == 1 {
+		return res, errs[0]
+	}
+	if len(errs) == 0 {
+		return res, errors.New("mailsec: no recipient was accepted")
+	}
+	return res, errors.Join(errs...)
+}
+
+// domainOf returns the A-label form of an address's domain.
+func domainOf(addr string) (string, error) {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "", mailsec.Invalid("To", addr, "no domain")
+	}
+	dom, err := idna.Lookup.ToASCII(strings.TrimSuffix(addr[at+1:], "."))
+	if err != nil || dom == "" || strings.HasPrefix(dom, "[") {
+		return "", mailsec.Invalid("To", addr, "the domain is not one direct delivery can route to")
+	}
+	return strings.ToLower(dom), nil
+}
+
+// route is a domain's MX hosts in the order to try them.
+type route struct {
+	hosts     []string
+	authentic bool // the MX answer (or its denial) was DNSSEC-authenticated
+	implicit  bool // no MX records: the domain itself (RFC 5321 §5.1)
+}
+
+// lookupRoute selects MX hosts (RFC 5321 §5.1, RFC 7505): by preference,
+// ties in random order; the domain itself when it has no MX records; no
+// fallback when the lookup fails; a null MX ends the delivery.
+func (t *Direct) lookupRoute(ctx context.Context, domain string) (route, error) {
+	ans, err := t.Resolver.LookupMX(ctx, domain)
+	var de *mailsec.DNSError
+	switch {
+	case err == nil && len(ans.Records) > 0:
+	case errors.Is(err, mailsec.ErrNoRecords) || err == nil:
+		auth := ans.Authentic
+		if errors.As(err, &de) {
+			auth = de.Authentic
+		}
+		return route{hosts: []string{domain}, authentic: auth, implicit: true}, nil
+	default:
+		return route{}, err
+	}
+	recs := slices.Clone(ans.Records)
+	for _, mx := range recs {
+		if mx.Host == "" || mx.Host == "." {
+			// RFC 7505 §3: a domain with a null MX accepts no mail; a
+			// null MX beside other records is a misconfiguration, read the
+			// same way so that no connection is ever made.
+			return route{}, ErrNullMX
+		}
+	}
+	slices.SortStableFunc(recs, func(a, b mailsec.MX) int { return int(a.Pref) - int(b.Pref) })
+	for i := 0; i < len(recs); {
+		j := i + 1
+		for j < len(recs) && recs[j].Pref == recs[i].Pref {
+			j++
+		}
+		tie := recs[i:j]
+		rand.Shuffle(len(tie), func(a, b int) { tie[a], tie[b] = tie[b], tie[a] })
+		i = j
+	}
+	r := route{authentic: ans.Authentic}
+	for _, mx := range recs {
+		h := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
+		if _, ok := syntax.Hostname(h); !ok || slices.Contains(r.hosts, h) {
+			continue
+		}
+		r.hosts = append(r.hosts, h)
+	}
+	if len(r.hosts) == 0 {
+		return route{}, &mailsec.DNSError{Name: domain, Type: "MX", Kind: mailsec.DNSMalformed,
+			Err: errors.New("no MX record names a usable host")}
+	}
+	return r, nil
+}
+
+// domainState is what one domain's delivery has learnt so far.
+type domainState struct {
+	domain   string
+	level    mailsec.SecurityLevel
+	route    route
+	sts      *mtasts.Result
+	enforce  bool
+	testing  bool
+	notes    []string
+	attempts []error
+}
+
+func (ds *domainState) note(s string) { ds.notes = append(ds.notes, s) }
+
+// deliverDomain delivers d to rcpts, all in domain.
+func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain string, rcpts []string) (*mailsec.DeliveryResult, error) {
+	ds := &domainState{domain: domain, level: d.Security.Level}
+	switch ds.level {
+	case mailsec.Unverified, mailsec.Plaintext, mailsec.Opportunistic, mailsec.DANE:
+		if d.RequireTLS {
+			return nil, &mailsec.SecurityError{Host: domain, Failure: mailsec.FailRequireTLS,
+				Detail: "REQUIRETLS needs verified TLS; the level for this domain is " + ds.level.String() + " (5.7.30)"}
+		}
+	}
+	rt, err := t.lookupRoute(ctx, domain)
+	if err != nil {
+		return nil, &DomainError{Domain: domain, Errs: []error{err}}
+	}
+	ds.route = rt
+	if rt.implicit {
+		ds.note(domain + ": no MX records; the domain itself is the mail host (RFC 5321 §5.1)")
+	}
+
+	// MTA-STS is the default level's second defence, and decides which MX
+	// hosts REQUIRETLS may use.
+	if (ds.level == mailsec.Verified && !d.TLSRequiredNo) || d.RequireTLS {
+		r, err := t.sts.Lookup(ctx, domain)
+		if err != nil {
+			return nil, err
+		}
+		ds.sts = r
+		if r.Policy != nil {
+			ds.enforce = r.Policy.Mode == mtasts.Enforce
+			ds.testing = r.Policy.Mode == mtasts.Testing
+		}
+		if r.Err != nil {
+			ds.note("MTA-STS: " + r.Err.Error())
+			t.report(ds, tlsrpt.Result{Failure: stsResultType(r.Err), AdditionalInformation: r.Err.Error()})
+		}
+	}
+	if d.TLSRequiredNo {
+		ds.note("TLS-Required: No: the domain's DANE and MTA-STS policies are not applied (RFC 8689 §5); TLS is still required, without authentication")
+	}
+
+	for _, host := range rt.hosts {
+		res, err, final := t.tryHost(ctx, d, ds, host, rcpts)
+		if err == nil || final {
+			if res != nil && res.Connection != nil {
+				res.Connection.Notes = append(slices.Clip(ds.notes), res.Connection.Notes...)
+			}
+			return res, err
+		}
+		ds.attempts = append(ds.attempts, err)
+		ds.note(host + ": " + err.Error())
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, &DomainError{Domain: domain, Errs: ds.attempts}
+}
+
+// hostPlan is how one MX host is to be reached.
+type hostPlan struct {
+	pol    *tlsPolicy
+	policy string   // ConnectionState.Policy
+	tlsa   []string // usable records, for reports
+	addrs  []netip.Addr
+}
+
+// planHost looks up a host's addresses and TLSA records and decides the
+// session's requirement. An error means the host is skipped without a
+// connection.
+func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainState, host string) (*hostPlan, error) {
+	ips, err := t.Resolver.LookupIP(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	hp := &hostPlan{addrs: ips.Records}
+	secure := ds.route.authentic && ips.Authentic
+
+	// DANE (RFC 7672 §2.2): TLSA records count only when the MX and
+	// address lookups were authenticated, and a failed TLSA lookup of a
+	// secure host means no connection (it may be an attack).
+	const (
+		noDANE = iota
+		daneUsable
+		daneUnusable
+	)
+	daneState := noDANE
+	var usable []mailsec.TLSA
+	wantDANE := ds.level == mailsec.Verified || ds.level == mailsec.DANE || ds.level == mailsec.DANEOnly
+	if wantDANE && secure && !d.TLSRequiredNo {
+		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+host)
+		switch {
+		case err == nil && ans.Authentic && len(ans.Records) > 0:
+			usable = dane.Usable(ans.Records)
+			daneState = daneUnusable
+			if len(usable) > 0 {
+				daneState = daneUsable
+				for _, r := range usable {
+					hp.tlsa = append(hp.tlsa, r.String())
+				}
+			}
+		case err == nil, mailsec.IsNotFound(err):
+			// No records, or records DNSSEC does not vouch for: no DANE.
+		default:
+			serr := &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
+				Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
+			t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
+				Failure: tlsrpt.DNSSECInvalid, AdditionalInformation: err.Error()})
+			return nil, serr
+		}
+	}
+
+	names := []string{host}
+	if ips.Name != "" && ips.Name != host {
+		names = append(names, ips.Name)
+	}
+	danePolicy := func() *tlsPolicy {
+		return &tlsPolicy{mode: tlsDANE, tlsa: usable, names: names, now: t.Now}
+	}
+	switch ds.level {
+	case mailsec.Verified:
+		switch {
+		case d.TLSRequiredNo:
+			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "tls-required-no"
+		case daneState == daneUsable:
+			hp.pol, hp.policy = danePolicy(), "dane"
+		case ds.enforce:
+			if !ds.sts.Policy.Matches(host) {
+				t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
+					AdditionalInformation: "MX host " + host + " is not listed in the MTA-STS policy"})
+				return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailMXNotInPolicy,
+					Detail: "the domain's MTA-STS policy (enforce) lists " + strings.Join(ds.sts.Policy.MX, ", ")}
+			}
+			hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedMTASTS}, "mta-sts"
+		default:
+			hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedWebPKI}, "verified"
+			if ds.testing {
+				hp.policy = "mta-sts-testing"
+				if !ds.sts.Policy.Matches(host) {
+					ds.note("MTA-STS (testing): " + host + " is not listed in the policy; delivered as the testing mode allows")
+					t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
+						AdditionalInformation: "MX host " + host + " is not listed in the MTA-STS policy"})
+				}
+			}
+		}
+	case mailsec.DANE:
+		switch daneState {
+		case daneUsable:
+			hp.pol, hp.policy = danePolicy(), "dane"
+		case daneUnusable:
+			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "dane-unusable"
+		default:
+			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified, optional: true}, "may"
+		}
+	case mailsec.DANEOnly:
+		if daneState != daneUsable {
+			t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.DANERequired})
+			why := "the host has no DNSSEC-authenticated TLSA records"
+			if daneState == daneUnusable {
+				why = "the host's TLSA records are all unusable for SMTP"
+			}
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANERequired, Detail: why}
+		}
+		hp.pol, hp.policy = danePolicy(), "dane"
+	case mailsec.VerifyMX:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedWebPKI}, "verify"
+	case mailsec.SecureDomain:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsDomain, names: []string{ds.domain}, now: t.Now}, "secure"
+	case mailsec.Pinned:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsPinned, pins: slices.Clone(d.Security.Pins)}, "pinned"
+	case mailsec.Unverified:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "encrypt"
+	case mailsec.Opportunistic:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified, optional: true}, "may"
+	case mailsec.Plaintext:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsNone}, "none"
+	default:
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel, Detail: "unknown level " + ds.level.String()}
+	}
+
+	// REQUIRETLS (RFC 8689 §4.2.1): only to an MX host that DNSSEC or an
+	// enforced MTA-STS policy vouches for, and only over a verified
+	// session (the session checks the server offers REQUIRETLS).
+	if d.RequireTLS {
+		vouched := ds.route.authentic || ds.enforce && ds.sts.Policy.Matches(host)
+		if !vouched {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
+				Detail: "the message demands REQUIRETLS and this MX host is vouched for neither by DNSSEC nor by an MTA-STS policy in enforce mode (5.7.30)"}
+		}
+	}
+	return hp, nil
+}
+
+// tryHost delivers to one MX host. final reports that the outcome must
+// not lead to the next host (success, a permanent reply, a content
+// failure).
+func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainState, host string, rcpts []string) (res *mailsec.DeliveryResult, err error, final bool) {
+	hp, err := t.planHost(ctx, d, ds, host)
+	if err != nil {
+		return nil, err, false
+	}
+	var lastErr error
+	for _, ip := range hp.addrs {
+		dc := &dialConfig{
+			addr:       net.JoinHostPort(ip.Unmap().String(), t.port),
+			serverName: host,
+			localName:  t.localName,
+			tlsConfig:  t.TLSConfig,
+			dialer:     t.dialer,
+			timeout:    t.timeout,
+		}
+		s, err := dc.dial(ctx, hp.pol, "")
+		if err != nil {
+			t.reportSession(ds, hp, host, ip, nil, err)
+			var ne *mailsec.NetworkError
+			if errors.As(err, &ne) {
+				lastErr = err
+				continue // another address of the same host may answer
+			}
+			return nil, err, false
+		}
+		s.state.Domain = ds.domain
+		s.state.Policy = hp.policy
+		one := *d
+		one.To = rcpts
+		res, healthy, err := s.transact(ctx, &one)
+		s.close(healthy)
+		t.reportSession(ds, hp, host, ip, s, err)
+		if t.Logger != nil {
+			t.Logger.LogAttrs(ctx, slog.LevelDebug, "mailsec: direct session", slog.String("domain", ds.domain),
+				slog.String("mx", host), slog.String("addr", dc.addr), slog.String("policy", hp.policy),
+				slog.String("verification", string(s.state.Verification)), slog.Any("err", err))
+		}
+		if err == nil {
+			return res, nil, true
+		}
+		var se *mailsec.SMTPError
+		switch {
+		case errors.Is(err, mailsec.ErrRequireTLS), errors.Is(err, mailsec.ErrUnsupported):
+			// Another MX host may offer what this one lacks.
+			return nil, err, false
+		case errors.As(err, &se) && !se.Temporary():
+			return res, err, true
+		case errors.Is(err, mailsec.ErrContent), ctx.Err() != nil:
+			return res, err, true
+		}
+		return nil, err, false
+	}
+	if lastErr == nil {
+		lastErr = &mailsec.NetworkError{Host: host, Op: "dial", Err: errors.New("no addresses")}
+	}
+	return nil, lastErr, false
+}
+
+// report sends one result to Reports with the domain's policy filled in.
+func (t *Direct) report(ds *domainState, r tlsrpt.Result) {
+	if t.Reports == nil {
+		return
+	}
+	r.PolicyDomain = ds.domain
+	if r.PolicyType == "" {
+		r.PolicyType = tlsrpt.PolicyNone
+		if ds.sts != nil && ds.sts.Policy != nil && ds.sts.Policy.Mode != mtasts.None {
+			r.PolicyType = tlsrpt.PolicySTS
+			r.PolicyString = stsLines(ds.sts.Policy)
+			r.MXHost = slices.Clone(ds.sts.Policy.MX)
+		}
+	}
+	if r.Time.IsZero() {
+		r.Time = t.now()
+	}
+	t.Reports.Record(r)
+}
+
+// reportSession records a session's TLS outcome. Failures before TLS was
+// tried (the connection was refused, the server closed) are not TLS
+// results and are not reported.
+func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip netip.Addr, s *session, err error) {
+	if t.Reports == nil {
+		return
+	}
+	r := tlsrpt.Result{ReceivingMXHostname: host, ReceivingIP: ip}
+	if hp.policy == "dane" {
+		r.PolicyType = tlsrpt.PolicyTLSA
+		r.PolicyString = hp.tlsa
+		r.MXHost = []string{host}
+	}
+	var se *mailsec.SecurityError
+	switch {
+	case s != nil && errors.Is(err, mailsec.ErrRequireTLS):
+		r.Success = true // the TLS session itself was sound
+	case s != nil:
+		r.Success = true
+		r.ReceivingMXHelo = ""
+	case errors.As(err, &se):
+		r.Failure = resultType(se)
+		r.AdditionalInformation = se.Error()
+	default:
+		return
+	}
+	if s != nil && s.state.Verification == mailsec.NoTLS && hp.pol.mode != tlsNone {
+		r.Success = false
+		r.Failure = tlsrpt.StartTLSNotSupported
+	}
+	t.report(ds, r)
+}
+
+// resultType maps a session's security failure to its RFC 8460 §4.3
+// result type.
+func resultType(se *mailsec.SecurityError) tlsrpt.ResultType {
+	var de *dane.Error
+	if errors.As(se, &de) {
+		return tlsrpt.ResultType(de.ResultType())
+	}
+	switch se.Failure {
+	case mailsec.FailStartTLSMissing, mailsec.FailStartTLSRefused, mailsec.FailInjection, mailsec.FailNotTLS:
+		return tlsrpt.StartTLSNotSupported
+	case mailsec.FailCertificate:
+		var ci x509.CertificateInvalidError
+		var he x509.HostnameError
+		var dom *domainError
+		switch {
+		case errors.As(se, &ci) && ci.Reason == x509.Expired:
+			return tlsrpt.CertificateExpired
+		case errors.As(se, &he), errors.As(se, &dom):
+			return tlsrpt.CertificateHostMismatch
+		}
+		return tlsrpt.CertificateNotTrusted
+	}
+	return tlsrpt.ValidationFailure
+}
+
+func stsResultType(err error) tlsrpt.ResultType {
+	var rt interface{ ResultType() string }
+	if errors.As(err, &rt) {
+		return tlsrpt.ResultType(rt.ResultType())
+	}
+	return tlsrpt.STSPolicyFetchError
+}
+
+// stsLines is a policy as the lines of its file, for a report's
+// policy-string (RFC 8460 §4.4).
+func stsLines(p *mtasts.Policy) []string {
+	lines := []string{"version: STSv1", "mode: " + string(p.Mode)}
+	for _, mx := range p.MX {
+		lines = append(lines, "mx: "+mx)
+	}
+	return append(lines, "max_age: "+strconv.FormatInt(p.MaxAge, 10))
+}
