@@ -1,0 +1,899 @@
+package mailsec
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// dnsTestServer is a DNS server on 127.0.0.1, UDP and TCP on one port,
+// that answers each query with what its handler returns (nothing when
+// the handler returns nil).
+type dnsTestServer struct {
+	addr string
+
+	mu      sync.Mutex
+	handler func(q *dns.Msg, network string) *dns.Msg
+	queries []dnsTestQuery
+}
+
+type dnsTestQuery struct {
+	msg     *dns.Msg
+	network string
+}
+
+func startDNSServer(t testing.TB, handler func(q *dns.Msg, network string) *dns.Msg) *dnsTestServer {
+	t.Helper()
+	s := &dnsTestServer{handler: handler}
+	var pc net.PacketConn
+	var ln net.Listener
+	for range 20 {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+		pc = nil
+	}
+	if pc == nil {
+		t.Fatal("no free port for UDP and TCP")
+	}
+	s.addr = pc.LocalAddr().String()
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		network := w.RemoteAddr().Network()
+		s.mu.Lock()
+		s.queries = append(s.queries, dnsTestQuery{q, network})
+		handler := s.handler
+		s.mu.Unlock()
+		if resp := handler(q, network); resp != nil {
+			w.WriteMsg(resp)
+		}
+	})
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe()
+		<-started
+		t.Cleanup(func() { srv.Shutdown() })
+	}
+	return s
+}
+
+func (s *dnsTestServer) count(network string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, q := range s.queries {
+		if network == "" || q.network == network {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *dnsTestServer) last() dnsTestQuery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queries[len(s.queries)-1]
+}
+
+// dnsReply answers q with rcode, the AD bit and the records given in zone
+// file syntax.
+func dnsReply(t testing.TB, q *dns.Msg, rcode int, ad bool, rrs ...string) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(q, rcode)
+	m.RecursionAvailable = true
+	m.AuthenticatedData = ad
+	for _, s := range rrs {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Errorf("record %q: %v", s, err)
+			continue
+		}
+		m.Answer = append(m.Answer, rr)
+	}
+	return m
+}
+
+// dnsZone answers from a fixed set of records (zone file syntax) with the
+// AD bit ad: NXDOMAIN for names it has nothing at, NODATA for other types.
+func dnsZone(t testing.TB, ad bool, zone ...string) func(q *dns.Msg, network string) *dns.Msg {
+	var rrs []dns.RR
+	for _, s := range zone {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatalf("record %q: %v", s, err)
+		}
+		rrs = append(rrs, rr)
+	}
+	return func(q *dns.Msg, _ string) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.AuthenticatedData = ad
+		// Follow CNAMEs as a recursive resolver does; a loop ends after
+		// ten hops with NOERROR and the chain.
+		name := q.Question[0].Name
+		for range 10 {
+			exists, next := false, ""
+			for _, rr := range rrs {
+				if !strings.EqualFold(rr.Header().Name, name) {
+					continue
+				}
+				exists = true
+				if rr.Header().Rrtype == q.Question[0].Qtype {
+					m.Answer = append(m.Answer, rr)
+				} else if c, ok := rr.(*dns.CNAME); ok {
+					m.Answer = append(m.Answer, rr)
+					next = c.Target
+				}
+			}
+			if !exists {
+				m.Rcode = dns.RcodeNameError
+			}
+			if next == "" {
+				break
+			}
+			name = next
+		}
+		return m
+	}
+}
+
+func dnsErrorOf(t *testing.T, err error) *DNSError {
+	t.Helper()
+	var de *DNSError
+	if !errors.As(err, &de) {
+		t.Fatalf("error %v (%T) is not a *DNSError", err, err)
+	}
+	return de
+}
+
+func TestDNSResolverMX(t *testing.T) {
+	srv := startDNSServer(t, dnsZone(t, true,
+		"example.org. 300 IN MX 20 MX2.Example.ORG.",
+		"example.org. 300 IN MX 10 mx1.example.org.",
+		"example.org. 300 IN RRSIG MX 13 2 300 20300101000000 20200101000000 12345 example.org. AAAA",
+	))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ans, err := r.LookupMX(context.Background(), "Example.Org.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Answer[MX]{Records: []MX{{"mx2.example.org", 20}, {"mx1.example.org", 10}}, Authentic: true, Name: "example.org"}
+	if !slices.Equal(ans.Records, want.Records) || ans.Authentic != want.Authentic || ans.Name != want.Name {
+		t.Errorf("got %+v, want %+v", ans, want)
+	}
+
+	// The query asks for recursion and validation, with EDNS0 DO.
+	q := srv.last()
+	if q.network != "udp" {
+		t.Errorf("asked over %s, want udp", q.network)
+	}
+	if !q.msg.RecursionDesired || !q.msg.AuthenticatedData {
+		t.Errorf("query RD=%v AD=%v, want both", q.msg.RecursionDesired, q.msg.AuthenticatedData)
+	}
+	opt := q.msg.IsEdns0()
+	if opt == nil || !opt.Do() || opt.UDPSize() != 1232 {
+		t.Errorf("query EDNS0 %v, want DO and UDP size 1232", opt)
+	}
+	if got := q.msg.Question[0]; got.Name != "example.org." || got.Qtype != dns.TypeMX {
+		t.Errorf("question %v", got)
+	}
+}
+
+func TestDNSResolverADBit(t *testing.T) {
+	// From a loopback server, the answer is Authentic exactly when AD is set.
+	for _, ad := range []bool{true, false} {
+		srv := startDNSServer(t, dnsZone(t, ad, "example.org. 300 IN TXT \"v=spf1 -all\""))
+		r := &DNSResolver{Servers: []string{srv.addr}}
+		ans, err := r.LookupTXT(context.Background(), "example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ans.Authentic != ad {
+			t.Errorf("AD=%v: Authentic=%v", ad, ans.Authentic)
+		}
+		_, err = r.LookupTXT(context.Background(), "nx.example.org")
+		if de := dnsErrorOf(t, err); de.Kind != DNSNXDomain || de.Authentic != ad {
+			t.Errorf("AD=%v: denial %+v", ad, de)
+		}
+	}
+}
+
+func TestDNSResolverTrust(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:53":          true,
+		"127.0.0.53:53":         true,
+		"[::1]:53":              true,
+		"[::ffff:127.0.0.1]:53": true,
+		"127.0.0.1":             true,
+		"192.0.2.1:53":          false,
+		"10.0.0.1:53":           false,
+		"[2001:db8::1]:53":      false,
+		"[::]:53":               false,
+		"0.0.0.0:53":            false,
+		"localhost:53":          false, // resolving the name is itself a lookup
+		"resolver.example:53":   false,
+		"":                      false,
+		"garbage":               false,
+	} {
+		if got := trusted(addr); got != want {
+			t.Errorf("trusted(%q) = %v, want %v", addr, got, want)
+		}
+		if !(&DNSResolver{TrustAD: true}).trustsAD(addr) {
+			t.Errorf("TrustAD does not trust %q", addr)
+		}
+		if got := (&DNSResolver{}).trustsAD(addr); got != want {
+			t.Errorf("trustsAD(%q) without TrustAD = %v, want %v", addr, got, want)
+		}
+	}
+
+	// An untrusted server's AD bit makes neither answers nor denials
+	// Authentic.
+	q := new(dns.Msg).SetQuestion("example.org.", dns.TypeMX)
+	resp := dnsReply(t, q, dns.RcodeSuccess, true, "example.org. 300 IN MX 10 mx.example.org.")
+	ans, err := dnsAnswer(resp, "example.org.", dns.TypeMX, false, dnsMX)
+	if err != nil || ans.Authentic || len(ans.Records) != 1 {
+		t.Errorf("untrusted answer: %+v, %v", ans, err)
+	}
+	ans, err = dnsAnswer(resp, "example.org.", dns.TypeMX, true, dnsMX)
+	if err != nil || !ans.Authentic {
+		t.Errorf("trusted answer: %+v, %v", ans, err)
+	}
+	for _, rcode := range []int{dns.RcodeNameError, dns.RcodeSuccess} {
+		resp := dnsReply(t, q, rcode, true)
+		_, err := dnsAnswer(resp, "example.org.", dns.TypeMX, false, dnsMX)
+		if de := dnsErrorOf(t, err); de.Authentic || !IsNotFound(err) {
+			t.Errorf("untrusted denial %s: %+v", dns.RcodeToString[rcode], de)
+		}
+	}
+}
+
+func TestDNSResolverRcodes(t *testing.T) {
+	for _, tc := range []struct {
+		rcode     int
+		ad        bool
+		kind      DNSErrorKind
+		temporary bool
+		is        error
+	}{
+		{dns.RcodeNameError, true, DNSNXDomain, false, ErrNXDomain},
+		{dns.RcodeNameError, false, DNSNXDomain, false, ErrNXDomain},
+		{dns.RcodeSuccess, true, DNSNoRecords, false, ErrNoRecords},
+		{dns.RcodeServerFailure, false, DNSServerFailure, true, nil},
+		{dns.RcodeRefused, false, DNSRefused, true, nil},
+		{dns.RcodeNotImplemented, false, DNSRefused, true, nil},
+		{dns.RcodeFormatError, false, DNSRefused, true, nil},
+	} {
+		srv := startDNSServer(t, func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, tc.rcode, tc.ad) })
+		r := &DNSResolver{Servers: []string{srv.addr}}
+		_, err := r.LookupTLSA(context.Background(), "_25._tcp.mx.example.org")
+		de := dnsErrorOf(t, err)
+		name := dns.RcodeToString[tc.rcode]
+		if de.Kind != tc.kind || de.Temporary() != tc.temporary || de.Authentic != tc.ad {
+			t.Errorf("%s: got kind %v temporary %v authentic %v", name, de.Kind, de.Temporary(), de.Authentic)
+		}
+		if de.Name != "_25._tcp.mx.example.org" || de.Type != "TLSA" || de.Server != srv.addr {
+			t.Errorf("%s: error names %q %q %q", name, de.Name, de.Type, de.Server)
+		}
+		for _, target := range []error{ErrNXDomain, ErrNoRecords} {
+			if errors.Is(err, target) != (target == tc.is) {
+				t.Errorf("%s: errors.Is(%v) = %v", name, target, !(target == tc.is))
+			}
+		}
+		if IsNotFound(err) == tc.temporary {
+			t.Errorf("%s: IsNotFound = %v", name, IsNotFound(err))
+		}
+		var tmp interface{ Temporary() bool }
+		if !errors.As(err, &tmp) || tmp.Temporary() != tc.temporary {
+			t.Errorf("%s: Temporary() through errors.As", name)
+		}
+		if !strings.Contains(err.Error(), "_25._tcp.mx.example.org") {
+			t.Errorf("%s: error %q does not name the record", name, err)
+		}
+	}
+}
+
+// silentServer returns the address of a UDP socket that reads nothing.
+func silentServer(t *testing.T) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc.LocalAddr().String()
+}
+
+func TestDNSResolverTimeout(t *testing.T) {
+	addr := silentServer(t)
+
+	// The per-query Timeout.
+	r := &DNSResolver{Servers: []string{addr}, Timeout: 200 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := r.LookupMX(ctx, "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSTimeout || !de.Temporary() {
+		t.Errorf("got %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v with a 200ms timeout", d)
+	}
+
+	// The context deadline bounds the lookup, however long Timeout is.
+	r = &DNSResolver{Servers: []string{addr, addr}, Timeout: time.Minute}
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = r.LookupMX(ctx, "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSTimeout || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want a timeout from the context", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v with a 300ms context deadline", d)
+	}
+
+	// Cancellation ends a pending query at once.
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start = time.Now()
+	_, err = r.LookupIP(ctx, "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSTimeout || !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want cancellation", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v to notice cancellation", d)
+	}
+}
+
+func TestDNSResolverNetworkError(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	r := &DNSResolver{Servers: []string{addr}, Timeout: 20 * time.Second}
+	start := time.Now()
+	_, err = r.LookupMX(context.Background(), "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSNetwork || !de.Temporary() || de.Server != addr {
+		t.Errorf("got %v, want a network error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v: port unreachable not noticed", d)
+	}
+}
+
+func TestDNSResolverTruncated(t *testing.T) {
+	srv := startDNSServer(t, func(q *dns.Msg, network string) *dns.Msg {
+		if network == "udp" {
+			m := dnsReply(t, q, dns.RcodeSuccess, true, "example.org. 300 IN TXT \"partial\"")
+			m.Truncated = true
+			return m
+		}
+		return dnsReply(t, q, dns.RcodeSuccess, true,
+			"example.org. 300 IN TXT \"first\"",
+			"example.org. 300 IN TXT \"second\"")
+	})
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ans, err := r.LookupTXT(context.Background(), "example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ans.Records, []string{"first", "second"}) || !ans.Authentic {
+		t.Errorf("got %+v, want the TCP answer", ans)
+	}
+	if srv.count("udp") != 1 || srv.count("tcp") != 1 {
+		t.Errorf("udp %d, tcp %d queries; want one each", srv.count("udp"), srv.count("tcp"))
+	}
+
+	// Truncated over TCP too: malformed.
+	srv = startDNSServer(t, func(q *dns.Msg, network string) *dns.Msg {
+		m := dnsReply(t, q, dns.RcodeSuccess, true)
+		m.Truncated = true
+		return m
+	})
+	r = &DNSResolver{Servers: []string{srv.addr}}
+	_, err = r.LookupTXT(context.Background(), "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSMalformed {
+		t.Errorf("got %v, want malformed", err)
+	}
+}
+
+func TestDNSResolverCNAME(t *testing.T) {
+	zone := []string{
+		"alias.example.org. 300 IN CNAME Alias2.Example.NET.",
+		"alias2.example.net. 300 IN CNAME mail.example.com.",
+		"mail.example.com. 300 IN MX 10 mx.example.com.",
+		"mail.example.com. 300 IN A 192.0.2.1",
+		"loop1.example.org. 300 IN CNAME loop2.example.org.",
+		"loop2.example.org. 300 IN CNAME loop1.example.org.",
+		"dangling.example.org. 300 IN CNAME gone.example.org.",
+	}
+	srv := startDNSServer(t, dnsZone(t, true, zone...))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ctx := context.Background()
+	ans, err := r.LookupMX(ctx, "alias.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans.Name != "mail.example.com" || !ans.Authentic || !slices.Equal(ans.Records, []MX{{"mx.example.com", 10}}) {
+		t.Errorf("got %+v", ans)
+	}
+	// The target exists, without records of the type.
+	_, err = r.LookupTXT(ctx, "alias.example.org")
+	if !errors.Is(err, ErrNoRecords) {
+		t.Errorf("TXT through CNAME: %v, want NODATA", err)
+	}
+	// The target does not exist.
+	_, err = r.LookupMX(ctx, "dangling.example.org")
+	if !errors.Is(err, ErrNXDomain) {
+		t.Errorf("dangling CNAME: %v, want NXDOMAIN", err)
+	}
+	// A loop is malformed (and temporary), not followed forever.
+	_, err = r.LookupMX(ctx, "loop1.example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSMalformed {
+		t.Errorf("CNAME loop: %v", err)
+	}
+
+	// Authentic only if the whole response had AD.
+	srv = startDNSServer(t, dnsZone(t, false, zone...))
+	r = &DNSResolver{Servers: []string{srv.addr}}
+	ans, err = r.LookupMX(ctx, "alias.example.org")
+	if err != nil || ans.Authentic || ans.Name != "mail.example.com" {
+		t.Errorf("without AD: %+v, %v", ans, err)
+	}
+
+	// Records of other owners in the answer section are ignored, and two
+	// different CNAMEs at one owner are malformed.
+	q := new(dns.Msg).SetQuestion("a.example.org.", dns.TypeMX)
+	resp := dnsReply(t, q, dns.RcodeSuccess, true,
+		"other.example.org. 300 IN MX 10 evil.example.",
+		"a.example.org. 300 IN CNAME b.example.org.",
+		"b.example.org. 300 IN MX 10 good.example.")
+	ans, err = dnsAnswer(resp, "a.example.org.", dns.TypeMX, true, dnsMX)
+	if err != nil || !slices.Equal(ans.Records, []MX{{"good.example", 10}}) {
+		t.Errorf("got %+v, %v", ans, err)
+	}
+	resp.Answer = append(resp.Answer, dnsReply(t, q, 0, false, "a.example.org. 300 IN CNAME c.example.org.").Answer...)
+	if _, err = dnsAnswer(resp, "a.example.org.", dns.TypeMX, true, dnsMX); dnsErrorOf(t, err).Kind != DNSMalformed {
+		t.Errorf("two CNAMEs: %v", err)
+	}
+}
+
+func TestDNSResolverNullMX(t *testing.T) {
+	srv := startDNSServer(t, dnsZone(t, true, "example.org. 300 IN MX 0 ."))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ans, err := r.LookupMX(context.Background(), "example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ans.Records, []MX{{Host: "", Pref: 0}}) {
+		t.Errorf("null MX: %+v", ans.Records)
+	}
+}
+
+func TestDNSResolverTLSA(t *testing.T) {
+	const hash = "8d02536c887482bc34ff54e41d2ba659bf85b341a0a20afadb5813dcfbcf286d"
+	srv := startDNSServer(t, dnsZone(t, true,
+		"_25._tcp.mx.example.org. 300 IN TLSA 3 1 1 "+hash,
+		"_25._tcp.mx.example.org. 300 IN TLSA 2 0 2 "+strings.Repeat("AB", 64),
+	))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ans, err := r.LookupTLSA(context.Background(), "_25._TCP.mx.example.org.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ans.Records) != 2 || ans.Name != "_25._tcp.mx.example.org" || !ans.Authentic {
+		t.Fatalf("got %+v", ans)
+	}
+	ee, ta := ans.Records[0], ans.Records[1]
+	if ee.Usage != 3 || ee.Selector != 1 || ee.MatchingType != 1 || len(ee.Data) != 32 || ee.String() != "3 1 1 "+hash {
+		t.Errorf("DANE-EE record %v", ee)
+	}
+	if ta.Usage != 2 || ta.Selector != 0 || ta.MatchingType != 2 || !bytes.Equal(ta.Data, bytes.Repeat([]byte{0xab}, 64)) {
+		t.Errorf("DANE-TA record %v", ta)
+	}
+}
+
+func TestDNSResolverTXT(t *testing.T) {
+	// Character-strings are joined without separators, and every octet,
+	// quotes, backslashes and non-printable ones included, comes back as
+	// it was on the wire.
+	srv := startDNSServer(t, func(q *dns.Msg, _ string) *dns.Msg {
+		m := dnsReply(t, q, dns.RcodeSuccess, true)
+		hdr := dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}
+		m.Answer = append(m.Answer,
+			&dns.TXT{Hdr: hdr, Txt: []string{"v=STSv1; ", "id=2024"}},
+			&dns.TXT{Hdr: hdr, Txt: []string{`a\"b\\c\009d\255`}},
+			&dns.TXT{Hdr: hdr, Txt: []string{""}},
+		)
+		return m
+	})
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ans, err := r.LookupTXT(context.Background(), "_mta-sts.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"v=STSv1; id=2024", "a\"b\\c\td\xff", ""}
+	if !slices.Equal(ans.Records, want) {
+		t.Errorf("got %q, want %q", ans.Records, want)
+	}
+
+	for in, want := range map[string]string{
+		``: "", `plain`: "plain", `\"`: `"`, `\\`: `\`, `\065\066`: "AB", `\000`: "\x00", `\;`: ";", `\0`: "0", `x\12`: "x12",
+	} {
+		got, err := dnsUnescape(nil, in)
+		if err != nil || string(got) != want {
+			t.Errorf("dnsUnescape(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{`\`, `ab\`, `\256`, `\999`} {
+		if _, err := dnsUnescape(nil, in); err == nil {
+			t.Errorf("dnsUnescape(%q) succeeded", in)
+		}
+	}
+}
+
+func TestDNSResolverIP(t *testing.T) {
+	zone := []string{
+		"both.example.org. 300 IN A 192.0.2.1",
+		"both.example.org. 300 IN AAAA 2001:db8::1",
+		"v4.example.org. 300 IN A 192.0.2.2",
+		"v6.example.org. 300 IN AAAA 2001:db8::2",
+		"none.example.org. 300 IN MX 10 mx.example.org.",
+		"alias.example.org. 300 IN CNAME both.example.org.",
+	}
+	srv := startDNSServer(t, dnsZone(t, true, zone...))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ctx := context.Background()
+	for name, want := range map[string][]netip.Addr{
+		"both.example.org":  {netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
+		"v4.example.org":    {netip.MustParseAddr("192.0.2.2")},
+		"v6.example.org":    {netip.MustParseAddr("2001:db8::2")},
+		"alias.example.org": {netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
+	} {
+		ans, err := r.LookupIP(ctx, name)
+		if err != nil || !slices.Equal(ans.Records, want) || !ans.Authentic {
+			t.Errorf("%s: got %+v, %v; want %v", name, ans, err, want)
+		}
+		if name == "alias.example.org" && ans.Name != "both.example.org" {
+			t.Errorf("%s: Name %q", name, ans.Name)
+		}
+	}
+	if !r.mustIP(t, "both.example.org")[0].Is4() {
+		t.Error("A record not a 4-byte address")
+	}
+	_, err := r.LookupIP(ctx, "none.example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSNoRecords || de.Type != "A/AAAA" || !de.Authentic || de.Name != "none.example.org" {
+		t.Errorf("no addresses: %+v", de)
+	}
+	_, err = r.LookupIP(ctx, "nx.example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSNXDomain || !de.Authentic {
+		t.Errorf("no name: %+v", de)
+	}
+
+	// Authentic only if both answers are.
+	srv = startDNSServer(t, func(q *dns.Msg, network string) *dns.Msg {
+		return dnsZone(t, q.Question[0].Qtype == dns.TypeA, zone...)(q, network)
+	})
+	r = &DNSResolver{Servers: []string{srv.addr}}
+	for _, name := range []string{"both.example.org", "v4.example.org", "v6.example.org"} {
+		if ans, err := r.LookupIP(ctx, name); err != nil || ans.Authentic {
+			t.Errorf("%s with AAAA not validated: %+v, %v", name, ans, err)
+		}
+	}
+
+	// A temporary failure of either type fails the lookup: half an
+	// address set is not the set.
+	for _, failing := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		srv = startDNSServer(t, func(q *dns.Msg, network string) *dns.Msg {
+			if q.Question[0].Qtype == failing {
+				return dnsReply(t, q, dns.RcodeServerFailure, false)
+			}
+			return dnsZone(t, true, zone...)(q, network)
+		})
+		r = &DNSResolver{Servers: []string{srv.addr}}
+		ans, err := r.LookupIP(ctx, "both.example.org")
+		de := dnsErrorOf(t, err)
+		if de.Kind != DNSServerFailure || de.Type != dns.TypeToString[failing] || len(ans.Records) != 0 {
+			t.Errorf("%s SERVFAIL: %+v, %+v", dns.TypeToString[failing], ans, de)
+		}
+	}
+}
+
+func (r *DNSResolver) mustIP(t *testing.T, name string) []netip.Addr {
+	t.Helper()
+	ans, err := r.LookupIP(context.Background(), name)
+	if err != nil || len(ans.Records) == 0 {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return ans.Records
+}
+
+func TestDNSResolverNextServer(t *testing.T) {
+	good := startDNSServer(t, dnsZone(t, true, "example.org. 300 IN MX 10 mx.example.org."))
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		first    func(q *dns.Msg, network string) *dns.Msg
+		nextUsed bool
+		kind     DNSErrorKind // of the error, when the next server is not used
+	}{
+		{"SERVFAIL", func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, dns.RcodeServerFailure, false) }, true, 0},
+		{"REFUSED", func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, dns.RcodeRefused, false) }, true, 0},
+		{"no answer", func(q *dns.Msg, _ string) *dns.Msg { return nil }, true, 0},
+		{"other question", func(q *dns.Msg, _ string) *dns.Msg {
+			m := dnsReply(t, q, dns.RcodeSuccess, true, "evil.example. 300 IN MX 10 mx.evil.example.")
+			m.Question[0].Name = "evil.example."
+			return m
+		}, true, 0},
+		{"NXDOMAIN", func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, dns.RcodeNameError, true) }, false, DNSNXDomain},
+		{"NODATA", func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, dns.RcodeSuccess, true) }, false, DNSNoRecords},
+	} {
+		before := good.count("")
+		first := startDNSServer(t, tc.first)
+		r := &DNSResolver{Servers: []string{first.addr, good.addr}, Timeout: 300 * time.Millisecond}
+		ans, err := r.LookupMX(ctx, "example.org")
+		if first.count("") != 1 {
+			t.Errorf("%s: first server asked %d times", tc.name, first.count(""))
+		}
+		if used := good.count("") > before; used != tc.nextUsed {
+			t.Errorf("%s: next server used: %v", tc.name, used)
+		}
+		if tc.nextUsed {
+			if err != nil || len(ans.Records) != 1 {
+				t.Errorf("%s: %+v, %v", tc.name, ans, err)
+			}
+		} else if de := dnsErrorOf(t, err); de.Kind != tc.kind || de.Server != first.addr {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+
+	// When every server fails, the last failure is reported.
+	bad := startDNSServer(t, func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, dns.RcodeServerFailure, false) })
+	refusing := startDNSServer(t, func(q *dns.Msg, _ string) *dns.Msg { return dnsReply(t, q, dns.RcodeRefused, false) })
+	r := &DNSResolver{Servers: []string{bad.addr, refusing.addr}}
+	_, err := r.LookupMX(ctx, "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSRefused || de.Server != refusing.addr || bad.count("") != 1 {
+		t.Errorf("all failing: %v", err)
+	}
+}
+
+func TestDNSResolverMalformed(t *testing.T) {
+	q := new(dns.Msg).SetQuestion("example.org.", dns.TypeMX)
+	good := dnsReply(t, q, dns.RcodeSuccess, true, "example.org. 300 IN MX 10 mx.example.org.")
+	for name, mutate := range map[string]func(m *dns.Msg){
+		"other name":   func(m *dns.Msg) { m.Question[0].Name = "example.net." },
+		"other type":   func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeTXT },
+		"other class":  func(m *dns.Msg) { m.Question[0].Qclass = dns.ClassCHAOS },
+		"no question":  func(m *dns.Msg) { m.Question = nil },
+		"two":          func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) },
+		"not response": func(m *dns.Msg) { m.Response = false },
+		"opcode":       func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify },
+	} {
+		srv := startDNSServer(t, func(q *dns.Msg, _ string) *dns.Msg {
+			m := good.Copy()
+			m.Id = q.Id
+			mutate(m)
+			return m
+		})
+		r := &DNSResolver{Servers: []string{srv.addr}}
+		_, err := r.LookupMX(context.Background(), "example.org")
+		if de := dnsErrorOf(t, err); de.Kind != DNSMalformed || !de.Temporary() {
+			t.Errorf("%s: %v, want malformed", name, err)
+		}
+	}
+}
+
+// TestDNSResolverWire checks the handling of raw datagrams: answers with
+// another ID are skipped, garbage with the right ID is malformed.
+func TestDNSResolverWire(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			spoof := dnsReply(t, q, dns.RcodeSuccess, true, "example.org. 300 IN MX 10 evil.example.")
+			spoof.Id = q.Id + 1
+			wire, _ := spoof.Pack()
+			pc.WriteTo(wire, from)
+			if q.Question[0].Qtype == dns.TypeTXT {
+				garbage := []byte{0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xff, 0xff}
+				binary.BigEndian.PutUint16(garbage, q.Id)
+				pc.WriteTo(garbage, from)
+				continue
+			}
+			wire, _ = dnsReply(t, q, dns.RcodeSuccess, true, "example.org. 300 IN MX 10 good.example.").Pack()
+			pc.WriteTo(wire, from)
+		}
+	}()
+	r := &DNSResolver{Servers: []string{pc.LocalAddr().String()}, Timeout: 2 * time.Second}
+	ans, err := r.LookupMX(context.Background(), "example.org")
+	if err != nil || !slices.Equal(ans.Records, []MX{{"good.example", 10}}) {
+		t.Errorf("got %+v, %v", ans, err)
+	}
+	_, err = r.LookupTXT(context.Background(), "example.org")
+	if de := dnsErrorOf(t, err); de.Kind != DNSMalformed {
+		t.Errorf("garbage: %v", err)
+	}
+}
+
+func TestDNSResolverInvalidName(t *testing.T) {
+	srv := startDNSServer(t, dnsZone(t, true, "example.org. 300 IN MX 10 mx.example.org."))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	ctx := context.Background()
+	for _, name := range []string{
+		"", ".", "..", "example..org", ".example.org", "exa mple.org", "example.org\n", "ex\\.ample.org",
+		"ex\\046ample.org", "bücher.example", "example.org/", "*.example.org", "a@example.org",
+		strings.Repeat("a", 64) + ".example.org", strings.Repeat("abcdefghi.", 26) + "org",
+	} {
+		_, err1 := r.LookupMX(ctx, name)
+		_, err2 := r.LookupIP(ctx, name)
+		_, err3 := r.LookupTXT(ctx, name)
+		_, err4 := r.LookupTLSA(ctx, name)
+		for _, err := range []error{err1, err2, err3, err4} {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) || ve.Field != "DNS name" {
+				t.Errorf("%q: %v (%T), want a *ValidationError", name, err, err)
+			}
+			if IsNotFound(err) || IsTemporary(err) {
+				t.Errorf("%q: error %v is not-found or temporary", name, err)
+			}
+		}
+	}
+	if n := srv.count(""); n != 0 {
+		t.Errorf("%d queries sent for invalid names", n)
+	}
+	for _, name := range []string{"example.org", "EXAMPLE.ORG.", "_25._tcp.mx.example.org", "xn--bcher-kva.example", "a-b.c_d.example", strings.Repeat("a", 63) + ".example.org"} {
+		if _, err := dnsCheckName(name); err != nil {
+			t.Errorf("%q refused: %v", name, err)
+		}
+	}
+}
+
+func TestDNSResolverResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "resolv.conf")
+	conf := "# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver 2001:db8::53\noptions edns0\n"
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dnsResolvConf(path), []string{"192.0.2.53:53", "[2001:db8::53]:53"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	loopback := []string{"127.0.0.1:53", "[::1]:53"}
+	if got := dnsResolvConf(filepath.Join(dir, "missing")); !slices.Equal(got, loopback) {
+		t.Errorf("missing file: %q", got)
+	}
+	os.WriteFile(path, []byte("search example.org\n"), 0o644)
+	if got := dnsResolvConf(path); !slices.Equal(got, loopback) {
+		t.Errorf("no nameserver: %q", got)
+	}
+
+	// Servers take precedence; an IP address without a port means port 53.
+	r := &DNSResolver{Servers: []string{"192.0.2.1"}}
+	if got := r.servers(); !slices.Equal(got, []string{"192.0.2.1"}) {
+		t.Errorf("servers() = %q", got)
+	}
+	for in, want := range map[string]string{"192.0.2.1": "192.0.2.1:53", "2001:db8::1": "[2001:db8::1]:53", "192.0.2.1:5353": "192.0.2.1:5353", "[::1]:53": "[::1]:53"} {
+		if got := dnsServerAddr(in); got != want {
+			t.Errorf("dnsServerAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDNSResolverConcurrent(t *testing.T) {
+	srv := startDNSServer(t, dnsZone(t, true,
+		"example.org. 300 IN MX 10 mx.example.org.",
+		"mx.example.org. 300 IN A 192.0.2.1",
+	))
+	r := &DNSResolver{Servers: []string{srv.addr}}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			if _, err := r.LookupMX(context.Background(), "example.org"); err != nil {
+				t.Error(err)
+			}
+			if _, err := r.LookupIP(context.Background(), "mx.example.org"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// FuzzDNSAnswer unpacks arbitrary bytes as a response and turns it into an
+// answer of every type, as a lookup does.
+func FuzzDNSAnswer(f *testing.F) {
+	q := new(dns.Msg).SetQuestion("example.org.", dns.TypeMX)
+	for _, rrs := range [][]string{
+		{"example.org. 300 IN MX 10 mx.example.org."},
+		{"example.org. 300 IN MX 0 ."},
+		{"example.org. 300 IN CNAME a.example.org.", "a.example.org. 300 IN CNAME example.org."},
+		{"example.org. 300 IN TXT \"a\\\"b\" \"\\255\""},
+		{"example.org. 300 IN TLSA 3 1 1 abcdef"},
+		{"example.org. 300 IN A 192.0.2.1", "example.org. 300 IN AAAA 2001:db8::1"},
+	} {
+		m := dnsReply(f, q, dns.RcodeSuccess, true, rrs...)
+		if wire, err := m.Pack(); err == nil {
+			f.Add(wire)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 4096 {
+			return
+		}
+		resp := new(dns.Msg)
+		if resp.Unpack(data) != nil {
+			return
+		}
+		fqdn := "example.org."
+		if len(resp.Question) > 0 {
+			if n, err := dnsCheckName(resp.Question[0].Name); err == nil {
+				fqdn = n
+			}
+		}
+		check := func(name string, err error) {
+			if err == nil {
+				if name != strings.ToLower(name) {
+					t.Errorf("Name %q not in canonical form", name)
+				}
+				return
+			}
+			var de *DNSError
+			if !errors.As(err, &de) || de.Kind < DNSNXDomain || de.Kind > DNSMalformed {
+				t.Errorf("error %v is not a *DNSError of a known kind", err)
+			}
+		}
+		a1, err := dnsAnswer(resp, fqdn, dns.TypeMX, true, dnsMX)
+		check(a1.Name, err)
+		for _, mx := range a1.Records {
+			if mx.Host != strings.ToLower(mx.Host) {
+				t.Errorf("MX host %q not lower case", mx.Host)
+			}
+		}
+		a2, err := dnsAnswer(resp, fqdn, dns.TypeTXT, true, dnsTXT)
+		check(a2.Name, err)
+		a3, err := dnsAnswer(resp, fqdn, dns.TypeTLSA, false, dnsTLSA)
+		check(a3.Name, err)
+		if a3.Authentic {
+			t.Error("Authentic without trust")
+		}
+		a4, err := dnsAnswer(resp, fqdn, dns.TypeA, true, dnsAddr)
+		check(a4.Name, err)
+		a5, err := dnsAnswer(resp, fqdn, dns.TypeAAAA, true, dnsAddr)
+		check(a5.Name, err)
+		for _, a := range append(a4.Records, a5.Records...) {
+			if !a.IsValid() {
+				t.Error("invalid address")
+			}
+		}
+	})
+}
