@@ -1,6 +1,6 @@
-// Package mtasts parses MTA-STS (RFC 8461) TXT records and policy files
-// and matches MX host names against a policy's patterns. It does no I/O:
-// the caller fetches the "_mta-sts" TXT records and the policy over HTTPS.
+// Parsing of MTA-STS (RFC 8461) TXT records and policy files, and
+// matching of MX host names against a policy's patterns. None of it does
+// I/O; client.go discovers, fetches and caches.
 //
 // Parsing is strict where the RFC is, so that a malformed record or
 // policy is treated as no policy at all (section 3.1: "senders MUST assume
@@ -14,6 +14,7 @@
 //     year, are capped to it), and at least one "mx" pattern unless the
 //     mode is none; lines end in LF or CRLF; "version", "mode" and
 //     "max_age" may appear once; unknown fields are ignored.
+
 package mtasts
 
 import (
