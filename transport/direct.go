@@ -379,7 +379,7 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 		}
 		if r.Err != nil {
 			ds.note("MTA-STS: " + r.Err.Error())
-			t.report(ds, tlsrpt.Result{Failure: stsResultType(r.Err), AdditionalInformation: r.Err.Error()})
+			t.report(ds, tlsrpt.Result{Failure: stsResultType(r.Err), FailureReasonCode: r.Err.Error()})
 		}
 	}
 	if d.TLSRequiredNo {
@@ -451,7 +451,7 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 			serr := &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
 				Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
 			t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
-				Failure: tlsrpt.DNSSECInvalid, AdditionalInformation: err.Error()})
+				Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: err.Error()})
 			return nil, serr
 		}
 	}
@@ -473,7 +473,7 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 		case ds.enforce:
 			if !ds.sts.Policy.Matches(host) {
 				t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
-					AdditionalInformation: "MX host " + host + " is not listed in the MTA-STS policy"})
+					FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"})
 				return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailMXNotInPolicy,
 					Detail: "the domain's MTA-STS policy (enforce) lists " + strings.Join(ds.sts.Policy.MX, ", ")}
 			}
@@ -485,7 +485,7 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 				if !ds.sts.Policy.Matches(host) {
 					ds.note("MTA-STS (testing): " + host + " is not listed in the policy; delivered as the testing mode allows")
 					t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
-						AdditionalInformation: "MX host " + host + " is not listed in the MTA-STS policy"})
+						FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"})
 				}
 			}
 		}
@@ -640,7 +640,7 @@ func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip ne
 		r.ReceivingMXHelo = ""
 	case errors.As(err, &se):
 		r.Failure = resultType(se)
-		r.AdditionalInformation = se.Error()
+		r.FailureReasonCode = se.Error()
 	default:
 		return
 	}

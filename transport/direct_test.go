@@ -33,12 +33,13 @@ type mxEnv struct {
 	t       *testing.T
 	ca      *mailsectest.CA
 	res     *mailsectest.Resolver
+	dnsres  mailsec.Resolver // res, or a real resolver
 	mu      sync.Mutex
 	servers map[string]*mailsectest.Server // by the address the resolver gives
 	dials   map[string]int
 
-	policy     atomic.Value // string served at /.well-known/mta-sts.txt
-	redirect   atomic.Bool
+	policies   sync.Map // domain → policy text served at mta-sts.<domain>
+	redirects  sync.Map // domain → true: the policy URL redirects
 	policySrv  *httptest.Server
 	fetches    atomic.Int32
 	reports    *reportLog
@@ -73,7 +74,12 @@ func (r *reportLog) failures(rt tlsrpt.ResultType) int {
 	return n
 }
 
-func newMXEnv(t *testing.T) *mxEnv {
+func newMXEnv(t *testing.T) *mxEnv { return newMXEnvWith(t, nil) }
+
+// newMXEnvWith makes an env whose lookups go to r (nil: the mock) and
+// whose policy server has certificates for every mta-sts.<domain> of
+// stsDomains.
+func newMXEnvWith(t *testing.T, r mailsec.Resolver, stsDomains ...string) *mxEnv {
 	t.Helper()
 	ca, err := mailsectest.NewCA()
 	if err != nil {
@@ -81,22 +87,34 @@ func newMXEnv(t *testing.T) *mxEnv {
 	}
 	e := &mxEnv{t: t, ca: ca, res: mailsectest.NewResolver(), servers: map[string]*mailsectest.Server{},
 		dials: map[string]int{}, reports: &reportLog{}}
-	e.policy.Store("")
+	e.dnsres = r
+	if r == nil {
+		e.dnsres = e.res
+	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.fetches.Add(1)
-		if e.redirect.Load() {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		domain := strings.TrimPrefix(host, "mta-sts.")
+		if _, ok := e.redirects.Load(domain); ok {
 			http.Redirect(w, r, "https://elsewhere.example/.well-known/mta-sts.txt", http.StatusFound)
 			return
 		}
-		p := e.policy.Load().(string)
-		if p == "" || r.URL.Path != "/.well-known/mta-sts.txt" {
+		v, ok := e.policies.Load(domain)
+		if !ok || r.URL.Path != "/.well-known/mta-sts.txt" {
 			http.NotFound(w, r)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, p)
+		_, _ = io.WriteString(w, v.(string))
 	}))
-	cert, err := ca.Issue(mailsectest.CertOptions{DNSNames: []string{"mta-sts.example.org", "mta-sts.secure.example"}})
+	names := []string{"mta-sts.example.org", "mta-sts.secure.example"}
+	for _, d := range stsDomains {
+		names = append(names, "mta-sts."+d)
+	}
+	cert, err := ca.Issue(mailsectest.CertOptions{DNSNames: names})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +123,7 @@ func newMXEnv(t *testing.T) *mxEnv {
 	t.Cleanup(srv.Close)
 	e.policySrv = srv
 	e.stsClient = &mtasts.Client{
-		Resolver:  e.res,
+		Resolver:  e.dnsres,
 		TLSConfig: &tls.Config{RootCAs: ca.Pool()},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			e.stsDialled.Add(1)
@@ -121,6 +139,14 @@ func newMXEnv(t *testing.T) *mxEnv {
 // unless cfg brings its own.
 func (e *mxEnv) mx(host, addr string, cfg mailsectest.Config) *mailsectest.Server {
 	e.t.Helper()
+	s := e.serve(host, addr, cfg)
+	e.res.IP(host, netip.MustParseAddr(addr))
+	return s
+}
+
+// serve starts an SMTP server for host, reached when addr is dialled.
+func (e *mxEnv) serve(host, addr string, cfg mailsectest.Config) *mailsectest.Server {
+	e.t.Helper()
 	if cfg.Certificate == nil {
 		c, err := e.ca.Issue(mailsectest.CertOptions{DNSNames: []string{host}})
 		if err != nil {
@@ -135,7 +161,6 @@ func (e *mxEnv) mx(host, addr string, cfg mailsectest.Config) *mailsectest.Serve
 	e.mu.Lock()
 	e.servers[addr] = s
 	e.mu.Unlock()
-	e.res.IP(host, netip.MustParseAddr(addr))
 	return s
 }
 
@@ -172,7 +197,7 @@ func (e *mxEnv) totalDials() int {
 
 func (e *mxEnv) direct() *transport.Direct {
 	return &transport.Direct{
-		Resolver:  e.res,
+		Resolver:  e.dnsres,
 		MTASTS:    e.stsClient,
 		TLSConfig: &tls.Config{RootCAs: e.ca.Pool()},
 		Dialer:    e,
@@ -181,16 +206,22 @@ func (e *mxEnv) direct() *transport.Direct {
 	}
 }
 
-// stsRecord publishes an MTA-STS record and policy for domain.
+// sts publishes an MTA-STS record (in the mock resolver) and policy for
+// domain.
 func (e *mxEnv) sts(domain, id, mode string, mx ...string) {
 	e.res.TXT("_mta-sts."+domain, "v=STSv1; id="+id+";")
+	e.stsPolicy(domain, mode, mx...)
+}
+
+// stsPolicy serves a policy for domain.
+func (e *mxEnv) stsPolicy(domain, mode string, mx ...string) {
 	var b strings.Builder
 	b.WriteString("version: STSv1\nmode: " + mode + "\n")
 	for _, m := range mx {
 		b.WriteString("mx: " + m + "\n")
 	}
 	b.WriteString("max_age: 86400\n")
-	e.policy.Store(b.String())
+	e.policies.Store(domain, b.String())
 }
 
 const directCanary = "CANARY-direct-7d3f"
@@ -453,7 +484,7 @@ func TestDirectMTASTS(t *testing.T) {
 		e.res.MX("example.org", mailsec.MX{Host: "mx.other.example", Pref: 10})
 		s := e.mx("mx.other.example", "192.0.2.10", mailsectest.Config{})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
-		e.redirect.Store(true)
+		e.redirects.Store("example.org", true)
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
 		if err != nil {
 			t.Fatal(err)
@@ -762,4 +793,42 @@ func TestSubmissionRefusesDirectLevels(t *testing.T) {
 	if srv.Connections() != 0 {
 		t.Fatalf("%d connections", srv.Connections())
 	}
+}
+
+func TestDirectCheck(t *testing.T) {
+	e := newMXEnv(t)
+	untrusted, _ := mailsectest.NewCA()
+	leaf, err := untrusted.Issue(mailsectest.CertOptions{DNSNames: []string{"mx1.secure.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.res.Secure("secure.example")
+	e.res.MX("secure.example", mailsec.MX{Host: "mx1.secure.example", Pref: 10}, mailsec.MX{Host: "mx2.secure.example", Pref: 20},
+		mailsec.MX{Host: "mx3.secure.example", Pref: 30})
+	e.mx("mx1.secure.example", "192.0.2.1", mailsectest.Config{Certificate: &leaf})
+	e.res.TLSA("_25._tcp.mx1.secure.example", tlsaFor(leaf.Leaf))
+	e.mx("mx2.secure.example", "192.0.2.2", mailsectest.Config{})
+	e.mx("mx3.secure.example", "192.0.2.3", mailsectest.Config{WithholdStartTLS: true})
+	e.res.TXT("_smtp._tls.secure.example", "v=TLSRPTv1; rua=mailto:tls@secure.example")
+	dc, err := e.direct().Check(context.Background(), "secure.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dc.MXAuthentic || len(dc.Hosts) != 3 || len(dc.TLSRPT) != 1 {
+		t.Fatalf("check = %+v", dc)
+	}
+	h1, h2, h3 := dc.Hosts[0], dc.Hosts[1], dc.Hosts[2]
+	if h1.Status != "protected" || h1.DANEMatch == "" || h1.CertValid {
+		t.Errorf("mx1 = %+v", h1)
+	}
+	if h2.Status != "verified" || !h2.CertValid || !h2.StartTLS || h2.TLSVersion == "" {
+		t.Errorf("mx2 = %+v", h2)
+	}
+	if h3.Status != "refused" || h3.StartTLS {
+		t.Errorf("mx3 = %+v", h3)
+	}
+	if !strings.HasPrefix(dc.Verdict, "partly protected") {
+		t.Errorf("verdict = %q", dc.Verdict)
+	}
+	e.nothingSent()
 }

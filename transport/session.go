@@ -32,6 +32,7 @@ type session struct {
 	conn   *ctxConn
 	client *smtp.Client
 	state  mailsec.ConnectionState
+	peer   []*x509.Certificate // the chain the server sent, nil without TLS
 
 	created  time.Time
 	lastUsed time.Time
@@ -257,6 +258,7 @@ func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, pol *tlsPoli
 	s.state.TLSVersion = tls.VersionName(cs.Version)
 	s.state.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
 	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
+	s.peer = cs.PeerCertificates
 	return tc, nil
 }
 

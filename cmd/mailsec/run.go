@@ -39,9 +39,10 @@ type command struct {
 // commands lists the subcommands in the order help shows them.
 func commands() []command {
 	return []command{
-		{name: "send", summary: "send a message through a submission server over verified TLS",
+		{name: "send", summary: "send a message through a submission server, or to MX hosts, over verified TLS",
 			usage: sendUsage, brief: sendBrief, run: runSend},
-		// "check" (how well a domain's mail path is protected) goes here.
+		{name: "check", summary: "report how well mail to a domain is protected in transit",
+			usage: checkUsage, brief: checkBrief, run: runCheck},
 	}
 }
 
@@ -129,6 +130,12 @@ func usagef(format string, a ...any) error {
 // usage goes to standard output, status 0) or the flags were bad (the
 // error and the usage go to standard error, status 2).
 func parseFlags(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), args []string) (code int, ok bool) {
+	return parseFlagsArgs(e, c, fs, usage, args, 0)
+}
+
+// parseFlagsArgs is parseFlags for a command that takes up to maxArgs
+// arguments after its flags.
+func parseFlagsArgs(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), args []string, maxArgs int) (code int, ok bool) {
 	// Errors and usage are printed below, to the right stream.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -141,7 +148,7 @@ func parseFlags(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), args 
 		fmt.Fprintf(e.stderr, "mailsec %s: %v\n", c, err)
 		briefUsage(e.stderr, c)
 		return exitUsage, false
-	case fs.NArg() > 0:
+	case fs.NArg() > maxArgs:
 		fmt.Fprintf(e.stderr, "mailsec %s: unexpected argument %q (every value needs a flag)\n", c, fs.Arg(0))
 		briefUsage(e.stderr, c)
 		return exitUsage, false

@@ -25,6 +25,10 @@ const passwordEnv = "MAILSEC_PASSWORD"
 // here, register it in register and check it in check.
 type sendOptions struct {
 	server     string
+	mx         bool
+	dns        string
+	mxPort     int
+	level      string
 	tlsMode    string
 	caFile     string
 	user       string
@@ -44,7 +48,11 @@ type sendOptions struct {
 }
 
 func (o *sendOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.server, "server", "", "submission server `HOST:PORT` (required)")
+	fs.StringVar(&o.server, "server", "", "submission server `HOST:PORT` (required unless -mx)")
+	fs.BoolVar(&o.mx, "mx", false, "deliver directly to each recipient domain's MX hosts (DANE, MTA-STS, REQUIRETLS), without -server")
+	fs.StringVar(&o.dns, "dns", "", "with -mx: the validating resolver, `HOST:PORT` (default: /etc/resolv.conf's; its DNSSEC answers count only from loopback)")
+	fs.IntVar(&o.mxPort, "mx-port", 0, "with -mx: the `PORT` MX hosts listen on (default 25; for test setups)")
+	fs.StringVar(&o.level, "level", "", "with -mx: the security `LEVEL` for every recipient domain: verified (default), dane-only, dane, verify, secure, encrypt, may, none")
 	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls` (default implicit on port 465, starttls otherwise)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
 	fs.StringVar(&o.user, "user", "", "authenticate as `NAME`; the password is read from $"+passwordEnv)
@@ -66,8 +74,14 @@ func (o *sendOptions) register(fs *flag.FlagSet) {
 // read or any connection made.
 func (o *sendOptions) check(getenv func(string) string) error {
 	switch {
-	case o.server == "":
-		return usagef("-server is required")
+	case o.server == "" && !o.mx:
+		return usagef("-server or -mx is required")
+	case o.server != "" && o.mx:
+		return usagef("-server and -mx exclude each other: submit to a server, or deliver to MX hosts")
+	case !o.mx && (o.dns != "" || o.mxPort != 0 || o.level != ""):
+		return usagef("-dns, -mx-port and -level go with -mx")
+	case o.mx && (o.tlsMode != "" || o.user != ""):
+		return usagef("-tls and -user are for submission (-server), not -mx")
 	case o.from == "":
 		return usagef("-from is required")
 	case !o.set["subject"]:
@@ -86,6 +100,15 @@ func (o *sendOptions) check(getenv func(string) string) error {
 	if o.timeout <= 0 {
 		return usagef("-timeout must be positive")
 	}
+	if o.mxPort < 0 || o.mxPort > 65535 {
+		return usagef("-mx-port %d: not a port number", o.mxPort)
+	}
+	if o.level != "" {
+		l, err := mailsec.ParseSecurityLevel(o.level)
+		if err != nil || l == mailsec.Pinned {
+			return usagef("-level %q: must be verified, dane-only, dane, verify, secure, encrypt, may or none", o.level)
+		}
+	}
 	if o.htmlFile == "-" {
 		return usagef("-html reads a file; only -body can read standard input")
 	}
@@ -98,7 +121,8 @@ func newSendFlags(o *sendOptions) *flag.FlagSet {
 	return fs
 }
 
-const sendSynopsis = `usage: mailsec send -server HOST:PORT [-tls implicit|starttls] [-ca FILE] [-user NAME]
+const sendSynopsis = `usage: mailsec send {-server HOST:PORT [-tls implicit|starttls] [-user NAME] |
+                   -mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT]} [-ca FILE]
            -from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
            [-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
            [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
@@ -120,6 +144,15 @@ relay) with mandatory TLS: implicit TLS on port 465, STARTTLS on any other
 port, and the certificate verified for the host in -server. A server that does
 not offer STARTTLS, or whose certificate does not verify, receives nothing.
 Bcc recipients each get a delivery of their own and appear in no header.
+
+With -mx instead of -server, the message goes straight to each recipient
+domain's MX hosts, looked up through -dns (a validating resolver; DNSSEC
+counts only from one on loopback). By default a host must be authenticated:
+by DANE when its TLSA records are DNSSEC-signed and usable, else by the
+domain's MTA-STS policy when it enforces, else by a certificate valid for the
+MX host name; a host that meets none gets nothing. -level lowers or changes
+that for every recipient domain (Postfix's names: dane-only, dane, verify,
+secure, encrypt, may, none) and the receipt records every fallback taken.
 
 A line per recipient on standard error says whether the server accepted the
 message, and over which TLS, or why not. Standard output stays empty unless
@@ -177,29 +210,11 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		return reportUsage(e, name, err)
 	}
 
-	t := &transport.Submission{Addr: o.server}
-	switch o.tlsMode {
-	case "implicit":
-		t.Mode = transport.ImplicitTLS
-	case "starttls":
-		t.Mode = transport.StartTLS
-	default:
-		t.Mode = transport.Auto
-	}
-	if o.caFile != "" {
-		roots, err := loadRoots(o.caFile)
-		if err != nil {
-			return reportUsage(e, name, err)
-		}
-		t.TLSConfig = &tls.Config{RootCAs: roots}
-	}
-	if o.user != "" {
-		t.Auth = &transport.Auth{Username: o.user, Password: e.getenv(passwordEnv)}
+	t, err := o.transport(e)
+	if err != nil {
+		return reportUsage(e, name, err)
 	}
 	defer t.Close()
-	if err := t.Validate(); err != nil {
-		return reportUsage(e, name, usagef("%v", err))
-	}
 
 	msg := &mailsec.Message{
 		From:       o.from,
@@ -250,7 +265,12 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		msg.Text = string(b)
 	}
 
-	opts := &mailsec.Options{Policy: o.protect.policy(), Protectors: protectors, Notice: o.protect.notice()}
+	policy := o.protect.policy()
+	if o.level != "" {
+		l, _ := mailsec.ParseSecurityLevel(o.level)
+		policy = mailsec.WithSecurity(policy, mailsec.Security{Level: l})
+	}
+	opts := &mailsec.Options{Policy: policy, Protectors: protectors, Notice: o.protect.notice()}
 	sender, err := mailsec.NewSender(t, opts)
 	if err != nil {
 		fmt.Fprintln(e.stderr, errorLine(err))
@@ -441,4 +461,59 @@ func (l fileList) open() ([]*os.File, error) {
 		}
 	}
 	return files, nil
+}
+
+// closingTransport is a Transport the command closes when it ends.
+type closingTransport interface {
+	mailsec.Transport
+	Close() error
+}
+
+type noClose struct{ mailsec.Transport }
+
+func (noClose) Close() error { return nil }
+
+// transport builds the submission or direct transport the flags ask for.
+func (o *sendOptions) transport(e *env) (closingTransport, error) {
+	var tc *tls.Config
+	if o.caFile != "" {
+		roots, err := loadRoots(o.caFile)
+		if err != nil {
+			return nil, err
+		}
+		tc = &tls.Config{RootCAs: roots}
+	}
+	if o.mx {
+		d := &transport.Direct{Resolver: newResolver(o.dns), TLSConfig: tc, Port: o.mxPort}
+		if err := d.Validate(); err != nil {
+			return nil, usagef("%v", err)
+		}
+		return noClose{d}, nil
+	}
+	t := &transport.Submission{Addr: o.server, TLSConfig: tc}
+	switch o.tlsMode {
+	case "implicit":
+		t.Mode = transport.ImplicitTLS
+	case "starttls":
+		t.Mode = transport.StartTLS
+	default:
+		t.Mode = transport.Auto
+	}
+	if o.user != "" {
+		t.Auth = &transport.Auth{Username: o.user, Password: e.getenv(passwordEnv)}
+	}
+	if err := t.Validate(); err != nil {
+		return nil, usagef("%v", err)
+	}
+	return t, nil
+}
+
+// newResolver is the resolver for -dns: the server given, or the
+// system's.
+func newResolver(server string) *mailsec.DNSResolver {
+	r := &mailsec.DNSResolver{}
+	if server != "" {
+		r.Servers = []string{server}
+	}
+	return r
 }

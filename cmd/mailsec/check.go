@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mailsec/mailsec/transport"
+)
+
+type checkOptions struct {
+	dns     string
+	caFile  string
+	mxPort  int
+	timeout time.Duration
+	json    bool
+}
+
+func newCheckFlags(o *checkOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("mailsec check", flag.ContinueOnError)
+	fs.StringVar(&o.dns, "dns", "", "the validating resolver, `HOST:PORT` (default: /etc/resolv.conf's; its DNSSEC answers count only from loopback)")
+	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
+	fs.IntVar(&o.mxPort, "mx-port", 0, "the `PORT` MX hosts listen on (default 25; for test setups)")
+	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up after `DURATION`")
+	fs.BoolVar(&o.json, "json", false, "print the report as JSON on standard output")
+	return fs
+}
+
+const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-json] [-timeout D]
+`
+
+func checkBrief(w io.Writer) {
+	fmt.Fprint(w, checkSynopsis, "\nFlags:\n")
+	fs := newCheckFlags(&checkOptions{})
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+func checkUsage(w io.Writer) {
+	fmt.Fprint(w, checkSynopsis, `
+Check reports how well mail to DOMAIN is protected in transit: its MX hosts
+and whether DNSSEC authenticates them, its MTA-STS record and policy, its
+TLS-RPT report addresses, and for each MX host its DANE TLSA records, whether
+it offers STARTTLS, the TLS version, whether its certificate is valid for
+its name and whether it matches the TLSA records, with a verdict in plain
+words: what mailsec send -mx would do with the host by default, and why.
+No mail is sent; each host sees EHLO, STARTTLS and QUIT on port 25.
+
+Flags:
+`)
+	fs := newCheckFlags(&checkOptions{})
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprint(w, `
+Exit status:
+  0  the check ran (whatever it found)
+  1  it could not run: the time ran out or it was interrupted
+  2  bad usage: no domain, an unknown flag, a -ca file that cannot be used
+`)
+}
+
+func runCheck(ctx context.Context, e *env, args []string) int {
+	const name = "check"
+	o := &checkOptions{}
+	fs := newCheckFlags(o)
+	// The domain may come before or after the flags.
+	var domain string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		domain, args = args[0], args[1:]
+	}
+	if code, ok := parseFlagsArgs(e, name, fs, checkUsage, args, 1); !ok {
+		return code
+	}
+	if domain == "" && fs.NArg() == 1 {
+		domain = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return reportUsage(e, name, usagef("unexpected argument %q", fs.Arg(0)))
+	}
+	if domain == "" {
+		return reportUsage(e, name, usagef("a domain is required"))
+	}
+	if o.mxPort < 0 || o.mxPort > 65535 {
+		return reportUsage(e, name, usagef("-mx-port %d: not a port number", o.mxPort))
+	}
+	d := &transport.Direct{Resolver: newResolver(o.dns), Port: o.mxPort}
+	if o.caFile != "" {
+		roots, err := loadRoots(o.caFile)
+		if err != nil {
+			return reportUsage(e, name, err)
+		}
+		d.TLSConfig = &tls.Config{RootCAs: roots}
+	}
+	if err := d.Validate(); err != nil {
+		return reportUsage(e, name, usagef("%v", err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	rep, err := d.Check(ctx, domain)
+	if rep == nil {
+		if _, ok := err.(interface{ Temporary() bool }); !ok && ctx.Err() == nil {
+			return reportUsage(e, name, usagef("%v", err))
+		}
+		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))
+		return exitFail
+	}
+	if o.json {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		printCheck(e.stdout, rep)
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))
+		return exitFail
+	}
+	return exitOK
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// printCheck writes the report for a person.
+func printCheck(w io.Writer, r *transport.DomainCheck) {
+	p := func(format string, a ...any) { fmt.Fprintln(w, printable(fmt.Sprintf(format, a...))) }
+	p("Domain:   %s", r.Domain)
+	switch {
+	case r.NullMX:
+		p("MX:       null MX (the domain accepts no mail)")
+	case r.MXError != "":
+		p("MX:       lookup failed: %s", r.MXError)
+	default:
+		implicit := ""
+		if r.ImplicitMX {
+			implicit = " (no MX records: the domain itself)"
+		}
+		p("MX:       %s%s, DNSSEC: %s", strings.Join(r.MX, ", "), implicit, yesNo(r.MXAuthentic))
+	}
+	switch s := r.MTASTS; {
+	case s == nil:
+		p("MTA-STS:  none")
+	case s.Mode != "":
+		p("MTA-STS:  id %s, mode %s, mx %s, max_age %d", s.ID, s.Mode, strings.Join(s.MX, " "), s.MaxAge)
+		if s.Error != "" {
+			p("          (refresh failed: %s)", s.Error)
+		}
+	default:
+		p("MTA-STS:  record found, policy unusable: %s", s.Error)
+	}
+	switch {
+	case len(r.TLSRPT) > 0:
+		p("TLS-RPT:  %s", strings.Join(r.TLSRPT, ", "))
+	case r.TLSRPTError != "":
+		p("TLS-RPT:  %s", r.TLSRPTError)
+	default:
+		p("TLS-RPT:  none")
+	}
+	for _, h := range r.Hosts {
+		p("")
+		p("%s [%s] (address DNSSEC: %s)", h.Host, strings.Join(h.Addrs, " "), yesNo(h.AddrAuthentic))
+		switch {
+		case h.TLSAError != "":
+			p("  DANE:        TLSA lookup failed: %s", h.TLSAError)
+		case len(h.TLSA) > 0:
+			p("  DANE:        %s (usable: %s)", strings.Join(h.TLSA, "; "), yesNo(h.DANEUsable))
+			if h.DANEMatch != "" {
+				p("  DANE match:  %s", h.DANEMatch)
+			} else if h.DANEError != "" {
+				p("  DANE match:  none: %s", h.DANEError)
+			}
+		default:
+			p("  DANE:        no TLSA records")
+		}
+		if h.Connected {
+			p("  STARTTLS:    %s", yesNo(h.StartTLS))
+			if h.StartTLS {
+				p("  TLS:         %s %s", h.TLSVersion, h.CipherSuite)
+				if h.CertValid {
+					p("  Certificate: valid for %s until %s", h.Host, h.CertExpires.UTC().Format(time.DateOnly))
+				} else {
+					p("  Certificate: NOT valid for %s: %s", h.Host, h.CertError)
+				}
+			}
+		} else if h.Error != "" {
+			p("  Connection:  %s", h.Error)
+		}
+		p("  Verdict:     %s: %s", h.Status, h.Verdict)
+	}
+	p("")
+	p("Verdict: %s", r.Verdict)
+}

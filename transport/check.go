@@ -1,0 +1,267 @@
+package transport
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/transport/dane"
+	"github.com/mailsec/mailsec/transport/mtasts"
+	"github.com/mailsec/mailsec/transport/tlsrpt"
+)
+
+// DomainCheck is how well mail to a domain is protected in transit: what
+// its DNS publishes and what each MX host does, as Direct.Check found it.
+// Its JSON form is what `mailsec check -json` prints.
+type DomainCheck struct {
+	Domain string `json:"domain"`
+	// MX lists the MX hosts in the order Direct would try them.
+	MX []string `json:"mx,omitempty"`
+	// MXAuthentic: the MX answer was DNSSEC-authenticated.
+	MXAuthentic bool   `json:"mx_dnssec"`
+	ImplicitMX  bool   `json:"implicit_mx,omitempty"`
+	NullMX      bool   `json:"null_mx,omitempty"`
+	MXError     string `json:"mx_error,omitempty"`
+
+	MTASTS *MTASTSCheck `json:"mta_sts,omitempty"`
+	// TLSRPT lists the domain's TLS report addresses (RFC 8460 rua).
+	TLSRPT      []string `json:"tls_rpt,omitempty"`
+	TLSRPTError string   `json:"tls_rpt_error,omitempty"`
+
+	Hosts []HostCheck `json:"hosts,omitempty"`
+	// Verdict sums the domain up in plain words.
+	Verdict string `json:"verdict"`
+}
+
+// MTASTSCheck is the domain's MTA-STS state.
+type MTASTSCheck struct {
+	ID     string   `json:"id,omitempty"`
+	Mode   string   `json:"mode,omitempty"`
+	MX     []string `json:"mx,omitempty"`
+	MaxAge int64    `json:"max_age,omitempty"`
+	Error  string   `json:"error,omitempty"`
+}
+
+// HostCheck is one MX host, probed on port 25.
+type HostCheck struct {
+	Host          string   `json:"host"`
+	Addrs         []string `json:"addrs,omitempty"`
+	AddrAuthentic bool     `json:"addr_dnssec"`
+	// TLSA lists the host's DNSSEC-authenticated TLSA records; DANEUsable
+	// says whether any is usable for SMTP.
+	TLSA       []string `json:"tlsa,omitempty"`
+	DANEUsable bool     `json:"dane_usable"`
+	TLSAError  string   `json:"tlsa_error,omitempty"`
+	// InPolicy: the host matches the domain's MTA-STS policy.
+	InPolicy bool `json:"in_mta_sts_policy"`
+
+	Connected   bool   `json:"connected"`
+	StartTLS    bool   `json:"starttls"`
+	TLSVersion  string `json:"tls_version,omitempty"`
+	CipherSuite string `json:"cipher_suite,omitempty"`
+	// CertValid: the certificate verifies to a trusted root for the host
+	// name; CertError says why not.
+	CertValid   bool      `json:"certificate_valid"`
+	CertError   string    `json:"certificate_error,omitempty"`
+	CertExpires time.Time `json:"certificate_expires,omitzero"`
+	// DANEMatch is the TLSA record the certificate matched; DANEError why
+	// none did.
+	DANEMatch string `json:"dane_match,omitempty"`
+	DANEError string `json:"dane_error,omitempty"`
+	Error     string `json:"error,omitempty"`
+	// Status is what Direct's default level makes of the host: "protected"
+	// (DANE or MTA-STS), "verified" (a valid certificate, nothing more),
+	// "refused" or "unreachable". Verdict says the same in plain words,
+	// with the reason.
+	Status  string `json:"status"`
+	Verdict string `json:"verdict"`
+}
+
+// Check reports how well mail to domain is protected: MX records and
+// whether DNSSEC authenticates them, the MTA-STS record and policy, the
+// TLS-RPT addresses, and for each MX host its TLSA records, whether it
+// offers STARTTLS, the TLS version, whether its certificate is valid for
+// its name and whether it matches its TLSA records. It sends no mail: each
+// host gets EHLO, STARTTLS and QUIT. An error is returned only for
+// invalid input or a canceled context; what went wrong on the way is in
+// the report.
+func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error) {
+	if err := t.init(); err != nil {
+		return nil, err
+	}
+	dom, err := domainOf("postmaster@" + domain)
+	if err != nil {
+		return nil, mailsec.Invalid("domain", domain, "not a domain name")
+	}
+	dc := &DomainCheck{Domain: dom}
+	ds := &domainState{domain: dom}
+
+	if r, err := t.sts.Lookup(ctx, dom); err != nil {
+		return nil, err
+	} else {
+		ds.sts = r
+		if r.Policy != nil || r.Err != nil {
+			c := &MTASTSCheck{ID: r.ID}
+			if r.Policy != nil {
+				c.Mode, c.MX, c.MaxAge = string(r.Policy.Mode), r.Policy.MX, r.Policy.MaxAge
+				ds.enforce = r.Policy.Mode == mtasts.Enforce
+			}
+			if r.Err != nil {
+				c.Error = r.Err.Error()
+			}
+			dc.MTASTS = c
+		}
+	}
+	if p, err := tlsrpt.LookupPolicy(ctx, t.Resolver, dom); err == nil {
+		for _, u := range p.RUA {
+			dc.TLSRPT = append(dc.TLSRPT, u.String())
+		}
+	} else if !mailsec.IsNotFound(err) {
+		dc.TLSRPTError = err.Error()
+	}
+
+	rt, err := t.lookupRoute(ctx, dom)
+	switch {
+	case errors.Is(err, ErrNullMX):
+		dc.NullMX = true
+		dc.Verdict = "the domain publishes a null MX: it accepts no mail"
+		return dc, nil
+	case err != nil:
+		dc.MXError = err.Error()
+		dc.Verdict = "no route: the MX lookup failed"
+		return dc, ctx.Err()
+	}
+	dc.MX, dc.MXAuthentic, dc.ImplicitMX = rt.hosts, rt.authentic, rt.implicit
+	ds.route = rt
+	for _, h := range rt.hosts {
+		dc.Hosts = append(dc.Hosts, t.checkHost(ctx, ds, h))
+		if ctx.Err() != nil {
+			return dc, ctx.Err()
+		}
+	}
+	dc.Verdict = domainVerdict(dc)
+	return dc, nil
+}
+
+func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) HostCheck {
+	hc := HostCheck{Host: host}
+	if ds.sts != nil && ds.sts.Policy != nil {
+		hc.InPolicy = ds.sts.Policy.Matches(host)
+	}
+	ips, err := t.Resolver.LookupIP(ctx, host)
+	if err != nil {
+		hc.Error = err.Error()
+		hc.Status, hc.Verdict = "unreachable", "its address lookup failed"
+		return hc
+	}
+	for _, a := range ips.Records {
+		hc.Addrs = append(hc.Addrs, a.String())
+	}
+	hc.AddrAuthentic = ips.Authentic
+	var usable []mailsec.TLSA
+	tlsaFailed := false
+	if ds.route.authentic && ips.Authentic {
+		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+host)
+		switch {
+		case err == nil && ans.Authentic:
+			for _, r := range ans.Records {
+				hc.TLSA = append(hc.TLSA, r.String())
+			}
+			usable = dane.Usable(ans.Records)
+			hc.DANEUsable = len(usable) > 0
+		case err == nil, mailsec.IsNotFound(err):
+		default:
+			hc.TLSAError = err.Error()
+			tlsaFailed = true
+		}
+	}
+
+	pol := &tlsPolicy{mode: tlsUnverified, optional: true}
+	var s *session
+	for _, ip := range ips.Records {
+		d := &dialConfig{addr: net.JoinHostPort(ip.Unmap().String(), t.port), serverName: host,
+			localName: t.localName, tlsConfig: t.TLSConfig, dialer: t.dialer, timeout: t.timeout}
+		s, err = d.dial(ctx, pol, "")
+		if err == nil {
+			break
+		}
+		hc.Error = err.Error()
+	}
+	if s != nil {
+		hc.Error = ""
+		hc.Connected = true
+		hc.StartTLS = s.peer != nil
+		hc.TLSVersion, hc.CipherSuite = s.state.TLSVersion, s.state.CipherSuite
+		if len(s.peer) > 0 {
+			leaf := s.peer[0]
+			hc.CertExpires = leaf.NotAfter
+			inter := x509.NewCertPool()
+			for _, c := range s.peer[1:] {
+				inter.AddCert(c)
+			}
+			opts := x509.VerifyOptions{DNSName: host, Intermediates: inter, CurrentTime: t.now()}
+			if t.TLSConfig != nil {
+				opts.Roots = t.TLSConfig.RootCAs
+			}
+			if _, err := leaf.Verify(opts); err != nil {
+				hc.CertError = certReason(err)
+			} else {
+				hc.CertValid = true
+			}
+			if len(usable) > 0 {
+				if m, err := dane.Verify(s.peer, usable, []string{host}, t.now()); err != nil {
+					hc.DANEError = err.Error()
+				} else {
+					hc.DANEMatch = m.Record.String()
+				}
+			}
+		}
+		s.close(true)
+	}
+	hc.Status, hc.Verdict = hostVerdict(ds, &hc, tlsaFailed)
+	return hc
+}
+
+// hostVerdict says what Direct's default level does with a host, and why.
+func hostVerdict(ds *domainState, hc *HostCheck, tlsaFailed bool) (status, verdict string) {
+	switch {
+	case tlsaFailed:
+		return "refused", "the zone is DNSSEC-signed but the TLSA lookup failed, which an attack would look like; no connection until it answers"
+	case hc.DANEUsable && hc.DANEMatch != "":
+		return "protected", "DANE: DNSSEC-authenticated TLSA records match the certificate, so downgrade and MX spoofing are defeated"
+	case hc.DANEUsable && hc.Connected && !hc.StartTLS:
+		return "refused", "DANE requires TLS and the host does not offer STARTTLS"
+	case hc.DANEUsable && hc.Connected:
+		return "refused", "the certificate matches none of the host's TLSA records (" + hc.DANEError + ")"
+	case ds.enforce && !hc.InPolicy:
+		return "refused", "the domain's MTA-STS policy (enforce) does not list this host"
+	case !hc.Connected:
+		return "unreachable", hc.Error
+	case !hc.StartTLS:
+		return "refused", "no STARTTLS: mail would cross the network in the clear"
+	case !hc.CertValid:
+		return "refused", "the certificate is not valid for " + hc.Host + " (" + hc.CertError + ")"
+	case ds.enforce:
+		return "protected", "MTA-STS (enforce): TLS with a certificate valid for a host the policy lists"
+	}
+	return "verified", "TLS with a certificate valid for " + hc.Host + ", but neither DANE nor an MTA-STS policy in enforce mode: mailsec delivers; senders that do not verify can be downgraded, and a spoofed MX record is not detected"
+}
+
+func domainVerdict(dc *DomainCheck) string {
+	count := map[string]int{}
+	for _, h := range dc.Hosts {
+		count[h.Status]++
+	}
+	switch {
+	case len(dc.Hosts) > 0 && count["protected"] == len(dc.Hosts):
+		return "protected: every MX host is authenticated by DANE or MTA-STS"
+	case count["protected"]+count["verified"] == 0:
+		return "mailsec's default level delivers to no MX host of this domain"
+	case count["protected"] > 0:
+		return "partly protected: some MX hosts are authenticated by DANE or MTA-STS"
+	}
+	return "verified TLS only: senders that do not verify can be downgraded, and DNS is not authenticated"
+}
