@@ -456,10 +456,9 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 		}
 	}
 
+	// TLSA records are looked up at the MX host name itself, so it is
+	// both the TLSA base domain and the reference name (RFC 7672 §3.2.2).
 	names := []string{host}
-	if ips.Name != "" && ips.Name != host {
-		names = append(names, ips.Name)
-	}
 	danePolicy := func() *tlsPolicy {
 		return &tlsPolicy{mode: tlsDANE, tlsa: usable, names: names, now: t.Now}
 	}

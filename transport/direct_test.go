@@ -30,7 +30,7 @@ import (
 // addresses), an HTTPS server for MTA-STS policies, one CA for all of
 // them, and a recorder of TLS reports.
 type mxEnv struct {
-	t       *testing.T
+	t       testing.TB
 	ca      *mailsectest.CA
 	res     *mailsectest.Resolver
 	dnsres  mailsec.Resolver // res, or a real resolver
@@ -79,7 +79,7 @@ func newMXEnv(t *testing.T) *mxEnv { return newMXEnvWith(t, nil) }
 // newMXEnvWith makes an env whose lookups go to r (nil: the mock) and
 // whose policy server has certificates for every mta-sts.<domain> of
 // stsDomains.
-func newMXEnvWith(t *testing.T, r mailsec.Resolver, stsDomains ...string) *mxEnv {
+func newMXEnvWith(t testing.TB, r mailsec.Resolver, stsDomains ...string) *mxEnv {
 	t.Helper()
 	ca, err := mailsectest.NewCA()
 	if err != nil {
@@ -536,6 +536,21 @@ func TestDirectDANE(t *testing.T) {
 			t.Fatalf("reports = %+v", rs)
 		}
 	})
+	t.Run("2 0 1 trust anchor", func(t *testing.T) {
+		e := setup(t)
+		if len(leaf.Certificate) < 2 {
+			t.Fatal("the test server's chain lacks its CA")
+		}
+		h := sha256.Sum256(leaf.Certificate[1])
+		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 2, Selector: 0, MatchingType: 1, Data: h[:]})
+		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@secure.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Connection.Verification != mailsec.VerifiedDANETA {
+			t.Fatalf("connection = %+v", res.Connection)
+		}
+	})
 	t.Run("mismatch refused", func(t *testing.T) {
 		e := setup(t)
 		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
@@ -831,4 +846,71 @@ func TestDirectCheck(t *testing.T) {
 		t.Errorf("verdict = %q", dc.Verdict)
 	}
 	e.nothingSent()
+}
+
+// TestDirectOnePolicyFetch: 100 concurrent first deliveries to one domain
+// fetch its MTA-STS policy once; later ones fetch nothing.
+func TestDirectOnePolicyFetch(t *testing.T) {
+	e := newMXEnv(t)
+	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
+	e.sts("example.org", "1", "enforce", "mx1.example.org")
+	tr := e.direct()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 100 {
+		wg.Go(func() {
+			_, err := deliverDirect(t, tr, delivery(mailsec.Security{}, "ann@example.org"))
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.fetches.Load(); n != 1 {
+		t.Fatalf("%d policy fetches for 100 concurrent first sends, want 1", n)
+	}
+	if len(s.Messages()) != 100 {
+		t.Fatalf("%d messages", len(s.Messages()))
+	}
+	for range 10 {
+		if _, err := deliverDirect(t, tr, delivery(mailsec.Security{}, "ann@example.org")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.fetches.Load(); n != 1 {
+		t.Fatalf("a cached policy was fetched again (%d fetches)", n)
+	}
+	if n := e.res.Queries("TXT", "_mta-sts.example.org"); n != 1 {
+		t.Fatalf("%d TXT lookups within one refresh interval, want 1", n)
+	}
+}
+
+// BenchmarkDirectCachedPolicy delivers to a domain with an enforced
+// MTA-STS policy, cached after the first delivery. It reports the policy
+// fetches and TXT lookups per delivery, both of which must be 0 once the
+// policy is cached (the one of the first delivery aside).
+func BenchmarkDirectCachedPolicy(b *testing.B) {
+	e := newMXEnvWith(b, nil)
+	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{Discard: true})
+	e.sts("example.org", "1", "enforce", "mx1.example.org")
+	tr := e.direct()
+	ctx := context.Background()
+	if _, err := tr.Deliver(ctx, delivery(mailsec.Security{}, "ann@example.org")); err != nil {
+		b.Fatal(err)
+	}
+	f0, q0 := e.fetches.Load(), e.res.Queries("TXT", "_mta-sts.example.org")
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := tr.Deliver(ctx, delivery(mailsec.Security{}, "ann@example.org")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(e.fetches.Load()-f0)/float64(b.N), "fetches/op")
+	b.ReportMetric(float64(e.res.Queries("TXT", "_mta-sts.example.org")-q0)/float64(b.N), "txt-lookups/op")
 }

@@ -242,10 +242,7 @@ func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, pol *tlsPoli
 		if err != nil {
 			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(err.Error()), Err: err}
 		}
-		s.state.Verification = mailsec.VerifiedDANEEE
-		if m.Record.Usage == 2 {
-			s.state.Verification = mailsec.VerifiedDANETA
-		}
+		s.state.Verification = m.Verification()
 		s.state.TLSA = m.Record.String()
 	case tlsDomain:
 		if err := verifyForDomain(cs.PeerCertificates, dc.rootCAs(), pol.names[0], pol.clock()()); err != nil {
