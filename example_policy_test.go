@@ -112,3 +112,22 @@ func ExampleOptions_onReceipt() {
 	})
 	// Output: ann@example.org true {"security":{"level":"verified"},"protection":"none","no_key":"fail"}
 }
+
+// Security levels read from configuration by their own names or
+// Postfix's.
+func ExampleParseSecurityLevel() {
+	for _, name := range []string{"verified", "dane-only", "encrypt", "may", "none"} {
+		l, err := mailsec.ParseSecurityLevel(name)
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Println(name, "=", l, l.DirectOnly())
+	}
+	// Output:
+	// verified = verified false
+	// dane-only = dane-only true
+	// encrypt = unverified false
+	// may = may true
+	// none = plaintext false
+}

@@ -6,6 +6,17 @@
 // 465 or STARTTLS on 587, in both cases with TLS mandatory, the certificate
 // verified for the configured host name, and SMTP AUTH only inside TLS.
 //
+// [Direct] delivers to each recipient domain's MX hosts itself, on port 25,
+// where downgrades usually happen: by default a host must be authenticated
+// by DANE (RFC 7672, package dane) when its DNSSEC-signed TLSA records are
+// usable, else by the domain's MTA-STS policy in enforce mode (RFC 8461,
+// package mtasts), else by a certificate valid for the MX host name, and
+// REQUIRETLS (RFC 8689) goes only to hosts DNSSEC or an enforce policy
+// vouches for. Every session's outcome can be recorded for TLS reporting
+// (RFC 8460, package tlsrpt). [Direct.Check] reports all of it for a domain
+// without sending mail. The security levels a delivery may ask for are
+// mailsec's, named after Postfix's: see mailsec.SecurityLevel.
+//
 // # What the session layer enforces
 //
 //   - The TLS handshake completes, and the certificate is verified as the

@@ -68,3 +68,33 @@ func ExampleSubmission_Deliver_downgrade() {
 	fmt.Println(errors.Is(err, mailsec.ErrDowngrade), errors.Is(err, mailsec.ErrCertificate), srv.Transactions())
 	// Output: true false 0
 }
+
+// Direct delivers to each recipient domain's MX hosts. A domain with a
+// null MX (RFC 7505) accepts no mail: the delivery fails permanently
+// before any connection.
+func ExampleDirect() {
+	res := mailsectest.NewResolver() // in production: &mailsec.DNSResolver{Servers: []string{"127.0.0.1:53"}}
+	res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+	t := &transport.Direct{Resolver: res, LocalName: "mail.example.com"}
+	_, err := t.Deliver(context.Background(), &mailsec.Delivery{
+		From:    "app@example.com",
+		To:      []string{"ann@nomail.example"},
+		Content: strings.NewReader("Subject: hi\r\n\r\nnever sent\r\n"),
+	})
+	fmt.Println(errors.Is(err, transport.ErrNullMX), mailsec.IsTemporary(err))
+	// Output: true false
+}
+
+// Check reports how well mail to a domain is protected, without sending
+// any.
+func ExampleDirect_Check() {
+	res := mailsectest.NewResolver()
+	res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+	t := &transport.Direct{Resolver: res, LocalName: "mail.example.com"}
+	report, err := t.Check(context.Background(), "nomail.example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(report.NullMX, report.Verdict)
+	// Output: true the domain publishes a null MX: it accepts no mail
+}
