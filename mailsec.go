@@ -1013,6 +1013,12 @@ func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, prot []
 		attrs = append(attrs, slog.String("host", c.Host), slog.String("tls", c.TLSVersion),
 			slog.String("cipher", c.CipherSuite), slog.String("verification", string(c.Verification)),
 			slog.Bool("reused", c.Reused))
+		if c.Policy != "" {
+			attrs = append(attrs, slog.String("domain", c.Domain), slog.String("policy", c.Policy))
+		}
+		if len(c.Notes) > 0 {
+			attrs = append(attrs, slog.Any("notes", c.Notes))
+		}
 	}
 	if res != nil && res.Reply != nil {
 		attrs = append(attrs, slog.String("reply", res.Reply.String()))

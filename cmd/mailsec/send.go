@@ -283,6 +283,12 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	if receipt != nil {
 		for _, r := range receipt.Recipients {
 			fmt.Fprintln(e.stderr, progressLine(r))
+			if c := r.Connection; c != nil {
+				// Direct delivery: every fallback taken on the way.
+				for _, n := range c.Notes {
+					fmt.Fprintln(e.stderr, printable("  note: "+n))
+				}
+			}
 		}
 		if o.json {
 			out, jerr := json.MarshalIndent(receipt, "", "  ")
@@ -349,6 +355,9 @@ func progressLine(r mailsec.RecipientReceipt) string {
 			tlsVersion = "no TLS"
 		}
 		fmt.Fprintf(&b, " by %s (%s, %s)", c.Host, tlsVersion, c.Verification)
+		if c.Policy != "" {
+			fmt.Fprintf(&b, " under %s", c.Policy)
+		}
 	}
 	if r.QueueID != "" {
 		b.WriteString(" queue id " + r.QueueID)
