@@ -129,5 +129,5 @@ func ExampleParseSecurityLevel() {
 	// dane-only = dane-only true
 	// encrypt = unverified false
 	// may = may true
-	// none = plaintext false
+	// none = none true
 }

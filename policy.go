@@ -362,9 +362,9 @@ const (
 	// loopback address (a development server on the same machine), never
 	// with credentials. Explicit opt-in, recorded in the Receipt. The
 	// check is on the address the connection reports: a local proxy or
-	// port forward on loopback carries the plaintext further. For direct
-	// delivery to MX hosts (transport.Direct) it is Postfix's "none": no
-	// TLS at all to the domain's MX hosts, whatever they offer.
+	// port forward on loopback carries the plaintext further. The same
+	// holds for direct delivery; its level for no TLS to remote MX hosts is
+	// Cleartext.
 	Plaintext
 
 	// The levels below apply to direct delivery to MX hosts
@@ -396,11 +396,15 @@ const (
 	// record cannot redirect the mail; for domains whose MX hosts carry
 	// such names.
 	SecureDomain
+	// Cleartext ("none"): no TLS to the domain's MX hosts, whatever they
+	// offer. For a destination known to break with TLS; explicit opt-in,
+	// recorded in the Receipt.
+	Cleartext
 )
 
 // DirectOnly reports whether the level applies only to direct delivery to
 // MX hosts.
-func (l SecurityLevel) DirectOnly() bool { return l >= Opportunistic && l <= SecureDomain }
+func (l SecurityLevel) DirectOnly() bool { return l >= Opportunistic && l <= Cleartext }
 
 func (l SecurityLevel) String() string {
 	switch l {
@@ -422,6 +426,8 @@ func (l SecurityLevel) String() string {
 		return "verify"
 	case SecureDomain:
 		return "secure"
+	case Cleartext:
+		return "none"
 	}
 	return fmt.Sprintf("SecurityLevel(%d)", int(l))
 }
@@ -430,8 +436,7 @@ func (l SecurityLevel) String() string {
 func (l SecurityLevel) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
 // UnmarshalText implements encoding.TextUnmarshaler. Besides the names
-// String returns it accepts Postfix's "none" (Plaintext) and "encrypt"
-// (Unverified).
+// String returns it accepts Postfix's "encrypt" (Unverified).
 func (l *SecurityLevel) UnmarshalText(b []byte) error {
 	v, err := ParseSecurityLevel(string(b))
 	if err == nil {
@@ -440,16 +445,14 @@ func (l *SecurityLevel) UnmarshalText(b []byte) error {
 	return err
 }
 
-// ParseSecurityLevel reads a level by the name String returns, or by
-// Postfix's names "none" (Plaintext) and "encrypt" (Unverified).
+// ParseSecurityLevel reads a level by the name String returns, or
+// Postfix's "encrypt" for Unverified (Postfix's other names are String's).
 func ParseSecurityLevel(s string) (SecurityLevel, error) {
 	switch s {
-	case "none":
-		return Plaintext, nil
 	case "encrypt":
 		return Unverified, nil
 	}
-	for v := Verified; v <= SecureDomain; v++ {
+	for v := Verified; v <= Cleartext; v++ {
 		if v.String() == s {
 			return v, nil
 		}
@@ -468,7 +471,7 @@ type Security struct {
 // Validate reports a requirement that cannot be met as written.
 func (s Security) Validate() error {
 	switch s.Level {
-	case Verified, Unverified, Plaintext, Opportunistic, DANE, DANEOnly, VerifyMX, SecureDomain:
+	case Verified, Unverified, Plaintext, Opportunistic, DANE, DANEOnly, VerifyMX, SecureDomain, Cleartext:
 		if len(s.Pins) > 0 {
 			return invalid("Security.Pins", "", "pins are only used with the Pinned level")
 		}

@@ -190,6 +190,12 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		}
 		hc.Error = err.Error()
 	}
+	var se *mailsec.SecurityError
+	if s == nil && errors.As(err, &se) {
+		// The host answered; TLS is what failed.
+		hc.Connected = true
+		hc.StartTLS = se.Failure != mailsec.FailStartTLSMissing && se.Failure != mailsec.FailStartTLSRefused && se.Failure != mailsec.FailInjection
+	}
 	if s != nil {
 		hc.Error = ""
 		hc.Connected = true
@@ -240,6 +246,8 @@ func hostVerdict(ds *domainState, hc *HostCheck, tlsaFailed bool) (status, verdi
 		return "refused", "the domain's MTA-STS policy (enforce) does not list this host"
 	case !hc.Connected:
 		return "unreachable", hc.Error
+	case hc.Error != "":
+		return "refused", "TLS could not be established: " + hc.Error
 	case !hc.StartTLS:
 		return "refused", "no STARTTLS: mail would cross the network in the clear"
 	case !hc.CertValid:

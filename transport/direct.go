@@ -113,9 +113,19 @@ func (e *DomainError) Unwrap() []error { return e.Errs }
 
 // Temporary reports whether a later attempt may succeed: when any host
 // failed for a temporary reason (a network error, a 4xx reply, a DNS
-// failure).
+// failure) or for a TLS or policy failure. Unlike submission to a server
+// the application configured, a failed TLS session with a recipient's MX
+// host is deferred, not bounced: it may be an attack that ends, or a
+// policy about to be updated (RFC 8461 §5, RFC 7672 §2.2). REQUIRETLS
+// failures, a null MX and permanent replies are final.
 func (e *DomainError) Temporary() bool {
-	return slices.ContainsFunc(e.Errs, mailsec.IsTemporary)
+	return slices.ContainsFunc(e.Errs, func(err error) bool {
+		var se *mailsec.SecurityError
+		if errors.As(err, &se) {
+			return se.Failure != mailsec.FailRequireTLS && se.Failure != mailsec.FailLevel
+		}
+		return mailsec.IsTemporary(err)
+	})
 }
 
 // Validate checks the configuration without connecting. Calling it is
@@ -350,7 +360,7 @@ func (ds *domainState) note(s string) { ds.notes = append(ds.notes, s) }
 func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain string, rcpts []string) (*mailsec.DeliveryResult, error) {
 	ds := &domainState{domain: domain, level: d.Security.Level}
 	switch ds.level {
-	case mailsec.Unverified, mailsec.Plaintext, mailsec.Opportunistic, mailsec.DANE:
+	case mailsec.Unverified, mailsec.Plaintext, mailsec.Opportunistic, mailsec.Cleartext:
 		if d.RequireTLS {
 			return nil, &mailsec.SecurityError{Host: domain, Failure: mailsec.FailRequireTLS,
 				Detail: "REQUIRETLS needs verified TLS; the level for this domain is " + ds.level.String() + " (5.7.30)"}
@@ -405,7 +415,10 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 
 // hostPlan is how one MX host is to be reached.
 type hostPlan struct {
-	pol    *tlsPolicy
+	// serverName is the name sent as SNI and checked: the MX host, or
+	// the TLSA base domain it is a CNAME for.
+	serverName string
+	pol        *tlsPolicy
 	policy string   // ConnectionState.Policy
 	tlsa   []string // usable records, for reports
 	addrs  []netip.Addr
@@ -419,8 +432,19 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 	if err != nil {
 		return nil, err
 	}
-	hp := &hostPlan{addrs: ips.Records}
+	hp := &hostPlan{addrs: ips.Records, serverName: host}
 	secure := ds.route.authentic && ips.Authentic
+
+	// TLS-Required: No (RFC 8689 §5) sets the recipient domain's DANE and
+	// MTA-STS policies aside, never TLS itself: the levels that would have
+	// applied them require TLS without authentication instead.
+	if d.TLSRequiredNo {
+		switch ds.level {
+		case mailsec.Verified, mailsec.DANE, mailsec.DANEOnly:
+			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "tls-required-no"
+			return hp, nil
+		}
+	}
 
 	// DANE (RFC 7672 §2.2): TLSA records count only when the MX and
 	// address lookups were authenticated, and a failed TLSA lookup of a
@@ -432,11 +456,33 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 	)
 	daneState := noDANE
 	var usable []mailsec.TLSA
+	names := []string{host}
 	wantDANE := ds.level == mailsec.Verified || ds.level == mailsec.DANE || ds.level == mailsec.DANEOnly
-	if wantDANE && secure && !d.TLSRequiredNo {
-		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+host)
-		switch {
-		case err == nil && ans.Authentic && len(ans.Records) > 0:
+	if wantDANE && secure {
+		// A host name that is a CNAME with a secure expansion has its
+		// TLSA records at the expanded name first, then at the original
+		// name; the name where they are found is the TLSA base domain,
+		// sent as SNI and matched first (RFC 7672 §2.2.2, §3.2.2, §8.1).
+		bases := []string{host}
+		if ips.Name != "" && ips.Name != host {
+			bases = []string{ips.Name, host}
+		}
+		for _, base := range bases {
+			ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+base)
+			if err == nil && !ans.Authentic || mailsec.IsNotFound(err) || err == nil && len(ans.Records) == 0 {
+				// None, or none DNSSEC vouches for: no DANE at this name.
+				continue
+			}
+			if err != nil {
+				serr := &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
+					Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
+				var de *mailsec.DNSError
+				if errors.As(err, &de) && de.Kind == mailsec.DNSServerFailure {
+					t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
+						Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: err.Error()})
+				}
+				return nil, serr
+			}
 			usable = dane.Usable(ans.Records)
 			daneState = daneUnusable
 			if len(usable) > 0 {
@@ -444,29 +490,21 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 				for _, r := range usable {
 					hp.tlsa = append(hp.tlsa, r.String())
 				}
+				if base != host {
+					hp.serverName = base
+					names = []string{base, host}
+				}
 			}
-		case err == nil, mailsec.IsNotFound(err):
-			// No records, or records DNSSEC does not vouch for: no DANE.
-		default:
-			serr := &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
-				Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
-			t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
-				Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: err.Error()})
-			return nil, serr
+			break
 		}
 	}
 
-	// TLSA records are looked up at the MX host name itself, so it is
-	// both the TLSA base domain and the reference name (RFC 7672 §3.2.2).
-	names := []string{host}
 	danePolicy := func() *tlsPolicy {
 		return &tlsPolicy{mode: tlsDANE, tlsa: usable, names: names, now: t.Now}
 	}
 	switch ds.level {
 	case mailsec.Verified:
 		switch {
-		case d.TLSRequiredNo:
-			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "tls-required-no"
 		case daneState == daneUsable:
 			hp.pol, hp.policy = danePolicy(), "dane"
 		case ds.enforce:
@@ -518,15 +556,21 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 	case mailsec.Opportunistic:
 		hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified, optional: true}, "may"
 	case mailsec.Plaintext:
+		hp.pol, hp.policy = &tlsPolicy{mode: tlsNone, loopbackOnly: true}, "plaintext"
+	case mailsec.Cleartext:
 		hp.pol, hp.policy = &tlsPolicy{mode: tlsNone}, "none"
 	default:
 		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel, Detail: "unknown level " + ds.level.String()}
 	}
 
 	// REQUIRETLS (RFC 8689 §4.2.1): only to an MX host that DNSSEC or an
-	// enforced MTA-STS policy vouches for, and only over a verified
-	// session (the session checks the server offers REQUIRETLS).
+	// enforced MTA-STS policy vouches for, and only over a session that
+	// authenticates it (the session checks the server offers REQUIRETLS).
 	if d.RequireTLS {
+		if !hp.pol.authenticates() {
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
+				Detail: "the message demands REQUIRETLS and the level for this host (" + hp.policy + ") does not authenticate it (5.7.30)"}
+		}
 		vouched := ds.route.authentic || ds.enforce && ds.sts.Policy.Matches(host)
 		if !vouched {
 			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
@@ -548,7 +592,7 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 	for _, ip := range hp.addrs {
 		dc := &dialConfig{
 			addr:       net.JoinHostPort(ip.Unmap().String(), t.port),
-			serverName: host,
+			serverName: hp.serverName,
 			localName:  t.localName,
 			tlsConfig:  t.TLSConfig,
 			dialer:     t.dialer,
@@ -581,6 +625,10 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		}
 		var se *mailsec.SMTPError
 		switch {
+		case res != nil && everyRcptRefused(res):
+			// Each recipient has its own answer, temporary or permanent;
+			// another MX host is not asked to overrule it.
+			return res, err, true
 		case errors.Is(err, mailsec.ErrRequireTLS), errors.Is(err, mailsec.ErrUnsupported):
 			// Another MX host may offer what this one lacks.
 			return nil, err, false
@@ -691,4 +739,15 @@ func stsLines(p *mtasts.Policy) []string {
 		lines = append(lines, "mx: "+mx)
 	}
 	return append(lines, "max_age: "+strconv.FormatInt(p.MaxAge, 10))
+}
+
+// everyRcptRefused reports a transaction that ended because the server
+// refused every recipient at RCPT.
+func everyRcptRefused(res *mailsec.DeliveryResult) bool {
+	for _, r := range res.Recipients {
+		if r.Reply == nil || r.Err == nil {
+			return false
+		}
+	}
+	return len(res.Recipients) > 0
 }

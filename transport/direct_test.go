@@ -418,8 +418,8 @@ func TestDirectMTASTS(t *testing.T) {
 		e.mx("mx.attacker.example", "198.51.100.1", mailsectest.Config{})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
-		if !errors.Is(err, mailsec.ErrDomainPolicy) {
-			t.Fatalf("err = %v, want ErrDomainPolicy", err)
+		if !errors.Is(err, mailsec.ErrDomainPolicy) || !mailsec.IsTemporary(err) {
+			t.Fatalf("err = %v, want a temporary ErrDomainPolicy", err)
 		}
 		if e.totalDials() != 0 {
 			t.Fatal("connected to an MX host the enforce policy does not list")
@@ -435,12 +435,13 @@ func TestDirectMTASTS(t *testing.T) {
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{WithholdStartTLS: true})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
-		if !errors.Is(err, mailsec.ErrDowngrade) {
-			t.Fatalf("err = %v, want ErrDowngrade", err)
+		if !errors.Is(err, mailsec.ErrDowngrade) || !mailsec.IsTemporary(err) {
+			t.Fatalf("err = %v, want a temporary ErrDowngrade (deferred, not bounced)", err)
 		}
 		e.nothingSent()
-		if e.reports.failures(tlsrpt.StartTLSNotSupported) != 1 {
-			t.Fatalf("reports = %+v", e.reports.results())
+		rs := e.reports.results()
+		if len(rs) != 1 || rs[0].Failure != tlsrpt.StartTLSNotSupported || rs[0].PolicyType != tlsrpt.PolicySTS {
+			t.Fatalf("reports = %+v, want one starttls-not-supported under the sts policy", rs)
 		}
 	})
 	t.Run("enforce delivers to a listed MX and says so", func(t *testing.T) {
@@ -555,8 +556,8 @@ func TestDirectDANE(t *testing.T) {
 		e := setup(t)
 		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@secure.example"))
-		if !errors.Is(err, mailsec.ErrCertificate) {
-			t.Fatalf("err = %v, want ErrCertificate", err)
+		if !errors.Is(err, mailsec.ErrCertificate) || !mailsec.IsTemporary(err) {
+			t.Fatalf("err = %v, want a temporary ErrCertificate", err)
 		}
 		e.nothingSent()
 		if e.reports.failures(tlsrpt.ValidationFailure) != 1 {
@@ -615,6 +616,50 @@ func TestDirectDANE(t *testing.T) {
 		_, err = deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.DANEOnly}, "ann@secure.example"))
 		if !errors.Is(err, mailsec.ErrDomainPolicy) {
 			t.Fatalf("dane-only: err = %v", err)
+		}
+	})
+	t.Run("TLS-Required: No never means plaintext", func(t *testing.T) {
+		for _, l := range []mailsec.SecurityLevel{mailsec.Verified, mailsec.DANE, mailsec.DANEOnly} {
+			e := newMXEnv(t)
+			e.res.Secure("secure.example")
+			e.res.MX("secure.example", mailsec.MX{Host: "mx1.secure.example", Pref: 10})
+			e.mx("mx1.secure.example", "192.0.2.60", mailsectest.Config{WithholdStartTLS: true})
+			e.res.TLSA("_25._tcp.mx1.secure.example", tlsaFor(leaf.Leaf))
+			d := delivery(mailsec.Security{Level: l}, "ann@secure.example")
+			d.TLSRequiredNo = true
+			if _, err := deliverDirect(t, e.direct(), d); !errors.Is(err, mailsec.ErrDowngrade) {
+				t.Errorf("%v: err = %v, want ErrDowngrade", l, err)
+			}
+			e.nothingSent()
+		}
+	})
+	t.Run("REQUIRETLS at the dane level over usable records", func(t *testing.T) {
+		e := setup(t)
+		e.res.TLSA("_25._tcp.mx1.secure.example", tlsaFor(leaf.Leaf))
+		d := delivery(mailsec.Security{Level: mailsec.DANE}, "ann@secure.example")
+		d.RequireTLS = true
+		res, err := deliverDirect(t, e.direct(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Connection.Verification != mailsec.VerifiedDANEEE {
+			t.Fatalf("connection = %+v", res.Connection)
+		}
+	})
+	t.Run("CNAME'd MX host: TLSA at the expanded name", func(t *testing.T) {
+		e := newMXEnv(t)
+		e.res.Secure("secure.example")
+		e.res.MX("secure.example", mailsec.MX{Host: "mx.secure.example", Pref: 10})
+		e.res.CNAME("mx.secure.example", "real.secure.example")
+		e.serve("real.secure.example", "192.0.2.61", mailsectest.Config{Certificate: &leaf})
+		e.res.IP("real.secure.example", netip.MustParseAddr("192.0.2.61"))
+		e.res.TLSA("_25._tcp.real.secure.example", tlsaFor(leaf.Leaf))
+		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.DANEOnly}, "ann@secure.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Connection.Verification != mailsec.VerifiedDANEEE || res.Connection.Host != "real.secure.example" {
+			t.Fatalf("connection = %+v", res.Connection)
 		}
 	})
 	t.Run("TLS-Required: No sets DANE aside but keeps TLS", func(t *testing.T) {
@@ -704,6 +749,16 @@ func TestDirectLevels(t *testing.T) {
 			t.Fatalf("connection = %+v", res.Connection)
 		}
 	})
+	t.Run("may: a failed handshake is not a way to plaintext", func(t *testing.T) {
+		e := newMXEnv(t)
+		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS11})
+		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Opportunistic}, "ann@example.org"))
+		if !errors.Is(err, mailsec.ErrHandshake) {
+			t.Fatalf("err = %v, want ErrHandshake", err)
+		}
+		e.nothingSent()
+	})
 	t.Run("encrypt: TLS without verification", func(t *testing.T) {
 		e := newMXEnv(t)
 		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
@@ -751,7 +806,7 @@ func TestDirectLevels(t *testing.T) {
 		e := newMXEnv(t)
 		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
 		s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
-		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Plaintext}, "ann@example.org"))
+		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Cleartext}, "ann@example.org"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -913,4 +968,51 @@ func BenchmarkDirectCachedPolicy(b *testing.B) {
 	}
 	b.ReportMetric(float64(e.fetches.Load()-f0)/float64(b.N), "fetches/op")
 	b.ReportMetric(float64(e.res.Queries("TXT", "_mta-sts.example.org")-q0)/float64(b.N), "txt-lookups/op")
+}
+
+// Each recipient's RCPT answer is final for this delivery: a mix of
+// temporary and permanent refusals does not send anyone to the next MX
+// host, whatever the recipients' order.
+func TestDirectRcptRefusalsStay(t *testing.T) {
+	for _, order := range [][]string{{"ann@example.org", "bob@example.org"}, {"bob@example.org", "ann@example.org"}} {
+		e := newMXEnv(t)
+		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{RcptReply: map[string]*mailsec.Reply{
+			"ann@example.org": {Code: 450, Text: "mailbox busy"},
+			"bob@example.org": {Code: 550, Text: "no such user"},
+		}})
+		s2 := e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{})
+		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, order...))
+		if err == nil {
+			t.Fatal("accepted")
+		}
+		if s2.Transactions() != 0 {
+			t.Fatalf("order %v: the next MX host was asked to overrule mx1's answers", order)
+		}
+		for _, r := range res.Recipients {
+			want := r.Address == "ann@example.org"
+			if mailsec.IsTemporary(r.Err) != want {
+				t.Errorf("order %v: %s temporary = %v", order, r.Address, !want)
+			}
+		}
+	}
+}
+
+// The application's own certificate checks in TLSConfig stay in force.
+func TestSubmissionKeepsApplicationVerifyConnection(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := &transport.Submission{Addr: srv.Addr, ServerName: "localhost", TLSConfig: &tls.Config{
+		RootCAs: srv.CA.Pool(),
+		VerifyConnection: func(tls.ConnectionState) error {
+			return errors.New("refused by the application's issuer rule")
+		},
+	}}
+	defer tr.Close()
+	_, err := tr.Deliver(context.Background(), delivery(mailsec.Security{}, "ann@example.org"))
+	if err == nil || !strings.Contains(err.Error(), "issuer rule") {
+		t.Fatalf("err = %v", err)
+	}
+	if srv.Transactions() != 0 {
+		t.Fatal("delivered past the application's check")
+	}
 }

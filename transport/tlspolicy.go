@@ -75,35 +75,63 @@ func (p *tlsPolicy) config(base *tls.Config, serverName string, match *dane.Matc
 	}
 	cfg.ServerName = serverName
 	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
-	cfg.VerifyPeerCertificate = nil
-	cfg.VerifyConnection = nil
+	// The application's own checks (an issuer rule, say) stay in force
+	// wherever a certificate is authenticated, after the requirement's.
+	appVerify := cfg.VerifyConnection
+	then := func(own func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+		if appVerify == nil {
+			return own
+		}
+		return func(cs tls.ConnectionState) error {
+			if err := own(cs); err != nil {
+				return err
+			}
+			return appVerify(cs)
+		}
+	}
 	switch p.mode {
 	case tlsWebPKI:
 		cfg.InsecureSkipVerify = false
 	case tlsPinned:
 		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = nil
 		pins := p.pins
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		cfg.VerifyConnection = then(func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 || !slices.Contains(pins, mailsec.PinOf(cs.PeerCertificates[0])) {
 				return errPinMismatch
 			}
 			return nil
-		}
+		})
 	case tlsDANE:
 		// DANE replaces WebPKI: names, roots and expiry are what the
 		// matching record says they are (RFC 7672 §3.1).
 		cfg.InsecureSkipVerify = true
-		cfg.VerifyConnection = dane.VerifyConnection(p.tlsa, p.names, p.clock(), func(m dane.Match) { *match = m })
+		cfg.VerifyPeerCertificate = nil
+		cfg.VerifyConnection = then(dane.VerifyConnection(p.tlsa, p.names, p.clock(), func(m dane.Match) { *match = m }))
 	case tlsDomain:
 		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = nil
 		roots, domain, now := cfg.RootCAs, p.names[0], p.clock()
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		cfg.VerifyConnection = then(func(cs tls.ConnectionState) error {
 			return verifyForDomain(cs.PeerCertificates, roots, domain, now())
-		}
+		})
 	default:
+		// No authentication asked for: nothing to add checks to.
 		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = nil
+		cfg.VerifyConnection = nil
 	}
 	return cfg
+}
+
+// authenticates reports whether a session under p authenticates its
+// server.
+func (p *tlsPolicy) authenticates() bool {
+	switch p.mode {
+	case tlsWebPKI, tlsPinned, tlsDANE, tlsDomain:
+		return true
+	}
+	return false
 }
 
 func (p *tlsPolicy) clock() func() time.Time {
