@@ -419,9 +419,9 @@ type hostPlan struct {
 	// the TLSA base domain it is a CNAME for.
 	serverName string
 	pol        *tlsPolicy
-	policy string   // ConnectionState.Policy
-	tlsa   []string // usable records, for reports
-	addrs  []netip.Addr
+	policy     string   // ConnectionState.Policy
+	tlsa       []string // usable records, for reports
+	addrs      []netip.Addr
 }
 
 // planHost looks up a host's addresses and TLSA records and decides the
