@@ -532,5 +532,9 @@ func BenchmarkLookupCached(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(e.srv.fetches.Load()-before)/float64(b.N), "fetches/op")
+	fetches := e.srv.fetches.Load() - before
+	b.ReportMetric(float64(fetches)/float64(b.N), "fetches/op")
+	if fetches != 0 {
+		b.Fatalf("a cached policy was fetched %d times", fetches)
+	}
 }
