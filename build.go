@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"mime"
 	"mime/quotedprintable"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
@@ -202,7 +204,7 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	p.sources = sources
 
 	// Header fields, in the order they are written.
-	var fields []Header
+	fields := make([]Header, 0, 12+len(extra))
 	addrs := func(ms []mailbox) string {
 		parts := make([]string, len(ms))
 		for i, mb := range ms {
@@ -507,29 +509,153 @@ func buildBody(m *Message) (*part, []*source, error) {
 // textPart normalises line endings to CRLF and picks 7bit when the text
 // is short-lined ASCII, quoted-printable otherwise (so that the message is
 // 7-bit clean and no line exceeds the SMTP limit whatever the input).
+//
+// Text whose line breaks are all LF or all CRLF (nearly all of it) is kept
+// as the string it is and converted while it is written, through a pooled
+// buffer: a message is built for each Send, and a canonical copy of every
+// text would be allocated for it.
 func textPart(mediaType, s string) *part {
-	// Bytes, not a string: writers take bytes, and a string would be
-	// copied on every write of the message.
-	text := canonicalText(s)
 	p := &part{}
-	p.header.Set("Content-Type", mediaType+"; charset=utf-8")
-	if sevenBitClean(text) {
-		p.header.Set("Content-Transfer-Encoding", "7bit")
-		p.leaf = func(w io.Writer) error {
-			_, err := w.Write(text)
-			return err
-		}
+	p.header.Add("Content-Type", mediaType+"; charset=utf-8")
+	clean, breaks, ok := scanText(s)
+	if !ok {
+		// Bare CRs, or breaks of both kinds: canonicalise once, up front.
+		text := canonicalText(s)
+		clean = sevenBitClean(text)
+		s, breaks = string(text), breaksCRLF
+	}
+	if clean {
+		p.header.Add("Content-Transfer-Encoding", "7bit")
+		p.leaf = func(w io.Writer) error { return writeCRLF(w, s, breaks) }
 		return p
 	}
-	p.header.Set("Content-Transfer-Encoding", "quoted-printable")
+	p.header.Add("Content-Transfer-Encoding", "quoted-printable")
 	p.leaf = func(w io.Writer) error {
 		qp := quotedprintable.NewWriter(w)
-		if _, err := qp.Write(text); err != nil {
+		if err := writeCRLF(qp, s, breaks); err != nil {
 			return err
 		}
 		return qp.Close()
 	}
 	return p
+}
+
+// textBreaks says how the line breaks of a text are written.
+type textBreaks uint8
+
+const (
+	breaksCRLF textBreaks = iota // CRLF only, or no break at all
+	breaksLF                     // bare LF only
+)
+
+// scanText does what sevenBitClean(canonicalText(s)) does, in one pass and
+// without a copy, for text whose breaks are all LF or all CRLF: it reports
+// whether the canonical text is 7bit-clean and which breaks s has. ok is
+// false for any other text (a bare CR, or both kinds of break).
+func scanText(s string) (clean bool, breaks textBreaks, ok bool) {
+	clean = true
+	var lf, crlf bool
+	for start := 0; ; {
+		i := start + unprintable(s[start:])
+		if line := s[start:i]; len(line) > 76 || strings.HasPrefix(line, "From ") || strings.HasSuffix(line, " ") {
+			clean = false
+		}
+		switch {
+		case i == len(s):
+			switch {
+			case lf && crlf:
+				return false, 0, false
+			case lf:
+				return clean, breaksLF, true
+			default:
+				return clean, breaksCRLF, true
+			}
+		case s[i] == '\n':
+			lf, start = true, i+1
+		case s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n':
+			crlf, start = true, i+2
+		case s[i] == '\r':
+			return false, 0, false
+		default:
+			// A control or 8-bit octet: not clean, whatever the rest.
+			switch {
+			case !strings.Contains(s, "\r"):
+				return false, breaksLF, true
+			case isCanonical(s):
+				return false, breaksCRLF, true
+			default:
+				return false, 0, false
+			}
+		}
+	}
+}
+
+// unprintable returns the index of the first octet of s outside
+// ' '..'~', or len(s). It tests eight octets at a time.
+func unprintable(s string) int {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		// The compiler merges these loads into one.
+		t := s[i : i+8]
+		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+		// As in printableASCII; borrows can mark octets above an
+		// unprintable one, never below: the lowest mark is exact.
+		x := w ^ 0x7f*ones
+		if m := (w | (w - 0x20*ones) | (x-ones)&^x) & high; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f {
+			return i
+		}
+	}
+	return i
+}
+
+// textBufSize is the size of the buffers writeCRLF converts text in.
+const textBufSize = 16 << 10
+
+var textBufPool = sync.Pool{New: func() any { b := make([]byte, 0, textBufSize); return &b }}
+
+// writeCRLF writes s, whose breaks are all of the kind breaks says, with
+// CRLF breaks, through a pooled buffer that it clears afterwards (the
+// text may be what a Protector encrypts).
+func writeCRLF(w io.Writer, s string, breaks textBreaks) error {
+	bp := textBufPool.Get().(*[]byte)
+	buf, used := (*bp)[:0], 0
+	defer func() {
+		clear(buf[:used])
+		textBufPool.Put(bp)
+	}()
+	for len(s) > 0 {
+		buf = buf[:0]
+		if breaks == breaksCRLF {
+			n := min(len(s), cap(buf))
+			buf, s = append(buf, s[:n]...), s[n:]
+		} else {
+			// Each line with its CRLF, while it fits; a line longer than
+			// the buffer goes in pieces.
+			for len(s) > 0 && len(buf)+2 < cap(buf) {
+				room := cap(buf) - len(buf) - 2
+				i := strings.IndexByte(s[:min(len(s), room+1)], '\n')
+				if i < 0 {
+					n := min(len(s), room)
+					buf, s = append(buf, s[:n]...), s[n:]
+					continue
+				}
+				buf = append(append(buf, s[:i]...), '\r', '\n')
+				s = s[i+1:]
+			}
+		}
+		used = max(used, len(buf))
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sevenBitClean reports whether canonical (CRLF) text can be sent as

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 )
@@ -53,9 +54,16 @@ type Entity struct {
 // WriteTo writes the header, the blank line and the body.
 func (e *Entity) WriteTo(w io.Writer) (int64, error) {
 	// The header is formatted into one buffer and written at once: the
-	// writer below may do per-call work.
-	var head bytes.Buffer
-	if err := textproto.WriteHeader(&head, e.Header); err != nil {
+	// writer below may do per-call work. Buffers are pooled: an entity is
+	// written for every delivery.
+	head := headPool.Get().(*bytes.Buffer)
+	defer func() {
+		if head.Cap() <= maxPooledHead {
+			head.Reset()
+			headPool.Put(head)
+		}
+	}()
+	if err := textproto.WriteHeader(head, e.Header); err != nil {
 		return 0, err
 	}
 	n, err := w.Write(head.Bytes())
@@ -65,6 +73,11 @@ func (e *Entity) WriteTo(w io.Writer) (int64, error) {
 	m, err := e.Body.WriteTo(w)
 	return int64(n) + m, err
 }
+
+var headPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledHead bounds the header buffers kept for reuse.
+const maxPooledHead = 64 << 10
 
 type countWriter struct {
 	w io.Writer

@@ -173,9 +173,10 @@ const (
 	forSigning
 )
 
-// check applies every rule to one certificate and returns the first
-// failure. The chain check runs last because it is the costly one.
-func (p *Protector) check(c *x509.Certificate, addr string, u usage) *CertificateError {
+// check applies every rule to one certificate, whose SHA-256 fingerprint
+// is fp, and returns the first failure. The chain check runs last because
+// it is the costly one.
+func (p *Protector) check(c *x509.Certificate, fp *[32]byte, addr string, u usage) *CertificateError {
 	fail := func(reason string, err error) *CertificateError {
 		return &CertificateError{Address: addr, Subject: c.Subject.String(), Reason: reason, Err: err}
 	}
@@ -217,7 +218,7 @@ func (p *Protector) check(c *x509.Certificate, addr string, u usage) *Certificat
 	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) {
 		return fail("no emailProtection extKeyUsage", nil)
 	}
-	if err := p.verify(c, now); err != nil {
+	if err := p.verify(c, fp, now); err != nil {
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
 		switch {
@@ -235,6 +236,10 @@ func (p *Protector) check(c *x509.Certificate, addr string, u usage) *Certificat
 }
 
 func hasEmail(c *x509.Certificate, addr string) bool {
+	// The same string folds the same: the common case needs no folding.
+	if slices.Contains(c.EmailAddresses, addr) {
+		return true
+	}
 	a := normAddr(addr)
 	for _, e := range c.EmailAddresses {
 		if normAddr(e) == a {

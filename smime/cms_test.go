@@ -298,6 +298,78 @@ func TestCMSCanonicalStream(t *testing.T) {
 	}
 }
 
+// naiveCanonicalPrefix is canonicalPrefix written the obvious way.
+func naiveCanonicalPrefix(p []byte) int {
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == 0 || c >= 0x80, c == '\n', c == '\r' && (i+1 == len(p) || p[i+1] != '\n'):
+			return i
+		case c == '\r':
+			i++
+		}
+	}
+	return len(p)
+}
+
+func TestCanonicalPrefix(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(5, 6))
+	for _, alphabet := range []string{"abcdefgh\r\n", "ab\r\n\x00\x80\xff\x7f\t\x01\x0c\x0e", "abcdefghijklmnopqrstuvwxyz0123456789\r\n"} {
+		for range 5000 {
+			in := make([]byte, rng.IntN(100))
+			for i := range in {
+				in[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			if got, want := canonicalPrefix(in), naiveCanonicalPrefix(in); got != want {
+				t.Fatalf("canonicalPrefix(%q) = %d, want %d", in, got, want)
+			}
+		}
+	}
+	line := []byte("The quick brown fox jumps over the lazy dog 0123456789.\r\n")
+	for pos := range line {
+		for _, c := range []byte{0, '\r', '\n', 0x80, '\t', 0x01, 0x0c, 0x0e, 0x8d, 0x8e, 0xff} {
+			in := bytes.Repeat(line, 3)
+			in[len(line)+pos] = c
+			if got, want := canonicalPrefix(in), naiveCanonicalPrefix(in); got != want {
+				t.Fatalf("canonicalPrefix(%q) = %d, want %d", in, got, want)
+			}
+		}
+	}
+}
+
+// Long writes in any split give the canonical content.
+func TestCMSCanonicalLongWrites(t *testing.T) {
+	ks := testKeys(t)
+	certs := []*x509.Certificate{ks[0].cert}
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	for _, alphabet := range []string{"abcdefghijklmnop\r\n", "abcdefghijklmnopqrstuvwxyz\r\n\r\n\r\n\n"} {
+		for range 40 {
+			in := make([]byte, rng.IntN(3000))
+			for i := range in {
+				in[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			want, err := canonical(bytes.Clone(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := seal(t, certs, in, true, 1+rng.IntN(200))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p7, err := pkcs7.Parse(unbase64(t, out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := p7.Decrypt(ks[0].cert, ks[0].key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%q: got %q, want %q", in, got, want)
+			}
+		}
+	}
+}
+
 // An 8-bit octet in a later write is refused with its offset in the
 // whole content.
 func TestCMS8BitOffset(t *testing.T) {
@@ -326,6 +398,42 @@ func TestWriteBase64(t *testing.T) {
 		}
 		if got := unbase64(t, b.Bytes()); !bytes.Equal(got, in) {
 			t.Fatalf("%d octets: round trip differs", n)
+		}
+	}
+}
+
+// writeBase64 writes exactly what encoding/base64 gives, in lines of 76
+// characters and CRLF: for every 12-bit value in either half of a group
+// of three octets, at every offset of a line, and for random input.
+func TestWriteBase64Std(t *testing.T) {
+	var in []byte
+	for v := range 1 << 12 {
+		g := v<<12 | (v*2654435761)&0xfff
+		in = append(in, byte(g>>16), byte(g>>8), byte(g))
+	}
+	for shift := range 4 {
+		if shift > 0 {
+			in = append(in[1:], in[0])
+		}
+		random := make([]byte, 57*40+shift*19)
+		if _, err := rand.Read(random); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range [][]byte{in, random} {
+			var got bytes.Buffer
+			if _, err := writeBase64(&got, b); err != nil {
+				t.Fatal(err)
+			}
+			enc := base64.StdEncoding.EncodeToString(b)
+			var want strings.Builder
+			for len(enc) > 0 {
+				n := min(len(enc), 76)
+				want.WriteString(enc[:n] + "\r\n")
+				enc = enc[n:]
+			}
+			if got.String() != want.String() {
+				t.Fatalf("%d octets: writeBase64 differs from encoding/base64", len(b))
+			}
 		}
 	}
 }
@@ -360,4 +468,31 @@ func BenchmarkCMSWriter(b *testing.B) {
 		}
 		cw.release()
 	}
+}
+
+// FuzzCanonicalPrefix checks canonicalPrefix against the obvious loop, and
+// base64 lines against encoding/base64.
+func FuzzCanonicalPrefix(f *testing.F) {
+	f.Add([]byte("a\r\nb\nc\rd\x00e\x80"))
+	f.Add(bytes.Repeat([]byte("The quick brown fox.\r\n"), 5))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) > 4096 {
+			return
+		}
+		if got, want := canonicalPrefix(in), naiveCanonicalPrefix(in); got != want {
+			t.Fatalf("canonicalPrefix(%q) = %d, want %d", in, got, want)
+		}
+		var b bytes.Buffer
+		if _, err := writeBase64(&b, in); err != nil {
+			t.Fatal(err)
+		}
+		if got := unbase64(t, b.Bytes()); !bytes.Equal(got, in) {
+			t.Fatalf("base64 of %q does not decode to it", in)
+		}
+		for _, line := range bytes.SplitAfter(b.Bytes(), []byte("\r\n")) {
+			if len(line) > 78 {
+				t.Fatalf("line of %d octets", len(line))
+			}
+		}
+	})
 }

@@ -13,11 +13,9 @@ import (
 	"io"
 	"mime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/emersion/go-message/textproto"
 	"github.com/smallstep/pkcs7"
 
 	"github.com/mailsec/mailsec"
@@ -145,12 +143,13 @@ func (p *Protector) now() time.Time {
 	return time.Now()
 }
 
-// verify checks the chain of c to the roots for emailProtection at now.
+// verify checks the chain of c, whose SHA-256 fingerprint is fp, to the
+// roots for emailProtection at now.
 // Results are cached per certificate and minute: a Protector is used for
 // many sends to the same recipients, and the chain check costs more than
 // encrypting a small message.
-func (p *Protector) verify(c *x509.Certificate, now time.Time) error {
-	k := verifyKey{fp: sha256.Sum256(c.Raw), minute: now.Unix() / 60}
+func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time) error {
+	k := verifyKey{fp: *fp, minute: now.Unix() / 60}
 	if v, ok := p.verified.Load(k); ok {
 		return v.(verifyResult).err
 	}
@@ -180,7 +179,8 @@ func (p *Protector) checkSigner() error {
 	if len(leaf.EmailAddresses) == 0 {
 		return &CertificateError{Subject: leaf.Subject.String(), Reason: "signer certificate has no rfc822Name SAN"}
 	}
-	if ce := p.check(leaf, "", forSigning); ce != nil {
+	fp := sha256.Sum256(leaf.Raw)
+	if ce := p.check(leaf, &fp, "", forSigning); ce != nil {
 		return ce
 	}
 	return nil
@@ -204,7 +204,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	// The protected content must be 7-bit; header fields that are not
 	// (an SMTPUTF8 address) would only be found while the message is sent.
 	for f := e.Header.Fields(); f.Next(); {
-		if v := f.Value(); strings.IndexFunc(v, func(r rune) bool { return r >= 0x80 }) >= 0 {
+		if !isASCII(f.Value()) {
 			return nil, fmt.Errorf("smime: header field %s is not 7-bit (an internationalised address?); S/MIME content must be 7-bit", f.Key())
 		}
 	}
@@ -215,12 +215,11 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		c, err := p.choose(ctx, r)
+		c, sum, err := p.choose(ctx, r)
 		if err != nil {
 			errs = append(errs, &mailsec.RecipientError{Recipient: r, Err: err})
 			continue
 		}
-		sum := sha256.Sum256(c.Raw)
 		fps[r] = hex.EncodeToString(sum[:])
 		if !slices.ContainsFunc(certs, c.Equal) {
 			certs = append(certs, c)
@@ -238,11 +237,19 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	if !h.Has("MIME-Version") {
 		h.Set("MIME-Version", "1.0")
 	}
-	h.Set("Content-Type", `application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"`)
-	h.Set("Content-Disposition", `attachment; filename="smime.p7m"`)
-	h.Set("Content-Transfer-Encoding", "base64")
-	ih, ib := mimeprot.Inner(e.Header, e.Body)
-	body := &envelope{p: p, header: ih, body: ib, certs: certs}
+	// Outer left no Content-* field. These are added as written, so that
+	// they are not formatted again each time the message is written
+	// (RFC 8551 section 3.3).
+	raw := []byte(fieldContentType + fieldDisposition + fieldEncoding)
+	a, b := len(fieldContentType), len(fieldContentType)+len(fieldDisposition)
+	h.AddRaw(raw[:a:a])
+	h.AddRaw(raw[a:b:b])
+	h.AddRaw(raw[b:])
+	inner, err := mimeprot.Rendered(e.Header, e.Body)
+	if err != nil {
+		return nil, fmt.Errorf("smime: %w", err)
+	}
+	body := &envelope{p: p, inner: inner, certs: certs}
 	return &mailsec.Protected{
 		Entity:       &mailsec.Entity{Header: h, Body: body},
 		Method:       Method,
@@ -251,46 +258,66 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	}, nil
 }
 
-// choose returns the newest usable certificate for addr, or a
-// *mailsec.ProtectionError saying why there is none. When several
-// certificates are refused, the reason given is that of the newest.
-func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, error) {
+// The content fields of the S/MIME entity, as textproto would format them.
+const (
+	fieldContentType = "Content-Type: application/pkcs7-mime; smime-type=enveloped-data;\r\n name=\"smime.p7m\"\r\n"
+	fieldDisposition = "Content-Disposition: attachment; filename=\"smime.p7m\"\r\n"
+	fieldEncoding    = "Content-Transfer-Encoding: base64\r\n"
+)
+
+// choose returns the newest usable certificate for addr and its SHA-256
+// fingerprint, or a *mailsec.ProtectionError saying why there is none.
+// When several certificates are refused, the reason given is that of the
+// newest.
+func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, error) {
 	cands, err := p.certs.Lookup(ctx, addr)
 	if err != nil {
-		return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
+		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
 	}
 	if len(cands) == 0 {
-		return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
 	}
-	cands = slices.Clone(cands)
-	slices.SortStableFunc(cands, func(a, b *x509.Certificate) int { return b.NotBefore.Compare(a.NotBefore) })
+	if len(cands) > 1 {
+		// Sorted in a copy: the slice may be the source's own.
+		cands = slices.Clone(cands)
+		slices.SortStableFunc(cands, func(a, b *x509.Certificate) int { return b.NotBefore.Compare(a.NotBefore) })
+	}
 	var first *CertificateError
 	for _, c := range cands {
 		if c == nil {
 			continue
 		}
-		ce := p.check(c, addr, forEncryption)
+		fp := sha256.Sum256(c.Raw)
+		ce := p.check(c, &fp, addr, forEncryption)
 		if ce == nil {
-			return c, nil
+			return c, fp, nil
 		}
 		if first == nil {
 			first = ce
 		}
 	}
 	if first == nil {
-		return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
 	}
-	return nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
+	return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // envelope writes the base64 body of the application/pkcs7-mime entity.
 // Each WriteTo builds and encrypts the content afresh (with a new content
 // key), so a retried delivery can write it again.
 type envelope struct {
-	p      *Protector
-	header textproto.Header
-	body   io.WriterTo
-	certs  []*x509.Certificate
+	p     *Protector
+	inner io.WriterTo // the protected-headers entity, header included
+	certs []*x509.Certificate
 }
 
 func (v *envelope) WriteTo(w io.Writer) (int64, error) {
@@ -302,10 +329,7 @@ func (v *envelope) WriteTo(w io.Writer) (int64, error) {
 		return 0, err
 	}
 	defer cw.release()
-	if err := textproto.WriteHeader(cw, v.header); err != nil {
-		return cw.lw.n, fmt.Errorf("smime: %w", err)
-	}
-	if _, err := v.body.WriteTo(cw); err != nil {
+	if _, err := v.inner.WriteTo(cw); err != nil {
 		return cw.lw.n, err
 	}
 	return cw.close()
@@ -324,10 +348,7 @@ func (v *envelope) writeSigned(w io.Writer) (int64, error) {
 		}
 	}()
 	lb.max = v.p.maxSize
-	if err := textproto.WriteHeader(lb, v.header); err != nil {
-		return 0, fmt.Errorf("smime: %w", err)
-	}
-	if _, err := v.body.WriteTo(lb); err != nil {
+	if _, err := v.inner.WriteTo(lb); err != nil {
 		return 0, err
 	}
 	inner, err := canonical(lb.Bytes())

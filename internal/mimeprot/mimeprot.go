@@ -35,6 +35,10 @@ var outerFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Me
 // the message's content (its Content-* fields and body). h is the
 // complete message header.
 func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo) {
+	return inner(h, body, newBoundary())
+}
+
+func inner(h textproto.Header, body io.WriterTo, boundary string) (textproto.Header, io.WriterTo) {
 	var inner, content textproto.Header
 	// Header.Add and AddRaw put a field on top: collect the fields first,
 	// then add them from the last.
@@ -56,13 +60,81 @@ func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo)
 			inner.Add(f.k, f.v)
 		}
 	}
-	boundary := newBoundary()
 	inner.Add("Content-Transfer-Encoding", "7bit")
 	// Written out rather than through mime.FormatMediaType, which would
 	// leave the token v1 unquoted; readers look for the quoted form.
 	inner.Add("Content-Type", `multipart/mixed; boundary="`+boundary+`"; protected-headers="v1"`)
 	inner.Add("MIME-Version", "1.0")
 	return inner, wrapped{boundary: boundary, header: content, body: body}
+}
+
+// innerFixed is the header Inner adds, as textproto writes it, around the
+// boundary (whose length is fixed).
+const (
+	innerFixed1 = "Mime-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n boundary=\""
+	innerFixed2 = "\"; protected-headers=\"v1\"\r\nContent-Transfer-Encoding: 7bit\r\n"
+)
+
+// Rendered returns the entity that Inner describes, rendered: one
+// io.WriterTo for its header, blank line and body. The fields are copied
+// as h holds them (a field added with AddRaw keeps its folding, and its
+// name its case), and everything up to the original content's body goes
+// in a single Write: the writer below (an encrypting one) may do work per
+// call. Rendered fails only when a field of h cannot be written.
+func Rendered(h textproto.Header, body io.WriterTo) (io.WriterTo, error) {
+	return rendered(h, body, newBoundary())
+}
+
+func rendered(h textproto.Header, body io.WriterTo, boundary string) (io.WriterTo, error) {
+	// Two passes over the fields: the message fields, then the content
+	// fields, each in their order.
+	n := len(innerFixed1) + len(boundary) + len(innerFixed2) + 2*len(boundary) + 24
+	for f := h.Fields(); f.Next(); {
+		n += len(f.Key()) + len(f.Value()) + 8
+	}
+	head := make([]byte, 0, n)
+	head = append(append(append(head, innerFixed1...), boundary...), innerFixed2...)
+	var err error
+	appendFields := func(content bool) {
+		for f := h.Fields(); f.Next() && err == nil; {
+			k := f.Key()
+			if isContent(k) != content || !content && strings.EqualFold(k, "Mime-Version") {
+				continue
+			}
+			var raw []byte
+			if raw, err = f.Raw(); err == nil {
+				head = append(head, raw...)
+			}
+		}
+	}
+	appendFields(false)
+	head = append(append(append(head, "\r\n--"...), boundary...), "\r\n"...)
+	appendFields(true)
+	if err != nil {
+		return nil, err
+	}
+	head = append(head, "\r\n"...)
+	end := len(head)
+	head = append(append(append(head, "\r\n--"...), boundary...), "--\r\n"...)
+	return renderedEntity{head: head[:end:end], tail: head[end:], body: body}, nil
+}
+
+// renderedEntity writes Rendered's entity.
+type renderedEntity struct {
+	head, tail []byte
+	body       io.WriterTo
+}
+
+func (e renderedEntity) WriteTo(dst io.Writer) (int64, error) {
+	cw := &Counter{W: dst}
+	if _, err := cw.Write(e.head); err != nil {
+		return cw.N, err
+	}
+	if _, err := e.body.WriteTo(cw); err != nil {
+		return cw.N, err
+	}
+	_, err := cw.Write(e.tail)
+	return cw.N, err
 }
 
 type textField struct {
@@ -91,7 +163,7 @@ func Outer(h textproto.Header, subject string) textproto.Header {
 
 func isOuter(k string) bool {
 	for _, p := range outerFields {
-		if strings.EqualFold(k, p) {
+		if len(k) == len(p) && strings.EqualFold(k, p) {
 			return true
 		}
 	}

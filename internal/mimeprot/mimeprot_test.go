@@ -80,3 +80,72 @@ func BenchmarkInnerOuter(b *testing.B) {
 		_ = ih
 	}
 }
+
+// Rendered writes what Inner gives, in one Write up to the content's
+// body; fields added with AddRaw keep their own form.
+func TestRendered(t *testing.T) {
+	const boundary = "=_p0123456789abcdef0123456789abcdef"
+	body := str("Your results are ready.\r\n")
+	h := header()
+	ih, ib := inner(h, body, boundary)
+	var want bytes.Buffer
+	if err := textproto.WriteHeader(&want, ih); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ib.WriteTo(&want); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rendered(h, body, boundary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got writes
+	n, err := r.WriteTo(&got)
+	if err != nil || n != int64(got.Len()) {
+		t.Fatal(n, err)
+	}
+	if got.String() != want.String() {
+		t.Fatalf("Rendered wrote\n%q\nInner\n%q", got.String(), want.String())
+	}
+	if head := got.calls[0]; !strings.HasSuffix(head, "Content-Transfer-Encoding: 7bit\r\n\r\n") || !strings.Contains(head, "--"+boundary+"\r\n") {
+		t.Fatalf("first write %q does not end with the content header", head)
+	}
+
+	// Raw fields: the same bytes where Inner would refold.
+	var rh textproto.Header
+	long := "To: " + strings.Repeat("someone@example.org, ", 5) + "\r\n last@example.org\r\n"
+	rh.AddRaw([]byte("Content-Type: text/plain; charset=utf-8\r\n"))
+	rh.AddRaw([]byte(long))
+	rh.AddRaw([]byte("MIME-Version: 1.0\r\n"))
+	rh.AddRaw([]byte("Message-ID: <x@y>\r\n"))
+	r, err = rendered(rh, body, boundary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw bytes.Buffer
+	if _, err := r.WriteTo(&raw); err != nil {
+		t.Fatal(err)
+	}
+	wantRaw := innerFixed1 + boundary + innerFixed2 + "Message-ID: <x@y>\r\n" + long + "\r\n--" + boundary + "\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n\r\nYour results are ready.\r\n\r\n--" + boundary + "--\r\n"
+	if raw.String() != wantRaw {
+		t.Fatalf("raw fields:\n%q\nwant\n%q", raw.String(), wantRaw)
+	}
+
+	var bad textproto.Header
+	bad.Add("X-Bad", "a\r\nb")
+	if _, err := Rendered(bad, body); err == nil {
+		t.Fatal("a value with CRLF was rendered")
+	}
+}
+
+// writes records each Write.
+type writes struct {
+	bytes.Buffer
+	calls []string
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.calls = append(w.calls, string(p))
+	return w.Buffer.Write(p)
+}
