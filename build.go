@@ -43,6 +43,7 @@ type prepared struct {
 	envUTF8      bool // the reverse-path needs SMTPUTF8
 	utf8         bool // the header needs SMTPUTF8
 	requireTLS   bool
+	tlsOptional  bool // "TLS-Required: No" (RFC 8689 §5)
 	dsn          *DSN
 	head         []byte // the rendered top-level header, blank line included
 	fieldEnds    []int  // where each field of head ends
@@ -58,7 +59,10 @@ type preparedRcpt struct {
 // prepare validates m and builds its entity. It performs no I/O: the
 // attachment readers are only read when the entity's body is written.
 func (s *Sender) prepare(m *Message) (*prepared, error) {
-	p := &prepared{requireTLS: m.RequireTLS}
+	p := &prepared{requireTLS: m.RequireTLS, tlsOptional: m.TLSRequiredNo}
+	if m.RequireTLS && m.TLSRequiredNo {
+		return nil, invalid("TLSRequiredNo", "", "cannot be combined with RequireTLS (RFC 8689 §5)")
+	}
 
 	from, err := parseMailbox("From", m.From)
 	if err != nil {
@@ -231,6 +235,9 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	}
 	fields = append(fields, Header{"Subject", encodeText(m.Subject)})
 	fields = append(fields, Header{"Message-ID", "<" + p.messageID + ">"})
+	if m.TLSRequiredNo {
+		fields = append(fields, Header{"TLS-Required", "No"})
+	}
 	for _, h := range extra {
 		fields = append(fields, Header{h.Name, encodeText(h.Value)})
 	}

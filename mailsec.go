@@ -309,6 +309,8 @@ type RecipientReceipt struct {
 	Plan Plan `json:"plan"`
 	// RequireTLS is set when the message was sent with REQUIRETLS.
 	RequireTLS bool `json:"requiretls,omitempty"`
+	// TLSRequiredNo is set when the message carried "TLS-Required: No".
+	TLSRequiredNo bool `json:"tls_required_no,omitempty"`
 	// Reply is the server's reply: to RCPT when the recipient was refused,
 	// to the end of DATA otherwise.
 	Reply   *Reply `json:"reply,omitempty"`
@@ -774,12 +776,13 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 	n := *seq
 	rcpts := make([]string, len(prcpts))
 	d := &Delivery{
-		From:       msg.envelopeFrom,
-		Security:   plan.Security,
-		RequireTLS: msg.requireTLS,
-		DSN:        msg.dsn,
-		Content:    content,
-		SMTPUTF8:   msg.utf8 || msg.envUTF8,
+		From:          msg.envelopeFrom,
+		Security:      plan.Security,
+		RequireTLS:    msg.requireTLS,
+		TLSRequiredNo: msg.tlsOptional,
+		DSN:           msg.dsn,
+		Content:       content,
+		SMTPUTF8:      msg.utf8 || msg.envUTF8,
 	}
 	for j, r := range prcpts {
 		rcpts[j] = r.Address
@@ -801,6 +804,7 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 		rr.Delivery = n
 		rr.Connection = res.Connection
 		rr.RequireTLS = msg.requireTLS
+		rr.TLSRequiredNo = msg.tlsOptional
 		rr.Protection = info[i]
 		var r *RecipientResult
 		if j < len(res.Recipients) {

@@ -37,19 +37,20 @@ func noticeMessage(m *Message, n *Notice, rcpt string, date time.Time) *Message 
 		subject = DefaultNoticeSubject
 	}
 	return &Message{
-		From:         m.From,
-		Sender:       m.Sender,
-		ReplyTo:      m.ReplyTo,
-		To:           m.To,
-		Cc:           m.Cc,
-		Bcc:          []string{rcpt}, // so that a Bcc-only message's notice has a recipient; never in a header
-		Subject:      subject,
-		Text:         n.Text,
-		HTML:         n.HTML,
-		Headers:      n.Headers,
-		EnvelopeFrom: m.EnvelopeFrom,
-		RequireTLS:   m.RequireTLS,
-		DSN:          m.DSN,
-		Date:         date,
+		From:          m.From,
+		Sender:        m.Sender,
+		ReplyTo:       m.ReplyTo,
+		To:            m.To,
+		Cc:            m.Cc,
+		Bcc:           []string{rcpt}, // so that a Bcc-only message's notice has a recipient; never in a header
+		Subject:       subject,
+		Text:          n.Text,
+		HTML:          n.HTML,
+		Headers:       n.Headers,
+		EnvelopeFrom:  m.EnvelopeFrom,
+		RequireTLS:    m.RequireTLS,
+		TLSRequiredNo: m.TLSRequiredNo,
+		DSN:           m.DSN,
+		Date:          date,
 	}
 }

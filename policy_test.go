@@ -529,3 +529,57 @@ func TestNoFallbackUnlessNoKey(t *testing.T) {
 		}
 	}
 }
+
+// TLS-Required: No (RFC 8689 §5) is a visible header field, outside the
+// encryption too, travels with the Delivery, is recorded in the Receipt,
+// and cannot be combined with REQUIRETLS.
+func TestTLSRequiredNo(t *testing.T) {
+	pp, _, _ := realProtectors(t)
+	rt := &mailsectest.RecordingTransport{}
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Protector: pp,
+		Policy: mailsec.PolicyFunc(func(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+			if r.Address == "ann@example.org" {
+				return mailsec.Plan{Protection: mailsec.ProtectionRequired}, nil
+			}
+			return mailsec.Plan{}, nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org", "carl@example.net"},
+		Subject: policySubject, Text: policyCanary, TLSRequiredNo: true}
+	rec, err := s.Send(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := rt.Deliveries()
+	if len(ds) != 2 {
+		t.Fatalf("%d deliveries", len(ds))
+	}
+	for _, d := range ds {
+		head, _, _ := bytes.Cut(d.Data, []byte("\r\n\r\n"))
+		if !d.TLSRequiredNo || !bytes.Contains(append(head, "\r\n"...), []byte("\r\nTLS-Required: No\r\n")) {
+			t.Errorf("delivery to %v: flag %v, header:\n%s", d.To, d.TLSRequiredNo, head)
+		}
+	}
+	for _, r := range rec.Recipients {
+		if !r.TLSRequiredNo {
+			t.Errorf("receipt for %s does not record TLS-Required: No", r.Address)
+		}
+	}
+
+	rt.Reset()
+	msg.RequireTLS = true
+	if _, err := s.Send(context.Background(), msg); !errors.Is(err, mailsec.ErrInvalid) {
+		t.Fatalf("REQUIRETLS with TLS-Required: No: err = %v", err)
+	}
+	msg.RequireTLS = false
+	msg.TLSRequiredNo = false
+	msg.Headers = []mailsec.Header{{Name: "TLS-Required", Value: "No"}}
+	if _, err := s.Send(context.Background(), msg); !errors.Is(err, mailsec.ErrInvalid) {
+		t.Fatalf("TLS-Required set through Headers: err = %v", err)
+	}
+	if n := len(rt.Deliveries()); n != 0 {
+		t.Fatalf("%d deliveries after refusals", n)
+	}
+}

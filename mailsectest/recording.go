@@ -33,8 +33,10 @@ type Delivery struct {
 	To         []string
 	Security   mailsec.Security
 	RequireTLS bool
-	SMTPUTF8   bool
-	DSN        *mailsec.DSN
+	// TLSRequiredNo: the message carries "TLS-Required: No".
+	TLSRequiredNo bool
+	SMTPUTF8      bool
+	DSN           *mailsec.DSN
 	// Data is the message with CRLF line endings.
 	Data []byte
 }
@@ -58,7 +60,7 @@ func (r *RecordingTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (
 	r.mu.Lock()
 	r.deliveries = append(r.deliveries, Delivery{
 		From: d.From, To: slices.Clone(d.To), Security: d.Security, RequireTLS: d.RequireTLS,
-		SMTPUTF8: d.SMTPUTF8, DSN: d.DSN, Data: buf.Bytes(),
+		TLSRequiredNo: d.TLSRequiredNo, SMTPUTF8: d.SMTPUTF8, DSN: d.DSN, Data: buf.Bytes(),
 	})
 	n := len(r.deliveries)
 	r.mu.Unlock()

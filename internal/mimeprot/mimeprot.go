@@ -26,8 +26,9 @@ const DefaultSubject = "..."
 // protected message, besides the Subject ("..."): what servers need to
 // deliver and clients to show, reply and thread. Every other field (the
 // real Subject, and extra fields such as X-Ticket or Thread-Topic that may
-// say as much) travels only inside.
-var outerFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Message-Id", "In-Reply-To", "References", "Mime-Version"}
+// say as much) travels only inside. TLS-Required (RFC 8689 §5) is read by
+// every relay, so it stays outside too.
+var outerFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Message-Id", "In-Reply-To", "References", "Tls-Required", "Mime-Version"}
 
 // Inner returns the entity to encrypt or sign: a multipart/mixed with
 // protected-headers="v1" whose header copies every field of the message
