@@ -126,16 +126,21 @@ func parseAddrSpec(s string) (mailbox, string) {
 	if strings.HasPrefix(domain, "[") {
 		return mailbox{}, "address literals are not supported"
 	}
-	aDomain, err := idna.Lookup.ToASCII(domain)
-	if err != nil {
-		return mailbox{}, "domain: " + strings.TrimPrefix(err.Error(), "idna: ")
+	aDomain, uDomain := domain, domain
+	if !plainHostname(domain) {
+		var err error
+		if aDomain, err = idna.Lookup.ToASCII(domain); err != nil {
+			return mailbox{}, "domain: " + strings.TrimPrefix(err.Error(), "idna: ")
+		}
 	}
 	if reason, ok := syntax.Hostname(aDomain); !ok {
 		return mailbox{}, "domain: " + reason
 	}
-	uDomain, err := idna.Lookup.ToUnicode(aDomain)
-	if err != nil {
-		return mailbox{}, "domain: " + strings.TrimPrefix(err.Error(), "idna: ")
+	if aDomain != domain || !plainHostname(domain) {
+		var err error
+		if uDomain, err = idna.Lookup.ToUnicode(aDomain); err != nil {
+			return mailbox{}, "domain: " + strings.TrimPrefix(err.Error(), "idna: ")
+		}
 	}
 	m := mailbox{local: local, aDomain: aDomain, uDomain: uDomain, utf8: !syntax.IsASCII(local)}
 	if len(m.addr(true))+2 > syntax.MaxPath || len(m.addr(false))+2 > syntax.MaxPath {
@@ -159,4 +164,17 @@ const encodedWordReason = `contains RFC 2047 encoded-word syntax ("=?...?="); pa
 func hasEncodedWord(s string) bool {
 	i := strings.Index(s, "=?")
 	return i >= 0 && strings.Contains(s[i+2:], "?=")
+}
+
+// plainHostname reports whether d is lower-case letters, digits, hyphens
+// and dots with no A-label ("xn--"): a name IDNA maps to itself both ways,
+// as nearly every address's domain is. syntax.Hostname still checks it.
+func plainHostname(d string) bool {
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return !strings.HasPrefix(d, "xn--") && !strings.Contains(d, ".xn--")
 }
