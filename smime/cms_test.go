@@ -264,11 +264,35 @@ func TestCMSOIDs(t *testing.T) {
 	}
 }
 
+// sealAndOpen encrypts in to k's certificate in writes of chunk bytes,
+// decrypts it with pkcs7 and checks that the result is in made canonical.
+func sealAndOpen(t *testing.T, k cmsKey, in []byte, chunk int) {
+	t.Helper()
+	want, err := canonical(bytes.Clone(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := seal(t, []*x509.Certificate{k.cert}, in, true, chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p7, err := pkcs7.Parse(unbase64(t, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p7.Decrypt(k.cert, k.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%q: got %q, want %q", in, got, want)
+	}
+}
+
 // Streaming canonicalisation gives what the buffered canonical gives, for
 // any mix of CR and LF and any split into writes.
 func TestCMSCanonicalStream(t *testing.T) {
 	ks := testKeys(t)
-	certs := []*x509.Certificate{ks[0].cert}
 	rng := mrand.New(mrand.NewPCG(3, 4))
 	alphabet := []byte("ab\r\n")
 	for range 200 {
@@ -276,25 +300,7 @@ func TestCMSCanonicalStream(t *testing.T) {
 		for i := range in {
 			in[i] = alphabet[rng.IntN(len(alphabet))]
 		}
-		want, err := canonical(bytes.Clone(in))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := seal(t, certs, in, true, 1+rng.IntN(5))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p7, err := pkcs7.Parse(unbase64(t, out))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := p7.Decrypt(ks[0].cert, ks[0].key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%q: got %q, want %q", in, got, want)
-		}
+		sealAndOpen(t, ks[0], in, 1+rng.IntN(5))
 	}
 }
 
@@ -339,7 +345,6 @@ func TestCanonicalPrefix(t *testing.T) {
 // Long writes in any split give the canonical content.
 func TestCMSCanonicalLongWrites(t *testing.T) {
 	ks := testKeys(t)
-	certs := []*x509.Certificate{ks[0].cert}
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	for _, alphabet := range []string{"abcdefghijklmnop\r\n", "abcdefghijklmnopqrstuvwxyz\r\n\r\n\r\n\n"} {
 		for range 40 {
@@ -347,25 +352,7 @@ func TestCMSCanonicalLongWrites(t *testing.T) {
 			for i := range in {
 				in[i] = alphabet[rng.IntN(len(alphabet))]
 			}
-			want, err := canonical(bytes.Clone(in))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := seal(t, certs, in, true, 1+rng.IntN(200))
-			if err != nil {
-				t.Fatal(err)
-			}
-			p7, err := pkcs7.Parse(unbase64(t, out))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := p7.Decrypt(ks[0].cert, ks[0].key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("%q: got %q, want %q", in, got, want)
-			}
+			sealAndOpen(t, ks[0], in, 1+rng.IntN(200))
 		}
 	}
 }
