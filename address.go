@@ -167,14 +167,27 @@ func hasEncodedWord(s string) bool {
 }
 
 // plainHostname reports whether d is lower-case letters, digits, hyphens
-// and dots with no A-label ("xn--"): a name IDNA maps to itself both ways,
-// as nearly every address's domain is. syntax.Hostname still checks it.
+// and dots, with no label that starts or ends with a hyphen or holds "--"
+// in its third and fourth place (an A-label "xn--", or another label UTS 46
+// reserves): a name IDNA maps to itself both ways, as nearly every
+// address's domain is. syntax.Hostname still checks it.
 func plainHostname(d string) bool {
+	label := 0 // position in the current label
 	for i := 0; i < len(d); i++ {
 		c := d[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '.' {
+		switch {
+		case c == '.':
+			if label > 0 && d[i-1] == '-' {
+				return false
+			}
+			label = 0
+			continue
+		case c == '-' && (label == 0 || label == 2 && i+1 < len(d) && d[i+1] == '-'):
+			return false
+		case (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-':
 			return false
 		}
+		label++
 	}
-	return !strings.HasPrefix(d, "xn--") && !strings.Contains(d, ".xn--")
+	return len(d) == 0 || d[len(d)-1] != '-'
 }

@@ -58,6 +58,9 @@ func (e *Entity) WriteTo(w io.Writer) (int64, error) {
 	// written for every delivery.
 	head := headPool.Get().(*bytes.Buffer)
 	defer func() {
+		// The header may be a protected one (the real Subject): wipe it
+		// before the buffer is used again or left to the collector.
+		clear(head.Bytes())
 		if head.Cap() <= maxPooledHead {
 			head.Reset()
 			headPool.Put(head)
