@@ -138,6 +138,16 @@ type Client struct {
 	// checked: at most once per interval and domain. Zero means
 	// DefaultRefreshInterval.
 	RefreshInterval time.Duration
+	// FailureBackoff is how long a failed TXT lookup or policy fetch for
+	// a domain without a cached policy is remembered: Lookups in that
+	// time return the same failure at once, instead of each making the
+	// message wait for the fetch again (a policy server that is down, or
+	// made slow by an attacker, would otherwise delay every message to
+	// the domain by up to Timeout). Zero means DefaultFailureBackoff; a
+	// negative value remembers nothing. A domain with a cached policy
+	// needs none: a failed refresh keeps the policy, checked again after
+	// RefreshInterval.
+	FailureBackoff time.Duration
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives fetch failures and cache errors. Nil means no
@@ -148,6 +158,74 @@ type Client struct {
 	http  *http.Client
 	mem   *MemCache
 	group singleflight.Group
+
+	failMu sync.Mutex
+	failed map[string]failure // by domain, bounded by maxFailures
+}
+
+// DefaultFailureBackoff is Client.FailureBackoff's default.
+const DefaultFailureBackoff = 5 * time.Minute
+
+// maxFailures bounds the failures a Client remembers.
+const maxFailures = 10000
+
+// failure is a remembered failed discovery or fetch.
+type failure struct {
+	until time.Time
+	err   error
+}
+
+// remembered returns the failure remembered for d, if it is still in
+// force.
+func (c *Client) remembered(d string, now time.Time) error {
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	f, ok := c.failed[d]
+	if !ok {
+		return nil
+	}
+	if !now.Before(f.until) || now.Before(f.until.Add(-c.failureBackoff())) {
+		delete(c.failed, d)
+		return nil
+	}
+	return f.err
+}
+
+// remember notes a failure for d.
+func (c *Client) remember(d string, err error, now time.Time) {
+	b := c.failureBackoff()
+	if b <= 0 {
+		return
+	}
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	if c.failed == nil {
+		c.failed = map[string]failure{}
+	}
+	if len(c.failed) >= maxFailures {
+		for k, f := range c.failed {
+			if !now.Before(f.until) {
+				delete(c.failed, k)
+			}
+		}
+		if len(c.failed) >= maxFailures {
+			return
+		}
+	}
+	c.failed[d] = failure{until: now.Add(b), err: err}
+}
+
+func (c *Client) forget(d string) {
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	delete(c.failed, d)
+}
+
+func (c *Client) failureBackoff() time.Duration {
+	if c.FailureBackoff == 0 {
+		return DefaultFailureBackoff
+	}
+	return c.FailureBackoff
 }
 
 func (c *Client) init() {
@@ -255,8 +333,14 @@ func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
 	}
 	c.init()
 
-	if e := c.load(ctx, d); e != nil && c.fresh(e, c.now()) {
+	e := c.load(ctx, d)
+	if e != nil && c.fresh(e, c.now()) {
 		return e.result(true, nil), nil
+	}
+	if e == nil {
+		if err := c.remembered(d, c.now()); err != nil {
+			return &Result{Err: err}, nil
+		}
 	}
 	ch := c.group.DoChan(d, func() (any, error) {
 		// The shared call outlives the first caller's cancellation
@@ -382,6 +466,7 @@ func (c *Client) refresh(ctx context.Context, d string) *Result {
 		ferr := &Error{Domain: d, Type: ResultFetchError, Err: err}
 		if e == nil {
 			log.WarnContext(ctx, "mtasts: TXT lookup failed", "err", err)
+			c.remember(d, ferr, now)
 			return &Result{Err: ferr}
 		}
 		return keep(ferr)
@@ -399,6 +484,7 @@ func (c *Client) refresh(ctx context.Context, d string) *Result {
 	if ferr != nil {
 		if e == nil {
 			log.WarnContext(ctx, "mtasts: policy fetch failed", "id", rec.ID, "err", ferr)
+			c.remember(d, ferr, now)
 			return &Result{Err: ferr}
 		}
 		return keep(ferr)
@@ -416,6 +502,7 @@ func (c *Client) refresh(ctx context.Context, d string) *Result {
 		policy:  p,
 	}
 	c.store(ctx, n)
+	c.forget(d)
 	log.DebugContext(ctx, "mtasts: policy fetched", "id", n.ID, "mode", p.Mode, "expires", n.Expires)
 	return n.result(false, nil)
 }

@@ -538,3 +538,44 @@ func BenchmarkLookupCached(b *testing.B) {
 		b.Fatalf("a cached policy was fetched %d times", fetches)
 	}
 }
+
+// A failed fetch for a domain without a cached policy is remembered for
+// FailureBackoff: later Lookups answer at once with the same failure, and
+// fetch again only when the back-off has passed.
+func TestFailureBackoff(t *testing.T) {
+	e := newEnv(t)
+	e.srv.set(http.NotFound)
+	first := e.lookup(t, e.c)
+	if first.Policy != nil || first.Err == nil {
+		t.Fatalf("first = %+v", first)
+	}
+	for range 5 {
+		r := e.lookup(t, e.c)
+		if r.Policy != nil || !errors.Is(r.Err, ErrHTTPStatus) {
+			t.Fatalf("within the back-off: %+v", r)
+		}
+	}
+	if n, q := e.srv.fetches.Load(), e.res.count(testTXT); n != 1 || q != 1 {
+		t.Fatalf("%d fetches and %d TXT lookups within the back-off, want 1 and 1", n, q)
+	}
+	e.srv.set(servePolicy(policyText(Enforce, weekPolicy, "mx.example.com")))
+	e.clock.Advance(DefaultFailureBackoff + time.Second)
+	if r := e.lookup(t, e.c); r.Policy == nil || r.Err != nil {
+		t.Fatalf("after the back-off: %+v", r)
+	}
+	if n := e.srv.fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2", n)
+	}
+
+	// A negative back-off remembers nothing.
+	e2 := newEnv(t)
+	e2.srv.set(http.NotFound)
+	c := e2.client(nil)
+	c.FailureBackoff = -1
+	for range 3 {
+		e2.lookup(t, c)
+	}
+	if n := e2.srv.fetches.Load(); n != 3 {
+		t.Fatalf("%d fetches with no back-off, want 3", n)
+	}
+}
