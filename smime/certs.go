@@ -123,6 +123,24 @@ func LoadRoots(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// Intermediates returns the CA certificates in the store (those with
+// basic constraints saying they are a CA), for building chains from
+// recipients' certificates to the roots; nil when there are none. A
+// Protector whose Options.Intermediates is nil uses them. They add no
+// trust: a chain must still end at one of the Protector's roots.
+func (s *CertStore) Intermediates() *x509.CertPool {
+	var pool *x509.CertPool
+	for _, c := range s.all {
+		if c.BasicConstraintsValid && c.IsCA {
+			if pool == nil {
+				pool = x509.NewCertPool()
+			}
+			pool.AddCert(c)
+		}
+	}
+	return pool
+}
+
 // Certificates returns every certificate in the store, in file order.
 func (s *CertStore) Certificates() []*x509.Certificate {
 	return append([]*x509.Certificate(nil), s.all...)

@@ -104,6 +104,15 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 		maxSize: o.MaxSize,
 		nowFunc: o.Now,
 	}
+	if p.inter == nil {
+		// A source that carries the CA certificates between its
+		// recipients' certificates and the roots (a CertStore read from a
+		// file with them) lends them for building chains. They add no
+		// trust: every chain must still end at one of the roots.
+		if is, ok := certs.(interface{ Intermediates() *x509.CertPool }); ok {
+			p.inter = is.Intermediates()
+		}
+	}
 	if p.roots == nil {
 		roots, err := x509.SystemCertPool()
 		if err != nil {

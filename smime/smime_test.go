@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"io"
 	"runtime"
@@ -634,5 +635,48 @@ func TestEightBitHeaderRefused(t *testing.T) {
 	_, err := s.Send(context.Background(), m)
 	if err == nil || !strings.Contains(err.Error(), "not 7-bit") || len(rt.Deliveries()) != 0 {
 		t.Fatalf("error %v, %d deliveries", err, len(rt.Deliveries()))
+	}
+}
+
+// Recipient certificates issued by an intermediate CA verify when the
+// intermediate travels in the certificate file, and only then; the
+// intermediate adds no trust of its own (with other roots, the same file
+// is refused).
+func TestIntermediateFromCertificateFile(t *testing.T) {
+	f := getFixture(t)
+	inter, err := f.ca.NewIntermediate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann := issue(t, inter, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
+	interPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: inter.Certificate.Raw})
+
+	withInter, err := smime.ReadCertificates(bytes.NewReader(append(mailsectest.LeafPEM(ann), interPEM...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withInter.Intermediates() == nil {
+		t.Fatal("the intermediate in the file was not found")
+	}
+	rt := &mailsectest.RecordingTransport{}
+	if _, err := newSender(t, rt, newProtector(t, withInter, smime.Options{})).Send(context.Background(), message("ann@example.org")); err != nil {
+		t.Fatalf("leaf with its intermediate in the file: %v", err)
+	}
+	if n := len(rt.Deliveries()); n != 1 {
+		t.Fatalf("%d deliveries", n)
+	}
+
+	for name, p := range map[string]*smime.Protector{
+		"without the intermediate": newProtector(t, storeOf(t, ann), smime.Options{}),
+		"other roots":              newProtector(t, withInter, smime.Options{Roots: f.otherCA.Pool()}),
+	} {
+		rt := &mailsectest.RecordingTransport{}
+		_, err := newSender(t, rt, p).Send(context.Background(), message("ann@example.org"))
+		if !errors.Is(err, mailsec.ErrNoKey) {
+			t.Errorf("%s: err = %v, want ErrNoKey", name, err)
+		}
+		if n := len(rt.Deliveries()); n != 0 {
+			t.Errorf("%s: %d deliveries", name, n)
+		}
 	}
 }

@@ -55,8 +55,9 @@
 //	-pgp-sign FILE     also sign, with the armored secret key in FILE; its
 //	                   passphrase comes from MAILSEC_PGP_PASSPHRASE
 //	-smime-certs FILE  encrypt end to end (S/MIME) to the PEM certificates in
-//	                   FILE; with -pgp-keys too, S/MIME serves the recipients
-//	                   without an OpenPGP key
+//	                   FILE; CA certificates in it serve as intermediates
+//	                   (they add no trust); with -pgp-keys too, S/MIME serves
+//	                   the recipients without an OpenPGP key
 //	-smime-roots FILE  the roots S/MIME certificates must chain to (default:
 //	                   the system's)
 //	-smime-sign-cert FILE, -smime-sign-key FILE

@@ -32,7 +32,7 @@ type protectOptions struct {
 func (o *protectOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.pgpKeys, "pgp-keys", "", "encrypt with PGP/MIME to the recipients' OpenPGP public keys in `FILE` (armored); every recipient must have a usable key")
 	fs.StringVar(&o.pgpSign, "pgp-sign", "", "sign with the armored OpenPGP secret key in `FILE`; its passphrase is read from $"+pgpPassphraseEnv)
-	fs.StringVar(&o.smimeCerts, "smime-certs", "", "encrypt with S/MIME to the recipients' certificates in PEM `FILE`; every recipient must have a usable certificate")
+	fs.StringVar(&o.smimeCerts, "smime-certs", "", "encrypt with S/MIME to the recipients' certificates in PEM `FILE` (with any intermediate CA certificates); every recipient must have a usable certificate")
 	fs.StringVar(&o.smimeRoots, "smime-roots", "", "PEM `FILE` of the roots S/MIME certificates must chain to (default: the system's)")
 	fs.StringVar(&o.smimeSignCert, "smime-sign-cert", "", "sign with S/MIME using the certificate chain in PEM `FILE` (with -smime-sign-key)")
 	fs.StringVar(&o.smimeSignKey, "smime-sign-key", "", "the private key in PEM `FILE` for -smime-sign-cert")
