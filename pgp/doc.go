@@ -45,7 +45,9 @@
 // written to the server, and a retried delivery encrypts it afresh.
 //
 // With Options.Signer the protected content is first signed as RFC 3156
-// §5 multipart/signed; micalg names the hash of the signature actually
+// §5 multipart/signed, provided the signing key has a valid user ID for the
+// message's From address (or its Sender address); otherwise Protect
+// fails with a *KeyError and nothing is sent. micalg names the hash of the signature actually
 // made (pgp-sha256 for the usual keys). The signed part is made canonical
 // first (CRLF, 7-bit, no trailing white space, no line starting with
 // "From "; parts that break these rules are re-encoded as base64), so the

@@ -279,3 +279,33 @@ func TestSignedTooLarge(t *testing.T) {
 		t.Fatalf("small message: %v", err)
 	}
 }
+
+// A signing key without a valid user ID for the From (or Sender) address
+// signs nothing, and the message is not sent unprotected instead, even
+// under a policy that only prefers protection.
+func TestSignerMustBeAuthor(t *testing.T) {
+	k := testKeys(t)
+	ann, bob := k["ann@example.org"], k["bob@example.org"]
+	p, err := pgp.New(publicRing(t, ann), &pgp.Options{Signer: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &mailsectest.RecordingTransport{}
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protector: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "s", Text: "t"}
+	_, err = s.Send(context.Background(), m)
+	var ke *pgp.KeyError
+	if !errors.As(err, &ke) || !strings.Contains(ke.Reason, "From or Sender") {
+		t.Fatalf("err = %v, want a KeyError about the author", err)
+	}
+	if n := len(rt.Deliveries()); n != 0 {
+		t.Fatalf("%d deliveries: a signer mismatch must not lead to plain content", n)
+	}
+	m.Sender = "bob@example.org"
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatalf("signer named by Sender: %v", err)
+	}
+}

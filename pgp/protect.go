@@ -165,6 +165,11 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if p.o.Signer != nil {
+		if err := signerIsAuthor(p.o.Signer, e.Header, now); err != nil {
+			return nil, err
+		}
+	}
 	if p.o.EncryptToSelf && !seen[Fingerprint(p.o.Signer)] {
 		to = append(to, p.o.Signer)
 	}
@@ -423,6 +428,34 @@ func micalgOf(sig []byte) (string, error) {
 		return "pgp-sha3-512", nil
 	}
 	return "", fmt.Errorf("pgp: signature uses unsupported hash %v", s.Hash)
+}
+
+// signerIsAuthor checks that the signing key has a valid user ID for the
+// message's author, the From address or else the Sender address: a
+// signature whose key names somebody else is one receiving clients flag,
+// or a way to sign in another person's name.
+func signerIsAuthor(s *openpgp.Entity, h textproto.Header, now time.Time) error {
+	var authors []string
+	for _, field := range []string{"From", "Sender"} {
+		v := h.Get(field)
+		if v == "" {
+			continue
+		}
+		a, err := mail.ParseAddress(v)
+		if err != nil {
+			return fmt.Errorf("pgp: signer: %s header %q: %w", field, v, err)
+		}
+		authors = append(authors, a.Address)
+		want := foldAddr(a.Address)
+		for _, id := range s.Identities {
+			if id.UserId != nil && id.SelfSignature != nil && !id.Revoked(now) && !id.SelfSignature.SigExpired(now) &&
+				foldAddr(id.UserId.Email) == want {
+				return nil
+			}
+		}
+	}
+	return &KeyError{Address: strings.Join(authors, ", "), KeyID: keyID(s), Fingerprint: Fingerprint(s),
+		Reason: "the signing key has no valid user ID for the From or Sender address"}
 }
 
 // autocryptHeaders builds the Autocrypt header value for each of s's

@@ -19,7 +19,9 @@
 //
 // Any CertSource works in place of the PEM file (an LDAP directory, a
 // database). To sign, load the sender's certificate and key with
-// LoadSigner and set Options.Signer.
+// LoadSigner and set Options.Signer; the certificate must name the
+// message's From address (or its Sender address) in an rfc822Name, as
+// receivers check (RFC 8550 §3), or Protect fails and nothing is sent.
 //
 // # Wire format
 //

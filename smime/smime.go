@@ -12,10 +12,13 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net/mail"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/emersion/go-message/textproto"
 	"github.com/smallstep/pkcs7"
 
 	"github.com/mailsec/mailsec"
@@ -195,6 +198,34 @@ func (p *Protector) checkSigner() error {
 	return nil
 }
 
+// signerIsAuthor checks that the signing certificate names the message's
+// author: an rfc822Name equal to the From address, or to the Sender
+// address when there is one (RFC 8550 §3). A signature by a certificate for
+// another address is one every receiving client flags, or worse, a way to
+// sign as somebody else.
+func (p *Protector) signerIsAuthor(h textproto.Header) error {
+	leaf := p.signer.chain[0]
+	var authors []string
+	for _, field := range []string{"From", "Sender"} {
+		v := h.Get(field)
+		if v == "" {
+			continue
+		}
+		a, err := mail.ParseAddress(v)
+		if err != nil {
+			return fmt.Errorf("%s header %q: %w", field, v, err)
+		}
+		authors = append(authors, a.Address)
+		for _, e := range leaf.EmailAddresses {
+			if normAddr(e) == normAddr(a.Address) {
+				return nil
+			}
+		}
+	}
+	return &CertificateError{Address: strings.Join(authors, ", "), Subject: leaf.Subject.String(),
+		Reason: "signer certificate is for " + strings.Join(leaf.EmailAddresses, ", ") + ", not the From or Sender address"}
+}
+
 // Protect checks every recipient's certificate and returns the S/MIME
 // form of e: application/pkcs7-mime enveloped-data (AES-256-CBC, RSA
 // PKCS#1 v1.5 key transport) holding the protected-headers entity,
@@ -239,6 +270,9 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	}
 	if p.signer != nil {
 		if err := p.checkSigner(); err != nil {
+			return nil, fmt.Errorf("smime: signer: %w", err)
+		}
+		if err := p.signerIsAuthor(e.Header); err != nil {
 			return nil, fmt.Errorf("smime: signer: %w", err)
 		}
 	}

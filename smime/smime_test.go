@@ -680,3 +680,36 @@ func TestIntermediateFromCertificateFile(t *testing.T) {
 		}
 	}
 }
+
+// A signer whose certificate names neither the From nor the Sender
+// address signs nothing and sends nothing (RFC 8550 §3: receivers check
+// exactly that); naming the Sender is enough.
+func TestSignerMustBeAuthor(t *testing.T) {
+	f := getFixture(t)
+	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
+	other := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "someone-else@example.com", Key: f.key2})
+	signer, err := smime.NewSigner([]*x509.Certificate{other.Leaf}, f.key2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProtector(t, storeOf(t, ann), smime.Options{Signer: signer})
+	rt := &mailsectest.RecordingTransport{}
+	s := newSender(t, rt, p)
+	_, err = s.Send(context.Background(), message("ann@example.org"))
+	var ce *smime.CertificateError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "not the From or Sender address") {
+		t.Fatalf("err = %v, want a CertificateError about the author", err)
+	}
+	if errors.Is(err, mailsec.ErrNoKey) {
+		t.Fatal("a signer mismatch must not count as a missing recipient key (no fallback)")
+	}
+	if n := len(rt.Deliveries()); n != 0 {
+		t.Fatalf("%d deliveries", n)
+	}
+
+	m := message("ann@example.org")
+	m.Sender = "Someone Else <someone-else@example.com>"
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatalf("signer named by Sender: %v", err)
+	}
+}
