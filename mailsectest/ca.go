@@ -25,34 +25,8 @@ type CA struct {
 
 // NewCA creates a CA with a fresh ECDSA P-256 key, valid for ten years.
 func NewCA() (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "mailsectest CA " + serial.Text(16)[:8], Organization: []string{"mailsectest"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            1, // room for one intermediate (NewIntermediate)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{Certificate: cert, Key: key}, nil
+	// Room for one intermediate below it (NewIntermediate).
+	return newCA(nil, "mailsectest CA ", 10, 1)
 }
 
 // NewIntermediate creates a CA certificate signed by ca, with a fresh
@@ -60,6 +34,12 @@ func NewCA() (*CA, error) {
 // it issues verify only when the intermediate is available to the
 // verifier besides ca's root.
 func (ca *CA) NewIntermediate() (*CA, error) {
+	return newCA(ca, "mailsectest intermediate ", 5, 0)
+}
+
+// newCA makes a CA certificate valid for years, self-signed when parent
+// is nil, allowing maxPathLen CAs below it.
+func newCA(parent *CA, name string, years, maxPathLen int) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -71,15 +51,20 @@ func (ca *CA) NewIntermediate() (*CA, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "mailsectest intermediate " + serial.Text(16)[:8], Organization: []string{"mailsectest"}},
+		Subject:               pkix.Name{CommonName: name + serial.Text(16)[:8], Organization: []string{"mailsectest"}},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(5, 0, 0),
+		NotAfter:              now.AddDate(years, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            maxPathLen,
+		MaxPathLenZero:        maxPathLen == 0,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate, key.Public(), ca.Key)
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.Certificate, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		return nil, err
 	}

@@ -435,18 +435,12 @@ func micalgOf(sig []byte) (string, error) {
 // signature whose key names somebody else is one receiving clients flag,
 // or a way to sign in another person's name.
 func signerIsAuthor(s *openpgp.Entity, h textproto.Header, now time.Time) error {
-	var authors []string
-	for _, field := range []string{"From", "Sender"} {
-		v := h.Get(field)
-		if v == "" {
-			continue
-		}
-		a, err := mail.ParseAddress(v)
-		if err != nil {
-			return fmt.Errorf("pgp: signer: %s header %q: %w", field, v, err)
-		}
-		authors = append(authors, a.Address)
-		want := foldAddr(a.Address)
+	authors, err := mimeprot.Authors(h)
+	if err != nil {
+		return fmt.Errorf("pgp: signer: %w", err)
+	}
+	for _, a := range authors {
+		want := foldAddr(a)
 		for _, id := range s.Identities {
 			if id.UserId != nil && id.SelfSignature != nil && !id.Revoked(now) && !id.SelfSignature.SigExpired(now) &&
 				foldAddr(id.UserId.Email) == want {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net/mail"
 	"slices"
 	"strings"
 	"sync"
@@ -205,19 +204,13 @@ func (p *Protector) checkSigner() error {
 // sign as somebody else.
 func (p *Protector) signerIsAuthor(h textproto.Header) error {
 	leaf := p.signer.chain[0]
-	var authors []string
-	for _, field := range []string{"From", "Sender"} {
-		v := h.Get(field)
-		if v == "" {
-			continue
-		}
-		a, err := mail.ParseAddress(v)
-		if err != nil {
-			return fmt.Errorf("%s header %q: %w", field, v, err)
-		}
-		authors = append(authors, a.Address)
+	authors, err := mimeprot.Authors(h)
+	if err != nil {
+		return err
+	}
+	for _, a := range authors {
 		for _, e := range leaf.EmailAddresses {
-			if normAddr(e) == normAddr(a.Address) {
+			if normAddr(e) == normAddr(a) {
 				return nil
 			}
 		}

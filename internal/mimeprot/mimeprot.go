@@ -13,7 +13,9 @@ package mimeprot
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"net/mail"
 	"strings"
 
 	"github.com/emersion/go-message/textproto"
@@ -219,4 +221,23 @@ func (c *Counter) WriteString(s string) (int, error) {
 	n, err := io.WriteString(c.W, s)
 	c.N += int64(n)
 	return n, err
+}
+
+// Authors returns the addresses a signature may speak for: the From
+// address and, when the header has one, the Sender address (RFC 5322
+// §3.6.2; RFC 8550 §3 checks a signer against both).
+func Authors(h textproto.Header) ([]string, error) {
+	var out []string
+	for _, field := range []string{"From", "Sender"} {
+		v := h.Get(field)
+		if v == "" {
+			continue
+		}
+		a, err := mail.ParseAddress(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s header %q: %w", field, v, err)
+		}
+		out = append(out, a.Address)
+	}
+	return out, nil
 }

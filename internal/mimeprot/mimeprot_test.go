@@ -149,3 +149,21 @@ func (w *writes) Write(p []byte) (int, error) {
 	w.calls = append(w.calls, string(p))
 	return w.Buffer.Write(p)
 }
+
+func TestAuthors(t *testing.T) {
+	var h textproto.Header
+	h.Set("From", `"Doe, Jane" <jane@example.org>`)
+	got, err := Authors(h)
+	if err != nil || len(got) != 1 || got[0] != "jane@example.org" {
+		t.Fatalf("From only: %q, %v", got, err)
+	}
+	h.Set("Sender", "=?utf-8?q?B=C3=BCro?= <office@example.org>")
+	got, err = Authors(h)
+	if err != nil || len(got) != 2 || got[1] != "office@example.org" {
+		t.Fatalf("From and Sender: %q, %v", got, err)
+	}
+	h.Set("From", "not an address")
+	if _, err := Authors(h); err == nil {
+		t.Fatal("an unparsable From accepted")
+	}
+}
