@@ -161,28 +161,28 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		hc.Addrs = append(hc.Addrs, a.String())
 	}
 	hc.AddrAuthentic = ips.Authentic
-	var usable []mailsec.TLSA
+	var set tlsaSet
 	tlsaFailed := false
 	if ds.route.authentic && ips.Authentic {
-		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+host)
-		switch {
-		case err == nil && ans.Authentic:
-			for _, r := range ans.Records {
-				hc.TLSA = append(hc.TLSA, r.String())
-			}
-			usable = dane.Usable(ans.Records)
-			hc.DANEUsable = len(usable) > 0
-		case err == nil, mailsec.IsNotFound(err):
-		default:
+		var err error
+		if set, err = t.lookupTLSA(ctx, host, ips.Name); err != nil {
 			hc.TLSAError = err.Error()
 			tlsaFailed = true
 		}
+		for _, r := range set.records {
+			hc.TLSA = append(hc.TLSA, r.String())
+		}
+		hc.DANEUsable = len(set.usable) > 0
 	}
 
 	pol := &tlsPolicy{mode: tlsUnverified, optional: true}
+	sni := host
+	if len(set.usable) > 0 {
+		sni = set.base // as delivery sends it (RFC 7672 §8.1)
+	}
 	var s *session
 	for _, ip := range ips.Records {
-		d := &dialConfig{addr: net.JoinHostPort(ip.Unmap().String(), t.port), serverName: host,
+		d := &dialConfig{addr: net.JoinHostPort(ip.Unmap().String(), t.port), serverName: sni,
 			localName: t.localName, tlsConfig: t.TLSConfig, dialer: t.dialer, timeout: t.timeout}
 		s, err = d.dial(ctx, pol, "")
 		if err == nil {
@@ -217,8 +217,8 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 			} else {
 				hc.CertValid = true
 			}
-			if len(usable) > 0 {
-				if m, err := dane.Verify(s.peer, usable, []string{host}, t.now()); err != nil {
+			if len(set.usable) > 0 {
+				if m, err := dane.Verify(s.peer, set.usable, set.names(host), t.now()); err != nil {
 					hc.DANEError = err.Error()
 				} else {
 					hc.DANEMatch = m.Record.String()

@@ -459,43 +459,25 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 	names := []string{host}
 	wantDANE := ds.level == mailsec.Verified || ds.level == mailsec.DANE || ds.level == mailsec.DANEOnly
 	if wantDANE && secure {
-		// A host name that is a CNAME with a secure expansion has its
-		// TLSA records at the expanded name first, then at the original
-		// name; the name where they are found is the TLSA base domain,
-		// sent as SNI and matched first (RFC 7672 §2.2.2, §3.2.2, §8.1).
-		bases := []string{host}
-		if ips.Name != "" && ips.Name != host {
-			bases = []string{ips.Name, host}
+		set, err := t.lookupTLSA(ctx, host, ips.Name)
+		if err != nil {
+			var de *mailsec.DNSError
+			if errors.As(err, &de) && de.Kind == mailsec.DNSServerFailure {
+				t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
+					Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: err.Error()})
+			}
+			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
+				Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
 		}
-		for _, base := range bases {
-			ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+base)
-			if err == nil && !ans.Authentic || mailsec.IsNotFound(err) || err == nil && len(ans.Records) == 0 {
-				// None, or none DNSSEC vouches for: no DANE at this name.
-				continue
+		switch {
+		case len(set.usable) > 0:
+			daneState, usable = daneUsable, set.usable
+			for _, r := range usable {
+				hp.tlsa = append(hp.tlsa, r.String())
 			}
-			if err != nil {
-				serr := &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
-					Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
-				var de *mailsec.DNSError
-				if errors.As(err, &de) && de.Kind == mailsec.DNSServerFailure {
-					t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
-						Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: err.Error()})
-				}
-				return nil, serr
-			}
-			usable = dane.Usable(ans.Records)
+			hp.serverName, names = set.base, set.names(host)
+		case len(set.records) > 0:
 			daneState = daneUnusable
-			if len(usable) > 0 {
-				daneState = daneUsable
-				for _, r := range usable {
-					hp.tlsa = append(hp.tlsa, r.String())
-				}
-				if base != host {
-					hp.serverName = base
-					names = []string{base, host}
-				}
-			}
-			break
 		}
 	}
 
@@ -578,6 +560,49 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 		}
 	}
 	return hp, nil
+}
+
+// tlsaSet is what DNSSEC-authenticated DNS says about a host's DANE
+// records.
+type tlsaSet struct {
+	records []mailsec.TLSA // every record found
+	usable  []mailsec.TLSA // those usable for SMTP
+	base    string         // the TLSA base domain they were found at
+}
+
+// names are the reference identifiers for DANE-TA: the TLSA base domain,
+// then the MX host name when they differ (RFC 7672 §3.2.2).
+func (s tlsaSet) names(host string) []string {
+	if s.base == host {
+		return []string{host}
+	}
+	return []string{s.base, host}
+}
+
+// lookupTLSA finds the TLSA records of an MX host whose MX and address
+// answers were authenticated. A host name that is a CNAME with a secure
+// expansion (canonical, the address answer's Name) has its records at the
+// expanded name first, then at the original name; the name where they are
+// found is the TLSA base domain, sent as SNI and matched first (RFC 7672
+// §2.2.2, §3.2.2, §8.1). No records, or none DNSSEC vouches for, is an
+// empty set; an error is a lookup that failed, which must stop the
+// connection (it may be an attack).
+func (t *Direct) lookupTLSA(ctx context.Context, host, canonical string) (tlsaSet, error) {
+	bases := []string{host}
+	if canonical != "" && canonical != host {
+		bases = []string{canonical, host}
+	}
+	for _, base := range bases {
+		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+base)
+		switch {
+		case mailsec.IsNotFound(err), err == nil && (!ans.Authentic || len(ans.Records) == 0):
+			continue
+		case err != nil:
+			return tlsaSet{}, err
+		}
+		return tlsaSet{records: ans.Records, usable: dane.Usable(ans.Records), base: base}, nil
+	}
+	return tlsaSet{base: host}, nil
 }
 
 // tryHost delivers to one MX host. final reports that the outcome must

@@ -661,6 +661,10 @@ func TestDirectDANE(t *testing.T) {
 		if res.Connection.Verification != mailsec.VerifiedDANEEE || res.Connection.Host != "real.secure.example" {
 			t.Fatalf("connection = %+v", res.Connection)
 		}
+		dc, err := e.direct().Check(context.Background(), "secure.example")
+		if err != nil || len(dc.Hosts) != 1 || dc.Hosts[0].Status != "protected" {
+			t.Fatalf("check = %+v, %v: it must see the records delivery uses", dc, err)
+		}
 	})
 	t.Run("TLS-Required: No sets DANE aside but keeps TLS", func(t *testing.T) {
 		e := setup(t)
