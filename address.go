@@ -1,9 +1,10 @@
 package mailsec
 
 import (
-	"mime"
+	"encoding/base64"
 	"net/mail"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 
@@ -29,9 +30,8 @@ func (m mailbox) addr(utf8 bool) string {
 	return m.local + "@" + m.aDomain
 }
 
-// header formats the mailbox for an address header field: the display name
-// as an RFC 2047 encoded-word when it is not ASCII, as a quoted-string when it
-// holds specials, and bare otherwise.
+// header formats the mailbox for an address header field: the display
+// name as phrase renders it, then the address in angle brackets.
 func (m mailbox) header(utf8 bool) string {
 	if m.name == "" {
 		return m.addr(utf8)
@@ -39,21 +39,93 @@ func (m mailbox) header(utf8 bool) string {
 	return phrase(m.name) + " <" + m.addr(utf8) + ">"
 }
 
+// maxPhraseWord bounds every word phrase writes (an atom, a quoted-string
+// or an encoded-word), so that appendField can fold an address field into
+// lines of at most 76 octets, the limit RFC 2047 §2 sets for a line with
+// encoded-words: "Reply-To: " and one word fit.
+const maxPhraseWord = 66
+
+// phrase renders a display name so that a reader of the address field gets
+// back exactly s and nothing else: not a second mailbox, not a changed
+// space. Readers differ in how they unfold (removing the CRLF, as RFC 5322
+// §2.2.3 says, or turning the whitespace around it into one space, as Go's
+// net/textproto and go-message do; Python's compat32 messages keep it) and
+// in what they decode, so s is written in the first form that leaves them
+// no choice:
+//
+//   - atoms separated by single spaces, as they are ("Ann Smith");
+//   - other printable ASCII whose only blanks are single spaces between
+//     words, as a quoted-string ("Smith, John"), which appendField never
+//     folds;
+//   - anything else (non-ASCII text, tabs, leading, trailing or repeated
+//     spaces, a word too long to fold) as RFC 2047 encoded-words.
+//
+// Encoded-words in a phrase may hold only the characters RFC 2047 §5(3)
+// allows, so specials such as ',' '@' '"' ':' ';' '(' ')' are always
+// encoded and never end a mailbox early. Each word holds whole characters
+// (§5: a multi-octet character is never split across words), and the
+// words are separated by single spaces, where appendField may fold;
+// readers join adjacent encoded-words without the space between them
+// (§6.2).
 func phrase(s string) string {
-	if !syntax.IsASCII(s) {
-		return mime.QEncoding.Encode("utf-8", s)
+	switch {
+	case isPlainPhrase(s):
+		return s
+	case isQuotablePhrase(s):
+		return quotePhrase(s)
 	}
-	atoms := true
+	return encodePhrase(s)
+}
+
+// isPlainPhrase reports whether s is atoms separated by single spaces, none
+// longer than maxPhraseWord, and nothing that looks like the start of an
+// encoded-word.
+func isPlainPhrase(s string) bool {
+	if strings.Contains(s, "=?") {
+		return false
+	}
+	word := 0
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c != ' ' && !syntax.IsAtext(c) {
-			atoms = false
-			break
+		switch c := s[i]; {
+		case c == ' ':
+			if word == 0 {
+				return false // leading or repeated space
+			}
+			word = 0
+		case syntax.IsAtext(c) && word < maxPhraseWord:
+			word++
+		default:
+			return false
 		}
 	}
-	if atoms && !strings.HasPrefix(s, "=?") {
-		return s
+	return word > 0 // not empty, no trailing space
+}
+
+// isQuotablePhrase reports whether s can be a quoted-string that every
+// reader unfolds to s: printable ASCII whose blanks are single spaces
+// between other characters, at most maxPhraseWord octets once quoted.
+func isQuotablePhrase(s string) bool {
+	n := 2
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ':
+			if i == 0 || i == len(s)-1 || s[i-1] == ' ' {
+				return false
+			}
+		case c < '!' || c > '~':
+			return false
+		case c == '"' || c == '\\':
+			n++
+		}
+		n++
 	}
+	return len(s) > 0 && n <= maxPhraseWord
+}
+
+func quotePhrase(s string) string {
 	var b strings.Builder
+	b.Grow(len(s) + 4)
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		if s[i] == '"' || s[i] == '\\' {
@@ -63,6 +135,95 @@ func phrase(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// encodePhrase writes s as UTF-8 encoded-words of at most maxPhraseWord
+// octets, in the Q encoding restricted to the characters RFC 2047 §5(3)
+// allows in a phrase or in the B encoding, whichever is shorter.
+func encodePhrase(s string) string {
+	q, b := encodeWords(s, false), encodeWords(s, true)
+	if len(b) < len(q) {
+		return b
+	}
+	return q
+}
+
+// The parts of a UTF-8 encoded-word around its encoded text.
+const (
+	qPrefix    = "=?utf-8?q?"
+	bPrefix    = "=?utf-8?b?"
+	wordSuffix = "?="
+	// maxEncodedText is the room for encoded text in one word.
+	maxEncodedText = maxPhraseWord - len(qPrefix) - len(wordSuffix)
+)
+
+// encodeWords splits s, at rune boundaries, into as few encoded-words as
+// fit maxPhraseWord, separated by single spaces.
+func encodeWords(s string, base64 bool) string {
+	var out strings.Builder
+	out.Grow(len(s) * 3)
+	for len(s) > 0 {
+		// n is how many octets of s the next word takes: whole runes while
+		// their encoding fits (every rune fits in an empty word).
+		n, size := 0, 0
+		for n < len(s) {
+			_, l := utf8.DecodeRuneInString(s[n:])
+			var more int
+			if base64 {
+				more = stdBase64.EncodedLen(n+l) - size
+			} else {
+				for _, c := range []byte(s[n : n+l]) {
+					more += qLen(c)
+				}
+			}
+			if size+more > maxEncodedText && n > 0 {
+				break
+			}
+			n, size = n+l, size+more
+		}
+		if out.Len() > 0 {
+			out.WriteByte(' ')
+		}
+		if base64 {
+			out.WriteString(bPrefix)
+			out.WriteString(stdBase64.EncodeToString([]byte(s[:n])))
+		} else {
+			out.WriteString(qPrefix)
+			for _, c := range []byte(s[:n]) {
+				switch {
+				case c == ' ':
+					out.WriteByte('_')
+				case qLen(c) == 1:
+					out.WriteByte(c)
+				default:
+					out.WriteByte('=')
+					out.WriteByte(upperHex[c>>4])
+					out.WriteByte(upperHex[c&0xf])
+				}
+			}
+		}
+		out.WriteString(wordSuffix)
+		s = s[n:]
+	}
+	return out.String()
+}
+
+var stdBase64 = base64.StdEncoding
+
+const upperHex = "0123456789ABCDEF"
+
+// qLen is the length of octet c in Q-encoded text inside a phrase: letters,
+// digits and "!*+-/" stand for themselves (RFC 2047 §5(3)), a space is
+// "_", anything else "=XX".
+func qLen(c byte) int {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == ' ':
+		return 1
+	}
+	if strings.IndexByte("!*+-/", c) >= 0 {
+		return 1
+	}
+	return 3
 }
 
 // parseMailbox validates one address as an application gives it, either a

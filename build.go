@@ -265,12 +265,22 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 // exactly. It never folds where what follows is only whitespace, so no
 // folded line is blank (RFC 5322 section 3.2.2). prepare checks the result
 // against the 998-octet limit.
+//
+// An address field (From, Sender, Reply-To, To, Cc) is folded within 76
+// octets, the limit for lines with encoded-words (RFC 2047 §2), and never
+// inside a quoted-string: a reader that keeps the line break (Python's
+// compat32 messages) or turns the space around it into one would read
+// another display name, or none.
 func appendField(b []byte, name, value string) []byte {
+	width, quotes := 78, false
+	if isAddressField(name) {
+		width, quotes = 76, true
+	}
 	b = append(b, name...)
 	b = append(b, ':', ' ')
 	col := len(name) + 2
-	for col+len(value) > 78 {
-		i := foldPoint(value, 78-col)
+	for col+len(value) > width {
+		i := foldPoint(value, width-col, quotes)
 		if i <= 0 {
 			break
 		}
@@ -283,13 +293,41 @@ func appendField(b []byte, name, value string) []byte {
 	return append(b, '\r', '\n')
 }
 
+// isAddressField reports whether the builder writes the field name as an
+// address list (Message.Headers may not use these names).
+func isAddressField(name string) bool {
+	switch name {
+	case "From", "Sender", "Reply-To", "To", "Cc":
+		return true
+	}
+	return false
+}
+
 // foldPoint returns where to fold v: before a blank that follows a
-// non-blank and precedes something other than blanks; the last such point
-// within limit, else the first after it; 0 when there is none.
-func foldPoint(v string, limit int) int {
+// non-blank and precedes something other than blanks, outside
+// quoted-strings when quotes is set; the last such point within limit,
+// else the first after it; 0 when there is none.
+func foldPoint(v string, limit int, quotes bool) int {
 	best := 0
-	for i := 1; i < len(v); i++ {
-		if !isBlank(v[i]) || isBlank(v[i-1]) {
+	inQuote, escaped := false, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if quotes {
+			switch {
+			case escaped:
+				escaped = false
+				continue
+			case inQuote && c == '\\':
+				escaped = true
+				continue
+			case c == '"':
+				inQuote = !inQuote
+				continue
+			case inQuote:
+				continue
+			}
+		}
+		if i == 0 || !isBlank(c) || isBlank(v[i-1]) {
 			continue
 		}
 		if strings.TrimLeft(v[i:], " \t") == "" {

@@ -199,7 +199,7 @@ func TestSMTPUTF8LocalPart(t *testing.T) {
 	if !d.SMTPUTF8 || d.To[0] != "jöhn@xn--bcher-kva.example" {
 		t.Fatalf("delivery %+v", d)
 	}
-	if !bytes.Contains(d.Data, []byte("To: =?utf-8?q?J=C3=B6hn?= <jöhn@bücher.example>")) {
+	if !bytes.Contains(d.Data, []byte("To: =?utf-8?b?SsO2aG4=?= <jöhn@bücher.example>")) {
 		t.Fatalf("header:\n%s", d.Data)
 	}
 

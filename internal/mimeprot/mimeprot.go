@@ -36,7 +36,9 @@ var outerFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Me
 // protected-headers="v1" whose header copies every field of the message
 // header but the Content-* fields and MIME-Version, and whose one part is
 // the message's content (its Content-* fields and body). h is the
-// complete message header.
+// complete message header. The copied fields keep their folding (a field
+// added with AddRaw is copied as written), so that the inner From, To and
+// Cc read exactly as the outer ones.
 func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo) {
 	return inner(h, body, newBoundary())
 }
@@ -51,15 +53,22 @@ func inner(h textproto.Header, body io.WriterTo, boundary string) (textproto.Hea
 		k := f.Key()
 		switch {
 		case isContent(k):
-			fields = append(fields, textField{k, f.Value(), true})
+			fields = append(fields, textField{k: k, v: f.Value(), content: true})
 		case !strings.EqualFold(k, "Mime-Version"):
-			fields = append(fields, textField{k, f.Value(), false})
+			tf := textField{k: k, v: f.Value()}
+			if raw, err := f.Raw(); err == nil {
+				tf.raw = raw
+			}
+			fields = append(fields, tf)
 		}
 	}
 	for i := len(fields) - 1; i >= 0; i-- {
-		if f := fields[i]; f.content {
+		switch f := fields[i]; {
+		case f.content:
 			content.Add(f.k, f.v)
-		} else {
+		case f.raw != nil:
+			inner.AddRaw(f.raw)
+		default:
 			inner.Add(f.k, f.v)
 		}
 	}
@@ -142,6 +151,7 @@ func (e renderedEntity) WriteTo(dst io.Writer) (int64, error) {
 
 type textField struct {
 	k, v    string
+	raw     []byte // the field as written, when it can be written
 	content bool
 }
 

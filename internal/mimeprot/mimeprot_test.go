@@ -71,6 +71,24 @@ func TestInnerAndOuter(t *testing.T) {
 	}
 }
 
+// A field the message header holds as written (the Sender adds its fields
+// with AddRaw) is copied into the inner header as written: textproto would
+// fold it again, and here inside the quoted-string.
+func TestInnerKeepsFolding(t *testing.T) {
+	h := header()
+	const to = "To: \"Doe, Ann (Lab), x@evil.example\" <ann@example.org>,\r\n \"Roe, Bob Quincy Junior\" <bob@example.org>\r\n"
+	h.Del("To")
+	h.AddRaw([]byte(to))
+	ih, _ := Inner(h, str(""))
+	var buf bytes.Buffer
+	if err := textproto.WriteHeader(&buf, ih); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "\r\n"+to) {
+		t.Fatalf("To not copied as written:\n%s", buf.String())
+	}
+}
+
 func BenchmarkInnerOuter(b *testing.B) {
 	h := header()
 	b.ReportAllocs()
