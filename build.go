@@ -423,6 +423,9 @@ func checkMessageID(id string) (string, bool) {
 	if reason, ok := syntax.HeaderText(id); !ok {
 		return reason, false
 	}
+	if hasEncodedWord(id) {
+		return encodedWordReason, false
+	}
 	if strings.ContainsAny(id, "<> \t\"\\") {
 		return "must be id-left@id-right without brackets or spaces", false
 	}
@@ -829,8 +832,12 @@ func attachmentPart(field string, a Attachment, inline bool) (*part, *source, er
 	if strings.HasPrefix(mediaType, "multipart/") || strings.HasPrefix(mediaType, "message/") {
 		return nil, nil, invalid(field+".ContentType", ct, "multipart and message types cannot be attached as files")
 	}
+	// Parameter values are header text like any other (as
+	// mime.ParseMediaType decoded them, RFC 2231 included): an encoded-word
+	// in a name= is one a receiver may decode into a line break or another
+	// file name, as it would in a Filename.
 	for k, v := range params {
-		if reason, ok := syntax.HeaderText(v); !ok {
+		if reason, ok := checkHeaderValue(v); !ok {
 			return nil, nil, invalid(field+".ContentType", ct, "parameter "+k+": "+reason)
 		}
 		if len(k)+len(v) > 200 {
@@ -880,10 +887,13 @@ func attachmentPart(field string, a Attachment, inline bool) (*part, *source, er
 }
 
 // checkMessageIDLeft checks a Content-ID: printable ASCII without
-// brackets, spaces or quotes.
+// brackets, spaces, quotes or encoded-word syntax.
 func checkMessageIDLeft(id string) (string, bool) {
 	if !syntax.IsPrintableASCII(id) || strings.ContainsAny(id, `<>"\()[];:,`) || len(id) > 250 {
 		return "must be printable ASCII without brackets, quotes or separators", false
+	}
+	if hasEncodedWord(id) {
+		return encodedWordReason, false
 	}
 	return "", true
 }

@@ -112,6 +112,31 @@ func TestInjectionRefused(t *testing.T) {
 		{"Attachments[0].ContentType", func(m *mailsec.Message) {
 			m.Attachments = []mailsec.Attachment{{Filename: "a", ContentType: "text/plain; x=" + strings.Repeat("v", 1200), Content: strings.NewReader("x")}}
 		}},
+		// An encoded-word in a parameter decodes, for a receiver, into
+		// "invoice.pdf\r\n.exe"; it is refused as it is in a Filename.
+		{"Attachments[0].Filename", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{Filename: "=?utf-8?b?aW52b2ljZS5wZGYNCi5leGU=?=", Content: strings.NewReader("x")}}
+		}},
+		{"Attachments[0].ContentType", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{ContentType: `application/pdf; name="=?utf-8?b?aW52b2ljZS5wZGYNCi5leGU=?="`, Content: strings.NewReader("x")}}
+		}},
+		{"Attachments[0].ContentType", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{Filename: "a.pdf", ContentType: `application/pdf; name="=?utf-8?q?a=0D=0Ab?="`, Content: strings.NewReader("x")}}
+		}},
+		{"Attachments[0].ContentType", func(m *mailsec.Message) {
+			// The same, RFC 2231 percent-encoded.
+			m.Attachments = []mailsec.Attachment{{ContentType: `application/pdf; name*=utf-8''%3D%3Futf-8%3Fb%3FaW52b2ljZS5wZGYNCi5leGU%3D%3F%3D`, Content: strings.NewReader("x")}}
+		}},
+		{"Attachments[0].ContentType", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{ContentType: `text/plain; charset="=?utf-8?q?x?="`, Content: strings.NewReader("x")}}
+		}},
+		{"Inline[0].ContentType", func(m *mailsec.Message) {
+			m.Inline = []mailsec.Attachment{{ContentID: "logo", ContentType: `image/png; name*=utf-8''a%0D%0Ab.png`, Content: strings.NewReader("x")}}
+		}},
+		{"Inline[0].ContentID", func(m *mailsec.Message) {
+			m.Inline = []mailsec.Attachment{{Filename: "a.png", ContentID: "=?utf-8?q?logo?=", Content: strings.NewReader("x")}}
+		}},
+		{"MessageID", func(m *mailsec.Message) { m.MessageID = "=?utf-8?q?a=0D=0A?=@example.com" }},
 		{"Attachments[0].Content", func(m *mailsec.Message) { m.Attachments = []mailsec.Attachment{{Filename: "a"}} }},
 		{"Inline[0].ContentID", func(m *mailsec.Message) {
 			m.Inline = []mailsec.Attachment{{Filename: "a.png", Content: strings.NewReader("x")}}
