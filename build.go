@@ -13,6 +13,7 @@ import (
 	"mime"
 	"mime/quotedprintable"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,17 @@ const maxHeaderValue = 8 << 10
 var reservedHeaders = []string{
 	"from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date",
 	"message-id", "mime-version", "return-path", "received", "tls-required",
+}
+
+// mailSystemHeaders are written only by the mail system that resends,
+// relays, checks or signs a message, never by its author: receivers trust
+// them as such. Every "Resent-" field is refused too (RFC 5322 §3.6.6: a
+// resent block, whose Resent-Bcc names hidden recipients).
+var mailSystemHeaders = []string{
+	"authentication-results",                                          // RFC 8601
+	"arc-seal", "arc-message-signature", "arc-authentication-results", // RFC 8617
+	"received-spf",   // RFC 7208 §9.1
+	"dkim-signature", // RFC 6376; it cannot cover a header not yet written
 }
 
 // prepared is a validated message ready for delivery.
@@ -194,6 +206,9 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 		}
 		if strings.HasPrefix(lower, "content-") {
 			return nil, invalid(field+".Name", h.Name, "content header fields are set by mailsec")
+		}
+		if strings.HasPrefix(lower, "resent-") || slices.Contains(mailSystemHeaders, lower) {
+			return nil, invalid(field+".Name", h.Name, "a resent or trace field, written only by the mail system that resends, relays or checks the message")
 		}
 		if reason, ok := checkHeaderValue(h.Value); !ok {
 			return nil, invalid(field+".Value", h.Value, reason)

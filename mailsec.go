@@ -225,7 +225,10 @@ type Message struct {
 
 	// Headers are extra header fields (List-Unsubscribe, In-Reply-To,
 	// X-Entity-Ref-ID...). Fields the builder owns (From, To, Cc, Bcc,
-	// Subject, Date, Message-ID, MIME-Version, Content-*, ...) are refused.
+	// Subject, Date, Message-ID, MIME-Version, Content-*, ...) are refused,
+	// and so are those only the mail system writes: Resent-*, Received,
+	// Return-Path, Authentication-Results, ARC-*, Received-SPF and
+	// DKIM-Signature.
 	Headers []Header
 
 	// EnvelopeFrom is the SMTP reverse-path (MAIL FROM), where bounces go.

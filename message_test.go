@@ -90,6 +90,16 @@ func TestInjectionRefused(t *testing.T) {
 		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"Bcc", "victim@example.org"}} }},
 		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"content-type", "text/html"}} }},
 		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"Message-ID", "<x@y>"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"Resent-Bcc", "victim@example.org"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"RESENT-TO", "victim@example.org"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"Resent-From", "ceo@example.com"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"Resent-Message-ID", "<x@y>"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) {
+			m.Headers = []mailsec.Header{{"Authentication-Results", "mx.example.org; dkim=pass; spf=pass"}}
+		}},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"ARC-Seal", "i=1; cv=none"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"Received-SPF", "pass"}} }},
+		{"Headers[0].Name", func(m *mailsec.Message) { m.Headers = []mailsec.Header{{"DKIM-Signature", "v=1; d=bank.example"}} }},
 		{"Headers[1].Value", func(m *mailsec.Message) {
 			m.Headers = []mailsec.Header{{"X-Ok", "fine"}, {"X-Bad", "v\r\nBcc: victim@example.org"}}
 		}},
