@@ -822,6 +822,10 @@ func attachmentPart(field string, a Attachment, inline bool) (*part, *source, er
 	if a.Content == nil {
 		return nil, nil, invalid(field+".Content", "", "no content reader")
 	}
+	if isNil(a.Content) {
+		// A typed nil (a nil *bytes.Reader, say) would panic when read.
+		return nil, nil, invalid(field+".Content", fmt.Sprintf("%T", a.Content), "a nil reader")
+	}
 	if a.Filename != "" {
 		if reason, ok := checkHeaderValue(a.Filename); !ok {
 			return nil, nil, invalid(field+".Filename", a.Filename, reason)

@@ -58,8 +58,12 @@ type Delivery struct {
 // Validate checks the envelope the way a transport must before using it:
 // paths free of anything that could inject a command, DSN arguments well
 // formed. Transports call it so that a Delivery built by hand is held to
-// the same rules as one built by a Sender.
+// the same rules as one built by a Sender. A nil Delivery, or one without
+// Content (nil, or a typed nil), is a *ValidationError too.
 func (d *Delivery) Validate() error {
+	if d == nil {
+		return invalid("Delivery", "", "nil delivery")
+	}
 	if d.From != "" {
 		if err := checkPath("From", d.From, d.SMTPUTF8); err != nil {
 			return err
@@ -73,7 +77,7 @@ func (d *Delivery) Validate() error {
 			return err
 		}
 	}
-	if d.Content == nil {
+	if isNil(d.Content) {
 		return invalid("Content", "", "no content")
 	}
 	if err := d.DSN.validate(); err != nil {
@@ -160,6 +164,9 @@ type RecipientResult struct {
 
 // Accepted lists the accepted recipients.
 func (r *DeliveryResult) Accepted() []string {
+	if r == nil {
+		return nil
+	}
 	var out []string
 	for _, rr := range r.Recipients {
 		if rr.Accepted {

@@ -72,6 +72,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,7 +99,9 @@ type Sender struct {
 // no logging.
 type Options struct {
 	// Policy plans every recipient's delivery. Nil means DefaultPolicy:
-	// verified TLS, no protection.
+	// verified TLS, no protection. A recipient whose plan cannot be made
+	// (the Policy returned an error, or panicked) fails and receives
+	// nothing; the others are delivered.
 	Policy Policy
 
 	// Protector protects content for recipients whose plan requires or
@@ -116,7 +119,8 @@ type Options struct {
 
 	// Notice builds the link-only notice sent, when a recipient's plan
 	// says NoKeyNotice, instead of content that could not be protected.
-	// Nil means no notice can be sent: such recipients fail.
+	// Nil means no notice can be sent: such recipients fail, as does a
+	// recipient whose notice cannot be built (an error, or a panic).
 	Notice NoticeFunc
 
 	// AllowedSenders limits the From, Sender and envelope-from addresses
@@ -130,7 +134,10 @@ type Options struct {
 
 	// OnReceipt is called with the Receipt of every Send that attempted
 	// anything, successful or not, before Send returns: a place to store
-	// the audit record. It must be safe for concurrent use.
+	// the audit record. It must be safe for concurrent use. A panic in it
+	// is recovered and logged (on Logger, or slog's default logger when
+	// Logger is nil) and changes nothing of what Send returns: the
+	// messages have gone out by then.
 	OnReceipt func(context.Context, *Receipt)
 
 	// Logger receives one record per delivery (recipients, host, TLS
@@ -151,8 +158,16 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 	if t == nil {
 		return nil, errors.New("mailsec: NewSender needs a Transport")
 	}
+	if isNil(t) {
+		return nil, invalid("Transport", fmt.Sprintf("%T", t), "a nil pointer or func; NewSender needs a Transport")
+	}
 	if o == nil {
 		o = &Options{}
+	}
+	// A typed nil where a Policy or Protector is expected is a mistake,
+	// not a request for the default: the default protects less.
+	if o.Policy != nil && isNil(o.Policy) {
+		return nil, invalid("Options.Policy", fmt.Sprintf("%T", o.Policy), "a nil pointer or func; leave the field nil for DefaultPolicy")
 	}
 	s := &Sender{
 		transport: t,
@@ -166,13 +181,24 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for _, p := range append([]Protector{o.Protector}, o.Protectors...) {
+	for i, p := range append([]Protector{o.Protector}, o.Protectors...) {
 		if p == nil {
 			continue
 		}
+		field := "Options.Protector"
+		if i > 0 {
+			field = "Options.Protectors[" + strconv.Itoa(i-1) + "]"
+		}
+		if isNil(p) {
+			return nil, invalid(field, fmt.Sprintf("%T", p), "a nil pointer or func")
+		}
 		np := namedProtector{p: p}
 		if m, ok := p.(interface{ Method() string }); ok {
-			np.name = m.Method()
+			name, err := methodName(m)
+			if err != nil {
+				return nil, invalid(field, fmt.Sprintf("%T", p), err.Error())
+			}
+			np.name = name
 		}
 		s.protectors = append(s.protectors, np)
 	}
@@ -191,6 +217,30 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 		s.idDomain = m.aDomain
 	}
 	return s, nil
+}
+
+// methodName asks a Protector for its method name, turning a panic into
+// an error.
+func methodName(m interface{ Method() string }) (name string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("its Method method panicked: %v", v)
+		}
+	}()
+	return m.Method(), nil
+}
+
+// isNil reports whether v is nil or holds a nil pointer, func, map,
+// slice, channel or interface: a typed nil, whose methods would panic.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface, reflect.UnsafePointer:
+		return rv.IsNil()
+	}
+	return false
 }
 
 // Message is an email to send. Addresses are written as an application
@@ -360,6 +410,9 @@ func (r *RecipientReceipt) UnmarshalJSON(b []byte) error {
 
 // Failed returns the receipts of recipients that were not accepted.
 func (r *Receipt) Failed() []RecipientReceipt {
+	if r == nil {
+		return nil
+	}
 	var out []RecipientReceipt
 	for _, rr := range r.Recipients {
 		if !rr.Accepted {
@@ -542,6 +595,12 @@ const (
 // *SendError that unwraps to one *RecipientError per failed recipient. The
 // Receipt is returned whenever anything was attempted, error or not.
 func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
+	if s == nil || s.transport == nil {
+		return nil, invalid("Sender", "", "not made by NewSender")
+	}
+	if ctx == nil {
+		return nil, invalid("Context", "", "nil context")
+	}
 	if m == nil {
 		return nil, invalid("Message", "", "nil message")
 	}
@@ -560,7 +619,7 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 	groups := make([]*group, 0, len(msg.rcpts))
 	byKey := map[string]*group{}
 	for i, r := range msg.rcpts {
-		plan, err := s.policy.Plan(ctx, m, r.Recipient)
+		plan, err := s.plan(ctx, m, r.Recipient)
 		if err == nil {
 			err = plan.validate()
 		}
@@ -610,9 +669,7 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 		}
 		s.deliver(ctx, m, msg, g, &seq, rec)
 	}
-	if s.onReceipt != nil {
-		s.onReceipt(ctx, rec)
-	}
+	s.receipt(ctx, msg, rec)
 
 	var failed []*RecipientError
 	for _, r := range rec.Recipients {
@@ -628,6 +685,46 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 		return rec, &SendError{Failed: failed, Total: len(rec.Recipients)}
 	}
 	return rec, nil
+}
+
+// plan asks the Policy for r's plan. A panic in it becomes an error, so
+// that the recipient fails (receiving nothing) and the others go on.
+func (s *Sender) plan(ctx context.Context, m *Message, r Recipient) (p Plan, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p, err = Plan{}, fmt.Errorf("mailsec: Policy panicked: %v", v)
+		}
+	}()
+	return s.policy.Plan(ctx, m, r)
+}
+
+// buildNotice asks the NoticeFunc for r's notice, turning a panic in it
+// into an error: the recipient then fails and receives nothing.
+func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *Notice, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = nil, fmt.Errorf("mailsec: Options.Notice panicked: %v", v)
+		}
+	}()
+	return s.notice(ctx, m, r)
+}
+
+// receipt hands rec to OnReceipt. The messages have gone out by now, so a
+// panic in it changes nothing of Send's outcome (an error would invite a
+// retry, and so a second copy): it is recovered and logged, on the
+// Logger or, without one, on slog's default logger, never silently.
+func (s *Sender) receipt(ctx context.Context, msg *prepared, rec *Receipt) {
+	if s.onReceipt == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			l := cmp.Or(s.logger, slog.Default())
+			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked; the Receipt was not stored",
+				slog.String("message_id", msg.messageID), slog.String("panic", fmt.Sprint(v)))
+		}
+	}()
+	s.onReceipt(ctx, rec)
 }
 
 // group is a set of recipients that share one delivery.
@@ -742,7 +839,7 @@ func (s *Sender) sendNotice(ctx context.Context, m *Message, msg *prepared, plan
 		fail(errors.Join(why, errors.New("the plan asks for a notice but the Sender has no Options.Notice")))
 		return
 	}
-	n, err := s.notice(ctx, m, msg.rcpts[i].Recipient)
+	n, err := s.buildNotice(ctx, m, msg.rcpts[i].Recipient)
 	if err != nil {
 		fail(err)
 		return
@@ -1309,7 +1406,11 @@ type NetworkError struct {
 }
 
 func (e *NetworkError) Error() string {
-	return "mailsec: " + e.Host + ": " + e.Op + ": " + e.Err.Error()
+	s := "mailsec: " + e.Host + ": " + e.Op
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
 }
 
 func (e *NetworkError) Unwrap() error { return e.Err }
@@ -1365,6 +1466,9 @@ type RecipientError struct {
 }
 
 func (e *RecipientError) Error() string {
+	if e.Err == nil {
+		return "<" + e.Recipient + ">: not delivered"
+	}
 	msg := e.Err.Error()
 	if strings.Contains(msg, e.Recipient) {
 		return msg

@@ -3,6 +3,7 @@ package mailsec
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"sync"
 
@@ -53,6 +54,9 @@ type Entity struct {
 
 // WriteTo writes the header, the blank line and the body.
 func (e *Entity) WriteTo(w io.Writer) (int64, error) {
+	if e == nil || isNil(e.Body) {
+		return 0, errors.New("mailsec: entity without a body")
+	}
 	// The header is formatted into one buffer and written at once: the
 	// writer below may do per-call work. Buffers are pooled: an entity is
 	// written for every delivery.

@@ -1,0 +1,276 @@
+package mailsec_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
+)
+
+// noPanic fails the test, instead of crashing the test binary, when f
+// panics.
+func noPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if v := recover(); v != nil {
+			t.Fatalf("%s panicked: %v", what, v)
+		}
+	}()
+	f()
+}
+
+// deliveredTo lists the recipients the server accepted a message for.
+func deliveredTo(srv *mailsectest.Server) []string {
+	var out []string
+	for _, m := range srv.Messages() {
+		out = append(out, m.To...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A typed-nil reader as an attachment is refused before any I/O, with the
+// field named, instead of panicking when it is read.
+func TestTypedNilAttachmentRefused(t *testing.T) {
+	s, rt := newRecordingSender(t, nil)
+	for _, c := range []struct {
+		field string
+		edit  func(m *mailsec.Message)
+	}{
+		{"Attachments[0].Content", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{Filename: "a.pdf", Content: (*bytes.Reader)(nil)}}
+		}},
+		{"Attachments[1].Content", func(m *mailsec.Message) {
+			m.Attachments = []mailsec.Attachment{{Filename: "a.txt", Content: strings.NewReader("a")}, {Filename: "b.txt", Content: (*os.File)(nil)}}
+		}},
+		{"Inline[0].Content", func(m *mailsec.Message) {
+			m.Inline = []mailsec.Attachment{{Filename: "logo.png", ContentID: "logo", Content: (*strings.Reader)(nil)}}
+		}},
+	} {
+		m := base()
+		m.Bcc = []string{"archive@example.org"} // two deliveries: the readers must seek
+		c.edit(m)
+		var err error
+		noPanic(t, c.field, func() { _, err = s.Send(context.Background(), m) })
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || ve.Field != c.field {
+			t.Fatalf("%s: error %v, want a *ValidationError for the field", c.field, err)
+		}
+	}
+	if n := len(rt.Deliveries()); n != 0 {
+		t.Fatalf("%d deliveries", n)
+	}
+}
+
+// A Policy that panics for one recipient fails that recipient, which the
+// server never hears of; the others in the message are delivered.
+func TestPolicyPanicFailsOnlyThatRecipient(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	policy := mailsec.PolicyFunc(func(_ context.Context, _ *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+		if r.Domain == "panic.example" {
+			var rules map[string]mailsec.Plan
+			rules["x"] = mailsec.Plan{} // assignment to a nil map
+		}
+		return mailsec.Plan{}, nil
+	})
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.To = []string{"ann@example.org", "bob@panic.example"}
+	m.Cc = []string{"carl@example.org"}
+	var rec *mailsec.Receipt
+	noPanic(t, "Send", func() { rec, err = s.Send(context.Background(), m) })
+	var se *mailsec.SendError
+	if !errors.As(err, &se) || len(se.Failed) != 1 || se.Failed[0].Recipient != "bob@panic.example" ||
+		!strings.Contains(err.Error(), "Policy panicked") || mailsec.IsTemporary(err) {
+		t.Fatalf("error %v", err)
+	}
+	if got := deliveredTo(srv); !slices.Equal(got, []string{"ann@example.org", "carl@example.org"}) {
+		t.Fatalf("server accepted for %v", got)
+	}
+	if r := receiptFor(t, rec, "bob@panic.example"); r.Accepted || r.Delivery != 0 || r.Err == nil {
+		t.Fatalf("bob: %+v", r)
+	}
+}
+
+// A Protector that panics, in Protect or while its output is written,
+// fails the recipients it was asked to protect, who receive nothing; a
+// recipient with another plan in the same message is delivered.
+func TestProtectorPanicFailsOnlyItsRecipients(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    *fakeProtector
+	}{
+		{"Protect", &fakeProtector{panic: true}},
+		{"WriteTo", &fakeProtector{panicOnWrite: true, keys: map[string]string{"ann@secure.example": "FP"}}},
+	} {
+		srv := mailsectest.NewServer(t, mailsectest.Config{})
+		policy := mailsec.ForDomains(mailsec.DefaultPolicy(), mailsec.DomainRule{Domain: "secure.example", Protection: mailsec.ProtectionRequired})
+		s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{Policy: policy, Protector: c.p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := policyMessage()
+		m.To = []string{"ann@secure.example", "bob@example.org"}
+		var rec *mailsec.Receipt
+		noPanic(t, c.name, func() { rec, err = s.Send(context.Background(), m) })
+		var se *mailsec.SendError
+		if !errors.As(err, &se) || len(se.Failed) != 1 || se.Failed[0].Recipient != "ann@secure.example" || !strings.Contains(err.Error(), "panicked") {
+			t.Fatalf("%s: error %v", c.name, err)
+		}
+		if got := deliveredTo(srv); !slices.Equal(got, []string{"bob@example.org"}) {
+			t.Fatalf("%s: server accepted for %v", c.name, got)
+		}
+		if r := receiptFor(t, rec, "ann@secure.example"); r.Accepted {
+			t.Fatalf("%s: ann: %+v", c.name, r)
+		}
+	}
+}
+
+// A NoticeFunc that panics fails the recipient the notice was for, who
+// receives nothing; the others are delivered.
+func TestNoticePanicFailsOnlyThatRecipient(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{
+		Policy:    mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
+		Protector: &fakeProtector{keys: map[string]string{"ann@example.org": "FP"}},
+		Notice: func(_ context.Context, _ *mailsec.Message, r mailsec.Recipient) (*mailsec.Notice, error) {
+			if r.Address == "bob@example.org" {
+				panic("template missing")
+			}
+			return &mailsec.Notice{Text: "You have a new message"}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := policyMessage()
+	m.To = []string{"ann@example.org", "bob@example.org", "carl@example.org"}
+	var rec *mailsec.Receipt
+	noPanic(t, "Send", func() { rec, err = s.Send(context.Background(), m) })
+	var se *mailsec.SendError
+	if !errors.As(err, &se) || len(se.Failed) != 1 || se.Failed[0].Recipient != "bob@example.org" || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("error %v", err)
+	}
+	if got := deliveredTo(srv); !slices.Equal(got, []string{"ann@example.org", "carl@example.org"}) {
+		t.Fatalf("server accepted for %v", got)
+	}
+	if r := receiptFor(t, rec, "carl@example.org"); !r.Accepted || r.Protection == nil || r.Protection.Method != mailsec.MethodNotice {
+		t.Fatalf("carl: %+v", r)
+	}
+}
+
+// An OnReceipt callback that panics cannot take Send down with it, nor
+// make the delivered message look failed (a retry would send it twice):
+// Send returns the Receipt, and the panic is logged.
+func TestOnReceiptPanicIsLogged(t *testing.T) {
+	var logged bytes.Buffer
+	s, rt := newRecordingSender(t, &mailsec.Options{
+		Logger:    slog.New(slog.NewTextHandler(&logged, nil)),
+		OnReceipt: func(context.Context, *mailsec.Receipt) { panic("audit table missing") },
+	})
+	var rec *mailsec.Receipt
+	var err error
+	noPanic(t, "Send", func() { rec, err = s.Send(context.Background(), base()) })
+	if err != nil || rec == nil || !rec.Recipients[0].Accepted || len(rt.Deliveries()) != 1 {
+		t.Fatalf("Send = %+v, %v", rec, err)
+	}
+	if !strings.Contains(logged.String(), "OnReceipt panicked") || !strings.Contains(logged.String(), "audit table missing") ||
+		!strings.Contains(logged.String(), rec.MessageID) || !strings.Contains(logged.String(), "level=ERROR") {
+		t.Fatalf("log:\n%s", logged.String())
+	}
+
+	// Without a Logger, slog's default logger gets it.
+	var def bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&def, nil)))
+	defer slog.SetDefault(old)
+	s2, _ := newRecordingSender(t, &mailsec.Options{OnReceipt: func(context.Context, *mailsec.Receipt) { panic("audit table missing") }})
+	noPanic(t, "Send", func() { _, err = s2.Send(context.Background(), base()) })
+	if err != nil || !strings.Contains(def.String(), "OnReceipt panicked") {
+		t.Fatalf("err %v, default log:\n%s", err, def.String())
+	}
+}
+
+// Nil and zero values at the edges of the API give errors, not panics.
+func TestNilAndZeroValues(t *testing.T) {
+	ctx := context.Background()
+	isValidation := func(what string, err error) {
+		t.Helper()
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) {
+			t.Errorf("%s: error %v (%T), want a *ValidationError", what, err, err)
+		}
+	}
+	noPanic(t, "nil Sender", func() {
+		var s *mailsec.Sender
+		_, err := s.Send(ctx, base())
+		isValidation("nil Sender", err)
+	})
+	noPanic(t, "zero Sender", func() {
+		_, err := (&mailsec.Sender{}).Send(ctx, base())
+		isValidation("zero Sender", err)
+	})
+	noPanic(t, "nil context", func() {
+		s, rt := newRecordingSender(t, nil)
+		//lint:ignore SA1012 a nil context is the point of the test
+		_, err := s.Send(nil, base())
+		isValidation("nil context", err)
+		if len(rt.Deliveries()) != 0 {
+			t.Error("delivered with a nil context")
+		}
+	})
+	noPanic(t, "NewSender", func() {
+		if _, err := mailsec.NewSender((*mailsectest.RecordingTransport)(nil), nil); err == nil {
+			t.Error("typed-nil Transport accepted")
+		}
+		var pf mailsec.PolicyFunc
+		_, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Policy: pf})
+		isValidation("typed-nil Policy", err)
+		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protector: (*fakeProtector)(nil)})
+		isValidation("typed-nil Protector", err)
+		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protectors: []mailsec.Protector{&fakeProtector{}, panicMethod{}}})
+		isValidation("Protector whose Method panics", err)
+	})
+	noPanic(t, "Delivery", func() {
+		var d *mailsec.Delivery
+		isValidation("nil Delivery", d.Validate())
+		d = &mailsec.Delivery{From: "a@example.com", To: []string{"b@example.org"}, Content: (*mailsec.Entity)(nil)}
+		isValidation("typed-nil Content", d.Validate())
+	})
+	noPanic(t, "nil results", func() {
+		var r *mailsec.Receipt
+		var dr *mailsec.DeliveryResult
+		if r.Failed() != nil || dr.Accepted() != nil {
+			t.Error("nil Receipt or DeliveryResult reports recipients")
+		}
+		if got := (&mailsec.RecipientError{Recipient: "a@example.org"}).Error(); !strings.Contains(got, "a@example.org") {
+			t.Errorf("RecipientError without Err: %q", got)
+		}
+		if got := (&mailsec.NetworkError{Host: "mx.example", Op: "dial"}).Error(); !strings.Contains(got, "mx.example") {
+			t.Errorf("NetworkError without Err: %q", got)
+		}
+		if _, err := (&mailsec.Entity{}).WriteTo(io.Discard); err == nil {
+			t.Error("Entity without a body written")
+		}
+	})
+}
+
+// panicMethod is a Protector whose Method panics.
+type panicMethod struct{}
+
+func (panicMethod) Protect(context.Context, *mailsec.Entity, []string) (*mailsec.Protected, error) {
+	return nil, errors.New("unused")
+}
+
+func (panicMethod) Method() string { panic("no name") }
