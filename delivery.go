@@ -139,7 +139,8 @@ func (d *DSN) validate() error {
 
 // DeliveryResult is what a Transport observed.
 type DeliveryResult struct {
-	// Connection describes the session; nil when none was established.
+	// Connection describes the session; nil when none was established,
+	// or when the recipients' results each name their own.
 	Connection *ConnectionState
 	// Reply is the server's reply to the end of DATA; nil if not reached.
 	Reply *Reply
@@ -157,7 +158,12 @@ type RecipientResult struct {
 	// the reply to the end of DATA of their session.
 	Reply *Reply
 	// Connection, when set, is the session this recipient's outcome came
-	// from, overriding DeliveryResult.Connection.
+	// from, overriding DeliveryResult.Connection. Recipients whose results
+	// point to the same ConnectionState were in the same transaction: a
+	// transport that runs several for one Delivery (direct delivery to
+	// several domains) gives each its own, and leaves it nil for a
+	// recipient no session was established for. The Sender numbers
+	// Receipt deliveries by it.
 	Connection *ConnectionState
 	Err        error // why it was not accepted
 }

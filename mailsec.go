@@ -355,8 +355,12 @@ type RecipientReceipt struct {
 	Address  string        `json:"address"`
 	Kind     RecipientKind `json:"kind"`
 	Accepted bool          `json:"accepted"`
-	// Delivery numbers the SMTP transaction that carried this recipient;
-	// recipients with the same number shared one (1-based, 0 if none).
+	// Delivery numbers the SMTP transaction (MAIL FROM to the end of
+	// DATA) that carried, or tried to carry, this recipient; recipients
+	// with the same number shared one. Numbers start at 1 in each
+	// Receipt; 0 means none did: the recipient failed before any session
+	// (policy, protection, DNS, connection), or its session ended before
+	// MAIL FROM (a security requirement or a missing extension).
 	Delivery int `json:"delivery"`
 	// Plan is what the Policy decided for the recipient.
 	Plan Plan `json:"plan"`
@@ -872,8 +876,6 @@ func (s *Sender) transmit(ctx context.Context, msg *prepared, plan Plan, idx []i
 }
 
 func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx []int, prcpts []preparedRcpt, content io.WriterTo, info map[int]*ProtectionInfo, seq *int, rec *Receipt) {
-	*seq++
-	n := *seq
 	rcpts := make([]string, len(prcpts))
 	d := &Delivery{
 		From:          msg.envelopeFrom,
@@ -899,9 +901,23 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 	if res.Reply != nil {
 		queueID = QueueID(res.Reply.Text)
 	}
+	// Each SMTP transaction the transport reports gets the next delivery
+	// number: recipients whose results share a session (the same
+	// ConnectionState) share it; accepted recipients of a transport that
+	// reports no session share one for this call.
+	numbers := map[*ConnectionState]int{}
+	number := func(c *ConnectionState) int {
+		n, ok := numbers[c]
+		if !ok {
+			*seq++
+			n = *seq
+			numbers[c] = n
+		}
+		return n
+	}
 	for j, i := range idx {
 		rr := &rec.Recipients[i]
-		rr.Delivery = n
+		rr.Delivery = 0
 		rr.Connection = res.Connection
 		rr.RequireTLS = msg.requireTLS
 		rr.TLSRequiredNo = msg.tlsOptional
@@ -939,12 +955,35 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 			}
 			rr.Err = rerr
 		}
+		if inTransaction(rr, r) {
+			rr.Delivery = number(rr.Connection)
+		}
 	}
 	var prot []*ProtectionInfo
 	for _, i := range idx {
 		prot = append(prot, info[i])
 	}
 	s.log(ctx, msg, rcpts, prot, res, err)
+}
+
+// inTransaction reports whether an SMTP transaction carried, or tried to
+// carry, the recipient rr (whose result from the transport is r): it was
+// accepted, its RCPT was answered, or its session got as far as MAIL FROM.
+// A session that ended before MAIL FROM fails with a *SecurityError or
+// *ExtensionError (whose contracts say so) or, before it is established,
+// reports no ConnectionState.
+func inTransaction(rr *RecipientReceipt, r *RecipientResult) bool {
+	switch {
+	case rr.Accepted, r != nil && r.Reply != nil:
+		return true
+	case rr.Connection == nil:
+		return false
+	}
+	var se *SecurityError
+	var ee *ExtensionError
+	var ve *ValidationError
+	var ae *AuthError
+	return !errors.As(rr.Err, &se) && !errors.As(rr.Err, &ee) && !errors.As(rr.Err, &ve) && !errors.As(rr.Err, &ae)
 }
 
 // namedProtector is a Protector with the method name Plans refer to it by.

@@ -567,3 +567,63 @@ func TestParsePin(t *testing.T) {
 		t.Error("bad pin accepted")
 	}
 }
+
+// Through Submission, the Receipt's delivery numbers follow the SMTP
+// transactions: To and Cc recipients share one (a recipient refused at
+// RCPT was in it too), each Bcc recipient has one of their own, and a
+// recipient whose session never reached MAIL FROM (a pin mismatch, a
+// missing REQUIRETLS or SMTPUTF8) has none, even when the session itself
+// is described.
+func TestReceiptDeliveryNumbersSubmission(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{
+		RcptReply: map[string]*mailsec.Reply{"refused@example.org": {Code: 550, EnhancedCode: mailsec.EnhancedCode{5, 1, 1}, Text: "no such user"}},
+	})
+	var wrong mailsec.Pin
+	wrong[0] = 1
+	policy := mailsec.ForDomains(mailsec.DefaultPolicy(),
+		mailsec.DomainRule{Domain: "partner.example", Security: &mailsec.Security{Level: mailsec.Pinned, Pins: []mailsec.Pin{wrong}}})
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.To = []string{"ann@example.org", "refused@example.org", "bob@partner.example"}
+	m.Cc = []string{"carl@example.org"}
+	m.Bcc = []string{"b1@example.net", "b2@example.net"}
+	rec, err := s.Send(context.Background(), m)
+	var se *mailsec.SendError
+	if !errors.As(err, &se) || len(se.Failed) != 2 {
+		t.Fatalf("err = %v, want refused and bob failed", err)
+	}
+	want := map[string]int{"ann@example.org": 1, "refused@example.org": 1, "carl@example.org": 1, "bob@partner.example": 0,
+		"b1@example.net": 2, "b2@example.net": 3}
+	for _, r := range rec.Recipients {
+		if r.Delivery != want[r.Address] {
+			t.Errorf("%s: delivery %d, want %d", r.Address, r.Delivery, want[r.Address])
+		}
+	}
+	if srv.Transactions() != 3 {
+		t.Fatalf("%d transactions, want 3", srv.Transactions())
+	}
+
+	// The session is established and described, but ends before MAIL.
+	for _, c := range []struct {
+		name string
+		edit func(*mailsec.Message)
+	}{
+		{"REQUIRETLS", func(m *mailsec.Message) { m.RequireTLS = true }},
+		{"SMTPUTF8", func(m *mailsec.Message) { m.To = []string{"jöhn@example.org"} }},
+	} {
+		before := srv.Transactions()
+		m := base()
+		c.edit(m)
+		rec, err := s.Send(context.Background(), m)
+		if err == nil {
+			t.Fatalf("%s: sent", c.name)
+		}
+		r := rec.Recipients[0]
+		if r.Accepted || r.Delivery != 0 || srv.Transactions() != before {
+			t.Fatalf("%s: delivery %d, %d transactions; want none", c.name, r.Delivery, srv.Transactions()-before)
+		}
+	}
+}
