@@ -143,10 +143,16 @@ func ExampleWithSecurity() {
 func ExampleIsTemporary() {
 	err := &mailsec.SMTPError{Host: "smtp.example.com", Command: "RCPT", Code: 452, Message: "mailbox full"}
 	fmt.Println(mailsec.IsTemporary(err))
-	fmt.Println(mailsec.IsTemporary(&mailsec.SecurityError{Host: "smtp.example.com", Failure: mailsec.FailStartTLSMissing}))
+	// A smarthost that does not offer STARTTLS needs fixing first.
+	stripped := &mailsec.SecurityError{Host: "smtp.example.com", Failure: mailsec.FailStartTLSMissing}
+	fmt.Println(mailsec.IsTemporary(stripped))
+	// Direct delivery defers the same failure at a recipient's MX host.
+	fmt.Println(mailsec.IsTemporary(&transport.DomainError{Domain: "example.org",
+		Errs: []error{&mailsec.SecurityError{Host: "mx.example.org", Failure: mailsec.FailStartTLSMissing}}}))
 	// Output:
 	// true
 	// false
+	// true
 }
 
 func ExampleQueueID() {

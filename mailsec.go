@@ -1246,9 +1246,19 @@ var (
 	ErrContent = errors.New("mailsec: message content could not be written")
 )
 
-// IsTemporary reports whether err is worth retrying later unchanged: a 4xx
-// reply, a network failure or timeout. Validation, security, permanent
-// replies and missing keys are not.
+// IsTemporary reports whether err is worth retrying later unchanged, as
+// the first error in its chain with a Temporary method says (a *SendError
+// is temporary when every failure is). Temporary are 4xx replies, network
+// failures and timeouts, key lookups that failed for now, and security
+// failures that are themselves temporary (a 454 reply to STARTTLS, a TLSA
+// lookup that failed for now). Direct delivery (transport.Direct) also
+// reports a TLS or policy failure with a recipient's MX host as temporary
+// (its DomainError): such mail is deferred, not bounced, because the
+// failure may be an attack that ends or a policy about to be updated
+// (RFC 8461 §5, RFC 7672 §2.2). Validation errors, permanent replies,
+// missing keys, REQUIRETLS failures and the other security failures of a
+// session with a server the application configured are not temporary:
+// they need a change before a retry can succeed.
 func IsTemporary(err error) bool {
 	var t interface{ Temporary() bool }
 	if errors.As(err, &t) {
@@ -1335,8 +1345,8 @@ type SecurityError struct {
 	Failure SecurityFailure
 	Detail  string // what was seen, e.g. the server's reply or the x509 error
 	Err     error  // underlying error, if any
-	// Temp marks a failure reported by the server as temporary (a 454 reply
-	// to STARTTLS).
+	// Temp marks a failure that is itself temporary: the server said so
+	// (a 454 reply to STARTTLS), or a lookup it depends on failed for now.
 	Temp bool
 }
 
@@ -1353,9 +1363,11 @@ func (e *SecurityError) Is(target error) bool { return target == e.Failure.categ
 
 func (e *SecurityError) Unwrap() error { return e.Err }
 
-// Temporary reports whether the server itself said the failure was
-// temporary. Other security failures need a configuration change (or the
-// end of an attack) before a retry can succeed.
+// Temporary reports Temp. Other security failures need a configuration
+// change (or the end of an attack) before a retry can succeed; a transport
+// may still report them as temporary through an error that wraps this one:
+// transport.Direct defers a TLS or policy failure with a recipient's MX
+// host (see IsTemporary).
 func (e *SecurityError) Temporary() bool { return e.Temp }
 
 // SMTPError is an error reply from the server.
