@@ -13,17 +13,39 @@ import (
 )
 
 // A Sender is built once, with a Transport to a smarthost, and used from
-// every handler.
+// every handler. Here an in-process server stands in for the smarthost;
+// in production Addr is "smtp.example.com:465" (implicit TLS; port 587
+// would mean STARTTLS), ServerName is left empty (the host of Addr) and
+// TLSConfig nil (the system's roots).
 func ExampleNewSender() {
-	t := &transport.Submission{
-		Addr: "smtp.example.com:465", // implicit TLS; port 587 would mean STARTTLS
-		Auth: &transport.Auth{Username: "app", Password: "from-a-secret-store"},
+	smarthost, err := mailsectest.Start(mailsectest.Config{ImplicitTLS: true, Users: map[string]string{"app": "from-a-secret-store"}})
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer smarthost.Close()
+
+	t := &transport.Submission{
+		Addr:       smarthost.Addr,
+		Mode:       transport.ImplicitTLS, // the test server's port is not 465
+		ServerName: "localhost",           // the name its certificate is for
+		TLSConfig:  smarthost.CA.TLSConfig(),
+		Auth:       &transport.Auth{Username: "app", Password: "from-a-secret-store"},
+	}
+	defer t.Close()
 	sender, err := mailsec.NewSender(t, nil) // verified TLS, no protection
 	if err != nil {
 		log.Fatal(err)
 	}
-	_ = sender
+
+	receipt, err := sender.Send(context.Background(), &mailsec.Message{
+		From: "noreply@example.com", To: []string{"ann@example.org"}, Subject: "Welcome", Text: "Hello.",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c := receipt.Recipients[0].Connection
+	fmt.Println(c.Host, c.Verification, c.SASLMechanism, smarthost.Messages()[0].User)
+	// Output: localhost webpki SCRAM-SHA-256 app
 }
 
 func ExampleSender_Send() {
