@@ -274,3 +274,26 @@ func (panicMethod) Protect(context.Context, *mailsec.Entity, []string) (*mailsec
 }
 
 func (panicMethod) Method() string { panic("no name") }
+
+// A policy wrapper around a nil Policy fails every recipient instead of
+// panicking, in Send and when called directly.
+func TestPolicyWrapperOfNil(t *testing.T) {
+	var nilFunc mailsec.PolicyFunc
+	for name, p := range map[string]mailsec.Policy{
+		"RequireProtection": mailsec.RequireProtection(nil),
+		"PreferProtection":  mailsec.PreferProtection(nilFunc),
+		"NoticeWhenNoKey":   mailsec.NoticeWhenNoKey(nil),
+		"ForDomains":        mailsec.ForDomains(nil, mailsec.DomainRule{Domain: "example.org"}),
+		"WithSecurity":      mailsec.WithSecurity(nil, mailsec.Security{}),
+	} {
+		noPanic(t, name, func() {
+			if _, err := p.Plan(context.Background(), base(), mailsec.Recipient{Address: "ann@example.org", Domain: "example.org"}); !errors.Is(err, mailsec.ErrInvalid) {
+				t.Errorf("%s(nil).Plan: %v", name, err)
+			}
+			s, rt := newRecordingSender(t, &mailsec.Options{Policy: p})
+			if _, err := s.Send(context.Background(), base()); err == nil || len(rt.Deliveries()) != 0 {
+				t.Errorf("%s(nil): Send %v, %d deliveries", name, err, len(rt.Deliveries()))
+			}
+		})
+	}
+}

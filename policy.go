@@ -18,7 +18,8 @@ import (
 //
 // Policies compose as wrappers: a function that takes a Policy and returns
 // one that changes some decisions and defers to the wrapped one for the
-// rest (see RequireProtection).
+// rest (see RequireProtection). The wrappers in this package fail every
+// recipient when the Policy they wrap is nil.
 type Policy interface {
 	Plan(ctx context.Context, m *Message, r Recipient) (Plan, error)
 }
@@ -42,6 +43,7 @@ func DefaultPolicy() Policy {
 // order of preference. A recipient without a usable key gets nothing, or
 // the notice when combined with NoticeWhenNoKey.
 func RequireProtection(next Policy, methods ...string) Policy {
+	next = orRefuse(next, "RequireProtection")
 	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.Protection = ProtectionRequired
@@ -57,6 +59,7 @@ func RequireProtection(next Policy, methods ...string) Policy {
 // (over the plan's transport security) otherwise. A plan that already
 // requires protection keeps requiring it.
 func PreferProtection(next Policy, methods ...string) Policy {
+	next = orRefuse(next, "PreferProtection")
 	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		if p.Protection != ProtectionRequired {
@@ -73,10 +76,23 @@ func PreferProtection(next Policy, methods ...string) Policy {
 // protection but who has no usable key receives the Sender's link-only
 // notice (Options.Notice) instead of nothing.
 func NoticeWhenNoKey(next Policy) Policy {
+	next = orRefuse(next, "NoticeWhenNoKey")
 	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.NoKey = NoKeyNotice
 		return p, err
+	})
+}
+
+// orRefuse returns next, or, when next is nil (or a typed nil), a Policy
+// that fails every recipient: a wrapper around nothing is a mistake, and
+// the default it might stand for protects less than was meant.
+func orRefuse(next Policy, wrapper string) Policy {
+	if !isNil(next) {
+		return next
+	}
+	return PolicyFunc(func(context.Context, *Message, Recipient) (Plan, error) {
+		return Plan{}, invalid("Policy", "", wrapper+" wraps a nil Policy")
 	})
 }
 
@@ -105,6 +121,7 @@ type DomainRule struct {
 // listed domain keep next's plan. A malformed rule fails every recipient
 // with a policy error, before anything is sent.
 func ForDomains(next Policy, rules ...DomainRule) Policy {
+	next = orRefuse(next, "ForDomains")
 	type rule struct {
 		DomainRule
 		suffix bool
@@ -171,6 +188,7 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 // s. Use it to pin a smarthost's key, or, visibly, to lower the floor for
 // a development server.
 func WithSecurity(next Policy, s Security) Policy {
+	next = orRefuse(next, "WithSecurity")
 	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.Security = s
