@@ -41,6 +41,8 @@ type Options struct {
 	// read its own Sent copy.
 	EncryptToSelf bool
 	// OuterSubject replaces the Subject on the outside; "" means "...".
+	// It is checked as any header text (New refuses controls and
+	// encoded-word syntax) and encoded when it is not ASCII.
 	OuterSubject string
 	// Autocrypt adds an Autocrypt (Level 1) header carrying Signer's
 	// public key when the From address is one of Signer's user IDs.
@@ -97,9 +99,11 @@ func New(keys KeySource, o *Options) (*Protector, error) {
 	if p.o.OuterSubject == "" {
 		p.o.OuterSubject = mimeprot.DefaultSubject
 	}
-	if strings.ContainsAny(p.o.OuterSubject, "\r\n\x00") {
-		return nil, errors.New("pgp: OuterSubject contains a line break or NUL")
+	subject, err := mimeprot.OuterSubject(p.o.OuterSubject)
+	if err != nil {
+		return nil, mailsec.Invalid("OuterSubject", p.o.OuterSubject, err.Error())
 	}
+	p.o.OuterSubject = subject
 	if (p.o.EncryptToSelf || p.o.Autocrypt) && p.o.Signer == nil {
 		return nil, errors.New("pgp: EncryptToSelf and Autocrypt need a Signer")
 	}

@@ -51,7 +51,9 @@ type Options struct {
 	Signer *Signer
 
 	// OuterSubject replaces the Subject on the outside of the message;
-	// the real one travels inside. Empty means "...".
+	// the real one travels inside. Empty means "...". It is checked as any
+	// header text (New refuses controls and encoded-word syntax) and
+	// encoded when it is not ASCII.
 	OuterSubject string
 
 	// MaxSize bounds the inner entity in bytes when signing. Zero means
@@ -125,6 +127,11 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 	if p.subject == "" {
 		p.subject = mimeprot.DefaultSubject
 	}
+	subject, err := mimeprot.OuterSubject(p.subject)
+	if err != nil {
+		return nil, mailsec.Invalid("OuterSubject", p.subject, err.Error())
+	}
+	p.subject = subject
 	if p.maxSize <= 0 {
 		p.maxSize = DefaultMaxSize
 	}

@@ -13,12 +13,16 @@ package mimeprot
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/mail"
 	"strings"
 
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // DefaultSubject replaces the Subject on the outside.
@@ -157,6 +161,31 @@ type textField struct {
 
 func isContent(k string) bool {
 	return len(k) >= 8 && strings.EqualFold(k[:8], "content-")
+}
+
+// maxSubject bounds a Subject for the outside of a protected message.
+const maxSubject = 256
+
+// OuterSubject checks a Subject for the outside of a protected message, as
+// the Sender checks a message's Subject, and returns it as it is to be
+// written: printable ASCII as it is, other text as RFC 2047 encoded-words
+// (the outside must stay 7-bit). It refuses, with the reason, controls
+// (CR, LF and NUL among them), invalid UTF-8, encoded-word syntax (which
+// decoders disagree on) and more than 256 octets.
+func OuterSubject(s string) (string, error) {
+	if reason, ok := syntax.HeaderText(s); !ok {
+		return "", errors.New(reason)
+	}
+	if i := strings.Index(s, "=?"); i >= 0 && strings.Contains(s[i+2:], "?=") {
+		return "", errors.New("contains RFC 2047 encoded-word syntax; pass plain text")
+	}
+	if len(s) > maxSubject {
+		return "", fmt.Errorf("longer than %d octets", maxSubject)
+	}
+	if syntax.IsASCII(s) {
+		return s, nil
+	}
+	return mime.QEncoding.Encode("utf-8", s), nil
 }
 
 // Outer returns the header for the outside of a protected message: the
