@@ -381,8 +381,11 @@ func checkLines(head []byte, fields []Header) error {
 }
 
 // content returns the message as it goes to recipients whose content is
-// not protected.
-func (p *prepared) content() io.WriterTo { return rawMessage{head: p.head, body: p.body} }
+// not protected. A panic in an attachment reader while it is written is
+// an error, as any other failure of the reader.
+func (p *prepared) content() io.WriterTo {
+	return recovering{w: rawMessage{head: p.head, body: p.body}, what: "an attachment reader"}
+}
 
 // entity returns the message as a MIME entity for a Protector.
 func (p *prepared) entity() (*Entity, error) {

@@ -783,7 +783,7 @@ func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *grou
 			for _, i := range done {
 				info[i] = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[rec.Recipients[i].Address], Signed: prot.Signed}
 			}
-			s.transmit(ctx, msg, g.plan, done, recovering{prot.Entity}, info, seq, rec)
+			s.transmit(ctx, msg, g.plan, done, recovering{w: prot.Entity, what: "Protector"}, info, seq, rec)
 		}
 		remaining = left
 	}
@@ -1111,15 +1111,19 @@ func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (
 	return p, err
 }
 
-// recovering turns a panic while writing a Protector's output (a crypto
-// library fed something it did not expect) into an error: the delivery is
-// abandoned, the application goes on.
-type recovering struct{ w io.WriterTo }
+// recovering turns a panic while a message is written (in a Protector's
+// output, a crypto library fed something it did not expect; in an
+// attachment reader) into an error: the transport abandons the delivery
+// before the end of DATA, and the application goes on.
+type recovering struct {
+	w    io.WriterTo
+	what string // who panicked, for the error
+}
 
 func (r recovering) WriteTo(w io.Writer) (n int64, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = fmt.Errorf("mailsec: Protector panicked while writing: %v", v)
+			err = fmt.Errorf("mailsec: %s panicked while the message was written: %v", r.what, v)
 		}
 	}()
 	return r.w.WriteTo(w)

@@ -297,3 +297,33 @@ func TestPolicyWrapperOfNil(t *testing.T) {
 		})
 	}
 }
+
+// panicReader panics when read.
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("storage driver bug") }
+
+// An attachment reader that panics abandons its delivery like a reader
+// that fails: nothing is delivered, Send returns ErrContent, and the
+// pooled session is not left mid-DATA for the next message.
+func TestAttachmentReaderPanic(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := srv.Transport()
+	tr.MaxConns = 1
+	s, err := mailsec.NewSender(tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.Attachments = []mailsec.Attachment{{Filename: "a.bin", Content: panicReader{}}}
+	noPanic(t, "Send", func() { _, err = s.Send(context.Background(), m) })
+	if !errors.Is(err, mailsec.ErrContent) || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("error %v", err)
+	}
+	if _, err := s.Send(context.Background(), base()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("%d messages; the abandoned one must not arrive", n)
+	}
+}
