@@ -1,7 +1,10 @@
 package mailsec
 
 import (
+	"mime"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -54,4 +57,39 @@ func FuzzPlainHostname(f *testing.F) {
 		}
 		checkPlainHostname(t, d)
 	})
+}
+
+// Every word phrase writes (atom, quoted-string or encoded-word) fits
+// maxPhraseWord, so that an address field folds into lines of at most 76
+// octets; encoded text holds whole characters and reads back as s.
+func TestPhraseWords(t *testing.T) {
+	names := []string{"Ann", "Müller, Anna", "a  b", "\t", strings.Repeat("é", 128), strings.Repeat("🙂", 64),
+		strings.Repeat("a", 66), strings.Repeat("a", 67), strings.Repeat("x,", 31), strings.Repeat("x,", 32), strings.Repeat("日本", 40),
+		"ab" + strings.Repeat("é", 30), strings.Repeat(`"`, 31), strings.Repeat(`"`, 32)}
+	for _, s := range names {
+		p := phrase(s)
+		var words []string
+		if strings.HasPrefix(p, `"`) {
+			words = []string{p}
+		} else {
+			words = strings.Split(p, " ")
+		}
+		var decoded strings.Builder
+		for _, w := range words {
+			if len(w) > maxPhraseWord {
+				t.Errorf("%q: word of %d octets: %q", s, len(w), w)
+			}
+			if !strings.HasPrefix(w, "=?") {
+				continue
+			}
+			d, err := new(mime.WordDecoder).Decode(w)
+			if err != nil || !utf8.ValidString(d) {
+				t.Errorf("%q: word %q does not decode to whole characters: %q, %v", s, w, d, err)
+			}
+			decoded.WriteString(d)
+		}
+		if strings.HasPrefix(p, "=?") && decoded.String() != s {
+			t.Errorf("%q encodes to %q, which decodes to %q", s, p, decoded.String())
+		}
+	}
 }
