@@ -76,8 +76,7 @@ func TestPolicyPanicFailsOnlyThatRecipient(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	policy := mailsec.PolicyFunc(func(_ context.Context, _ *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
 		if r.Domain == "panic.example" {
-			var rules map[string]mailsec.Plan
-			rules["x"] = mailsec.Plan{} // assignment to a nil map
+			panic("policy table corrupt")
 		}
 		return mailsec.Plan{}, nil
 	})
