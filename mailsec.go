@@ -231,13 +231,13 @@ func methodName(m interface{ Method() string }) (name string, err error) {
 }
 
 // isNil reports whether v is nil or holds a nil pointer, func, map,
-// slice, channel or interface: a typed nil, whose methods would panic.
+// slice or channel: a typed nil, whose methods would panic.
 func isNil(v any) bool {
 	if v == nil {
 		return true
 	}
 	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface, reflect.UnsafePointer:
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.UnsafePointer:
 		return rv.IsNil()
 	}
 	return false
@@ -724,7 +724,7 @@ func (s *Sender) receipt(ctx context.Context, msg *prepared, rec *Receipt) {
 	defer func() {
 		if v := recover(); v != nil {
 			l := cmp.Or(s.logger, slog.Default())
-			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked; the Receipt was not stored",
+			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked",
 				slog.String("message_id", msg.messageID), slog.String("panic", fmt.Sprint(v)))
 		}
 	}()
@@ -970,8 +970,9 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 // carry, the recipient rr (whose result from the transport is r): it was
 // accepted, its RCPT was answered, or its session got as far as MAIL FROM.
 // A session that ended before MAIL FROM fails with a *SecurityError or
-// *ExtensionError (whose contracts say so) or, before it is established,
-// reports no ConnectionState.
+// *ExtensionError (whose contracts say so), an *AuthError or a
+// *ValidationError, or, when it was never established, reports no
+// ConnectionState.
 func inTransaction(rr *RecipientReceipt, r *RecipientResult) bool {
 	switch {
 	case rr.Accepted, r != nil && r.Reply != nil:
