@@ -159,7 +159,7 @@ const (
 
 // encodeWords splits s, at rune boundaries, into as few encoded-words as
 // fit maxPhraseWord, separated by single spaces.
-func encodeWords(s string, base64 bool) string {
+func encodeWords(s string, useB bool) string {
 	var out strings.Builder
 	out.Grow(len(s) * 3)
 	for len(s) > 0 {
@@ -169,8 +169,8 @@ func encodeWords(s string, base64 bool) string {
 		for n < len(s) {
 			_, l := utf8.DecodeRuneInString(s[n:])
 			var more int
-			if base64 {
-				more = stdBase64.EncodedLen(n+l) - size
+			if useB {
+				more = base64.StdEncoding.EncodedLen(n+l) - size
 			} else {
 				for _, c := range []byte(s[n : n+l]) {
 					more += qLen(c)
@@ -184,9 +184,9 @@ func encodeWords(s string, base64 bool) string {
 		if out.Len() > 0 {
 			out.WriteByte(' ')
 		}
-		if base64 {
+		if useB {
 			out.WriteString(bPrefix)
-			out.WriteString(stdBase64.EncodeToString([]byte(s[:n])))
+			out.WriteString(base64.StdEncoding.EncodeToString([]byte(s[:n])))
 		} else {
 			out.WriteString(qPrefix)
 			for _, c := range []byte(s[:n]) {
@@ -207,8 +207,6 @@ func encodeWords(s string, base64 bool) string {
 	}
 	return out.String()
 }
-
-var stdBase64 = base64.StdEncoding
 
 const upperHex = "0123456789ABCDEF"
 
