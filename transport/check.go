@@ -244,7 +244,7 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		return hc
 	}
 	if s == nil && refused != nil && errors.Is(err, mailsec.ErrNonGlobalAddress) {
-		hc.Status, hc.Verdict = "refused", "the connection led to "+refused.Addr.String()+" ("+refused.Reason+"), not a global unicast address: mailsec does not connect to it"
+		hc.Status, hc.Verdict = "refused", "the connection led to "+refused.Addr.String()+" ("+refused.Reason+"), not a global unicast address, and was closed"
 		return hc
 	}
 	var se *mailsec.SecurityError

@@ -118,6 +118,24 @@ func TestDirectLimits(t *testing.T) {
 		}
 		_ = res
 	})
+	t.Run("many MX hosts without addresses", func(t *testing.T) {
+		e := newMXEnv(t)
+		var mx []mailsec.MX
+		for i := range 1000 {
+			mx = append(mx, mailsec.MX{Host: fmt.Sprintf("mx%d.example.org", i), Pref: uint16(i)})
+		}
+		e.res.MX("example.org", mx...)
+		if _, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org")); err == nil {
+			t.Fatal("delivered")
+		}
+		looked := 0
+		for i := range 1000 {
+			looked += e.res.Queries("IP", fmt.Sprintf("mx%d.example.org", i))
+		}
+		if looked != transport.DefaultMaxMXHosts {
+			t.Fatalf("%d address lookups, want %d", looked, transport.DefaultMaxMXHosts)
+		}
+	})
 	t.Run("many addresses", func(t *testing.T) {
 		e := newMXEnv(t)
 		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
@@ -324,6 +342,24 @@ func TestDirectPolicyServerTextCleaned(t *testing.T) {
 	}
 }
 
+// Every note in the Receipt is cleaned, whatever produced it: here a
+// resolver's error text for the first MX host.
+func TestDirectNotesCleaned(t *testing.T) {
+	e := newMXEnv(t)
+	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+	e.res.Fail("IP", "mx1.example.org", &mailsec.DNSError{Name: "mx1.example.org", Type: "A", Kind: mailsec.DNSMalformed,
+		Err: errors.New("bad answer \x1b]0;pwned\x07\u202e")})
+	e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{})
+	res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(res.Connection.Notes, "\n")
+	if !strings.Contains(notes, "bad answer ?]0;pwned??") || strings.ContainsAny(notes, "\x1b\x07\u202e") {
+		t.Fatalf("notes = %q", notes)
+	}
+}
+
 // After a failed policy fetch, the one session that follows is reported
 // once: as a failure of the fetch, not as a failure and a success.
 func TestDirectReportsOneResultPerSession(t *testing.T) {
@@ -435,7 +471,10 @@ func TestDirectCheckNonGlobal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dc.Hosts) != 1 || dc.Hosts[0].Status != "refused" || !strings.Contains(dc.Hosts[0].Verdict, "169.254.169.254") {
+	// Refused on the DNS answer, before any dial (the connection-time
+	// check words it differently).
+	if len(dc.Hosts) != 1 || dc.Hosts[0].Status != "refused" || !strings.Contains(dc.Hosts[0].Verdict, "169.254.169.254") ||
+		!strings.Contains(dc.Hosts[0].Verdict, "AllowPrivate") {
 		t.Fatalf("check = %+v", dc.Hosts)
 	}
 	if e.totalDials() != 0 {

@@ -140,8 +140,9 @@ func TestPolicyServerTextCleaned(t *testing.T) {
 			rawPolicyServer(t, e, tc.resp)
 			se := checkFetchFailure(t, e, ResultFetchError, tc.target)
 			msg := se.Error()
-			if strings.ContainsAny(msg, "\x1b\x07\u009b\u202e") {
-				t.Fatalf("controls in %q", msg)
+			// The cause alone is clean too, for code that unwraps it.
+			if cause := errors.Unwrap(se).Error(); strings.ContainsAny(msg+cause, "\x1b\x07\u009b\u202e") {
+				t.Fatalf("controls in %q (cause %q)", msg, cause)
 			}
 			if !strings.Contains(msg, tc.want) {
 				t.Fatalf("the server's text is not reported (cleaned) in %q", msg)
@@ -171,5 +172,18 @@ func TestLookupContextEndsTyped(t *testing.T) {
 	}
 	if !mailsec.IsTemporary(err) {
 		t.Fatal("a deadline is temporary")
+	}
+}
+
+// Text inside the fetch error that no status or header check sees (here
+// the names of a certificate for the wrong host) is cleaned by the
+// Error's own text.
+func TestPolicyErrorTextCleaned(t *testing.T) {
+	e := newEnv(t)
+	e.srv = newPolicyServer(t, e.ca.leaf(t, "\x1b]0;pwned\x07.example.com"), servePolicy(policyText(Enforce, 600, "mx.example.com")))
+	e.c = e.client(nil)
+	se := checkFetchFailure(t, e, ResultWebPKIInvalid, nil)
+	if msg := se.Error(); strings.ContainsAny(msg, "\x1b\x07") || !strings.Contains(msg, "?]0;pwned?.example.com") {
+		t.Fatalf("Err = %q", msg)
 	}
 }
