@@ -338,13 +338,8 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 		}
 		var errs []error
 		tried := 0
+		// dial refuses non-global addresses unless AllowPrivate.
 		for _, ip := range ans.Records {
-			if !w.AllowPrivate {
-				if r := netguard.Reason(ip); r != "" {
-					errs = append(errs, &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r})
-					continue
-				}
-			}
 			if tried == maxKeyServerAddrs {
 				break
 			}
