@@ -102,7 +102,7 @@ func TestDirectLimits(t *testing.T) {
 			e.res.IP(h, netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}))
 		}
 		e.res.MX("example.org", mx...)
-		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
+		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
 		if err == nil || !mailsec.IsTemporary(err) {
 			t.Fatalf("err = %v, want a temporary failure (nothing listens)", err)
 		}
@@ -116,7 +116,6 @@ func TestDirectLimits(t *testing.T) {
 		if looked > transport.DefaultMaxMXHosts {
 			t.Fatalf("%d address lookups, want at most %d", looked, transport.DefaultMaxMXHosts)
 		}
-		_ = res
 	})
 	t.Run("many MX hosts without addresses", func(t *testing.T) {
 		e := newMXEnv(t)
@@ -170,6 +169,11 @@ func TestDirectLimits(t *testing.T) {
 		if n := e.totalDials(); n != transport.DefaultMaxSessions {
 			t.Fatalf("%d sessions, want %d", n, transport.DefaultMaxSessions)
 		}
+		for i, s := range servers {
+			if got, want := len(s.Wire()) > 0, i < transport.DefaultMaxSessions; got != want {
+				t.Errorf("server %d reached: %v, want %v", i, got, want)
+			}
+		}
 	})
 	t.Run("configured", func(t *testing.T) {
 		e := newMXEnv(t)
@@ -181,11 +185,10 @@ func TestDirectLimits(t *testing.T) {
 		d := e.direct()
 		d.MaxMXHosts = 2
 		d.MaxAddresses = 1
-		res, err := deliverDirect(t, d, delivery(mailsec.Security{}, "ann@example.org"))
+		_, err := deliverDirect(t, d, delivery(mailsec.Security{}, "ann@example.org"))
 		if err == nil || e.totalDials() != 1 || e.res.Queries("IP", "mx3.example.org") != 0 {
 			t.Fatalf("err %v, %d dials, mx3 looked up %d times", err, e.totalDials(), e.res.Queries("IP", "mx3.example.org"))
 		}
-		_ = res
 		for _, bad := range []*transport.Direct{{Resolver: e.res, MaxMXHosts: -1}, {Resolver: e.res, MaxAddresses: -1}, {Resolver: e.res, MaxSessions: -1}} {
 			if err := bad.Validate(); !errors.Is(err, mailsec.ErrInvalid) {
 				t.Errorf("negative limit: %v", err)
