@@ -189,7 +189,11 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	}
 	list, err := urls(addr)
 	if err != nil {
-		return nil, err
+		var ve *mailsec.ValidationError
+		if errors.As(err, &ve) {
+			return nil, err
+		}
+		return nil, mailsec.Invalid("WKD address", addr, syntax.PeerText(err.Error()))
 	}
 	timeout := w.Timeout
 	if timeout <= 0 {

@@ -336,3 +336,13 @@ func TestWKDErrorCleaned(t *testing.T) {
 		t.Fatalf("err = %q", err)
 	}
 }
+
+// An address WKD cannot look up is refused with a typed error, before any
+// request.
+func TestWKDInvalidAddressTyped(t *testing.T) {
+	_, err := (&pgp.WKD{}).Lookup(context.Background(), "not an address")
+	var ve *mailsec.ValidationError
+	if !errors.As(err, &ve) || ve.Value != "not an address" || mailsec.IsTemporary(err) {
+		t.Fatalf("err = %T %v, want a permanent ValidationError", err, err)
+	}
+}
