@@ -67,7 +67,8 @@ type Direct struct {
 	// host name if it is a valid domain name, else "localhost".
 	LocalName string
 	// Dialer opens TCP connections, to MX hosts and, when MTASTS is nil,
-	// to MTA-STS policy hosts. Nil means a net.Dialer.
+	// to MTA-STS policy hosts. Nil means a net.Dialer with a 30-second
+	// timeout.
 	Dialer Dialer
 	// AllowPrivate lets Direct connect to addresses that are not global
 	// unicast: loopback, private (RFC 1918), shared (100.64.0.0/10),
@@ -231,17 +232,18 @@ func (t *Direct) setup() error {
 		}
 		*l.to = cmp.Or(l.v, l.def)
 	}
-	t.sts = t.MTASTS
-	if t.sts == nil {
-		t.sts = &mtasts.Client{Resolver: t.Resolver, TLSConfig: t.TLSConfig, Logger: t.Logger, AllowPrivate: t.AllowPrivate}
-		if t.Dialer != nil {
-			t.sts.DialContext = t.Dialer.DialContext
-		}
-	} else if err := t.checkMTASTS(); err != nil {
-		return err
-	}
 	if !t.AllowPrivate {
 		t.dialer = guardDialer(t.dialer)
+	}
+	t.sts = t.MTASTS
+	if t.sts == nil {
+		// The policy host is reached the way MX hosts are: through
+		// Resolver, with TLSConfig's roots, over the same (guarded)
+		// dialer.
+		t.sts = &mtasts.Client{Resolver: t.Resolver, TLSConfig: t.TLSConfig, Logger: t.Logger,
+			AllowPrivate: t.AllowPrivate, DialContext: t.dialer.DialContext}
+	} else if err := t.checkMTASTS(); err != nil {
+		return err
 	}
 	return nil
 }
