@@ -16,6 +16,10 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/netguard"
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // WKD finds keys in the recipient domain's OpenPGP Web Key Directory
@@ -28,12 +32,29 @@ import (
 // lookups of one address share one fetch. "Not found" is a 404 from both
 // methods, or a domain that does not exist in DNS; any other failure (a
 // timeout, a reset connection, a certificate that does not verify) is an
-// error, which the Sender treats as temporary and never as "no key". The
-// zero value is ready to use and safe for concurrent use.
+// error (a *WKDError), which the Sender treats as temporary and never as
+// "no key". The key servers' names come from the recipient's domain, so
+// by default no connection is made to an address that is not global
+// unicast (loopback, private, link-local, the cloud metadata address
+// 169.254.169.254, ...; see mailsec.AddressError), checked on each
+// connection, redirects included. The zero value is ready to use and
+// safe for concurrent use.
 type WKD struct {
 	// Client fetches the keys. Nil means a client with the system roots
 	// and Timeout. Redirects to anything but HTTPS are refused either way.
+	// Unless AllowPrivate is set, its Transport must be nil or an
+	// *http.Transport, whose connections are then checked (no proxy is
+	// used: it would be the only address checked); the same holds when
+	// Resolver is set.
 	Client *http.Client
+	// Resolver, when set, resolves the key servers' names instead of the
+	// system's resolver (the same one as direct delivery's, say), and
+	// the connections go to the addresses it gives. A name it does not
+	// know is "not found".
+	Resolver mailsec.Resolver
+	// AllowPrivate lets lookups connect to addresses that are not global
+	// unicast. Set it for tests and internal key servers.
+	AllowPrivate bool
 	// Timeout bounds one lookup (both methods). Zero means 10 seconds.
 	Timeout time.Duration
 	// MaxSize caps a response body. Zero means 256 KiB.
@@ -168,7 +189,11 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	}
 	list, err := urls(addr)
 	if err != nil {
-		return nil, err
+		var ve *mailsec.ValidationError
+		if errors.As(err, &ve) {
+			return nil, err
+		}
+		return nil, mailsec.Invalid("WKD address", addr, syntax.PeerText(err.Error()))
 	}
 	timeout := w.Timeout
 	if timeout <= 0 {
@@ -176,7 +201,10 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client := w.client(timeout)
+	client, err := w.client(timeout)
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, u := range list {
 		keys, err := w.get(ctx, client, u, addr)
@@ -191,18 +219,64 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	notFound := true
 	for _, e := range errs {
 		var dns *net.DNSError
-		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &dns) && dns.IsNotFound)
+		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &dns) && dns.IsNotFound || mailsec.IsNotFound(e))
 	}
 	if notFound {
 		return nil, ErrKeyNotFound
 	}
-	return nil, fmt.Errorf("pgp: WKD lookup for %s: %w", addr, errors.Join(errs...))
+	return nil, &WKDError{Addr: addr, Errs: errs}
 }
 
-func (w *WKD) client(timeout time.Duration) *http.Client {
+// WKDError reports a Web Key Directory lookup that failed for another
+// reason than "no key": a network failure, a certificate that does not
+// verify, an HTTP status other than 200 or 404, a key server at an
+// address that is not global unicast (a *mailsec.AddressError). It
+// unwraps to the failure of each URL tried.
+type WKDError struct {
+	Addr string // the address whose key was looked up
+	Errs []error
+}
+
+func (e *WKDError) Error() string {
+	var b strings.Builder
+	b.WriteString("pgp: WKD lookup for ")
+	b.WriteString(e.Addr)
+	for i, err := range e.Errs {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		// Errors may quote what a server said: cleaned.
+		b.WriteString(syntax.PeerText(err.Error()))
+	}
+	return b.String()
+}
+
+func (e *WKDError) Unwrap() []error { return e.Errs }
+
+// Temporary reports whether a later lookup may succeed: when any URL
+// failed for a reason other than a refused address.
+func (e *WKDError) Temporary() bool {
+	for _, err := range e.Errs {
+		if !errors.Is(err, mailsec.ErrNonGlobalAddress) {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	c := http.Client{Timeout: timeout}
 	if w.Client != nil {
 		c = *w.Client
+	}
+	if !w.AllowPrivate || w.Resolver != nil {
+		t, err := w.transport(c.Transport)
+		if err != nil {
+			return nil, err
+		}
+		c.Transport = t
 	}
 	next := c.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -217,7 +291,78 @@ func (w *WKD) client(timeout time.Duration) *http.Client {
 		}
 		return nil
 	}
-	return &c
+	return &c, nil
+}
+
+// maxKeyServerAddrs bounds the addresses of one key server a request
+// tries when Resolver gives them.
+const maxKeyServerAddrs = 4
+
+// transport is base made to check every connection (unless AllowPrivate)
+// and to resolve names through Resolver (when set).
+func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
+	var t *http.Transport
+	switch b := base.(type) {
+	case nil:
+		if w.AllowPrivate {
+			t = http.DefaultTransport.(*http.Transport).Clone()
+		} else {
+			// A net.Dialer whose Control function checks each address
+			// before the connect.
+			t, _ = netguard.HTTPTransport(nil)
+		}
+	case *http.Transport:
+		t = b.Clone()
+		if !w.AllowPrivate {
+			g, ok := netguard.HTTPTransport(t)
+			if !ok {
+				return nil, mailsec.Invalid("WKD.Client.Transport", "", "uses the Dial or DialTLS hooks, whose connections cannot be checked; use DialContext")
+			}
+			t = g
+		}
+	default:
+		return nil, mailsec.Invalid("WKD.Client.Transport", "", "not an *http.Transport, so its connections cannot be checked for non-global addresses or routed through Resolver; use one, or set AllowPrivate and no Resolver")
+	}
+	if w.Resolver == nil {
+		return t, nil
+	}
+	dial := t.DialContext
+	if dial == nil {
+		dial = new(net.Dialer).DialContext
+	}
+	t.Proxy = nil // names go through Resolver, not a proxy's
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ans, err := w.Resolver.LookupIP(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		var errs []error
+		tried := 0
+		// dial refuses non-global addresses unless AllowPrivate.
+		for _, ip := range ans.Records {
+			if tried == maxKeyServerAddrs {
+				break
+			}
+			tried++
+			c, err := dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if len(errs) == 0 {
+			return nil, &mailsec.DNSError{Name: host, Type: "A/AAAA", Kind: mailsec.DNSNoRecords}
+		}
+		return nil, errors.Join(errs...)
+	}
+	return t, nil
 }
 
 func (w *WKD) get(ctx context.Context, c *http.Client, u, addr string) ([]*openpgp.Entity, error) {
@@ -231,6 +376,16 @@ func (w *WKD) get(ctx context.Context, c *http.Client, u, addr string) ([]*openp
 	}
 	resp, err := c.Do(req)
 	if err != nil {
+		if ge, ok := netguard.As(err); ok {
+			host := pu.Hostname()
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				if p, perr := url.Parse(ue.URL); perr == nil {
+					host = p.Hostname() // a redirect's target
+				}
+			}
+			return nil, &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()

@@ -2,10 +2,12 @@ package pgp_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,7 +81,7 @@ func TestWKDLookup(t *testing.T) {
 			}
 			_, _ = w.Write([]byte(ring.String()))
 		})
-		wkd := &pgp.WKD{Client: srv.Client(), URLs: urls}
+		wkd := &pgp.WKD{Client: srv.Client(), URLs: urls, AllowPrivate: true}
 		for range 2 {
 			es, err := wkd.Lookup(context.Background(), "ann@example.org")
 			if err != nil {
@@ -121,7 +123,7 @@ func TestWKDRefusals(t *testing.T) {
 			_, _ = w.Write([]byte("\x99\x01junk"))
 		}
 	})
-	base := pgp.WKD{Client: srv.Client(), URLs: urls, MaxSize: 4 << 10, Timeout: 300 * time.Millisecond, TTL: -1}
+	base := pgp.WKD{Client: srv.Client(), URLs: urls, MaxSize: 4 << 10, Timeout: 300 * time.Millisecond, TTL: -1, AllowPrivate: true}
 	for addr, want := range map[string]string{
 		"slow@example.org":     "deadline",
 		"redirect@example.org": "HTTPS only",
@@ -129,7 +131,7 @@ func TestWKDRefusals(t *testing.T) {
 		"other@example.org":    "no key found",
 		"junk@example.org":     "corrupt",
 	} {
-		wkd := &pgp.WKD{Client: base.Client, URLs: base.URLs, MaxSize: base.MaxSize, Timeout: base.Timeout, TTL: base.TTL}
+		wkd := &pgp.WKD{Client: base.Client, URLs: base.URLs, MaxSize: base.MaxSize, Timeout: base.Timeout, TTL: base.TTL, AllowPrivate: true}
 		start := time.Now()
 		_, err := wkd.Lookup(context.Background(), addr)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -160,7 +162,7 @@ func TestWKDFlightCacheAndFailures(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		_, _ = w.Write([]byte(key.String()))
 	})
-	wkd := &pgp.WKD{Client: srv.Client(), URLs: urls, MaxEntries: 1}
+	wkd := &pgp.WKD{Client: srv.Client(), URLs: urls, MaxEntries: 1, AllowPrivate: true}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -207,5 +209,140 @@ func TestWKDFlightCacheAndFailures(t *testing.T) {
 	_, err = sender.Send(context.Background(), &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "s", Text: "t"})
 	if err == nil || !mailsec.IsTemporary(err) || len(rt.Deliveries()) != 0 {
 		t.Fatalf("prefer with a reset lookup: %v (temporary %v), %d deliveries", err, mailsec.IsTemporary(err), len(rt.Deliveries()))
+	}
+}
+
+// The key servers' names come from the recipient's domain: by default a
+// server at a loopback, private or link-local address gets no request,
+// and the lookup fails (it is not "no key"). With AllowPrivate the same
+// server answers.
+func TestWKDRefusesNonGlobal(t *testing.T) {
+	k := testKeys(t)
+	var key strings.Builder
+	_ = k["ann@example.org"].Serialize(&key)
+	srv, hits, urls := wkdServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(key.String())) })
+	wkd := &pgp.WKD{Client: srv.Client(), URLs: urls, TTL: -1}
+	_, err := wkd.Lookup(context.Background(), "ann@example.org")
+	var ae *mailsec.AddressError
+	var we *pgp.WKDError
+	if !errors.As(err, &we) || we.Addr != "ann@example.org" || !errors.As(err, &ae) || ae.Host != "127.0.0.1" ||
+		ae.Addr != netip.MustParseAddr("127.0.0.1") || errors.Is(err, pgp.ErrKeyNotFound) {
+		t.Fatalf("err = %v, want a WKDError with an AddressError", err)
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("%d requests reached the server", hits.Load())
+	}
+	// A RoundTripper whose connections cannot be checked is refused.
+	odd := &pgp.WKD{Client: &http.Client{Transport: roundTripper(func(*http.Request) (*http.Response, error) {
+		t.Error("unchecked RoundTripper used")
+		return nil, errors.New("no")
+	})}, URLs: urls, TTL: -1}
+	if _, err := odd.Lookup(context.Background(), "ann@example.org"); !errors.Is(err, mailsec.ErrInvalid) {
+		t.Fatalf("opaque RoundTripper: %v", err)
+	}
+	wkd.AllowPrivate = true
+	if es, err := wkd.Lookup(context.Background(), "ann@example.org"); err != nil || len(es) != 1 {
+		t.Fatalf("with AllowPrivate: %v", err)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// With a Resolver, the key servers' names are resolved through it and
+// the connections go to its addresses; the certificate is still checked
+// for the name. A name the Resolver does not know is "not found".
+func TestWKDResolver(t *testing.T) {
+	k := testKeys(t)
+	var key strings.Builder
+	_ = k["ann@example.org"].Serialize(&key)
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(mailsectest.CertOptions{DNSNames: []string{"openpgpkey.example.org"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "openpgpkey.example.org" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte(key.String()))
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	res := mailsectest.NewResolver()
+	res.IP("openpgpkey.example.org", netip.MustParseAddr("203.0.113.7"))
+	var mu sync.Mutex
+	var dialled []string
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool()},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialled = append(dialled, addr)
+			mu.Unlock()
+			return new(net.Dialer).DialContext(ctx, network, srv.Listener.Addr().String())
+		},
+	}}
+	wkd := &pgp.WKD{Client: client, Resolver: res, AllowPrivate: true, TTL: -1}
+	es, err := wkd.Lookup(context.Background(), "ann@example.org")
+	if err != nil || len(es) != 1 {
+		t.Fatalf("lookup: %v", err)
+	}
+	if len(dialled) != 1 || dialled[0] != "203.0.113.7:443" {
+		t.Fatalf("dialled %q, want the resolver's address", dialled)
+	}
+	// example.org itself (the direct method) is unknown to the resolver,
+	// and so is a domain with no key server at all.
+	if _, err := wkd.Lookup(context.Background(), "ann@nowhere.example"); !errors.Is(err, pgp.ErrKeyNotFound) {
+		t.Fatalf("unknown domain: %v", err)
+	}
+	// Without AllowPrivate, an address the resolver gives that is not
+	// global is not dialled.
+	res.IP("openpgpkey.example.org", netip.MustParseAddr("10.0.0.7"))
+	dialled = nil
+	wkd = &pgp.WKD{Client: client, Resolver: res, TTL: -1}
+	_, err = wkd.Lookup(context.Background(), "ann@example.org")
+	var ae *mailsec.AddressError
+	if !errors.As(err, &ae) || ae.Host != "openpgpkey.example.org" || ae.Addr != netip.MustParseAddr("10.0.0.7") || len(dialled) != 0 {
+		t.Fatalf("err = %v, dialled %q", err, dialled)
+	}
+}
+
+// What a key server's certificate says reaches the error cleaned.
+func TestWKDErrorCleaned(t *testing.T) {
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue(mailsectest.CertOptions{DNSNames: []string{"\x1b]0;pwned\x07.example.net"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	wkd := &pgp.WKD{Client: client, AllowPrivate: true, TTL: -1, URLs: func(string) ([]string, error) {
+		return []string{strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/k"}, nil
+	}}
+	_, err = wkd.Lookup(context.Background(), "ann@example.org")
+	if err == nil || strings.ContainsAny(err.Error(), "\x1b\x07") || !strings.Contains(err.Error(), "?]0;pwned?.example.net") {
+		t.Fatalf("err = %q", err)
+	}
+}
+
+// An address WKD cannot look up is refused with a typed error, before any
+// request.
+func TestWKDInvalidAddressTyped(t *testing.T) {
+	_, err := (&pgp.WKD{}).Lookup(context.Background(), "not an address")
+	var ve *mailsec.ValidationError
+	if !errors.As(err, &ve) || ve.Value != "not an address" || mailsec.IsTemporary(err) {
+		t.Fatalf("err = %T %v, want a permanent ValidationError", err, err)
 	}
 }

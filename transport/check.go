@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/netguard"
+	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/transport/dane"
 	"github.com/mailsec/mailsec/transport/mtasts"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
@@ -21,10 +26,13 @@ type DomainCheck struct {
 	// MX lists the MX hosts in the order Direct would try them.
 	MX []string `json:"mx,omitempty"`
 	// MXAuthentic: the MX answer was DNSSEC-authenticated.
-	MXAuthentic bool   `json:"mx_dnssec"`
-	ImplicitMX  bool   `json:"implicit_mx,omitempty"`
-	NullMX      bool   `json:"null_mx,omitempty"`
-	MXError     string `json:"mx_error,omitempty"`
+	MXAuthentic bool `json:"mx_dnssec"`
+	ImplicitMX  bool `json:"implicit_mx,omitempty"`
+	// MoreMX counts the MX hosts beyond Direct.MaxMXHosts, which Direct
+	// never considers and Check does not probe.
+	MoreMX  int    `json:"more_mx,omitempty"`
+	NullMX  bool   `json:"null_mx,omitempty"`
+	MXError string `json:"mx_error,omitempty"`
 
 	MTASTS *MTASTSCheck `json:"mta_sts,omitempty"`
 	// TLSRPT lists the domain's TLS report addresses (RFC 8460 rua).
@@ -74,8 +82,10 @@ type HostCheck struct {
 	Error     string `json:"error,omitempty"`
 	// Status is what Direct's default level makes of the host: "protected"
 	// (DANE or MTA-STS), "verified" (a valid certificate, nothing more),
-	// "refused" or "unreachable". Verdict says the same in plain words,
-	// with the reason.
+	// "refused" (an address that is not global unicast among the
+	// reasons), "unreachable", or "not tried" (beyond Direct.MaxAddresses,
+	// as delivery would not reach it either). Verdict says the same in
+	// plain words, with the reason.
 	Status  string `json:"status"`
 	Verdict string `json:"verdict"`
 }
@@ -92,15 +102,23 @@ func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error)
 	if err := t.init(); err != nil {
 		return nil, err
 	}
+	if strings.Contains(domain, "@") {
+		// "ann@example.org" is an address; checking example.org in its
+		// place would answer a question nobody asked.
+		return nil, mailsec.Invalid("domain", domain, "an email address, not a domain name: give the part after the @")
+	}
 	dom, err := domainOf("postmaster@" + domain)
 	if err != nil {
 		return nil, mailsec.Invalid("domain", domain, "not a domain name")
 	}
 	dc := &DomainCheck{Domain: dom}
 	ds := &domainState{domain: dom}
+	ended := func() error {
+		return &mailsec.NetworkError{Host: dom, Op: "check", Err: ctx.Err()}
+	}
 
 	if r, err := t.sts.Lookup(ctx, dom); err != nil {
-		return nil, err
+		return nil, stsLookupError(dom, err)
 	} else {
 		ds.sts = r
 		if r.Policy != nil || r.Err != nil {
@@ -110,17 +128,17 @@ func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error)
 				ds.enforce = r.Policy.Mode == mtasts.Enforce
 			}
 			if r.Err != nil {
-				c.Error = r.Err.Error()
+				c.Error = syntax.PeerText(r.Err.Error())
 			}
 			dc.MTASTS = c
 		}
 	}
 	if p, err := tlsrpt.LookupPolicy(ctx, t.Resolver, dom); err == nil {
 		for _, u := range p.RUA {
-			dc.TLSRPT = append(dc.TLSRPT, u.String())
+			dc.TLSRPT = append(dc.TLSRPT, syntax.PeerText(u.String()))
 		}
 	} else if !mailsec.IsNotFound(err) {
-		dc.TLSRPTError = err.Error()
+		dc.TLSRPTError = syntax.PeerText(err.Error())
 	}
 
 	rt, err := t.lookupRoute(ctx, dom)
@@ -130,16 +148,19 @@ func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error)
 		dc.Verdict = "the domain publishes a null MX: it accepts no mail"
 		return dc, nil
 	case err != nil:
-		dc.MXError = err.Error()
+		dc.MXError = syntax.PeerText(err.Error())
 		dc.Verdict = "no route: the MX lookup failed"
-		return dc, ctx.Err()
+		if ctx.Err() != nil {
+			return dc, ended()
+		}
+		return dc, nil
 	}
-	dc.MX, dc.MXAuthentic, dc.ImplicitMX = rt.hosts, rt.authentic, rt.implicit
+	dc.MX, dc.MXAuthentic, dc.ImplicitMX, dc.MoreMX = rt.hosts, rt.authentic, rt.implicit, rt.beyond
 	ds.route = rt
 	for _, h := range rt.hosts {
 		dc.Hosts = append(dc.Hosts, t.checkHost(ctx, ds, h))
 		if ctx.Err() != nil {
-			return dc, ctx.Err()
+			return dc, ended()
 		}
 	}
 	dc.Verdict = domainVerdict(dc)
@@ -153,12 +174,30 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 	}
 	ips, err := t.Resolver.LookupIP(ctx, host)
 	if err != nil {
-		hc.Error = err.Error()
+		hc.Error = syntax.PeerText(err.Error())
 		hc.Status, hc.Verdict = "unreachable", "its address lookup failed"
 		return hc
 	}
 	for _, a := range ips.Records {
 		hc.Addrs = append(hc.Addrs, a.String())
+	}
+	// The addresses Direct would dial: global unicast ones unless
+	// AllowPrivate.
+	var dialable []netip.Addr
+	var refused *mailsec.AddressError
+	for _, a := range ips.Records {
+		if r := netguard.Reason(a); r != "" && !t.AllowPrivate {
+			if refused == nil {
+				refused = &mailsec.AddressError{Host: host, Addr: a.WithZone(""), Reason: r}
+			}
+			continue
+		}
+		dialable = append(dialable, a)
+	}
+	if len(dialable) == 0 && refused != nil {
+		hc.Error = refused.Error()
+		hc.Status, hc.Verdict = "refused", "its address "+refused.Addr.String()+" is "+refused.Reason+", not a global unicast address: mailsec does not connect to it (Direct.AllowPrivate, -allow-private)"
+		return hc
 	}
 	hc.AddrAuthentic = ips.Authentic
 	var set tlsaSet
@@ -166,7 +205,7 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 	if ds.route.authentic && ips.Authentic {
 		var err error
 		if set, err = t.lookupTLSA(ctx, host, ips.Name); err != nil {
-			hc.TLSAError = err.Error()
+			hc.TLSAError = syntax.PeerText(err.Error())
 			tlsaFailed = true
 		}
 		for _, r := range set.records {
@@ -181,14 +220,32 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		sni = set.base // as delivery sends it (RFC 7672 §8.1)
 	}
 	var s *session
-	for _, ip := range ips.Records {
+	tried := false
+	for _, ip := range dialable {
+		if ds.dialled >= t.maxAddrs {
+			break
+		}
+		ds.dialled++
+		tried = true
 		d := &dialConfig{addr: net.JoinHostPort(ip.Unmap().String(), t.port), serverName: sni,
 			localName: t.localName, tlsConfig: t.TLSConfig, dialer: t.dialer, timeout: t.timeout}
 		s, err = d.dial(ctx, pol, "")
 		if err == nil {
 			break
 		}
-		hc.Error = err.Error()
+		if ge, ok := netguard.As(err); ok {
+			err = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+			refused = err.(*mailsec.AddressError)
+		}
+		hc.Error = syntax.PeerText(err.Error())
+	}
+	if !tried {
+		hc.Status, hc.Verdict = "not tried", fmt.Sprintf("not probed: Direct tries at most %d addresses per delivery, and the hosts before this one used them up", t.maxAddrs)
+		return hc
+	}
+	if s == nil && refused != nil && errors.Is(err, mailsec.ErrNonGlobalAddress) {
+		hc.Status, hc.Verdict = "refused", "the connection led to "+refused.Addr.String()+" ("+refused.Reason+"), not a global unicast address, and was closed"
+		return hc
 	}
 	var se *mailsec.SecurityError
 	if s == nil && errors.As(err, &se) {
@@ -213,13 +270,13 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 				opts.Roots = t.TLSConfig.RootCAs
 			}
 			if _, err := leaf.Verify(opts); err != nil {
-				hc.CertError = certReason(err)
+				hc.CertError = syntax.PeerText(certReason(err))
 			} else {
 				hc.CertValid = true
 			}
 			if len(set.usable) > 0 {
 				if m, err := dane.Verify(s.peer, set.usable, set.names(host), t.now()); err != nil {
-					hc.DANEError = err.Error()
+					hc.DANEError = syntax.PeerText(err.Error())
 				} else {
 					hc.DANEMatch = m.Record.String()
 				}

@@ -1,15 +1,18 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +22,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/transport/dane"
 	"github.com/mailsec/mailsec/transport/mtasts"
@@ -44,9 +48,15 @@ type Direct struct {
 	// pointed at a validating resolver on the same host.
 	Resolver mailsec.Resolver
 	// MTASTS discovers, fetches and caches MTA-STS policies. Nil means a
-	// client using Resolver and TLSConfig with an in-memory cache (policies
-	// are then fetched again after a restart; give it an mtasts.DirCache
-	// to keep them).
+	// client using Resolver, TLSConfig, Dialer and AllowPrivate with an
+	// in-memory cache (policies are then fetched again after a restart;
+	// give it an mtasts.DirCache to keep them). A client given here must
+	// share Direct's configuration, or Validate and every delivery fail
+	// with a *mailsec.ValidationError: the same Resolver (every name of a
+	// delivery is resolved through one resolver), the same TLSConfig
+	// pointer, or both nil (one trust configuration for MX hosts and
+	// policy hosts: a private CA that vouches for the MX hosts vouches for
+	// the policy host too), and the same AllowPrivate.
 	MTASTS *mtasts.Client
 	// TLSConfig is the base TLS configuration (RootCAs for the WebPKI).
 	// Nil means system roots. Verification follows each delivery's level
@@ -56,8 +66,41 @@ type Direct struct {
 	// with matching forward and reverse DNS. Empty means the machine's
 	// host name if it is a valid domain name, else "localhost".
 	LocalName string
-	// Dialer opens TCP connections. Nil means a net.Dialer.
+	// Dialer opens TCP connections, to MX hosts and, when MTASTS is nil,
+	// to MTA-STS policy hosts. Nil means a net.Dialer with a 30-second
+	// timeout.
 	Dialer Dialer
+	// AllowPrivate lets Direct connect to addresses that are not global
+	// unicast: loopback, private (RFC 1918), shared (100.64.0.0/10),
+	// link-local (169.254.169.254, the cloud metadata address, among
+	// them), unspecified, multicast, broadcast, reserved and
+	// documentation ranges, unique local and site-local IPv6, and IPv4
+	// addresses of those kinds inside IPv6 (IPv4-mapped, 6to4, NAT64).
+	// By default an MX host or policy host that resolves to one is not
+	// connected to (a *mailsec.AddressError, permanent), because a
+	// recipient domain, and so its DNS, is chosen by whoever fills in an
+	// address form. The check is made on the address the connection is
+	// actually made to: a net.Dialer's Control function, or, for another
+	// Dialer, the connection's peer address (a Dialer that goes through a
+	// proxy is checked on the proxy's address, so such a proxy must
+	// refuse these destinations itself). Set it for tests and for
+	// deployments whose MX hosts are internal.
+	AllowPrivate bool
+	// MaxMXHosts bounds the MX hosts considered for one recipient
+	// domain in one delivery, in preference order; the others are not
+	// looked up. Zero means DefaultMaxMXHosts.
+	MaxMXHosts int
+	// MaxAddresses bounds the connection attempts for one recipient
+	// domain in one delivery, across its MX hosts and their addresses
+	// (Postfix's smtp_mx_address_limit). Addresses refused as not
+	// global do not count; nothing is dialled for them. Zero means
+	// DefaultMaxAddresses.
+	MaxAddresses int
+	// MaxSessions bounds the SMTP sessions (connections that got through
+	// the greeting, EHLO and TLS) for one recipient domain in one
+	// delivery (Postfix's smtp_mx_session_limit). Zero means
+	// DefaultMaxSessions.
+	MaxSessions int
 	// Port is the SMTP port on MX hosts. Zero means 25; other values are
 	// for tests.
 	Port int
@@ -76,14 +119,30 @@ type Direct struct {
 	// means time.Now.
 	Now func() time.Time
 
-	once      sync.Once
-	initErr   error
-	sts       *mtasts.Client
-	localName string
-	dialer    Dialer
-	port      string
-	timeout   time.Duration
+	once        sync.Once
+	initErr     error
+	sts         *mtasts.Client
+	localName   string
+	dialer      Dialer
+	port        string
+	timeout     time.Duration
+	maxHosts    int
+	maxAddrs    int
+	maxSessions int
 }
+
+// Defaults for Direct's limits. A recipient domain can publish any number
+// of MX hosts, and each any number of addresses: without limits one
+// message to a domain with a thousand MX records makes a thousand
+// connection attempts. The address and session limits are Postfix's
+// defaults (smtp_mx_address_limit, smtp_mx_session_limit); ten MX hosts
+// is more than large providers publish (they use a few names with many
+// addresses behind them).
+const (
+	DefaultMaxMXHosts   = 10
+	DefaultMaxAddresses = 5
+	DefaultMaxSessions  = 2
+)
 
 // ErrNullMX reports a domain that publishes a null MX (RFC 7505): it
 // accepts no mail, and no connection is attempted.
@@ -158,11 +217,64 @@ func (t *Direct) setup() error {
 		t.port = strconv.Itoa(t.Port)
 	}
 	t.timeout = positiveDur(t.DialTimeout, time.Minute)
+	for _, l := range []struct {
+		field string
+		v     int
+		def   int
+		to    *int
+	}{
+		{"Direct.MaxMXHosts", t.MaxMXHosts, DefaultMaxMXHosts, &t.maxHosts},
+		{"Direct.MaxAddresses", t.MaxAddresses, DefaultMaxAddresses, &t.maxAddrs},
+		{"Direct.MaxSessions", t.MaxSessions, DefaultMaxSessions, &t.maxSessions},
+	} {
+		if l.v < 0 {
+			return mailsec.Invalid(l.field, strconv.Itoa(l.v), "negative; zero means the default")
+		}
+		*l.to = cmp.Or(l.v, l.def)
+	}
+	if !t.AllowPrivate {
+		t.dialer = guardDialer(t.dialer)
+	}
 	t.sts = t.MTASTS
 	if t.sts == nil {
-		t.sts = &mtasts.Client{Resolver: t.Resolver, TLSConfig: t.TLSConfig, Logger: t.Logger}
+		// The policy host is reached the way MX hosts are: through
+		// Resolver, with TLSConfig's roots, over the same (guarded)
+		// dialer.
+		t.sts = &mtasts.Client{Resolver: t.Resolver, TLSConfig: t.TLSConfig, Logger: t.Logger,
+			AllowPrivate: t.AllowPrivate, DialContext: t.dialer.DialContext}
+	} else if err := t.checkMTASTS(); err != nil {
+		return err
 	}
 	return nil
+}
+
+// checkMTASTS refuses an MTA-STS client whose resolver, trust or address
+// rule differs from Direct's: the policy would then be looked up, fetched
+// or trusted differently from the MX hosts it governs.
+func (t *Direct) checkMTASTS() error {
+	c := t.MTASTS
+	switch {
+	case !sameResolver(c.Resolver, t.Resolver):
+		return mailsec.Invalid("Direct.MTASTS.Resolver", "", "must be Direct.Resolver: every name of a delivery is resolved through one resolver")
+	case c.TLSConfig != t.TLSConfig:
+		return mailsec.Invalid("Direct.MTASTS.TLSConfig", "", "must be Direct.TLSConfig (the same *tls.Config, or both nil): one trust configuration for MX hosts and policy hosts")
+	case c.AllowPrivate != t.AllowPrivate:
+		return mailsec.Invalid("Direct.MTASTS.AllowPrivate", strconv.FormatBool(c.AllowPrivate), "must be Direct.AllowPrivate: policy hosts and MX hosts are held to one address rule")
+	}
+	return nil
+}
+
+// sameResolver reports whether a and b are the same resolver, without
+// panicking on an implementation whose dynamic type is not comparable.
+func sameResolver(a, b mailsec.Resolver) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if va.Type() != vb.Type() || !va.Comparable() {
+		return false
+	}
+	return va.Equal(vb)
 }
 
 // localName returns the EHLO name to use for a configured one.
@@ -252,7 +364,7 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 			case err != nil:
 				rr.Err = err
 			default:
-				rr.Err = errors.New("mailsec: no result for this recipient")
+				rr.Err = &DomainError{Domain: dom, Errs: []error{errors.New("no result for this recipient")}}
 			}
 		}
 		if err != nil {
@@ -266,7 +378,16 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 		return res, errs[0]
 	}
 	if len(errs) == 0 {
-		return res, errors.New("mailsec: no recipient was accepted")
+		// Every domain ended without an error and without an accepted
+		// recipient: each recipient's result says why.
+		for i := range res.Recipients {
+			if res.Recipients[i].Err != nil {
+				errs = append(errs, res.Recipients[i].Err)
+			}
+		}
+		if len(errs) == 0 {
+			return res, &DomainError{Domain: order[0], Errs: []error{errors.New("no recipient was accepted")}}
+		}
 	}
 	return res, errors.Join(errs...)
 }
@@ -289,6 +410,7 @@ type route struct {
 	hosts     []string
 	authentic bool // the MX answer (or its denial) was DNSSEC-authenticated
 	implicit  bool // no MX records: the domain itself (RFC 5321 §5.1)
+	beyond    int  // MX hosts left out by MaxMXHosts
 }
 
 // lookupRoute selects MX hosts (RFC 5321 §5.1, RFC 7505): by preference,
@@ -339,6 +461,10 @@ func (t *Direct) lookupRoute(ctx context.Context, domain string) (route, error) 
 		return route{}, &mailsec.DNSError{Name: domain, Type: "MX", Kind: mailsec.DNSMalformed,
 			Err: errors.New("no MX record names a usable host")}
 	}
+	if len(r.hosts) > t.maxHosts {
+		r.beyond = len(r.hosts) - t.maxHosts
+		r.hosts = r.hosts[:t.maxHosts]
+	}
 	return r, nil
 }
 
@@ -352,9 +478,18 @@ type domainState struct {
 	testing  bool
 	notes    []string
 	attempts []error
+	// stsFailure is the failed MTA-STS discovery or fetch that left the
+	// domain without a policy: the outcome each session is reported with
+	// (RFC 8460 counts one result per session).
+	stsFailure *tlsrpt.Result
+	reported   bool // a session's result went to Reports
+	dialled    int  // connection attempts, for MaxAddresses
+	sessions   int  // sessions established, for MaxSessions
 }
 
-func (ds *domainState) note(s string) { ds.notes = append(ds.notes, s) }
+// note records a line for the Receipt's connection notes. Notes carry
+// names and text from DNS and from peers, so they are cleaned.
+func (ds *domainState) note(s string) { ds.notes = append(ds.notes, syntax.PeerText(s)) }
 
 // deliverDomain delivers d to rcpts, all in domain.
 func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain string, rcpts []string) (*mailsec.DeliveryResult, error) {
@@ -375,12 +510,16 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 		ds.note(domain + ": no MX records; the domain itself is the mail host (RFC 5321 §5.1)")
 	}
 
+	if rt.beyond > 0 {
+		ds.note(fmt.Sprintf("%s: %d more MX hosts not considered (at most %d per delivery)", domain, rt.beyond, t.maxHosts))
+	}
+
 	// MTA-STS is the default level's second defence, and decides which MX
 	// hosts REQUIRETLS may use.
 	if (ds.level == mailsec.Verified && !d.TLSRequiredNo) || d.RequireTLS {
 		r, err := t.sts.Lookup(ctx, domain)
 		if err != nil {
-			return nil, err
+			return nil, &DomainError{Domain: domain, Errs: []error{stsLookupError(domain, err)}}
 		}
 		ds.sts = r
 		if r.Policy != nil {
@@ -389,14 +528,29 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 		}
 		if r.Err != nil {
 			ds.note("MTA-STS: " + r.Err.Error())
-			t.report(ds, tlsrpt.Result{Failure: stsResultType(r.Err), FailureReasonCode: r.Err.Error()})
+			if r.Policy == nil {
+				// No policy applies: each session is reported with
+				// this failure instead of its own success.
+				ds.stsFailure = &tlsrpt.Result{Failure: stsResultType(r.Err), FailureReasonCode: reasonCode(r.Err)}
+			}
 		}
 	}
 	if d.TLSRequiredNo {
 		ds.note("TLS-Required: No: the domain's DANE and MTA-STS policies are not applied (RFC 8689 §5); TLS is still required, without authentication")
 	}
+	defer func() {
+		// A policy failure with no session to carry it is reported once
+		// on its own.
+		if ds.stsFailure != nil && !ds.reported {
+			t.report(ds, *ds.stsFailure)
+		}
+	}()
 
 	for _, host := range rt.hosts {
+		if ds.dialled >= t.maxAddrs || ds.sessions >= t.maxSessions {
+			ds.note(fmt.Sprintf("%s: not tried: the limit of %d connection attempts and %d sessions per delivery was reached", host, t.maxAddrs, t.maxSessions))
+			continue
+		}
 		res, err, final := t.tryHost(ctx, d, ds, host, rcpts)
 		if err == nil || final {
 			if res != nil && res.Connection != nil {
@@ -413,6 +567,17 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 	return nil, &DomainError{Domain: domain, Errs: ds.attempts}
 }
 
+// stsLookupError is the error of an MTA-STS lookup that did not finish
+// (the context ended): a typed error that names the policy host.
+func stsLookupError(domain string, err error) error {
+	var ne *mailsec.NetworkError
+	var ve *mailsec.ValidationError
+	if errors.As(err, &ne) || errors.As(err, &ve) {
+		return err
+	}
+	return &mailsec.NetworkError{Host: "mta-sts." + domain, Op: "MTA-STS policy lookup", Err: err}
+}
+
 // hostPlan is how one MX host is to be reached.
 type hostPlan struct {
 	// serverName is the name sent as SNI and checked: the MX host, or
@@ -422,6 +587,10 @@ type hostPlan struct {
 	policy     string   // ConnectionState.Policy
 	tlsa       []string // usable records, for reports
 	addrs      []netip.Addr
+	// violation is what a session that meets the TLS requirement is
+	// reported with instead of a success: the host is not listed in a
+	// testing-mode policy.
+	violation *tlsrpt.Result
 }
 
 // planHost looks up a host's addresses and TLSA records and decides the
@@ -463,8 +632,8 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 		if err != nil {
 			var de *mailsec.DNSError
 			if errors.As(err, &de) && de.Kind == mailsec.DNSServerFailure {
-				t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
-					Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: err.Error()})
+				t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
+					Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: reasonCode(err)})
 			}
 			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
 				Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
@@ -491,7 +660,7 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 			hp.pol, hp.policy = danePolicy(), "dane"
 		case ds.enforce:
 			if !ds.sts.Policy.Matches(host) {
-				t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
+				t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
 					FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"})
 				return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailMXNotInPolicy,
 					Detail: "the domain's MTA-STS policy (enforce) lists " + strings.Join(ds.sts.Policy.MX, ", ")}
@@ -503,8 +672,10 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 				hp.policy = "mta-sts-testing"
 				if !ds.sts.Policy.Matches(host) {
 					ds.note("MTA-STS (testing): " + host + " is not listed in the policy; delivered as the testing mode allows")
-					t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
-						FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"})
+					// Reported as the outcome of the session, which
+					// counts once (RFC 8461 §5: testing mode reports).
+					hp.violation = &tlsrpt.Result{Failure: tlsrpt.ValidationFailure,
+						FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"}
 				}
 			}
 		}
@@ -519,7 +690,7 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 		}
 	case mailsec.DANEOnly:
 		if daneState != daneUsable {
-			t.report(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.DANERequired})
+			t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.DANERequired})
 			why := "the host has no DNSSEC-authenticated TLSA records"
 			if daneState == daneUnusable {
 				why = "the host's TLSA records are all unusable for SMTP"
@@ -615,6 +786,18 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 	}
 	var lastErr error
 	for _, ip := range hp.addrs {
+		if !t.AllowPrivate {
+			if r := netguard.Reason(ip); r != "" {
+				// Nothing is dialled: the attempt is not counted.
+				lastErr = &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r}
+				continue
+			}
+		}
+		if ds.dialled >= t.maxAddrs || ds.sessions >= t.maxSessions {
+			ds.note(fmt.Sprintf("%s: address %s not tried: the limit of %d connection attempts and %d sessions per delivery was reached", host, ip, t.maxAddrs, t.maxSessions))
+			break
+		}
+		ds.dialled++
 		dc := &dialConfig{
 			addr:       net.JoinHostPort(ip.Unmap().String(), t.port),
 			serverName: hp.serverName,
@@ -625,6 +808,13 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		}
 		s, err := dc.dial(ctx, hp.pol, "")
 		if err != nil {
+			if ge, ok := netguard.As(err); ok {
+				// The connection reached, or was about to reach, an
+				// address the guard refuses (a Dialer that went
+				// elsewhere, or a name resolved again).
+				lastErr = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+				continue
+			}
 			t.reportSession(ds, hp, host, ip, nil, err)
 			var ne *mailsec.NetworkError
 			if errors.As(err, &ne) {
@@ -633,6 +823,7 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			}
 			return nil, err, false
 		}
+		ds.sessions++
 		s.state.Domain = ds.domain
 		s.state.Policy = hp.policy
 		one := *d
@@ -690,6 +881,21 @@ func (t *Direct) report(ds *domainState, r tlsrpt.Result) {
 	t.Reports.Record(r)
 }
 
+// reportAttempt records the one result of one attempt to reach an MX
+// host (RFC 8460 §4.4 counts sessions). When the domain's MTA-STS policy
+// could not be had, a session that went well under no policy is reported
+// with that failure instead of a success, so that it counts once.
+func (t *Direct) reportAttempt(ds *domainState, r tlsrpt.Result) {
+	if t.Reports == nil {
+		return
+	}
+	if f := ds.stsFailure; f != nil && r.Success && r.PolicyType == "" {
+		r.Success, r.Failure, r.FailureReasonCode = false, f.Failure, f.FailureReasonCode
+	}
+	ds.reported = true
+	t.report(ds, r)
+}
+
 // reportSession records a session's TLS outcome. Failures before TLS was
 // tried (the connection was refused, the server closed) are not TLS
 // results and are not reported.
@@ -712,15 +918,36 @@ func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip ne
 		r.ReceivingMXHelo = ""
 	case errors.As(err, &se):
 		r.Failure = resultType(se)
-		r.FailureReasonCode = se.Error()
+		r.FailureReasonCode = reasonCode(se)
 	default:
 		return
+	}
+	if r.Success && hp.violation != nil {
+		r.Success, r.Failure, r.FailureReasonCode = false, hp.violation.Failure, hp.violation.FailureReasonCode
 	}
 	if s != nil && s.state.Verification == mailsec.NoTLS && hp.pol.mode != tlsNone {
 		r.Success = false
 		r.Failure = tlsrpt.StartTLSNotSupported
 	}
-	t.report(ds, r)
+	t.reportAttempt(ds, r)
+}
+
+// reasonCode is err as a report's failure-reason-code, which goes to the
+// recipient domain: the failure in words, without anything about this
+// host's own network. A DNS failure is its name, type and kind (not the
+// resolver asked nor the transport error, which name our resolver's and
+// our own addresses), and any IP address left in the text is redacted.
+func reasonCode(err error) string {
+	var de *mailsec.DNSError
+	var me *mtasts.Error
+	text := err.Error()
+	if errors.As(err, &de) {
+		text = "DNS " + de.Type + " " + de.Name + ": " + de.Kind.String()
+		if errors.As(err, &me) {
+			text = "MTA-STS policy of " + me.Domain + ": " + text
+		}
+	}
+	return syntax.RedactAddresses(syntax.PeerText(text))
 }
 
 // resultType maps a session's security failure to its RFC 8460 §4.3
@@ -728,11 +955,20 @@ func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip ne
 func resultType(se *mailsec.SecurityError) tlsrpt.ResultType {
 	var de *dane.Error
 	if errors.As(se, &de) {
-		return tlsrpt.ResultType(de.ResultType())
+		rt := tlsrpt.ResultType(de.ResultType())
+		if rt == tlsrpt.ValidationFailure {
+			// No record matched the certificate: "a validation error in
+			// the TLSA record ... None of the records in the RRset were
+			// found to be valid" (RFC 8460 §4.3.2.1).
+			rt = tlsrpt.TLSAInvalid
+		}
+		return rt
 	}
 	switch se.Failure {
 	case mailsec.FailStartTLSMissing, mailsec.FailStartTLSRefused, mailsec.FailInjection, mailsec.FailNotTLS:
 		return tlsrpt.StartTLSNotSupported
+	case mailsec.FailDANE:
+		return tlsrpt.TLSAInvalid
 	case mailsec.FailCertificate:
 		var ci x509.CertificateInvalidError
 		var he x509.HostnameError

@@ -37,8 +37,11 @@ func TestDirectAgainstValidatingResolver(t *testing.T) {
 	mx := func(domain, ip string) []string {
 		return []string{domain + " 300 IN MX 10 mx." + domain, "mx." + domain + " 300 IN A " + ip}
 	}
-	sts := func(domain, id string) string {
-		return "_mta-sts." + strings.TrimSuffix(domain, ".") + ". 300 IN TXT \"v=STSv1; id=" + id + ";\""
+	sts := func(domain, id string) []string {
+		d := strings.TrimSuffix(domain, ".")
+		return []string{"_mta-sts." + d + ". 300 IN TXT \"v=STSv1; id=" + id + ";\"",
+			// The policy host, resolved through the same resolver.
+			"mta-sts." + d + ". 300 IN A 127.0.0.1"}
 	}
 	zone := func(name string, signed bool, recs ...[]string) dnstest.Zone {
 		z := dnstest.Zone{Name: name, Signed: signed}
@@ -55,10 +58,10 @@ func TestDirectAgainstValidatingResolver(t *testing.T) {
 		bogus,
 		zone("insecure.test.", false, mx("insecure.test.", "127.0.0.5"), []string{tlsa("_25._tcp.mx.insecure.test.")}),
 		zone("nullmx.test.", true, []string{"nullmx.test. 300 IN MX 0 .", "nullmx.test. 300 IN A 127.0.0.6"}),
-		zone("enforce.test.", false, mx("enforce.test.", "127.0.0.7"), []string{sts("enforce.test", "1")}),
-		zone("stripped.test.", false, mx("stripped.test.", "127.0.0.8"), []string{sts("stripped.test", "1")}),
-		zone("testing.test.", false, mx("testing.test.", "127.0.0.9"), []string{sts("testing.test", "1")}),
-		zone("redirect.test.", false, mx("redirect.test.", "127.0.0.10"), []string{sts("redirect.test", "1")}),
+		zone("enforce.test.", false, mx("enforce.test.", "127.0.0.7"), sts("enforce.test", "1")),
+		zone("stripped.test.", false, mx("stripped.test.", "127.0.0.8"), sts("stripped.test", "1")),
+		zone("testing.test.", false, mx("testing.test.", "127.0.0.9"), sts("testing.test", "1")),
+		zone("redirect.test.", false, mx("redirect.test.", "127.0.0.10"), sts("redirect.test", "1")),
 		zone("signed.test.", true, mx("signed.test.", "127.0.0.11")),
 	)
 	res := &mailsec.DNSResolver{Servers: []string{srv.Addr}}

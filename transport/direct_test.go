@@ -40,11 +40,15 @@ type mxEnv struct {
 
 	policies   sync.Map // domain → policy text served at mta-sts.<domain>
 	redirects  sync.Map // domain → true: the policy URL redirects
+	stalls     sync.Map // domain → true: the policy server never answers
 	policySrv  *httptest.Server
 	fetches    atomic.Int32
 	reports    *reportLog
 	stsClient  *mtasts.Client
 	stsDialled atomic.Int32
+	// tlsConfig trusts the env's CA; the Direct and its MTA-STS client
+	// share it (one trust configuration).
+	tlsConfig *tls.Config
 }
 
 type reportLog struct {
@@ -98,6 +102,10 @@ func newMXEnvWith(t testing.TB, r mailsec.Resolver, stsDomains ...string) *mxEnv
 			host = r.Host
 		}
 		domain := strings.TrimPrefix(host, "mta-sts.")
+		if _, ok := e.stalls.Load(domain); ok {
+			<-r.Context().Done()
+			return
+		}
 		if _, ok := e.redirects.Load(domain); ok {
 			http.Redirect(w, r, "https://elsewhere.example/.well-known/mta-sts.txt", http.StatusFound)
 			return
@@ -122,16 +130,25 @@ func newMXEnvWith(t testing.TB, r mailsec.Resolver, stsDomains ...string) *mxEnv
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	e.policySrv = srv
-	e.stsClient = &mtasts.Client{
+	e.tlsConfig = &tls.Config{RootCAs: ca.Pool()}
+	e.stsClient = e.newSTSClient()
+	return e
+}
+
+// newSTSClient returns an MTA-STS client with the env's resolver and
+// trust that reaches the env's policy server whatever address it dials.
+func (e *mxEnv) newSTSClient() *mtasts.Client {
+	return &mtasts.Client{
 		Resolver:  e.dnsres,
-		TLSConfig: &tls.Config{RootCAs: ca.Pool()},
+		TLSConfig: e.tlsConfig,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			e.stsDialled.Add(1)
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", srv.Listener.Addr().String())
+			return d.DialContext(ctx, "tcp", e.policySrv.Listener.Addr().String())
 		},
+		// The policy server listens on loopback.
+		AllowPrivate: true,
 	}
-	return e
 }
 
 // mx starts an SMTP server for host at addr (a public-looking address the
@@ -199,10 +216,13 @@ func (e *mxEnv) direct() *transport.Direct {
 	return &transport.Direct{
 		Resolver:  e.dnsres,
 		MTASTS:    e.stsClient,
-		TLSConfig: &tls.Config{RootCAs: e.ca.Pool()},
+		TLSConfig: e.tlsConfig,
 		Dialer:    e,
 		LocalName: "sender.example",
 		Reports:   e.reports,
+		// The env's MX hosts are servers on loopback, dialled through e
+		// from the documentation addresses the resolver hands out.
+		AllowPrivate: true,
 	}
 }
 
@@ -210,8 +230,13 @@ func (e *mxEnv) direct() *transport.Direct {
 // domain.
 func (e *mxEnv) sts(domain, id, mode string, mx ...string) {
 	e.res.TXT("_mta-sts."+domain, "v=STSv1; id="+id+";")
+	e.res.IP("mta-sts."+domain, policyHostAddr)
 	e.stsPolicy(domain, mode, mx...)
 }
+
+// policyHostAddr is where the mock resolver puts policy hosts; the
+// env's MTA-STS client dials the policy server instead.
+var policyHostAddr = netip.MustParseAddr("192.0.2.201")
 
 // stsPolicy serves a policy for domain.
 func (e *mxEnv) stsPolicy(domain, mode string, mx ...string) {
@@ -331,7 +356,8 @@ func TestDirectTiesInRandomOrder(t *testing.T) {
 	firstAfterC := map[string]int{}
 	for range 64 {
 		order := make(chan string, 3)
-		tr := &transport.Direct{Resolver: e.res, MTASTS: e.stsClient, Dialer: dialRecorder(e, order), LocalName: "s.example"}
+		tr := &transport.Direct{Resolver: e.res, MTASTS: e.stsClient, TLSConfig: e.tlsConfig, Dialer: dialRecorder(e, order),
+			LocalName: "s.example", AllowPrivate: true}
 		_, err := deliverDirect(t, tr, delivery(mailsec.Security{Level: mailsec.Unverified}, "ann@example.org"))
 		if err == nil {
 			t.Fatal("delivered with no server listening")
@@ -560,8 +586,12 @@ func TestDirectDANE(t *testing.T) {
 			t.Fatalf("err = %v, want a temporary ErrCertificate", err)
 		}
 		e.nothingSent()
-		if e.reports.failures(tlsrpt.ValidationFailure) != 1 {
-			t.Fatalf("reports = %+v", e.reports.results())
+		// RFC 8460 §4.3.2.1: "tlsa-invalid: This indicates a validation
+		// error in the TLSA record associated with a DANE policy. None of
+		// the records in the RRset were found to be valid."
+		rs := e.reports.results()
+		if len(rs) != 1 || rs[0].Failure != tlsrpt.TLSAInvalid || rs[0].PolicyType != tlsrpt.PolicyTLSA || rs[0].Success {
+			t.Fatalf("reports = %+v, want one tlsa-invalid failure under the tlsa policy", rs)
 		}
 	})
 	t.Run("failed TLSA lookup: temporary, no connection", func(t *testing.T) {

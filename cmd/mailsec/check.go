@@ -4,21 +4,24 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/transport"
 )
 
 type checkOptions struct {
-	dns     string
-	caFile  string
-	mxPort  int
-	timeout time.Duration
-	json    bool
+	dns       string
+	caFile    string
+	mxPort    int
+	allowPriv bool
+	timeout   time.Duration
+	json      bool
 }
 
 func newCheckFlags(o *checkOptions) *flag.FlagSet {
@@ -26,12 +29,13 @@ func newCheckFlags(o *checkOptions) *flag.FlagSet {
 	fs.StringVar(&o.dns, "dns", "", "the validating resolver, `HOST:PORT` (default: /etc/resolv.conf's; its DNSSEC answers count only from loopback)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
 	fs.IntVar(&o.mxPort, "mx-port", 0, "the `PORT` MX hosts listen on (default 25; for test setups)")
+	fs.BoolVar(&o.allowPriv, "allow-private", false, "connect to MX and MTA-STS policy hosts at loopback, private, link-local and other non-global addresses (refused by default; for test setups and internal networks)")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up after `DURATION`")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on standard output")
 	return fs
 }
 
-const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-json] [-timeout D]
+const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-json] [-timeout D]
 `
 
 func checkBrief(w io.Writer) {
@@ -50,6 +54,11 @@ it offers STARTTLS, the TLS version, whether its certificate is valid for
 its name and whether it matches the TLSA records, with a verdict in plain
 words: what mailsec send -mx would do with the host by default, and why.
 No mail is sent; each host sees EHLO, STARTTLS and QUIT on port 25.
+Every name is looked up through -dns, the MTA-STS policy host's included.
+A host at a loopback, private, link-local or other non-global address is
+reported as refused and not connected to, unless -allow-private is given.
+DOMAIN is a domain name: "ann@example.org" is refused, not read as
+example.org.
 
 Flags:
 `)
@@ -87,7 +96,7 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 	if o.mxPort < 0 || o.mxPort > 65535 {
 		return reportUsage(e, name, usagef("-mx-port %d: not a port number", o.mxPort))
 	}
-	d := &transport.Direct{Resolver: newResolver(o.dns), Port: o.mxPort}
+	d := &transport.Direct{Resolver: newResolver(o.dns), Port: o.mxPort, AllowPrivate: o.allowPriv}
 	if o.caFile != "" {
 		roots, err := loadRoots(o.caFile)
 		if err != nil {
@@ -102,7 +111,7 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 	defer cancel()
 	rep, err := d.Check(ctx, domain)
 	if rep == nil {
-		if _, ok := err.(interface{ Temporary() bool }); !ok && ctx.Err() == nil {
+		if errors.Is(err, mailsec.ErrInvalid) {
 			return reportUsage(e, name, usagef("%v", err))
 		}
 		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))
@@ -144,6 +153,9 @@ func printCheck(w io.Writer, r *transport.DomainCheck) {
 			implicit = " (no MX records: the domain itself)"
 		}
 		p("MX:       %s%s, DNSSEC: %s", strings.Join(r.MX, ", "), implicit, yesNo(r.MXAuthentic))
+		if r.MoreMX > 0 {
+			p("          and %d more MX hosts, which mailsec never tries", r.MoreMX)
+		}
 	}
 	switch s := r.MTASTS; {
 	case s == nil:

@@ -1,9 +1,20 @@
 package main
 
 import (
+	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/mailsec/mailsec"
@@ -51,8 +62,9 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 		}},
 	)
 	body := writeFile(t, "body.txt", []byte("CANARY-cli-direct\n"))
+	// The MX hosts are on loopback: -allow-private says so.
 	send := func(to string) result {
-		return runCmd(t, "", nil, "send", "-mx", "-dns", dns.Addr, "-mx-port", port,
+		return runCmd(t, "", nil, "send", "-mx", "-dns", dns.Addr, "-mx-port", port, "-allow-private",
 			"-from", "app@sender.example", "-to", to, "-subject", "hello", "-body", body, "-json")
 	}
 
@@ -86,7 +98,7 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 		}
 	})
 	t.Run("check -json", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "dane.test", "-dns", dns.Addr, "-mx-port", port, "-json")
+		r := runCmd(t, "", nil, "check", "dane.test", "-dns", dns.Addr, "-mx-port", port, "-allow-private", "-json")
 		wantCode(t, r, exitOK)
 		var dc transport.DomainCheck
 		if err := json.Unmarshal([]byte(r.stdout), &dc); err != nil {
@@ -101,12 +113,170 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 		}
 	})
 	t.Run("check in words", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "-dns", dns.Addr, "-mx-port", port, "mismatch.test")
+		r := runCmd(t, "", nil, "check", "-dns", dns.Addr, "-mx-port", port, "-allow-private", "mismatch.test")
 		wantCode(t, r, exitOK)
 		for _, want := range []string{"DNSSEC: yes", "STARTTLS:    yes", "matches none of the host's TLSA records", "Verdict: mailsec's default level delivers to no MX host"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("output lacks %q", want)
 			}
+		}
+	})
+}
+
+// listenPolicyHost listens for HTTPS on port 443 (MTA-STS policies are
+// fetched from no other port) of a random loopback address, so that tests
+// running at once do not collide. Binding port 443 needs root: without
+// it the test is skipped, or fails when CI is set.
+func listenPolicyHost(t *testing.T) (net.Listener, netip.Addr) {
+	t.Helper()
+	var lastErr error
+	for range 8 {
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		ip := netip.AddrFrom4([4]byte{127, 1 + b[0]%250, b[1], 1 + b[2]%250})
+		l, err := net.Listen("tcp", netip.AddrPortFrom(ip, 443).String())
+		if err == nil {
+			t.Cleanup(func() { _ = l.Close() })
+			return l, ip
+		}
+		lastErr = err
+		if errors.Is(err, syscall.EACCES) {
+			break
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("required in CI: listening on port 443 of loopback: %v", lastErr)
+	}
+	t.Skipf("cannot listen on port 443 of loopback (needs root): %v", lastErr)
+	return nil, netip.Addr{}
+}
+
+// TestDirectMTASTSThroughResolver runs `mailsec send -mx` and `mailsec
+// check` against an enforce policy that exists only in the view of the
+// resolver given with -dns: the policy host's name is in the test zone
+// alone, its HTTPS server on loopback has a certificate from the -ca
+// file, and the MX hosts are on loopback (-allow-private).
+func TestDirectMTASTSThroughResolver(t *testing.T) {
+	dnstest.Need(t)
+	l, policyIP := listenPolicyHost(t)
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mxCert, err := ca.Issue(mailsectest.CertOptions{DNSNames: []string{"mx.sts.test", "mx.unlisted.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mailsectest.NewServer(t, mailsectest.Config{Certificate: &mxCert, Hostname: "mx.sts.test"})
+	_, port, _ := net.SplitHostPort(srv.Addr)
+	stsCert, err := ca.Issue(mailsectest.CertOptions{DNSNames: []string{"mta-sts.sts.test", "mta-sts.unlisted.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches atomic.Int32
+	policies := map[string]string{
+		"mta-sts.sts.test":      "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n",
+		"mta-sts.unlisted.test": "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n",
+	}
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fetches.Add(1)
+			p, ok := policies[r.Host]
+			if !ok || r.URL.Path != "/.well-known/mta-sts.txt" {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, p)
+		}),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{stsCert}},
+		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	go func() { _ = hs.ServeTLS(l, "", "") }()
+	t.Cleanup(func() { _ = hs.Close() })
+
+	zone := func(d string) dnstest.Zone {
+		return dnstest.Zone{Name: d + ".", Signed: true, Records: []string{
+			d + ". 300 IN MX 10 mx." + d + ".",
+			"mx." + d + ". 300 IN A 127.0.0.1",
+			"_mta-sts." + d + `. 300 IN TXT "v=STSv1; id=1;"`,
+			"mta-sts." + d + ". 300 IN A " + policyIP.String(),
+		}}
+	}
+	dns := dnstest.Start(t, zone("sts.test"), zone("unlisted.test"))
+	caPEM := writeFile(t, "ca.pem", ca.CertPEM())
+	body := writeFile(t, "body.txt", []byte("CANARY-cli-mta-sts\n"))
+	send := func(to string, extra ...string) result {
+		args := append([]string{"send", "-mx", "-dns", dns.Addr, "-mx-port", port, "-ca", caPEM,
+			"-from", "app@sender.example", "-to", to, "-subject", "hello", "-body", body, "-json"}, extra...)
+		return runCmd(t, "", nil, args...)
+	}
+	received := func(rcpt string) int {
+		n := 0
+		for _, m := range srv.Messages() {
+			if slices.Contains(m.To, rcpt) {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("refused without -allow-private", func(t *testing.T) {
+		before := srv.Transactions()
+		r := send("ann@sts.test")
+		wantCode(t, r, exitFail)
+		if srv.Transactions() != before || received("ann@sts.test") != 0 {
+			t.Fatal("delivered to a loopback MX without -allow-private")
+		}
+		if !strings.Contains(r.stderr, "127.0.0.1") || !strings.Contains(r.stderr, "not a global unicast address") {
+			t.Fatalf("stderr does not name the address: %q", r.stderr)
+		}
+	})
+	t.Run("enforce policy applied to a listed MX", func(t *testing.T) {
+		r := send("ann@sts.test", "-allow-private")
+		wantCode(t, r, exitOK)
+		var rec mailsec.Receipt
+		if err := json.Unmarshal([]byte(r.stdout), &rec); err != nil {
+			t.Fatal(err)
+		}
+		c := rec.Recipients[0].Connection
+		if c == nil || c.Verification != mailsec.VerifiedMTASTS || c.Policy != "mta-sts" || c.Host != "mx.sts.test" {
+			t.Fatalf("connection = %+v", c)
+		}
+		if received("ann@sts.test") != 1 || fetches.Load() == 0 {
+			t.Fatalf("%d messages for ann, %d policy fetches", received("ann@sts.test"), fetches.Load())
+		}
+	})
+	t.Run("enforce policy refuses an unlisted MX", func(t *testing.T) {
+		before := srv.Transactions()
+		r := send("bob@unlisted.test", "-allow-private")
+		wantCode(t, r, exitFail)
+		if srv.Transactions() != before || received("bob@unlisted.test") != 0 {
+			t.Fatal("MAIL sent to an MX host the enforce policy does not list")
+		}
+		if !strings.Contains(r.stderr, "MTA-STS") {
+			t.Fatalf("stderr does not say why: %q", r.stderr)
+		}
+	})
+	t.Run("check reports the policy", func(t *testing.T) {
+		r := runCmd(t, "", nil, "check", "sts.test", "-dns", dns.Addr, "-mx-port", port, "-ca", caPEM, "-allow-private", "-json")
+		wantCode(t, r, exitOK)
+		var dc transport.DomainCheck
+		if err := json.Unmarshal([]byte(r.stdout), &dc); err != nil {
+			t.Fatal(err)
+		}
+		if dc.MTASTS == nil || dc.MTASTS.Mode != "enforce" || !slices.Equal(dc.MTASTS.MX, []string{"mx.sts.test"}) || dc.MTASTS.Error != "" {
+			t.Fatalf("mta_sts = %+v", dc.MTASTS)
+		}
+		if len(dc.Hosts) != 1 || dc.Hosts[0].Status != "protected" || !dc.Hosts[0].InPolicy {
+			t.Fatalf("hosts = %+v", dc.Hosts)
+		}
+	})
+	t.Run("check refuses an address", func(t *testing.T) {
+		r := runCmd(t, "", nil, "check", "ann@sts.test", "-dns", dns.Addr)
+		wantCode(t, r, exitUsage)
+		if !strings.Contains(r.stderr, "email address, not a domain") {
+			t.Fatalf("stderr = %q", r.stderr)
 		}
 	})
 }

@@ -28,6 +28,7 @@ type sendOptions struct {
 	mx         bool
 	dns        string
 	mxPort     int
+	allowPriv  bool
 	level      string
 	tlsMode    string
 	caFile     string
@@ -52,6 +53,7 @@ func (o *sendOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.mx, "mx", false, "deliver directly to each recipient domain's MX hosts (DANE, MTA-STS, REQUIRETLS), without -server")
 	fs.StringVar(&o.dns, "dns", "", "with -mx: the validating resolver, `HOST:PORT` (default: /etc/resolv.conf's; its DNSSEC answers count only from loopback)")
 	fs.IntVar(&o.mxPort, "mx-port", 0, "with -mx: the `PORT` MX hosts listen on (default 25; for test setups)")
+	fs.BoolVar(&o.allowPriv, "allow-private", false, "with -mx: connect to MX and MTA-STS policy hosts at loopback, private, link-local and other non-global addresses (refused by default; for test setups and internal networks)")
 	fs.StringVar(&o.level, "level", "", "with -mx: the security `LEVEL` for every recipient domain: verified (default), dane-only, dane, verify, secure, encrypt, may, none")
 	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls` (default implicit on port 465, starttls otherwise)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
@@ -78,8 +80,8 @@ func (o *sendOptions) check(getenv func(string) string) error {
 		return usagef("-server or -mx is required")
 	case o.server != "" && o.mx:
 		return usagef("-server and -mx exclude each other: submit to a server, or deliver to MX hosts")
-	case !o.mx && (o.dns != "" || o.mxPort != 0 || o.level != ""):
-		return usagef("-dns, -mx-port and -level go with -mx")
+	case !o.mx && (o.dns != "" || o.mxPort != 0 || o.level != "" || o.allowPriv):
+		return usagef("-dns, -mx-port, -level and -allow-private go with -mx")
 	case o.mx && (o.tlsMode != "" || o.user != ""):
 		return usagef("-tls and -user are for submission (-server), not -mx")
 	case o.from == "":
@@ -122,7 +124,7 @@ func newSendFlags(o *sendOptions) *flag.FlagSet {
 }
 
 const sendSynopsis = `usage: mailsec send {-server HOST:PORT [-tls implicit|starttls] [-user NAME] |
-                   -mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT]} [-ca FILE]
+                   -mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT] [-allow-private]} [-ca FILE]
            -from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
            [-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
            [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
@@ -153,6 +155,12 @@ domain's MTA-STS policy when it enforces, else by a certificate valid for the
 MX host name; a host that meets none gets nothing. -level lowers or changes
 that for every recipient domain (Postfix's names: dane-only, dane, verify,
 secure, encrypt, may, none) and the receipt records every fallback taken.
+The MTA-STS policy host is looked up through -dns as well, and its
+certificate is checked against the same roots as the MX hosts' (-ca). An MX
+or policy host at a loopback, private, link-local or other non-global address
+is not connected to (a recipient domain's DNS must not point mail at this
+machine's own network) unless -allow-private is given; at most 5 addresses
+and 2 sessions are tried per recipient domain.
 
 A line per recipient on standard error says whether the server accepted the
 message, and over which TLS, or why not. Standard output stays empty unless
@@ -493,7 +501,7 @@ func (o *sendOptions) transport(e *env) (closingTransport, error) {
 		tc = &tls.Config{RootCAs: roots}
 	}
 	if o.mx {
-		d := &transport.Direct{Resolver: newResolver(o.dns), TLSConfig: tc, Port: o.mxPort}
+		d := &transport.Direct{Resolver: newResolver(o.dns), TLSConfig: tc, Port: o.mxPort, AllowPrivate: o.allowPriv}
 		if err := d.Validate(); err != nil {
 			return nil, usagef("%v", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 )
 
@@ -74,7 +75,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return "mtasts: policy of " + e.Domain + " (" + e.Type + "): " + e.Err.Error()
+	// The cause may quote the policy server (a TLS alert, a certificate's
+	// names): cleaned like all text from a peer.
+	return "mtasts: policy of " + e.Domain + " (" + e.Type + "): " + syntax.PeerText(e.Err.Error())
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -115,7 +118,10 @@ type Result struct {
 // required. A Client is safe for concurrent use; its fields must not be
 // changed, nor the Client copied, after the first Lookup.
 type Client struct {
-	// Resolver looks up the "_mta-sts" TXT records. Required.
+	// Resolver looks up the "_mta-sts" TXT records and the addresses of
+	// the policy host "mta-sts.<domain>"; the system's resolver is never
+	// asked, so a policy published only in Resolver's view is found.
+	// Required.
 	Resolver mailsec.Resolver
 	// Cache keeps policies between Lookups. Nil means an in-memory
 	// MemCache owned by the Client: policies are then lost on restart,
@@ -128,9 +134,22 @@ type Client struct {
 	// "mta-sts.<domain>" (InsecureSkipVerify and ServerName are
 	// overridden) and TLS 1.2 is the minimum.
 	TLSConfig *tls.Config
-	// DialContext opens the TCP connections for policy fetches. Nil
-	// means a net.Dialer. No HTTP proxy is ever used.
+	// DialContext opens the TCP connections for policy fetches, to the
+	// addresses Resolver gave for the policy host (an "ip:port"; the
+	// certificate is still verified for "mta-sts.<domain>"). Nil means a
+	// net.Dialer. No HTTP proxy is ever used.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AllowPrivate lets policy fetches connect to addresses that are not
+	// global unicast (loopback, private, link-local, the cloud metadata
+	// address 169.254.169.254, ...; see mailsec.AddressError). By default
+	// a policy host that resolves to one is not connected to, checked on
+	// the address of the connection itself (a net.Dialer's Control
+	// function, or the peer address of what DialContext returns), and
+	// the fetch fails with a *mailsec.AddressError inside the Result's
+	// Err: a recipient domain's DNS must not make this host a client of
+	// services on its own network. Set it for tests and internal
+	// deployments.
+	AllowPrivate bool
 	// Timeout bounds the TXT lookup and policy fetch of one Lookup
 	// together. Zero means DefaultTimeout.
 	Timeout time.Duration
@@ -156,6 +175,7 @@ type Client struct {
 
 	once  sync.Once
 	http  *http.Client
+	dial  netguard.DialFunc // to one address
 	mem   *MemCache
 	group singleflight.Group
 
@@ -244,14 +264,19 @@ func (c *Client) init() {
 		if cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS12 {
 			cfg.MaxVersion = 0
 		}
-		dial := c.DialContext
-		if dial == nil {
-			dial = new(net.Dialer).DialContext
+		c.dial = c.DialContext
+		switch {
+		case c.AllowPrivate && c.dial == nil:
+			c.dial = new(net.Dialer).DialContext
+		case c.dial == nil:
+			c.dial = netguard.NetDialer(nil)
+		case !c.AllowPrivate:
+			c.dial = netguard.Dial(c.dial)
 		}
 		c.http = &http.Client{
 			Transport: &http.Transport{
 				Proxy:                  nil,
-				DialContext:            dial,
+				DialContext:            c.dialPolicyHost,
 				TLSClientConfig:        cfg,
 				DisableKeepAlives:      true,
 				DisableCompression:     true,
@@ -262,6 +287,53 @@ func (c *Client) init() {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	})
+}
+
+// maxPolicyAddrs bounds the addresses of a policy host one fetch tries.
+const maxPolicyAddrs = 4
+
+// dialPolicyHost connects to the policy host in addr ("mta-sts.<domain>:443")
+// at the addresses Resolver gives for it, at most maxPolicyAddrs of them;
+// unless AllowPrivate is set, an address that is not global unicast is
+// refused before dialling (and c.dial checks the connection again).
+func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := c.Resolver.LookupIP(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	tried := 0
+	for _, ip := range ans.Records {
+		if !c.AllowPrivate {
+			if r := netguard.Reason(ip); r != "" {
+				errs = append(errs, &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r})
+				continue
+			}
+		}
+		if tried == maxPolicyAddrs {
+			break
+		}
+		tried++
+		conn, err := c.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		if ge, ok := netguard.As(err); ok {
+			err = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, &mailsec.DNSError{Name: host, Type: "A/AAAA", Kind: mailsec.DNSNoRecords}
+	}
+	return nil, errors.Join(errs...)
 }
 
 func (c *Client) cache() Cache {
@@ -314,17 +386,19 @@ func (c *Client) logger() *slog.Logger {
 // Concurrent Lookups of one domain share one TXT lookup and one fetch,
 // which the first caller's cancellation does not stop; Timeout bounds it.
 // Lookup returns an error only when domain is not a domain name (a
-// *mailsec.ValidationError), when Resolver is nil, or when ctx ends first.
+// *mailsec.ValidationError), when Resolver is nil, or when ctx ends first
+// (a *mailsec.NetworkError that names the policy host and matches the
+// context's error).
 func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	if c.Resolver == nil {
 		return nil, mailsec.Invalid("mtasts.Client.Resolver", "", "nil: a Resolver is required")
 	}
 	d, err := normalize(domain)
 	if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, lookupEnded(d, err)
 	}
 	// The policy host and the TXT name must themselves be domain names
 	// (at most 253 octets); a longer domain cannot have a policy.
@@ -351,7 +425,7 @@ func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
 	})
 	select {
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, lookupEnded(d, ctx.Err())
 	case r := <-ch:
 		res := *r.Val.(*Result)
 		if res.Policy != nil {
@@ -361,6 +435,12 @@ func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
 		}
 		return &res, nil
 	}
+}
+
+// lookupEnded is Lookup's error when ctx ended first: it names the policy
+// host and matches the context's error.
+func lookupEnded(d string, err error) error {
+	return &mailsec.NetworkError{Host: "mta-sts." + d, Op: "MTA-STS policy lookup", Err: err}
 }
 
 // normalize returns domain as a lower-case A-label name without the final
@@ -527,15 +607,17 @@ func (c *Client) fetch(ctx context.Context, d string) (string, *Policy, error) {
 	}
 	defer resp.Body.Close()
 	switch {
+	// The status line and the headers are the server's text: cleaned
+	// before they enter an error (and so a Receipt or a log record).
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		return fail(ResultFetchError, fmt.Errorf("%w: %s to %q", ErrRedirect, resp.Status, resp.Header.Get("Location")))
+		return fail(ResultFetchError, fmt.Errorf("%w: %s to %q", ErrRedirect, syntax.PeerText(resp.Status), syntax.PeerText(resp.Header.Get("Location"))))
 	case resp.StatusCode != http.StatusOK:
-		return fail(ResultFetchError, fmt.Errorf("%w: %s", ErrHTTPStatus, resp.Status))
+		return fail(ResultFetchError, fmt.Errorf("%w: %s", ErrHTTPStatus, syntax.PeerText(resp.Status)))
 	}
 	// RFC 8461 §3.2: "media type ... text/plain"; parameters such as
 	// charset are allowed.
 	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "text/plain" {
-		return fail(ResultFetchError, fmt.Errorf("%w: %q", ErrContentType, resp.Header.Get("Content-Type")))
+		return fail(ResultFetchError, fmt.Errorf("%w: %q", ErrContentType, syntax.PeerText(resp.Header.Get("Content-Type"))))
 	}
 	if resp.ContentLength > MaxPolicySize {
 		return fail(ResultFetchError, ErrPolicyTooLarge)

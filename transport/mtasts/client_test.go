@@ -35,7 +35,7 @@ func TestLookupFetchesPolicy(t *testing.T) {
 			}
 			// RFC 8461 §3.3: the well-known URL on mta-sts.<domain>, port 443.
 			if !slices.Equal(e.srv.hosts, []string{"mta-sts.example.com/.well-known/mta-sts.txt"}) ||
-				!slices.Equal(e.srv.dials, []string{"mta-sts.example.com:443"}) {
+				!slices.Equal(e.srv.dials, []string{testPolicyAddr + ":443"}) {
 				t.Errorf("requests %q, dials %q", e.srv.hosts, e.srv.dials)
 			}
 		})

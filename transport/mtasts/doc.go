@@ -21,6 +21,14 @@
 // attacker. DANE (RFC 7672) closes that gap where DNSSEC is available, and
 // takes precedence over MTA-STS when both exist.
 //
+// The recipient domain is also a stranger's choice, and so is the policy
+// host it names: the host "mta-sts.<domain>" is resolved through the
+// Client's Resolver (never the system's), and unless [Client.AllowPrivate]
+// is set, a policy host at a loopback, private, link-local or other
+// non-global address is not connected to, checked on each connection. The
+// policy server's status line and headers are cleaned of control
+// characters before they enter an error.
+//
 // # What a policy means to the caller
 //
 // [Client.Lookup] returns a [Result] whose Policy has a Mode:

@@ -13,14 +13,16 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
-// txtResolver answers TXT lookups from a map; every other name and type
-// does not exist. It stands in for a mailsec.DNSResolver.
+// txtResolver answers TXT lookups from a map and puts every policy host
+// at 127.0.0.1, where the example's server listens; every other name and
+// type does not exist. It stands in for a mailsec.DNSResolver.
 type txtResolver map[string][]string
 
 func (r txtResolver) LookupTXT(_ context.Context, name string) (mailsec.Answer[string], error) {
@@ -35,6 +37,9 @@ func (r txtResolver) LookupMX(_ context.Context, name string) (mailsec.Answer[ma
 }
 
 func (r txtResolver) LookupIP(_ context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+	if strings.HasPrefix(name, "mta-sts.") {
+		return mailsec.Answer[netip.Addr]{Records: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Name: name}, nil
+	}
 	return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A/AAAA", Kind: mailsec.DNSNXDomain}
 }
 
@@ -60,6 +65,10 @@ func policyServer(policy string) (*mtasts.Client, func()) {
 			return new(net.Dialer).DialContext(ctx, network, srv.Listener.Addr().String())
 		},
 		Now: func() time.Time { return time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC) },
+		// Only because the example's server is on loopback: by default a
+		// policy host at a loopback, private or link-local address is
+		// not connected to.
+		AllowPrivate: true,
 	}
 	return c, srv.Close
 }

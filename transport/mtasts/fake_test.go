@@ -27,17 +27,30 @@ import (
 	"github.com/mailsec/mailsec"
 )
 
-// fakeResolver answers TXT lookups from a map and counts them. A name
-// absent from txt is NXDOMAIN; a name in fail returns that error.
+// fakeResolver answers TXT and address lookups from maps and counts the
+// TXT lookups (address lookups apart, in ipLookups). A name absent from
+// txt or ips is NXDOMAIN; a name in fail returns that error.
 type fakeResolver struct {
-	mu      sync.Mutex
-	txt     map[string][]string
-	fail    map[string]error
-	lookups map[string]int
+	mu        sync.Mutex
+	txt       map[string][]string
+	ips       map[string][]netip.Addr
+	fail      map[string]error
+	lookups   map[string]int
+	ipLookups map[string]int
 }
 
 func newFakeResolver() *fakeResolver {
-	return &fakeResolver{txt: map[string][]string{}, fail: map[string]error{}, lookups: map[string]int{}}
+	return &fakeResolver{txt: map[string][]string{}, ips: map[string][]netip.Addr{}, fail: map[string]error{},
+		lookups: map[string]int{}, ipLookups: map[string]int{}}
+}
+
+func (r *fakeResolver) setIP(name string, addrs ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ips[name] = nil
+	for _, a := range addrs {
+		r.ips[name] = append(r.ips[name], netip.MustParseAddr(a))
+	}
 }
 
 func (r *fakeResolver) setTXT(name string, recs ...string) {
@@ -96,8 +109,18 @@ func (r *fakeResolver) LookupMX(context.Context, string) (mailsec.Answer[mailsec
 	return mailsec.Answer[mailsec.MX]{}, errNotUsed
 }
 
-func (r *fakeResolver) LookupIP(context.Context, string) (mailsec.Answer[netip.Addr], error) {
-	return mailsec.Answer[netip.Addr]{}, errNotUsed
+func (r *fakeResolver) LookupIP(_ context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ipLookups[name]++
+	if err := r.fail["IP "+name]; err != nil {
+		return mailsec.Answer[netip.Addr]{}, err
+	}
+	addrs, ok := r.ips[name]
+	if !ok {
+		return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A/AAAA", Kind: mailsec.DNSNXDomain}
+	}
+	return mailsec.Answer[netip.Addr]{Records: slices.Clone(addrs), Name: name}, nil
 }
 
 func (r *fakeResolver) LookupTLSA(context.Context, string) (mailsec.Answer[mailsec.TLSA], error) {
@@ -254,15 +277,21 @@ type env struct {
 }
 
 const (
-	testDomain = "example.com"
-	testTXT    = "_mta-sts.example.com"
-	weekPolicy = 604800
+	// testPolicyAddr is where the resolver puts every policy host.
+	testPolicyAddr = "203.0.113.80"
+	testDomain     = "example.com"
+	testTXT        = "_mta-sts.example.com"
+	weekPolicy     = 604800
 )
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{res: newFakeResolver(), clock: newFakeClock(), ca: newTestCA(t)}
 	e.res.setTXT(testTXT, "v=STSv1; id=one;")
+	// The policy hosts' addresses, as the resolver gives them; the test
+	// dialer connects them to the server on loopback.
+	e.res.setIP("mta-sts."+testDomain, testPolicyAddr)
+	e.res.setIP("mta-sts.xn--bcher-kva.example", testPolicyAddr)
 	e.srv = newPolicyServer(t, e.ca.leaf(t, "mta-sts."+testDomain, "mta-sts.xn--bcher-kva.example"), servePolicy(policyText(Enforce, weekPolicy, "mx.example.com")))
 	e.c = e.client(nil)
 	return e
@@ -278,6 +307,9 @@ func (e *env) client(cache Cache) *Client {
 		DialContext: e.srv.dial,
 		Timeout:     5 * time.Second,
 		Now:         e.clock.Now,
+		// The test server listens on loopback (the resolver's
+		// documentation address is dialled there).
+		AllowPrivate: true,
 	}
 }
 

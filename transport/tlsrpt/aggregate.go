@@ -53,7 +53,9 @@ type Result struct {
 	// not one of the RFC 8460 §4.3 types, is reported as
 	// ValidationFailure.
 	Failure ResultType
-	// FailureReasonCode is a TLS error code or message.
+	// FailureReasonCode is a TLS error code or message. It goes to the
+	// recipient domain: the Aggregator cleans it of control characters
+	// and replaces any IP address in it by "[address]".
 	FailureReasonCode string
 	// AdditionalInformation is a URI (RFC 8460 §4.4: "additional-info-uri")
 	// where more can be found. Text that is not an absolute URI is moved
@@ -254,8 +256,8 @@ func failureDetails(r Result) FailureDetails {
 	fd := FailureDetails{
 		ResultType:          r.Failure,
 		SendingMTAIP:        r.SendingMTAIP.Unmap().WithZone(""),
-		ReceivingMXHostname: clip(strings.TrimSuffix(strings.ToLower(r.ReceivingMXHostname), "."), maxText),
-		ReceivingMXHelo:     clip(r.ReceivingMXHelo, maxText),
+		ReceivingMXHostname: clip(syntax.PeerText(strings.TrimSuffix(strings.ToLower(r.ReceivingMXHostname), ".")), maxText),
+		ReceivingMXHelo:     clip(syntax.PeerText(r.ReceivingMXHelo), maxText),
 		ReceivingIP:         r.ReceivingIP.Unmap().WithZone(""),
 		FailureReasonCode:   r.FailureReasonCode,
 	}
@@ -271,7 +273,11 @@ func failureDetails(r Result) FailureDetails {
 		}
 		fd.FailureReasonCode += info
 	}
-	fd.FailureReasonCode = clip(fd.FailureReasonCode, maxText)
+	// The reason goes to the recipient domain: peer text in it is
+	// cleaned, and no IP address in it may tell about this side's own
+	// network (the resolver asked, a local address); the addresses a
+	// report may carry have fields of their own.
+	fd.FailureReasonCode = clip(syntax.RedactAddresses(syntax.PeerText(fd.FailureReasonCode)), maxText)
 	return fd
 }
 

@@ -1,6 +1,7 @@
 package tlsrpt_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -240,5 +241,34 @@ func TestReportErrors(t *testing.T) {
 		if _, err := agg.Report("example.org", day, o); !errors.Is(err, mailsec.ErrInvalid) {
 			t.Errorf("Report with %+v: %v", o, err)
 		}
+	}
+}
+
+// A report goes to the recipient domain: the failure-reason-code names no
+// address of the sending side's network, and text from the peer (the
+// server's greeting name, a reason quoting it) carries no controls.
+func TestReportKeepsOurNetworkOut(t *testing.T) {
+	a := &tlsrpt.Aggregator{}
+	a.Record(tlsrpt.Result{
+		PolicyDomain: "example.org", ReceivingMXHostname: "mx1.example.org",
+		ReceivingIP:       netip.MustParseAddr("203.0.113.5"),
+		ReceivingMXHelo:   "mx1\x1b]0;pwned\x07.example.org",
+		Failure:           tlsrpt.STSPolicyFetchError,
+		FailureReasonCode: "lookup mta-sts.example.org on 10.1.2.3:53: read udp 10.9.9.9:4000->10.1.2.3:53: timeout (resolver [fd00::53]:5353)",
+	})
+	rep, err := a.Report("example.org", time.Now(), tlsrpt.Organization{Name: "Sender", ContactInfo: "tlsrpt@sender.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(rep)
+	for _, s := range []string{"10.1.2.3", "10.9.9.9", "fd00", `\u001b`, `\u0007`} {
+		if strings.Contains(string(js), s) {
+			t.Errorf("report carries %q: %s", s, js)
+		}
+	}
+	fd := rep.Policies[0].FailureDetails[0]
+	if fd.ReceivingIP != netip.MustParseAddr("203.0.113.5") || !strings.Contains(fd.FailureReasonCode, "lookup mta-sts.example.org on [address]") ||
+		fd.ReceivingMXHelo != "mx1?]0;pwned?.example.org" {
+		t.Fatalf("failure details = %+v", fd)
 	}
 }

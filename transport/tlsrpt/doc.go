@@ -43,9 +43,16 @@
 // _smtp._tls.<domain>, and a report is only ever sent by the policy of
 // the domain it is about. The record is parsed strictly; URIs other than
 // mailto: and https: are ignored, https: reports go only over TLS with a
-// verified certificate (redirects to http: are refused), and report mail
+// verified certificate (redirects to http: are refused) and, unless
+// [Submitter.AllowPrivate] is set, never to a loopback, private or other
+// non-global address, and report mail
 // goes through the application's mailsec.Sender, with its policy and
 // validation.
+//
+// A report says nothing about the sending side's own network beyond the
+// sending address field: the Aggregator cleans each failure-reason-code of
+// control characters and replaces the IP addresses in it (a resolver's, a
+// local address) by "[address]".
 //
 // DNS answers are not authenticated here: whoever can forge the TXT
 // record can have the report sent to them, which tells them what they

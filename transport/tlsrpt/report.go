@@ -32,7 +32,9 @@ const (
 
 	// DANE policy failures (§4.3.2.1).
 
-	// TLSAInvalid: the TLSA records are malformed or none matched.
+	// TLSAInvalid: the TLSA records are malformed or none matched the
+	// certificate ("None of the records in the RRset were found to be
+	// valid").
 	TLSAInvalid ResultType = "tlsa-invalid"
 	// DNSSECInvalid: the DNSSEC chain for the TLSA records did not
 	// validate.

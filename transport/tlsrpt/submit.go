@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/netguard"
 )
 
 // MediaTypeGzip is the media type of a gzip-compressed report (RFC 8460
@@ -42,7 +43,19 @@ type Submitter struct {
 	// one-minute timeout and the system roots. Whatever the client, a
 	// redirect to anything but https: is refused, and so is a response
 	// that did not come over a TLS connection with a verified chain.
+	// Unless AllowPrivate is set, its Transport must be nil or an
+	// *http.Transport (whose connections are then checked; no proxy is
+	// used).
 	HTTPClient *http.Client
+	// AllowPrivate lets https: submissions connect to addresses that are
+	// not global unicast (loopback, private, link-local, the cloud
+	// metadata address 169.254.169.254, ...; see mailsec.AddressError).
+	// By default a report URI whose host resolves to one is not
+	// connected to, checked on the address of each connection, redirects
+	// included: the URI comes from the recipient domain's DNS, and a POST
+	// to this host's own network is not its to ask for. Set it for tests
+	// and internal deployments.
+	AllowPrivate bool
 }
 
 // SubmitError reports a failed delivery to one URI.
@@ -150,7 +163,10 @@ func (s *Submitter) post(ctx context.Context, u *url.URL, body []byte) error {
 	if u.Host == "" {
 		return fail(0, errors.New("no host"))
 	}
-	client := s.httpClient()
+	client, err := s.httpClient()
+	if err != nil {
+		return fail(0, err)
+	}
 	if t, ok := client.Transport.(*http.Transport); ok && t.TLSClientConfig != nil && t.TLSClientConfig.InsecureSkipVerify {
 		return fail(0, errors.New("the HTTP client does not verify certificates"))
 	}
@@ -161,6 +177,9 @@ func (s *Submitter) post(ctx context.Context, u *url.URL, body []byte) error {
 	req.Header.Set("Content-Type", MediaTypeGzip)
 	resp, err := client.Do(req)
 	if err != nil {
+		if ge, ok := netguard.As(err); ok {
+			err = &mailsec.AddressError{Host: u.Hostname(), Addr: ge.Addr, Reason: ge.Reason}
+		}
 		return fail(0, err)
 	}
 	defer resp.Body.Close()
@@ -175,12 +194,20 @@ func (s *Submitter) post(ctx context.Context, u *url.URL, body []byte) error {
 }
 
 // httpClient returns a copy of the configured client (or of the default)
-// that refuses redirects to anything but https:.
-func (s *Submitter) httpClient() *http.Client {
+// that refuses redirects to anything but https: and, unless AllowPrivate,
+// connections to addresses that are not global unicast.
+func (s *Submitter) httpClient() (*http.Client, error) {
 	c := &http.Client{Timeout: time.Minute}
 	if s.HTTPClient != nil {
 		cc := *s.HTTPClient
 		c = &cc
+	}
+	if !s.AllowPrivate {
+		t, ok := netguard.HTTPTransport(c.Transport)
+		if !ok {
+			return nil, mailsec.Invalid("Submitter.HTTPClient.Transport", "", "not an *http.Transport, so its connections cannot be checked for non-global addresses; use one, or set AllowPrivate")
+		}
+		c.Transport = t
 	}
 	next := c.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -195,7 +222,7 @@ func (s *Submitter) httpClient() *http.Client {
 		}
 		return nil
 	}
-	return c
+	return c, nil
 }
 
 // mail delivers by email (RFC 8460 §5.3). The message has the header

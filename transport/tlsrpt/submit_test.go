@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -103,7 +104,7 @@ func newReportServer(t *testing.T, status int) *reportServer {
 func TestSubmitHTTPS(t *testing.T) {
 	rs := newReportServer(t, http.StatusCreated)
 	rep := testReport(t, "example.org")
-	sub := &tlsrpt.Submitter{HTTPClient: rs.Client()}
+	sub := &tlsrpt.Submitter{AllowPrivate: true, HTTPClient: rs.Client()}
 	if err := sub.Submit(context.Background(), rep, policyFor(t, "example.org", rs.URL+"/v1/tlsrpt")); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestSubmitHTTPSFailures(t *testing.T) {
 		temp   bool
 	}{{http.StatusInternalServerError, true}, {http.StatusTooManyRequests, true}, {http.StatusBadRequest, false}, {http.StatusFound, false}} {
 		rs := newReportServer(t, tc.status)
-		err := (&tlsrpt.Submitter{HTTPClient: rs.Client()}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL))
+		err := (&tlsrpt.Submitter{AllowPrivate: true, HTTPClient: rs.Client()}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL))
 		var se *tlsrpt.SubmitError
 		if !errors.As(err, &se) || se.StatusCode != tc.status || se.URI != rs.URL || mailsec.IsTemporary(err) != tc.temp {
 			t.Errorf("status %d: %v (temporary %v)", tc.status, err, mailsec.IsTemporary(err))
@@ -134,19 +135,19 @@ func TestSubmitHTTPSFailures(t *testing.T) {
 	// A plaintext http: URI gets nothing.
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { t.Error("plain HTTP server reached") }))
 	defer plain.Close()
-	err := (&tlsrpt.Submitter{}).Submit(ctx, rep, policyFor(t, "example.org", plain.URL))
+	err := (&tlsrpt.Submitter{AllowPrivate: true}).Submit(ctx, rep, policyFor(t, "example.org", plain.URL))
 	if err == nil || !strings.Contains(err.Error(), plain.URL) {
 		t.Errorf("http: URI: %v", err)
 	}
 
 	// A server whose certificate the client does not trust gets nothing.
 	rs := newReportServer(t, http.StatusOK)
-	if err := (&tlsrpt.Submitter{}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); err == nil || rs.hits.Load() != 0 {
+	if err := (&tlsrpt.Submitter{AllowPrivate: true}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); err == nil || rs.hits.Load() != 0 {
 		t.Errorf("untrusted server: %v, %d hits", err, rs.hits.Load())
 	}
 	// Nor does one the client would not verify.
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	if err := (&tlsrpt.Submitter{HTTPClient: insecure}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); err == nil || rs.hits.Load() != 0 {
+	if err := (&tlsrpt.Submitter{AllowPrivate: true, HTTPClient: insecure}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); err == nil || rs.hits.Load() != 0 {
 		t.Errorf("unverified client: %v, %d hits", err, rs.hits.Load())
 	}
 
@@ -155,7 +156,7 @@ func TestSubmitHTTPSFailures(t *testing.T) {
 		http.Redirect(w, r, plain.URL+"/x", http.StatusTemporaryRedirect)
 	}))
 	defer redirect.Close()
-	err = (&tlsrpt.Submitter{HTTPClient: redirect.Client()}).Submit(ctx, rep, policyFor(t, "example.org", redirect.URL))
+	err = (&tlsrpt.Submitter{AllowPrivate: true, HTTPClient: redirect.Client()}).Submit(ctx, rep, policyFor(t, "example.org", redirect.URL))
 	if err == nil || !strings.Contains(err.Error(), "redirect") {
 		t.Errorf("redirect to http: %v", err)
 	}
@@ -201,7 +202,7 @@ func TestSubmitMail(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := testReport(t, "example.org")
-	sub := &tlsrpt.Submitter{Sender: sender, From: "tlsrpt@mail.example.com"}
+	sub := &tlsrpt.Submitter{AllowPrivate: true, Sender: sender, From: "tlsrpt@mail.example.com"}
 	pol := policyFor(t, "example.org", "mailto:tlsrpt@example.org", "mailto:other%2Breports@example.org")
 	if err := sub.Submit(context.Background(), rep, pol); err != nil {
 		t.Fatal(err)
@@ -246,7 +247,7 @@ func TestSubmitCollectsErrors(t *testing.T) {
 	rt := &mailsectest.RecordingTransport{}
 	sender, _ := mailsec.NewSender(rt, nil)
 	rep := testReport(t, "example.org")
-	sub := &tlsrpt.Submitter{Sender: sender, From: "tlsrpt@mail.example.com", HTTPClient: rs.Client()}
+	sub := &tlsrpt.Submitter{AllowPrivate: true, Sender: sender, From: "tlsrpt@mail.example.com", HTTPClient: rs.Client()}
 	err := sub.Submit(context.Background(), rep, policyFor(t, "example.org", rs.URL, "mailto:tlsrpt@example.org", "mailto:bad"))
 	if len(rt.Deliveries()) != 1 {
 		t.Errorf("%d mail deliveries, want 1", len(rt.Deliveries()))
@@ -271,7 +272,7 @@ func TestSubmitCollectsErrors(t *testing.T) {
 	if !errors.As(err, &se) || se.URI != "mailto:tlsrpt@example.org" || !mailsec.IsTemporary(err) {
 		t.Errorf("mail failure: %v", err)
 	}
-	if err := (&tlsrpt.Submitter{}).Submit(context.Background(), rep, policyFor(t, "example.org", "mailto:tlsrpt@example.org")); err == nil {
+	if err := (&tlsrpt.Submitter{AllowPrivate: true}).Submit(context.Background(), rep, policyFor(t, "example.org", "mailto:tlsrpt@example.org")); err == nil {
 		t.Error("mailto: without a Sender succeeded")
 	}
 }
@@ -281,7 +282,7 @@ func TestSubmitDomainMismatch(t *testing.T) {
 	rs := newReportServer(t, http.StatusOK)
 	rt := &mailsectest.RecordingTransport{}
 	sender, _ := mailsec.NewSender(rt, nil)
-	sub := &tlsrpt.Submitter{Sender: sender, From: "tlsrpt@mail.example.com", HTTPClient: rs.Client()}
+	sub := &tlsrpt.Submitter{AllowPrivate: true, Sender: sender, From: "tlsrpt@mail.example.com", HTTPClient: rs.Client()}
 	err := sub.Submit(context.Background(), testReport(t, "example.org"), policyFor(t, "example.net", rs.URL, "mailto:r@example.net"))
 	if !errors.Is(err, tlsrpt.ErrDomainMismatch) || rs.hits.Load() != 0 || len(rt.Deliveries()) != 0 {
 		t.Errorf("%v; %d hits, %d mails", err, rs.hits.Load(), len(rt.Deliveries()))
@@ -293,3 +294,33 @@ func TestSubmitDomainMismatch(t *testing.T) {
 		t.Errorf("policy without URIs: %v", err)
 	}
 }
+
+// A report URI whose host is a loopback, private or link-local address
+// gets nothing: the URI is the recipient domain's choice. The report
+// server is on loopback; with AllowPrivate the same submission goes
+// through.
+func TestSubmitRefusesNonGlobal(t *testing.T) {
+	ctx := context.Background()
+	rep := testReport(t, "example.org")
+	rs := newReportServer(t, http.StatusOK)
+	err := (&tlsrpt.Submitter{HTTPClient: rs.Client()}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL))
+	var ae *mailsec.AddressError
+	if !errors.As(err, &ae) || ae.Addr != netip.MustParseAddr("127.0.0.1") || ae.Host != "127.0.0.1" || rs.hits.Load() != 0 {
+		t.Fatalf("err = %v, %d hits; want an AddressError and nothing posted", err, rs.hits.Load())
+	}
+	// A RoundTripper whose connections cannot be checked is refused.
+	odd := &http.Client{Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+		t.Error("the unchecked RoundTripper was used")
+		return nil, errors.New("no")
+	})}
+	if err := (&tlsrpt.Submitter{HTTPClient: odd}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); !errors.Is(err, mailsec.ErrInvalid) {
+		t.Fatalf("opaque RoundTripper: %v", err)
+	}
+	if err := (&tlsrpt.Submitter{HTTPClient: rs.Client(), AllowPrivate: true}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); err != nil || rs.hits.Load() != 1 {
+		t.Fatalf("with AllowPrivate: %v, %d hits", err, rs.hits.Load())
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
