@@ -631,6 +631,12 @@ func dnsExchange(ctx context.Context, server string, q *dns.Msg, timeout time.Du
 	return resp, err
 }
 
+// deadlinePassed reports whether ctx has a deadline that is now past.
+func deadlinePassed(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
 func dnsQueryError(q *dns.Msg, kind DNSErrorKind, err error) *DNSError {
 	return &DNSError{Name: dnsName(q.Question[0].Name), Type: dns.TypeToString[q.Question[0].Qtype], Kind: kind, Err: err}
 }
@@ -644,10 +650,15 @@ func dnsExchangeOnce(ctx context.Context, network, server string, q *dns.Msg, ti
 	fail := func(err error) (*dns.Msg, bool, error) {
 		kind := DNSNetwork
 		var ne net.Error
+		timeout := errors.As(err, &ne) && ne.Timeout()
 		switch {
 		case ctx.Err() != nil:
 			kind, err = DNSTimeout, ctx.Err()
-		case qctx.Err() != nil || errors.As(err, &ne) && ne.Timeout():
+		case timeout && deadlinePassed(ctx):
+			// The connection's deadline is the context's, and its timer
+			// can fire a moment before the context records the end.
+			kind, err = DNSTimeout, context.DeadlineExceeded
+		case qctx.Err() != nil || timeout:
 			kind = DNSTimeout
 		}
 		return nil, false, dnsQueryError(q, kind, err)
