@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -28,6 +29,12 @@ type Transcript struct {
 	ReceivedBeforeTLS int
 }
 
+// String shows a transcript in test failure output.
+func (t Transcript) String() string {
+	return fmt.Sprintf("{TLS: %v, received before TLS: %q, after: %q, sent: %q}",
+		t.TLS, t.Received[:t.ReceivedBeforeTLS], t.Received[t.ReceivedBeforeTLS:], t.Sent)
+}
+
 // Transcripts returns one Transcript per connection accepted so far, in
 // the order they were accepted. A server with Discard set keeps none. Call
 // WaitIdle first to be sure a connection's transcript is complete.
@@ -37,6 +44,9 @@ func (s *Server) Transcripts() []Transcript {
 	out := make([]Transcript, len(s.transcripts))
 	for i, t := range s.transcripts {
 		out[i] = Transcript{Received: bytes.Clone(t.Received), Sent: bytes.Clone(t.Sent), TLS: t.TLS, ReceivedBeforeTLS: t.ReceivedBeforeTLS}
+		if !t.TLS {
+			out[i].ReceivedBeforeTLS = len(t.Received)
+		}
 	}
 	return out
 }
