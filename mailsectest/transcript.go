@@ -31,8 +31,9 @@ type Transcript struct {
 
 // String shows a transcript in test failure output.
 func (t Transcript) String() string {
+	n := min(max(t.ReceivedBeforeTLS, 0), len(t.Received))
 	return fmt.Sprintf("{TLS: %v, received before TLS: %q, after: %q, sent: %q}",
-		t.TLS, t.Received[:t.ReceivedBeforeTLS], t.Received[t.ReceivedBeforeTLS:], t.Sent)
+		t.TLS, t.Received[:n], t.Received[n:], t.Sent)
 }
 
 // Transcripts returns one Transcript per connection accepted so far, in
@@ -52,8 +53,8 @@ func (s *Server) Transcripts() []Transcript {
 }
 
 // Received returns every byte clients sent, on every connection, as the
-// server's SMTP layer read it: decrypted after TLS (see Transcript). Call
-// WaitIdle first.
+// server's SMTP layer read it: decrypted after TLS (see Transcript). A
+// server with Discard set keeps nothing. Call WaitIdle first.
 func (s *Server) Received() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
