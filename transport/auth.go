@@ -278,13 +278,18 @@ func mechanismFailure(mech string) string {
 	return "the server sent a challenge the mechanism has no answer for"
 }
 
-// knownMechanisms are SASL mechanism names (IANA registry) that may be
-// quoted from a server's EHLO reply; anything else the server lists is
-// only counted, as it could be an echo of a credential.
-var knownMechanisms = []string{
-	MechSCRAMSHA256, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS",
-	MechCRAMMD5, "DIGEST-MD5", MechPlain, MechLogin, MechXOAUTH2, "OAUTHBEARER", "GSSAPI", "GS2-KRB5", "NTLM",
-	"EXTERNAL", "ANONYMOUS",
+// knownMechanism reports whether m is a SASL mechanism name (IANA
+// registry) that may be quoted from a server's EHLO reply; anything else
+// the server lists is only counted, as it could be an echo of a
+// credential.
+func knownMechanism(m string) bool {
+	switch m {
+	case MechSCRAMSHA256, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS",
+		MechCRAMMD5, "DIGEST-MD5", MechPlain, MechLogin, MechXOAUTH2, "OAUTHBEARER", "GSSAPI", "GS2-KRB5", "NTLM",
+		"EXTERNAL", "ANONYMOUS":
+		return true
+	}
+	return false
 }
 
 // describeMechanisms names the mechanisms a server offers, the ones this
@@ -293,7 +298,7 @@ func describeMechanisms(offered []string) string {
 	var named []string
 	other := 0
 	for _, m := range offered {
-		if slices.Contains(knownMechanisms, m) {
+		if knownMechanism(m) {
 			named = append(named, m)
 		} else {
 			other++
