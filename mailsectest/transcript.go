@@ -246,10 +246,7 @@ func (sh *shim) plaintext() (fromClient, fromServer *bufio.Reader, ok bool) {
 				}
 			}
 			if err != nil {
-				// go-smtp has hung up: tell the client, and let it finish
-				// what it was sending, within bounds.
-				_ = closeWrite(sh.raw)
-				_ = sh.raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+				sh.serverDone()
 				select {
 				case verdict <- false:
 				default:
@@ -267,22 +264,29 @@ func (sh *shim) plaintext() (fromClient, fromServer *bufio.Reader, ok bool) {
 			}
 		}
 	}()
-	// The client to go-smtp, here.
+	// The client to go-smtp, here. Once go-smtp is gone, what the client
+	// sends is still read and recorded, until it stops (or serverDone's
+	// deadline).
+	relaying := true
 	for {
 		line, err := fromClient.ReadBytes('\n')
 		if len(line) > 0 {
 			sh.record(true, line)
 			isStartTLS := strings.EqualFold(strings.TrimRight(string(line), "\r\n"), "STARTTLS")
-			if isStartTLS {
+			if relaying && isStartTLS {
 				mu.Lock()
 				pending = true
 				mu.Unlock()
 			}
-			if _, werr := sh.pipe.Write(line); werr != nil && err == nil {
-				err = werr
+			if relaying {
+				if _, werr := sh.pipe.Write(line); werr != nil {
+					relaying = false
+				}
 			}
-			if err == nil && isStartTLS && <-verdict {
-				return fromClient, fromServer, <-upgraded
+			if relaying && isStartTLS {
+				if <-verdict {
+					return fromClient, fromServer, <-upgraded
+				}
 			}
 		}
 		if err != nil {
@@ -291,6 +295,15 @@ func (sh *shim) plaintext() (fromClient, fromServer *bufio.Reader, ok bool) {
 			return nil, nil, false
 		}
 	}
+}
+
+// serverDone handles go-smtp's end of the session (or a client that can no
+// longer be written to): the client is told, given a little time to finish
+// what it was sending, and go-smtp's side is closed.
+func (sh *shim) serverDone() {
+	_ = closeWrite(sh.raw)
+	_ = sh.raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_ = sh.pipe.Close()
 }
 
 // closeWrite half-closes c where it can (TCP), else closes it.
@@ -306,27 +319,32 @@ func (sh *shim) relay(outer, inner *tls.Conn) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		sh.copy(inner, outer, true)
-		// The client is gone: go-smtp hears EOF.
-		_ = inner.Close()
+		// The client is done: so is go-smtp.
+		_ = sh.pipe.Close()
 	})
 	sh.copy(outer, inner, false)
-	// go-smtp has closed its end (after QUIT, or on an error): tell the
-	// client, and let it finish what it was sending, within bounds.
 	_ = outer.CloseWrite()
-	_ = sh.raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+	sh.serverDone()
 	wg.Wait()
 }
 
 // copy copies src to dst and records it as received from the client (or
-// sent by the server).
+// sent by the server). What the client sends is read and recorded to its
+// end, also once it can no longer be passed on.
 func (sh *shim) copy(dst io.Writer, src io.Reader, received bool) {
 	buf := make([]byte, 32<<10)
+	relaying := true
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			sh.record(received, buf[:n])
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
+			if relaying {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					if !received {
+						return
+					}
+					relaying = false
+				}
 			}
 		}
 		if err != nil {
