@@ -2,6 +2,7 @@ package mailsectest
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -238,16 +239,24 @@ func (s *Server) Close() error {
 		raws = append(raws, c)
 	}
 	s.mu.Unlock()
-	err := s.srv.Close()
 	if s.pipes == nil {
-		return err
+		return s.srv.Close()
 	}
 	_ = s.tcp.Close()
 	for _, c := range raws {
 		_ = c.Close()
 	}
+	// Every shim has closed its pipe, so go-smtp's handlers end by
+	// themselves; wait for them rather than close their connections
+	// under them (go-smtp's Close races with a STARTTLS in progress).
 	s.shims.Wait()
-	return err
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+		return err
+	}
+	return nil
 }
 
 // Messages returns the messages accepted so far.
