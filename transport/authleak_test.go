@@ -153,52 +153,54 @@ type leakCase struct {
 	security mailsec.Security
 	// network reports a failure that is not an AuthError.
 	network bool
+	// want is what the error must say: the path the case is about.
+	want string
 }
 
 func leakCases() []leakCase {
 	var cases []leakCase
-	add := func(name string, final func(c *fakeConn, s *authScript), network bool) {
+	add := func(name, want string, final func(c *fakeConn, s *authScript), network bool) {
 		for _, m := range leakMechanisms {
-			cases = append(cases, leakCase{name: name + "/" + m, mech: m, final: final, network: network})
+			cases = append(cases, leakCase{name: name + "/" + m, mech: m, final: final, network: network, want: want})
 		}
 	}
-	add("rejection", func(c *fakeConn, s *authScript) {
+	add("rejection", "credentials invalid: 535 5.7.8", func(c *fakeConn, s *authScript) {
 		c.w("535 5.7.8 Authentication credentials invalid\r\n")
 	}, false)
-	add("echo in a 5xx", func(c *fakeConn, s *authScript) {
+	add("echo in a 5xx", "credentials invalid: 535 5.7.8", func(c *fakeConn, s *authScript) {
 		c.w("535 5.7.8 AUTH failed for " + s.echo() + "\r\n")
 	}, false)
-	add("echo in a multi-line 5xx", func(c *fakeConn, s *authScript) {
+	add("echo in a multi-line 5xx", "could not parse the exchange: 500 5.5.2", func(c *fakeConn, s *authScript) {
 		for _, part := range strings.Fields(s.echo()) {
 			c.w("500-5.5.2 Error: bad syntax: " + part + "\r\n")
 		}
 		c.w("500 5.5.2 " + leakPassword + "\r\n")
 	}, false)
-	add("echo in a 4xx", func(c *fakeConn, s *authScript) {
+	add("echo in a 4xx", "temporary authentication failure: 454 4.7.0", func(c *fakeConn, s *authScript) {
 		c.w("454 4.7.0 Temporary authentication failure; you sent " + s.echo() + "\r\n")
 	}, false)
-	add("echo in a challenge", func(c *fakeConn, s *authScript) {
+	add("echo in a challenge", "", func(c *fakeConn, s *authScript) {
 		c.w("334 " + base64.StdEncoding.EncodeToString([]byte("you sent: "+s.echo())) + "\r\n")
 		if l, err := c.readLine(); err == nil {
 			s.record(l)
 		}
 		c.w("535 5.7.8 " + s.echo() + "\r\n")
 	}, false)
-	add("echo in a challenge that is not base64", func(c *fakeConn, s *authScript) {
+	add("echo in a challenge that is not base64", "not base64", func(c *fakeConn, s *authScript) {
 		c.w("334 " + s.echo() + "\r\n")
 		if l, err := c.readLine(); err == nil {
 			s.record(l)
 		}
 		c.w("535 5.7.8 " + s.echo() + "\r\n")
 	}, false)
-	add("network failure mid-AUTH", func(c *fakeConn, s *authScript) {
+	add("network failure mid-AUTH", "AUTH: unexpected EOF", func(c *fakeConn, s *authScript) {
 		c.w("535 5.7.8 " + s.echo()) // no line end: the connection drops first
 		c.hangup()
 	}, true)
-	add("malformed reply", func(c *fakeConn, s *authScript) {
+	add("malformed reply", "malformed SMTP reply", func(c *fakeConn, s *authScript) {
 		c.w("5x5 " + s.echo() + "\r\n")
 	}, true)
-	add("second reply", func(c *fakeConn, s *authScript) {
+	add("second reply", "no command asked for", func(c *fakeConn, s *authScript) {
 		c.w("535 5.7.8 rejected\r\n535 5.7.8 " + s.echo() + "\r\n")
 	}, true)
 
@@ -214,35 +216,44 @@ func leakCases() []leakCase {
 		}
 	}
 	cases = append(cases,
-		leakCase{name: "SCRAM server signature wrong", mech: transport.MechSCRAMSHA256, final: scramFinal(func(*authScript) string {
+		leakCase{name: "SCRAM server signature wrong", mech: transport.MechSCRAMSHA256, want: "SCRAM messages did not verify", final: scramFinal(func(*authScript) string {
 			return "v=" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 		})},
-		leakCase{name: "SCRAM server error echoes", mech: transport.MechSCRAMSHA256, final: scramFinal(func(s *authScript) string {
+		leakCase{name: "SCRAM server error echoes", mech: transport.MechSCRAMSHA256, want: "SCRAM messages did not verify", final: scramFinal(func(s *authScript) string {
 			return "e=" + leakPassword + " " + base64.StdEncoding.EncodeToString([]byte(leakPassword))
 		})},
-		leakCase{name: "SCRAM success without a server signature", mech: transport.MechSCRAMSHA256, final: func(c *fakeConn, s *authScript) {
+		leakCase{name: "SCRAM success without a server signature", mech: transport.MechSCRAMSHA256, want: "did not prove", final: func(c *fakeConn, s *authScript) {
 			c.w("235 2.7.0 " + s.echo() + "\r\n")
 		}},
 	)
 
 	// Before any exchange.
 	cases = append(cases,
-		leakCase{name: "no acceptable mechanism", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
+		leakCase{name: "no acceptable mechanism", want: "no acceptable mechanism: the server offers LOGIN and 4 unknown", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
 			// The server's list echoes credentials a client once sent it.
 			plain := base64.StdEncoding.EncodeToString([]byte("\x00" + leakUser + "\x00" + leakPassword))
 			o.postTLSExt = []string{"AUTH LOGIN " + plain + " " + leakPassword + " " + base64.RawStdEncoding.EncodeToString([]byte(leakPassword)) + " " + leakToken}
 			tr.Auth.Mechanisms = []string{transport.MechSCRAMSHA256}
 		}},
-		leakCase{name: "session not verified", security: mailsec.Security{Level: mailsec.Unverified}, setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
+		leakCase{name: "session not verified", want: "not verified", security: mailsec.Security{Level: mailsec.Unverified}, setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
 			o.postTLSExt = []string{"AUTH PLAIN LOGIN"}
 		}},
-		leakCase{name: "malformed token", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
+		leakCase{name: "malformed token", want: "malformed token", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
 			o.postTLSExt = []string{"AUTH XOAUTH2"}
 			tr.Auth.Token = func(context.Context) (string, error) { return leakToken + "\r\nMAIL FROM:<x@example.com>", nil }
 		}},
-		leakCase{name: "token source error", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
+		leakCase{name: "token source error", want: "token source failed: refresh failed", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
 			o.postTLSExt = []string{"AUTH XOAUTH2"}
 			tr.Auth.Token = func(context.Context) (string, error) { return leakToken, errors.New("refresh failed") }
+		}},
+		leakCase{name: "no AUTH after TLS", want: "AUTH only before TLS", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
+			o.preTLSExt = []string{"STARTTLS", "AUTH PLAIN " + leakPassword}
+			o.postTLSExt = []string{"8BITMIME"}
+		}},
+		leakCase{name: "password SASLprep refuses", want: "SASLprep", setup: func(o *fakeOpts, tr *transport.Submission, s *authScript) {
+			o.postTLSExt = []string{"AUTH SCRAM-SHA-256"}
+			tr.Auth.Password = leakPassword + "\u0007"
+			tr.Auth.Mechanisms = []string{transport.MechSCRAMSHA256}
 		}},
 	)
 	return cases
@@ -294,6 +305,9 @@ func TestAuthFailuresRevealNoSecret(t *testing.T) {
 				}
 			} else if !errors.As(out.err, &ae) || !errors.Is(out.err, mailsec.ErrAuth) {
 				t.Fatalf("error %v is not an AuthError", out.err)
+			}
+			if !strings.Contains(out.err.Error(), tc.want) {
+				t.Fatalf("error %v does not say %q: not the path this case is about", out.err, tc.want)
 			}
 			if f.transactions() != 0 {
 				t.Fatal("MAIL sent after a failed AUTH")
