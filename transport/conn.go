@@ -15,10 +15,10 @@ import (
 var aLongTimeAgo = time.Unix(1, 0)
 
 // ctxConn lets a context bound every read and write on a connection that
-// other layers (the session's own timeouts, crypto/tls) also set deadlines on. The effective
-// deadline is the earlier of the one those layers asked for and the bound
-// context's; when the context is cancelled, pending and future I/O fail at
-// once.
+// other layers (the session's reply timeouts, crypto/tls) also set
+// deadlines on. The effective deadline is the earlier of the one those
+// layers asked for and the bound context's; when the context is cancelled,
+// pending and future I/O fail at once.
 type ctxConn struct {
 	net.Conn
 
