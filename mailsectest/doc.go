@@ -5,8 +5,12 @@
 //     CA, speaking implicit TLS or STARTTLS, optionally requiring AUTH,
 //     offering REQUIRETLS, SMTPUTF8 or DSN, or failing MAIL, RCPT or DATA
 //     with a chosen reply. It keeps every accepted message with its envelope,
-//     raw data and TLS state, and every byte clients sent on the wire.
-//     [Server.Transport] returns a transport that already trusts it.
+//     raw data and TLS state, and a [Transcript] of each connection: every
+//     byte the server read and wrote, decrypted after TLS. Assert on
+//     [Server.Received] or [Server.Transcripts] that a client did not send
+//     something; [Server.Wire], the bytes as they crossed the network, is
+//     ciphertext after the handshake. [Server.Transport] returns a
+//     transport that already trusts it.
 //   - [RecordingTransport]: a mailsec.Transport that records deliveries
 //     instead of sending them.
 //   - [CA]: a throwaway certificate authority to issue server certificates

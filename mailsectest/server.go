@@ -2,6 +2,7 @@ package mailsectest
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -92,12 +93,21 @@ type Server struct {
 	CA  *CA
 	cfg Config
 	srv *smtp.Server
-	ln  net.Listener
+
+	tcp net.Listener // the listener clients connect to
+	// With a transcript (not Discard): the shims between clients and
+	// go-smtp, and the raw connections they serve.
+	pipes  *pipeListener
+	shims  sync.WaitGroup
+	raws   map[net.Conn]struct{}
+	outerC *tls.Config
+	innerC *tls.Config
 
 	mu           sync.Mutex
 	messages     []Message
 	transactions int
 	wire         []byte
+	transcripts  []*Transcript
 	conns        int
 	open         int
 	closed       bool
@@ -129,8 +139,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: ln.Addr().String(), CA: ca, cfg: cfg}
-	var l net.Listener = &recordingListener{Listener: ln, s: s}
+	s := &Server{Addr: ln.Addr().String(), CA: ca, cfg: cfg, tcp: ln}
 	srv := smtp.NewServer(&backend{s: s})
 	srv.Domain = cfg.Hostname
 	srv.ReadTimeout = 30 * time.Second
@@ -141,15 +150,69 @@ func Start(cfg Config) (*Server, error) {
 	srv.EnableREQUIRETLS = cfg.RequireTLS
 	srv.EnableDSN = cfg.DSN
 	srv.ErrorLog = log.New(io.Discard, "", 0)
-	switch {
-	case cfg.ImplicitTLS:
-		l = tls.NewListener(l, tlsCfg)
-	case !cfg.WithholdStartTLS:
-		srv.TLSConfig = tlsCfg
+	s.srv = srv
+	if cfg.Discard {
+		// No transcript: go-smtp serves the clients' connections itself.
+		var l net.Listener = &recordingListener{Listener: ln, s: s}
+		switch {
+		case cfg.ImplicitTLS:
+			l = tls.NewListener(l, tlsCfg)
+		case !cfg.WithholdStartTLS:
+			srv.TLSConfig = tlsCfg
+		}
+		go func() { _ = srv.Serve(l) }()
+		return s, nil
 	}
-	s.srv, s.ln = srv, l
-	go func() { _ = srv.Serve(l) }()
+	// With a transcript: go-smtp serves pipes from the shims, over TLS of
+	// their own (see transcript.go).
+	s.outerC = tlsCfg
+	s.innerC = &tls.Config{InsecureSkipVerify: true} // the shim's own session with go-smtp, in process
+	innerServer := &tls.Config{Certificates: []tls.Certificate{*cert}}
+	if !cfg.ImplicitTLS && !cfg.WithholdStartTLS {
+		srv.TLSConfig = innerServer
+	}
+	s.pipes = &pipeListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
+	s.raws = map[net.Conn]struct{}{}
+	go func() { _ = srv.Serve(s.pipes) }()
+	s.shims.Add(1)
+	go func() {
+		defer s.shims.Done()
+		s.accept(innerServer)
+	}()
 	return s, nil
+}
+
+// accept starts a shim for each client connection.
+func (s *Server) accept(innerServer *tls.Config) {
+	for {
+		c, err := s.tcp.Accept()
+		if err != nil {
+			return
+		}
+		raw := &recordingConn{Conn: c, s: s}
+		tr := &Transcript{}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		s.conns++
+		s.open++
+		s.transcripts = append(s.transcripts, tr)
+		s.raws[raw] = struct{}{}
+		s.shims.Add(1)
+		s.mu.Unlock()
+		sh := &shim{s: s, raw: raw, tr: tr, outerC: s.outerC, innerC: s.innerC, ended: make(chan struct{})}
+		go func() {
+			defer s.shims.Done()
+			sh.run(s.pipes, s.cfg.ImplicitTLS, innerServer)
+			s.mu.Lock()
+			delete(s.raws, raw)
+			s.open--
+			s.mu.Unlock()
+		}()
+	}
 }
 
 // NewServer starts a server for a test and closes it when the test ends.
@@ -171,8 +234,29 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	raws := make([]net.Conn, 0, len(s.raws))
+	for c := range s.raws {
+		raws = append(raws, c)
+	}
 	s.mu.Unlock()
-	return s.srv.Close()
+	if s.pipes == nil {
+		return s.srv.Close()
+	}
+	_ = s.tcp.Close()
+	for _, c := range raws {
+		_ = c.Close()
+	}
+	// Every shim has closed its pipe, so go-smtp's handlers end by
+	// themselves; wait for them rather than close their connections
+	// under them (go-smtp's Close races with a STARTTLS in progress).
+	s.shims.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+		return err
+	}
+	return nil
 }
 
 // Messages returns the messages accepted so far.
@@ -215,9 +299,12 @@ func (s *Server) WaitIdle(timeout time.Duration) error {
 	}
 }
 
-// Wire returns every byte clients sent, as it crossed the network (so
-// ciphertext after TLS), across all connections. Call WaitIdle first to be
-// sure the server has read everything a client sent before closing.
+// Wire returns every byte clients sent, as it crossed the network, across
+// all connections: after a TLS handshake that is ciphertext, so a client
+// could send anything there without Wire showing it. To assert that a
+// client did not send something, use Received or Transcripts, which hold
+// what the server read after decryption. Call WaitIdle first to be sure
+// the server has read everything a client sent before closing.
 func (s *Server) Wire() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -260,11 +347,19 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 }
 
 // recordingConn captures what the client sends (unless the server
-// discards) and counts open connections.
+// discards) and, without a shim, counts open connections.
 type recordingConn struct {
 	net.Conn
 	s      *Server
 	closed sync.Once
+}
+
+// CloseWrite half-closes the connection, where it can be.
+func (c *recordingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (c *recordingConn) Read(p []byte) (int, error) {
@@ -278,11 +373,13 @@ func (c *recordingConn) Read(p []byte) (int, error) {
 }
 
 func (c *recordingConn) Close() error {
-	c.closed.Do(func() {
-		c.s.mu.Lock()
-		c.s.open--
-		c.s.mu.Unlock()
-	})
+	if c.s.pipes == nil {
+		c.closed.Do(func() {
+			c.s.mu.Lock()
+			c.s.open--
+			c.s.mu.Unlock()
+		})
+	}
 	return c.Conn.Close()
 }
 
@@ -368,9 +465,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		m.RequireTLS, m.SMTPUTF8, m.Body = opts.RequireTLS, opts.UTF8, string(opts.Body)
 		m.Return, m.EnvelopeID = string(opts.Return), opts.EnvelopeID
 	}
-	if cs, ok := s.conn.TLSConnectionState(); ok {
-		m.TLS = &cs
-	}
+	m.TLS = clientTLS(s.conn.Conn())
 	s.msg = m
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 
@@ -102,8 +103,11 @@ func TestBadKeysRefused(t *testing.T) {
 	if n := srv.Transactions(); n != 0 {
 		t.Fatalf("server saw %d transactions", n)
 	}
-	if w := srv.Wire(); strings.Contains(string(w), canary) || strings.Contains(string(w), "secret subject") {
-		t.Fatal("plaintext on the wire")
+	if err := srv.WaitIdle(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r := srv.Received(); strings.Contains(string(r), canary) || strings.Contains(string(r), "secret subject") {
+		t.Fatal("plaintext reached the server")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smallstep/pkcs7"
 
@@ -34,7 +35,8 @@ func TestOpenSSLDecrypt(t *testing.T) {
 	carl := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "carl@example.net", Key: f.key3})
 	p := newProtector(t, storeOf(t, ann, bob, carl), smime.Options{})
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	s := newSender(t, srv.Transport(), p)
+	tr := srv.Transport()
+	s := newSender(t, tr, p)
 	m := message("ann@example.org")
 	m.Cc = []string{"bob@EXAMPLE.org"}
 	m.Bcc = []string{"carl@example.net"}
@@ -46,8 +48,12 @@ func TestOpenSSLDecrypt(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Fatalf("%d transactions, want 2", len(msgs))
 	}
-	if w := srv.Wire(); bytes.Contains(w, []byte(canary)) || bytes.Contains(w, []byte(realSubject)) {
-		t.Fatal("plaintext on the wire")
+	tr.Close()
+	if err := srv.WaitIdle(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r := srv.Received(); bytes.Contains(r, []byte(canary)) || bytes.Contains(r, []byte(realSubject)) {
+		t.Fatal("plaintext reached the server")
 	}
 	want := map[string]tls.Certificate{"ann@example.org": ann, "bob@example.org": bob, "carl@example.net": carl}
 	for _, r := range rec.Recipients {

@@ -4,14 +4,14 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 	"github.com/xdg-go/scram"
 
 	"github.com/mailsec/mailsec"
@@ -19,6 +19,13 @@ import (
 
 // Auth holds SMTP AUTH credentials. It is used only inside TLS, and its
 // String, GoString and LogValue methods never reveal the secret.
+//
+// A failed AUTH returns a *mailsec.AuthError that names the mechanism,
+// says why in this package's words and carries the server's reply code
+// and enhanced status code, never the text of a reply in the exchange,
+// where servers echo what they were sent (see authenticate in auth.go for
+// why the text is dropped rather than filtered). An error from Token is
+// wrapped as the token source returned it.
 type Auth struct {
 	Username string
 	// Password for SCRAM-SHA-256, CRAM-MD5, PLAIN and LOGIN.
@@ -95,11 +102,31 @@ func (a *Auth) validate() error {
 
 // authenticate runs AUTH on a session whose TLS is established, choosing
 // from the mechanisms the server listed after TLS.
+//
+// # What an AUTH failure reports
+//
+// An AUTH failure says which mechanism was tried, why it failed in this
+// package's own words, and the server's reply code and enhanced status
+// code, never the text of any reply in the exchange. Servers echo what
+// they were sent: "535 5.7.8 AUTH PLAIN AGFsaWNlAHMzY3JldA== rejected",
+// "500 5.5.2 Error: bad syntax: <base64 of the password>", the XOAUTH2
+// response with its token; the challenges before the final reply can do
+// the same. The reply text is dropped rather than filtered, because no
+// filter can be shown to catch every echo: a secret may come back raw,
+// in base64 (aligned three ways), hex, quoted-printable, URL-encoded,
+// truncated or split across lines, and a filter that misses one form
+// writes the password into the application's logs and every Receipt. The
+// codes keep what a person needs to act (5.7.8: wrong credentials, 4.7.0:
+// try later, 5.7.9: mechanism too weak). The same holds for everything
+// else the exchange produces: a mechanism's own failure (xdg-go/scram
+// quotes the server's messages in its errors) becomes a fixed reason, the
+// reply reader's errors never quote the server, and the mechanism names a
+// server lists are reported only when they are names this package knows.
 func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (string, error) {
 	fail := func(mech, reason string, err error) error {
 		return &mailsec.AuthError{Host: s.host, Mechanism: mech, Reason: reason, Err: err}
 	}
-	ok, params := s.client.Extension("AUTH")
+	params, ok := s.ext["AUTH"]
 	if !ok {
 		reason := "the server offers no AUTH after TLS"
 		if preTLSAuth {
@@ -123,7 +150,7 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 		}
 	}
 	if mech == "" {
-		return "", fail("", "no acceptable mechanism: the server offers "+cleanText(strings.Join(offered, " "))+
+		return "", fail("", "no acceptable mechanism: the server offers "+describeMechanisms(offered)+
 			", allowed are "+strings.Join(allowed, " "), nil)
 	}
 
@@ -133,7 +160,9 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 	case MechSCRAMSHA256:
 		c, err := scram.SHA256.NewClient(a.Username, a.Password, "")
 		if err != nil {
-			return "", fail(mech, "preparing credentials", err)
+			// SASLprep refused the user name or password; the error
+			// quotes neither, but say only what happened.
+			return "", fail(mech, "the user name or password cannot be prepared for SCRAM (SASLprep)", nil)
 		}
 		sc = &scramClient{conv: c.NewConversation()}
 		client = sc
@@ -146,29 +175,146 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 	case MechXOAUTH2:
 		tok, err := a.Token(ctx)
 		if err != nil {
+			// The application's own error, as its token source returned it.
 			return "", fail(mech, "token source failed", err)
 		}
-		if strings.ContainsAny(tok, "\x00\x01\r\n ") {
-			return "", fail(mech, "token source returned a malformed token", nil)
+		if tok == "" || strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return "", fail(mech, "token source returned a malformed token (empty, or with spaces or control characters)", nil)
 		}
 		client = &xoauth2Client{user: a.Username, token: tok}
 	}
-	if err := s.client.Auth(client); err != nil {
-		if isNetwork(ctx, err) {
-			return "", s.fail(ctx, "AUTH", err)
-		}
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			return "", fail(mech, "rejected by the server", s.fail(ctx, "AUTH", err))
-		}
-		// The mechanism itself gave up: a SCRAM server signature that does
-		// not verify, a challenge that makes no sense.
-		return "", fail(mech, "the exchange failed", err)
+	if err := s.exchange(ctx, mech, client); err != nil {
+		return "", err
 	}
 	if sc != nil && !sc.conv.Valid() {
 		return "", fail(mech, "the server did not prove it knows the password (no valid SCRAM server signature)", nil)
 	}
 	return mech, nil
+}
+
+// maxSASLSteps bounds the challenges of one exchange; the mechanisms here
+// need at most three.
+const maxSASLSteps = 8
+
+// exchange runs one SASL exchange (RFC 4954 section 4). It reports the
+// server's replies by code only (see authenticate).
+func (s *session) exchange(ctx context.Context, mech string, c sasl.Client) error {
+	fail := func(reason string, err error) error {
+		return &mailsec.AuthError{Host: s.host, Mechanism: mech, Reason: reason, Err: err}
+	}
+	_, ir, err := c.Start()
+	if err != nil {
+		return fail("the mechanism could not start", nil)
+	}
+	line := "AUTH " + mech
+	switch {
+	case ir == nil:
+	case len(ir) == 0:
+		line += " =" // an empty initial response (RFC 4954 section 4)
+	default:
+		line += " " + base64.StdEncoding.EncodeToString(ir)
+	}
+	rep, err := s.roundTrip(ctx, "AUTH", line)
+	for step := 0; ; step++ {
+		if err != nil {
+			// A broken connection, a malformed or unsolicited reply: the
+			// error carries none of the server's text.
+			return err
+		}
+		switch rep.Code {
+		case 235:
+			return nil
+		case 334:
+		default:
+			ec, _ := replyText(rep.Text)
+			return fail(rejection(rep.Code, ec), &mailsec.SMTPError{Host: s.host, Command: "AUTH", Code: rep.Code, EnhancedCode: ec})
+		}
+		if step == maxSASLSteps {
+			return fail("the server kept sending challenges", nil)
+		}
+		challenge, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(rep.Text))
+		if derr != nil {
+			return fail("the server sent a challenge that is not base64", nil)
+		}
+		resp, merr := c.Next(challenge)
+		if merr != nil {
+			// The connection is dropped, which cancels the exchange.
+			return fail(mechanismFailure(mech), nil)
+		}
+		rep, err = s.roundTrip(ctx, "AUTH", base64.StdEncoding.EncodeToString(resp))
+	}
+}
+
+// rejection says in words what a reply to AUTH means (RFC 4954 section 6,
+// RFC 3463, RFC 5248).
+func rejection(code int, ec mailsec.EnhancedCode) string {
+	switch {
+	case code == 535 || ec == mailsec.EnhancedCode{5, 7, 8}:
+		return "rejected by the server: credentials invalid"
+	case code == 534 || ec == mailsec.EnhancedCode{5, 7, 9}:
+		return "rejected by the server: mechanism too weak for this server"
+	case code == 538 || ec == mailsec.EnhancedCode{5, 7, 11}:
+		return "rejected by the server: encryption required for this mechanism"
+	case code == 432 || ec == mailsec.EnhancedCode{4, 7, 12}:
+		return "rejected by the server: a password transition is needed"
+	case code == 454 || ec == mailsec.EnhancedCode{4, 7, 0}:
+		return "rejected by the server: temporary authentication failure"
+	case code == 504:
+		return "rejected by the server: mechanism not supported"
+	case code == 501 || code == 500 || code == 502:
+		return "rejected by the server: it could not parse the exchange"
+	}
+	return "rejected by the server"
+}
+
+// mechanismFailure says why a mechanism gave up on a challenge.
+func mechanismFailure(mech string) string {
+	switch mech {
+	case MechSCRAMSHA256:
+		return "the server's SCRAM messages did not verify (it does not know the password, or the exchange was tampered with)"
+	case MechLogin:
+		return "the server sent a LOGIN prompt other than for the user name or the password"
+	}
+	return "the server sent a challenge the mechanism has no answer for"
+}
+
+// knownMechanism reports whether m is a SASL mechanism name (IANA
+// registry) that may be quoted from a server's EHLO reply; anything else
+// the server lists is only counted, as it could be an echo of a
+// credential.
+func knownMechanism(m string) bool {
+	switch m {
+	case MechSCRAMSHA256, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS",
+		MechCRAMMD5, "DIGEST-MD5", MechPlain, MechLogin, MechXOAUTH2, "OAUTHBEARER", "GSSAPI", "GS2-KRB5", "NTLM",
+		"EXTERNAL", "ANONYMOUS":
+		return true
+	}
+	return false
+}
+
+// describeMechanisms names the mechanisms a server offers, the ones this
+// package knows by name, and counts the others.
+func describeMechanisms(offered []string) string {
+	var named []string
+	other := 0
+	for _, m := range offered {
+		if knownMechanism(m) {
+			named = append(named, m)
+		} else {
+			other++
+		}
+	}
+	switch {
+	case len(named) == 0 && other == 0:
+		return "none"
+	case other == 0:
+		return strings.Join(named, " ")
+	}
+	s := strconv.Itoa(other) + " unknown"
+	if len(named) > 0 {
+		s = strings.Join(named, " ") + " and " + s
+	}
+	return s
 }
 
 // scramClient adapts xdg-go/scram to go-sasl.

@@ -2,11 +2,12 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -14,12 +15,23 @@ import (
 var aLongTimeAgo = time.Unix(1, 0)
 
 // ctxConn lets a context bound every read and write on a connection that
-// other layers (go-smtp, crypto/tls) also set deadlines on. The effective
-// deadline is the earlier of the one those layers asked for and the bound
-// context's; when the context is cancelled, pending and future I/O fail at
-// once.
+// other layers (the session's reply timeouts, crypto/tls) also set
+// deadlines on. The effective deadline is the earlier of the one those
+// layers asked for and the bound context's; when the context is cancelled,
+// pending and future I/O fail at once.
 type ctxConn struct {
 	net.Conn
+
+	// The fields up to mu are used only by the goroutine that owns the
+	// session.
+
+	// raw reads the socket without waiting, when the connection offers
+	// it (TCP on Unix); nil otherwise.
+	raw syscall.RawConn
+	// poll makes Read return at once: what has arrived, or errWouldBlock.
+	poll bool
+	// tls follows the TLS records the server sends, once TLS has started.
+	tls recordTracker
 
 	mu     sync.Mutex
 	gen    uint64    // incremented by bind and unbind; stale callbacks check it
@@ -27,6 +39,138 @@ type ctxConn struct {
 	done   bool      // the bound context has ended
 	readDL time.Time // deadline requested through SetDeadline/SetReadDeadline
 	writDL time.Time // deadline requested through SetDeadline/SetWriteDeadline
+}
+
+// newCtxConn wraps a connection the dialer returned.
+func newCtxConn(c net.Conn) *ctxConn {
+	return &ctxConn{Conn: c, raw: rawConnOf(c)}
+}
+
+// Read reads from the connection, without waiting in poll mode.
+func (c *ctxConn) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if c.poll {
+		n, err = c.readNow(p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	if c.tls.on && n > 0 {
+		c.tls.observe(p[:n])
+	}
+	return n, err
+}
+
+// readNow returns what has arrived, or errWouldBlock if nothing has,
+// without waiting: through the socket itself when the connection offers
+// it, else by a read that gives up after briefWait (a deadline already in
+// the past would not look at the connection at all).
+func (c *ctxConn) readNow(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.raw != nil {
+		return readSocketNow(c.raw, p)
+	}
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return 0, os.ErrDeadlineExceeded
+	}
+	dl := time.Now().Add(briefWait)
+	if !c.ctxDL.IsZero() && c.ctxDL.Before(dl) {
+		dl = c.ctxDL
+	}
+	_ = c.Conn.SetReadDeadline(dl)
+	c.mu.Unlock()
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.applyLocked()
+	c.mu.Unlock()
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errWouldBlock
+	}
+	return n, err
+}
+
+// briefWait is how long a connection that cannot be read without waiting
+// (one from a custom Dialer that is not a socket) is given to show that
+// something has arrived.
+const briefWait = time.Millisecond
+
+// errWouldBlock is what a poll-mode Read returns when nothing has arrived.
+// It is a temporary net.Error, so crypto/tls passes it up without marking
+// the connection broken.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "nothing has arrived" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// recordTracker follows TLS record boundaries in what the server sends.
+// crypto/tls reads ahead of what it decrypts, so a record the server has
+// begun to send sits where no reader of the TLS connection can see it;
+// the tracker knows it is there. It also keeps the first bytes of the
+// server's handshake, which say whether the server refused every version
+// this side offers.
+type recordTracker struct {
+	on     bool
+	hdr    [5]byte
+	hdrN   int
+	left   int      // bytes of the current record's body still to come
+	first  [11]byte // the server's first bytes: a record header and the start of its body
+	firstN int
+}
+
+func (t *recordTracker) observe(p []byte) {
+	if t.firstN < len(t.first) {
+		t.firstN += copy(t.first[t.firstN:], p)
+	}
+	for len(p) > 0 {
+		if t.left > 0 {
+			k := min(t.left, len(p))
+			t.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(t.hdr[t.hdrN:], p)
+		t.hdrN += k
+		p = p[k:]
+		if t.hdrN == len(t.hdr) {
+			t.left = int(t.hdr[3])<<8 | int(t.hdr[4])
+			t.hdrN = 0
+		}
+	}
+}
+
+// partial reports a record that has begun to arrive and is not complete.
+func (t *recordTracker) partial() bool { return t.on && (t.left > 0 || t.hdrN > 0) }
+
+// TLS record and message types (RFC 8446 section 5.1, B.3).
+const (
+	recordAlert          = 21
+	recordHandshake      = 22
+	handshakeServerHello = 2
+	alertProtocolVersion = 70
+)
+
+// oldVersion reports whether the server's first handshake bytes refuse
+// TLS 1.2 and later: a ServerHello choosing an older version (a TLS 1.3
+// ServerHello always says 1.2 there), or a protocol_version alert in
+// answer to the ClientHello. vers is the version the server chose, if it
+// chose one.
+func (t *recordTracker) oldVersion() (vers uint16, old bool) {
+	f := t.first[:t.firstN]
+	switch {
+	case len(f) >= 7 && f[0] == recordAlert && f[6] == alertProtocolVersion:
+		return 0, true
+	case len(f) >= 11 && f[0] == recordHandshake && f[5] == handshakeServerHello:
+		v := uint16(f[9])<<8 | uint16(f[10])
+		return v, v < tls.VersionTLS12
+	}
+	return 0, false
 }
 
 // bind makes ctx govern the connection until the returned function is
@@ -116,71 +260,4 @@ func ctxErr(ctx context.Context, err error) error {
 		}
 	}
 	return nil
-}
-
-// replayConn hands go-smtp's client a TLS connection established after
-// STARTTLS. go-smtp's client always starts by reading a greeting, and has no
-// exported way to run STARTTLS on a session it did not open, so the
-// greeting the server sent at connection time is replayed to it; what it
-// reads after that comes from the TLS connection.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (r *replayConn) Read(p []byte) (int, error) {
-	if len(r.pending) > 0 {
-		n := copy(p, r.pending)
-		r.pending = r.pending[n:]
-		return n, nil
-	}
-	return r.Conn.Read(p)
-}
-
-// countingReader caps what the pre-TLS dialogue may read, so a server
-// cannot make the client buffer without bound before TLS.
-type cappedReader struct {
-	r    io.Reader
-	left int
-}
-
-var errPreTLSTooLong = errors.New("server sent more than 64 KiB before TLS")
-
-func (c *cappedReader) Read(p []byte) (int, error) {
-	if c.left <= 0 {
-		return 0, errPreTLSTooLong
-	}
-	if len(p) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.r.Read(p)
-	c.left -= n
-	return n, err
-}
-
-// maxReply bounds one server reply after TLS. go-smtp (through
-// net/textproto) reads a multi-line reply whole, without a limit.
-const maxReply = 1 << 20
-
-var errReplyTooLong = errors.New("server reply longer than 1 MiB")
-
-// replyCap fails reads once the server has sent more than maxReply bytes
-// since the client last wrote: no legitimate reply is that long.
-type replyCap struct {
-	net.Conn
-	read int
-}
-
-func (r *replyCap) Read(p []byte) (int, error) {
-	if r.read >= maxReply {
-		return 0, errReplyTooLong
-	}
-	n, err := r.Conn.Read(p[:min(len(p), maxReply-r.read)])
-	r.read += n
-	return n, err
-}
-
-func (r *replyCap) Write(p []byte) (int, error) {
-	r.read = 0
-	return r.Conn.Write(p)
 }

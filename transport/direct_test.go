@@ -277,7 +277,7 @@ func (e *mxEnv) nothingSent() {
 		if n := s.Transactions(); n != 0 {
 			e.t.Errorf("server at %s saw %d transactions; want none", addr, n)
 		}
-		if strings.Contains(string(s.Wire()), directCanary) {
+		if strings.Contains(string(s.Received()), directCanary) {
 			e.t.Errorf("server at %s received the canary", addr)
 		}
 	}

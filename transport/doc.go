@@ -39,25 +39,35 @@
 //     offline dictionary attack.
 //   - REQUIRETLS only over verified TLS and only when the server offers it
 //     after TLS; otherwise the delivery fails before MAIL FROM.
-//   - DATA is clean: every line ending is CRLF (a bare CR, which go-smtp's
-//     writer would pass through, included), lines are at most 998 octets,
-//     dots are stuffed, one terminator. If writing the content fails midway
-//     the connection is dropped rather than terminated, so the server never
-//     accepts a truncated message.
+//   - DATA is clean: every line ending is CRLF (a bare CR included), lines
+//     are at most 998 octets, dots are stuffed, one terminator. If writing
+//     the content fails midway the connection is dropped rather than
+//     terminated, so the server never accepts a truncated message.
+//   - Replies belong to their own commands. Each command gets exactly one
+//     reply; anything more the server sends (a second reply, a reply
+//     before the command, a reply before the end of the message, bytes
+//     while the session is idle in the pool) ends the session with an
+//     error wrapping ErrUnsolicitedReply, and the session is never reused.
+//     Before the terminator of DATA is sent, and before an idle session is
+//     reused, the session looks for such bytes without waiting: in its
+//     reply reader, in what the TLS layer holds, and on the socket.
+//   - AUTH failures carry the reply codes and never the text of any reply
+//     in the exchange, which a server may use to echo credentials back
+//     (see Auth).
 //   - Every step, the greeting included, is bounded by the context passed
 //     to Deliver.
 //
-// # Relation to go-smtp
+// # The SMTP client
 //
-// The SMTP commands after TLS are go-smtp's client. The layer around it
-// fills the gaps this package's guarantees need: go-smtp has no context
-// support (a net.Conn wrapper maps the context's deadline and cancellation
-// onto every read and write), reports a TLS connection as established
-// before its handshake has run (the handshake is completed and checked here
-// before go-smtp sees the connection), drops bytes injected before the
-// handshake without a word (the pre-TLS dialogue runs here, on a reader whose
-// buffer is checked), and passes a bare CR through DATA (package
-// internal/smtpdata normalises first).
+// The session layer speaks SMTP itself, one command at a time, reading
+// replies with package internal/smtpwire, which frames them exactly and
+// keeps whatever follows a reply where the session can see it. go-smtp's
+// client, which this package used before, reads through a buffer of its
+// own that no caller can inspect, so a second reply to one command would
+// silently become the reply to the next; it also has no context support,
+// reports a TLS connection as established before its handshake has run,
+// drops bytes injected before the handshake without a word, and passes a
+// bare CR through DATA.
 //
 // # Connection reuse
 //

@@ -3,11 +3,9 @@ package transport_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
-	"os"
 	"strings"
 
 	"github.com/mailsec/mailsec"
@@ -15,39 +13,76 @@ import (
 	"github.com/mailsec/mailsec/transport"
 )
 
-// Submission over STARTTLS on port 587 to a server whose certificate is
-// issued by a private CA, with SMTP AUTH (done only after TLS).
+// Submission over STARTTLS to a server whose certificate is issued by a
+// private CA, with SMTP AUTH (done only after TLS). A mailsectest server
+// stands in for the relay; the comments show what production code says
+// instead.
 func ExampleSubmission() {
-	roots := x509.NewCertPool()
-	if pem, err := os.ReadFile("/etc/mailsec/relay-ca.pem"); err == nil {
-		roots.AppendCertsFromPEM(pem)
+	relay, err := mailsectest.Start(mailsectest.Config{Users: map[string]string{"app": "relay-password"}})
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer relay.Close()
+	roots := relay.CA.Pool() // x509.NewCertPool() and AppendCertsFromPEM(os.ReadFile("/etc/mailsec/relay-ca.pem"))
+
 	t := &transport.Submission{
-		Addr:      "relay.internal.example:587",
-		TLSConfig: &tls.Config{RootCAs: roots},
-		Auth:      &transport.Auth{Username: "app", Password: os.Getenv("SMTP_PASSWORD")},
-		MaxConns:  4,
+		Addr:       relay.Addr,  // "relay.internal.example:587"
+		ServerName: "localhost", // the name the certificate is for; by default the host in Addr
+		TLSConfig:  &tls.Config{RootCAs: roots},
+		Auth:       &transport.Auth{Username: "app", Password: "relay-password"}, // os.Getenv("SMTP_PASSWORD")
+		MaxConns:   4,
 	}
 	defer t.Close()
 	sender, err := mailsec.NewSender(t, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	_ = sender
+	receipt, err := sender.Send(context.Background(), &mailsec.Message{
+		From:    "noreply@example.com",
+		To:      []string{"ann@example.org"},
+		Subject: "Reset your password",
+		Text:    "Choose a new password: https://app.example.com/reset/3f9c",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	r := receipt.Recipients[0]
+	fmt.Println(r.Accepted, r.Connection.Verification, r.Connection.SASLMechanism)
+	// Output: true webpki SCRAM-SHA-256
 }
 
-// XOAUTH2 with a token source, as Gmail and Microsoft 365 expect.
+// XOAUTH2 with a token source, as Gmail and Microsoft 365 expect on port
+// 465 (implicit TLS). A mailsectest server stands in for smtp.gmail.com.
 func ExampleAuth_xoauth2() {
+	gmail, err := mailsectest.Start(mailsectest.Config{ImplicitTLS: true,
+		Tokens: map[string]string{"app@example.com": "ya29.access-token"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer gmail.Close()
 	t := &transport.Submission{
-		Addr: "smtp.gmail.com:465",
+		Addr:       gmail.Addr,            // "smtp.gmail.com:465"
+		Mode:       transport.ImplicitTLS, // implied by port 465
+		ServerName: "localhost",
+		TLSConfig:  &tls.Config{RootCAs: gmail.CA.Pool()}, // nil: the system's roots
 		Auth: &transport.Auth{
 			Username: "app@example.com",
 			Token: func(ctx context.Context) (string, error) {
-				return "ya29.access-token-from-your-oauth2-library", nil
+				return "ya29.access-token", nil // from your OAuth 2.0 library's token source
 			},
 		},
 	}
-	_ = t
+	defer t.Close()
+	res, err := t.Deliver(context.Background(), &mailsec.Delivery{
+		From:    "app@example.com",
+		To:      []string{"ann@example.org"},
+		Content: strings.NewReader("Subject: hi\r\n\r\nhello\r\n"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(res.Accepted(), res.Connection.SASLMechanism, res.Connection.Verification)
+	// Output: [ann@example.org] XOAUTH2 webpki
 }
 
 // A server that does not offer STARTTLS gets nothing: the error says it

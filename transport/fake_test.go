@@ -32,7 +32,9 @@ type fake struct {
 	active int
 	ehlos  int // EHLOs after TLS
 	mails  int
-	cmds   []string // commands seen, in order, across connections
+	cmds   []string       // commands seen, in order, across connections
+	counts map[string]int // hook events seen, by verb
+	dots   int            // DATA terminators received
 }
 
 type fakeOpts struct {
@@ -53,6 +55,45 @@ type fakeOpts struct {
 	hangup       bool     // close the connection as soon as the client sends anything
 	preTLSEHLO   string   // reply to EHLO before TLS instead of the capability list
 	dataDelay    time.Duration
+	// hook, when set, is offered each event of the session after TLS
+	// before the fake answers it: the verbs EHLO, AUTH, MAIL, RCPT, DATA,
+	// NOOP, RSET, "BODY" (the first line of a message's content: no
+	// reply is due) and "." (the end of the content). It returns true when
+	// it has answered (or chosen not to) itself.
+	hook func(verb string, c *fakeConn) bool
+}
+
+// fakeConn is what a hook sees of one connection.
+type fakeConn struct {
+	f    *fake
+	r    *bufio.Reader
+	w    func(string)
+	line string // the command line, or the body line for "BODY"
+	n    int    // how many times the event has happened, across connections (1-based)
+	conn int    // the connection's number (1-based)
+	// hangup closes the connection.
+	hangup func()
+}
+
+// readLine reads one line the client sent, without its line ending.
+func (c *fakeConn) readLine() (string, error) {
+	l, err := c.r.ReadString('\n')
+	return strings.TrimRight(l, "\r\n"), err
+}
+
+// event offers an event to the hook.
+func (f *fake) event(id int, verb, line string, r *bufio.Reader, w func(string), hangup func()) bool {
+	if f.opts.hook == nil {
+		return false
+	}
+	f.mu.Lock()
+	if f.counts == nil {
+		f.counts = map[string]int{}
+	}
+	f.counts[verb]++
+	n := f.counts[verb]
+	f.mu.Unlock()
+	return f.opts.hook(verb, &fakeConn{f: f, r: r, w: w, line: line, n: n, conn: id, hangup: hangup})
 }
 
 func newFake(t testing.TB, o fakeOpts) *fake {
@@ -100,6 +141,7 @@ func (f *fake) serve() {
 		f.mu.Lock()
 		f.conns++
 		f.active++
+		id := f.conns
 		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() {
@@ -110,7 +152,7 @@ func (f *fake) serve() {
 				f.active--
 				f.mu.Unlock()
 			}()
-			f.handle(&wireConn{Conn: c, f: f})
+			f.handle(&wireConn{Conn: c, f: f}, id)
 		}()
 	}
 }
@@ -142,7 +184,7 @@ func (p *plainConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (f *fake) handle(raw net.Conn) {
+func (f *fake) handle(raw net.Conn, id int) {
 	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
 	if f.opts.silent {
 		_, _ = io.Copy(io.Discard, raw)
@@ -167,6 +209,7 @@ func (f *fake) handle(raw net.Conn) {
 	}
 	r := bufio.NewReader(conn)
 	w := func(s string) { _, _ = io.WriteString(conn, s) }
+	hangup := func() { _ = raw.Close() }
 	w(f.opts.greeting + "\r\n")
 	accepted := 0
 	for {
@@ -179,6 +222,9 @@ func (f *fake) handle(raw net.Conn) {
 		f.mu.Lock()
 		f.cmds = append(f.cmds, cmd)
 		f.mu.Unlock()
+		if tlsOn && verb != "QUIT" && verb != "DATA" && f.event(id, verb, cmd, r, w, hangup) {
+			continue
+		}
 		switch verb {
 		case "EHLO":
 			if !tlsOn && f.opts.preTLSEHLO != "" {
@@ -248,7 +294,10 @@ func (f *fake) handle(raw net.Conn) {
 		case "RCPT", "RSET", "NOOP":
 			w("250 2.0.0 OK\r\n")
 		case "DATA":
-			w("354 go ahead\r\n")
+			if !f.event(id, "DATA", cmd, r, w, hangup) {
+				w("354 go ahead\r\n")
+			}
+			first := true
 			for {
 				l, err := r.ReadString('\n')
 				if err != nil {
@@ -257,9 +306,19 @@ func (f *fake) handle(raw net.Conn) {
 				if l == ".\r\n" {
 					break
 				}
+				if first {
+					first = false
+					f.event(id, "BODY", l, r, w, hangup)
+				}
 			}
+			f.mu.Lock()
+			f.dots++
+			f.mu.Unlock()
 			time.Sleep(f.opts.dataDelay)
 			accepted++
+			if f.event(id, ".", ".", r, w, hangup) {
+				continue
+			}
 			w("250 2.0.0 Ok: queued as FAKE" + string(rune('0'+accepted)) + "\r\n")
 			if f.opts.closeAfter > 0 && accepted >= f.opts.closeAfter {
 				return
@@ -313,8 +372,22 @@ func (f *fake) commands() []string {
 	return append([]string(nil), f.cmds...)
 }
 
+// terminators counts the DATA terminators the fake received.
+func (f *fake) terminators() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dots
+}
+
 func (f *fake) connections() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.conns
+}
+
+// transactions counts the MAIL commands the fake received.
+func (f *fake) transactions() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mails
 }

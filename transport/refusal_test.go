@@ -46,15 +46,54 @@ func canaryDelivery(t testing.TB) (*mailsec.Delivery, string) {
 }
 
 // assertNothingSent fails if the canary, an envelope command or the
-// password appears in what the server received in clear.
-func assertNothingSent(t testing.TB, clear []byte, canary string) {
+// password (raw, or in base64 alone or as the PLAIN response) appears in
+// what the server read: plaintext, or decrypted after TLS (never raw
+// ciphertext, where it could not be seen).
+func assertNothingSent(t testing.TB, received []byte, canary string) {
 	t.Helper()
 	for _, bad := range []string{canary, "MAIL FROM", "RCPT TO", password,
+		base64.StdEncoding.EncodeToString([]byte(password)),
 		base64.StdEncoding.EncodeToString([]byte("\x00alice\x00" + password))} {
-		if bytes.Contains(clear, []byte(bad)) {
-			t.Fatalf("%q crossed the wire in clear:\n%q", bad, clear)
+		if bytes.Contains(received, []byte(bad)) {
+			t.Fatalf("%q reached the server:\n%q", bad, received)
 		}
 	}
+}
+
+// assertNoHandshake fails if a TLS handshake with the server completed:
+// a certificate the client must refuse is refused during the handshake,
+// not only by the checks after it.
+func assertNoHandshake(t testing.TB, srv *mailsectest.Server) {
+	t.Helper()
+	for i, tr := range srvTranscripts(t, srv) {
+		if tr.TLS {
+			t.Fatalf("connection %d: the TLS handshake completed", i+1)
+		}
+	}
+}
+
+// received returns what the server's SMTP layer read, decrypted, on every
+// connection, once every client connection has ended.
+func received(t testing.TB, srv *mailsectest.Server) []byte {
+	t.Helper()
+	if err := srv.WaitIdle(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Received()
+}
+
+func srvTranscripts(t testing.TB, srv *mailsectest.Server) []mailsectest.Transcript {
+	t.Helper()
+	if err := srv.WaitIdle(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Transcripts()
+}
+
+// fakeReceived returns what a fake read: the bytes before TLS and the
+// decrypted stream after.
+func fakeReceived(f *fake) []byte {
+	return append(f.wireBytes(), f.plainBytes()...)
 }
 
 func assertSecurity(t testing.TB, err error, want mailsec.SecurityFailure, category error) *mailsec.SecurityError {
@@ -70,16 +109,6 @@ func assertSecurity(t testing.TB, err error, want mailsec.SecurityFailure, categ
 		t.Fatalf("errors.Is(%v, %v) = false", err, category)
 	}
 	return se
-}
-
-// settled returns what the server received once every client connection
-// has ended.
-func settled(t testing.TB, srv *mailsectest.Server) []byte {
-	t.Helper()
-	if err := srv.WaitIdle(5 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return srv.Wire()
 }
 
 func fakeTransport(f *fake, mode transport.Mode) *transport.Submission {
@@ -114,7 +143,7 @@ func TestRefuseStartTLSWithheld(t *testing.T) {
 	if errors.Is(err, mailsec.ErrCertificate) {
 		t.Error("a downgrade must be distinct from a certificate error")
 	}
-	assertNothingSent(t, settled(t, srv), canary)
+	assertNothingSent(t, received(t, srv), canary)
 	if srv.Transactions() != 0 || len(srv.Messages()) != 0 {
 		t.Fatal("server saw a transaction")
 	}
@@ -131,7 +160,7 @@ func TestRefuseStartTLS454(t *testing.T) {
 	if !strings.Contains(err.Error(), "454") {
 		t.Errorf("error does not quote the reply: %v", err)
 	}
-	assertNothingSent(t, f.wireBytes(), canary)
+	assertNothingSent(t, fakeReceived(f), canary)
 	if got := f.commands(); strings.Join(got, "|") != "EHLO client.test|STARTTLS" {
 		t.Fatalf("commands after a refused STARTTLS: %q", got)
 	}
@@ -151,7 +180,7 @@ func TestRefuseInjectionAfterSTARTTLS(t *testing.T) {
 			d, canary := canaryDelivery(t)
 			_, err := deliver(t, fakeTransport(f, transport.StartTLS), d)
 			assertSecurity(t, err, mailsec.FailInjection, mailsec.ErrDowngrade)
-			assertNothingSent(t, f.wireBytes(), canary)
+			assertNothingSent(t, fakeReceived(f), canary)
 			if got := f.commands(); len(got) != 2 || got[1] != "STARTTLS" {
 				t.Fatalf("commands: %q", got)
 			}
@@ -186,17 +215,28 @@ func TestRefuseBadCertificates(t *testing.T) {
 		}
 		return &c
 	}
+	// typed checks the x509 error under the SecurityError; reason is what
+	// the message must say in words.
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	invalid := func(r x509.InvalidReason) func(error) bool {
+		return func(err error) bool {
+			var ci x509.CertificateInvalidError
+			return errors.As(err, &ci) && ci.Reason == r
+		}
+	}
 	cases := []struct {
 		name   string
 		cert   *tls.Certificate
+		typed  func(error) bool
 		reason string
 	}{
-		{"untrusted", nil, "untrusted authority"},
-		{"self-signed", issue(mailsectest.CertOptions{SelfSigned: true}), "untrusted authority"},
-		{"expired", issue(mailsectest.CertOptions{NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}), "expired"},
-		{"not yet valid", issue(mailsectest.CertOptions{NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(72 * time.Hour)}), "expired or not yet valid"},
-		{"wrong name", issue(mailsectest.CertOptions{DNSNames: []string{"mail.attacker.example"}}), "host name"},
-		{"client-auth only", issue(mailsectest.CertOptions{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), ""},
+		{"untrusted", nil, func(err error) bool { return errors.As(err, &ua) }, "untrusted authority"},
+		{"self-signed", issue(mailsectest.CertOptions{SelfSigned: true}), func(err error) bool { return errors.As(err, &ua) }, "untrusted authority"},
+		{"expired", issue(mailsectest.CertOptions{NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}), invalid(x509.Expired), "expired"},
+		{"not yet valid", issue(mailsectest.CertOptions{NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(72 * time.Hour)}), invalid(x509.Expired), "expired or not yet valid"},
+		{"wrong name", issue(mailsectest.CertOptions{DNSNames: []string{"mail.attacker.example"}}), func(err error) bool { return errors.As(err, &he) }, "host name"},
+		{"client-auth only", issue(mailsectest.CertOptions{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), invalid(x509.IncompatibleUsage), "incompatible key usage"},
 	}
 	for _, implicit := range []bool{false, true} {
 		for _, c := range cases {
@@ -204,23 +244,23 @@ func TestRefuseBadCertificates(t *testing.T) {
 				srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: implicit, Certificate: c.cert})
 				tr := srv.Transport()
 				tr.Auth = &transport.Auth{Username: "alice", Password: password}
-				// The server's own CA is trusted, except in the "untrusted"
-				// case, where ca (which did not issue its certificate) is.
-				if c.cert == nil {
-					tr.TLSConfig = &tls.Config{RootCAs: ca.Pool()}
-				} else {
-					tr.TLSConfig = &tls.Config{RootCAs: ca.Pool()}
-				}
+				// ca is trusted: it issued every certificate but the
+				// "untrusted" case's, which the server's own CA did.
+				tr.TLSConfig = &tls.Config{RootCAs: ca.Pool()}
 				d, canary := canaryDelivery(t)
 				_, err := deliver(t, tr, d)
 				assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
 				if errors.Is(err, mailsec.ErrDowngrade) {
 					t.Error("certificate error also matches ErrDowngrade")
 				}
+				if !c.typed(err) {
+					t.Errorf("error %v does not wrap the expected x509 error", err)
+				}
 				if !strings.Contains(err.Error(), c.reason) {
 					t.Errorf("error %q does not say %q", err, c.reason)
 				}
-				assertNothingSent(t, settled(t, srv), canary)
+				assertNothingSent(t, received(t, srv), canary)
+				assertNoHandshake(t, srv)
 				if srv.Transactions() != 0 {
 					t.Fatal("server saw MAIL")
 				}
@@ -229,6 +269,9 @@ func TestRefuseBadCertificates(t *testing.T) {
 	}
 }
 
+// The policy turns InsecureSkipVerify off for a verified session: the
+// handshake itself fails (TestVerifiedChainCheckAlone shows the check
+// behind it).
 func TestInsecureSkipVerifyInBaseConfigDoesNotWeakenVerified(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	tr := srv.Transport()
@@ -236,21 +279,32 @@ func TestInsecureSkipVerifyInBaseConfigDoesNotWeakenVerified(t *testing.T) {
 	d, canary := canaryDelivery(t)
 	_, err := deliver(t, tr, d)
 	assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
-	assertNothingSent(t, settled(t, srv), canary)
+	assertNothingSent(t, received(t, srv), canary)
+	assertNoHandshake(t, srv)
 }
 
+// A server that speaks only TLS 1.0 and 1.1 fails the handshake, also when
+// the application's base configuration allows TLS 1.0
+// (TestTLSVersionCheckAlone shows the check behind it).
 func TestRefuseTLS11OnlyServer(t *testing.T) {
 	for _, implicit := range []bool{false, true} {
-		srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: implicit, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
-		d, canary := canaryDelivery(t)
-		_, err := deliver(t, srv.Transport(), d)
-		assertSecurity(t, err, mailsec.FailHandshake, mailsec.ErrHandshake)
-		if !strings.Contains(err.Error(), "version") {
-			t.Errorf("error does not mention the protocol version: %v", err)
-		}
-		assertNothingSent(t, settled(t, srv), canary)
-		if srv.Transactions() != 0 {
-			t.Fatal("server saw MAIL")
+		for _, base := range []*tls.Config{nil, {MinVersion: tls.VersionTLS10}} {
+			srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: implicit, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+			d, canary := canaryDelivery(t)
+			tr := srv.Transport()
+			if base != nil {
+				tr.TLSConfig.MinVersion = base.MinVersion
+			}
+			_, err := deliver(t, tr, d)
+			se := assertSecurity(t, err, mailsec.FailHandshake, mailsec.ErrHandshake)
+			if !errors.Is(err, transport.ErrTLSVersion) || se.Temporary() || mailsec.IsTemporary(err) {
+				t.Errorf("error %v: want ErrTLSVersion, permanent", err)
+			}
+			assertNothingSent(t, received(t, srv), canary)
+			assertNoHandshake(t, srv)
+			if srv.Transactions() != 0 {
+				t.Fatal("server saw MAIL")
+			}
 		}
 	}
 }
@@ -269,8 +323,7 @@ func TestRefuseAuthOfferedOnlyBeforeTLS(t *testing.T) {
 	if !strings.Contains(ae.Reason, "only before TLS") {
 		t.Errorf("reason %q does not explain", ae.Reason)
 	}
-	assertNothingSent(t, f.wireBytes(), canary)
-	assertNothingSent(t, f.plainBytes(), canary)
+	assertNothingSent(t, fakeReceived(f), canary)
 	for _, c := range f.commands() {
 		if strings.HasPrefix(c, "AUTH") || strings.HasPrefix(c, "MAIL") {
 			t.Fatalf("client sent %q", c)
@@ -289,7 +342,7 @@ func TestRefuseRequireTLSNotOffered(t *testing.T) {
 		t.Errorf("result should describe the verified session that lacked REQUIRETLS: %+v", res)
 	}
 	tr.Close()
-	assertNothingSent(t, settled(t, srv), canary)
+	assertNothingSent(t, received(t, srv), canary)
 	if srv.Transactions() != 0 {
 		t.Fatal("server saw MAIL")
 	}
@@ -316,7 +369,7 @@ func TestRefuseRequireTLSOverUnverifiedSession(t *testing.T) {
 	if srv.Connections() != 0 {
 		t.Fatal("connected although the requirement could never be met")
 	}
-	assertNothingSent(t, settled(t, srv), canary)
+	assertNothingSent(t, received(t, srv), canary)
 }
 
 func TestServerThatNeverGreets(t *testing.T) {
@@ -339,7 +392,7 @@ func TestServerThatNeverGreets(t *testing.T) {
 			if !mailsec.IsTemporary(err) {
 				t.Error("a timeout is temporary")
 			}
-			assertNothingSent(t, f.wireBytes(), canary)
+			assertNothingSent(t, fakeReceived(f), canary)
 		})
 	}
 }
@@ -392,7 +445,17 @@ func TestPinnedKey(t *testing.T) {
 	if srv.Transactions() != before {
 		t.Fatal("MAIL sent to a server with the wrong key")
 	}
-	assertNothingSent(t, settled(t, srv), canary)
+	// The first connection carried the accepted message; the refused one
+	// got nothing, and its handshake did not complete (TestPinCheckAlone
+	// shows the check behind the handshake's).
+	ts := srvTranscripts(t, srv)
+	if len(ts) != 2 || !ts[0].TLS || !bytes.Contains(ts[0].Received, []byte("MAIL FROM")) {
+		t.Fatalf("transcripts: %+v", ts)
+	}
+	assertNothingSent(t, ts[1].Received, canary)
+	if ts[1].TLS {
+		t.Fatal("the handshake with the wrong key completed")
+	}
 }
 
 func TestUnverifiedIsRecorded(t *testing.T) {
@@ -444,7 +507,7 @@ func TestPlaintextOnlyToLoopbackAndWithoutCredentials(t *testing.T) {
 	if len(rec.written) != 0 {
 		t.Fatalf("wrote %q to a non-loopback peer", rec.written)
 	}
-	assertNothingSent(t, settled(t, srv), canary)
+	assertNothingSent(t, received(t, srv), canary)
 }
 
 // recordingDialer connects to the real address but reports another

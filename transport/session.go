@@ -9,30 +9,67 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/smtpdata"
+	"github.com/mailsec/mailsec/internal/smtpwire"
 	"github.com/mailsec/mailsec/transport/dane"
+)
+
+// Errors a session wraps, inside a *mailsec.NetworkError (temporary: a
+// new session may fare better), when the server breaks the exchange
+// itself rather than answering it.
+var (
+	// ErrUnsolicitedReply: the server sent a reply no command asked for
+	// (a second reply to one command, or one before the command was
+	// sent). The session ends there, so that no reply is ever taken for
+	// another command's, or another message's. When it happens at the end
+	// of DATA the server's verdict on the message is unknown: it may have
+	// been delivered, and a retry may deliver it twice.
+	ErrUnsolicitedReply = errors.New("mailsec/transport: the server sent a reply no command asked for")
+	// ErrMalformedReply: the server sent something that is not an SMTP
+	// reply, or a reply longer than 1 MiB.
+	ErrMalformedReply = errors.New("mailsec/transport: malformed SMTP reply")
+	// ErrTLSVersion: the server offers only TLS versions below 1.2. It is
+	// wrapped in a *mailsec.SecurityError (mailsec.FailHandshake), not
+	// temporary.
+	ErrTLSVersion = errors.New("mailsec/transport: the server offers no TLS version from 1.2 up")
+)
+
+// Timeouts for the server's replies (RFC 5321 section 4.5.3.2), within
+// whatever the context allows.
+const (
+	replyTimeout = 5 * time.Minute
+	finalTimeout = 10 * time.Minute // the reply to the end of DATA
+	// maxPreTLSReply bounds one reply before TLS, where an attacker may be
+	// the one answering.
+	maxPreTLSReply = 64 << 10
 )
 
 // session is one SMTP connection that has met a security requirement and,
 // if configured, authenticated. It is used by one goroutine at a time.
+//
+// It speaks SMTP itself, one command at a time, and takes each reply from
+// an smtpwire.Reader, which hands over one reply per read and keeps
+// whatever follows where the session can see it: any byte the server sends
+// beyond the one reply a command asked for ends the session (see pending).
 type session struct {
-	host   string // for errors
-	ehlo   string // our EHLO name, to say it again after RSET
-	key    string // pool key: the requirement it was established for
-	conn   *ctxConn
-	client *smtp.Client
-	state  mailsec.ConnectionState
-	peer   []*x509.Certificate // the chain the server sent, nil without TLS
+	host  string // for errors
+	ehlo  string // our EHLO name
+	key   string // pool key: the requirement it was established for
+	conn  *ctxConn
+	rw    net.Conn // what SMTP runs over: the TLS connection, or conn
+	r     *smtpwire.Reader
+	w     *bufio.Writer
+	ext   map[string]string // capabilities from the last EHLO reply, keywords upper case
+	state mailsec.ConnectionState
+	peer  []*x509.Certificate // the chain the server sent, nil without TLS
 
 	created  time.Time
 	lastUsed time.Time
@@ -41,6 +78,7 @@ type session struct {
 
 	idleTimer *time.Timer      // fires IdleTimeout after the session was put back
 	data      *smtpdata.Writer // reused for every message's DATA
+	dot       smtpwire.DotWriter
 }
 
 // dialConfig is what establishing a session needs; a Submission fills it
@@ -54,11 +92,22 @@ type dialConfig struct {
 	dialer     Dialer
 	auth       *Auth
 	timeout    time.Duration // bounds establishing a session
+
+	// alterTLS, when set, changes the configuration a policy produced
+	// before the handshake. Tests use it to take away one layer of a
+	// check and show that the next layer holds on its own.
+	alterTLS func(*tls.Config)
 }
 
 // dial opens and secures a session that meets pol.
 func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *session, err error) {
 	host := dc.serverName
+	if pol.mode == tlsNone && dc.auth != nil && !dc.implicit {
+		// Checked before connecting: a plaintext session with credentials
+		// is never opened, whatever the caller checked before.
+		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
+			Detail: "credentials are never sent without TLS"}
+	}
 	// A peer that accepts the connection and then says nothing must not
 	// hold a caller without a deadline forever.
 	ctx, cancel := context.WithTimeout(ctx, dc.timeout)
@@ -67,7 +116,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 	if err != nil {
 		return nil, &mailsec.NetworkError{Host: host, Op: "dial", Err: err}
 	}
-	cc := &ctxConn{Conn: raw}
+	cc := newCtxConn(raw)
 	unbind := cc.bind(ctx)
 	defer unbind()
 	defer func() {
@@ -85,12 +134,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 				Detail: "the Plaintext level is for loopback development servers; " + raw.RemoteAddr().String() + " is not one"}
 		}
 	}
-	if pol.mode == tlsNone && dc.auth != nil && !dc.implicit {
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
-			Detail: "credentials are never sent without TLS"}
-	}
 
-	var conn net.Conn
 	var preTLSAuth bool
 	switch {
 	case dc.implicit:
@@ -98,19 +142,29 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 		if err != nil {
 			return nil, err
 		}
-		conn = tc
+		s.start(tc, smtpwire.NewReader(tc, 0))
+		if err := s.greet(ctx); err != nil {
+			return nil, err
+		}
 	case pol.mode == tlsNone:
-		conn = cc
+		s.start(cc, smtpwire.NewReader(cc, 0))
 		s.state.Verification = mailsec.NoTLS
+		if err := s.greet(ctx); err != nil {
+			return nil, err
+		}
 	default:
-		greeting, auth, err := dc.startTLS(ctx, cc)
+		pre := smtpwire.NewReader(cc, maxPreTLSReply)
+		ext, auth, err := dc.startTLS(ctx, cc, pre)
 		var se *mailsec.SecurityError
-		if pol.optional && errors.As(err, &se) && se.Failure == mailsec.FailStartTLSMissing && greeting != nil {
+		if pol.optional && errors.As(err, &se) && se.Failure == mailsec.FailStartTLSMissing && ext != nil {
 			// An opportunistic level, explicitly chosen for this
-			// destination: go on without TLS, and say so.
+			// destination: go on without TLS, and say so. The EHLO reply
+			// just read is the session's.
 			s.state.Verification = mailsec.NoTLS
 			s.state.Notes = append(s.state.Notes, host+": STARTTLS not offered; sent without TLS as the level allows")
-			conn = &replayConn{Conn: cc, pending: greeting}
+			pre.SetMax(0)
+			s.start(cc, pre)
+			s.ext = ext
 			break
 		}
 		if err != nil {
@@ -121,12 +175,13 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 		if err != nil {
 			return nil, err
 		}
-		conn = &replayConn{Conn: tc, pending: greeting}
+		s.start(tc, smtpwire.NewReader(tc, 0))
 	}
 
-	s.client = smtp.NewClient(&replyCap{Conn: conn})
-	if err := s.client.Hello(dc.localName); err != nil {
-		return nil, s.fail(ctx, "EHLO", err)
+	if s.ext == nil {
+		if err := s.hello(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if dc.auth != nil {
 		mech, err := dc.auth.authenticate(ctx, s, preTLSAuth)
@@ -138,95 +193,128 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 	return s, nil
 }
 
-// startTLS runs the plaintext part of a STARTTLS session on our own
-// reader: greeting, EHLO, STARTTLS. It returns the greeting (to replay to
-// go-smtp) and whether AUTH was advertised before TLS. When the server
-// does not offer STARTTLS, the error is a FailStartTLSMissing
-// SecurityError and the greeting is returned with it, the connection
-// clean after the EHLO reply.
-func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn) (greeting []byte, preTLSAuth bool, err error) {
+// start makes rw, read through r, the session's SMTP connection.
+func (s *session) start(rw net.Conn, r *smtpwire.Reader) {
+	s.rw, s.r = rw, r
+	s.w = bufio.NewWriterSize(rw, 4096)
+}
+
+// startTLS runs the plaintext part of a STARTTLS session on r: greeting,
+// EHLO, STARTTLS. It returns the capabilities of the EHLO reply and
+// whether AUTH was among them. When the server does not offer STARTTLS,
+// the error is a FailStartTLSMissing SecurityError and the capabilities
+// are returned with it, the connection clean after the EHLO reply.
+func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Reader) (ext map[string]string, preTLSAuth bool, err error) {
 	host := dc.serverName
-	br := bufio.NewReader(&cappedReader{r: cc, left: 64 << 10})
-	tr := textproto.NewReader(br)
-	netErr := func(op string, err error) error {
-		if e := ctxErr(ctx, err); e != nil {
-			err = e
+	read := func(cmd string) (smtpwire.Reply, error) {
+		_ = cc.SetDeadline(time.Now().Add(replyTimeout))
+		rep, err := r.ReadReply()
+		if err != nil {
+			return rep, readError(ctx, host, cmd, err)
 		}
-		return &mailsec.NetworkError{Host: host, Op: op, Err: err}
+		if n := r.Buffered(); n > 0 {
+			// Before TLS, a reply nobody asked for is someone trying to
+			// answer the next command in the server's place.
+			return rep, &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
+				Detail: fmt.Sprintf("%d bytes arrived after the reply to %s, before any command asked for them", n, cmd)}
+		}
+		return rep, nil
+	}
+	send := func(cmd, line string) error {
+		if _, err := io.WriteString(cc, line+"\r\n"); err != nil {
+			return netError(ctx, host, cmd, err)
+		}
+		return nil
 	}
 
-	code, msg, err := tr.ReadResponse(220)
+	rep, err := read("greeting")
 	if err != nil {
-		if pe, ok := err.(*textproto.Error); ok {
-			return nil, false, replyError(host, "greeting", pe.Code, pe.Msg)
-		}
-		return nil, false, netErr("greeting", err)
+		return nil, false, err
 	}
-	greeting = formatReply(code, msg)
-
-	if _, err := io.WriteString(cc, "EHLO "+dc.localName+"\r\n"); err != nil {
-		return nil, false, netErr("EHLO", err)
+	if rep.Code != 220 {
+		return nil, false, replyError(host, "greeting", rep.Code, rep.Text)
 	}
-	_, msg, err = tr.ReadResponse(250)
+	if err := send("EHLO", "EHLO "+dc.localName); err != nil {
+		return nil, false, err
+	}
+	rep, err = read("EHLO")
 	if err != nil {
-		if pe, ok := err.(*textproto.Error); ok && pe.Code/100 == 4 {
-			// Busy or closing: an answer about now, not about TLS.
-			return nil, false, replyError(host, "EHLO", pe.Code, pe.Msg)
-		}
-		if pe, ok := err.(*textproto.Error); ok {
-			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
-				Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", pe.Code, cleanText(pe.Msg))}
-		}
-		return nil, false, netErr("EHLO", err)
+		return nil, false, err
 	}
-	ext := parseEHLO(msg)
+	switch {
+	case rep.Code/100 == 4:
+		// Busy or closing: an answer about now, not about TLS.
+		return nil, false, replyError(host, "EHLO", rep.Code, rep.Text)
+	case rep.Code != 250:
+		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
+			Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", rep.Code, cleanText(rep.Text))}
+	}
+	ext = parseEHLO(rep.Text)
 	if _, ok := ext["STARTTLS"]; !ok {
-		missing := &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
+		return ext, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
 			Detail: "EHLO reply does not list STARTTLS (stripped by an attacker, or TLS disabled on the server)"}
-		if br.Buffered() > 0 {
-			return nil, false, missing
-		}
-		return greeting, false, missing
 	}
 	_, preTLSAuth = ext["AUTH"]
 
-	if _, err := io.WriteString(cc, "STARTTLS\r\n"); err != nil {
-		return nil, false, netErr("STARTTLS", err)
+	if err := send("STARTTLS", "STARTTLS"); err != nil {
+		return nil, false, err
 	}
-	if _, _, err := tr.ReadResponse(220); err != nil {
-		if pe, ok := err.(*textproto.Error); ok {
-			return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
-				Detail: fmt.Sprintf("server replied %d %s", pe.Code, cleanText(pe.Msg)), Temp: pe.Code/100 == 4}
-		}
-		return nil, false, netErr("STARTTLS", err)
+	_ = cc.SetDeadline(time.Now().Add(replyTimeout))
+	rep, err = r.ReadReply()
+	if err != nil {
+		return nil, false, readError(ctx, host, "STARTTLS", err)
 	}
-	if n := br.Buffered(); n > 0 {
-		peek, _ := br.Peek(min(n, 40))
+	if rep.Code != 220 {
+		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
+			Detail: fmt.Sprintf("server replied %d %s", rep.Code, cleanText(rep.Text)), Temp: rep.Code/100 == 4}
+	}
+	if n := r.Buffered(); n > 0 {
 		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
-			Detail: fmt.Sprintf("%d bytes arrived after the 220 reply to STARTTLS, before the handshake (%q...)", n, peek)}
+			Detail: fmt.Sprintf("%d bytes arrived after the 220 reply to STARTTLS, before the handshake", n)}
 	}
-	return greeting, preTLSAuth, nil
+	_ = cc.SetDeadline(time.Time{})
+	return ext, preTLSAuth, nil
 }
 
 // handshake runs TLS on conn and checks the result against pol, filling
 // in s.state.
-func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, pol *tlsPolicy, afterSTARTTLS bool, s *session) (*tls.Conn, error) {
+func (dc *dialConfig) handshake(ctx context.Context, conn *ctxConn, pol *tlsPolicy, afterSTARTTLS bool, s *session) (*tls.Conn, error) {
 	host := dc.serverName
 	var match dane.Match
-	tc := tls.Client(conn, pol.config(dc.tlsConfig, dc.serverName, &match))
+	cfg := pol.config(dc.tlsConfig, dc.serverName, &match)
+	if dc.alterTLS != nil {
+		dc.alterTLS(cfg)
+	}
+	conn.tls.on = true
+	tc := tls.Client(conn, cfg)
 	if err := tc.Handshake(); err != nil {
-		return nil, classifyHandshake(ctx, host, err, afterSTARTTLS)
+		return nil, classifyHandshake(ctx, host, err, afterSTARTTLS, &conn.tls)
 	}
-	cs := tc.ConnectionState()
-	if !cs.HandshakeComplete || cs.Version < tls.VersionTLS12 || len(cs.PeerCertificates) == 0 {
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "handshake incomplete or below TLS 1.2"}
+	if err := dc.checkHandshake(tc.ConnectionState(), pol, s); err != nil {
+		return nil, err
 	}
-	// Each check below repeats what the configuration's callbacks
-	// enforced, so that the result does not rest on a callback alone.
+	return tc, nil
+}
+
+// checkHandshake checks a completed handshake against pol and fills in
+// s.state. Each check repeats what the configuration built by pol.config
+// enforced during the handshake, so that the result does not rest on the
+// configuration (or a callback) alone.
+func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *session) error {
+	host := dc.serverName
+	switch {
+	case !cs.HandshakeComplete:
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "handshake incomplete"}
+	case cs.Version < tls.VersionTLS12:
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake,
+			Detail: "the server negotiated " + tls.VersionName(cs.Version) + "; TLS 1.2 or later is required", Err: ErrTLSVersion}
+	case len(cs.PeerCertificates) == 0:
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "the server presented no certificate"}
+	}
 	switch pol.mode {
 	case tlsWebPKI:
 		if len(cs.VerifiedChains) == 0 {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: "no verified chain"}
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: "no verified chain"}
 		}
 		s.state.Verification = pol.label
 		if s.state.Verification == "" {
@@ -234,19 +322,19 @@ func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, pol *tlsPoli
 		}
 	case tlsPinned:
 		if !slices.Contains(pol.pins, mailsec.PinOf(cs.PeerCertificates[0])) {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch}
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch}
 		}
 		s.state.Verification = mailsec.VerifiedPin
 	case tlsDANE:
 		m, err := dane.Verify(cs.PeerCertificates, pol.tlsa, pol.names, pol.clock()())
 		if err != nil {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(err.Error()), Err: err}
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(err.Error()), Err: err}
 		}
 		s.state.Verification = m.Verification()
 		s.state.TLSA = m.Record.String()
 	case tlsDomain:
 		if err := verifyForDomain(cs.PeerCertificates, dc.rootCAs(), pol.names[0], pol.clock()()); err != nil {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(err.Error()), Err: err}
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(err.Error()), Err: err}
 		}
 		s.state.Verification = mailsec.VerifiedWebPKI
 	default:
@@ -256,7 +344,7 @@ func (dc *dialConfig) handshake(ctx context.Context, conn net.Conn, pol *tlsPoli
 	s.state.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
 	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
 	s.peer = cs.PeerCertificates
-	return tc, nil
+	return nil
 }
 
 func (dc *dialConfig) rootCAs() *x509.CertPool {
@@ -266,9 +354,17 @@ func (dc *dialConfig) rootCAs() *x509.CertPool {
 	return nil
 }
 
-func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTLS bool) error {
+func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTLS bool, rec *recordTracker) error {
 	if e := ctxErr(ctx, err); e != nil {
 		return &mailsec.NetworkError{Host: host, Op: "TLS handshake", Err: e}
+	}
+	if vers, old := rec.oldVersion(); old {
+		detail := "the server refused every TLS version from 1.2 up"
+		if vers != 0 {
+			detail = "the server chose " + tls.VersionName(vers) + "; TLS 1.2 or later is required"
+		}
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: detail,
+			Err: fmt.Errorf("%w: %w", ErrTLSVersion, err)}
 	}
 	if isNetwork(ctx, err) {
 		// The connection broke; nothing the peer said about TLS.
@@ -346,19 +442,6 @@ func parseEHLO(msg string) map[string]string {
 	return ext
 }
 
-func formatReply(code int, msg string) []byte {
-	lines := strings.Split(msg, "\n")
-	var b strings.Builder
-	for i, l := range lines {
-		sep := "-"
-		if i == len(lines)-1 {
-			sep = " "
-		}
-		fmt.Fprintf(&b, "%d%s%s\r\n", code, sep, l)
-	}
-	return []byte(b.String())
-}
-
 // cleanText makes server-supplied text safe to print and log: control
 // characters (a terminal escape, say) become '?', lines are joined.
 func cleanText(s string) string {
@@ -375,35 +458,157 @@ func cleanText(s string) string {
 	}, s)
 }
 
-func replyError(host, cmd string, code int, msg string) *mailsec.SMTPError {
-	msg = cleanText(msg)
-	e := &mailsec.SMTPError{Host: host, Command: cmd, Code: code, Message: msg}
-	if first, rest, ok := strings.Cut(msg, " "); ok {
-		if ec, ok := mailsec.ParseEnhancedCode(first); ok {
-			e.EnhancedCode, e.Message = ec, rest
-		}
+// replyText splits a reply's text into its enhanced status code (RFC 2034:
+// at the start of every line) and the rest, cleaned.
+func replyText(text string) (mailsec.EnhancedCode, string) {
+	first, _, _ := strings.Cut(text, " ")
+	ec, ok := mailsec.ParseEnhancedCode(first)
+	if !ok {
+		return mailsec.EnhancedCode{}, cleanText(text)
 	}
-	return e
+	prefix := first + " "
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, prefix)
+	}
+	return ec, cleanText(strings.Join(lines, "\n"))
 }
 
-// fail converts an error from go-smtp into the mailsec error types.
-func (s *session) fail(ctx context.Context, cmd string, err error) error {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		e := &mailsec.SMTPError{Host: s.host, Command: cmd, Code: se.Code, Message: cleanText(se.Message)}
-		if se.EnhancedCode != smtp.EnhancedCodeNotSet && se.EnhancedCode != smtp.NoEnhancedCode {
-			e.EnhancedCode = mailsec.EnhancedCode(se.EnhancedCode)
-		}
-		return e
-	}
+func replyError(host, cmd string, code int, text string) *mailsec.SMTPError {
+	ec, msg := replyText(text)
+	return &mailsec.SMTPError{Host: host, Command: cmd, Code: code, EnhancedCode: ec, Message: msg}
+}
+
+func replyOK(rep smtpwire.Reply) *mailsec.Reply {
+	ec, text := replyText(rep.Text)
+	return &mailsec.Reply{Code: rep.Code, EnhancedCode: ec, Text: text}
+}
+
+// netError reports a failure to write to or read from the server.
+func netError(ctx context.Context, host, cmd string, err error) error {
 	if e := ctxErr(ctx, err); e != nil {
 		err = e
 	}
-	return &mailsec.NetworkError{Host: s.host, Op: cmd, Err: err}
+	return &mailsec.NetworkError{Host: host, Op: cmd, Err: err}
+}
+
+// readError reports a failure to read a reply: the connection's, or bytes
+// that are not a reply. It never quotes what the server sent.
+func readError(ctx context.Context, host, cmd string, err error) error {
+	var se *smtpwire.SyntaxError
+	switch {
+	case errors.Is(err, smtpwire.ErrTooLong):
+		err = fmt.Errorf("%w: server reply longer than 1 MiB", ErrMalformedReply)
+	case errors.As(err, &se):
+		err = fmt.Errorf("%w: %w", ErrMalformedReply, err)
+	}
+	return netError(ctx, host, cmd, err)
+}
+
+// send writes one command line.
+func (s *session) send(ctx context.Context, cmd, line string) error {
+	_, _ = s.w.WriteString(line)
+	_, _ = s.w.WriteString("\r\n")
+	if err := s.w.Flush(); err != nil {
+		return netError(ctx, s.host, cmd, err)
+	}
+	return nil
+}
+
+// reply reads the one reply to cmd. Anything the server sent beyond it
+// answers no command: the session can no longer pair replies with
+// commands, and the error (ErrUnsolicitedReply) ends it.
+func (s *session) reply(ctx context.Context, cmd string, timeout time.Duration) (smtpwire.Reply, error) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+	rep, err := s.r.ReadReply()
+	if err != nil {
+		return rep, readError(ctx, s.host, cmd, err)
+	}
+	if n := s.r.Buffered(); n > 0 {
+		return rep, s.unsolicited(cmd, fmt.Sprintf("%d more bytes arrived with the reply to %s", n, cmd))
+	}
+	return rep, nil
+}
+
+func (s *session) unsolicited(cmd, detail string) error {
+	return &mailsec.NetworkError{Host: s.host, Op: cmd, Err: fmt.Errorf("%w: %s", ErrUnsolicitedReply, detail)}
+}
+
+// roundTrip sends one command and reads its reply.
+func (s *session) roundTrip(ctx context.Context, cmd, line string) (smtpwire.Reply, error) {
+	return s.roundTripWithin(ctx, cmd, line, replyTimeout)
+}
+
+func (s *session) roundTripWithin(ctx context.Context, cmd, line string, timeout time.Duration) (smtpwire.Reply, error) {
+	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if err := s.send(ctx, cmd, line); err != nil {
+		return smtpwire.Reply{}, err
+	}
+	return s.reply(ctx, cmd, timeout)
+}
+
+// pending reports whether the server has sent anything no command asked
+// for yet, without waiting: bytes in the reply reader, application data the
+// TLS layer holds or can decrypt now, a TLS record that has begun to
+// arrive, or bytes on the socket. TLS records that carry no application
+// data (a TLS 1.3 session ticket, a key update) are processed and do not
+// count. An error means the connection is unusable.
+func (s *session) pending() (bool, error) {
+	if s.r.Buffered() > 0 {
+		return true, nil
+	}
+	_ = s.conn.SetReadDeadline(time.Time{})
+	s.conn.poll = true
+	n, err := s.r.Fill()
+	s.conn.poll = false
+	switch {
+	case n > 0:
+		return true, nil
+	case err == nil || errors.Is(err, errWouldBlock):
+		return s.conn.tls.partial(), nil
+	}
+	return false, err
+}
+
+// greet reads the server's greeting.
+func (s *session) greet(ctx context.Context) error {
+	rep, err := s.reply(ctx, "greeting", replyTimeout)
+	if err != nil {
+		return err
+	}
+	if rep.Code != 220 {
+		return replyError(s.host, "greeting", rep.Code, rep.Text)
+	}
+	return nil
+}
+
+// hello says EHLO (HELO to a server that does not know EHLO) and records
+// the capabilities.
+func (s *session) hello(ctx context.Context) error {
+	rep, err := s.roundTrip(ctx, "EHLO", "EHLO "+s.ehlo)
+	if err != nil {
+		return err
+	}
+	if rep.Code == 500 || rep.Code == 502 {
+		rep, err = s.roundTrip(ctx, "HELO", "HELO "+s.ehlo)
+		if err != nil {
+			return err
+		}
+		if rep.Code != 250 {
+			return replyError(s.host, "HELO", rep.Code, rep.Text)
+		}
+		s.ext = map[string]string{}
+		return nil
+	}
+	if rep.Code != 250 {
+		return replyError(s.host, "EHLO", rep.Code, rep.Text)
+	}
+	s.ext = parseEHLO(rep.Text)
+	return nil
 }
 
 func (s *session) has(ext string) bool {
-	ok, _ := s.client.Extension(ext)
+	_, ok := s.ext[ext]
 	return ok
 }
 
@@ -442,21 +647,15 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return res, true, &mailsec.ExtensionError{Host: s.host, Extension: "8BITMIME", Reason: "the content is 8-bit"}
 	}
 
-	opts := &smtp.MailOptions{RequireTLS: d.RequireTLS, UTF8: d.SMTPUTF8}
 	withDSN := d.DSN != nil && s.has("DSN")
-	if withDSN {
-		opts.Return = smtp.DSNReturn(d.DSN.Return)
-		opts.EnvelopeID = d.DSN.EnvelopeID
-	}
 	reused := res.Connection.Reused
-	s.dirty = true
-	if err := s.client.Mail(d.From, opts); err != nil {
-		err = s.fail(ctx, "MAIL", err)
+	// Before the body is sent nothing can have been accepted: on a reused
+	// session that the server dropped, is closing (421: it may limit
+	// messages per connection), or that got out of step, the delivery can
+	// start again on a fresh one.
+	beforeBody := func(err error) (*mailsec.DeliveryResult, bool, error) {
 		var ne *mailsec.NetworkError
 		var se *mailsec.SMTPError
-		// A reused session the server has dropped, or is closing (421: it
-		// may limit messages per connection), has accepted nothing: the
-		// delivery can start again on a fresh one.
 		stale := errors.As(err, &ne) || errors.As(err, &se) && se.Code == 421
 		if stale && reused && ctx.Err() == nil {
 			return res, false, &errRetry{err}
@@ -464,32 +663,30 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return res, !stale, err
 	}
 
+	s.dirty = true
+	rep, err := s.roundTrip(ctx, "MAIL", s.mailCommand(d, withDSN))
+	if err != nil {
+		return beforeBody(err)
+	}
+	if rep.Code/100 != 2 {
+		return beforeBody(replyError(s.host, "MAIL", rep.Code, rep.Text))
+	}
+
 	var errs []error
 	accepted := 0
 	for i, to := range d.To {
-		var ropts *smtp.RcptOptions
-		if withDSN {
-			ropts = &smtp.RcptOptions{}
-			for _, n := range d.DSN.Notify {
-				ropts.Notify = append(ropts.Notify, smtp.DSNNotify(n))
-			}
-			if d.DSN.OriginalRecipient {
-				ropts.OriginalRecipientType = smtp.DSNAddressTypeRFC822
-				if d.SMTPUTF8 {
-					ropts.OriginalRecipientType = smtp.DSNAddressTypeUTF8
-				}
-				ropts.OriginalRecipient = to
-			}
+		rep, err := s.roundTrip(ctx, "RCPT", s.rcptCommand(d, to, withDSN))
+		if err != nil {
+			return beforeBody(err)
 		}
-		if err := s.client.Rcpt(to, ropts); err != nil {
-			err = s.fail(ctx, "RCPT", err)
-			var se *mailsec.SMTPError
-			if !errors.As(err, &se) {
-				return res, false, err
+		if rep.Code/100 != 2 {
+			se := replyError(s.host, "RCPT", rep.Code, rep.Text)
+			if se.Code == 421 {
+				return beforeBody(se)
 			}
-			res.Recipients[i].Err = err
+			res.Recipients[i].Err = se
 			res.Recipients[i].Reply = se.Reply()
-			errs = append(errs, &mailsec.RecipientError{Recipient: to, Err: err})
+			errs = append(errs, &mailsec.RecipientError{Recipient: to, Err: se})
 			continue
 		}
 		accepted++
@@ -498,45 +695,137 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return res, true, errors.Join(errs...)
 	}
 
-	w, err := s.client.Data()
+	rep, err = s.roundTrip(ctx, "DATA", "DATA")
 	if err != nil {
-		err = s.fail(ctx, "DATA", err)
-		var ne *mailsec.NetworkError
-		return res, !errors.As(err, &ne), err
+		return beforeBody(err)
 	}
+	if rep.Code != 354 {
+		return beforeBody(replyError(s.host, "DATA", rep.Code, rep.Text))
+	}
+
+	// The body: bounded by the context alone, however long it takes.
+	_ = s.conn.SetWriteDeadline(time.Time{})
+	s.dot.Reset(s.w)
 	if s.data == nil {
-		s.data = smtpdata.NewWriter(w)
+		s.data = smtpdata.NewWriter(&s.dot)
 	} else {
-		s.data.Reset(w)
+		s.data.Reset(&s.dot)
 	}
-	cw := s.data
-	if _, err := d.Content.WriteTo(cw); err != nil {
+	if _, err := d.Content.WriteTo(s.data); err != nil {
 		// Never send the terminator after a partial message: drop the
 		// connection so the server discards what it has.
 		return res, false, s.contentError(ctx, err)
 	}
-	if err := cw.Close(); err != nil {
+	if err := s.data.Close(); err != nil {
 		return res, false, s.contentError(ctx, err)
 	}
-	resp, err := w.CloseWithResponse()
+	if err := s.dot.FinishBody(); err != nil {
+		return res, false, s.contentError(ctx, err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return res, false, s.contentError(ctx, err)
+	}
+	// A server that has already answered, before the end of the message,
+	// would have its early reply taken for the verdict: the terminator is
+	// not sent, and the connection is dropped.
+	switch early, err := s.pending(); {
+	case err != nil:
+		return res, false, netError(ctx, s.host, "DATA", err)
+	case early:
+		return res, false, s.unsolicited("DATA", "the server replied before the end of the message; "+
+			"the message was not terminated, but the server may treat it as delivered")
+	}
+	if err := s.dot.Terminate(); err != nil {
+		return res, false, netError(ctx, s.host, "DATA", err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return res, false, netError(ctx, s.host, "DATA", err)
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(finalTimeout))
+	rep, err = s.r.ReadReply()
 	if err != nil {
-		err = s.fail(ctx, "DATA", err)
-		var ne *mailsec.NetworkError
-		healthy = !errors.As(err, &ne)
-		if healthy {
-			s.dirty = false
+		return res, false, readError(ctx, s.host, "DATA", err)
+	}
+	healthy = rep.Code != 421 // a server that says it is closing the session
+	if s.r.Buffered() > 0 {
+		// More than one reply to the end of the message. A server that
+		// closes the session may say so (421, RFC 5321 section 3.8); any
+		// other reply leaves its verdict unknown.
+		s.conn.poll = true
+		next, err := s.r.ReadReply()
+		s.conn.poll = false
+		if err != nil || next.Code != 421 || s.r.Buffered() > 0 {
+			desc := "more"
+			if err == nil {
+				desc = strconv.Itoa(next.Code)
+			}
+			return res, false, s.unsolicited("DATA", fmt.Sprintf("the server answered the end of the message more than once (%d, then %s): "+
+				"its verdict is unknown, and the message may have been delivered", rep.Code, desc))
 		}
-		return res, healthy, err
+		healthy = false
+	}
+	if rep.Code/100 != 2 {
+		s.dirty = false
+		return res, healthy, replyError(s.host, "DATA", rep.Code, rep.Text)
 	}
 	s.dirty = false
 	s.messages++
-	res.Reply = replyOK(resp.StatusText)
+	res.Reply = replyOK(rep)
 	for i := range res.Recipients {
 		if res.Recipients[i].Err == nil {
 			res.Recipients[i].Accepted = true
 		}
 	}
-	return res, true, nil
+	return res, healthy, nil
+}
+
+// mailCommand returns the MAIL command for d.
+func (s *session) mailCommand(d *mailsec.Delivery, withDSN bool) string {
+	var b strings.Builder
+	b.Grow(64 + len(d.From))
+	b.WriteString("MAIL FROM:<")
+	b.WriteString(d.From)
+	b.WriteByte('>')
+	if s.has("8BITMIME") {
+		b.WriteString(" BODY=8BITMIME")
+	}
+	if d.RequireTLS {
+		b.WriteString(" REQUIRETLS")
+	}
+	if d.SMTPUTF8 {
+		b.WriteString(" SMTPUTF8")
+	}
+	if withDSN {
+		if d.DSN.Return != "" {
+			b.WriteString(" RET=" + d.DSN.Return)
+		}
+		if d.DSN.EnvelopeID != "" {
+			b.WriteString(" ENVID=" + smtpwire.XText(d.DSN.EnvelopeID))
+		}
+	}
+	return b.String()
+}
+
+// rcptCommand returns the RCPT command for one recipient of d.
+func (s *session) rcptCommand(d *mailsec.Delivery, to string, withDSN bool) string {
+	line := "RCPT TO:<" + to + ">"
+	if !withDSN {
+		return line
+	}
+	if len(d.DSN.Notify) > 0 {
+		line += " NOTIFY=" + strings.Join(d.DSN.Notify, ",")
+	}
+	if d.DSN.OriginalRecipient {
+		switch {
+		case !d.SMTPUTF8:
+			line += " ORCPT=rfc822;" + smtpwire.XText(to)
+		case s.has("SMTPUTF8"):
+			line += " ORCPT=utf-8;" + smtpwire.UTF8AddrUnitext(to)
+		default:
+			line += " ORCPT=utf-8;" + smtpwire.UTF8AddrXText(to)
+		}
+	}
+	return line
 }
 
 func (s *session) contentError(ctx context.Context, err error) error {
@@ -550,47 +839,51 @@ func (s *session) contentError(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %s: transaction abandoned before the end of DATA, nothing delivered: %w", mailsec.ErrContent, s.host, err)
 }
 
-func replyOK(text string) *mailsec.Reply {
-	text = cleanText(text)
-	r := &mailsec.Reply{Code: 250, Text: text}
-	if first, rest, ok := strings.Cut(text, " "); ok {
-		if ec, ok := mailsec.ParseEnhancedCode(first); ok {
-			r.EnhancedCode, r.Text = ec, rest
-		}
-	}
-	return r
-}
+// errPendingIdle is why a session is not reused when the server has sent
+// something while it was idle.
+var errPendingIdle = fmt.Errorf("%w: the server sent something while the session was idle", ErrUnsolicitedReply)
 
-// check makes an idle session ready for a new transaction: RSET if the
-// last one may be open, NOOP if it has been idle long enough that the
-// server may have dropped it.
+// check makes an idle session ready for a new transaction. It is never
+// reused when the server has sent anything since the last reply (a reply
+// nobody asked for, a late second reply, a 421 before closing): that
+// would be taken for the answer to the next command. Then RSET if the
+// last transaction may be open, NOOP if it has been idle long enough that
+// the server may have dropped it.
 func (s *session) check(ctx context.Context, probeAfter time.Duration) error {
-	if !s.dirty && time.Since(s.lastUsed) < probeAfter {
-		return nil
-	}
 	unbind := s.conn.bind(ctx)
 	defer unbind()
-	if s.dirty {
-		if err := s.client.Reset(); err != nil {
-			return err
-		}
-		// go-smtp forgets the EHLO after RSET and would send it lazily
-		// before the next command, keeping a failure of it for good; say
-		// it now, so a failure ends this session instead.
-		if err := s.client.Hello(s.ehlo); err != nil {
-			return err
-		}
-		s.dirty = false
+	switch p, err := s.pending(); {
+	case err != nil:
+		return err
+	case p:
+		return errPendingIdle
+	}
+	cmd := ""
+	switch {
+	case s.dirty:
+		cmd = "RSET"
+	case time.Since(s.lastUsed) >= probeAfter:
+		cmd = "NOOP"
+	default:
 		return nil
 	}
-	return s.client.Noop()
+	rep, err := s.roundTrip(ctx, cmd, cmd)
+	if err != nil {
+		return err
+	}
+	if rep.Code/100 != 2 {
+		return replyError(s.host, cmd, rep.Code, rep.Text)
+	}
+	s.dirty = false
+	return nil
 }
 
-// close ends the session, politely if it is healthy.
+// close ends the session, politely (QUIT) if it is healthy.
 func (s *session) close(polite bool) {
-	if polite && s.client != nil {
-		_ = s.conn.SetDeadline(time.Now().Add(2 * time.Second))
-		_ = s.client.Quit()
+	if polite && s.r != nil {
+		if _, err := s.roundTripWithin(context.Background(), "QUIT", "QUIT", 2*time.Second); err == nil {
+			_ = s.rw.Close()
+		}
 	}
 	_ = s.conn.Close()
 }

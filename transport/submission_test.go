@@ -3,6 +3,7 @@ package transport_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -39,9 +40,31 @@ func TestAuthMechanisms(t *testing.T) {
 					t.Fatalf("messages: %v", m)
 				}
 				tr.Close()
-				// No mechanism puts the password on the wire in clear, TLS or not.
-				if bytes.Contains(settled(t, srv), []byte(password)) {
-					t.Fatal("password on the wire")
+				// Nothing of the password before TLS; after it, what the
+				// server read (decrypted) carries it only where the
+				// mechanism sends it: PLAIN and LOGIN in base64, SCRAM and
+				// CRAM-MD5 not at all.
+				ts := srvTranscripts(t, srv)
+				if len(ts) != 1 || !ts[0].TLS {
+					t.Fatalf("transcripts: %+v", ts)
+				}
+				forms := [][]byte{[]byte(password), []byte(base64.StdEncoding.EncodeToString([]byte(password))),
+					[]byte(base64.StdEncoding.EncodeToString([]byte("\x00alice\x00" + password)))}
+				sendsIt := mech == transport.MechPlain || mech == transport.MechLogin
+				found := false
+				for i, form := range forms {
+					if bytes.Contains(ts[0].Received[:ts[0].ReceivedBeforeTLS], form) {
+						t.Fatalf("password form %d sent before TLS", i)
+					}
+					if bytes.Contains(ts[0].Received[ts[0].ReceivedBeforeTLS:], form) {
+						if !sendsIt {
+							t.Fatalf("%s sent password form %d", mech, i)
+						}
+						found = true
+					}
+				}
+				if sendsIt && !found {
+					t.Fatalf("%s: the password is not in what the server read; the transcript is not what the client sent", mech)
 				}
 
 				// A wrong password fails with an auth error and delivers nothing.
@@ -590,10 +613,11 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
-// After an aborted transaction the session is reset, and go-smtp says EHLO
-// again; a failure of that EHLO ends the session instead of sticking to it
-// and being reported as a missing capability.
-func TestResetThenFailedEHLO(t *testing.T) {
+// After an aborted transaction the session is reset with RSET, which keeps
+// the capabilities the server listed after TLS (RFC 5321 section 4.1.1.5):
+// no second EHLO, whose failure could otherwise be mistaken for a missing
+// capability.
+func TestResetKeepsCapabilities(t *testing.T) {
 	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, postTLSExt: []string{"8BITMIME", "REQUIRETLS"},
 		rejectMails: 1, failEHLO: 2})
 	tr := fakeTransport(f, transport.StartTLS)
@@ -606,11 +630,13 @@ func TestResetThenFailedEHLO(t *testing.T) {
 	}
 	for i := range 2 {
 		if _, err := deliver(t, tr, d); err != nil {
-			t.Fatalf("delivery %d after the failed EHLO: %v", i+2, err)
+			t.Fatalf("delivery %d after the reset: %v", i+2, err)
 		}
 	}
-	if f.connections() != 2 {
-		t.Fatalf("%d connections", f.connections())
+	tr.Close()
+	cmds := strings.Join(f.commands(), "|")
+	if f.connections() != 1 || strings.Count(cmds, "EHLO") != 2 || strings.Count(cmds, "RSET") != 1 {
+		t.Fatalf("%d connections, commands %s", f.connections(), cmds)
 	}
 }
 
