@@ -148,8 +148,8 @@ func TestSendPGP(t *testing.T) {
 	if !strings.Contains(r.stdout, `"fingerprint": "`+pgp.Fingerprint(ann)+`"`) {
 		t.Fatalf("receipt lacks the key fingerprint:\n%s", r.stdout)
 	}
-	if bytes.Contains(srv.Wire(), []byte(canary)) {
-		t.Fatal("canary on the wire")
+	if bytes.Contains(received(t, srv), []byte(canary)) {
+		t.Fatal("the canary reached the server in clear")
 	}
 
 	g := tooltest.NewGPG(t)
@@ -189,8 +189,8 @@ func TestSendPGPRefusals(t *testing.T) {
 	if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "ann@example.org" {
 		t.Fatalf("deliveries: %v", msgs)
 	}
-	if bytes.Contains(srv.Wire(), []byte(canary)) {
-		t.Fatal("canary on the wire")
+	if bytes.Contains(received(t, srv), []byte(canary)) {
+		t.Fatal("the canary reached the server in clear")
 	}
 
 	// A wrong passphrase or a corrupt key file: bad usage, nothing sent.
@@ -284,8 +284,8 @@ func TestSendSMIME(t *testing.T) {
 		r := runCmd(t, "", nil, append(base, append([]string{"-to", "ann@example.org"}, args...)...)...)
 		wantCode(t, r, 2)
 	}
-	if bytes.Contains(srv.Wire(), []byte(canary)) {
-		t.Fatal("canary on the wire")
+	if bytes.Contains(received(t, srv), []byte(canary)) {
+		t.Fatal("the canary reached the server in clear")
 	}
 }
 
@@ -323,8 +323,8 @@ func TestSendNoticeAndPrefer(t *testing.T) {
 		bytes.Contains(notice.Data, []byte("result.pdf")) {
 		t.Fatalf("notice:\n%s", notice.Data)
 	}
-	if bytes.Contains(srv.Wire(), []byte(canary)) {
-		t.Fatal("canary on the wire")
+	if bytes.Contains(received(t, srv), []byte(canary)) {
+		t.Fatal("the canary reached the server in clear")
 	}
 
 	srv2 := mailsectest.NewServer(t, mailsectest.Config{})
