@@ -14,11 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/smtpdata"
 	"github.com/mailsec/mailsec/internal/smtpwire"
+	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/transport/dane"
 )
 
@@ -247,7 +247,7 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 		return nil, false, replyError(host, "EHLO", rep.Code, rep.Text)
 	case rep.Code != 250:
 		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
-			Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", rep.Code, cleanText(rep.Text))}
+			Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", rep.Code, syntax.PeerText(rep.Text))}
 	}
 	ext = parseEHLO(rep.Text)
 	if _, ok := ext["STARTTLS"]; !ok {
@@ -266,7 +266,7 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 	}
 	if rep.Code != 220 {
 		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
-			Detail: fmt.Sprintf("server replied %d %s", rep.Code, cleanText(rep.Text)), Temp: rep.Code/100 == 4}
+			Detail: fmt.Sprintf("server replied %d %s", rep.Code, syntax.PeerText(rep.Text)), Temp: rep.Code/100 == 4}
 	}
 	if n := r.Buffered(); n > 0 {
 		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
@@ -328,13 +328,13 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 	case tlsDANE:
 		m, err := dane.Verify(cs.PeerCertificates, pol.tlsa, pol.names, pol.clock()())
 		if err != nil {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(err.Error()), Err: err}
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: syntax.PeerText(err.Error()), Err: err}
 		}
 		s.state.Verification = m.Verification()
 		s.state.TLSA = m.Record.String()
 	case tlsDomain:
 		if err := verifyForDomain(cs.PeerCertificates, dc.rootCAs(), pol.names[0], pol.clock()()); err != nil {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(err.Error()), Err: err}
+			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: syntax.PeerText(err.Error()), Err: err}
 		}
 		s.state.Verification = mailsec.VerifiedWebPKI
 	default:
@@ -385,13 +385,13 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 	case errors.Is(err, errPinMismatch):
 		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch, Err: err}
 	case errors.As(err, &de):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: cleanText(de.Error()), Err: err}
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: syntax.PeerText(de.Error()), Err: err}
 	case errors.As(err, &dom):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(dom.Error()), Err: err}
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: syntax.PeerText(dom.Error()), Err: err}
 	case errors.As(err, &cv):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: cleanText(certReason(cv.Err)), Err: err}
+		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: syntax.PeerText(certReason(cv.Err)), Err: err}
 	}
-	return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: cleanText(err.Error()), Err: err}
+	return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: syntax.PeerText(err.Error()), Err: err}
 }
 
 // isNetwork reports whether err is the connection failing (closed,
@@ -442,36 +442,20 @@ func parseEHLO(msg string) map[string]string {
 	return ext
 }
 
-// cleanText makes server-supplied text safe to print and log: control
-// characters (a terminal escape, say) become '?', lines are joined.
-func cleanText(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n':
-			return ' '
-		case r == '\t':
-			return r
-		case r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0, r == 0x2028, r == 0x2029, r == utf8.RuneError:
-			return '?'
-		}
-		return r
-	}, s)
-}
-
 // replyText splits a reply's text into its enhanced status code (RFC 2034:
 // at the start of every line) and the rest, cleaned.
 func replyText(text string) (mailsec.EnhancedCode, string) {
 	first, _, _ := strings.Cut(text, " ")
 	ec, ok := mailsec.ParseEnhancedCode(first)
 	if !ok {
-		return mailsec.EnhancedCode{}, cleanText(text)
+		return mailsec.EnhancedCode{}, syntax.PeerText(text)
 	}
 	prefix := first + " "
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
 		lines[i] = strings.TrimPrefix(l, prefix)
 	}
-	return ec, cleanText(strings.Join(lines, "\n"))
+	return ec, syntax.PeerText(strings.Join(lines, "\n"))
 }
 
 func replyError(host, cmd string, code int, text string) *mailsec.SMTPError {
