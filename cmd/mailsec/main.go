@@ -7,16 +7,25 @@
 //	mailsec <command> [flags]
 //	mailsec help [command]
 //
-// The only command for now is send.
+// The commands are send, which sends one message, and check, which reports
+// how well mail to a domain is protected in transit. "mailsec help COMMAND"
+// prints a command's whole usage.
 //
 // # mailsec send
 //
-//	mailsec send -server HOST:PORT [-tls implicit|starttls] [-ca FILE] [-user NAME]
+//	mailsec send {-server HOST:PORT [-tls implicit|starttls] [-user NAME] |
+//		-mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT] [-allow-private]} [-ca FILE]
 //		-from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
 //		[-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
 //		[-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
 //		 [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
 //		[-notice-url URL | -prefer-protection]
+//
+// With -mx instead of -server the message goes straight to each recipient
+// domain's MX hosts (transport.Direct: DANE, MTA-STS, REQUIRETLS), every
+// name looked up through -dns; MX and policy hosts at loopback, private,
+// link-local and other non-global addresses are not connected to unless
+// -allow-private is given.
 //
 // Send submits one message to a submission server (Postfix, an email
 // provider's relay) with mandatory TLS: implicit TLS on port 465, STARTTLS
@@ -28,7 +37,7 @@
 //
 // The flags are:
 //
-//	-server HOST:PORT  the submission server (required)
+//	-server HOST:PORT  the submission server (required without -mx)
 //	-tls MODE          "implicit" or "starttls"; default implicit on port
 //	                   465, STARTTLS on any other port
 //	-ca FILE           PEM file of extra trusted root certificates, added
@@ -74,6 +83,16 @@
 // verification, and how it was protected (method and key fingerprint, a
 // notice instead, or NOT encrypted), or why not. Without -json nothing is written to standard
 // output.
+//
+// # mailsec check
+//
+//	mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-json] [-timeout D]
+//
+// Check reports, for a recipient domain, its MX hosts and whether DNSSEC
+// authenticates them, its MTA-STS record and policy, its TLS-RPT addresses,
+// and for each MX host its TLSA records, STARTTLS, TLS version and
+// certificate, with a verdict: what "mailsec send -mx" would do with the
+// host, and why. No mail is sent.
 //
 // # Environment
 //

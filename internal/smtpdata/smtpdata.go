@@ -5,9 +5,9 @@
 // A bare CR and a bare LF are both turned into CRLF, so no sequence in the
 // input (such as "\n.\n" or "\r.\r\n") can be read by a receiver as the end
 // of DATA followed by a second, smuggled message. Dot-stuffing and the
-// terminating "CRLF.CRLF" are the job of the writer underneath (net/textproto's
-// DotWriter, which go-smtp uses); that writer leaves a bare CR untouched,
-// which is why this one runs first.
+// terminating "CRLF.CRLF" are the job of the writer underneath
+// (internal/smtpwire's DotWriter), which relies on this one: it reads every
+// LF as the end of a line and leaves a bare CR as it is.
 package smtpdata
 
 import (
