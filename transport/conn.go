@@ -30,6 +30,9 @@ type ctxConn struct {
 	raw syscall.RawConn
 	// poll makes Read return at once: what has arrived, or errWouldBlock.
 	poll bool
+	// noWait, with poll, leaves a connection that cannot be read without
+	// waiting (raw is nil) unread: Read returns errWouldBlock at once.
+	noWait bool
 	// tls follows the TLS records the server sends, once TLS has started.
 	tls recordTracker
 
@@ -71,6 +74,9 @@ func (c *ctxConn) readNow(p []byte) (int, error) {
 	}
 	if c.raw != nil {
 		return readSocketNow(c.raw, p)
+	}
+	if c.noWait {
+		return 0, errWouldBlock
 	}
 	c.mu.Lock()
 	if c.done {

@@ -48,9 +48,11 @@
 //     before the command, a reply before the end of the message, bytes
 //     while the session is idle in the pool) ends the session with an
 //     error wrapping ErrUnsolicitedReply, and the session is never reused.
-//     Before the terminator of DATA is sent, and before an idle session is
-//     reused, the session looks for such bytes without waiting: in its
-//     reply reader, in what the TLS layer holds, and on the socket.
+//     After every reply, before the terminator of DATA is sent, and before
+//     an idle session is reused, the session looks for such bytes without
+//     waiting: in its reply reader, in the TLS records crypto/tls has
+//     received and not yet handed over (one reply per record or several),
+//     and on the socket.
 //   - AUTH failures carry the reply codes and never the text of any reply
 //     in the exchange, which a server may use to echo credentials back
 //     (see Auth).

@@ -508,10 +508,29 @@ func (s *session) reply(ctx context.Context, cmd string, timeout time.Duration) 
 	if err != nil {
 		return rep, readError(ctx, s.host, cmd, err)
 	}
-	if n := s.r.Buffered(); n > 0 {
+	if n := s.more(); n > 0 {
 		return rep, s.unsolicited(cmd, fmt.Sprintf("%d more bytes arrived with the reply to %s", n, cmd))
 	}
 	return rep, nil
+}
+
+// more returns how many bytes beyond the reply just read have arrived
+// already: those in the reply reader, or else what one read that does not
+// wait brings: application data from a TLS record crypto/tls has received
+// and not yet handed over (it hands over one record per read, so a second
+// reply sent with the first, in a record of its own, is there), or bytes on
+// the socket. A connection that is not a socket is not read here (that
+// would wait); pending, before the terminator of DATA and before reuse,
+// looks further. A read error is left for the next command to meet: the
+// reply just read stands.
+func (s *session) more() int {
+	if n := s.r.Buffered(); n > 0 {
+		return n
+	}
+	s.conn.poll, s.conn.noWait = true, true
+	n, _ := s.r.Fill()
+	s.conn.poll, s.conn.noWait = false, false
+	return n
 }
 
 func (s *session) unsolicited(cmd, detail string) error {
@@ -731,7 +750,7 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return res, false, readError(ctx, s.host, "DATA", err)
 	}
 	healthy = rep.Code != 421 // a server that says it is closing the session
-	if s.r.Buffered() > 0 {
+	if s.more() > 0 {
 		// More than one reply to the end of the message. A server that
 		// closes the session may say so (421, RFC 5321 section 3.8); any
 		// other reply leaves its verdict unknown.
