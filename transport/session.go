@@ -654,12 +654,12 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	reused := res.Connection.Reused
 	// Before the body is sent nothing can have been accepted: on a reused
 	// session that the server dropped, is closing (421: it may limit
-	// messages per connection), or that got out of step, the delivery can
-	// start again on a fresh one.
+	// messages per connection; or a 221 out of place), or that got out of
+	// step, the delivery can start again on a fresh one.
 	beforeBody := func(err error) (*mailsec.DeliveryResult, bool, error) {
 		var ne *mailsec.NetworkError
 		var se *mailsec.SMTPError
-		stale := errors.As(err, &ne) || errors.As(err, &se) && se.Code == 421
+		stale := errors.As(err, &ne) || errors.As(err, &se) && (se.Code == 421 || se.Code == 221)
 		if stale && reused && ctx.Err() == nil {
 			return res, false, &errRetry{err}
 		}
@@ -671,7 +671,7 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	if err != nil {
 		return beforeBody(err)
 	}
-	if rep.Code/100 != 2 {
+	if rep.Code != 250 {
 		return beforeBody(replyError(s.host, "MAIL", rep.Code, rep.Text))
 	}
 
@@ -682,9 +682,9 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		if err != nil {
 			return beforeBody(err)
 		}
-		if rep.Code/100 != 2 {
+		if !rcptAccepted(rep.Code) {
 			se := replyError(s.host, "RCPT", rep.Code, rep.Text)
-			if se.Code == 421 {
+			if se.Code == 421 || se.Code == 221 {
 				return beforeBody(se)
 			}
 			res.Recipients[i].Err = se
@@ -749,7 +749,7 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	if err != nil {
 		return res, false, readError(ctx, s.host, "DATA", err)
 	}
-	healthy = rep.Code != 421 // a server that says it is closing the session
+	healthy = rep.Code != 421 && rep.Code != 221 // a server that says it is closing the session
 	if s.more() > 0 {
 		// More than one reply to the end of the message. A server that
 		// closes the session may say so (421, RFC 5321 section 3.8); any
@@ -767,7 +767,7 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		}
 		healthy = false
 	}
-	if rep.Code/100 != 2 {
+	if rep.Code != 250 {
 		s.dirty = false
 		return res, healthy, replyError(s.host, "DATA", rep.Code, rep.Text)
 	}
@@ -781,6 +781,13 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	}
 	return res, healthy, nil
 }
+
+// rcptAccepted reports a reply that accepts a recipient: 250, or 251
+// (RFC 5321 section 4.3.2), or 252, which servers use to say they accept
+// a recipient they cannot verify. Every other reply, another 2xx among
+// them, refuses it. MAIL, the end of DATA, RSET and NOOP succeed on 250
+// alone.
+func rcptAccepted(code int) bool { return code >= 250 && code <= 252 }
 
 // mailCommand returns the MAIL command for d.
 func (s *session) mailCommand(d *mailsec.Delivery, withDSN bool) string {
@@ -874,7 +881,7 @@ func (s *session) check(ctx context.Context, probeAfter time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if rep.Code/100 != 2 {
+	if rep.Code != 250 {
 		return replyError(s.host, cmd, rep.Code, rep.Text)
 	}
 	s.dirty = false
