@@ -34,7 +34,8 @@ var (
 	// been delivered, and a retry may deliver it twice.
 	ErrUnsolicitedReply = errors.New("mailsec/transport: the server sent a reply no command asked for")
 	// ErrMalformedReply: the server sent something that is not an SMTP
-	// reply, or a reply longer than 1 MiB.
+	// reply, or a reply longer than the limit: 64 KiB before TLS, where an
+	// attacker may be the one answering, 1 MiB after.
 	ErrMalformedReply = errors.New("mailsec/transport: malformed SMTP reply")
 	// ErrTLSVersion: the server offers only TLS versions below 1.2. It is
 	// wrapped in a *mailsec.SecurityError (mailsec.FailHandshake), not
@@ -210,7 +211,7 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 		_ = cc.SetDeadline(time.Now().Add(replyTimeout))
 		rep, err := r.ReadReply()
 		if err != nil {
-			return rep, readError(ctx, host, cmd, err)
+			return rep, readError(ctx, host, cmd, err, maxPreTLSReply)
 		}
 		if n := r.Buffered(); n > 0 {
 			// Before TLS, a reply nobody asked for is someone trying to
@@ -262,7 +263,7 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 	_ = cc.SetDeadline(time.Now().Add(replyTimeout))
 	rep, err = r.ReadReply()
 	if err != nil {
-		return nil, false, readError(ctx, host, "STARTTLS", err)
+		return nil, false, readError(ctx, host, "STARTTLS", err, maxPreTLSReply)
 	}
 	if rep.Code != 220 {
 		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
@@ -476,17 +477,29 @@ func netError(ctx context.Context, host, cmd string, err error) error {
 	return &mailsec.NetworkError{Host: host, Op: cmd, Err: err}
 }
 
-// readError reports a failure to read a reply: the connection's, or bytes
-// that are not a reply. It never quotes what the server sent.
-func readError(ctx context.Context, host, cmd string, err error) error {
+// readError reports a failure to read a reply, from a reader that refuses
+// replies longer than limit bytes: the connection's, or bytes that are not
+// a reply. It never quotes what the server sent.
+func readError(ctx context.Context, host, cmd string, err error, limit int) error {
 	var se *smtpwire.SyntaxError
 	switch {
 	case errors.Is(err, smtpwire.ErrTooLong):
-		err = fmt.Errorf("%w: server reply longer than 1 MiB", ErrMalformedReply)
+		err = fmt.Errorf("%w: server reply longer than %s", ErrMalformedReply, sizeName(limit))
 	case errors.As(err, &se):
 		err = fmt.Errorf("%w: %w", ErrMalformedReply, err)
 	}
 	return netError(ctx, host, cmd, err)
+}
+
+// sizeName names a reply limit: "64 KiB", "1 MiB".
+func sizeName(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.Itoa(n>>20) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.Itoa(n>>10) + " KiB"
+	}
+	return strconv.Itoa(n) + " bytes"
 }
 
 // send writes one command line.
@@ -506,7 +519,7 @@ func (s *session) reply(ctx context.Context, cmd string, timeout time.Duration) 
 	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
 	rep, err := s.r.ReadReply()
 	if err != nil {
-		return rep, readError(ctx, s.host, cmd, err)
+		return rep, readError(ctx, s.host, cmd, err, smtpwire.DefaultMaxReply)
 	}
 	if n := s.more(); n > 0 {
 		return rep, s.unsolicited(cmd, fmt.Sprintf("%d more bytes arrived with the reply to %s", n, cmd))
@@ -747,7 +760,7 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	_ = s.conn.SetReadDeadline(time.Now().Add(finalTimeout))
 	rep, err = s.r.ReadReply()
 	if err != nil {
-		return res, false, readError(ctx, s.host, "DATA", err)
+		return res, false, readError(ctx, s.host, "DATA", err, smtpwire.DefaultMaxReply)
 	}
 	healthy = rep.Code != 421 && rep.Code != 221 // a server that says it is closing the session
 	if s.more() > 0 {
