@@ -19,6 +19,8 @@ import (
 // only ciphertext and so would pass whatever the client sent.
 type Transcript struct {
 	// Received is every byte the server read from the client, in order.
+	// On a connection whose TLS handshake failed that includes what the
+	// client sent in the handshake's place and after it, as it was sent.
 	Received []byte
 	// Sent is every byte the server wrote to the client, in order.
 	Sent []byte
@@ -161,10 +163,13 @@ func (sh *shim) run(l *pipeListener, implicit bool, innerServer *tls.Config) {
 	var goSide net.Conn = &pipeEnd{Conn: theirs, sh: sh}
 
 	if implicit {
-		outer := tls.Server(sh.raw, sh.outerC)
+		tap := &handshakeTap{Conn: sh.raw, r: sh.raw}
+		outer := tls.Server(tap, sh.outerC)
 		if err := outer.Handshake(); err != nil {
+			sh.handshakeFailed(tap)
 			return
 		}
+		tap.stop()
 		sh.setOuter(outer)
 		if !l.offer(tls.Server(goSide, innerServer)) {
 			return
@@ -185,10 +190,13 @@ func (sh *shim) run(l *pipeListener, implicit bool, innerServer *tls.Config) {
 	}
 	// STARTTLS accepted: the client's handshake, then the shim's with
 	// go-smtp, which is waiting for it on the pipe.
-	outer := tls.Server(&bufferedConn{Conn: sh.raw, r: fromClient}, sh.outerC)
+	tap := &handshakeTap{Conn: sh.raw, r: fromClient}
+	outer := tls.Server(tap, sh.outerC)
 	if err := outer.Handshake(); err != nil {
+		sh.handshakeFailed(tap)
 		return
 	}
+	tap.stop()
 	sh.setOuter(outer)
 	inner := tls.Client(&bufferedConn{Conn: ours, r: fromServer}, sh.innerC)
 	if err := inner.Handshake(); err != nil {
@@ -351,6 +359,40 @@ func (sh *shim) copy(dst io.Writer, src io.Reader, received bool) {
 			return
 		}
 	}
+}
+
+// handshakeTap is the client's connection as the shim's TLS server reads
+// it: it keeps what the handshake read until stop, so that a handshake
+// that fails can leave in the transcript what the client sent in its place.
+type handshakeTap struct {
+	net.Conn
+	r       io.Reader
+	kept    []byte
+	stopped bool
+}
+
+func (h *handshakeTap) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if !h.stopped {
+		h.kept = append(h.kept, p[:n]...)
+	}
+	return n, err
+}
+
+// stop ends the keeping: the handshake succeeded, and what it read was TLS.
+func (h *handshakeTap) stop() { h.stopped, h.kept = true, nil }
+
+// handshakeFailed records as received what the client sent where its TLS
+// handshake should have been (plaintext after the 220 to STARTTLS or on an
+// implicit-TLS port, a ClientHello and an alert), then, after telling the
+// client the server is done, whatever it still sends until it stops: a
+// client that goes on in clear after a failed handshake shows in the
+// transcript.
+func (sh *shim) handshakeFailed(tap *handshakeTap) {
+	sh.record(true, tap.kept)
+	tap.stop()
+	sh.serverDone()
+	sh.copy(io.Discard, tap, true)
 }
 
 // bufferedConn reads what a bufio.Reader holds before the connection.

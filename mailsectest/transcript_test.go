@@ -1,9 +1,11 @@
 package mailsectest_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +134,85 @@ func TestDiscardKeepsNoTranscript(t *testing.T) {
 	}
 	if srv.Connections() != 1 {
 		t.Fatal("connection not counted")
+	}
+}
+
+// A client that sends plaintext where its TLS handshake should be (after
+// the 220 to STARTTLS, pipelined behind STARTTLS, on an implicit-TLS port,
+// or after a handshake it gave up on) sent it in clear: the transcript must
+// show it, or an assertion that the client never sent it would pass.
+func TestTranscriptKeepsWhatReplacedTheHandshake(t *testing.T) {
+	mail := "MAIL FROM:<" + transcriptCanary + "@example.com>\r\n"
+	for _, tc := range []struct {
+		name     string
+		implicit bool
+		client   func(t *testing.T, c net.Conn, r *bufio.Reader)
+	}{
+		{"after the 220 to STARTTLS", false, func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			startTLS(t, c, r, "STARTTLS\r\n")
+			_, _ = c.Write([]byte(mail))
+		}},
+		{"pipelined behind STARTTLS", false, func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			startTLS(t, c, r, "STARTTLS\r\n"+mail)
+		}},
+		{"after a handshake the client gave up on", false, func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			startTLS(t, c, r, "STARTTLS\r\n")
+			// No trusted roots: the client refuses the certificate, then
+			// goes on in clear.
+			tc := tls.Client(c, &tls.Config{ServerName: "localhost"})
+			if err := tc.Handshake(); err == nil {
+				t.Fatal("handshake with no trusted roots succeeded")
+			}
+			_, _ = c.Write([]byte(mail))
+		}},
+		{"on an implicit-TLS port", true, func(t *testing.T, c net.Conn, r *bufio.Reader) {
+			_, _ = c.Write([]byte("EHLO client.test\r\n" + mail))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: tc.implicit})
+			c, err := net.Dial("tcp", srv.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			tc.client(t, c, bufio.NewReader(c))
+			time.Sleep(50 * time.Millisecond)
+			c.Close()
+			if !bytes.Contains(srv.Wire(), []byte(transcriptCanary)) {
+				t.Fatal("the canary did not reach the server")
+			}
+			ts := settledTranscripts(t, srv)
+			if len(ts) != 1 || ts[0].TLS || !bytes.Contains(ts[0].Received, []byte(mail)) {
+				t.Fatalf("the plaintext MAIL is not in the transcript: %v", ts)
+			}
+			if !bytes.Contains(srv.Received(), []byte(transcriptCanary)) {
+				t.Fatal("the canary is not in Received")
+			}
+		})
+	}
+}
+
+// startTLS reads the greeting, says EHLO, sends what (STARTTLS and
+// perhaps more) and reads the reply to STARTTLS.
+func startTLS(t *testing.T, c net.Conn, r *bufio.Reader, what string) {
+	t.Helper()
+	readReply := func() string {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				return l
+			}
+		}
+	}
+	readReply()
+	_, _ = c.Write([]byte("EHLO client.test\r\n"))
+	readReply()
+	_, _ = c.Write([]byte(what))
+	if l := readReply(); !strings.HasPrefix(l, "220") {
+		t.Fatalf("STARTTLS: %q", l)
 	}
 }
