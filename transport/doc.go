@@ -57,7 +57,11 @@
 //     in the exchange, which a server may use to echo credentials back
 //     (see Auth).
 //   - Every step, the greeting included, is bounded by the context passed
-//     to Deliver.
+//     to Deliver, and by a timeout of its own when the context has no
+//     deadline: DialTimeout for establishing a session, 5 minutes for a
+//     reply (10 for the reply to the end of DATA), 3 minutes for each write
+//     of a message's content (RFC 5321 section 4.5.3.2), so that a server
+//     that stops answering or reading cannot hold a delivery forever.
 //
 // # The SMTP client
 //

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"time"
 
 	"github.com/mailsec/mailsec"
 )
@@ -42,4 +43,13 @@ func DANEPolicy(tlsa []mailsec.TLSA, names ...string) *tlsPolicy {
 // DomainPolicy requires a chain valid for domain or a name below it.
 func DomainPolicy(domain string) *tlsPolicy {
 	return &tlsPolicy{mode: tlsDomain, names: []string{domain}}
+}
+
+// SetDataBlockTimeout shortens the time each write of a message's content
+// is given, for the sessions t establishes from now on.
+func SetDataBlockTimeout(t *Submission, d time.Duration) {
+	if err := t.init(); err != nil {
+		panic(err)
+	}
+	t.dc.dataBlock = d
 }

@@ -48,6 +48,11 @@ var (
 const (
 	replyTimeout = 5 * time.Minute
 	finalTimeout = 10 * time.Minute // the reply to the end of DATA
+	// dataBlockTimeout bounds each write of a message's content (the DATA
+	// block timeout), so that a server that stops reading is given up on
+	// even when the context has no deadline. Time the application's reader
+	// takes between writes does not count.
+	dataBlockTimeout = 3 * time.Minute
 	// maxPreTLSReply bounds one reply before TLS, where an attacker may be
 	// the one answering.
 	maxPreTLSReply = 64 << 10
@@ -80,6 +85,22 @@ type session struct {
 	idleTimer *time.Timer      // fires IdleTimeout after the session was put back
 	data      *smtpdata.Writer // reused for every message's DATA
 	dot       smtpwire.DotWriter
+	// dataBlock is how long each write of a message's content gets; block
+	// is set to it while the content is written (see blockWriter).
+	dataBlock time.Duration
+	block     time.Duration
+}
+
+// blockWriter is what the session's buffered writer writes to: the
+// connection, with each write given s.block to complete while it is set
+// (within whatever the bound context allows).
+type blockWriter struct{ s *session }
+
+func (b blockWriter) Write(p []byte) (int, error) {
+	if b.s.block > 0 {
+		_ = b.s.conn.SetWriteDeadline(time.Now().Add(b.s.block))
+	}
+	return b.s.rw.Write(p)
 }
 
 // dialConfig is what establishing a session needs; a Submission fills it
@@ -93,6 +114,9 @@ type dialConfig struct {
 	dialer     Dialer
 	auth       *Auth
 	timeout    time.Duration // bounds establishing a session
+	// dataBlock bounds each write of a message's content; zero means
+	// dataBlockTimeout.
+	dataBlock time.Duration
 
 	// alterTLS, when set, changes the configuration a policy produced
 	// before the handshake. Tests use it to take away one layer of a
@@ -126,7 +150,10 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 		}
 	}()
 
-	s := &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now()}
+	s := &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now(), dataBlock: dc.dataBlock}
+	if s.dataBlock <= 0 {
+		s.dataBlock = dataBlockTimeout
+	}
 	s.state = mailsec.ConnectionState{Host: host, Addr: raw.RemoteAddr().String()}
 
 	if pol.mode == tlsNone && pol.loopbackOnly {
@@ -197,7 +224,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 // start makes rw, read through r, the session's SMTP connection.
 func (s *session) start(rw net.Conn, r *smtpwire.Reader) {
 	s.rw, s.r = rw, r
-	s.w = bufio.NewWriterSize(rw, 4096)
+	s.w = bufio.NewWriterSize(blockWriter{s}, 4096)
 }
 
 // startTLS runs the plaintext part of a STARTTLS session on r: greeting,
@@ -719,8 +746,11 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return beforeBody(replyError(s.host, "DATA", rep.Code, rep.Text))
 	}
 
-	// The body: bounded by the context alone, however long it takes.
+	// The body: however long it takes in all, within the context, but
+	// each write within the DATA block timeout.
 	_ = s.conn.SetWriteDeadline(time.Time{})
+	s.block = s.dataBlock
+	defer func() { s.block = 0 }()
 	s.dot.Reset(s.w)
 	if s.data == nil {
 		s.data = smtpdata.NewWriter(&s.dot)
