@@ -699,7 +699,8 @@ func (s *Sender) plan(ctx context.Context, m *Message, r Recipient) (p Plan, err
 			p, err = Plan{}, fmt.Errorf("mailsec: Policy panicked: %v", v)
 		}
 	}()
-	return s.policy.Plan(ctx, m, r)
+	p, err = s.policy.Plan(ctx, m, r)
+	return p, usableError("Policy", err)
 }
 
 // buildNotice asks the NoticeFunc for r's notice, turning a panic in it
@@ -710,7 +711,8 @@ func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *N
 			n, err = nil, fmt.Errorf("mailsec: Options.Notice panicked: %v", v)
 		}
 	}()
-	return s.notice(ctx, m, r)
+	n, err = s.notice(ctx, m, r)
+	return n, usableError("Options.Notice", err)
 }
 
 // receipt hands rec to OnReceipt. The messages have gone out by now, so a
@@ -894,6 +896,7 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 	d.EightBit = d.SMTPUTF8
 
 	res, err := s.transport.Deliver(ctx, d)
+	err = usableError("Transport", err)
 	if res == nil {
 		res = &DeliveryResult{}
 	}
@@ -941,7 +944,7 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 			}
 		case r != nil && r.Err != nil:
 			rr.Reply = r.Reply
-			rerr = r.Err
+			rerr = usableError("Transport", r.Err)
 		case err != nil:
 			rr.Reply = res.Reply
 			rerr = err
@@ -1106,10 +1109,37 @@ func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (
 		}
 	}()
 	p, err = pr.Protect(ctx, e, rcpts)
+	err = usableError("Protector", err)
 	if err == nil && (p == nil || p.Entity == nil) {
 		err = errors.New("mailsec: Protector returned no entity")
 	}
 	return p, err
+}
+
+// usableError returns err, or, when err cannot be used as an error, an
+// error that says so, naming who returned it. Unusable is a typed nil (a
+// nil *ProtectionError returned as an error: its methods dereference it)
+// and an error whose methods panic when the Sender, or the application
+// after it, prints or classifies it, as one holding a typed nil does.
+func usableError(who string, err error) (out error) {
+	if err == nil {
+		return nil
+	}
+	if isNil(err) {
+		return fmt.Errorf("mailsec: %s returned a nil %T as its error", who, err)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			out = fmt.Errorf("mailsec: %s returned an error (%T) whose methods panic, a nil value inside it perhaps: %v", who, err, v)
+		}
+	}()
+	_ = err.Error()
+	_ = IsTemporary(err)
+	_ = errors.Is(err, ErrNoKey)
+	for _, re := range recipientErrors(err) {
+		_ = re.Recipient
+	}
+	return err
 }
 
 // recovering turns a panic while a message is written (in a Protector's
