@@ -24,6 +24,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 	"github.com/mailsec/mailsec/transport/dane"
 	"github.com/mailsec/mailsec/transport/mtasts"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
@@ -199,6 +200,20 @@ func (t *Direct) init() error {
 func (t *Direct) setup() error {
 	if t.Resolver == nil {
 		return mailsec.Invalid("Direct.Resolver", "", "a resolver is required")
+	}
+	// A nil pointer in an interface field is not the field left nil: its
+	// methods would panic in the middle of a delivery.
+	for _, f := range []struct {
+		name, want string
+		v          any
+	}{
+		{"Direct.Resolver", "a resolver is required", t.Resolver},
+		{"Direct.Dialer", "leave the field nil for a net.Dialer", t.Dialer},
+		{"Direct.Reports", "leave the field nil for no reports", t.Reports},
+	} {
+		if f.v != nil && typednil.Is(f.v) {
+			return mailsec.Invalid(f.name, fmt.Sprintf("%T", f.v), "a nil pointer or func; "+f.want)
+		}
 	}
 	name, err := localName(t.LocalName)
 	if err != nil {
