@@ -23,6 +23,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Defaults for the Client's zero fields.
@@ -386,12 +387,21 @@ func (c *Client) logger() *slog.Logger {
 // Concurrent Lookups of one domain share one TXT lookup and one fetch,
 // which the first caller's cancellation does not stop; Timeout bounds it.
 // Lookup returns an error only when domain is not a domain name (a
-// *mailsec.ValidationError), when Resolver is nil, or when ctx ends first
+// *mailsec.ValidationError), when Resolver is nil or Resolver or Cache a
+// nil pointer (a *mailsec.ValidationError too), or when ctx ends first
 // (a *mailsec.NetworkError that names the policy host and matches the
 // context's error).
 func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
 	if c.Resolver == nil {
 		return nil, mailsec.Invalid("mtasts.Client.Resolver", "", "nil: a Resolver is required")
+	}
+	// A nil pointer in an interface field is not the field left nil: its
+	// methods would panic.
+	if typednil.Is(c.Resolver) {
+		return nil, mailsec.Invalid("mtasts.Client.Resolver", fmt.Sprintf("%T", c.Resolver), "a nil pointer: a Resolver is required")
+	}
+	if c.Cache != nil && typednil.Is(c.Cache) {
+		return nil, mailsec.Invalid("mtasts.Client.Cache", fmt.Sprintf("%T", c.Cache), "a nil pointer; leave the field nil for an in-memory cache")
 	}
 	d, err := normalize(domain)
 	if err != nil {

@@ -187,3 +187,32 @@ func TestPolicyErrorTextCleaned(t *testing.T) {
 		t.Fatalf("Err = %q", msg)
 	}
 }
+
+// A nil pointer as the Resolver or the Cache (a nil *DirCache when no
+// directory was configured, say) is refused with a ValidationError that
+// names the field, instead of panicking in Lookup.
+func TestTypedNilConfiguration(t *testing.T) {
+	e := newEnv(t)
+	for field, c := range map[string]*Client{
+		"mtasts.Client.Resolver": {Resolver: (*fakeResolver)(nil)},
+		"mtasts.Client.Cache":    {Resolver: e.res, Cache: (*MemCache)(nil)},
+		"mtasts.Client.Cache ":   {Resolver: e.res, Cache: (*DirCache)(nil)},
+	} {
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Fatalf("%s: Lookup panicked: %v", field, v)
+				}
+			}()
+			_, err = c.Lookup(context.Background(), "example.com")
+		}()
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || ve.Field != strings.TrimSpace(field) {
+			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
+		}
+	}
+	if n := e.res.total(); n != 0 {
+		t.Fatalf("%d lookups", n)
+	}
+}
