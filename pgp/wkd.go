@@ -20,6 +20,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // WKD finds keys in the recipient domain's OpenPGP Web Key Directory
@@ -270,6 +271,14 @@ func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	c := http.Client{Timeout: timeout}
 	if w.Client != nil {
 		c = *w.Client
+	}
+	// A nil pointer in an interface field is not the field left nil: its
+	// methods would panic, the Resolver's in a goroutine of net/http's.
+	if c.Transport != nil && typednil.Is(c.Transport) {
+		return nil, mailsec.Invalid("WKD.Client.Transport", fmt.Sprintf("%T", c.Transport), "a nil pointer; leave the field nil for the default transport")
+	}
+	if w.Resolver != nil && typednil.Is(w.Resolver) {
+		return nil, mailsec.Invalid("WKD.Resolver", fmt.Sprintf("%T", w.Resolver), "a nil pointer; leave the field nil for the system's resolver")
 	}
 	if !w.AllowPrivate || w.Resolver != nil {
 		t, err := w.transport(c.Transport)

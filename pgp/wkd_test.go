@@ -346,3 +346,28 @@ func TestWKDInvalidAddressTyped(t *testing.T) {
 		t.Fatalf("err = %T %v, want a permanent ValidationError", err, err)
 	}
 }
+
+// A nil pointer as the Resolver or as the client's Transport is refused
+// with a ValidationError that names the field, instead of panicking, and
+// is never read as "no key".
+func TestWKDTypedNil(t *testing.T) {
+	for field, w := range map[string]*pgp.WKD{
+		"WKD.Resolver":          {Resolver: (*mailsectest.Resolver)(nil), TTL: -1},
+		"WKD.Client.Transport":  {Client: &http.Client{Transport: (*http.Transport)(nil)}, TTL: -1},
+		"WKD.Client.Transport ": {Client: &http.Client{Transport: (*http.Transport)(nil)}, AllowPrivate: true, TTL: -1},
+	} {
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Fatalf("%s: Lookup panicked: %v", field, v)
+				}
+			}()
+			_, err = w.Lookup(context.Background(), "ann@example.org")
+		}()
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || ve.Field != strings.TrimSpace(field) || errors.Is(err, pgp.ErrKeyNotFound) {
+			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
+		}
+	}
+}
