@@ -340,7 +340,14 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 		dial = new(net.Dialer).DialContext
 	}
 	t.Proxy = nil // names go through Resolver, not a proxy's
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	t.DialContext = func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		// This runs in a goroutine of net/http's: a panic in the
+		// Resolver or the dialer would take the process down.
+		defer func() {
+			if v := recover(); v != nil {
+				conn, err = nil, fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
+			}
+		}()
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err

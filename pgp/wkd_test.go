@@ -371,3 +371,22 @@ func TestWKDTypedNil(t *testing.T) {
 		}
 	}
 }
+
+// panicIPResolver panics when asked for addresses.
+type panicIPResolver struct{ *mailsectest.Resolver }
+
+func (panicIPResolver) LookupIP(context.Context, string) (mailsec.Answer[netip.Addr], error) {
+	panic("resolver bug")
+}
+
+// The key servers' names are resolved inside net/http's dialing
+// goroutine, where a panicking Resolver would take the process down: the
+// lookup fails instead (an error, never "no key").
+func TestWKDResolverPanic(t *testing.T) {
+	w := &pgp.WKD{Resolver: panicIPResolver{mailsectest.NewResolver()}, TTL: -1}
+	_, err := w.Lookup(context.Background(), "ann@example.org")
+	var we *pgp.WKDError
+	if !errors.As(err, &we) || errors.Is(err, pgp.ErrKeyNotFound) || !strings.Contains(err.Error(), "resolver bug") {
+		t.Fatalf("err = %v, want a WKDError with the panic", err)
+	}
+}
