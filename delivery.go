@@ -155,7 +155,8 @@ type RecipientResult struct {
 	// Reply is the reply to RCPT when the recipient was refused. A
 	// transport that used more than one session for a delivery (direct
 	// delivery to several domains) sets it for accepted recipients too:
-	// the reply to the end of DATA of their session.
+	// the reply to the end of DATA of their session; and for recipients
+	// whose transaction failed after RCPT, the reply that ended it.
 	Reply *Reply
 	// Connection, when set, is the session this recipient's outcome came
 	// from, overriding DeliveryResult.Connection. Recipients whose results
