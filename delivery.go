@@ -20,6 +20,10 @@ import (
 // every RCPT was. The DeliveryResult may still be non-nil then, to report
 // what was observed. When the error is nil, at least one recipient was
 // accepted; the result says which, and why the others were refused.
+//
+// A Sender treats a panic in Deliver as a failure of that delivery's
+// recipients (not temporary: whether anything reached the server is
+// unknown) and goes on with the message's other deliveries.
 type Transport interface {
 	Deliver(ctx context.Context, d *Delivery) (*DeliveryResult, error)
 }

@@ -895,7 +895,7 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 	d.To = rcpts
 	d.EightBit = d.SMTPUTF8
 
-	res, err := s.transport.Deliver(ctx, d)
+	res, err := s.deliverRecovering(ctx, d)
 	err = usableError("Transport", err)
 	if res == nil {
 		res = &DeliveryResult{}
@@ -1114,6 +1114,20 @@ func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (
 		err = errors.New("mailsec: Protector returned no entity")
 	}
 	return p, err
+}
+
+// deliverRecovering hands d to the Transport, turning a panic in it (a
+// bug in the transport, or in a Dialer or Resolver it calls) into an
+// error: the delivery's recipients fail, the message's other deliveries
+// go on, and the application is not taken down. Whether any of it
+// reached the server is unknown; the error is not temporary.
+func (s *Sender) deliverRecovering(ctx context.Context, d *Delivery) (res *DeliveryResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			res, err = nil, fmt.Errorf("mailsec: Transport panicked: %v", v)
+		}
+	}()
+	return s.transport.Deliver(ctx, d)
 }
 
 // usableError returns err, or, when err cannot be used as an error, an

@@ -444,3 +444,45 @@ func TestUnusableErrorsFromPlugins(t *testing.T) {
 		})
 	}
 }
+
+// panicTransport panics for a delivery to any address of domain and
+// records the others.
+type panicTransport struct {
+	mailsectest.RecordingTransport
+	domain string
+}
+
+func (p *panicTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	for _, to := range d.To {
+		if strings.HasSuffix(to, "@"+p.domain) {
+			panic("transport bug")
+		}
+	}
+	return p.RecordingTransport.Deliver(ctx, d)
+}
+
+// A Transport that panics (a bug in it, or in a Dialer or Resolver it
+// calls) fails the recipients of that delivery; the other deliveries of
+// the message go out, and Send returns instead of taking the caller down.
+func TestTransportPanicFailsOnlyItsDelivery(t *testing.T) {
+	tr := &panicTransport{domain: "panic.example"}
+	s, err := mailsec.NewSender(tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.Bcc = []string{"bob@panic.example"}
+	var rec *mailsec.Receipt
+	noPanic(t, "Send", func() { rec, err = s.Send(context.Background(), m) })
+	var se *mailsec.SendError
+	if !errors.As(err, &se) || len(se.Failed) != 1 || se.Failed[0].Recipient != "bob@panic.example" ||
+		!strings.Contains(err.Error(), "Transport panicked") || mailsec.IsTemporary(err) {
+		t.Fatalf("err = %v", err)
+	}
+	if r := receiptFor(t, rec, "bob@panic.example"); r.Accepted || r.Delivery != 0 {
+		t.Fatalf("bob: %+v", r)
+	}
+	if r := receiptFor(t, rec, "ann@example.org"); !r.Accepted || len(tr.Deliveries()) != 1 {
+		t.Fatalf("ann: %+v, %d deliveries", r, len(tr.Deliveries()))
+	}
+}
