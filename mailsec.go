@@ -72,11 +72,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Sender sends messages through a Transport according to a Policy. It is
@@ -232,16 +233,7 @@ func methodName(m interface{ Method() string }) (name string, err error) {
 
 // isNil reports whether v is nil or holds a nil pointer, func, map,
 // slice or channel: a typed nil, whose methods would panic.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.UnsafePointer:
-		return rv.IsNil()
-	}
-	return false
-}
+func isNil(v any) bool { return typednil.Is(v) }
 
 // Message is an email to send. Addresses are written as an application
 // usually has them: "ann@example.org" or "Ann Example <ann@example.org>".
