@@ -103,8 +103,13 @@ func isPlainPhrase(s string) bool {
 
 // isQuotablePhrase reports whether s can be a quoted-string that every
 // reader unfolds to s: printable ASCII whose blanks are single spaces
-// between other characters, at most maxPhraseWord octets once quoted.
+// between other characters, at most maxPhraseWord octets once quoted, and
+// nothing a reader could decode as an encoded-word (Python's email
+// package and mail clients decode them inside quoted-strings too).
 func isQuotablePhrase(s string) bool {
+	if hasEncodedWord(s) {
+		return false
+	}
 	n := 2
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -234,7 +239,10 @@ func parseMailbox(field, s string) (mailbox, error) {
 	if strings.TrimSpace(s) == "" {
 		return mailbox{}, invalid(field, s, "empty address")
 	}
-	if hasEncodedWord(s) {
+	// Quoted-pairs ("=\?") hide an encoded-word from a check of the raw
+	// text, and net/mail drops them (and decodes encoded-words in a
+	// comment it takes for the name): look for one without them.
+	if hasEncodedWord(s) || strings.Contains(s, `\`) && hasEncodedWord(strings.ReplaceAll(s, `\`, "")) {
 		return mailbox{}, invalid(field, s, encodedWordReason)
 	}
 	if !strings.ContainsAny(s, "<>\"(),:;[]\\ \t") {

@@ -93,3 +93,20 @@ func TestPhraseWords(t *testing.T) {
 		}
 	}
 }
+
+// Text that looks like an encoded-word is never written as an atom or a
+// quoted-string, where a reader may decode it, but encoded itself, so
+// that it reads back as the text it is.
+func TestPhraseEncodesEncodedWordSyntax(t *testing.T) {
+	for _, s := range []string{"=?utf-8?b?QmFuaw==?=", "a =?utf-8?q?x?= b", "x=?y?=z", `"=?a?b?c?="`} {
+		p := phrase(s)
+		if strings.HasPrefix(p, `"`) || !strings.HasPrefix(p, "=?utf-8?") {
+			t.Errorf("%q written as %q", s, p)
+			continue
+		}
+		d, err := new(mime.WordDecoder).DecodeHeader(p)
+		if err != nil || d != s {
+			t.Errorf("%q written as %q, which decodes to %q (%v)", s, p, d, err)
+		}
+	}
+}

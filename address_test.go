@@ -198,6 +198,11 @@ func checkAddressHeader(t testing.TB, head []byte, want map[string][]wantBox) {
 				t.Fatalf("%s: encoded-word %q is longer than 75 octets or holds characters a phrase may not", field, ew)
 			}
 		}
+		for _, q := range quotedStrings(raw) {
+			if encodedWordRE.MatchString(q) {
+				t.Fatalf("%s: quoted-string %q holds an encoded-word, which Python and mail clients decode", field, q)
+			}
+		}
 		for _, line := range strings.Split(field+": "+raw, "\r\n") {
 			if encodedWordRE.MatchString(line) && len(line) > 76 {
 				t.Fatalf("%s: line of %d octets with an encoded-word: %q", field, len(line), line)
@@ -207,6 +212,30 @@ func checkAddressHeader(t testing.TB, head []byte, want map[string][]wantBox) {
 			}
 		}
 	}
+}
+
+// quotedStrings returns the contents of the quoted-strings in v, with
+// their quoted-pairs undone.
+func quotedStrings(v string) []string {
+	var out []string
+	var cur strings.Builder
+	in := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case in && c == '\\' && i+1 < len(v):
+			i++
+			cur.WriteByte(v[i])
+		case c == '"':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+			in = !in
+		case in:
+			cur.WriteByte(c)
+		}
+	}
+	return out
 }
 
 // oddQuotes reports whether line opens a quoted-string it does not close.
@@ -334,6 +363,7 @@ func FuzzAddressHeaders(f *testing.F) {
 	f.Add("Müller, Anna", "José,bob@evil.example,y", "Smith, John", " lead  trail ", "ann")
 	f.Add(`"q" \b`, "=?utf-8?q?x", "a\tb", strings.Repeat("é,", 60), "jöhn")
 	f.Add(strings.Repeat("word ", 40), "(c) x", "undisclosed-recipients:;", "@,:;", "x.y")
+	f.Add("=?utf-8?q?x", "a =?b", `"=\?utf-8?q?x?="`, "?= =?", "z")
 	f.Fuzz(func(t *testing.T, fromName, toName, ccRaw, replyName, local string) {
 		m := &mailsec.Message{
 			From:    quotedInput(fromName, "app@example.com"),
@@ -406,4 +436,58 @@ func (authorProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []str
 		fps[r] = "fp"
 	}
 	return &mailsec.Protected{Entity: e, Method: "fake", Fingerprints: fps}, nil
+}
+
+// Encoded-word syntax in a display name is refused however the input
+// spells it. Escaped with quoted-pairs ("=\?...?="), it passes a check on
+// the raw text, and net/mail hands back the bare encoded-word as the
+// name; written as a quoted-string, it is decoded by Python's email
+// package and by mail clients into another name ("Bank <sec@bank.example>")
+// or a line break, while net/mail reads the literal text. In a comment
+// after the address, net/mail decodes it into the name itself.
+func TestDisplayNameEscapedEncodedWordRefused(t *testing.T) {
+	names := []string{
+		`"=\?utf-8?b?QmFuayA8c2VjQGJhbmsuZXhhbXBsZT4=?="`,
+		`"=?utf-8?b?QmFuayA8c2VjQGJhbmsuZXhhbXBsZT4=?\="`,
+		`"=\?utf-8?q?x=0D=0ABcc:_evil@evil.example?="`,
+		`"a \=\?iso-8859-1?q?=E9?\= b"`,
+	}
+	for _, name := range names {
+		for _, field := range []string{"From", "Sender", "ReplyTo[0]", "To[0]", "Cc[0]", "Bcc[0]"} {
+			m := base()
+			set := func(addr string) string { return name + " <" + addr + ">" }
+			switch field {
+			case "From":
+				m.From = set("app@example.com")
+			case "Sender":
+				m.Sender = set("bot@example.com")
+			case "ReplyTo[0]":
+				m.ReplyTo = []string{set("reply@example.com")}
+			case "To[0]":
+				m.To = []string{set("ann@example.org")}
+			case "Cc[0]":
+				m.Cc = []string{set("carl@example.org")}
+			case "Bcc[0]":
+				m.Bcc = []string{set("dan@example.org")}
+			}
+			s, rt := newRecordingSender(t, nil)
+			_, err := s.Send(context.Background(), m)
+			var ve *mailsec.ValidationError
+			if !errors.As(err, &ve) || ve.Field != field {
+				t.Errorf("%s %s: err = %v, want a ValidationError for the field", field, name, err)
+			}
+			if n := len(rt.Deliveries()); n != 0 {
+				t.Errorf("%s %s: %d deliveries", field, name, n)
+			}
+		}
+	}
+	// The comment form: net/mail takes the comment as the display name
+	// and decodes it.
+	m := base()
+	m.To = []string{`ann@example.org (=\?utf-8?q?Bank_Security?=)`}
+	s, rt := newRecordingSender(t, nil)
+	var ve *mailsec.ValidationError
+	if _, err := s.Send(context.Background(), m); !errors.As(err, &ve) || ve.Field != "To[0]" || len(rt.Deliveries()) != 0 {
+		t.Errorf("comment: err = %v, %d deliveries", err, len(rt.Deliveries()))
+	}
 }

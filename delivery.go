@@ -20,6 +20,10 @@ import (
 // every RCPT was. The DeliveryResult may still be non-nil then, to report
 // what was observed. When the error is nil, at least one recipient was
 // accepted; the result says which, and why the others were refused.
+//
+// A Sender treats a panic in Deliver as a failure of that delivery's
+// recipients (not temporary: whether anything reached the server is
+// unknown) and goes on with the message's other deliveries.
 type Transport interface {
 	Deliver(ctx context.Context, d *Delivery) (*DeliveryResult, error)
 }
@@ -155,7 +159,8 @@ type RecipientResult struct {
 	// Reply is the reply to RCPT when the recipient was refused. A
 	// transport that used more than one session for a delivery (direct
 	// delivery to several domains) sets it for accepted recipients too:
-	// the reply to the end of DATA of their session.
+	// the reply to the end of DATA of their session; and for recipients
+	// whose transaction failed after RCPT, the reply that ended it.
 	Reply *Reply
 	// Connection, when set, is the session this recipient's outcome came
 	// from, overriding DeliveryResult.Connection. Recipients whose results

@@ -72,11 +72,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Sender sends messages through a Transport according to a Policy. It is
@@ -232,16 +233,7 @@ func methodName(m interface{ Method() string }) (name string, err error) {
 
 // isNil reports whether v is nil or holds a nil pointer, func, map,
 // slice or channel: a typed nil, whose methods would panic.
-func isNil(v any) bool {
-	if v == nil {
-		return true
-	}
-	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.UnsafePointer:
-		return rv.IsNil()
-	}
-	return false
-}
+func isNil(v any) bool { return typednil.Is(v) }
 
 // Message is an email to send. Addresses are written as an application
 // usually has them: "ann@example.org" or "Ann Example <ann@example.org>".
@@ -699,7 +691,8 @@ func (s *Sender) plan(ctx context.Context, m *Message, r Recipient) (p Plan, err
 			p, err = Plan{}, fmt.Errorf("mailsec: Policy panicked: %v", v)
 		}
 	}()
-	return s.policy.Plan(ctx, m, r)
+	p, err = s.policy.Plan(ctx, m, r)
+	return p, usableError("Policy", err)
 }
 
 // buildNotice asks the NoticeFunc for r's notice, turning a panic in it
@@ -710,7 +703,8 @@ func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *N
 			n, err = nil, fmt.Errorf("mailsec: Options.Notice panicked: %v", v)
 		}
 	}()
-	return s.notice(ctx, m, r)
+	n, err = s.notice(ctx, m, r)
+	return n, usableError("Options.Notice", err)
 }
 
 // receipt hands rec to OnReceipt. The messages have gone out by now, so a
@@ -893,7 +887,8 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 	d.To = rcpts
 	d.EightBit = d.SMTPUTF8
 
-	res, err := s.transport.Deliver(ctx, d)
+	res, err := s.deliverRecovering(ctx, d)
+	err = usableError("Transport", err)
 	if res == nil {
 		res = &DeliveryResult{}
 	}
@@ -941,7 +936,7 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 			}
 		case r != nil && r.Err != nil:
 			rr.Reply = r.Reply
-			rerr = r.Err
+			rerr = usableError("Transport", r.Err)
 		case err != nil:
 			rr.Reply = res.Reply
 			rerr = err
@@ -1106,10 +1101,51 @@ func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (
 		}
 	}()
 	p, err = pr.Protect(ctx, e, rcpts)
+	err = usableError("Protector", err)
 	if err == nil && (p == nil || p.Entity == nil) {
 		err = errors.New("mailsec: Protector returned no entity")
 	}
 	return p, err
+}
+
+// deliverRecovering hands d to the Transport, turning a panic in it (a
+// bug in the transport, or in a Dialer or Resolver it calls) into an
+// error: the delivery's recipients fail, the message's other deliveries
+// go on, and the application is not taken down. Whether any of it
+// reached the server is unknown; the error is not temporary.
+func (s *Sender) deliverRecovering(ctx context.Context, d *Delivery) (res *DeliveryResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			res, err = nil, fmt.Errorf("mailsec: Transport panicked: %v", v)
+		}
+	}()
+	return s.transport.Deliver(ctx, d)
+}
+
+// usableError returns err, or, when err cannot be used as an error, an
+// error that says so, naming who returned it. Unusable is a typed nil (a
+// nil *ProtectionError returned as an error: its methods dereference it)
+// and an error whose methods panic when the Sender, or the application
+// after it, prints or classifies it, as one holding a typed nil does.
+func usableError(who string, err error) (out error) {
+	if err == nil {
+		return nil
+	}
+	if isNil(err) {
+		return fmt.Errorf("mailsec: %s returned a nil %T as its error", who, err)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			out = fmt.Errorf("mailsec: %s returned an error (%T) whose methods panic, a nil value inside it perhaps: %v", who, err, v)
+		}
+	}()
+	_ = err.Error()
+	_ = IsTemporary(err)
+	_ = errors.Is(err, ErrNoKey)
+	for _, re := range recipientErrors(err) {
+		_ = re.Recipient
+	}
+	return err
 }
 
 // recovering turns a panic while a message is written (in a Protector's

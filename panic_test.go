@@ -3,6 +3,7 @@ package mailsec_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -324,5 +325,164 @@ func TestAttachmentReaderPanic(t *testing.T) {
 	}
 	if n := len(srv.Messages()); n != 1 {
 		t.Fatalf("%d messages; the abandoned one must not arrive", n)
+	}
+}
+
+// errProtector protects nothing and returns err, with a Protected when
+// with is set: a Protector whose error is a typed nil (a nil
+// *ProtectionError in an error variable) or holds one.
+type errProtector struct {
+	err  error
+	with bool
+}
+
+func (p errProtector) Protect(_ context.Context, e *mailsec.Entity, _ []string) (*mailsec.Protected, error) {
+	if p.with {
+		return &mailsec.Protected{Entity: e, Method: "fake"}, p.err
+	}
+	return nil, p.err
+}
+
+func (errProtector) Method() string { return "fake" }
+
+// errTransport reports err for the delivery, or for its first recipient
+// when perRecipient is set, and delivers nothing.
+type errTransport struct {
+	err          error
+	perRecipient bool
+}
+
+func (t errTransport) Deliver(_ context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	if !t.perRecipient {
+		return nil, t.err
+	}
+	res := &mailsec.DeliveryResult{Recipients: make([]mailsec.RecipientResult, len(d.To))}
+	for i, to := range d.To {
+		res.Recipients[i].Address = to
+	}
+	res.Recipients[0].Err = t.err
+	return res, nil
+}
+
+// An error value a Protector or Transport returns that cannot be used (a
+// typed nil, whose methods dereference it, or one that holds such a
+// value) fails the recipients it concerns with an error that can be
+// printed and classified, instead of panicking in Send or later in the
+// application that prints it; content that needed protection is not sent.
+func TestUnusableErrorsFromPlugins(t *testing.T) {
+	var nilPE *mailsec.ProtectionError
+	var nilRE *mailsec.RecipientError
+	var nilSMTP *mailsec.SMTPError
+	for _, c := range []struct {
+		name string
+		opts func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options)
+	}{
+		{"Protector typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: nilPE}}
+		}},
+		{"Protector typed nil with content", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: nilPE, with: true}}
+		}},
+		{"Protector typed nil RecipientError", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: nilRE}}
+		}},
+		{"Protector joined typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: errors.Join(nilPE)}}
+		}},
+		{"Policy typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return rt, &mailsec.Options{Policy: mailsec.PolicyFunc(func(context.Context, *mailsec.Message, mailsec.Recipient) (mailsec.Plan, error) {
+				var ve *mailsec.ValidationError
+				return mailsec.Plan{}, ve
+			})}
+		}},
+		{"Notice typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return rt, &mailsec.Options{Policy: mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
+				Protector: &fakeProtector{method: "fake"},
+				Notice: func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
+					var ve *mailsec.ValidationError
+					return nil, ve
+				}}
+		}},
+		{"Transport typed nil", func(*mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return errTransport{err: nilSMTP}, nil
+		}},
+		{"Transport recipient typed nil", func(*mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
+			return errTransport{err: nilSMTP, perRecipient: true}, nil
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rt := &mailsectest.RecordingTransport{}
+			tr, o := c.opts(rt)
+			s, err := mailsec.NewSender(tr, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rec *mailsec.Receipt
+			noPanic(t, "Send", func() { rec, err = s.Send(context.Background(), base()) })
+			var text string
+			noPanic(t, "the error's methods", func() {
+				text = err.Error()
+				_ = mailsec.IsTemporary(err)
+				_ = errors.Is(err, mailsec.ErrNoKey)
+				for _, r := range rec.Recipients {
+					if r.Err != nil {
+						_ = r.Err.Error()
+					}
+				}
+				_, _ = json.Marshal(rec)
+			})
+			var se *mailsec.SendError
+			if !errors.As(err, &se) || len(se.Failed) != 1 || !strings.Contains(text, "nil") {
+				t.Fatalf("err = %s", text)
+			}
+			if r := receiptFor(t, rec, "ann@example.org"); r.Accepted {
+				t.Fatalf("accepted: %+v", r)
+			}
+			if n := len(rt.Deliveries()); n != 0 {
+				t.Fatalf("%d deliveries", n)
+			}
+		})
+	}
+}
+
+// panicTransport panics for a delivery to any address of domain and
+// records the others.
+type panicTransport struct {
+	mailsectest.RecordingTransport
+	domain string
+}
+
+func (p *panicTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	for _, to := range d.To {
+		if strings.HasSuffix(to, "@"+p.domain) {
+			panic("transport bug")
+		}
+	}
+	return p.RecordingTransport.Deliver(ctx, d)
+}
+
+// A Transport that panics (a bug in it, or in a Dialer or Resolver it
+// calls) fails the recipients of that delivery; the other deliveries of
+// the message go out, and Send returns instead of taking the caller down.
+func TestTransportPanicFailsOnlyItsDelivery(t *testing.T) {
+	tr := &panicTransport{domain: "panic.example"}
+	s, err := mailsec.NewSender(tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.Bcc = []string{"bob@panic.example"}
+	var rec *mailsec.Receipt
+	noPanic(t, "Send", func() { rec, err = s.Send(context.Background(), m) })
+	var se *mailsec.SendError
+	if !errors.As(err, &se) || len(se.Failed) != 1 || se.Failed[0].Recipient != "bob@panic.example" ||
+		!strings.Contains(err.Error(), "Transport panicked") || mailsec.IsTemporary(err) {
+		t.Fatalf("err = %v", err)
+	}
+	if r := receiptFor(t, rec, "bob@panic.example"); r.Accepted || r.Delivery != 0 {
+		t.Fatalf("bob: %+v", r)
+	}
+	if r := receiptFor(t, rec, "ann@example.org"); !r.Accepted || len(tr.Deliveries()) != 1 {
+		t.Fatalf("ann: %+v, %d deliveries", r, len(tr.Deliveries()))
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // WKD finds keys in the recipient domain's OpenPGP Web Key Directory
@@ -271,6 +272,14 @@ func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	if w.Client != nil {
 		c = *w.Client
 	}
+	// A nil pointer in an interface field is not the field left nil: its
+	// methods would panic, the Resolver's in a goroutine of net/http's.
+	if c.Transport != nil && typednil.Is(c.Transport) {
+		return nil, mailsec.Invalid("WKD.Client.Transport", fmt.Sprintf("%T", c.Transport), "a nil pointer; leave the field nil for the default transport")
+	}
+	if w.Resolver != nil && typednil.Is(w.Resolver) {
+		return nil, mailsec.Invalid("WKD.Resolver", fmt.Sprintf("%T", w.Resolver), "a nil pointer; leave the field nil for the system's resolver")
+	}
 	if !w.AllowPrivate || w.Resolver != nil {
 		t, err := w.transport(c.Transport)
 		if err != nil {
@@ -331,7 +340,14 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 		dial = new(net.Dialer).DialContext
 	}
 	t.Proxy = nil // names go through Resolver, not a proxy's
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	t.DialContext = func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		// This runs in a goroutine of net/http's: a panic in the
+		// Resolver or the dialer would take the process down.
+		defer func() {
+			if v := recover(); v != nil {
+				conn, err = nil, fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
+			}
+		}()
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err

@@ -346,3 +346,47 @@ func TestWKDInvalidAddressTyped(t *testing.T) {
 		t.Fatalf("err = %T %v, want a permanent ValidationError", err, err)
 	}
 }
+
+// A nil pointer as the Resolver or as the client's Transport is refused
+// with a ValidationError that names the field, instead of panicking, and
+// is never read as "no key".
+func TestWKDTypedNil(t *testing.T) {
+	for field, w := range map[string]*pgp.WKD{
+		"WKD.Resolver":          {Resolver: (*mailsectest.Resolver)(nil), TTL: -1},
+		"WKD.Client.Transport":  {Client: &http.Client{Transport: (*http.Transport)(nil)}, TTL: -1},
+		"WKD.Client.Transport ": {Client: &http.Client{Transport: (*http.Transport)(nil)}, AllowPrivate: true, TTL: -1},
+	} {
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Fatalf("%s: Lookup panicked: %v", field, v)
+				}
+			}()
+			_, err = w.Lookup(context.Background(), "ann@example.org")
+		}()
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || ve.Field != strings.TrimSpace(field) || errors.Is(err, pgp.ErrKeyNotFound) {
+			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
+		}
+	}
+}
+
+// panicIPResolver panics when asked for addresses.
+type panicIPResolver struct{ *mailsectest.Resolver }
+
+func (panicIPResolver) LookupIP(context.Context, string) (mailsec.Answer[netip.Addr], error) {
+	panic("resolver bug")
+}
+
+// The key servers' names are resolved inside net/http's dialing
+// goroutine, where a panicking Resolver would take the process down: the
+// lookup fails instead (an error, never "no key").
+func TestWKDResolverPanic(t *testing.T) {
+	w := &pgp.WKD{Resolver: panicIPResolver{mailsectest.NewResolver()}, TTL: -1}
+	_, err := w.Lookup(context.Background(), "ann@example.org")
+	var we *pgp.WKDError
+	if !errors.As(err, &we) || errors.Is(err, pgp.ErrKeyNotFound) || !strings.Contains(err.Error(), "resolver bug") {
+		t.Fatalf("err = %v, want a WKDError with the panic", err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 	"github.com/mailsec/mailsec/transport/dane"
 	"github.com/mailsec/mailsec/transport/mtasts"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
@@ -199,6 +200,20 @@ func (t *Direct) init() error {
 func (t *Direct) setup() error {
 	if t.Resolver == nil {
 		return mailsec.Invalid("Direct.Resolver", "", "a resolver is required")
+	}
+	// A nil pointer in an interface field is not the field left nil: its
+	// methods would panic in the middle of a delivery.
+	for _, f := range []struct {
+		name, want string
+		v          any
+	}{
+		{"Direct.Resolver", "a resolver is required", t.Resolver},
+		{"Direct.Dialer", "leave the field nil for a net.Dialer", t.Dialer},
+		{"Direct.Reports", "leave the field nil for no reports", t.Reports},
+	} {
+		if f.v != nil && typednil.Is(f.v) {
+			return mailsec.Invalid(f.name, fmt.Sprintf("%T", f.v), "a nil pointer or func; "+f.want)
+		}
 	}
 	name, err := localName(t.LocalName)
 	if err != nil {
@@ -546,6 +561,11 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 		}
 	}()
 
+	// tx is the last transaction that failed in a way another host may
+	// not (a 4xx reply, a dropped connection): the session the Receipt
+	// names when no host takes the delivery.
+	var tx *mailsec.DeliveryResult
+	var txErr error
 	for _, host := range rt.hosts {
 		if ds.dialled >= t.maxAddrs || ds.sessions >= t.maxSessions {
 			ds.note(fmt.Sprintf("%s: not tried: the limit of %d connection attempts and %d sessions per delivery was reached", host, t.maxAddrs, t.maxSessions))
@@ -558,13 +578,34 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 			}
 			return res, err
 		}
+		if res != nil && res.Connection != nil {
+			tx, txErr = res, err
+		}
 		ds.attempts = append(ds.attempts, err)
 		ds.note(host + ": " + err.Error())
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, &DomainError{Domain: domain, Errs: ds.attempts}
+	derr := &DomainError{Domain: domain, Errs: ds.attempts}
+	if tx == nil {
+		return nil, derr
+	}
+	// A session carried, or began to carry, the message and no host
+	// took it: the recipients' results name that session and the reply
+	// that ended the transaction, and fail with the domain's error.
+	tx.Connection.Notes = append(slices.Clip(ds.notes), tx.Connection.Notes...)
+	var reply *mailsec.Reply
+	var se *mailsec.SMTPError
+	if errors.As(txErr, &se) {
+		reply = se.Reply()
+	}
+	for i := range tx.Recipients {
+		if r := &tx.Recipients[i]; r.Err == nil {
+			r.Accepted, r.Err, r.Reply = false, derr, reply
+		}
+	}
+	return tx, derr
 }
 
 // stsLookupError is the error of an MTA-STS lookup that did not finish
@@ -778,7 +819,7 @@ func (t *Direct) lookupTLSA(ctx context.Context, host, canonical string) (tlsaSe
 
 // tryHost delivers to one MX host. final reports that the outcome must
 // not lead to the next host (success, a permanent reply, a content
-// failure).
+// failure). A transaction that failed for now comes with its result.
 func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainState, host string, rcpts []string) (res *mailsec.DeliveryResult, err error, final bool) {
 	hp, err := t.planHost(ctx, d, ds, host)
 	if err != nil {
@@ -853,7 +894,9 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		case errors.Is(err, mailsec.ErrContent), ctx.Err() != nil:
 			return res, err, true
 		}
-		return nil, err, false
+		// A temporary failure of the transaction: another host may
+		// take the message; res names this session if none does.
+		return res, err, false
 	}
 	if lastErr == nil {
 		lastErr = &mailsec.NetworkError{Host: host, Op: "dial", Err: errors.New("no addresses")}

@@ -484,3 +484,81 @@ func TestDirectCheckNonGlobal(t *testing.T) {
 		t.Fatal("dialled")
 	}
 }
+
+// nilAddrConn is a connection whose RemoteAddr is a nil *net.TCPAddr.
+type nilAddrConn struct{ net.Conn }
+
+func (nilAddrConn) RemoteAddr() net.Addr { return (*net.TCPAddr)(nil) }
+
+// A nil pointer where Direct expects a Resolver, a Dialer or a reports
+// recorder (the typed-nil mistake: a nil *tlsrpt.Aggregator assigned to
+// Reports) is refused by Validate, Deliver and Check with a
+// ValidationError naming the field, instead of panicking in a delivery.
+// A Dialer whose connection reports a nil *net.TCPAddr as its peer is
+// refused by the address guard, not a panic.
+func TestDirectTypedNilConfiguration(t *testing.T) {
+	for field, change := range map[string]func(d *transport.Direct){
+		"Direct.Resolver": func(d *transport.Direct) { d.Resolver = (*mailsectest.Resolver)(nil); d.MTASTS = nil },
+		"Direct.Reports":  func(d *transport.Direct) { d.Reports = (*tlsrpt.Aggregator)(nil) },
+		"Direct.Dialer":   func(d *transport.Direct) { d.Dialer = (*net.Dialer)(nil) },
+	} {
+		t.Run(field, func(t *testing.T) {
+			e := newMXEnv(t)
+			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+			e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
+			for _, op := range []string{"Validate", "Deliver", "Check"} {
+				d := e.direct()
+				change(d)
+				var err error
+				func() {
+					defer func() {
+						if v := recover(); v != nil {
+							t.Fatalf("%s panicked: %v", op, v)
+						}
+					}()
+					switch op {
+					case "Validate":
+						err = d.Validate()
+					case "Deliver":
+						_, err = deliverDirect(t, d, delivery(mailsec.Security{}, "ann@example.org"))
+					case "Check":
+						_, err = d.Check(t.Context(), "example.org")
+					}
+				}()
+				var ve *mailsec.ValidationError
+				if !errors.As(err, &ve) || ve.Field != field {
+					t.Fatalf("%s: err = %v, want a ValidationError for %s", op, err, field)
+				}
+			}
+			e.nothingSent()
+		})
+	}
+
+	e := newMXEnv(t)
+	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	s := e.mx("mx1.example.org", "8.8.8.8", mailsectest.Config{})
+	d := e.guarded()
+	d.Dialer = dialFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := e.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return nilAddrConn{c}, nil
+	})
+	var err error
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				t.Fatalf("Deliver panicked: %v", v)
+			}
+		}()
+		_, err = deliverDirect(t, d, delivery(mailsec.Security{}, "ann@example.org"))
+	}()
+	var ae *mailsec.AddressError
+	if !errors.As(err, &ae) || ae.Host != "mx1.example.org" || ae.Addr.IsValid() {
+		t.Fatalf("err = %v, want an AddressError for a peer without an address", err)
+	}
+	if s.Transactions() != 0 || len(s.Wire()) != 0 {
+		t.Fatal("the server was reached")
+	}
+}

@@ -96,3 +96,60 @@ func TestDirectResultSessionsPerDomain(t *testing.T) {
 		t.Fatalf("dan: %v", r[2].Err)
 	}
 }
+
+// A transaction that carried the whole message and was deferred at the
+// end of DATA by every MX host tried is still a transaction: the
+// recipient's Receipt names the session that carried the message last
+// (its host and TLS), numbers the delivery, and keeps the server's reply;
+// the failure stays temporary. Before, such a recipient read as if no
+// session had ever been made.
+func TestReceiptDeliveryOfDeferredTransaction(t *testing.T) {
+	later := &mailsec.Reply{Code: 451, EnhancedCode: mailsec.EnhancedCode{4, 3, 0}, Text: "try again later"}
+	for _, c := range []struct {
+		name string
+		env  func(e *mxEnv) []*mailsectest.Server
+		last string // the host whose session the Receipt names
+	}{
+		{"one host", func(e *mxEnv) []*mailsectest.Server {
+			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+			return []*mailsectest.Server{e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{DataReply: later})}
+		}, "mx1.example.org"},
+		{"then an untrusted host", func(e *mxEnv) []*mailsectest.Server {
+			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+			other, _ := mailsectest.NewCA()
+			bad, err := other.Issue(mailsectest.CertOptions{DNSNames: []string{"mx2.example.org"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return []*mailsectest.Server{e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{DataReply: later}),
+				e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{Certificate: &bad})}
+		}, "mx1.example.org"},
+		{"two deferring hosts", func(e *mxEnv) []*mailsectest.Server {
+			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+			return []*mailsectest.Server{e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{DataReply: later}),
+				e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{DataReply: later})}
+		}, "mx2.example.org"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newMXEnv(t)
+			c.env(e)
+			s, err := mailsec.NewSender(e.direct(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			rec, err := s.Send(ctx, &mailsec.Message{From: "app@sender.example", To: []string{"ann@example.org"}, Subject: "deferred", Text: directCanary})
+			if err == nil || !mailsec.IsTemporary(err) {
+				t.Fatalf("err = %v, want a temporary failure", err)
+			}
+			r := rec.Recipients[0]
+			if r.Accepted || r.Err == nil || r.Connection == nil || r.Connection.Host != c.last || r.Connection.Verification != mailsec.VerifiedWebPKI || r.Delivery != 1 {
+				t.Fatalf("receipt: accepted %v, delivery %d, connection %+v, err %v", r.Accepted, r.Delivery, r.Connection, r.Err)
+			}
+			if r.Reply == nil || r.Reply.Code != 451 {
+				t.Fatalf("reply = %+v, want the 451", r.Reply)
+			}
+		})
+	}
+}

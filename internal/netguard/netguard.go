@@ -12,8 +12,9 @@
 // connected to, so that neither a second DNS answer nor a dialer that
 // resolves names itself can lead elsewhere.
 //
-// The package is a leaf: it imports nothing of the library, and callers
-// turn an [*Error] into the library's typed error with the host name.
+// The package is a leaf: it imports nothing of the library but the
+// internal typednil helper, and callers turn an [*Error] into the
+// library's typed error with the host name.
 package netguard
 
 import (
@@ -22,6 +23,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Error reports a connection refused because its address is not a
@@ -266,7 +269,8 @@ func Dial(dial DialFunc) DialFunc {
 // CheckConn checks the peer address of an open connection.
 func CheckConn(c net.Conn) error {
 	ra := c.RemoteAddr()
-	if ra == nil {
+	if typednil.Is(ra) {
+		// Nil, or a nil *net.TCPAddr, whose methods would panic.
 		return &Error{Reason: "no peer address"}
 	}
 	if ta, ok := ra.(*net.TCPAddr); ok {

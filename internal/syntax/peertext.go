@@ -110,10 +110,10 @@ func RedactAddresses(s string) string {
 			}
 			j++
 		}
-		if n := addressPrefix(s[i:j]); n > 0 {
-			b.WriteString(s[last:i])
+		if k, n := addressIn(s[i:j]); n > 0 {
+			b.WriteString(s[last : i+k])
 			b.WriteString("[address]")
-			last = i + n
+			last = i + k + n
 		}
 		i = j
 	}
@@ -134,21 +134,42 @@ func zoneRune(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
 }
 
-// addressPrefix returns the length of tok without the punctuation that
-// may end a sentence after it when the rest is an IP address, an address
-// and port, or either in brackets; otherwise 0. A word of hex digits
-// ("cafe"), a version ("1.2") or a time of day ("12:30:45") is none.
+// addressIn finds the address in tok, a run of address characters: tok
+// itself, or what follows a colon in it ("resolver:10.0.0.5",
+// "tcp4:127.0.0.1:25", "via:[fd00::1]:53"), the first that is one. It
+// returns where the address starts and its length; n is 0 when there is
+// none.
+func addressIn(tok string) (k, n int) {
+	if n := addressPrefix(tok); n > 0 {
+		return 0, n
+	}
+	for k := 1; k < len(tok); k++ {
+		if tok[k-1] != ':' {
+			continue
+		}
+		if n := addressPrefix(tok[k:]); n > 0 {
+			return k, n
+		}
+	}
+	return 0, 0
+}
+
+// addressPrefix returns the length of the longest prefix of tok that is
+// an IP address, an address and port, or either in brackets, followed
+// only by the dots and colons that may end a sentence ("::" ends an IPv6
+// address too); otherwise 0. A word of hex digits ("cafe"), a version
+// ("1.2") or a time of day ("12:30:45") is none.
 func addressPrefix(tok string) int {
-	tok = strings.TrimRight(tok, ".:")
-	if tok == "" {
-		return 0
+	// "::" itself is all dots and colons.
+	shortest := max(len(strings.TrimRight(tok, ".:")), 2)
+	for n := len(tok); n >= shortest; n-- {
+		t := tok[:n]
+		if _, err := netip.ParseAddrPort(t); err == nil {
+			return n
+		}
+		if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(t, "["), "]")); err == nil {
+			return n
+		}
 	}
-	if _, err := netip.ParseAddrPort(tok); err == nil {
-		return len(tok)
-	}
-	inner := strings.TrimSuffix(strings.TrimPrefix(tok, "["), "]")
-	if _, err := netip.ParseAddr(inner); err != nil {
-		return 0
-	}
-	return len(tok)
+	return 0
 }

@@ -1,6 +1,7 @@
 package syntax
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -42,12 +43,40 @@ func TestRedactAddresses(t *testing.T) {
 		{"at 192.168.0.1, then", "at [address], then"},
 		{"cafe deadbeef TLS 1.2 at 12:30:45 on 2026-01-02", "cafe deadbeef TLS 1.2 at 12:30:45 on 2026-01-02"},
 		{"mx1.example.org", "mx1.example.org"},
+		{"timeout (resolver:10.0.0.5)", "timeout (resolver:[address])"},
+		{"dial tcp4:127.0.0.1:25 refused", "dial tcp4:[address] refused"},
+		{"via:[fd00::1]:53: no answer", "via:[address]: no answer"},
+		{"ip4:10.0.0.1, x:fd00::1.", "ip4:[address], x:[address]."},
 		{"", ""},
 	} {
 		if got := RedactAddresses(c.in); got != c.want {
 			t.Errorf("RedactAddresses(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
+}
+
+// FuzzRedactAddresses puts an address between a word and a separator
+// and requires it gone from what RedactAddresses leaves.
+func FuzzRedactAddresses(f *testing.F) {
+	f.Add("resolver", byte(':'), []byte{10, 0, 0, 5}, byte(')'), uint16(53))
+	f.Add("via", byte(':'), []byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, byte(':'), uint16(0))
+	f.Add("on", byte(' '), []byte{127, 0, 0, 1}, byte(','), uint16(5353))
+	seps := " :=(/,"
+	ends := " ,).;"
+	f.Fuzz(func(t *testing.T, word string, sep byte, ip []byte, end byte, port uint16) {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok || strings.ContainsAny(word, "0123456789abcdefABCDEF.:[]%") || strings.IndexByte(seps, sep) < 0 || strings.IndexByte(ends, end) < 0 {
+			return
+		}
+		addr := a.String()
+		if port != 0 {
+			addr = netip.AddrPortFrom(a, port).String()
+		}
+		s := word + string(sep) + addr + string(end) + "rest"
+		if red := RedactAddresses(s); strings.Contains(red, a.String()) {
+			t.Fatalf("RedactAddresses(%q) = %q", s, red)
+		}
+	})
 }
 
 func FuzzPeerText(f *testing.F) {

@@ -23,6 +23,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Defaults for the Client's zero fields.
@@ -296,7 +297,14 @@ const maxPolicyAddrs = 4
 // at the addresses Resolver gives for it, at most maxPolicyAddrs of them;
 // unless AllowPrivate is set, an address that is not global unicast is
 // refused before dialling (and c.dial checks the connection again).
-func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (net.Conn, error) {
+func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+	// This runs in a goroutine of net/http's: a panic in the Resolver or
+	// the dialer would take the process down.
+	defer func() {
+		if v := recover(); v != nil {
+			conn, err = nil, &panicked{v: v}
+		}
+	}()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
@@ -318,7 +326,7 @@ func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (net.
 			break
 		}
 		tried++
-		conn, err := c.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+		conn, err = c.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
 		if err == nil {
 			return conn, nil
 		}
@@ -386,12 +394,28 @@ func (c *Client) logger() *slog.Logger {
 // Concurrent Lookups of one domain share one TXT lookup and one fetch,
 // which the first caller's cancellation does not stop; Timeout bounds it.
 // Lookup returns an error only when domain is not a domain name (a
-// *mailsec.ValidationError), when Resolver is nil, or when ctx ends first
-// (a *mailsec.NetworkError that names the policy host and matches the
-// context's error).
-func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
+// *mailsec.ValidationError), when Resolver is nil or Resolver or Cache a
+// nil pointer (a *mailsec.ValidationError too), when ctx ends first (a
+// *mailsec.NetworkError that names the policy host and matches the
+// context's error), or when the Resolver, Cache, DialContext or Now
+// panicked (the panic, as an error; nothing is remembered of it).
+func (c *Client) Lookup(ctx context.Context, domain string) (_ *Result, err error) {
+	defer func() {
+		// The Cache is read here, in the caller's goroutine.
+		if v := recover(); v != nil {
+			err = &panicked{v: v}
+		}
+	}()
 	if c.Resolver == nil {
 		return nil, mailsec.Invalid("mtasts.Client.Resolver", "", "nil: a Resolver is required")
+	}
+	// A nil pointer in an interface field is not the field left nil: its
+	// methods would panic.
+	if typednil.Is(c.Resolver) {
+		return nil, mailsec.Invalid("mtasts.Client.Resolver", fmt.Sprintf("%T", c.Resolver), "a nil pointer: a Resolver is required")
+	}
+	if c.Cache != nil && typednil.Is(c.Cache) {
+		return nil, mailsec.Invalid("mtasts.Client.Cache", fmt.Sprintf("%T", c.Cache), "a nil pointer; leave the field nil for an in-memory cache")
 	}
 	d, err := normalize(domain)
 	if err != nil {
@@ -416,17 +440,32 @@ func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
 			return &Result{Err: err}, nil
 		}
 	}
-	ch := c.group.DoChan(d, func() (any, error) {
+	ch := c.group.DoChan(d, func() (v any, err error) {
+		// This runs in a goroutine of its own: a panic in the Resolver,
+		// the Cache or the clock would take the process down.
+		defer func() {
+			if p := recover(); p != nil {
+				v, err = nil, &panicked{v: p}
+			}
+		}()
 		// The shared call outlives the first caller's cancellation
 		// but not the Client's time limit.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout())
 		defer cancel()
-		return c.refresh(fctx, d), nil
+		res := c.refresh(fctx, d)
+		var pe *panicked
+		if errors.As(res.Err, &pe) {
+			return nil, pe
+		}
+		return res, nil
 	})
 	select {
 	case <-ctx.Done():
 		return nil, lookupEnded(d, ctx.Err())
 	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
 		res := *r.Val.(*Result)
 		if res.Policy != nil {
 			p := *res.Policy
@@ -435,6 +474,15 @@ func (c *Client) Lookup(ctx context.Context, domain string) (*Result, error) {
 		}
 		return &res, nil
 	}
+}
+
+// panicked is a panic in what the Client calls (its Resolver, Cache,
+// DialContext or clock), as an error: Lookup returns it rather than let
+// it end the process from a goroutine no caller can recover.
+type panicked struct{ v any }
+
+func (p *panicked) Error() string {
+	return syntax.PeerText(fmt.Sprintf("mtasts: the policy lookup panicked (in the Resolver, Cache, DialContext or clock): %v", p.v))
 }
 
 // lookupEnded is Lookup's error when ctx ended first: it names the policy
@@ -562,6 +610,11 @@ func (c *Client) refresh(ctx context.Context, d string) *Result {
 
 	text, p, ferr := c.fetch(ctx, d)
 	if ferr != nil {
+		if errors.As(ferr, new(*panicked)) {
+			// Not the domain's doing: neither remembered nor a reason
+			// to keep a cached policy. Lookup returns it as its error.
+			return &Result{Err: ferr}
+		}
 		if e == nil {
 			log.WarnContext(ctx, "mtasts: policy fetch failed", "id", rec.ID, "err", ferr)
 			c.remember(d, ferr, now)

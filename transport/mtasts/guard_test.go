@@ -187,3 +187,96 @@ func TestPolicyErrorTextCleaned(t *testing.T) {
 		t.Fatalf("Err = %q", msg)
 	}
 }
+
+// A nil pointer as the Resolver or the Cache (a nil *DirCache when no
+// directory was configured, say) is refused with a ValidationError that
+// names the field, instead of panicking in Lookup.
+func TestTypedNilConfiguration(t *testing.T) {
+	e := newEnv(t)
+	for field, c := range map[string]*Client{
+		"mtasts.Client.Resolver": {Resolver: (*fakeResolver)(nil)},
+		"mtasts.Client.Cache":    {Resolver: e.res, Cache: (*MemCache)(nil)},
+		"mtasts.Client.Cache ":   {Resolver: e.res, Cache: (*DirCache)(nil)},
+	} {
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Fatalf("%s: Lookup panicked: %v", field, v)
+				}
+			}()
+			_, err = c.Lookup(context.Background(), "example.com")
+		}()
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || ve.Field != strings.TrimSpace(field) {
+			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
+		}
+	}
+	if n := e.res.total(); n != 0 {
+		t.Fatalf("%d lookups", n)
+	}
+}
+
+// panicResolver panics in the lookups named in its set, else asks r.
+type panicResolver struct {
+	*fakeResolver
+	txt, ip bool
+}
+
+func (p panicResolver) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+	if p.txt {
+		panic("resolver bug (TXT)")
+	}
+	return p.fakeResolver.LookupTXT(ctx, name)
+}
+
+func (p panicResolver) LookupIP(ctx context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+	if p.ip {
+		panic("resolver bug (A/AAAA)")
+	}
+	return p.fakeResolver.LookupIP(ctx, name)
+}
+
+// panicCache panics on Put, or on Get when get is set.
+type panicCache struct {
+	MemCache
+	get bool
+}
+
+func (c *panicCache) Get(ctx context.Context, domain string) ([]byte, error) {
+	if c.get {
+		panic("cache bug (Get)")
+	}
+	return c.MemCache.Get(ctx, domain)
+}
+
+func (*panicCache) Put(context.Context, string, []byte) error { panic("cache bug") }
+
+// A Resolver, Cache or DialContext that panics runs in goroutines of the
+// Client's and of net/http's, where no caller could recover the panic:
+// the process would go down. Lookup returns the panic as its error
+// instead, and remembers nothing: the next Lookup tries again rather than
+// going on as if the domain had no policy.
+func TestLookupSurvivesPanickingDependencies(t *testing.T) {
+	for name, edit := range map[string]func(e *env, c *Client){
+		"LookupTXT": func(e *env, c *Client) { c.Resolver = panicResolver{fakeResolver: e.res, txt: true} },
+		"LookupIP":  func(e *env, c *Client) { c.Resolver = panicResolver{fakeResolver: e.res, ip: true} },
+		"Cache":     func(e *env, c *Client) { c.Cache = &panicCache{} },
+		"Cache.Get": func(e *env, c *Client) { c.Cache = &panicCache{get: true} },
+		"DialContext": func(e *env, c *Client) {
+			c.DialContext = func(context.Context, string, string) (net.Conn, error) { panic("dialer bug") }
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			c := e.client(nil)
+			edit(e, c)
+			for range 2 {
+				r, err := c.Lookup(context.Background(), testDomain)
+				if err == nil || r != nil || !strings.Contains(err.Error(), "panicked") || !strings.Contains(err.Error(), "bug") {
+					t.Fatalf("Lookup = %+v, %v; want the panic as an error", r, err)
+				}
+			}
+		})
+	}
+}

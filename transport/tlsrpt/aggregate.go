@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 )
 
@@ -43,7 +44,10 @@ type Result struct {
 	// EHLO reply.
 	ReceivingMXHelo string
 	ReceivingIP     netip.Addr
-	// SendingMTAIP is the local address of the session.
+	// SendingMTAIP is the local address of the session. The Aggregator
+	// reports it only when it is a global unicast address: any other is
+	// about our own network (the local end behind NAT, say), not what the
+	// receiver saw.
 	SendingMTAIP netip.Addr
 
 	// Success is set when the session negotiated TLS as the policy
@@ -263,6 +267,12 @@ func failureDetails(r Result) FailureDetails {
 	}
 	if !fd.ResultType.Valid() {
 		fd.ResultType = ValidationFailure
+	}
+	if netguard.Reason(fd.SendingMTAIP) != "" {
+		// The receiver saw a global address; a private, loopback or
+		// link-local one (the local end of a connection behind NAT)
+		// would only tell it about our own network.
+		fd.SendingMTAIP = netip.Addr{}
 	}
 	info := strings.TrimSpace(r.AdditionalInformation)
 	if isAbsoluteURI(info) {

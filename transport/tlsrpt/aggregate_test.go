@@ -272,3 +272,33 @@ func TestReportKeepsOurNetworkOut(t *testing.T) {
 		t.Fatalf("failure details = %+v", fd)
 	}
 }
+
+// sending-mta-ip says which address the receiver saw: a global one. A
+// transport that records the local end of a connection behind NAT or on
+// a private network would tell the recipient domain about our network;
+// such an address is left out of the report, a global one kept.
+func TestReportKeepsPrivateSendingAddressOut(t *testing.T) {
+	a := &tlsrpt.Aggregator{}
+	for _, ip := range []string{"10.0.0.7", "192.168.1.20", "fd00::7", "127.0.0.1", "100.64.0.9", "fe80::1%eth0", "::ffff:172.16.0.3"} {
+		a.Record(tlsrpt.Result{PolicyDomain: "example.org", ReceivingMXHostname: "mx1.example.org",
+			SendingMTAIP: netip.MustParseAddr(ip), Failure: tlsrpt.CertificateExpired})
+	}
+	a.Record(tlsrpt.Result{PolicyDomain: "example.org", ReceivingMXHostname: "mx2.example.org",
+		SendingMTAIP: netip.MustParseAddr("8.8.4.4"), Failure: tlsrpt.CertificateExpired})
+	rep, err := a.Report("example.org", time.Now(), org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(rep)
+	for _, s := range []string{"10.0.0.7", "192.168.1.20", "fd00", "127.0.0.1", "100.64.0.9", "fe80", "172.16.0.3"} {
+		if strings.Contains(string(js), s) {
+			t.Errorf("report carries %q: %s", s, js)
+		}
+	}
+	if !strings.Contains(string(js), `"sending-mta-ip":"8.8.4.4"`) {
+		t.Errorf("global sending address left out: %s", js)
+	}
+	if f := rep.Policies[0].Summary.TotalFailureSessionCount; f != 8 {
+		t.Errorf("%d failures counted, want 8", f)
+	}
+}

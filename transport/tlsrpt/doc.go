@@ -50,9 +50,10 @@
 // validation.
 //
 // A report says nothing about the sending side's own network beyond the
-// sending address field: the Aggregator cleans each failure-reason-code of
-// control characters and replaces the IP addresses in it (a resolver's, a
-// local address) by "[address]".
+// sending address field, which it fills only with a global unicast
+// address: the Aggregator cleans each failure-reason-code of control
+// characters and replaces the IP addresses in it (a resolver's, a local
+// address) by "[address]".
 //
 // DNS answers are not authenticated here: whoever can forge the TXT
 // record can have the report sent to them, which tells them what they

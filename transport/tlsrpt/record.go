@@ -3,11 +3,13 @@ package tlsrpt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Errors a *RecordError matches with errors.Is, by kind.
@@ -287,8 +289,12 @@ func mailtoAddress(u *url.URL) (string, bool) {
 // records that do not are discarded; when none or more than one remain, the
 // domain does not take part in TLS reporting. It fails with a *RecordError
 // that names the domain and matches ErrNoRecord, ErrMultipleRecords,
-// ErrSyntax, ErrNoUsableURI or ErrLookup.
+// ErrSyntax, ErrNoUsableURI or ErrLookup, and with a
+// *mailsec.ValidationError when r is nil or a nil pointer.
 func LookupPolicy(ctx context.Context, r mailsec.Resolver, domain string) (*Policy, error) {
+	if typednil.Is(r) {
+		return nil, mailsec.Invalid("resolver", fmt.Sprintf("%T", r), "nil: a Resolver is required")
+	}
 	d, ok := normalizeDomain(domain)
 	if !ok {
 		return nil, &RecordError{Domain: domain, Kind: ErrNoRecord, Reason: "not a domain name"}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/netguard"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // MediaTypeGzip is the media type of a gzip-compressed report (RFC 8460
@@ -128,6 +129,11 @@ func (s *Submitter) Submit(ctx context.Context, rep *Report, p *Policy) error {
 	if len(p.RUA) == 0 {
 		return &RecordError{Domain: domain, Kind: ErrNoUsableURI, Reason: "the policy names no URI"}
 	}
+	for i, u := range p.RUA {
+		if u == nil {
+			return mailsec.Invalid("Policy.RUA["+strconv.Itoa(i)+"]", "", "a nil URI")
+		}
+	}
 	submitter, reason := splitAddrSpec(rep.ContactInfo)
 	if reason != "" {
 		return mailsec.Invalid("Report.ContactInfo", rep.ContactInfo, reason)
@@ -201,6 +207,10 @@ func (s *Submitter) httpClient() (*http.Client, error) {
 	if s.HTTPClient != nil {
 		cc := *s.HTTPClient
 		c = &cc
+	}
+	if c.Transport != nil && typednil.Is(c.Transport) {
+		// Not the field left nil: net/http would panic on it.
+		return nil, mailsec.Invalid("Submitter.HTTPClient.Transport", fmt.Sprintf("%T", c.Transport), "a nil pointer; leave the field nil for the default transport")
 	}
 	if !s.AllowPrivate {
 		t, ok := netguard.HTTPTransport(c.Transport)

@@ -324,3 +324,52 @@ func TestSubmitRefusesNonGlobal(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A nil URI in a Policy, a nil *http.Transport in the Submitter's client
+// and a nil resolver pointer given to LookupPolicy are refused with a
+// ValidationError naming what is wrong, instead of panicking; nothing is
+// posted.
+func TestSubmitTypedNil(t *testing.T) {
+	ctx := context.Background()
+	rep := testReport(t, "example.org")
+	rs := newReportServer(t, http.StatusOK)
+	noPanic := func(what string, f func() error) error {
+		t.Helper()
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Fatalf("%s panicked: %v", what, v)
+				}
+			}()
+			err = f()
+		}()
+		return err
+	}
+	p := policyFor(t, "example.org", rs.URL)
+	p.RUA = append(p.RUA, nil)
+	err := noPanic("nil URI", func() error {
+		return (&tlsrpt.Submitter{HTTPClient: rs.Client(), AllowPrivate: true}).Submit(ctx, rep, p)
+	})
+	var ve *mailsec.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "Policy.RUA[1]" || rs.hits.Load() != 0 {
+		t.Fatalf("nil URI: %v, %d hits", err, rs.hits.Load())
+	}
+	for _, allow := range []bool{false, true} {
+		sub := &tlsrpt.Submitter{HTTPClient: &http.Client{Transport: (*http.Transport)(nil)}, AllowPrivate: allow}
+		err := noPanic("nil *http.Transport", func() error { return sub.Submit(ctx, rep, policyFor(t, "example.org", rs.URL)) })
+		if !errors.As(err, &ve) || ve.Field != "Submitter.HTTPClient.Transport" {
+			t.Fatalf("nil *http.Transport (AllowPrivate %v): %v", allow, err)
+		}
+	}
+	err = noPanic("LookupPolicy", func() error {
+		_, err := tlsrpt.LookupPolicy(ctx, (*mailsectest.Resolver)(nil), "example.org")
+		return err
+	})
+	if !errors.As(err, &ve) {
+		t.Fatalf("LookupPolicy with a nil resolver: %v", err)
+	}
+	if rs.hits.Load() != 0 {
+		t.Fatalf("%d hits", rs.hits.Load())
+	}
+}
