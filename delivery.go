@@ -98,6 +98,9 @@ func checkPath(field, p string, utf8 bool) error {
 	if m.utf8 && !utf8 {
 		return invalid(field, p, "non-ASCII local part needs SMTPUTF8")
 	}
+	if !utf8 && !syntax.IsASCII(p) {
+		return invalid(field, p, "a non-ASCII domain needs SMTPUTF8; without it, write the domain as A-labels ("+m.addr(false)+")")
+	}
 	return nil
 }
 

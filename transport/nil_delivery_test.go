@@ -3,6 +3,8 @@ package transport_test
 import (
 	"context"
 	"errors"
+	"net"
+	"strings"
 	"testing"
 
 	"github.com/mailsec/mailsec"
@@ -37,5 +39,47 @@ func TestDeliverNilDelivery(t *testing.T) {
 	}
 	if n := srv.Connections(); n != 0 {
 		t.Fatalf("%d connections for a nil Delivery", n)
+	}
+}
+
+// A nil *net.Dialer in Submission.Dialer is refused as configuration, not
+// dereferenced at the first Deliver.
+func TestSubmissionTypedNilDialer(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	var d *net.Dialer
+	sub := &transport.Submission{Addr: srv.Addr, Dialer: d}
+	var ve *mailsec.ValidationError
+	if err := sub.Validate(); !errors.As(err, &ve) || ve.Field != "Submission.Dialer" {
+		t.Fatalf("Validate() = %v, want a *mailsec.ValidationError for Submission.Dialer", err)
+	}
+	_, err := sub.Deliver(context.Background(), &mailsec.Delivery{From: "a@example.com", To: []string{"b@example.org"},
+		Content: strings.NewReader("Subject: x\r\n\r\nx\r\n")})
+	if !errors.As(err, &ve) {
+		t.Fatalf("Deliver = %v, want a *mailsec.ValidationError", err)
+	}
+}
+
+// A Delivery built by hand is held to the Sender's rules: a Unicode
+// domain in the envelope needs SMTPUTF8, so that no 8-bit byte reaches a
+// server that did not offer it.
+func TestDeliveryUnicodeDomainNeedsSMTPUTF8(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	for _, d := range []*mailsec.Delivery{
+		{From: "a@example.com", To: []string{"b@bücher.example"}},
+		{From: "a@bücher.example", To: []string{"b@example.org"}},
+	} {
+		d.Content = strings.NewReader("Subject: x\r\n\r\nx\r\n")
+		_, err := srv.Transport().Deliver(context.Background(), d)
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || !strings.Contains(ve.Reason, "SMTPUTF8") {
+			t.Fatalf("Deliver(%v) = %v, want a *mailsec.ValidationError about SMTPUTF8", d.To, err)
+		}
+		d.SMTPUTF8, d.EightBit = true, true
+		if err := d.Validate(); err != nil {
+			t.Fatalf("with SMTPUTF8: %v", err)
+		}
+	}
+	if n := srv.Transactions(); n != 0 {
+		t.Fatalf("%d transactions", n)
 	}
 }

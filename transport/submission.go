@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Mode selects how TLS starts on a submission connection.
@@ -162,8 +163,11 @@ func (t *Submission) setup() error {
 			return err
 		}
 	}
-	if dc.dialer == nil {
+	switch {
+	case dc.dialer == nil:
 		dc.dialer = &net.Dialer{Timeout: 30 * time.Second}
+	case typednil.Is(dc.dialer):
+		return mailsec.Invalid("Submission.Dialer", "", "a nil pointer: leave the field nil for the default dialer")
 	}
 	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc
