@@ -869,8 +869,7 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		s.state.Policy = hp.policy
 		one := *d
 		one.To = rcpts
-		res, healthy, err := s.transact(ctx, &one)
-		s.close(healthy)
+		res, err := s.transactOnce(ctx, &one)
 		t.reportSession(ds, hp, host, ip, s, err)
 		if t.Logger != nil {
 			t.Logger.LogAttrs(ctx, slog.LevelDebug, "mailsec: direct session", slog.String("domain", ds.domain),
@@ -902,6 +901,18 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		lastErr = &mailsec.NetworkError{Host: host, Op: "dial", Err: errors.New("no addresses")}
 	}
 	return nil, lastErr, false
+}
+
+// transactOnce runs one transaction on a session that is not reused and
+// closes it, also when the content writer panics (a Delivery built by
+// hand whose Content panics): the connection, mid-DATA, is dropped before
+// the panic goes on.
+func (s *session) transactOnce(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	healthy := false
+	defer func() { s.close(healthy) }()
+	res, ok, err := s.transact(ctx, d)
+	healthy = ok
+	return res, err
 }
 
 // report sends one result to Reports with the domain's policy filled in.

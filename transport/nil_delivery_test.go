@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
@@ -81,5 +82,29 @@ func TestDeliveryUnicodeDomainNeedsSMTPUTF8(t *testing.T) {
 	}
 	if n := srv.Transactions(); n != 0 {
 		t.Fatalf("%d transactions", n)
+	}
+}
+
+// A Delivery handed straight to Direct whose Content panics mid-DATA does
+// not leave the MX connection open: the server sees it end, and nothing is
+// delivered.
+func TestDirectContentPanicClosesSession(t *testing.T) {
+	e := newMXEnv(t)
+	e.res.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: 10})
+	srv := e.mx("mx.example.org", "192.0.2.1", mailsectest.Config{})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the content's panic did not reach the caller")
+			}
+		}()
+		_, _ = e.direct().Deliver(context.Background(), &mailsec.Delivery{From: "a@example.com",
+			To: []string{"b@example.org"}, Security: mailsec.Security{Level: mailsec.VerifyMX}, Content: panickingContent{}})
+	}()
+	if err := srv.WaitIdle(5 * time.Second); err != nil {
+		t.Fatalf("the connection stayed open: %v", err)
+	}
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("%d messages delivered", n)
 	}
 }
