@@ -63,23 +63,3 @@ func (s *Sender) checkSender(field string, mb mailbox) error {
 	}
 	return &SenderError{Field: field, Address: mb.addr(false)}
 }
-
-// ErrSenderNotAllowed matches a *SenderError.
-var ErrSenderNotAllowed = errors.New("mailsec: sender not allowed")
-
-// SenderError reports a From, Sender or envelope-from address outside the
-// Sender's AllowedSenders. Nothing was sent.
-type SenderError struct {
-	Field   string // "From", "Sender" or "EnvelopeFrom"
-	Address string
-}
-
-func (e *SenderError) Error() string {
-	return "mailsec: " + e.Field + " " + e.Address + " is not an allowed sender for this Sender (Options.AllowedSenders)"
-}
-
-// Is matches ErrSenderNotAllowed.
-func (e *SenderError) Is(target error) bool { return target == ErrSenderNotAllowed }
-
-// Temporary is false: the same message will be refused again.
-func (e *SenderError) Temporary() bool { return false }

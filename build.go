@@ -3,6 +3,7 @@ package mailsec
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -1000,4 +1001,10 @@ func (p *prepared) checkReplayable(n int) error {
 		}
 	}
 	return nil
+}
+
+func newMessageID(domain string) string {
+	var b [20]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])) + "@" + domain
 }

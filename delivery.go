@@ -5,7 +5,6 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/mailsec/mailsec/internal/syntax"
 )
@@ -100,46 +99,6 @@ func checkPath(field, p string, utf8 bool) error {
 	}
 	if !utf8 && !syntax.IsASCII(p) {
 		return invalid(field, p, "a non-ASCII domain needs SMTPUTF8; without it, write the domain as A-labels ("+m.addr(false)+")")
-	}
-	return nil
-}
-
-// DSN keyword values (RFC 3461).
-const (
-	DSNReturnFull    = "FULL"
-	DSNReturnHeaders = "HDRS"
-	NotifyNever      = "NEVER"
-	NotifySuccess    = "SUCCESS"
-	NotifyFailure    = "FAILURE"
-	NotifyDelay      = "DELAY"
-)
-
-func (d *DSN) validate() error {
-	if d == nil {
-		return nil
-	}
-	switch d.Return {
-	case "", DSNReturnFull, DSNReturnHeaders:
-	default:
-		return invalid("DSN.Return", d.Return, `must be "FULL" or "HDRS"`)
-	}
-	if d.EnvelopeID != "" && (!syntax.IsPrintableASCII(d.EnvelopeID) || len(d.EnvelopeID) > 100) {
-		return invalid("DSN.EnvelopeID", d.EnvelopeID, "must be 1 to 100 printable ASCII characters")
-	}
-	seen := map[string]bool{}
-	for _, n := range d.Notify {
-		switch n {
-		case NotifySuccess, NotifyFailure, NotifyDelay, NotifyNever:
-		default:
-			return invalid("DSN.Notify", n, "must be NEVER, SUCCESS, FAILURE or DELAY")
-		}
-		if seen[n] {
-			return invalid("DSN.Notify", n, "repeated")
-		}
-		seen[n] = true
-	}
-	if seen[NotifyNever] && len(d.Notify) > 1 {
-		return invalid("DSN.Notify", strings.Join(d.Notify, ","), "NEVER cannot be combined")
 	}
 	return nil
 }

@@ -1,0 +1,159 @@
+package mailsec
+
+import (
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// Message is an email to send. Addresses are written as an application
+// usually has them: "ann@example.org" or "Ann Example <ann@example.org>".
+// Domains may be internationalised (they are sent as IDNA A-labels);
+// local parts may be non-ASCII only if the server offers SMTPUTF8.
+//
+// A Message is read, never modified, by Send. One whose attachments are
+// io.Readers must not be sent by two goroutines at once.
+type Message struct {
+	From    string   // the author; required
+	Sender  string   // the Sender header, when it differs from From
+	ReplyTo []string // Reply-To
+	To      []string
+	Cc      []string
+	// Bcc recipients never appear in any header; each gets a delivery of
+	// its own.
+	Bcc     []string
+	Subject string
+
+	// Text and HTML are the bodies. With both, the message is
+	// multipart/alternative. Line endings may be LF, CRLF or CR; they are
+	// sent as CRLF.
+	Text string
+	HTML string
+
+	// Attachments are sent with Content-Disposition: attachment, Inline
+	// parts (images referenced from HTML as "cid:...") with inline, inside
+	// multipart/related.
+	Attachments []Attachment
+	Inline      []Attachment
+
+	// Headers are extra header fields (List-Unsubscribe, In-Reply-To,
+	// X-Entity-Ref-ID...). Fields the builder owns (From, To, Cc, Bcc,
+	// Subject, Date, Message-ID, MIME-Version, Content-*, ...) are refused,
+	// and so are those only the mail system writes: Resent-*, Received,
+	// Return-Path, Authentication-Results, ARC-*, Received-SPF and
+	// DKIM-Signature.
+	Headers []Header
+
+	// EnvelopeFrom is the SMTP reverse-path (MAIL FROM), where bounces go.
+	// Empty means the From address.
+	EnvelopeFrom string
+
+	// RequireTLS asks for REQUIRETLS (RFC 8689): every hop must relay the
+	// message over verified TLS or bounce it. It fails unless the server
+	// offers REQUIRETLS over a verified TLS session.
+	RequireTLS bool
+
+	// TLSRequiredNo adds "TLS-Required: No" (RFC 8689 §5): the message
+	// asks that the recipient domain's TLS policies (DANE, MTA-STS) not
+	// stop its delivery, for mail about a broken TLS setup itself. Direct
+	// delivery still requires TLS for it, without authentication; relays
+	// may deliver it in the clear. Cannot be combined with RequireTLS.
+	TLSRequiredNo bool
+
+	// DSN requests delivery status notifications (RFC 3461). Nil requests
+	// none and lets the server decide.
+	DSN *DSN
+
+	// Date and MessageID are generated when zero.
+	Date      time.Time
+	MessageID string // without angle brackets
+}
+
+// Header is one extra header field.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Attachment is a file attached to a message, streamed from Content.
+type Attachment struct {
+	// Filename is offered to the recipient; it may be non-ASCII.
+	Filename string
+	// ContentType such as "application/pdf". Empty means one derived from
+	// the Filename extension, or application/octet-stream.
+	ContentType string
+	// ContentID identifies an inline part ("logo" is referenced from HTML
+	// as "cid:logo"). Required for Inline parts.
+	ContentID string
+	// Content is read when the message is written, in base64 chunks, never
+	// whole. When a message needs more than one delivery (Bcc recipients,
+	// recipients with different plans), Content must also be an io.Seeker
+	// (an *os.File, *bytes.Reader or *strings.Reader is), so that it can be
+	// read again from its starting offset.
+	Content io.Reader
+}
+
+// RecipientKind says in which field a recipient was named.
+type RecipientKind string
+
+// Recipient kinds.
+const (
+	KindTo  RecipientKind = "to"
+	KindCc  RecipientKind = "cc"
+	KindBcc RecipientKind = "bcc"
+)
+
+// DSN holds delivery status notification options (RFC 3461). They are
+// sent only when the server offers DSN.
+type DSN struct {
+	// Return is "FULL" or "HDRS": what a bounce includes. Empty: server's choice.
+	Return string
+	// EnvelopeID is echoed in notifications (ENVID); printable ASCII.
+	EnvelopeID string
+	// Notify is "NEVER" or any of "SUCCESS", "FAILURE", "DELAY".
+	Notify []string
+	// OriginalRecipient adds ORCPT=rfc822;<address> to every recipient.
+	OriginalRecipient bool
+}
+
+// DSN keyword values (RFC 3461).
+const (
+	DSNReturnFull    = "FULL"
+	DSNReturnHeaders = "HDRS"
+	NotifyNever      = "NEVER"
+	NotifySuccess    = "SUCCESS"
+	NotifyFailure    = "FAILURE"
+	NotifyDelay      = "DELAY"
+)
+
+func (d *DSN) validate() error {
+	if d == nil {
+		return nil
+	}
+	switch d.Return {
+	case "", DSNReturnFull, DSNReturnHeaders:
+	default:
+		return invalid("DSN.Return", d.Return, `must be "FULL" or "HDRS"`)
+	}
+	if d.EnvelopeID != "" && (!syntax.IsPrintableASCII(d.EnvelopeID) || len(d.EnvelopeID) > 100) {
+		return invalid("DSN.EnvelopeID", d.EnvelopeID, "must be 1 to 100 printable ASCII characters")
+	}
+	seen := map[string]bool{}
+	for _, n := range d.Notify {
+		switch n {
+		case NotifySuccess, NotifyFailure, NotifyDelay, NotifyNever:
+		default:
+			return invalid("DSN.Notify", n, "must be NEVER, SUCCESS, FAILURE or DELAY")
+		}
+		if seen[n] {
+			return invalid("DSN.Notify", n, "repeated")
+		}
+		seen[n] = true
+	}
+	if seen[NotifyNever] && len(d.Notify) > 1 {
+		return invalid("DSN.Notify", strings.Join(d.Notify, ","), "NEVER cannot be combined")
+	}
+	return nil
+}

@@ -1,0 +1,264 @@
+package mailsec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Receipt is the record of one Send: per recipient, what was delivered,
+// how, and what the server said. Its JSON form is stable; see the README.
+type Receipt struct {
+	MessageID  string             `json:"message_id"`
+	Recipients []RecipientReceipt `json:"recipients"`
+}
+
+// Failed returns the receipts of recipients that were not accepted.
+func (r *Receipt) Failed() []RecipientReceipt {
+	if r == nil {
+		return nil
+	}
+	var out []RecipientReceipt
+	for _, rr := range r.Recipients {
+		if !rr.Accepted {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// RecipientReceipt is the outcome for one recipient.
+type RecipientReceipt struct {
+	Address  string        `json:"address"`
+	Kind     RecipientKind `json:"kind"`
+	Accepted bool          `json:"accepted"`
+	// Delivery numbers the SMTP transaction (MAIL FROM to the end of
+	// DATA) that carried, or tried to carry, this recipient; recipients
+	// with the same number shared one. Numbers start at 1 in each
+	// Receipt; 0 means none did: the recipient failed before any session
+	// (policy, protection, DNS, connection), or its session ended before
+	// MAIL FROM (a security requirement or a missing extension).
+	Delivery int `json:"delivery"`
+	// Plan is what the Policy decided for the recipient.
+	Plan Plan `json:"plan"`
+	// RequireTLS is set when the message was sent with REQUIRETLS.
+	RequireTLS bool `json:"requiretls,omitempty"`
+	// TLSRequiredNo is set when the message carried "TLS-Required: No".
+	TLSRequiredNo bool `json:"tls_required_no,omitempty"`
+	// Reply is the server's reply: to RCPT when the recipient was refused,
+	// to the end of DATA otherwise.
+	Reply   *Reply `json:"reply,omitempty"`
+	QueueID string `json:"queue_id,omitempty"`
+	// Connection describes the session's transport security.
+	Connection *ConnectionState `json:"connection,omitempty"`
+	// Protection is set when the content was protected for the recipient.
+	Protection *ProtectionInfo `json:"protection,omitempty"`
+	// Err is why the recipient was not accepted; its text is the "error"
+	// member of the JSON form.
+	Err error `json:"-"`
+}
+
+// MarshalJSON adds the error text to the JSON form.
+func (r RecipientReceipt) MarshalJSON() ([]byte, error) {
+	type plain RecipientReceipt
+	v := struct {
+		plain
+		Error string `json:"error,omitempty"`
+	}{plain: plain(r)}
+	if r.Err != nil {
+		v.Error = r.Err.Error()
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads the JSON form back; the "error" member becomes an
+// error with that text (its type is not preserved).
+func (r *RecipientReceipt) UnmarshalJSON(b []byte) error {
+	type plain RecipientReceipt
+	var v struct {
+		plain
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = RecipientReceipt(v.plain)
+	if v.Error != "" {
+		r.Err = errors.New(v.Error)
+	}
+	return nil
+}
+
+// Reply is an SMTP server reply.
+type Reply struct {
+	Code         int          `json:"code"`
+	EnhancedCode EnhancedCode `json:"enhanced_code,omitzero"`
+	Text         string       `json:"text"`
+}
+
+func (r *Reply) String() string {
+	if r == nil {
+		return ""
+	}
+	s := strconv.Itoa(r.Code)
+	if r.EnhancedCode != (EnhancedCode{}) {
+		s += " " + r.EnhancedCode.String()
+	}
+	if r.Text != "" {
+		s += " " + r.Text
+	}
+	return s
+}
+
+// EnhancedCode is an RFC 3463 status code such as 5.7.1.
+type EnhancedCode [3]int
+
+func (c EnhancedCode) String() string {
+	if c == (EnhancedCode{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+}
+
+// MarshalText writes the dotted form.
+func (c EnhancedCode) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText reads the dotted form.
+func (c *EnhancedCode) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*c = EnhancedCode{}
+		return nil
+	}
+	v, ok := ParseEnhancedCode(string(b))
+	if !ok {
+		return fmt.Errorf("mailsec: malformed enhanced status code %q", b)
+	}
+	*c = v
+	return nil
+}
+
+// ParseEnhancedCode parses "class.subject.detail" (RFC 3463).
+func ParseEnhancedCode(s string) (EnhancedCode, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return EnhancedCode{}, false
+	}
+	var c EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 || len(p) > 3 {
+			return EnhancedCode{}, false
+		}
+		c[i] = n
+	}
+	if c[0] != 2 && c[0] != 4 && c[0] != 5 {
+		return EnhancedCode{}, false
+	}
+	return c, true
+}
+
+// ConnectionState describes the SMTP session a delivery used.
+type ConnectionState struct {
+	// Host is the server name the certificate was checked against.
+	Host string `json:"host"`
+	// Addr is the remote network address.
+	Addr        string `json:"addr,omitempty"`
+	TLSVersion  string `json:"tls_version,omitempty"`  // "TLS 1.3"; empty without TLS
+	CipherSuite string `json:"cipher_suite,omitempty"` // IANA name
+	// Verification says how the server's certificate was authenticated.
+	Verification Verification `json:"verification"`
+	// PeerPin is the SHA-256 of the server certificate's public key.
+	PeerPin Pin `json:"peer_spki_sha256,omitzero"`
+	// SASLMechanism names the SMTP AUTH mechanism used, if any.
+	SASLMechanism string `json:"sasl_mechanism,omitempty"`
+	// Reused is set when the session had carried earlier messages.
+	Reused bool `json:"reused"`
+
+	// The fields below are set by direct delivery to MX hosts.
+
+	// Domain is the recipient domain whose MX host this session reached.
+	Domain string `json:"domain,omitempty"`
+	// Policy names what set the session's requirement: "dane" (usable
+	// TLSA records), "mta-sts" (an enforce policy), "mta-sts-testing",
+	// or the security level ("verified", "may", "encrypt"...).
+	Policy string `json:"policy,omitempty"`
+	// TLSA is the DANE record that matched, as in a zone file.
+	TLSA string `json:"tlsa,omitempty"`
+	// Notes record every fallback taken on the way: MX hosts skipped and
+	// why, MTA-STS testing-mode violations, a missing STARTTLS under an
+	// opportunistic level, policies set aside by "TLS-Required: No".
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Verification says how a server's identity was established.
+type Verification string
+
+// Verification results.
+const (
+	// VerifiedWebPKI: the chain verified to a trusted root, for the host name.
+	VerifiedWebPKI Verification = "webpki"
+	// VerifiedPin: the certificate's key matched a configured SPKI pin.
+	VerifiedPin Verification = "pinned-spki"
+	// NotVerified: TLS without certificate verification (explicit opt-in).
+	NotVerified Verification = "unverified"
+	// NoTLS: no TLS at all (explicit opt-in: loopback only for
+	// submission; a per-domain level for direct delivery).
+	NoTLS Verification = "none"
+	// VerifiedDANEEE: the certificate's key or whole certificate matched
+	// a DNSSEC-authenticated DANE-EE(3) TLSA record (RFC 7672 §3.1.1).
+	VerifiedDANEEE Verification = "dane-ee"
+	// VerifiedDANETA: the chain led to a trust anchor named by a
+	// DNSSEC-authenticated DANE-TA(2) TLSA record, and the certificate was
+	// valid for the MX host (RFC 7672 §3.1.2).
+	VerifiedDANETA Verification = "dane-ta"
+	// VerifiedMTASTS: the chain verified to a trusted root for an MX host
+	// name that the domain's MTA-STS policy in enforce mode lists
+	// (RFC 8461 §4).
+	VerifiedMTASTS Verification = "mta-sts"
+)
+
+// ProtectionInfo records what a recipient's plan led to when it asked for
+// protection: the method and key used, or why the content was not
+// protected and what was sent instead.
+type ProtectionInfo struct {
+	// Method is the Protector's method ("pgp", "smime"), MethodNotice
+	// when the link-only notice was sent instead of the content, or
+	// MethodNone when the content went unprotected (ProtectionPreferred
+	// without a usable key).
+	Method string `json:"method"`
+	// Fingerprint is that of the recipient's key or certificate.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Signed      bool   `json:"signed,omitempty"`
+	// Reason says why the content was not protected (no key, expired,
+	// revoked...), for MethodNotice and MethodNone.
+	Reason string `json:"reason,omitempty"`
+	// NoticeMessageID is the Message-ID of the notice sent instead.
+	NoticeMessageID string `json:"notice_message_id,omitempty"`
+}
+
+// Methods recorded in ProtectionInfo besides the Protectors' own.
+const (
+	// MethodNotice: the link-only notice was sent instead of the content.
+	MethodNotice = "notice"
+	// MethodNone: protection was preferred, no usable key existed, and
+	// the content was sent unprotected over the plan's transport security.
+	MethodNone = "none"
+)
+
+// QueueID extracts the queue identifier from a reply to the end of DATA,
+// in the forms Postfix ("queued as 4ZxY"), Exim ("id=1abc-..."), and others
+// ("Ok: queued as <id>", "Ok <id>") use. It returns "" when there is none.
+func QueueID(text string) string {
+	fields := strings.Fields(text)
+	for i, f := range fields {
+		if strings.EqualFold(f, "as") && i > 0 && strings.EqualFold(fields[i-1], "queued") && i+1 < len(fields) {
+			return strings.Trim(fields[i+1], "<>.,;()")
+		}
+		if v, ok := strings.CutPrefix(f, "id="); ok && v != "" {
+			return strings.Trim(v, "<>.,;()")
+		}
+	}
+	return ""
+}
