@@ -1,0 +1,368 @@
+package mailsec
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"math/bits"
+	"mime"
+	"mime/quotedprintable"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+func buildBody(m *Message) (*part, []*source, error) {
+	var alt []*part
+	if m.Text != "" {
+		alt = append(alt, textPart("text/plain", m.Text))
+	}
+	if m.HTML != "" {
+		alt = append(alt, textPart("text/html", m.HTML))
+	}
+	var sources []*source
+	attach := func(field string, as []Attachment, inline bool) ([]*part, error) {
+		var out []*part
+		for i, a := range as {
+			p, src, err := attachmentPart(field+"["+strconv.Itoa(i)+"]", a, inline)
+			if err != nil {
+				return nil, err
+			}
+			sources = append(sources, src)
+			out = append(out, p)
+		}
+		return out, nil
+	}
+	inline, err := attach("Inline", m.Inline, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	attachments, err := attach("Attachments", m.Attachments, false)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	var body *part
+	if len(alt) > 0 {
+		body = multipart("alternative", alt...)
+	}
+	if len(inline) > 0 {
+		if body != nil {
+			inline = append([]*part{body}, inline...)
+		}
+		body = multipart("related", inline...)
+	}
+	if len(attachments) > 0 {
+		if body != nil {
+			attachments = append([]*part{body}, attachments...)
+		}
+		body = multipart("mixed", attachments...)
+	}
+	if body == nil {
+		body = textPart("text/plain", "")
+	}
+	return body, sources, nil
+}
+
+func multipart(subtype string, children ...*part) *part {
+	if len(children) == 1 {
+		return children[0]
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	// "=_" never occurs in quoted-printable or base64 output, so the
+	// boundary cannot collide with encoded content.
+	boundary := "=_" + hex.EncodeToString(b[:])
+	p := &part{boundary: boundary, children: children}
+	p.header.Set("Content-Type", mime.FormatMediaType("multipart/"+subtype, map[string]string{"boundary": boundary}))
+	return p
+}
+
+// part is a node of the MIME tree. Leaves write their encoded content;
+// multiparts write their children between boundaries.
+type part struct {
+	header   textproto.Header
+	boundary string
+	children []*part
+	leaf     func(w io.Writer) error
+}
+
+// WriteTo writes the part's body (not its header).
+func (p *part) WriteTo(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	err := p.writeBody(cw)
+	return cw.n, err
+}
+
+func (p *part) writeBody(w io.Writer) error {
+	if p.leaf != nil {
+		return p.leaf(w)
+	}
+	mw := textproto.NewMultipartWriter(w)
+	if err := mw.SetBoundary(p.boundary); err != nil {
+		return err
+	}
+	for _, c := range p.children {
+		pw, err := mw.CreatePart(c.header)
+		if err != nil {
+			return err
+		}
+		if err := c.writeBody(pw); err != nil {
+			return err
+		}
+	}
+	return mw.Close()
+}
+
+// textPart normalises line endings to CRLF and picks 7bit when the text
+// is short-lined ASCII, quoted-printable otherwise (so that the message is
+// 7-bit clean and no line exceeds the SMTP limit whatever the input).
+//
+// Text whose line breaks are all LF or all CRLF (nearly all of it) is kept
+// as the string it is and converted while it is written, through a pooled
+// buffer: a message is built for each Send, and a canonical copy of every
+// text would be allocated for it.
+func textPart(mediaType, s string) *part {
+	p := &part{}
+	p.header.Add("Content-Type", mediaType+"; charset=utf-8")
+	clean, breaks, ok := scanText(s)
+	if !ok {
+		// Bare CRs, or breaks of both kinds: canonicalise once, up front.
+		text := canonicalText(s)
+		clean = sevenBitClean(text)
+		s, breaks = string(text), breaksCRLF
+	}
+	if clean {
+		p.header.Add("Content-Transfer-Encoding", "7bit")
+		p.leaf = func(w io.Writer) error { return writeCRLF(w, s, breaks) }
+		return p
+	}
+	p.header.Add("Content-Transfer-Encoding", "quoted-printable")
+	p.leaf = func(w io.Writer) error {
+		qp := quotedprintable.NewWriter(w)
+		if err := writeCRLF(qp, s, breaks); err != nil {
+			return err
+		}
+		return qp.Close()
+	}
+	return p
+}
+
+// textBreaks says how the line breaks of a text are written.
+type textBreaks uint8
+
+const (
+	breaksCRLF textBreaks = iota // CRLF only, or no break at all
+	breaksLF                     // bare LF only
+)
+
+// scanText does what sevenBitClean(canonicalText(s)) does, in one pass and
+// without a copy, for text whose breaks are all LF or all CRLF: it reports
+// whether the canonical text is 7bit-clean and which breaks s has. ok is
+// false for any other text (a bare CR, or both kinds of break).
+func scanText(s string) (clean bool, breaks textBreaks, ok bool) {
+	clean = true
+	var lf, crlf bool
+	for start := 0; ; {
+		i := start + unprintable(s[start:])
+		if line := s[start:i]; len(line) > 76 || strings.HasPrefix(line, "From ") || strings.HasSuffix(line, " ") {
+			clean = false
+		}
+		switch {
+		case i == len(s):
+			switch {
+			case lf && crlf:
+				return false, 0, false
+			case lf:
+				return clean, breaksLF, true
+			default:
+				return clean, breaksCRLF, true
+			}
+		case s[i] == '\n':
+			lf, start = true, i+1
+		case s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n':
+			crlf, start = true, i+2
+		case s[i] == '\r':
+			return false, 0, false
+		default:
+			// A control or 8-bit octet: not clean, whatever the rest.
+			switch {
+			case !strings.Contains(s, "\r"):
+				return false, breaksLF, true
+			case isCanonical(s):
+				return false, breaksCRLF, true
+			default:
+				return false, 0, false
+			}
+		}
+	}
+}
+
+// unprintable returns the index of the first octet of s outside
+// ' '..'~', or len(s). It tests eight octets at a time.
+func unprintable(s string) int {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		// The compiler merges these loads into one.
+		t := s[i : i+8]
+		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+		// As in printableASCII; borrows can mark octets above an
+		// unprintable one, never below: the lowest mark is exact.
+		x := w ^ 0x7f*ones
+		if m := (w | (w - 0x20*ones) | (x-ones)&^x) & high; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f {
+			return i
+		}
+	}
+	return i
+}
+
+// textBufSize is the size of the buffers writeCRLF converts text in.
+const textBufSize = 16 << 10
+
+var textBufPool = sync.Pool{New: func() any { b := make([]byte, 0, textBufSize); return &b }}
+
+// writeCRLF writes s, whose breaks are all of the kind breaks says, with
+// CRLF breaks, through a pooled buffer that it clears afterwards (the
+// text may be what a Protector encrypts).
+func writeCRLF(w io.Writer, s string, breaks textBreaks) error {
+	bp := textBufPool.Get().(*[]byte)
+	buf, used := (*bp)[:0], 0
+	defer func() {
+		clear(buf[:used])
+		textBufPool.Put(bp)
+	}()
+	for len(s) > 0 {
+		buf = buf[:0]
+		if breaks == breaksCRLF {
+			n := min(len(s), cap(buf))
+			buf, s = append(buf, s[:n]...), s[n:]
+		} else {
+			// Each line with its CRLF, while it fits; a line longer than
+			// the buffer goes in pieces.
+			for len(s) > 0 && len(buf)+2 < cap(buf) {
+				room := cap(buf) - len(buf) - 2
+				i := strings.IndexByte(s[:min(len(s), room+1)], '\n')
+				if i < 0 {
+					n := min(len(s), room)
+					buf, s = append(buf, s[:n]...), s[n:]
+					continue
+				}
+				buf = append(append(buf, s[:i]...), '\r', '\n')
+				s = s[i+1:]
+			}
+		}
+		used = max(used, len(buf))
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sevenBitClean reports whether canonical (CRLF) text can be sent as
+// 7bit unchanged: printable ASCII, lines of at most 76 octets, no space
+// before a line break (which transports may strip), no line starting
+// "From " (which mbox-style stores mangle). Text with tabs takes
+// quoted-printable too, which keeps a tab before a line break safe.
+func sevenBitClean(s []byte) bool {
+	for len(s) > 0 {
+		n := bytes.IndexByte(s, '\r')
+		line := s
+		if n >= 0 {
+			if n+1 == len(s) || s[n+1] != '\n' {
+				return false
+			}
+			line, s = s[:n], s[n+2:]
+		} else {
+			s = nil
+		}
+		if len(line) > 76 || bytes.HasPrefix(line, []byte("From ")) || bytes.HasSuffix(line, []byte(" ")) || !printableASCII(line) {
+			return false
+		}
+	}
+	return true
+}
+
+// printableASCII reports whether every byte of s is in ' '..'~'. It tests
+// eight bytes at a time: the common case is a long, clean text.
+func printableASCII(s []byte) bool {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64(s[i:])
+		// A byte has its high bit set, is below 0x20, or is 0x7f (DEL):
+		// the usual "has a byte less than n" test on w, on w ^ 0x7f.., and
+		// the high bit itself.
+		if (w|(w-0x20*ones)|(((w^0x7f*ones)-ones)&^(w^0x7f*ones)))&high != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalText turns LF, CR and CRLF line endings into CRLF (RFC 2046
+// section 4.1.1: text line breaks are CRLF).
+func canonicalText(s string) []byte {
+	if isCanonical(s) {
+		return []byte(s)
+	}
+	b := make([]byte, 0, len(s)+len(s)/16)
+	if !strings.Contains(s, "\r") {
+		// The common case (text from templates): LF only.
+		for {
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return append(b, s...)
+			}
+			b = append(b, s[:i]...)
+			b = append(b, '\r', '\n')
+			s = s[i+1:]
+		}
+	}
+	for {
+		i := strings.IndexAny(s, "\r\n")
+		if i < 0 {
+			break
+		}
+		b = append(b, s[:i]...)
+		b = append(b, '\r', '\n')
+		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			i++
+		}
+		s = s[i+1:]
+	}
+	return append(b, s...)
+}
+
+// isCanonical reports whether every line break in s is CRLF.
+func isCanonical(s string) bool {
+	for {
+		i := strings.IndexAny(s, "\r\n")
+		if i < 0 {
+			return true
+		}
+		if s[i] == '\n' || i+1 == len(s) || s[i+1] != '\n' {
+			return false
+		}
+		s = s[i+2:]
+	}
+}
