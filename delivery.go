@@ -1,7 +1,9 @@
 package mailsec
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"io"
 	"slices"
 	"strconv"
@@ -121,8 +123,9 @@ type RecipientResult struct {
 	// Reply is the reply to RCPT when the recipient was refused. A
 	// transport that used more than one session for a delivery (direct
 	// delivery to several domains) sets it for accepted recipients too:
-	// the reply to the end of DATA of their session; and for recipients
-	// whose transaction failed after RCPT, the reply that ended it.
+	// the reply to the end of DATA of their session (as
+	// DeliveryResult.Recipient gives it); and for recipients whose
+	// transaction failed after RCPT, the reply that ended it.
 	Reply *Reply
 	// Connection, when set, is the session this recipient's outcome came
 	// from, overriding DeliveryResult.Connection. Recipients whose results
@@ -133,6 +136,52 @@ type RecipientResult struct {
 	// Receipt deliveries by it.
 	Connection *ConnectionState
 	Err        error // why it was not accepted
+}
+
+// Recipient returns the outcome for the i-th recipient of the delivery
+// (Delivery.To[i]) when Deliver returned r and err: the recipient's own
+// result, completed with what r reports for the whole session.
+//
+//   - Its Connection is its own, or else r.Connection.
+//   - It is accepted only when err is nil and its own result says so; its
+//     Reply is then its own, or else r.Reply (the reply to the end of
+//     DATA).
+//   - Otherwise it failed: with its own Err and Reply when its result has
+//     an Err; else with err and r.Reply; else (err is nil, and the
+//     transport reported nothing for it) with an error that says so.
+//
+// This is the one place a recipient's outcome is read from a result: the
+// Sender builds its Receipt with it, and a transport that runs several
+// transactions for one Delivery (direct delivery to several domains)
+// gathers each transaction's results into its own with it. r may be nil.
+func (r *DeliveryResult) Recipient(i int, err error) RecipientResult {
+	var out RecipientResult
+	if r != nil {
+		out.Connection = r.Connection
+		if i >= 0 && i < len(r.Recipients) {
+			own := r.Recipients[i]
+			out.Address = own.Address
+			if own.Connection != nil {
+				out.Connection = own.Connection
+			}
+			switch {
+			case own.Accepted && err == nil:
+				out.Accepted, out.Reply = true, cmp.Or(own.Reply, r.Reply)
+				return out
+			case own.Err != nil:
+				out.Reply, out.Err = own.Reply, own.Err
+				return out
+			}
+		}
+		if err != nil {
+			out.Reply = r.Reply
+		}
+	}
+	out.Err = err
+	if err == nil {
+		out.Err = errors.New("mailsec: transport reported no result for this recipient")
+	}
+	return out
 }
 
 // Accepted lists the accepted recipients.

@@ -316,13 +316,6 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 
 	res, err := s.deliverRecovering(ctx, d)
 	err = usableError("Transport", err)
-	if res == nil {
-		res = &DeliveryResult{}
-	}
-	queueID := ""
-	if res.Reply != nil {
-		queueID = QueueID(res.Reply.Text)
-	}
 	// Each SMTP transaction the transport reports gets the next delivery
 	// number: recipients whose results share a session (the same
 	// ConnectionState) share it; accepted recipients of a transport that
@@ -339,45 +332,27 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 	}
 	for j, i := range idx {
 		rr := &rec.Recipients[i]
+		r := res.Recipient(j, err)
 		rr.Delivery = 0
-		rr.Connection = res.Connection
+		rr.Connection = r.Connection
+		rr.Reply = r.Reply
 		rr.RequireTLS = msg.requireTLS
 		rr.TLSRequiredNo = msg.tlsOptional
 		rr.Protection = info[i]
-		var r *RecipientResult
-		if j < len(res.Recipients) {
-			r = &res.Recipients[j]
-			if r.Connection != nil {
-				rr.Connection = r.Connection
-			}
-		}
-		var rerr error
-		switch {
-		case r != nil && r.Accepted && err == nil:
+		if r.Accepted {
 			rr.Accepted = true
-			rr.Reply = res.Reply
-			rr.QueueID = queueID
 			if r.Reply != nil {
-				rr.Reply = r.Reply
 				rr.QueueID = QueueID(r.Reply.Text)
 			}
-		case r != nil && r.Err != nil:
-			rr.Reply = r.Reply
-			rerr = usableError("Transport", r.Err)
-		case err != nil:
-			rr.Reply = res.Reply
-			rerr = err
-		default:
-			rerr = errors.New("mailsec: transport reported no result for this recipient")
-		}
-		if rerr != nil {
+		} else {
+			rerr := usableError("Transport", r.Err)
 			var re *RecipientError
 			if !errors.As(rerr, &re) || re.Recipient != rr.Address {
 				rerr = &RecipientError{Recipient: rr.Address, Err: rerr}
 			}
 			rr.Err = rerr
 		}
-		if inTransaction(rr, r) {
+		if inTransaction(rr) {
 			rr.Delivery = number(rr.Connection)
 		}
 	}
@@ -389,15 +364,15 @@ func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx [
 }
 
 // inTransaction reports whether an SMTP transaction carried, or tried to
-// carry, the recipient rr (whose result from the transport is r): it was
-// accepted, its RCPT was answered, or its session got as far as MAIL FROM.
-// A session that ended before MAIL FROM fails with a *SecurityError or
-// *ExtensionError (whose contracts say so), an *AuthError or a
-// *ValidationError, or, when it was never established, reports no
-// ConnectionState.
-func inTransaction(rr *RecipientReceipt, r *RecipientResult) bool {
+// carry, the recipient rr: it was accepted, the server replied about it
+// (to its RCPT, or to the end of DATA), or its session got as far as MAIL
+// FROM. A session that ended before MAIL FROM fails with a
+// *SecurityError or *ExtensionError (whose contracts say so), an
+// *AuthError or a *ValidationError, or, when it was never established,
+// reports no ConnectionState.
+func inTransaction(rr *RecipientReceipt) bool {
 	switch {
-	case rr.Accepted, r != nil && r.Reply != nil:
+	case rr.Accepted, rr.Reply != nil:
 		return true
 	case rr.Connection == nil:
 		return false

@@ -343,9 +343,6 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 	}
 
 	res := &mailsec.DeliveryResult{Recipients: make([]mailsec.RecipientResult, len(d.To))}
-	for i, to := range d.To {
-		res.Recipients[i].Address = to
-	}
 	var errs []error
 	accepted := 0
 	for _, dom := range order {
@@ -360,26 +357,14 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 				res.Connection, res.Reply = dr.Connection, dr.Reply
 			}
 		}
+		// Each recipient's result carries its domain's session, and the
+		// reply that session's transaction ended with.
 		for j, i := range idx {
-			rr := &res.Recipients[i]
-			var r *mailsec.RecipientResult
-			if dr != nil && j < len(dr.Recipients) {
-				r = &dr.Recipients[j]
-			}
-			if dr != nil {
-				rr.Connection = dr.Connection
-			}
-			switch {
-			case err == nil && r != nil && r.Accepted:
-				rr.Accepted = true
-				rr.Reply = dr.Reply
+			rr := dr.Recipient(j, err)
+			rr.Address = d.To[i]
+			res.Recipients[i] = rr
+			if rr.Accepted {
 				accepted++
-			case r != nil && r.Err != nil:
-				rr.Reply, rr.Err = r.Reply, r.Err
-			case err != nil:
-				rr.Err = err
-			default:
-				rr.Err = &DomainError{Domain: dom, Errs: []error{errors.New("no result for this recipient")}}
 			}
 		}
 		if err != nil {
