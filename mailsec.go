@@ -225,6 +225,12 @@ func methodName(m interface{ Method() string }) (name string, err error) {
 	return m.Method(), nil
 }
 
+// namedProtector is a Protector with the method name Plans refer to it by.
+type namedProtector struct {
+	name string
+	p    Protector
+}
+
 // isNil reports whether v is nil or holds a nil pointer, func, map,
 // slice or channel: a typed nil, whose methods would panic.
 func isNil(v any) bool { return typednil.Is(v) }

@@ -1,3 +1,11 @@
+// The Send pipeline. Send validates and renders the message (build.go),
+// then one sending value carries it through: every recipient is planned
+// by the Policy, grouped with those that get the same bytes, protected
+// (protect.go has the Protector contract), handed to the Transport
+// (delivery.go has its contract) and recorded in the Receipt
+// (receipt.go). The functions below come in that order, each above what
+// it calls.
+
 package mailsec
 
 import (
@@ -31,88 +39,82 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec := &Receipt{MessageID: msg.messageID}
-	for _, r := range msg.rcpts {
-		rec.Recipients = append(rec.Recipients, RecipientReceipt{Address: r.Address, Kind: r.Kind})
+	sd := &sending{s: s, m: m, msg: msg}
+	sd.start()
+	planned := sd.plan(ctx)
+	groups := sd.group(planned)
+	if err := sd.checkReplayable(groups); err != nil {
+		return nil, err
 	}
-	fail := func(i int, err error) {
-		rec.Recipients[i].Err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: err}
-	}
-
-	groups := make([]*group, 0, len(msg.rcpts))
-	byKey := map[string]*group{}
-	for i, r := range msg.rcpts {
-		plan, err := s.plan(ctx, m, r.Recipient)
-		if err == nil {
-			err = plan.validate()
-		}
-		if err != nil {
-			fail(i, fmt.Errorf("policy: %w", err))
-			continue
-		}
-		rec.Recipients[i].Plan = plan
-		key := plan.key()
-		if g := byKey[key]; g != nil && r.Kind != KindBcc {
-			g.idx = append(g.idx, i)
-			continue
-		}
-		g := &group{plan: plan, idx: []int{i}}
-		groups = append(groups, g)
-		if r.Kind != KindBcc {
-			byKey[key] = g
-		}
-	}
-	// Deliveries that carry the content (notices do not): one per plain
-	// group, and for a protected group one per method that may serve
-	// part of it, plus the unprotected rest under ProtectionPreferred.
-	carrying := 0
 	for _, g := range groups {
-		switch g.plan.Protection {
-		case ProtectionNone:
-			carrying++
-		case ProtectionRequired:
-			carrying += min(len(g.idx), len(s.protectorsFor(g.plan)))
-		case ProtectionPreferred:
-			carrying += min(len(g.idx), len(s.protectorsFor(g.plan))+1)
-		}
+		sd.carryOut(ctx, g)
 	}
-	if carrying > 1 {
-		if err := msg.checkReplayable(carrying); err != nil {
-			return nil, err
-		}
-	}
-
-	seq := 0
-	for _, g := range groups {
-		if err := ctx.Err(); err != nil {
-			for _, i := range g.idx {
-				fail(i, err)
-			}
-			continue
-		}
-		s.deliver(ctx, m, msg, g, &seq, rec)
-	}
-	s.receipt(ctx, msg, rec)
-
-	var failed []*RecipientError
-	for _, r := range rec.Recipients {
-		if r.Err != nil {
-			var re *RecipientError
-			if !errors.As(r.Err, &re) {
-				re = &RecipientError{Recipient: r.Address, Err: r.Err}
-			}
-			failed = append(failed, re)
-		}
-	}
-	if len(failed) > 0 {
-		return rec, &SendError{Failed: failed, Total: len(rec.Recipients)}
-	}
-	return rec, nil
+	return sd.finish(ctx)
 }
 
-// plan asks the Policy for r's plan. A panic in it becomes an error, so
-// that the recipient fails (receiving nothing) and the others go on.
-func (s *Sender) plan(ctx context.Context, m *Message, r Recipient) (p Plan, err error) {
+// sending is one Send under way: the message, its recipients, each with
+// its entry in the Receipt, and the delivery numbers handed out so far.
+type sending struct {
+	s     *Sender
+	m     *Message  // as the application gave it, for the Policy and the NoticeFunc
+	msg   *prepared // m, validated and rendered
+	rcpts []recipient
+	rec   *Receipt
+	seq   int // the last delivery number handed out
+}
+
+// recipient is one recipient of a Send on its way through it.
+type recipient struct {
+	preparedRcpt
+	receipt *RecipientReceipt // its entry in the Receipt, filled in as the Send goes
+	// why is why no allowed Protector could protect the recipient's
+	// content. hard marks a failure that rules out the plan's fallback
+	// (unprotected content, or a notice): it was not "this recipient has
+	// no usable key" but a Protector that failed as a whole, a key lookup
+	// that failed for now, or a plan naming no method the Sender has.
+	why  error
+	hard bool
+}
+
+// fail records that r receives nothing, and why.
+func (r *recipient) fail(err error) {
+	r.receipt.Err = &RecipientError{Recipient: r.Address, Err: err}
+}
+
+// start makes the Receipt, with an entry for each recipient.
+func (sd *sending) start() {
+	sd.rec = &Receipt{MessageID: sd.msg.messageID, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
+	sd.rcpts = make([]recipient, len(sd.msg.rcpts))
+	for i, r := range sd.msg.rcpts {
+		sd.rec.Recipients[i] = RecipientReceipt{Address: r.Address, Kind: r.Kind}
+		sd.rcpts[i] = recipient{preparedRcpt: r, receipt: &sd.rec.Recipients[i]}
+	}
+}
+
+// plan asks the Policy for every recipient's plan and records it. It
+// returns the recipients planned; one whose plan cannot be made fails and
+// receives nothing.
+func (sd *sending) plan(ctx context.Context) []*recipient {
+	planned := make([]*recipient, 0, len(sd.rcpts))
+	for i := range sd.rcpts {
+		r := &sd.rcpts[i]
+		p, err := sd.s.askPolicy(ctx, sd.m, r.Recipient)
+		if err == nil {
+			err = p.validate()
+		}
+		if err != nil {
+			r.fail(fmt.Errorf("policy: %w", err))
+			continue
+		}
+		r.receipt.Plan = p
+		planned = append(planned, r)
+	}
+	return planned
+}
+
+// askPolicy asks the Policy for r's plan. A panic in it becomes an error,
+// so that the recipient fails (receiving nothing) and the others go on.
+func (s *Sender) askPolicy(ctx context.Context, m *Message, r Recipient) (p Plan, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			p, err = Plan{}, fmt.Errorf("mailsec: Policy panicked: %v", v)
@@ -122,272 +124,55 @@ func (s *Sender) plan(ctx context.Context, m *Message, r Recipient) (p Plan, err
 	return p, usableError("Policy", err)
 }
 
-// buildNotice asks the NoticeFunc for r's notice, turning a panic in it
-// into an error: the recipient then fails and receives nothing.
-func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *Notice, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			n, err = nil, fmt.Errorf("mailsec: Options.Notice panicked: %v", v)
-		}
-	}()
-	n, err = s.notice(ctx, m, r)
-	return n, usableError("Options.Notice", err)
-}
-
-// receipt hands rec to OnReceipt. The messages have gone out by now, so a
-// panic in it changes nothing of Send's outcome (an error would invite a
-// retry, and so a second copy): it is recovered and logged, on the
-// Logger or, without one, on slog's default logger, never silently.
-func (s *Sender) receipt(ctx context.Context, msg *prepared, rec *Receipt) {
-	if s.onReceipt == nil {
-		return
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			l := cmp.Or(s.logger, slog.Default())
-			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked",
-				slog.String("message_id", msg.messageID), slog.String("panic", fmt.Sprint(v)))
-		}
-	}()
-	s.onReceipt(ctx, rec)
-}
-
-// group is a set of recipients that share one delivery.
+// A group is a set of recipients that get the same bytes: one delivery,
+// or one per protection method when the plan asks for protection.
 type group struct {
-	plan Plan
-	idx  []int // indexes into the prepared recipients
+	plan  Plan
+	rcpts []*recipient
 }
 
-// deliver carries out one group's plan, filling in rec: a plain delivery;
-// or one protected delivery per method that has keys for some of the
-// group, then, for those left without a usable key, a plain delivery
-// (ProtectionPreferred), a notice each (NoKeyNotice), or nothing.
-func (s *Sender) deliver(ctx context.Context, m *Message, msg *prepared, g *group, seq *int, rec *Receipt) {
-	if g.plan.Protection == ProtectionNone {
-		s.transmit(ctx, msg, g.plan, g.idx, msg.content(), nil, seq, rec)
-		return
-	}
-	remaining := g.idx
-	why := map[int]error{}
-	// hard marks recipients who must not fall back to unprotected content
-	// or a notice: the failure was not "this recipient has no usable key"
-	// (a Protector that failed as a whole, a key lookup that failed for
-	// now, a plan naming no method the Sender has).
-	hard := map[int]bool{}
-	protectors := s.protectorsFor(g.plan)
-	if len(g.plan.Methods) > 0 && len(protectors) == 0 {
-		for _, i := range remaining {
-			why[i] = &ProtectionError{Recipient: rec.Recipients[i].Address, fault: true,
-				Reason: "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")}
-			hard[i] = true
+// group gathers planned recipients whose plans are alike; every Bcc
+// recipient gets a group of its own.
+func (sd *sending) group(rcpts []*recipient) []*group {
+	groups := make([]*group, 0, len(rcpts))
+	byKey := map[string]*group{}
+	for _, r := range rcpts {
+		plan := r.receipt.Plan
+		key := plan.key()
+		if g := byKey[key]; g != nil && r.Kind != KindBcc {
+			g.rcpts = append(g.rcpts, r)
+			continue
+		}
+		g := &group{plan: plan, rcpts: []*recipient{r}}
+		groups = append(groups, g)
+		if r.Kind != KindBcc {
+			byKey[key] = g
 		}
 	}
-	for _, np := range protectors {
-		if len(remaining) == 0 {
-			break
-		}
-		prot, failed := s.protect(ctx, msg, np.p, addressesOf(rec, remaining))
-		var done, left []int
-		for _, i := range remaining {
-			if err := failed[rec.Recipients[i].Address]; err != nil || prot == nil {
-				if err != nil {
-					why[i] = joinReasons(why[i], err)
-					hard[i] = hard[i] || !errors.Is(err, ErrNoKey) || IsTemporary(err)
-				}
-				left = append(left, i)
-				continue
-			}
-			done = append(done, i)
-		}
-		if prot != nil && len(done) > 0 {
-			info := map[int]*ProtectionInfo{}
-			for _, i := range done {
-				info[i] = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[rec.Recipients[i].Address], Signed: prot.Signed}
-			}
-			s.transmit(ctx, msg, g.plan, done, recovering{w: prot.Entity, what: "Protector"}, info, seq, rec)
-		}
-		remaining = left
-	}
-	for _, i := range remaining {
-		if why[i] == nil {
-			why[i] = &ProtectionError{Recipient: rec.Recipients[i].Address, Reason: "the Sender has no Protector"}
-		}
-	}
-	// Those whose failure was not about their key fail, whatever the plan.
-	var failed, soft []int
-	for _, i := range remaining {
-		if hard[i] {
-			failed = append(failed, i)
-		} else {
-			soft = append(soft, i)
-		}
-	}
-	for _, i := range failed {
-		rec.Recipients[i].Err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: why[i]}
-	}
-	if len(failed) > 0 {
-		s.log(ctx, msg, addressesOf(rec, failed), nil, nil, errors.Join(mapValues(why, failed)...))
-	}
-	remaining = soft
-	if len(remaining) == 0 {
-		return
-	}
-
-	switch {
-	case g.plan.Protection == ProtectionPreferred:
-		info := map[int]*ProtectionInfo{}
-		for _, i := range remaining {
-			info[i] = &ProtectionInfo{Method: MethodNone, Reason: reasonText(why[i])}
-		}
-		s.transmit(ctx, msg, g.plan, remaining, msg.content(), info, seq, rec)
-	case g.plan.NoKey == NoKeyNotice:
-		for _, i := range remaining {
-			s.sendNotice(ctx, m, msg, g.plan, i, why[i], seq, rec)
-		}
-	default:
-		for _, i := range remaining {
-			rec.Recipients[i].Err = &RecipientError{Recipient: rec.Recipients[i].Address, Err: why[i]}
-		}
-		s.log(ctx, msg, addressesOf(rec, remaining), nil, nil, errors.Join(mapValues(why, remaining)...))
-	}
+	return groups
 }
 
-// sendNotice sends recipient i the link-only notice instead of the content
-// it could not get protected.
-func (s *Sender) sendNotice(ctx context.Context, m *Message, msg *prepared, plan Plan, i int, why error, seq *int, rec *Receipt) {
-	r := &rec.Recipients[i]
-	fail := func(err error) {
-		r.Err = &RecipientError{Recipient: r.Address, Err: &ProtectionError{Recipient: r.Address, Reason: "no usable key, and the notice failed", Err: err}}
-		s.log(ctx, msg, []string{r.Address}, nil, nil, r.Err)
-	}
-	if s.notice == nil {
-		fail(errors.Join(why, errors.New("the plan asks for a notice but the Sender has no Options.Notice")))
-		return
-	}
-	n, err := s.buildNotice(ctx, m, msg.rcpts[i].Recipient)
-	if err != nil {
-		fail(err)
-		return
-	}
-	if n == nil {
-		fail(errors.New("Options.Notice returned no notice"))
-		return
-	}
-	if n.Text == "" && n.HTML == "" {
-		fail(errors.New("Options.Notice returned a notice without Text or HTML"))
-		return
-	}
-	nm, err := s.prepare(noticeMessage(m, n, r.Address, msg.date))
-	if err != nil {
-		fail(err)
-		return
-	}
-	info := map[int]*ProtectionInfo{i: {Method: MethodNotice, Reason: reasonText(why), NoticeMessageID: nm.messageID}}
-	s.transmitTo(ctx, nm, plan, []int{i}, []preparedRcpt{msg.rcpts[i]}, nm.content(), info, seq, rec)
-}
-
-// transmit hands one delivery to the Transport and records the outcome
-// for the recipients idx.
-func (s *Sender) transmit(ctx context.Context, msg *prepared, plan Plan, idx []int, content io.WriterTo, info map[int]*ProtectionInfo, seq *int, rec *Receipt) {
-	rcpts := make([]preparedRcpt, len(idx))
-	for j, i := range idx {
-		rcpts[j] = msg.rcpts[i]
-	}
-	s.transmitTo(ctx, msg, plan, idx, rcpts, content, info, seq, rec)
-}
-
-func (s *Sender) transmitTo(ctx context.Context, msg *prepared, plan Plan, idx []int, prcpts []preparedRcpt, content io.WriterTo, info map[int]*ProtectionInfo, seq *int, rec *Receipt) {
-	rcpts := make([]string, len(prcpts))
-	d := &Delivery{
-		From:          msg.envelopeFrom,
-		Security:      plan.Security,
-		RequireTLS:    msg.requireTLS,
-		TLSRequiredNo: msg.tlsOptional,
-		DSN:           msg.dsn,
-		Content:       content,
-		SMTPUTF8:      msg.utf8 || msg.envUTF8,
-	}
-	for j, r := range prcpts {
-		rcpts[j] = r.Address
-		d.SMTPUTF8 = d.SMTPUTF8 || r.utf8
-	}
-	d.To = rcpts
-	d.EightBit = d.SMTPUTF8
-
-	res, err := s.deliverRecovering(ctx, d)
-	err = usableError("Transport", err)
-	// Each SMTP transaction the transport reports gets the next delivery
-	// number: recipients whose results share a session (the same
-	// ConnectionState) share it; accepted recipients of a transport that
-	// reports no session share one for this call.
-	numbers := map[*ConnectionState]int{}
-	number := func(c *ConnectionState) int {
-		n, ok := numbers[c]
-		if !ok {
-			*seq++
-			n = *seq
-			numbers[c] = n
-		}
-		return n
-	}
-	for j, i := range idx {
-		rr := &rec.Recipients[i]
-		r := res.Recipient(j, err)
-		rr.Delivery = 0
-		rr.Connection = r.Connection
-		rr.Reply = r.Reply
-		rr.RequireTLS = msg.requireTLS
-		rr.TLSRequiredNo = msg.tlsOptional
-		rr.Protection = info[i]
-		if r.Accepted {
-			rr.Accepted = true
-			if r.Reply != nil {
-				rr.QueueID = QueueID(r.Reply.Text)
-			}
-		} else {
-			rerr := usableError("Transport", r.Err)
-			var re *RecipientError
-			if !errors.As(rerr, &re) || re.Recipient != rr.Address {
-				rerr = &RecipientError{Recipient: rr.Address, Err: rerr}
-			}
-			rr.Err = rerr
-		}
-		if inTransaction(rr) {
-			rr.Delivery = number(rr.Connection)
+// checkReplayable fails the Send, before any I/O, when the groups need
+// the content more than once and an attachment can be read only once.
+func (sd *sending) checkReplayable(groups []*group) error {
+	// Deliveries that carry the content (notices do not): one per plain
+	// group, and for a protected group one per method that may serve
+	// part of it, plus the unprotected rest under ProtectionPreferred.
+	carrying := 0
+	for _, g := range groups {
+		switch g.plan.Protection {
+		case ProtectionNone:
+			carrying++
+		case ProtectionRequired:
+			carrying += min(len(g.rcpts), len(sd.s.protectorsFor(g.plan)))
+		case ProtectionPreferred:
+			carrying += min(len(g.rcpts), len(sd.s.protectorsFor(g.plan))+1)
 		}
 	}
-	var prot []*ProtectionInfo
-	for _, i := range idx {
-		prot = append(prot, info[i])
+	if carrying > 1 {
+		return sd.msg.checkReplayable(carrying)
 	}
-	s.log(ctx, msg, rcpts, prot, res, err)
-}
-
-// inTransaction reports whether an SMTP transaction carried, or tried to
-// carry, the recipient rr: it was accepted, the server replied about it
-// (to its RCPT, or to the end of DATA), or its session got as far as MAIL
-// FROM. A session that ended before MAIL FROM fails with a
-// *SecurityError or *ExtensionError (whose contracts say so), an
-// *AuthError or a *ValidationError, or, when it was never established,
-// reports no ConnectionState.
-func inTransaction(rr *RecipientReceipt) bool {
-	switch {
-	case rr.Accepted, rr.Reply != nil:
-		return true
-	case rr.Connection == nil:
-		return false
-	}
-	var se *SecurityError
-	var ee *ExtensionError
-	var ve *ValidationError
-	var ae *AuthError
-	return !errors.As(rr.Err, &se) && !errors.As(rr.Err, &ee) && !errors.As(rr.Err, &ve) && !errors.As(rr.Err, &ae)
-}
-
-// namedProtector is a Protector with the method name Plans refer to it by.
-type namedProtector struct {
-	name string
-	p    Protector
+	return nil
 }
 
 // protectorsFor returns the Sender's Protectors a plan allows, in the
@@ -407,61 +192,77 @@ func (s *Sender) protectorsFor(plan Plan) []namedProtector {
 	return out
 }
 
-func addressesOf(rec *Receipt, idx []int) []string {
-	out := make([]string, len(idx))
-	for j, i := range idx {
-		out[j] = rec.Recipients[i].Address
+// carryOut carries out one group's plan: a plain delivery; or one
+// protected delivery per method that has keys for some of the group,
+// then, for those left without a usable key, a plain delivery
+// (ProtectionPreferred), a notice each (NoKeyNotice), or nothing.
+func (sd *sending) carryOut(ctx context.Context, g *group) {
+	if err := ctx.Err(); err != nil {
+		for _, r := range g.rcpts {
+			r.fail(err)
+		}
+		return
 	}
-	return out
+	if g.plan.Protection == ProtectionNone {
+		sd.deliver(ctx, sd.msg, g.plan, g.rcpts, sd.msg.content())
+		return
+	}
+	left := sd.protect(ctx, g)
+	sd.unprotected(ctx, g.plan, left)
 }
 
-func mapValues(m map[int]error, idx []int) []error {
-	out := make([]error, 0, len(idx))
-	for _, i := range idx {
-		out = append(out, m[i])
+// protect delivers the group's content protected by each allowed
+// Protector in turn to the recipients it has keys for, and returns those
+// no Protector served, each with why.
+func (sd *sending) protect(ctx context.Context, g *group) []*recipient {
+	remaining := g.rcpts
+	protectors := sd.s.protectorsFor(g.plan)
+	if len(g.plan.Methods) > 0 && len(protectors) == 0 {
+		for _, r := range remaining {
+			r.why = &ProtectionError{Recipient: r.Address, fault: true,
+				Reason: "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")}
+			r.hard = true
+		}
 	}
-	return out
+	for _, np := range protectors {
+		if len(remaining) == 0 {
+			break
+		}
+		prot, failed := sd.protectWith(ctx, np.p, addresses(remaining))
+		var done, left []*recipient
+		for _, r := range remaining {
+			if err := failed[r.Address]; err != nil || prot == nil {
+				if err != nil {
+					r.why = joinReasons(r.why, err)
+					r.hard = r.hard || !errors.Is(err, ErrNoKey) || IsTemporary(err)
+				}
+				left = append(left, r)
+				continue
+			}
+			done = append(done, r)
+		}
+		if prot != nil && len(done) > 0 {
+			for _, r := range done {
+				r.receipt.Protection = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[r.Address], Signed: prot.Signed}
+			}
+			sd.deliver(ctx, sd.msg, g.plan, done, recovering{w: prot.Entity, what: "Protector"})
+		}
+		remaining = left
+	}
+	for _, r := range remaining {
+		if r.why == nil {
+			r.why = &ProtectionError{Recipient: r.Address, Reason: "the Sender has no Protector"}
+		}
+	}
+	return remaining
 }
 
-// reasons is why each allowed method could not protect a recipient's
-// content.
-type reasons []error
-
-func (r reasons) Error() string {
-	s := make([]string, len(r))
-	for i, e := range r {
-		s[i] = strings.TrimPrefix(e.Error(), "mailsec: ")
-	}
-	return "mailsec: " + strings.Join(s, "; ")
-}
-
-func (r reasons) Unwrap() []error { return r }
-
-func joinReasons(prev, err error) error {
-	if prev == nil {
-		return err
-	}
-	if r, ok := prev.(reasons); ok {
-		return append(r, err)
-	}
-	return reasons{prev, err}
-}
-
-// reasonText is why a recipient's content was not protected, for the
-// Receipt: the error's text without the package prefix.
-func reasonText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return strings.TrimPrefix(err.Error(), "mailsec: ")
-}
-
-// protect asks p for content for rcpts. Recipients it cannot serve are
-// returned with their errors, and the others are protected again without
-// them, so a missing key for one never exposes another.
-func (s *Sender) protect(ctx context.Context, msg *prepared, p Protector, rcpts []string) (*Protected, map[string]error) {
+// protectWith asks p for content for rcpts. Recipients it cannot serve
+// are returned with their errors, and the others are protected again
+// without them, so a missing key for one never exposes another.
+func (sd *sending) protectWith(ctx context.Context, p Protector, rcpts []string) (*Protected, map[string]error) {
 	failed := map[string]error{}
-	e, err := msg.entity()
+	e, err := sd.msg.entity()
 	if err != nil {
 		for _, r := range rcpts {
 			failed[r] = &ProtectionError{Recipient: r, Reason: "internal: header does not parse", Err: err, fault: true}
@@ -510,6 +311,119 @@ func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (
 	return p, err
 }
 
+// unprotected settles the recipients no Protector served. Those whose
+// failure was not about their key fail, whatever the plan; the others get
+// what the plan says: the content as it is (ProtectionPreferred), the
+// notice (NoKeyNotice), or nothing.
+func (sd *sending) unprotected(ctx context.Context, plan Plan, rcpts []*recipient) {
+	var hard, soft []*recipient
+	for _, r := range rcpts {
+		if r.hard {
+			hard = append(hard, r)
+		} else {
+			soft = append(soft, r)
+		}
+	}
+	sd.refuse(ctx, hard)
+	if len(soft) == 0 {
+		return
+	}
+	switch {
+	case plan.Protection == ProtectionPreferred:
+		for _, r := range soft {
+			r.receipt.Protection = &ProtectionInfo{Method: MethodNone, Reason: reasonText(r.why)}
+		}
+		sd.deliver(ctx, sd.msg, plan, soft, sd.msg.content())
+	case plan.NoKey == NoKeyNotice:
+		for _, r := range soft {
+			sd.notice(ctx, plan, r)
+		}
+	default:
+		sd.refuse(ctx, soft)
+	}
+}
+
+// refuse fails recipients whose content could not be protected, each for
+// its reason, and logs them in one record.
+func (sd *sending) refuse(ctx context.Context, rcpts []*recipient) {
+	if len(rcpts) == 0 {
+		return
+	}
+	why := make([]error, len(rcpts))
+	for i, r := range rcpts {
+		r.fail(r.why)
+		why[i] = r.why
+	}
+	sd.log(ctx, sd.msg, rcpts, nil, errors.Join(why...))
+}
+
+// notice sends r the link-only notice instead of the content it could not
+// get protected.
+func (sd *sending) notice(ctx context.Context, plan Plan, r *recipient) {
+	fail := func(err error) {
+		r.fail(&ProtectionError{Recipient: r.Address, Reason: "no usable key, and the notice failed", Err: err})
+		sd.log(ctx, sd.msg, []*recipient{r}, nil, r.receipt.Err)
+	}
+	if sd.s.notice == nil {
+		fail(errors.Join(r.why, errors.New("the plan asks for a notice but the Sender has no Options.Notice")))
+		return
+	}
+	n, err := sd.s.buildNotice(ctx, sd.m, r.Recipient)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if n == nil {
+		fail(errors.New("Options.Notice returned no notice"))
+		return
+	}
+	if n.Text == "" && n.HTML == "" {
+		fail(errors.New("Options.Notice returned a notice without Text or HTML"))
+		return
+	}
+	nm, err := sd.s.prepare(noticeMessage(sd.m, n, r.Address, sd.msg.date))
+	if err != nil {
+		fail(err)
+		return
+	}
+	r.receipt.Protection = &ProtectionInfo{Method: MethodNotice, Reason: reasonText(r.why), NoticeMessageID: nm.messageID}
+	sd.deliver(ctx, nm, plan, []*recipient{r}, nm.content())
+}
+
+// buildNotice asks the NoticeFunc for r's notice, turning a panic in it
+// into an error: the recipient then fails and receives nothing.
+func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *Notice, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = nil, fmt.Errorf("mailsec: Options.Notice panicked: %v", v)
+		}
+	}()
+	n, err = s.notice(ctx, m, r)
+	return n, usableError("Options.Notice", err)
+}
+
+// deliver hands one delivery to the Transport: content, with msg's
+// envelope, for rcpts, under plan's security requirement. Then it
+// records the outcome.
+func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts []*recipient, content io.WriterTo) {
+	d := &Delivery{
+		From:          msg.envelopeFrom,
+		To:            addresses(rcpts),
+		Security:      plan.Security,
+		RequireTLS:    msg.requireTLS,
+		TLSRequiredNo: msg.tlsOptional,
+		DSN:           msg.dsn,
+		Content:       content,
+		SMTPUTF8:      msg.utf8 || msg.envUTF8,
+	}
+	for _, r := range rcpts {
+		d.SMTPUTF8 = d.SMTPUTF8 || r.utf8
+	}
+	d.EightBit = d.SMTPUTF8
+	res, err := sd.s.deliverRecovering(ctx, d)
+	sd.record(ctx, msg, rcpts, res, usableError("Transport", err))
+}
+
 // deliverRecovering hands d to the Transport, turning a panic in it (a
 // bug in the transport, or in a Dialer or Resolver it calls) into an
 // error: the delivery's recipients fail, the message's other deliveries
@@ -522,6 +436,169 @@ func (s *Sender) deliverRecovering(ctx context.Context, d *Delivery) (res *Deliv
 		}
 	}()
 	return s.transport.Deliver(ctx, d)
+}
+
+// record writes the outcome of one delivery of msg, as the Transport
+// returned it, into its recipients' Receipt entries, and logs it.
+func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient, res *DeliveryResult, err error) {
+	// Each SMTP transaction the transport reports gets the next delivery
+	// number: recipients whose results share a session (the same
+	// ConnectionState) share it; accepted recipients of a transport that
+	// reports no session share one for this call.
+	numbers := map[*ConnectionState]int{}
+	for j, r := range rcpts {
+		out := res.Recipient(j, err)
+		rr := r.receipt
+		rr.Connection, rr.Reply = out.Connection, out.Reply
+		rr.RequireTLS, rr.TLSRequiredNo = msg.requireTLS, msg.tlsOptional
+		if out.Accepted {
+			rr.Accepted = true
+			if out.Reply != nil {
+				rr.QueueID = QueueID(out.Reply.Text)
+			}
+		} else {
+			rerr := usableError("Transport", out.Err)
+			var re *RecipientError
+			if !errors.As(rerr, &re) || re.Recipient != rr.Address {
+				rerr = &RecipientError{Recipient: rr.Address, Err: rerr}
+			}
+			rr.Err = rerr
+		}
+		rr.Delivery = 0
+		if inTransaction(rr) {
+			n, ok := numbers[rr.Connection]
+			if !ok {
+				sd.seq++
+				n = sd.seq
+				numbers[rr.Connection] = n
+			}
+			rr.Delivery = n
+		}
+	}
+	sd.log(ctx, msg, rcpts, res, err)
+}
+
+// inTransaction reports whether an SMTP transaction carried, or tried to
+// carry, the recipient rr: it was accepted, the server replied about it
+// (to its RCPT, or to the end of DATA), or its session got as far as MAIL
+// FROM. A session that ended before MAIL FROM fails with a
+// *SecurityError or *ExtensionError (whose contracts say so), an
+// *AuthError or a *ValidationError, or, when it was never established,
+// reports no ConnectionState.
+func inTransaction(rr *RecipientReceipt) bool {
+	switch {
+	case rr.Accepted, rr.Reply != nil:
+		return true
+	case rr.Connection == nil:
+		return false
+	}
+	var se *SecurityError
+	var ee *ExtensionError
+	var ve *ValidationError
+	var ae *AuthError
+	return !errors.As(rr.Err, &se) && !errors.As(rr.Err, &ee) && !errors.As(rr.Err, &ve) && !errors.As(rr.Err, &ae)
+}
+
+// log writes one record per delivery of msg (or per set of recipients
+// that got none), with the protection each recipient's Receipt entry
+// records.
+func (sd *sending) log(ctx context.Context, msg *prepared, rcpts []*recipient, res *DeliveryResult, err error) {
+	l := sd.s.logger
+	if l == nil {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("message_id", msg.messageID),
+		slog.Any("recipients", addresses(rcpts)),
+	}
+	var p *ProtectionInfo
+	var fps []string
+	for _, r := range rcpts {
+		if pi := r.receipt.Protection; pi != nil {
+			p = cmp.Or(p, pi)
+			if pi.Fingerprint != "" {
+				fps = append(fps, pi.Fingerprint)
+			}
+		}
+	}
+	if p != nil {
+		// One delivery has one method; fingerprints differ per recipient.
+		attrs = append(attrs, slog.String("protection", p.Method))
+		if len(fps) > 0 {
+			attrs = append(attrs, slog.Any("fingerprints", fps))
+		}
+		if p.Reason != "" {
+			attrs = append(attrs, slog.String("unprotected_because", p.Reason))
+		}
+	}
+	if res != nil && res.Connection != nil {
+		c := res.Connection
+		attrs = append(attrs, slog.String("host", c.Host), slog.String("tls", c.TLSVersion),
+			slog.String("cipher", c.CipherSuite), slog.String("verification", string(c.Verification)),
+			slog.Bool("reused", c.Reused))
+		if c.Policy != "" {
+			attrs = append(attrs, slog.String("domain", c.Domain), slog.String("policy", c.Policy))
+		}
+		if len(c.Notes) > 0 {
+			attrs = append(attrs, slog.Any("notes", c.Notes))
+		}
+	}
+	if res != nil && res.Reply != nil {
+		attrs = append(attrs, slog.String("reply", res.Reply.String()))
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	l.LogAttrs(ctx, level, "mailsec delivery", attrs...)
+}
+
+// finish hands the Receipt to OnReceipt and returns it, with a
+// *SendError for the recipients that were not delivered.
+func (sd *sending) finish(ctx context.Context) (*Receipt, error) {
+	sd.s.handOver(ctx, sd.rec)
+	var failed []*RecipientError
+	for _, r := range sd.rec.Recipients {
+		if r.Err != nil {
+			var re *RecipientError
+			if !errors.As(r.Err, &re) {
+				re = &RecipientError{Recipient: r.Address, Err: r.Err}
+			}
+			failed = append(failed, re)
+		}
+	}
+	if len(failed) > 0 {
+		return sd.rec, &SendError{Failed: failed, Total: len(sd.rec.Recipients)}
+	}
+	return sd.rec, nil
+}
+
+// handOver hands rec to OnReceipt. The messages have gone out by now, so
+// a panic in it changes nothing of Send's outcome (an error would invite a
+// retry, and so a second copy): it is recovered and logged, on the
+// Logger or, without one, on slog's default logger, never silently.
+func (s *Sender) handOver(ctx context.Context, rec *Receipt) {
+	if s.onReceipt == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			l := cmp.Or(s.logger, slog.Default())
+			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked",
+				slog.String("message_id", rec.MessageID), slog.String("panic", fmt.Sprint(v)))
+		}
+	}()
+	s.onReceipt(ctx, rec)
+}
+
+// addresses returns the recipients' addresses.
+func addresses(rcpts []*recipient) []string {
+	out := make([]string, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = r.Address
+	}
+	return out
 }
 
 // usableError returns err, or, when err cannot be used as an error, an
@@ -568,60 +645,35 @@ func (r recovering) WriteTo(w io.Writer) (n int64, err error) {
 	return r.w.WriteTo(w)
 }
 
-// log writes one record per delivery (or per group of recipients that got
-// none). prot holds each recipient's protection, nil entries for none.
-func (s *Sender) log(ctx context.Context, msg *prepared, rcpts []string, prot []*ProtectionInfo, res *DeliveryResult, err error) {
-	if s.logger == nil {
-		return
+// reasons is why each allowed method could not protect a recipient's
+// content.
+type reasons []error
+
+func (r reasons) Error() string {
+	s := make([]string, len(r))
+	for i, e := range r {
+		s[i] = strings.TrimPrefix(e.Error(), "mailsec: ")
 	}
-	attrs := []slog.Attr{
-		slog.String("message_id", msg.messageID),
-		slog.Any("recipients", rcpts),
-	}
-	if p := firstNonNil(prot); p != nil {
-		// One delivery has one method; fingerprints differ per recipient.
-		attrs = append(attrs, slog.String("protection", p.Method))
-		var fps []string
-		for _, pi := range prot {
-			if pi != nil && pi.Fingerprint != "" {
-				fps = append(fps, pi.Fingerprint)
-			}
-		}
-		if len(fps) > 0 {
-			attrs = append(attrs, slog.Any("fingerprints", fps))
-		}
-		if p.Reason != "" {
-			attrs = append(attrs, slog.String("unprotected_because", p.Reason))
-		}
-	}
-	if res != nil && res.Connection != nil {
-		c := res.Connection
-		attrs = append(attrs, slog.String("host", c.Host), slog.String("tls", c.TLSVersion),
-			slog.String("cipher", c.CipherSuite), slog.String("verification", string(c.Verification)),
-			slog.Bool("reused", c.Reused))
-		if c.Policy != "" {
-			attrs = append(attrs, slog.String("domain", c.Domain), slog.String("policy", c.Policy))
-		}
-		if len(c.Notes) > 0 {
-			attrs = append(attrs, slog.Any("notes", c.Notes))
-		}
-	}
-	if res != nil && res.Reply != nil {
-		attrs = append(attrs, slog.String("reply", res.Reply.String()))
-	}
-	level := slog.LevelInfo
-	if err != nil {
-		level = slog.LevelWarn
-		attrs = append(attrs, slog.String("error", err.Error()))
-	}
-	s.logger.LogAttrs(ctx, level, "mailsec delivery", attrs...)
+	return "mailsec: " + strings.Join(s, "; ")
 }
 
-func firstNonNil(ps []*ProtectionInfo) *ProtectionInfo {
-	for _, p := range ps {
-		if p != nil {
-			return p
-		}
+func (r reasons) Unwrap() []error { return r }
+
+func joinReasons(prev, err error) error {
+	if prev == nil {
+		return err
 	}
-	return nil
+	if r, ok := prev.(reasons); ok {
+		return append(r, err)
+	}
+	return reasons{prev, err}
+}
+
+// reasonText is why a recipient's content was not protected, for the
+// Receipt: the error's text without the package prefix.
+func reasonText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.TrimPrefix(err.Error(), "mailsec: ")
 }
