@@ -316,6 +316,41 @@ func parseAddrSpec(s string) (mailbox, string) {
 	return m, ""
 }
 
+// parseDomain checks a domain named on its own (in configuration) as
+// parseAddrSpec checks an address's, and returns it as lower-case
+// A-labels, or a reason it is not acceptable.
+func parseDomain(d string) (string, string) {
+	m, reason := parseAddrSpec("x@" + d)
+	if reason != "" {
+		return "", reason
+	}
+	return strings.ToLower(m.aDomain), ""
+}
+
+// domainPattern is a domain as configuration names it: "example.org" for
+// exactly that domain, or ".example.org" for every domain below it (not
+// example.org itself), as in Postfix's tables.
+type domainPattern struct {
+	name  string // lower-case A-labels, without the leading dot
+	below bool   // ".example.org"
+}
+
+// parseDomainPattern reads a domainPattern, or returns why it cannot.
+// Internationalised names may be given in either form.
+func parseDomainPattern(s string) (domainPattern, string) {
+	name, reason := parseDomain(strings.TrimPrefix(s, "."))
+	return domainPattern{name: name, below: strings.HasPrefix(s, ".")}, reason
+}
+
+// matches reports whether the pattern names domain, given as lower-case
+// A-labels.
+func (p domainPattern) matches(domain string) bool {
+	if p.below {
+		return strings.HasSuffix(domain, "."+p.name)
+	}
+	return domain == p.name
+}
+
 // maxDisplayName bounds a display name, so that even unencoded it fits a
 // header line.
 const maxDisplayName = 256

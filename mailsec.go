@@ -205,11 +205,11 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 		s.allowed = append(s.allowed, as)
 	}
 	if s.idDomain != "" {
-		m, reason := parseAddrSpec("x@" + s.idDomain)
+		d, reason := parseDomain(s.idDomain)
 		if reason != "" {
 			return nil, invalid("MessageIDDomain", s.idDomain, reason)
 		}
-		s.idDomain = m.aDomain
+		s.idDomain = d
 	}
 	return s, nil
 }

@@ -120,14 +120,12 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 	next = orRefuse(next, "ForDomains")
 	type rule struct {
 		DomainRule
-		suffix bool
-		name   string // A-labels, lower case, without the leading dot
+		domain domainPattern
 	}
 	var parsed []rule
 	var bad error
 	for i, r := range rules {
-		suffix := strings.HasPrefix(r.Domain, ".")
-		m, reason := parseAddrSpec("x@" + strings.TrimPrefix(r.Domain, "."))
+		domain, reason := parseDomainPattern(r.Domain)
 		if reason != "" {
 			bad = invalid("DomainRule["+strconv.Itoa(i)+"].Domain", r.Domain, reason)
 			break
@@ -138,7 +136,7 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 				break
 			}
 		}
-		parsed = append(parsed, rule{DomainRule: r, suffix: suffix, name: strings.ToLower(m.aDomain)})
+		parsed = append(parsed, rule{DomainRule: r, domain: domain})
 	}
 	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
@@ -152,11 +150,14 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 		var best *rule
 		for i := range parsed {
 			c := &parsed[i]
-			if !c.suffix && d == c.name {
-				best = c
+			if !c.domain.matches(d) {
+				continue
+			}
+			if !c.domain.below {
+				best = c // an exact domain before any ".domain" rule
 				break
 			}
-			if c.suffix && strings.HasSuffix(d, "."+c.name) && (best == nil || len(c.name) > len(best.name)) {
+			if best == nil || len(c.domain.name) > len(best.domain.name) {
 				best = c
 			}
 		}
