@@ -1,10 +1,6 @@
 package mailsec
 
 import (
-	"bytes"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"io"
 	"math/bits"
 	"mime"
@@ -14,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailsec/mailsec/internal/mimeprot"
 )
 
 func buildBody(m *Message) (*part, []*source, error) {
@@ -72,11 +70,7 @@ func multipart(subtype string, children ...*part) *part {
 	if len(children) == 1 {
 		return children[0]
 	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	// "=_" never occurs in quoted-printable or base64 output, so the
-	// boundary cannot collide with encoded content.
-	boundary := "=_" + hex.EncodeToString(b[:])
+	boundary := mimeprot.NewBoundary("=_")
 	p := &part{boundary: boundary, children: children}
 	p.header.Set("Content-Type", mime.FormatMediaType("multipart/"+subtype, map[string]string{"boundary": boundary}))
 	return p
@@ -93,9 +87,9 @@ type part struct {
 
 // WriteTo writes the part's body (not its header).
 func (p *part) WriteTo(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
+	cw := &mimeprot.Counter{W: w}
 	err := p.writeBody(cw)
-	return cw.n, err
+	return cw.N, err
 }
 
 func (p *part) writeBody(w io.Writer) error {
@@ -132,9 +126,8 @@ func textPart(mediaType, s string) *part {
 	clean, breaks, ok := scanText(s)
 	if !ok {
 		// Bare CRs, or breaks of both kinds: canonicalise once, up front.
-		text := canonicalText(s)
-		clean = sevenBitClean(text)
-		s, breaks = string(text), breaksCRLF
+		s, breaks = string(canonicalText(s)), breaksCRLF
+		clean = sevenBitClean(s)
 	}
 	if clean {
 		p.header.Add("Content-Transfer-Encoding", "7bit")
@@ -212,8 +205,11 @@ func unprintable(s string) int {
 		t := s[i : i+8]
 		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
 			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
-		// As in printableASCII; borrows can mark octets above an
-		// unprintable one, never below: the lowest mark is exact.
+		// An octet is marked when it has its high bit set, is below 0x20,
+		// or is 0x7f (DEL): the usual "has a byte less than n" test on w,
+		// and on w ^ 0x7f.., and the high bit itself. Borrows can mark
+		// octets above an unprintable one, never below: the lowest mark
+		// is exact.
 		x := w ^ 0x7f*ones
 		if m := (w | (w - 0x20*ones) | (x-ones)&^x) & high; m != 0 {
 			return i + bits.TrailingZeros64(m)>>3
@@ -275,9 +271,9 @@ func writeCRLF(w io.Writer, s string, breaks textBreaks) error {
 // before a line break (which transports may strip), no line starting
 // "From " (which mbox-style stores mangle). Text with tabs takes
 // quoted-printable too, which keeps a tab before a line break safe.
-func sevenBitClean(s []byte) bool {
+func sevenBitClean(s string) bool {
 	for len(s) > 0 {
-		n := bytes.IndexByte(s, '\r')
+		n := strings.IndexByte(s, '\r')
 		line := s
 		if n >= 0 {
 			if n+1 == len(s) || s[n+1] != '\n' {
@@ -285,34 +281,9 @@ func sevenBitClean(s []byte) bool {
 			}
 			line, s = s[:n], s[n+2:]
 		} else {
-			s = nil
+			s = ""
 		}
-		if len(line) > 76 || bytes.HasPrefix(line, []byte("From ")) || bytes.HasSuffix(line, []byte(" ")) || !printableASCII(line) {
-			return false
-		}
-	}
-	return true
-}
-
-// printableASCII reports whether every byte of s is in ' '..'~'. It tests
-// eight bytes at a time: the common case is a long, clean text.
-func printableASCII(s []byte) bool {
-	const (
-		ones = 0x0101010101010101
-		high = 0x8080808080808080
-	)
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		w := binary.LittleEndian.Uint64(s[i:])
-		// A byte has its high bit set, is below 0x20, or is 0x7f (DEL):
-		// the usual "has a byte less than n" test on w, on w ^ 0x7f.., and
-		// the high bit itself.
-		if (w|(w-0x20*ones)|(((w^0x7f*ones)-ones)&^(w^0x7f*ones)))&high != 0 {
-			return false
-		}
-	}
-	for ; i < len(s); i++ {
-		if c := s[i]; c < ' ' || c >= 0x7f {
+		if len(line) > 76 || strings.HasPrefix(line, "From ") || strings.HasSuffix(line, " ") || unprintable(line) < len(line) {
 			return false
 		}
 	}

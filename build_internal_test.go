@@ -42,7 +42,7 @@ func TestSevenBitClean(t *testing.T) {
 		}
 	}
 	for _, s := range cases {
-		if got, want := sevenBitClean([]byte(s)), naiveSevenBitClean(s); got != want {
+		if got, want := sevenBitClean(s), naiveSevenBitClean(s); got != want {
 			t.Errorf("sevenBitClean(%q) = %v, want %v", s, got, want)
 		}
 	}
@@ -51,7 +51,7 @@ func TestSevenBitClean(t *testing.T) {
 func FuzzSevenBitClean(f *testing.F) {
 	f.Add("hello\r\nworld")
 	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := sevenBitClean([]byte(s)), naiveSevenBitClean(s); got != want {
+		if got, want := sevenBitClean(s), naiveSevenBitClean(s); got != want {
 			t.Fatalf("sevenBitClean(%q) = %v, want %v", s, got, want)
 		}
 	})
@@ -75,7 +75,7 @@ func checkTextPart(t *testing.T, s string) {
 	canon := canonicalText(s)
 	wantCTE := "quoted-printable"
 	want := new(bytes.Buffer)
-	if sevenBitClean(canon) {
+	if sevenBitClean(string(canon)) {
 		wantCTE = "7bit"
 		want.Write(canon)
 	} else {

@@ -46,15 +46,14 @@ func checkHeaderValue(v string) (string, bool) {
 	return "", true
 }
 
+// checkMessageID checks a Message-ID given without angle brackets: header
+// text, as checkHeaderValue checks it, of the form id-left@id-right.
 func checkMessageID(id string) (string, bool) {
 	if len(id) > 250 {
 		return "longer than 250 octets", false
 	}
-	if reason, ok := syntax.HeaderText(id); !ok {
+	if reason, ok := checkHeaderValue(id); !ok {
 		return reason, false
-	}
-	if hasEncodedWord(id) {
-		return encodedWordReason, false
 	}
 	if strings.ContainsAny(id, "<> \t\"\\") {
 		return "must be id-left@id-right without brackets or spaces", false

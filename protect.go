@@ -85,20 +85,3 @@ var headPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // maxPooledHead bounds the header buffers kept for reuse.
 const maxPooledHead = 64 << 10
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-func (c *countWriter) WriteString(s string) (int, error) {
-	n, err := io.WriteString(c.w, s)
-	c.n += int64(n)
-	return n, err
-}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -195,7 +193,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		inner = &signed{inner: inner, signer: p.o.Signer, now: now, max: p.o.MaxSize}
 	}
 	h := mimeprot.Outer(e.Header, p.o.OuterSubject)
-	boundary := newBoundary()
+	boundary := mimeprot.NewBoundary("=_pgp")
 	h.Set("MIME-Version", "1.0")
 	// The boundary holds only characters that need no escaping inside
 	// quotes; this is what mime.FormatMediaType writes, without the map.
@@ -388,7 +386,7 @@ func (s *signed) WriteTo(w io.Writer) (int64, error) {
 	if err := aw.Close(); err != nil {
 		return 0, err
 	}
-	boundary := newBoundary()
+	boundary := mimeprot.NewBoundary("=_pgp")
 	var h textproto.Header
 	h.Set("Content-Type", mime.FormatMediaType("multipart/signed", map[string]string{
 		"micalg": micalg, "protocol": "application/pgp-signature", "boundary": boundary}))
@@ -521,10 +519,4 @@ func (c *crlf) Write(p []byte) (int, error) {
 		p = p[i+1:]
 	}
 	return n, nil
-}
-
-func newBoundary() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "=_pgp" + hex.EncodeToString(b[:])
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/mimeprot"
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // Method is the protection method named in Receipts and errors.
@@ -244,7 +245,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	// The protected content must be 7-bit; header fields that are not
 	// (an SMTPUTF8 address) would only be found while the message is sent.
 	for f := e.Header.Fields(); f.Next(); {
-		if !isASCII(f.Value()) {
+		if !syntax.IsASCII(f.Value()) {
 			return nil, fmt.Errorf("smime: header field %s is not 7-bit (an internationalised address?); S/MIME content must be 7-bit", f.Key())
 		}
 	}
@@ -343,15 +344,6 @@ func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate,
 		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
 	}
 	return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 // envelope writes the base64 body of the application/pkcs7-mime entity.

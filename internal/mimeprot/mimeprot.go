@@ -2,7 +2,8 @@
 // protected-headers layout that keeps the real Subject (and the other
 // header fields that say who and what) inside the encrypted part, and a
 // header for the outside that gives nothing away beyond what delivery
-// needs.
+// needs. It also holds what every layer that writes MIME shares, the
+// message builder included: multipart boundaries and a byte counter.
 //
 // The layout follows draft-ietf-lamps-header-protection and what
 // Thunderbird reads: the protected content is a multipart/mixed carrying
@@ -44,7 +45,7 @@ var outerFields = []string{"Date", "From", "Sender", "Reply-To", "To", "Cc", "Me
 // added with AddRaw is copied as written), so that the inner From, To and
 // Cc read exactly as the outer ones.
 func Inner(h textproto.Header, body io.WriterTo) (textproto.Header, io.WriterTo) {
-	return inner(h, body, newBoundary())
+	return inner(h, body, NewBoundary("=_p"))
 }
 
 func inner(h textproto.Header, body io.WriterTo, boundary string) (textproto.Header, io.WriterTo) {
@@ -98,7 +99,7 @@ const (
 // in a single Write: the writer below (an encrypting one) may do work per
 // call. Rendered fails only when a field of h cannot be written.
 func Rendered(h textproto.Header, body io.WriterTo) (io.WriterTo, error) {
-	return rendered(h, body, newBoundary())
+	return rendered(h, body, NewBoundary("=_p"))
 }
 
 func rendered(h textproto.Header, body io.WriterTo, boundary string) (io.WriterTo, error) {
@@ -212,10 +213,18 @@ func isOuter(k string) bool {
 	return false
 }
 
-func newBoundary() string {
+// NewBoundary returns a new multipart boundary: prefix and 32 random
+// hexadecimal digits. Each layer that writes multiparts has a prefix of
+// its own (the message builder "=_", protected headers "=_p", PGP/MIME
+// "=_pgp"), and the prefixes differ at a character that is not a
+// hexadecimal digit: whatever the digits, no layer's boundary is the
+// start of another's, so a delimiter line of one cannot end a part of
+// another (RFC 2046 §5.1.1). "=_" never occurs in quoted-printable or
+// base64 output, so no boundary collides with encoded content either.
+func NewBoundary(prefix string) string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return "=_p" + hex.EncodeToString(b[:])
+	return prefix + hex.EncodeToString(b[:])
 }
 
 // wrapped writes the body of the protected multipart.
