@@ -1,9 +1,12 @@
-// Package mailsec sends transactional email so that nobody between the
-// application and the recipient can read it or silently downgrade it.
+// Package mailsec sends transactional email (password resets, receipts,
+// lab results, statements) so that nobody between the application and the
+// recipient can read it or silently downgrade it.
 //
-// An application builds one [Sender] at start-up, with a [Transport] that
-// knows how to reach mail servers, and calls [Sender.Send] from as many
-// goroutines as it likes:
+// Start with three things: a [Sender], built once at start-up by
+// [NewSender] around a [Transport] from package transport; [Sender.Send],
+// called with a [Message] from as many goroutines as the application
+// likes; and the [Receipt] Send returns, the record of what happened to
+// each recipient.
 //
 //	t := &transport.Submission{Addr: "smtp.example.com:465", Auth: &transport.Auth{...}}
 //	s, err := mailsec.NewSender(t, nil)
@@ -14,6 +17,9 @@
 //		Subject: "Your password reset link",
 //		Text:    "...",
 //	})
+//
+// With nil [Options], as here, every recipient gets the message over TLS
+// verified for the server's name, and nothing is encrypted end to end.
 //
 // # What it guarantees
 //
@@ -34,32 +40,48 @@
 // usable key exists for one of them, that recipient gets nothing and the
 // error says why.
 //
-// # Pieces
+// # Transports
 //
-//   - [Message]: what to send, built from strings and streamed attachments.
-//   - [Sender]: validates, plans per recipient, groups recipients into
-//     deliveries, protects content and hands each delivery to a Transport.
-//   - [Transport]: performs one SMTP transaction; package transport has the
-//     implementations (submission to a smarthost over implicit TLS or
-//     mandatory STARTTLS).
-//   - [Policy]: decides per recipient the transport security floor and
-//     whether protection is required.
-//   - [Protector]: turns a MIME entity into its protected form; packages pgp
-//     and smime implement it.
-//   - [Receipt]: the per-recipient audit record of what happened.
+// A [Transport] performs one SMTP transaction for a [Delivery] and decides
+// no policy of its own. Package transport has two: Submission hands every
+// message to one smarthost (port 465 with implicit TLS, or mandatory
+// STARTTLS), and Direct delivers to each recipient domain's MX hosts
+// itself, authenticating them with DANE or MTA-STS. Package mailsectest
+// has an in-process TLS SMTP server and a recording Transport for an
+// application's own tests.
 //
-// Package mailsectest has an in-process TLS SMTP server and a recording
-// Transport for tests.
+// # Policies and end-to-end protection
+//
+// A [Policy] gives each recipient a [Plan]: the transport security floor
+// (a [Security] requirement) and whether the content must be protected end
+// to end. [DefaultPolicy] requires verified TLS and no protection; wrappers
+// change that: [RequireProtection], [PreferProtection], [NoticeWhenNoKey],
+// [ForDomains], [WithSecurity]. The Protectors in [Options] do the
+// protecting: package pgp (PGP/MIME) and package smime (S/MIME). A
+// recipient who must get protected content and has no usable key gets
+// nothing, or, when its plan says so, the link-only [Notice] the
+// application builds.
+//
+// # Receipts
+//
+// Send returns a [Receipt] whenever it attempted anything, error or not,
+// and hands it to Options.OnReceipt: for each recipient, whether the server
+// accepted the message, in which SMTP transaction, over which connection (a
+// [ConnectionState]: host, TLS version, how the certificate was verified),
+// with what protection (a [ProtectionInfo]), and what the server replied.
+// Its JSON form is stable: store it as the audit record.
 //
 // # Errors
 //
 // Every failure is typed. [*ValidationError] means bad input and is never
 // worth retrying. [*SecurityError] means a security requirement could not be
 // met (match the category with [ErrDowngrade], [ErrCertificate],
-// [ErrHandshake], [ErrRequireTLS], [ErrPlaintext]). [*SMTPError] carries the
-// server's reply. [*SendError] reports per-recipient failures and unwraps to a
-// [*RecipientError] for each. [IsTemporary] says whether trying again later
-// can help.
+// [ErrHandshake], [ErrRequireTLS], [ErrPlaintext], [ErrDomainPolicy]).
+// [*ProtectionError] says why content could not be protected for a
+// recipient ([ErrNoKey] when no usable key exists). [*SMTPError] carries
+// the server's reply. [*SendError] reports per-recipient failures and
+// unwraps to a [*RecipientError] for each. [IsTemporary] says whether
+// trying again later can help.
 package mailsec
 
 import (
@@ -73,6 +95,15 @@ import (
 
 	"github.com/mailsec/mailsec/internal/typednil"
 )
+
+// The package's files, by what a reader looks for: this one has the
+// Sender and its Options; message.go the Message; receipt.go the Receipt;
+// errors.go every error; send.go the path of one Send, which ends at the
+// Transport contract in delivery.go. policy.go and security.go hold what
+// a Policy decides, protect.go and notice.go the Protector contract and
+// the notice, allowed.go the check of Options.AllowedSenders; build.go,
+// header.go, body.go, attachment.go and address.go turn a Message into
+// checked, rendered MIME.
 
 // Sender sends messages through a Transport according to a Policy. It is
 // safe for concurrent use by multiple goroutines and should be built once
