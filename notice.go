@@ -2,6 +2,8 @@ package mailsec
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -29,6 +31,51 @@ type Notice struct {
 // NoticeFunc builds the notice for one recipient of m. It must be safe for
 // concurrent use. An error fails that recipient.
 type NoticeFunc func(ctx context.Context, m *Message, r Recipient) (*Notice, error)
+
+// notice sends r the link-only notice instead of the content it could not
+// get protected.
+func (sd *sending) notice(ctx context.Context, plan Plan, r *recipient) {
+	fail := func(err error) {
+		r.fail(&ProtectionError{Recipient: r.Address, Reason: "no usable key, and the notice failed", Err: err})
+		sd.log(ctx, sd.msg, []*recipient{r}, nil, r.receipt.Err)
+	}
+	if sd.s.notice == nil {
+		fail(errors.Join(r.why, errors.New("the plan asks for a notice but the Sender has no Options.Notice")))
+		return
+	}
+	n, err := sd.s.buildNotice(ctx, sd.m, r.Recipient)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if n == nil {
+		fail(errors.New("Options.Notice returned no notice"))
+		return
+	}
+	if n.Text == "" && n.HTML == "" {
+		fail(errors.New("Options.Notice returned a notice without Text or HTML"))
+		return
+	}
+	nm, err := sd.s.prepare(noticeMessage(sd.m, n, r.Address, sd.msg.date))
+	if err != nil {
+		fail(err)
+		return
+	}
+	r.receipt.Protection = &ProtectionInfo{Method: MethodNotice, Reason: reasonText(r.why), NoticeMessageID: nm.messageID}
+	sd.deliver(ctx, nm, plan, []*recipient{r}, nm.content())
+}
+
+// buildNotice asks the NoticeFunc for r's notice, turning a panic in it
+// into an error: the recipient then fails and receives nothing.
+func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *Notice, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = nil, fmt.Errorf("mailsec: Options.Notice panicked: %v", v)
+		}
+	}()
+	n, err = s.notice(ctx, m, r)
+	return n, usableError("Options.Notice", err)
+}
 
 // noticeMessage is the Message that carries n in place of m.
 func noticeMessage(m *Message, n *Notice, rcpt string, date time.Time) *Message {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/emersion/go-message/textproto"
@@ -85,3 +88,182 @@ var headPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // maxPooledHead bounds the header buffers kept for reuse.
 const maxPooledHead = 64 << 10
+
+// protect delivers the group's content protected by each allowed
+// Protector in turn to the recipients it has keys for, and returns those
+// no Protector served, each with why.
+func (sd *sending) protect(ctx context.Context, g *group) []*recipient {
+	remaining := g.rcpts
+	protectors := sd.s.protectorsFor(g.plan)
+	if len(g.plan.Methods) > 0 && len(protectors) == 0 {
+		for _, r := range remaining {
+			r.why = &ProtectionError{Recipient: r.Address, fault: true,
+				Reason: "the Sender has no Protector for the plan's methods " + strings.Join(g.plan.Methods, ", ")}
+			r.hard = true
+		}
+	}
+	for _, np := range protectors {
+		if len(remaining) == 0 {
+			break
+		}
+		prot, failed := sd.protectWith(ctx, np.p, addresses(remaining))
+		var done, left []*recipient
+		for _, r := range remaining {
+			if err := failed[r.Address]; err != nil || prot == nil {
+				if err != nil {
+					r.why = joinReasons(r.why, err)
+					r.hard = r.hard || !errors.Is(err, ErrNoKey) || IsTemporary(err)
+				}
+				left = append(left, r)
+				continue
+			}
+			done = append(done, r)
+		}
+		if prot != nil && len(done) > 0 {
+			for _, r := range done {
+				r.receipt.Protection = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[r.Address], Signed: prot.Signed}
+			}
+			sd.deliver(ctx, sd.msg, g.plan, done, recovering{w: prot.Entity, what: "Protector"})
+		}
+		remaining = left
+	}
+	for _, r := range remaining {
+		if r.why == nil {
+			r.why = &ProtectionError{Recipient: r.Address, Reason: "the Sender has no Protector"}
+		}
+	}
+	return remaining
+}
+
+// protectWith asks p for content for rcpts. Recipients it cannot serve
+// are returned with their errors, and the others are protected again
+// without them, so a missing key for one never exposes another.
+func (sd *sending) protectWith(ctx context.Context, p Protector, rcpts []string) (*Protected, map[string]error) {
+	failed := map[string]error{}
+	e, err := sd.msg.entity()
+	if err != nil {
+		for _, r := range rcpts {
+			failed[r] = &ProtectionError{Recipient: r, Reason: "internal: header does not parse", Err: err, fault: true}
+		}
+		return nil, failed
+	}
+	remaining := slices.Clone(rcpts)
+	for len(remaining) > 0 {
+		prot, err := protectOnce(ctx, p, e, remaining)
+		if err == nil {
+			return prot, failed
+		}
+		per := recipientErrors(err)
+		progress := false
+		for _, re := range per {
+			if i := slices.Index(remaining, re.Recipient); i >= 0 {
+				failed[re.Recipient] = re
+				remaining = slices.Delete(remaining, i, i+1)
+				progress = true
+			}
+		}
+		if !progress {
+			// An error that names no recipient applies to all of them.
+			for _, r := range remaining {
+				failed[r] = &ProtectionError{Recipient: r, Reason: "protection failed", Err: err, fault: true}
+			}
+			return nil, failed
+		}
+	}
+	return nil, failed
+}
+
+// protectOnce calls the Protector and turns a panic inside it (a crypto
+// library fed a malformed key, say) into an error instead of a crash.
+func protectOnce(ctx context.Context, pr Protector, e *Entity, rcpts []string) (p *Protected, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p, err = nil, fmt.Errorf("mailsec: Protector panicked: %v", v)
+		}
+	}()
+	p, err = pr.Protect(ctx, e, rcpts)
+	err = usableError("Protector", err)
+	if err == nil && (p == nil || p.Entity == nil) {
+		err = errors.New("mailsec: Protector returned no entity")
+	}
+	return p, err
+}
+
+// unprotected settles the recipients no Protector served. Those whose
+// failure was not about their key fail, whatever the plan; the others get
+// what the plan says: the content as it is (ProtectionPreferred), the
+// notice (NoKeyNotice), or nothing.
+func (sd *sending) unprotected(ctx context.Context, plan Plan, rcpts []*recipient) {
+	var hard, soft []*recipient
+	for _, r := range rcpts {
+		if r.hard {
+			hard = append(hard, r)
+		} else {
+			soft = append(soft, r)
+		}
+	}
+	sd.refuse(ctx, hard)
+	if len(soft) == 0 {
+		return
+	}
+	switch {
+	case plan.Protection == ProtectionPreferred:
+		for _, r := range soft {
+			r.receipt.Protection = &ProtectionInfo{Method: MethodNone, Reason: reasonText(r.why)}
+		}
+		sd.deliver(ctx, sd.msg, plan, soft, sd.msg.content())
+	case plan.NoKey == NoKeyNotice:
+		for _, r := range soft {
+			sd.notice(ctx, plan, r)
+		}
+	default:
+		sd.refuse(ctx, soft)
+	}
+}
+
+// refuse fails recipients whose content could not be protected, each for
+// its reason, and logs them in one record.
+func (sd *sending) refuse(ctx context.Context, rcpts []*recipient) {
+	if len(rcpts) == 0 {
+		return
+	}
+	why := make([]error, len(rcpts))
+	for i, r := range rcpts {
+		r.fail(r.why)
+		why[i] = r.why
+	}
+	sd.log(ctx, sd.msg, rcpts, nil, errors.Join(why...))
+}
+
+// reasons is why each allowed method could not protect a recipient's
+// content.
+type reasons []error
+
+func (r reasons) Error() string {
+	s := make([]string, len(r))
+	for i, e := range r {
+		s[i] = strings.TrimPrefix(e.Error(), "mailsec: ")
+	}
+	return "mailsec: " + strings.Join(s, "; ")
+}
+
+func (r reasons) Unwrap() []error { return r }
+
+func joinReasons(prev, err error) error {
+	if prev == nil {
+		return err
+	}
+	if r, ok := prev.(reasons); ok {
+		return append(r, err)
+	}
+	return reasons{prev, err}
+}
+
+// reasonText is why a recipient's content was not protected, for the
+// Receipt: the error's text without the package prefix.
+func reasonText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.TrimPrefix(err.Error(), "mailsec: ")
+}
