@@ -100,8 +100,9 @@ import (
 // Sender and its Options; message.go the Message; receipt.go the Receipt;
 // errors.go every error; send.go the path of one Send, which ends at the
 // Transport contract in delivery.go. policy.go and security.go hold what
-// a Policy decides, protect.go and notice.go the Protector contract and
-// the notice, allowed.go the check of Options.AllowedSenders; build.go,
+// a Policy decides; protect.go the Protector contract and the step of a
+// Send that applies it, notice.go the notice and the step that sends it;
+// allowed.go the check of Options.AllowedSenders; build.go,
 // header.go, body.go, attachment.go and address.go turn a Message into
 // checked, rendered MIME.
 

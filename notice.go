@@ -32,6 +32,9 @@ type Notice struct {
 // concurrent use. An error fails that recipient.
 type NoticeFunc func(ctx context.Context, m *Message, r Recipient) (*Notice, error)
 
+// How a Send sends a notice, for a recipient whose content a plan with
+// NoKeyNotice could not get protected (protect.go).
+
 // notice sends r the link-only notice instead of the content it could not
 // get protected.
 func (sd *sending) notice(ctx context.Context, plan Plan, r *recipient) {

@@ -89,6 +89,9 @@ var headPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // maxPooledHead bounds the header buffers kept for reuse.
 const maxPooledHead = 64 << 10
 
+// How a Send protects content, the step between grouping recipients and
+// handing deliveries to the Transport (send.go).
+
 // protect delivers the group's content protected by each allowed
 // Protector in turn to the recipients it has keys for, and returns those
 // no Protector served, each with why.

@@ -1,10 +1,10 @@
 // The Send pipeline. Send validates and renders the message (build.go),
 // then one sending value carries it through: every recipient is planned
 // by the Policy, grouped with those that get the same bytes, protected
-// (protect.go has the Protector contract), handed to the Transport
-// (delivery.go has its contract) and recorded in the Receipt
-// (receipt.go). The functions below come in that order, each above what
-// it calls.
+// when its plan says so (protect.go, beside the Protector contract; the
+// notice in notice.go), handed to the Transport (delivery.go has its
+// contract) and recorded in the Receipt (receipt.go). The functions below
+// come in that order, each above what it calls.
 
 package mailsec
 
