@@ -359,6 +359,7 @@ func TestForDomainsMatching(t *testing.T) {
 		mailsec.DomainRule{Domain: ".eu.example.org", Security: &pinned},
 		mailsec.DomainRule{Domain: "example.org", Protection: mailsec.ProtectionNone, NoKey: &notice, Methods: []string{"smime"}},
 		mailsec.DomainRule{Domain: "bücher.example", Protection: mailsec.ProtectionRequired},
+		mailsec.DomainRule{Domain: "B.Example.Org", Methods: []string{"pgp"}},
 	)
 	for _, tc := range []struct {
 		domain string
@@ -370,6 +371,8 @@ func TestForDomainsMatching(t *testing.T) {
 		{"EXAMPLE.ORG", mailsec.Plan{Protection: mailsec.ProtectionPreferred, NoKey: notice, Methods: []string{"smime"}}},
 		{"xn--bcher-kva.example", mailsec.Plan{Protection: mailsec.ProtectionRequired}},
 		{"notexample.org", mailsec.Plan{Protection: mailsec.ProtectionPreferred}},
+		{"b.example.org", mailsec.Plan{Protection: mailsec.ProtectionPreferred, Methods: []string{"pgp"}}}, // an exact domain before a ".domain" rule listed first
+		{"x.b.example.org", mailsec.Plan{Protection: mailsec.ProtectionRequired}},                          // an exact rule covers no domain below it
 	} {
 		p, err := policy.Plan(context.Background(), base(), mailsec.Recipient{Address: "x@" + tc.domain, Domain: tc.domain})
 		if err != nil {
