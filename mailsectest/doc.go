@@ -20,7 +20,7 @@
 //   - [NewPGPKey], [ArmorPublic], [ArmorPrivate]: OpenPGP test keys, good
 //     ones and the kinds mailsec must refuse (expired, revoked, sign-only,
 //     revoked encryption subkey, RSA-1024, version 6).
-//   - [Resolver]: a map-backed mailsec.Resolver for testing direct
+//   - [Resolver]: a map-backed dns.Resolver for testing direct
 //     delivery: MX, address, TXT and TLSA records, zones marked as
 //     DNSSEC-signed, scripted failures, and a count of the lookups made.
 //

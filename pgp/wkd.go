@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -52,7 +53,7 @@ type WKD struct {
 	// system's resolver (the same one as direct delivery's, say), and
 	// the connections go to the addresses it gives. A name it does not
 	// know is "not found".
-	Resolver mailsec.Resolver
+	Resolver dns.Resolver
 	// AllowPrivate lets lookups connect to addresses that are not global
 	// unicast. Set it for tests and internal key servers.
 	AllowPrivate bool
@@ -219,8 +220,8 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	}
 	notFound := true
 	for _, e := range errs {
-		var dns *net.DNSError
-		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &dns) && dns.IsNotFound || mailsec.IsNotFound(e))
+		var ne *net.DNSError
+		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &ne) && ne.IsNotFound || dns.IsNotFound(e))
 	}
 	if notFound {
 		return nil, ErrKeyNotFound
@@ -374,7 +375,7 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 			}
 		}
 		if len(errs) == 0 {
-			return nil, &mailsec.DNSError{Name: host, Type: "A/AAAA", Kind: mailsec.DNSNoRecords}
+			return nil, &dns.Error{Name: host, Type: "A/AAAA", Kind: dns.NoRecords}
 		}
 		return nil, errors.Join(errs...)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/transport/dane"
@@ -137,7 +138,7 @@ func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error)
 		for _, u := range p.RUA {
 			dc.TLSRPT = append(dc.TLSRPT, syntax.PeerText(u.String()))
 		}
-	} else if !mailsec.IsNotFound(err) {
+	} else if !dns.IsNotFound(err) {
 		dc.TLSRPTError = syntax.PeerText(err.Error())
 	}
 

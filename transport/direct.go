@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -45,9 +46,9 @@ import (
 // notes.
 type Direct struct {
 	// Resolver looks up MX, address, TXT and TLSA records. Required. DANE
-	// and REQUIRETLS rest on its Authentic bit: use a mailsec.DNSResolver
+	// and REQUIRETLS rest on its Authentic bit: use a dns.Client
 	// pointed at a validating resolver on the same host.
-	Resolver mailsec.Resolver
+	Resolver dns.Resolver
 	// MTASTS discovers, fetches and caches MTA-STS policies. Nil means a
 	// client using Resolver, TLSConfig, Dialer and AllowPrivate with an
 	// in-memory cache (policies are then fetched again after a restart;
@@ -281,7 +282,7 @@ func (t *Direct) checkMTASTS() error {
 
 // sameResolver reports whether a and b are the same resolver, without
 // panicking on an implementation whose dynamic type is not comparable.
-func sameResolver(a, b mailsec.Resolver) bool {
+func sameResolver(a, b dns.Resolver) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
@@ -433,10 +434,10 @@ type route struct {
 // fallback when the lookup fails; a null MX ends the delivery.
 func (t *Direct) lookupRoute(ctx context.Context, domain string) (route, error) {
 	ans, err := t.Resolver.LookupMX(ctx, domain)
-	var de *mailsec.DNSError
+	var de *dns.Error
 	switch {
 	case err == nil && len(ans.Records) > 0:
-	case errors.Is(err, mailsec.ErrNoRecords) || err == nil:
+	case errors.Is(err, dns.ErrNoRecords) || err == nil:
 		auth := ans.Authentic
 		if errors.As(err, &de) {
 			auth = de.Authentic
@@ -454,7 +455,7 @@ func (t *Direct) lookupRoute(ctx context.Context, domain string) (route, error) 
 			return route{}, ErrNullMX
 		}
 	}
-	slices.SortStableFunc(recs, func(a, b mailsec.MX) int { return int(a.Pref) - int(b.Pref) })
+	slices.SortStableFunc(recs, func(a, b dns.MX) int { return int(a.Pref) - int(b.Pref) })
 	for i := 0; i < len(recs); {
 		j := i + 1
 		for j < len(recs) && recs[j].Pref == recs[i].Pref {
@@ -473,7 +474,7 @@ func (t *Direct) lookupRoute(ctx context.Context, domain string) (route, error) 
 		r.hosts = append(r.hosts, h)
 	}
 	if len(r.hosts) == 0 {
-		return route{}, &mailsec.DNSError{Name: domain, Type: "MX", Kind: mailsec.DNSMalformed,
+		return route{}, &dns.Error{Name: domain, Type: "MX", Kind: dns.Malformed,
 			Err: errors.New("no MX record names a usable host")}
 	}
 	if len(r.hosts) > t.maxHosts {
@@ -665,14 +666,14 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 		daneUnusable
 	)
 	daneState := noDANE
-	var usable []mailsec.TLSA
+	var usable []dns.TLSA
 	names := []string{host}
 	wantDANE := ds.level == mailsec.Verified || ds.level == mailsec.DANE || ds.level == mailsec.DANEOnly
 	if wantDANE && secure {
 		set, err := t.lookupTLSA(ctx, host, ips.Name)
 		if err != nil {
-			var de *mailsec.DNSError
-			if errors.As(err, &de) && de.Kind == mailsec.DNSServerFailure {
+			var de *dns.Error
+			if errors.As(err, &de) && de.Kind == dns.ServerFailure {
 				t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
 					Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: reasonCode(err)})
 			}
@@ -777,9 +778,9 @@ func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainSt
 // tlsaSet is what DNSSEC-authenticated DNS says about a host's DANE
 // records.
 type tlsaSet struct {
-	records []mailsec.TLSA // every record found
-	usable  []mailsec.TLSA // those usable for SMTP
-	base    string         // the TLSA base domain they were found at
+	records []dns.TLSA // every record found
+	usable  []dns.TLSA // those usable for SMTP
+	base    string     // the TLSA base domain they were found at
 }
 
 // names are the reference identifiers for DANE-TA: the TLSA base domain,
@@ -807,7 +808,7 @@ func (t *Direct) lookupTLSA(ctx context.Context, host, canonical string) (tlsaSe
 	for _, base := range bases {
 		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+base)
 		switch {
-		case mailsec.IsNotFound(err), err == nil && (!ans.Authentic || len(ans.Records) == 0):
+		case dns.IsNotFound(err), err == nil && (!ans.Authentic || len(ans.Records) == 0):
 			continue
 		case err != nil:
 			return tlsaSet{}, err
@@ -992,7 +993,7 @@ func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip ne
 // resolver asked nor the transport error, which name our resolver's and
 // our own addresses), and any IP address left in the text is redacted.
 func reasonCode(err error) string {
-	var de *mailsec.DNSError
+	var de *dns.Error
 	var me *mtasts.Error
 	text := err.Error()
 	if errors.As(err, &de) {

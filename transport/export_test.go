@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 // Hooks for transport_test: they reach one layer of a check with the
@@ -36,7 +37,7 @@ func SubmissionPolicy(sec mailsec.Security) *tlsPolicy {
 }
 
 // DANEPolicy requires a certificate that matches one of the TLSA records.
-func DANEPolicy(tlsa []mailsec.TLSA, names ...string) *tlsPolicy {
+func DANEPolicy(tlsa []dns.TLSA, names ...string) *tlsPolicy {
 	return &tlsPolicy{mode: tlsDANE, tlsa: tlsa, names: names}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/dane"
 )
 
@@ -41,8 +42,8 @@ type tlsPolicy struct {
 	// loopbackOnly refuses tlsNone to a non-loopback peer (submission).
 	loopbackOnly bool
 	pins         []mailsec.Pin
-	tlsa         []mailsec.TLSA // tlsDANE: usable records
-	names        []string       // tlsDANE: reference names; tlsDomain: the domain
+	tlsa         []dns.TLSA // tlsDANE: usable records
+	names        []string   // tlsDANE: reference names; tlsDomain: the domain
 	label        mailsec.Verification
 	now          func() time.Time
 }

@@ -15,7 +15,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/dane"
 )
 
@@ -45,15 +45,15 @@ func exampleServerCert() tls.Certificate {
 }
 
 // The record "3 1 1 <SHA-256 of the key>", as a zone would publish it.
-func exampleRecord(c *x509.Certificate) mailsec.TLSA {
+func exampleRecord(c *x509.Certificate) dns.TLSA {
 	h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	return mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: h[:]}
+	return dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: h[:]}
 }
 
 func ExampleUsable() {
 	sha256Hash := make([]byte, 32)
 	sha512Hash := make([]byte, 64)
-	rrset := []mailsec.TLSA{
+	rrset := []dns.TLSA{
 		{Usage: 1, Selector: 1, MatchingType: 1, Data: sha256Hash}, // PKIX-EE: not for SMTP
 		{Usage: 3, Selector: 1, MatchingType: 1, Data: sha512Hash}, // wrong length
 		{Usage: 2, Selector: 0, MatchingType: 1, Data: sha256Hash},
@@ -77,14 +77,14 @@ func ExampleVerify() {
 	chain := []*x509.Certificate{server.Leaf} // tls.ConnectionState.PeerCertificates
 	names := []string{"mx.example.org"}
 
-	m, err := dane.Verify(chain, []mailsec.TLSA{exampleRecord(server.Leaf)}, names, time.Now())
+	m, err := dane.Verify(chain, []dns.TLSA{exampleRecord(server.Leaf)}, names, time.Now())
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("%s, usage %d, depth %d\n", m.Verification(), m.Record.Usage, m.Depth)
 
 	other := exampleServerCert()
-	_, err = dane.Verify(chain, []mailsec.TLSA{exampleRecord(other.Leaf)}, names, time.Now())
+	_, err = dane.Verify(chain, []dns.TLSA{exampleRecord(other.Leaf)}, names, time.Now())
 	var de *dane.Error
 	if errors.As(err, &de) {
 		fmt.Println(de.ResultType(), errors.Is(err, dane.ErrNoMatch))
@@ -96,7 +96,7 @@ func ExampleVerify() {
 
 func ExampleVerifyConnection() {
 	server := exampleServerCert()
-	recs := dane.Usable([]mailsec.TLSA{exampleRecord(server.Leaf)})
+	recs := dane.Usable([]dns.TLSA{exampleRecord(server.Leaf)})
 
 	// An SMTP server after STARTTLS, here on the other end of a pipe.
 	clientConn, serverConn := net.Pipe()

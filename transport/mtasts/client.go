@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -123,7 +124,7 @@ type Client struct {
 	// the policy host "mta-sts.<domain>"; the system's resolver is never
 	// asked, so a policy published only in Resolver's view is found.
 	// Required.
-	Resolver mailsec.Resolver
+	Resolver dns.Resolver
 	// Cache keeps policies between Lookups. Nil means an in-memory
 	// MemCache owned by the Client: policies are then lost on restart,
 	// and the first delivery after it trusts whatever the network says
@@ -339,7 +340,7 @@ func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (conn
 		}
 	}
 	if len(errs) == 0 {
-		return nil, &mailsec.DNSError{Name: host, Type: "A/AAAA", Kind: mailsec.DNSNoRecords}
+		return nil, &dns.Error{Name: host, Type: "A/AAAA", Kind: dns.NoRecords}
 	}
 	return nil, errors.Join(errs...)
 }
@@ -576,7 +577,7 @@ func (c *Client) refresh(ctx context.Context, d string) *Result {
 		}
 	}
 	switch {
-	case err != nil && (mailsec.IsNotFound(err) || errors.Is(err, ErrNoRecord)):
+	case err != nil && (dns.IsNotFound(err) || errors.Is(err, ErrNoRecord)):
 		// No valid record: no policy, unless one is cached (§5.1).
 		if e == nil {
 			return &Result{}

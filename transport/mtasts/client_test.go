@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 func TestLookupFetchesPolicy(t *testing.T) {
@@ -194,10 +195,10 @@ func TestLookupNoRecord(t *testing.T) {
 
 func TestLookupDNSFailure(t *testing.T) {
 	e := newEnv(t)
-	e.res.setFail(testTXT, &mailsec.DNSError{Name: testTXT, Type: "TXT", Kind: mailsec.DNSServerFailure})
+	e.res.setFail(testTXT, &dns.Error{Name: testTXT, Type: "TXT", Kind: dns.ServerFailure})
 	se := checkFetchFailure(t, e, ResultFetchError, nil)
-	var de *mailsec.DNSError
-	if !errors.As(se, &de) || de.Kind != mailsec.DNSServerFailure {
+	var de *dns.Error
+	if !errors.As(se, &de) || de.Kind != dns.ServerFailure {
 		t.Errorf("Err = %v, want the DNS error", se)
 	}
 	if n := e.srv.fetches.Load(); n != 0 {
@@ -342,7 +343,7 @@ func TestRefreshFailureKeepsPolicy(t *testing.T) {
 			e.srv.set(servePolicy("version: STSv1\nmode: enforce\n"))
 		},
 		"TXT lookup fails": func(e *env) {
-			e.res.setFail(testTXT, &mailsec.DNSError{Name: testTXT, Type: "TXT", Kind: mailsec.DNSTimeout})
+			e.res.setFail(testTXT, &dns.Error{Name: testTXT, Type: "TXT", Kind: dns.Timeout})
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

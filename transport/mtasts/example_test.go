@@ -16,35 +16,35 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
 // txtResolver answers TXT lookups from a map and puts every policy host
 // at 127.0.0.1, where the example's server listens; every other name and
-// type does not exist. It stands in for a mailsec.DNSResolver.
+// type does not exist. It stands in for a dns.Client.
 type txtResolver map[string][]string
 
-func (r txtResolver) LookupTXT(_ context.Context, name string) (mailsec.Answer[string], error) {
+func (r txtResolver) LookupTXT(_ context.Context, name string) (dns.Answer[string], error) {
 	if recs, ok := r[name]; ok {
-		return mailsec.Answer[string]{Records: recs, Name: name}, nil
+		return dns.Answer[string]{Records: recs, Name: name}, nil
 	}
-	return mailsec.Answer[string]{}, &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNXDomain}
+	return dns.Answer[string]{}, &dns.Error{Name: name, Type: "TXT", Kind: dns.NXDomain}
 }
 
-func (r txtResolver) LookupMX(_ context.Context, name string) (mailsec.Answer[mailsec.MX], error) {
-	return mailsec.Answer[mailsec.MX]{}, &mailsec.DNSError{Name: name, Type: "MX", Kind: mailsec.DNSNXDomain}
+func (r txtResolver) LookupMX(_ context.Context, name string) (dns.Answer[dns.MX], error) {
+	return dns.Answer[dns.MX]{}, &dns.Error{Name: name, Type: "MX", Kind: dns.NXDomain}
 }
 
-func (r txtResolver) LookupIP(_ context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+func (r txtResolver) LookupIP(_ context.Context, name string) (dns.Answer[netip.Addr], error) {
 	if strings.HasPrefix(name, "mta-sts.") {
-		return mailsec.Answer[netip.Addr]{Records: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Name: name}, nil
+		return dns.Answer[netip.Addr]{Records: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Name: name}, nil
 	}
-	return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A/AAAA", Kind: mailsec.DNSNXDomain}
+	return dns.Answer[netip.Addr]{}, &dns.Error{Name: name, Type: "A/AAAA", Kind: dns.NXDomain}
 }
 
-func (r txtResolver) LookupTLSA(_ context.Context, name string) (mailsec.Answer[mailsec.TLSA], error) {
-	return mailsec.Answer[mailsec.TLSA]{}, &mailsec.DNSError{Name: name, Type: "TLSA", Kind: mailsec.DNSNXDomain}
+func (r txtResolver) LookupTLSA(_ context.Context, name string) (dns.Answer[dns.TLSA], error) {
+	return dns.Answer[dns.TLSA]{}, &dns.Error{Name: name, Type: "TLSA", Kind: dns.NXDomain}
 }
 
 // policyServer starts an HTTPS server on loopback that serves policy as

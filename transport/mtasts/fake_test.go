@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 // fakeResolver answers TXT and address lookups from maps and counts the
@@ -89,42 +89,42 @@ func (r *fakeResolver) total() int {
 	return n
 }
 
-func (r *fakeResolver) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+func (r *fakeResolver) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lookups[name]++
 	if err := r.fail[name]; err != nil {
-		return mailsec.Answer[string]{}, err
+		return dns.Answer[string]{}, err
 	}
 	recs, ok := r.txt[name]
 	if !ok {
-		return mailsec.Answer[string]{}, &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNXDomain}
+		return dns.Answer[string]{}, &dns.Error{Name: name, Type: "TXT", Kind: dns.NXDomain}
 	}
-	return mailsec.Answer[string]{Records: slices.Clone(recs), Name: name}, nil
+	return dns.Answer[string]{Records: slices.Clone(recs), Name: name}, nil
 }
 
 var errNotUsed = errors.New("not used by mtasts")
 
-func (r *fakeResolver) LookupMX(context.Context, string) (mailsec.Answer[mailsec.MX], error) {
-	return mailsec.Answer[mailsec.MX]{}, errNotUsed
+func (r *fakeResolver) LookupMX(context.Context, string) (dns.Answer[dns.MX], error) {
+	return dns.Answer[dns.MX]{}, errNotUsed
 }
 
-func (r *fakeResolver) LookupIP(_ context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+func (r *fakeResolver) LookupIP(_ context.Context, name string) (dns.Answer[netip.Addr], error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ipLookups[name]++
 	if err := r.fail["IP "+name]; err != nil {
-		return mailsec.Answer[netip.Addr]{}, err
+		return dns.Answer[netip.Addr]{}, err
 	}
 	addrs, ok := r.ips[name]
 	if !ok {
-		return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A/AAAA", Kind: mailsec.DNSNXDomain}
+		return dns.Answer[netip.Addr]{}, &dns.Error{Name: name, Type: "A/AAAA", Kind: dns.NXDomain}
 	}
-	return mailsec.Answer[netip.Addr]{Records: slices.Clone(addrs), Name: name}, nil
+	return dns.Answer[netip.Addr]{Records: slices.Clone(addrs), Name: name}, nil
 }
 
-func (r *fakeResolver) LookupTLSA(context.Context, string) (mailsec.Answer[mailsec.TLSA], error) {
-	return mailsec.Answer[mailsec.TLSA]{}, errNotUsed
+func (r *fakeResolver) LookupTLSA(context.Context, string) (dns.Answer[dns.TLSA], error) {
+	return dns.Answer[dns.TLSA]{}, errNotUsed
 }
 
 // fakeClock is a settable clock.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 // The policy host is resolved through the Client's Resolver and nothing
@@ -35,8 +36,8 @@ func TestPolicyHostThroughResolver(t *testing.T) {
 	e.res.mu.Lock()
 	delete(e.res.ips, "mta-sts.example.com")
 	e.res.mu.Unlock()
-	se := checkFetchFailure(t, e, ResultFetchError, mailsec.ErrNXDomain)
-	var de *mailsec.DNSError
+	se := checkFetchFailure(t, e, ResultFetchError, dns.ErrNXDomain)
+	var de *dns.Error
 	if !errors.As(se, &de) || de.Name != "mta-sts.example.com" {
 		t.Fatalf("Err = %v, want the Resolver's NXDOMAIN for the policy host", se)
 	}
@@ -223,14 +224,14 @@ type panicResolver struct {
 	txt, ip bool
 }
 
-func (p panicResolver) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+func (p panicResolver) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
 	if p.txt {
 		panic("resolver bug (TXT)")
 	}
 	return p.fakeResolver.LookupTXT(ctx, name)
 }
 
-func (p panicResolver) LookupIP(ctx context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+func (p panicResolver) LookupIP(ctx context.Context, name string) (dns.Answer[netip.Addr], error) {
 	if p.ip {
 		panic("resolver bug (A/AAAA)")
 	}

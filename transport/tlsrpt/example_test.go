@@ -9,31 +9,32 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
 
-// staticTXT is a tiny mailsec.Resolver that knows TXT records only.
+// staticTXT is a tiny dns.Resolver that knows TXT records only.
 type staticTXT map[string][]string
 
-func (s staticTXT) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+func (s staticTXT) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
 	recs, ok := s[name]
 	if !ok {
-		return mailsec.Answer[string]{}, &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNXDomain}
+		return dns.Answer[string]{}, &dns.Error{Name: name, Type: "TXT", Kind: dns.NXDomain}
 	}
-	return mailsec.Answer[string]{Records: recs, Name: name}, nil
+	return dns.Answer[string]{Records: recs, Name: name}, nil
 }
 
-func (s staticTXT) LookupMX(ctx context.Context, name string) (mailsec.Answer[mailsec.MX], error) {
-	return mailsec.Answer[mailsec.MX]{}, &mailsec.DNSError{Name: name, Type: "MX", Kind: mailsec.DNSNoRecords}
+func (s staticTXT) LookupMX(ctx context.Context, name string) (dns.Answer[dns.MX], error) {
+	return dns.Answer[dns.MX]{}, &dns.Error{Name: name, Type: "MX", Kind: dns.NoRecords}
 }
 
-func (s staticTXT) LookupIP(ctx context.Context, name string) (mailsec.Answer[netip.Addr], error) {
-	return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A", Kind: mailsec.DNSNoRecords}
+func (s staticTXT) LookupIP(ctx context.Context, name string) (dns.Answer[netip.Addr], error) {
+	return dns.Answer[netip.Addr]{}, &dns.Error{Name: name, Type: "A", Kind: dns.NoRecords}
 }
 
-func (s staticTXT) LookupTLSA(ctx context.Context, name string) (mailsec.Answer[mailsec.TLSA], error) {
-	return mailsec.Answer[mailsec.TLSA]{}, &mailsec.DNSError{Name: name, Type: "TLSA", Kind: mailsec.DNSNoRecords}
+func (s staticTXT) LookupTLSA(ctx context.Context, name string) (dns.Answer[dns.TLSA], error) {
+	return dns.Answer[dns.TLSA]{}, &dns.Error{Name: name, Type: "TLSA", Kind: dns.NoRecords}
 }
 
 // A transport records every session's outcome; after the day, the
@@ -96,21 +97,21 @@ func ExampleParseRecord() {
 
 // LookupPolicy reads _smtp._tls.<domain>; here from a fake resolver.
 func ExampleLookupPolicy() {
-	dns := staticTXT{"_smtp._tls.example.org": {
+	r := staticTXT{"_smtp._tls.example.org": {
 		"v=spf1 -all", // not a TLSRPT record: discarded
 		"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,ftp://reports.example.org/",
 	}}
-	pol, err := tlsrpt.LookupPolicy(context.Background(), dns, "Example.ORG.")
+	pol, err := tlsrpt.LookupPolicy(context.Background(), r, "Example.ORG.")
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(pol.Domain, pol.RUA, pol.Ignored)
 
-	_, err = tlsrpt.LookupPolicy(context.Background(), dns, "example.net")
+	_, err = tlsrpt.LookupPolicy(context.Background(), r, "example.net")
 	fmt.Println(err)
 	// Output:
 	// example.org [mailto:tlsrpt@example.org] [ftp://reports.example.org/]
-	// tlsrpt: no TLSRPT record for example.net: mailsec: DNS TXT _smtp._tls.example.net: no such domain (NXDOMAIN)
+	// tlsrpt: no TLSRPT record for example.net: dns: TXT _smtp._tls.example.net: no such domain (NXDOMAIN)
 }
 
 // A report goes by mail through the application's Sender (here one that

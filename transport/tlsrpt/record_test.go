@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
 
@@ -119,8 +120,8 @@ type failingTXT struct {
 	err error
 }
 
-func (f failingTXT) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
-	return mailsec.Answer[string]{}, f.err
+func (f failingTXT) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
+	return dns.Answer[string]{}, f.err
 }
 
 func TestLookupPolicy(t *testing.T) {
@@ -138,13 +139,13 @@ func TestLookupPolicy(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		r    mailsec.Resolver
+		r    dns.Resolver
 		kind error
 		temp bool
 	}{
 		{"nxdomain", staticTXT{}, tlsrpt.ErrNoRecord, false},
-		{"nodata", failingTXT{err: &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNoRecords}}, tlsrpt.ErrNoRecord, false},
-		{"servfail", failingTXT{err: &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSServerFailure}}, tlsrpt.ErrLookup, true},
+		{"nodata", failingTXT{err: &dns.Error{Name: name, Type: "TXT", Kind: dns.NoRecords}}, tlsrpt.ErrNoRecord, false},
+		{"servfail", failingTXT{err: &dns.Error{Name: name, Type: "TXT", Kind: dns.ServerFailure}}, tlsrpt.ErrLookup, true},
 		{"other TXT only", staticTXT{name: {"v=spf1 -all", "v=TLSRPTv10; rua=mailto:x@example.org"}}, tlsrpt.ErrNoRecord, false},
 		{"two records", staticTXT{name: {good, "v=TLSRPTv1; rua=https://r.example.org/"}}, tlsrpt.ErrMultipleRecords, false},
 		{"malformed", staticTXT{name: {"v=TLSRPTv1; rua=mailto:a@example.org; ;"}}, tlsrpt.ErrSyntax, false},
@@ -187,7 +188,7 @@ type recordingTXT struct {
 	asked *[]string
 }
 
-func (r recordingTXT) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+func (r recordingTXT) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
 	*r.asked = append(*r.asked, name)
 	return r.staticTXT.LookupTXT(ctx, name)
 }

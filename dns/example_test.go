@@ -1,25 +1,26 @@
-package mailsec_test
+package dns_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
-// A DNSResolver asking the validating resolver on this host. Answers it
+// A Client asking the validating resolver on this host. Answers it
 // validated are Authentic, which DANE needs; a server failure, which is
 // also how a validating resolver reports a tampered answer, is temporary.
-func ExampleDNSResolver() {
+func ExampleClient() {
 	addr, stop := startLocalResolver()
 	defer stop()
 
-	r := &mailsec.DNSResolver{Servers: []string{addr}, Timeout: 2 * time.Second}
+	r := &dns.Client{Servers: []string{addr}, Timeout: 2 * time.Second}
 	ctx := context.Background()
 
 	mx, err := r.LookupMX(ctx, "example.org")
@@ -32,10 +33,11 @@ func ExampleDNSResolver() {
 	fmt.Println("authentic:", mx.Authentic)
 
 	_, err = r.LookupTLSA(ctx, "_25._tcp.mx.example.org")
-	fmt.Println("no TLSA records:", mailsec.IsNotFound(err))
+	fmt.Println("no TLSA records:", dns.IsNotFound(err))
 
 	_, err = r.LookupTLSA(ctx, "_25._tcp.bogus.example.org")
-	fmt.Println("try again later:", mailsec.IsTemporary(err))
+	var de *dns.Error
+	fmt.Println("try again later:", errors.As(err, &de) && de.Temporary())
 	// Output:
 	// MX 10 mx.example.org
 	// authentic: true
@@ -46,8 +48,8 @@ func ExampleDNSResolver() {
 // Using a validating resolver elsewhere on a network path you trust (a
 // protected LAN, or a VPN): without TrustAD, answers from a non-loopback
 // address are never Authentic, and DANE cannot be used.
-func ExampleDNSResolver_trustAD() {
-	r := &mailsec.DNSResolver{
+func ExampleClient_trustAD() {
+	r := &dns.Client{
 		Servers: []string{"192.0.2.53:53", "192.0.2.54:53"},
 		TrustAD: true,
 		Timeout: 3 * time.Second,
@@ -63,16 +65,16 @@ func startLocalResolver() (addr string, stop func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	mx, _ := dns.NewRR("example.org. 300 IN MX 10 mx.example.org.")
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
+	mx, _ := mdns.NewRR("example.org. 300 IN MX 10 mx.example.org.")
+	srv := &mdns.Server{PacketConn: pc, Handler: mdns.HandlerFunc(func(w mdns.ResponseWriter, q *mdns.Msg) {
+		m := new(mdns.Msg)
 		m.SetReply(q)
 		m.AuthenticatedData = true
 		switch name := q.Question[0].Name; {
-		case name == "bogus.example.org." || dns.IsSubDomain("bogus.example.org.", name):
-			m.Rcode = dns.RcodeServerFailure
+		case name == "bogus.example.org." || mdns.IsSubDomain("bogus.example.org.", name):
+			m.Rcode = mdns.RcodeServerFailure
 			m.AuthenticatedData = false
-		case name == "example.org." && q.Question[0].Qtype == dns.TypeMX:
+		case name == "example.org." && q.Question[0].Qtype == mdns.TypeMX:
 			m.Answer = append(m.Answer, mx)
 		}
 		w.WriteMsg(m)
