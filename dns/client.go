@@ -1,21 +1,23 @@
 package dns
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/mailsec/mailsec/internal/syntax"
 )
@@ -32,7 +34,8 @@ import (
 //
 // Queries set RD, AD and EDNS0 with the DO bit, so the resolver reports
 // validation; answers truncated over UDP are asked again over TCP. A
-// Client must not be copied after first use.
+// Client must not be copied after first use. It is safe for concurrent
+// use.
 type Client struct {
 	// Servers are "host:port" addresses of validating resolvers, tried in
 	// order (an IP address without a port means port 53). Empty means the
@@ -68,7 +71,7 @@ const (
 // LookupMX returns the MX records of name. The null MX (RFC 7505 §3),
 // "0 .", is returned as MX{Host: "", Pref: 0}.
 func (r *Client) LookupMX(ctx context.Context, name string) (Answer[MX], error) {
-	return lookup(ctx, r, name, mdns.TypeMX, toMX)
+	return lookup(ctx, r, name, dnsmessage.TypeMX, toMX)
 }
 
 // LookupIP returns the A records of name, then its AAAA records, asked
@@ -87,13 +90,13 @@ func (r *Client) LookupIP(ctx context.Context, name string) (Answer[netip.Addr],
 	}
 	v4 := make(chan result, 1)
 	go func() {
-		a, err := lookup(ctx, r, name, mdns.TypeA, toAddr)
+		a, err := lookup(ctx, r, name, dnsmessage.TypeA, toAddr)
 		if temporary(err) {
 			cancel() // the AAAA answer alone is of no use
 		}
 		v4 <- result{a, err}
 	}()
-	a6, err6 := lookup(ctx, r, name, mdns.TypeAAAA, toAddr)
+	a6, err6 := lookup(ctx, r, name, dnsmessage.TypeAAAA, toAddr)
 	if temporary(err6) {
 		cancel()
 	}
@@ -142,67 +145,79 @@ func mergeIP(name string, a4 Answer[netip.Addr], err4 error, a6 Answer[netip.Add
 // LookupTXT returns the TXT records of name, each one's character-strings
 // joined without separators (RFC 7208 §3.3).
 func (r *Client) LookupTXT(ctx context.Context, name string) (Answer[string], error) {
-	return lookup(ctx, r, name, mdns.TypeTXT, toTXT)
+	return lookup(ctx, r, name, dnsmessage.TypeTXT, toTXT)
 }
 
 // LookupTLSA returns the TLSA records of name, for example
 // "_25._tcp.mx.example.org" (RFC 7672 §2.2).
 func (r *Client) LookupTLSA(ctx context.Context, name string) (Answer[TLSA], error) {
-	return lookup(ctx, r, name, mdns.TypeTLSA, toTLSA)
+	return lookup(ctx, r, name, typeTLSA, toTLSA)
+}
+
+// typeTLSA is the TLSA record type (RFC 6698 §7.1), which package
+// dnsmessage parses as an UnknownResource.
+const typeTLSA dnsmessage.Type = 52
+
+// typeName is the mnemonic of a record type, as Error.Type reports it.
+func typeName(t dnsmessage.Type) string {
+	switch t {
+	case dnsmessage.TypeA:
+		return "A"
+	case dnsmessage.TypeAAAA:
+		return "AAAA"
+	case dnsmessage.TypeMX:
+		return "MX"
+	case dnsmessage.TypeTXT:
+		return "TXT"
+	case dnsmessage.TypeCNAME:
+		return "CNAME"
+	case typeTLSA:
+		return "TLSA"
+	}
+	return "TYPE" + strconv.Itoa(int(t))
 }
 
 var errRecordType = errors.New("record of unexpected type")
 
 // The conversions from a record of the answer to what a lookup returns.
 
-func toMX(rr mdns.RR) (MX, error) {
-	mx, ok := rr.(*mdns.MX)
+func toMX(rr dnsmessage.Resource) (MX, error) {
+	mx, ok := rr.Body.(*dnsmessage.MXResource)
 	if !ok {
 		return MX{}, errRecordType
 	}
-	return MX{Host: presentName(mx.Mx), Pref: mx.Preference}, nil
+	return MX{Host: presentName(mx.MX.String()), Pref: mx.Pref}, nil
 }
 
-func toTXT(rr mdns.RR) (string, error) {
-	txt, ok := rr.(*mdns.TXT)
+func toTXT(rr dnsmessage.Resource) (string, error) {
+	txt, ok := rr.Body.(*dnsmessage.TXTResource)
 	if !ok {
 		return "", errRecordType
 	}
-	var b []byte
-	for _, s := range txt.Txt {
-		var err error
-		if b, err = unescape(b, s); err != nil {
-			return "", err
-		}
-	}
-	return string(b), nil
+	return strings.Join(txt.TXT, ""), nil
 }
 
-func toTLSA(rr mdns.RR) (TLSA, error) {
-	t, ok := rr.(*mdns.TLSA)
-	if !ok {
+func toTLSA(rr dnsmessage.Resource) (TLSA, error) {
+	u, ok := rr.Body.(*dnsmessage.UnknownResource)
+	if !ok || u.Type != typeTLSA {
 		return TLSA{}, errRecordType
 	}
-	data, err := hex.DecodeString(t.Certificate)
-	if err != nil {
-		return TLSA{}, err
+	// Usage, selector and matching type, one octet each, then the
+	// certificate association data (RFC 6698 §2.1).
+	if len(u.Data) < 3 {
+		return TLSA{}, errors.New("TLSA record shorter than 3 octets")
 	}
-	return TLSA{Usage: t.Usage, Selector: t.Selector, MatchingType: t.MatchingType, Data: data}, nil
+	return TLSA{Usage: u.Data[0], Selector: u.Data[1], MatchingType: u.Data[2], Data: bytes.Clone(u.Data[3:])}, nil
 }
 
-func toAddr(rr mdns.RR) (netip.Addr, error) {
-	var ip net.IP
-	switch rr := rr.(type) {
-	case *mdns.A:
-		ip = rr.A.To4()
-	case *mdns.AAAA:
-		ip = rr.AAAA.To16()
+func toAddr(rr dnsmessage.Resource) (netip.Addr, error) {
+	switch b := rr.Body.(type) {
+	case *dnsmessage.AResource:
+		return netip.AddrFrom4(b.A), nil
+	case *dnsmessage.AAAAResource:
+		return netip.AddrFrom16(b.AAAA), nil
 	}
-	addr, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Addr{}, errRecordType
-	}
-	return addr, nil
+	return netip.Addr{}, errRecordType
 }
 
 // servers returns the addresses to ask, in order.
@@ -216,12 +231,19 @@ func (r *Client) servers() []string {
 
 // resolvConf returns the nameservers listed in the resolv.conf file at
 // path as "host:port" addresses, or the loopback resolvers when there are
-// none, as the C library does.
+// none, as the C library does. Lines other than "nameserver ADDRESS", and
+// addresses that are not IP addresses, are ignored.
 func resolvConf(path string) []string {
 	var servers []string
-	if conf, err := mdns.ClientConfigFromFile(path); err == nil {
-		for _, s := range conf.Servers {
-			servers = append(servers, net.JoinHostPort(s, conf.Port))
+	if b, err := os.ReadFile(path); err == nil {
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "nameserver" {
+				continue
+			}
+			if _, err := netip.ParseAddr(f[1]); err == nil {
+				servers = append(servers, net.JoinHostPort(f[1], "53"))
+			}
 		}
 	}
 	if len(servers) == 0 {
@@ -262,12 +284,58 @@ func normName(name string) string {
 }
 
 // presentName converts a domain name from a record to the form of
-// Answer.Name and MX.Host; the root becomes "".
-func presentName(name string) string {
-	if name == "." {
+// Answer.Name and MX.Host: lower case, without the final dot, the root
+// as "". Octets other than printable ASCII become \DDD escapes and the
+// characters special in zone files are escaped with a backslash, as in a
+// zone file (RFC 1035 §5.1), so that no name from the network carries
+// controls or spaces, and none is taken for a name it is not.
+func presentName(s string) string {
+	if s == "." {
 		return ""
 	}
-	return normName(name)
+	s = strings.TrimSuffix(s, ".")
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'A' <= c && c <= 'Z':
+			b.WriteByte(c + 'a' - 'A')
+		case c <= ' ' || c >= 0x7f:
+			b.WriteByte('\\')
+			b.WriteByte('0' + c/100)
+			b.WriteByte('0' + c/10%10)
+			b.WriteByte('0' + c%10)
+		case strings.IndexByte(`\"();@$`, c) >= 0:
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// sameName reports whether the name from a record is name (fully
+// qualified), comparing ASCII letters without regard to case and every
+// other octet exactly: Unicode case folding would make the Kelvin sign
+// "K" a "k".
+func sameName(n dnsmessage.Name, name string) bool {
+	s := n.String()
+	if len(s) != len(name) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], name[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // checkName refuses names that are not domain names in A-label form
@@ -280,35 +348,6 @@ func checkName(name, typ string) (string, error) {
 	return strings.ToLower(strings.TrimSuffix(name, ".")) + ".", nil
 }
 
-// unescape appends to b the octets of a character-string in the
-// presentation format miekg/dns produces ("\\", "\"" and "\DDD" escapes).
-func unescape(b []byte, s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' {
-			b = append(b, c)
-			continue
-		}
-		i++
-		switch {
-		case i >= len(s):
-			return b, errors.New("TXT string ends in a backslash")
-		case i+2 < len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]):
-			v := int(s[i]-'0')*100 + int(s[i+1]-'0')*10 + int(s[i+2]-'0')
-			if v > 255 {
-				return b, errors.New("TXT string escape out of range")
-			}
-			b = append(b, byte(v))
-			i += 2
-		default:
-			b = append(b, s[i])
-		}
-	}
-	return b, nil
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
 func temporary(err error) bool {
 	var de *Error
 	if errors.As(err, &de) {
@@ -317,22 +356,67 @@ func temporary(err error) bool {
 	return err != nil
 }
 
+// query is one question, packed.
+type query struct {
+	id   uint16
+	wire []byte
+	name string // as errors report it: lower case, without the final dot
+	typ  string // as errors report it
+}
+
+func (q *query) error(kind Kind, err error) *Error {
+	return &Error{Name: q.name, Type: q.typ, Kind: kind, Err: err}
+}
+
+// newQuery packs a query for the records of type qtype at fqdn: RD set,
+// and, since RFC 6840 §5.7, AD, which asks the resolver to report
+// validation; EDNS0 with DO (RFC 3225) asks for the DNSSEC records with
+// it. The ID is random, so that an off-path attacker must guess it.
+func newQuery(fqdn string, qtype dnsmessage.Type) (*query, error) {
+	name, err := dnsmessage.NewName(fqdn)
+	if err != nil {
+		return nil, err
+	}
+	var id [2]byte
+	rand.Read(id[:])
+	q := &query{id: binary.BigEndian.Uint16(id[:]), name: normName(fqdn), typ: typeName(qtype)}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: q.id, RecursionDesired: true, AuthenticData: true})
+	var opt dnsmessage.ResourceHeader
+	if err := b.StartQuestions(); err != nil {
+		return nil, err
+	}
+	if err := b.Question(dnsmessage.Question{Name: name, Type: qtype, Class: dnsmessage.ClassINET}); err != nil {
+		return nil, err
+	}
+	if err := b.StartAdditionals(); err != nil {
+		return nil, err
+	}
+	if err := opt.SetEDNS0(udpSize, dnsmessage.RCodeSuccess, true); err != nil {
+		return nil, err
+	}
+	if err := b.OPTResource(opt, dnsmessage.OPTResource{}); err != nil {
+		return nil, err
+	}
+	if q.wire, err = b.Finish(); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
 // lookup asks each server in turn for the records of type qtype at
 // name, moving to the next one only after a temporary failure.
-func lookup[T any](ctx context.Context, r *Client, name string, qtype uint16, conv func(mdns.RR) (T, error)) (Answer[T], error) {
-	fqdn, err := checkName(name, mdns.TypeToString[qtype])
+func lookup[T any](ctx context.Context, r *Client, name string, qtype dnsmessage.Type, conv func(dnsmessage.Resource) (T, error)) (Answer[T], error) {
+	fqdn, err := checkName(name, typeName(qtype))
 	if err != nil {
 		return Answer[T]{}, err
 	}
+	q, err := newQuery(fqdn, qtype)
+	if err != nil {
+		return Answer[T]{}, &Error{Name: normName(name), Type: typeName(qtype), Kind: InvalidName, Err: err}
+	}
 	timeout := cmp.Or(r.Timeout, defaultTimeout)
-	q := new(mdns.Msg)
-	q.SetQuestion(fqdn, qtype) // sets RD
-	// RFC 6840 §5.7: AD in a query asks the resolver to report
-	// validation; DO (RFC 3225) asks for the DNSSEC records with it.
-	q.AuthenticatedData = true
-	q.SetEdns0(udpSize, true)
 
-	var last error = &Error{Name: normName(name), Type: mdns.TypeToString[qtype], Kind: Unreachable, Err: errors.New("no resolver configured")}
+	var last error = q.error(Unreachable, errors.New("no resolver configured"))
 	for _, server := range r.servers() {
 		server = serverAddr(server)
 		resp, err := exchange(ctx, server, q, timeout)
@@ -355,93 +439,139 @@ func lookup[T any](ctx context.Context, r *Client, name string, qtype uint16, co
 	return Answer[T]{}, last
 }
 
-// answer turns a response into an Answer. It checks that resp answers
-// q (type qtype at fqdn), follows the CNAME chain inside the answer
-// section, and converts each record of the final owner with conv. The
-// answer, or a denial, is Authentic only if AD is set and trustAD.
-func answer[T any](resp *mdns.Msg, fqdn string, qtype uint16, trustAD bool, conv func(mdns.RR) (T, error)) (Answer[T], error) {
-	derr := func(kind Kind, err error) error {
-		return &Error{Name: normName(fqdn), Type: mdns.TypeToString[qtype], Kind: kind, Err: err}
+// answer turns a response (the message as received) into an Answer. It
+// checks that resp answers the question (type qtype at fqdn), follows the
+// CNAME chain inside the answer section, and converts each record of the
+// final owner with conv. The answer, or a denial, is Authentic only if AD
+// is set and trustAD.
+func answer[T any](resp []byte, fqdn string, qtype dnsmessage.Type, trustAD bool, conv func(dnsmessage.Resource) (T, error)) (Answer[T], error) {
+	derr := func(kind Kind, err error) *Error {
+		return &Error{Name: normName(fqdn), Type: typeName(qtype), Kind: kind, Err: err}
 	}
-	if !resp.Response || resp.Opcode != mdns.OpcodeQuery || len(resp.Question) != 1 {
+	var p dnsmessage.Parser
+	h, err := p.Start(resp)
+	if err != nil {
+		return Answer[T]{}, derr(Malformed, err)
+	}
+	questions, err := p.AllQuestions()
+	if err != nil {
+		return Answer[T]{}, derr(Malformed, err)
+	}
+	if !h.Response || h.OpCode != 0 || len(questions) != 1 {
 		return Answer[T]{}, derr(Malformed, errors.New("not a response to a query"))
 	}
-	if q := resp.Question[0]; !strings.EqualFold(q.Name, fqdn) || q.Qtype != qtype || q.Qclass != mdns.ClassINET {
-		return Answer[T]{}, derr(Malformed, fmt.Errorf("response to another question (%s %s)", q.Name, mdns.TypeToString[q.Qtype]))
+	if q := questions[0]; !sameName(q.Name, fqdn) || q.Type != qtype || q.Class != dnsmessage.ClassINET {
+		return Answer[T]{}, derr(Malformed, fmt.Errorf("response to another question (%s %s)", presentName(q.Name.String()), typeName(q.Type)))
 	}
-	ad := resp.AuthenticatedData && trustAD
-	switch resp.Rcode {
-	case mdns.RcodeSuccess:
-	case mdns.RcodeNameError:
+	records, err := p.AllAnswers()
+	if err != nil {
+		return Answer[T]{}, derr(Malformed, err)
+	}
+	if err := p.SkipAllAuthorities(); err != nil {
+		return Answer[T]{}, derr(Malformed, err)
+	}
+	extra, err := p.AllAdditionals()
+	if err != nil {
+		return Answer[T]{}, derr(Malformed, err)
+	}
+	// The RCODE's upper bits travel in the OPT record (RFC 6891 §6.1.3).
+	rcode := h.RCode
+	for _, rr := range extra {
+		if rr.Header.Type == dnsmessage.TypeOPT {
+			rcode = rr.Header.ExtendedRCode(h.RCode)
+		}
+	}
+
+	ad := h.AuthenticData && trustAD
+	switch rcode {
+	case dnsmessage.RCodeSuccess:
+	case dnsmessage.RCodeNameError:
 		// RFC 6604 §2: after CNAMEs, the RCODE speaks of the last target.
-		e := derr(NXDomain, nil).(*Error)
+		e := derr(NXDomain, nil)
 		e.Authentic = ad
 		return Answer[T]{}, e
-	case mdns.RcodeServerFailure:
+	case dnsmessage.RCodeServerFailure:
 		return Answer[T]{}, derr(ServerFailure, nil)
 	default:
-		return Answer[T]{}, derr(Refused, fmt.Errorf("RCODE %s", rcodeName(resp.Rcode)))
+		return Answer[T]{}, derr(Refused, fmt.Errorf("RCODE %s", rcodeName(rcode)))
 	}
 
 	// Follow CNAMEs from the name asked (RFC 1034 §3.6.2, §4.3.2).
 	owner := fqdn
 	var recs []T
 	for hop := 0; ; hop++ {
-		var cname string
-		for _, rr := range resp.Answer {
-			h := rr.Header()
-			if h.Class != mdns.ClassINET || !strings.EqualFold(h.Name, owner) {
+		var cname *dnsmessage.Name
+		for _, rr := range records {
+			if rr.Header.Class != dnsmessage.ClassINET || !sameName(rr.Header.Name, owner) {
 				continue
 			}
-			switch h.Rrtype {
+			switch rr.Header.Type {
 			case qtype:
 				v, err := conv(rr)
 				if err != nil {
 					return Answer[T]{}, derr(Malformed, err)
 				}
 				recs = append(recs, v)
-			case mdns.TypeCNAME:
-				c, ok := rr.(*mdns.CNAME)
-				if !ok || cname != "" && !strings.EqualFold(cname, c.Target) {
-					return Answer[T]{}, derr(Malformed, fmt.Errorf("several CNAME records at %s", owner))
+			case dnsmessage.TypeCNAME:
+				c, ok := rr.Body.(*dnsmessage.CNAMEResource)
+				if !ok || cname != nil && !sameName(c.CNAME, cname.String()) {
+					return Answer[T]{}, derr(Malformed, fmt.Errorf("several CNAME records at %s", presentName(rr.Header.Name.String())))
 				}
-				cname = c.Target
+				cname = &c.CNAME
 			}
 		}
-		if len(recs) > 0 || cname == "" {
+		if len(recs) > 0 || cname == nil {
 			break
 		}
 		if hop == maxCNAME {
 			return Answer[T]{}, derr(Malformed, fmt.Errorf("CNAME chain longer than %d", maxCNAME))
 		}
-		owner = cname
+		owner = cname.String()
 	}
 	if len(recs) == 0 {
 		// NODATA: NOERROR without records of the type (RFC 2308 §2.2).
-		e := derr(NoRecords, nil).(*Error)
+		e := derr(NoRecords, nil)
 		e.Authentic = ad
 		return Answer[T]{}, e
 	}
 	return Answer[T]{Records: recs, Authentic: ad, Name: presentName(owner)}, nil
 }
 
-func rcodeName(rcode int) string {
-	if s, ok := mdns.RcodeToString[rcode]; ok {
-		return s
+// rcodeName is the mnemonic of a response code (RFC 6895 §2.3).
+func rcodeName(rcode dnsmessage.RCode) string {
+	switch rcode {
+	case dnsmessage.RCodeFormatError:
+		return "FORMERR"
+	case dnsmessage.RCodeNotImplemented:
+		return "NOTIMP"
+	case dnsmessage.RCodeRefused:
+		return "REFUSED"
+	case 6:
+		return "YXDOMAIN"
+	case 7:
+		return "YXRRSET"
+	case 8:
+		return "NXRRSET"
+	case 9:
+		return "NOTAUTH"
+	case 10:
+		return "NOTZONE"
+	case 16:
+		return "BADVERS"
 	}
-	return strconv.Itoa(rcode)
+	return strconv.Itoa(int(rcode))
 }
 
 // exchange sends q to server over UDP and, if the answer is truncated,
 // again over TCP (RFC 7766 §5). Errors are *Error.
-func exchange(ctx context.Context, server string, q *mdns.Msg, timeout time.Duration) (*mdns.Msg, error) {
+func exchange(ctx context.Context, server string, q *query, timeout time.Duration) ([]byte, error) {
 	resp, truncated, err := exchangeOnce(ctx, "udp", server, q, timeout)
 	if err != nil || !truncated {
 		return resp, err
 	}
 	resp, truncated, err = exchangeOnce(ctx, "tcp", server, q, timeout)
 	if err == nil && truncated {
-		return nil, queryError(q, Malformed, errors.New("answer truncated over TCP"))
+		return nil, q.error(Malformed, errors.New("answer truncated over TCP"))
 	}
 	return resp, err
 }
@@ -452,17 +582,17 @@ func deadlinePassed(ctx context.Context) bool {
 	return ok && !time.Now().Before(dl)
 }
 
-func queryError(q *mdns.Msg, kind Kind, err error) *Error {
-	return &Error{Name: normName(q.Question[0].Name), Type: mdns.TypeToString[q.Question[0].Qtype], Kind: kind, Err: err}
-}
+// maxMsgSize is the largest DNS message, over TCP (RFC 1035 §4.2.2).
+const maxMsgSize = 65535
 
 // exchangeOnce performs one query over network ("udp" or "tcp"),
-// bounded by timeout and by ctx, cancellation included. It reports
-// whether the answer had the TC bit, in which case resp may be nil.
-func exchangeOnce(ctx context.Context, network, server string, q *mdns.Msg, timeout time.Duration) (resp *mdns.Msg, truncated bool, err error) {
+// bounded by timeout and by ctx, cancellation included. It returns the
+// response as received, or reports that it had the TC bit, in which case
+// resp is nil.
+func exchangeOnce(ctx context.Context, network, server string, q *query, timeout time.Duration) (resp []byte, truncated bool, err error) {
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	fail := func(err error) (*mdns.Msg, bool, error) {
+	fail := func(err error) ([]byte, bool, error) {
 		kind := Unreachable
 		var ne net.Error
 		timeout := errors.As(err, &ne) && ne.Timeout()
@@ -476,11 +606,7 @@ func exchangeOnce(ctx context.Context, network, server string, q *mdns.Msg, time
 		case qctx.Err() != nil || timeout:
 			kind = Timeout
 		}
-		return nil, false, queryError(q, kind, err)
-	}
-	wire, err := q.Pack()
-	if err != nil {
-		return nil, false, queryError(q, Malformed, err)
+		return nil, false, q.error(kind, err)
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(qctx, network, server)
@@ -496,10 +622,10 @@ func exchangeOnce(ctx context.Context, network, server string, q *mdns.Msg, time
 
 	var buf []byte
 	if network == "udp" {
-		if _, err := conn.Write(wire); err != nil {
+		if _, err := conn.Write(q.wire); err != nil {
 			return fail(err)
 		}
-		buf = make([]byte, mdns.MaxMsgSize)
+		buf = make([]byte, maxMsgSize)
 		for {
 			n, err := conn.Read(buf)
 			if err != nil {
@@ -507,15 +633,15 @@ func exchangeOnce(ctx context.Context, network, server string, q *mdns.Msg, time
 			}
 			// Skip datagrams that do not carry our ID: late answers to
 			// earlier queries, or blind spoofing attempts.
-			if n >= 12 && binary.BigEndian.Uint16(buf) == q.Id {
+			if n >= 12 && binary.BigEndian.Uint16(buf) == q.id {
 				buf = buf[:n]
 				break
 			}
 		}
 	} else {
-		msg := make([]byte, 2+len(wire))
-		binary.BigEndian.PutUint16(msg, uint16(len(wire)))
-		copy(msg[2:], wire)
+		msg := make([]byte, 2+len(q.wire))
+		binary.BigEndian.PutUint16(msg, uint16(len(q.wire)))
+		copy(msg[2:], q.wire)
 		if _, err := conn.Write(msg); err != nil {
 			return fail(err)
 		}
@@ -527,8 +653,8 @@ func exchangeOnce(ctx context.Context, network, server string, q *mdns.Msg, time
 		if _, err := io.ReadFull(conn, buf); err != nil {
 			return fail(err)
 		}
-		if len(buf) < 12 || binary.BigEndian.Uint16(buf) != q.Id {
-			return nil, false, queryError(q, Malformed, errors.New("answer with another ID"))
+		if len(buf) < 12 || binary.BigEndian.Uint16(buf) != q.id {
+			return nil, false, q.error(Malformed, errors.New("answer with another ID"))
 		}
 	}
 	// The TC bit is in the third octet of the header (RFC 1035 §4.1.1);
@@ -536,9 +662,5 @@ func exchangeOnce(ctx context.Context, network, server string, q *mdns.Msg, time
 	if buf[2]&0x02 != 0 {
 		return nil, true, nil
 	}
-	resp = new(mdns.Msg)
-	if err := resp.Unpack(buf); err != nil {
-		return nil, false, queryError(q, Malformed, err)
-	}
-	return resp, false, nil
+	return buf, false, nil
 }

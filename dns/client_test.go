@@ -16,6 +16,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // dnsTestServer is a DNS server on 127.0.0.1, UDP and TCP on one port,
@@ -154,6 +155,16 @@ func dnsZone(t testing.TB, ad bool, zone ...string) func(q *mdns.Msg, network st
 	}
 }
 
+// pack is m in wire form.
+func pack(t testing.TB, m *mdns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func errorOf(t *testing.T, err error) *Error {
 	t.Helper()
 	var de *Error
@@ -247,17 +258,17 @@ func TestClientTrust(t *testing.T) {
 	// Authentic.
 	q := new(mdns.Msg).SetQuestion("example.org.", mdns.TypeMX)
 	resp := dnsReply(t, q, mdns.RcodeSuccess, true, "example.org. 300 IN MX 10 mx.example.org.")
-	ans, err := answer(resp, "example.org.", mdns.TypeMX, false, toMX)
+	ans, err := answer(pack(t, resp), "example.org.", dnsmessage.TypeMX, false, toMX)
 	if err != nil || ans.Authentic || len(ans.Records) != 1 {
 		t.Errorf("untrusted answer: %+v, %v", ans, err)
 	}
-	ans, err = answer(resp, "example.org.", mdns.TypeMX, true, toMX)
+	ans, err = answer(pack(t, resp), "example.org.", dnsmessage.TypeMX, true, toMX)
 	if err != nil || !ans.Authentic {
 		t.Errorf("trusted answer: %+v, %v", ans, err)
 	}
 	for _, rcode := range []int{mdns.RcodeNameError, mdns.RcodeSuccess} {
 		resp := dnsReply(t, q, rcode, true)
-		_, err := answer(resp, "example.org.", mdns.TypeMX, false, toMX)
+		_, err := answer(pack(t, resp), "example.org.", dnsmessage.TypeMX, false, toMX)
 		if de := errorOf(t, err); de.Authentic || !IsNotFound(err) {
 			t.Errorf("untrusted denial %s: %+v", mdns.RcodeToString[rcode], de)
 		}
@@ -466,12 +477,12 @@ func TestClientCNAME(t *testing.T) {
 		"other.example.org. 300 IN MX 10 evil.example.",
 		"a.example.org. 300 IN CNAME b.example.org.",
 		"b.example.org. 300 IN MX 10 good.example.")
-	ans, err = answer(resp, "a.example.org.", mdns.TypeMX, true, toMX)
+	ans, err = answer(pack(t, resp), "a.example.org.", dnsmessage.TypeMX, true, toMX)
 	if err != nil || !slices.Equal(ans.Records, []MX{{"good.example", 10}}) {
 		t.Errorf("got %+v, %v", ans, err)
 	}
 	resp.Answer = append(resp.Answer, dnsReply(t, q, 0, false, "a.example.org. 300 IN CNAME c.example.org.").Answer...)
-	if _, err = answer(resp, "a.example.org.", mdns.TypeMX, true, toMX); errorOf(t, err).Kind != Malformed {
+	if _, err = answer(pack(t, resp), "a.example.org.", dnsmessage.TypeMX, true, toMX); errorOf(t, err).Kind != Malformed {
 		t.Errorf("two CNAMEs: %v", err)
 	}
 }
@@ -533,20 +544,6 @@ func TestClientTXT(t *testing.T) {
 	want := []string{"v=STSv1; id=2024", "a\"b\\c\td\xff", ""}
 	if !slices.Equal(ans.Records, want) {
 		t.Errorf("got %q, want %q", ans.Records, want)
-	}
-
-	for in, want := range map[string]string{
-		``: "", `plain`: "plain", `\"`: `"`, `\\`: `\`, `\065\066`: "AB", `\000`: "\x00", `\;`: ";", `\0`: "0", `x\12`: "x12",
-	} {
-		got, err := unescape(nil, in)
-		if err != nil || string(got) != want {
-			t.Errorf("unescape(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, in := range []string{`\`, `ab\`, `\256`, `\999`} {
-		if _, err := unescape(nil, in); err == nil {
-			t.Errorf("unescape(%q) succeeded", in)
-		}
 	}
 }
 
@@ -701,6 +698,54 @@ func TestClientMalformed(t *testing.T) {
 	}
 }
 
+// The RCODE's upper bits travel in the OPT record: a BADVERS answer has
+// NOERROR in its header, and must not be read as "no records".
+func TestClientExtendedRcode(t *testing.T) {
+	q := new(mdns.Msg).SetQuestion("example.org.", mdns.TypeTLSA)
+	m := new(mdns.Msg)
+	m.SetReply(q)
+	m.AuthenticatedData = true
+	m.SetEdns0(1232, true)
+	m.Rcode = mdns.RcodeBadVers
+	wire := pack(t, m)
+	if rc := wire[3] & 0x0f; rc != 0 {
+		t.Fatalf("header RCODE %d, want 0 with BADVERS in the OPT record", rc)
+	}
+	_, err := answer(wire, "example.org.", typeTLSA, true, toTLSA)
+	if de := errorOf(t, err); de.Kind != Refused || IsNotFound(err) || !strings.Contains(err.Error(), "BADVERS") {
+		t.Errorf("BADVERS read as %v", err)
+	}
+}
+
+// Names from the network are compared octet by octet, ASCII letters
+// without regard to case, and come back escaped: the Kelvin sign, which
+// Unicode folds to "k", is not a "k", and a space or a control in an MX
+// host name does not reach the caller as such.
+func TestClientNamesFromTheNetwork(t *testing.T) {
+	q := new(mdns.Msg).SetQuestion("kample.org.", mdns.TypeMX)
+	kelvin := `\226\132\170ample.org.` // U+212A KELVIN SIGN, then "ample.org."
+	resp := dnsReply(t, q, mdns.RcodeSuccess, true, kelvin+" 300 IN MX 10 evil.example.")
+	ans, err := answer(pack(t, resp), "kample.org.", dnsmessage.TypeMX, true, toMX)
+	if !errors.Is(err, ErrNoRecords) {
+		t.Errorf("a record at %s answered kample.org: %+v, %v", kelvin, ans, err)
+	}
+	resp.Question[0].Name = kelvin
+	if _, err := answer(pack(t, resp), "kample.org.", dnsmessage.TypeMX, true, toMX); errorOf(t, err).Kind != Malformed {
+		t.Errorf("the answer to %s taken for one to kample.org: %v", kelvin, err)
+	}
+
+	q = new(mdns.Msg).SetQuestion("example.org.", mdns.TypeMX)
+	resp = dnsReply(t, q, mdns.RcodeSuccess, true,
+		`example.org. 300 IN MX 10 MX\032One.Example.`,
+		`example.org. 300 IN MX 20 a\010b\\c\"d.example.`,
+		`example.org. 300 IN MX 30 \255.example.`)
+	ans, err = answer(pack(t, resp), "example.org.", dnsmessage.TypeMX, true, toMX)
+	want := []MX{{`mx\032one.example`, 10}, {`a\010b\\c\"d.example`, 20}, {`\255.example`, 30}}
+	if err != nil || !slices.Equal(ans.Records, want) {
+		t.Errorf("got %+v, %v; want %+v", ans.Records, err, want)
+	}
+}
+
 // TestClientWire checks the handling of raw datagrams: answers with
 // another ID are skipped, garbage with the right ID is malformed.
 func TestClientWire(t *testing.T) {
@@ -829,7 +874,7 @@ func TestClientConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// FuzzAnswer unpacks arbitrary bytes as a response and turns it into an
+// FuzzAnswer reads arbitrary bytes as a response and turns it into an
 // answer of every type, as a lookup does.
 func FuzzAnswer(f *testing.F) {
 	q := new(mdns.Msg).SetQuestion("example.org.", mdns.TypeMX)
@@ -850,21 +895,29 @@ func FuzzAnswer(f *testing.F) {
 		if len(data) > 4096 {
 			return
 		}
-		resp := new(mdns.Msg)
-		if resp.Unpack(data) != nil {
-			return
-		}
+		// Ask the question the response claims to answer, when it is a
+		// name a lookup could ask for, to get past the question check.
 		fqdn := "example.org."
-		if len(resp.Question) > 0 {
-			if n, err := checkName(resp.Question[0].Name, "MX"); err == nil {
-				fqdn = n
+		var p dnsmessage.Parser
+		if _, err := p.Start(data); err == nil {
+			if q, err := p.Question(); err == nil {
+				if n, err := checkName(q.Name.String(), "MX"); err == nil {
+					fqdn = n
+				}
+			}
+		}
+		// canonical: lower case, printable ASCII, no spaces.
+		canonical := func(what, name string) {
+			for i := 0; i < len(name); i++ {
+				if c := name[i]; c <= ' ' || c >= 0x7f || 'A' <= c && c <= 'Z' {
+					t.Errorf("%s %q not in canonical form", what, name)
+					return
+				}
 			}
 		}
 		check := func(name string, err error) {
 			if err == nil {
-				if name != strings.ToLower(name) {
-					t.Errorf("Name %q not in canonical form", name)
-				}
+				canonical("Name", name)
 				return
 			}
 			var de *Error
@@ -872,27 +925,30 @@ func FuzzAnswer(f *testing.F) {
 				t.Errorf("error %v is not a *Error of a known kind", err)
 			}
 		}
-		a1, err := answer(resp, fqdn, mdns.TypeMX, true, toMX)
+		a1, err := answer(data, fqdn, dnsmessage.TypeMX, true, toMX)
 		check(a1.Name, err)
 		for _, mx := range a1.Records {
-			if mx.Host != strings.ToLower(mx.Host) {
-				t.Errorf("MX host %q not lower case", mx.Host)
-			}
+			canonical("MX host", mx.Host)
 		}
-		a2, err := answer(resp, fqdn, mdns.TypeTXT, true, toTXT)
+		a2, err := answer(data, fqdn, dnsmessage.TypeTXT, true, toTXT)
 		check(a2.Name, err)
-		a3, err := answer(resp, fqdn, mdns.TypeTLSA, false, toTLSA)
+		a3, err := answer(data, fqdn, typeTLSA, false, toTLSA)
 		check(a3.Name, err)
 		if a3.Authentic {
 			t.Error("Authentic without trust")
 		}
-		a4, err := answer(resp, fqdn, mdns.TypeA, true, toAddr)
+		a4, err := answer(data, fqdn, dnsmessage.TypeA, true, toAddr)
 		check(a4.Name, err)
-		a5, err := answer(resp, fqdn, mdns.TypeAAAA, true, toAddr)
+		a5, err := answer(data, fqdn, dnsmessage.TypeAAAA, true, toAddr)
 		check(a5.Name, err)
-		for _, a := range append(a4.Records, a5.Records...) {
-			if !a.IsValid() {
-				t.Error("invalid address")
+		for _, a := range a4.Records {
+			if !a.Is4() {
+				t.Errorf("A record %v", a)
+			}
+		}
+		for _, a := range a5.Records {
+			if !a.Is6() {
+				t.Errorf("AAAA record %v", a)
 			}
 		}
 	})
