@@ -35,7 +35,8 @@ import (
 // Queries set RD, AD and EDNS0 with the DO bit, so the resolver reports
 // validation; answers truncated over UDP are asked again over TCP. A
 // Client must not be copied after first use. It is safe for concurrent
-// use.
+// use. A nil *Client has no resolver to ask: its lookups fail, without a
+// query, with an *Error of kind Unreachable.
 type Client struct {
 	// Servers are "host:port" addresses of validating resolvers, tried in
 	// order (an IP address without a port means port 53). Empty means the
@@ -68,6 +69,9 @@ const (
 	typeIP = "A/AAAA"
 )
 
+// errNilClient is the error of a lookup through a nil *Client.
+var errNilClient = errors.New("nil *dns.Client: no resolver to ask")
+
 // LookupMX returns the MX records of name. The null MX (RFC 7505 §3),
 // "0 .", is returned as MX{Host: "", Pref: 0}.
 func (r *Client) LookupMX(ctx context.Context, name string) (Answer[MX], error) {
@@ -81,6 +85,9 @@ func (r *Client) LookupMX(ctx context.Context, name string) (Answer[MX], error) 
 func (r *Client) LookupIP(ctx context.Context, name string) (Answer[netip.Addr], error) {
 	if _, err := checkName(name, typeIP); err != nil {
 		return Answer[netip.Addr]{}, err
+	}
+	if r == nil {
+		return Answer[netip.Addr]{}, &Error{Name: normName(name), Type: typeIP, Kind: Unreachable, Err: errNilClient}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -413,6 +420,9 @@ func lookup[T any](ctx context.Context, r *Client, name string, qtype dnsmessage
 	q, err := newQuery(fqdn, qtype)
 	if err != nil {
 		return Answer[T]{}, &Error{Name: normName(name), Type: typeName(qtype), Kind: InvalidName, Err: err}
+	}
+	if r == nil {
+		return Answer[T]{}, q.error(Unreachable, errNilClient)
 	}
 	timeout := cmp.Or(r.Timeout, defaultTimeout)
 

@@ -854,6 +854,32 @@ func TestClientResolvConf(t *testing.T) {
 	}
 }
 
+// A nil *Client is a Resolver without a resolver to ask: every lookup
+// fails with a typed error, none panics.
+func TestClientNil(t *testing.T) {
+	var r *Client
+	ctx := context.Background()
+	for typ, lookup := range map[string]func() error{
+		"MX":     func() error { _, err := r.LookupMX(ctx, "example.org"); return err },
+		"A/AAAA": func() error { _, err := r.LookupIP(ctx, "example.org"); return err },
+		"TXT":    func() error { _, err := r.LookupTXT(ctx, "example.org"); return err },
+		"TLSA":   func() error { _, err := r.LookupTLSA(ctx, "_25._tcp.example.org"); return err },
+	} {
+		var err error
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Fatalf("%s lookup through a nil *Client panicked: %v", typ, v)
+				}
+			}()
+			err = lookup()
+		}()
+		if de := errorOf(t, err); de.Kind != Unreachable || de.Type != typ || !strings.Contains(err.Error(), "nil *dns.Client") || IsNotFound(err) {
+			t.Errorf("%s: %v", typ, err)
+		}
+	}
+}
+
 func TestClientConcurrent(t *testing.T) {
 	srv := startDNSServer(t, dnsZone(t, true,
 		"example.org. 300 IN MX 10 mx.example.org.",
