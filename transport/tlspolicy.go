@@ -142,6 +142,16 @@ func (p *tlsPolicy) clock() func() time.Time {
 	return time.Now
 }
 
+// daneVerification is how a DANE match authenticated the server, for the
+// Receipt: a DANE-TA(2) record names the trust anchor of the server's
+// chain, a DANE-EE(3) record the server's own key (RFC 7672 §3.1).
+func daneVerification(m dane.Match) mailsec.Verification {
+	if m.Record.Usage == 2 {
+		return mailsec.VerifiedDANETA
+	}
+	return mailsec.VerifiedDANEEE
+}
+
 var errPinMismatch = errors.New("certificate public key matches no pin")
 
 // domainError is a certificate that verifies but is for neither the

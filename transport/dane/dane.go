@@ -89,7 +89,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/dns"
 )
 
@@ -182,15 +181,6 @@ type Match struct {
 	// Name is, for DANE-TA, the reference name the server's certificate
 	// was valid for; empty for DANE-EE, where names are not checked.
 	Name string
-}
-
-// Verification is how the match authenticated the server, for a
-// mailsec.ConnectionState.
-func (m Match) Verification() mailsec.Verification {
-	if m.Record.Usage == usageDANETA {
-		return mailsec.VerifiedDANETA
-	}
-	return mailsec.VerifiedDANEEE
 }
 
 // Errors an *Error matches with errors.Is.

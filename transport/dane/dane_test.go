@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/dane"
 )
@@ -129,7 +128,7 @@ func wantFail(t *testing.T, chain []*x509.Certificate, recs []dns.TLSA, names []
 			t.Errorf("error %q does not match %v", err, target)
 		}
 	}
-	if de.Temporary() || mailsec.IsTemporary(err) {
+	if de.Temporary() {
 		t.Errorf("error %q is temporary", err)
 	}
 	if m.Record.Data != nil || m.Depth != 0 || m.Name != "" {
@@ -145,8 +144,8 @@ func TestDANEEE(t *testing.T) {
 		r := rec(params[0], params[1], params[2], p.leaf.cert)
 		t.Run(r.String()[:5]+" match", func(t *testing.T) {
 			m := wantMatch(t, chain, []dns.TLSA{r}, mxNames, r, 0)
-			if m.Verification() != mailsec.VerifiedDANEEE || m.Name != "" {
-				t.Errorf("match %+v: Verification %q, Name %q", m, m.Verification(), m.Name)
+			if m.Record.Usage != 3 || m.Name != "" {
+				t.Errorf("match %+v: usage %d, Name %q", m, m.Record.Usage, m.Name)
 			}
 		})
 		t.Run(r.String()[:5]+" mismatch", func(t *testing.T) {
@@ -237,8 +236,8 @@ func TestDANETA(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := wantMatch(t, tt.chain, []dns.TLSA{tt.rec}, mxNames, tt.rec, tt.depth)
-			if m.Verification() != mailsec.VerifiedDANETA || m.Name != "mx.example.org" {
-				t.Errorf("match %+v: Verification %q, Name %q", m, m.Verification(), m.Name)
+			if m.Record.Usage != 2 || m.Name != "mx.example.org" {
+				t.Errorf("match %+v: usage %d, Name %q", m, m.Record.Usage, m.Name)
 			}
 		})
 	}

@@ -81,7 +81,7 @@ func ExampleVerify() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%s, usage %d, depth %d\n", m.Verification(), m.Record.Usage, m.Depth)
+	fmt.Printf("authenticated by a record of usage %d (DANE-EE), depth %d\n", m.Record.Usage, m.Depth)
 
 	other := exampleServerCert()
 	_, err = dane.Verify(chain, []dns.TLSA{exampleRecord(other.Leaf)}, names, time.Now())
@@ -90,7 +90,7 @@ func ExampleVerify() {
 		fmt.Println(de.ResultType(), errors.Is(err, dane.ErrNoMatch))
 	}
 	// Output:
-	// dane-ee, usage 3, depth 0
+	// authenticated by a record of usage 3 (DANE-EE), depth 0
 	// validation-failure true
 }
 
@@ -119,7 +119,7 @@ func ExampleVerifyConnection() {
 		log.Fatal(err)
 	}
 	clientConn.Close()
-	fmt.Printf("%s via TLSA %d %d %d\n", match.Verification(), match.Record.Usage, match.Record.Selector, match.Record.MatchingType)
+	fmt.Printf("authenticated by TLSA %d %d %d\n", match.Record.Usage, match.Record.Selector, match.Record.MatchingType)
 	// Output:
-	// dane-ee via TLSA 3 1 1
+	// authenticated by TLSA 3 1 1
 }
