@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/internal/hostdial"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -341,44 +342,11 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 		dial = new(net.Dialer).DialContext
 	}
 	t.Proxy = nil // names go through Resolver, not a proxy's
-	t.DialContext = func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-		// This runs in a goroutine of net/http's: a panic in the
-		// Resolver or the dialer would take the process down.
-		defer func() {
-			if v := recover(); v != nil {
-				conn, err = nil, fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
-			}
-		}()
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		ans, err := w.Resolver.LookupIP(ctx, host)
-		if err != nil {
-			return nil, err
-		}
-		var errs []error
-		tried := 0
-		// dial refuses non-global addresses unless AllowPrivate.
-		for _, ip := range ans.Records {
-			if tried == maxKeyServerAddrs {
-				break
-			}
-			tried++
-			c, err := dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
-			}
-		}
-		if len(errs) == 0 {
-			return nil, &dns.Error{Name: host, Type: "A/AAAA", Kind: dns.NoRecords}
-		}
-		return nil, errors.Join(errs...)
-	}
+	// dial refuses non-global addresses unless AllowPrivate.
+	t.DialContext = (&hostdial.Dialer{Resolver: w.Resolver, Dial: dial, AllowPrivate: w.AllowPrivate, MaxAddrs: maxKeyServerAddrs,
+		Panicked: func(addr string, v any) error {
+			return fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
+		}}).DialContext
 	return t, nil
 }
 

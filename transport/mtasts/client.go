@@ -22,6 +22,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/internal/hostdial"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -275,10 +276,16 @@ func (c *Client) init() {
 		case !c.AllowPrivate:
 			c.dial = netguard.Dial(c.dial)
 		}
+		// The policy host is resolved through Resolver and dialled at
+		// at most maxPolicyAddrs of its addresses; unless AllowPrivate,
+		// non-global ones are refused before dialling, and c.dial checks
+		// the connection.
+		policyHost := &hostdial.Dialer{Resolver: c.Resolver, Dial: c.dial, AllowPrivate: c.AllowPrivate,
+			MaxAddrs: maxPolicyAddrs, Panicked: func(_ string, v any) error { return &panicked{v: v} }}
 		c.http = &http.Client{
 			Transport: &http.Transport{
 				Proxy:                  nil,
-				DialContext:            c.dialPolicyHost,
+				DialContext:            policyHost.DialContext,
 				TLSClientConfig:        cfg,
 				DisableKeepAlives:      true,
 				DisableCompression:     true,
@@ -293,57 +300,6 @@ func (c *Client) init() {
 
 // maxPolicyAddrs bounds the addresses of a policy host one fetch tries.
 const maxPolicyAddrs = 4
-
-// dialPolicyHost connects to the policy host in addr ("mta-sts.<domain>:443")
-// at the addresses Resolver gives for it, at most maxPolicyAddrs of them;
-// unless AllowPrivate is set, an address that is not global unicast is
-// refused before dialling (and c.dial checks the connection again).
-func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-	// This runs in a goroutine of net/http's: a panic in the Resolver or
-	// the dialer would take the process down.
-	defer func() {
-		if v := recover(); v != nil {
-			conn, err = nil, &panicked{v: v}
-		}
-	}()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	ans, err := c.Resolver.LookupIP(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	tried := 0
-	for _, ip := range ans.Records {
-		if !c.AllowPrivate {
-			if r := netguard.Reason(ip); r != "" {
-				errs = append(errs, &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r})
-				continue
-			}
-		}
-		if tried == maxPolicyAddrs {
-			break
-		}
-		tried++
-		conn, err = c.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
-		if err == nil {
-			return conn, nil
-		}
-		if ge, ok := netguard.As(err); ok {
-			err = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if len(errs) == 0 {
-		return nil, &dns.Error{Name: host, Type: "A/AAAA", Kind: dns.NoRecords}
-	}
-	return nil, errors.Join(errs...)
-}
 
 func (c *Client) cache() Cache {
 	if c.Cache != nil {
