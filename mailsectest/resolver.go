@@ -34,6 +34,7 @@ type Resolver struct {
 	cnames  map[string]string
 	fails   map[rkey]error
 	queries map[rkey]int
+	lookups int // every lookup, refused ones included
 }
 
 // rkey names the records of one query type ("MX", "IP", "TXT", "TLSA")
@@ -140,6 +141,15 @@ func (r *Resolver) Queries(qtype, name string) int {
 	return r.queries[k]
 }
 
+// Lookups returns the number of lookups made so far, of every type and
+// name, those refused as not a domain name included: zero says the code
+// under test asked the DNS nothing.
+func (r *Resolver) Lookups() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lookups
+}
+
 // LookupMX implements dns.Resolver.
 func (r *Resolver) LookupMX(ctx context.Context, name string) (dns.Answer[dns.MX], error) {
 	return lookup(ctx, r, "MX", "MX", name, slices.Clone[[]dns.MX])
@@ -165,12 +175,13 @@ func (r *Resolver) LookupTLSA(ctx context.Context, name string) (dns.Answer[dns.
 const maxCNAME = 8
 
 func lookup[T any](ctx context.Context, r *Resolver, qtype, typ, name string, clone func([]T) []T) (dns.Answer[T], error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lookups++
 	if err := checkName(name, typ); err != nil {
 		return dns.Answer[T]{}, err
 	}
 	asked := canonical(name)
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.queries[rkey{qtype, asked}]++
 	dnsErr := func(kind dns.Kind, authentic bool, err error) error {
 		return &dns.Error{Name: asked, Type: typ, Kind: kind, Authentic: authentic, Err: err}

@@ -267,6 +267,15 @@ func TestResolverQueries(t *testing.T) {
 			t.Errorf("Queries(%q, %q) = %d, want %d", qtype[0], qtype[1], got, want)
 		}
 	}
+	// Lookups counts every lookup, of a name refused as not a domain
+	// name too.
+	r.LookupIP(ctx, "not a name")
+	if n := r.Lookups(); n != 6 {
+		t.Errorf("Lookups() = %d, want 6", n)
+	}
+	if n := mailsectest.NewResolver().Lookups(); n != 0 {
+		t.Errorf("a new Resolver: Lookups() = %d", n)
+	}
 	defer func() {
 		if recover() == nil {
 			t.Error("Queries with an unknown type did not panic")

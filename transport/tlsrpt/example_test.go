@@ -9,32 +9,18 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
-	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
 
-// staticTXT is a tiny dns.Resolver that knows TXT records only.
-type staticTXT map[string][]string
-
-func (s staticTXT) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
-	recs, ok := s[name]
-	if !ok {
-		return dns.Answer[string]{}, &dns.Error{Name: name, Type: "TXT", Kind: dns.NXDomain}
+// txtResolver is a resolver that knows the TXT records given: a
+// mailsectest.Resolver, which a test uses in place of a dns.Client.
+func txtResolver(recs map[string][]string) *mailsectest.Resolver {
+	r := mailsectest.NewResolver()
+	for name, txt := range recs {
+		r.TXT(name, txt...)
 	}
-	return dns.Answer[string]{Records: recs, Name: name}, nil
-}
-
-func (s staticTXT) LookupMX(ctx context.Context, name string) (dns.Answer[dns.MX], error) {
-	return dns.Answer[dns.MX]{}, &dns.Error{Name: name, Type: "MX", Kind: dns.NoRecords}
-}
-
-func (s staticTXT) LookupIP(ctx context.Context, name string) (dns.Answer[netip.Addr], error) {
-	return dns.Answer[netip.Addr]{}, &dns.Error{Name: name, Type: "A", Kind: dns.NoRecords}
-}
-
-func (s staticTXT) LookupTLSA(ctx context.Context, name string) (dns.Answer[dns.TLSA], error) {
-	return dns.Answer[dns.TLSA]{}, &dns.Error{Name: name, Type: "TLSA", Kind: dns.NoRecords}
+	return r
 }
 
 // A transport records every session's outcome; after the day, the
@@ -95,12 +81,12 @@ func ExampleParseRecord() {
 	// https://reports.example.org/v1/tlsrpt
 }
 
-// LookupPolicy reads _smtp._tls.<domain>; here from a fake resolver.
+// LookupPolicy reads _smtp._tls.<domain>; here from a test resolver.
 func ExampleLookupPolicy() {
-	r := staticTXT{"_smtp._tls.example.org": {
+	r := mailsectest.NewResolver() // in production, a *dns.Client
+	r.TXT("_smtp._tls.example.org",
 		"v=spf1 -all", // not a TLSRPT record: discarded
-		"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,ftp://reports.example.org/",
-	}}
+		"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,ftp://reports.example.org/")
 	pol, err := tlsrpt.LookupPolicy(context.Background(), r, "Example.ORG.")
 	if err != nil {
 		log.Fatal(err)
@@ -125,7 +111,7 @@ func ExampleSubmitter_Submit() {
 		log.Fatal(err)
 	}
 	pol, err := tlsrpt.LookupPolicy(context.Background(),
-		staticTXT{"_smtp._tls.example.org": {"v=TLSRPTv1; rua=mailto:tlsrpt@example.org"}}, "example.org")
+		txtResolver(map[string][]string{"_smtp._tls.example.org": {"v=TLSRPTv1; rua=mailto:tlsrpt@example.org"}}), "example.org")
 	if err != nil {
 		log.Fatal(err)
 	}
