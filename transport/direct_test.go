@@ -648,6 +648,15 @@ func TestDirectDANE(t *testing.T) {
 		if !errors.Is(err, mailsec.ErrDomainPolicy) {
 			t.Fatalf("dane-only: err = %v", err)
 		}
+		// The refusal is the attempt's one result for TLS reporting.
+		if n := e.reports.failures(tlsrpt.DANERequired); n != 1 {
+			t.Fatalf("%d dane-required results: %+v", n, e.reports.results())
+		}
+		for _, r := range e.reports.results() {
+			if r.Failure == tlsrpt.DANERequired && (r.ReceivingMXHostname != "mx1.secure.example" || r.PolicyDomain != "secure.example") {
+				t.Errorf("dane-required result %+v", r)
+			}
+		}
 	})
 	t.Run("TLS-Required: No never means plaintext", func(t *testing.T) {
 		for _, l := range []mailsec.SecurityLevel{mailsec.Verified, mailsec.DANE, mailsec.DANEOnly} {

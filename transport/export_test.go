@@ -32,8 +32,11 @@ func DialWith(t *Submission, pol *tlsPolicy, alter func(*tls.Config)) (mailsec.C
 
 // SubmissionPolicy is the policy a Submission uses for sec.
 func SubmissionPolicy(sec mailsec.Security) *tlsPolicy {
-	p, _ := submissionPolicy(sec)
-	return p
+	hp, err := requirement(sec, "", nil)
+	if err != nil {
+		return nil
+	}
+	return hp.pol
 }
 
 // DANEPolicy requires a certificate that matches one of the TLSA records.

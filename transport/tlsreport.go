@@ -56,6 +56,35 @@ func (t *Direct) reportAttempt(ds *domainState, r tlsrpt.Result) {
 	t.report(ds, r)
 }
 
+// reportRefusal records an MX host refused before any connection, for the
+// refusals TLS reporting has a result type for (RFC 8460 §4.3): a
+// DNSSEC-signed host whose TLSA lookup failed with SERVFAIL (which is how
+// a validating resolver reports a bogus answer), a host an MTA-STS policy
+// in enforce mode does not list, a host without usable TLSA records at
+// the DANE-only level.
+func (t *Direct) reportRefusal(ds *domainState, host string, err error) {
+	var se *mailsec.SecurityError
+	if t.Reports == nil || !errors.As(err, &se) {
+		return
+	}
+	r := tlsrpt.Result{ReceivingMXHostname: host}
+	switch se.Failure {
+	case mailsec.FailTLSALookup:
+		var de *dns.Error
+		if !errors.As(err, &de) || de.Kind != dns.ServerFailure {
+			return
+		}
+		r.PolicyType, r.Failure, r.FailureReasonCode = tlsrpt.PolicyTLSA, tlsrpt.DNSSECInvalid, reasonCode(err)
+	case mailsec.FailMXNotInPolicy:
+		r.Failure, r.FailureReasonCode = tlsrpt.ValidationFailure, "MX host "+host+" is not listed in the MTA-STS policy"
+	case mailsec.FailDANERequired:
+		r.Failure = tlsrpt.DANERequired
+	default:
+		return
+	}
+	t.reportAttempt(ds, r)
+}
+
 // reportSession records a session's TLS outcome. Failures before TLS was
 // tried (the connection was refused, the server closed) are not TLS
 // results and are not reported.
