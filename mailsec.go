@@ -49,7 +49,9 @@
 //   - [Receipt]: the per-recipient audit record of what happened.
 //
 // Package mailsectest has an in-process TLS SMTP server and a recording
-// Transport for tests.
+// Transport for tests. Package dns resolves the names direct delivery to
+// MX hosts needs (transport.Direct), with their DNSSEC status; the root
+// package does no DNS of its own.
 //
 // # Errors
 //

@@ -17,12 +17,12 @@ import (
 )
 
 // Gathering: what the DNS and the domain's MTA-STS policy say about a
-// recipient domain and its MX hosts, learnt before any connection is made
-// (mox's smtpclient/gather.go is the model). Direct delivery gathers the
-// route (gatherRoute), the domain's policy (gatherPolicy), then, host by
-// host, the addresses and TLSA records (gatherHost); what a session must
-// then meet is decided in tlspolicy.go, and Check reads the same facts.
-// Every name goes through Direct.Resolver.
+// recipient domain and its MX hosts, learnt before any connection is
+// made. Direct delivery gathers the route (gatherRoute) and the domain's
+// policy (gatherPolicy), then, host by host, the addresses and TLSA
+// records (gatherHost); what a session must then meet is decided in
+// tlspolicy.go. Check reads the same facts. Every name goes through
+// Direct.Resolver.
 
 // route is a domain's MX hosts in the order to try them.
 type route struct {
