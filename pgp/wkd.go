@@ -305,6 +305,11 @@ func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	return &c, nil
 }
 
+// addressError is a connection to host refused by the address guard.
+func addressError(host string, e *netguard.Error) error {
+	return &mailsec.AddressError{Host: host, Addr: e.Addr, Reason: e.Reason}
+}
+
 // maxKeyServerAddrs bounds the addresses of one key server a request
 // tries when Resolver gives them.
 const maxKeyServerAddrs = 4
@@ -344,6 +349,7 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 	t.Proxy = nil // names go through Resolver, not a proxy's
 	// dial refuses non-global addresses unless AllowPrivate.
 	t.DialContext = (&hostdial.Dialer{Resolver: w.Resolver, Dial: dial, AllowPrivate: w.AllowPrivate, MaxAddrs: maxKeyServerAddrs,
+		Refused: addressError,
 		Panicked: func(addr string, v any) error {
 			return fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
 		}}).DialContext
@@ -369,7 +375,7 @@ func (w *WKD) get(ctx context.Context, c *http.Client, u, addr string) ([]*openp
 					host = p.Hostname() // a redirect's target
 				}
 			}
-			return nil, &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+			return nil, addressError(host, ge)
 		}
 		return nil, err
 	}

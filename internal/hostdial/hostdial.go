@@ -12,6 +12,10 @@
 // the connection again, for addresses a custom dialer reaches some other
 // way), and at most MaxAddrs addresses are tried, so that a name with a
 // hundred addresses costs a few connection attempts.
+//
+// The package imports nothing of the library above the dns package and the
+// internal netguard: callers turn a refusal into their typed error
+// (Refused).
 package hostdial
 
 import (
@@ -19,7 +23,6 @@ import (
 	"errors"
 	"net"
 
-	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 )
@@ -39,6 +42,10 @@ type Dialer struct {
 	// MaxAddrs bounds the addresses dialled per connection; addresses
 	// refused as not global do not count. It must be positive.
 	MaxAddrs int
+	// Refused turns the refusal of a non-global address of host, before
+	// dialling or by Dial's guard, into the error reported for it (the
+	// library's *mailsec.AddressError).
+	Refused func(host string, e *netguard.Error) error
 	// Panicked turns a panic in Resolver or Dial into the error
 	// DialContext returns: DialContext runs in goroutines of net/http's,
 	// where a panic would take the process down.
@@ -46,9 +53,8 @@ type Dialer struct {
 }
 
 // DialContext connects to addr ("host:port") at the first of host's
-// addresses that answers. A refused address is a *mailsec.AddressError
-// naming host; with several failures the error joins them all, in the
-// order tried. A host without addresses is a *dns.Error matching
+// addresses that answers. A refused address is reported as Refused makes
+// it; with several failures the error joins them all, in the order tried. A host without addresses is a *dns.Error matching
 // dns.ErrNoRecords.
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (conn net.Conn, err error) {
 	defer func() {
@@ -69,7 +75,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (conn ne
 	for _, ip := range ans.Records {
 		if !d.AllowPrivate {
 			if r := netguard.Reason(ip); r != "" {
-				errs = append(errs, &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r})
+				errs = append(errs, d.Refused(host, &netguard.Error{Addr: ip.WithZone(""), Reason: r}))
 				continue
 			}
 		}
@@ -84,7 +90,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (conn ne
 		if ge, ok := netguard.As(err); ok {
 			// The dialer reached, or was about to reach, an address the
 			// guard refuses.
-			err = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+			err = d.Refused(host, ge)
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {

@@ -39,6 +39,11 @@ func (r *recorder) dial(_ context.Context, _, addr string) (net.Conn, error) {
 	return c1, nil
 }
 
+// addressError is the error a caller makes of a refusal.
+func addressError(host string, e *netguard.Error) error {
+	return &mailsec.AddressError{Host: host, Addr: e.Addr, Reason: e.Reason}
+}
+
 func addrs(s ...string) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range s {
@@ -55,7 +60,7 @@ func TestRefusesNonGlobalAndBoundsAttempts(t *testing.T) {
 	res.IP("keys.example.org", addrs("127.0.0.1", "10.0.0.1", "169.254.169.254", "192.0.2.1", "198.51.100.1", "203.0.113.1", "8.8.8.8", "8.8.4.4", "1.1.1.1")...)
 	refused := errors.New("connection refused")
 	rec := &recorder{fail: map[string]error{"8.8.8.8:443": refused, "8.8.4.4:443": refused, "1.1.1.1:443": refused}}
-	d := &hostdial.Dialer{Resolver: res, Dial: rec.dial, MaxAddrs: 2}
+	d := &hostdial.Dialer{Refused: addressError, Resolver: res, Dial: rec.dial, MaxAddrs: 2}
 	_, err := d.DialContext(context.Background(), "tcp", "keys.example.org:443")
 	if want := []string{"8.8.8.8:443", "8.8.4.4:443"}; !slices.Equal(rec.dials, want) {
 		t.Errorf("dialled %q, want %q", rec.dials, want)
@@ -70,7 +75,7 @@ func TestRefusesNonGlobalAndBoundsAttempts(t *testing.T) {
 
 	// AllowPrivate: every address may be dialled, still at most MaxAddrs.
 	rec = &recorder{fail: map[string]error{"127.0.0.1:443": refused}}
-	d = &hostdial.Dialer{Resolver: res, Dial: rec.dial, MaxAddrs: 2, AllowPrivate: true}
+	d = &hostdial.Dialer{Refused: addressError, Resolver: res, Dial: rec.dial, MaxAddrs: 2, AllowPrivate: true}
 	c, err := d.DialContext(context.Background(), "tcp", "keys.example.org:443")
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +92,7 @@ func TestGuardErrorNamesTheHost(t *testing.T) {
 	res := mailsectest.NewResolver()
 	res.IP("mta-sts.example.org", addrs("8.8.8.8")...)
 	rec := &recorder{fail: map[string]error{"8.8.8.8:443": &netguard.Error{Addr: netip.MustParseAddr("127.0.0.1"), Reason: "loopback"}}}
-	d := &hostdial.Dialer{Resolver: res, Dial: rec.dial, MaxAddrs: 4}
+	d := &hostdial.Dialer{Refused: addressError, Resolver: res, Dial: rec.dial, MaxAddrs: 4}
 	_, err := d.DialContext(context.Background(), "tcp", "mta-sts.example.org:443")
 	var ae *mailsec.AddressError
 	if !errors.As(err, &ae) || ae.Host != "mta-sts.example.org" || ae.Addr != netip.MustParseAddr("127.0.0.1") || ae.Reason != "loopback" {
@@ -100,7 +105,7 @@ func TestGuardErrorNamesTheHost(t *testing.T) {
 func TestResolverErrors(t *testing.T) {
 	res := mailsectest.NewResolver()
 	rec := &recorder{}
-	d := &hostdial.Dialer{Resolver: res, Dial: rec.dial, MaxAddrs: 4}
+	d := &hostdial.Dialer{Refused: addressError, Resolver: res, Dial: rec.dial, MaxAddrs: 4}
 	_, err := d.DialContext(context.Background(), "tcp", "localhost:443")
 	if !errors.Is(err, dns.ErrNXDomain) || len(rec.dials) != 0 {
 		t.Errorf("a name the Resolver does not know: %v, dialled %q", err, rec.dials)
@@ -139,13 +144,13 @@ func (panicIP) LookupIP(context.Context, string) (dns.Answer[netip.Addr], error)
 // goroutines, is returned as the error Panicked makes of it.
 func TestPanicsBecomeErrors(t *testing.T) {
 	panicked := func(addr string, v any) error { return fmt.Errorf("%s: panicked: %v", addr, v) }
-	d := &hostdial.Dialer{Resolver: panicIP{mailsectest.NewResolver()}, Dial: (&recorder{}).dial, MaxAddrs: 4, Panicked: panicked}
+	d := &hostdial.Dialer{Refused: addressError, Resolver: panicIP{mailsectest.NewResolver()}, Dial: (&recorder{}).dial, MaxAddrs: 4, Panicked: panicked}
 	if _, err := d.DialContext(context.Background(), "tcp", "keys.example.org:443"); err == nil || err.Error() != "keys.example.org:443: panicked: resolver bug" {
 		t.Errorf("Resolver panic: %v", err)
 	}
 	res := mailsectest.NewResolver()
 	res.IP("keys.example.org", addrs("8.8.8.8")...)
-	d = &hostdial.Dialer{Resolver: res, MaxAddrs: 4, Panicked: panicked,
+	d = &hostdial.Dialer{Refused: addressError, Resolver: res, MaxAddrs: 4, Panicked: panicked,
 		Dial: func(context.Context, string, string) (net.Conn, error) { panic("dialer bug") }}
 	if _, err := d.DialContext(context.Background(), "tcp", "keys.example.org:443"); err == nil || !strings.Contains(err.Error(), "dialer bug") {
 		t.Errorf("Dial panic: %v", err)
@@ -158,7 +163,7 @@ func TestStopsWhenTheContextEnds(t *testing.T) {
 	res.IP("keys.example.org", addrs("8.8.8.8", "8.8.4.4")...)
 	ctx, cancel := context.WithCancel(context.Background())
 	var dials int
-	d := &hostdial.Dialer{Resolver: res, MaxAddrs: 4, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	d := &hostdial.Dialer{Refused: addressError, Resolver: res, MaxAddrs: 4, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		dials++
 		cancel()
 		return nil, ctx.Err()

@@ -281,7 +281,8 @@ func (c *Client) init() {
 		// non-global ones are refused before dialling, and c.dial checks
 		// the connection.
 		policyHost := &hostdial.Dialer{Resolver: c.Resolver, Dial: c.dial, AllowPrivate: c.AllowPrivate,
-			MaxAddrs: maxPolicyAddrs, Panicked: func(_ string, v any) error { return &panicked{v: v} }}
+			MaxAddrs: maxPolicyAddrs, Refused: addressError,
+			Panicked: func(_ string, v any) error { return &panicked{v: v} }}
 		c.http = &http.Client{
 			Transport: &http.Transport{
 				Proxy:                  nil,
@@ -300,6 +301,11 @@ func (c *Client) init() {
 
 // maxPolicyAddrs bounds the addresses of a policy host one fetch tries.
 const maxPolicyAddrs = 4
+
+// addressError is a connection to host refused by the address guard.
+func addressError(host string, e *netguard.Error) error {
+	return &mailsec.AddressError{Host: host, Addr: e.Addr, Reason: e.Reason}
+}
 
 func (c *Client) cache() Cache {
 	if c.Cache != nil {
