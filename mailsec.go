@@ -48,7 +48,8 @@
 // STARTTLS), and Direct delivers to each recipient domain's MX hosts
 // itself, authenticating them with DANE or MTA-STS. Package mailsectest
 // has an in-process TLS SMTP server and a recording Transport for an
-// application's own tests.
+// application's own tests. Package dns resolves the names Direct needs,
+// with their DNSSEC status; the root package does no DNS of its own.
 //
 // # Policies and end-to-end protection
 //

@@ -20,9 +20,10 @@
 //   - [NewPGPKey], [ArmorPublic], [ArmorPrivate]: OpenPGP test keys, good
 //     ones and the kinds mailsec must refuse (expired, revoked, sign-only,
 //     revoked encryption subkey, RSA-1024, version 6).
-//   - [Resolver]: a map-backed mailsec.Resolver for testing direct
-//     delivery: MX, address, TXT and TLSA records, zones marked as
-//     DNSSEC-signed, scripted failures, and a count of the lookups made.
+//   - [Resolver]: a map-backed dns.Resolver, a stand-in for dns.Client
+//     wherever the library resolves names (transport.Direct, MTA-STS,
+//     TLS-RPT, pgp.WKD): MX, address, TXT and TLSA records, zones marked
+//     as DNSSEC-signed, scripted failures, and counts of the lookups made.
 //
 // Nothing here is meant for production use.
 package mailsectest

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 )
 
@@ -15,10 +16,10 @@ import (
 func ExampleResolver() {
 	r := mailsectest.NewResolver()
 	r.Secure("example.org")
-	r.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: 10})
+	r.MX("example.org", dns.MX{Host: "mx.example.org", Pref: 10})
 	r.IP("mx.example.org", netip.MustParseAddr("192.0.2.25"))
-	r.TLSA("_25._tcp.mx.example.org", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{0xde, 0xad}})
-	r.Fail("MX", "broken.example", &mailsec.DNSError{Kind: mailsec.DNSServerFailure})
+	r.TLSA("_25._tcp.mx.example.org", dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{0xde, 0xad}})
+	r.Fail("MX", "broken.example", &dns.Error{Kind: dns.ServerFailure})
 
 	ctx := context.Background()
 	mx, _ := r.LookupMX(ctx, "Example.org.")
@@ -28,7 +29,7 @@ func ExampleResolver() {
 	fmt.Println(tlsa.Records[0], tlsa.Authentic)
 
 	_, err := r.LookupTXT(ctx, "_mta-sts.example.org")
-	fmt.Println(errors.Is(err, mailsec.ErrNXDomain))
+	fmt.Println(errors.Is(err, dns.ErrNXDomain))
 
 	_, err = r.LookupMX(ctx, "broken.example")
 	fmt.Println(err, mailsec.IsTemporary(err))
@@ -38,6 +39,6 @@ func ExampleResolver() {
 	// mx.example.org true
 	// 3 1 1 dead true
 	// true
-	// mailsec: DNS MX broken.example: server failure (SERVFAIL; DNSSEC-bogus answers look like this) true
+	// dns: MX broken.example: server failure (SERVFAIL; DNSSEC-bogus answers look like this) true
 	// 1
 }

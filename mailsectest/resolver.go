@@ -8,11 +8,12 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
-// Resolver is a mailsec.Resolver that answers from records set by the
-// test, with no network: a stand-in for mailsec.DNSResolver when testing
+// Resolver is a dns.Resolver that answers from records set by the
+// test, with no network: a stand-in for dns.Client when testing
 // direct delivery, DANE and MTA-STS. It is safe for concurrent use, and
 // its zero value is not usable: call [NewResolver].
 //
@@ -20,19 +21,20 @@ import (
 // exists when it, or a name below it, has records of any type or a CNAME
 // (a name with records only below it is an empty non-terminal, RFC 8020);
 // a lookup of another type at an existing name reports NODATA
-// (mailsec.ErrNoRecords), of a name that does not exist NXDOMAIN
-// (mailsec.ErrNXDomain). Answers and denials are Authentic only for names
+// (dns.ErrNoRecords), of a name that does not exist NXDOMAIN
+// (dns.ErrNXDomain). Answers and denials are Authentic only for names
 // in zones marked with [Resolver.Secure], every CNAME on the way included.
-// Every error is a *mailsec.DNSError with Name and Type set ("A/AAAA"
-// for LookupIP), except the *mailsec.ValidationError for a name that is
-// not a domain name, which mailsec.DNSResolver refuses too.
+// Every error is a *dns.Error with Name and Type set ("A/AAAA"
+// for LookupIP); a name that is not a domain name in A-label form is
+// refused as dns.Client refuses it, with kind dns.InvalidName.
 type Resolver struct {
 	mu      sync.Mutex
 	secure  []string
-	records map[rkey]any // []mailsec.MX, []netip.Addr, []string or []mailsec.TLSA
+	records map[rkey]any // []dns.MX, []netip.Addr, []string or []dns.TLSA
 	cnames  map[string]string
 	fails   map[rkey]error
 	queries map[rkey]int
+	lookups int // every lookup, refused ones included
 }
 
 // rkey names the records of one query type ("MX", "IP", "TXT", "TLSA")
@@ -60,12 +62,12 @@ func (r *Resolver) Secure(zone string) {
 }
 
 // MX sets the MX records of name, replacing any earlier ones; with none,
-// it removes them. The null MX (RFC 7505) is mailsec.MX{Host: "", Pref: 0};
+// it removes them. The null MX (RFC 7505) is dns.MX{Host: "", Pref: 0};
 // hosts are stored lower case, without the final dot.
-func (r *Resolver) MX(name string, mx ...mailsec.MX) {
-	recs := make([]mailsec.MX, len(mx))
+func (r *Resolver) MX(name string, mx ...dns.MX) {
+	recs := make([]dns.MX, len(mx))
 	for i, m := range mx {
-		recs[i] = mailsec.MX{Host: canonical(m.Host), Pref: m.Pref}
+		recs[i] = dns.MX{Host: canonical(m.Host), Pref: m.Pref}
 	}
 	r.set("MX", name, recs)
 }
@@ -82,7 +84,7 @@ func (r *Resolver) TXT(name string, txt ...string) { r.set("TXT", name, slices.C
 // TLSA sets the TLSA records of name (for example
 // "_25._tcp.mx.example.org"), replacing any earlier ones; with none, it
 // removes them.
-func (r *Resolver) TLSA(name string, recs ...mailsec.TLSA) { r.set("TLSA", name, cloneTLSA(recs)) }
+func (r *Resolver) TLSA(name string, recs ...dns.TLSA) { r.set("TLSA", name, cloneTLSA(recs)) }
 
 // CNAME makes name an alias of target, followed by every lookup of name
 // whatever records name has. An empty target removes the alias.
@@ -97,11 +99,11 @@ func (r *Resolver) CNAME(name, target string) {
 }
 
 // Fail makes lookups of qtype ("MX", "IP", "TXT", "TLSA") for name return
-// err (for example &mailsec.DNSError{Kind: mailsec.DNSServerFailure}),
+// err (for example &dns.Error{Kind: dns.ServerFailure}),
 // also when name is reached through a CNAME; a nil err removes the
-// failure. A *mailsec.DNSError is returned as a copy with Name and Type
-// filled in when empty; any other error is wrapped in a *mailsec.DNSError
-// of kind DNSServerFailure. Fail panics if qtype is not one of the four.
+// failure. A *dns.Error is returned as a copy with Name and Type
+// filled in when empty; any other error is wrapped in a *dns.Error
+// of kind dns.ServerFailure. Fail panics if qtype is not one of the four.
 func (r *Resolver) Fail(qtype, name string, err error) {
 	k := rkey{checkType(qtype, false), canonical(name)}
 	r.mu.Lock()
@@ -139,23 +141,32 @@ func (r *Resolver) Queries(qtype, name string) int {
 	return r.queries[k]
 }
 
-// LookupMX implements mailsec.Resolver.
-func (r *Resolver) LookupMX(ctx context.Context, name string) (mailsec.Answer[mailsec.MX], error) {
-	return lookup(ctx, r, "MX", "MX", name, slices.Clone[[]mailsec.MX])
+// Lookups returns the number of lookups made so far, of every type and
+// name, those refused as not a domain name included: zero says the code
+// under test asked the DNS nothing.
+func (r *Resolver) Lookups() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lookups
 }
 
-// LookupIP implements mailsec.Resolver.
-func (r *Resolver) LookupIP(ctx context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+// LookupMX implements dns.Resolver.
+func (r *Resolver) LookupMX(ctx context.Context, name string) (dns.Answer[dns.MX], error) {
+	return lookup(ctx, r, "MX", "MX", name, slices.Clone[[]dns.MX])
+}
+
+// LookupIP implements dns.Resolver.
+func (r *Resolver) LookupIP(ctx context.Context, name string) (dns.Answer[netip.Addr], error) {
 	return lookup(ctx, r, "IP", "A/AAAA", name, slices.Clone[[]netip.Addr])
 }
 
-// LookupTXT implements mailsec.Resolver.
-func (r *Resolver) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+// LookupTXT implements dns.Resolver.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
 	return lookup(ctx, r, "TXT", "TXT", name, slices.Clone[[]string])
 }
 
-// LookupTLSA implements mailsec.Resolver.
-func (r *Resolver) LookupTLSA(ctx context.Context, name string) (mailsec.Answer[mailsec.TLSA], error) {
+// LookupTLSA implements dns.Resolver.
+func (r *Resolver) LookupTLSA(ctx context.Context, name string) (dns.Answer[dns.TLSA], error) {
 	return lookup(ctx, r, "TLSA", "TLSA", name, cloneTLSA)
 }
 
@@ -163,27 +174,28 @@ func (r *Resolver) LookupTLSA(ctx context.Context, name string) (mailsec.Answer[
 // a longer chain (a loop) fails as SERVFAIL.
 const maxCNAME = 8
 
-func lookup[T any](ctx context.Context, r *Resolver, qtype, typ, name string, clone func([]T) []T) (mailsec.Answer[T], error) {
-	if err := checkName(name); err != nil {
-		return mailsec.Answer[T]{}, err
-	}
-	asked := canonical(name)
+func lookup[T any](ctx context.Context, r *Resolver, qtype, typ, name string, clone func([]T) []T) (dns.Answer[T], error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.lookups++
+	if err := checkName(name, typ); err != nil {
+		return dns.Answer[T]{}, err
+	}
+	asked := canonical(name)
 	r.queries[rkey{qtype, asked}]++
-	dnsErr := func(kind mailsec.DNSErrorKind, authentic bool, err error) error {
-		return &mailsec.DNSError{Name: asked, Type: typ, Kind: kind, Authentic: authentic, Err: err}
+	dnsErr := func(kind dns.Kind, authentic bool, err error) error {
+		return &dns.Error{Name: asked, Type: typ, Kind: kind, Authentic: authentic, Err: err}
 	}
 	if err := ctx.Err(); err != nil {
-		return mailsec.Answer[T]{}, dnsErr(mailsec.DNSTimeout, false, err)
+		return dns.Answer[T]{}, dnsErr(dns.Timeout, false, err)
 	}
 	n, authentic := asked, true
 	for hop := 0; ; hop++ {
 		authentic = authentic && r.isSecure(n)
 		if err, ok := r.fails[rkey{qtype, n}]; ok {
-			var de *mailsec.DNSError
+			var de *dns.Error
 			if !errors.As(err, &de) {
-				return mailsec.Answer[T]{}, dnsErr(mailsec.DNSServerFailure, false, err)
+				return dns.Answer[T]{}, dnsErr(dns.ServerFailure, false, err)
 			}
 			c := *de
 			if c.Name == "" {
@@ -192,24 +204,24 @@ func lookup[T any](ctx context.Context, r *Resolver, qtype, typ, name string, cl
 			if c.Type == "" {
 				c.Type = typ
 			}
-			return mailsec.Answer[T]{}, &c
+			return dns.Answer[T]{}, &c
 		}
 		target, ok := r.cnames[n]
 		if !ok {
 			break
 		}
 		if hop == maxCNAME {
-			return mailsec.Answer[T]{}, dnsErr(mailsec.DNSServerFailure, false, errors.New("CNAME chain too long"))
+			return dns.Answer[T]{}, dnsErr(dns.ServerFailure, false, errors.New("CNAME chain too long"))
 		}
 		n = target
 	}
 	if recs, ok := r.records[rkey{qtype, n}].([]T); ok && len(recs) > 0 {
-		return mailsec.Answer[T]{Records: clone(recs), Authentic: authentic, Name: n}, nil
+		return dns.Answer[T]{Records: clone(recs), Authentic: authentic, Name: n}, nil
 	}
 	if r.exists(n) {
-		return mailsec.Answer[T]{}, dnsErr(mailsec.DNSNoRecords, authentic, nil)
+		return dns.Answer[T]{}, dnsErr(dns.NoRecords, authentic, nil)
 	}
-	return mailsec.Answer[T]{}, dnsErr(mailsec.DNSNXDomain, authentic, nil)
+	return dns.Answer[T]{}, dnsErr(dns.NXDomain, authentic, nil)
 }
 
 func (r *Resolver) set(qtype, name string, recs any) {
@@ -236,13 +248,13 @@ func (r *Resolver) exists(n string) bool {
 
 func hasRecords(v any) bool {
 	switch v := v.(type) {
-	case []mailsec.MX:
+	case []dns.MX:
 		return len(v) > 0
 	case []netip.Addr:
 		return len(v) > 0
 	case []string:
 		return len(v) > 0
-	case []mailsec.TLSA:
+	case []dns.TLSA:
 		return len(v) > 0
 	}
 	return false
@@ -257,8 +269,8 @@ func (r *Resolver) isSecure(n string) bool {
 	return false
 }
 
-func cloneTLSA(recs []mailsec.TLSA) []mailsec.TLSA {
-	c := make([]mailsec.TLSA, len(recs))
+func cloneTLSA(recs []dns.TLSA) []dns.TLSA {
+	c := make([]dns.TLSA, len(recs))
 	for i, t := range recs {
 		t.Data = slices.Clone(t.Data)
 		c[i] = t
@@ -285,23 +297,11 @@ func checkType(qtype string, cname bool) string {
 	panic("mailsectest: Resolver: unknown query type " + qtype + ` (want "MX", "IP", "TXT" or "TLSA")`)
 }
 
-// checkName refuses what mailsec.DNSResolver refuses: names that are not
-// domain names in A-label form (service labels with '_' allowed).
-func checkName(name string) error {
-	n := strings.TrimSuffix(name, ".")
-	if n == "" || len(n) > 253 {
-		return mailsec.Invalid("DNS name", name, "empty or longer than 253 octets")
-	}
-	for label := range strings.SplitSeq(n, ".") {
-		if label == "" || len(label) > 63 {
-			return mailsec.Invalid("DNS name", name, "empty label or label longer than 63 octets")
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i] | 0x20
-			if !('a' <= c && c <= 'z' || '0' <= label[i] && label[i] <= '9' || label[i] == '-' || label[i] == '_') {
-				return mailsec.Invalid("DNS name", name, "not a domain name in A-label form (letters, digits, '-', '_' and dots)")
-			}
-		}
+// checkName refuses what dns.Client refuses: names that are not domain
+// names in A-label form (service labels with '_' allowed).
+func checkName(name, typ string) error {
+	if reason, ok := syntax.LookupName(name); !ok {
+		return &dns.Error{Name: name, Type: typ, Kind: dns.InvalidName, Err: errors.New(reason)}
 	}
 	return nil
 }

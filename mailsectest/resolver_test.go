@@ -9,16 +9,17 @@ import (
 	"testing"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 )
 
-var _ mailsec.Resolver = (*mailsectest.Resolver)(nil)
+var _ dns.Resolver = (*mailsectest.Resolver)(nil)
 
-func dnsError(t *testing.T, err error) *mailsec.DNSError {
+func dnsError(t *testing.T, err error) *dns.Error {
 	t.Helper()
-	var de *mailsec.DNSError
+	var de *dns.Error
 	if !errors.As(err, &de) {
-		t.Fatalf("error %v (%T) is not a *mailsec.DNSError", err, err)
+		t.Fatalf("error %v (%T) is not a *dns.Error", err, err)
 	}
 	return de
 }
@@ -26,15 +27,15 @@ func dnsError(t *testing.T, err error) *mailsec.DNSError {
 func TestResolverRecords(t *testing.T) {
 	r := mailsectest.NewResolver()
 	ctx := context.Background()
-	r.MX("Example.ORG.", mailsec.MX{Host: "MX1.example.org.", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+	r.MX("Example.ORG.", dns.MX{Host: "MX1.example.org.", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
 	r.IP("mx1.example.org", netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"))
 	r.TXT("_mta-sts.example.org", "v=STSv1; id=1")
-	r.TLSA("_25._tcp.mx1.example.org", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1, 2, 3}})
+	r.TLSA("_25._tcp.mx1.example.org", dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1, 2, 3}})
 
 	// Any case, with or without the final dot.
 	for _, name := range []string{"example.org", "EXAMPLE.org.", "example.ORG"} {
 		mx, err := r.LookupMX(ctx, name)
-		want := []mailsec.MX{{Host: "mx1.example.org", Pref: 10}, {Host: "mx2.example.org", Pref: 20}}
+		want := []dns.MX{{Host: "mx1.example.org", Pref: 10}, {Host: "mx2.example.org", Pref: 20}}
 		if err != nil || !slices.Equal(mx.Records, want) || mx.Name != "example.org" || mx.Authentic {
 			t.Errorf("MX %s: %+v, %v", name, mx, err)
 		}
@@ -53,12 +54,12 @@ func TestResolverRecords(t *testing.T) {
 	}
 
 	// Setting again replaces; setting none removes.
-	r.MX("example.org", mailsec.MX{Host: "", Pref: 0})
-	if mx, err := r.LookupMX(ctx, "example.org"); err != nil || !slices.Equal(mx.Records, []mailsec.MX{{}}) {
+	r.MX("example.org", dns.MX{Host: "", Pref: 0})
+	if mx, err := r.LookupMX(ctx, "example.org"); err != nil || !slices.Equal(mx.Records, []dns.MX{{}}) {
 		t.Errorf("null MX: %+v, %v", mx, err)
 	}
 	r.MX("example.org")
-	if _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, mailsec.ErrNoRecords) {
+	if _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, dns.ErrNoRecords) {
 		t.Errorf("MX removed: %v, want NODATA (the name has TXT records below it)", err)
 	}
 }
@@ -67,23 +68,23 @@ func TestResolverNotFound(t *testing.T) {
 	r := mailsectest.NewResolver()
 	ctx := context.Background()
 	r.TXT("example.org", "hello")
-	r.TLSA("_25._tcp.mx.example.net", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1}})
+	r.TLSA("_25._tcp.mx.example.net", dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1}})
 
 	_, err := r.LookupMX(ctx, "example.org")
 	de := dnsError(t, err)
-	if de.Kind != mailsec.DNSNoRecords || de.Name != "example.org" || de.Type != "MX" || de.Temporary() || !mailsec.IsNotFound(err) {
+	if de.Kind != dns.NoRecords || de.Name != "example.org" || de.Type != "MX" || de.Temporary() || !dns.IsNotFound(err) {
 		t.Errorf("NODATA: %+v", de)
 	}
 	_, err = r.LookupIP(ctx, "Nx.Example.org.")
 	de = dnsError(t, err)
-	if de.Kind != mailsec.DNSNXDomain || de.Name != "nx.example.org" || de.Type != "A/AAAA" || !errors.Is(err, mailsec.ErrNXDomain) {
+	if de.Kind != dns.NXDomain || de.Name != "nx.example.org" || de.Type != "A/AAAA" || !errors.Is(err, dns.ErrNXDomain) {
 		t.Errorf("NXDOMAIN: %+v", de)
 	}
 	// An empty non-terminal exists (RFC 8020).
-	if _, err := r.LookupTXT(ctx, "_tcp.mx.example.net"); !errors.Is(err, mailsec.ErrNoRecords) {
+	if _, err := r.LookupTXT(ctx, "_tcp.mx.example.net"); !errors.Is(err, dns.ErrNoRecords) {
 		t.Errorf("empty non-terminal: %v", err)
 	}
-	if _, err := r.LookupTXT(ctx, "ample.org"); !errors.Is(err, mailsec.ErrNXDomain) {
+	if _, err := r.LookupTXT(ctx, "ample.org"); !errors.Is(err, dns.ErrNXDomain) {
 		t.Errorf("suffix that is not a parent: %v", err)
 	}
 }
@@ -92,7 +93,7 @@ func TestResolverSecure(t *testing.T) {
 	r := mailsectest.NewResolver()
 	ctx := context.Background()
 	r.Secure("Signed.example.")
-	r.MX("signed.example", mailsec.MX{Host: "mx.signed.example", Pref: 1})
+	r.MX("signed.example", dns.MX{Host: "mx.signed.example", Pref: 1})
 	r.IP("mx.signed.example", netip.MustParseAddr("192.0.2.1"))
 	r.IP("insecure.example", netip.MustParseAddr("192.0.2.2"))
 	r.IP("notsigned.example", netip.MustParseAddr("192.0.2.3"))
@@ -118,11 +119,11 @@ func TestResolverSecure(t *testing.T) {
 	}
 	// Denials are Authentic in signed zones.
 	_, err := r.LookupTLSA(ctx, "_25._tcp.mx.signed.example")
-	if de := dnsError(t, err); de.Kind != mailsec.DNSNXDomain || !de.Authentic {
+	if de := dnsError(t, err); de.Kind != dns.NXDomain || !de.Authentic {
 		t.Errorf("signed NXDOMAIN: %+v", de)
 	}
 	_, err = r.LookupTXT(ctx, "mx.signed.example")
-	if de := dnsError(t, err); de.Kind != mailsec.DNSNoRecords || !de.Authentic {
+	if de := dnsError(t, err); de.Kind != dns.NoRecords || !de.Authentic {
 		t.Errorf("signed NODATA: %+v", de)
 	}
 	_, err = r.LookupTXT(ctx, "insecure.example")
@@ -152,25 +153,25 @@ func TestResolverCNAME(t *testing.T) {
 	r.CNAME("www.example.org", "Host.Example.NET.")
 	r.CNAME("host.example.net", "final.example.com")
 	r.IP("final.example.com", netip.MustParseAddr("192.0.2.9"))
-	r.MX("www.example.org", mailsec.MX{Host: "ignored.example", Pref: 1})
+	r.MX("www.example.org", dns.MX{Host: "ignored.example", Pref: 1})
 
 	a, err := r.LookupIP(ctx, "www.example.org")
 	if err != nil || a.Name != "final.example.com" || len(a.Records) != 1 {
 		t.Errorf("chain: %+v, %v", a, err)
 	}
 	// The CNAME is followed whatever records the alias has.
-	if _, err := r.LookupMX(ctx, "www.example.org"); !errors.Is(err, mailsec.ErrNoRecords) {
+	if _, err := r.LookupMX(ctx, "www.example.org"); !errors.Is(err, dns.ErrNoRecords) {
 		t.Errorf("MX through CNAME: %v", err)
 	}
 	r.CNAME("dangling.example.org", "gone.example.org")
 	_, err = r.LookupMX(ctx, "dangling.example.org")
-	if de := dnsError(t, err); de.Kind != mailsec.DNSNXDomain || de.Name != "dangling.example.org" {
+	if de := dnsError(t, err); de.Kind != dns.NXDomain || de.Name != "dangling.example.org" {
 		t.Errorf("dangling: %+v", de)
 	}
 	r.CNAME("loop1.example", "loop2.example")
 	r.CNAME("loop2.example", "loop1.example")
 	_, err = r.LookupMX(ctx, "loop1.example")
-	if de := dnsError(t, err); de.Kind != mailsec.DNSServerFailure || !de.Temporary() {
+	if de := dnsError(t, err); de.Kind != dns.ServerFailure || !de.Temporary() {
 		t.Errorf("loop: %+v", de)
 	}
 	// Removing the alias.
@@ -180,7 +181,7 @@ func TestResolverCNAME(t *testing.T) {
 	}
 	r.CNAME("dangling.example.org", "x.example")
 	r.Delete("CNAME", "dangling.example.org")
-	if _, err := r.LookupMX(ctx, "dangling.example.org"); !errors.Is(err, mailsec.ErrNXDomain) {
+	if _, err := r.LookupMX(ctx, "dangling.example.org"); !errors.Is(err, dns.ErrNXDomain) {
 		t.Errorf("alias deleted: %v", err)
 	}
 }
@@ -188,13 +189,13 @@ func TestResolverCNAME(t *testing.T) {
 func TestResolverFail(t *testing.T) {
 	r := mailsectest.NewResolver()
 	ctx := context.Background()
-	r.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: 10})
+	r.MX("example.org", dns.MX{Host: "mx.example.org", Pref: 10})
 	r.IP("mx.example.org", netip.MustParseAddr("192.0.2.1"))
-	r.Fail("MX", "Example.org.", &mailsec.DNSError{Kind: mailsec.DNSServerFailure})
+	r.Fail("MX", "Example.org.", &dns.Error{Kind: dns.ServerFailure})
 
 	_, err := r.LookupMX(ctx, "example.org")
 	de := dnsError(t, err)
-	if de.Kind != mailsec.DNSServerFailure || de.Name != "example.org" || de.Type != "MX" || !de.Temporary() || !mailsec.IsTemporary(err) {
+	if de.Kind != dns.ServerFailure || de.Name != "example.org" || de.Type != "MX" || !de.Temporary() || !mailsec.IsTemporary(err) {
 		t.Errorf("failure: %+v", de)
 	}
 	// Other types of the name are unaffected.
@@ -202,21 +203,21 @@ func TestResolverFail(t *testing.T) {
 		t.Error(err)
 	}
 	// The error returned is a copy: changing it changes nothing.
-	de.Kind = mailsec.DNSNXDomain
-	if _, err := r.LookupMX(ctx, "example.org"); dnsError(t, err).Kind != mailsec.DNSServerFailure {
+	de.Kind = dns.NXDomain
+	if _, err := r.LookupMX(ctx, "example.org"); dnsError(t, err).Kind != dns.ServerFailure {
 		t.Error("failure changed through a returned error")
 	}
 
 	// Names and types given are kept; other errors are wrapped.
-	r.Fail("IP", "mx.example.org", &mailsec.DNSError{Name: "x", Type: "AAAA", Kind: mailsec.DNSTimeout})
+	r.Fail("IP", "mx.example.org", &dns.Error{Name: "x", Type: "AAAA", Kind: dns.Timeout})
 	_, err = r.LookupIP(ctx, "mx.example.org")
-	if de := dnsError(t, err); de.Name != "x" || de.Type != "AAAA" || de.Kind != mailsec.DNSTimeout {
+	if de := dnsError(t, err); de.Name != "x" || de.Type != "AAAA" || de.Kind != dns.Timeout {
 		t.Errorf("kept: %+v", de)
 	}
 	boom := errors.New("boom")
 	r.Fail("TXT", "example.org", boom)
 	_, err = r.LookupTXT(ctx, "example.org")
-	if de := dnsError(t, err); de.Kind != mailsec.DNSServerFailure || !errors.Is(err, boom) || de.Type != "TXT" {
+	if de := dnsError(t, err); de.Kind != dns.ServerFailure || !errors.Is(err, boom) || de.Type != "TXT" {
 		t.Errorf("wrapped: %+v", de)
 	}
 	// A failure at a CNAME target fails lookups through the alias.
@@ -227,19 +228,19 @@ func TestResolverFail(t *testing.T) {
 
 	// Fail with nil and Delete remove failures; Delete removes records.
 	r.Fail("TXT", "example.org", nil)
-	if _, err := r.LookupTXT(ctx, "example.org"); !errors.Is(err, mailsec.ErrNoRecords) {
+	if _, err := r.LookupTXT(ctx, "example.org"); !errors.Is(err, dns.ErrNoRecords) {
 		t.Errorf("after Fail(nil): %v", err)
 	}
 	r.Delete("MX", "example.org")
-	if _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, mailsec.ErrNoRecords) {
+	if _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, dns.ErrNoRecords) {
 		t.Errorf("after Delete, with names below: %v", err)
 	}
 	r.Delete("ip", "mx.example.org")
-	if _, err := r.LookupIP(ctx, "mx.example.org"); !errors.Is(err, mailsec.ErrNXDomain) {
+	if _, err := r.LookupIP(ctx, "mx.example.org"); !errors.Is(err, dns.ErrNXDomain) {
 		t.Errorf("after Delete IP: %v", err)
 	}
 	r.Delete("CNAME", "alias.example.org")
-	if _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, mailsec.ErrNXDomain) {
+	if _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, dns.ErrNXDomain) {
 		t.Errorf("after Delete of everything: %v", err)
 	}
 }
@@ -248,7 +249,7 @@ func TestResolverQueries(t *testing.T) {
 	r := mailsectest.NewResolver()
 	ctx := context.Background()
 	r.CNAME("alias.example.org", "example.org")
-	r.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: 10})
+	r.MX("example.org", dns.MX{Host: "mx.example.org", Pref: 10})
 	for range 3 {
 		r.LookupMX(ctx, "Example.org.")
 	}
@@ -266,6 +267,15 @@ func TestResolverQueries(t *testing.T) {
 			t.Errorf("Queries(%q, %q) = %d, want %d", qtype[0], qtype[1], got, want)
 		}
 	}
+	// Lookups counts every lookup, of a name refused as not a domain
+	// name too.
+	r.LookupIP(ctx, "not a name")
+	if n := r.Lookups(); n != 6 {
+		t.Errorf("Lookups() = %d, want 6", n)
+	}
+	if n := mailsectest.NewResolver().Lookups(); n != 0 {
+		t.Errorf("a new Resolver: Lookups() = %d", n)
+	}
 	defer func() {
 		if recover() == nil {
 			t.Error("Queries with an unknown type did not panic")
@@ -279,7 +289,7 @@ func TestResolverCopies(t *testing.T) {
 	ctx := context.Background()
 	data := []byte{1, 2, 3}
 	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1")}
-	r.TLSA("_25._tcp.mx.example", mailsec.TLSA{Usage: 3, Data: data})
+	r.TLSA("_25._tcp.mx.example", dns.TLSA{Usage: 3, Data: data})
 	r.IP("mx.example", addrs...)
 	data[0], addrs[0] = 9, netip.MustParseAddr("192.0.2.99")
 
@@ -305,18 +315,18 @@ func TestResolverCopies(t *testing.T) {
 
 func TestResolverInvalidAndCancelled(t *testing.T) {
 	r := mailsectest.NewResolver()
-	r.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: 10})
+	r.MX("example.org", dns.MX{Host: "mx.example.org", Pref: 10})
 	for _, name := range []string{"", ".", "a..b", "exa mple.org", "bücher.example", "a\\.b"} {
 		_, err := r.LookupMX(context.Background(), name)
-		var ve *mailsec.ValidationError
-		if !errors.As(err, &ve) {
-			t.Errorf("%q: %v, want a *mailsec.ValidationError", name, err)
+		var de *dns.Error
+		if !errors.As(err, &de) || de.Kind != dns.InvalidName || de.Name != name || de.Type != "MX" || de.Temporary() {
+			t.Errorf("%q: %v, want a permanent *dns.Error of kind InvalidName", name, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := r.LookupMX(ctx, "example.org")
-	if de := dnsError(t, err); de.Kind != mailsec.DNSTimeout || !errors.Is(err, context.Canceled) {
+	if de := dnsError(t, err); de.Kind != dns.Timeout || !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
@@ -328,7 +338,7 @@ func TestResolverConcurrent(t *testing.T) {
 		wg.Go(func() {
 			ctx := context.Background()
 			for range 50 {
-				r.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: uint16(i)})
+				r.MX("example.org", dns.MX{Host: "mx.example.org", Pref: uint16(i)})
 				r.Secure("example.org")
 				r.LookupMX(ctx, "example.org")
 				r.Fail("TXT", "example.org", errors.New("x"))

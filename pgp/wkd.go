@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/internal/hostdial"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -52,7 +54,7 @@ type WKD struct {
 	// system's resolver (the same one as direct delivery's, say), and
 	// the connections go to the addresses it gives. A name it does not
 	// know is "not found".
-	Resolver mailsec.Resolver
+	Resolver dns.Resolver
 	// AllowPrivate lets lookups connect to addresses that are not global
 	// unicast. Set it for tests and internal key servers.
 	AllowPrivate bool
@@ -219,8 +221,8 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 	}
 	notFound := true
 	for _, e := range errs {
-		var dns *net.DNSError
-		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &dns) && dns.IsNotFound || mailsec.IsNotFound(e))
+		var ne *net.DNSError
+		notFound = notFound && (errors.Is(e, ErrKeyNotFound) || errors.As(e, &ne) && ne.IsNotFound || dns.IsNotFound(e))
 	}
 	if notFound {
 		return nil, ErrKeyNotFound
@@ -303,6 +305,11 @@ func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	return &c, nil
 }
 
+// addressError is a connection to host refused by the address guard.
+func addressError(host string, e *netguard.Error) error {
+	return &mailsec.AddressError{Host: host, Addr: e.Addr, Reason: e.Reason}
+}
+
 // maxKeyServerAddrs bounds the addresses of one key server a request
 // tries when Resolver gives them.
 const maxKeyServerAddrs = 4
@@ -340,44 +347,12 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 		dial = new(net.Dialer).DialContext
 	}
 	t.Proxy = nil // names go through Resolver, not a proxy's
-	t.DialContext = func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-		// This runs in a goroutine of net/http's: a panic in the
-		// Resolver or the dialer would take the process down.
-		defer func() {
-			if v := recover(); v != nil {
-				conn, err = nil, fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
-			}
-		}()
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		ans, err := w.Resolver.LookupIP(ctx, host)
-		if err != nil {
-			return nil, err
-		}
-		var errs []error
-		tried := 0
-		// dial refuses non-global addresses unless AllowPrivate.
-		for _, ip := range ans.Records {
-			if tried == maxKeyServerAddrs {
-				break
-			}
-			tried++
-			c, err := dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
-			}
-		}
-		if len(errs) == 0 {
-			return nil, &mailsec.DNSError{Name: host, Type: "A/AAAA", Kind: mailsec.DNSNoRecords}
-		}
-		return nil, errors.Join(errs...)
-	}
+	// dial refuses non-global addresses unless AllowPrivate.
+	t.DialContext = (&hostdial.Dialer{Resolver: w.Resolver, Dial: dial, AllowPrivate: w.AllowPrivate, MaxAddrs: maxKeyServerAddrs,
+		Refused: addressError,
+		Panicked: func(addr string, v any) error {
+			return fmt.Errorf("pgp: WKD: resolving and connecting to %s panicked: %v", addr, v)
+		}}).DialContext
 	return t, nil
 }
 
@@ -400,7 +375,7 @@ func (w *WKD) get(ctx context.Context, c *http.Client, u, addr string) ([]*openp
 					host = p.Hostname() // a redirect's target
 				}
 			}
-			return nil, &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+			return nil, addressError(host, ge)
 		}
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/pgp"
 )
@@ -375,7 +376,7 @@ func TestWKDTypedNil(t *testing.T) {
 // panicIPResolver panics when asked for addresses.
 type panicIPResolver struct{ *mailsectest.Resolver }
 
-func (panicIPResolver) LookupIP(context.Context, string) (mailsec.Answer[netip.Addr], error) {
+func (panicIPResolver) LookupIP(context.Context, string) (dns.Answer[netip.Addr], error) {
 	panic("resolver bug")
 }
 

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/transport/dane"
-	"github.com/mailsec/mailsec/transport/mtasts"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
 
@@ -117,31 +117,28 @@ func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error)
 		return &mailsec.NetworkError{Host: dom, Op: "check", Err: ctx.Err()}
 	}
 
-	if r, err := t.sts.Lookup(ctx, dom); err != nil {
-		return nil, stsLookupError(dom, err)
-	} else {
-		ds.sts = r
-		if r.Policy != nil || r.Err != nil {
-			c := &MTASTSCheck{ID: r.ID}
-			if r.Policy != nil {
-				c.Mode, c.MX, c.MaxAge = string(r.Policy.Mode), r.Policy.MX, r.Policy.MaxAge
-				ds.enforce = r.Policy.Mode == mtasts.Enforce
-			}
-			if r.Err != nil {
-				c.Error = syntax.PeerText(r.Err.Error())
-			}
-			dc.MTASTS = c
+	if err := t.gatherPolicy(ctx, ds); err != nil {
+		return nil, err
+	}
+	if r := ds.sts; r.Policy != nil || r.Err != nil {
+		c := &MTASTSCheck{ID: r.ID}
+		if r.Policy != nil {
+			c.Mode, c.MX, c.MaxAge = string(r.Policy.Mode), r.Policy.MX, r.Policy.MaxAge
 		}
+		if r.Err != nil {
+			c.Error = syntax.PeerText(r.Err.Error())
+		}
+		dc.MTASTS = c
 	}
 	if p, err := tlsrpt.LookupPolicy(ctx, t.Resolver, dom); err == nil {
 		for _, u := range p.RUA {
 			dc.TLSRPT = append(dc.TLSRPT, syntax.PeerText(u.String()))
 		}
-	} else if !mailsec.IsNotFound(err) {
+	} else if !dns.IsNotFound(err) {
 		dc.TLSRPTError = syntax.PeerText(err.Error())
 	}
 
-	rt, err := t.lookupRoute(ctx, dom)
+	rt, err := t.gatherRoute(ctx, dom)
 	switch {
 	case errors.Is(err, ErrNullMX):
 		dc.NullMX = true
@@ -172,20 +169,20 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 	if ds.sts != nil && ds.sts.Policy != nil {
 		hc.InPolicy = ds.sts.Policy.Matches(host)
 	}
-	ips, err := t.Resolver.LookupIP(ctx, host)
+	mx, err := t.gatherHost(ctx, ds, host, true)
 	if err != nil {
 		hc.Error = syntax.PeerText(err.Error())
 		hc.Status, hc.Verdict = "unreachable", "its address lookup failed"
 		return hc
 	}
-	for _, a := range ips.Records {
+	for _, a := range mx.addrs {
 		hc.Addrs = append(hc.Addrs, a.String())
 	}
 	// The addresses Direct would dial: global unicast ones unless
 	// AllowPrivate.
 	var dialable []netip.Addr
 	var refused *mailsec.AddressError
-	for _, a := range ips.Records {
+	for _, a := range mx.addrs {
 		if r := netguard.Reason(a); r != "" && !t.AllowPrivate {
 			if refused == nil {
 				refused = &mailsec.AddressError{Host: host, Addr: a.WithZone(""), Reason: r}
@@ -199,20 +196,16 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		hc.Status, hc.Verdict = "refused", "its address "+refused.Addr.String()+" is "+refused.Reason+", not a global unicast address: mailsec does not connect to it (Direct.AllowPrivate, -allow-private)"
 		return hc
 	}
-	hc.AddrAuthentic = ips.Authentic
-	var set tlsaSet
-	tlsaFailed := false
-	if ds.route.authentic && ips.Authentic {
-		var err error
-		if set, err = t.lookupTLSA(ctx, host, ips.Name); err != nil {
-			hc.TLSAError = syntax.PeerText(err.Error())
-			tlsaFailed = true
-		}
-		for _, r := range set.records {
-			hc.TLSA = append(hc.TLSA, r.String())
-		}
-		hc.DANEUsable = len(set.usable) > 0
+	hc.AddrAuthentic = mx.addrAuthentic
+	set := mx.tlsa
+	tlsaFailed := mx.tlsaErr != nil
+	if tlsaFailed {
+		hc.TLSAError = syntax.PeerText(mx.tlsaErr.Error())
 	}
+	for _, r := range set.records {
+		hc.TLSA = append(hc.TLSA, r.String())
+	}
+	hc.DANEUsable = len(set.usable) > 0
 
 	pol := &tlsPolicy{mode: tlsUnverified, optional: true}
 	sni := host

@@ -4,13 +4,10 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -22,10 +19,10 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
-	"github.com/mailsec/mailsec/transport/dane"
 	"github.com/mailsec/mailsec/transport/mtasts"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
@@ -45,9 +42,9 @@ import (
 // notes.
 type Direct struct {
 	// Resolver looks up MX, address, TXT and TLSA records. Required. DANE
-	// and REQUIRETLS rest on its Authentic bit: use a mailsec.DNSResolver
+	// and REQUIRETLS rest on its Authentic bit: use a dns.Client
 	// pointed at a validating resolver on the same host.
-	Resolver mailsec.Resolver
+	Resolver dns.Resolver
 	// MTASTS discovers, fetches and caches MTA-STS policies. Nil means a
 	// client using Resolver, TLSConfig, Dialer and AllowPrivate with an
 	// in-memory cache (policies are then fetched again after a restart;
@@ -281,7 +278,7 @@ func (t *Direct) checkMTASTS() error {
 
 // sameResolver reports whether a and b are the same resolver, without
 // panicking on an implementation whose dynamic type is not comparable.
-func sameResolver(a, b mailsec.Resolver) bool {
+func sameResolver(a, b dns.Resolver) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
@@ -405,69 +402,6 @@ func domainOf(addr string) (string, error) {
 	return strings.ToLower(dom), nil
 }
 
-// route is a domain's MX hosts in the order to try them.
-type route struct {
-	hosts     []string
-	authentic bool // the MX answer (or its denial) was DNSSEC-authenticated
-	implicit  bool // no MX records: the domain itself (RFC 5321 §5.1)
-	beyond    int  // MX hosts left out by MaxMXHosts
-}
-
-// lookupRoute selects MX hosts (RFC 5321 §5.1, RFC 7505): by preference,
-// ties in random order; the domain itself when it has no MX records; no
-// fallback when the lookup fails; a null MX ends the delivery.
-func (t *Direct) lookupRoute(ctx context.Context, domain string) (route, error) {
-	ans, err := t.Resolver.LookupMX(ctx, domain)
-	var de *mailsec.DNSError
-	switch {
-	case err == nil && len(ans.Records) > 0:
-	case errors.Is(err, mailsec.ErrNoRecords) || err == nil:
-		auth := ans.Authentic
-		if errors.As(err, &de) {
-			auth = de.Authentic
-		}
-		return route{hosts: []string{domain}, authentic: auth, implicit: true}, nil
-	default:
-		return route{}, err
-	}
-	recs := slices.Clone(ans.Records)
-	for _, mx := range recs {
-		if mx.Host == "" || mx.Host == "." {
-			// RFC 7505 §3: a domain with a null MX accepts no mail; a
-			// null MX beside other records is a misconfiguration, read the
-			// same way so that no connection is ever made.
-			return route{}, ErrNullMX
-		}
-	}
-	slices.SortStableFunc(recs, func(a, b mailsec.MX) int { return int(a.Pref) - int(b.Pref) })
-	for i := 0; i < len(recs); {
-		j := i + 1
-		for j < len(recs) && recs[j].Pref == recs[i].Pref {
-			j++
-		}
-		tie := recs[i:j]
-		rand.Shuffle(len(tie), func(a, b int) { tie[a], tie[b] = tie[b], tie[a] })
-		i = j
-	}
-	r := route{authentic: ans.Authentic}
-	for _, mx := range recs {
-		h := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
-		if _, ok := syntax.Hostname(h); !ok || slices.Contains(r.hosts, h) {
-			continue
-		}
-		r.hosts = append(r.hosts, h)
-	}
-	if len(r.hosts) == 0 {
-		return route{}, &mailsec.DNSError{Name: domain, Type: "MX", Kind: mailsec.DNSMalformed,
-			Err: errors.New("no MX record names a usable host")}
-	}
-	if len(r.hosts) > t.maxHosts {
-		r.beyond = len(r.hosts) - t.maxHosts
-		r.hosts = r.hosts[:t.maxHosts]
-	}
-	return r, nil
-}
-
 // domainState is what one domain's delivery has learnt so far.
 type domainState struct {
 	domain   string
@@ -494,14 +428,11 @@ func (ds *domainState) note(s string) { ds.notes = append(ds.notes, syntax.PeerT
 // deliverDomain delivers d to rcpts, all in domain.
 func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain string, rcpts []string) (*mailsec.DeliveryResult, error) {
 	ds := &domainState{domain: domain, level: d.Security.Level}
-	switch ds.level {
-	case mailsec.Unverified, mailsec.Plaintext, mailsec.Opportunistic, mailsec.Cleartext:
-		if d.RequireTLS {
-			return nil, &mailsec.SecurityError{Host: domain, Failure: mailsec.FailRequireTLS,
-				Detail: "REQUIRETLS needs verified TLS; the level for this domain is " + ds.level.String() + " (5.7.30)"}
-		}
+	if d.RequireTLS && neverAuthenticates(ds.level) {
+		return nil, &mailsec.SecurityError{Host: domain, Failure: mailsec.FailRequireTLS,
+			Detail: "REQUIRETLS needs verified TLS; the level for this domain is " + ds.level.String() + " (5.7.30)"}
 	}
-	rt, err := t.lookupRoute(ctx, domain)
+	rt, err := t.gatherRoute(ctx, domain)
 	if err != nil {
 		return nil, &DomainError{Domain: domain, Errs: []error{err}}
 	}
@@ -514,25 +445,9 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 		ds.note(fmt.Sprintf("%s: %d more MX hosts not considered (at most %d per delivery)", domain, rt.beyond, t.maxHosts))
 	}
 
-	// MTA-STS is the default level's second defence, and decides which MX
-	// hosts REQUIRETLS may use.
-	if (ds.level == mailsec.Verified && !d.TLSRequiredNo) || d.RequireTLS {
-		r, err := t.sts.Lookup(ctx, domain)
-		if err != nil {
-			return nil, &DomainError{Domain: domain, Errs: []error{stsLookupError(domain, err)}}
-		}
-		ds.sts = r
-		if r.Policy != nil {
-			ds.enforce = r.Policy.Mode == mtasts.Enforce
-			ds.testing = r.Policy.Mode == mtasts.Testing
-		}
-		if r.Err != nil {
-			ds.note("MTA-STS: " + r.Err.Error())
-			if r.Policy == nil {
-				// No policy applies: each session is reported with
-				// this failure instead of its own success.
-				ds.stsFailure = &tlsrpt.Result{Failure: stsResultType(r.Err), FailureReasonCode: reasonCode(r.Err)}
-			}
+	if wantsMTASTS(d) {
+		if err := t.gatherPolicy(ctx, ds); err != nil {
+			return nil, &DomainError{Domain: domain, Errs: []error{err}}
 		}
 	}
 	if d.TLSRequiredNo {
@@ -593,225 +508,25 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 	return tx, derr
 }
 
-// stsLookupError is the error of an MTA-STS lookup that did not finish
-// (the context ended): a typed error that names the policy host.
-func stsLookupError(domain string, err error) error {
-	var ne *mailsec.NetworkError
-	var ve *mailsec.ValidationError
-	if errors.As(err, &ne) || errors.As(err, &ve) {
-		return err
-	}
-	return &mailsec.NetworkError{Host: "mta-sts." + domain, Op: "MTA-STS policy lookup", Err: err}
-}
-
-// hostPlan is how one MX host is to be reached.
-type hostPlan struct {
-	// serverName is the name sent as SNI and checked: the MX host, or
-	// the TLSA base domain it is a CNAME for.
-	serverName string
-	pol        *tlsPolicy
-	policy     string   // ConnectionState.Policy
-	tlsa       []string // usable records, for reports
-	addrs      []netip.Addr
-	// violation is what a session that meets the TLS requirement is
-	// reported with instead of a success: the host is not listed in a
-	// testing-mode policy.
-	violation *tlsrpt.Result
-}
-
-// planHost looks up a host's addresses and TLSA records and decides the
-// session's requirement. An error means the host is skipped without a
-// connection.
-func (t *Direct) planHost(ctx context.Context, d *mailsec.Delivery, ds *domainState, host string) (*hostPlan, error) {
-	ips, err := t.Resolver.LookupIP(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	hp := &hostPlan{addrs: ips.Records, serverName: host}
-	secure := ds.route.authentic && ips.Authentic
-
-	// TLS-Required: No (RFC 8689 §5) sets the recipient domain's DANE and
-	// MTA-STS policies aside, never TLS itself: the levels that would have
-	// applied them require TLS without authentication instead.
-	if d.TLSRequiredNo {
-		switch ds.level {
-		case mailsec.Verified, mailsec.DANE, mailsec.DANEOnly:
-			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "tls-required-no"
-			return hp, nil
-		}
-	}
-
-	// DANE (RFC 7672 §2.2): TLSA records count only when the MX and
-	// address lookups were authenticated, and a failed TLSA lookup of a
-	// secure host means no connection (it may be an attack).
-	const (
-		noDANE = iota
-		daneUsable
-		daneUnusable
-	)
-	daneState := noDANE
-	var usable []mailsec.TLSA
-	names := []string{host}
-	wantDANE := ds.level == mailsec.Verified || ds.level == mailsec.DANE || ds.level == mailsec.DANEOnly
-	if wantDANE && secure {
-		set, err := t.lookupTLSA(ctx, host, ips.Name)
-		if err != nil {
-			var de *mailsec.DNSError
-			if errors.As(err, &de) && de.Kind == mailsec.DNSServerFailure {
-				t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, PolicyType: tlsrpt.PolicyTLSA,
-					Failure: tlsrpt.DNSSECInvalid, FailureReasonCode: reasonCode(err)})
-			}
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
-				Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: err}
-		}
-		switch {
-		case len(set.usable) > 0:
-			daneState, usable = daneUsable, set.usable
-			for _, r := range usable {
-				hp.tlsa = append(hp.tlsa, r.String())
-			}
-			hp.serverName, names = set.base, set.names(host)
-		case len(set.records) > 0:
-			daneState = daneUnusable
-		}
-	}
-
-	danePolicy := func() *tlsPolicy {
-		return &tlsPolicy{mode: tlsDANE, tlsa: usable, names: names, now: t.Now}
-	}
-	switch ds.level {
-	case mailsec.Verified:
-		switch {
-		case daneState == daneUsable:
-			hp.pol, hp.policy = danePolicy(), "dane"
-		case ds.enforce:
-			if !ds.sts.Policy.Matches(host) {
-				t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.ValidationFailure,
-					FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"})
-				return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailMXNotInPolicy,
-					Detail: "the domain's MTA-STS policy (enforce) lists " + strings.Join(ds.sts.Policy.MX, ", ")}
-			}
-			hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedMTASTS}, "mta-sts"
-		default:
-			hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedWebPKI}, "verified"
-			if ds.testing {
-				hp.policy = "mta-sts-testing"
-				if !ds.sts.Policy.Matches(host) {
-					ds.note("MTA-STS (testing): " + host + " is not listed in the policy; delivered as the testing mode allows")
-					// Reported as the outcome of the session, which
-					// counts once (RFC 8461 §5: testing mode reports).
-					hp.violation = &tlsrpt.Result{Failure: tlsrpt.ValidationFailure,
-						FailureReasonCode: "MX host " + host + " is not listed in the MTA-STS policy"}
-				}
-			}
-		}
-	case mailsec.DANE:
-		switch daneState {
-		case daneUsable:
-			hp.pol, hp.policy = danePolicy(), "dane"
-		case daneUnusable:
-			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "dane-unusable"
-		default:
-			hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified, optional: true}, "may"
-		}
-	case mailsec.DANEOnly:
-		if daneState != daneUsable {
-			t.reportAttempt(ds, tlsrpt.Result{ReceivingMXHostname: host, Failure: tlsrpt.DANERequired})
-			why := "the host has no DNSSEC-authenticated TLSA records"
-			if daneState == daneUnusable {
-				why = "the host's TLSA records are all unusable for SMTP"
-			}
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANERequired, Detail: why}
-		}
-		hp.pol, hp.policy = danePolicy(), "dane"
-	case mailsec.VerifyMX:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedWebPKI}, "verify"
-	case mailsec.SecureDomain:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsDomain, names: []string{ds.domain}, now: t.Now}, "secure"
-	case mailsec.Pinned:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsPinned, pins: slices.Clone(d.Security.Pins)}, "pinned"
-	case mailsec.Unverified:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified}, "encrypt"
-	case mailsec.Opportunistic:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsUnverified, optional: true}, "may"
-	case mailsec.Plaintext:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsNone, loopbackOnly: true}, "plaintext"
-	case mailsec.Cleartext:
-		hp.pol, hp.policy = &tlsPolicy{mode: tlsNone}, "none"
-	default:
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel, Detail: "unknown level " + ds.level.String()}
-	}
-
-	// REQUIRETLS (RFC 8689 §4.2.1): only to an MX host that DNSSEC or an
-	// enforced MTA-STS policy vouches for, and only over a session that
-	// authenticates it (the session checks the server offers REQUIRETLS).
-	if d.RequireTLS {
-		if !hp.pol.authenticates() {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
-				Detail: "the message demands REQUIRETLS and the level for this host (" + hp.policy + ") does not authenticate it (5.7.30)"}
-		}
-		vouched := ds.route.authentic || ds.enforce && ds.sts.Policy.Matches(host)
-		if !vouched {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
-				Detail: "the message demands REQUIRETLS and this MX host is vouched for neither by DNSSEC nor by an MTA-STS policy in enforce mode (5.7.30)"}
-		}
-	}
-	return hp, nil
-}
-
-// tlsaSet is what DNSSEC-authenticated DNS says about a host's DANE
-// records.
-type tlsaSet struct {
-	records []mailsec.TLSA // every record found
-	usable  []mailsec.TLSA // those usable for SMTP
-	base    string         // the TLSA base domain they were found at
-}
-
-// names are the reference identifiers for DANE-TA: the TLSA base domain,
-// then the MX host name when they differ (RFC 7672 §3.2.2).
-func (s tlsaSet) names(host string) []string {
-	if s.base == host {
-		return []string{host}
-	}
-	return []string{s.base, host}
-}
-
-// lookupTLSA finds the TLSA records of an MX host whose MX and address
-// answers were authenticated. A host name that is a CNAME with a secure
-// expansion (canonical, the address answer's Name) has its records at the
-// expanded name first, then at the original name; the name where they are
-// found is the TLSA base domain, sent as SNI and matched first (RFC 7672
-// §2.2.2, §3.2.2, §8.1). No records, or none DNSSEC vouches for, is an
-// empty set; an error is a lookup that failed, which must stop the
-// connection (it may be an attack).
-func (t *Direct) lookupTLSA(ctx context.Context, host, canonical string) (tlsaSet, error) {
-	bases := []string{host}
-	if canonical != "" && canonical != host {
-		bases = []string{canonical, host}
-	}
-	for _, base := range bases {
-		ans, err := t.Resolver.LookupTLSA(ctx, "_25._tcp."+base)
-		switch {
-		case mailsec.IsNotFound(err), err == nil && (!ans.Authentic || len(ans.Records) == 0):
-			continue
-		case err != nil:
-			return tlsaSet{}, err
-		}
-		return tlsaSet{records: ans.Records, usable: dane.Usable(ans.Records), base: base}, nil
-	}
-	return tlsaSet{base: host}, nil
-}
-
 // tryHost delivers to one MX host. final reports that the outcome must
 // not lead to the next host (success, a permanent reply, a content
 // failure). A transaction that failed for now comes with its result.
 func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainState, host string, rcpts []string) (res *mailsec.DeliveryResult, err error, final bool) {
-	hp, err := t.planHost(ctx, d, ds, host)
+	mx, err := t.gatherHost(ctx, ds, host, wantsTLSA(d))
+	var hp *hostPlan
+	if err == nil {
+		hp, err = requirement(d.Security, host, &mxHop{mx: mx, ds: ds, requireTLS: d.RequireTLS, tlsRequiredNo: d.TLSRequiredNo, now: t.Now})
+	}
 	if err != nil {
+		// Skipped without a connection.
+		t.reportRefusal(ds, host, err)
 		return nil, err, false
 	}
+	if hp.note != "" {
+		ds.note(hp.note)
+	}
 	var lastErr error
-	for _, ip := range hp.addrs {
+	for _, ip := range mx.addrs {
 		if !t.AllowPrivate {
 			if r := netguard.Reason(ip); r != "" {
 				// Nothing is dialled: the attempt is not counted.
@@ -898,147 +613,6 @@ func (s *session) transactOnce(ctx context.Context, d *mailsec.Delivery) (*mails
 	res, ok, err := s.transact(ctx, d)
 	healthy = ok
 	return res, err
-}
-
-// report sends one result to Reports with the domain's policy filled in.
-func (t *Direct) report(ds *domainState, r tlsrpt.Result) {
-	if t.Reports == nil {
-		return
-	}
-	r.PolicyDomain = ds.domain
-	if r.PolicyType == "" {
-		r.PolicyType = tlsrpt.PolicyNone
-		if ds.sts != nil && ds.sts.Policy != nil && ds.sts.Policy.Mode != mtasts.None {
-			r.PolicyType = tlsrpt.PolicySTS
-			r.PolicyString = stsLines(ds.sts.Policy)
-			r.MXHost = slices.Clone(ds.sts.Policy.MX)
-		}
-	}
-	if r.Time.IsZero() {
-		r.Time = t.now()
-	}
-	t.Reports.Record(r)
-}
-
-// reportAttempt records the one result of one attempt to reach an MX
-// host (RFC 8460 §4.4 counts sessions). When the domain's MTA-STS policy
-// could not be had, a session that went well under no policy is reported
-// with that failure instead of a success, so that it counts once.
-func (t *Direct) reportAttempt(ds *domainState, r tlsrpt.Result) {
-	if t.Reports == nil {
-		return
-	}
-	if f := ds.stsFailure; f != nil && r.Success && r.PolicyType == "" {
-		r.Success, r.Failure, r.FailureReasonCode = false, f.Failure, f.FailureReasonCode
-	}
-	ds.reported = true
-	t.report(ds, r)
-}
-
-// reportSession records a session's TLS outcome. Failures before TLS was
-// tried (the connection was refused, the server closed) are not TLS
-// results and are not reported.
-func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip netip.Addr, s *session, err error) {
-	if t.Reports == nil {
-		return
-	}
-	r := tlsrpt.Result{ReceivingMXHostname: host, ReceivingIP: ip}
-	if hp.policy == "dane" {
-		r.PolicyType = tlsrpt.PolicyTLSA
-		r.PolicyString = hp.tlsa
-		r.MXHost = []string{host}
-	}
-	var se *mailsec.SecurityError
-	switch {
-	case s != nil && errors.Is(err, mailsec.ErrRequireTLS):
-		r.Success = true // the TLS session itself was sound
-	case s != nil:
-		r.Success = true
-		r.ReceivingMXHelo = ""
-	case errors.As(err, &se):
-		r.Failure = resultType(se)
-		r.FailureReasonCode = reasonCode(se)
-	default:
-		return
-	}
-	if r.Success && hp.violation != nil {
-		r.Success, r.Failure, r.FailureReasonCode = false, hp.violation.Failure, hp.violation.FailureReasonCode
-	}
-	if s != nil && s.state.Verification == mailsec.NoTLS && hp.pol.mode != tlsNone {
-		r.Success = false
-		r.Failure = tlsrpt.StartTLSNotSupported
-	}
-	t.reportAttempt(ds, r)
-}
-
-// reasonCode is err as a report's failure-reason-code, which goes to the
-// recipient domain: the failure in words, without anything about this
-// host's own network. A DNS failure is its name, type and kind (not the
-// resolver asked nor the transport error, which name our resolver's and
-// our own addresses), and any IP address left in the text is redacted.
-func reasonCode(err error) string {
-	var de *mailsec.DNSError
-	var me *mtasts.Error
-	text := err.Error()
-	if errors.As(err, &de) {
-		text = "DNS " + de.Type + " " + de.Name + ": " + de.Kind.String()
-		if errors.As(err, &me) {
-			text = "MTA-STS policy of " + me.Domain + ": " + text
-		}
-	}
-	return syntax.RedactAddresses(syntax.PeerText(text))
-}
-
-// resultType maps a session's security failure to its RFC 8460 §4.3
-// result type.
-func resultType(se *mailsec.SecurityError) tlsrpt.ResultType {
-	var de *dane.Error
-	if errors.As(se, &de) {
-		rt := tlsrpt.ResultType(de.ResultType())
-		if rt == tlsrpt.ValidationFailure {
-			// No record matched the certificate: "a validation error in
-			// the TLSA record ... None of the records in the RRset were
-			// found to be valid" (RFC 8460 §4.3.2.1).
-			rt = tlsrpt.TLSAInvalid
-		}
-		return rt
-	}
-	switch se.Failure {
-	case mailsec.FailStartTLSMissing, mailsec.FailStartTLSRefused, mailsec.FailInjection, mailsec.FailNotTLS:
-		return tlsrpt.StartTLSNotSupported
-	case mailsec.FailDANE:
-		return tlsrpt.TLSAInvalid
-	case mailsec.FailCertificate:
-		var ci x509.CertificateInvalidError
-		var he x509.HostnameError
-		var dom *domainError
-		switch {
-		case errors.As(se, &ci) && ci.Reason == x509.Expired:
-			return tlsrpt.CertificateExpired
-		case errors.As(se, &he), errors.As(se, &dom):
-			return tlsrpt.CertificateHostMismatch
-		}
-		return tlsrpt.CertificateNotTrusted
-	}
-	return tlsrpt.ValidationFailure
-}
-
-func stsResultType(err error) tlsrpt.ResultType {
-	var rt interface{ ResultType() string }
-	if errors.As(err, &rt) {
-		return tlsrpt.ResultType(rt.ResultType())
-	}
-	return tlsrpt.STSPolicyFetchError
-}
-
-// stsLines is a policy as the lines of its file, for a report's
-// policy-string (RFC 8460 §4.4).
-func stsLines(p *mtasts.Policy) []string {
-	lines := []string{"version: STSv1", "mode: " + string(p.Mode)}
-	for _, mx := range p.MX {
-		lines = append(lines, "mx: "+mx)
-	}
-	return append(lines, "max_age: "+strconv.FormatInt(p.MaxAge, 10))
 }
 
 // everyRcptRefused reports a transaction that ended because the server

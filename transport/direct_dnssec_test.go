@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/dnstest"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
@@ -64,7 +65,7 @@ func TestDirectAgainstValidatingResolver(t *testing.T) {
 		zone("redirect.test.", false, mx("redirect.test.", "127.0.0.10"), sts("redirect.test", "1")),
 		zone("signed.test.", true, mx("signed.test.", "127.0.0.11")),
 	)
-	res := &mailsec.DNSResolver{Servers: []string{srv.Addr}}
+	res := &dns.Client{Servers: []string{srv.Addr}}
 	e := newMXEnvWith(t, res, "enforce.test", "stripped.test", "testing.test", "redirect.test")
 	e.serve("mx.dane.test", "127.0.0.2", mailsectest.Config{Certificate: &leaf})
 	mismatchLeaf, _ := untrusted.Issue(mailsectest.CertOptions{DNSNames: []string{"mx.mismatch.test"}})

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -17,7 +18,7 @@ import (
 // the address. AllowPrivate would let it through.
 func ExampleDirect_nonGlobalAddress() {
 	res := mailsectest.NewResolver()
-	res.MX("evil.example", mailsec.MX{Host: "mx.evil.example", Pref: 10})
+	res.MX("evil.example", dns.MX{Host: "mx.evil.example", Pref: 10})
 	res.IP("mx.evil.example", netip.MustParseAddr("169.254.169.254"))
 	t := &transport.Direct{Resolver: res, LocalName: "mail.example.com"}
 	_, err := t.Deliver(context.Background(), &mailsec.Delivery{

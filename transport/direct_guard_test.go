@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 	"github.com/mailsec/mailsec/transport/mtasts"
@@ -42,7 +43,7 @@ func TestDirectRefusesNonGlobalMX(t *testing.T) {
 		"fd00::25", "fe80::1", "192.0.2.10", "2002:7f00:1::1", "64:ff9b::a00:1", "0.0.0.0", "255.255.255.255", "240.0.0.1"} {
 		t.Run(addr, func(t *testing.T) {
 			e := newMXEnv(t)
-			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+			e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 			s := e.mx("mx1.example.org", addr, mailsectest.Config{})
 			_, err := deliverDirect(t, e.guarded(), delivery(mailsec.Security{}, "ann@example.org"))
 			var ae *mailsec.AddressError
@@ -74,7 +75,7 @@ func TestDirectRefusesNonGlobalMX(t *testing.T) {
 // caught on the connection's peer address, before a byte is sent.
 func TestDirectGuardHoldsAtConnect(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	s := e.mx("mx1.example.org", "8.8.8.8", mailsectest.Config{})
 	_, err := deliverDirect(t, e.guarded(), delivery(mailsec.Security{}, "ann@example.org"))
 	var ae *mailsec.AddressError
@@ -95,10 +96,10 @@ func TestDirectGuardHoldsAtConnect(t *testing.T) {
 func TestDirectLimits(t *testing.T) {
 	t.Run("many MX hosts", func(t *testing.T) {
 		e := newMXEnv(t)
-		var mx []mailsec.MX
+		var mx []dns.MX
 		for i := range 1000 {
 			h := fmt.Sprintf("mx%d.example.org", i)
-			mx = append(mx, mailsec.MX{Host: h, Pref: uint16(i)})
+			mx = append(mx, dns.MX{Host: h, Pref: uint16(i)})
 			e.res.IP(h, netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}))
 		}
 		e.res.MX("example.org", mx...)
@@ -119,9 +120,9 @@ func TestDirectLimits(t *testing.T) {
 	})
 	t.Run("many MX hosts without addresses", func(t *testing.T) {
 		e := newMXEnv(t)
-		var mx []mailsec.MX
+		var mx []dns.MX
 		for i := range 1000 {
-			mx = append(mx, mailsec.MX{Host: fmt.Sprintf("mx%d.example.org", i), Pref: uint16(i)})
+			mx = append(mx, dns.MX{Host: fmt.Sprintf("mx%d.example.org", i), Pref: uint16(i)})
 		}
 		e.res.MX("example.org", mx...)
 		if _, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org")); err == nil {
@@ -137,7 +138,7 @@ func TestDirectLimits(t *testing.T) {
 	})
 	t.Run("many addresses", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		var addrs []netip.Addr
 		for i := range 500 {
 			addrs = append(addrs, netip.AddrFrom4([4]byte{198, 51, byte(100 + i/250), byte(i % 250)}))
@@ -155,10 +156,10 @@ func TestDirectLimits(t *testing.T) {
 		e := newMXEnv(t)
 		busy := &mailsec.Reply{Code: 421, EnhancedCode: mailsec.EnhancedCode{4, 3, 2}, Text: "busy"}
 		var servers []*mailsectest.Server
-		var mx []mailsec.MX
+		var mx []dns.MX
 		for i := range 4 {
 			h := fmt.Sprintf("mx%d.example.org", i)
-			mx = append(mx, mailsec.MX{Host: h, Pref: uint16(10 * i)})
+			mx = append(mx, dns.MX{Host: h, Pref: uint16(10 * i)})
 			servers = append(servers, e.mx(h, fmt.Sprintf("192.0.2.%d", 10+i), mailsectest.Config{MailReply: busy}))
 		}
 		e.res.MX("example.org", mx...)
@@ -177,8 +178,8 @@ func TestDirectLimits(t *testing.T) {
 	})
 	t.Run("configured", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20},
-			mailsec.MX{Host: "mx3.example.org", Pref: 30})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20},
+			dns.MX{Host: "mx3.example.org", Pref: 30})
 		for i, h := range []string{"mx1.example.org", "mx2.example.org", "mx3.example.org"} {
 			e.res.IP(h, netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}))
 		}
@@ -202,7 +203,7 @@ func TestDirectLimits(t *testing.T) {
 // itself shares all three.
 func TestDirectOneConfigurationForPolicyHosts(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	e.sts("example.org", "1", "enforce", "mx1.example.org")
 	for name, change := range map[string]func(d *transport.Direct, c *mtasts.Client){
@@ -256,7 +257,7 @@ func TestDirectOneConfigurationForPolicyHosts(t *testing.T) {
 // still matching the context's error.
 func TestDirectPolicyFetchDeadlineTyped(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	e.sts("example.org", "1", "enforce", "mx1.example.org")
 	e.stalls.Store("example.org", true)
@@ -321,7 +322,7 @@ func rawPolicy(t *testing.T, e *mxEnv, resp string, log *slog.Logger) *mtasts.Cl
 // log cleaned of terminal controls.
 func TestDirectPolicyServerTextCleaned(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	e.sts("example.org", "1", "enforce", "mx1.example.org")
 	var logged bytes.Buffer
@@ -349,8 +350,8 @@ func TestDirectPolicyServerTextCleaned(t *testing.T) {
 // resolver's error text for the first MX host.
 func TestDirectNotesCleaned(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
-	e.res.Fail("IP", "mx1.example.org", &mailsec.DNSError{Name: "mx1.example.org", Type: "A", Kind: mailsec.DNSMalformed,
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
+	e.res.Fail("IP", "mx1.example.org", &dns.Error{Name: "mx1.example.org", Type: "A", Kind: dns.Malformed,
 		Err: errors.New("bad answer \x1b]0;pwned\x07\u202e")})
 	e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{})
 	res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -367,7 +368,7 @@ func TestDirectNotesCleaned(t *testing.T) {
 // once: as a failure of the fetch, not as a failure and a success.
 func TestDirectReportsOneResultPerSession(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	e.sts("example.org", "1", "enforce", "mx1.example.org")
 	e.redirects.Store("example.org", true)
@@ -396,7 +397,7 @@ func TestDirectReportsOneResultPerSession(t *testing.T) {
 
 	// The same for a testing-mode policy that does not list the host.
 	e = newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx.other.example", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx.other.example", Pref: 10})
 	e.mx("mx.other.example", "192.0.2.10", mailsectest.Config{})
 	e.sts("example.org", "1", "testing", "mx1.example.org")
 	if _, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org")); err != nil {
@@ -412,17 +413,17 @@ func TestDirectReportsOneResultPerSession(t *testing.T) {
 func TestDirectReportsNoInternalAddresses(t *testing.T) {
 	internal := []string{"10.1.2.3", "127.0.0.1", "5353", "10.9.9.9"}
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
-	e.res.Fail("TXT", "_mta-sts.example.org", &mailsec.DNSError{Name: "_mta-sts.example.org", Type: "TXT",
-		Kind: mailsec.DNSServerFailure, Server: "127.0.0.1:5353",
+	e.res.Fail("TXT", "_mta-sts.example.org", &dns.Error{Name: "_mta-sts.example.org", Type: "TXT",
+		Kind: dns.ServerFailure, Server: "127.0.0.1:5353",
 		Err: errors.New("lookup _mta-sts.example.org on 10.1.2.3:53: read udp 10.9.9.9:40000->10.1.2.3:53: i/o timeout")})
 	// A signed host whose TLSA lookup fails the same way.
-	e.res.MX("signed.example", mailsec.MX{Host: "mx1.signed.example", Pref: 10})
+	e.res.MX("signed.example", dns.MX{Host: "mx1.signed.example", Pref: 10})
 	e.res.Secure("signed.example")
 	e.mx("mx1.signed.example", "192.0.2.11", mailsectest.Config{})
-	e.res.Fail("TLSA", "_25._tcp.mx1.signed.example", &mailsec.DNSError{Name: "_25._tcp.mx1.signed.example", Type: "TLSA",
-		Kind: mailsec.DNSServerFailure, Server: "[fd00::53]:53", Err: errors.New("read udp [fd00::1]:4000->[fd00::53]:53: i/o timeout")})
+	e.res.Fail("TLSA", "_25._tcp.mx1.signed.example", &dns.Error{Name: "_25._tcp.mx1.signed.example", Type: "TLSA",
+		Kind: dns.ServerFailure, Server: "[fd00::53]:53", Err: errors.New("read udp [fd00::1]:4000->[fd00::53]:53: i/o timeout")})
 	agg := &tlsrpt.Aggregator{}
 	d := e.direct()
 	d.Reports = agg
@@ -452,7 +453,7 @@ func TestDirectReportsNoInternalAddresses(t *testing.T) {
 // Check refuses an address where a domain is due, before any lookup.
 func TestDirectCheckRefusesAnAddress(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	for _, in := range []string{"ann@example.org", "a@b", "@example.org", "example.org@"} {
 		dc, err := e.direct().Check(t.Context(), in)
 		var ve *mailsec.ValidationError
@@ -468,7 +469,7 @@ func TestDirectCheckRefusesAnAddress(t *testing.T) {
 // Check does not connect to a host at a non-global address, and says so.
 func TestDirectCheckNonGlobal(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	e.mx("mx1.example.org", "169.254.169.254", mailsectest.Config{})
 	dc, err := e.guarded().Check(t.Context(), "example.org")
 	if err != nil {
@@ -504,7 +505,7 @@ func TestDirectTypedNilConfiguration(t *testing.T) {
 	} {
 		t.Run(field, func(t *testing.T) {
 			e := newMXEnv(t)
-			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+			e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 			e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 			for _, op := range []string{"Validate", "Deliver", "Check"} {
 				d := e.direct()
@@ -535,7 +536,7 @@ func TestDirectTypedNilConfiguration(t *testing.T) {
 	}
 
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	s := e.mx("mx1.example.org", "8.8.8.8", mailsectest.Config{})
 	d := e.guarded()
 	d.Dialer = dialFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {

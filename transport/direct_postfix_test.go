@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/dnstest"
 	"github.com/mailsec/mailsec/internal/postfixtest"
 	"github.com/mailsec/mailsec/transport"
@@ -35,7 +36,7 @@ func TestDirectToPostfixOverDANE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dns := dnstest.Start(t, dnstest.Zone{Name: "pf.test.", Signed: true, Records: []string{
+	ns := dnstest.Start(t, dnstest.Zone{Name: "pf.test.", Signed: true, Records: []string{
 		"pf.test. 300 IN MX 10 mx.pf.test.",
 		"mx.pf.test. 300 IN A 127.0.0.1",
 		rr,
@@ -44,7 +45,7 @@ func TestDirectToPostfixOverDANE(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	// Postfix listens on loopback, which direct delivery refuses unless
 	// allowed.
-	tr := &transport.Direct{Resolver: &mailsec.DNSResolver{Servers: []string{dns.Addr}}, Port: p, LocalName: "sender.test", AllowPrivate: true}
+	tr := &transport.Direct{Resolver: &dns.Client{Servers: []string{ns.Addr}}, Port: p, LocalName: "sender.test", AllowPrivate: true}
 	s, err := mailsec.NewSender(tr, nil)
 	if err != nil {
 		t.Fatal(err)

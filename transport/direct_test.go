@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 	"github.com/mailsec/mailsec/transport/mtasts"
@@ -33,7 +34,7 @@ type mxEnv struct {
 	t       testing.TB
 	ca      *mailsectest.CA
 	res     *mailsectest.Resolver
-	dnsres  mailsec.Resolver // res, or a real resolver
+	dnsres  dns.Resolver // res, or a real resolver
 	mu      sync.Mutex
 	servers map[string]*mailsectest.Server // by the address the resolver gives
 	dials   map[string]int
@@ -83,7 +84,7 @@ func newMXEnv(t *testing.T) *mxEnv { return newMXEnvWith(t, nil) }
 // newMXEnvWith makes an env whose lookups go to r (nil: the mock) and
 // whose policy server has certificates for every mta-sts.<domain> of
 // stsDomains.
-func newMXEnvWith(t testing.TB, r mailsec.Resolver, stsDomains ...string) *mxEnv {
+func newMXEnvWith(t testing.TB, r dns.Resolver, stsDomains ...string) *mxEnv {
 	t.Helper()
 	ca, err := mailsectest.NewCA()
 	if err != nil {
@@ -285,7 +286,7 @@ func (e *mxEnv) nothingSent() {
 
 func TestDirectVerifiedWebPKI(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
 	if err != nil {
@@ -305,7 +306,7 @@ func TestDirectVerifiedWebPKI(t *testing.T) {
 
 func TestDirectRefusesUnverifiedMX(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	other, _ := mailsectest.NewCA()
 	bad, err := other.Issue(mailsectest.CertOptions{DNSNames: []string{"mx1.example.org"}})
 	if err != nil {
@@ -328,7 +329,7 @@ func TestDirectRefusesUnverifiedMX(t *testing.T) {
 
 func TestDirectMXOrderAndFallback(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx2.example.org", Pref: 20}, mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx2.example.org", Pref: 20}, dns.MX{Host: "mx1.example.org", Pref: 10})
 	e.res.IP("mx1.example.org", netip.MustParseAddr("192.0.2.10")) // nothing listens there
 	s2 := e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{})
 	res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -348,8 +349,8 @@ func TestDirectMXOrderAndFallback(t *testing.T) {
 
 func TestDirectTiesInRandomOrder(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "a.example.org", Pref: 10}, mailsec.MX{Host: "b.example.org", Pref: 10},
-		mailsec.MX{Host: "c.example.org", Pref: 5})
+	e.res.MX("example.org", dns.MX{Host: "a.example.org", Pref: 10}, dns.MX{Host: "b.example.org", Pref: 10},
+		dns.MX{Host: "c.example.org", Pref: 5})
 	e.res.IP("a.example.org", netip.MustParseAddr("192.0.2.1"))
 	e.res.IP("b.example.org", netip.MustParseAddr("192.0.2.2"))
 	e.res.IP("c.example.org", netip.MustParseAddr("192.0.2.3"))
@@ -394,7 +395,7 @@ func dialRecorder(e *mxEnv, order chan<- string) transport.Dialer {
 func TestDirectRoutes(t *testing.T) {
 	t.Run("null MX is permanent, no connection", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+		e.res.MX("nomail.example", dns.MX{Host: "", Pref: 0})
 		e.res.IP("nomail.example", netip.MustParseAddr("192.0.2.30"))
 		e.mx("nomail.example", "192.0.2.30", mailsectest.Config{})
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@nomail.example"))
@@ -408,13 +409,13 @@ func TestDirectRoutes(t *testing.T) {
 	t.Run("NXDOMAIN is permanent", func(t *testing.T) {
 		e := newMXEnv(t)
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@nowhere.example"))
-		if !errors.Is(err, mailsec.ErrNXDomain) || mailsec.IsTemporary(err) {
+		if !errors.Is(err, dns.ErrNXDomain) || mailsec.IsTemporary(err) {
 			t.Fatalf("err = %v, want permanent NXDOMAIN", err)
 		}
 	})
 	t.Run("SERVFAIL is temporary with no address fallback", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.Fail("MX", "example.org", &mailsec.DNSError{Name: "example.org", Type: "MX", Kind: mailsec.DNSServerFailure})
+		e.res.Fail("MX", "example.org", &dns.Error{Name: "example.org", Type: "MX", Kind: dns.ServerFailure})
 		e.mx("example.org", "192.0.2.40", mailsectest.Config{})
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
 		if err == nil || !mailsec.IsTemporary(err) {
@@ -440,7 +441,7 @@ func TestDirectRoutes(t *testing.T) {
 func TestDirectMTASTS(t *testing.T) {
 	t.Run("enforce refuses an unlisted MX", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx.attacker.example", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx.attacker.example", Pref: 10})
 		e.mx("mx.attacker.example", "198.51.100.1", mailsectest.Config{})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -457,7 +458,7 @@ func TestDirectMTASTS(t *testing.T) {
 	})
 	t.Run("enforce refuses a stripped STARTTLS", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{WithholdStartTLS: true})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -472,7 +473,7 @@ func TestDirectMTASTS(t *testing.T) {
 	})
 	t.Run("enforce delivers to a listed MX and says so", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 		e.sts("example.org", "1", "enforce", "*.example.org")
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -489,7 +490,7 @@ func TestDirectMTASTS(t *testing.T) {
 	})
 	t.Run("testing mode delivers and reports", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx.other.example", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx.other.example", Pref: 10})
 		s := e.mx("mx.other.example", "192.0.2.10", mailsectest.Config{})
 		e.sts("example.org", "1", "testing", "mx1.example.org")
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -508,7 +509,7 @@ func TestDirectMTASTS(t *testing.T) {
 	})
 	t.Run("a redirected policy fetch is no policy, reported", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx.other.example", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx.other.example", Pref: 10})
 		s := e.mx("mx.other.example", "192.0.2.10", mailsectest.Config{})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
 		e.redirects.Store("example.org", true)
@@ -526,9 +527,9 @@ func TestDirectMTASTS(t *testing.T) {
 }
 
 // tlsaFor is a 3 1 1 record for cert's key.
-func tlsaFor(cert *x509.Certificate) mailsec.TLSA {
+func tlsaFor(cert *x509.Certificate) dns.TLSA {
 	h := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: h[:]}
+	return dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: h[:]}
 }
 
 func TestDirectDANE(t *testing.T) {
@@ -542,7 +543,7 @@ func TestDirectDANE(t *testing.T) {
 	setup := func(t *testing.T) *mxEnv {
 		e := newMXEnv(t)
 		e.res.Secure("secure.example")
-		e.res.MX("secure.example", mailsec.MX{Host: "mx1.secure.example", Pref: 10})
+		e.res.MX("secure.example", dns.MX{Host: "mx1.secure.example", Pref: 10})
 		e.mx("mx1.secure.example", "192.0.2.60", mailsectest.Config{Certificate: &leaf, RequireTLS: true})
 		return e
 	}
@@ -569,7 +570,7 @@ func TestDirectDANE(t *testing.T) {
 			t.Fatal("the test server's chain lacks its CA")
 		}
 		h := sha256.Sum256(leaf.Certificate[1])
-		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 2, Selector: 0, MatchingType: 1, Data: h[:]})
+		e.res.TLSA("_25._tcp.mx1.secure.example", dns.TLSA{Usage: 2, Selector: 0, MatchingType: 1, Data: h[:]})
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@secure.example"))
 		if err != nil {
 			t.Fatal(err)
@@ -580,7 +581,7 @@ func TestDirectDANE(t *testing.T) {
 	})
 	t.Run("mismatch refused", func(t *testing.T) {
 		e := setup(t)
-		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
+		e.res.TLSA("_25._tcp.mx1.secure.example", dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@secure.example"))
 		if !errors.Is(err, mailsec.ErrCertificate) || !mailsec.IsTemporary(err) {
 			t.Fatalf("err = %v, want a temporary ErrCertificate", err)
@@ -596,7 +597,7 @@ func TestDirectDANE(t *testing.T) {
 	})
 	t.Run("failed TLSA lookup: temporary, no connection", func(t *testing.T) {
 		e := setup(t)
-		e.res.Fail("TLSA", "_25._tcp.mx1.secure.example", &mailsec.DNSError{Kind: mailsec.DNSServerFailure, Type: "TLSA", Name: "_25._tcp.mx1.secure.example"})
+		e.res.Fail("TLSA", "_25._tcp.mx1.secure.example", &dns.Error{Kind: dns.ServerFailure, Type: "TLSA", Name: "_25._tcp.mx1.secure.example"})
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@secure.example"))
 		if !errors.Is(err, mailsec.ErrDomainPolicy) || !mailsec.IsTemporary(err) {
 			t.Fatalf("err = %v, want a temporary ErrDomainPolicy", err)
@@ -610,7 +611,7 @@ func TestDirectDANE(t *testing.T) {
 	})
 	t.Run("insecure zone: TLSA ignored", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{Certificate: &leaf})
 		e.res.TLSA("_25._tcp.mx1.example.org", tlsaFor(leaf.Leaf))
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org"))
@@ -635,7 +636,7 @@ func TestDirectDANE(t *testing.T) {
 	})
 	t.Run("only unusable records: dane level encrypts, dane-only refuses", func(t *testing.T) {
 		e := setup(t)
-		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 1, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
+		e.res.TLSA("_25._tcp.mx1.secure.example", dns.TLSA{Usage: 1, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.DANE}, "ann@secure.example"))
 		if err != nil {
 			t.Fatal(err)
@@ -647,12 +648,21 @@ func TestDirectDANE(t *testing.T) {
 		if !errors.Is(err, mailsec.ErrDomainPolicy) {
 			t.Fatalf("dane-only: err = %v", err)
 		}
+		// The refusal is the attempt's one result for TLS reporting.
+		if n := e.reports.failures(tlsrpt.DANERequired); n != 1 {
+			t.Fatalf("%d dane-required results: %+v", n, e.reports.results())
+		}
+		for _, r := range e.reports.results() {
+			if r.Failure == tlsrpt.DANERequired && (r.ReceivingMXHostname != "mx1.secure.example" || r.PolicyDomain != "secure.example") {
+				t.Errorf("dane-required result %+v", r)
+			}
+		}
 	})
 	t.Run("TLS-Required: No never means plaintext", func(t *testing.T) {
 		for _, l := range []mailsec.SecurityLevel{mailsec.Verified, mailsec.DANE, mailsec.DANEOnly} {
 			e := newMXEnv(t)
 			e.res.Secure("secure.example")
-			e.res.MX("secure.example", mailsec.MX{Host: "mx1.secure.example", Pref: 10})
+			e.res.MX("secure.example", dns.MX{Host: "mx1.secure.example", Pref: 10})
 			e.mx("mx1.secure.example", "192.0.2.60", mailsectest.Config{WithholdStartTLS: true})
 			e.res.TLSA("_25._tcp.mx1.secure.example", tlsaFor(leaf.Leaf))
 			d := delivery(mailsec.Security{Level: l}, "ann@secure.example")
@@ -679,7 +689,7 @@ func TestDirectDANE(t *testing.T) {
 	t.Run("CNAME'd MX host: TLSA at the expanded name", func(t *testing.T) {
 		e := newMXEnv(t)
 		e.res.Secure("secure.example")
-		e.res.MX("secure.example", mailsec.MX{Host: "mx.secure.example", Pref: 10})
+		e.res.MX("secure.example", dns.MX{Host: "mx.secure.example", Pref: 10})
 		e.res.CNAME("mx.secure.example", "real.secure.example")
 		e.serve("real.secure.example", "192.0.2.61", mailsectest.Config{Certificate: &leaf})
 		e.res.IP("real.secure.example", netip.MustParseAddr("192.0.2.61"))
@@ -698,7 +708,7 @@ func TestDirectDANE(t *testing.T) {
 	})
 	t.Run("TLS-Required: No sets DANE aside but keeps TLS", func(t *testing.T) {
 		e := setup(t)
-		e.res.TLSA("_25._tcp.mx1.secure.example", mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
+		e.res.TLSA("_25._tcp.mx1.secure.example", dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
 		d := delivery(mailsec.Security{}, "ann@secure.example")
 		d.TLSRequiredNo = true
 		res, err := deliverDirect(t, e.direct(), d)
@@ -721,7 +731,7 @@ func TestDirectDANE(t *testing.T) {
 func TestDirectRequireTLS(t *testing.T) {
 	t.Run("only a testing policy: refused, nothing sent", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{RequireTLS: true})
 		e.sts("example.org", "1", "testing", "mx1.example.org")
 		d := delivery(mailsec.Security{}, "ann@example.org")
@@ -736,7 +746,7 @@ func TestDirectRequireTLS(t *testing.T) {
 	})
 	t.Run("enforce policy and REQUIRETLS offered: delivered", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{RequireTLS: true})
 		e.sts("example.org", "1", "enforce", "mx1.example.org")
 		d := delivery(mailsec.Security{}, "ann@example.org")
@@ -751,7 +761,7 @@ func TestDirectRequireTLS(t *testing.T) {
 	t.Run("next MX when the first does not offer REQUIRETLS", func(t *testing.T) {
 		e := newMXEnv(t)
 		e.res.Secure("example.org")
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
 		s1 := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 		s2 := e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{RequireTLS: true})
 		d := delivery(mailsec.Security{}, "ann@example.org")
@@ -773,7 +783,7 @@ func TestDirectLevels(t *testing.T) {
 	}
 	t.Run("may: plaintext only when STARTTLS is missing, recorded", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{WithholdStartTLS: true})
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Opportunistic}, "ann@example.org"))
 		if err != nil {
@@ -785,7 +795,7 @@ func TestDirectLevels(t *testing.T) {
 	})
 	t.Run("may: a failed handshake is not a way to plaintext", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS11})
 		_, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Opportunistic}, "ann@example.org"))
 		if !errors.Is(err, mailsec.ErrHandshake) {
@@ -795,7 +805,7 @@ func TestDirectLevels(t *testing.T) {
 	})
 	t.Run("encrypt: TLS without verification", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{Certificate: &wrong})
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Unverified}, "ann@example.org"))
 		if err != nil {
@@ -805,7 +815,7 @@ func TestDirectLevels(t *testing.T) {
 			t.Fatalf("connection = %+v", res.Connection)
 		}
 		e2 := newMXEnv(t)
-		e2.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e2.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e2.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{WithholdStartTLS: true})
 		if _, err := deliverDirect(t, e2.direct(), delivery(mailsec.Security{Level: mailsec.Unverified}, "ann@example.org")); !errors.Is(err, mailsec.ErrDowngrade) {
 			t.Fatalf("encrypt without STARTTLS: err = %v", err)
@@ -814,14 +824,14 @@ func TestDirectLevels(t *testing.T) {
 	})
 	t.Run("secure: the certificate must name the domain", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx.hoster.example", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx.hoster.example", Pref: 10})
 		e.mx("mx.hoster.example", "192.0.2.10", mailsectest.Config{})
 		if _, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.SecureDomain}, "ann@example.org")); !errors.Is(err, mailsec.ErrCertificate) {
 			t.Fatalf("err = %v, want ErrCertificate", err)
 		}
 		e.nothingSent()
 		e2 := newMXEnv(t)
-		e2.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e2.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e2.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 		if _, err := deliverDirect(t, e2.direct(), delivery(mailsec.Security{Level: mailsec.SecureDomain}, "ann@example.org")); err != nil {
 			t.Fatal(err)
@@ -829,7 +839,7 @@ func TestDirectLevels(t *testing.T) {
 	})
 	t.Run("verify: a wrong-CA certificate is refused", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{Certificate: &wrong})
 		if _, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.VerifyMX}, "ann@example.org")); !errors.Is(err, mailsec.ErrCertificate) {
 			t.Fatalf("err = %v", err)
@@ -838,7 +848,7 @@ func TestDirectLevels(t *testing.T) {
 	})
 	t.Run("none: no TLS at all", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 		res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{Level: mailsec.Cleartext}, "ann@example.org"))
 		if err != nil {
@@ -850,7 +860,7 @@ func TestDirectLevels(t *testing.T) {
 	})
 	t.Run("REQUIRETLS with a weak level is refused before any lookup", func(t *testing.T) {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 		d := delivery(mailsec.Security{Level: mailsec.Opportunistic}, "ann@example.org")
 		d.RequireTLS = true
 		if _, err := deliverDirect(t, e.direct(), d); !errors.Is(err, mailsec.ErrRequireTLS) {
@@ -864,9 +874,9 @@ func TestDirectLevels(t *testing.T) {
 
 func TestDirectSeveralDomains(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
-	e.res.MX("example.net", mailsec.MX{Host: "mx1.example.net", Pref: 10})
-	e.res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.net", dns.MX{Host: "mx1.example.net", Pref: 10})
+	e.res.MX("nomail.example", dns.MX{Host: "", Pref: 0})
 	s1 := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	s2 := e.mx("mx1.example.net", "192.0.2.20", mailsectest.Config{})
 	res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@example.org", "bob@example.net", "cy@nomail.example", "dee@EXAMPLE.org"))
@@ -907,8 +917,8 @@ func TestDirectCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.res.Secure("secure.example")
-	e.res.MX("secure.example", mailsec.MX{Host: "mx1.secure.example", Pref: 10}, mailsec.MX{Host: "mx2.secure.example", Pref: 20},
-		mailsec.MX{Host: "mx3.secure.example", Pref: 30})
+	e.res.MX("secure.example", dns.MX{Host: "mx1.secure.example", Pref: 10}, dns.MX{Host: "mx2.secure.example", Pref: 20},
+		dns.MX{Host: "mx3.secure.example", Pref: 30})
 	e.mx("mx1.secure.example", "192.0.2.1", mailsectest.Config{Certificate: &leaf})
 	e.res.TLSA("_25._tcp.mx1.secure.example", tlsaFor(leaf.Leaf))
 	e.mx("mx2.secure.example", "192.0.2.2", mailsectest.Config{})
@@ -941,7 +951,7 @@ func TestDirectCheck(t *testing.T) {
 // fetch its MTA-STS policy once; later ones fetch nothing.
 func TestDirectOnePolicyFetch(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
 	e.sts("example.org", "1", "enforce", "mx1.example.org")
 	tr := e.direct()
@@ -985,7 +995,7 @@ func TestDirectOnePolicyFetch(t *testing.T) {
 // policy is cached (the one of the first delivery aside).
 func BenchmarkDirectCachedPolicy(b *testing.B) {
 	e := newMXEnvWith(b, nil)
-	e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 	e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{Discard: true})
 	e.sts("example.org", "1", "enforce", "mx1.example.org")
 	tr := e.direct()
@@ -1014,7 +1024,7 @@ func BenchmarkDirectCachedPolicy(b *testing.B) {
 func TestDirectRcptRefusalsStay(t *testing.T) {
 	for _, order := range [][]string{{"ann@example.org", "bob@example.org"}, {"bob@example.org", "ann@example.org"}} {
 		e := newMXEnv(t)
-		e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+		e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
 		e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{RcptReply: map[string]*mailsec.Reply{
 			"ann@example.org": {Code: 450, Text: "mailbox busy"},
 			"bob@example.org": {Code: 550, Text: "no such user"},

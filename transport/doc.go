@@ -14,8 +14,24 @@
 // REQUIRETLS (RFC 8689) goes only to hosts DNSSEC or an enforce policy
 // vouches for. Every session's outcome can be recorded for TLS reporting
 // (RFC 8460, package tlsrpt). [Direct.Check] reports all of it for a domain
-// without sending mail. The security levels a delivery may ask for are
-// mailsec's, named after Postfix's: see mailsec.SecurityLevel.
+// without sending mail. Every name it needs goes through one dns.Resolver
+// (package dns; a dns.Client pointed at a validating resolver on the same
+// host). The security levels a delivery may ask for are mailsec's, named
+// after Postfix's: see mailsec.SecurityLevel.
+//
+// # Reading the code
+//
+// One delivery through Direct goes down these files: direct.go (Deliver
+// groups recipients by domain, deliverDomain tries a domain's MX hosts in
+// order, tryHost connects to one and runs the transaction); gather.go
+// (what the DNS and the domain's MTA-STS policy say, learnt before any
+// connection); tlspolicy.go (what the delivery's security level requires
+// of the session with that host: the one place where every level gets its
+// meaning, for Submission too); session.go (the SMTP session, which
+// enforces it); tlsreport.go (each attempt's outcome for TLS reporting).
+// check.go is Direct.Check, which reads the same facts. A Submission goes
+// through submission.go, pool.go (its reused sessions), tlspolicy.go and
+// session.go; auth.go is SMTP AUTH.
 //
 // # What the session layer enforces
 //

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -108,8 +109,8 @@ func ExampleSubmission_Deliver_downgrade() {
 // null MX (RFC 7505) accepts no mail: the delivery fails permanently
 // before any connection.
 func ExampleDirect() {
-	res := mailsectest.NewResolver() // in production: &mailsec.DNSResolver{Servers: []string{"127.0.0.1:53"}}
-	res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+	res := mailsectest.NewResolver() // in production: &dns.Client{Servers: []string{"127.0.0.1:53"}}
+	res.MX("nomail.example", dns.MX{Host: "", Pref: 0})
 	t := &transport.Direct{Resolver: res, LocalName: "mail.example.com"}
 	_, err := t.Deliver(context.Background(), &mailsec.Delivery{
 		From:    "app@example.com",
@@ -124,7 +125,7 @@ func ExampleDirect() {
 // any.
 func ExampleDirect_Check() {
 	res := mailsectest.NewResolver()
-	res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+	res.MX("nomail.example", dns.MX{Host: "", Pref: 0})
 	t := &transport.Direct{Resolver: res, LocalName: "mail.example.com"}
 	report, err := t.Check(context.Background(), "nomail.example")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 // Hooks for transport_test: they reach one layer of a check with the
@@ -31,12 +32,15 @@ func DialWith(t *Submission, pol *tlsPolicy, alter func(*tls.Config)) (mailsec.C
 
 // SubmissionPolicy is the policy a Submission uses for sec.
 func SubmissionPolicy(sec mailsec.Security) *tlsPolicy {
-	p, _ := submissionPolicy(sec)
-	return p
+	hp, err := requirement(sec, "", nil)
+	if err != nil {
+		return nil
+	}
+	return hp.pol
 }
 
 // DANEPolicy requires a certificate that matches one of the TLSA records.
-func DANEPolicy(tlsa []mailsec.TLSA, names ...string) *tlsPolicy {
+func DANEPolicy(tlsa []dns.TLSA, names ...string) *tlsPolicy {
 	return &tlsPolicy{mode: tlsDANE, tlsa: tlsa, names: names}
 }
 

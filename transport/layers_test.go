@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -97,8 +98,8 @@ func TestPinCheckAlone(t *testing.T) {
 // refuses a certificate that matches no TLSA record.
 func TestDANECheckAlone(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	record := mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}
-	_, err := transport.DialWith(srv.Transport(), transport.DANEPolicy([]mailsec.TLSA{record}, "localhost"), func(c *tls.Config) { c.VerifyConnection = nil })
+	record := dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}
+	_, err := transport.DialWith(srv.Transport(), transport.DANEPolicy([]dns.TLSA{record}, "localhost"), func(c *tls.Config) { c.VerifyConnection = nil })
 	assertSecurity(t, err, mailsec.FailDANE, mailsec.ErrCertificate)
 	assertNothingAfterTLS(t, srv)
 }

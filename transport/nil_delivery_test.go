@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -90,7 +91,7 @@ func TestDeliveryUnicodeDomainNeedsSMTPUTF8(t *testing.T) {
 // delivered.
 func TestDirectContentPanicClosesSession(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("example.org", mailsec.MX{Host: "mx.example.org", Pref: 10})
+	e.res.MX("example.org", dns.MX{Host: "mx.example.org", Pref: 10})
 	srv := e.mx("mx.example.org", "192.0.2.1", mailsectest.Config{})
 	func() {
 		defer func() {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -22,11 +23,11 @@ func TestReceiptDeliveryNumbersDirect(t *testing.T) {
 	servers := map[string]*mailsectest.Server{}
 	for i, d := range []string{"a.example", "b.example", "c.example"} {
 		mx := "mx." + d
-		e.res.MX(d, mailsec.MX{Host: mx, Pref: 10})
+		e.res.MX(d, dns.MX{Host: mx, Pref: 10})
 		servers[d] = e.mx(mx, "192.0.2."+string(rune('1'+i)), mailsectest.Config{})
 	}
-	e.res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
-	e.res.MX("down.example", mailsec.MX{Host: "mx.down.example", Pref: 10})
+	e.res.MX("nomail.example", dns.MX{Host: "", Pref: 0})
+	e.res.MX("down.example", dns.MX{Host: "mx.down.example", Pref: 10})
 	e.res.IP("mx.down.example", netip.MustParseAddr("192.0.2.99")) // nothing listens there
 
 	s, err := mailsec.NewSender(e.direct(), nil)
@@ -79,9 +80,9 @@ func TestReceiptDeliveryNumbersDirect(t *testing.T) {
 // deliveries by.
 func TestDirectResultSessionsPerDomain(t *testing.T) {
 	e := newMXEnv(t)
-	e.res.MX("a.example", mailsec.MX{Host: "mx.a.example", Pref: 10})
-	e.res.MX("b.example", mailsec.MX{Host: "mx.b.example", Pref: 10})
-	e.res.MX("nomail.example", mailsec.MX{Host: "", Pref: 0})
+	e.res.MX("a.example", dns.MX{Host: "mx.a.example", Pref: 10})
+	e.res.MX("b.example", dns.MX{Host: "mx.b.example", Pref: 10})
+	e.res.MX("nomail.example", dns.MX{Host: "", Pref: 0})
 	e.mx("mx.a.example", "192.0.2.1", mailsectest.Config{})
 	e.mx("mx.b.example", "192.0.2.2", mailsectest.Config{})
 	res, err := deliverDirect(t, e.direct(), delivery(mailsec.Security{}, "ann@a.example", "bob@b.example", "dan@nomail.example", "amy@a.example"))
@@ -111,11 +112,11 @@ func TestReceiptDeliveryOfDeferredTransaction(t *testing.T) {
 		last string // the host whose session the Receipt names
 	}{
 		{"one host", func(e *mxEnv) []*mailsectest.Server {
-			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10})
+			e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
 			return []*mailsectest.Server{e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{DataReply: later})}
 		}, "mx1.example.org"},
 		{"then an untrusted host", func(e *mxEnv) []*mailsectest.Server {
-			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+			e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
 			other, _ := mailsectest.NewCA()
 			bad, err := other.Issue(mailsectest.CertOptions{DNSNames: []string{"mx2.example.org"}})
 			if err != nil {
@@ -125,7 +126,7 @@ func TestReceiptDeliveryOfDeferredTransaction(t *testing.T) {
 				e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{Certificate: &bad})}
 		}, "mx1.example.org"},
 		{"two deferring hosts", func(e *mxEnv) []*mailsectest.Server {
-			e.res.MX("example.org", mailsec.MX{Host: "mx1.example.org", Pref: 10}, mailsec.MX{Host: "mx2.example.org", Pref: 20})
+			e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
 			return []*mailsectest.Server{e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{DataReply: later}),
 				e.mx("mx2.example.org", "192.0.2.20", mailsectest.Config{DataReply: later})}
 		}, "mx2.example.org"},

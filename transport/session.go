@@ -358,7 +358,7 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 		if err != nil {
 			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: syntax.PeerText(err.Error()), Err: err}
 		}
-		s.state.Verification = m.Verification()
+		s.state.Verification = daneVerification(m)
 		s.state.TLSA = m.Record.String()
 	case tlsDomain:
 		if err := verifyForDomain(cs.PeerCertificates, dc.rootCAs(), pol.names[0], pol.clock()()); err != nil {

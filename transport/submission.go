@@ -173,8 +173,11 @@ func (t *Submission) setup() error {
 	t.dc = dc
 	t.pool = &pool{
 		dial: func(ctx context.Context, sec mailsec.Security, key string) (*session, error) {
-			pol, _ := submissionPolicy(sec)
-			return dc.dial(ctx, pol, key)
+			hp, err := requirement(sec, dc.serverName, nil)
+			if err != nil {
+				return nil, err
+			}
+			return dc.dial(ctx, hp.pol, key)
 		},
 		host:        dc.serverName,
 		max:         positive(t.MaxConns, 8),
@@ -210,12 +213,11 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		return nil, err
 	}
 	host := t.dc.serverName
-	if _, ok := submissionPolicy(d.Security); !ok {
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel,
-			Detail: "the " + d.Security.Level.String() + " level applies to direct delivery to MX hosts, not to submission"}
+	if _, err := requirement(d.Security, host, nil); err != nil {
+		return nil, err
 	}
 	switch {
-	case d.RequireTLS && (d.Security.Level == mailsec.Unverified || d.Security.Level == mailsec.Plaintext):
+	case d.RequireTLS && neverAuthenticates(d.Security.Level):
 		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
 			Detail: "REQUIRETLS needs a verified TLS session; the requirement is " + d.Security.Level.String()}
 	case d.Security.Level == mailsec.Plaintext && t.Auth != nil && !t.dc.implicit:

@@ -48,7 +48,7 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad, _ := dnstest.TLSA("_25._tcp.mx.mismatch.test.", 3, 1, 1, other.Leaf)
-	dns := dnstest.Start(t,
+	ns := dnstest.Start(t,
 		dnstest.Zone{Name: "dane.test.", Signed: true, Records: []string{
 			"dane.test. 300 IN MX 10 mx.dane.test.",
 			"mx.dane.test. 300 IN A 127.0.0.1",
@@ -64,7 +64,7 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 	body := writeFile(t, "body.txt", []byte("CANARY-cli-direct\n"))
 	// The MX hosts are on loopback: -allow-private says so.
 	send := func(to string) result {
-		return runCmd(t, "", nil, "send", "-mx", "-dns", dns.Addr, "-mx-port", port, "-allow-private",
+		return runCmd(t, "", nil, "send", "-mx", "-dns", ns.Addr, "-mx-port", port, "-allow-private",
 			"-from", "app@sender.example", "-to", to, "-subject", "hello", "-body", body, "-json")
 	}
 
@@ -98,7 +98,7 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 		}
 	})
 	t.Run("check -json", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "dane.test", "-dns", dns.Addr, "-mx-port", port, "-allow-private", "-json")
+		r := runCmd(t, "", nil, "check", "dane.test", "-dns", ns.Addr, "-mx-port", port, "-allow-private", "-json")
 		wantCode(t, r, exitOK)
 		var dc transport.DomainCheck
 		if err := json.Unmarshal([]byte(r.stdout), &dc); err != nil {
@@ -113,7 +113,7 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 		}
 	})
 	t.Run("check in words", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "-dns", dns.Addr, "-mx-port", port, "-allow-private", "mismatch.test")
+		r := runCmd(t, "", nil, "check", "-dns", ns.Addr, "-mx-port", port, "-allow-private", "mismatch.test")
 		wantCode(t, r, exitOK)
 		for _, want := range []string{"DNSSEC: yes", "STARTTLS:    yes", "matches none of the host's TLSA records", "Verdict: mailsec's default level delivers to no MX host"} {
 			if !strings.Contains(r.stdout, want) {
@@ -203,11 +203,11 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 			"mta-sts." + d + ". 300 IN A " + policyIP.String(),
 		}}
 	}
-	dns := dnstest.Start(t, zone("sts.test"), zone("unlisted.test"))
+	ns := dnstest.Start(t, zone("sts.test"), zone("unlisted.test"))
 	caPEM := writeFile(t, "ca.pem", ca.CertPEM())
 	body := writeFile(t, "body.txt", []byte("CANARY-cli-mta-sts\n"))
 	send := func(to string, extra ...string) result {
-		args := append([]string{"send", "-mx", "-dns", dns.Addr, "-mx-port", port, "-ca", caPEM,
+		args := append([]string{"send", "-mx", "-dns", ns.Addr, "-mx-port", port, "-ca", caPEM,
 			"-from", "app@sender.example", "-to", to, "-subject", "hello", "-body", body, "-json"}, extra...)
 		return runCmd(t, "", nil, args...)
 	}
@@ -259,7 +259,7 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 		}
 	})
 	t.Run("check reports the policy", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "sts.test", "-dns", dns.Addr, "-mx-port", port, "-ca", caPEM, "-allow-private", "-json")
+		r := runCmd(t, "", nil, "check", "sts.test", "-dns", ns.Addr, "-mx-port", port, "-ca", caPEM, "-allow-private", "-json")
 		wantCode(t, r, exitOK)
 		var dc transport.DomainCheck
 		if err := json.Unmarshal([]byte(r.stdout), &dc); err != nil {
@@ -273,7 +273,7 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 		}
 	})
 	t.Run("check refuses an address", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "ann@sts.test", "-dns", dns.Addr)
+		r := runCmd(t, "", nil, "check", "ann@sts.test", "-dns", ns.Addr)
 		wantCode(t, r, exitUsage)
 		if !strings.Contains(r.stderr, "email address, not a domain") {
 			t.Fatalf("stderr = %q", r.stderr)

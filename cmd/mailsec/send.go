@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport"
 )
 
@@ -527,8 +528,8 @@ func (o *sendOptions) transport(e *env) (closingTransport, error) {
 
 // newResolver is the resolver for -dns: the server given, or the
 // system's.
-func newResolver(server string) *mailsec.DNSResolver {
-	r := &mailsec.DNSResolver{}
+func newResolver(server string) *dns.Client {
+	r := &dns.Client{}
 	if server != "" {
 		r.Servers = []string{server}
 	}

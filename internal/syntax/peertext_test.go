@@ -36,7 +36,7 @@ func TestPeerText(t *testing.T) {
 func TestRedactAddresses(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"lookup mta-sts.example.org on 10.1.2.3:53: no such host", "lookup mta-sts.example.org on [address]: no such host"},
-		{"mailsec: DNS TXT x.example: timed out (resolver 127.0.0.1:5353)", "mailsec: DNS TXT x.example: timed out (resolver [address])"},
+		{"dns: TXT x.example: timed out (resolver 127.0.0.1:5353)", "dns: TXT x.example: timed out (resolver [address])"},
 		{"read tcp 10.0.0.5:34567->203.0.113.5:443: connection reset", "read tcp [address]->[address]: connection reset"},
 		{"dial tcp [fd00::53]:53: refused", "dial tcp [address]: refused"},
 		{"via fe80::1%eth0 and ::ffff:192.168.1.1.", "via [address] and [address]."},

@@ -92,6 +92,37 @@ func Hostname(s string) (reason string, ok bool) {
 	return "", true
 }
 
+// LookupName checks s as a name a DNS lookup may ask for: a domain name
+// in A-label form whose labels hold letters, digits, hyphens and the
+// underscores of service labels such as "_25._tcp", 1 to 63 octets each,
+// at most 253 octets in all without the final dot, which is allowed
+// (RFC 1035 §2.3.4). Refusing anything else keeps escapes and other
+// presentation-format tricks out of queries.
+func LookupName(s string) (reason string, ok bool) {
+	n := strings.TrimSuffix(s, ".")
+	switch {
+	case n == "":
+		return "empty", false
+	case len(n) > 253:
+		return "longer than 253 octets", false
+	}
+	for label := range strings.SplitSeq(n, ".") {
+		switch {
+		case label == "":
+			return "empty label", false
+		case len(label) > 63:
+			return "label longer than 63 octets", false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "character " + quoteRune(rune(c)) + " is not allowed (letters, digits, '-', '_' and dots)", false
+			}
+		}
+	}
+	return "", true
+}
+
 // EHLOName checks s as the argument of EHLO: a host name or an address
 // literal such as [192.0.2.1] or [IPv6:2001:db8::1].
 func EHLOName(s string) (reason string, ok bool) {

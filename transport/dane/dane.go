@@ -89,7 +89,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 // Certificate usages, selectors and matching types (RFC 6698 §2.1, names
@@ -122,7 +122,7 @@ const (
 // The records returned are copies, in their original order; nil when none
 // is usable. An RRset with records but none usable means TLS is still
 // required, unauthenticated (see the package documentation).
-func Usable(recs []mailsec.TLSA) []mailsec.TLSA {
+func Usable(recs []dns.TLSA) []dns.TLSA {
 	// strongest[usage-2][selector] is the strongest digest present.
 	var strongest [2][2]uint8
 	for _, r := range recs {
@@ -131,7 +131,7 @@ func Usable(recs []mailsec.TLSA) []mailsec.TLSA {
 			*s = max(*s, r.MatchingType)
 		}
 	}
-	var out []mailsec.TLSA
+	var out []dns.TLSA
 	for _, r := range recs {
 		if !wellFormed(r) {
 			continue
@@ -149,7 +149,7 @@ func Usable(recs []mailsec.TLSA) []mailsec.TLSA {
 // wellFormed reports whether r has parameters SMTP clients use and data
 // of the right length for its matching type (RFC 7672 §3.1, RFC 7671 §9:
 // malformed records are discarded before digest agility applies).
-func wellFormed(r mailsec.TLSA) bool {
+func wellFormed(r dns.TLSA) bool {
 	if r.Usage != usageDANETA && r.Usage != usageDANEEE {
 		return false
 	}
@@ -171,7 +171,7 @@ func wellFormed(r mailsec.TLSA) bool {
 type Match struct {
 	// Record is the TLSA record that matched. Its Usage says how the
 	// server was authenticated: 3 (DANE-EE) or 2 (DANE-TA).
-	Record mailsec.TLSA
+	Record dns.TLSA
 	// Depth is where the matching certificate sits in the chain the
 	// server sent: 0 (its own certificate) for DANE-EE; for DANE-TA the
 	// depth of the trust anchor, 1 for the certificate after the
@@ -181,15 +181,6 @@ type Match struct {
 	// Name is, for DANE-TA, the reference name the server's certificate
 	// was valid for; empty for DANE-EE, where names are not checked.
 	Name string
-}
-
-// Verification is how the match authenticated the server, for a
-// mailsec.ConnectionState.
-func (m Match) Verification() mailsec.Verification {
-	if m.Record.Usage == usageDANETA {
-		return mailsec.VerifiedDANETA
-	}
-	return mailsec.VerifiedDANEEE
 }
 
 // Errors an *Error matches with errors.Is.
@@ -302,12 +293,12 @@ func (e *Error) ResultType() string {
 // Verify returns the first record that authenticates the server, trying
 // DANE-EE(3) records before DANE-TA(2) ones. When none does, the error is an *Error matching ErrNoUsableRecords or ErrNoMatch,
 // describing the failure that got furthest.
-func Verify(chain []*x509.Certificate, recs []mailsec.TLSA, names []string, now time.Time) (Match, error) {
+func Verify(chain []*x509.Certificate, recs []dns.TLSA, names []string, now time.Time) (Match, error) {
 	return verify(chain, Usable(recs), names, now)
 }
 
 // verify is Verify on records already filtered by Usable.
-func verify(chain []*x509.Certificate, usable []mailsec.TLSA, names []string, now time.Time) (Match, error) {
+func verify(chain []*x509.Certificate, usable []dns.TLSA, names []string, now time.Time) (Match, error) {
 	host := ""
 	if len(names) > 0 {
 		host = names[0]
@@ -361,7 +352,7 @@ type anchor struct {
 // in the record itself, which the client must accept even when the
 // server left it out (RFC 7671 §5.2.2). The server's own certificate is
 // never an anchor: DANE-TA records apply to issuers (depth 1 and up).
-func anchors(r mailsec.TLSA, chain []*x509.Certificate) []anchor {
+func anchors(r dns.TLSA, chain []*x509.Certificate) []anchor {
 	leaf := chain[0]
 	var out []anchor
 	for d := 1; d < len(chain); d++ {
@@ -384,7 +375,7 @@ func anchors(r mailsec.TLSA, chain []*x509.Certificate) []anchor {
 
 // verifyTA checks that the leaf chains to a, that the chain is valid at
 // now, and that the leaf is valid for one of names.
-func verifyTA(r mailsec.TLSA, a anchor, chain []*x509.Certificate, names []string, now time.Time) (Match, *Error) {
+func verifyTA(r dns.TLSA, a anchor, chain []*x509.Certificate, names []string, now time.Time) (Match, *Error) {
 	leaf := chain[0]
 	roots := x509.NewCertPool()
 	roots.AddCert(a.cert)
@@ -422,7 +413,7 @@ func verifyTA(r mailsec.TLSA, a anchor, chain []*x509.Certificate, names []strin
 
 // matches reports whether c matches the record's data under its selector
 // and matching type (RFC 6698 §2.1.2, §2.1.3).
-func matches(r mailsec.TLSA, c *x509.Certificate) bool {
+func matches(r dns.TLSA, c *x509.Certificate) bool {
 	var b []byte
 	switch r.Selector {
 	case selectorCert:
@@ -509,7 +500,7 @@ func listNames(names []string) string {
 // Set InsecureSkipVerify in the same tls.Config: DANE replaces the WebPKI
 // here, and crypto/tls would otherwise also require a publicly trusted
 // chain for ServerName.
-func VerifyConnection(recs []mailsec.TLSA, names []string, now func() time.Time, onMatch func(Match)) func(tls.ConnectionState) error {
+func VerifyConnection(recs []dns.TLSA, names []string, now func() time.Time, onMatch func(Match)) func(tls.ConnectionState) error {
 	usable := Usable(recs)
 	names = slices.Clone(names)
 	if now == nil {

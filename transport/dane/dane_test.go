@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/dane"
 )
 
@@ -28,45 +28,45 @@ func TestUsable(t *testing.T) {
 	ok312 := rec(3, 1, 2, leaf)
 	ok211 := rec(2, 1, 1, p.root.cert)
 	ok202 := rec(2, 0, 2, p.root.cert)
-	withData := func(r mailsec.TLSA, n int) mailsec.TLSA {
+	withData := func(r dns.TLSA, n int) dns.TLSA {
 		r.Data = bytes.Repeat([]byte{0xab}, n)
 		return r
 	}
-	set := func(r mailsec.TLSA, u, s, m uint8) mailsec.TLSA {
+	set := func(r dns.TLSA, u, s, m uint8) dns.TLSA {
 		r.Usage, r.Selector, r.MatchingType = u, s, m
 		return r
 	}
 	tests := []struct {
 		name string
-		in   []mailsec.TLSA
-		want []mailsec.TLSA
+		in   []dns.TLSA
+		want []dns.TLSA
 	}{
 		{"empty", nil, nil},
-		{"DANE-EE and DANE-TA kept", []mailsec.TLSA{ok311, ok301, ok300, ok211}, []mailsec.TLSA{ok311, ok301, ok300, ok211}},
-		{"PKIX-TA(0) dropped", []mailsec.TLSA{set(ok211, 0, 1, 1)}, nil},
-		{"PKIX-EE(1) dropped", []mailsec.TLSA{set(ok311, 1, 1, 1), ok301}, []mailsec.TLSA{ok301}},
-		{"usage 4 dropped", []mailsec.TLSA{set(ok311, 4, 1, 1)}, nil},
-		{"usage 255 dropped", []mailsec.TLSA{set(ok311, 255, 1, 1)}, nil},
-		{"selector 2 dropped", []mailsec.TLSA{set(ok311, 3, 2, 1)}, nil},
-		{"selector 255 dropped", []mailsec.TLSA{set(ok311, 3, 255, 1)}, nil},
-		{"matching type 3 dropped", []mailsec.TLSA{set(ok311, 3, 1, 3)}, nil},
-		{"matching type 255 dropped", []mailsec.TLSA{withData(set(ok311, 3, 1, 255), 32)}, nil},
-		{"SHA-256 of 31 octets", []mailsec.TLSA{withData(ok311, 31)}, nil},
-		{"SHA-256 of 33 octets", []mailsec.TLSA{withData(ok311, 33)}, nil},
-		{"SHA-256 of 64 octets", []mailsec.TLSA{withData(ok311, 64)}, nil},
-		{"SHA-512 of 32 octets", []mailsec.TLSA{withData(ok312, 32)}, nil},
-		{"SHA-512 of 63 octets", []mailsec.TLSA{withData(ok312, 63)}, nil},
-		{"Full without data", []mailsec.TLSA{withData(ok300, 0)}, nil},
-		{"SHA-256 without data", []mailsec.TLSA{withData(ok311, 0)}, nil},
+		{"DANE-EE and DANE-TA kept", []dns.TLSA{ok311, ok301, ok300, ok211}, []dns.TLSA{ok311, ok301, ok300, ok211}},
+		{"PKIX-TA(0) dropped", []dns.TLSA{set(ok211, 0, 1, 1)}, nil},
+		{"PKIX-EE(1) dropped", []dns.TLSA{set(ok311, 1, 1, 1), ok301}, []dns.TLSA{ok301}},
+		{"usage 4 dropped", []dns.TLSA{set(ok311, 4, 1, 1)}, nil},
+		{"usage 255 dropped", []dns.TLSA{set(ok311, 255, 1, 1)}, nil},
+		{"selector 2 dropped", []dns.TLSA{set(ok311, 3, 2, 1)}, nil},
+		{"selector 255 dropped", []dns.TLSA{set(ok311, 3, 255, 1)}, nil},
+		{"matching type 3 dropped", []dns.TLSA{set(ok311, 3, 1, 3)}, nil},
+		{"matching type 255 dropped", []dns.TLSA{withData(set(ok311, 3, 1, 255), 32)}, nil},
+		{"SHA-256 of 31 octets", []dns.TLSA{withData(ok311, 31)}, nil},
+		{"SHA-256 of 33 octets", []dns.TLSA{withData(ok311, 33)}, nil},
+		{"SHA-256 of 64 octets", []dns.TLSA{withData(ok311, 64)}, nil},
+		{"SHA-512 of 32 octets", []dns.TLSA{withData(ok312, 32)}, nil},
+		{"SHA-512 of 63 octets", []dns.TLSA{withData(ok312, 63)}, nil},
+		{"Full without data", []dns.TLSA{withData(ok300, 0)}, nil},
+		{"SHA-256 without data", []dns.TLSA{withData(ok311, 0)}, nil},
 		// RFC 7671 §9: the strongest digest per usage and selector wins;
 		// Full(0) always stays.
-		{"SHA-512 retires SHA-256", []mailsec.TLSA{ok311, ok312}, []mailsec.TLSA{ok312}},
-		{"SHA-512 retires SHA-256 after it", []mailsec.TLSA{ok312, ok311, ok300}, []mailsec.TLSA{ok312, ok300}},
-		{"agility per selector", []mailsec.TLSA{ok312, ok301}, []mailsec.TLSA{ok312, ok301}},
-		{"agility per usage", []mailsec.TLSA{ok202, ok301, rec(2, 0, 1, p.root.cert)}, []mailsec.TLSA{ok202, ok301}},
-		{"Full kept beside SHA-512", []mailsec.TLSA{rec(3, 1, 0, leaf), ok312}, []mailsec.TLSA{rec(3, 1, 0, leaf), ok312}},
-		{"malformed SHA-512 does not retire SHA-256", []mailsec.TLSA{ok311, withData(ok312, 32)}, []mailsec.TLSA{ok311}},
-		{"unusable usage does not retire SHA-256", []mailsec.TLSA{ok311, set(ok312, 1, 1, 2)}, []mailsec.TLSA{ok311}},
+		{"SHA-512 retires SHA-256", []dns.TLSA{ok311, ok312}, []dns.TLSA{ok312}},
+		{"SHA-512 retires SHA-256 after it", []dns.TLSA{ok312, ok311, ok300}, []dns.TLSA{ok312, ok300}},
+		{"agility per selector", []dns.TLSA{ok312, ok301}, []dns.TLSA{ok312, ok301}},
+		{"agility per usage", []dns.TLSA{ok202, ok301, rec(2, 0, 1, p.root.cert)}, []dns.TLSA{ok202, ok301}},
+		{"Full kept beside SHA-512", []dns.TLSA{rec(3, 1, 0, leaf), ok312}, []dns.TLSA{rec(3, 1, 0, leaf), ok312}},
+		{"malformed SHA-512 does not retire SHA-256", []dns.TLSA{ok311, withData(ok312, 32)}, []dns.TLSA{ok311}},
+		{"unusable usage does not retire SHA-256", []dns.TLSA{ok311, set(ok312, 1, 1, 2)}, []dns.TLSA{ok311}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +81,7 @@ func TestUsable(t *testing.T) {
 	}
 
 	t.Run("returns copies", func(t *testing.T) {
-		in := []mailsec.TLSA{rec(3, 1, 1, leaf)}
+		in := []dns.TLSA{rec(3, 1, 1, leaf)}
 		orig := bytes.Clone(in[0].Data)
 		out := dane.Usable(in)
 		out[0].Data[0] ^= 0xff
@@ -91,12 +91,12 @@ func TestUsable(t *testing.T) {
 	})
 }
 
-func tlsaEqual(a, b mailsec.TLSA) bool {
+func tlsaEqual(a, b dns.TLSA) bool {
 	return a.Usage == b.Usage && a.Selector == b.Selector && a.MatchingType == b.MatchingType && bytes.Equal(a.Data, b.Data)
 }
 
 // wantMatch checks that Verify accepts chain with recs and reports want.
-func wantMatch(t *testing.T, chain []*x509.Certificate, recs []mailsec.TLSA, names []string, want mailsec.TLSA, depth int) dane.Match {
+func wantMatch(t *testing.T, chain []*x509.Certificate, recs []dns.TLSA, names []string, want dns.TLSA, depth int) dane.Match {
 	t.Helper()
 	m, err := dane.Verify(chain, recs, names, testNow)
 	if err != nil {
@@ -110,7 +110,7 @@ func wantMatch(t *testing.T, chain []*x509.Certificate, recs []mailsec.TLSA, nam
 
 // wantFail checks that Verify refuses chain with an *Error of the given
 // TLS-RPT result type, matching each of the sentinels in is.
-func wantFail(t *testing.T, chain []*x509.Certificate, recs []mailsec.TLSA, names []string, result string, is ...error) *dane.Error {
+func wantFail(t *testing.T, chain []*x509.Certificate, recs []dns.TLSA, names []string, result string, is ...error) *dane.Error {
 	t.Helper()
 	m, err := dane.Verify(chain, recs, names, testNow)
 	if err == nil {
@@ -128,7 +128,7 @@ func wantFail(t *testing.T, chain []*x509.Certificate, recs []mailsec.TLSA, name
 			t.Errorf("error %q does not match %v", err, target)
 		}
 	}
-	if de.Temporary() || mailsec.IsTemporary(err) {
+	if de.Temporary() {
 		t.Errorf("error %q is temporary", err)
 	}
 	if m.Record.Data != nil || m.Depth != 0 || m.Name != "" {
@@ -143,14 +143,14 @@ func TestDANEEE(t *testing.T) {
 	for _, params := range [][3]uint8{{3, 1, 1}, {3, 0, 1}, {3, 1, 2}, {3, 0, 2}, {3, 1, 0}, {3, 0, 0}} {
 		r := rec(params[0], params[1], params[2], p.leaf.cert)
 		t.Run(r.String()[:5]+" match", func(t *testing.T) {
-			m := wantMatch(t, chain, []mailsec.TLSA{r}, mxNames, r, 0)
-			if m.Verification() != mailsec.VerifiedDANEEE || m.Name != "" {
-				t.Errorf("match %+v: Verification %q, Name %q", m, m.Verification(), m.Name)
+			m := wantMatch(t, chain, []dns.TLSA{r}, mxNames, r, 0)
+			if m.Record.Usage != 3 || m.Name != "" {
+				t.Errorf("match %+v: usage %d, Name %q", m, m.Record.Usage, m.Name)
 			}
 		})
 		t.Run(r.String()[:5]+" mismatch", func(t *testing.T) {
 			other := rec(params[0], params[1], params[2], p.wrongName.cert)
-			de := wantFail(t, chain, []mailsec.TLSA{other}, mxNames, "validation-failure", dane.ErrNoMatch)
+			de := wantFail(t, chain, []dns.TLSA{other}, mxNames, "validation-failure", dane.ErrNoMatch)
 			if errors.Is(de, dane.ErrExpired) || errors.Is(de, dane.ErrNameMismatch) || errors.Is(de, dane.ErrNoUsableRecords) {
 				t.Errorf("no-match error %q matches a more specific sentinel", de)
 			}
@@ -165,40 +165,40 @@ func TestDANEEE(t *testing.T) {
 		odd := newCert(t, certOpts{cn: "nobody.invalid", dnsNames: []string{"nobody.invalid"},
 			notBefore: testNow.Add(-1000 * time.Hour), notAfter: testNow.Add(-999 * time.Hour)}, nil)
 		r := rec(3, 1, 1, odd.cert)
-		wantMatch(t, chainOf(odd), []mailsec.TLSA{r}, mxNames, r, 0)
-		wantMatch(t, chainOf(odd), []mailsec.TLSA{r}, nil, r, 0)
+		wantMatch(t, chainOf(odd), []dns.TLSA{r}, mxNames, r, 0)
+		wantMatch(t, chainOf(odd), []dns.TLSA{r}, nil, r, 0)
 	})
 	t.Run("expired leaf under a CA", func(t *testing.T) {
 		r := rec(3, 0, 1, p.expired.cert)
-		wantMatch(t, chainOf(p.expired, p.inter), []mailsec.TLSA{r}, mxNames, r, 0)
+		wantMatch(t, chainOf(p.expired, p.inter), []dns.TLSA{r}, mxNames, r, 0)
 	})
 	t.Run("wrong-name leaf", func(t *testing.T) {
 		r := rec(3, 1, 2, p.wrongName.cert)
-		wantMatch(t, chainOf(p.wrongName), []mailsec.TLSA{r}, mxNames, r, 0)
+		wantMatch(t, chainOf(p.wrongName), []dns.TLSA{r}, mxNames, r, 0)
 	})
 	t.Run("same key, other certificate", func(t *testing.T) {
 		// A renewed certificate with the same key still matches 3 1 x,
 		// not 3 0 x.
 		renewed := newCert(t, certOpts{cn: "mx.example.org", dnsNames: []string{"mx.example.org"}, key: p.leaf.key}, p.inter)
 		spki, cert := rec(3, 1, 1, p.leaf.cert), rec(3, 0, 1, p.leaf.cert)
-		wantMatch(t, chainOf(renewed, p.inter), []mailsec.TLSA{spki}, mxNames, spki, 0)
-		wantFail(t, chainOf(renewed, p.inter), []mailsec.TLSA{cert}, mxNames, "validation-failure", dane.ErrNoMatch)
+		wantMatch(t, chainOf(renewed, p.inter), []dns.TLSA{spki}, mxNames, spki, 0)
+		wantFail(t, chainOf(renewed, p.inter), []dns.TLSA{cert}, mxNames, "validation-failure", dane.ErrNoMatch)
 	})
 	t.Run("only the leaf", func(t *testing.T) {
 		// A DANE-EE record for a certificate further up the chain does
 		// not authenticate the server.
 		r := rec(3, 1, 1, p.inter.cert)
-		wantFail(t, chainOf(p.leaf, p.inter, p.root), []mailsec.TLSA{r}, mxNames, "validation-failure", dane.ErrNoMatch)
+		wantFail(t, chainOf(p.leaf, p.inter, p.root), []dns.TLSA{r}, mxNames, "validation-failure", dane.ErrNoMatch)
 	})
 	t.Run("unusable EE record ignored", func(t *testing.T) {
 		// A PKIX-EE record with the leaf's hash is not usable, even passed
 		// to Verify directly.
 		r := rec(1, 1, 1, p.leaf.cert)
-		wantFail(t, chain, []mailsec.TLSA{r}, mxNames, "tlsa-invalid", dane.ErrNoUsableRecords)
+		wantFail(t, chain, []dns.TLSA{r}, mxNames, "tlsa-invalid", dane.ErrNoUsableRecords)
 	})
 	t.Run("digest agility", func(t *testing.T) {
 		// A 3 1 2 record for another key retires the matching 3 1 1.
-		recs := []mailsec.TLSA{rec(3, 1, 1, p.leaf.cert), rec(3, 1, 2, p.wrongName.cert)}
+		recs := []dns.TLSA{rec(3, 1, 1, p.leaf.cert), rec(3, 1, 2, p.wrongName.cert)}
 		wantFail(t, chain, recs, mxNames, "validation-failure", dane.ErrNoMatch)
 		recs = append(recs, rec(3, 1, 2, p.leaf.cert))
 		wantMatch(t, chain, recs, mxNames, recs[2], 0)
@@ -212,7 +212,7 @@ func TestDANETA(t *testing.T) {
 	tests := []struct {
 		name  string
 		chain []*x509.Certificate
-		rec   mailsec.TLSA
+		rec   dns.TLSA
 		depth int
 	}{
 		{"2 1 1 root sent", full, rec(2, 1, 1, p.root.cert), 2},
@@ -235,16 +235,16 @@ func TestDANETA(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := wantMatch(t, tt.chain, []mailsec.TLSA{tt.rec}, mxNames, tt.rec, tt.depth)
-			if m.Verification() != mailsec.VerifiedDANETA || m.Name != "mx.example.org" {
-				t.Errorf("match %+v: Verification %q, Name %q", m, m.Verification(), m.Name)
+			m := wantMatch(t, tt.chain, []dns.TLSA{tt.rec}, mxNames, tt.rec, tt.depth)
+			if m.Record.Usage != 2 || m.Name != "mx.example.org" {
+				t.Errorf("match %+v: usage %d, Name %q", m, m.Record.Usage, m.Name)
 			}
 		})
 	}
 
 	t.Run("second reference name", func(t *testing.T) {
 		r := rec(2, 1, 1, p.inter.cert)
-		m := wantMatch(t, full, []mailsec.TLSA{r}, []string{"mx.cname-target.example", "MX.Example.ORG."}, r, 1)
+		m := wantMatch(t, full, []dns.TLSA{r}, []string{"mx.cname-target.example", "MX.Example.ORG."}, r, 1)
 		if m.Name != "MX.Example.ORG." {
 			t.Errorf("Name = %q", m.Name)
 		}
@@ -253,52 +253,52 @@ func TestDANETA(t *testing.T) {
 	type failCase struct {
 		name   string
 		chain  []*x509.Certificate
-		recs   []mailsec.TLSA
+		recs   []dns.TLSA
 		names  []string
 		result string
 		is     []error
 	}
 	fails := []failCase{
-		{"anchor not in chain (2 1 1)", chainOf(p.leaf, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
+		{"anchor not in chain (2 1 1)", chainOf(p.leaf, p.inter), []dns.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"anchor not in chain (2 0 1)", chainOf(p.leaf, p.inter), []mailsec.TLSA{rec(2, 0, 1, p.root.cert)}, mxNames,
+		{"anchor not in chain (2 0 1)", chainOf(p.leaf, p.inter), []dns.TLSA{rec(2, 0, 1, p.root.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"chain does not lead to anchor", chainOf(p.otherLeaf, p.otherCA, p.root), []mailsec.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
+		{"chain does not lead to anchor", chainOf(p.otherLeaf, p.otherCA, p.root), []dns.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"intermediate missing", chainOf(p.leaf, p.root), []mailsec.TLSA{rec(2, 0, 1, p.root.cert)}, mxNames,
+		{"intermediate missing", chainOf(p.leaf, p.root), []dns.TLSA{rec(2, 0, 1, p.root.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"DNS anchor not the issuer", chainOf(p.otherLeaf, p.otherCA), []mailsec.TLSA{rec(2, 0, 0, p.root.cert)}, mxNames,
+		{"DNS anchor not the issuer", chainOf(p.otherLeaf, p.otherCA), []dns.TLSA{rec(2, 0, 0, p.root.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"expired leaf", chainOf(p.expired, p.inter, p.root), []mailsec.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
+		{"expired leaf", chainOf(p.expired, p.inter, p.root), []dns.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
 			"certificate-expired", []error{dane.ErrNoMatch, dane.ErrExpired}},
 		{"leaf not yet valid", chainOf(newCert(t, certOpts{cn: "mx.example.org", dnsNames: mxNames,
 			notBefore: testNow.Add(time.Hour), notAfter: testNow.Add(48 * time.Hour)}, p.inter), p.inter),
-			[]mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames,
+			[]dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames,
 			"certificate-expired", []error{dane.ErrNoMatch, dane.ErrExpired}},
-		{"expired intermediate", chainOf(p.leafUnderExpired, p.expiredInter, p.root), []mailsec.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
+		{"expired intermediate", chainOf(p.leafUnderExpired, p.expiredInter, p.root), []dns.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"wrong-name leaf", chainOf(p.wrongName, p.inter, p.root), []mailsec.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
+		{"wrong-name leaf", chainOf(p.wrongName, p.inter, p.root), []dns.TLSA{rec(2, 1, 1, p.root.cert)}, mxNames,
 			"certificate-host-mismatch", []error{dane.ErrNoMatch, dane.ErrNameMismatch}},
-		{"no names given", full, []mailsec.TLSA{rec(2, 1, 1, p.root.cert)}, nil,
+		{"no names given", full, []dns.TLSA{rec(2, 1, 1, p.root.cert)}, nil,
 			"certificate-host-mismatch", []error{dane.ErrNoMatch, dane.ErrNameMismatch}},
-		{"common name not used", chainOf(p.cnOnly, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames,
+		{"common name not used", chainOf(p.cnOnly, p.inter), []dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames,
 			"certificate-host-mismatch", []error{dane.ErrNoMatch, dane.ErrNameMismatch}},
 		{"leaf for clients only", chainOf(newCert(t, certOpts{cn: "mx.example.org", dnsNames: mxNames,
 			eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, p.inter), p.inter),
-			[]mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, "validation-failure", []error{dane.ErrNoMatch}},
-		{"wildcard covers one label only", chainOf(p.wildcard, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, []string{"a.mx.example.org"},
+			[]dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, "validation-failure", []error{dane.ErrNoMatch}},
+		{"wildcard covers one label only", chainOf(p.wildcard, p.inter), []dns.TLSA{rec(2, 1, 1, p.inter.cert)}, []string{"a.mx.example.org"},
 			"certificate-host-mismatch", []error{dane.ErrNoMatch, dane.ErrNameMismatch}},
-		{"wildcard does not cover the parent", chainOf(p.wildcard, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, []string{"example.org"},
+		{"wildcard does not cover the parent", chainOf(p.wildcard, p.inter), []dns.TLSA{rec(2, 1, 1, p.inter.cert)}, []string{"example.org"},
 			"certificate-host-mismatch", []error{dane.ErrNoMatch, dane.ErrNameMismatch}},
 		// The server's own certificate is never a trust anchor (RFC 7671
 		// §5.2; OpenSSL, and so Postfix and Exim, behave the same).
-		{"TA record for the self-signed leaf", chainOf(p.selfSigned), []mailsec.TLSA{rec(2, 0, 1, p.selfSigned.cert)}, mxNames,
+		{"TA record for the self-signed leaf", chainOf(p.selfSigned), []dns.TLSA{rec(2, 0, 1, p.selfSigned.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"TA 2 0 0 record for the self-signed leaf", chainOf(p.selfSigned), []mailsec.TLSA{rec(2, 0, 0, p.selfSigned.cert)}, mxNames,
+		{"TA 2 0 0 record for the self-signed leaf", chainOf(p.selfSigned), []dns.TLSA{rec(2, 0, 0, p.selfSigned.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"TA record for the leaf sent twice", chainOf(p.selfSigned, p.selfSigned), []mailsec.TLSA{rec(2, 1, 1, p.selfSigned.cert)}, mxNames,
+		{"TA record for the leaf sent twice", chainOf(p.selfSigned, p.selfSigned), []dns.TLSA{rec(2, 1, 1, p.selfSigned.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
-		{"TA record for a CA-issued leaf", chainOf(p.leaf, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.leaf.cert)}, mxNames,
+		{"TA record for a CA-issued leaf", chainOf(p.leaf, p.inter), []dns.TLSA{rec(2, 1, 1, p.leaf.cert)}, mxNames,
 			"validation-failure", []error{dane.ErrNoMatch}},
 	}
 	for _, tt := range fails {
@@ -311,10 +311,10 @@ func TestDANETA(t *testing.T) {
 		// Valid at testNow (2040), so the wall clock must not be used;
 		// and out of date a week later.
 		r := rec(2, 1, 1, p.root.cert)
-		if _, err := dane.Verify(full, []mailsec.TLSA{r}, mxNames, testNow); err != nil {
+		if _, err := dane.Verify(full, []dns.TLSA{r}, mxNames, testNow); err != nil {
 			t.Fatal(err)
 		}
-		_, err := dane.Verify(full, []mailsec.TLSA{r}, mxNames, testNow.Add(7*24*time.Hour))
+		_, err := dane.Verify(full, []dns.TLSA{r}, mxNames, testNow.Add(7*24*time.Hour))
 		if !errors.Is(err, dane.ErrExpired) {
 			t.Fatalf("a week later: %v, want ErrExpired", err)
 		}
@@ -330,22 +330,22 @@ func TestMultipleRecords(t *testing.T) {
 	goodTA := rec(2, 0, 1, p.inter.cert)
 	pkix := rec(1, 1, 1, p.leaf.cert)
 
-	wantMatch(t, chain, []mailsec.TLSA{noEE, noTA, pkix, goodTA}, mxNames, goodTA, 1)
-	wantMatch(t, chain, []mailsec.TLSA{noTA, goodEE, noEE}, mxNames, goodEE, 0)
+	wantMatch(t, chain, []dns.TLSA{noEE, noTA, pkix, goodTA}, mxNames, goodTA, 1)
+	wantMatch(t, chain, []dns.TLSA{noTA, goodEE, noEE}, mxNames, goodEE, 0)
 	// DANE-EE is tried first, whatever the order.
-	wantMatch(t, chain, []mailsec.TLSA{goodTA, goodEE}, mxNames, goodEE, 0)
-	wantFail(t, chain, []mailsec.TLSA{noEE, noTA, pkix}, mxNames, "validation-failure", dane.ErrNoMatch)
+	wantMatch(t, chain, []dns.TLSA{goodTA, goodEE}, mxNames, goodEE, 0)
+	wantFail(t, chain, []dns.TLSA{noEE, noTA, pkix}, mxNames, "validation-failure", dane.ErrNoMatch)
 
 	// The failure reported is the one that got furthest: a chain that
 	// verifies for another name beats records that match nothing.
-	wantFail(t, chainOf(p.wrongName, p.inter, p.root), []mailsec.TLSA{noEE, noTA, rec(2, 1, 1, p.root.cert), noEE}, mxNames,
+	wantFail(t, chainOf(p.wrongName, p.inter, p.root), []dns.TLSA{noEE, noTA, rec(2, 1, 1, p.root.cert), noEE}, mxNames,
 		"certificate-host-mismatch", dane.ErrNameMismatch)
-	wantFail(t, chainOf(p.expired, p.inter, p.root), []mailsec.TLSA{rec(2, 1, 1, p.root.cert), noTA}, mxNames,
+	wantFail(t, chainOf(p.expired, p.inter, p.root), []dns.TLSA{rec(2, 1, 1, p.root.cert), noTA}, mxNames,
 		"certificate-expired", dane.ErrExpired)
 	// Of two anchors, the one the chain verifies to is used.
-	wantMatch(t, chain, []mailsec.TLSA{rec(2, 1, 1, p.otherCA.cert), rec(2, 1, 1, p.root.cert)}, mxNames, rec(2, 1, 1, p.root.cert), 2)
+	wantMatch(t, chain, []dns.TLSA{rec(2, 1, 1, p.otherCA.cert), rec(2, 1, 1, p.root.cert)}, mxNames, rec(2, 1, 1, p.root.cert), 2)
 	chainWithOther := chainOf(p.leaf, p.inter, p.otherCA, p.root)
-	wantMatch(t, chainWithOther, []mailsec.TLSA{rec(2, 1, 1, p.otherCA.cert), rec(2, 1, 1, p.root.cert)}, mxNames, rec(2, 1, 1, p.root.cert), 3)
+	wantMatch(t, chainWithOther, []dns.TLSA{rec(2, 1, 1, p.otherCA.cert), rec(2, 1, 1, p.root.cert)}, mxNames, rec(2, 1, 1, p.root.cert), 3)
 }
 
 func TestOddInput(t *testing.T) {
@@ -353,13 +353,13 @@ func TestOddInput(t *testing.T) {
 	r := rec(3, 1, 1, p.leaf.cert)
 	ta := rec(2, 0, 0, p.root.cert)
 
-	wantFail(t, nil, []mailsec.TLSA{r}, mxNames, "validation-failure", dane.ErrNoMatch)
-	wantFail(t, []*x509.Certificate{}, []mailsec.TLSA{r, ta}, mxNames, "validation-failure", dane.ErrNoMatch)
-	wantFail(t, []*x509.Certificate{nil}, []mailsec.TLSA{r, ta}, mxNames, "validation-failure", dane.ErrNoMatch)
-	wantFail(t, []*x509.Certificate{nil, p.leaf.cert}, []mailsec.TLSA{r, ta}, mxNames, "validation-failure", dane.ErrNoMatch)
-	wantMatch(t, []*x509.Certificate{p.leaf.cert, nil, p.inter.cert, nil}, []mailsec.TLSA{ta}, mxNames, ta, 4)
+	wantFail(t, nil, []dns.TLSA{r}, mxNames, "validation-failure", dane.ErrNoMatch)
+	wantFail(t, []*x509.Certificate{}, []dns.TLSA{r, ta}, mxNames, "validation-failure", dane.ErrNoMatch)
+	wantFail(t, []*x509.Certificate{nil}, []dns.TLSA{r, ta}, mxNames, "validation-failure", dane.ErrNoMatch)
+	wantFail(t, []*x509.Certificate{nil, p.leaf.cert}, []dns.TLSA{r, ta}, mxNames, "validation-failure", dane.ErrNoMatch)
+	wantMatch(t, []*x509.Certificate{p.leaf.cert, nil, p.inter.cert, nil}, []dns.TLSA{ta}, mxNames, ta, 4)
 	wantFail(t, chainOf(p.leaf), nil, mxNames, "tlsa-invalid", dane.ErrNoUsableRecords)
-	de := wantFail(t, chainOf(p.leaf), []mailsec.TLSA{rec(0, 1, 1, p.root.cert)}, nil, "tlsa-invalid", dane.ErrNoUsableRecords)
+	de := wantFail(t, chainOf(p.leaf), []dns.TLSA{rec(0, 1, 1, p.root.cert)}, nil, "tlsa-invalid", dane.ErrNoUsableRecords)
 	if errors.Is(de, dane.ErrNoMatch) {
 		t.Error("no-usable-records error matches ErrNoMatch")
 	}
@@ -369,13 +369,13 @@ func TestOddInput(t *testing.T) {
 
 	// Hand-made certificates without DER, keys or names.
 	empty := &x509.Certificate{}
-	wantFail(t, []*x509.Certificate{empty, empty}, []mailsec.TLSA{r, ta, rec(2, 1, 1, p.root.cert)}, mxNames, "validation-failure", dane.ErrNoMatch)
+	wantFail(t, []*x509.Certificate{empty, empty}, []dns.TLSA{r, ta, rec(2, 1, 1, p.root.cert)}, mxNames, "validation-failure", dane.ErrNoMatch)
 	noKey := &x509.Certificate{Raw: []byte{1, 2, 3}, RawSubjectPublicKeyInfo: []byte{4, 5, 6}}
-	wantMatch(t, []*x509.Certificate{p.leaf.cert, noKey, p.inter.cert}, []mailsec.TLSA{{Usage: 2, Selector: 0, MatchingType: 0, Data: []byte{1, 2, 3}}, ta}, mxNames, ta, 3)
-	wantFail(t, []*x509.Certificate{p.leaf.cert, noKey}, []mailsec.TLSA{{Usage: 2, Selector: 1, MatchingType: 0, Data: []byte{4, 5, 6}}}, mxNames,
+	wantMatch(t, []*x509.Certificate{p.leaf.cert, noKey, p.inter.cert}, []dns.TLSA{{Usage: 2, Selector: 0, MatchingType: 0, Data: []byte{1, 2, 3}}, ta}, mxNames, ta, 3)
+	wantFail(t, []*x509.Certificate{p.leaf.cert, noKey}, []dns.TLSA{{Usage: 2, Selector: 1, MatchingType: 0, Data: []byte{4, 5, 6}}}, mxNames,
 		"validation-failure", dane.ErrNoMatch)
 	// A "2 0 0" record whose data is not a certificate.
-	wantFail(t, chainOf(p.leaf), []mailsec.TLSA{{Usage: 2, Selector: 0, MatchingType: 0, Data: []byte("not DER")}}, mxNames,
+	wantFail(t, chainOf(p.leaf), []dns.TLSA{{Usage: 2, Selector: 0, MatchingType: 0, Data: []byte("not DER")}}, mxNames,
 		"validation-failure", dane.ErrNoMatch)
 }
 
@@ -416,7 +416,7 @@ func TestVerifyConnection(t *testing.T) {
 		r := rec(3, 1, 1, p.leaf.cert)
 		var got []dane.Match
 		cerr, serr := handshake(t, tlsCert(p.leaf, p.inter),
-			dane.VerifyConnection([]mailsec.TLSA{rec(1, 1, 1, p.leaf.cert), r}, mxNames, clock, func(m dane.Match) { got = append(got, m) }))
+			dane.VerifyConnection([]dns.TLSA{rec(1, 1, 1, p.leaf.cert), r}, mxNames, clock, func(m dane.Match) { got = append(got, m) }))
 		if cerr != nil || serr != nil {
 			t.Fatalf("handshake: client %v, server %v", cerr, serr)
 		}
@@ -429,7 +429,7 @@ func TestVerifyConnection(t *testing.T) {
 		r := rec(2, 0, 1, p.root.cert)
 		var got []dane.Match
 		cerr, serr := handshake(t, tlsCert(p.leaf, p.inter, p.root),
-			dane.VerifyConnection([]mailsec.TLSA{r}, mxNames, clock, func(m dane.Match) { got = append(got, m) }))
+			dane.VerifyConnection([]dns.TLSA{r}, mxNames, clock, func(m dane.Match) { got = append(got, m) }))
 		if cerr != nil || serr != nil {
 			t.Fatalf("handshake: client %v, server %v", cerr, serr)
 		}
@@ -441,7 +441,7 @@ func TestVerifyConnection(t *testing.T) {
 	t.Run("mismatch", func(t *testing.T) {
 		called := false
 		cerr, serr := handshake(t, tlsCert(p.leaf, p.inter),
-			dane.VerifyConnection([]mailsec.TLSA{rec(3, 1, 1, p.otherLeaf.cert), rec(2, 1, 1, p.otherCA.cert)}, mxNames, clock,
+			dane.VerifyConnection([]dns.TLSA{rec(3, 1, 1, p.otherLeaf.cert), rec(2, 1, 1, p.otherCA.cert)}, mxNames, clock,
 				func(dane.Match) { called = true }))
 		var de *dane.Error
 		if !errors.As(cerr, &de) || de.ResultType() != "validation-failure" || !errors.Is(cerr, dane.ErrNoMatch) {
@@ -457,7 +457,7 @@ func TestVerifyConnection(t *testing.T) {
 
 	t.Run("wrong name under DANE-TA", func(t *testing.T) {
 		cerr, _ := handshake(t, tlsCert(p.wrongName, p.inter),
-			dane.VerifyConnection([]mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, clock, nil))
+			dane.VerifyConnection([]dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, clock, nil))
 		if !errors.Is(cerr, dane.ErrNameMismatch) {
 			t.Fatalf("client error %v, want ErrNameMismatch", cerr)
 		}
@@ -467,21 +467,21 @@ func TestVerifyConnection(t *testing.T) {
 		// The test PKI is valid in 2040 only: DANE-TA fails now, DANE-EE
 		// (which ignores dates) succeeds.
 		cerr, _ := handshake(t, tlsCert(p.leaf, p.inter),
-			dane.VerifyConnection([]mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, nil, nil))
+			dane.VerifyConnection([]dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, nil, nil))
 		if !errors.Is(cerr, dane.ErrExpired) {
 			t.Fatalf("client error %v, want ErrExpired", cerr)
 		}
 		cerr, serr := handshake(t, tlsCert(p.leaf, p.inter),
-			dane.VerifyConnection([]mailsec.TLSA{rec(3, 1, 1, p.leaf.cert)}, mxNames, nil, nil))
+			dane.VerifyConnection([]dns.TLSA{rec(3, 1, 1, p.leaf.cert)}, mxNames, nil, nil))
 		if cerr != nil || serr != nil {
 			t.Fatalf("handshake: client %v, server %v", cerr, serr)
 		}
 	})
 
 	t.Run("arguments copied", func(t *testing.T) {
-		recs := []mailsec.TLSA{rec(3, 1, 1, p.leaf.cert)}
+		recs := []dns.TLSA{rec(3, 1, 1, p.leaf.cert)}
 		names := []string{"mx.example.org"}
-		taRecs := []mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}
+		taRecs := []dns.TLSA{rec(2, 1, 1, p.inter.cert)}
 		ee := dane.VerifyConnection(recs, mxNames, clock, nil)
 		ta := dane.VerifyConnection(taRecs, names, clock, nil)
 		recs[0].Data[0] ^= 0xff
@@ -498,14 +498,14 @@ func TestVerifyConnection(t *testing.T) {
 
 func TestErrorText(t *testing.T) {
 	p := newPKI(t)
-	_, err := dane.Verify(chainOf(p.wrongName, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, testNow)
+	_, err := dane.Verify(chainOf(p.wrongName, p.inter), []dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, testNow)
 	msg := err.Error()
 	for _, want := range []string{"mx.example.org", "other.example.net", "2 1 1 ", "depth 1"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not mention %q", msg, want)
 		}
 	}
-	_, err = dane.Verify(chainOf(p.expired, p.inter), []mailsec.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, testNow)
+	_, err = dane.Verify(chainOf(p.expired, p.inter), []dns.TLSA{rec(2, 1, 1, p.inter.cert)}, mxNames, testNow)
 	var ci x509.CertificateInvalidError
 	if !errors.As(err, &ci) || ci.Reason != x509.Expired {
 		t.Errorf("expired error %v does not wrap the x509 error", err)

@@ -15,7 +15,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/dane"
 )
 
@@ -45,15 +45,15 @@ func exampleServerCert() tls.Certificate {
 }
 
 // The record "3 1 1 <SHA-256 of the key>", as a zone would publish it.
-func exampleRecord(c *x509.Certificate) mailsec.TLSA {
+func exampleRecord(c *x509.Certificate) dns.TLSA {
 	h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	return mailsec.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: h[:]}
+	return dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: h[:]}
 }
 
 func ExampleUsable() {
 	sha256Hash := make([]byte, 32)
 	sha512Hash := make([]byte, 64)
-	rrset := []mailsec.TLSA{
+	rrset := []dns.TLSA{
 		{Usage: 1, Selector: 1, MatchingType: 1, Data: sha256Hash}, // PKIX-EE: not for SMTP
 		{Usage: 3, Selector: 1, MatchingType: 1, Data: sha512Hash}, // wrong length
 		{Usage: 2, Selector: 0, MatchingType: 1, Data: sha256Hash},
@@ -77,26 +77,26 @@ func ExampleVerify() {
 	chain := []*x509.Certificate{server.Leaf} // tls.ConnectionState.PeerCertificates
 	names := []string{"mx.example.org"}
 
-	m, err := dane.Verify(chain, []mailsec.TLSA{exampleRecord(server.Leaf)}, names, time.Now())
+	m, err := dane.Verify(chain, []dns.TLSA{exampleRecord(server.Leaf)}, names, time.Now())
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%s, usage %d, depth %d\n", m.Verification(), m.Record.Usage, m.Depth)
+	fmt.Printf("authenticated by a record of usage %d (DANE-EE), depth %d\n", m.Record.Usage, m.Depth)
 
 	other := exampleServerCert()
-	_, err = dane.Verify(chain, []mailsec.TLSA{exampleRecord(other.Leaf)}, names, time.Now())
+	_, err = dane.Verify(chain, []dns.TLSA{exampleRecord(other.Leaf)}, names, time.Now())
 	var de *dane.Error
 	if errors.As(err, &de) {
 		fmt.Println(de.ResultType(), errors.Is(err, dane.ErrNoMatch))
 	}
 	// Output:
-	// dane-ee, usage 3, depth 0
+	// authenticated by a record of usage 3 (DANE-EE), depth 0
 	// validation-failure true
 }
 
 func ExampleVerifyConnection() {
 	server := exampleServerCert()
-	recs := dane.Usable([]mailsec.TLSA{exampleRecord(server.Leaf)})
+	recs := dane.Usable([]dns.TLSA{exampleRecord(server.Leaf)})
 
 	// An SMTP server after STARTTLS, here on the other end of a pipe.
 	clientConn, serverConn := net.Pipe()
@@ -119,7 +119,7 @@ func ExampleVerifyConnection() {
 		log.Fatal(err)
 	}
 	clientConn.Close()
-	fmt.Printf("%s via TLSA %d %d %d\n", match.Verification(), match.Record.Usage, match.Record.Selector, match.Record.MatchingType)
+	fmt.Printf("authenticated by TLSA %d %d %d\n", match.Record.Usage, match.Record.Selector, match.Record.MatchingType)
 	// Output:
-	// dane-ee via TLSA 3 1 1
+	// authenticated by TLSA 3 1 1
 }

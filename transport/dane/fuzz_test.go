@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport/dane"
 )
 
@@ -16,15 +16,15 @@ import (
 func FuzzVerify(f *testing.F) {
 	p := newPKI(f)
 	for _, c := range []struct {
-		r   mailsec.TLSA
+		r   dns.TLSA
 		der []byte
 	}{
 		{rec(3, 1, 1, p.leaf.cert), p.leaf.cert.Raw},
 		{rec(2, 0, 0, p.root.cert), p.inter.cert.Raw},
 		{rec(2, 1, 2, p.inter.cert), p.inter.cert.Raw},
 		{rec(3, 0, 0, p.selfSigned.cert), p.selfSigned.cert.Raw},
-		{mailsec.TLSA{Usage: 2, Selector: 1, MatchingType: 0, Data: p.inter.cert.RawSubjectPublicKeyInfo}, p.inter.cert.Raw},
-		{mailsec.TLSA{Usage: 4, Selector: 7, MatchingType: 9, Data: []byte{1}}, []byte{0x30, 0x00}},
+		{dns.TLSA{Usage: 2, Selector: 1, MatchingType: 0, Data: p.inter.cert.RawSubjectPublicKeyInfo}, p.inter.cert.Raw},
+		{dns.TLSA{Usage: 4, Selector: 7, MatchingType: 9, Data: []byte{1}}, []byte{0x30, 0x00}},
 	} {
 		f.Add(c.r.Usage, c.r.Selector, c.r.MatchingType, c.r.Data, c.der, "mx.example.org")
 	}
@@ -33,7 +33,7 @@ func FuzzVerify(f *testing.F) {
 		if len(data) > maxLen || len(der) > maxLen || len(name) > 300 {
 			return
 		}
-		recs := []mailsec.TLSA{
+		recs := []dns.TLSA{
 			{Usage: usage, Selector: selector, MatchingType: mtype, Data: data},
 			// The same data under the other usages, so that every record
 			// is tried against both the leaf and its issuers.
@@ -59,7 +59,7 @@ func FuzzVerify(f *testing.F) {
 				}
 				continue
 			}
-			if !slices.ContainsFunc(usable, func(r mailsec.TLSA) bool { return tlsaEqual(r, m.Record) }) {
+			if !slices.ContainsFunc(usable, func(r dns.TLSA) bool { return tlsaEqual(r, m.Record) }) {
 				t.Fatalf("matched %v, not a usable record", m.Record)
 			}
 			if m.Depth < 0 || m.Depth > len(chain) {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 )
 
 // testNow is the time the tests verify at: far from the wall clock, so a
@@ -136,7 +136,7 @@ func newPKI(tb testing.TB) *testPKI {
 }
 
 // rec builds the TLSA record with the given parameters for c.
-func rec(usage, selector, mtype uint8, c *x509.Certificate) mailsec.TLSA {
+func rec(usage, selector, mtype uint8, c *x509.Certificate) dns.TLSA {
 	b := c.Raw
 	if selector == 1 {
 		b = c.RawSubjectPublicKeyInfo
@@ -152,7 +152,7 @@ func rec(usage, selector, mtype uint8, c *x509.Certificate) mailsec.TLSA {
 		h := sha512.Sum512(b)
 		data = h[:]
 	}
-	return mailsec.TLSA{Usage: usage, Selector: selector, MatchingType: mtype, Data: data}
+	return dns.TLSA{Usage: usage, Selector: selector, MatchingType: mtype, Data: data}
 }
 
 func chainOf(kps ...*keyPair) []*x509.Certificate {

@@ -21,6 +21,8 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/internal/hostdial"
 	"github.com/mailsec/mailsec/internal/netguard"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
@@ -123,7 +125,7 @@ type Client struct {
 	// the policy host "mta-sts.<domain>"; the system's resolver is never
 	// asked, so a policy published only in Resolver's view is found.
 	// Required.
-	Resolver mailsec.Resolver
+	Resolver dns.Resolver
 	// Cache keeps policies between Lookups. Nil means an in-memory
 	// MemCache owned by the Client: policies are then lost on restart,
 	// and the first delivery after it trusts whatever the network says
@@ -274,10 +276,17 @@ func (c *Client) init() {
 		case !c.AllowPrivate:
 			c.dial = netguard.Dial(c.dial)
 		}
+		// The policy host is resolved through Resolver and dialled at
+		// at most maxPolicyAddrs of its addresses; unless AllowPrivate,
+		// non-global ones are refused before dialling, and c.dial checks
+		// the connection.
+		policyHost := &hostdial.Dialer{Resolver: c.Resolver, Dial: c.dial, AllowPrivate: c.AllowPrivate,
+			MaxAddrs: maxPolicyAddrs, Refused: addressError,
+			Panicked: func(_ string, v any) error { return &panicked{v: v} }}
 		c.http = &http.Client{
 			Transport: &http.Transport{
 				Proxy:                  nil,
-				DialContext:            c.dialPolicyHost,
+				DialContext:            policyHost.DialContext,
 				TLSClientConfig:        cfg,
 				DisableKeepAlives:      true,
 				DisableCompression:     true,
@@ -293,55 +302,9 @@ func (c *Client) init() {
 // maxPolicyAddrs bounds the addresses of a policy host one fetch tries.
 const maxPolicyAddrs = 4
 
-// dialPolicyHost connects to the policy host in addr ("mta-sts.<domain>:443")
-// at the addresses Resolver gives for it, at most maxPolicyAddrs of them;
-// unless AllowPrivate is set, an address that is not global unicast is
-// refused before dialling (and c.dial checks the connection again).
-func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-	// This runs in a goroutine of net/http's: a panic in the Resolver or
-	// the dialer would take the process down.
-	defer func() {
-		if v := recover(); v != nil {
-			conn, err = nil, &panicked{v: v}
-		}
-	}()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	ans, err := c.Resolver.LookupIP(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	tried := 0
-	for _, ip := range ans.Records {
-		if !c.AllowPrivate {
-			if r := netguard.Reason(ip); r != "" {
-				errs = append(errs, &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r})
-				continue
-			}
-		}
-		if tried == maxPolicyAddrs {
-			break
-		}
-		tried++
-		conn, err = c.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
-		if err == nil {
-			return conn, nil
-		}
-		if ge, ok := netguard.As(err); ok {
-			err = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if len(errs) == 0 {
-		return nil, &mailsec.DNSError{Name: host, Type: "A/AAAA", Kind: mailsec.DNSNoRecords}
-	}
-	return nil, errors.Join(errs...)
+// addressError is a connection to host refused by the address guard.
+func addressError(host string, e *netguard.Error) error {
+	return &mailsec.AddressError{Host: host, Addr: e.Addr, Reason: e.Reason}
 }
 
 func (c *Client) cache() Cache {
@@ -576,7 +539,7 @@ func (c *Client) refresh(ctx context.Context, d string) *Result {
 		}
 	}
 	switch {
-	case err != nil && (mailsec.IsNotFound(err) || errors.Is(err, ErrNoRecord)):
+	case err != nil && (dns.IsNotFound(err) || errors.Is(err, ErrNoRecord)):
 		// No valid record: no policy, unless one is cached (§5.1).
 		if e == nil {
 			return &Result{}

@@ -1,4 +1,4 @@
-package mtasts
+package mtasts_test
 
 import (
 	"context"
@@ -11,14 +11,16 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
 func TestLookupFetchesPolicy(t *testing.T) {
-	for _, mode := range []Mode{Enforce, Testing, None} {
+	for _, mode := range []mtasts.Mode{mtasts.Enforce, mtasts.Testing, mtasts.None} {
 		t.Run(string(mode), func(t *testing.T) {
 			e := newEnv(t)
 			var mx []string
-			if mode != None {
+			if mode != mtasts.None {
 				mx = []string{"mx1.example.com", "*.backup.example.net"}
 			}
 			e.srv.set(servePolicy(policyText(mode, 86400, mx...)))
@@ -44,15 +46,15 @@ func TestLookupFetchesPolicy(t *testing.T) {
 
 // checkFetchFailure checks that Lookup reports a failed fetch in
 // Result.Err with the TLS-RPT type, and no policy.
-func checkFetchFailure(t *testing.T, e *env, wantType string, wantIs error) *Error {
+func checkFetchFailure(t *testing.T, e *env, wantType string, wantIs error) *mtasts.Error {
 	t.Helper()
 	r := e.lookup(t, e.c)
 	if r.Policy != nil {
 		t.Fatalf("policy %+v despite a failed fetch", r.Policy)
 	}
-	var se *Error
+	var se *mtasts.Error
 	if !errors.As(r.Err, &se) {
-		t.Fatalf("Err = %v, want *Error", r.Err)
+		t.Fatalf("Err = %v, want *mtasts.Error", r.Err)
 	}
 	if se.ResultType() != wantType || se.Domain != testDomain {
 		t.Errorf("Err = %v (type %s, domain %s), want type %s", se, se.ResultType(), se.Domain, wantType)
@@ -60,14 +62,14 @@ func checkFetchFailure(t *testing.T, e *env, wantType string, wantIs error) *Err
 	if wantIs != nil && !errors.Is(r.Err, wantIs) {
 		t.Errorf("Err = %v, want it to match %v", r.Err, wantIs)
 	}
-	if got := se.Temporary(); got != (wantType == ResultFetchError) {
+	if got := se.Temporary(); got != (wantType == mtasts.ResultFetchError) {
 		t.Errorf("Temporary() = %v for %s", got, wantType)
 	}
 	return se
 }
 
 func TestLookupFetchFailures(t *testing.T) {
-	good := policyText(Enforce, weekPolicy, "mx.example.com")
+	good := policyText(mtasts.Enforce, weekPolicy, "mx.example.com")
 	for name, tc := range map[string]struct {
 		h      http.HandlerFunc
 		typ    string
@@ -75,31 +77,31 @@ func TestLookupFetchFailures(t *testing.T) {
 	}{
 		"redirect": {func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "https://mta-sts.example.com/other.txt", http.StatusFound)
-		}, ResultFetchError, ErrRedirect},
+		}, mtasts.ResultFetchError, mtasts.ErrRedirect},
 		"permanent redirect": {func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/.well-known/mta-sts.txt?again", http.StatusPermanentRedirect)
-		}, ResultFetchError, ErrRedirect},
-		"404": {http.NotFound, ResultFetchError, ErrHTTPStatus},
-		"204": {func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }, ResultFetchError, ErrHTTPStatus},
+		}, mtasts.ResultFetchError, mtasts.ErrRedirect},
+		"404": {http.NotFound, mtasts.ResultFetchError, mtasts.ErrHTTPStatus},
+		"204": {func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }, mtasts.ResultFetchError, mtasts.ErrHTTPStatus},
 		"text/html": {func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			w.Write([]byte(good))
-		}, ResultFetchError, ErrContentType},
+		}, mtasts.ResultFetchError, mtasts.ErrContentType},
 		"no content type": {func(w http.ResponseWriter, r *http.Request) {
 			w.Header()["Content-Type"] = nil
 			w.Write([]byte(good))
-		}, ResultFetchError, ErrContentType},
-		"oversized with length": {servePolicy(good + strings.Repeat("x: y\n", MaxPolicySize/5)), ResultFetchError, ErrPolicyTooLarge},
+		}, mtasts.ResultFetchError, mtasts.ErrContentType},
+		"oversized with length": {servePolicy(good + strings.Repeat("x: y\n", mtasts.MaxPolicySize/5)), mtasts.ResultFetchError, mtasts.ErrPolicyTooLarge},
 		"oversized chunked": {func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Write([]byte(good))
 			w.(http.Flusher).Flush() // no Content-Length
-			for range MaxPolicySize / 1024 {
+			for range mtasts.MaxPolicySize / 1024 {
 				w.Write([]byte(strings.Repeat("a: b\n", 205)))
 			}
-		}, ResultFetchError, ErrPolicyTooLarge},
-		"malformed policy": {servePolicy("version: STSv1\nmode: enforce\nmax_age: 600\n"), ResultPolicyInvalid, nil},
-		"html page":        {servePolicy("<html>hello</html>"), ResultPolicyInvalid, nil},
+		}, mtasts.ResultFetchError, mtasts.ErrPolicyTooLarge},
+		"malformed policy": {servePolicy("version: STSv1\nmode: enforce\nmax_age: 600\n"), mtasts.ResultPolicyInvalid, nil},
+		"html page":        {servePolicy("<html>hello</html>"), mtasts.ResultPolicyInvalid, nil},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
@@ -124,7 +126,7 @@ func TestLookupSlowServer(t *testing.T) {
 	})
 	e.c.Timeout = 300 * time.Millisecond
 	start := time.Now()
-	se := checkFetchFailure(t, e, ResultFetchError, nil)
+	se := checkFetchFailure(t, e, mtasts.ResultFetchError, nil)
 	if !errors.Is(se, context.DeadlineExceeded) {
 		t.Errorf("Err = %v, want a deadline", se)
 	}
@@ -136,9 +138,9 @@ func TestLookupSlowServer(t *testing.T) {
 func TestLookupWebPKI(t *testing.T) {
 	t.Run("wrong name", func(t *testing.T) {
 		e := newEnv(t)
-		e.srv = newPolicyServer(t, e.ca.leaf(t, "mta-sts.example.org", "example.com"), servePolicy(policyText(Enforce, 600, "mx.example.com")))
+		e.srv = newSTSServer(t, e.ca.leaf(t, "mta-sts.example.org", "example.com"), servePolicy(policyText(mtasts.Enforce, 600, "mx.example.com")))
 		e.c = e.client(nil)
-		checkFetchFailure(t, e, ResultWebPKIInvalid, nil)
+		checkFetchFailure(t, e, mtasts.ResultWebPKIInvalid, nil)
 		if n := e.srv.fetches.Load(); n != 0 {
 			t.Errorf("%d requests sent over an unverified connection", n)
 		}
@@ -146,27 +148,27 @@ func TestLookupWebPKI(t *testing.T) {
 	t.Run("untrusted", func(t *testing.T) {
 		e := newEnv(t)
 		other := newTestCA(t)
-		e.srv = newPolicyServer(t, other.leaf(t, "mta-sts.example.com"), servePolicy(policyText(Enforce, 600, "mx.example.com")))
+		e.srv = newSTSServer(t, other.leaf(t, "mta-sts.example.com"), servePolicy(policyText(mtasts.Enforce, 600, "mx.example.com")))
 		e.c = e.client(nil)
-		checkFetchFailure(t, e, ResultWebPKIInvalid, nil)
+		checkFetchFailure(t, e, mtasts.ResultWebPKIInvalid, nil)
 	})
 	t.Run("InsecureSkipVerify ignored", func(t *testing.T) {
 		e := newEnv(t)
 		other := newTestCA(t)
-		e.srv = newPolicyServer(t, other.leaf(t, "mta-sts.example.com"), servePolicy(policyText(Enforce, 600, "mx.example.com")))
+		e.srv = newSTSServer(t, other.leaf(t, "mta-sts.example.com"), servePolicy(policyText(mtasts.Enforce, 600, "mx.example.com")))
 		e.c = e.client(nil)
 		e.c.TLSConfig.InsecureSkipVerify = true
 		e.c.TLSConfig.ServerName = "mta-sts.example.com"
-		checkFetchFailure(t, e, ResultWebPKIInvalid, nil)
+		checkFetchFailure(t, e, mtasts.ResultWebPKIInvalid, nil)
 	})
 	t.Run("ServerName ignored", func(t *testing.T) {
 		// A base config naming another host must not make the
 		// certificate of that host acceptable for this domain.
 		e := newEnv(t)
-		e.srv = newPolicyServer(t, e.ca.leaf(t, "smarthost.example.net"), servePolicy(policyText(Enforce, 600, "mx.example.com")))
+		e.srv = newSTSServer(t, e.ca.leaf(t, "smarthost.example.net"), servePolicy(policyText(mtasts.Enforce, 600, "mx.example.com")))
 		e.c = e.client(nil)
 		e.c.TLSConfig.ServerName = "smarthost.example.net"
-		checkFetchFailure(t, e, ResultWebPKIInvalid, nil)
+		checkFetchFailure(t, e, mtasts.ResultWebPKIInvalid, nil)
 	})
 }
 
@@ -180,7 +182,7 @@ func TestLookupNoRecord(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
-			e.res.setTXT(testTXT, recs...)
+			e.res.TXT(testTXT, recs...)
 			r := e.lookup(t, e.c)
 			if r.Policy != nil || r.Err != nil {
 				t.Errorf("Lookup = %+v, want no policy and no error", r)
@@ -194,10 +196,10 @@ func TestLookupNoRecord(t *testing.T) {
 
 func TestLookupDNSFailure(t *testing.T) {
 	e := newEnv(t)
-	e.res.setFail(testTXT, &mailsec.DNSError{Name: testTXT, Type: "TXT", Kind: mailsec.DNSServerFailure})
-	se := checkFetchFailure(t, e, ResultFetchError, nil)
-	var de *mailsec.DNSError
-	if !errors.As(se, &de) || de.Kind != mailsec.DNSServerFailure {
+	e.res.Fail("TXT", testTXT, &dns.Error{Name: testTXT, Type: "TXT", Kind: dns.ServerFailure})
+	se := checkFetchFailure(t, e, mtasts.ResultFetchError, nil)
+	var de *dns.Error
+	if !errors.As(se, &de) || de.Kind != dns.ServerFailure {
 		t.Errorf("Err = %v, want the DNS error", se)
 	}
 	if n := e.srv.fetches.Load(); n != 0 {
@@ -214,7 +216,7 @@ func TestLookupInput(t *testing.T) {
 			t.Errorf("Lookup(%q) = %+v, %v; want a *mailsec.ValidationError", bad, r, err)
 		}
 	}
-	if n := e.res.total(); n != 0 {
+	if n := e.res.Lookups(); n != 0 {
 		t.Errorf("%d lookups for invalid names", n)
 	}
 
@@ -225,7 +227,7 @@ func TestLookupInput(t *testing.T) {
 	if r, err := e.c.Lookup(context.Background(), "example.com"); err != nil || !r.Cached {
 		t.Fatalf("second Lookup = %+v, %v; want the cached policy", r, err)
 	}
-	e.res.setTXT("_mta-sts.xn--bcher-kva.example", "v=STSv1; id=u;")
+	e.res.TXT("_mta-sts.xn--bcher-kva.example", "v=STSv1; id=u;")
 	if r, err := e.c.Lookup(context.Background(), "Bücher.example"); err != nil || r.Policy == nil || r.ID != "u" {
 		t.Fatalf("Lookup(U-label) = %+v, %v", r, err)
 	}
@@ -239,7 +241,7 @@ func TestLookupInput(t *testing.T) {
 		t.Errorf("Lookup(long) = %+v, %v", r, err)
 	}
 
-	var nilRes Client
+	var nilRes mtasts.Client
 	if _, err := nilRes.Lookup(context.Background(), "example.com"); !errors.Is(err, mailsec.ErrInvalid) {
 		t.Errorf("Lookup without Resolver: %v", err)
 	}
@@ -266,7 +268,7 @@ func TestCachedPolicyNoHTTPS(t *testing.T) {
 	if n := e.srv.fetches.Load(); n != 1 {
 		t.Errorf("%d fetches, want 1", n)
 	}
-	if n := e.res.count(testTXT); n != 1 {
+	if n := e.res.Queries("TXT", testTXT); n != 1 {
 		t.Errorf("%d TXT lookups within the refresh interval, want 1", n)
 	}
 }
@@ -282,7 +284,7 @@ func TestRefreshInterval(t *testing.T) {
 		}
 	}
 	// Checks at minutes 0, 60, 120 and 180.
-	if n := e.res.count(testTXT); n != 4 {
+	if n := e.res.Queries("TXT", testTXT); n != 4 {
 		t.Errorf("%d TXT lookups in 200 minutes at one per hour, want 4", n)
 	}
 	if n := e.srv.fetches.Load(); n != 1 {
@@ -294,12 +296,12 @@ func TestRefreshInterval(t *testing.T) {
 	e2.lookup(t, e2.c)
 	e2.clock.Advance(59 * time.Minute)
 	e2.lookup(t, e2.c)
-	if n := e2.res.count(testTXT); n != 1 {
+	if n := e2.res.Queries("TXT", testTXT); n != 1 {
 		t.Errorf("%d TXT lookups before the default interval", n)
 	}
 	e2.clock.Advance(time.Minute)
 	e2.lookup(t, e2.c)
-	if n := e2.res.count(testTXT); n != 2 {
+	if n := e2.res.Queries("TXT", testTXT); n != 2 {
 		t.Errorf("%d TXT lookups after the default interval", n)
 	}
 }
@@ -307,16 +309,16 @@ func TestRefreshInterval(t *testing.T) {
 func TestNewIDRefetches(t *testing.T) {
 	e := newEnv(t)
 	e.lookup(t, e.c)
-	e.res.setTXT(testTXT, "v=STSv1; id=two;")
-	e.srv.set(servePolicy(policyText(Testing, 3600, "mx2.example.com")))
+	e.res.TXT(testTXT, "v=STSv1; id=two;")
+	e.srv.set(servePolicy(policyText(mtasts.Testing, 3600, "mx2.example.com")))
 
 	e.clock.Advance(30 * time.Minute) // not yet checked again
-	if r := e.lookup(t, e.c); r.ID != "one" || r.Policy.Mode != Enforce {
+	if r := e.lookup(t, e.c); r.ID != "one" || r.Policy.Mode != mtasts.Enforce {
 		t.Fatalf("Lookup within the interval = %+v", r)
 	}
 	e.clock.Advance(30 * time.Minute)
 	r := e.lookup(t, e.c)
-	if r.ID != "two" || r.Cached || r.Err != nil || r.Policy.Mode != Testing || !slices.Equal(r.Policy.MX, []string{"mx2.example.com"}) {
+	if r.ID != "two" || r.Cached || r.Err != nil || r.Policy.Mode != mtasts.Testing || !slices.Equal(r.Policy.MX, []string{"mx2.example.com"}) {
 		t.Fatalf("Lookup after the id changed = %+v", r)
 	}
 	if !r.Expires.Equal(e.clock.Now().Add(time.Hour)) {
@@ -334,15 +336,15 @@ func TestNewIDRefetches(t *testing.T) {
 func TestRefreshFailureKeepsPolicy(t *testing.T) {
 	for name, breakIt := range map[string]func(*env){
 		"fetch fails": func(e *env) {
-			e.res.setTXT(testTXT, "v=STSv1; id=two;")
+			e.res.TXT(testTXT, "v=STSv1; id=two;")
 			e.srv.set(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "oops", 500) })
 		},
 		"invalid new policy": func(e *env) {
-			e.res.setTXT(testTXT, "v=STSv1; id=two;")
+			e.res.TXT(testTXT, "v=STSv1; id=two;")
 			e.srv.set(servePolicy("version: STSv1\nmode: enforce\n"))
 		},
 		"TXT lookup fails": func(e *env) {
-			e.res.setFail(testTXT, &mailsec.DNSError{Name: testTXT, Type: "TXT", Kind: mailsec.DNSTimeout})
+			e.res.Fail("TXT", testTXT, &dns.Error{Name: testTXT, Type: "TXT", Kind: dns.Timeout})
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -351,20 +353,20 @@ func TestRefreshFailureKeepsPolicy(t *testing.T) {
 			breakIt(e)
 			e.clock.Advance(2 * time.Hour)
 			r := e.lookup(t, e.c)
-			if r.Policy == nil || r.ID != "one" || r.Policy.Mode != Enforce || !r.Expires.Equal(first.Expires) {
+			if r.Policy == nil || r.ID != "one" || r.Policy.Mode != mtasts.Enforce || !r.Expires.Equal(first.Expires) {
 				t.Fatalf("Lookup = %+v; want the cached policy", r)
 			}
-			var se *Error
+			var se *mtasts.Error
 			if !errors.As(r.Err, &se) {
-				t.Fatalf("Err = %v, want *Error", r.Err)
+				t.Fatalf("Err = %v, want *mtasts.Error", r.Err)
 			}
 			// The failed check counts: no new lookup within the interval.
-			before := e.res.count(testTXT)
+			before := e.res.Queries("TXT", testTXT)
 			e.clock.Advance(time.Minute)
 			if r := e.lookup(t, e.c); r.Policy == nil || r.Err != nil {
 				t.Errorf("Lookup after = %+v", r)
 			}
-			if n := e.res.count(testTXT); n != before {
+			if n := e.res.Queries("TXT", testTXT); n != before {
 				t.Errorf("TXT looked up again within the interval after a failure")
 			}
 		})
@@ -373,16 +375,16 @@ func TestRefreshFailureKeepsPolicy(t *testing.T) {
 
 func TestRecordGoneKeepsPolicyUntilExpiry(t *testing.T) {
 	e := newEnv(t)
-	e.srv.set(servePolicy(policyText(Enforce, 86400, "mx.example.com")))
+	e.srv.set(servePolicy(policyText(mtasts.Enforce, 86400, "mx.example.com")))
 	first := e.lookup(t, e.c)
-	e.res.setTXT(testTXT) // NXDOMAIN
+	e.res.TXT(testTXT) // NXDOMAIN
 	e.clock.Advance(2 * time.Hour)
 	r := e.lookup(t, e.c)
-	if r.Policy == nil || r.ID != "one" || !errors.Is(r.Err, ErrRecordRemoved) {
+	if r.Policy == nil || r.ID != "one" || !errors.Is(r.Err, mtasts.ErrRecordRemoved) {
 		t.Fatalf("Lookup after the record went = %+v", r)
 	}
 	e.clock.Advance(21 * time.Hour) // 23h: still in force
-	if r := e.lookup(t, e.c); r.Policy == nil || !errors.Is(r.Err, ErrRecordRemoved) {
+	if r := e.lookup(t, e.c); r.Policy == nil || !errors.Is(r.Err, mtasts.ErrRecordRemoved) {
 		t.Fatalf("Lookup before expiry = %+v", r)
 	}
 	e.clock.Advance(time.Hour) // exactly max_age after the fetch
@@ -392,7 +394,7 @@ func TestRecordGoneKeepsPolicyUntilExpiry(t *testing.T) {
 	if r := e.lookup(t, e.c); r.Policy != nil || r.Err != nil {
 		t.Fatalf("Lookup at expiry = %+v, want no policy", r)
 	}
-	if _, err := e.c.cache().Get(context.Background(), testDomain); !errors.Is(err, ErrCacheMiss) {
+	if _, err := mtasts.ClientCache(e.c).Get(context.Background(), testDomain); !errors.Is(err, mtasts.ErrCacheMiss) {
 		t.Errorf("expired entry still cached: %v", err)
 	}
 	if n := e.srv.fetches.Load(); n != 1 {
@@ -402,9 +404,9 @@ func TestRecordGoneKeepsPolicyUntilExpiry(t *testing.T) {
 	// Two v=STSv1 records are no valid record either.
 	e2 := newEnv(t)
 	e2.lookup(t, e2.c)
-	e2.res.setTXT(testTXT, "v=STSv1; id=one;", "v=STSv1; id=two;")
+	e2.res.TXT(testTXT, "v=STSv1; id=one;", "v=STSv1; id=two;")
 	e2.clock.Advance(2 * time.Hour)
-	if r := e2.lookup(t, e2.c); r.Policy == nil || !errors.Is(r.Err, ErrRecordRemoved) || !errors.Is(r.Err, ErrNoRecord) {
+	if r := e2.lookup(t, e2.c); r.Policy == nil || !errors.Is(r.Err, mtasts.ErrRecordRemoved) || !errors.Is(r.Err, mtasts.ErrNoRecord) {
 		t.Fatalf("Lookup with two records = %+v", r)
 	}
 }
@@ -412,23 +414,23 @@ func TestRecordGoneKeepsPolicyUntilExpiry(t *testing.T) {
 func TestRetiredPolicy(t *testing.T) {
 	// RFC 8461 §8.3: mode none, then the record goes; no failure to report.
 	e := newEnv(t)
-	e.srv.set(servePolicy(policyText(None, 86400)))
-	if r := e.lookup(t, e.c); r.Policy == nil || r.Policy.Mode != None {
+	e.srv.set(servePolicy(policyText(mtasts.None, 86400)))
+	if r := e.lookup(t, e.c); r.Policy == nil || r.Policy.Mode != mtasts.None {
 		t.Fatalf("Lookup = %+v", r)
 	}
-	e.res.setTXT(testTXT)
+	e.res.TXT(testTXT)
 	e.clock.Advance(2 * time.Hour)
 	if r := e.lookup(t, e.c); r.Policy != nil || r.Err != nil {
 		t.Fatalf("Lookup after the record went = %+v", r)
 	}
-	if _, err := e.c.cache().Get(context.Background(), testDomain); !errors.Is(err, ErrCacheMiss) {
+	if _, err := mtasts.ClientCache(e.c).Get(context.Background(), testDomain); !errors.Is(err, mtasts.ErrCacheMiss) {
 		t.Errorf("retired policy still cached: %v", err)
 	}
 }
 
 func TestProactiveRefresh(t *testing.T) {
 	e := newEnv(t)
-	e.srv.set(servePolicy(policyText(Enforce, 86400, "mx.example.com")))
+	e.srv.set(servePolicy(policyText(mtasts.Enforce, 86400, "mx.example.com")))
 	e.lookup(t, e.c)
 	e.clock.Advance(11 * time.Hour)
 	if r := e.lookup(t, e.c); !r.Cached || e.srv.fetches.Load() != 1 {
@@ -447,11 +449,11 @@ func TestConcurrentFirstLookups(t *testing.T) {
 	gate := make(chan struct{})
 	e.srv.set(func(w http.ResponseWriter, r *http.Request) {
 		<-gate
-		servePolicy(policyText(Enforce, weekPolicy, "mx.example.com"))(w, r)
+		servePolicy(policyText(mtasts.Enforce, weekPolicy, "mx.example.com"))(w, r)
 	})
 	const n = 100
 	var wg, started sync.WaitGroup
-	results := make([]*Result, n)
+	results := make([]*mtasts.Result, n)
 	errs := make([]error, n)
 	started.Add(n)
 	for i := range n {
@@ -472,9 +474,9 @@ func TestConcurrentFirstLookups(t *testing.T) {
 	// Each caller has its own copy of the policy.
 	results[0].Policy.MX[0] = "evil.example"
 	if results[1].Policy.MX[0] != "mx.example.com" {
-		t.Error("callers share one Policy")
+		t.Error("callers share one mtasts.Policy")
 	}
-	if f, l := e.srv.fetches.Load(), e.res.count(testTXT); f != 1 || l != 1 {
+	if f, l := e.srv.fetches.Load(), e.res.Queries("TXT", testTXT); f != 1 || l != 1 {
 		t.Errorf("%d concurrent first Lookups caused %d fetches and %d TXT lookups, want 1 and 1", n, f, l)
 	}
 }
@@ -486,7 +488,7 @@ func TestSharedFetchSurvivesFirstCallerCancel(t *testing.T) {
 	e.srv.set(func(w http.ResponseWriter, r *http.Request) {
 		arrived <- struct{}{}
 		<-gate
-		servePolicy(policyText(Enforce, weekPolicy, "mx.example.com"))(w, r)
+		servePolicy(policyText(mtasts.Enforce, weekPolicy, "mx.example.com"))(w, r)
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	firstErr := make(chan error, 1)
@@ -495,7 +497,7 @@ func TestSharedFetchSurvivesFirstCallerCancel(t *testing.T) {
 		firstErr <- err
 	}()
 	<-arrived // the shared fetch is under way
-	second := make(chan *Result, 1)
+	second := make(chan *mtasts.Result, 1)
 	go func() {
 		r, _ := e.c.Lookup(context.Background(), testDomain)
 		second <- r
@@ -551,15 +553,15 @@ func TestFailureBackoff(t *testing.T) {
 	}
 	for range 5 {
 		r := e.lookup(t, e.c)
-		if r.Policy != nil || !errors.Is(r.Err, ErrHTTPStatus) {
+		if r.Policy != nil || !errors.Is(r.Err, mtasts.ErrHTTPStatus) {
 			t.Fatalf("within the back-off: %+v", r)
 		}
 	}
-	if n, q := e.srv.fetches.Load(), e.res.count(testTXT); n != 1 || q != 1 {
+	if n, q := e.srv.fetches.Load(), e.res.Queries("TXT", testTXT); n != 1 || q != 1 {
 		t.Fatalf("%d fetches and %d TXT lookups within the back-off, want 1 and 1", n, q)
 	}
-	e.srv.set(servePolicy(policyText(Enforce, weekPolicy, "mx.example.com")))
-	e.clock.Advance(DefaultFailureBackoff + time.Second)
+	e.srv.set(servePolicy(policyText(mtasts.Enforce, weekPolicy, "mx.example.com")))
+	e.clock.Advance(mtasts.DefaultFailureBackoff + time.Second)
 	if r := e.lookup(t, e.c); r.Policy == nil || r.Err != nil {
 		t.Fatalf("after the back-off: %+v", r)
 	}

@@ -48,12 +48,12 @@
 //
 // # Using it
 //
-// Create one [Client] at start-up, with a [mailsec.Resolver] and, so that
+// Create one [Client] at start-up, with a [dns.Resolver] and, so that
 // policies survive restarts, a [DirCache] in a directory only the sending
 // process can write to:
 //
 //	sts := &mtasts.Client{
-//		Resolver: new(mailsec.DNSResolver),
+//		Resolver: new(dns.Client),
 //		Cache:    mtasts.DirCache("/var/lib/myapp/mta-sts"),
 //	}
 //	res, err := sts.Lookup(ctx, "example.com")

@@ -13,39 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport/mtasts"
 )
-
-// txtResolver answers TXT lookups from a map and puts every policy host
-// at 127.0.0.1, where the example's server listens; every other name and
-// type does not exist. It stands in for a mailsec.DNSResolver.
-type txtResolver map[string][]string
-
-func (r txtResolver) LookupTXT(_ context.Context, name string) (mailsec.Answer[string], error) {
-	if recs, ok := r[name]; ok {
-		return mailsec.Answer[string]{Records: recs, Name: name}, nil
-	}
-	return mailsec.Answer[string]{}, &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNXDomain}
-}
-
-func (r txtResolver) LookupMX(_ context.Context, name string) (mailsec.Answer[mailsec.MX], error) {
-	return mailsec.Answer[mailsec.MX]{}, &mailsec.DNSError{Name: name, Type: "MX", Kind: mailsec.DNSNXDomain}
-}
-
-func (r txtResolver) LookupIP(_ context.Context, name string) (mailsec.Answer[netip.Addr], error) {
-	if strings.HasPrefix(name, "mta-sts.") {
-		return mailsec.Answer[netip.Addr]{Records: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Name: name}, nil
-	}
-	return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A/AAAA", Kind: mailsec.DNSNXDomain}
-}
-
-func (r txtResolver) LookupTLSA(_ context.Context, name string) (mailsec.Answer[mailsec.TLSA], error) {
-	return mailsec.Answer[mailsec.TLSA]{}, &mailsec.DNSError{Name: name, Type: "TLSA", Kind: mailsec.DNSNXDomain}
-}
 
 // policyServer starts an HTTPS server on loopback that serves policy as
 // https://mta-sts.example.com/.well-known/mta-sts.txt (httptest's
@@ -58,8 +30,13 @@ func policyServer(policy string) (*mtasts.Client, func()) {
 	}))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
+	// The domain's DNS: its MTA-STS record, and the policy host on
+	// loopback, where the example's server listens.
+	r := mailsectest.NewResolver()
+	r.TXT("_mta-sts.example.com", "v=STSv1; id=20250101T000000;")
+	r.IP("mta-sts.example.com", netip.MustParseAddr("127.0.0.1"))
 	c := &mtasts.Client{
-		Resolver:  txtResolver{"_mta-sts.example.com": {"v=STSv1; id=20250101T000000;"}},
+		Resolver:  r,
 		TLSConfig: &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return new(net.Dialer).DialContext(ctx, network, srv.Listener.Addr().String())
@@ -100,7 +77,7 @@ func ExampleClient_Lookup() {
 }
 
 func ExampleClient_Lookup_noPolicy() {
-	sts := &mtasts.Client{Resolver: txtResolver{}}
+	sts := &mtasts.Client{Resolver: mailsectest.NewResolver()} // no records at all
 	res, err := sts.Lookup(context.Background(), "example.org")
 	fmt.Println(res.Policy == nil, res.Err, err)
 	// Output: true <nil> <nil>

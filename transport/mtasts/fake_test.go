@@ -1,4 +1,4 @@
-package mtasts
+package mtasts_test
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"io"
 	"log"
 	"math/big"
@@ -16,115 +15,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
-// fakeResolver answers TXT and address lookups from maps and counts the
-// TXT lookups (address lookups apart, in ipLookups). A name absent from
-// txt or ips is NXDOMAIN; a name in fail returns that error.
-type fakeResolver struct {
-	mu        sync.Mutex
-	txt       map[string][]string
-	ips       map[string][]netip.Addr
-	fail      map[string]error
-	lookups   map[string]int
-	ipLookups map[string]int
-}
-
-func newFakeResolver() *fakeResolver {
-	return &fakeResolver{txt: map[string][]string{}, ips: map[string][]netip.Addr{}, fail: map[string]error{},
-		lookups: map[string]int{}, ipLookups: map[string]int{}}
-}
-
-func (r *fakeResolver) setIP(name string, addrs ...string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ips[name] = nil
-	for _, a := range addrs {
-		r.ips[name] = append(r.ips[name], netip.MustParseAddr(a))
+// addrs parses IP addresses.
+func addrs(s ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range s {
+		out = append(out, netip.MustParseAddr(a))
 	}
-}
-
-func (r *fakeResolver) setTXT(name string, recs ...string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if recs == nil {
-		delete(r.txt, name)
-	} else {
-		r.txt[name] = recs
-	}
-}
-
-func (r *fakeResolver) setFail(name string, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err == nil {
-		delete(r.fail, name)
-	} else {
-		r.fail[name] = err
-	}
-}
-
-func (r *fakeResolver) count(name string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lookups[name]
-}
-
-func (r *fakeResolver) total() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, c := range r.lookups {
-		n += c
-	}
-	return n
-}
-
-func (r *fakeResolver) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lookups[name]++
-	if err := r.fail[name]; err != nil {
-		return mailsec.Answer[string]{}, err
-	}
-	recs, ok := r.txt[name]
-	if !ok {
-		return mailsec.Answer[string]{}, &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNXDomain}
-	}
-	return mailsec.Answer[string]{Records: slices.Clone(recs), Name: name}, nil
-}
-
-var errNotUsed = errors.New("not used by mtasts")
-
-func (r *fakeResolver) LookupMX(context.Context, string) (mailsec.Answer[mailsec.MX], error) {
-	return mailsec.Answer[mailsec.MX]{}, errNotUsed
-}
-
-func (r *fakeResolver) LookupIP(_ context.Context, name string) (mailsec.Answer[netip.Addr], error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ipLookups[name]++
-	if err := r.fail["IP "+name]; err != nil {
-		return mailsec.Answer[netip.Addr]{}, err
-	}
-	addrs, ok := r.ips[name]
-	if !ok {
-		return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A/AAAA", Kind: mailsec.DNSNXDomain}
-	}
-	return mailsec.Answer[netip.Addr]{Records: slices.Clone(addrs), Name: name}, nil
-}
-
-func (r *fakeResolver) LookupTLSA(context.Context, string) (mailsec.Answer[mailsec.TLSA], error) {
-	return mailsec.Answer[mailsec.TLSA]{}, errNotUsed
+	return out
 }
 
 // fakeClock is a settable clock.
@@ -207,9 +113,9 @@ func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// policyServer is an HTTPS policy server on loopback that counts requests
+// stsServer is an HTTPS policy server on loopback that counts requests
 // and whose handler the test can change.
-type policyServer struct {
+type stsServer struct {
 	srv     *httptest.Server
 	fetches atomic.Int64
 	handler atomic.Pointer[http.HandlerFunc]
@@ -219,9 +125,9 @@ type policyServer struct {
 	dials []string // addresses the Client dialled
 }
 
-func newPolicyServer(t testing.TB, cert tls.Certificate, h http.HandlerFunc) *policyServer {
+func newSTSServer(t testing.TB, cert tls.Certificate, h http.HandlerFunc) *stsServer {
 	t.Helper()
-	ps := &policyServer{}
+	ps := &stsServer{}
 	ps.set(h)
 	ps.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ps.fetches.Add(1)
@@ -237,10 +143,10 @@ func newPolicyServer(t testing.TB, cert tls.Certificate, h http.HandlerFunc) *po
 	return ps
 }
 
-func (ps *policyServer) set(h http.HandlerFunc) { ps.handler.Store(&h) }
+func (ps *stsServer) set(h http.HandlerFunc) { ps.handler.Store(&h) }
 
 // dial connects every address to the server, remembering the address.
-func (ps *policyServer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+func (ps *stsServer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	ps.mu.Lock()
 	ps.dials = append(ps.dials, addr)
 	ps.mu.Unlock()
@@ -256,24 +162,17 @@ func servePolicy(body string) http.HandlerFunc {
 	}
 }
 
-func policyText(mode Mode, maxAge int, mx ...string) string {
-	var b strings.Builder
-	b.WriteString("version: STSv1\r\nmode: " + string(mode) + "\r\n")
-	for _, m := range mx {
-		b.WriteString("mx: " + m + "\r\n")
-	}
-	b.WriteString("max_age: " + strconv.Itoa(maxAge) + "\r\n")
-	return b.String()
-}
+// policyText is a policy file in mode with max_age maxAge listing mx.
+var policyText = mtasts.PolicyText
 
-// env is a Client wired to a fake resolver, a fake clock and a policy
+// env is a Client wired to a test resolver, a fake clock and a policy
 // server for example.com whose certificate the Client trusts.
 type env struct {
-	res   *fakeResolver
+	res   *mailsectest.Resolver
 	clock *fakeClock
 	ca    *testCA
-	srv   *policyServer
-	c     *Client
+	srv   *stsServer
+	c     *mtasts.Client
 }
 
 const (
@@ -286,21 +185,21 @@ const (
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{res: newFakeResolver(), clock: newFakeClock(), ca: newTestCA(t)}
-	e.res.setTXT(testTXT, "v=STSv1; id=one;")
+	e := &env{res: mailsectest.NewResolver(), clock: newFakeClock(), ca: newTestCA(t)}
+	e.res.TXT(testTXT, "v=STSv1; id=one;")
 	// The policy hosts' addresses, as the resolver gives them; the test
 	// dialer connects them to the server on loopback.
-	e.res.setIP("mta-sts."+testDomain, testPolicyAddr)
-	e.res.setIP("mta-sts.xn--bcher-kva.example", testPolicyAddr)
-	e.srv = newPolicyServer(t, e.ca.leaf(t, "mta-sts."+testDomain, "mta-sts.xn--bcher-kva.example"), servePolicy(policyText(Enforce, weekPolicy, "mx.example.com")))
+	e.res.IP("mta-sts."+testDomain, addrs(testPolicyAddr)...)
+	e.res.IP("mta-sts.xn--bcher-kva.example", addrs(testPolicyAddr)...)
+	e.srv = newSTSServer(t, e.ca.leaf(t, "mta-sts."+testDomain, "mta-sts.xn--bcher-kva.example"), servePolicy(policyText(mtasts.Enforce, weekPolicy, "mx.example.com")))
 	e.c = e.client(nil)
 	return e
 }
 
 // client returns a new Client sharing the env's resolver, clock and
 // server, with cache.
-func (e *env) client(cache Cache) *Client {
-	return &Client{
+func (e *env) client(cache mtasts.Cache) *mtasts.Client {
+	return &mtasts.Client{
 		Resolver:    e.res,
 		Cache:       cache,
 		TLSConfig:   &tls.Config{RootCAs: e.ca.pool},
@@ -313,7 +212,7 @@ func (e *env) client(cache Cache) *Client {
 	}
 }
 
-func (e *env) lookup(t testing.TB, c *Client) *Result {
+func (e *env) lookup(t testing.TB, c *mtasts.Client) *mtasts.Result {
 	t.Helper()
 	r, err := c.Lookup(context.Background(), testDomain)
 	if err != nil {

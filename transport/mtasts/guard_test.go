@@ -1,4 +1,4 @@
-package mtasts
+package mtasts_test
 
 import (
 	"bufio"
@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
 // The policy host is resolved through the Client's Resolver and nothing
@@ -21,8 +24,8 @@ import (
 func TestPolicyHostThroughResolver(t *testing.T) {
 	e := newEnv(t)
 	r := e.lookup(t, e.c)
-	if r.Policy == nil || e.res.ipLookups["mta-sts.example.com"] != 1 {
-		t.Fatalf("policy %v, %d address lookups of the policy host", r.Policy, e.res.ipLookups["mta-sts.example.com"])
+	if r.Policy == nil || e.res.Queries("IP", "mta-sts.example.com") != 1 {
+		t.Fatalf("policy %v, %d address lookups of the policy host", r.Policy, e.res.Queries("IP", "mta-sts.example.com"))
 	}
 	e.srv.mu.Lock()
 	dials := append([]string(nil), e.srv.dials...)
@@ -32,11 +35,9 @@ func TestPolicyHostThroughResolver(t *testing.T) {
 	}
 
 	e = newEnv(t)
-	e.res.mu.Lock()
-	delete(e.res.ips, "mta-sts.example.com")
-	e.res.mu.Unlock()
-	se := checkFetchFailure(t, e, ResultFetchError, mailsec.ErrNXDomain)
-	var de *mailsec.DNSError
+	e.res.Delete("IP", "mta-sts.example.com")
+	se := checkFetchFailure(t, e, mtasts.ResultFetchError, dns.ErrNXDomain)
+	var de *dns.Error
 	if !errors.As(se, &de) || de.Name != "mta-sts.example.com" {
 		t.Fatalf("Err = %v, want the Resolver's NXDOMAIN for the policy host", se)
 	}
@@ -52,9 +53,9 @@ func TestPolicyHostNonGlobalRefused(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1", "10.1.2.3", "169.254.169.254", "::ffff:127.0.0.1", "fd00::1", "100.64.1.1", "::"} {
 		t.Run(addr, func(t *testing.T) {
 			e := newEnv(t)
-			e.res.setIP("mta-sts.example.com", addr)
+			e.res.IP("mta-sts.example.com", addrs(addr)...)
 			e.c.AllowPrivate = false
-			se := checkFetchFailure(t, e, ResultFetchError, mailsec.ErrNonGlobalAddress)
+			se := checkFetchFailure(t, e, mtasts.ResultFetchError, mailsec.ErrNonGlobalAddress)
 			var ae *mailsec.AddressError
 			if !errors.As(se, &ae) || ae.Host != "mta-sts.example.com" || ae.Addr != netip.MustParseAddr(addr) || ae.Reason == "" {
 				t.Fatalf("Err = %v, want an AddressError for mta-sts.example.com and %s", se, addr)
@@ -71,9 +72,9 @@ func TestPolicyHostNonGlobalRefused(t *testing.T) {
 // once connected, before any byte of the request is sent.
 func TestPolicyHostCheckedAtConnect(t *testing.T) {
 	e := newEnv(t)
-	e.res.setIP("mta-sts.example.com", "8.8.8.8")
+	e.res.IP("mta-sts.example.com", addrs("8.8.8.8")...)
 	e.c.AllowPrivate = false
-	se := checkFetchFailure(t, e, ResultFetchError, mailsec.ErrNonGlobalAddress)
+	se := checkFetchFailure(t, e, mtasts.ResultFetchError, mailsec.ErrNonGlobalAddress)
 	var ae *mailsec.AddressError
 	if !errors.As(se, &ae) || ae.Addr != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("Err = %v, want an AddressError for 127.0.0.1", se)
@@ -130,15 +131,15 @@ func TestPolicyServerTextCleaned(t *testing.T) {
 		resp, want string
 		target     error
 	}{
-		"status":       {"HTTP/1.1 500 " + ascii + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", asciiOut, ErrHTTPStatus},
-		"status C1":    {"HTTP/1.1 500 " + unicode + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", uniOut, ErrHTTPStatus},
-		"location":     {"HTTP/1.1 302 Found\r\nLocation: https://x.example/" + unicode + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", uniOut, ErrRedirect},
-		"content type": {"HTTP/1.1 200 OK\r\nContent-Type: text/html" + unicode + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", uniOut, ErrContentType},
+		"status":       {"HTTP/1.1 500 " + ascii + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", asciiOut, mtasts.ErrHTTPStatus},
+		"status C1":    {"HTTP/1.1 500 " + unicode + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", uniOut, mtasts.ErrHTTPStatus},
+		"location":     {"HTTP/1.1 302 Found\r\nLocation: https://x.example/" + unicode + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", uniOut, mtasts.ErrRedirect},
+		"content type": {"HTTP/1.1 200 OK\r\nContent-Type: text/html" + unicode + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", uniOut, mtasts.ErrContentType},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			rawPolicyServer(t, e, tc.resp)
-			se := checkFetchFailure(t, e, ResultFetchError, tc.target)
+			se := checkFetchFailure(t, e, mtasts.ResultFetchError, tc.target)
 			msg := se.Error()
 			// The cause alone is clean too, for code that unwraps it.
 			if cause := errors.Unwrap(se).Error(); strings.ContainsAny(msg+cause, "\x1b\x07\u009b\u202e") {
@@ -180,9 +181,9 @@ func TestLookupContextEndsTyped(t *testing.T) {
 // Error's own text.
 func TestPolicyErrorTextCleaned(t *testing.T) {
 	e := newEnv(t)
-	e.srv = newPolicyServer(t, e.ca.leaf(t, "\x1b]0;pwned\x07.example.com"), servePolicy(policyText(Enforce, 600, "mx.example.com")))
+	e.srv = newSTSServer(t, e.ca.leaf(t, "\x1b]0;pwned\x07.example.com"), servePolicy(policyText(mtasts.Enforce, 600, "mx.example.com")))
 	e.c = e.client(nil)
-	se := checkFetchFailure(t, e, ResultWebPKIInvalid, nil)
+	se := checkFetchFailure(t, e, mtasts.ResultWebPKIInvalid, nil)
 	if msg := se.Error(); strings.ContainsAny(msg, "\x1b\x07") || !strings.Contains(msg, "?]0;pwned?.example.com") {
 		t.Fatalf("Err = %q", msg)
 	}
@@ -193,10 +194,10 @@ func TestPolicyErrorTextCleaned(t *testing.T) {
 // names the field, instead of panicking in Lookup.
 func TestTypedNilConfiguration(t *testing.T) {
 	e := newEnv(t)
-	for field, c := range map[string]*Client{
-		"mtasts.Client.Resolver": {Resolver: (*fakeResolver)(nil)},
-		"mtasts.Client.Cache":    {Resolver: e.res, Cache: (*MemCache)(nil)},
-		"mtasts.Client.Cache ":   {Resolver: e.res, Cache: (*DirCache)(nil)},
+	for field, c := range map[string]*mtasts.Client{
+		"mtasts.Client.Resolver": {Resolver: (*mailsectest.Resolver)(nil)},
+		"mtasts.Client.Cache":    {Resolver: e.res, Cache: (*mtasts.MemCache)(nil)},
+		"mtasts.Client.Cache ":   {Resolver: e.res, Cache: (*mtasts.DirCache)(nil)},
 	} {
 		var err error
 		func() {
@@ -212,34 +213,34 @@ func TestTypedNilConfiguration(t *testing.T) {
 			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
 		}
 	}
-	if n := e.res.total(); n != 0 {
+	if n := e.res.Lookups(); n != 0 {
 		t.Fatalf("%d lookups", n)
 	}
 }
 
 // panicResolver panics in the lookups named in its set, else asks r.
 type panicResolver struct {
-	*fakeResolver
+	*mailsectest.Resolver
 	txt, ip bool
 }
 
-func (p panicResolver) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
+func (p panicResolver) LookupTXT(ctx context.Context, name string) (dns.Answer[string], error) {
 	if p.txt {
 		panic("resolver bug (TXT)")
 	}
-	return p.fakeResolver.LookupTXT(ctx, name)
+	return p.Resolver.LookupTXT(ctx, name)
 }
 
-func (p panicResolver) LookupIP(ctx context.Context, name string) (mailsec.Answer[netip.Addr], error) {
+func (p panicResolver) LookupIP(ctx context.Context, name string) (dns.Answer[netip.Addr], error) {
 	if p.ip {
 		panic("resolver bug (A/AAAA)")
 	}
-	return p.fakeResolver.LookupIP(ctx, name)
+	return p.Resolver.LookupIP(ctx, name)
 }
 
 // panicCache panics on Put, or on Get when get is set.
 type panicCache struct {
-	MemCache
+	mtasts.MemCache
 	get bool
 }
 
@@ -258,12 +259,12 @@ func (*panicCache) Put(context.Context, string, []byte) error { panic("cache bug
 // instead, and remembers nothing: the next Lookup tries again rather than
 // going on as if the domain had no policy.
 func TestLookupSurvivesPanickingDependencies(t *testing.T) {
-	for name, edit := range map[string]func(e *env, c *Client){
-		"LookupTXT": func(e *env, c *Client) { c.Resolver = panicResolver{fakeResolver: e.res, txt: true} },
-		"LookupIP":  func(e *env, c *Client) { c.Resolver = panicResolver{fakeResolver: e.res, ip: true} },
-		"Cache":     func(e *env, c *Client) { c.Cache = &panicCache{} },
-		"Cache.Get": func(e *env, c *Client) { c.Cache = &panicCache{get: true} },
-		"DialContext": func(e *env, c *Client) {
+	for name, edit := range map[string]func(e *env, c *mtasts.Client){
+		"LookupTXT": func(e *env, c *mtasts.Client) { c.Resolver = panicResolver{Resolver: e.res, txt: true} },
+		"LookupIP":  func(e *env, c *mtasts.Client) { c.Resolver = panicResolver{Resolver: e.res, ip: true} },
+		"Cache":     func(e *env, c *mtasts.Client) { c.Cache = &panicCache{} },
+		"Cache.Get": func(e *env, c *mtasts.Client) { c.Cache = &panicCache{get: true} },
+		"DialContext": func(e *env, c *mtasts.Client) {
 			c.DialContext = func(context.Context, string, string) (net.Conn, error) { panic("dialer bug") }
 		},
 	} {

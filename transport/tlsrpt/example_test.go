@@ -13,27 +13,14 @@ import (
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
 
-// staticTXT is a tiny mailsec.Resolver that knows TXT records only.
-type staticTXT map[string][]string
-
-func (s staticTXT) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
-	recs, ok := s[name]
-	if !ok {
-		return mailsec.Answer[string]{}, &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNXDomain}
+// txtResolver is a resolver that knows the TXT records given: a
+// mailsectest.Resolver, which a test uses in place of a dns.Client.
+func txtResolver(recs map[string][]string) *mailsectest.Resolver {
+	r := mailsectest.NewResolver()
+	for name, txt := range recs {
+		r.TXT(name, txt...)
 	}
-	return mailsec.Answer[string]{Records: recs, Name: name}, nil
-}
-
-func (s staticTXT) LookupMX(ctx context.Context, name string) (mailsec.Answer[mailsec.MX], error) {
-	return mailsec.Answer[mailsec.MX]{}, &mailsec.DNSError{Name: name, Type: "MX", Kind: mailsec.DNSNoRecords}
-}
-
-func (s staticTXT) LookupIP(ctx context.Context, name string) (mailsec.Answer[netip.Addr], error) {
-	return mailsec.Answer[netip.Addr]{}, &mailsec.DNSError{Name: name, Type: "A", Kind: mailsec.DNSNoRecords}
-}
-
-func (s staticTXT) LookupTLSA(ctx context.Context, name string) (mailsec.Answer[mailsec.TLSA], error) {
-	return mailsec.Answer[mailsec.TLSA]{}, &mailsec.DNSError{Name: name, Type: "TLSA", Kind: mailsec.DNSNoRecords}
+	return r
 }
 
 // A transport records every session's outcome; after the day, the
@@ -94,23 +81,23 @@ func ExampleParseRecord() {
 	// https://reports.example.org/v1/tlsrpt
 }
 
-// LookupPolicy reads _smtp._tls.<domain>; here from a fake resolver.
+// LookupPolicy reads _smtp._tls.<domain>; here from a test resolver.
 func ExampleLookupPolicy() {
-	dns := staticTXT{"_smtp._tls.example.org": {
+	r := mailsectest.NewResolver() // in production, a *dns.Client
+	r.TXT("_smtp._tls.example.org",
 		"v=spf1 -all", // not a TLSRPT record: discarded
-		"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,ftp://reports.example.org/",
-	}}
-	pol, err := tlsrpt.LookupPolicy(context.Background(), dns, "Example.ORG.")
+		"v=TLSRPTv1; rua=mailto:tlsrpt@example.org,ftp://reports.example.org/")
+	pol, err := tlsrpt.LookupPolicy(context.Background(), r, "Example.ORG.")
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(pol.Domain, pol.RUA, pol.Ignored)
 
-	_, err = tlsrpt.LookupPolicy(context.Background(), dns, "example.net")
+	_, err = tlsrpt.LookupPolicy(context.Background(), r, "example.net")
 	fmt.Println(err)
 	// Output:
 	// example.org [mailto:tlsrpt@example.org] [ftp://reports.example.org/]
-	// tlsrpt: no TLSRPT record for example.net: mailsec: DNS TXT _smtp._tls.example.net: no such domain (NXDOMAIN)
+	// tlsrpt: no TLSRPT record for example.net: dns: TXT _smtp._tls.example.net: no such domain (NXDOMAIN)
 }
 
 // A report goes by mail through the application's Sender (here one that
@@ -124,7 +111,7 @@ func ExampleSubmitter_Submit() {
 		log.Fatal(err)
 	}
 	pol, err := tlsrpt.LookupPolicy(context.Background(),
-		staticTXT{"_smtp._tls.example.org": {"v=TLSRPTv1; rua=mailto:tlsrpt@example.org"}}, "example.org")
+		txtResolver(map[string][]string{"_smtp._tls.example.org": {"v=TLSRPTv1; rua=mailto:tlsrpt@example.org"}}), "example.org")
 	if err != nil {
 		log.Fatal(err)
 	}

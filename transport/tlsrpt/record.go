@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/internal/typednil"
 )
 
@@ -25,7 +26,7 @@ var (
 	// ErrNoUsableURI: the record names no mailto: or https: URI this
 	// package can deliver to.
 	ErrNoUsableURI = errors.New("tlsrpt: no usable rua URI")
-	// ErrLookup: the DNS lookup failed (the wrapped *mailsec.DNSError
+	// ErrLookup: the DNS lookup failed (the wrapped *dns.Error
 	// says how, and whether it is temporary).
 	ErrLookup = errors.New("tlsrpt: DNS lookup failed")
 )
@@ -41,7 +42,7 @@ type RecordError struct {
 	// or ErrLookup.
 	Kind   error
 	Reason string
-	// Err is the underlying error, a *mailsec.DNSError for lookups.
+	// Err is the underlying error, a *dns.Error for lookups.
 	Err error
 }
 
@@ -291,7 +292,7 @@ func mailtoAddress(u *url.URL) (string, bool) {
 // that names the domain and matches ErrNoRecord, ErrMultipleRecords,
 // ErrSyntax, ErrNoUsableURI or ErrLookup, and with a
 // *mailsec.ValidationError when r is nil or a nil pointer.
-func LookupPolicy(ctx context.Context, r mailsec.Resolver, domain string) (*Policy, error) {
+func LookupPolicy(ctx context.Context, r dns.Resolver, domain string) (*Policy, error) {
 	if typednil.Is(r) {
 		return nil, mailsec.Invalid("resolver", fmt.Sprintf("%T", r), "nil: a Resolver is required")
 	}
@@ -301,7 +302,7 @@ func LookupPolicy(ctx context.Context, r mailsec.Resolver, domain string) (*Poli
 	}
 	ans, err := r.LookupTXT(ctx, "_smtp._tls."+d)
 	if err != nil {
-		if mailsec.IsNotFound(err) {
+		if dns.IsNotFound(err) {
 			return nil, &RecordError{Domain: d, Kind: ErrNoRecord, Err: err}
 		}
 		return nil, &RecordError{Domain: d, Kind: ErrLookup, Err: err}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
 
@@ -114,21 +116,12 @@ func TestParseRecordNoUsableURI(t *testing.T) {
 	}
 }
 
-type failingTXT struct {
-	staticTXT
-	err error
-}
-
-func (f failingTXT) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
-	return mailsec.Answer[string]{}, f.err
-}
-
 func TestLookupPolicy(t *testing.T) {
 	ctx := context.Background()
 	const name = "_smtp._tls.example.org"
 	good := "v=TLSRPTv1; rua=mailto:tlsrpt@example.org"
 
-	pol, err := tlsrpt.LookupPolicy(ctx, staticTXT{name: {"v=spf1 -all", "v=TLSRPTv10; rua=mailto:x@example.org", good}}, "EXAMPLE.org.")
+	pol, err := tlsrpt.LookupPolicy(ctx, txtResolver(map[string][]string{name: {"v=spf1 -all", "v=TLSRPTv10; rua=mailto:x@example.org", good}}), "EXAMPLE.org.")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,17 +131,17 @@ func TestLookupPolicy(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		r    mailsec.Resolver
+		r    dns.Resolver
 		kind error
 		temp bool
 	}{
-		{"nxdomain", staticTXT{}, tlsrpt.ErrNoRecord, false},
-		{"nodata", failingTXT{err: &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSNoRecords}}, tlsrpt.ErrNoRecord, false},
-		{"servfail", failingTXT{err: &mailsec.DNSError{Name: name, Type: "TXT", Kind: mailsec.DNSServerFailure}}, tlsrpt.ErrLookup, true},
-		{"other TXT only", staticTXT{name: {"v=spf1 -all", "v=TLSRPTv10; rua=mailto:x@example.org"}}, tlsrpt.ErrNoRecord, false},
-		{"two records", staticTXT{name: {good, "v=TLSRPTv1; rua=https://r.example.org/"}}, tlsrpt.ErrMultipleRecords, false},
-		{"malformed", staticTXT{name: {"v=TLSRPTv1; rua=mailto:a@example.org; ;"}}, tlsrpt.ErrSyntax, false},
-		{"no usable uri", staticTXT{name: {"v=TLSRPTv1; rua=http://r.example.org/"}}, tlsrpt.ErrNoUsableURI, false},
+		{"nxdomain", mailsectest.NewResolver(), tlsrpt.ErrNoRecord, false},
+		{"nodata", failing(name, &dns.Error{Kind: dns.NoRecords}), tlsrpt.ErrNoRecord, false},
+		{"servfail", failing(name, &dns.Error{Kind: dns.ServerFailure}), tlsrpt.ErrLookup, true},
+		{"other TXT only", txtResolver(map[string][]string{name: {"v=spf1 -all", "v=TLSRPTv10; rua=mailto:x@example.org"}}), tlsrpt.ErrNoRecord, false},
+		{"two records", txtResolver(map[string][]string{name: {good, "v=TLSRPTv1; rua=https://r.example.org/"}}), tlsrpt.ErrMultipleRecords, false},
+		{"malformed", txtResolver(map[string][]string{name: {"v=TLSRPTv1; rua=mailto:a@example.org; ;"}}), tlsrpt.ErrSyntax, false},
+		{"no usable uri", txtResolver(map[string][]string{name: {"v=TLSRPTv1; rua=http://r.example.org/"}}), tlsrpt.ErrNoUsableURI, false},
 	} {
 		_, err := tlsrpt.LookupPolicy(ctx, tc.r, "example.org")
 		if !errors.Is(err, tc.kind) {
@@ -164,32 +157,28 @@ func TestLookupPolicy(t *testing.T) {
 		}
 	}
 
-	if _, err := tlsrpt.LookupPolicy(ctx, staticTXT{}, "not a domain"); !errors.Is(err, tlsrpt.ErrNoRecord) {
+	if _, err := tlsrpt.LookupPolicy(ctx, mailsectest.NewResolver(), "not a domain"); !errors.Is(err, tlsrpt.ErrNoRecord) {
 		t.Errorf("bad domain: %v", err)
 	}
 }
 
 // LookupPolicy asks for exactly _smtp._tls.<domain>.
 func TestLookupPolicyName(t *testing.T) {
-	var asked []string
-	r := recordingTXT{staticTXT{"_smtp._tls.xn--bcher-kva.example": {"v=TLSRPTv1; rua=mailto:r@xn--bcher-kva.example"}}, &asked}
+	r := txtResolver(map[string][]string{"_smtp._tls.xn--bcher-kva.example": {"v=TLSRPTv1; rua=mailto:r@xn--bcher-kva.example"}})
 	pol, err := tlsrpt.LookupPolicy(context.Background(), r, "bücher.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(asked, []string{"_smtp._tls.xn--bcher-kva.example"}) || pol.Domain != "xn--bcher-kva.example" {
-		t.Errorf("asked %q, domain %q", asked, pol.Domain)
+	if r.Lookups() != 1 || r.Queries("TXT", "_smtp._tls.xn--bcher-kva.example") != 1 || pol.Domain != "xn--bcher-kva.example" {
+		t.Errorf("%d lookups, %d of the TXT records; domain %q", r.Lookups(), r.Queries("TXT", "_smtp._tls.xn--bcher-kva.example"), pol.Domain)
 	}
 }
 
-type recordingTXT struct {
-	staticTXT
-	asked *[]string
-}
-
-func (r recordingTXT) LookupTXT(ctx context.Context, name string) (mailsec.Answer[string], error) {
-	*r.asked = append(*r.asked, name)
-	return r.staticTXT.LookupTXT(ctx, name)
+// failing is a resolver whose TXT lookups of name fail with err.
+func failing(name string, err error) *mailsectest.Resolver {
+	r := mailsectest.NewResolver()
+	r.Fail("TXT", name, err)
+	return r
 }
 
 func FuzzParseRecord(f *testing.F) {
