@@ -402,8 +402,8 @@ func FuzzAddressHeaders(f *testing.F) {
 // builder wrote: a display name with a comma no longer stops it.
 func TestSignerReadsDisplayNameWithSpecials(t *testing.T) {
 	s, rt := newRecordingSender(t, &mailsec.Options{
-		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-		Protector: &authorProtector{},
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{&authorProtector{}},
 	})
 	m := base()
 	m.From = `"Müller, Anna" <app@example.com>`
@@ -421,6 +421,8 @@ func TestSignerReadsDisplayNameWithSpecials(t *testing.T) {
 // signer.
 type authorProtector struct{}
 
+func (authorProtector) Method() string { return "fake" }
+
 func (authorProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []string) (*mailsec.Protected, error) {
 	for _, field := range []string{"From", "Sender"} {
 		a, err := netmail.ParseAddress(e.Header.Get(field))
@@ -435,7 +437,7 @@ func (authorProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []str
 	for _, r := range rcpts {
 		fps[r] = "fp"
 	}
-	return &mailsec.Protected{Entity: e, Method: "fake", Fingerprints: fps}, nil
+	return &mailsec.Protected{Entity: e, Fingerprints: fps}, nil
 }
 
 // Encoded-word syntax in a display name is refused however the input

@@ -109,7 +109,7 @@ func TestBccNotInsidePGP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, rt := newRecordingSender(t, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	s, rt := newRecordingSender(t, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if _, err := s.Send(context.Background(), bccTestMessage()); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestBccNotInsideSMIME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, rt := newRecordingSender(t, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	s, rt := newRecordingSender(t, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if _, err := s.Send(context.Background(), bccTestMessage()); err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,8 @@ func ExampleNoticeWhenNoKey() {
 	}
 	rt := &mailsectest.RecordingTransport{}
 	sender, err := mailsec.NewSender(rt, &mailsec.Options{
-		Policy:    mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
-		Protector: protector,
+		Policy:     mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
+		Protectors: []mailsec.Protector{protector},
 		Notice: func(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (*mailsec.Notice, error) {
 			return &mailsec.Notice{Text: "You have a new message: https://app.example.com/inbox"}, nil
 		},

@@ -132,17 +132,13 @@ type Options struct {
 	// nothing; the others are delivered.
 	Policy Policy
 
-	// Protector protects content for recipients whose plan requires or
-	// prefers it. Nil (with no Protectors either) means none is available:
-	// recipients whose plan requires protection fail with ErrNoKey and
-	// receive nothing.
-	Protector Protector
-
-	// Protectors are further Protectors, after Protector, for Senders
-	// that offer more than one method (PGP/MIME and S/MIME). A Plan names
-	// the methods it allows by the name each Protector reports through a
-	// Method() string method (pgp.Protector: "pgp", smime.Protector:
-	// "smime"); a Plan with no Methods tries them all in this order.
+	// Protectors protect content for recipients whose plan requires or
+	// prefers it: a *pgp.Protector (PGP/MIME), an *smime.Protector
+	// (S/MIME), or both. A Plan names the methods it allows by each
+	// Protector's Method ("pgp", "smime"); a Plan that names none tries
+	// them all, in this order. Empty means none is available: recipients
+	// whose plan requires protection fail with ErrNoKey and receive
+	// nothing.
 	Protectors []Protector
 
 	// Notice builds the link-only notice sent, when a recipient's plan
@@ -209,26 +205,16 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for i, p := range append([]Protector{o.Protector}, o.Protectors...) {
-		if p == nil {
-			continue
-		}
-		field := "Options.Protector"
-		if i > 0 {
-			field = "Options.Protectors[" + strconv.Itoa(i-1) + "]"
-		}
+	for i, p := range o.Protectors {
+		field := "Options.Protectors[" + strconv.Itoa(i) + "]"
 		if isNil(p) {
-			return nil, invalid(field, fmt.Sprintf("%T", p), "a nil pointer or func")
+			return nil, invalid(field, fmt.Sprintf("%T", p), "a nil Protector; leave it out of the list")
 		}
-		np := namedProtector{p: p}
-		if m, ok := p.(interface{ Method() string }); ok {
-			name, err := methodName(m)
-			if err != nil {
-				return nil, invalid(field, fmt.Sprintf("%T", p), err.Error())
-			}
-			np.name = name
+		name, err := methodName(p)
+		if err != nil {
+			return nil, invalid(field, fmt.Sprintf("%T", p), err.Error())
 		}
-		s.protectors = append(s.protectors, np)
+		s.protectors = append(s.protectors, namedProtector{name: name, p: p})
 	}
 	for i, a := range o.AllowedSenders {
 		as, err := parseAllowedSender(a)
@@ -248,14 +234,20 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 }
 
 // methodName asks a Protector for its method name, turning a panic into
-// an error.
-func methodName(m interface{ Method() string }) (name string, err error) {
+// an error, and refuses a name no Plan or Receipt could tell apart.
+func methodName(p Protector) (name string, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("its Method method panicked: %v", v)
 		}
 	}()
-	return m.Method(), nil
+	switch name = p.Method(); name {
+	case "":
+		return "", errors.New("its Method returned an empty name")
+	case MethodNone, MethodNotice:
+		return "", fmt.Errorf("its Method returned %q, which Receipts use for content that was not protected", name)
+	}
+	return name, nil
 }
 
 // namedProtector is a Protector with the method name Plans refer to it by.

@@ -116,7 +116,7 @@ func TestProtectorPanicFailsOnlyItsRecipients(t *testing.T) {
 	} {
 		srv := mailsectest.NewServer(t, mailsectest.Config{})
 		policy := mailsec.ForDomains(mailsec.DefaultPolicy(), mailsec.DomainRule{Domain: "secure.example", Protection: mailsec.ProtectionRequired})
-		s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{Policy: policy, Protector: c.p})
+		s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{c.p}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,8 +142,8 @@ func TestProtectorPanicFailsOnlyItsRecipients(t *testing.T) {
 func TestNoticePanicFailsOnlyThatRecipient(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{
-		Policy:    mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
-		Protector: &fakeProtector{keys: map[string]string{"ann@example.org": "FP"}},
+		Policy:     mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
+		Protectors: []mailsec.Protector{&fakeProtector{keys: map[string]string{"ann@example.org": "FP"}}},
 		Notice: func(_ context.Context, _ *mailsec.Message, r mailsec.Recipient) (*mailsec.Notice, error) {
 			if r.Address == "bob@example.org" {
 				panic("template missing")
@@ -237,7 +237,7 @@ func TestNilAndZeroValues(t *testing.T) {
 		var pf mailsec.PolicyFunc
 		_, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Policy: pf})
 		isValidation("typed-nil Policy", err)
-		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protector: (*fakeProtector)(nil)})
+		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protectors: []mailsec.Protector{(*fakeProtector)(nil)}})
 		isValidation("typed-nil Protector", err)
 		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protectors: []mailsec.Protector{&fakeProtector{}, panicMethod{}}})
 		isValidation("Protector whose Method panics", err)
@@ -338,7 +338,7 @@ type errProtector struct {
 
 func (p errProtector) Protect(_ context.Context, e *mailsec.Entity, _ []string) (*mailsec.Protected, error) {
 	if p.with {
-		return &mailsec.Protected{Entity: e, Method: "fake"}, p.err
+		return &mailsec.Protected{Entity: e}, p.err
 	}
 	return nil, p.err
 }
@@ -378,16 +378,16 @@ func TestUnusableErrorsFromPlugins(t *testing.T) {
 		opts func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options)
 	}{
 		{"Protector typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
-			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: nilPE}}
+			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{errProtector{err: nilPE}}}
 		}},
 		{"Protector typed nil with content", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
-			return rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: nilPE, with: true}}
+			return rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{errProtector{err: nilPE, with: true}}}
 		}},
 		{"Protector typed nil RecipientError", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
-			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: nilRE}}
+			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{errProtector{err: nilRE}}}
 		}},
 		{"Protector joined typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
-			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: errProtector{err: errors.Join(nilPE)}}
+			return rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{errProtector{err: errors.Join(nilPE)}}}
 		}},
 		{"Policy typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
 			return rt, &mailsec.Options{Policy: mailsec.PolicyFunc(func(context.Context, *mailsec.Message, mailsec.Recipient) (mailsec.Plan, error) {
@@ -397,7 +397,7 @@ func TestUnusableErrorsFromPlugins(t *testing.T) {
 		}},
 		{"Notice typed nil", func(rt *mailsectest.RecordingTransport) (mailsec.Transport, *mailsec.Options) {
 			return rt, &mailsec.Options{Policy: mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
-				Protector: &fakeProtector{method: "fake"},
+				Protectors: []mailsec.Protector{&fakeProtector{method: "fake"}},
 				Notice: func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
 					var ve *mailsec.ValidationError
 					return nil, ve

@@ -91,7 +91,7 @@ func TestMixedPlans(t *testing.T) {
 	var mu sync.Mutex
 	var logs bytes.Buffer
 	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{
-		Policy: policy, Protector: pgpP, Protectors: []mailsec.Protector{smimeP}, Notice: noticeFunc(&notices),
+		Policy: policy, Protectors: []mailsec.Protector{pgpP, smimeP}, Notice: noticeFunc(&notices),
 		OnReceipt: func(_ context.Context, r *mailsec.Receipt) { mu.Lock(); stored = append(stored, r); mu.Unlock() },
 		Logger:    slog.New(slog.NewJSONHandler(&logs, nil)),
 	})
@@ -251,7 +251,7 @@ func TestRequireFailIsPerRecipient(t *testing.T) {
 	pgp := &fakeProtector{method: "pgp", keys: map[string]string{"ann@example.org": "PGP-ANN"}}
 	tr := srv.Transport()
 	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()),
-		Protector: pgp, Notice: noticeFunc(nil)})
+		Protectors: []mailsec.Protector{pgp}, Notice: noticeFunc(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,7 +552,7 @@ func TestNoFallbackUnlessNoKey(t *testing.T) {
 func TestTLSRequiredNo(t *testing.T) {
 	pp, _, _ := realProtectors(t)
 	rt := &mailsectest.RecordingTransport{}
-	s, err := mailsec.NewSender(rt, &mailsec.Options{Protector: pp,
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Protectors: []mailsec.Protector{pp},
 		Policy: mailsec.PolicyFunc(func(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
 			if r.Address == "ann@example.org" {
 				return mailsec.Plan{Protection: mailsec.ProtectionRequired}, nil

@@ -18,6 +18,11 @@ import (
 // S/MIME (package smime) implement it; so can a test fake. Implementations
 // must be safe for concurrent use.
 //
+// Method names the protection: "pgp" for package pgp, "smime" for package
+// smime. Plans refer to a Protector by it (Plan.Methods) and Receipts
+// record it (ProtectionInfo.Method). NewSender asks once; the name must
+// be non-empty and neither MethodNone nor MethodNotice.
+//
 // Protect receives the complete message entity the Sender built (its
 // header holds From, To, Cc, Subject, Date, Message-ID and the content
 // header fields) and the recipients' addresses. It must resolve and check
@@ -32,14 +37,13 @@ import (
 // encryption streams; an error there aborts the delivery before the
 // message is complete, and the server discards it.
 type Protector interface {
+	Method() string
 	Protect(ctx context.Context, e *Entity, recipients []string) (*Protected, error)
 }
 
 // Protected is a Protector's result.
 type Protected struct {
 	Entity *Entity
-	// Method names the protection in Receipts: "pgp", "smime".
-	Method string
 	// Signed reports that the content was signed.
 	Signed bool
 	// Fingerprints maps each recipient to the fingerprint of the key or
@@ -124,7 +128,7 @@ func (sd *sending) protect(ctx context.Context, g *group) []*recipient {
 		}
 		if prot != nil && len(done) > 0 {
 			for _, r := range done {
-				r.receipt.Protection = &ProtectionInfo{Method: prot.Method, Fingerprint: prot.Fingerprints[r.Address], Signed: prot.Signed}
+				r.receipt.Protection = &ProtectionInfo{Method: np.name, Fingerprint: prot.Fingerprints[r.Address], Signed: prot.Signed}
 			}
 			sd.deliver(ctx, sd.msg, g.plan, done, recovering{w: prot.Entity, what: "Protector"})
 		}

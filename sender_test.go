@@ -181,7 +181,7 @@ func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []st
 		}
 		return enc.Close()
 	})
-	return &mailsec.Protected{Entity: &mailsec.Entity{Header: outer, Body: body}, Method: method, Fingerprints: fps}, nil
+	return &mailsec.Protected{Entity: &mailsec.Entity{Header: outer, Body: body}, Fingerprints: fps}, nil
 }
 
 // Method names the fake's method for Plan.Methods.
@@ -223,7 +223,7 @@ func TestProtectorSeam(t *testing.T) {
 		return mailsec.Plan{Protection: mailsec.ProtectionRequired}, nil
 	})
 	tr := srv.Transport()
-	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy, Protector: fp})
+	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{fp}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,8 +327,8 @@ func TestProtectionRequiredWithoutProtector(t *testing.T) {
 
 func TestProtectorPanicBecomesError(t *testing.T) {
 	s, rt := newRecordingSender(t, &mailsec.Options{
-		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-		Protector: &fakeProtector{panic: true},
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{&fakeProtector{panic: true}},
 	})
 	_, err := s.Send(context.Background(), base())
 	if err == nil || !strings.Contains(err.Error(), "panicked") || len(rt.Deliveries()) != 0 {
@@ -344,8 +344,8 @@ func TestProtectorPanicWhileWriting(t *testing.T) {
 	tr := srv.Transport()
 	tr.MaxConns = 1
 	s, _ := mailsec.NewSender(tr, &mailsec.Options{
-		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-		Protector: &fakeProtector{panicOnWrite: true, keys: map[string]string{"ann@example.org": "FP"}},
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{&fakeProtector{panicOnWrite: true, keys: map[string]string{"ann@example.org": "FP"}}},
 	})
 	_, err := s.Send(context.Background(), base())
 	if !errors.Is(err, mailsec.ErrContent) || !strings.Contains(err.Error(), "panicked") {

@@ -29,7 +29,7 @@ func (discardTransport) Deliver(_ context.Context, d *mailsec.Delivery) (*mailse
 func benchSend(b *testing.B, p mailsec.Protector, text string) {
 	o := &mailsec.Options{Policy: mailsec.DefaultPolicy()}
 	if p != nil {
-		o = &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p}
+		o = &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}}
 	}
 	s, err := mailsec.NewSender(discardTransport{}, o)
 	if err != nil {

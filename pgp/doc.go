@@ -12,8 +12,8 @@
 //	keys, err := pgp.LoadKeyRing("recipients.asc")
 //	p, err := pgp.New(keys, &pgp.Options{Signer: signer})
 //	s, err := mailsec.NewSender(t, &mailsec.Options{
-//		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-//		Protector: p,
+//		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+//		Protectors: []mailsec.Protector{p},
 //	})
 //
 // A recipient without a usable key receives nothing; Send reports why in

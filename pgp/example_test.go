@@ -34,8 +34,8 @@ func ExampleNew() {
 	}
 	rt := &mailsectest.RecordingTransport{}
 	s, err := mailsec.NewSender(rt, &mailsec.Options{
-		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-		Protector: p,
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{p},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -153,7 +153,7 @@ func ExampleProtector_Protect() {
 	}
 	ct, params, _ := mime.ParseMediaType(out.Entity.Header.Get("Content-Type"))
 	fmt.Println(ct, params["protocol"])
-	fmt.Println(out.Entity.Header.Get("Subject"), out.Method)
+	fmt.Println(out.Entity.Header.Get("Subject"), p.Method())
 	// Output:
 	// multipart/encrypted application/pgp-encrypted
 	// ... pgp

@@ -180,7 +180,7 @@ func publicRing(t testing.TB, es ...*openpgp.Entity) *pgp.KeyRing {
 
 func newSender(t testing.TB, tr mailsec.Transport, p mailsec.Protector) *mailsec.Sender {
 	t.Helper()
-	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -236,7 +236,7 @@ func TestAddressFolding(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := &mailsectest.RecordingTransport{}
-	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestSignedTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := &mailsectest.RecordingTransport{}
-	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: p})
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestSignerMustBeAuthor(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := &mailsectest.RecordingTransport{}
-	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protector: p})
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,9 @@ import (
 	"github.com/mailsec/mailsec/internal/mimeprot"
 )
 
-// Method is the name Protect reports in mailsec.Protected.Method.
+// Method is the name of PGP/MIME protection: what Protector.Method
+// returns, the name mailsec.Plan.Methods refers to it by, and what the
+// Receipt records.
 const Method = "pgp"
 
 // autocryptMax is the largest Autocrypt keydata accepted (Autocrypt
@@ -207,13 +209,13 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	}
 	return &mailsec.Protected{
 		Entity:       &mailsec.Entity{Header: h, Body: &encrypted{boundary: boundary, to: to, cfg: cfg, inner: inner, pool: &p.pool}},
-		Method:       Method,
 		Signed:       p.o.Signer != nil,
 		Fingerprints: fprs,
 	}, nil
 }
 
-// Method returns "pgp", the name Plan.Methods refers to this Protector by.
+// Method returns "pgp", the name mailsec.Plan.Methods refers to this
+// Protector by.
 func (p *Protector) Method() string { return Method }
 
 // resolve finds and checks the key for one recipient.

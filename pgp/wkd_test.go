@@ -203,7 +203,7 @@ func TestWKDFlightCacheAndFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := &mailsectest.RecordingTransport{}
-	sender, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protector: p})
+	sender, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{p}})
 	if err != nil {
 		t.Fatal(err)
 	}

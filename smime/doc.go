@@ -13,8 +13,8 @@
 //	roots, err := smime.LoadRoots("roots.pem")
 //	p, err := smime.New(certs, &smime.Options{Roots: roots})
 //	s, err := mailsec.NewSender(tr, &mailsec.Options{
-//		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-//		Protector: p,
+//		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+//		Protectors: []mailsec.Protector{p},
 //	})
 //
 // Any CertSource works in place of the PEM file (an LDAP directory, a

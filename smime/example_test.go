@@ -29,8 +29,8 @@ func ExampleNew() {
 	}
 	rt := &mailsectest.RecordingTransport{}
 	s, _ := mailsec.NewSender(rt, &mailsec.Options{
-		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()),
-		Protector: p,
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{p},
 	})
 	rec, err := s.Send(context.Background(), &mailsec.Message{
 		From: "app@example.com", To: []string{"ann@example.org"}, Subject: "Invoice", Text: "Hello"})

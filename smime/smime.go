@@ -25,7 +25,9 @@ import (
 	"github.com/mailsec/mailsec/internal/syntax"
 )
 
-// Method is the protection method named in Receipts and errors.
+// Method is the name of S/MIME protection: what Protector.Method returns,
+// the name mailsec.Plan.Methods refers to it by, and what Receipts and
+// errors record.
 const Method = "smime"
 
 // DefaultMaxSize is the largest inner entity (the protected message with
@@ -151,8 +153,8 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 	return p, nil
 }
 
-// Method returns "smime", the name Plan.Methods refers to this Protector
-// by.
+// Method returns "smime", the name mailsec.Plan.Methods refers to this
+// Protector by.
 func (p *Protector) Method() string { return Method }
 
 func (p *Protector) now() time.Time {
@@ -296,7 +298,6 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	body := &envelope{p: p, inner: inner, certs: certs}
 	return &mailsec.Protected{
 		Entity:       &mailsec.Entity{Header: h, Body: body},
-		Method:       Method,
 		Signed:       p.signer != nil,
 		Fingerprints: fps,
 	}, nil

@@ -56,9 +56,9 @@ func main() {
 		log.Fatal(err)
 	}
 	sender, err := mailsec.NewSender(t, &mailsec.Options{
-		Policy:    mailsec.RequireProtection(mailsec.DefaultPolicy()), // every recipient: encrypted, or nothing
-		Protector: protector,
-		Logger:    logger,
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()), // every recipient: encrypted, or nothing
+		Protectors: []mailsec.Protector{protector},
+		Logger:     logger,
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -93,7 +93,7 @@ func main() {
 	defer stripped.Close()
 	t2 := stripped.Transport()
 	defer t2.Close()
-	sender2, _ := mailsec.NewSender(t2, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protector: protector})
+	sender2, _ := mailsec.NewSender(t2, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy()), Protectors: []mailsec.Protector{protector}})
 	_, err = sender2.Send(ctx, msg)
 	fmt.Printf("\nTo a server without STARTTLS: %v\n", err)
 	fmt.Printf("Transactions that server saw: %d\n", stripped.Transactions())

@@ -140,7 +140,7 @@ func TestResetClinicEncryptsOrNotifies(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	tr := srv.Transport()
 	t.Cleanup(func() { tr.Close() })
-	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy, Protector: protector,
+	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{protector},
 		Notice: func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
 			return &mailsec.Notice{Text: "Sign in to continue: https://app.example.com/signin"}, nil
 		}})
