@@ -108,24 +108,39 @@ const (
 // DSN holds delivery status notification options (RFC 3461). They are
 // sent only when the server offers DSN.
 type DSN struct {
-	// Return is "FULL" or "HDRS": what a bounce includes. Empty: server's choice.
-	Return string
-	// EnvelopeID is echoed in notifications (ENVID); printable ASCII.
+	// Return is what a bounce includes: DSNReturnFull or
+	// DSNReturnHeaders. Empty leaves it to the server.
+	Return DSNReturn
+	// EnvelopeID is echoed in notifications (ENVID); 1 to 100 printable
+	// ASCII characters.
 	EnvelopeID string
-	// Notify is "NEVER" or any of "SUCCESS", "FAILURE", "DELAY".
-	Notify []string
+	// Notify is NotifyNever alone, or any of NotifySuccess, NotifyFailure
+	// and NotifyDelay, each at most once. Empty leaves it to the server
+	// (failures and delays, as a rule).
+	Notify []DSNNotify
 	// OriginalRecipient adds ORCPT=rfc822;<address> to every recipient.
 	OriginalRecipient bool
 }
 
-// DSN keyword values (RFC 3461).
+// DSNReturn is what a bounce includes: the RET parameter (RFC 3461 §4.3).
+type DSNReturn string
+
+// DSN return values.
 const (
-	DSNReturnFull    = "FULL"
-	DSNReturnHeaders = "HDRS"
-	NotifyNever      = "NEVER"
-	NotifySuccess    = "SUCCESS"
-	NotifyFailure    = "FAILURE"
-	NotifyDelay      = "DELAY"
+	DSNReturnFull    DSNReturn = "FULL" // the whole message
+	DSNReturnHeaders DSNReturn = "HDRS" // its header only
+)
+
+// DSNNotify is a condition under which a notification is asked for: a
+// value of the NOTIFY parameter (RFC 3461 §4.1).
+type DSNNotify string
+
+// DSN notify values.
+const (
+	NotifyNever   DSNNotify = "NEVER"   // no notification, whatever happens
+	NotifySuccess DSNNotify = "SUCCESS" // on delivery
+	NotifyFailure DSNNotify = "FAILURE" // on failure
+	NotifyDelay   DSNNotify = "DELAY"   // when delivery is delayed
 )
 
 func (d *DSN) validate() error {
@@ -135,25 +150,34 @@ func (d *DSN) validate() error {
 	switch d.Return {
 	case "", DSNReturnFull, DSNReturnHeaders:
 	default:
-		return invalid("DSN.Return", d.Return, `must be "FULL" or "HDRS"`)
+		return invalid("DSN.Return", string(d.Return), `must be DSNReturnFull ("FULL") or DSNReturnHeaders ("HDRS")`)
 	}
 	if d.EnvelopeID != "" && (!syntax.IsPrintableASCII(d.EnvelopeID) || len(d.EnvelopeID) > 100) {
 		return invalid("DSN.EnvelopeID", d.EnvelopeID, "must be 1 to 100 printable ASCII characters")
 	}
-	seen := map[string]bool{}
+	seen := map[DSNNotify]bool{}
 	for _, n := range d.Notify {
 		switch n {
 		case NotifySuccess, NotifyFailure, NotifyDelay, NotifyNever:
 		default:
-			return invalid("DSN.Notify", n, "must be NEVER, SUCCESS, FAILURE or DELAY")
+			return invalid("DSN.Notify", string(n), "must be NEVER, SUCCESS, FAILURE or DELAY")
 		}
 		if seen[n] {
-			return invalid("DSN.Notify", n, "repeated")
+			return invalid("DSN.Notify", string(n), "repeated")
 		}
 		seen[n] = true
 	}
 	if seen[NotifyNever] && len(d.Notify) > 1 {
-		return invalid("DSN.Notify", strings.Join(d.Notify, ","), "NEVER cannot be combined")
+		return invalid("DSN.Notify", d.notify(), "NEVER cannot be combined")
 	}
 	return nil
+}
+
+// notify is the NOTIFY parameter's value: the conditions, comma-separated.
+func (d *DSN) notify() string {
+	s := make([]string, len(d.Notify))
+	for i, n := range d.Notify {
+		s[i] = string(n)
+	}
+	return strings.Join(s, ",")
 }

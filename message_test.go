@@ -106,7 +106,7 @@ func TestInjectionRefused(t *testing.T) {
 		{"MessageID", func(m *mailsec.Message) { m.MessageID = "<abc@example.com>" }},
 		{"MessageID", func(m *mailsec.Message) { m.MessageID = "abc@example.com\r\nBcc: x@y" }},
 		{"DSN.EnvelopeID", func(m *mailsec.Message) { m.DSN = &mailsec.DSN{EnvelopeID: "a b"} }},
-		{"DSN.Notify", func(m *mailsec.Message) { m.DSN = &mailsec.DSN{Notify: []string{"ALWAYS"}} }},
+		{"DSN.Notify", func(m *mailsec.Message) { m.DSN = &mailsec.DSN{Notify: []mailsec.DSNNotify{"ALWAYS"}} }},
 		{"Attachments[0].Filename", func(m *mailsec.Message) {
 			m.Attachments = []mailsec.Attachment{{Filename: "a\r\nContent-Type: text/html", Content: strings.NewReader("x")}}
 		}},

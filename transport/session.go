@@ -850,7 +850,7 @@ func (s *session) mailCommand(d *mailsec.Delivery, withDSN bool) string {
 	}
 	if withDSN {
 		if d.DSN.Return != "" {
-			b.WriteString(" RET=" + d.DSN.Return)
+			b.WriteString(" RET=" + string(d.DSN.Return))
 		}
 		if d.DSN.EnvelopeID != "" {
 			b.WriteString(" ENVID=" + smtpwire.XText(d.DSN.EnvelopeID))
@@ -866,7 +866,10 @@ func (s *session) rcptCommand(d *mailsec.Delivery, to string, withDSN bool) stri
 		return line
 	}
 	if len(d.DSN.Notify) > 0 {
-		line += " NOTIFY=" + strings.Join(d.DSN.Notify, ",")
+		line += " NOTIFY=" + string(d.DSN.Notify[0])
+		for _, n := range d.DSN.Notify[1:] {
+			line += "," + string(n)
+		}
 	}
 	if d.DSN.OriginalRecipient {
 		switch {

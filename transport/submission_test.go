@@ -229,7 +229,7 @@ func TestEnvelopeInjectionRefused(t *testing.T) {
 		{From: "a@example.com", To: []string{"b@exa\x00mple.org"}},
 		{From: "a@example.com", To: []string{"<b@example.org>"}},
 		{From: "a@example.com", To: []string{"b@example.org"}, DSN: &mailsec.DSN{EnvelopeID: "x\r\nRSET"}},
-		{From: "a@example.com", To: []string{"b@example.org"}, DSN: &mailsec.DSN{Notify: []string{"NEVER", "SUCCESS"}}},
+		{From: "a@example.com", To: []string{"b@example.org"}, DSN: &mailsec.DSN{Notify: []mailsec.DSNNotify{mailsec.NotifyNever, mailsec.NotifySuccess}}},
 		{From: "a@example.com", To: []string{"b@example.org"}, DSN: &mailsec.DSN{Return: "ALL"}},
 		{From: "jöhn@example.com", To: []string{"b@example.org"}},
 		{From: "a@example.com", To: nil},
@@ -249,7 +249,7 @@ func TestDSNAndUTF8(t *testing.T) {
 	tr := srv.Transport()
 	d := &mailsec.Delivery{
 		From: "app@example.com", To: []string{"ann@example.org", "bob@example.org"},
-		DSN:     &mailsec.DSN{Return: "HDRS", EnvelopeID: "env+1=2", Notify: []string{"FAILURE", "DELAY"}, OriginalRecipient: true},
+		DSN:     &mailsec.DSN{Return: mailsec.DSNReturnHeaders, EnvelopeID: "env+1=2", Notify: []mailsec.DSNNotify{mailsec.NotifyFailure, mailsec.NotifyDelay}, OriginalRecipient: true},
 		Content: content("Subject: x\r\n\r\nx\r\n"),
 	}
 	if _, err := deliver(t, tr, d); err != nil {
