@@ -56,3 +56,47 @@ func (emptyMethod) Method() string { return "" }
 func (emptyMethod) Protect(context.Context, *mailsec.Entity, []string) (*mailsec.Protected, error) {
 	return nil, errors.New("unused")
 }
+
+// validatingTransport is a Transport with a Validate method.
+type validatingTransport struct {
+	mailsectest.RecordingTransport
+	err   error
+	panic bool
+}
+
+func (v *validatingTransport) Validate() error {
+	if v.panic {
+		panic("half-initialised")
+	}
+	return v.err
+}
+
+// NewSender calls a Transport's Validate method: its refusal, whatever its
+// type, and a panic in it become a *ConfigError, and no Sender is built.
+func TestNewSenderValidatesTransport(t *testing.T) {
+	own := &mailsec.ConfigError{Field: "Custom.Endpoint", Reason: "empty"}
+	plain := errors.New("endpoint missing")
+	for name, c := range map[string]struct {
+		tr    *validatingTransport
+		check func(err error) bool
+	}{
+		"ConfigError": {&validatingTransport{err: own}, func(err error) bool { return err == own }},
+		"plain error": {&validatingTransport{err: plain}, func(err error) bool {
+			return errors.Is(err, plain) && strings.Contains(err.Error(), "Transport")
+		}},
+		"ValidationError": {&validatingTransport{err: &mailsec.ValidationError{Field: "Custom.Addr", Reason: "bad"}}, func(err error) bool {
+			var ce *mailsec.ConfigError
+			return errors.As(err, &ce) && ce.Field == "Custom.Addr" && !errors.Is(err, mailsec.ErrInvalid)
+		}},
+		"panic": {&validatingTransport{panic: true}, func(err error) bool { return strings.Contains(err.Error(), "half-initialised") }},
+	} {
+		s, err := mailsec.NewSender(c.tr, nil)
+		var ce *mailsec.ConfigError
+		if s != nil || !errors.As(err, &ce) || !errors.Is(err, mailsec.ErrConfig) || mailsec.IsTemporary(err) || !c.check(err) {
+			t.Errorf("%s: sender %v, error %v (%T)", name, s, err, err)
+		}
+	}
+	if _, err := mailsec.NewSender(&validatingTransport{}, nil); err != nil {
+		t.Fatalf("a Transport whose Validate passes: %v", err)
+	}
+}

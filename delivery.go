@@ -25,6 +25,14 @@ import (
 // A Sender treats a panic in Deliver as a failure of that delivery's
 // recipients (not temporary: whether anything reached the server is
 // unknown) and goes on with the message's other deliveries.
+//
+// A Transport may also have a method Validate() error that checks its
+// configuration without connecting, as transport.Submission and
+// transport.Direct do. NewSender calls it and refuses the Transport when
+// it fails, so that a mistake (a Submission without an Addr) stops the
+// application at start-up instead of failing every Send. It should return
+// a *ConfigError naming the setting at fault; NewSender wraps any other
+// error in one.
 type Transport interface {
 	Deliver(ctx context.Context, d *Delivery) (*DeliveryResult, error)
 }

@@ -10,8 +10,11 @@ import (
 
 // Error categories, for errors.Is.
 var (
-	// ErrInvalid: the message or an option is malformed (a *ValidationError).
+	// ErrInvalid: a message, a delivery or another input to a call is
+	// malformed (a *ValidationError).
 	ErrInvalid = errors.New("mailsec: invalid input")
+	// ErrConfig: the library was configured wrongly (a *ConfigError).
+	ErrConfig = errors.New("mailsec: configuration error")
 	// ErrDowngrade: the server did not let TLS start cleanly: STARTTLS not
 	// offered, refused, or preceded by injected bytes; plaintext on an
 	// implicit-TLS port.
@@ -92,13 +95,61 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 // Temporary is false: the same input will fail again.
 func (e *ValidationError) Temporary() bool { return false }
 
+// ConfigError reports a mistake in how the application put the library
+// together, as opposed to bad input from its users (a *ValidationError):
+// an Options field, a Policy that does not fit the Sender's Protectors or
+// notice, a Transport's settings (a Submission without an Addr), a
+// Protector's (a nil key ring). NewSender, a Transport's Validate method,
+// and the constructors of packages pgp and smime return it, so that the
+// mistake stops the application at start-up instead of failing every
+// Send; a Transport whose Validate was never called returns it from
+// Deliver. Reason says what to change. It matches ErrConfig, never
+// ErrInvalid, and is never temporary: retrying cannot help.
+type ConfigError struct {
+	// Field is the setting at fault: "Options.Policy",
+	// "Options.Protectors[1]", "Submission.Addr", "pgp.New keys".
+	Field string
+	// Value is its value, when it can be shown (never a secret), possibly
+	// truncated.
+	Value string
+	// Reason says what is wrong and what to do about it.
+	Reason string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+func (e *ConfigError) Error() string {
+	s := "mailsec: configuration: " + e.Field
+	if v := e.Value; v != "" {
+		if len(v) > 80 {
+			v = v[:80] + "..."
+		}
+		s += fmt.Sprintf(" %q", v)
+	}
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is matches ErrConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Temporary is false: the configuration must change first.
+func (e *ConfigError) Temporary() bool { return false }
+
 func invalid(field, value, reason string) *ValidationError {
 	return &ValidationError{Field: field, Value: value, Reason: reason}
 }
 
-// Invalid returns a *ValidationError; transports and protectors use it to
-// report bad input in the same form as the Sender.
-func Invalid(field, value, reason string) error { return invalid(field, value, reason) }
+func badConfig(field, value, reason string) *ConfigError {
+	return &ConfigError{Field: field, Value: value, Reason: reason}
+}
 
 // SecurityFailure names the security rule a session broke.
 type SecurityFailure string

@@ -177,13 +177,19 @@ type Options struct {
 	MessageIDDomain string
 }
 
-// NewSender returns a Sender that delivers through t.
+// NewSender returns a Sender that delivers through t, after checking how
+// it was configured: t itself (through its Validate method, when it has
+// one), every Option, and whether the Policy fits the Protectors and the
+// Notice given (see PolicyNeeds). Each refusal is a *ConfigError that
+// names the setting and says what to change, so that a mistake stops the
+// application at start-up instead of surfacing at the first Send of the
+// kind it affects.
 func NewSender(t Transport, o *Options) (*Sender, error) {
-	if t == nil {
-		return nil, errors.New("mailsec: NewSender needs a Transport")
-	}
 	if isNil(t) {
-		return nil, invalid("Transport", fmt.Sprintf("%T", t), "a nil pointer or func; NewSender needs a Transport")
+		return nil, badConfig("Transport", typeName(t), "nil; give NewSender a Transport: a *transport.Submission to hand mail to a smarthost, a *transport.Direct to deliver to recipients' MX hosts")
+	}
+	if err := validateTransport(t); err != nil {
+		return nil, err
 	}
 	if o == nil {
 		o = &Options{}
@@ -191,7 +197,7 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 	// A typed nil where a Policy or Protector is expected is a mistake,
 	// not a request for the default: the default protects less.
 	if o.Policy != nil && isNil(o.Policy) {
-		return nil, invalid("Options.Policy", fmt.Sprintf("%T", o.Policy), "a nil pointer or func; leave the field nil for DefaultPolicy")
+		return nil, badConfig("Options.Policy", typeName(o.Policy), "a nil pointer or func; leave the field nil for DefaultPolicy")
 	}
 	s := &Sender{
 		transport: t,
@@ -208,29 +214,64 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 	for i, p := range o.Protectors {
 		field := "Options.Protectors[" + strconv.Itoa(i) + "]"
 		if isNil(p) {
-			return nil, invalid(field, fmt.Sprintf("%T", p), "a nil Protector; leave it out of the list")
+			return nil, badConfig(field, typeName(p), "a nil Protector; leave it out of the list")
 		}
 		name, err := methodName(p)
 		if err != nil {
-			return nil, invalid(field, fmt.Sprintf("%T", p), err.Error())
+			return nil, badConfig(field, typeName(p), err.Error())
 		}
 		s.protectors = append(s.protectors, namedProtector{name: name, p: p})
 	}
 	for i, a := range o.AllowedSenders {
 		as, err := parseAllowedSender(a)
 		if err != nil {
-			return nil, invalid("AllowedSenders["+strconv.Itoa(i)+"]", a, err.Error())
+			return nil, badConfig("Options.AllowedSenders["+strconv.Itoa(i)+"]", a, err.Error())
 		}
 		s.allowed = append(s.allowed, as)
 	}
 	if s.idDomain != "" {
 		d, reason := parseDomain(s.idDomain)
 		if reason != "" {
-			return nil, invalid("MessageIDDomain", s.idDomain, reason)
+			return nil, badConfig("Options.MessageIDDomain", s.idDomain, reason)
 		}
 		s.idDomain = d
 	}
 	return s, nil
+}
+
+// validateTransport calls t's Validate method, when it has one. An error
+// that is not a *ConfigError already becomes one (a *ValidationError gives
+// it its field and reason, and no longer matches ErrInvalid: the mistake
+// is not a user's); so does a panic.
+func validateTransport(t Transport) (err error) {
+	v, ok := t.(interface{ Validate() error })
+	if !ok {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = badConfig("Transport", typeName(t), fmt.Sprintf("its Validate method panicked: %v", r))
+		}
+	}()
+	err = usableError("the Transport's Validate method", v.Validate())
+	if err == nil {
+		return nil
+	}
+	if _, ok := errors.AsType[*ConfigError](err); ok {
+		return err
+	}
+	if ve, ok := errors.AsType[*ValidationError](err); ok {
+		return badConfig(ve.Field, ve.Value, ve.Reason)
+	}
+	return &ConfigError{Field: "Transport", Value: typeName(t), Reason: "its Validate method refused the configuration", Err: err}
+}
+
+// typeName names v's dynamic type for an error, or "" for a nil interface.
+func typeName(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // methodName asks a Protector for its method name, turning a panic into

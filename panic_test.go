@@ -212,6 +212,13 @@ func TestNilAndZeroValues(t *testing.T) {
 			t.Errorf("%s: error %v (%T), want a *ValidationError", what, err, err)
 		}
 	}
+	isConfig := func(what string, err error) {
+		t.Helper()
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || errors.Is(err, mailsec.ErrInvalid) {
+			t.Errorf("%s: error %v (%T), want a *ConfigError", what, err, err)
+		}
+	}
 	noPanic(t, "nil Sender", func() {
 		var s *mailsec.Sender
 		_, err := s.Send(ctx, base())
@@ -231,16 +238,17 @@ func TestNilAndZeroValues(t *testing.T) {
 		}
 	})
 	noPanic(t, "NewSender", func() {
-		if _, err := mailsec.NewSender((*mailsectest.RecordingTransport)(nil), nil); err == nil {
-			t.Error("typed-nil Transport accepted")
-		}
+		_, err := mailsec.NewSender(nil, nil)
+		isConfig("nil Transport", err)
+		_, err = mailsec.NewSender((*mailsectest.RecordingTransport)(nil), nil)
+		isConfig("typed-nil Transport", err)
 		var pf mailsec.PolicyFunc
-		_, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Policy: pf})
-		isValidation("typed-nil Policy", err)
+		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Policy: pf})
+		isConfig("typed-nil Policy", err)
 		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protectors: []mailsec.Protector{(*fakeProtector)(nil)}})
-		isValidation("typed-nil Protector", err)
+		isConfig("typed-nil Protector", err)
 		_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Protectors: []mailsec.Protector{&fakeProtector{}, panicMethod{}}})
-		isValidation("Protector whose Method panics", err)
+		isConfig("Protector whose Method panics", err)
 	})
 	noPanic(t, "Delivery", func() {
 		var d *mailsec.Delivery

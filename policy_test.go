@@ -427,7 +427,7 @@ func TestAllowedSenders(t *testing.T) {
 			t.Errorf("%s: %v", from, err)
 		}
 	}
-	if _, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{AllowedSenders: []string{"bad domain"}}); !errors.Is(err, mailsec.ErrInvalid) {
+	if _, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{AllowedSenders: []string{"bad domain"}}); !errors.Is(err, mailsec.ErrConfig) {
 		t.Fatalf("malformed entry: %v", err)
 	}
 }

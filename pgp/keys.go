@@ -33,7 +33,8 @@ type KeySource interface {
 
 // KeyRing is a fixed set of public keys, indexed by the e-mail addresses
 // of their user IDs. It implements KeySource and is safe for concurrent
-// use; it is not modified after ReadKeyRing returns it.
+// use; it is not modified after ReadKeyRing returns it. The zero KeyRing,
+// like NewKeyRing(), holds no key: every Lookup finds none.
 type KeyRing struct {
 	all    []*openpgp.Entity
 	byAddr map[string][]*openpgp.Entity
@@ -104,7 +105,10 @@ func LoadKeyRing(path string) (*KeyRing, error) {
 	return ReadKeyRing(f)
 }
 
-// NewKeyRing returns a KeyRing holding the given keys.
+// NewKeyRing returns a KeyRing holding the given keys (nil ones are left
+// out). With none, it is an empty ring: for an application that has no
+// recipients' keys yet, whose recipients then get what their plan says
+// for a recipient without a key.
 func NewKeyRing(keys ...*openpgp.Entity) *KeyRing {
 	kr := &KeyRing{byAddr: map[string][]*openpgp.Entity{}}
 	for _, e := range keys {

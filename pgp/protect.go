@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/mimeprot"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Method is the name of PGP/MIME protection: what Protector.Method
@@ -81,10 +82,25 @@ type Protector struct {
 	pool      writerPool
 }
 
-// New returns a Protector that finds recipients' keys in keys.
+// New returns a Protector that finds recipients' keys in keys: a
+// *KeyRing (NewKeyRing() with no arguments is an empty one, for an
+// application that has no recipients' keys yet), a *WKD, or a KeySource
+// of the application's own. A KeySource with a Validate() error method
+// (WKD has one) is checked now. Every refusal is a *mailsec.ConfigError
+// that names the setting at fault: keys nil or a nil pointer (a KeyRing
+// that failed to load, its error ignored), a Signer without a usable
+// secret signing key, an OuterSubject that is not plain header text.
 func New(keys KeySource, o *Options) (*Protector, error) {
-	if keys == nil {
-		return nil, errors.New("pgp: New needs a KeySource")
+	if typednil.Is(keys) {
+		return nil, configError("pgp.New keys", typeName(keys), "nil: give New a KeySource: a *pgp.KeyRing (pgp.NewKeyRing() holds no key yet), a *pgp.WKD, or your own")
+	}
+	if v, ok := keys.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			if _, ok := errors.AsType[*mailsec.ConfigError](err); ok {
+				return nil, err
+			}
+			return nil, &mailsec.ConfigError{Field: "pgp.New keys", Value: typeName(keys), Reason: "its Validate method refused the configuration", Err: err}
+		}
 	}
 	p := &Protector{keys: keys}
 	if o != nil {
@@ -101,33 +117,46 @@ func New(keys KeySource, o *Options) (*Protector, error) {
 	}
 	subject, err := mimeprot.OuterSubject(p.o.OuterSubject)
 	if err != nil {
-		return nil, mailsec.Invalid("OuterSubject", p.o.OuterSubject, err.Error())
+		return nil, configError("pgp.Options.OuterSubject", p.o.OuterSubject, err.Error())
 	}
 	p.o.OuterSubject = subject
 	if (p.o.EncryptToSelf || p.o.Autocrypt) && p.o.Signer == nil {
-		return nil, errors.New("pgp: EncryptToSelf and Autocrypt need a Signer")
+		return nil, configError("pgp.Options.Signer", "", "nil: EncryptToSelf and Autocrypt need a Signer")
 	}
 	if s := p.o.Signer; s != nil {
 		if s.PrimaryKey == nil || s.PrivateKey == nil {
-			return nil, errors.New("pgp: Signer has no secret key")
+			return nil, configError("pgp.Options.Signer", "", "has no secret key: read it with ReadSigningKey from gpg --export-secret-keys")
 		}
 		k, ok := s.SigningKey(p.o.Now())
 		if !ok || k.PrivateKey == nil || k.PrivateKey.Encrypted {
-			return nil, fmt.Errorf("pgp: Signer %s has no usable (decrypted, valid) signing key", keyID(s))
+			return nil, configError("pgp.Options.Signer", keyID(s), "has no usable (decrypted, valid) signing key")
 		}
 		if p.o.EncryptToSelf {
 			if _, ok := s.EncryptionKey(p.o.Now()); !ok {
-				return nil, fmt.Errorf("pgp: Signer %s has no valid encryption subkey for EncryptToSelf", keyID(s))
+				return nil, configError("pgp.Options.Signer", keyID(s), "has no valid encryption subkey for EncryptToSelf")
 			}
 		}
 		if p.o.Autocrypt {
 			var err error
 			if p.autocrypt, err = autocryptHeaders(s, p.o.Now()); err != nil {
-				return nil, err
+				return nil, &mailsec.ConfigError{Field: "pgp.Options.Autocrypt", Reason: "the Signer's key cannot be offered", Err: err}
 			}
 		}
 	}
 	return p, nil
+}
+
+// configError reports a mistake in a Protector's or a WKD's configuration.
+func configError(field, value, reason string) error {
+	return &mailsec.ConfigError{Field: field, Value: value, Reason: reason}
+}
+
+// typeName names v's dynamic type for an error, or "" for a nil interface.
+func typeName(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // Protect encrypts e for every recipient in one ciphertext (see the

@@ -18,9 +18,9 @@ func TestOuterSubjectChecked(t *testing.T) {
 	ring := publicRing(t, testKeys(t)["ann@example.org"])
 	for _, bad := range []string{"a\r\nBcc: x@example.org", "a\x00b", "\x1b[2J pwned", "=?utf-8?q?a=0D=0Ab?=", "bad utf-8 \xff"} {
 		_, err := pgp.New(ring, &pgp.Options{OuterSubject: bad})
-		var ve *mailsec.ValidationError
-		if !errors.As(err, &ve) || ve.Field != "OuterSubject" {
-			t.Errorf("OuterSubject %q: %v, want a *mailsec.ValidationError", bad, err)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "pgp.Options.OuterSubject" {
+			t.Errorf("OuterSubject %q: %v, want a *mailsec.ConfigError", bad, err)
 		}
 	}
 	p, err := pgp.New(ring, &pgp.Options{OuterSubject: "Verschlüsselte Nachricht"})

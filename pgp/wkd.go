@@ -196,7 +196,7 @@ func (w *WKD) fetch(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 		if errors.As(err, &ve) {
 			return nil, err
 		}
-		return nil, mailsec.Invalid("WKD address", addr, syntax.PeerText(err.Error()))
+		return nil, &mailsec.ValidationError{Field: "WKD address", Value: addr, Reason: syntax.PeerText(err.Error())}
 	}
 	timeout := w.Timeout
 	if timeout <= 0 {
@@ -269,6 +269,16 @@ func (e *WKDError) Temporary() bool {
 	return false
 }
 
+// Validate checks the configuration without connecting: Client and
+// Resolver must not hold nil pointers, and unless AllowPrivate is set (or
+// with a Resolver) Client's Transport must be an *http.Transport whose
+// connections can be checked. It returns a *mailsec.ConfigError, as every
+// Lookup does until the configuration is fixed; New calls it.
+func (w *WKD) Validate() error {
+	_, err := w.client(0)
+	return err
+}
+
 func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	c := http.Client{Timeout: timeout}
 	if w.Client != nil {
@@ -277,10 +287,10 @@ func (w *WKD) client(timeout time.Duration) (*http.Client, error) {
 	// A nil pointer in an interface field is not the field left nil: its
 	// methods would panic, the Resolver's in a goroutine of net/http's.
 	if c.Transport != nil && typednil.Is(c.Transport) {
-		return nil, mailsec.Invalid("WKD.Client.Transport", fmt.Sprintf("%T", c.Transport), "a nil pointer; leave the field nil for the default transport")
+		return nil, configError("WKD.Client.Transport", fmt.Sprintf("%T", c.Transport), "a nil pointer; leave the field nil for the default transport")
 	}
 	if w.Resolver != nil && typednil.Is(w.Resolver) {
-		return nil, mailsec.Invalid("WKD.Resolver", fmt.Sprintf("%T", w.Resolver), "a nil pointer; leave the field nil for the system's resolver")
+		return nil, configError("WKD.Resolver", fmt.Sprintf("%T", w.Resolver), "a nil pointer; leave the field nil for the system's resolver")
 	}
 	if !w.AllowPrivate || w.Resolver != nil {
 		t, err := w.transport(c.Transport)
@@ -332,12 +342,12 @@ func (w *WKD) transport(base http.RoundTripper) (*http.Transport, error) {
 		if !w.AllowPrivate {
 			g, ok := netguard.HTTPTransport(t)
 			if !ok {
-				return nil, mailsec.Invalid("WKD.Client.Transport", "", "uses the Dial or DialTLS hooks, whose connections cannot be checked; use DialContext")
+				return nil, configError("WKD.Client.Transport", "", "uses the Dial or DialTLS hooks, whose connections cannot be checked; use DialContext")
 			}
 			t = g
 		}
 	default:
-		return nil, mailsec.Invalid("WKD.Client.Transport", "", "not an *http.Transport, so its connections cannot be checked for non-global addresses or routed through Resolver; use one, or set AllowPrivate and no Resolver")
+		return nil, configError("WKD.Client.Transport", "", "not an *http.Transport, so its connections cannot be checked for non-global addresses or routed through Resolver; use one, or set AllowPrivate and no Resolver")
 	}
 	if w.Resolver == nil {
 		return t, nil

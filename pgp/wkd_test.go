@@ -238,8 +238,11 @@ func TestWKDRefusesNonGlobal(t *testing.T) {
 		t.Error("unchecked RoundTripper used")
 		return nil, errors.New("no")
 	})}, URLs: urls, TTL: -1}
-	if _, err := odd.Lookup(context.Background(), "ann@example.org"); !errors.Is(err, mailsec.ErrInvalid) {
+	if _, err := odd.Lookup(context.Background(), "ann@example.org"); !errors.Is(err, mailsec.ErrConfig) {
 		t.Fatalf("opaque RoundTripper: %v", err)
+	}
+	if _, err := pgp.New(odd, nil); !errors.Is(err, mailsec.ErrConfig) {
+		t.Fatalf("pgp.New with an opaque RoundTripper: %v", err)
 	}
 	wkd.AllowPrivate = true
 	if es, err := wkd.Lookup(context.Background(), "ann@example.org"); err != nil || len(es) != 1 {
@@ -349,8 +352,8 @@ func TestWKDInvalidAddressTyped(t *testing.T) {
 }
 
 // A nil pointer as the Resolver or as the client's Transport is refused
-// with a ValidationError that names the field, instead of panicking, and
-// is never read as "no key".
+// with a ConfigError that names the field, instead of panicking, and is
+// never read as "no key"; pgp.New refuses such a WKD at once.
 func TestWKDTypedNil(t *testing.T) {
 	for field, w := range map[string]*pgp.WKD{
 		"WKD.Resolver":          {Resolver: (*mailsectest.Resolver)(nil), TTL: -1},
@@ -366,9 +369,12 @@ func TestWKDTypedNil(t *testing.T) {
 			}()
 			_, err = w.Lookup(context.Background(), "ann@example.org")
 		}()
-		var ve *mailsec.ValidationError
-		if !errors.As(err, &ve) || ve.Field != strings.TrimSpace(field) || errors.Is(err, pgp.ErrKeyNotFound) {
-			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != strings.TrimSpace(field) || errors.Is(err, pgp.ErrKeyNotFound) {
+			t.Fatalf("%s: err = %v, want a ConfigError for the field", field, err)
+		}
+		if _, err := pgp.New(w, nil); !errors.As(err, &ce) || ce.Field != strings.TrimSpace(field) {
+			t.Fatalf("%s: pgp.New: err = %v, want a ConfigError for the field", field, err)
 		}
 	}
 }

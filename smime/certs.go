@@ -27,7 +27,9 @@ type CertSource interface {
 }
 
 // CertStore is an in-memory CertSource indexed by the rfc822Name SANs of
-// its certificates. It is immutable and safe for concurrent use.
+// its certificates. It is immutable and safe for concurrent use. The zero
+// CertStore, like NewCertStore(), holds no certificate: every Lookup finds
+// none.
 type CertStore struct {
 	byAddr map[string][]*x509.Certificate
 	all    []*x509.Certificate
@@ -52,8 +54,20 @@ func ReadCertificates(r io.Reader) (*CertStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &CertStore{byAddr: map[string][]*x509.Certificate{}, all: certs}
+	return NewCertStore(certs...), nil
+}
+
+// NewCertStore returns a CertStore holding the given certificates (nil
+// ones are left out). With none, it is an empty store: for an application
+// that has no recipients' certificates yet, whose recipients then get
+// what their plan says for a recipient without one.
+func NewCertStore(certs ...*x509.Certificate) *CertStore {
+	s := &CertStore{byAddr: map[string][]*x509.Certificate{}}
 	for _, c := range certs {
+		if c == nil {
+			continue
+		}
+		s.all = append(s.all, c)
 		seen := map[string]bool{}
 		for _, e := range c.EmailAddresses {
 			k := normAddr(e)
@@ -64,7 +78,7 @@ func ReadCertificates(r io.Reader) (*CertStore, error) {
 			s.byAddr[k] = append(s.byAddr[k], c)
 		}
 	}
-	return s, nil
+	return s
 }
 
 func parseCertificates(data []byte) ([]*x509.Certificate, error) {

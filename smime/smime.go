@@ -23,6 +23,7 @@ import (
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/mimeprot"
 	"github.com/mailsec/mailsec/internal/syntax"
+	"github.com/mailsec/mailsec/internal/typednil"
 )
 
 // Method is the name of S/MIME protection: what Protector.Method returns,
@@ -94,10 +95,22 @@ type verifyKey struct {
 
 type verifyResult struct{ err error }
 
-// New returns a Protector that finds recipient certificates in certs.
+// New returns a Protector that finds recipient certificates in certs: a
+// *CertStore (NewCertStore() with no arguments is an empty one, for an
+// application that has no recipients' certificates yet) or a CertSource of
+// the application's own. Every refusal is a *mailsec.ConfigError that
+// names the setting at fault: certs nil or a nil pointer (a CertStore that
+// failed to load, its error ignored), no Roots and no system roots, a
+// Signer whose certificate cannot sign (unwrapping to its
+// *CertificateError), an OuterSubject that is not plain header text.
 func New(certs CertSource, o *Options) (*Protector, error) {
-	if certs == nil {
-		return nil, errors.New("smime: nil CertSource")
+	if typednil.Is(certs) {
+		name := ""
+		if certs != nil {
+			name = fmt.Sprintf("%T", certs)
+		}
+		return nil, &mailsec.ConfigError{Field: "smime.New certs", Value: name,
+			Reason: "nil: give New a CertSource: a *smime.CertStore (smime.NewCertStore() holds no certificate yet) or your own"}
 	}
 	if o == nil {
 		o = &Options{}
@@ -123,7 +136,7 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 	if p.roots == nil {
 		roots, err := x509.SystemCertPool()
 		if err != nil {
-			return nil, fmt.Errorf("smime: no Roots given and no system roots: %w", err)
+			return nil, &mailsec.ConfigError{Field: "smime.Options.Roots", Reason: "nil, and the system has no roots to use instead: load the CA certificates with LoadRoots", Err: err}
 		}
 		p.roots = roots
 	}
@@ -132,7 +145,7 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 	}
 	subject, err := mimeprot.OuterSubject(p.subject)
 	if err != nil {
-		return nil, mailsec.Invalid("OuterSubject", p.subject, err.Error())
+		return nil, &mailsec.ConfigError{Field: "smime.Options.OuterSubject", Value: p.subject, Reason: err.Error()}
 	}
 	p.subject = subject
 	if p.maxSize <= 0 {
@@ -147,7 +160,7 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 			p.signerInter.AddCert(c)
 		}
 		if err := p.checkSigner(); err != nil {
-			return nil, err
+			return nil, &mailsec.ConfigError{Field: "smime.Options.Signer", Reason: "cannot sign", Err: err}
 		}
 	}
 	return p, nil

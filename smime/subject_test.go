@@ -20,9 +20,9 @@ func TestOuterSubjectChecked(t *testing.T) {
 	store := storeOf(t, ann)
 	for _, bad := range []string{"a\r\nBcc: x@example.org", "a\x00b", "\x1b[2J pwned", "=?utf-8?q?a=0D=0Ab?=", "bad utf-8 \xff"} {
 		_, err := smime.New(store, &smime.Options{Roots: f.ca.Pool(), OuterSubject: bad})
-		var ve *mailsec.ValidationError
-		if !errors.As(err, &ve) || ve.Field != "OuterSubject" {
-			t.Errorf("OuterSubject %q: %v, want a *mailsec.ValidationError", bad, err)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "smime.Options.OuterSubject" {
+			t.Errorf("OuterSubject %q: %v, want a *mailsec.ConfigError", bad, err)
 		}
 	}
 	rt := &mailsectest.RecordingTransport{}

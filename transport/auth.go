@@ -75,26 +75,26 @@ func (a *Auth) preferences() []string {
 
 func (a *Auth) validate() error {
 	if a.Username == "" {
-		return mailsec.Invalid("Auth.Username", "", "empty")
+		return configError("Auth.Username", "", "empty: set the user name the server knows the application by")
 	}
 	if strings.ContainsAny(a.Username, "\x00\x01\r\n") {
-		return mailsec.Invalid("Auth.Username", "", "contains a control character")
+		return configError("Auth.Username", "", "contains a control character")
 	}
 	if a.Token == nil && a.Password == "" {
-		return mailsec.Invalid("Auth.Password", "", "empty (and no Token)")
+		return configError("Auth.Password", "", "empty, and no Token: set the password, or a Token for XOAUTH2")
 	}
 	for _, m := range a.Mechanisms {
 		switch m {
 		case MechSCRAMSHA256, MechCRAMMD5, MechPlain, MechLogin:
 			if a.Token != nil {
-				return mailsec.Invalid("Auth.Mechanisms", m, "needs a Password; Token is set")
+				return configError("Auth.Mechanisms", m, "needs a Password; Token is set, so list only XOAUTH2")
 			}
 		case MechXOAUTH2:
 			if a.Token == nil {
-				return mailsec.Invalid("Auth.Mechanisms", m, "needs a Token")
+				return configError("Auth.Mechanisms", m, "needs a Token")
 			}
 		default:
-			return mailsec.Invalid("Auth.Mechanisms", m, "unsupported mechanism")
+			return configError("Auth.Mechanisms", m, "unsupported mechanism")
 		}
 	}
 	return nil

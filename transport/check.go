@@ -105,11 +105,11 @@ func (t *Direct) Check(ctx context.Context, domain string) (*DomainCheck, error)
 	if strings.Contains(domain, "@") {
 		// "ann@example.org" is an address; checking example.org in its
 		// place would answer a question nobody asked.
-		return nil, mailsec.Invalid("domain", domain, "an email address, not a domain name: give the part after the @")
+		return nil, invalid("domain", domain, "an email address, not a domain name: give the part after the @")
 	}
 	dom, err := domainOf("postmaster@" + domain)
 	if err != nil {
-		return nil, mailsec.Invalid("domain", domain, "not a domain name")
+		return nil, invalid("domain", domain, "not a domain name")
 	}
 	dc := &DomainCheck{Domain: dom}
 	ds := &domainState{domain: dom}

@@ -50,7 +50,7 @@ type Direct struct {
 	// in-memory cache (policies are then fetched again after a restart;
 	// give it an mtasts.DirCache to keep them). A client given here must
 	// share Direct's configuration, or Validate and every delivery fail
-	// with a *mailsec.ValidationError: the same Resolver (every name of a
+	// with a *mailsec.ConfigError: the same Resolver (every name of a
 	// delivery is resolved through one resolver), the same TLSConfig
 	// pointer, or both nil (one trust configuration for MX hosts and
 	// policy hosts: a private CA that vouches for the MX hosts vouches for
@@ -185,8 +185,10 @@ func (e *DomainError) Temporary() bool {
 	})
 }
 
-// Validate checks the configuration without connecting. Calling it is
-// optional.
+// Validate checks the configuration without connecting, and returns the
+// *mailsec.ConfigError that names the field at fault; Deliver and Check
+// return the same error until the configuration is fixed.
+// mailsec.NewSender calls it.
 func (t *Direct) Validate() error { return t.init() }
 
 func (t *Direct) init() error {
@@ -196,7 +198,7 @@ func (t *Direct) init() error {
 
 func (t *Direct) setup() error {
 	if t.Resolver == nil {
-		return mailsec.Invalid("Direct.Resolver", "", "a resolver is required")
+		return configError("Direct.Resolver", "", "a resolver is required: a *dns.Client pointed at a validating resolver on this host")
 	}
 	// A nil pointer in an interface field is not the field left nil: its
 	// methods would panic in the middle of a delivery.
@@ -209,10 +211,10 @@ func (t *Direct) setup() error {
 		{"Direct.Reports", "leave the field nil for no reports", t.Reports},
 	} {
 		if f.v != nil && typednil.Is(f.v) {
-			return mailsec.Invalid(f.name, fmt.Sprintf("%T", f.v), "a nil pointer or func; "+f.want)
+			return configError(f.name, fmt.Sprintf("%T", f.v), "a nil pointer or func; "+f.want)
 		}
 	}
-	name, err := localName(t.LocalName)
+	name, err := localName("Direct.LocalName", t.LocalName)
 	if err != nil {
 		return err
 	}
@@ -224,7 +226,7 @@ func (t *Direct) setup() error {
 	t.port = "25"
 	if t.Port != 0 {
 		if t.Port < 0 || t.Port > 65535 {
-			return mailsec.Invalid("Direct.Port", strconv.Itoa(t.Port), "not a port number")
+			return configError("Direct.Port", strconv.Itoa(t.Port), "not a port number")
 		}
 		t.port = strconv.Itoa(t.Port)
 	}
@@ -240,7 +242,7 @@ func (t *Direct) setup() error {
 		{"Direct.MaxSessions", t.MaxSessions, DefaultMaxSessions, &t.maxSessions},
 	} {
 		if l.v < 0 {
-			return mailsec.Invalid(l.field, strconv.Itoa(l.v), "negative; zero means the default")
+			return configError(l.field, strconv.Itoa(l.v), "negative; zero means the default")
 		}
 		*l.to = cmp.Or(l.v, l.def)
 	}
@@ -267,11 +269,11 @@ func (t *Direct) checkMTASTS() error {
 	c := t.MTASTS
 	switch {
 	case !sameResolver(c.Resolver, t.Resolver):
-		return mailsec.Invalid("Direct.MTASTS.Resolver", "", "must be Direct.Resolver: every name of a delivery is resolved through one resolver")
+		return configError("Direct.MTASTS.Resolver", "", "must be Direct.Resolver: every name of a delivery is resolved through one resolver")
 	case c.TLSConfig != t.TLSConfig:
-		return mailsec.Invalid("Direct.MTASTS.TLSConfig", "", "must be Direct.TLSConfig (the same *tls.Config, or both nil): one trust configuration for MX hosts and policy hosts")
+		return configError("Direct.MTASTS.TLSConfig", "", "must be Direct.TLSConfig (the same *tls.Config, or both nil): one trust configuration for MX hosts and policy hosts")
 	case c.AllowPrivate != t.AllowPrivate:
-		return mailsec.Invalid("Direct.MTASTS.AllowPrivate", strconv.FormatBool(c.AllowPrivate), "must be Direct.AllowPrivate: policy hosts and MX hosts are held to one address rule")
+		return configError("Direct.MTASTS.AllowPrivate", strconv.FormatBool(c.AllowPrivate), "must be Direct.AllowPrivate: policy hosts and MX hosts are held to one address rule")
 	}
 	return nil
 }
@@ -289,8 +291,9 @@ func sameResolver(a, b dns.Resolver) bool {
 	return va.Equal(vb)
 }
 
-// localName returns the EHLO name to use for a configured one.
-func localName(configured string) (string, error) {
+// localName returns the EHLO name to use for a configured one, in the
+// named field.
+func localName(field, configured string) (string, error) {
 	name := configured
 	if name == "" {
 		name = "localhost"
@@ -301,7 +304,7 @@ func localName(configured string) (string, error) {
 		}
 	}
 	if reason, ok := syntax.EHLOName(name); !ok {
-		return "", mailsec.Invalid("EHLO name", name, reason)
+		return "", configError(field, name, "not a valid EHLO name: "+reason)
 	}
 	return name, nil
 }
@@ -324,7 +327,7 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 		return nil, err
 	}
 	if d.RequireTLS && d.TLSRequiredNo {
-		return nil, mailsec.Invalid("Delivery", "", "REQUIRETLS and TLS-Required: No exclude each other (RFC 8689 §5)")
+		return nil, invalid("Delivery", "", "REQUIRETLS and TLS-Required: No exclude each other (RFC 8689 §5)")
 	}
 	var order []string
 	byDomain := map[string][]int{}
@@ -393,11 +396,11 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 func domainOf(addr string) (string, error) {
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 {
-		return "", mailsec.Invalid("To", addr, "no domain")
+		return "", invalid("To", addr, "no domain")
 	}
 	dom, err := idna.Lookup.ToASCII(strings.TrimSuffix(addr[at+1:], "."))
 	if err != nil || dom == "" || strings.HasPrefix(dom, "[") {
-		return "", mailsec.Invalid("To", addr, "the domain is not one direct delivery can route to")
+		return "", invalid("To", addr, "the domain is not one direct delivery can route to")
 	}
 	return strings.ToLower(dom), nil
 }

@@ -191,7 +191,7 @@ func TestDirectLimits(t *testing.T) {
 			t.Fatalf("err %v, %d dials, mx3 looked up %d times", err, e.totalDials(), e.res.Queries("IP", "mx3.example.org"))
 		}
 		for _, bad := range []*transport.Direct{{Resolver: e.res, MaxMXHosts: -1}, {Resolver: e.res, MaxAddresses: -1}, {Resolver: e.res, MaxSessions: -1}} {
-			if err := bad.Validate(); !errors.Is(err, mailsec.ErrInvalid) {
+			if err := bad.Validate(); !errors.Is(err, mailsec.ErrConfig) {
 				t.Errorf("negative limit: %v", err)
 			}
 		}
@@ -217,11 +217,11 @@ func TestDirectOneConfigurationForPolicyHosts(t *testing.T) {
 			c := e.newSTSClient()
 			change(d, c)
 			d.MTASTS = c
-			var ve *mailsec.ValidationError
-			if err := d.Validate(); !errors.As(err, &ve) || !strings.HasPrefix(ve.Field, "Direct.MTASTS.") {
+			var ce *mailsec.ConfigError
+			if err := d.Validate(); !errors.As(err, &ce) || !strings.HasPrefix(ce.Field, "Direct.MTASTS.") {
 				t.Fatalf("Validate = %v", err)
 			}
-			if _, err := deliverDirect(t, d, delivery(mailsec.Security{}, "ann@example.org")); !errors.Is(err, mailsec.ErrInvalid) {
+			if _, err := deliverDirect(t, d, delivery(mailsec.Security{}, "ann@example.org")); !errors.Is(err, mailsec.ErrConfig) {
 				t.Fatalf("Deliver = %v", err)
 			}
 			e.nothingSent()
@@ -493,8 +493,8 @@ func (nilAddrConn) RemoteAddr() net.Addr { return (*net.TCPAddr)(nil) }
 
 // A nil pointer where Direct expects a Resolver, a Dialer or a reports
 // recorder (the typed-nil mistake: a nil *tlsrpt.Aggregator assigned to
-// Reports) is refused by Validate, Deliver and Check with a
-// ValidationError naming the field, instead of panicking in a delivery.
+// Reports) is refused by Validate, Deliver and Check with a ConfigError
+// naming the field, instead of panicking in a delivery.
 // A Dialer whose connection reports a nil *net.TCPAddr as its peer is
 // refused by the address guard, not a panic.
 func TestDirectTypedNilConfiguration(t *testing.T) {
@@ -526,9 +526,9 @@ func TestDirectTypedNilConfiguration(t *testing.T) {
 						_, err = d.Check(t.Context(), "example.org")
 					}
 				}()
-				var ve *mailsec.ValidationError
-				if !errors.As(err, &ve) || ve.Field != field {
-					t.Fatalf("%s: err = %v, want a ValidationError for %s", op, err, field)
+				var ce *mailsec.ConfigError
+				if !errors.As(err, &ce) || ce.Field != field {
+					t.Fatalf("%s: err = %v, want a ConfigError for %s", op, err, field)
 				}
 			}
 			e.nothingSent()

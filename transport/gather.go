@@ -118,7 +118,8 @@ func (t *Direct) gatherPolicy(ctx context.Context, ds *domainState) error {
 func stsLookupError(domain string, err error) error {
 	var ne *mailsec.NetworkError
 	var ve *mailsec.ValidationError
-	if errors.As(err, &ne) || errors.As(err, &ve) {
+	var ce *mailsec.ConfigError
+	if errors.As(err, &ne) || errors.As(err, &ve) || errors.As(err, &ce) {
 		return err
 	}
 	return &mailsec.NetworkError{Host: "mta-sts." + domain, Op: "MTA-STS policy lookup", Err: err}

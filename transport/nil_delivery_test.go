@@ -50,14 +50,14 @@ func TestSubmissionTypedNilDialer(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	var d *net.Dialer
 	sub := &transport.Submission{Addr: srv.Addr, Dialer: d}
-	var ve *mailsec.ValidationError
-	if err := sub.Validate(); !errors.As(err, &ve) || ve.Field != "Submission.Dialer" {
-		t.Fatalf("Validate() = %v, want a *mailsec.ValidationError for Submission.Dialer", err)
+	var ce *mailsec.ConfigError
+	if err := sub.Validate(); !errors.As(err, &ce) || ce.Field != "Submission.Dialer" {
+		t.Fatalf("Validate() = %v, want a *mailsec.ConfigError for Submission.Dialer", err)
 	}
 	_, err := sub.Deliver(context.Background(), &mailsec.Delivery{From: "a@example.com", To: []string{"b@example.org"},
 		Content: strings.NewReader("Subject: x\r\n\r\nx\r\n")})
-	if !errors.As(err, &ve) {
-		t.Fatalf("Deliver = %v, want a *mailsec.ValidationError", err)
+	if !errors.As(err, &ce) {
+		t.Fatalf("Deliver = %v, want a *mailsec.ConfigError", err)
 	}
 }
 

@@ -35,7 +35,7 @@ func ParseMode(s string) (Mode, error) {
 			return m, nil
 		}
 	}
-	return Auto, mailsec.Invalid("mode", s, `must be "auto", "implicit" or "starttls"`)
+	return Auto, invalid("mode", s, `must be "auto", "implicit" or "starttls"`)
 }
 
 // MarshalText implements encoding.TextMarshaler.
@@ -121,8 +121,10 @@ type Submission struct {
 }
 
 // Validate checks the configuration (address, mode, EHLO name,
-// credentials) without connecting, and returns the *mailsec.ValidationError
-// Deliver would return. Calling it is optional.
+// credentials, dialer) without connecting, and returns the
+// *mailsec.ConfigError that names the field at fault; Deliver returns the
+// same error until the configuration is fixed. mailsec.NewSender calls it,
+// so that a Sender is never built around a Submission that cannot work.
 func (t *Submission) Validate() error { return t.init() }
 
 func (t *Submission) init() error {
@@ -131,9 +133,12 @@ func (t *Submission) init() error {
 }
 
 func (t *Submission) setup() error {
+	if t.Addr == "" {
+		return configError("Submission.Addr", "", `empty: set it to the smarthost's host and port, such as "smtp.example.com:465"`)
+	}
 	host, port, err := net.SplitHostPort(t.Addr)
 	if err != nil || host == "" || port == "" {
-		return mailsec.Invalid("Submission.Addr", t.Addr, "must be host:port")
+		return configError("Submission.Addr", t.Addr, `must be host:port, such as "smtp.example.com:465" (implicit TLS) or "smtp.example.com:587" (STARTTLS)`)
 	}
 	dc := &dialConfig{addr: t.Addr, tlsConfig: t.TLSConfig, auth: t.Auth, dialer: t.Dialer}
 	dc.serverName = t.ServerName
@@ -151,9 +156,9 @@ func (t *Submission) setup() error {
 		dc.implicit = true
 	case StartTLS:
 	default:
-		return mailsec.Invalid("Submission.Mode", t.Mode.String(), "unknown mode")
+		return configError("Submission.Mode", t.Mode.String(), "unknown mode: use Auto, ImplicitTLS or StartTLS")
 	}
-	name, err := localName(t.LocalName)
+	name, err := localName("Submission.LocalName", t.LocalName)
 	if err != nil {
 		return err
 	}
@@ -167,7 +172,7 @@ func (t *Submission) setup() error {
 	case dc.dialer == nil:
 		dc.dialer = &net.Dialer{Timeout: 30 * time.Second}
 	case typednil.Is(dc.dialer):
-		return mailsec.Invalid("Submission.Dialer", "", "a nil pointer: leave the field nil for the default dialer")
+		return configError("Submission.Dialer", "", "a nil pointer: leave the field nil for the default dialer")
 	}
 	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc

@@ -199,9 +199,13 @@ func TestAuthNeverPrinted(t *testing.T) {
 	}
 }
 
+// Each configuration mistake is a *mailsec.ConfigError naming the field,
+// from Validate, from Deliver and from NewSender, never one that reads as
+// bad input (ErrInvalid).
 func TestInvalidConfiguration(t *testing.T) {
 	d, _ := canaryDelivery(t)
 	for name, tr := range map[string]*transport.Submission{
+		"no addr":   {},
 		"addr":      {Addr: "no-port"},
 		"ehlo":      {Addr: "127.0.0.1:1", LocalName: "bad name\r\nMAIL FROM:<x@y>"},
 		"ehlo2":     {Addr: "127.0.0.1:1", LocalName: "[300.1.1.1]"},
@@ -210,10 +214,18 @@ func TestInvalidConfiguration(t *testing.T) {
 		"password":  {Addr: "127.0.0.1:1", Auth: &transport.Auth{Username: "a"}},
 		"mechanism": {Addr: "127.0.0.1:1", Auth: &transport.Auth{Username: "a", Password: "x", Mechanisms: []string{"DIGEST-MD5"}}},
 	} {
-		_, err := tr.Deliver(context.Background(), d)
-		var ve *mailsec.ValidationError
-		if !errors.As(err, &ve) {
-			t.Errorf("%s: error %v is not a validation error", name, err)
+		var ce *mailsec.ConfigError
+		err := tr.Validate()
+		if !errors.As(err, &ce) || errors.Is(err, mailsec.ErrInvalid) {
+			t.Errorf("%s: Validate: error %v is not a configuration error", name, err)
+			continue
+		}
+		field := ce.Field
+		if _, err := tr.Deliver(context.Background(), d); !errors.As(err, &ce) || ce.Field != field {
+			t.Errorf("%s: Deliver: error %v, want the ConfigError for %s", name, err, field)
+		}
+		if _, err := mailsec.NewSender(tr, nil); !errors.As(err, &ce) || ce.Field != field {
+			t.Errorf("%s: NewSender: error %v, want the ConfigError for %s", name, err, field)
 		}
 	}
 }

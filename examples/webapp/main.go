@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net/http"
@@ -73,18 +74,32 @@ func (a *App) handleReset(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	t := &transport.Submission{Addr: os.Getenv("SMTP_ADDR"), Logger: logger}
-	if u := os.Getenv("SMTP_USER"); u != "" {
-		t.Auth = &transport.Auth{Username: u, Password: os.Getenv("SMTP_PASSWORD")}
-	}
-	defer t.Close()
-	sender, err := mailsec.NewSender(t, &mailsec.Options{Logger: logger})
+	sender, closeTransport, err := newSender(os.Getenv, logger)
 	if err != nil {
+		// A configuration mistake stops the application here, at start-up,
+		// not at every request.
 		log.Fatal(err)
 	}
+	defer closeTransport()
 	app := &App{Sender: sender, BaseURL: "https://app.example.com", Logger: logger, NewToken: randomToken}
 	srv := &http.Server{Addr: "localhost:8080", Handler: app.routes(), ReadHeaderTimeout: 10 * time.Second}
 	log.Fatal(srv.ListenAndServe())
+}
+
+// newSender builds the Sender from the environment: SMTP_ADDR (the
+// smarthost's host:port), and SMTP_USER with SMTP_PASSWORD when it needs
+// credentials. NewSender checks the configuration, so a missing or
+// malformed setting is an error here, one that says what to set.
+func newSender(getenv func(string) string, logger *slog.Logger) (*mailsec.Sender, func() error, error) {
+	t := &transport.Submission{Addr: getenv("SMTP_ADDR"), Logger: logger}
+	if u := getenv("SMTP_USER"); u != "" {
+		t.Auth = &transport.Auth{Username: u, Password: getenv("SMTP_PASSWORD")}
+	}
+	sender, err := mailsec.NewSender(t, &mailsec.Options{Logger: logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("webapp: the smarthost is not configured; set SMTP_ADDR (host:port), and SMTP_USER and SMTP_PASSWORD if it needs them: %w", err)
+	}
+	return sender, t.Close, nil
 }
 
 func randomToken() string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -168,5 +169,40 @@ func TestResetClinicEncryptsOrNotifies(t *testing.T) {
 		if m.To[0] != "ann@example.org" && strings.Contains(string(m.Data), "tok123") {
 			t.Fatalf("%s got the reset token in clear", m.To[0])
 		}
+	}
+}
+
+// Started without SMTP_ADDR (or with a malformed one, or a user without a
+// password), the application stops at start-up with an error that names
+// what to set, a configuration error rather than a user's bad input; it
+// does not start and answer every request with 400 "invalid email address".
+func TestStartupRefusesMissingSMTPConfig(t *testing.T) {
+	for name, c := range map[string]struct {
+		env   map[string]string
+		field string
+	}{
+		"no SMTP_ADDR":         {map[string]string{}, "Submission.Addr"},
+		"SMTP_ADDR, no port":   {map[string]string{"SMTP_ADDR": "smtp.example.com"}, "Submission.Addr"},
+		"SMTP_USER, no secret": {map[string]string{"SMTP_ADDR": "smtp.example.com:465", "SMTP_USER": "app"}, "Auth.Password"},
+	} {
+		getenv := func(k string) string { return c.env[k] }
+		s, _, err := newSender(getenv, slog.New(slog.DiscardHandler))
+		var ce *mailsec.ConfigError
+		if s != nil || !errors.As(err, &ce) || ce.Field != c.field || errors.Is(err, mailsec.ErrInvalid) {
+			t.Errorf("%s: sender %v, error %v; want a *mailsec.ConfigError for %s", name, s, err, c.field)
+			continue
+		}
+		if !strings.Contains(err.Error(), "SMTP_ADDR") {
+			t.Errorf("%s: %q does not say what to set", name, err)
+		}
+	}
+	s, closeTransport, err := newSender(func(k string) string {
+		return map[string]string{"SMTP_ADDR": "smtp.example.com:465", "SMTP_USER": "app", "SMTP_PASSWORD": "secret"}[k]
+	}, slog.New(slog.DiscardHandler))
+	if err != nil || s == nil {
+		t.Fatalf("complete configuration: %v", err)
+	}
+	if err := closeTransport(); err != nil {
+		t.Fatal(err)
 	}
 }

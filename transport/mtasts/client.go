@@ -358,7 +358,7 @@ func (c *Client) logger() *slog.Logger {
 // which the first caller's cancellation does not stop; Timeout bounds it.
 // Lookup returns an error only when domain is not a domain name (a
 // *mailsec.ValidationError), when Resolver is nil or Resolver or Cache a
-// nil pointer (a *mailsec.ValidationError too), when ctx ends first (a
+// nil pointer (a *mailsec.ConfigError), when ctx ends first (a
 // *mailsec.NetworkError that names the policy host and matches the
 // context's error), or when the Resolver, Cache, DialContext or Now
 // panicked (the panic, as an error; nothing is remembered of it).
@@ -370,15 +370,15 @@ func (c *Client) Lookup(ctx context.Context, domain string) (_ *Result, err erro
 		}
 	}()
 	if c.Resolver == nil {
-		return nil, mailsec.Invalid("mtasts.Client.Resolver", "", "nil: a Resolver is required")
+		return nil, &mailsec.ConfigError{Field: "mtasts.Client.Resolver", Reason: "nil: a Resolver is required"}
 	}
 	// A nil pointer in an interface field is not the field left nil: its
 	// methods would panic.
 	if typednil.Is(c.Resolver) {
-		return nil, mailsec.Invalid("mtasts.Client.Resolver", fmt.Sprintf("%T", c.Resolver), "a nil pointer: a Resolver is required")
+		return nil, &mailsec.ConfigError{Field: "mtasts.Client.Resolver", Value: fmt.Sprintf("%T", c.Resolver), Reason: "a nil pointer: a Resolver is required"}
 	}
 	if c.Cache != nil && typednil.Is(c.Cache) {
-		return nil, mailsec.Invalid("mtasts.Client.Cache", fmt.Sprintf("%T", c.Cache), "a nil pointer; leave the field nil for an in-memory cache")
+		return nil, &mailsec.ConfigError{Field: "mtasts.Client.Cache", Value: fmt.Sprintf("%T", c.Cache), Reason: "a nil pointer; leave the field nil for an in-memory cache"}
 	}
 	d, err := normalize(domain)
 	if err != nil {
@@ -460,16 +460,21 @@ func normalize(domain string) (string, error) {
 	d := strings.TrimSuffix(domain, ".")
 	a, err := idna.Lookup.ToASCII(d)
 	if err != nil {
-		return "", mailsec.Invalid("domain", domain, "not a valid domain name: "+err.Error())
+		return "", invalidDomain(domain, "not a valid domain name: "+err.Error())
 	}
 	a = strings.ToLower(a)
 	if reason, ok := syntax.Hostname(a); !ok {
-		return "", mailsec.Invalid("domain", domain, reason)
+		return "", invalidDomain(domain, reason)
 	}
 	if _, err := netip.ParseAddr(a); err == nil {
-		return "", mailsec.Invalid("domain", domain, "an IP address, not a domain name")
+		return "", invalidDomain(domain, "an IP address, not a domain name")
 	}
 	return a, nil
+}
+
+// invalidDomain reports a domain argument that is not a domain name.
+func invalidDomain(domain, reason string) error {
+	return &mailsec.ValidationError{Field: "domain", Value: domain, Reason: reason}
 }
 
 // fresh reports whether e may be used without looking up the TXT record.

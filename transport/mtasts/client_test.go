@@ -242,7 +242,7 @@ func TestLookupInput(t *testing.T) {
 	}
 
 	var nilRes mtasts.Client
-	if _, err := nilRes.Lookup(context.Background(), "example.com"); !errors.Is(err, mailsec.ErrInvalid) {
+	if _, err := nilRes.Lookup(context.Background(), "example.com"); !errors.Is(err, mailsec.ErrConfig) {
 		t.Errorf("Lookup without Resolver: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -190,8 +190,8 @@ func TestPolicyErrorTextCleaned(t *testing.T) {
 }
 
 // A nil pointer as the Resolver or the Cache (a nil *DirCache when no
-// directory was configured, say) is refused with a ValidationError that
-// names the field, instead of panicking in Lookup.
+// directory was configured, say) is refused with a ConfigError that names
+// the field, instead of panicking in Lookup.
 func TestTypedNilConfiguration(t *testing.T) {
 	e := newEnv(t)
 	for field, c := range map[string]*mtasts.Client{
@@ -208,9 +208,9 @@ func TestTypedNilConfiguration(t *testing.T) {
 			}()
 			_, err = c.Lookup(context.Background(), "example.com")
 		}()
-		var ve *mailsec.ValidationError
-		if !errors.As(err, &ve) || ve.Field != strings.TrimSpace(field) {
-			t.Fatalf("%s: err = %v, want a ValidationError for the field", field, err)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != strings.TrimSpace(field) {
+			t.Fatalf("%s: err = %v, want a ConfigError for the field", field, err)
 		}
 	}
 	if n := e.res.Lookups(); n != 0 {

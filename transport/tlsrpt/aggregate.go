@@ -381,7 +381,8 @@ var ErrNoResults = errors.New("tlsrpt: no results recorded")
 // Report builds the aggregate report (RFC 8460 §4) for domain on the UTC
 // day that contains day, from 00:00:00Z to 23:59:59Z, with a fresh random
 // report-id. It fails with an error matching ErrNoResults when nothing was
-// recorded, and with a *mailsec.ValidationError when org is incomplete.
+// recorded, with a *mailsec.ConfigError when org is incomplete, and with
+// a *mailsec.ValidationError when domain is not a domain name.
 // The results stay until Forget.
 func (a *Aggregator) Report(domain string, day time.Time, org Organization) (*Report, error) {
 	if err := org.validate(); err != nil {
@@ -389,7 +390,7 @@ func (a *Aggregator) Report(domain string, day time.Time, org Organization) (*Re
 	}
 	nd, ok := normalizeDomain(domain)
 	if !ok {
-		return nil, mailsec.Invalid("domain", domain, "not a domain name")
+		return nil, &mailsec.ValidationError{Field: "domain", Value: domain, Reason: "not a domain name"}
 	}
 	n := dayNumber(day)
 	start := dayStart(n)
@@ -467,13 +468,13 @@ func newReportID() (string, error) {
 
 func (o Organization) validate() error {
 	if strings.TrimSpace(o.Name) == "" {
-		return mailsec.Invalid("Organization.Name", o.Name, "empty")
+		return &mailsec.ConfigError{Field: "Organization.Name", Reason: "empty: name the organization that sends the reports"}
 	}
 	if reason, ok := syntax.HeaderText(o.Name); !ok {
-		return mailsec.Invalid("Organization.Name", o.Name, reason)
+		return &mailsec.ConfigError{Field: "Organization.Name", Value: o.Name, Reason: reason}
 	}
 	if _, reason := splitAddrSpec(o.ContactInfo); reason != "" {
-		return mailsec.Invalid("Organization.ContactInfo", o.ContactInfo, reason)
+		return &mailsec.ConfigError{Field: "Organization.ContactInfo", Value: o.ContactInfo, Reason: reason + ": give an address that receives replies about the reports"}
 	}
 	return nil
 }

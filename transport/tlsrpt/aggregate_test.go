@@ -238,7 +238,7 @@ func TestReportErrors(t *testing.T) {
 		{Name: "X", ContactInfo: "a@b@"},
 		{Name: "X", ContactInfo: "a b@example.com"},
 	} {
-		if _, err := agg.Report("example.org", day, o); !errors.Is(err, mailsec.ErrInvalid) {
+		if _, err := agg.Report("example.org", day, o); !errors.Is(err, mailsec.ErrConfig) {
 			t.Errorf("Report with %+v: %v", o, err)
 		}
 	}

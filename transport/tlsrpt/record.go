@@ -291,10 +291,10 @@ func mailtoAddress(u *url.URL) (string, bool) {
 // domain does not take part in TLS reporting. It fails with a *RecordError
 // that names the domain and matches ErrNoRecord, ErrMultipleRecords,
 // ErrSyntax, ErrNoUsableURI or ErrLookup, and with a
-// *mailsec.ValidationError when r is nil or a nil pointer.
+// *mailsec.ConfigError when r is nil or a nil pointer.
 func LookupPolicy(ctx context.Context, r dns.Resolver, domain string) (*Policy, error) {
 	if typednil.Is(r) {
-		return nil, mailsec.Invalid("resolver", fmt.Sprintf("%T", r), "nil: a Resolver is required")
+		return nil, &mailsec.ConfigError{Field: "resolver", Value: fmt.Sprintf("%T", r), Reason: "nil: a Resolver is required"}
 	}
 	d, ok := normalizeDomain(domain)
 	if !ok {

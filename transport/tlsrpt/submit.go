@@ -112,14 +112,14 @@ var ErrDomainMismatch = errors.New("tlsrpt: report and policy are for different 
 // and a policy with no URI is an error matching ErrNoUsableURI.
 func (s *Submitter) Submit(ctx context.Context, rep *Report, p *Policy) error {
 	if rep == nil || p == nil {
-		return mailsec.Invalid("report", "", "nil report or policy")
+		return invalid("report", "", "nil report or policy")
 	}
 	domain, ok := normalizeDomain(p.Domain)
 	if !ok {
-		return mailsec.Invalid("Policy.Domain", p.Domain, "not a domain name")
+		return invalid("Policy.Domain", p.Domain, "not a domain name")
 	}
 	if len(rep.Policies) == 0 {
-		return mailsec.Invalid("Report.Policies", "", "empty")
+		return invalid("Report.Policies", "", "empty")
 	}
 	for _, pr := range rep.Policies {
 		if d, _ := normalizeDomain(pr.Policy.Domain); d != domain {
@@ -131,12 +131,12 @@ func (s *Submitter) Submit(ctx context.Context, rep *Report, p *Policy) error {
 	}
 	for i, u := range p.RUA {
 		if u == nil {
-			return mailsec.Invalid("Policy.RUA["+strconv.Itoa(i)+"]", "", "a nil URI")
+			return invalid("Policy.RUA["+strconv.Itoa(i)+"]", "", "a nil URI")
 		}
 	}
 	submitter, reason := splitAddrSpec(rep.ContactInfo)
 	if reason != "" {
-		return mailsec.Invalid("Report.ContactInfo", rep.ContactInfo, reason)
+		return invalid("Report.ContactInfo", rep.ContactInfo, reason)
 	}
 	body, err := rep.gzipJSON()
 	if err != nil {
@@ -210,12 +210,12 @@ func (s *Submitter) httpClient() (*http.Client, error) {
 	}
 	if c.Transport != nil && typednil.Is(c.Transport) {
 		// Not the field left nil: net/http would panic on it.
-		return nil, mailsec.Invalid("Submitter.HTTPClient.Transport", fmt.Sprintf("%T", c.Transport), "a nil pointer; leave the field nil for the default transport")
+		return nil, &mailsec.ConfigError{Field: "Submitter.HTTPClient.Transport", Value: fmt.Sprintf("%T", c.Transport), Reason: "a nil pointer; leave the field nil for the default transport"}
 	}
 	if !s.AllowPrivate {
 		t, ok := netguard.HTTPTransport(c.Transport)
 		if !ok {
-			return nil, mailsec.Invalid("Submitter.HTTPClient.Transport", "", "not an *http.Transport, so its connections cannot be checked for non-global addresses; use one, or set AllowPrivate")
+			return nil, &mailsec.ConfigError{Field: "Submitter.HTTPClient.Transport", Reason: "not an *http.Transport, so its connections cannot be checked for non-global addresses; use one, or set AllowPrivate"}
 		}
 		c.Transport = t
 	}
@@ -293,4 +293,9 @@ func isAlnum(s string) bool {
 		}
 	}
 	return true
+}
+
+// invalid reports a report or policy that cannot be submitted as given.
+func invalid(field, value, reason string) error {
+	return &mailsec.ValidationError{Field: field, Value: value, Reason: reason}
 }

@@ -313,7 +313,7 @@ func TestSubmitRefusesNonGlobal(t *testing.T) {
 		t.Error("the unchecked RoundTripper was used")
 		return nil, errors.New("no")
 	})}
-	if err := (&tlsrpt.Submitter{HTTPClient: odd}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); !errors.Is(err, mailsec.ErrInvalid) {
+	if err := (&tlsrpt.Submitter{HTTPClient: odd}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); !errors.Is(err, mailsec.ErrConfig) {
 		t.Fatalf("opaque RoundTripper: %v", err)
 	}
 	if err := (&tlsrpt.Submitter{HTTPClient: rs.Client(), AllowPrivate: true}).Submit(ctx, rep, policyFor(t, "example.org", rs.URL)); err != nil || rs.hits.Load() != 1 {
@@ -326,9 +326,10 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // A nil URI in a Policy, a nil *http.Transport in the Submitter's client
-// and a nil resolver pointer given to LookupPolicy are refused with a
-// ValidationError naming what is wrong, instead of panicking; nothing is
-// posted.
+// and a nil resolver pointer given to LookupPolicy are refused with an
+// error naming what is wrong (a ValidationError for the policy, a
+// ConfigError for the client and the resolver), instead of panicking;
+// nothing is posted.
 func TestSubmitTypedNil(t *testing.T) {
 	ctx := context.Background()
 	rep := testReport(t, "example.org")
@@ -358,7 +359,8 @@ func TestSubmitTypedNil(t *testing.T) {
 	for _, allow := range []bool{false, true} {
 		sub := &tlsrpt.Submitter{HTTPClient: &http.Client{Transport: (*http.Transport)(nil)}, AllowPrivate: allow}
 		err := noPanic("nil *http.Transport", func() error { return sub.Submit(ctx, rep, policyFor(t, "example.org", rs.URL)) })
-		if !errors.As(err, &ve) || ve.Field != "Submitter.HTTPClient.Transport" {
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "Submitter.HTTPClient.Transport" {
 			t.Fatalf("nil *http.Transport (AllowPrivate %v): %v", allow, err)
 		}
 	}
@@ -366,7 +368,7 @@ func TestSubmitTypedNil(t *testing.T) {
 		_, err := tlsrpt.LookupPolicy(ctx, (*mailsectest.Resolver)(nil), "example.org")
 		return err
 	})
-	if !errors.As(err, &ve) {
+	if !errors.Is(err, mailsec.ErrConfig) {
 		t.Fatalf("LookupPolicy with a nil resolver: %v", err)
 	}
 	if rs.hits.Load() != 0 {
