@@ -56,16 +56,30 @@ func ExampleNoticeWhenNoKey() {
 }
 
 // PreferProtection encrypts where a key exists and sends the rest as it
-// is, over verified TLS; the Receipt says which and why.
+// is, over verified TLS; the Receipt says which and why. Here no recipient
+// has a key yet: an empty key ring is normal.
 func ExamplePreferProtection() {
+	protector, err := pgp.New(pgp.NewKeyRing(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	rt := &mailsectest.RecordingTransport{}
-	sender, _ := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.PreferProtection(mailsec.DefaultPolicy())})
-	receipt, _ := sender.Send(context.Background(), &mailsec.Message{
+	sender, err := mailsec.NewSender(rt, &mailsec.Options{
+		Policy:     mailsec.PreferProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{protector},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	receipt, err := sender.Send(context.Background(), &mailsec.Message{
 		From: "shop@example.com", To: []string{"ann@example.org"}, Subject: "Receipt", Text: "Thank you.",
 	})
+	if err != nil {
+		log.Fatal(err)
+	}
 	p := receipt.Recipients[0].Protection
 	fmt.Println(p.Method, "-", p.Reason)
-	// Output: none - ann@example.org: the Sender has no Protector
+	// Output: none - ann@example.org: pgp: no key found: pgp: no key found for address
 }
 
 // Per-domain rules, as in Postfix's policy tables: a partner's whole
@@ -130,4 +144,39 @@ func ExampleParseSecurityLevel() {
 	// encrypt = unverified false
 	// may = may true
 	// none = none true
+}
+
+// clinicPolicy is an application's own Policy: S/MIME or nothing for the
+// clinic's domain, the default elsewhere. Its Needs method declares that,
+// so that NewSender can check the Sender fits it.
+type clinicPolicy struct{}
+
+func (clinicPolicy) Plan(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+	if r.Domain == "clinic.example" {
+		return mailsec.Plan{Protection: mailsec.ProtectionRequired, Methods: []string{"smime"}}, nil
+	}
+	return mailsec.DefaultPolicy().Plan(ctx, m, r)
+}
+
+func (clinicPolicy) Needs() (mailsec.PolicyNeeds, error) {
+	return mailsec.PolicyNeeds{Protection: mailsec.ProtectionRequired, Methods: []string{"smime"}}, nil
+}
+
+// A Policy of the application's own declares what its plans may ask for;
+// a Sender with only a PGP Protector cannot serve this one, and is refused
+// at start-up rather than failing the clinic's recipients at every Send.
+func ExamplePolicyNeeds() {
+	protector, err := pgp.New(pgp.NewKeyRing(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{
+		Policy:     clinicPolicy{},
+		Protectors: []mailsec.Protector{protector},
+	})
+	fmt.Println(errors.Is(err, mailsec.ErrConfig))
+	fmt.Println(err)
+	// Output:
+	// true
+	// mailsec: configuration: Options.Policy: a plan may name the protection method "smime", which no Protector in Options.Protectors has (they have pgp): add a Protector for it, or drop it from the policy
 }

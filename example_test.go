@@ -9,6 +9,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/pgp"
 	"github.com/mailsec/mailsec/transport"
 )
 
@@ -137,12 +138,22 @@ func ExamplePolicyFunc() {
 }
 
 // RequireProtection makes every recipient's content leave the process
-// only in the form the Protector produced; without a Protector, or a key,
-// the recipient gets nothing.
+// only in the form a Protector produced; a recipient without a usable key
+// (here, none has one yet) gets nothing.
 func ExampleRequireProtection() {
+	protector, err := pgp.New(pgp.NewKeyRing(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	rt := &mailsectest.RecordingTransport{}
-	sender, _ := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy())})
-	_, err := sender.Send(context.Background(), &mailsec.Message{
+	sender, err := mailsec.NewSender(rt, &mailsec.Options{
+		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+		Protectors: []mailsec.Protector{protector},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = sender.Send(context.Background(), &mailsec.Message{
 		From: "lab@example.com", To: []string{"patient@example.org"}, Subject: "Results", Text: "...",
 	})
 	fmt.Println(errors.Is(err, mailsec.ErrNoKey), len(rt.Deliveries()))

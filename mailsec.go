@@ -127,24 +127,29 @@ type Sender struct {
 // no logging.
 type Options struct {
 	// Policy plans every recipient's delivery. Nil means DefaultPolicy:
-	// verified TLS, no protection. A recipient whose plan cannot be made
-	// (the Policy returned an error, or panicked) fails and receives
-	// nothing; the others are delivered.
+	// verified TLS, no protection. NewSender refuses a Policy that does
+	// not fit the Protectors and Notice given, as far as it declares what
+	// its plans may ask for (see PolicyNeeds). A recipient whose plan
+	// cannot be made (the Policy returned an error, or panicked) fails and
+	// receives nothing; the others are delivered.
 	Policy Policy
 
 	// Protectors protect content for recipients whose plan requires or
 	// prefers it: a *pgp.Protector (PGP/MIME), an *smime.Protector
 	// (S/MIME), or both. A Plan names the methods it allows by each
 	// Protector's Method ("pgp", "smime"); a Plan that names none tries
-	// them all, in this order. Empty means none is available: recipients
-	// whose plan requires protection fail with ErrNoKey and receive
-	// nothing.
+	// them all, in this order. Protectors are used only for recipients
+	// whose plan asks for protection: NewSender refuses them with a Policy
+	// that never does (wrap it in RequireProtection or PreferProtection),
+	// and refuses a Policy that asks for protection with none.
 	Protectors []Protector
 
 	// Notice builds the link-only notice sent, when a recipient's plan
 	// says NoKeyNotice, instead of content that could not be protected.
-	// Nil means no notice can be sent: such recipients fail, as does a
-	// recipient whose notice cannot be built (an error, or a panic).
+	// Nil means no notice can be sent: NewSender refuses a Policy that
+	// declares it may send one, and otherwise such recipients fail, as
+	// does a recipient whose notice cannot be built (an error, or a
+	// panic).
 	Notice NoticeFunc
 
 	// AllowedSenders limits the From, Sender and envelope-from addresses
@@ -235,6 +240,9 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 			return nil, badConfig("Options.MessageIDDomain", s.idDomain, reason)
 		}
 		s.idDomain = d
+	}
+	if err := s.checkPolicy(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -283,8 +283,9 @@ func (panicMethod) Protect(context.Context, *mailsec.Entity, []string) (*mailsec
 
 func (panicMethod) Method() string { panic("no name") }
 
-// A policy wrapper around a nil Policy fails every recipient instead of
-// panicking, in Send and when called directly.
+// A policy wrapper around a nil Policy is refused by NewSender, and fails
+// every recipient instead of panicking when called directly or hidden
+// from NewSender.
 func TestPolicyWrapperOfNil(t *testing.T) {
 	var nilFunc mailsec.PolicyFunc
 	for name, p := range map[string]mailsec.Policy{
@@ -298,7 +299,10 @@ func TestPolicyWrapperOfNil(t *testing.T) {
 			if _, err := p.Plan(context.Background(), base(), mailsec.Recipient{Address: "ann@example.org", Domain: "example.org"}); !errors.Is(err, mailsec.ErrInvalid) {
 				t.Errorf("%s(nil).Plan: %v", name, err)
 			}
-			s, rt := newRecordingSender(t, &mailsec.Options{Policy: p})
+			if _, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Policy: p}); !errors.Is(err, mailsec.ErrConfig) || !strings.Contains(err.Error(), name+" wraps a nil Policy") {
+				t.Errorf("%s(nil): NewSender: %v", name, err)
+			}
+			s, rt := newRecordingSender(t, &mailsec.Options{Policy: undeclared(p)})
 			if _, err := s.Send(context.Background(), base()); err == nil || len(rt.Deliveries()) != 0 {
 				t.Errorf("%s(nil): Send %v, %d deliveries", name, err, len(rt.Deliveries()))
 			}

@@ -2,6 +2,7 @@ package mailsec
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -14,8 +15,20 @@ import (
 //
 // Policies compose as wrappers: a function that takes a Policy and returns
 // one that changes some decisions and defers to the wrapped one for the
-// rest (see RequireProtection). The wrappers in this package fail every
-// recipient when the Policy they wrap is nil.
+// rest (see RequireProtection).
+//
+// A Policy may also declare what its plans may ask of the Sender, with a
+// method
+//
+//	Needs() (PolicyNeeds, error)
+//
+// that NewSender calls once, so that it can refuse a Sender that could not
+// carry the plans out (see PolicyNeeds). The policies and wrappers of this
+// package declare theirs, and a wrapper passes on what the Policy it wraps
+// declares; a Policy without the method, such as a PolicyFunc, declares
+// nothing, and NewSender then checks only what the wrappers around it
+// declare. The wrappers of this package around a nil Policy are refused
+// by NewSender, and fail every recipient when used otherwise.
 type Policy interface {
 	Plan(ctx context.Context, m *Message, r Recipient) (Plan, error)
 }
@@ -28,10 +41,144 @@ func (f PolicyFunc) Plan(ctx context.Context, m *Message, r Recipient) (Plan, er
 	return f(ctx, m, r)
 }
 
+// PolicyNeeds is what the plans of a Policy may ask of the Sender,
+// declared by the Policy's Needs method. NewSender refuses, with a
+// *ConfigError that says what to change:
+//
+//   - Protectors, when no plan asks for protection: they would never be
+//     used, and messages meant to be protected would go out as they are
+//     (wrap the Policy in RequireProtection or PreferProtection);
+//   - a Policy that may ask for protection, with no Protector;
+//   - a method a plan may name that no Protector has;
+//   - a Policy that may require protection and send the link-only notice
+//     to a recipient without a key, with no Options.Notice;
+//   - the error Needs returns (a malformed DomainRule, say).
+//
+// A Policy of the application's own declares what its plans may do, in
+// the sense of "at most" for Protection and "every one that may occur"
+// for Methods and Notice; a declaration that claims less than the plans
+// do lets a mistake through to Send, where it fails the recipients it
+// concerns as before. For example:
+//
+//	type labPolicy struct{}
+//
+//	func (labPolicy) Plan(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+//		if r.Domain == "clinic.example" {
+//			return mailsec.Plan{Protection: mailsec.ProtectionRequired, Methods: []string{"smime"}}, nil
+//		}
+//		return mailsec.Plan{}, nil
+//	}
+//
+//	func (labPolicy) Needs() (mailsec.PolicyNeeds, error) {
+//		return mailsec.PolicyNeeds{Protection: mailsec.ProtectionRequired, Methods: []string{"smime"}}, nil
+//	}
+type PolicyNeeds struct {
+	// Protection is the strongest protection any plan may ask for:
+	// ProtectionNone when no plan asks for protection, ProtectionRequired
+	// when some plan may require it.
+	Protection Protection
+	// Methods lists every method a plan may name in Plan.Methods; empty
+	// when plans name none (and so accept every Protector the Sender has).
+	Methods []string
+	// Notice reports that a plan may say NoKeyNotice.
+	Notice bool
+
+	// partial marks needs some of whose plans come from a Policy that
+	// declares nothing: the fields are then what the wrappers around it
+	// certainly add, and Protection is no upper bound.
+	partial bool
+}
+
+// needsOf returns what p declares, or, when p declares nothing, partial
+// needs. A panic in p's Needs method is an error.
+func needsOf(p Policy) (n PolicyNeeds, err error) {
+	d, ok := p.(interface{ Needs() (PolicyNeeds, error) })
+	if !ok {
+		return PolicyNeeds{partial: true}, nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = PolicyNeeds{}, fmt.Errorf("its Needs method panicked: %v", v)
+		}
+	}()
+	n, err = d.Needs()
+	n.Methods = slices.Clone(n.Methods)
+	return n, err
+}
+
+// checkPolicy refuses a Policy that does not fit the Sender's Protectors
+// and notice, as PolicyNeeds lists.
+func (s *Sender) checkPolicy() error {
+	n, err := needsOf(s.policy)
+	if err != nil {
+		if ce, ok := errors.AsType[*ConfigError](err); ok {
+			return ce
+		}
+		return &ConfigError{Field: "Options.Policy", Value: typeName(s.policy), Reason: "it cannot be used", Err: err}
+	}
+	var have []string
+	for _, np := range s.protectors {
+		have = append(have, np.name)
+	}
+	switch {
+	case len(s.protectors) > 0 && n.Protection == ProtectionNone && !n.partial:
+		return badConfig("Options.Policy", "", "no plan asks for protection, so Options.Protectors would never be used and every message would go out unprotected: "+
+			"wrap the policy in mailsec.RequireProtection (protected content or nothing) or mailsec.PreferProtection (protected where the recipient has a key)")
+	case len(s.protectors) == 0 && n.Protection != ProtectionNone:
+		return badConfig("Options.Protectors", "", "empty, but the Policy asks for "+n.Protection.String()+" protection: "+
+			"add a Protector (pgp.New, smime.New), or use a Policy that asks for none")
+	}
+	for _, m := range n.Methods {
+		if n.Protection == ProtectionNone {
+			break // no plan asks for protection: its methods are never used
+		}
+		if m == "" {
+			return badConfig("Options.Policy", "", "names an empty protection method")
+		}
+		if !slices.Contains(have, m) {
+			return badConfig("Options.Policy", "", fmt.Sprintf("a plan may name the protection method %q, which no Protector in Options.Protectors has (they have %s): add a Protector for it, or drop it from the policy",
+				m, strings.Join(have, ", ")))
+		}
+	}
+	if n.Notice && n.Protection == ProtectionRequired && s.notice == nil {
+		return badConfig("Options.Notice", "", "nil, but the Policy may send a recipient without a usable key the link-only notice (NoticeWhenNoKey, or a DomainRule with NoKeyNotice): "+
+			"set Options.Notice to build it, or let such recipients fail")
+	}
+	return nil
+}
+
+// declared is a Policy of this package: its plans and what they may need.
+type declared struct {
+	plan  PolicyFunc
+	needs func() (PolicyNeeds, error)
+}
+
+func (d declared) Plan(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+	return d.plan(ctx, m, r)
+}
+
+// Needs implements the declaration NewSender reads (see PolicyNeeds).
+func (d declared) Needs() (PolicyNeeds, error) { return d.needs() }
+
+// wrap declares what a wrapper around next needs: next's needs, changed
+// by change.
+func wrap(next Policy, plan PolicyFunc, change func(*PolicyNeeds) error) Policy {
+	return declared{plan: plan, needs: func() (PolicyNeeds, error) {
+		n, err := needsOf(next)
+		if err != nil {
+			return n, err
+		}
+		return n, change(&n)
+	}}
+}
+
 // DefaultPolicy returns the policy a Sender uses when none is given: every
 // recipient over TLS verified for the server name, no end-to-end protection.
 func DefaultPolicy() Policy {
-	return PolicyFunc(func(context.Context, *Message, Recipient) (Plan, error) { return Plan{}, nil })
+	return declared{
+		plan:  func(context.Context, *Message, Recipient) (Plan, error) { return Plan{}, nil },
+		needs: func() (PolicyNeeds, error) { return PolicyNeeds{}, nil },
+	}
 }
 
 // RequireProtection wraps next so that every recipient's plan requires
@@ -40,13 +187,20 @@ func DefaultPolicy() Policy {
 // the notice when combined with NoticeWhenNoKey.
 func RequireProtection(next Policy, methods ...string) Policy {
 	next = orRefuse(next, "RequireProtection")
-	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+	methods = slices.Clone(methods)
+	return wrap(next, func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.Protection = ProtectionRequired
 		if len(methods) > 0 {
 			p.Methods = slices.Clone(methods)
 		}
 		return p, err
+	}, func(n *PolicyNeeds) error {
+		n.Protection = ProtectionRequired
+		if len(methods) > 0 {
+			n.Methods = slices.Clone(methods)
+		}
+		return nil
 	})
 }
 
@@ -56,7 +210,8 @@ func RequireProtection(next Policy, methods ...string) Policy {
 // requires protection keeps requiring it.
 func PreferProtection(next Policy, methods ...string) Policy {
 	next = orRefuse(next, "PreferProtection")
-	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+	methods = slices.Clone(methods)
+	return wrap(next, func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		if p.Protection != ProtectionRequired {
 			p.Protection = ProtectionPreferred
@@ -65,6 +220,14 @@ func PreferProtection(next Policy, methods ...string) Policy {
 			p.Methods = slices.Clone(methods)
 		}
 		return p, err
+	}, func(n *PolicyNeeds) error {
+		if n.Protection != ProtectionRequired {
+			n.Protection = ProtectionPreferred
+		}
+		if len(methods) > 0 {
+			n.Methods = slices.Clone(methods)
+		}
+		return nil
 	})
 }
 
@@ -73,23 +236,31 @@ func PreferProtection(next Policy, methods ...string) Policy {
 // notice (Options.Notice) instead of nothing.
 func NoticeWhenNoKey(next Policy) Policy {
 	next = orRefuse(next, "NoticeWhenNoKey")
-	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+	return wrap(next, func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.NoKey = NoKeyNotice
 		return p, err
+	}, func(n *PolicyNeeds) error {
+		n.Notice = true
+		return nil
 	})
 }
 
 // orRefuse returns next, or, when next is nil (or a typed nil), a Policy
-// that fails every recipient: a wrapper around nothing is a mistake, and
-// the default it might stand for protects less than was meant.
+// that NewSender refuses and that fails every recipient: a wrapper around
+// nothing is a mistake, and the default it might stand for protects less
+// than was meant.
 func orRefuse(next Policy, wrapper string) Policy {
 	if !isNil(next) {
 		return next
 	}
-	return PolicyFunc(func(context.Context, *Message, Recipient) (Plan, error) {
-		return Plan{}, invalid("Policy", "", wrapper+" wraps a nil Policy")
-	})
+	reason := wrapper + " wraps a nil Policy; wrap mailsec.DefaultPolicy() to start from the default"
+	return declared{
+		plan: func(context.Context, *Message, Recipient) (Plan, error) {
+			return Plan{}, invalid("Policy", "", reason)
+		},
+		needs: func() (PolicyNeeds, error) { return PolicyNeeds{}, badConfig("Options.Policy", "", reason) },
+	}
 }
 
 // DomainRule changes the plans of the recipients in one domain. Zero
@@ -138,7 +309,7 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 		}
 		parsed = append(parsed, rule{DomainRule: r, domain: domain})
 	}
-	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+	return wrap(next, func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		if err != nil {
 			return p, err
@@ -178,7 +349,33 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 			p.NoKey = *best.NoKey
 		}
 		return p, nil
+	}, func(n *PolicyNeeds) error {
+		if bad != nil {
+			return policyError("ForDomains", bad)
+		}
+		for _, r := range parsed {
+			if r.Protection.rank() > n.Protection.rank() {
+				n.Protection = r.Protection
+			}
+			for _, m := range r.Methods {
+				if !slices.Contains(n.Methods, m) {
+					n.Methods = append(n.Methods, m)
+				}
+			}
+			if r.NoKey != nil && *r.NoKey == NoKeyNotice {
+				n.Notice = true
+			}
+		}
+		return nil
 	})
+}
+
+// policyError is a wrapper's malformed argument, as NewSender reports it.
+func policyError(wrapper string, err error) error {
+	if ve, ok := errors.AsType[*ValidationError](err); ok {
+		return badConfig("Options.Policy", ve.Value, wrapper+": "+ve.Field+": "+ve.Reason)
+	}
+	return &ConfigError{Field: "Options.Policy", Reason: wrapper, Err: err}
 }
 
 // WithSecurity wraps next so that every recipient's transport security is
@@ -186,10 +383,17 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 // a development server.
 func WithSecurity(next Policy, s Security) Policy {
 	next = orRefuse(next, "WithSecurity")
-	return PolicyFunc(func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
+	s.Pins = slices.Clone(s.Pins)
+	return wrap(next, func(ctx context.Context, m *Message, r Recipient) (Plan, error) {
 		p, err := next.Plan(ctx, m, r)
 		p.Security = s
+		p.Security.Pins = slices.Clone(s.Pins)
 		return p, err
+	}, func(*PolicyNeeds) error {
+		if err := s.Validate(); err != nil {
+			return policyError("WithSecurity", err)
+		}
+		return nil
 	})
 }
 

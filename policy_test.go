@@ -291,8 +291,16 @@ func TestPlanMethods(t *testing.T) {
 		want    string
 	}{{nil, "pgp"}, {[]string{"smime", "pgp"}, "smime"}, {[]string{"pgp"}, "pgp"}, {[]string{"smime"}, "smime"}, {[]string{"other"}, ""}} {
 		rt := &mailsectest.RecordingTransport{}
-		s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy(), tc.methods...),
-			Protectors: []mailsec.Protector{pgp, smime}})
+		policy := mailsec.RequireProtection(mailsec.DefaultPolicy(), tc.methods...)
+		if tc.want == "" {
+			// NewSender refuses a method no Protector has; hidden from
+			// it, the plan fails at Send.
+			if _, err := mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{pgp, smime}}); !errors.Is(err, mailsec.ErrConfig) {
+				t.Fatalf("methods %v: NewSender: %v", tc.methods, err)
+			}
+			policy = undeclared(policy)
+		}
+		s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{pgp, smime}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -432,25 +440,35 @@ func TestAllowedSenders(t *testing.T) {
 	}
 }
 
-// A notice plan without a notice function fails the recipient, and a
-// notice is built from the notice alone.
+// A notice plan without a notice function fails the recipient (when
+// NewSender could not see it coming), and a notice is built from the
+// notice alone.
 func TestNoticeFailures(t *testing.T) {
 	rt := &mailsectest.RecordingTransport{}
-	policy := mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy()))
-	s, _ := mailsec.NewSender(rt, &mailsec.Options{Policy: policy})
-	_, err := s.Send(context.Background(), policyMessage())
+	policy := undeclared(mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())))
+	s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Send(context.Background(), policyMessage())
 	if !errors.Is(err, mailsec.ErrNoKey) || len(rt.Deliveries()) != 0 {
 		t.Fatalf("no notice function: %v, %d deliveries", err, len(rt.Deliveries()))
 	}
-	s, _ = mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Notice: func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
+	s, err = mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Notice: func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
 		return &mailsec.Notice{}, nil
 	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Send(context.Background(), policyMessage()); err == nil || len(rt.Deliveries()) != 0 {
 		t.Fatalf("empty notice: %v", err)
 	}
-	s, _ = mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Notice: func(_ context.Context, m *mailsec.Message, _ mailsec.Recipient) (*mailsec.Notice, error) {
+	s, err = mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Notice: func(_ context.Context, m *mailsec.Message, _ mailsec.Recipient) (*mailsec.Notice, error) {
 		return &mailsec.Notice{Subject: "Re: " + m.Subject, Text: "see the app"}, nil // explicitly chosen by the app
 	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := policyMessage()
 	m.To = nil
 	m.Bcc = []string{"only@example.org"}
@@ -517,6 +535,14 @@ func TestNoFallbackUnlessNoKey(t *testing.T) {
 			policy := mailsec.PreferProtection(mailsec.DefaultPolicy(), tc.methods...)
 			if notice {
 				policy = mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy(), tc.methods...))
+			}
+			if tc.methods != nil {
+				// NewSender refuses a method no Protector has; hidden
+				// from it, the plan fails at Send.
+				if _, err := mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Protectors: tc.protectors, Notice: noticeFunc(nil)}); !errors.Is(err, mailsec.ErrConfig) {
+					t.Fatalf("%s: NewSender: %v", tc.name, err)
+				}
+				policy = undeclared(policy)
 			}
 			s, err := mailsec.NewSender(rt, &mailsec.Options{Policy: policy, Protectors: tc.protectors, Notice: noticeFunc(nil)})
 			if err != nil {
@@ -599,3 +625,7 @@ func TestTLSRequiredNo(t *testing.T) {
 		t.Fatalf("%d deliveries after refusals", n)
 	}
 }
+
+// undeclared hides what p declares, as a PolicyFunc of the application's
+// own does: NewSender then checks nothing, and a mistake meets Send.
+func undeclared(p mailsec.Policy) mailsec.Policy { return mailsec.PolicyFunc(p.Plan) }

@@ -317,8 +317,13 @@ func (f *fakeProtector) Fingerprint(addr string, rec *mailsec.Receipt) string {
 	return ""
 }
 
+// Protection required of a Sender without a Protector: NewSender refuses
+// it; hidden from NewSender, every recipient fails with nothing sent.
 func TestProtectionRequiredWithoutProtector(t *testing.T) {
-	s, rt := newRecordingSender(t, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy())})
+	if _, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{Policy: mailsec.RequireProtection(mailsec.DefaultPolicy())}); !errors.Is(err, mailsec.ErrConfig) {
+		t.Fatalf("NewSender: %v", err)
+	}
+	s, rt := newRecordingSender(t, &mailsec.Options{Policy: undeclared(mailsec.RequireProtection(mailsec.DefaultPolicy()))})
 	rec, err := s.Send(context.Background(), base())
 	if !errors.Is(err, mailsec.ErrNoKey) || len(rt.Deliveries()) != 0 || rec.Recipients[0].Accepted {
 		t.Fatalf("error %v, %d deliveries", err, len(rt.Deliveries()))
