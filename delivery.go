@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"slices"
 	"strconv"
 
 	"github.com/mailsec/mailsec/internal/syntax"
@@ -96,7 +95,7 @@ func (d *Delivery) Validate() error {
 	if err := d.DSN.validate(); err != nil {
 		return err
 	}
-	return d.Security.Validate()
+	return d.Security.validate()
 }
 
 func checkPath(field, p string, utf8 bool) error {
@@ -190,18 +189,4 @@ func (r *DeliveryResult) Recipient(i int, err error) RecipientResult {
 		out.Err = errors.New("mailsec: transport reported no result for this recipient")
 	}
 	return out
-}
-
-// Accepted lists the accepted recipients.
-func (r *DeliveryResult) Accepted() []string {
-	if r == nil {
-		return nil
-	}
-	var out []string
-	for _, rr := range r.Recipients {
-		if rr.Accepted {
-			out = append(out, rr.Address)
-		}
-	}
-	return slices.Clip(out)
 }

@@ -136,14 +136,14 @@ func ExampleParseSecurityLevel() {
 			fmt.Println(err)
 			continue
 		}
-		fmt.Println(name, "=", l, l.DirectOnly())
+		fmt.Println(name, "=", l)
 	}
 	// Output:
-	// verified = verified false
-	// dane-only = dane-only true
-	// encrypt = unverified false
-	// may = may true
-	// none = none true
+	// verified = verified
+	// dane-only = dane-only
+	// encrypt = unverified
+	// may = may
+	// none = none
 }
 
 // clinicPolicy is an application's own Policy: S/MIME or nothing for the

@@ -187,8 +187,3 @@ func ExampleIsTemporary() {
 	// false
 	// true
 }
-
-func ExampleQueueID() {
-	fmt.Println(mailsec.QueueID("Ok: queued as 4ZxY7b2kQz"))
-	// Output: 4ZxY7b2kQz
-}

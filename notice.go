@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// DefaultNoticeSubject is the Subject of a notice whose Subject is empty.
+// defaultNoticeSubject is the Subject of a notice whose Subject is empty.
 // The message's own Subject is never used: it may say what the content
 // would have.
-const DefaultNoticeSubject = "You have a new message"
+const defaultNoticeSubject = "You have a new message"
 
 // Notice is a link-only message sent instead of content that could not be
 // protected for a recipient: typically a sentence and a link to the
@@ -19,7 +19,9 @@ const DefaultNoticeSubject = "You have a new message"
 // Reply-To, To, Cc, Date and envelope; not its body, attachments, Subject
 // or extra header fields, unless set here.
 type Notice struct {
-	// Subject of the notice; empty means DefaultNoticeSubject.
+	// Subject of the notice; empty means "You have a new message" (never
+	// the message's own Subject, which may say what the content would
+	// have).
 	Subject string
 	// Text and HTML are the notice's bodies; at least one is needed.
 	Text string
@@ -84,7 +86,7 @@ func (s *Sender) buildNotice(ctx context.Context, m *Message, r Recipient) (n *N
 func noticeMessage(m *Message, n *Notice, rcpt string, date time.Time) *Message {
 	subject := n.Subject
 	if subject == "" {
-		subject = DefaultNoticeSubject
+		subject = defaultNoticeSubject
 	}
 	return &Message{
 		From:          m.From,

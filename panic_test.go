@@ -259,7 +259,7 @@ func TestNilAndZeroValues(t *testing.T) {
 	noPanic(t, "nil results", func() {
 		var r *mailsec.Receipt
 		var dr *mailsec.DeliveryResult
-		if r.Failed() != nil || dr.Accepted() != nil {
+		if r.Failed() != nil || dr.Recipient(0, nil).Accepted {
 			t.Error("nil Receipt or DeliveryResult reports recipients")
 		}
 		if got := (&mailsec.RecipientError{Recipient: "a@example.org"}).Error(); !strings.Contains(got, "a@example.org") {

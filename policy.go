@@ -149,12 +149,8 @@ func (s *Sender) checkPolicy() error {
 
 // declared is a Policy of this package: its plans and what they may need.
 type declared struct {
-	plan  PolicyFunc
+	PolicyFunc
 	needs func() (PolicyNeeds, error)
-}
-
-func (d declared) Plan(ctx context.Context, m *Message, r Recipient) (Plan, error) {
-	return d.plan(ctx, m, r)
 }
 
 // Needs implements the declaration NewSender reads (see PolicyNeeds).
@@ -163,7 +159,7 @@ func (d declared) Needs() (PolicyNeeds, error) { return d.needs() }
 // wrap declares what a wrapper around next needs: next's needs, changed
 // by change.
 func wrap(next Policy, plan PolicyFunc, change func(*PolicyNeeds) error) Policy {
-	return declared{plan: plan, needs: func() (PolicyNeeds, error) {
+	return declared{PolicyFunc: plan, needs: func() (PolicyNeeds, error) {
 		n, err := needsOf(next)
 		if err != nil {
 			return n, err
@@ -176,8 +172,8 @@ func wrap(next Policy, plan PolicyFunc, change func(*PolicyNeeds) error) Policy 
 // recipient over TLS verified for the server name, no end-to-end protection.
 func DefaultPolicy() Policy {
 	return declared{
-		plan:  func(context.Context, *Message, Recipient) (Plan, error) { return Plan{}, nil },
-		needs: func() (PolicyNeeds, error) { return PolicyNeeds{}, nil },
+		PolicyFunc: func(context.Context, *Message, Recipient) (Plan, error) { return Plan{}, nil },
+		needs:      func() (PolicyNeeds, error) { return PolicyNeeds{}, nil },
 	}
 }
 
@@ -256,7 +252,7 @@ func orRefuse(next Policy, wrapper string) Policy {
 	}
 	reason := wrapper + " wraps a nil Policy; wrap mailsec.DefaultPolicy() to start from the default"
 	return declared{
-		plan: func(context.Context, *Message, Recipient) (Plan, error) {
+		PolicyFunc: func(context.Context, *Message, Recipient) (Plan, error) {
 			return Plan{}, invalid("Policy", "", reason)
 		},
 		needs: func() (PolicyNeeds, error) { return PolicyNeeds{}, badConfig("Options.Policy", "", reason) },
@@ -302,7 +298,7 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 			break
 		}
 		if r.Security != nil {
-			if err := r.Security.Validate(); err != nil {
+			if err := r.Security.validate(); err != nil {
 				bad = err
 				break
 			}
@@ -390,7 +386,7 @@ func WithSecurity(next Policy, s Security) Policy {
 		p.Security.Pins = slices.Clone(s.Pins)
 		return p, err
 	}, func(*PolicyNeeds) error {
-		if err := s.Validate(); err != nil {
+		if err := s.validate(); err != nil {
 			return policyError("WithSecurity", err)
 		}
 		return nil
@@ -425,7 +421,7 @@ type Plan struct {
 }
 
 func (p Plan) validate() error {
-	if err := p.Security.Validate(); err != nil {
+	if err := p.Security.validate(); err != nil {
 		return err
 	}
 	switch p.Protection {

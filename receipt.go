@@ -247,10 +247,10 @@ const (
 	MethodNone = "none"
 )
 
-// QueueID extracts the queue identifier from a reply to the end of DATA,
+// queueID extracts the queue identifier from a reply to the end of DATA,
 // in the forms Postfix ("queued as 4ZxY"), Exim ("id=1abc-..."), and others
 // ("Ok: queued as <id>", "Ok <id>") use. It returns "" when there is none.
-func QueueID(text string) string {
+func queueID(text string) string {
 	fields := strings.Fields(text)
 	for i, f := range fields {
 		if strings.EqualFold(f, "as") && i > 0 && strings.EqualFold(fields[i-1], "queued") && i+1 < len(fields) {

@@ -17,8 +17,8 @@ type Security struct {
 	Pins []Pin `json:"pins,omitempty"`
 }
 
-// Validate reports a requirement that cannot be met as written.
-func (s Security) Validate() error {
+// validate reports a requirement that cannot be met as written.
+func (s Security) validate() error {
 	switch s.Level {
 	case Verified, Unverified, Plaintext, Opportunistic, DANE, DANEOnly, VerifyMX, SecureDomain, Cleartext:
 		if len(s.Pins) > 0 {
@@ -94,10 +94,6 @@ const (
 	// recorded in the Receipt.
 	Cleartext
 )
-
-// DirectOnly reports whether the level applies only to direct delivery to
-// MX hosts.
-func (l SecurityLevel) DirectOnly() bool { return l >= Opportunistic && l <= Cleartext }
 
 func (l SecurityLevel) String() string {
 	switch l {

@@ -261,7 +261,7 @@ func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient
 		if out.Accepted {
 			rr.Accepted = true
 			if out.Reply != nil {
-				rr.QueueID = QueueID(out.Reply.Text)
+				rr.QueueID = queueID(out.Reply.Text)
 			}
 		} else {
 			rerr := usableError("Transport", out.Err)

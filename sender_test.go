@@ -559,20 +559,6 @@ func TestConcurrentSends(t *testing.T) {
 	noLeaks()
 }
 
-func TestQueueID(t *testing.T) {
-	for text, want := range map[string]string{
-		"Ok: queued as 4ZxY7b2kQz":                 "4ZxY7b2kQz",
-		"OK id=1tNxyz-0004Ab-2C":                   "1tNxyz-0004Ab-2C",
-		"Ok: queued as <abc.def@host>":             "abc.def@host",
-		"Message accepted for delivery":            "",
-		"2.0.0 OK 1700000000 x1si12345.12 - gsmtp": "",
-	} {
-		if got := mailsec.QueueID(text); got != want {
-			t.Errorf("QueueID(%q) = %q, want %q", text, got, want)
-		}
-	}
-}
-
 func TestParsePin(t *testing.T) {
 	p := mailsec.Pin{1, 2, 3}
 	for _, s := range []string{p.String(), "sha256/" + p.String(), fmt.Sprintf("%x", p[:])} {

@@ -82,8 +82,8 @@ func ExampleAuth_xoauth2() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(res.Accepted(), res.Connection.SASLMechanism, res.Connection.Verification)
-	// Output: [ann@example.org] XOAUTH2 webpki
+	fmt.Println(res.Recipients[0].Accepted, res.Connection.SASLMechanism, res.Connection.Verification)
+	// Output: true XOAUTH2 webpki
 }
 
 // A server that does not offer STARTTLS gets nothing: the error says it

@@ -39,8 +39,8 @@ func TestOnlySuccessRepliesAccept(t *testing.T) {
 			if !errors.As(err, &se) || se.Code != tc.code || se.Command != tc.cmd {
 				t.Fatalf("error %v (%T), want the %d to %s as a *mailsec.SMTPError", err, err, tc.code, tc.cmd)
 			}
-			if res != nil && (res.Reply != nil || len(res.Accepted()) != 0) {
-				t.Fatalf("reported as delivered: reply %v, accepted %v", res.Reply, res.Accepted())
+			if res != nil && (res.Reply != nil || len(acceptedOf(res)) != 0) {
+				t.Fatalf("reported as delivered: reply %v, accepted %v", res.Reply, acceptedOf(res))
 			}
 		})
 	}
@@ -59,7 +59,7 @@ func TestRecipientForwardReplyAccepts(t *testing.T) {
 		tr := orderTransport(f)
 		d, _ := canaryDelivery(t)
 		res, err := deliver(t, tr, d)
-		if err != nil || len(res.Accepted()) != 1 {
+		if err != nil || len(acceptedOf(res)) != 1 {
 			t.Fatalf("%s: %v, %v", reply, res, err)
 		}
 	}

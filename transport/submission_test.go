@@ -310,7 +310,7 @@ func TestRecipientRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatalf("partial delivery is not an error at the transport level: %v", err)
 	}
-	if got := res.Accepted(); len(got) != 1 || got[0] != "ann@example.org" {
+	if got := acceptedOf(res); len(got) != 1 || got[0] != "ann@example.org" {
 		t.Fatalf("accepted %v", got)
 	}
 	var se *mailsec.SMTPError
