@@ -76,6 +76,38 @@ func ExampleSender_Send() {
 	// Output: ann@example.org true TLS 1.3 webpki
 }
 
+// What Send's error says, as an application handles it: a message refused
+// as invalid has no Receipt, so nothing of it is read before the error is.
+func ExampleSender_Send_errors() {
+	srv, err := mailsectest.Start(mailsectest.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	sender, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, to := range []string{"ann@example.org\r\nBcc: everyone@example.org", "ann@example.org"} {
+		receipt, err := sender.Send(context.Background(), &mailsec.Message{
+			From: "noreply@example.com", To: []string{to}, Subject: "Reset your password", Text: "...",
+		})
+		switch {
+		case errors.Is(err, mailsec.ErrInvalid):
+			fmt.Println("refused before any I/O:", receipt == nil)
+		case mailsec.IsTemporary(err):
+			fmt.Println("try again later")
+		case err != nil:
+			fmt.Println("not delivered:", err)
+		default:
+			fmt.Println("sent to", receipt.Recipients[0].Address)
+		}
+	}
+	// Output:
+	// refused before any I/O: true
+	// sent to ann@example.org
+}
+
 // Attachments are streamed from readers. A message with Bcc recipients is
 // sent once per Bcc, so its readers must be able to seek back.
 func ExampleMessage_attachments() {

@@ -21,6 +21,12 @@
 // With nil [Options], as here, every recipient gets the message over TLS
 // verified for the server's name, and nothing is encrypted end to end.
 //
+// NewSender checks the configuration before it returns a Sender: the
+// Transport's own (a Submission without an Addr), the Options, and whether
+// the Policy fits the Protectors and the notice given. A mistake is a
+// [*ConfigError] that names the setting and says what to change, so that
+// it stops the application at start-up instead of failing its first Send.
+//
 // # What it guarantees
 //
 // Every message is validated before any I/O: addresses, header values and
@@ -58,10 +64,29 @@
 // to end. [DefaultPolicy] requires verified TLS and no protection; wrappers
 // change that: [RequireProtection], [PreferProtection], [NoticeWhenNoKey],
 // [ForDomains], [WithSecurity]. The Protectors in [Options] do the
-// protecting: package pgp (PGP/MIME) and package smime (S/MIME). A
-// recipient who must get protected content and has no usable key gets
+// protecting: package pgp (PGP/MIME) and package smime (S/MIME).
+//
+//	p, err := pgp.New(keys, nil) // keys: a *pgp.KeyRing, or a *pgp.WKD
+//	...
+//	s, err := mailsec.NewSender(t, &mailsec.Options{
+//		Policy:     mailsec.RequireProtection(mailsec.DefaultPolicy()),
+//		Protectors: []mailsec.Protector{p},
+//	})
+//
+// A recipient who must get protected content and has no usable key gets
 // nothing, or, when its plan says so, the link-only [Notice] the
 // application builds.
+//
+// # Extending
+//
+// Three small interfaces are the whole extension surface. A [Transport]
+// delivers; with an optional Validate() error method, found by type
+// assertion, NewSender checks its configuration. A [Protector] names its
+// method and protects content for a set of recipients. A [Policy] plans
+// each recipient; with an optional Needs method it declares what its plans
+// may ask for ([PolicyNeeds]), and NewSender checks that the Sender can
+// carry them out. Package mailsectest has a recording Transport and an
+// in-process server for an application's tests.
 //
 // # Receipts
 //

@@ -54,11 +54,12 @@ func (f PolicyFunc) Plan(ctx context.Context, m *Message, r Recipient) (Plan, er
 //     to a recipient without a key, with no Options.Notice;
 //   - the error Needs returns (a malformed DomainRule, say).
 //
-// A Policy of the application's own declares what its plans may do, in
-// the sense of "at most" for Protection and "every one that may occur"
-// for Methods and Notice; a declaration that claims less than the plans
-// do lets a mistake through to Send, where it fails the recipients it
-// concerns as before. For example:
+// A Policy of the application's own that declares must cover every plan
+// it may make: Protection at least as strong as any plan asks for, every
+// method any plan names, Notice when any plan may say NoKeyNotice.
+// NewSender takes the declaration at its word: one that claims less may
+// refuse a Sender that fits, or let a mistake through to Send, where it
+// fails the recipients it concerns. For example:
 //
 //	type labPolicy struct{}
 //
