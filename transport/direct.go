@@ -230,6 +230,9 @@ func (t *Direct) setup() error {
 		}
 		t.port = strconv.Itoa(t.Port)
 	}
+	if t.DialTimeout < 0 {
+		return configError("Direct.DialTimeout", t.DialTimeout.String(), "negative; zero means one minute")
+	}
 	t.timeout = positiveDur(t.DialTimeout, time.Minute)
 	for _, l := range []struct {
 		field string

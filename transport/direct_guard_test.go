@@ -190,7 +190,7 @@ func TestDirectLimits(t *testing.T) {
 		if err == nil || e.totalDials() != 1 || e.res.Queries("IP", "mx3.example.org") != 0 {
 			t.Fatalf("err %v, %d dials, mx3 looked up %d times", err, e.totalDials(), e.res.Queries("IP", "mx3.example.org"))
 		}
-		for _, bad := range []*transport.Direct{{Resolver: e.res, MaxMXHosts: -1}, {Resolver: e.res, MaxAddresses: -1}, {Resolver: e.res, MaxSessions: -1}} {
+		for _, bad := range []*transport.Direct{{Resolver: e.res, MaxMXHosts: -1}, {Resolver: e.res, MaxAddresses: -1}, {Resolver: e.res, MaxSessions: -1}, {Resolver: e.res, DialTimeout: -time.Second}} {
 			if err := bad.Validate(); !errors.Is(err, mailsec.ErrConfig) {
 				t.Errorf("negative limit: %v", err)
 			}

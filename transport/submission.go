@@ -121,10 +121,11 @@ type Submission struct {
 }
 
 // Validate checks the configuration (address, mode, EHLO name,
-// credentials, dialer) without connecting, and returns the
-// *mailsec.ConfigError that names the field at fault; Deliver returns the
-// same error until the configuration is fixed. mailsec.NewSender calls it,
-// so that a Sender is never built around a Submission that cannot work.
+// credentials, dialer, limits: none may be negative) without connecting,
+// and returns the *mailsec.ConfigError that names the field at fault;
+// Deliver returns the same error until the configuration is fixed.
+// mailsec.NewSender calls it, so that a Sender is never built around a
+// Submission that cannot work.
 func (t *Submission) Validate() error { return t.init() }
 
 func (t *Submission) init() error {
@@ -161,6 +162,20 @@ func (t *Submission) setup() error {
 	name, err := localName("Submission.LocalName", t.LocalName)
 	if err != nil {
 		return err
+	}
+	for _, l := range []struct {
+		field string
+		v     int64
+	}{
+		{"Submission.MaxConns", int64(t.MaxConns)},
+		{"Submission.MaxMessagesPerConn", int64(t.MaxMessagesPerConn)},
+		{"Submission.IdleTimeout", int64(t.IdleTimeout)},
+		{"Submission.HealthCheckAfter", int64(t.HealthCheckAfter)},
+		{"Submission.DialTimeout", int64(t.DialTimeout)},
+	} {
+		if l.v < 0 {
+			return configError(l.field, strconv.FormatInt(l.v, 10), "negative; zero means the default")
+		}
 	}
 	dc.localName = name
 	if t.Auth != nil {

@@ -213,6 +213,11 @@ func TestInvalidConfiguration(t *testing.T) {
 		"user":      {Addr: "127.0.0.1:1", Auth: &transport.Auth{Username: "a\r\nb", Password: "x"}},
 		"password":  {Addr: "127.0.0.1:1", Auth: &transport.Auth{Username: "a"}},
 		"mechanism": {Addr: "127.0.0.1:1", Auth: &transport.Auth{Username: "a", Password: "x", Mechanisms: []string{"DIGEST-MD5"}}},
+		"conns":     {Addr: "127.0.0.1:1", MaxConns: -1},
+		"messages":  {Addr: "127.0.0.1:1", MaxMessagesPerConn: -8},
+		"idle":      {Addr: "127.0.0.1:1", IdleTimeout: -time.Second},
+		"probe":     {Addr: "127.0.0.1:1", HealthCheckAfter: -time.Second},
+		"dial":      {Addr: "127.0.0.1:1", DialTimeout: -time.Second},
 	} {
 		var ce *mailsec.ConfigError
 		err := tr.Validate()
