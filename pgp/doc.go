@@ -19,7 +19,11 @@
 // A recipient without a usable key receives nothing; Send reports why in
 // a *mailsec.ProtectionError (matching mailsec.ErrNoKey) that wraps a
 // *KeyError naming the key and the reason. The Receipt records, per
-// recipient, the method "pgp" and the fingerprint of the key used.
+// recipient, the method "pgp" and the fingerprint of the key used. An
+// application with no recipients' keys yet starts with NewKeyRing(), an
+// empty ring; New refuses a nil one (a LoadKeyRing whose error was
+// ignored) with a *mailsec.ConfigError, as it refuses every other
+// configuration mistake.
 //
 // # Wire format
 //

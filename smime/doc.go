@@ -18,7 +18,10 @@
 //	})
 //
 // Any CertSource works in place of the PEM file (an LDAP directory, a
-// database). To sign, load the sender's certificate and key with
+// database); NewCertStore() is an empty store, for an application with no
+// recipients' certificates yet. New refuses a nil one (a LoadCertificates
+// whose error was ignored) with a *mailsec.ConfigError, as it refuses
+// every other configuration mistake. To sign, load the sender's certificate and key with
 // LoadSigner and set Options.Signer; the certificate must name the
 // message's From address (or its Sender address) in an rfc822Name, as
 // receivers check (RFC 8550 §3), or Protect fails and nothing is sent.
