@@ -188,6 +188,8 @@ func TestNewSenderRefusesPolicyMisfits(t *testing.T) {
 			"Options.Policy", []string{"rules file unreadable"}},
 		{"declared: panic", &mailsec.Options{Policy: labPolicy{panic: true}, Protectors: []mailsec.Protector{pgp}},
 			"Options.Policy", []string{"rules not loaded"}},
+		{"declared: ValidationError", &mailsec.Options{Policy: labPolicy{err: &mailsec.ValidationError{Field: "rules[3]", Value: "bank example", Reason: "not a domain"}},
+			Protectors: []mailsec.Protector{pgp}}, "Options.Policy", []string{"labPolicy", "rules[3]", "not a domain"}},
 	} {
 		s, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, c.o)
 		var ce *mailsec.ConfigError

@@ -115,7 +115,7 @@ func (s *Sender) checkPolicy() error {
 		if ce, ok := errors.AsType[*ConfigError](err); ok {
 			return ce
 		}
-		return &ConfigError{Field: "Options.Policy", Value: typeName(s.policy), Reason: "it cannot be used", Err: err}
+		return policyError(typeName(s.policy), err)
 	}
 	var have []string
 	for _, np := range s.protectors {
@@ -367,12 +367,14 @@ func ForDomains(next Policy, rules ...DomainRule) Policy {
 	})
 }
 
-// policyError is a wrapper's malformed argument, as NewSender reports it.
-func policyError(wrapper string, err error) error {
+// policyError is what a Policy (a wrapper, say, of a malformed argument)
+// reports from its Needs method, as NewSender reports it: a *ConfigError
+// that no longer matches ErrInvalid, since the mistake is not a user's.
+func policyError(who string, err error) error {
 	if ve, ok := errors.AsType[*ValidationError](err); ok {
-		return badConfig("Options.Policy", ve.Value, wrapper+": "+ve.Field+": "+ve.Reason)
+		return badConfig("Options.Policy", ve.Value, who+": "+ve.Field+": "+ve.Reason)
 	}
-	return &ConfigError{Field: "Options.Policy", Reason: wrapper, Err: err}
+	return &ConfigError{Field: "Options.Policy", Reason: who, Err: err}
 }
 
 // WithSecurity wraps next so that every recipient's transport security is
