@@ -10,11 +10,8 @@ import (
 
 // Error categories, for errors.Is.
 var (
-	// ErrInvalid: a message, a delivery or another input to a call is
-	// malformed (a *ValidationError).
+	// ErrInvalid: a message or other input is malformed (a *ValidationError).
 	ErrInvalid = errors.New("mailsec: invalid input")
-	// ErrConfig: the library was configured wrongly (a *ConfigError).
-	ErrConfig = errors.New("mailsec: configuration error")
 	// ErrDowngrade: the server did not let TLS start cleanly: STARTTLS not
 	// offered, refused, or preceded by injected bytes; plaintext on an
 	// implicit-TLS port.
@@ -94,6 +91,9 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
 // Temporary is false: the same input will fail again.
 func (e *ValidationError) Temporary() bool { return false }
+
+// ErrConfig matches a *ConfigError: the library was configured wrongly.
+var ErrConfig = errors.New("mailsec: configuration error")
 
 // ConfigError reports a mistake in how the application put the library
 // together, as opposed to bad input from its users (a *ValidationError):
