@@ -26,8 +26,9 @@ func TestProtectorMethodNames(t *testing.T) {
 	} {
 		_, err := mailsec.NewSender(&mailsectest.RecordingTransport{},
 			&mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{&fakeProtector{method: "pgp"}, c.p}})
-		if err == nil || !strings.Contains(err.Error(), "Options.Protectors[1]") {
-			t.Errorf("%s: error %v, want a refusal naming Options.Protectors[1]", c.name, err)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "Options.Protectors[1]" {
+			t.Errorf("%s: error %v, want a *ConfigError for Options.Protectors[1]", c.name, err)
 		}
 	}
 }
