@@ -244,7 +244,7 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 	if s == nil && errors.As(err, &se) {
 		// The host answered; TLS is what failed.
 		hc.Connected = true
-		hc.StartTLS = se.Failure != mailsec.FailStartTLSMissing && se.Failure != mailsec.FailStartTLSRefused && se.Failure != mailsec.FailInjection
+		hc.StartTLS = !errors.Is(se, errNoStartTLS) && !errors.Is(se, errStartTLSRefused) && !errors.Is(se, errInjected)
 	}
 	if s != nil {
 		hc.Error = ""

@@ -179,7 +179,7 @@ func (e *DomainError) Temporary() bool {
 	return slices.ContainsFunc(e.Errs, func(err error) bool {
 		var se *mailsec.SecurityError
 		if errors.As(err, &se) {
-			return se.Failure != mailsec.FailRequireTLS && se.Failure != mailsec.FailLevel
+			return !errors.Is(se, mailsec.ErrRequireTLS) && !errors.Is(se, errLevel)
 		}
 		return mailsec.IsTemporary(err)
 	})
@@ -429,8 +429,8 @@ func (ds *domainState) note(s string) { ds.notes = append(ds.notes, syntax.PeerT
 func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain string, rcpts []string) (*mailsec.DeliveryResult, error) {
 	ds := &domainState{domain: domain, level: d.Security.Level}
 	if d.RequireTLS && neverAuthenticates(ds.level) {
-		return nil, &mailsec.SecurityError{Host: domain, Failure: mailsec.FailRequireTLS,
-			Detail: "REQUIRETLS needs verified TLS; the level for this domain is " + ds.level.String() + " (5.7.30)"}
+		return nil, refuse(domain, errRequireTLS,
+			"REQUIRETLS needs verified TLS; the level for this domain is "+ds.level.String()+" (5.7.30)", nil)
 	}
 	rt, err := t.gatherRoute(ctx, domain)
 	if err != nil {

@@ -57,3 +57,19 @@ func SetDataBlockTimeout(t *Submission, d time.Duration) {
 	}
 	t.dc.dataBlock = d
 }
+
+// The reasons a session is refused for, so that a test can assert the
+// one it expects beside the category.
+var (
+	FailStartTLSMissing   = errNoStartTLS
+	FailStartTLSRefused   = errStartTLSRefused
+	FailInjection         = errInjected
+	FailNotTLS            = errNotTLS
+	FailCertificate       = errCertificate
+	FailPinMismatch       = errPinMismatch
+	FailDANE              = errDANEMismatch
+	FailHandshake         = errHandshake
+	FailRequireTLS        = errRequireTLS
+	FailPlaintextNotLocal = errPlaintextNotLocal
+	FailPlaintextAuth     = errPlaintextAuth
+)

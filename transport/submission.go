@@ -218,11 +218,10 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 	}
 	switch {
 	case d.RequireTLS && neverAuthenticates(d.Security.Level):
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
-			Detail: "REQUIRETLS needs a verified TLS session; the requirement is " + d.Security.Level.String()}
+		return nil, refuse(host, errRequireTLS,
+			"REQUIRETLS needs a verified TLS session; the requirement is "+d.Security.Level.String(), nil)
 	case d.Security.Level == mailsec.Plaintext && t.Auth != nil && !t.dc.implicit:
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
-			Detail: "credentials are never sent without TLS"}
+		return nil, refuse(host, errPlaintextAuth, "credentials are never sent without TLS", nil)
 	}
 
 	for attempt := 0; ; attempt++ {
