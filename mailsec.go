@@ -66,7 +66,9 @@
 // # Receipts
 //
 // Send returns a [Receipt] whenever it attempted anything, error or not,
-// and hands it to Options.OnReceipt: for each recipient, whether the server
+// and hands it to Options.OnReceipt. It names the message (its Message-ID
+// and Message.Reference, the application's own name for it), who sent it
+// and when; then, for each recipient, whether the server
 // accepted the message, in which SMTP transaction, over which connection (a
 // [ConnectionState]: host, TLS version, how the certificate was verified),
 // with what protection (a [ProtectionInfo]), and what the server replied.
@@ -173,7 +175,8 @@ type Options struct {
 	// message content, credentials or keys.
 	Logger *slog.Logger
 
-	// Now returns the current time for the Date header. Nil means time.Now.
+	// Now returns the current time for the Date header and the Receipt's
+	// Started and Finished. Nil means time.Now.
 	Now func() time.Time
 
 	// MessageIDDomain is the right-hand side of generated Message-IDs.

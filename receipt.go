@@ -6,12 +6,30 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
-// Receipt is the record of one Send: per recipient, what was delivered,
-// how, and what the server said. Its JSON form is stable; see the README.
+// Receipt is the record of one Send: which message, who sent it, when,
+// and per recipient what was delivered, how, and what the server said, or
+// why not. It holds no message content: no Subject, no body. Its JSON
+// form is stable; see the README.
 type Receipt struct {
-	MessageID  string             `json:"message_id"`
+	MessageID string `json:"message_id"`
+	// Reference is the Message's Reference, the application's own name
+	// for it (never sent).
+	Reference string `json:"reference,omitempty"`
+	// From is the author's address, from the From field without its
+	// display name; EnvelopeFrom the reverse-path the message was sent
+	// with (MAIL FROM), where bounces go.
+	From         string `json:"from"`
+	EnvelopeFrom string `json:"envelope_from"`
+	// Started and Finished bound the attempt: from the call to Send to
+	// the end of its last delivery, just before OnReceipt is called, by
+	// the Sender's clock (Options.Now).
+	Started    time.Time          `json:"started"`
+	Finished   time.Time          `json:"finished"`
 	Recipients []RecipientReceipt `json:"recipients"`
 }
 
@@ -27,6 +45,21 @@ func (r *Receipt) Failed() []RecipientReceipt {
 		}
 	}
 	return out
+}
+
+// maxReference bounds Message.Reference.
+const maxReference = 256
+
+// checkReference checks Message.Reference, which is written into
+// Receipts and log records as it is: text that needs no cleaning.
+func checkReference(ref string) (string, bool) {
+	switch {
+	case len(ref) > maxReference:
+		return "longer than " + strconv.Itoa(maxReference) + " octets", false
+	case syntax.PeerText(ref) != ref || strings.ContainsRune(ref, '\t'):
+		return "control characters, line or paragraph separators, bidirectional controls or invalid UTF-8", false
+	}
+	return "", true
 }
 
 // RecipientReceipt is the outcome for one recipient.

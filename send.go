@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 )
 
 // Send validates m, plans each recipient with the Sender's Policy, and
@@ -33,12 +34,13 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 	if m == nil {
 		return nil, invalid("Message", "", "nil message")
 	}
+	started := s.now()
 	msg, err := s.prepare(m)
 	if err != nil {
 		return nil, err
 	}
 	sd := &sending{s: s, m: m, msg: msg}
-	sd.start()
+	sd.start(started)
 	planned := sd.plan(ctx)
 	groups := sd.group(planned)
 	if err := sd.checkReplayable(groups); err != nil {
@@ -79,9 +81,11 @@ func (r *recipient) fail(err error) {
 	r.receipt.Err = &RecipientError{Recipient: r.Address, Err: err}
 }
 
-// start makes the Receipt, with an entry for each recipient.
-func (sd *sending) start() {
-	sd.rec = &Receipt{MessageID: sd.msg.messageID, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
+// start makes the Receipt of a Send that started at t, with an entry for
+// each recipient.
+func (sd *sending) start(t time.Time) {
+	sd.rec = &Receipt{MessageID: sd.msg.messageID, Reference: sd.m.Reference, From: sd.msg.from,
+		EnvelopeFrom: sd.msg.envelopeFrom, Started: t, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
 	sd.rcpts = make([]recipient, len(sd.msg.rcpts))
 	for i, r := range sd.msg.rcpts {
 		sd.rec.Recipients[i] = RecipientReceipt{Address: r.Address, Kind: r.Kind}
@@ -318,6 +322,9 @@ func (sd *sending) log(ctx context.Context, msg *prepared, rcpts []*recipient, r
 		slog.String("message_id", msg.messageID),
 		slog.Any("recipients", addresses(rcpts)),
 	}
+	if sd.m.Reference != "" {
+		attrs = append(attrs, slog.String("reference", sd.m.Reference))
+	}
 	var p *ProtectionInfo
 	var fps []string
 	for _, r := range rcpts {
@@ -364,6 +371,7 @@ func (sd *sending) log(ctx context.Context, msg *prepared, rcpts []*recipient, r
 // finish hands the Receipt to OnReceipt and returns it, with a
 // *SendError for the recipients that were not delivered.
 func (sd *sending) finish(ctx context.Context) (*Receipt, error) {
+	sd.rec.Finished = sd.s.now()
 	sd.s.handOver(ctx, sd.rec)
 	var failed []*RecipientError
 	for _, r := range sd.rec.Recipients {
@@ -393,7 +401,7 @@ func (s *Sender) handOver(ctx context.Context, rec *Receipt) {
 		if v := recover(); v != nil {
 			l := cmp.Or(s.logger, slog.Default())
 			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked",
-				slog.String("message_id", rec.MessageID), slog.String("panic", fmt.Sprint(v)))
+				slog.String("message_id", rec.MessageID), slog.String("reference", rec.Reference), slog.String("panic", fmt.Sprint(v)))
 		}
 	}()
 	s.onReceipt(ctx, rec)
