@@ -127,3 +127,101 @@ func TestReferenceChecked(t *testing.T) {
 		}
 	}
 }
+
+// Every recipient that was not accepted has a failure member that says
+// whether a retry can help, beside its error, and none that was has one.
+// A recipient of a transport that names the session it tried (and no
+// attempts of its own) keeps that session as its one attempt; one that
+// failed before any transport (no usable key) has no attempts.
+func TestReceiptFailureMember(t *testing.T) {
+	session := &mailsec.ConnectionState{Host: "smtp.example.com", Addr: "192.0.2.25:587", PeerPin: mailsec.Pin{7}}
+	tr := transportFunc(func(_ context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+		res := &mailsec.DeliveryResult{Connection: session, Recipients: make([]mailsec.RecipientResult, len(d.To))}
+		for i, to := range d.To {
+			res.Recipients[i].Address = to
+			switch to {
+			case "later@example.org":
+				res.Recipients[i].Err = &mailsec.SMTPError{Host: "smtp.example.com", Command: "RCPT", Code: 451, Message: "try later"}
+				res.Recipients[i].Reply = &mailsec.Reply{Code: 451, Text: "try later"}
+			case "gone@example.org":
+				res.Recipients[i].Err = &mailsec.SMTPError{Host: "smtp.example.com", Command: "RCPT", Code: 550, Message: "no such user"}
+				res.Recipients[i].Reply = &mailsec.Reply{Code: 550, Text: "no such user"}
+			default:
+				res.Recipients[i].Accepted = true
+			}
+		}
+		return res, nil
+	})
+	policy := mailsec.PolicyFunc(func(ctx context.Context, m *mailsec.Message, r mailsec.Recipient) (mailsec.Plan, error) {
+		p := mailsec.Plan{}
+		if r.Address == "secret@example.org" {
+			p.Protection = mailsec.ProtectionRequired
+		}
+		return p, nil
+	})
+	s, err := mailsec.NewSender(tr, &mailsec.Options{Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.To = []string{"ann@example.org", "later@example.org", "gone@example.org", "secret@example.org"}
+	rec, err := s.Send(context.Background(), m)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Recipients []struct {
+			Address string `json:"address"`
+			Failure *struct {
+				Temporary *bool `json:"temporary"`
+				Attempts  []struct {
+					Host    string `json:"host"`
+					Addr    string `json:"addr"`
+					Error   string `json:"error"`
+					PeerPin string `json:"peer_spki_sha256"`
+				} `json:"attempts"`
+			} `json:"failure"`
+		} `json:"recipients"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for i, r := range v.Recipients {
+		got[r.Address] = i
+	}
+	if f := v.Recipients[got["ann@example.org"]].Failure; f != nil {
+		t.Fatalf("an accepted recipient has a failure member: %s", b)
+	}
+	for _, c := range []struct {
+		addr      string
+		temporary bool
+		attempt   string // what the one attempt's error says; "" for none
+	}{
+		{"later@example.org", true, "451 try later"},
+		{"gone@example.org", false, "550 no such user"},
+		{"secret@example.org", false, ""},
+	} {
+		f := v.Recipients[got[c.addr]].Failure
+		if f == nil || f.Temporary == nil || *f.Temporary != c.temporary {
+			t.Fatalf("%s: failure %+v, want temporary %v: %s", c.addr, f, c.temporary, b)
+		}
+		switch {
+		case c.attempt == "" && len(f.Attempts) != 0:
+			t.Errorf("%s: attempts %+v, want none", c.addr, f.Attempts)
+		case c.attempt != "" && (len(f.Attempts) != 1 || f.Attempts[0].Host != "smtp.example.com" || f.Attempts[0].Addr != "192.0.2.25:587" ||
+			f.Attempts[0].PeerPin != session.PeerPin.String() || !strings.Contains(f.Attempts[0].Error, c.attempt)):
+			t.Errorf("%s: attempts %+v, want the session, ending in %q", c.addr, f.Attempts, c.attempt)
+		}
+	}
+}
+
+type transportFunc func(context.Context, *mailsec.Delivery) (*mailsec.DeliveryResult, error)
+
+func (f transportFunc) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	return f(ctx, d)
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -274,6 +275,7 @@ func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient
 				rerr = &RecipientError{Recipient: rr.Address, Err: rerr}
 			}
 			rr.Err = rerr
+			rr.Failure = &Failure{Attempts: slices.Clone(out.Attempts), Notes: slices.Clone(out.Notes)}
 		}
 		rr.Delivery = 0
 		if inTransaction(rr) {
@@ -368,9 +370,18 @@ func (sd *sending) log(ctx context.Context, msg *prepared, rcpts []*recipient, r
 	l.LogAttrs(ctx, level, "mailsec delivery", attrs...)
 }
 
-// finish hands the Receipt to OnReceipt and returns it, with a
-// *SendError for the recipients that were not delivered.
+// finish completes the Receipt (whether a retry can help each recipient
+// that was not delivered, when the Send finished), hands it to OnReceipt
+// and returns it, with a *SendError for those recipients.
 func (sd *sending) finish(ctx context.Context) (*Receipt, error) {
+	for i := range sd.rec.Recipients {
+		if rr := &sd.rec.Recipients[i]; rr.Err != nil {
+			if rr.Failure == nil {
+				rr.Failure = &Failure{}
+			}
+			rr.Failure.Temporary = IsTemporary(rr.Err)
+		}
+	}
 	sd.rec.Finished = sd.s.now()
 	sd.s.handOver(ctx, sd.rec)
 	var failed []*RecipientError
