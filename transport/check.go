@@ -222,7 +222,7 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		tried = true
 		d := &dialConfig{addr: net.JoinHostPort(ip.Unmap().String(), t.port), serverName: sni,
 			localName: t.localName, tlsConfig: t.TLSConfig, dialer: t.dialer, timeout: t.timeout}
-		s, err = d.dial(ctx, pol, "")
+		s, err = d.dial(ctx, pol, "", nil)
 		if err == nil {
 			break
 		}

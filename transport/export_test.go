@@ -22,7 +22,7 @@ func DialWith(t *Submission, pol *tlsPolicy, alter func(*tls.Config)) (mailsec.C
 	}
 	dc := *t.dc
 	dc.alterTLS = alter
-	s, err := dc.dial(context.Background(), pol, "")
+	s, err := dc.dial(context.Background(), pol, "", nil)
 	if err != nil {
 		return mailsec.ConnectionState{}, err
 	}

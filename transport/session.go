@@ -124,13 +124,32 @@ type dialConfig struct {
 	alterTLS func(*tls.Config)
 }
 
-// dial opens and secures a session that meets pol.
-func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *session, err error) {
+// contact is what establishing a session saw of the server, kept when it
+// failed, for the Receipt's record of the attempt: the address dialled
+// (the peer's, once connected) and the key of the certificate the server
+// presented, if it got that far.
+type contact struct {
+	addr string
+	pin  mailsec.Pin
+}
+
+// dial opens and secures a session that meets pol. When it fails after
+// dialling, seen (if not nil) records what it saw of the server.
+func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string, seen *contact) (_ *session, err error) {
 	host := dc.serverName
 	if pol.mode == tlsNone && dc.auth != nil && !dc.implicit {
 		// Checked before connecting: a plaintext session with credentials
 		// is never opened, whatever the caller checked before.
 		return nil, refuse(host, errPlaintextAuth, "credentials are never sent without TLS", nil)
+	}
+	var s *session
+	if seen != nil {
+		*seen = contact{addr: dc.addr}
+		defer func() {
+			if err != nil && s != nil {
+				seen.addr, seen.pin = s.state.Addr, s.state.PeerPin
+			}
+		}()
 	}
 	// A peer that accepts the connection and then says nothing must not
 	// hold a caller without a deadline forever.
@@ -149,7 +168,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 		}
 	}()
 
-	s := &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now(), dataBlock: dc.dataBlock}
+	s = &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now(), dataBlock: dc.dataBlock}
 	if s.dataBlock <= 0 {
 		s.dataBlock = dataBlockTimeout
 	}
@@ -316,6 +335,9 @@ func (dc *dialConfig) handshake(ctx context.Context, conn *ctxConn, pol *tlsPoli
 	conn.tls.on = true
 	tc := tls.Client(conn, cfg)
 	if err := tc.Handshake(); err != nil {
+		if c := presented(tc, err); c != nil {
+			s.state.PeerPin = mailsec.PinOf(c)
+		}
 		return nil, classifyHandshake(ctx, host, err, afterSTARTTLS, &conn.tls)
 	}
 	if err := dc.checkHandshake(tc.ConnectionState(), pol, s); err != nil {
@@ -339,6 +361,7 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 	case len(cs.PeerCertificates) == 0:
 		return refuse(host, errHandshake, "the server presented no certificate", nil)
 	}
+	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
 	switch pol.mode {
 	case tlsWebPKI:
 		if len(cs.VerifiedChains) == 0 {
@@ -370,8 +393,20 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 	}
 	s.state.TLSVersion = tls.VersionName(cs.Version)
 	s.state.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
-	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
 	s.peer = cs.PeerCertificates
+	return nil
+}
+
+// presented returns the certificate the server presented in a handshake
+// that failed with err, when it got that far: the one that was refused.
+func presented(tc *tls.Conn, err error) *x509.Certificate {
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) && len(cv.UnverifiedCertificates) > 0 {
+		return cv.UnverifiedCertificates[0]
+	}
+	if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+		return pc[0]
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
 )
 
@@ -172,12 +173,12 @@ func (t *Submission) setup() error {
 	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc
 	t.pool = &pool{
-		dial: func(ctx context.Context, sec mailsec.Security, key string) (*session, error) {
+		dial: func(ctx context.Context, sec mailsec.Security, key string, seen *contact) (*session, error) {
 			hp, err := requirement(sec, dc.serverName, nil)
 			if err != nil {
 				return nil, err
 			}
-			return dc.dial(ctx, hp.pol, key)
+			return dc.dial(ctx, hp.pol, key, seen)
 		},
 		host:        dc.serverName,
 		max:         positive(t.MaxConns, 8),
@@ -225,9 +226,10 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 	}
 
 	for attempt := 0; ; attempt++ {
-		s, err := t.pool.get(ctx, d.Security)
+		var seen contact
+		s, err := t.pool.get(ctx, d.Security, &seen)
 		if err != nil {
-			return nil, err
+			return t.unreached(d, &seen, err), err
 		}
 		res, err := t.transact(ctx, s, d)
 		var retry *errRetry
@@ -239,6 +241,21 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		}
 		return res, err
 	}
+}
+
+// unreached is the result of a delivery for which no session could be
+// established: when a connection was tried, each recipient's one attempt,
+// with what was seen of the server.
+func (t *Submission) unreached(d *mailsec.Delivery, seen *contact, err error) *mailsec.DeliveryResult {
+	if seen.addr == "" {
+		return nil
+	}
+	a := []mailsec.Attempt{{Host: t.dc.serverName, Addr: seen.addr, PeerPin: seen.pin, Error: syntax.PeerText(err.Error())}}
+	res := &mailsec.DeliveryResult{Recipients: make([]mailsec.RecipientResult, len(d.To))}
+	for i, to := range d.To {
+		res.Recipients[i] = mailsec.RecipientResult{Address: to, Attempts: a}
+	}
+	return res
 }
 
 // transact runs one transaction on s and returns s to the pool, also when
