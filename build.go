@@ -17,6 +17,7 @@ import (
 // prepared is a validated message ready for delivery.
 type prepared struct {
 	messageID    string
+	from         string // the From address, for the Receipt
 	date         time.Time
 	rcpts        []preparedRcpt
 	envelopeFrom string
@@ -97,6 +98,7 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 		}
 		env = e
 	}
+	p.from = from.addr(false)
 	p.envelopeFrom, p.envUTF8 = env.addr(false), env.utf8
 	if err := s.checkSender("From", from); err != nil {
 		return nil, err
@@ -150,6 +152,9 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 		p.messageID = newMessageID(idDomain)
 	} else if reason, ok := checkMessageID(p.messageID); !ok {
 		return nil, invalid("MessageID", m.MessageID, reason)
+	}
+	if reason, ok := checkReference(m.Reference); !ok {
+		return nil, invalid("Reference", m.Reference, reason)
 	}
 	date := m.Date
 	if date.IsZero() {

@@ -143,6 +143,14 @@ type RecipientResult struct {
 	// Receipt deliveries by it.
 	Connection *ConnectionState
 	Err        error // why it was not accepted
+	// Attempts, for a recipient not accepted, are the servers tried for
+	// it, in order, with what was seen at each (Failure.Attempts in the
+	// Receipt). A transport that tried one server for the whole delivery
+	// may leave them to Recipient, which makes that one from Connection.
+	Attempts []Attempt
+	// Notes, for a recipient not accepted, are what the transport noted
+	// on the way when Connection does not record them.
+	Notes []string
 }
 
 // Recipient returns the outcome for the i-th recipient of the delivery
@@ -155,13 +163,23 @@ type RecipientResult struct {
 //     DATA).
 //   - Otherwise it failed: with its own Err and Reply when its result has
 //     an Err; else with err and r.Reply; else (err is nil, and the
-//     transport reported nothing for it) with an error that says so.
+//     transport reported nothing for it) with an error that says so. Its
+//     Attempts and Notes are its own; without Attempts, the session its
+//     Connection names is its one attempt.
 //
 // This is the one place a recipient's outcome is read from a result: the
 // Sender builds its Receipt with it, and a transport that runs several
 // transactions for one Delivery (direct delivery to several domains)
 // gathers each transaction's results into its own with it. r may be nil.
 func (r *DeliveryResult) Recipient(i int, err error) RecipientResult {
+	out := r.recipient(i, err)
+	if !out.Accepted && len(out.Attempts) == 0 && out.Connection != nil {
+		out.Attempts = []Attempt{attemptOf(out.Connection, out.Err)}
+	}
+	return out
+}
+
+func (r *DeliveryResult) recipient(i int, err error) RecipientResult {
 	var out RecipientResult
 	if r != nil {
 		out.Connection = r.Connection
@@ -177,8 +195,10 @@ func (r *DeliveryResult) Recipient(i int, err error) RecipientResult {
 				return out
 			case own.Err != nil:
 				out.Reply, out.Err = own.Reply, own.Err
+				out.Attempts, out.Notes = own.Attempts, own.Notes
 				return out
 			}
+			out.Attempts, out.Notes = own.Attempts, own.Notes
 		}
 		if err != nil {
 			out.Reply = r.Reply

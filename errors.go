@@ -151,67 +151,48 @@ func badConfig(field, value, reason string) *ConfigError {
 	return &ConfigError{Field: field, Value: value, Reason: reason}
 }
 
-// SecurityFailure names the security rule a session broke.
-type SecurityFailure string
-
-// Security failures. Each belongs to one category sentinel.
-const (
-	FailStartTLSMissing   SecurityFailure = "STARTTLS not offered"                               // ErrDowngrade
-	FailStartTLSRefused   SecurityFailure = "STARTTLS refused"                                   // ErrDowngrade
-	FailInjection         SecurityFailure = "bytes injected before the TLS handshake"            // ErrDowngrade
-	FailNotTLS            SecurityFailure = "server does not speak TLS on the implicit-TLS port" // ErrDowngrade
-	FailCertificate       SecurityFailure = "certificate verification failed"                    // ErrCertificate
-	FailPinMismatch       SecurityFailure = "certificate key matches no pin"                     // ErrCertificate
-	FailHandshake         SecurityFailure = "TLS handshake failed"                               // ErrHandshake
-	FailRequireTLS        SecurityFailure = "REQUIRETLS not offered after verified TLS"          // ErrRequireTLS
-	FailPlaintextNotLocal SecurityFailure = "plaintext to a non-loopback server"                 // ErrPlaintext
-	FailPlaintextAuth     SecurityFailure = "credentials over a plaintext session"               // ErrPlaintext
-	FailDANE              SecurityFailure = "certificate matches no usable TLSA record"          // ErrCertificate
-	FailDANERequired      SecurityFailure = "no usable DANE TLSA records"                        // ErrDomainPolicy
-	FailMXNotInPolicy     SecurityFailure = "MX host not listed in the MTA-STS policy"           // ErrDomainPolicy
-	FailTLSALookup        SecurityFailure = "TLSA lookup failed"                                 // ErrDomainPolicy
-	FailLevel             SecurityFailure = "security level not supported by this transport"     // ErrDomainPolicy
-)
-
-func (f SecurityFailure) category() error {
-	switch f {
-	case FailStartTLSMissing, FailStartTLSRefused, FailInjection, FailNotTLS:
-		return ErrDowngrade
-	case FailCertificate, FailPinMismatch, FailDANE:
-		return ErrCertificate
-	case FailDANERequired, FailMXNotInPolicy, FailTLSALookup, FailLevel:
-		return ErrDomainPolicy
-	case FailRequireTLS:
-		return ErrRequireTLS
-	case FailPlaintextNotLocal, FailPlaintextAuth:
-		return ErrPlaintext
-	}
-	return ErrHandshake
-}
-
 // SecurityError reports that a session could not meet its security
 // requirement. The session was ended before MAIL FROM: nothing of the
 // message, and no credentials, were sent.
+//
+// Its Category is the one classification of security failures: errors.Is
+// matches it, and it is one of ErrDowngrade, ErrCertificate,
+// ErrHandshake, ErrRequireTLS, ErrPlaintext and ErrDomainPolicy. That is
+// what an application acts on (alert about an attack on the way, fix a
+// certificate, change a policy); whether to retry is Temporary. The finer
+// reason, such as a stripped STARTTLS as opposed to a refused one, or a
+// TLSA record as opposed to a pin that did not match, is said in words
+// in Detail for the people who read the error, and is the transport's
+// own business: a transport keeps it as an error of its own in Err, where
+// it branches on it (package transport does, for TLS reports and its
+// opportunistic levels).
 type SecurityError struct {
-	Host    string
-	Failure SecurityFailure
-	Detail  string // what was seen, e.g. the server's reply or the x509 error
-	Err     error  // underlying error, if any
+	Host string
+	// Category is the kind of rule broken: ErrDowngrade, ErrCertificate,
+	// ErrHandshake, ErrRequireTLS, ErrPlaintext or ErrDomainPolicy.
+	Category error
+	// Detail says what was seen, in words: "STARTTLS refused: server
+	// replied 454 4.7.0 TLS not available", the x509 error.
+	Detail string
+	Err    error // underlying error, if any
 	// Temp marks a failure that is itself temporary: the server said so
 	// (a 454 reply to STARTTLS), or a lookup it depends on failed for now.
 	Temp bool
 }
 
 func (e *SecurityError) Error() string {
-	s := "mailsec: " + e.Host + ": " + string(e.Failure)
-	if e.Detail != "" {
-		s += ": " + e.Detail
+	s := "mailsec: " + e.Host + ": "
+	switch {
+	case e.Detail != "":
+		return s + e.Detail
+	case e.Category != nil:
+		return s + strings.TrimPrefix(e.Category.Error(), "mailsec: ")
 	}
-	return s
+	return s + "security requirement not met"
 }
 
-// Is matches the failure's category (ErrDowngrade, ErrCertificate, ...).
-func (e *SecurityError) Is(target error) bool { return target == e.Failure.category() }
+// Is matches the category (ErrDowngrade, ErrCertificate, ...).
+func (e *SecurityError) Is(target error) bool { return e.Category != nil && target == e.Category }
 
 func (e *SecurityError) Unwrap() error { return e.Err }
 

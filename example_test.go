@@ -209,11 +209,11 @@ func ExampleIsTemporary() {
 	err := &mailsec.SMTPError{Host: "smtp.example.com", Command: "RCPT", Code: 452, Message: "mailbox full"}
 	fmt.Println(mailsec.IsTemporary(err))
 	// A smarthost that does not offer STARTTLS needs fixing first.
-	stripped := &mailsec.SecurityError{Host: "smtp.example.com", Failure: mailsec.FailStartTLSMissing}
+	stripped := &mailsec.SecurityError{Host: "smtp.example.com", Category: mailsec.ErrDowngrade, Detail: "STARTTLS not offered"}
 	fmt.Println(mailsec.IsTemporary(stripped))
 	// Direct delivery defers the same failure at a recipient's MX host.
 	fmt.Println(mailsec.IsTemporary(&transport.DomainError{Domain: "example.org",
-		Errs: []error{&mailsec.SecurityError{Host: "mx.example.org", Failure: mailsec.FailStartTLSMissing}}}))
+		Errs: []error{&mailsec.SecurityError{Host: "mx.example.org", Category: mailsec.ErrDowngrade, Detail: "STARTTLS not offered"}}}))
 	// Output:
 	// true
 	// false

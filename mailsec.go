@@ -91,11 +91,15 @@
 // # Receipts
 //
 // Send returns a [Receipt] whenever it attempted anything, error or not,
-// and hands it to Options.OnReceipt: for each recipient, whether the server
-// accepted the message, in which SMTP transaction, over which connection (a
+// and hands it to Options.OnReceipt. It names the message (its Message-ID
+// and Message.Reference, the application's own name for it), who sent it
+// and when; then, for each recipient, whether the server accepted the
+// message, in which SMTP transaction, over which connection (a
 // [ConnectionState]: host, TLS version, how the certificate was verified),
-// with what protection (a [ProtectionInfo]), and what the server replied.
-// Its JSON form is stable: store it as the audit record.
+// with what protection (a [ProtectionInfo]), and what the server replied;
+// for a recipient that was not accepted, a [Failure]: whether a retry can
+// help, and every server tried with what was seen there. Its JSON form is
+// stable: store it as the audit record.
 //
 // # Errors
 //
@@ -199,7 +203,8 @@ type Options struct {
 	// message content, credentials or keys.
 	Logger *slog.Logger
 
-	// Now returns the current time for the Date header. Nil means time.Now.
+	// Now returns the current time for the Date header and the Receipt's
+	// Started and Finished. Nil means time.Now.
 	Now func() time.Time
 
 	// MessageIDDomain is the right-hand side of generated Message-IDs.

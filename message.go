@@ -69,6 +69,14 @@ type Message struct {
 	// Date and MessageID are generated when zero.
 	Date      time.Time
 	MessageID string // without angle brackets
+
+	// Reference is the application's own name for the message: an order
+	// number, a job or outbox ID. It is never sent; it is copied to the
+	// Receipt (and the Logger's records), so that OnReceipt, and whoever
+	// reads the audit record later, can tell which message it is for. At
+	// most 256 octets of text without control characters; nothing secret,
+	// since receipts and logs are kept.
+	Reference string
 }
 
 // Header is one extra header field.

@@ -6,12 +6,30 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
-// Receipt is the record of one Send: per recipient, what was delivered,
-// how, and what the server said. Its JSON form is stable; see the README.
+// Receipt is the record of one Send: which message, who sent it, when,
+// and per recipient what was delivered, how, and what the server said, or
+// why not. It holds no message content: no Subject, no body. Its JSON
+// form is stable; see the README.
 type Receipt struct {
-	MessageID  string             `json:"message_id"`
+	MessageID string `json:"message_id"`
+	// Reference is the Message's Reference, the application's own name
+	// for it (never sent).
+	Reference string `json:"reference,omitempty"`
+	// From is the author's address, from the From field without its
+	// display name; EnvelopeFrom the reverse-path the message was sent
+	// with (MAIL FROM), where bounces go.
+	From         string `json:"from"`
+	EnvelopeFrom string `json:"envelope_from"`
+	// Started and Finished bound the attempt: from the call to Send to
+	// the end of its last delivery, just before OnReceipt is called, by
+	// the Sender's clock (Options.Now).
+	Started    time.Time          `json:"started"`
+	Finished   time.Time          `json:"finished"`
 	Recipients []RecipientReceipt `json:"recipients"`
 }
 
@@ -27,6 +45,21 @@ func (r *Receipt) Failed() []RecipientReceipt {
 		}
 	}
 	return out
+}
+
+// maxReference bounds Message.Reference.
+const maxReference = 256
+
+// checkReference checks Message.Reference, which is written into
+// Receipts and log records as it is: text that needs no cleaning.
+func checkReference(ref string) (string, bool) {
+	switch {
+	case len(ref) > maxReference:
+		return "longer than " + strconv.Itoa(maxReference) + " octets", false
+	case syntax.PeerText(ref) != ref || strings.ContainsRune(ref, '\t'):
+		return "control characters, line or paragraph separators, bidirectional controls or invalid UTF-8", false
+	}
+	return "", true
 }
 
 // RecipientReceipt is the outcome for one recipient.
@@ -55,9 +88,71 @@ type RecipientReceipt struct {
 	Connection *ConnectionState `json:"connection,omitempty"`
 	// Protection is set when the content was protected for the recipient.
 	Protection *ProtectionInfo `json:"protection,omitempty"`
+	// Failure is set when the recipient was not accepted: whether a retry
+	// can help, and the evidence of what was tried.
+	Failure *Failure `json:"failure,omitempty"`
 	// Err is why the recipient was not accepted; its text is the "error"
 	// member of the JSON form.
 	Err error `json:"-"`
+}
+
+// Failure is what the Receipt keeps about a recipient that was not
+// accepted, beside its error: whether trying again later can help, and
+// what was seen on the way. Every string in it that came from the network
+// (host names, policies, server replies) is cleaned of control
+// characters; nothing secret is in it.
+type Failure struct {
+	// Temporary reports whether sending to the recipient again later,
+	// unchanged, may succeed: IsTemporary of its error. A queue retries
+	// such a recipient, and only such a recipient.
+	Temporary bool `json:"temporary"`
+	// Attempts are the servers tried for the recipient, in order, and
+	// what was seen at each: every MX host (and address) direct delivery
+	// tried, or the smarthost. The last one's session, when it got as far
+	// as a transaction, is also the recipient's Connection. Empty when
+	// the recipient failed before any server was tried (its plan, its
+	// key, its domain's DNS).
+	Attempts []Attempt `json:"attempts,omitempty"`
+	// Notes are what the transport noted on the way beyond the attempts
+	// (MX hosts not considered or not tried, a policy that could not be
+	// had), when no session in Connection records them in its own Notes.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Attempt is one try at a server that did not take the message for a
+// recipient, and the evidence of why.
+type Attempt struct {
+	// Host is the server's name: the MX host, or the smarthost.
+	Host string `json:"host"`
+	// Addr is the address tried ("192.0.2.25:25"): under direct delivery
+	// the MX host's address from the DNS (also one refused as not global,
+	// which is not dialled), under submission the server's once connected.
+	// Empty when no connection was tried: the host was refused first (an
+	// MTA-STS policy that does not list it, a TLSA lookup that failed) or
+	// has no address.
+	Addr string `json:"addr,omitempty"`
+	// Policy names what set the session's requirement under direct
+	// delivery, as ConnectionState.Policy does: "dane", "mta-sts",
+	// "verified"...
+	Policy string `json:"policy,omitempty"`
+	// Error is why the server did not take the message.
+	Error string `json:"error"`
+	// PeerPin is the SHA-256 of the public key of the certificate the
+	// server presented, also when it was refused: what to compare with a
+	// pin or a TLSA record, or to recognise an impostor by.
+	PeerPin Pin `json:"peer_spki_sha256,omitzero"`
+	// TLSA are the DNSSEC-authenticated DANE records the server's
+	// certificate had to match, as in a zone file.
+	TLSA []string `json:"tlsa,omitempty"`
+	// MTASTS is the recipient domain's MTA-STS policy, as the lines of
+	// its policy file, when the policy decided the attempt: it does not
+	// list the host, or it set the requirement the session failed.
+	MTASTS []string `json:"mta_sts,omitempty"`
+}
+
+// attemptOf is the Attempt of a session c that ended in err.
+func attemptOf(c *ConnectionState, err error) Attempt {
+	return Attempt{Host: c.Host, Addr: c.Addr, Policy: c.Policy, PeerPin: c.PeerPin, Error: syntax.PeerText(err.Error())}
 }
 
 // MarshalJSON adds the error text to the JSON form.

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"time"
 )
 
 // Send validates m, plans each recipient with the Sender's Policy, and
@@ -33,12 +35,13 @@ func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
 	if m == nil {
 		return nil, invalid("Message", "", "nil message")
 	}
+	started := s.now()
 	msg, err := s.prepare(m)
 	if err != nil {
 		return nil, err
 	}
 	sd := &sending{s: s, m: m, msg: msg}
-	sd.start()
+	sd.start(started)
 	planned := sd.plan(ctx)
 	groups := sd.group(planned)
 	if err := sd.checkReplayable(groups); err != nil {
@@ -79,9 +82,11 @@ func (r *recipient) fail(err error) {
 	r.receipt.Err = &RecipientError{Recipient: r.Address, Err: err}
 }
 
-// start makes the Receipt, with an entry for each recipient.
-func (sd *sending) start() {
-	sd.rec = &Receipt{MessageID: sd.msg.messageID, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
+// start makes the Receipt of a Send that started at t, with an entry for
+// each recipient.
+func (sd *sending) start(t time.Time) {
+	sd.rec = &Receipt{MessageID: sd.msg.messageID, Reference: sd.m.Reference, From: sd.msg.from,
+		EnvelopeFrom: sd.msg.envelopeFrom, Started: t, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
 	sd.rcpts = make([]recipient, len(sd.msg.rcpts))
 	for i, r := range sd.msg.rcpts {
 		sd.rec.Recipients[i] = RecipientReceipt{Address: r.Address, Kind: r.Kind}
@@ -270,6 +275,7 @@ func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient
 				rerr = &RecipientError{Recipient: rr.Address, Err: rerr}
 			}
 			rr.Err = rerr
+			rr.Failure = &Failure{Attempts: slices.Clone(out.Attempts), Notes: slices.Clone(out.Notes)}
 		}
 		rr.Delivery = 0
 		if inTransaction(rr) {
@@ -318,6 +324,9 @@ func (sd *sending) log(ctx context.Context, msg *prepared, rcpts []*recipient, r
 		slog.String("message_id", msg.messageID),
 		slog.Any("recipients", addresses(rcpts)),
 	}
+	if sd.m.Reference != "" {
+		attrs = append(attrs, slog.String("reference", sd.m.Reference))
+	}
 	var p *ProtectionInfo
 	var fps []string
 	for _, r := range rcpts {
@@ -361,9 +370,19 @@ func (sd *sending) log(ctx context.Context, msg *prepared, rcpts []*recipient, r
 	l.LogAttrs(ctx, level, "mailsec delivery", attrs...)
 }
 
-// finish hands the Receipt to OnReceipt and returns it, with a
-// *SendError for the recipients that were not delivered.
+// finish completes the Receipt (whether a retry can help each recipient
+// that was not delivered, when the Send finished), hands it to OnReceipt
+// and returns it, with a *SendError for those recipients.
 func (sd *sending) finish(ctx context.Context) (*Receipt, error) {
+	for i := range sd.rec.Recipients {
+		if rr := &sd.rec.Recipients[i]; rr.Err != nil {
+			if rr.Failure == nil {
+				rr.Failure = &Failure{}
+			}
+			rr.Failure.Temporary = IsTemporary(rr.Err)
+		}
+	}
+	sd.rec.Finished = sd.s.now()
 	sd.s.handOver(ctx, sd.rec)
 	var failed []*RecipientError
 	for _, r := range sd.rec.Recipients {
@@ -393,7 +412,7 @@ func (s *Sender) handOver(ctx context.Context, rec *Receipt) {
 		if v := recover(); v != nil {
 			l := cmp.Or(s.logger, slog.Default())
 			l.LogAttrs(ctx, slog.LevelError, "mailsec: Options.OnReceipt panicked",
-				slog.String("message_id", rec.MessageID), slog.String("panic", fmt.Sprint(v)))
+				slog.String("message_id", rec.MessageID), slog.String("reference", rec.Reference), slog.String("panic", fmt.Sprint(v)))
 		}
 	}()
 	s.onReceipt(ctx, rec)

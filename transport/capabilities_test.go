@@ -18,7 +18,7 @@ func TestRequireTLSOfferedOnlyBeforeTLS(t *testing.T) {
 	d, canary := canaryDelivery(t)
 	d.RequireTLS = true
 	_, err := deliver(t, tr, d)
-	assertSecurity(t, err, mailsec.FailRequireTLS, mailsec.ErrRequireTLS)
+	assertSecurity(t, err, transport.FailRequireTLS, mailsec.ErrRequireTLS)
 	tr.Close()
 	assertNothingSent(t, fakeReceived(f), canary)
 }

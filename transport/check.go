@@ -222,7 +222,7 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 		tried = true
 		d := &dialConfig{addr: net.JoinHostPort(ip.Unmap().String(), t.port), serverName: sni,
 			localName: t.localName, tlsConfig: t.TLSConfig, dialer: t.dialer, timeout: t.timeout}
-		s, err = d.dial(ctx, pol, "")
+		s, err = d.dial(ctx, pol, "", nil)
 		if err == nil {
 			break
 		}
@@ -244,7 +244,7 @@ func (t *Direct) checkHost(ctx context.Context, ds *domainState, host string) Ho
 	if s == nil && errors.As(err, &se) {
 		// The host answered; TLS is what failed.
 		hc.Connected = true
-		hc.StartTLS = se.Failure != mailsec.FailStartTLSMissing && se.Failure != mailsec.FailStartTLSRefused && se.Failure != mailsec.FailInjection
+		hc.StartTLS = !errors.Is(se, errNoStartTLS) && !errors.Is(se, errStartTLSRefused) && !errors.Is(se, errInjected)
 	}
 	if s != nil {
 		hc.Error = ""

@@ -39,7 +39,9 @@ import (
 // policy when it is in enforce mode, else a certificate that verifies for
 // the MX host name; nothing is sent to a host that meets none of them.
 // Every MX host skipped, and why, is recorded in the Receipt's connection
-// notes.
+// notes; a recipient no host took keeps every host and address tried, with
+// what was seen there (the certificate's key, the TLSA records, the
+// MTA-STS policy), as its mailsec.Failure's attempts.
 type Direct struct {
 	// Resolver looks up MX, address, TXT and TLSA records. Required. DANE
 	// and REQUIRETLS rest on its Authentic bit: use a dns.Client
@@ -179,7 +181,7 @@ func (e *DomainError) Temporary() bool {
 	return slices.ContainsFunc(e.Errs, func(err error) bool {
 		var se *mailsec.SecurityError
 		if errors.As(err, &se) {
-			return se.Failure != mailsec.FailRequireTLS && se.Failure != mailsec.FailLevel
+			return !errors.Is(se, mailsec.ErrRequireTLS) && !errors.Is(se, errLevel)
 		}
 		return mailsec.IsTemporary(err)
 	})
@@ -418,6 +420,12 @@ type domainState struct {
 	testing  bool
 	notes    []string
 	attempts []error
+	// tried is the Receipt's record of every MX host and address tried,
+	// in order, with what was seen: the attempts a recipient that was
+	// not accepted keeps. hostNotes marks the notes that say the same
+	// of a host in words.
+	tried     []mailsec.Attempt
+	hostNotes map[int]bool
 	// stsFailure is the failed MTA-STS discovery or fetch that left the
 	// domain without a policy: the outcome each session is reported with
 	// (RFC 8460 counts one result per session).
@@ -431,12 +439,81 @@ type domainState struct {
 // names and text from DNS and from peers, so they are cleaned.
 func (ds *domainState) note(s string) { ds.notes = append(ds.notes, syntax.PeerText(s)) }
 
+// attempt is the Receipt's record of a try at host that ended in err: at
+// addr (empty when no connection was tried), under hp (nil when the host
+// was refused before its requirement was known), where the server
+// presented a certificate with key pin (zero when none was seen). It
+// carries the evidence the requirement rested on: the TLSA records the
+// certificate had to match, the MTA-STS policy that refused the host or
+// set the requirement. Names, policies and errors come from DNS and from
+// peers, so they are cleaned.
+func (ds *domainState) attempt(host, addr string, hp *hostPlan, pin mailsec.Pin, err error) mailsec.Attempt {
+	a := mailsec.Attempt{Host: syntax.PeerText(host), Addr: addr, PeerPin: pin, Error: syntax.PeerText(err.Error())}
+	if hp != nil {
+		a.Policy = hp.policy
+		a.TLSA = slices.Clone(hp.tlsa)
+	}
+	if (hp != nil && hp.policy == "mta-sts" || errors.Is(err, errMXNotInPolicy)) && ds.sts != nil && ds.sts.Policy != nil {
+		for _, l := range stsLines(ds.sts.Policy) {
+			a.MTASTS = append(a.MTASTS, syntax.PeerText(l))
+		}
+	}
+	return a
+}
+
+// try records an attempt at host that ended in err, for every recipient
+// the domain's delivery fails (see attempt).
+func (ds *domainState) try(host, addr string, hp *hostPlan, pin mailsec.Pin, err error) {
+	ds.tried = append(ds.tried, ds.attempt(host, addr, hp, pin, err))
+}
+
+// failed is the result for rcpts when no MX host took the delivery and no
+// session carried it: each recipient keeps every attempt, and the notes
+// that the attempts do not already say.
+func (ds *domainState) failed(rcpts []string) *mailsec.DeliveryResult {
+	var notes []string
+	for i, n := range ds.notes {
+		if !ds.hostNotes[i] {
+			notes = append(notes, n)
+		}
+	}
+	res := &mailsec.DeliveryResult{Recipients: make([]mailsec.RecipientResult, len(rcpts))}
+	for i, to := range rcpts {
+		res.Recipients[i] = mailsec.RecipientResult{Address: to, Attempts: slices.Clip(ds.tried), Notes: slices.Clip(notes)}
+	}
+	return res
+}
+
+// ended completes the result of a transaction with host at addr, the
+// last one tried, whose certificate had key pin: each recipient it did not
+// accept keeps the attempts before it and this one, ended in its own
+// refusal or in err, the delivery's.
+func (ds *domainState) ended(res *mailsec.DeliveryResult, host, addr string, hp *hostPlan, pin mailsec.Pin, err error) {
+	if res == nil {
+		return
+	}
+	for i := range res.Recipients {
+		r := &res.Recipients[i]
+		if r.Accepted && err == nil {
+			continue
+		}
+		why := r.Err
+		if why == nil {
+			why = err
+		}
+		if why == nil {
+			continue
+		}
+		r.Attempts = append(slices.Clip(ds.tried), ds.attempt(host, addr, hp, pin, why))
+	}
+}
+
 // deliverDomain delivers d to rcpts, all in domain.
 func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain string, rcpts []string) (*mailsec.DeliveryResult, error) {
 	ds := &domainState{domain: domain, level: d.Security.Level}
 	if d.RequireTLS && neverAuthenticates(ds.level) {
-		return nil, &mailsec.SecurityError{Host: domain, Failure: mailsec.FailRequireTLS,
-			Detail: "REQUIRETLS needs verified TLS; the level for this domain is " + ds.level.String() + " (5.7.30)"}
+		return nil, refuse(domain, errRequireTLS,
+			"REQUIRETLS needs verified TLS; the level for this domain is "+ds.level.String()+" (5.7.30)", nil)
 	}
 	rt, err := t.gatherRoute(ctx, domain)
 	if err != nil {
@@ -488,6 +565,10 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 			tx, txErr = res, err
 		}
 		ds.attempts = append(ds.attempts, err)
+		if ds.hostNotes == nil {
+			ds.hostNotes = map[int]bool{}
+		}
+		ds.hostNotes[len(ds.notes)] = true
 		ds.note(host + ": " + err.Error())
 		if ctx.Err() != nil {
 			break
@@ -495,7 +576,7 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 	}
 	derr := &DomainError{Domain: domain, Errs: ds.attempts}
 	if tx == nil {
-		return nil, derr
+		return ds.failed(rcpts), derr
 	}
 	// A session carried, or began to carry, the message and no host
 	// took it: the recipients' results name that session and the reply
@@ -507,9 +588,11 @@ func (t *Direct) deliverDomain(ctx context.Context, d *mailsec.Delivery, domain 
 		reply = se.Reply()
 	}
 	for i := range tx.Recipients {
-		if r := &tx.Recipients[i]; r.Err == nil {
+		r := &tx.Recipients[i]
+		if r.Err == nil {
 			r.Accepted, r.Err, r.Reply = false, derr, reply
 		}
+		r.Attempts = slices.Clip(ds.tried)
 	}
 	return tx, derr
 }
@@ -526,6 +609,7 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 	if err != nil {
 		// Skipped without a connection.
 		t.reportRefusal(ds, host, err)
+		ds.try(host, "", hp, mailsec.Pin{}, err)
 		return nil, err, false
 	}
 	if hp.note != "" {
@@ -533,10 +617,12 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 	}
 	var lastErr error
 	for _, ip := range mx.addrs {
+		addr := net.JoinHostPort(ip.Unmap().String(), t.port)
 		if !t.AllowPrivate {
 			if r := netguard.Reason(ip); r != "" {
 				// Nothing is dialled: the attempt is not counted.
 				lastErr = &mailsec.AddressError{Host: host, Addr: ip.WithZone(""), Reason: r}
+				ds.try(host, addr, hp, mailsec.Pin{}, lastErr)
 				continue
 			}
 		}
@@ -546,23 +632,26 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		}
 		ds.dialled++
 		dc := &dialConfig{
-			addr:       net.JoinHostPort(ip.Unmap().String(), t.port),
+			addr:       addr,
 			serverName: hp.serverName,
 			localName:  t.localName,
 			tlsConfig:  t.TLSConfig,
 			dialer:     t.dialer,
 			timeout:    t.timeout,
 		}
-		s, err := dc.dial(ctx, hp.pol, "")
+		var seen contact
+		s, err := dc.dial(ctx, hp.pol, "", &seen)
 		if err != nil {
 			if ge, ok := netguard.As(err); ok {
 				// The connection reached, or was about to reach, an
 				// address the guard refuses (a Dialer that went
 				// elsewhere, or a name resolved again).
 				lastErr = &mailsec.AddressError{Host: host, Addr: ge.Addr, Reason: ge.Reason}
+				ds.try(host, addr, hp, seen.pin, lastErr)
 				continue
 			}
 			t.reportSession(ds, hp, host, ip, nil, err)
+			ds.try(host, addr, hp, seen.pin, err)
 			var ne *mailsec.NetworkError
 			if errors.As(err, &ne) {
 				lastErr = err
@@ -583,28 +672,39 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 				slog.String("verification", string(s.state.Verification)), slog.Any("err", err))
 		}
 		if err == nil {
+			ds.ended(res, host, addr, hp, s.state.PeerPin, nil)
 			return res, nil, true
 		}
 		var se *mailsec.SMTPError
+		final := false
 		switch {
 		case res != nil && everyRcptRefused(res):
 			// Each recipient has its own answer, temporary or permanent;
 			// another MX host is not asked to overrule it.
-			return res, err, true
+			final = true
 		case errors.Is(err, mailsec.ErrRequireTLS), errors.Is(err, mailsec.ErrUnsupported):
 			// Another MX host may offer what this one lacks.
+			ds.try(host, addr, hp, s.state.PeerPin, err)
 			return nil, err, false
 		case errors.As(err, &se) && !se.Temporary():
-			return res, err, true
+			final = true
 		case errors.Is(err, mailsec.ErrContent), ctx.Err() != nil:
+			final = true
+		}
+		if final {
+			ds.ended(res, host, addr, hp, s.state.PeerPin, err)
 			return res, err, true
 		}
 		// A temporary failure of the transaction: another host may
 		// take the message; res names this session if none does.
+		ds.try(host, addr, hp, s.state.PeerPin, err)
 		return res, err, false
 	}
 	if lastErr == nil {
 		lastErr = &mailsec.NetworkError{Host: host, Op: "dial", Err: errors.New("no addresses")}
+		if len(mx.addrs) == 0 {
+			ds.try(host, "", hp, mailsec.Pin{}, lastErr)
+		}
 	}
 	return nil, lastErr, false
 }

@@ -23,15 +23,16 @@
 //
 // One delivery through Direct goes down these files: direct.go (Deliver
 // groups recipients by domain, deliverDomain tries a domain's MX hosts in
-// order, tryHost connects to one and runs the transaction); gather.go
-// (what the DNS and the domain's MTA-STS policy say, learnt before any
-// connection); tlspolicy.go (what the delivery's security level requires
-// of the session with that host: the one place where every level gets its
+// order, tryHost connects to one and runs the transaction); gather.go (what
+// the DNS and the domain's MTA-STS policy say, learnt before any
+// connection); tlspolicy.go (what the delivery's security level requires of
+// the session with that host: the one place where every level gets its
 // meaning, for Submission too); session.go (the SMTP session, which
-// enforces it); tlsreport.go (each attempt's outcome for TLS reporting).
-// check.go is Direct.Check, which reads the same facts. A Submission goes
-// through submission.go, pool.go (its reused sessions), tlspolicy.go and
-// session.go; auth.go is SMTP AUTH.
+// enforces it, and ends it with one of the reasons in refusal.go when the
+// requirement is not met); tlsreport.go (each attempt's outcome for TLS
+// reporting). check.go is Direct.Check, which reads the same facts. A
+// Submission goes through submission.go, pool.go (its reused sessions),
+// tlspolicy.go and session.go; auth.go is SMTP AUTH.
 //
 // # What the session layer enforces
 //

@@ -22,7 +22,7 @@ func DialWith(t *Submission, pol *tlsPolicy, alter func(*tls.Config)) (mailsec.C
 	}
 	dc := *t.dc
 	dc.alterTLS = alter
-	s, err := dc.dial(context.Background(), pol, "")
+	s, err := dc.dial(context.Background(), pol, "", nil)
 	if err != nil {
 		return mailsec.ConnectionState{}, err
 	}
@@ -57,3 +57,19 @@ func SetDataBlockTimeout(t *Submission, d time.Duration) {
 	}
 	t.dc.dataBlock = d
 }
+
+// The reasons a session is refused for, so that a test can assert the
+// one it expects beside the category.
+var (
+	FailStartTLSMissing   = errNoStartTLS
+	FailStartTLSRefused   = errStartTLSRefused
+	FailInjection         = errInjected
+	FailNotTLS            = errNotTLS
+	FailCertificate       = errCertificate
+	FailPinMismatch       = errPinMismatch
+	FailDANE              = errDANEMismatch
+	FailHandshake         = errHandshake
+	FailRequireTLS        = errRequireTLS
+	FailPlaintextNotLocal = errPlaintextNotLocal
+	FailPlaintextAuth     = errPlaintextAuth
+)

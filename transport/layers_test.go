@@ -44,7 +44,7 @@ func TestTLSVersionCheckAlone(t *testing.T) {
 		srv := mailsectest.NewServer(t, mailsectest.Config{ImplicitTLS: implicit, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 		tr := srv.Transport()
 		_, err := transport.DialWith(tr, transport.SubmissionPolicy(mailsec.Security{}), func(c *tls.Config) { c.MinVersion = tls.VersionTLS10 })
-		se := assertSecurity(t, err, mailsec.FailHandshake, mailsec.ErrHandshake)
+		se := assertSecurity(t, err, transport.FailHandshake, mailsec.ErrHandshake)
 		if !errors.Is(err, transport.ErrTLSVersion) || se.Temporary() {
 			t.Fatalf("error %v: want ErrTLSVersion, not temporary", err)
 		}
@@ -63,7 +63,7 @@ func TestPlaintextCredentialsRefusedByDial(t *testing.T) {
 	tr := srv.Transport()
 	tr.Auth = &transport.Auth{Username: "alice", Password: password}
 	_, err := transport.DialWith(tr, transport.SubmissionPolicy(mailsec.Security{Level: mailsec.Plaintext}), nil)
-	assertSecurity(t, err, mailsec.FailPlaintextAuth, mailsec.ErrPlaintext)
+	assertSecurity(t, err, transport.FailPlaintextAuth, mailsec.ErrPlaintext)
 	if n := srv.Connections(); n != 0 {
 		t.Fatalf("%d connections: a plaintext session with credentials was opened", n)
 	}
@@ -80,7 +80,7 @@ func TestVerifiedChainCheckAlone(t *testing.T) {
 	tr := srv.Transport()
 	tr.TLSConfig = &tls.Config{RootCAs: other.Pool()} // not the server's CA
 	_, err = transport.DialWith(tr, transport.SubmissionPolicy(mailsec.Security{}), func(c *tls.Config) { c.InsecureSkipVerify = true })
-	assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
+	assertSecurity(t, err, transport.FailCertificate, mailsec.ErrCertificate)
 	assertNothingAfterTLS(t, srv)
 }
 
@@ -90,7 +90,7 @@ func TestPinCheckAlone(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	pol := transport.SubmissionPolicy(mailsec.Security{Level: mailsec.Pinned, Pins: []mailsec.Pin{{1}}})
 	_, err := transport.DialWith(srv.Transport(), pol, func(c *tls.Config) { c.VerifyConnection = nil })
-	assertSecurity(t, err, mailsec.FailPinMismatch, mailsec.ErrCertificate)
+	assertSecurity(t, err, transport.FailPinMismatch, mailsec.ErrCertificate)
 	assertNothingAfterTLS(t, srv)
 }
 
@@ -100,7 +100,7 @@ func TestDANECheckAlone(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	record := dns.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}
 	_, err := transport.DialWith(srv.Transport(), transport.DANEPolicy([]dns.TLSA{record}, "localhost"), func(c *tls.Config) { c.VerifyConnection = nil })
-	assertSecurity(t, err, mailsec.FailDANE, mailsec.ErrCertificate)
+	assertSecurity(t, err, transport.FailDANE, mailsec.ErrCertificate)
 	assertNothingAfterTLS(t, srv)
 }
 
@@ -109,6 +109,6 @@ func TestDANECheckAlone(t *testing.T) {
 func TestDomainCheckAlone(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	_, err := transport.DialWith(srv.Transport(), transport.DomainPolicy("example.net"), func(c *tls.Config) { c.VerifyConnection = nil })
-	assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
+	assertSecurity(t, err, transport.FailCertificate, mailsec.ErrCertificate)
 	assertNothingAfterTLS(t, srv)
 }

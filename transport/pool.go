@@ -18,7 +18,7 @@ var ErrClosed = errors.New("mailsec/transport: transport closed")
 // pool keeps sessions for reuse, keyed by the security requirement they
 // were established for, with at most max open at once.
 type pool struct {
-	dial        func(ctx context.Context, sec mailsec.Security, key string) (*session, error)
+	dial        func(ctx context.Context, sec mailsec.Security, key string, seen *contact) (*session, error)
 	host        string // for errors
 	max         int
 	maxMessages int
@@ -44,8 +44,9 @@ func poolKey(sec mailsec.Security) string {
 	return b.String()
 }
 
-// get returns a session ready for a transaction under sec.
-func (p *pool) get(ctx context.Context, sec mailsec.Security) (*session, error) {
+// get returns a session ready for a transaction under sec. When it fails
+// to establish a new one, seen records what it saw of the server.
+func (p *pool) get(ctx context.Context, sec mailsec.Security, seen *contact) (*session, error) {
 	key := poolKey(sec)
 	for {
 		p.mu.Lock()
@@ -93,7 +94,7 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security) (*session, error) 
 		if evict != nil {
 			evict.close(true)
 		}
-		s, err := p.dial(ctx, sec, key)
+		s, err := p.dial(ctx, sec, key, seen)
 		if err != nil {
 			p.mu.Lock()
 			p.open--

@@ -96,17 +96,29 @@ func fakeReceived(f *fake) []byte {
 	return append(f.wireBytes(), f.plainBytes()...)
 }
 
-func assertSecurity(t testing.TB, err error, want mailsec.SecurityFailure, category error) *mailsec.SecurityError {
+// assertSecurity checks that err is a *mailsec.SecurityError of category
+// for the reason want (one of the transport's Fail values), and no other.
+func assertSecurity(t testing.TB, err error, want error, category error) *mailsec.SecurityError {
 	t.Helper()
 	var se *mailsec.SecurityError
 	if !errors.As(err, &se) {
 		t.Fatalf("error %v (%T) is not a *mailsec.SecurityError", err, err)
 	}
-	if se.Failure != want {
-		t.Fatalf("failure = %q, want %q (error: %v)", se.Failure, want, err)
+	if !errors.Is(se, want) {
+		t.Fatalf("reason is not %q (error: %v)", want, err)
 	}
-	if !errors.Is(err, category) {
-		t.Fatalf("errors.Is(%v, %v) = false", err, category)
+	for _, other := range []error{transport.FailStartTLSMissing, transport.FailStartTLSRefused, transport.FailInjection,
+		transport.FailNotTLS, transport.FailCertificate, transport.FailPinMismatch, transport.FailDANE, transport.FailHandshake,
+		transport.FailRequireTLS, transport.FailPlaintextNotLocal, transport.FailPlaintextAuth} {
+		if other != want && errors.Is(se, other) {
+			t.Fatalf("error %v is also %q", err, other)
+		}
+	}
+	if se.Category != category || !errors.Is(err, category) {
+		t.Fatalf("category %v, want %v (error: %v)", se.Category, category, err)
+	}
+	if !strings.Contains(se.Error(), want.Error()) {
+		t.Fatalf("error %q does not say %q", se, want)
 	}
 	return se
 }
@@ -136,7 +148,7 @@ func TestRefuseStartTLSWithheld(t *testing.T) {
 	tr := srv.Transport()
 	tr.Auth = &transport.Auth{Username: "alice", Password: password}
 	_, err := deliver(t, tr, d)
-	se := assertSecurity(t, err, mailsec.FailStartTLSMissing, mailsec.ErrDowngrade)
+	se := assertSecurity(t, err, transport.FailStartTLSMissing, mailsec.ErrDowngrade)
 	if se.Temporary() || mailsec.IsTemporary(err) {
 		t.Error("a stripped STARTTLS must not be reported as temporary")
 	}
@@ -153,7 +165,7 @@ func TestRefuseStartTLS454(t *testing.T) {
 	f := newFake(t, fakeOpts{preTLSExt: []string{"STARTTLS"}, startTLSResp: "454 4.7.0 TLS not available due to temporary reason"})
 	d, canary := canaryDelivery(t)
 	_, err := deliver(t, fakeTransport(f, transport.StartTLS), d)
-	se := assertSecurity(t, err, mailsec.FailStartTLSRefused, mailsec.ErrDowngrade)
+	se := assertSecurity(t, err, transport.FailStartTLSRefused, mailsec.ErrDowngrade)
 	if !se.Temporary() {
 		t.Error("454 is a temporary refusal")
 	}
@@ -179,7 +191,7 @@ func TestRefuseInjectionAfterSTARTTLS(t *testing.T) {
 			f := newFake(t, o)
 			d, canary := canaryDelivery(t)
 			_, err := deliver(t, fakeTransport(f, transport.StartTLS), d)
-			assertSecurity(t, err, mailsec.FailInjection, mailsec.ErrDowngrade)
+			assertSecurity(t, err, transport.FailInjection, mailsec.ErrDowngrade)
 			assertNothingSent(t, fakeReceived(f), canary)
 			if got := f.commands(); len(got) != 2 || got[1] != "STARTTLS" {
 				t.Fatalf("commands: %q", got)
@@ -192,7 +204,7 @@ func TestRefusePlaintextGreetingOnImplicitPort(t *testing.T) {
 	f := newFake(t, fakeOpts{})
 	d, canary := canaryDelivery(t)
 	_, err := deliver(t, fakeTransport(f, transport.ImplicitTLS), d)
-	assertSecurity(t, err, mailsec.FailNotTLS, mailsec.ErrDowngrade)
+	assertSecurity(t, err, transport.FailNotTLS, mailsec.ErrDowngrade)
 	wire := f.wireBytes()
 	assertNothingSent(t, wire, canary)
 	if len(wire) == 0 || wire[0] != 0x16 {
@@ -249,7 +261,7 @@ func TestRefuseBadCertificates(t *testing.T) {
 				tr.TLSConfig = &tls.Config{RootCAs: ca.Pool()}
 				d, canary := canaryDelivery(t)
 				_, err := deliver(t, tr, d)
-				assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
+				assertSecurity(t, err, transport.FailCertificate, mailsec.ErrCertificate)
 				if errors.Is(err, mailsec.ErrDowngrade) {
 					t.Error("certificate error also matches ErrDowngrade")
 				}
@@ -278,7 +290,7 @@ func TestInsecureSkipVerifyInBaseConfigDoesNotWeakenVerified(t *testing.T) {
 	tr.TLSConfig = &tls.Config{InsecureSkipVerify: true} // system roots do not include the test CA
 	d, canary := canaryDelivery(t)
 	_, err := deliver(t, tr, d)
-	assertSecurity(t, err, mailsec.FailCertificate, mailsec.ErrCertificate)
+	assertSecurity(t, err, transport.FailCertificate, mailsec.ErrCertificate)
 	assertNothingSent(t, received(t, srv), canary)
 	assertNoHandshake(t, srv)
 }
@@ -296,7 +308,7 @@ func TestRefuseTLS11OnlyServer(t *testing.T) {
 				tr.TLSConfig.MinVersion = base.MinVersion
 			}
 			_, err := deliver(t, tr, d)
-			se := assertSecurity(t, err, mailsec.FailHandshake, mailsec.ErrHandshake)
+			se := assertSecurity(t, err, transport.FailHandshake, mailsec.ErrHandshake)
 			if !errors.Is(err, transport.ErrTLSVersion) || se.Temporary() || mailsec.IsTemporary(err) {
 				t.Errorf("error %v: want ErrTLSVersion, permanent", err)
 			}
@@ -337,7 +349,7 @@ func TestRefuseRequireTLSNotOffered(t *testing.T) {
 	d.RequireTLS = true
 	tr := srv.Transport()
 	res, err := deliver(t, tr, d)
-	assertSecurity(t, err, mailsec.FailRequireTLS, mailsec.ErrRequireTLS)
+	assertSecurity(t, err, transport.FailRequireTLS, mailsec.ErrRequireTLS)
 	if res == nil || res.Connection == nil || res.Connection.Verification != mailsec.VerifiedWebPKI {
 		t.Errorf("result should describe the verified session that lacked REQUIRETLS: %+v", res)
 	}
@@ -365,7 +377,7 @@ func TestRefuseRequireTLSOverUnverifiedSession(t *testing.T) {
 	d.RequireTLS = true
 	d.Security = mailsec.Security{Level: mailsec.Unverified}
 	_, err := deliver(t, srv.Transport(), d)
-	assertSecurity(t, err, mailsec.FailRequireTLS, mailsec.ErrRequireTLS)
+	assertSecurity(t, err, transport.FailRequireTLS, mailsec.ErrRequireTLS)
 	if srv.Connections() != 0 {
 		t.Fatal("connected although the requirement could never be met")
 	}
@@ -440,7 +452,7 @@ func TestPinnedKey(t *testing.T) {
 	d.Security = mailsec.Security{Level: mailsec.Pinned, Pins: []mailsec.Pin{{1}}}
 	before := srv.Transactions()
 	_, err = deliver(t, srv.Transport(), d)
-	assertSecurity(t, err, mailsec.FailPinMismatch, mailsec.ErrCertificate)
+	assertSecurity(t, err, transport.FailPinMismatch, mailsec.ErrCertificate)
 	tr1.Close() // ends the first transport's pooled session
 	if srv.Transactions() != before {
 		t.Fatal("MAIL sent to a server with the wrong key")
@@ -493,7 +505,7 @@ func TestPlaintextOnlyToLoopbackAndWithoutCredentials(t *testing.T) {
 	d.Security = mailsec.Security{Level: mailsec.Plaintext}
 	before := srv.Connections()
 	_, err = deliver(t, tr, d)
-	assertSecurity(t, err, mailsec.FailPlaintextAuth, mailsec.ErrPlaintext)
+	assertSecurity(t, err, transport.FailPlaintextAuth, mailsec.ErrPlaintext)
 	if srv.Connections() != before {
 		t.Fatal("connected to send credentials in clear")
 	}
@@ -503,7 +515,7 @@ func TestPlaintextOnlyToLoopbackAndWithoutCredentials(t *testing.T) {
 	tr = srv.Transport()
 	tr.Dialer = rec
 	_, err = deliver(t, tr, d)
-	assertSecurity(t, err, mailsec.FailPlaintextNotLocal, mailsec.ErrPlaintext)
+	assertSecurity(t, err, transport.FailPlaintextNotLocal, mailsec.ErrPlaintext)
 	if len(rec.written) != 0 {
 		t.Fatalf("wrote %q to a non-loopback peer", rec.written)
 	}

@@ -38,7 +38,7 @@ var (
 	// attacker may be the one answering, 1 MiB after.
 	ErrMalformedReply = errors.New("mailsec/transport: malformed SMTP reply")
 	// ErrTLSVersion: the server offers only TLS versions below 1.2. It is
-	// wrapped in a *mailsec.SecurityError (mailsec.FailHandshake), not
+	// wrapped in a *mailsec.SecurityError (mailsec.ErrHandshake), not
 	// temporary.
 	ErrTLSVersion = errors.New("mailsec/transport: the server offers no TLS version from 1.2 up")
 )
@@ -124,14 +124,32 @@ type dialConfig struct {
 	alterTLS func(*tls.Config)
 }
 
-// dial opens and secures a session that meets pol.
-func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *session, err error) {
+// contact is what establishing a session saw of the server, kept when it
+// failed, for the Receipt's record of the attempt: the address dialled
+// (the peer's, once connected) and the key of the certificate the server
+// presented, if it got that far.
+type contact struct {
+	addr string
+	pin  mailsec.Pin
+}
+
+// dial opens and secures a session that meets pol. When it fails after
+// dialling, seen (if not nil) records what it saw of the server.
+func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string, seen *contact) (_ *session, err error) {
 	host := dc.serverName
 	if pol.mode == tlsNone && dc.auth != nil && !dc.implicit {
 		// Checked before connecting: a plaintext session with credentials
 		// is never opened, whatever the caller checked before.
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
-			Detail: "credentials are never sent without TLS"}
+		return nil, refuse(host, errPlaintextAuth, "credentials are never sent without TLS", nil)
+	}
+	var s *session
+	if seen != nil {
+		*seen = contact{addr: dc.addr}
+		defer func() {
+			if err != nil && s != nil {
+				seen.addr, seen.pin = s.state.Addr, s.state.PeerPin
+			}
+		}()
 	}
 	// A peer that accepts the connection and then says nothing must not
 	// hold a caller without a deadline forever.
@@ -150,7 +168,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 		}
 	}()
 
-	s := &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now(), dataBlock: dc.dataBlock}
+	s = &session{host: host, ehlo: dc.localName, key: key, conn: cc, created: time.Now(), dataBlock: dc.dataBlock}
 	if s.dataBlock <= 0 {
 		s.dataBlock = dataBlockTimeout
 	}
@@ -158,8 +176,8 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 
 	if pol.mode == tlsNone && pol.loopbackOnly {
 		if !isLoopback(raw.RemoteAddr()) {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextNotLocal,
-				Detail: "the Plaintext level is for loopback development servers; " + raw.RemoteAddr().String() + " is not one"}
+			return nil, refuse(host, errPlaintextNotLocal,
+				"the Plaintext level is for loopback development servers; "+raw.RemoteAddr().String()+" is not one", nil)
 		}
 	}
 
@@ -183,8 +201,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string) (_ *
 	default:
 		pre := smtpwire.NewReader(cc, maxPreTLSReply)
 		ext, auth, err := dc.startTLS(ctx, cc, pre)
-		var se *mailsec.SecurityError
-		if pol.optional && errors.As(err, &se) && se.Failure == mailsec.FailStartTLSMissing && ext != nil {
+		if pol.optional && errors.Is(err, errNoStartTLS) && ext != nil {
 			// An opportunistic level, explicitly chosen for this
 			// destination: go on without TLS, and say so. The EHLO reply
 			// just read is the session's.
@@ -230,7 +247,7 @@ func (s *session) start(rw net.Conn, r *smtpwire.Reader) {
 // startTLS runs the plaintext part of a STARTTLS session on r: greeting,
 // EHLO, STARTTLS. It returns the capabilities of the EHLO reply and
 // whether AUTH was among them. When the server does not offer STARTTLS,
-// the error is a FailStartTLSMissing SecurityError and the capabilities
+// the error is a SecurityError for errNoStartTLS and the capabilities
 // are returned with it, the connection clean after the EHLO reply.
 func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Reader) (ext map[string]string, preTLSAuth bool, err error) {
 	host := dc.serverName
@@ -243,8 +260,8 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 		if n := r.Buffered(); n > 0 {
 			// Before TLS, a reply nobody asked for is someone trying to
 			// answer the next command in the server's place.
-			return rep, &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
-				Detail: fmt.Sprintf("%d bytes arrived after the reply to %s, before any command asked for them", n, cmd)}
+			return rep, refuse(host, errInjected,
+				fmt.Sprintf("%d bytes arrived after the reply to %s, before any command asked for them", n, cmd), nil)
 		}
 		return rep, nil
 	}
@@ -274,13 +291,13 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 		// Busy or closing: an answer about now, not about TLS.
 		return nil, false, replyError(host, "EHLO", rep.Code, rep.Text)
 	case rep.Code != 250:
-		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
-			Detail: fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", rep.Code, syntax.PeerText(rep.Text))}
+		return nil, false, refuse(host, errNoStartTLS,
+			fmt.Sprintf("EHLO refused (%d %s), so STARTTLS cannot be negotiated", rep.Code, syntax.PeerText(rep.Text)), nil)
 	}
 	ext = parseEHLO(rep.Text)
 	if _, ok := ext["STARTTLS"]; !ok {
-		return ext, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSMissing,
-			Detail: "EHLO reply does not list STARTTLS (stripped by an attacker, or TLS disabled on the server)"}
+		return ext, false, refuse(host, errNoStartTLS,
+			"EHLO reply does not list STARTTLS (stripped by an attacker, or TLS disabled on the server)", nil)
 	}
 	_, preTLSAuth = ext["AUTH"]
 
@@ -293,12 +310,14 @@ func (dc *dialConfig) startTLS(ctx context.Context, cc *ctxConn, r *smtpwire.Rea
 		return nil, false, readError(ctx, host, "STARTTLS", err, maxPreTLSReply)
 	}
 	if rep.Code != 220 {
-		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailStartTLSRefused,
-			Detail: fmt.Sprintf("server replied %d %s", rep.Code, syntax.PeerText(rep.Text)), Temp: rep.Code/100 == 4}
+		e := refuse(host, errStartTLSRefused,
+			fmt.Sprintf("server replied %d %s", rep.Code, syntax.PeerText(rep.Text)), nil)
+		e.Temp = rep.Code/100 == 4
+		return nil, false, e
 	}
 	if n := r.Buffered(); n > 0 {
-		return nil, false, &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
-			Detail: fmt.Sprintf("%d bytes arrived after the 220 reply to STARTTLS, before the handshake", n)}
+		return nil, false, refuse(host, errInjected,
+			fmt.Sprintf("%d bytes arrived after the 220 reply to STARTTLS, before the handshake", n), nil)
 	}
 	_ = cc.SetDeadline(time.Time{})
 	return ext, preTLSAuth, nil
@@ -316,6 +335,9 @@ func (dc *dialConfig) handshake(ctx context.Context, conn *ctxConn, pol *tlsPoli
 	conn.tls.on = true
 	tc := tls.Client(conn, cfg)
 	if err := tc.Handshake(); err != nil {
+		if c := presented(tc, err); c != nil {
+			s.state.PeerPin = mailsec.PinOf(c)
+		}
 		return nil, classifyHandshake(ctx, host, err, afterSTARTTLS, &conn.tls)
 	}
 	if err := dc.checkHandshake(tc.ConnectionState(), pol, s); err != nil {
@@ -332,17 +354,18 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 	host := dc.serverName
 	switch {
 	case !cs.HandshakeComplete:
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "handshake incomplete"}
+		return refuse(host, errHandshake, "handshake incomplete", nil)
 	case cs.Version < tls.VersionTLS12:
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake,
-			Detail: "the server negotiated " + tls.VersionName(cs.Version) + "; TLS 1.2 or later is required", Err: ErrTLSVersion}
+		return refuse(host, errHandshake,
+			"the server negotiated "+tls.VersionName(cs.Version)+"; TLS 1.2 or later is required", ErrTLSVersion)
 	case len(cs.PeerCertificates) == 0:
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: "the server presented no certificate"}
+		return refuse(host, errHandshake, "the server presented no certificate", nil)
 	}
+	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
 	switch pol.mode {
 	case tlsWebPKI:
 		if len(cs.VerifiedChains) == 0 {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: "no verified chain"}
+			return refuse(host, errCertificate, "no verified chain", nil)
 		}
 		s.state.Verification = pol.label
 		if s.state.Verification == "" {
@@ -350,19 +373,19 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 		}
 	case tlsPinned:
 		if !slices.Contains(pol.pins, mailsec.PinOf(cs.PeerCertificates[0])) {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch}
+			return refuse(host, errPinMismatch, "", nil)
 		}
 		s.state.Verification = mailsec.VerifiedPin
 	case tlsDANE:
 		m, err := dane.Verify(cs.PeerCertificates, pol.tlsa, pol.names, pol.clock()())
 		if err != nil {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: syntax.PeerText(err.Error()), Err: err}
+			return refuse(host, errDANEMismatch, syntax.PeerText(err.Error()), err)
 		}
 		s.state.Verification = daneVerification(m)
 		s.state.TLSA = m.Record.String()
 	case tlsDomain:
 		if err := verifyForDomain(cs.PeerCertificates, dc.rootCAs(), pol.names[0], pol.clock()()); err != nil {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: syntax.PeerText(err.Error()), Err: err}
+			return refuse(host, errCertificate, syntax.PeerText(err.Error()), err)
 		}
 		s.state.Verification = mailsec.VerifiedWebPKI
 	default:
@@ -370,8 +393,20 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 	}
 	s.state.TLSVersion = tls.VersionName(cs.Version)
 	s.state.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
-	s.state.PeerPin = mailsec.PinOf(cs.PeerCertificates[0])
 	s.peer = cs.PeerCertificates
+	return nil
+}
+
+// presented returns the certificate the server presented in a handshake
+// that failed with err, when it got that far: the one that was refused.
+func presented(tc *tls.Conn, err error) *x509.Certificate {
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) && len(cv.UnverifiedCertificates) > 0 {
+		return cv.UnverifiedCertificates[0]
+	}
+	if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+		return pc[0]
+	}
 	return nil
 }
 
@@ -391,8 +426,7 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 		if vers != 0 {
 			detail = "the server chose " + tls.VersionName(vers) + "; TLS 1.2 or later is required"
 		}
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: detail,
-			Err: fmt.Errorf("%w: %w", ErrTLSVersion, err)}
+		return refuse(host, errHandshake, detail, fmt.Errorf("%w: %w", ErrTLSVersion, err))
 	}
 	if isNetwork(ctx, err) {
 		// The connection broke; nothing the peer said about TLS.
@@ -405,21 +439,19 @@ func classifyHandshake(ctx context.Context, host string, err error, afterSTARTTL
 	switch {
 	case errors.As(err, &rh):
 		if afterSTARTTLS {
-			return &mailsec.SecurityError{Host: host, Failure: mailsec.FailInjection,
-				Detail: "non-TLS bytes where the server's handshake should be", Err: err}
+			return refuse(host, errInjected, "non-TLS bytes where the server's handshake should be", err)
 		}
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailNotTLS,
-			Detail: "the server answered in plaintext; it may expect STARTTLS (try port 587)", Err: err}
+		return refuse(host, errNotTLS, "the server answered in plaintext; it may expect STARTTLS (try port 587)", err)
 	case errors.Is(err, errPinMismatch):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailPinMismatch, Err: err}
+		return refuse(host, errPinMismatch, "", err)
 	case errors.As(err, &de):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANE, Detail: syntax.PeerText(de.Error()), Err: err}
+		return refuse(host, errDANEMismatch, syntax.PeerText(de.Error()), err)
 	case errors.As(err, &dom):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: syntax.PeerText(dom.Error()), Err: err}
+		return refuse(host, errCertificate, syntax.PeerText(dom.Error()), err)
 	case errors.As(err, &cv):
-		return &mailsec.SecurityError{Host: host, Failure: mailsec.FailCertificate, Detail: syntax.PeerText(certReason(cv.Err)), Err: err}
+		return refuse(host, errCertificate, syntax.PeerText(certReason(cv.Err)), err)
 	}
-	return &mailsec.SecurityError{Host: host, Failure: mailsec.FailHandshake, Detail: syntax.PeerText(err.Error()), Err: err}
+	return refuse(host, errHandshake, syntax.PeerText(err.Error()), err)
 }
 
 // isNetwork reports whether err is the connection failing (closed,
@@ -678,8 +710,8 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 	if d.RequireTLS {
 		verified := s.state.Verification != mailsec.NotVerified && s.state.Verification != mailsec.NoTLS && s.state.Verification != ""
 		if !verified || !s.has("REQUIRETLS") {
-			return res, true, &mailsec.SecurityError{Host: s.host, Failure: mailsec.FailRequireTLS,
-				Detail: "the message demands REQUIRETLS (RFC 8689) and the server does not offer it over this verified session"}
+			return res, true, refuse(s.host, errRequireTLS,
+				"the message demands REQUIRETLS (RFC 8689) and the server does not offer it over this verified session", nil)
 		}
 	}
 	if d.SMTPUTF8 && !s.has("SMTPUTF8") {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
 )
 
@@ -192,12 +193,12 @@ func (t *Submission) setup() error {
 	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc
 	t.pool = &pool{
-		dial: func(ctx context.Context, sec mailsec.Security, key string) (*session, error) {
+		dial: func(ctx context.Context, sec mailsec.Security, key string, seen *contact) (*session, error) {
 			hp, err := requirement(sec, dc.serverName, nil)
 			if err != nil {
 				return nil, err
 			}
-			return dc.dial(ctx, hp.pol, key)
+			return dc.dial(ctx, hp.pol, key, seen)
 		},
 		host:        dc.serverName,
 		max:         positive(t.MaxConns, 8),
@@ -238,17 +239,17 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 	}
 	switch {
 	case d.RequireTLS && neverAuthenticates(d.Security.Level):
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
-			Detail: "REQUIRETLS needs a verified TLS session; the requirement is " + d.Security.Level.String()}
+		return nil, refuse(host, errRequireTLS,
+			"REQUIRETLS needs a verified TLS session; the requirement is "+d.Security.Level.String(), nil)
 	case d.Security.Level == mailsec.Plaintext && t.Auth != nil && !t.dc.implicit:
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailPlaintextAuth,
-			Detail: "credentials are never sent without TLS"}
+		return nil, refuse(host, errPlaintextAuth, "credentials are never sent without TLS", nil)
 	}
 
 	for attempt := 0; ; attempt++ {
-		s, err := t.pool.get(ctx, d.Security)
+		var seen contact
+		s, err := t.pool.get(ctx, d.Security, &seen)
 		if err != nil {
-			return nil, err
+			return t.unreached(d, &seen, err), err
 		}
 		res, err := t.transact(ctx, s, d)
 		var retry *errRetry
@@ -260,6 +261,21 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		}
 		return res, err
 	}
+}
+
+// unreached is the result of a delivery for which no session could be
+// established: when a connection was tried, each recipient's one attempt,
+// with what was seen of the server.
+func (t *Submission) unreached(d *mailsec.Delivery, seen *contact, err error) *mailsec.DeliveryResult {
+	if seen.addr == "" {
+		return nil
+	}
+	a := []mailsec.Attempt{{Host: t.dc.serverName, Addr: seen.addr, PeerPin: seen.pin, Error: syntax.PeerText(err.Error())}}
+	res := &mailsec.DeliveryResult{Recipients: make([]mailsec.RecipientResult, len(d.To))}
+	for i, to := range d.To {
+		res.Recipients[i] = mailsec.RecipientResult{Address: to, Attempts: a}
+	}
+	return res
 }
 
 // transact runs one transaction on s and returns s to the pool, also when

@@ -3,7 +3,6 @@ package transport
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -63,8 +62,8 @@ func requirement(sec mailsec.Security, host string, hop *mxHop) (*hostPlan, erro
 	case mailsec.Verified, mailsec.Pinned, mailsec.Unverified, mailsec.Plaintext:
 	default:
 		if !direct {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel,
-				Detail: "the " + sec.Level.String() + " level applies to direct delivery to MX hosts, not to submission"}
+			return nil, refuse(host, errLevel,
+				"the "+sec.Level.String()+" level applies to direct delivery to MX hosts, not to submission", nil)
 		}
 	}
 	// TLS-Required: No (RFC 8689 §5) sets the recipient domain's DANE and
@@ -92,8 +91,8 @@ func requirement(sec mailsec.Security, host string, hop *mxHop) (*hostPlan, erro
 			// MTA-STS (RFC 8461 §4): a host the policy does not list
 			// gets nothing.
 			if p := hop.ds.sts.Policy; !p.Matches(host) {
-				return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailMXNotInPolicy,
-					Detail: "the domain's MTA-STS policy (enforce) lists " + strings.Join(p.MX, ", ")}
+				return nil, refuse(host, errMXNotInPolicy,
+					"the domain's MTA-STS policy (enforce) lists "+strings.Join(p.MX, ", "), nil)
 			}
 			hp.pol, hp.policy = &tlsPolicy{mode: tlsWebPKI, label: mailsec.VerifiedMTASTS}, "mta-sts"
 		default:
@@ -126,7 +125,7 @@ func requirement(sec mailsec.Security, host string, hop *mxHop) (*hostPlan, erro
 			if dn.found() {
 				why = "the host's TLSA records are all unusable for SMTP"
 			}
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailDANERequired, Detail: why}
+			return nil, refuse(host, errDANERequired, why, nil)
 		}
 		dn.apply(hp, hop.now)
 	case mailsec.VerifyMX:
@@ -144,7 +143,7 @@ func requirement(sec mailsec.Security, host string, hop *mxHop) (*hostPlan, erro
 	case mailsec.Cleartext:
 		hp.pol, hp.policy = &tlsPolicy{mode: tlsNone}, "none"
 	default:
-		return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailLevel, Detail: "unknown level " + sec.Level.String()}
+		return nil, refuse(host, errLevel, "unknown level "+sec.Level.String(), nil)
 	}
 	if !direct {
 		hp.serverName = ""
@@ -156,13 +155,13 @@ func requirement(sec mailsec.Security, host string, hop *mxHop) (*hostPlan, erro
 	// authenticates it (the session checks the server offers REQUIRETLS).
 	if hop.requireTLS {
 		if !hp.pol.authenticates() {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
-				Detail: "the message demands REQUIRETLS and the level for this host (" + hp.policy + ") does not authenticate it (5.7.30)"}
+			return nil, refuse(host, errRequireTLS,
+				"the message demands REQUIRETLS and the level for this host ("+hp.policy+") does not authenticate it (5.7.30)", nil)
 		}
 		vouched := hop.ds.route.authentic || hop.ds.enforce && hop.ds.sts.Policy.Matches(host)
 		if !vouched {
-			return nil, &mailsec.SecurityError{Host: host, Failure: mailsec.FailRequireTLS,
-				Detail: "the message demands REQUIRETLS and this MX host is vouched for neither by DNSSEC nor by an MTA-STS policy in enforce mode (5.7.30)"}
+			return nil, refuse(host, errRequireTLS,
+				"the message demands REQUIRETLS and this MX host is vouched for neither by DNSSEC nor by an MTA-STS policy in enforce mode (5.7.30)", nil)
 		}
 	}
 	return hp, nil
@@ -210,8 +209,10 @@ type daneRecords struct {
 // records are known, since an attacker may have suppressed them.
 func (h *mxHop) daneRecords(host string) (daneRecords, error) {
 	if h.mx.tlsaErr != nil {
-		return daneRecords{}, &mailsec.SecurityError{Host: host, Failure: mailsec.FailTLSALookup, Temp: true,
-			Detail: "the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", Err: h.mx.tlsaErr}
+		e := refuse(host, errTLSALookup,
+			"the host's MX and address records are DNSSEC-signed, so its TLSA records must be known before connecting", h.mx.tlsaErr)
+		e.Temp = true
+		return daneRecords{}, e
 	}
 	return daneRecords{set: h.mx.tlsa, names: h.mx.tlsa.names(host)}, nil
 }
@@ -354,8 +355,6 @@ func daneVerification(m dane.Match) mailsec.Verification {
 	}
 	return mailsec.VerifiedDANEEE
 }
-
-var errPinMismatch = errors.New("certificate public key matches no pin")
 
 // domainError is a certificate that verifies but is for neither the
 // recipient domain nor a name below it.

@@ -63,21 +63,20 @@ func (t *Direct) reportAttempt(ds *domainState, r tlsrpt.Result) {
 // in enforce mode does not list, a host without usable TLSA records at
 // the DANE-only level.
 func (t *Direct) reportRefusal(ds *domainState, host string, err error) {
-	var se *mailsec.SecurityError
-	if t.Reports == nil || !errors.As(err, &se) {
+	if t.Reports == nil {
 		return
 	}
 	r := tlsrpt.Result{ReceivingMXHostname: host}
-	switch se.Failure {
-	case mailsec.FailTLSALookup:
+	switch {
+	case errors.Is(err, errTLSALookup):
 		var de *dns.Error
 		if !errors.As(err, &de) || de.Kind != dns.ServerFailure {
 			return
 		}
 		r.PolicyType, r.Failure, r.FailureReasonCode = tlsrpt.PolicyTLSA, tlsrpt.DNSSECInvalid, reasonCode(err)
-	case mailsec.FailMXNotInPolicy:
+	case errors.Is(err, errMXNotInPolicy):
 		r.Failure, r.FailureReasonCode = tlsrpt.ValidationFailure, "MX host "+host+" is not listed in the MTA-STS policy"
-	case mailsec.FailDANERequired:
+	case errors.Is(err, errDANERequired):
 		r.Failure = tlsrpt.DANERequired
 	default:
 		return
@@ -153,12 +152,12 @@ func resultType(se *mailsec.SecurityError) tlsrpt.ResultType {
 		}
 		return rt
 	}
-	switch se.Failure {
-	case mailsec.FailStartTLSMissing, mailsec.FailStartTLSRefused, mailsec.FailInjection, mailsec.FailNotTLS:
+	switch {
+	case errors.Is(se, mailsec.ErrDowngrade):
 		return tlsrpt.StartTLSNotSupported
-	case mailsec.FailDANE:
+	case errors.Is(se, errDANEMismatch):
 		return tlsrpt.TLSAInvalid
-	case mailsec.FailCertificate:
+	case errors.Is(se, errCertificate):
 		var ci x509.CertificateInvalidError
 		var he x509.HostnameError
 		var dom *domainError

@@ -231,6 +231,17 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 		if !strings.Contains(r.stderr, "127.0.0.1") || !strings.Contains(r.stderr, "not a global unicast address") {
 			t.Fatalf("stderr does not name the address: %q", r.stderr)
 		}
+		// The Receipt keeps the MX host and the address refused, a
+		// permanent failure (the same DNS answer leads to it again).
+		var rec mailsec.Receipt
+		if err := json.Unmarshal([]byte(r.stdout), &rec); err != nil {
+			t.Fatal(err)
+		}
+		f := rec.Recipients[0].Failure
+		if f == nil || f.Temporary || len(f.Attempts) != 1 || f.Attempts[0].Host != "mx.sts.test" || f.Attempts[0].Addr != "127.0.0.1:"+port ||
+			!strings.Contains(f.Attempts[0].Error, "not a global unicast address") {
+			t.Fatalf("failure = %+v", f)
+		}
 	})
 	t.Run("enforce policy applied to a listed MX", func(t *testing.T) {
 		r := send("ann@sts.test", "-allow-private")
@@ -256,6 +267,19 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 		}
 		if !strings.Contains(r.stderr, "MTA-STS") {
 			t.Fatalf("stderr does not say why: %q", r.stderr)
+		}
+		// The Receipt keeps the MX host refused, with the policy that
+		// refused it as the resolver's view served it, and says a later
+		// attempt may succeed (the policy may be updated).
+		var rec mailsec.Receipt
+		if err := json.Unmarshal([]byte(r.stdout), &rec); err != nil {
+			t.Fatal(err)
+		}
+		f := rec.Recipients[0].Failure
+		want := []string{"version: STSv1", "mode: enforce", "mx: mx.elsewhere.test", "max_age: 86400"}
+		if f == nil || !f.Temporary || len(f.Attempts) != 1 || f.Attempts[0].Host != "mx.unlisted.test" || f.Attempts[0].Addr != "" ||
+			!slices.Equal(f.Attempts[0].MTASTS, want) {
+			t.Fatalf("failure = %+v, want one attempt at mx.unlisted.test refused by %q", f, want)
 		}
 	})
 	t.Run("check reports the policy", func(t *testing.T) {

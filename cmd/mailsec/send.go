@@ -292,11 +292,16 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	if receipt != nil {
 		for _, r := range receipt.Recipients {
 			fmt.Fprintln(e.stderr, progressLine(r))
+			// Direct delivery: every fallback taken on the way, noted
+			// with the session, or with the failure when there was none.
+			var notes []string
 			if c := r.Connection; c != nil {
-				// Direct delivery: every fallback taken on the way.
-				for _, n := range c.Notes {
-					fmt.Fprintln(e.stderr, printable("  note: "+n))
-				}
+				notes = c.Notes
+			} else if f := r.Failure; f != nil {
+				notes = f.Notes
+			}
+			for _, n := range notes {
+				fmt.Fprintln(e.stderr, printable("  note: "+n))
 			}
 		}
 		if o.json {
