@@ -104,9 +104,11 @@
 // # Errors
 //
 // Every failure is typed. [*ValidationError] means bad input and is never
-// worth retrying. [*SecurityError] means a security requirement could not be
-// met (match the category with [ErrDowngrade], [ErrCertificate],
-// [ErrHandshake], [ErrRequireTLS], [ErrPlaintext], [ErrDomainPolicy]).
+// worth retrying; [*ConfigError] means a setting is wrong, and is reported
+// when the Sender, a transport or a Protector is built. [*SecurityError]
+// means a security requirement could not be met (its Category is one of
+// [ErrDowngrade], [ErrCertificate], [ErrHandshake], [ErrRequireTLS],
+// [ErrPlaintext], [ErrDomainPolicy]).
 // [*ProtectionError] says why content could not be protected for a
 // recipient ([ErrNoKey] when no usable key exists). [*SMTPError] carries
 // the server's reply. [*SendError] reports per-recipient failures and
