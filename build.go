@@ -248,6 +248,32 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	return p, nil
 }
 
+// only returns the recipients of p named in to (SendTo's list), in the
+// order p has them. Each entry is matched by the address it names, as
+// the Receipt writes it.
+func (p *prepared) only(to []string) ([]preparedRcpt, error) {
+	want := make(map[string]bool, len(to))
+	for i, v := range to {
+		field := "SendTo recipients[" + strconv.Itoa(i) + "]"
+		mb, err := parseMailbox(field, v)
+		if err != nil {
+			return nil, err
+		}
+		a := mb.addr(false)
+		if !slices.ContainsFunc(p.rcpts, func(r preparedRcpt) bool { return r.Address == a }) {
+			return nil, invalid(field, v, "not a recipient of the message (To, Cc or Bcc)")
+		}
+		want[a] = true
+	}
+	out := make([]preparedRcpt, 0, len(want))
+	for _, r := range p.rcpts {
+		if want[r.Address] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 // content returns the message as it goes to recipients whose content is
 // not protected. A panic in an attachment reader while it is written is
 // an error, as any other failure of the reader.

@@ -219,3 +219,52 @@ func ExampleIsTemporary() {
 	// false
 	// true
 }
+
+// A message to be sent later is prepared when it is queued: bad input
+// fails at once, and the Message-ID and Date are fixed for every attempt.
+func ExampleSender_Prepare() {
+	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, &mailsec.Options{
+		AllowedSenders: []string{"example.com"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = sender.Prepare(&mailsec.Message{From: "ceo@example.net", To: []string{"ann@example.org"}})
+	fmt.Println(errors.Is(err, mailsec.ErrSenderNotAllowed))
+
+	m, err := sender.Prepare(&mailsec.Message{
+		From: "noreply@example.com", To: []string{"ann@example.org"}, Subject: "Welcome", Text: "Hello.",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(strings.HasSuffix(m.MessageID, "@example.com"), !m.Date.IsZero())
+	// Output:
+	// true
+	// true true
+}
+
+// SendTo sends a message again to the recipients an earlier attempt did
+// not reach; those it reached get nothing twice.
+func ExampleSender_SendTo() {
+	rt := &mailsectest.RecordingTransport{}
+	sender, err := mailsec.NewSender(rt, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	m, err := sender.Prepare(&mailsec.Message{
+		From: "noreply@example.com", To: []string{"ann@example.org", "bob@example.org"},
+		Subject: "Statement", Text: "Your statement is ready.",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Say bob@example.org was deferred (a 4xx reply) the first time.
+	receipt, err := sender.SendTo(context.Background(), m, []string{"bob@example.org"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	d := rt.Deliveries()[0]
+	fmt.Println(d.To, len(receipt.Recipients), strings.Contains(string(d.Data), "To: ann@example.org, bob@example.org"))
+	// Output: [bob@example.org] 1 true
+}

@@ -101,6 +101,17 @@
 // help, and every server tried with what was seen there. Its JSON form is
 // stable: store it as the audit record.
 //
+// # Sending later
+//
+// Package outbox queues messages durably and delivers them with retries;
+// it is built on two methods any queue can use. [Sender.Prepare] checks a
+// message as Send would, without I/O, and fixes its Message-ID and Date,
+// so that bad input fails when the message is queued and every attempt
+// carries the same identity. [Sender.SendTo] sends it to some of its
+// recipients only, with the header written for all of them, so that a
+// recipient an earlier attempt reached never gets it twice. A recipient
+// whose Receipt entry says Failure.Temporary is worth trying again.
+//
 // # Errors
 //
 // Every failure is typed. [*ValidationError] means bad input and is never

@@ -26,19 +26,82 @@ import (
 // *SendError that unwraps to one *RecipientError per failed recipient. The
 // Receipt is returned whenever anything was attempted, error or not.
 func (s *Sender) Send(ctx context.Context, m *Message) (*Receipt, error) {
+	return s.send(ctx, m, nil)
+}
+
+// SendTo sends m as Send does, but only to the recipients in to: the
+// message is the one Send would write for all of its recipients (the same
+// header, with To and Cc as m names them and no Bcc recipient in it, the
+// same Message-ID and Date when m sets them), delivered to these alone,
+// and the Receipt lists these alone. Each entry of to must be one of m's
+// recipients (To, Cc or Bcc), written as m writes it or as its Receipt
+// entry's Address is (what a queue keeps); repeats count once. An entry
+// that is none of them, or an empty to, is a *ValidationError, and
+// nothing is sent.
+//
+// A queue (package outbox) uses it to try again the recipients an earlier
+// attempt did not reach, so that those it reached never get the message
+// twice, with the Message-ID and Date that Prepare fixed.
+func (s *Sender) SendTo(ctx context.Context, m *Message, to []string) (*Receipt, error) {
+	if len(to) == 0 {
+		return nil, invalid("SendTo recipients", "", "none given")
+	}
+	return s.send(ctx, m, to)
+}
+
+// Prepare validates m exactly as Send does, every check included
+// (addresses, header fields, sizes, Options.AllowedSenders), without any
+// I/O: attachments are not read, and the Policy is not asked. It returns
+// a shallow copy of m (sharing its slices and attachment readers) whose
+// MessageID and Date are set: m's own when it has them, or else the ones
+// Send would have generated, by the Sender's clock and MessageIDDomain.
+//
+// A message sent later, or more than once, is prepared first: a queue
+// (package outbox) calls Prepare when the application hands it a message,
+// so that bad input fails there and then, and sends the copy, so that
+// every attempt carries the same Message-ID and Date.
+func (s *Sender) Prepare(m *Message) (*Message, error) {
+	if err := s.check(m); err != nil {
+		return nil, err
+	}
+	p, err := s.prepare(m)
+	if err != nil {
+		return nil, err
+	}
+	c := *m
+	c.MessageID, c.Date = p.messageID, p.date
+	return &c, nil
+}
+
+// check refuses what no Send can start with: a Sender not made by
+// NewSender, a nil message.
+func (s *Sender) check(m *Message) error {
 	if s == nil || s.transport == nil {
-		return nil, invalid("Sender", "", "not made by NewSender")
+		return invalid("Sender", "", "not made by NewSender")
+	}
+	if m == nil {
+		return invalid("Message", "", "nil message")
+	}
+	return nil
+}
+
+// send is Send, to the recipients in only when only is not nil.
+func (s *Sender) send(ctx context.Context, m *Message, only []string) (*Receipt, error) {
+	if err := s.check(m); err != nil {
+		return nil, err
 	}
 	if ctx == nil {
 		return nil, invalid("Context", "", "nil context")
-	}
-	if m == nil {
-		return nil, invalid("Message", "", "nil message")
 	}
 	started := s.now()
 	msg, err := s.prepare(m)
 	if err != nil {
 		return nil, err
+	}
+	if only != nil {
+		if msg.rcpts, err = msg.only(only); err != nil {
+			return nil, err
+		}
 	}
 	sd := &sending{s: s, m: m, msg: msg}
 	sd.start(started)
