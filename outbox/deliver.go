@@ -1,0 +1,744 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/transport"
+)
+
+// State is where a message is in the outbox.
+type State string
+
+// Message states. Queued and Sending are unfinished; the others are final.
+const (
+	// Queued: waiting for its first attempt, or for the next one after a
+	// temporary failure.
+	Queued State = "queued"
+	// Sending: an attempt is under way, or its worker died during it and
+	// another will take the message up (see the package documentation).
+	Sending State = "sending"
+	// Delivered: every recipient was accepted.
+	Delivered State = "delivered"
+	// PartlyDelivered: some recipients were accepted, the others refused
+	// for good or still deferred when the message expired.
+	PartlyDelivered State = "partly delivered"
+	// Failed: no recipient was accepted, and every one was refused for
+	// good; or the stored message did not open (tampered with).
+	Failed State = "failed"
+	// Expired: no recipient was accepted, and some were still deferred
+	// when the message reached its MaxAge.
+	Expired State = "expired"
+	// Cancelled: Cancel was called before the message finished.
+	Cancelled State = "cancelled"
+)
+
+func (s State) finished() bool { return s != Queued && s != Sending }
+
+// RecipientState is where one recipient of a message is.
+type RecipientState string
+
+// Recipient states.
+const (
+	// Pending: not accepted yet; the next attempt tries it.
+	Pending RecipientState = "pending"
+	// Accepted: the server took the message for the recipient; no later
+	// attempt sends it to this recipient again.
+	Accepted RecipientState = "accepted"
+	// Refused: the last attempt failed for good (a 5xx reply, no usable
+	// key where protection is required, ...).
+	Refused RecipientState = "refused"
+	// ExpiredRecipient: still deferred when the message expired.
+	ExpiredRecipient RecipientState = "expired"
+	// CancelledRecipient: pending when the message was cancelled.
+	CancelledRecipient RecipientState = "cancelled"
+)
+
+// progress is what the outbox knows of a message's recipients, sealed.
+type progress struct {
+	MessageID  string         `json:"message_id"`
+	Reference  string         `json:"reference,omitempty"`
+	Recipients []rcptProgress `json:"recipients,omitempty"`
+}
+
+type rcptProgress struct {
+	Address  string                `json:"address"`
+	Kind     mailsec.RecipientKind `json:"kind"`
+	State    RecipientState        `json:"state"`
+	Attempts int                   `json:"attempts"`
+	// Unknown: the last attempt's transaction for the recipient broke
+	// after the message may have been complete, so the server may have
+	// taken it.
+	Unknown bool `json:"unknown,omitempty"`
+	// PossibleDuplicate: an attempt sent it again after one whose outcome
+	// was unknown.
+	PossibleDuplicate bool   `json:"possible_duplicate,omitempty"`
+	Error             string `json:"error,omitempty"`
+}
+
+// Attempt is the record of one attempt to deliver a queued message: the
+// Receipt of the Send it made, or why it made none. Status returns every
+// attempt's; Options.OnReceipt is given each as it is recorded.
+type Attempt struct {
+	// ID is the outbox's ID for the message.
+	ID string `json:"id"`
+	// Number counts the message's attempts from 1.
+	Number int `json:"number"`
+	// Started and Finished bound the attempt.
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// State is the message's state after the attempt.
+	State State `json:"state"`
+	// Receipt is the Send's Receipt: the recipients tried (those no
+	// earlier attempt delivered to), and for each what happened. Nil when
+	// the attempt sent nothing (Error says why).
+	Receipt *mailsec.Receipt `json:"receipt,omitempty"`
+	// PossibleDuplicates are the recipients this attempt sent the
+	// message to although an earlier attempt may already have delivered
+	// it to them: that attempt's worker died during its transaction, or
+	// the server's reply to the end of the message was lost or came out
+	// of turn. Each may have the message twice. This is the one case in
+	// which the outbox may deliver a message twice.
+	PossibleDuplicates []string `json:"possible_duplicates,omitempty"`
+	// Interrupted reports an attempt cut short by Close (or the end of the
+	// process's work): its recipients not accepted stay pending, to be
+	// tried again at once.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// Error says why the attempt sent nothing, or failed as a whole.
+	Error string `json:"error,omitempty"`
+	// Next is when the next attempt is due; zero when the message is
+	// finished.
+	Next time.Time `json:"next,omitzero"`
+}
+
+// row is a message's row, as a worker reads it.
+type row struct {
+	id         string
+	state      State
+	createdAt  time.Time
+	expiresAt  time.Time
+	nextAt     time.Time
+	finishedAt time.Time
+	attempts   int
+	inFlightAt time.Time
+	envelope   []byte
+	progress   []byte
+	problem    string
+}
+
+const rowColumns = `id, state, created_at, expires_at, next_at, finished_at, attempts, in_flight_at, envelope, progress, problem`
+
+func scanRow(s scanner) (*row, error) {
+	var r row
+	var state string
+	var created, expires, next int64
+	var finished, inFlight sql.NullInt64
+	var problem sql.NullString
+	if err := s.Scan(&r.id, &state, &created, &expires, &next, &finished, &r.attempts, &inFlight, &r.envelope, &r.progress, &problem); err != nil {
+		return nil, err
+	}
+	r.state = State(state)
+	r.createdAt, r.expiresAt, r.nextAt = micros(created), micros(expires), micros(next)
+	if finished.Valid {
+		r.finishedAt = micros(finished.Int64)
+	}
+	if inFlight.Valid {
+		r.inFlightAt = micros(inFlight.Int64)
+	}
+	r.problem = problem.String
+	return &r, nil
+}
+
+func micros(v int64) time.Time { return time.UnixMicro(v) }
+
+func loadRow(ctx context.Context, q querier, id string) (*row, error) {
+	return scanRow(q.queryRow(ctx, `SELECT `+rowColumns+` FROM mailsec_outbox_message WHERE id = $1`, id))
+}
+
+// work is one run of a delivery job: at most one attempt.
+func (ob *Outbox) work(ctx context.Context, id string) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: delivery panicked", slog.String("id", id), slog.String("panic", fmt.Sprint(v)))
+			// River keeps a job's errors: say nothing about the message.
+			err = errors.New("outbox: the delivery panicked; see the outbox's log")
+		}
+	}()
+	r, err := loadRow(ctx, ob.eng.pool(), id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // cancelled and cleaned up
+	}
+	if err != nil {
+		return fmt.Errorf("outbox: reading message %s: %w", id, err)
+	}
+	now := time.Now()
+	switch {
+	case r.state.finished():
+		return nil
+	case r.state == Queued && r.nextAt.After(now.Add(time.Second)):
+		return river.JobSnooze(r.nextAt.Sub(now))
+	case r.state == Sending && r.inFlightAt.Add(ob.o.rescueAfter).After(now):
+		// Another worker has it, or had it until it died: wait until
+		// then, as River's rescue does.
+		return river.JobSnooze(r.inFlightAt.Add(ob.o.rescueAfter).Sub(now))
+	}
+	return ob.attempt(ctx, r)
+}
+
+// attempt makes one attempt at the message in r.
+func (ob *Outbox) attempt(ctx context.Context, r *row) error {
+	a := &Attempt{ID: r.id, Number: r.attempts + 1, Started: time.Now()}
+	prog, sm, err := ob.openMessage(r)
+	if err != nil {
+		return ob.unopened(ctx, r, a, err)
+	}
+	// An attempt left in flight (state Sending) never recorded what
+	// happened: the recipients it tried may have the message.
+	leftInFlight := r.state == Sending
+	n, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, attempts = attempts + 1, in_flight_at = $2
+WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.UnixMicro(), r.id, r.attempts, string(r.state))
+	if err != nil {
+		return fmt.Errorf("outbox: starting an attempt at message %s: %w", r.id, err)
+	}
+	if n == 0 {
+		return river.JobSnooze(time.Second) // changed meanwhile: look again
+	}
+
+	var to []string
+	dup := map[string]bool{}
+	for i := range prog.Recipients {
+		rp := &prog.Recipients[i]
+		if rp.State != Pending {
+			continue
+		}
+		to = append(to, rp.Address)
+		if rp.Unknown || leftInFlight {
+			dup[rp.Address] = true
+			a.PossibleDuplicates = append(a.PossibleDuplicates, rp.Address)
+		}
+	}
+	// Before the first Receipt the recipients are known only as the
+	// message writes them.
+	allDup := len(prog.Recipients) == 0 && leftInFlight
+	if allDup {
+		a.PossibleDuplicates = sm.recipients()
+	}
+
+	ds := &deliveryState{}
+	dctx, cancel := context.WithTimeout(ctx, ob.o.deliveryTimeout)
+	m := ob.message(dctx, r.id, sm, ds)
+	var rec *mailsec.Receipt
+	var sendErr error
+	if len(prog.Recipients) == 0 {
+		rec, sendErr = ob.sender.Send(dctx, m)
+	} else {
+		rec, sendErr = ob.sender.SendTo(dctx, m, to)
+	}
+	cancel()
+	a.Finished = time.Now()
+	a.Receipt = rec
+	a.Interrupted = ctx.Err() != nil
+	if rec != nil && allDup {
+		a.PossibleDuplicates = nil
+		for _, rr := range rec.Recipients {
+			dup[rr.Address] = true
+			a.PossibleDuplicates = append(a.PossibleDuplicates, rr.Address)
+		}
+	}
+
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordMargin)
+	defer rcancel()
+	if oerr := ds.err(); oerr != nil {
+		// Content that does not open is never sent: the transaction was
+		// abandoned before the end of the message. A chunk deleted by
+		// Cancel meanwhile is not tampering.
+		if cur, err := loadRow(rctx, ob.eng.pool(), r.id); err == nil && cur.state == Cancelled {
+			oerr = nil
+		}
+		if oerr != nil {
+			return ob.unopened(rctx, r, a, oerr)
+		}
+	}
+	ob.merge(prog, rec, sendErr, a, dup)
+	next, state := ob.decide(prog, r, a, sendErr)
+	return ob.record(rctx, r, prog, a, state, next)
+}
+
+// openMessage opens a row's progress and envelope.
+func (ob *Outbox) openMessage(r *row) (*progress, *storedMessage, error) {
+	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
+	if err != nil {
+		return nil, nil, err
+	}
+	var prog progress
+	if err := json.Unmarshal(pb, &prog); err != nil {
+		return nil, nil, &OpenError{ID: r.id, What: "progress", Err: ErrTampered}
+	}
+	if r.envelope == nil {
+		return nil, nil, &OpenError{ID: r.id, What: "envelope", Err: ErrTampered}
+	}
+	eb, err := ob.keys.open(r.envelope, aad("envelope", r.id, ""), r.id, "envelope")
+	if err != nil {
+		return nil, nil, err
+	}
+	var sm storedMessage
+	if err := json.Unmarshal(eb, &sm); err != nil {
+		return nil, nil, &OpenError{ID: r.id, What: "envelope", Err: ErrTampered}
+	}
+	return &prog, &sm, nil
+}
+
+// recipients lists the message's recipients as it names them.
+func (sm *storedMessage) recipients() []string {
+	return slices.Concat(sm.To, sm.Cc, sm.Bcc)
+}
+
+// unopened handles a message that did not open. One sealed under a key
+// the outbox lacks waits for it (until its MaxAge); one that fails
+// authentication is never sent: it fails, and the failure is logged and
+// recorded.
+func (ob *Outbox) unopened(ctx context.Context, r *row, a *Attempt, err error) error {
+	a.Finished = time.Now()
+	a.Error = err.Error()
+	var oe *OpenError
+	errors.As(err, &oe)
+	if errors.Is(err, ErrUnknownKey) {
+		ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: message sealed under a key the outbox was not given; it waits for the key",
+			slog.String("id", r.id), slog.String("key_id", oe.KeyID))
+		next := a.Finished.Add(ob.backoff(a.Number))
+		if !a.Finished.Before(r.expiresAt) {
+			return ob.finishUnopened(ctx, r, a, Expired, "sealed under key "+oe.KeyID+", not configured, until the message expired")
+		}
+		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET next_at = $1, problem = $2 WHERE id = $3`,
+			earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured", r.id); err != nil {
+			return fmt.Errorf("outbox: message %s: %w", r.id, err)
+		}
+		return river.JobSnooze(max(time.Until(earliest(next, r.expiresAt)), 0))
+	}
+	ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: stored message does not authenticate; it is not sent",
+		slog.String("id", r.id), slog.String("part", oe.What))
+	return ob.finishUnopened(ctx, r, a, Failed, "stored "+oe.What+" does not authenticate: tampered with; not sent")
+}
+
+// finishUnopened ends a message that could not be opened, keeping its
+// sealed rows as evidence, and records the attempt.
+func (ob *Outbox) finishUnopened(ctx context.Context, r *row, a *Attempt, state State, problem string) error {
+	a.State = state
+	now := time.Now().UnixMicro()
+	t, err := ob.eng.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: message %s: %w", r.id, err)
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, in_flight_at = NULL, problem = $3, attempts = $4
+WHERE id = $5 AND state IN ('queued', 'sending')`, string(state), now, problem, a.Number, r.id); err != nil {
+		return fmt.Errorf("outbox: message %s: %w", r.id, err)
+	}
+	if err := ob.insertAttempt(ctx, t, a); err != nil {
+		return err
+	}
+	if err := t.commit(ctx); err != nil {
+		return fmt.Errorf("outbox: message %s: %w", r.id, err)
+	}
+	ob.report(ctx, a, nil)
+	return nil
+}
+
+func (ob *Outbox) insertAttempt(ctx context.Context, q querier, a *Attempt) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = q.exec(ctx, `INSERT INTO mailsec_outbox_attempt (message_id, n, data) VALUES ($1, $2, $3)
+ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data`,
+		a.ID, a.Number, ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))))
+	if err != nil {
+		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, a.ID, err)
+	}
+	return nil
+}
+
+// merge writes what the Send did into the message's progress.
+func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *Attempt, dup map[string]bool) {
+	if rec == nil {
+		// Nothing was attempted: the whole message failed before any
+		// delivery (a Sender whose configuration changed since Enqueue,
+		// say). Its recipients stay pending when a retry can help.
+		if sendErr != nil {
+			a.Error = sendErr.Error()
+		}
+		if len(prog.Recipients) == 0 {
+			return // no recipient known yet; decide goes by a.Error
+		}
+		for i := range prog.Recipients {
+			rp := &prog.Recipients[i]
+			if rp.State != Pending {
+				continue
+			}
+			rp.Attempts++
+			rp.Error = a.Error
+			if !a.Interrupted && !mailsec.IsTemporary(sendErr) {
+				rp.State = Refused
+			}
+		}
+		return
+	}
+	for _, rr := range rec.Recipients {
+		i := slices.IndexFunc(prog.Recipients, func(rp rcptProgress) bool { return rp.Address == rr.Address })
+		if i < 0 {
+			prog.Recipients = append(prog.Recipients, rcptProgress{Address: rr.Address, Kind: rr.Kind, State: Pending})
+			i = len(prog.Recipients) - 1
+		}
+		rp := &prog.Recipients[i]
+		rp.Attempts++
+		rp.PossibleDuplicate = rp.PossibleDuplicate || dup[rr.Address]
+		rp.Unknown = false
+		rp.Error = ""
+		switch {
+		case rr.Accepted:
+			rp.State = Accepted
+		case a.Interrupted && !hasReply(rr.Err):
+			rp.Error = "interrupted"
+			rp.Unknown = outcomeUnknown(rr.Err)
+		case rr.Failure != nil && rr.Failure.Temporary:
+			rp.Error = errText(rr.Err)
+			rp.Unknown = outcomeUnknown(rr.Err)
+		default:
+			rp.State = Refused
+			rp.Error = errText(rr.Err)
+		}
+	}
+}
+
+// hasReply reports whether err carries a server's reply: a verdict that
+// stands even when the attempt was interrupted.
+func hasReply(err error) bool {
+	var se *mailsec.SMTPError
+	return errors.As(err, &se)
+}
+
+// outcomeUnknown reports a failure after which the server may have taken
+// the message: the session broke during DATA (the connection dropped or
+// timed out, perhaps after the end of the message was sent), or the
+// server's reply to the end of the message came out of turn.
+func outcomeUnknown(err error) bool {
+	if errors.Is(err, transport.ErrUnsolicitedReply) {
+		return true
+	}
+	if errors.Is(err, mailsec.ErrContent) {
+		return false // abandoned before the end of the message
+	}
+	var ne *mailsec.NetworkError
+	return errors.As(err, &ne) && ne.Op == "DATA"
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// decide returns the message's next attempt and state after attempt a.
+func (ob *Outbox) decide(prog *progress, r *row, a *Attempt, sendErr error) (time.Time, State) {
+	now := a.Finished
+	var accepted, pending, refused int
+	for _, rp := range prog.Recipients {
+		switch rp.State {
+		case Accepted:
+			accepted++
+		case Pending:
+			pending++
+		default:
+			refused++
+		}
+	}
+	if len(prog.Recipients) == 0 {
+		// The attempt failed as a whole before any recipient was known.
+		if a.Interrupted {
+			return now, Queued
+		}
+		if !mailsec.IsTemporary(sendErr) {
+			return time.Time{}, Failed
+		}
+		pending = 1
+	}
+	switch {
+	case pending == 0 && refused == 0:
+		return time.Time{}, Delivered
+	case pending == 0 && accepted > 0:
+		return time.Time{}, PartlyDelivered
+	case pending == 0:
+		return time.Time{}, Failed
+	case a.Interrupted:
+		return now, Queued
+	case !now.Before(r.expiresAt):
+		for i := range prog.Recipients {
+			if prog.Recipients[i].State == Pending {
+				prog.Recipients[i].State = ExpiredRecipient
+			}
+		}
+		if accepted > 0 {
+			return time.Time{}, PartlyDelivered
+		}
+		return time.Time{}, Expired
+	}
+	return earliest(now.Add(ob.backoff(a.Number)), r.expiresAt), Queued
+}
+
+// backoff is the wait after the n-th attempt: MinBackoff doubled n-1
+// times, at most MaxBackoff, drawn at random from its upper half.
+func (ob *Outbox) backoff(n int) time.Duration {
+	d := ob.o.minBackoff
+	for i := 1; i < n && d < ob.o.maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, ob.o.maxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// record writes the attempt's outcome in one transaction: the message's
+// state and progress, the attempt's record, and, once it is finished, the
+// deletion of its content.
+func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt, state State, next time.Time) error {
+	pb, err := json.Marshal(prog)
+	if err != nil {
+		return err
+	}
+	t, err := ob.eng.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	done := state.finished()
+	q := `UPDATE mailsec_outbox_message SET
+	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
+	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL`
+	if done {
+		q += `, envelope = NULL`
+	}
+	q += ` WHERE id = $5 AND attempts = $6 RETURNING state`
+	var finished sql.NullInt64
+	if done {
+		finished = sql.NullInt64{Int64: a.Finished.UnixMicro(), Valid: true}
+	}
+	var got string
+	err = t.queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), ob.keys.seal(pb, aad("progress", r.id, "")), r.id, a.Number).Scan(&got)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// Taken over by another worker meanwhile (this one outlived its
+		// lease): keep this attempt's record, leave the message to it.
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: message taken over during an attempt", slog.String("id", r.id), slog.Int("attempt", a.Number))
+		got = string(Sending)
+	case err != nil:
+		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+	}
+	a.State = State(got)
+	if a.State.finished() {
+		a.Next = time.Time{}
+		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`, r.id); err != nil {
+			return fmt.Errorf("outbox: deleting the content of message %s: %w", r.id, err)
+		}
+	} else {
+		a.Next = next
+	}
+	if err := ob.insertAttempt(ctx, t, a); err != nil {
+		return err
+	}
+	if err := t.commit(ctx); err != nil {
+		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+	}
+	ob.report(ctx, a, prog)
+	if a.State == Queued {
+		return river.JobSnooze(max(time.Until(next), 0))
+	}
+	return nil
+}
+
+// report logs an attempt and hands it to OnReceipt.
+func (ob *Outbox) report(ctx context.Context, a *Attempt, prog *progress) {
+	attrs := []slog.Attr{
+		slog.String("id", a.ID), slog.Int("attempt", a.Number), slog.String("state", string(a.State)),
+	}
+	if a.Receipt != nil {
+		attrs = append(attrs, slog.String("message_id", a.Receipt.MessageID))
+	}
+	level := slog.LevelInfo
+	if prog != nil {
+		var acc, pend, ref int
+		for _, rp := range prog.Recipients {
+			switch rp.State {
+			case Accepted:
+				acc++
+			case Pending:
+				pend++
+			default:
+				ref++
+			}
+		}
+		attrs = append(attrs, slog.Int("accepted", acc), slog.Int("pending", pend), slog.Int("refused", ref))
+		if pend > 0 || ref > 0 {
+			level = slog.LevelWarn
+		}
+	} else {
+		level = slog.LevelError
+	}
+	if n := len(a.PossibleDuplicates); n > 0 {
+		attrs = append(attrs, slog.Int("possible_duplicates", n))
+	}
+	if a.Interrupted {
+		attrs = append(attrs, slog.Bool("interrupted", true))
+	}
+	if !a.Next.IsZero() {
+		attrs = append(attrs, slog.Time("next", a.Next))
+	}
+	ob.log.LogAttrs(ctx, level, "mailsec outbox attempt", attrs...)
+	if ob.o.onReceipt == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID), slog.String("panic", fmt.Sprint(v)))
+		}
+	}()
+	ob.o.onReceipt(ctx, a)
+}
+
+// deliveryState collects what went wrong reading stored content during an
+// attempt.
+type deliveryState struct {
+	mu      sync.Mutex
+	openErr error
+}
+
+func (d *deliveryState) fail(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.openErr == nil {
+		d.openErr = err
+	}
+}
+
+func (d *deliveryState) err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.openErr
+}
+
+// message rebuilds the Message, its attachments read from their chunks.
+func (ob *Outbox) message(ctx context.Context, id string, sm *storedMessage, ds *deliveryState) *mailsec.Message {
+	m := &mailsec.Message{
+		From: sm.From, Sender: sm.Sender, ReplyTo: sm.ReplyTo, To: sm.To, Cc: sm.Cc, Bcc: sm.Bcc,
+		Subject: sm.Subject, Text: sm.Text, HTML: sm.HTML, Headers: sm.Headers,
+		EnvelopeFrom: sm.EnvelopeFrom, RequireTLS: sm.RequireTLS, TLSRequiredNo: sm.TLSRequiredNo,
+		DSN: sm.DSN, Date: sm.Date, MessageID: sm.MessageID, Reference: sm.Reference,
+	}
+	conv := func(as []storedAttachment) []mailsec.Attachment {
+		out := make([]mailsec.Attachment, len(as))
+		for i, a := range as {
+			out[i] = mailsec.Attachment{Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID,
+				Content: &chunkReader{ctx: ctx, ob: ob, id: id, a: a, ds: ds}}
+		}
+		return out
+	}
+	m.Attachments, m.Inline = conv(sm.Attachments), conv(sm.Inline)
+	return m
+}
+
+// chunkReader reads an attachment from its sealed chunks, one query per
+// chunk, checking each. It seeks, so that a message that needs several
+// deliveries reads it again.
+type chunkReader struct {
+	ctx context.Context
+	ob  *Outbox
+	id  string
+	a   storedAttachment
+	ds  *deliveryState
+	pos int64
+	buf []byte // the chunk holding pos, when loaded
+	seq int    // buf's chunk number
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.pos >= c.a.Size {
+		return 0, io.EOF
+	}
+	seq := int(c.pos / chunkSize)
+	if c.buf == nil || c.seq != seq {
+		if err := c.load(seq); err != nil {
+			c.ds.fail(err)
+			return 0, err
+		}
+	}
+	n := copy(p, c.buf[c.pos-int64(seq)*chunkSize:])
+	c.pos += int64(n)
+	return n, nil
+}
+
+func (c *chunkReader) load(seq int) error {
+	pos := strconv.Itoa(c.a.Part) + ":" + strconv.Itoa(seq)
+	var data []byte
+	err := c.ob.eng.pool().queryRow(c.ctx, `SELECT data FROM mailsec_outbox_chunk WHERE message_id = $1 AND part = $2 AND seq = $3`,
+		c.id, c.a.Part, seq).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return &OpenError{ID: c.id, What: "chunk", Err: ErrTampered}
+	}
+	if err != nil {
+		return err
+	}
+	plain, err := c.ob.keys.open(data, aad("chunk", c.id, pos), c.id, "chunk")
+	if err != nil {
+		return err
+	}
+	want := min(chunkSize, c.a.Size-int64(seq)*chunkSize)
+	if int64(len(plain)) != want {
+		return &OpenError{ID: c.id, What: "chunk", Err: ErrTampered}
+	}
+	c.buf, c.seq = plain, seq
+	return nil
+}
+
+func (c *chunkReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += c.pos
+	case io.SeekEnd:
+		offset += c.a.Size
+	default:
+		return 0, errors.New("outbox: bad whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("outbox: negative position")
+	}
+	c.pos = offset
+	return offset, nil
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,355 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/mailsec/mailsec"
+)
+
+// engine is the database and River client under an Outbox: SQLite or
+// Postgres.
+type engine interface {
+	pool() querier
+	begin(ctx context.Context) (txn, error)
+	// insertJob queues the delivery job for the message id in t.
+	insertJob(ctx context.Context, t txn, id string, at time.Time) error
+	start(ctx context.Context) error
+	stop(ctx context.Context) error
+	stopAndCancel(ctx context.Context) error
+	migrate(ctx context.Context) error
+	validate(ctx context.Context) error
+	close()
+}
+
+// The River queue and job kind of deliveries.
+const (
+	queueName   = "mailsec_outbox"
+	deliverKind = "mailsec_outbox_deliver"
+	cleanKind   = "mailsec_outbox_clean"
+)
+
+// deliverArgs are a delivery job's arguments, all River stores about a
+// message: the outbox's opaque ID for it.
+type deliverArgs struct {
+	ID string `json:"id"`
+}
+
+func (deliverArgs) Kind() string { return deliverKind }
+
+// cleanArgs are the periodic clean-up's: none.
+type cleanArgs struct{}
+
+func (cleanArgs) Kind() string { return cleanKind }
+
+type deliverWorker struct {
+	river.WorkerDefaults[deliverArgs]
+	ob *Outbox
+}
+
+func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
+	return w.ob.work(ctx, job.Args.ID)
+}
+
+type cleanWorker struct {
+	river.WorkerDefaults[cleanArgs]
+	ob *Outbox
+}
+
+func (w *cleanWorker) Work(ctx context.Context, _ *river.Job[cleanArgs]) error {
+	return w.ob.clean(ctx)
+}
+
+// cleanEvery is how often the leader deletes what retention no longer
+// keeps.
+const cleanEvery = 10 * time.Minute
+
+// maxJobAttempts is River's limit on a delivery job's failed runs. The
+// outbox retries deliveries by snoozing the job, which River does not
+// count; a run counts only when its worker died (a rescue) or the
+// database failed while recording. The message's MaxAge ends it first.
+const maxJobAttempts = 1000
+
+// riverConfig is the River client configuration the outbox runs with.
+//
+//   - One queue of Options.Workers workers.
+//   - FetchCooldown 10 ms (River's default, 100 ms, caps a SQLite queue at
+//     about 80 jobs a second); FetchPollInterval 1 s, a fallback: new jobs
+//     wake the workers through River's notifications (LISTEN/NOTIFY on
+//     Postgres, a polled table on SQLite).
+//   - JobTimeout DeliveryTimeout plus a margin to record the outcome, and
+//     RescueStuckJobsAfter one margin more: a message whose worker died is
+//     taken up by another within minutes, not River's default hour, and
+//     never while its worker may still be at it.
+//   - Completed and cancelled jobs are kept a day (River's default): they
+//     hold only an ID; the outbox keeps its own records.
+func riverConfig(ob *Outbox) *river.Config {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &deliverWorker{ob: ob})
+	river.AddWorker(workers, &cleanWorker{ob: ob})
+	return &river.Config{
+		Queues: map[string]river.QueueConfig{
+			queueName: {MaxWorkers: ob.o.workers},
+		},
+		Workers:              workers,
+		FetchCooldown:        10 * time.Millisecond,
+		FetchPollInterval:    time.Second,
+		JobTimeout:           ob.o.jobTimeout,
+		RescueStuckJobsAfter: ob.o.rescueAfter,
+		MaxAttempts:          maxJobAttempts,
+		Logger:               ob.log.With(slog.String("component", "river")),
+		PeriodicJobs: []*river.PeriodicJob{
+			river.NewPeriodicJob(river.PeriodicInterval(cleanEvery), func() (river.JobArgs, *river.InsertOpts) {
+				return cleanArgs{}, &river.InsertOpts{Queue: queueName}
+			}, &river.PeriodicJobOpts{ID: cleanKind, RunOnStart: true}),
+		},
+	}
+}
+
+func newClient[TTx any](driver riverdriver.Driver[TTx], ob *Outbox) (*river.Client[TTx], error) {
+	if ob == nil {
+		return nil, nil
+	}
+	client, err := river.NewClient(driver, riverConfig(ob))
+	if err != nil {
+		return nil, fmt.Errorf("outbox: River: %w", err)
+	}
+	return client, nil
+}
+
+// riverEngine is an engine on one of River's drivers.
+type riverEngine[TTx any] struct {
+	driver    riverdriver.Driver[TTx]
+	client    *river.Client[TTx]
+	q         querier
+	beginTx   func(ctx context.Context) (txn, error)
+	rawTx     func(t txn) (TTx, bool)
+	lockTx    func(ctx context.Context, t txn) error // serialises migrations
+	blob      string                                 // the binary column type
+	closeDB   func()
+	dbName    string
+	wrongKind string // the EnqueueTx variant of the other database
+}
+
+func (e *riverEngine[TTx]) pool() querier                          { return e.q }
+func (e *riverEngine[TTx]) begin(ctx context.Context) (txn, error) { return e.beginTx(ctx) }
+func (e *riverEngine[TTx]) start(ctx context.Context) error        { return e.client.Start(ctx) }
+func (e *riverEngine[TTx]) stop(ctx context.Context) error         { return e.client.Stop(ctx) }
+func (e *riverEngine[TTx]) stopAndCancel(ctx context.Context) error {
+	return e.client.StopAndCancel(ctx)
+}
+func (e *riverEngine[TTx]) close() { e.closeDB() }
+
+func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string, at time.Time) error {
+	tx, ok := e.rawTx(t)
+	if !ok {
+		return fmt.Errorf("outbox: internal error: a transaction of another database")
+	}
+	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, &river.InsertOpts{Queue: queueName, ScheduledAt: at, MaxAttempts: maxJobAttempts})
+	return err
+}
+
+// migrate brings River's tables and the outbox's up to date, in one
+// transaction that concurrent Opens wait for.
+func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
+	t, err := e.beginTx(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: migrating: %w", err)
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	if err := e.lockTx(ctx, t); err != nil {
+		return fmt.Errorf("outbox: migrating: %w", err)
+	}
+	tx, _ := e.rawTx(t)
+	m, err := rivermigrate.New(e.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("outbox: migrating River's tables: %w", err)
+	}
+	if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("outbox: migrating River's tables: %w", err)
+	}
+	if _, err := t.exec(ctx, `CREATE TABLE IF NOT EXISTS mailsec_outbox_schema (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("outbox: migrating: %w", err)
+	}
+	v, err := ourVersion(ctx, t)
+	if err != nil {
+		return err
+	}
+	if v < 1 {
+		for _, stmt := range schemaV1(e.blob) {
+			if _, err := t.exec(ctx, stmt); err != nil {
+				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+			}
+		}
+	}
+	if v < schemaVersion {
+		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_schema`); err != nil {
+			return err
+		}
+		if _, err := t.exec(ctx, `INSERT INTO mailsec_outbox_schema (version) VALUES ($1)`, schemaVersion); err != nil {
+			return err
+		}
+	}
+	return t.commit(ctx)
+}
+
+func ourVersion(ctx context.Context, q querier) (int, error) {
+	var v sql.NullInt64
+	if err := q.queryRow(ctx, `SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("outbox: reading the schema version: %w", err)
+	}
+	if v.Int64 > schemaVersion {
+		return 0, &mailsec.ConfigError{Field: "outbox database", Value: fmt.Sprint("schema version ", v.Int64),
+			Reason: fmt.Sprintf("made by a newer version of package outbox (this one knows version %d)", schemaVersion)}
+	}
+	return int(v.Int64), nil
+}
+
+// validate checks, without changing anything, that the tables are up to
+// date.
+func (e *riverEngine[TTx]) validate(ctx context.Context) error {
+	notMigrated := func(why string) error {
+		return &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
+			Reason: "the database's tables are not up to date (" + why + "): run outbox.Migrate first, or let Open migrate"}
+	}
+	m, err := rivermigrate.New(e.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	res, err := m.Validate(ctx, nil)
+	if err != nil {
+		return notMigrated("River's: " + err.Error())
+	}
+	if !res.OK {
+		return notMigrated("River's")
+	}
+	v, err := ourVersion(ctx, e.q)
+	if err != nil {
+		var ce *mailsec.ConfigError
+		if errors.As(err, &ce) {
+			return err
+		}
+		return notMigrated("the outbox's")
+	}
+	if v < schemaVersion {
+		return notMigrated("the outbox's")
+	}
+	return nil
+}
+
+// --- SQLite ---
+
+// newSQLiteEngine makes the engine of ob on db; with a nil ob, one that
+// can only migrate.
+func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.Tx], error) {
+	driver := riversqlite.New(db)
+	client, err := newClient(driver, ob)
+	if err != nil {
+		return nil, err
+	}
+	return &riverEngine[*sql.Tx]{
+		driver: driver,
+		client: client,
+		q:      sqliteQ{db},
+		beginTx: func(ctx context.Context) (txn, error) {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			return sqliteTx{sqliteQ{tx}, tx}, nil
+		},
+		rawTx: func(t txn) (*sql.Tx, bool) {
+			switch t := t.(type) {
+			case sqliteTx:
+				return t.tx, true
+			case sqliteSavepoint:
+				return t.tx, true
+			}
+			return nil, false
+		},
+		// SQLite serialises writing transactions itself.
+		lockTx:    func(context.Context, txn) error { return nil },
+		blob:      "BLOB",
+		closeDB:   closeDB,
+		dbName:    "SQLite",
+		wrongKind: "EnqueuePgxTx",
+	}, nil
+}
+
+func openSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options, closeDB func()) (*Outbox, error) {
+	ob, err := newOutbox(s, o)
+	if err != nil {
+		return nil, err
+	}
+	if ob.eng, err = newSQLiteEngine(ob, db, closeDB); err != nil {
+		return nil, err
+	}
+	if err := ob.ready(ctx); err != nil {
+		return nil, err
+	}
+	return ob, nil
+}
+
+// --- Postgres ---
+
+// newPostgresEngine makes the engine of ob on pool; with a nil ob, one
+// that can only migrate.
+func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEngine[pgx.Tx], error) {
+	driver := riverpgxv5.New(pool)
+	client, err := newClient(driver, ob)
+	if err != nil {
+		return nil, err
+	}
+	return &riverEngine[pgx.Tx]{
+		driver: driver,
+		client: client,
+		q:      pgQ{pool},
+		beginTx: func(ctx context.Context) (txn, error) {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return pgTx{pgQ{tx}, tx}, nil
+		},
+		rawTx: func(t txn) (pgx.Tx, bool) {
+			if t, ok := t.(pgTx); ok {
+				return t.tx, true
+			}
+			return nil, false
+		},
+		lockTx: func(ctx context.Context, t txn) error {
+			_, err := t.exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('mailsec_outbox_migrate'))`)
+			return err
+		},
+		blob:      "BYTEA",
+		closeDB:   closeDB,
+		dbName:    "Postgres",
+		wrongKind: "EnqueueTx",
+	}, nil
+}
+
+func openPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o *Options, closeDB func()) (*Outbox, error) {
+	ob, err := newOutbox(s, o)
+	if err != nil {
+		return nil, err
+	}
+	if ob.eng, err = newPostgresEngine(ob, pool, closeDB); err != nil {
+		return nil, err
+	}
+	if err := ob.ready(ctx); err != nil {
+		return nil, err
+	}
+	return ob, nil
+}

@@ -1,0 +1,418 @@
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
+
+	"github.com/mailsec/mailsec"
+)
+
+// Defaults of the Options.
+const (
+	// DefaultMaxMessageSize bounds what Enqueue stores of one message:
+	// Postfix's default message_size_limit, 10 MB.
+	DefaultMaxMessageSize = 10 << 20
+	// DefaultMaxAge is how long a message is retried: Postfix's
+	// maximal_queue_lifetime, 5 days.
+	DefaultMaxAge = 5 * 24 * time.Hour
+	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between two
+	// attempts: it doubles from the first to the second, each drawn at
+	// random from its upper half (jitter, so that messages deferred
+	// together are not retried together).
+	DefaultMinBackoff = time.Minute
+	DefaultMaxBackoff = time.Hour
+	// DefaultDeliveryTimeout bounds one attempt: every SMTP session it
+	// needs, protection included.
+	DefaultDeliveryTimeout = 2 * time.Minute
+	// DefaultReceiptRetention is how long a finished message's status and
+	// Receipts are kept (its content is deleted when it finishes).
+	DefaultReceiptRetention = 30 * 24 * time.Hour
+	// DefaultWorkers is how many messages one process delivers at once.
+	DefaultWorkers = 20
+)
+
+// Options configures an Outbox. Every process that opens the same
+// database should be given the same keys and durations.
+type Options struct {
+	// Keys seal everything the outbox stores about a message (content,
+	// header fields, addresses, attachments, Receipts): the first seals,
+	// all of them open, so that a key is rotated by putting a new one
+	// first and removing the old one once no message sealed with it is
+	// left (Status says which key each message needs; an attempt that
+	// finds its key missing waits for it, until the message's MaxAge).
+	// Keep them out of the database and its backups. Without a key, Open
+	// fails unless Plaintext is set.
+	Keys []Key
+
+	// Plaintext stores messages without sealing them, readable by anyone
+	// who can read the database or its backups, and without any check
+	// that they were not changed there. It must be asked for explicitly;
+	// the choice is recorded in the database and in every Status, and
+	// logged at Open. It cannot be combined with Keys, and a plaintext
+	// outbox cannot read what a sealed one stored, nor the reverse.
+	Plaintext bool
+
+	// MaxMessageSize bounds what Enqueue stores of one message: its Text,
+	// HTML and attachment contents together, in octets, as given (MIME
+	// encoding adds about a third to attachments). Zero means
+	// DefaultMaxMessageSize. A larger message fails with a *SizeError.
+	MaxMessageSize int64
+
+	// MaxAge is how long a message whose recipients are deferred is
+	// retried, counted from Enqueue: a recipient still deferred by an
+	// attempt that ends after it expires. Zero means DefaultMaxAge.
+	MaxAge time.Duration
+
+	// MinBackoff is the wait before the second attempt, MaxBackoff the
+	// longest wait between two; zero means the defaults.
+	MinBackoff, MaxBackoff time.Duration
+
+	// DeliveryTimeout bounds one attempt. Zero means
+	// DefaultDeliveryTimeout. It also sets when a message whose worker
+	// died is taken up by another: see the package documentation.
+	DeliveryTimeout time.Duration
+
+	// ReceiptRetention is how long a finished message's status and
+	// Receipts are kept; zero means DefaultReceiptRetention, a negative
+	// value forever. Its content (envelope, header fields, body and
+	// attachments) is deleted as soon as it finishes.
+	ReceiptRetention time.Duration
+
+	// Workers is how many messages this process delivers at once, after
+	// Start; zero means DefaultWorkers.
+	Workers int
+
+	// OnReceipt is called after every attempt has been recorded, with its
+	// record: the Receipt of the Send it made, or why it made none. It
+	// must be safe for concurrent use; a panic in it is recovered and
+	// logged.
+	OnReceipt func(context.Context, *Attempt)
+
+	// Logger receives one record per attempt (the outbox's ID for the
+	// message, its Message-ID, the attempt's number and outcome, how many
+	// recipients were accepted, deferred and refused, and when it is tried
+	// next) and the queue's own events. Records carry no content, no
+	// address and no key. Nil means none.
+	Logger *slog.Logger
+
+	// SkipMigrations leaves the database's tables as they are: Open then
+	// only checks that Migrate (or MigrateSQLite, MigratePostgres) has
+	// brought them up to date, for applications that change their schema
+	// in a deployment step of their own.
+	SkipMigrations bool
+}
+
+// Outbox queues messages in a database and delivers them through a
+// mailsec.Sender. It is safe for concurrent use.
+type Outbox struct {
+	sender *mailsec.Sender
+	eng    engine
+	keys   *keyring
+	o      settings
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// settings are the Options with their defaults resolved.
+type settings struct {
+	maxSize                int64
+	maxAge                 time.Duration
+	minBackoff, maxBackoff time.Duration
+	deliveryTimeout        time.Duration
+	jobTimeout             time.Duration // River's JobTimeout
+	rescueAfter            time.Duration // River's RescueStuckJobsAfter, and an attempt's lease
+	retention              time.Duration
+	workers                int
+	onReceipt              func(context.Context, *Attempt)
+	skipMigrations         bool
+}
+
+func (o *Options) resolve() (settings, *keyring, error) {
+	if o == nil {
+		o = &Options{}
+	}
+	bad := func(field, value, reason string) (settings, *keyring, error) {
+		return settings{}, nil, &mailsec.ConfigError{Field: "Options." + field, Value: value, Reason: reason}
+	}
+	switch {
+	case len(o.Keys) == 0 && !o.Plaintext:
+		return bad("Keys", "", "no key: give the outbox a Key to seal messages with (NewKey makes one; keep it out of the database), or set Plaintext to store them readable, on purpose")
+	case len(o.Keys) > 0 && o.Plaintext:
+		return bad("Plaintext", "true", "set together with Keys; choose one")
+	}
+	for field, d := range map[string]time.Duration{"MaxAge": o.MaxAge, "MinBackoff": o.MinBackoff, "MaxBackoff": o.MaxBackoff, "DeliveryTimeout": o.DeliveryTimeout} {
+		if d < 0 {
+			return bad(field, d.String(), "negative; zero means the default")
+		}
+	}
+	if o.MaxMessageSize < 0 {
+		return bad("MaxMessageSize", strconv.FormatInt(o.MaxMessageSize, 10), "negative; zero means the default")
+	}
+	if o.Workers < 0 {
+		return bad("Workers", strconv.Itoa(o.Workers), "negative; zero means the default")
+	}
+	kr, err := newKeyring(o.Keys)
+	if err != nil {
+		return settings{}, nil, err
+	}
+	s := settings{
+		maxSize:         orDefault(o.MaxMessageSize, DefaultMaxMessageSize),
+		maxAge:          orDefault(o.MaxAge, DefaultMaxAge),
+		minBackoff:      orDefault(o.MinBackoff, DefaultMinBackoff),
+		maxBackoff:      orDefault(o.MaxBackoff, DefaultMaxBackoff),
+		deliveryTimeout: orDefault(o.DeliveryTimeout, DefaultDeliveryTimeout),
+		retention:       orDefault(o.ReceiptRetention, DefaultReceiptRetention),
+		workers:         orDefault(o.Workers, DefaultWorkers),
+		onReceipt:       o.OnReceipt,
+		skipMigrations:  o.SkipMigrations,
+	}
+	if s.maxBackoff < s.minBackoff {
+		return bad("MaxBackoff", s.maxBackoff.String(), "shorter than MinBackoff ("+s.minBackoff.String()+")")
+	}
+	// An attempt gets DeliveryTimeout for its SMTP sessions and a margin
+	// to open the message and record the outcome; River cancels it after
+	// that (JobTimeout). A job still marked running a margin later was
+	// left by a worker that died: River rescues it then, and another
+	// worker takes the message up.
+	s.jobTimeout = s.deliveryTimeout + recordMargin
+	s.rescueAfter = s.jobTimeout + recordMargin
+	return s, kr, nil
+}
+
+// recordMargin is the time an attempt is given, beyond DeliveryTimeout,
+// to open the message and record its outcome.
+const recordMargin = 30 * time.Second
+
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Open opens the outbox in db, a SQLite database file (created if
+// missing; nothing else to run) or a Postgres database named by a
+// "postgres://" or "postgresql://" URL (for several processes sharing one
+// queue), and brings its tables up to date unless Options.SkipMigrations
+// is set. The messages it queues are delivered through s, by this process
+// once Start is called, or by any other that opened the same database and
+// started.
+//
+// A SQLite file is opened with one connection, in WAL mode, with
+// synchronous=FULL so that a message is on disk before Enqueue returns.
+// To enqueue inside the application's own transactions, open the
+// application's database with OpenSQLite or OpenPostgres instead.
+func Open(ctx context.Context, s *mailsec.Sender, db string, o *Options) (*Outbox, error) {
+	if isPostgresURL(db) {
+		pool, err := pgxpool.New(ctx, db)
+		if err != nil {
+			return nil, &mailsec.ConfigError{Field: "outbox database", Value: "postgres URL", Reason: "cannot be parsed or opened", Err: err}
+		}
+		ob, err := openPostgres(ctx, s, pool, o, pool.Close)
+		if err != nil {
+			pool.Close()
+		}
+		return ob, err
+	}
+	sdb, err := openSQLiteFile(db)
+	if err != nil {
+		return nil, err
+	}
+	ob, err := openSQLite(ctx, s, sdb, o, func() { _ = sdb.Close() })
+	if err != nil {
+		_ = sdb.Close()
+	}
+	return ob, err
+}
+
+func isPostgresURL(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// sqlitePragmas are the settings of a SQLite file the outbox opens: WAL so
+// that readers do not wait for the writer, FULL synchronous so that a
+// committed message survives a power loss, a busy timeout for the other
+// processes sharing the file, and writing transactions that take the
+// write lock when they begin.
+const sqlitePragmas = "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
+
+func openSQLiteFile(path string) (*sql.DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "a SQLite file path (without ? or #) or a postgres:// URL"}
+	}
+	// Created readable by its owner alone; SQLite gives its -wal and -shm
+	// files the same mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "cannot be opened", Err: err}
+	} else {
+		_ = f.Close()
+	}
+	db, err := sql.Open("sqlite", "file:"+path+sqlitePragmas)
+	if err != nil {
+		return nil, err
+	}
+	// River's SQLite driver, like SQLite itself, wants a single writer.
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// OpenSQLite opens the outbox in the application's own SQLite database,
+// opened with the modernc.org/sqlite driver ("sqlite"), so that
+// EnqueueTx can queue a message in the application's transactions. The
+// database should allow one connection (db.SetMaxOpenConns(1)), as River
+// wants, and for a durable Enqueue run with journal_mode=WAL and
+// synchronous=FULL (Open's settings); Close leaves db open.
+func OpenSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options) (*Outbox, error) {
+	if db == nil {
+		return nil, &mailsec.ConfigError{Field: "outbox database", Reason: "nil *sql.DB"}
+	}
+	return openSQLite(ctx, s, db, o, func() {})
+}
+
+// OpenPostgres opens the outbox in the Postgres database of pool, so that
+// EnqueuePgxTx can queue a message in the application's transactions and
+// several processes share one queue. Close leaves pool open.
+func OpenPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o *Options) (*Outbox, error) {
+	if pool == nil {
+		return nil, &mailsec.ConfigError{Field: "outbox database", Reason: "nil *pgxpool.Pool"}
+	}
+	return openPostgres(ctx, s, pool, o, func() {})
+}
+
+// newOutbox checks what every Open needs and makes the Outbox its engine
+// will deliver for.
+func newOutbox(s *mailsec.Sender, o *Options) (*Outbox, error) {
+	if s == nil {
+		return nil, &mailsec.ConfigError{Field: "Sender", Reason: "nil; the outbox delivers through a *mailsec.Sender made by mailsec.NewSender"}
+	}
+	st, kr, err := o.resolve()
+	if err != nil {
+		return nil, err
+	}
+	ob := &Outbox{sender: s, keys: kr, o: st, log: slog.New(slog.DiscardHandler)}
+	if o != nil && o.Logger != nil {
+		ob.log = o.Logger
+	}
+	return ob, nil
+}
+
+// ready runs or checks the migrations and records how the outbox stores.
+func (ob *Outbox) ready(ctx context.Context) error {
+	if ob.o.skipMigrations {
+		if err := ob.eng.validate(ctx); err != nil {
+			return err
+		}
+	} else if err := ob.eng.migrate(ctx); err != nil {
+		return err
+	}
+	return ob.recordStorage(ctx)
+}
+
+// recordStorage writes how this outbox stores messages into the database
+// (and the time it started to), and logs a plaintext outbox at Open.
+func (ob *Outbox) recordStorage(ctx context.Context) error {
+	mode := "sealed"
+	if ob.keys.plaintext() {
+		mode = "plaintext"
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: messages are stored in plaintext (Options.Plaintext)")
+	}
+	q := ob.eng.pool()
+	var cur string
+	err := q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+	case cur == mode:
+		return nil
+	}
+	now := strconv.FormatInt(time.Now().UnixMicro(), 10)
+	for _, kv := range [][2]string{{"storage", mode}, {"storage_since", now}} {
+		if _, err := q.exec(ctx, `INSERT INTO mailsec_outbox_meta (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value`, kv[0], kv[1]); err != nil {
+			return fmt.Errorf("outbox: recording how the outbox stores: %w", err)
+		}
+	}
+	return nil
+}
+
+// Start begins delivering queued messages in the background, with up to
+// Options.Workers at once, until Close. Only ctx's values are kept: its
+// cancellation does not stop deliveries (Close does).
+func (ob *Outbox) Start(ctx context.Context) error {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	switch {
+	case ob.closed:
+		return ErrClosed
+	case ob.started:
+		return nil
+	}
+	if err := ob.eng.start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("outbox: starting the queue: %w", err)
+	}
+	ob.started = true
+	return nil
+}
+
+// Close stops delivering: no new attempt starts, and the attempts under
+// way are given until ctx is done to finish. Those still running then
+// are interrupted (their SMTP sessions are dropped before the end of the
+// message where they have not reached it) and their messages stay
+// queued, to be tried again at once by the next process that starts;
+// Close then returns an error that wraps ctx's. Every message not
+// finished stays queued. Close closes the database when Open opened it.
+func (ob *Outbox) Close(ctx context.Context) error {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return nil
+	}
+	ob.closed = true
+	var err error
+	if ob.started {
+		if err = ob.eng.stop(ctx); err != nil {
+			// Interrupt what is left, and give each attempt its margin to
+			// record what happened.
+			hard, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordMargin)
+			_ = ob.eng.stopAndCancel(hard)
+			cancel()
+			err = fmt.Errorf("outbox: Close: deliveries under way were interrupted and stay queued: %w", err)
+		}
+	}
+	ob.eng.close()
+	return err
+}
+
+// ErrClosed is returned by an Outbox after Close.
+var ErrClosed = errors.New("outbox: closed")
+
+func (ob *Outbox) isClosed() bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.closed
+}
+
+// newID returns a fresh outbox ID: 26 random base32 characters, which
+// say nothing about the message.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}

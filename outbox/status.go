@@ -1,0 +1,304 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mailsec/mailsec"
+)
+
+// ErrNotFound: no message has the ID (or its status is past
+// Options.ReceiptRetention).
+var ErrNotFound = errors.New("outbox: no such message")
+
+// ErrFinished: Cancel was called for a message that had already finished.
+var ErrFinished = errors.New("outbox: message already finished")
+
+// Status is what the outbox knows of a message.
+type Status struct {
+	// ID is the outbox's ID for the message.
+	ID    string `json:"id"`
+	State State  `json:"state"`
+	// MessageID and Reference are the message's (Enqueue fixed the
+	// Message-ID).
+	MessageID string `json:"message_id"`
+	Reference string `json:"reference,omitempty"`
+	// Enqueued is when Enqueue queued it; Expires when a recipient still
+	// deferred is given up on; Next when the next attempt is due (zero
+	// when finished); Finished when it finished.
+	Enqueued time.Time `json:"enqueued"`
+	Expires  time.Time `json:"expires"`
+	Next     time.Time `json:"next,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	// Recipients are the message's recipients and where each is; before
+	// the first attempt they are as the message names them.
+	Recipients []RecipientStatus `json:"recipients"`
+	// Attempts are every attempt's record, the first first.
+	Attempts []Attempt `json:"attempts"`
+	// Sealed reports that the message is stored sealed; false for an
+	// outbox opened with Options.Plaintext.
+	Sealed bool `json:"sealed"`
+	// KeyID names the key that sealed its status, for rotations.
+	KeyID string `json:"key_id,omitempty"`
+	// Problem says why the message could not be opened, when it could
+	// not (a missing key, or tampering).
+	Problem string `json:"problem,omitempty"`
+}
+
+// RecipientStatus is where one recipient of a message is.
+type RecipientStatus struct {
+	Address string                `json:"address"`
+	Kind    mailsec.RecipientKind `json:"kind"`
+	State   RecipientState        `json:"state"`
+	// Attempts counts the attempts that tried the recipient.
+	Attempts int `json:"attempts"`
+	// PossibleDuplicate: an attempt sent the message to the recipient
+	// after one whose outcome was unknown; it may have it twice.
+	PossibleDuplicate bool `json:"possible_duplicate,omitempty"`
+	// Error is the last attempt's error for the recipient.
+	Error string `json:"error,omitempty"`
+}
+
+// Status returns what the outbox knows of the message id: its state,
+// each recipient's, and every attempt's record. It fails with ErrNotFound
+// for an unknown ID, and with an *OpenError when the status does not open
+// (a missing key, or tampering).
+func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	q := ob.eng.pool()
+	r, err := loadRow(ctx, q, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("outbox: Status: %w", err)
+	}
+	st := &Status{ID: r.id, State: r.state, Enqueued: r.createdAt, Expires: r.expiresAt, Finished: r.finishedAt,
+		Sealed: sealed(r.progress), Problem: r.problem}
+	if sealed(r.progress) && len(r.progress) > 9 {
+		st.KeyID = fmt.Sprintf("%x", r.progress[1:9])
+	}
+	if !r.state.finished() {
+		st.Next = r.nextAt
+	}
+	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
+	if err != nil {
+		return st, err
+	}
+	var prog progress
+	if err := json.Unmarshal(pb, &prog); err != nil {
+		return st, &OpenError{ID: r.id, What: "progress", Err: ErrTampered}
+	}
+	st.MessageID, st.Reference = prog.MessageID, prog.Reference
+	for _, rp := range prog.Recipients {
+		rs := RecipientStatus{Address: rp.Address, Kind: rp.Kind, State: rp.State, Attempts: rp.Attempts,
+			PossibleDuplicate: rp.PossibleDuplicate, Error: rp.Error}
+		if r.state == Cancelled && rs.State == Pending {
+			rs.State = CancelledRecipient
+		}
+		st.Recipients = append(st.Recipients, rs)
+	}
+	if len(prog.Recipients) == 0 && r.envelope != nil {
+		if eb, err := ob.keys.open(r.envelope, aad("envelope", r.id, ""), r.id, "envelope"); err == nil {
+			var sm storedMessage
+			if json.Unmarshal(eb, &sm) == nil {
+				state := Pending
+				if r.state == Cancelled {
+					state = CancelledRecipient
+				}
+				for kind, as := range map[mailsec.RecipientKind][]string{mailsec.KindTo: sm.To, mailsec.KindCc: sm.Cc, mailsec.KindBcc: sm.Bcc} {
+					for _, a := range as {
+						st.Recipients = append(st.Recipients, RecipientStatus{Address: a, Kind: kind, State: state})
+					}
+				}
+			}
+		}
+	}
+	rows, err := q.query(ctx, `SELECT n, data FROM mailsec_outbox_attempt WHERE message_id = $1 ORDER BY n`, id)
+	if err != nil {
+		return st, fmt.Errorf("outbox: Status: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n int
+		var data []byte
+		if err := rows.Scan(&n, &data); err != nil {
+			return st, fmt.Errorf("outbox: Status: %w", err)
+		}
+		b, err := ob.keys.open(data, aad("attempt", id, strconv.Itoa(n)), id, "attempt")
+		if err != nil {
+			return st, err
+		}
+		var a Attempt
+		if err := json.Unmarshal(b, &a); err != nil || a.Number != n || a.ID != id {
+			return st, &OpenError{ID: id, What: "attempt", Err: ErrTampered}
+		}
+		st.Attempts = append(st.Attempts, a)
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("outbox: Status: %w", err)
+	}
+	return st, nil
+}
+
+// Cancel stops the message id from being sent any further and deletes its
+// content. Recipients an attempt already reached keep what they got; an
+// attempt under way is cut off where it has not sent the whole message
+// yet. It fails with ErrNotFound for an unknown ID and ErrFinished for a
+// message that has finished.
+func (ob *Outbox) Cancel(ctx context.Context, id string) error {
+	if ob.isClosed() {
+		return ErrClosed
+	}
+	t, err := ob.eng.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: Cancel: %w", err)
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	n, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, envelope = NULL
+WHERE id = $3 AND state IN ('queued', 'sending')`, string(Cancelled), time.Now().UnixMicro(), id)
+	if err != nil {
+		return fmt.Errorf("outbox: Cancel: %w", err)
+	}
+	if n == 0 {
+		var state string
+		err := t.queryRow(ctx, `SELECT state FROM mailsec_outbox_message WHERE id = $1`, id).Scan(&state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("outbox: Cancel: %w", err)
+		}
+		return fmt.Errorf("%w: %s is %s", ErrFinished, id, state)
+	}
+	if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`, id); err != nil {
+		return fmt.Errorf("outbox: Cancel: %w", err)
+	}
+	if err := t.commit(ctx); err != nil {
+		return fmt.Errorf("outbox: Cancel: %w", err)
+	}
+	return nil
+}
+
+// Stats are figures for monitoring a queue.
+type Stats struct {
+	// Depth counts the unfinished messages: Queued and Sending.
+	Depth int `json:"depth"`
+	// Sending counts those with an attempt under way (or left by a worker
+	// that died).
+	Sending int `json:"sending"`
+	// Due counts the queued messages whose next attempt is due now.
+	Due int `json:"due"`
+	// Oldest is when the oldest unfinished message was queued; zero when
+	// there is none. OldestAge is how long ago that was.
+	Oldest    time.Time     `json:"oldest,omitzero"`
+	OldestAge time.Duration `json:"oldest_age"`
+}
+
+// Stats returns the queue's depth and the age of its oldest message.
+func (ob *Outbox) Stats(ctx context.Context) (Stats, error) {
+	if ob.isClosed() {
+		return Stats{}, ErrClosed
+	}
+	now := time.Now()
+	var depth int
+	var sending, due, oldest sql.NullInt64
+	err := ob.eng.pool().queryRow(ctx, `SELECT COUNT(*),
+	SUM(CASE WHEN state = 'sending' THEN 1 ELSE 0 END),
+	SUM(CASE WHEN state = 'queued' AND next_at <= $1 THEN 1 ELSE 0 END),
+	MIN(created_at)
+FROM mailsec_outbox_message WHERE state IN ('queued', 'sending')`, now.UnixMicro()).Scan(&depth, &sending, &due, &oldest)
+	if err != nil {
+		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
+	}
+	s := Stats{Depth: depth, Sending: int(sending.Int64), Due: int(due.Int64)}
+	if oldest.Valid {
+		s.Oldest = micros(oldest.Int64)
+		s.OldestAge = now.Sub(s.Oldest)
+	}
+	return s, nil
+}
+
+// orphanAge is how old chunks without an unfinished message must be
+// before the clean-up deletes them (an Enqueue that failed midway in an
+// application's transaction the application committed anyway).
+const orphanAge = time.Hour
+
+// clean deletes what retention no longer keeps: finished messages'
+// status and attempts past ReceiptRetention, and orphaned chunks.
+func (ob *Outbox) clean(ctx context.Context) error {
+	q := ob.eng.pool()
+	now := time.Now()
+	if ob.o.retention > 0 {
+		cut := now.Add(-ob.o.retention).UnixMicro()
+		if _, err := q.exec(ctx, `DELETE FROM mailsec_outbox_attempt WHERE message_id IN
+(SELECT id FROM mailsec_outbox_message WHERE finished_at IS NOT NULL AND finished_at < $1)`, cut); err != nil {
+			return fmt.Errorf("outbox: clean-up: %w", err)
+		}
+		if _, err := q.exec(ctx, `DELETE FROM mailsec_outbox_message WHERE finished_at IS NOT NULL AND finished_at < $1`, cut); err != nil {
+			return fmt.Errorf("outbox: clean-up: %w", err)
+		}
+	}
+	if _, err := q.exec(ctx, `DELETE FROM mailsec_outbox_chunk WHERE created_at < $1 AND message_id NOT IN
+(SELECT id FROM mailsec_outbox_message WHERE envelope IS NOT NULL)`, now.Add(-orphanAge).UnixMicro()); err != nil {
+		return fmt.Errorf("outbox: clean-up: %w", err)
+	}
+	return nil
+}
+
+// Migrate brings the tables of the outbox in db (a SQLite file path or a
+// postgres:// URL, as for Open) up to date: River's and the outbox's, in
+// one transaction. Open does it unless Options.SkipMigrations is set;
+// Migrate is for applications that migrate in a deployment step of their
+// own. It is safe to run more than once, and from several processes at
+// once.
+func Migrate(ctx context.Context, db string) error {
+	if isPostgresURL(db) {
+		pool, err := pgxpool.New(ctx, db)
+		if err != nil {
+			return &mailsec.ConfigError{Field: "outbox database", Value: "postgres URL", Reason: "cannot be parsed or opened", Err: err}
+		}
+		defer pool.Close()
+		return MigratePostgres(ctx, pool)
+	}
+	sdb, err := openSQLiteFile(db)
+	if err != nil {
+		return err
+	}
+	defer sdb.Close()
+	return MigrateSQLite(ctx, sdb)
+}
+
+// MigrateSQLite is Migrate for the application's own SQLite database (see
+// OpenSQLite).
+func MigrateSQLite(ctx context.Context, db *sql.DB) error {
+	if db == nil {
+		return &mailsec.ConfigError{Field: "outbox database", Reason: "nil *sql.DB"}
+	}
+	e, err := newSQLiteEngine(nil, db, func() {})
+	if err != nil {
+		return err
+	}
+	return e.migrate(ctx)
+}
+
+// MigratePostgres is Migrate for a Postgres pool (see OpenPostgres).
+func MigratePostgres(ctx context.Context, pool *pgxpool.Pool) error {
+	if pool == nil {
+		return &mailsec.ConfigError{Field: "outbox database", Reason: "nil *pgxpool.Pool"}
+	}
+	e, err := newPostgresEngine(nil, pool, func() {})
+	if err != nil {
+		return err
+	}
+	return e.migrate(ctx)
+}

@@ -1,0 +1,237 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// The outbox's own tables, beside River's. Everything about a message
+// that says what it is or who it is for lives in sealed columns
+// (envelope, progress, chunk data, attempt data); the rest is what the
+// queue needs to schedule it: an opaque ID, a state and timestamps
+// (microseconds since 1970, UTC).
+//
+//	mailsec_outbox_message   one row per message
+//	mailsec_outbox_chunk     attachment contents, in sealed 64 KiB chunks
+//	mailsec_outbox_attempt   each attempt's sealed record, its Receipt
+//	mailsec_outbox_meta      how the outbox stores (sealed or plaintext)
+//	mailsec_outbox_schema    the version of these tables
+const schemaVersion = 1
+
+func schemaV1(blob string) []string {
+	return []string{
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_message (
+	id TEXT PRIMARY KEY,
+	state TEXT NOT NULL,
+	created_at BIGINT NOT NULL,
+	expires_at BIGINT NOT NULL,
+	next_at BIGINT NOT NULL,
+	finished_at BIGINT,
+	attempts INTEGER NOT NULL DEFAULT 0,
+	in_flight_at BIGINT,
+	idem ` + blob + ` UNIQUE,
+	fingerprint ` + blob + `,
+	envelope ` + blob + `,
+	progress ` + blob + ` NOT NULL,
+	problem TEXT
+)`,
+		`CREATE INDEX IF NOT EXISTS mailsec_outbox_message_state ON mailsec_outbox_message (state, next_at)`,
+		`CREATE INDEX IF NOT EXISTS mailsec_outbox_message_finished ON mailsec_outbox_message (finished_at)`,
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_chunk (
+	message_id TEXT NOT NULL,
+	part INTEGER NOT NULL,
+	seq INTEGER NOT NULL,
+	created_at BIGINT NOT NULL,
+	data ` + blob + ` NOT NULL,
+	PRIMARY KEY (message_id, part, seq)
+)`,
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_attempt (
+	message_id TEXT NOT NULL,
+	n INTEGER NOT NULL,
+	data ` + blob + ` NOT NULL,
+	PRIMARY KEY (message_id, n)
+)`,
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_meta (
+	name TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+)`,
+	}
+}
+
+// querier runs statements written with $1, $2... placeholders on a
+// database, a connection pool or a transaction of either kind.
+type querier interface {
+	exec(ctx context.Context, q string, args ...any) (int64, error)
+	queryRow(ctx context.Context, q string, args ...any) scanner
+	query(ctx context.Context, q string, args ...any) (rows, error)
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// txn is a transaction: the outbox's own, or a savepoint inside the
+// application's.
+type txn interface {
+	querier
+	commit(ctx context.Context) error
+	rollback(ctx context.Context) error
+}
+
+// --- SQLite, through database/sql ---
+
+type sqlRunner interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+type sqliteQ struct{ r sqlRunner }
+
+// rebind turns $n placeholders into SQLite's ?n.
+func rebind(q string) string {
+	if !strings.Contains(q, "$") {
+		return q
+	}
+	return strings.ReplaceAll(q, "$", "?")
+}
+
+func (s sqliteQ) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := s.r.ExecContext(ctx, rebind(q), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (s sqliteQ) queryRow(ctx context.Context, q string, args ...any) scanner {
+	return s.r.QueryRowContext(ctx, rebind(q), args...)
+}
+
+func (s sqliteQ) query(ctx context.Context, q string, args ...any) (rows, error) {
+	r, err := s.r.QueryContext(ctx, rebind(q), args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{r}, nil
+}
+
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+// sqliteTx is the outbox's own transaction on SQLite.
+type sqliteTx struct {
+	sqliteQ
+	tx *sql.Tx
+}
+
+func (t sqliteTx) commit(context.Context) error   { return t.tx.Commit() }
+func (t sqliteTx) rollback(context.Context) error { return t.tx.Rollback() }
+
+// sqliteSavepoint is a savepoint in the application's transaction: a
+// failed Enqueue leaves the transaction as it found it.
+type sqliteSavepoint struct {
+	sqliteQ
+	tx *sql.Tx
+}
+
+const savepoint = "mailsec_outbox_enqueue"
+
+func beginSQLiteSavepoint(ctx context.Context, tx *sql.Tx) (sqliteSavepoint, error) {
+	_, err := tx.ExecContext(ctx, "SAVEPOINT "+savepoint)
+	return sqliteSavepoint{sqliteQ{tx}, tx}, err
+}
+
+func (t sqliteSavepoint) commit(ctx context.Context) error {
+	_, err := t.tx.ExecContext(ctx, "RELEASE "+savepoint)
+	return err
+}
+
+func (t sqliteSavepoint) rollback(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := t.tx.ExecContext(ctx, "ROLLBACK TO "+savepoint); err != nil {
+		return err
+	}
+	_, err := t.tx.ExecContext(ctx, "RELEASE "+savepoint)
+	return err
+}
+
+// --- Postgres, through pgx ---
+
+type pgRunner interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+type pgQ struct{ r pgRunner }
+
+func (p pgQ) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	tag, err := p.r.Exec(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (p pgQ) queryRow(ctx context.Context, q string, args ...any) scanner {
+	return pgRow{p.r.QueryRow(ctx, q, args...)}
+}
+
+func (p pgQ) query(ctx context.Context, q string, args ...any) (rows, error) {
+	r, err := p.r.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// pgRow reports no row as sql.ErrNoRows, as database/sql does.
+type pgRow struct{ r pgx.Row }
+
+func (r pgRow) Scan(dest ...any) error {
+	err := r.r.Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sql.ErrNoRows
+	}
+	return err
+}
+
+// pgTx is a transaction on Postgres: the outbox's own, or a savepoint
+// (pgx's nested transaction) in the application's.
+type pgTx struct {
+	pgQ
+	tx pgx.Tx
+}
+
+func (t pgTx) commit(ctx context.Context) error { return t.tx.Commit(ctx) }
+func (t pgTx) rollback(ctx context.Context) error {
+	return t.tx.Rollback(context.WithoutCancel(ctx))
+}
+
+var _ pgRunner = (*pgxpool.Pool)(nil)
+
+// placeholders returns "$from, $from+1, ..." for n values.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(from+i))
+	}
+	return b.String()
+}
