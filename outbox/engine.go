@@ -136,7 +136,8 @@ type riverEngine[TTx any] struct {
 	q         querier
 	beginTx   func(ctx context.Context) (txn, error)
 	rawTx     func(t txn) (TTx, bool)
-	lockTx    func(ctx context.Context, t txn) error // serialises migrations
+	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
+	riverInTx bool                                                 // River's migrations run in the outbox's transaction
 	blob      string                                 // the binary column type
 	closeDB   func()
 	dbName    string
@@ -161,24 +162,35 @@ func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string, at t
 	return err
 }
 
-// migrate brings River's tables and the outbox's up to date, in one
-// transaction that concurrent Opens wait for.
+// migrate brings River's tables and the outbox's up to date. Concurrent
+// Opens wait for each other: SQLite serialises the transaction; on
+// Postgres an advisory lock is held throughout, and River's migrations run
+// each in a transaction of its own (some cannot share one).
 func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
+	unlock, err := e.lock(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: migrating: %w", err)
+	}
+	defer unlock()
+	m, err := rivermigrate.New(e.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("outbox: migrating River's tables: %w", err)
+	}
+	if !e.riverInTx {
+		if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+			return fmt.Errorf("outbox: migrating River's tables: %w", err)
+		}
+	}
 	t, err := e.beginTx(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: migrating: %w", err)
 	}
 	defer func() { _ = t.rollback(ctx) }()
-	if err := e.lockTx(ctx, t); err != nil {
-		return fmt.Errorf("outbox: migrating: %w", err)
-	}
-	tx, _ := e.rawTx(t)
-	m, err := rivermigrate.New(e.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return fmt.Errorf("outbox: migrating River's tables: %w", err)
-	}
-	if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
-		return fmt.Errorf("outbox: migrating River's tables: %w", err)
+	if e.riverInTx {
+		tx, _ := e.rawTx(t)
+		if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
+			return fmt.Errorf("outbox: migrating River's tables: %w", err)
+		}
 	}
 	if _, err := t.exec(ctx, `CREATE TABLE IF NOT EXISTS mailsec_outbox_schema (version INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("outbox: migrating: %w", err)
@@ -280,7 +292,8 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 			return nil, false
 		},
 		// SQLite serialises writing transactions itself.
-		lockTx:    func(context.Context, txn) error { return nil },
+		lock:      func(context.Context) (func(), error) { return func() {}, nil },
+		riverInTx: true,
 		blob:      "BLOB",
 		closeDB:   closeDB,
 		dbName:    "SQLite",
@@ -329,9 +342,19 @@ func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEn
 			}
 			return nil, false
 		},
-		lockTx: func(ctx context.Context, t txn) error {
-			_, err := t.exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('mailsec_outbox_migrate'))`)
-			return err
+		lock: func(ctx context.Context) (func(), error) {
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtext('mailsec_outbox_migrate'))`); err != nil {
+				conn.Release()
+				return nil, err
+			}
+			return func() {
+				_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext('mailsec_outbox_migrate'))`)
+				conn.Release()
+			}, nil
 		},
 		blob:      "BYTEA",
 		closeDB:   closeDB,
