@@ -25,7 +25,7 @@ type engine interface {
 	pool() querier
 	begin(ctx context.Context) (txn, error)
 	// insertJob queues the delivery job for the message id in t.
-	insertJob(ctx context.Context, t txn, id string, at time.Time) error
+	insertJob(ctx context.Context, t txn, id string) error
 	start(ctx context.Context) error
 	stop(ctx context.Context) error
 	stopAndCancel(ctx context.Context) error
@@ -153,12 +153,15 @@ func (e *riverEngine[TTx]) stopAndCancel(ctx context.Context) error {
 }
 func (e *riverEngine[TTx]) close() { e.closeDB() }
 
-func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string, at time.Time) error {
+// insertJob queues the job available at once: a job given a time, even
+// now, is "scheduled" and waits for River's scheduler, which runs every
+// few seconds.
+func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string) error {
 	tx, ok := e.rawTx(t)
 	if !ok {
 		return fmt.Errorf("outbox: internal error: a transaction of another database")
 	}
-	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, &river.InsertOpts{Queue: queueName, ScheduledAt: at, MaxAttempts: maxJobAttempts})
+	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, &river.InsertOpts{Queue: queueName, MaxAttempts: maxJobAttempts})
 	return err
 }
 
