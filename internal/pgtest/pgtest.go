@@ -39,7 +39,9 @@
 // The server runs with fsync=off: every commit is still written to the
 // operating system before it returns, so a killed or restarted server loses
 // no committed transaction, but a crash of the machine could. Nothing else
-// differs from the defaults of the Debian package.
+// differs from the defaults of the Debian package. (Benchmarks, which must
+// pay for durable commits, start theirs with [Launch] and
+// [Options.Durable].)
 //
 // # Root
 //
@@ -119,6 +121,7 @@ var ErrUnavailable = errors.New("pgtest: PostgreSQL is not available")
 // Instance is a PostgreSQL server started by [Start] or [Launch]. Its
 // methods are safe for concurrent use.
 type Instance struct {
+	opts Options
 	tl   tools
 	acct account
 	dir  string // removed by Close
@@ -155,7 +158,7 @@ func Start(t testing.TB) *Instance {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	inst, err := Launch(ctx)
+	inst, err := Launch(ctx, Options{})
 	if errors.Is(err, ErrUnavailable) {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("%v (not skipping because CI is set)", err)
@@ -182,11 +185,19 @@ func Start(t testing.TB) *Instance {
 	return inst
 }
 
+// Options change how [Launch] runs a server.
+type Options struct {
+	// Durable runs the server with fsync on, PostgreSQL's default, so
+	// that every commit waits for the disk, as in production: for
+	// benchmarks. Tests leave it off.
+	Durable bool
+}
+
 // Launch is [Start] for programs without a testing.TB, such as benchmarks:
 // it starts a server and returns when it accepts connections. The caller
 // must call [Instance.Close]. The error wraps [ErrUnavailable] when
 // PostgreSQL is not available.
-func Launch(ctx context.Context) (*Instance, error) {
+func Launch(ctx context.Context, opts Options) (*Instance, error) {
 	began := time.Now()
 	tl, err := findTools()
 	if err != nil {
@@ -201,6 +212,7 @@ func Launch(ctx context.Context) (*Instance, error) {
 		return nil, err
 	}
 	inst := &Instance{
+		opts: opts,
 		tl:   tl,
 		acct: acct,
 		dir:  dir,
@@ -407,12 +419,16 @@ func (i *Instance) run(ctx context.Context) error {
 	// The server writes to the file itself; ours can be closed once it
 	// has started.
 	defer logFile.Close()
+	fsync := "off"
+	if i.opts.Durable {
+		fsync = "on"
+	}
 	cmd := exec.Command(i.tl.postgres,
 		"-D", i.data,
 		"-p", strconv.Itoa(i.port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=",
-		"-c", "fsync=off",
+		"-c", "fsync="+fsync,
 	)
 	cmd.Env = serverEnv()
 	cmd.Dir = i.dir // a directory the server's account can enter
