@@ -21,6 +21,10 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	_ = env.Close()
+	if err := closeOutboxEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the outbox benchmarks' databases:", err)
+		code = max(code, 1)
+	}
 	os.Exit(code)
 }
 

@@ -304,3 +304,37 @@ func TestSanitize(t *testing.T) {
 		t.Errorf("sanitize = %q", got)
 	}
 }
+
+// TestLaunchDurable checks Launch for programs: fsync on with Durable, and
+// Close stops the server and removes its directory.
+func TestLaunchDurable(t *testing.T) {
+	if _, err := findTools(); err != nil {
+		Start(t) // skips, or fails in CI
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg, err := Launch(ctx, Options{Durable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fsync string
+	err = conn.QueryRow(ctx, "SELECT current_setting('fsync')").Scan(&fsync)
+	conn.Close(ctx)
+	if err != nil || fsync != "on" {
+		t.Errorf("fsync = %q (%v), want on", fsync, err)
+	}
+	if err := pg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pg.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("instance directory %s: %v, want it removed", pg.dir, err)
+	}
+	if err := pg.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
