@@ -738,6 +738,10 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return res, !stale, err
 	}
 
+	if s.has("PIPELINING") {
+		return s.pipelined(ctx, d, res, withDSN, beforeBody)
+	}
+
 	s.dirty = true
 	rep, err := s.roundTrip(ctx, "MAIL", s.mailCommand(d, withDSN))
 	if err != nil {
@@ -778,6 +782,12 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return beforeBody(replyError(s.host, "DATA", rep.Code, rep.Text))
 	}
 
+	return s.dataContent(ctx, d, res)
+}
+
+// dataContent sends the content of d after the server's 354 to DATA,
+// dot-stuffed and terminated, and reads the verdict.
+func (s *session) dataContent(ctx context.Context, d *mailsec.Delivery, res *mailsec.DeliveryResult) (*mailsec.DeliveryResult, bool, error) {
 	// The body: however long it takes in all, within the context, but
 	// each write within the DATA block timeout.
 	_ = s.conn.SetWriteDeadline(time.Time{})
@@ -820,11 +830,18 @@ func (s *session) transact(ctx context.Context, d *mailsec.Delivery) (res *mails
 		return res, false, netError(ctx, s.host, "DATA", err)
 	}
 	_ = s.conn.SetReadDeadline(time.Now().Add(finalTimeout))
-	rep, err = s.r.ReadReply()
+	rep, err := s.r.ReadReply()
 	if err != nil {
 		return res, false, readError(ctx, s.host, "DATA", err, smtpwire.DefaultMaxReply)
 	}
-	healthy = rep.Code != 421 && rep.Code != 221 // a server that says it is closing the session
+	return s.verdict(res, rep)
+}
+
+// verdict completes res with rep, the server's reply to the end of the
+// message's content: the verdict on it, which must be the last thing the
+// server sent.
+func (s *session) verdict(res *mailsec.DeliveryResult, rep smtpwire.Reply) (*mailsec.DeliveryResult, bool, error) {
+	healthy := rep.Code != 421 && rep.Code != 221 // a server that says it is closing the session
 	if s.more() > 0 {
 		// More than one reply to the end of the message. A server that
 		// closes the session may say so (421, RFC 5321 section 3.8); any
