@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +36,8 @@ type fake struct {
 	mails  int
 	cmds   []string       // commands seen, in order, across connections
 	counts map[string]int // hook events seen, by verb
-	dots   int            // DATA terminators received
+	dots   int            // DATA terminators (and BDAT LAST chunks) received
+	chunks []string       // BDAT chunks received, in order
 }
 
 type fakeOpts struct {
@@ -57,7 +60,8 @@ type fakeOpts struct {
 	dataDelay    time.Duration
 	// hook, when set, is offered each event of the session after TLS
 	// before the fake answers it: the verbs EHLO, AUTH, MAIL, RCPT, DATA,
-	// NOOP, RSET, "BODY" (the first line of a message's content: no
+	// NOOP, RSET, BDAT (after its chunk was read; the command line is
+	// the event's line), "BODY" (the first line of a message's content: no
 	// reply is due) and "." (the end of the content). It returns true when
 	// it has answered (or chosen not to) itself.
 	hook func(verb string, c *fakeConn) bool
@@ -222,7 +226,7 @@ func (f *fake) handle(raw net.Conn, id int) {
 		f.mu.Lock()
 		f.cmds = append(f.cmds, cmd)
 		f.mu.Unlock()
-		if tlsOn && verb != "QUIT" && verb != "DATA" && f.event(id, verb, cmd, r, w, hangup) {
+		if tlsOn && verb != "QUIT" && verb != "DATA" && verb != "BDAT" && f.event(id, verb, cmd, r, w, hangup) {
 			continue
 		}
 		switch verb {
@@ -323,6 +327,36 @@ func (f *fake) handle(raw net.Conn, id int) {
 			if f.opts.closeAfter > 0 && accepted >= f.opts.closeAfter {
 				return
 			}
+		case "BDAT":
+			// RFC 3030: the chunk follows the command, whatever the reply.
+			var size int
+			var last string
+			if n, _ := fmt.Sscanf(cmd[len("BDAT "):], "%d %s", &size, &last); n < 1 || size < 0 {
+				w("501 5.5.4 bad BDAT\r\n")
+				return
+			}
+			chunk := make([]byte, size)
+			if _, err := io.ReadFull(r, chunk); err != nil {
+				return
+			}
+			f.mu.Lock()
+			f.chunks = append(f.chunks, string(chunk))
+			f.mu.Unlock()
+			if f.event(id, "BDAT", cmd, r, w, hangup) {
+				continue
+			}
+			if !strings.EqualFold(last, "LAST") {
+				w("250 2.0.0 " + strconv.Itoa(size) + " octets received\r\n")
+				continue
+			}
+			f.mu.Lock()
+			f.dots++
+			f.mu.Unlock()
+			accepted++
+			if f.event(id, ".", ".", r, w, hangup) {
+				continue
+			}
+			w("250 2.0.0 Ok: queued as FAKE" + string(rune('0'+accepted)) + "\r\n")
 		case "QUIT":
 			w("221 2.0.0 Bye\r\n")
 			return
@@ -370,6 +404,21 @@ func (f *fake) commands() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.cmds...)
+}
+
+// events counts the hook events of one verb the fake has seen.
+func (f *fake) events(verb string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.counts[verb]
+}
+
+// bdatChunks returns the BDAT chunks the fake received.
+func (f *fake) bdatChunks() []string {
+	f.settle()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.chunks...)
 }
 
 // terminators counts the DATA terminators the fake received.

@@ -85,6 +85,7 @@ type session struct {
 	idleTimer *time.Timer      // fires IdleTimeout after the session was put back
 	data      *smtpdata.Writer // reused for every message's DATA
 	dot       smtpwire.DotWriter
+	chunk     []byte // reused for BDAT chunks, when small
 	// dataBlock is how long each write of a message's content gets; block
 	// is set to it while the content is written (see blockWriter).
 	dataBlock time.Duration
@@ -241,7 +242,7 @@ func (dc *dialConfig) dial(ctx context.Context, pol *tlsPolicy, key string, seen
 // start makes rw, read through r, the session's SMTP connection.
 func (s *session) start(rw net.Conn, r *smtpwire.Reader) {
 	s.rw, s.r = rw, r
-	s.w = bufio.NewWriterSize(blockWriter{s}, 4096)
+	s.w = bufio.NewWriterSize(blockWriter{s}, 16<<10)
 }
 
 // startTLS runs the plaintext part of a STARTTLS session on r: greeting,
