@@ -204,6 +204,11 @@ func (s *session) pipelined(ctx context.Context, d *mailsec.Delivery, res *mails
 	beforeBody func(error) (*mailsec.DeliveryResult, bool, error)) (*mailsec.DeliveryResult, bool, error) {
 	g := &group{ctx: ctx, s: s, d: d, res: res}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(replyTimeout))
+	if s.dirty {
+		// The last transaction may be open: RSET first, in the same
+		// write (RFC 2920 section 3.1 lets it go anywhere in a group).
+		g.write("RSET", "RSET")
+	}
 	s.dirty = true
 	g.write("MAIL", s.mailCommand(d, withDSN))
 	for _, to := range d.To {

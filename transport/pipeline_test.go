@@ -2,7 +2,9 @@ package transport_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +267,59 @@ func TestNoPipeliningBeforeTheTransaction(t *testing.T) {
 	cmds := strings.Join(f.commands(), "|")
 	if !strings.HasPrefix(cmds, "EHLO client.test|STARTTLS|EHLO client.test|AUTH PLAIN ") {
 		t.Fatalf("commands %s", cmds)
+	}
+}
+
+// Back to back on one session: after a transaction that left the session
+// dirty (every recipient refused), the RSET rides in the same flight as
+// the next message's MAIL, RCPT and BDAT LAST, and every reply stays with
+// its own message.
+func TestBackToBackAfterRefusal(t *testing.T) {
+	var mu sync.Mutex
+	noRcpt := false // the transaction under way has no recipient
+	f := chunkFake(t, func(verb string, c *fakeConn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case verb == "RCPT" && strings.Contains(c.line, "<gone@example.org>"):
+			noRcpt = true
+			c.w("550 5.1.1 <gone@example.org>: no such user\r\n")
+			return true
+		case verb == "." && noRcpt:
+			noRcpt = false
+			c.w("554 5.5.1 Error: no valid recipients\r\n")
+			return true
+		}
+		return false
+	})
+	p := flighttest.Start(t, f.addr(), 2*time.Millisecond)
+	tr := orderTransport(f)
+	tr.Addr = p.Addr
+	d, _ := canaryDelivery(t)
+	bad, good := *d, *d
+	bad.To, good.To = []string{"gone@example.org"}, []string{"ann@example.org"}
+	if _, err := deliver(t, tr, &good); err != nil {
+		t.Fatal(err)
+	}
+	before := p.Flights()
+	for i := range 3 {
+		if _, err := deliver(t, tr, &bad); err == nil {
+			t.Fatalf("round %d: no error with every recipient refused", i)
+		}
+		res, err := deliver(t, tr, &good)
+		want := fmt.Sprintf("queued as Q%d", 2*i+3)
+		if err != nil || res.Reply == nil || !strings.HasSuffix(res.Reply.Text, want) || len(acceptedOf(res)) != 1 {
+			t.Fatalf("round %d: %v %v, want %s", i, res, err, want)
+		}
+	}
+	got := float64(p.Flights()-before) / 6
+	t.Logf("%.2f flights per message, a refused one and an accepted one in turn", got)
+	if got != 1 || p.Connections() != 1 {
+		t.Fatalf("%.2f flights per message over %d connections, want 1 over 1", got, p.Connections())
+	}
+	tr.Close()
+	cmds := strings.Join(f.commands(), "|")
+	if n := strings.Count(cmds, "RSET|MAIL"); n != 3 {
+		t.Fatalf("%d RSETs before MAIL: %s", n, cmds)
 	}
 }

@@ -954,7 +954,9 @@ var errPendingIdle = fmt.Errorf("%w: the server sent something while the session
 // nobody asked for, a late second reply, a 421 before closing): that
 // would be taken for the answer to the next command. Then RSET if the
 // last transaction may be open, NOOP if it has been idle long enough that
-// the server may have dropped it.
+// the server may have dropped it. On a server that offers PIPELINING and a
+// session not idle that long, the RSET is left to ride in the same write as
+// the next transaction's MAIL (see pipelined).
 func (s *session) check(ctx context.Context, probeAfter time.Duration) error {
 	unbind := s.conn.bind(ctx)
 	defer unbind()
@@ -965,10 +967,14 @@ func (s *session) check(ctx context.Context, probeAfter time.Duration) error {
 		return errPendingIdle
 	}
 	cmd := ""
+	idle := time.Since(s.lastUsed) >= probeAfter
 	switch {
+	case s.dirty && s.has("PIPELINING") && !idle:
+		// RSET goes in the same write as the next transaction's MAIL.
+		return nil
 	case s.dirty:
 		cmd = "RSET"
-	case time.Since(s.lastUsed) >= probeAfter:
+	case idle:
 		cmd = "NOOP"
 	default:
 		return nil
