@@ -56,10 +56,12 @@
 //     offline dictionary attack.
 //   - REQUIRETLS only over verified TLS and only when the server offers it
 //     after TLS; otherwise the delivery fails before MAIL FROM.
-//   - DATA is clean: every line ending is CRLF (a bare CR included), lines
-//     are at most 998 octets, dots are stuffed, one terminator. If writing
-//     the content fails midway the connection is dropped rather than
-//     terminated, so the server never accepts a truncated message.
+//   - The content is clean: every line ending is CRLF (a bare CR
+//     included), lines are at most 998 octets; with DATA, dots are stuffed
+//     and there is one terminator; with BDAT, the chunks add up to exactly
+//     that content and the last is marked LAST. If writing the content
+//     fails midway the connection is dropped rather than terminated (or
+//     BDAT LAST sent), so the server never accepts a truncated message.
 //   - Replies belong to their own commands. Each command gets exactly one
 //     reply; anything more the server sends (a second reply, a reply
 //     before the command, a reply before the end of the message, bytes
@@ -82,15 +84,57 @@
 //
 // # The SMTP client
 //
-// The session layer speaks SMTP itself, one command at a time, reading
-// replies with package internal/smtpwire, which frames them exactly and
-// keeps whatever follows a reply where the session can see it. go-smtp's
-// client, which this package used before, reads through a buffer of its
-// own that no caller can inspect, so a second reply to one command would
-// silently become the reply to the next; it also has no context support,
+// The session layer speaks SMTP itself, one command (or one pipelined
+// group) at a time, reading replies with package internal/smtpwire, which
+// frames them exactly and keeps whatever follows a reply where the session
+// can see it. go-smtp's client, which this package used before, reads
+// through a buffer of its own that no caller can inspect, so a second reply
+// to one command would silently become the reply to the next; it also has
+// no PIPELINING, no CHUNKING and no context support,
 // reports a TLS connection as established before its handshake has run,
 // drops bytes injected before the handshake without a word, and passes a
 // bare CR through DATA.
+//
+// # Round trips: PIPELINING and CHUNKING
+//
+// When the server lists PIPELINING (RFC 2920) in its EHLO reply after TLS,
+// a transaction's commands go out as one group: MAIL, every RCPT and DATA
+// in one write, and the replies are read in order, each taken for its own
+// command and recipient. When it lists CHUNKING (RFC 3030) as well, the
+// content goes with BDAT instead of DATA: a message of up to 256 KiB as
+// "BDAT n LAST" in the same write as MAIL and the RCPTs, so that a message
+// on a reused session costs one round trip; a larger one in chunks of
+// 256 KiB, streamed, so that its size never shows in memory. BDAT carries
+// the same canonical content as DATA (CRLF line endings, lines of at most
+// 998 octets, a final CRLF), without dot-stuffing; BINARYMIME is never
+// used. Errors and the Receipt name the content's phase "DATA" however it
+// was sent.
+//
+// With DATA, no byte of the content is sent unless MAIL and at least one
+// RCPT were accepted; a DATA the server opened anyway is ended with the
+// terminator alone. With BDAT the first chunk leaves before the replies to
+// RCPT are known: when every recipient is refused the server discards it
+// (it went only to the server the delivery's security requirement was met
+// for) and the result is the one DATA gives. Once a reply refuses the
+// transaction (MAIL, every RCPT, a chunk) no further chunk is sent, and
+// BDAT LAST never is. A failure after a chunk has been sent and before the
+// reply to BDAT LAST leaves the verdict unknown: it is not retried on a new
+// session, where the message could arrive twice.
+//
+// Greeting, EHLO, STARTTLS and AUTH are never pipelined: each waits for its
+// reply, as before, and bytes before the TLS handshake still end the
+// session. After a transaction that may have left the server's state open
+// (every recipient refused, say), the RSET goes in the same write as the
+// next message's MAIL.
+//
+// Replies still belong to their own commands. Within a group, a reply that
+// cannot answer the command it would be taken for (a 354 to anything but
+// DATA, a success reply to DATA, a verdict on BDAT LAST with an address's
+// enhanced status code, a success for the content of a transaction whose
+// MAIL or RCPTs were refused), or any byte after the group's last reply,
+// ends the session with ErrUnsolicitedReply, and no verdict is taken from
+// it. A server that offers neither extension gets one command at a time,
+// as before.
 //
 // # Connection reuse
 //
