@@ -56,7 +56,7 @@ func TestTranscriptIsDecrypted(t *testing.T) {
 		if string(before) != wantBefore {
 			t.Fatalf("implicit=%v: before TLS %q, want %q", implicit, before, wantBefore)
 		}
-		for _, want := range []string{"EHLO client.test\r\n", "MAIL FROM:<app@example.com>", "RCPT TO:<rcpt@example.org>", "Subject: " + transcriptCanary, "\r\n.\r\nQUIT\r\n"} {
+		for _, want := range []string{"EHLO client.test\r\n", "MAIL FROM:<app@example.com>", "RCPT TO:<rcpt@example.org>", "Subject: " + transcriptCanary, "LAST\r\n", "body\r\nQUIT\r\n"} {
 			if !bytes.Contains(after, []byte(want)) {
 				t.Fatalf("implicit=%v: %q not in what the server read after TLS:\n%q", implicit, want, after)
 			}
