@@ -262,6 +262,11 @@ type ConnectionState struct {
 	Addr        string `json:"addr,omitempty"`
 	TLSVersion  string `json:"tls_version,omitempty"`  // "TLS 1.3"; empty without TLS
 	CipherSuite string `json:"cipher_suite,omitempty"` // IANA name
+	// TLSResumed is set when the handshake resumed an earlier TLS session
+	// with the server (a session ticket) instead of a full handshake. The
+	// certificate is then that of the earlier session, checked again
+	// against this session's requirement.
+	TLSResumed bool `json:"tls_resumed,omitempty"`
 	// Verification says how the server's certificate was authenticated.
 	Verification Verification `json:"verification"`
 	// PeerPin is the SHA-256 of the server certificate's public key.

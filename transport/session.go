@@ -111,7 +111,8 @@ type dialConfig struct {
 	serverName string
 	implicit   bool
 	localName  string
-	tlsConfig  *tls.Config // base; cloned per requirement
+	tlsConfig  *tls.Config   // base; cloned per requirement
+	sessions   *sessionCache // TLS sessions to resume; nil: none (see resume.go)
 	dialer     Dialer
 	auth       *Auth
 	timeout    time.Duration // bounds establishing a session
@@ -330,6 +331,7 @@ func (dc *dialConfig) handshake(ctx context.Context, conn *ctxConn, pol *tlsPoli
 	host := dc.serverName
 	var match dane.Match
 	cfg := pol.config(dc.tlsConfig, dc.serverName, &match)
+	cfg.ClientSessionCache = dc.sessions.scoped(pol, cfg)
 	if dc.alterTLS != nil {
 		dc.alterTLS(cfg)
 	}
@@ -394,6 +396,7 @@ func (dc *dialConfig) checkHandshake(cs tls.ConnectionState, pol *tlsPolicy, s *
 	}
 	s.state.TLSVersion = tls.VersionName(cs.Version)
 	s.state.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
+	s.state.TLSResumed = cs.DidResume
 	s.peer = cs.PeerCertificates
 	return nil
 }

@@ -86,6 +86,12 @@ type Submission struct {
 	// the minimum and verification follows each delivery's
 	// mailsec.Security: InsecureSkipVerify here never weakens a Verified
 	// delivery.
+	//
+	// New sessions resume earlier TLS sessions with the server (tickets
+	// kept by the Submission, per security requirement; its
+	// ClientSessionCache is not used), each checked again against the
+	// requirement, unless SessionTicketsDisabled is set, or
+	// VerifyPeerCertificate, which crypto/tls does not call on resumption.
 	TLSConfig *tls.Config
 	// Auth holds SMTP AUTH credentials; nil means no authentication.
 	Auth *Auth
@@ -142,7 +148,7 @@ func (t *Submission) setup() error {
 	if err != nil || host == "" || port == "" {
 		return configError("Submission.Addr", t.Addr, `must be host:port, such as "smtp.example.com:465" (implicit TLS) or "smtp.example.com:587" (STARTTLS)`)
 	}
-	dc := &dialConfig{addr: t.Addr, tlsConfig: t.TLSConfig, auth: t.Auth, dialer: t.Dialer}
+	dc := &dialConfig{addr: t.Addr, tlsConfig: t.TLSConfig, auth: t.Auth, dialer: t.Dialer, sessions: newSessionCache(t.TLSConfig)}
 	dc.serverName = t.ServerName
 	if dc.serverName == "" && t.TLSConfig != nil {
 		dc.serverName = t.TLSConfig.ServerName
