@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"log/slog"
@@ -28,26 +29,42 @@ import (
 // wrapped as the token source returned it.
 type Auth struct {
 	Username string
-	// Password for SCRAM-SHA-256, CRAM-MD5, PLAIN and LOGIN.
+	// Password for SCRAM-SHA-256(-PLUS), CRAM-MD5, PLAIN and LOGIN.
 	Password string
 	// Token returns an OAuth 2.0 access token for XOAUTH2 (Gmail,
 	// Microsoft 365). When set, XOAUTH2 is the only mechanism used and
 	// Password is ignored. It is called for each new session.
 	Token func(ctx context.Context) (string, error)
 	// Mechanisms restricts the mechanisms to try, in order of preference.
-	// Empty means SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN (or XOAUTH2 with
-	// Token). The first one the server offers after TLS is used; there is
-	// no fallback to another after a failure.
+	// Empty means SCRAM-SHA-256-PLUS, SCRAM-SHA-256, CRAM-MD5, PLAIN,
+	// LOGIN (or XOAUTH2 with Token). The first one the server offers after
+	// TLS is used; there is no fallback to another after a failure.
+	//
+	// SCRAM-SHA-256 is never used where SCRAM-SHA-256-PLUS can be: on a
+	// TLS 1.3 session whose server offers the PLUS variant, SCRAM-SHA-256 means
+	// SCRAM-SHA-256-PLUS, whose proof is bound to this TLS session
+	// (channel binding tls-exporter, RFC 9266), so that credentials
+	// relayed by whoever terminates TLS in the server's place (with a
+	// misissued certificate, say) do not authenticate. Where the server
+	// offers SCRAM-SHA-256 alone on TLS 1.3, the exchange tells the
+	// server that this side could have bound the session (GS2 flag "y",
+	// RFC 5802 section 6), so that a server that did offer the PLUS
+	// variant detects that the offer was removed. List only
+	// SCRAM-SHA-256-PLUS to authenticate with channel binding or not at
+	// all.
 	Mechanisms []string
 }
 
 // Mechanism names.
 const (
 	MechSCRAMSHA256 = "SCRAM-SHA-256"
-	MechCRAMMD5     = "CRAM-MD5"
-	MechPlain       = "PLAIN"
-	MechLogin       = "LOGIN"
-	MechXOAUTH2     = "XOAUTH2"
+	// MechSCRAMSHA256PLUS is SCRAM-SHA-256 with channel binding
+	// (tls-exporter, TLS 1.3 only; RFC 5802, RFC 7677, RFC 9266).
+	MechSCRAMSHA256PLUS = "SCRAM-SHA-256-PLUS"
+	MechCRAMMD5         = "CRAM-MD5"
+	MechPlain           = "PLAIN"
+	MechLogin           = "LOGIN"
+	MechXOAUTH2         = "XOAUTH2"
 )
 
 // String redacts the secret from %v and %+v.
@@ -70,7 +87,7 @@ func (a *Auth) preferences() []string {
 	if a.Token != nil {
 		return []string{MechXOAUTH2}
 	}
-	return []string{MechSCRAMSHA256, MechCRAMMD5, MechPlain, MechLogin}
+	return []string{MechSCRAMSHA256PLUS, MechSCRAMSHA256, MechCRAMMD5, MechPlain, MechLogin}
 }
 
 func (a *Auth) validate() error {
@@ -85,7 +102,7 @@ func (a *Auth) validate() error {
 	}
 	for _, m := range a.Mechanisms {
 		switch m {
-		case MechSCRAMSHA256, MechCRAMMD5, MechPlain, MechLogin:
+		case MechSCRAMSHA256PLUS, MechSCRAMSHA256, MechCRAMMD5, MechPlain, MechLogin:
 			if a.Token != nil {
 				return configError("Auth.Mechanisms", m, "needs a Password; Token is set, so list only XOAUTH2")
 			}
@@ -142,29 +159,54 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 		// password, a token, or material for an offline dictionary attack.
 		return "", fail("", "the session's certificate is not verified; credentials are sent only over verified TLS", nil)
 	}
+	// Channel binding needs TLS 1.3 here: tls-exporter is defined for it
+	// (RFC 9266), and tls-unique is unsafe on it and never used.
+	cb, canBind := s.channelBinding()
 	var mech string
 	for _, m := range allowed {
+		if m == MechSCRAMSHA256PLUS && !canBind {
+			continue
+		}
+		if m == MechSCRAMSHA256 && canBind && slices.Contains(offered, MechSCRAMSHA256PLUS) {
+			// Never the unbound variant where the bound one is offered.
+			mech = MechSCRAMSHA256PLUS
+			break
+		}
 		if slices.Contains(offered, m) {
 			mech = m
 			break
 		}
 	}
 	if mech == "" {
-		return "", fail("", "no acceptable mechanism: the server offers "+describeMechanisms(offered)+
-			", allowed are "+strings.Join(allowed, " "), nil)
+		reason := "no acceptable mechanism: the server offers " + describeMechanisms(offered) +
+			", allowed are " + strings.Join(allowed, " ")
+		if !canBind && slices.Contains(allowed, MechSCRAMSHA256PLUS) && slices.Contains(offered, MechSCRAMSHA256PLUS) {
+			reason += " (" + MechSCRAMSHA256PLUS + " needs TLS 1.3 for its channel binding; the session is " + s.state.TLSVersion + ")"
+		}
+		return "", fail("", reason, nil)
 	}
 
 	var client sasl.Client
 	var sc *scramClient
 	switch mech {
-	case MechSCRAMSHA256:
+	case MechSCRAMSHA256, MechSCRAMSHA256PLUS:
 		c, err := scram.SHA256.NewClient(a.Username, a.Password, "")
 		if err != nil {
 			// SASLprep refused the user name or password; the error
 			// quotes neither, but say only what happened.
 			return "", fail(mech, "the user name or password cannot be prepared for SCRAM (SASLprep)", nil)
 		}
-		sc = &scramClient{conv: c.NewConversation()}
+		sc = &scramClient{mech: mech}
+		switch {
+		case mech == MechSCRAMSHA256PLUS:
+			sc.conv = c.NewConversationWithChannelBinding(cb)
+		case canBind:
+			// The server offers no PLUS variant: say that this side
+			// supports channel binding (GS2 flag "y").
+			sc.conv = c.NewConversationAdvertisingChannelBinding()
+		default:
+			sc.conv = c.NewConversation()
+		}
 		client = sc
 	case MechCRAMMD5:
 		client = &cramMD5Client{user: a.Username, pass: a.Password}
@@ -190,6 +232,25 @@ func (a *Auth) authenticate(ctx context.Context, s *session, preTLSAuth bool) (s
 		return "", fail(mech, "the server did not prove it knows the password (no valid SCRAM server signature)", nil)
 	}
 	return mech, nil
+}
+
+// channelBinding returns the session's tls-exporter channel binding (RFC
+// 9266: 32 bytes exported with the label "EXPORTER-Channel-Binding" and no
+// context), when the session is TLS 1.3.
+func (s *session) channelBinding() (scram.ChannelBinding, bool) {
+	tc, ok := s.rw.(*tls.Conn)
+	if !ok {
+		return scram.ChannelBinding{}, false
+	}
+	cs := tc.ConnectionState()
+	if cs.Version != tls.VersionTLS13 {
+		return scram.ChannelBinding{}, false
+	}
+	cb, err := scram.NewTLSExporterBinding(&cs)
+	if err != nil || cb.Type != scram.ChannelBindingTLSExporter || len(cb.Data) != 32 {
+		return scram.ChannelBinding{}, false
+	}
+	return cb, true
 }
 
 // maxSASLSteps bounds the challenges of one exchange; the mechanisms here
@@ -227,7 +288,7 @@ func (s *session) exchange(ctx context.Context, mech string, c sasl.Client) erro
 		case 334:
 		default:
 			ec, _ := replyText(rep.Text)
-			return fail(rejection(rep.Code, ec), &mailsec.SMTPError{Host: s.host, Command: "AUTH", Code: rep.Code, EnhancedCode: ec})
+			return fail(rejection(mech, rep.Code, ec), &mailsec.SMTPError{Host: s.host, Command: "AUTH", Code: rep.Code, EnhancedCode: ec})
 		}
 		if step == maxSASLSteps {
 			return fail("the server kept sending challenges", nil)
@@ -247,8 +308,11 @@ func (s *session) exchange(ctx context.Context, mech string, c sasl.Client) erro
 
 // rejection says in words what a reply to AUTH means (RFC 4954 section 6,
 // RFC 3463, RFC 5248).
-func rejection(code int, ec mailsec.EnhancedCode) string {
+func rejection(mech string, code int, ec mailsec.EnhancedCode) string {
 	switch {
+	case (code == 535 || ec == mailsec.EnhancedCode{5, 7, 8}) && mech == MechSCRAMSHA256PLUS:
+		return "rejected by the server: the channel binding did not match (the TLS session ends at an intermediary " +
+			"with a certificate this side trusts, not at the server), or credentials invalid"
 	case code == 535 || ec == mailsec.EnhancedCode{5, 7, 8}:
 		return "rejected by the server: credentials invalid"
 	case code == 534 || ec == mailsec.EnhancedCode{5, 7, 9}:
@@ -270,6 +334,9 @@ func rejection(code int, ec mailsec.EnhancedCode) string {
 // mechanismFailure says why a mechanism gave up on a challenge.
 func mechanismFailure(mech string) string {
 	switch mech {
+	case MechSCRAMSHA256PLUS:
+		return "the server's SCRAM messages did not verify (it does not know the password, the exchange was tampered with, " +
+			"or the channel binding did not match)"
 	case MechSCRAMSHA256:
 		return "the server's SCRAM messages did not verify (it does not know the password, or the exchange was tampered with)"
 	case MechLogin:
@@ -284,7 +351,7 @@ func mechanismFailure(mech string) string {
 // credential.
 func knownMechanism(m string) bool {
 	switch m {
-	case MechSCRAMSHA256, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS",
+	case MechSCRAMSHA256, MechSCRAMSHA256PLUS, "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS",
 		MechCRAMMD5, "DIGEST-MD5", MechPlain, MechLogin, MechXOAUTH2, "OAUTHBEARER", "GSSAPI", "GS2-KRB5", "NTLM",
 		"EXTERNAL", "ANONYMOUS":
 		return true
@@ -318,11 +385,14 @@ func describeMechanisms(offered []string) string {
 }
 
 // scramClient adapts xdg-go/scram to go-sasl.
-type scramClient struct{ conv *scram.ClientConversation }
+type scramClient struct {
+	mech string
+	conv *scram.ClientConversation
+}
 
 func (c *scramClient) Start() (string, []byte, error) {
 	first, err := c.conv.Step("")
-	return MechSCRAMSHA256, []byte(first), err
+	return c.mech, []byte(first), err
 }
 
 func (c *scramClient) Next(challenge []byte) ([]byte, error) {

@@ -37,7 +37,7 @@ const (
 )
 
 // auth exchanges the client may run, by mechanism.
-var leakMechanisms = []string{transport.MechSCRAMSHA256, transport.MechCRAMMD5, transport.MechPlain, transport.MechLogin, transport.MechXOAUTH2}
+var leakMechanisms = []string{transport.MechSCRAMSHA256PLUS, transport.MechSCRAMSHA256, transport.MechCRAMMD5, transport.MechPlain, transport.MechLogin, transport.MechXOAUTH2}
 
 // authScript runs the server's side of one AUTH exchange on a fake. It
 // records every response the client sends.
@@ -110,12 +110,20 @@ func (a *authScript) exchange(c *fakeConn) bool {
 	case transport.MechCRAMMD5:
 		_, ok := next("<1896.697170952@fake.example>")
 		return ok
-	case transport.MechSCRAMSHA256:
+	case transport.MechSCRAMSHA256, transport.MechSCRAMSHA256PLUS:
 		srv, err := scramServer()
 		if err != nil {
 			return false
 		}
 		conv := srv.NewConversation()
+		if mech == transport.MechSCRAMSHA256PLUS {
+			cs := c.tlsState()
+			cb, err := scram.NewTLSExporterBinding(&cs)
+			if err != nil {
+				return false
+			}
+			conv = srv.NewConversationWithChannelBinding(cb)
+		}
 		first, err := base64.StdEncoding.DecodeString(ir)
 		if err != nil {
 			return false
@@ -215,17 +223,19 @@ func leakCases() []leakCase {
 			c.w("235 2.7.0 " + s.echo() + "\r\n")
 		}
 	}
-	cases = append(cases,
-		leakCase{name: "SCRAM server signature wrong", mech: transport.MechSCRAMSHA256, want: "SCRAM messages did not verify", final: scramFinal(func(*authScript) string {
-			return "v=" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
-		})},
-		leakCase{name: "SCRAM server error echoes", mech: transport.MechSCRAMSHA256, want: "SCRAM messages did not verify", final: scramFinal(func(s *authScript) string {
-			return "e=" + leakPassword + " " + base64.StdEncoding.EncodeToString([]byte(leakPassword))
-		})},
-		leakCase{name: "SCRAM success without a server signature", mech: transport.MechSCRAMSHA256, want: "did not prove", final: func(c *fakeConn, s *authScript) {
-			c.w("235 2.7.0 " + s.echo() + "\r\n")
-		}},
-	)
+	for _, m := range []string{transport.MechSCRAMSHA256, transport.MechSCRAMSHA256PLUS} {
+		cases = append(cases,
+			leakCase{name: "SCRAM server signature wrong/" + m, mech: m, want: "SCRAM messages did not verify", final: scramFinal(func(*authScript) string {
+				return "v=" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+			})},
+			leakCase{name: "SCRAM server error echoes/" + m, mech: m, want: "SCRAM messages did not verify", final: scramFinal(func(s *authScript) string {
+				return "e=" + leakPassword + " " + base64.StdEncoding.EncodeToString([]byte(leakPassword))
+			})},
+			leakCase{name: "SCRAM success without a server signature/" + m, mech: m, want: "did not prove", final: func(c *fakeConn, s *authScript) {
+				c.w("235 2.7.0 " + s.echo() + "\r\n")
+			}},
+		)
+	}
 
 	// Before any exchange.
 	cases = append(cases,

@@ -48,8 +48,9 @@
 //     matching mailsec.ErrDowngrade. Capabilities are read again after TLS,
 //     and only the post-TLS list is trusted.
 //   - AUTH only after TLS, from the post-TLS mechanism list, choosing the
-//     strongest mechanism both sides allow (SCRAM-SHA-256, CRAM-MD5, PLAIN,
-//     LOGIN; XOAUTH2 with a token source). A server that offers AUTH only
+//     strongest mechanism both sides allow (SCRAM-SHA-256-PLUS with
+//     tls-exporter channel binding on TLS 1.3, SCRAM-SHA-256, CRAM-MD5,
+//     PLAIN, LOGIN; XOAUTH2 with a token source). A server that offers AUTH only
 //     before TLS gets no credentials, and neither does one whose certificate
 //     was not verified (the Unverified level): every mechanism hands an
 //     unauthenticated peer the password, a token, or material for an

@@ -34,10 +34,11 @@ type fake struct {
 	active int
 	ehlos  int // EHLOs after TLS
 	mails  int
-	cmds   []string       // commands seen, in order, across connections
-	counts map[string]int // hook events seen, by verb
-	dots   int            // DATA terminators (and BDAT LAST chunks) received
-	chunks []string       // BDAT chunks received, in order
+	cmds   []string                    // commands seen, in order, across connections
+	counts map[string]int              // hook events seen, by verb
+	dots   int                         // DATA terminators (and BDAT LAST chunks) received
+	chunks []string                    // BDAT chunks received, in order
+	states map[int]tls.ConnectionState // each connection's TLS, by number
 }
 
 type fakeOpts struct {
@@ -83,6 +84,13 @@ type fakeConn struct {
 func (c *fakeConn) readLine() (string, error) {
 	l, err := c.r.ReadString('\n')
 	return strings.TrimRight(l, "\r\n"), err
+}
+
+// tlsState is the server's side of the connection's TLS session.
+func (c *fakeConn) tlsState() tls.ConnectionState {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	return c.f.states[c.conn]
 }
 
 // event offers an event to the hook.
@@ -206,6 +214,12 @@ func (f *fake) handle(raw net.Conn, id int) {
 			return false
 		}
 		conn, tlsOn = &plainConn{Conn: tc, f: f}, true
+		f.mu.Lock()
+		if f.states == nil {
+			f.states = map[int]tls.ConnectionState{}
+		}
+		f.states[id] = tc.ConnectionState()
+		f.mu.Unlock()
 		return true
 	}
 	if f.opts.implicitTLS && !startTLS() {
