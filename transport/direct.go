@@ -42,6 +42,24 @@ import (
 // notes; a recipient no host took keeps every host and address tried, with
 // what was seen there (the certificate's key, the TLSA records, the
 // MTA-STS policy), as its mailsec.Failure's attempts.
+//
+// Sessions are kept for reuse, as a Submission keeps them: a delivery to
+// an MX host that Direct already has an idle session with takes that
+// session, without a new TCP connection, TLS handshake or EHLO, when, and
+// only when, the delivery's requirement for that host is the one the
+// session was established under: the same recipient domain, MX host and
+// address, the same name sent as SNI and checked, the same level and what
+// it made of the host (DANE with the same TLSA records and names, the
+// domain's MTA-STS policy with the same id and text, WebPKI for the MX host
+// name, the same pins), and the same REQUIRETLS and TLS-Required: No. The
+// DNS and the MTA-STS policy are consulted for every delivery as before;
+// a change in either leads to a new session, and the old one is left to
+// its idle timeout. A reused session's Receipt shows Reused and the same
+// evidence (verification, certificate key, TLSA record, policy) as when it
+// was established; it is counted against MaxSessions as a new one is, and
+// reported for TLS reporting once, when it was established. MaxConnsPerHost,
+// MaxMessagesPerConn, IdleTimeout and HealthCheckAfter bound the sessions
+// as Submission's fields of the same names do; Close closes the idle ones.
 type Direct struct {
 	// Resolver looks up MX, address, TXT and TLSA records. Required. DANE
 	// and REQUIRETLS rest on its Authentic bit: use a dns.Client
@@ -775,14 +793,14 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 // MaxSessions as a reused one is.
 func (t *Direct) transactAt(ctx context.Context, ds *domainState, host, key, policy string, d *mailsec.Delivery, dial dialFunc) (
 	res *mailsec.DeliveryResult, state *mailsec.ConnectionState, fresh bool, err error) {
-	hp, err := t.pools.acquire(host)
+	hpool, err := t.pools.acquire(host)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	defer t.pools.release(hp)
+	defer t.pools.release(hpool)
 	for attempt := 0; ; attempt++ {
 		var s *session
-		s, fresh, err = hp.get(ctx, key, dial)
+		s, fresh, err = hpool.get(ctx, key, dial)
 		if err != nil {
 			return nil, nil, false, err
 		}
@@ -792,7 +810,7 @@ func (t *Direct) transactAt(ctx context.Context, ds *domainState, host, key, pol
 		}
 		ds.sessions++
 		st := s.state
-		res, err = transactPooled(ctx, hp.pool, s, d)
+		res, err = transactPooled(ctx, hpool.pool, s, d)
 		var retry *errRetry
 		if errors.As(err, &retry) {
 			if attempt < 2 {
