@@ -42,6 +42,24 @@ import (
 // notes; a recipient no host took keeps every host and address tried, with
 // what was seen there (the certificate's key, the TLSA records, the
 // MTA-STS policy), as its mailsec.Failure's attempts.
+//
+// Sessions are kept for reuse, as a Submission keeps them: a delivery to
+// an MX host that Direct already has an idle session with takes that
+// session, without a new TCP connection, TLS handshake or EHLO, when, and
+// only when, the delivery's requirement for that host is the one the
+// session was established under: the same recipient domain, MX host and
+// address, the same name sent as SNI and checked, the same level and what
+// it made of the host (DANE with the same TLSA records and names, the
+// domain's MTA-STS policy with the same id and text, WebPKI for the MX host
+// name, the same pins), and the same REQUIRETLS and TLS-Required: No. The
+// DNS and the MTA-STS policy are consulted for every delivery as before;
+// a change in either leads to a new session, and the old one is left to
+// its idle timeout. A reused session's Receipt shows Reused and the same
+// evidence (verification, certificate key, TLSA record, policy) as when it
+// was established; it is counted against MaxSessions as a new one is, and
+// reported for TLS reporting once, when it was established. MaxConnsPerHost,
+// MaxMessagesPerConn, IdleTimeout and HealthCheckAfter bound the sessions
+// as Submission's fields of the same names do; Close closes the idle ones.
 type Direct struct {
 	// Resolver looks up MX, address, TXT and TLSA records. Required. DANE
 	// and REQUIRETLS rest on its Authentic bit: use a dns.Client
@@ -101,6 +119,18 @@ type Direct struct {
 	// delivery (Postfix's smtp_mx_session_limit). Zero means
 	// DefaultMaxSessions.
 	MaxSessions int
+	// MaxConnsPerHost bounds the sessions open at once with one MX host,
+	// across deliveries and requirements; a delivery waits (within its
+	// context) for a free one. Zero means DefaultMaxConnsPerHost.
+	MaxConnsPerHost int
+	// MaxMessagesPerConn closes a session after this many messages. Zero
+	// means 1000.
+	MaxMessagesPerConn int
+	// IdleTimeout closes a session left unused this long. Zero means 30s.
+	IdleTimeout time.Duration
+	// HealthCheckAfter makes an idle session answer NOOP before reuse once
+	// it has been idle this long. Zero means 2s.
+	HealthCheckAfter time.Duration
 	// Port is the SMTP port on MX hosts. Zero means 25; other values are
 	// for tests.
 	Port int
@@ -129,6 +159,7 @@ type Direct struct {
 	maxHosts    int
 	maxAddrs    int
 	maxSessions int
+	pools       *directPools
 }
 
 // Defaults for Direct's limits. A recipient domain can publish any number
@@ -251,6 +282,27 @@ func (t *Direct) setup() error {
 		}
 		*l.to = cmp.Or(l.v, l.def)
 	}
+	for _, l := range []struct {
+		field string
+		v     int64
+	}{
+		{"Direct.MaxConnsPerHost", int64(t.MaxConnsPerHost)},
+		{"Direct.MaxMessagesPerConn", int64(t.MaxMessagesPerConn)},
+		{"Direct.IdleTimeout", int64(t.IdleTimeout)},
+		{"Direct.HealthCheckAfter", int64(t.HealthCheckAfter)},
+	} {
+		if l.v < 0 {
+			return configError(l.field, strconv.FormatInt(l.v, 10), "negative; zero means the default")
+		}
+	}
+	t.pools = &directPools{
+		max:         positive(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
+		maxMessages: positive(t.MaxMessagesPerConn, 1000),
+		idleTimeout: positiveDur(t.IdleTimeout, 30*time.Second),
+		probeAfter:  positiveDur(t.HealthCheckAfter, 2*time.Second),
+		logger:      t.Logger,
+		byHost:      map[string]*hostPool{},
+	}
 	if !t.AllowPrivate {
 		t.dialer = guardDialer(t.dialer)
 	}
@@ -321,6 +373,17 @@ func (t *Direct) now() time.Time {
 	return time.Now()
 }
 
+// Close closes the sessions kept for reuse and makes later Deliver calls
+// fail with ErrClosed. Sessions in use are closed when their delivery
+// ends.
+func (t *Direct) Close() error {
+	if err := t.init(); err != nil {
+		return nil
+	}
+	t.pools.close()
+	return nil
+}
+
 // Deliver implements mailsec.Transport. Recipients are grouped by domain;
 // each domain is one transaction with one of its MX hosts. With more than
 // one domain, every recipient's result carries its own session.
@@ -330,6 +393,9 @@ func (t *Direct) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.Del
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err
+	}
+	if t.pools.isClosed() {
+		return nil, ErrClosed
 	}
 	if d.RequireTLS && d.TLSRequiredNo {
 		return nil, invalid("Delivery", "", "REQUIRETLS and TLS-Required: No exclude each other (RFC 8689 §5)")
@@ -630,7 +696,6 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			ds.note(fmt.Sprintf("%s: address %s not tried: the limit of %d connection attempts and %d sessions per delivery was reached", host, ip, t.maxAddrs, t.maxSessions))
 			break
 		}
-		ds.dialled++
 		dc := &dialConfig{
 			addr:       addr,
 			serverName: hp.serverName,
@@ -640,8 +705,17 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			timeout:    t.timeout,
 		}
 		var seen contact
-		s, err := dc.dial(ctx, hp.pol, "", &seen)
-		if err != nil {
+		dial := func(ctx context.Context, key string) (*session, error) {
+			ds.dialled++
+			return dc.dial(ctx, hp.pol, key, &seen)
+		}
+		one := *d
+		one.To = rcpts
+		res, state, fresh, err := t.transactAt(ctx, ds, host, directKey(d, ds, host, addr, hp), hp.policy, &one, dial)
+		if state == nil {
+			if errors.Is(err, ErrClosed) {
+				return nil, err, true
+			}
 			if ge, ok := netguard.As(err); ok {
 				// The connection reached, or was about to reach, an
 				// address the guard refuses (a Dialer that went
@@ -659,20 +733,20 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			}
 			return nil, err, false
 		}
-		ds.sessions++
-		s.state.Domain = ds.domain
-		s.state.Policy = hp.policy
-		one := *d
-		one.To = rcpts
-		res, err := s.transactOnce(ctx, &one)
-		t.reportSession(ds, hp, host, ip, s, err)
+		if fresh {
+			t.reportSession(ds, hp, host, ip, state, err)
+		} else {
+			// A reused session was reported when it was established
+			// (RFC 8460 counts sessions, not messages).
+			ds.reported = true
+		}
 		if t.Logger != nil {
 			t.Logger.LogAttrs(ctx, slog.LevelDebug, "mailsec: direct session", slog.String("domain", ds.domain),
 				slog.String("mx", host), slog.String("addr", dc.addr), slog.String("policy", hp.policy),
-				slog.String("verification", string(s.state.Verification)), slog.Any("err", err))
+				slog.String("verification", string(state.Verification)), slog.Bool("reused", !fresh), slog.Any("err", err))
 		}
 		if err == nil {
-			ds.ended(res, host, addr, hp, s.state.PeerPin, nil)
+			ds.ended(res, host, addr, hp, state.PeerPin, nil)
 			return res, nil, true
 		}
 		var se *mailsec.SMTPError
@@ -684,7 +758,7 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			final = true
 		case errors.Is(err, mailsec.ErrRequireTLS), errors.Is(err, mailsec.ErrUnsupported):
 			// Another MX host may offer what this one lacks.
-			ds.try(host, addr, hp, s.state.PeerPin, err)
+			ds.try(host, addr, hp, state.PeerPin, err)
 			return nil, err, false
 		case errors.As(err, &se) && !se.Temporary():
 			final = true
@@ -692,12 +766,12 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			final = true
 		}
 		if final {
-			ds.ended(res, host, addr, hp, s.state.PeerPin, err)
+			ds.ended(res, host, addr, hp, state.PeerPin, err)
 			return res, err, true
 		}
 		// A temporary failure of the transaction: another host may
 		// take the message; res names this session if none does.
-		ds.try(host, addr, hp, s.state.PeerPin, err)
+		ds.try(host, addr, hp, state.PeerPin, err)
 		return res, err, false
 	}
 	if lastErr == nil {
@@ -709,15 +783,61 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 	return nil, lastErr, false
 }
 
-// transactOnce runs one transaction on a session that is not reused and
-// closes it, also when the content writer panics (a Delivery built by
-// hand whose Content panics): the connection, mid-DATA, is dropped before
-// the panic goes on.
-func (s *session) transactOnce(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
-	healthy := false
-	defer func() { s.close(healthy) }()
-	res, ok, err := s.transact(ctx, d)
-	healthy = ok
+// transactAt runs d's transaction with host on a session for key: one
+// kept from an earlier delivery under the same requirement, or a new one
+// from dial, which then becomes the policy's (named in the Receipt). A
+// reused session found stale before anything was sent (the server closed
+// it, or answers 421) is replaced with another, as Submission does. state
+// is the session's state after the transaction, nil when no session was
+// had (err says why); fresh reports a session dial made, counted for
+// MaxSessions as a reused one is.
+func (t *Direct) transactAt(ctx context.Context, ds *domainState, host, key, policy string, d *mailsec.Delivery, dial dialFunc) (
+	res *mailsec.DeliveryResult, state *mailsec.ConnectionState, fresh bool, err error) {
+	hpool, err := t.pools.acquire(host)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	defer t.pools.release(hpool)
+	for attempt := 0; ; attempt++ {
+		var s *session
+		s, fresh, err = hpool.get(ctx, key, dial)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if fresh {
+			s.state.Domain = ds.domain
+			s.state.Policy = policy
+		}
+		ds.sessions++
+		st := s.state
+		res, err = transactPooled(ctx, hpool.pool, s, d)
+		var retry *errRetry
+		if errors.As(err, &retry) {
+			if attempt < 2 {
+				// The stale session is not counted.
+				ds.sessions--
+				continue
+			}
+			err = retry.err
+		}
+		return res, &st, fresh, err
+	}
+}
+
+// transactPooled runs one transaction on s and returns s to p, also when
+// the content writer panics (a Delivery built by hand whose Content
+// panics): the session, now mid-DATA, is then dropped and its slot freed
+// before the panic goes on.
+func transactPooled(ctx context.Context, p *pool, s *session, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	done := false
+	defer func() {
+		if !done {
+			p.put(s, false)
+		}
+	}()
+	res, healthy, err := s.transact(ctx, d)
+	done = true
+	p.put(s, healthy)
 	return res, err
 }
 

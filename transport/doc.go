@@ -23,14 +23,15 @@
 //
 // One delivery through Direct goes down these files: direct.go (Deliver
 // groups recipients by domain, deliverDomain tries a domain's MX hosts in
-// order, tryHost connects to one and runs the transaction); gather.go (what
-// the DNS and the domain's MTA-STS policy say, learnt before any
-// connection); tlspolicy.go (what the delivery's security level requires of
-// the session with that host: the one place where every level gets its
-// meaning, for Submission too); session.go (the SMTP session, which
-// enforces it, and ends it with one of the reasons in refusal.go when the
-// requirement is not met); tlsreport.go (each attempt's outcome for TLS
-// reporting). check.go is Direct.Check, which reads the same facts. A
+// order, tryHost connects to one and runs the transaction); directpool.go
+// (one pool of reused sessions per MX host, and the key that says which
+// deliveries may share a session); gather.go (what the DNS and the
+// domain's MTA-STS policy say, learnt before any connection); tlspolicy.go
+// (what the delivery's security level requires of the session with that
+// host: the one place where every level gets its meaning, for Submission
+// too); session.go (the SMTP session, which enforces it, and ends it with
+// one of the reasons in refusal.go when the requirement is not met);
+// tlsreport.go (each attempt's outcome for TLS reporting). check.go is Direct.Check, which reads the same facts. A
 // Submission goes through submission.go, pool.go (its reused sessions),
 // tlspolicy.go and session.go; auth.go is SMTP AUTH.
 //
@@ -147,4 +148,26 @@
 // replaced by a fresh session transparently, which is safe because nothing
 // had been accepted. Sessions are closed after IdleTimeout or
 // MaxMessagesPerConn messages.
+//
+// A Direct keeps sessions the same way, with the same limits (at most
+// MaxConnsPerHost with each MX host) and the same health checks, and
+// reuses one only for a delivery whose security requirement for the host
+// is the one the session was established under, spelt out in full: the
+// recipient domain, the MX host and the address connected to, the name
+// sent as SNI and checked, the level, the policy and TLS mode it led to
+// (DANE and its usable TLSA records, the domain's MTA-STS policy by id and
+// text, WebPKI for the MX host name, pins), REQUIRETLS and TLS-Required:
+// No. A session is never shared across requirements: a message with a
+// stricter level, or one that demands REQUIRETLS, never rides a session
+// made for a weaker one, and a new TLSA record set or MTA-STS policy id
+// leads to a new session. The requirement is worked out afresh for every
+// delivery, from the DNS and the policy as they are then, before the
+// pool is asked.
+//
+// With either transport, a failure on a reused session before any of the
+// message's content was sent moves the delivery to a fresh session;
+// after content was sent (with CHUNKING, in the first write) without a
+// verdict, it is not retried, since the message may have been delivered.
+// A reused session shows Reused in the Receipt's connection, with the
+// evidence it was established with.
 package transport

@@ -371,6 +371,9 @@ func (f *fake) handle(raw net.Conn, id int) {
 				continue
 			}
 			w("250 2.0.0 Ok: queued as FAKE" + string(rune('0'+accepted)) + "\r\n")
+			if f.opts.closeAfter > 0 && accepted >= f.opts.closeAfter {
+				return
+			}
 		case "QUIT":
 			w("221 2.0.0 Bye\r\n")
 			return

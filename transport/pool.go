@@ -16,9 +16,9 @@ import (
 var ErrClosed = errors.New("mailsec/transport: transport closed")
 
 // pool keeps sessions for reuse, keyed by the security requirement they
-// were established for, with at most max open at once.
+// were established for, with at most max open at once. A Submission has
+// one; a Direct one per MX host (see directPools).
 type pool struct {
-	dial        func(ctx context.Context, sec mailsec.Security, key string, seen *contact) (*session, error)
 	host        string // for errors
 	max         int
 	maxMessages int
@@ -44,26 +44,29 @@ func poolKey(sec mailsec.Security) string {
 	return b.String()
 }
 
-// get returns a session ready for a transaction under sec. When it fails
-// to establish a new one, seen records what it saw of the server.
-func (p *pool) get(ctx context.Context, sec mailsec.Security, seen *contact) (*session, error) {
-	key := poolKey(sec)
+// dialFunc establishes a new session for a pool key.
+type dialFunc func(ctx context.Context, key string) (*session, error)
+
+// get returns a session ready for a transaction under the requirement key
+// names: an idle one made for the same key, checked, or else a new one from
+// dial. fresh reports that dial made it.
+func (p *pool) get(ctx context.Context, key string, dial dialFunc) (s *session, fresh bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		if s := p.popIdleLocked(key); s != nil {
 			p.mu.Unlock()
 			if err := s.check(ctx, p.probeAfter); err != nil {
 				p.discard(s, false)
 				if ctx.Err() != nil {
-					return nil, &mailsec.NetworkError{Host: s.host, Op: "health check", Err: ctx.Err()}
+					return nil, false, &mailsec.NetworkError{Host: s.host, Op: "health check", Err: ctx.Err()}
 				}
 				continue
 			}
-			return s, nil
+			return s, false, nil
 		}
 		var evict *session
 		if p.open >= p.max {
@@ -84,7 +87,7 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security, seen *contact) (*s
 						p.wakeLocked()
 					}
 					p.mu.Unlock()
-					return nil, &mailsec.NetworkError{Host: p.host, Op: "waiting for a free connection", Err: ctx.Err()}
+					return nil, false, &mailsec.NetworkError{Host: p.host, Op: "waiting for a free connection", Err: ctx.Err()}
 				}
 			}
 			p.open-- // the evicted one; the new one is counted below
@@ -94,13 +97,13 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security, seen *contact) (*s
 		if evict != nil {
 			evict.close(true)
 		}
-		s, err := p.dial(ctx, sec, key, seen)
+		s, err := dial(ctx, key)
 		if err != nil {
 			p.mu.Lock()
 			p.open--
 			p.wakeLocked()
 			p.mu.Unlock()
-			return nil, err
+			return nil, false, err
 		}
 		p.mu.Lock()
 		closed := p.closed
@@ -108,7 +111,7 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security, seen *contact) (*s
 		if closed {
 			// Close ran while this session was being established.
 			p.discard(s, true)
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		if p.logger != nil {
 			p.logger.LogAttrs(ctx, slog.LevelDebug, "mailsec session established",
@@ -116,7 +119,7 @@ func (p *pool) get(ctx context.Context, sec mailsec.Security, seen *contact) (*s
 				slog.String("tls", s.state.TLSVersion), slog.String("verification", string(s.state.Verification)),
 				slog.String("sasl", s.state.SASLMechanism))
 		}
-		return s, nil
+		return s, true, nil
 	}
 }
 

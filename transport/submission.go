@@ -199,13 +199,6 @@ func (t *Submission) setup() error {
 	dc.timeout = positiveDur(t.DialTimeout, time.Minute)
 	t.dc = dc
 	t.pool = &pool{
-		dial: func(ctx context.Context, sec mailsec.Security, key string, seen *contact) (*session, error) {
-			hp, err := requirement(sec, dc.serverName, nil)
-			if err != nil {
-				return nil, err
-			}
-			return dc.dial(ctx, hp.pol, key, seen)
-		},
 		host:        dc.serverName,
 		max:         positive(t.MaxConns, 8),
 		maxMessages: positive(t.MaxMessagesPerConn, 1000),
@@ -251,9 +244,16 @@ func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec
 		return nil, refuse(host, errPlaintextAuth, "credentials are never sent without TLS", nil)
 	}
 
+	key := poolKey(d.Security)
 	for attempt := 0; ; attempt++ {
 		var seen contact
-		s, err := t.pool.get(ctx, d.Security, &seen)
+		s, _, err := t.pool.get(ctx, key, func(ctx context.Context, key string) (*session, error) {
+			hp, err := requirement(d.Security, host, nil)
+			if err != nil {
+				return nil, err
+			}
+			return t.dc.dial(ctx, hp.pol, key, &seen)
+		})
 		if err != nil {
 			return t.unreached(d, &seen, err), err
 		}

@@ -87,7 +87,7 @@ func (t *Direct) reportRefusal(ds *domainState, host string, err error) {
 // reportSession records a session's TLS outcome. Failures before TLS was
 // tried (the connection was refused, the server closed) are not TLS
 // results and are not reported.
-func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip netip.Addr, s *session, err error) {
+func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip netip.Addr, s *mailsec.ConnectionState, err error) {
 	if t.Reports == nil {
 		return
 	}
@@ -113,7 +113,7 @@ func (t *Direct) reportSession(ds *domainState, hp *hostPlan, host string, ip ne
 	if r.Success && hp.violation != nil {
 		r.Success, r.Failure, r.FailureReasonCode = false, hp.violation.Failure, hp.violation.FailureReasonCode
 	}
-	if s != nil && s.state.Verification == mailsec.NoTLS && hp.pol.mode != tlsNone {
+	if s != nil && s.Verification == mailsec.NoTLS && hp.pol.mode != tlsNone {
 		r.Success = false
 		r.Failure = tlsrpt.StartTLSNotSupported
 	}
