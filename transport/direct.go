@@ -160,6 +160,7 @@ type Direct struct {
 	maxAddrs    int
 	maxSessions int
 	pools       *directPools
+	sessions    *sessionCache // TLS sessions to resume, per requirement (resume.go)
 }
 
 // Defaults for Direct's limits. A recipient domain can publish any number
@@ -295,6 +296,7 @@ func (t *Direct) setup() error {
 			return configError(l.field, strconv.FormatInt(l.v, 10), "negative; zero means the default")
 		}
 	}
+	t.sessions = newSessionCache(t.TLSConfig)
 	t.pools = &directPools{
 		max:         positive(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
 		maxMessages: positive(t.MaxMessagesPerConn, 1000),
@@ -703,6 +705,7 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 			tlsConfig:  t.TLSConfig,
 			dialer:     t.dialer,
 			timeout:    t.timeout,
+			sessions:   t.sessions,
 		}
 		var seen contact
 		dial := func(ctx context.Context, key string) (*session, error) {

@@ -498,3 +498,39 @@ func (c *countedConn) Close() error {
 	})
 	return c.Conn.Close()
 }
+
+// A new session to an MX host resumes the TLS session of an earlier one
+// made under the same requirement, and the Receipt says so; under
+// another requirement it does not.
+func TestDirectTLSResumption(t *testing.T) {
+	e := newMXEnv(t)
+	e.res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10})
+	s := e.mx("mx1.example.org", "192.0.2.10", mailsectest.Config{})
+	tr := e.direct()
+	tr.MaxMessagesPerConn = 1 // every delivery on a session of its own
+	defer tr.Close()
+	first, err := deliverDirect(t, tr, delivery(mailsec.Security{}, "ann@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := deliverDirect(t, tr, delivery(mailsec.Security{}, "bob@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Connection.TLSResumed || !again.Connection.TLSResumed || again.Connection.Reused {
+		t.Fatalf("first resumed %v; second resumed %v, reused %v", first.Connection.TLSResumed, again.Connection.TLSResumed, again.Connection.Reused)
+	}
+	if again.Connection.Verification != first.Connection.Verification {
+		t.Fatalf("verification %q, then %q", first.Connection.Verification, again.Connection.Verification)
+	}
+	other, err := deliverDirect(t, tr, delivery(mailsec.Security{Level: mailsec.Unverified}, "carl@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Connection.TLSResumed {
+		t.Fatal("a session made under another requirement was resumed")
+	}
+	if n := s.Connections(); n != 3 {
+		t.Fatalf("%d connections, want 3", n)
+	}
+}
