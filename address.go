@@ -253,6 +253,75 @@ func parseMailbox(field, s string) (mailbox, error) {
 		}
 		return m, nil
 	}
+	if name, addr, ok := simpleNameAddr(s); ok {
+		// "Name <addr-spec>" with a plain name (the other common case):
+		// what net/mail would make of it, without its parser.
+		if m, reason := parseAddrSpec(addr); reason == "" {
+			m.name = name
+			return m, nil
+		}
+	}
+	return parseNameAddr(field, s)
+}
+
+// simpleNameAddr splits s of the form `Name <local@domain>` where the name
+// is words of ASCII atext separated by single spaces, at most
+// maxDisplayName octets, and the address is a dot-atom local part and a
+// dot-atom domain of ASCII atext: a form net/mail reads as exactly that
+// name and address (it would decode a word that looks like an RFC 2047
+// encoded-word, so a name with "=?" is left to it). ok is false for
+// anything else.
+func simpleNameAddr(s string) (name, addr string, ok bool) {
+	lt := strings.IndexByte(s, '<')
+	if lt < 2 || s[lt-1] != ' ' || s[len(s)-1] != '>' {
+		return "", "", false
+	}
+	name, addr = s[:lt-1], s[lt+1:len(s)-1]
+	if len(name) > maxDisplayName || !atextWords(name) || strings.Contains(name, "=?") {
+		return "", "", false
+	}
+	at := strings.IndexByte(addr, '@')
+	if at < 0 || !dotAtomASCII(addr[:at]) || !dotAtomASCII(addr[at+1:]) {
+		return "", "", false
+	}
+	return name, addr, true
+}
+
+// atextWords reports whether s is one or more words of ASCII atext
+// separated by single spaces.
+func atextWords(s string) bool {
+	for w := range strings.SplitSeq(s, " ") {
+		if w == "" {
+			return false
+		}
+		for i := range len(w) {
+			if !syntax.IsAtext(w[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// dotAtomASCII reports whether s is a dot-atom of ASCII atext: atoms
+// separated by single dots, none at either end.
+func dotAtomASCII(s string) bool {
+	for a := range strings.SplitSeq(s, ".") {
+		if a == "" {
+			return false
+		}
+		for i := range len(a) {
+			if !syntax.IsAtext(a[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parseNameAddr reads s, which is not a bare addr-spec, with net/mail's
+// RFC 5322 parser, and checks the name and address it finds.
+func parseNameAddr(field, s string) (mailbox, error) {
 	a, err := mail.ParseAddress(s)
 	if err != nil {
 		return mailbox{}, invalid(field, s, "not a single valid address: "+strings.TrimPrefix(err.Error(), "mail: "))

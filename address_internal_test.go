@@ -110,3 +110,61 @@ func TestPhraseEncodesEncodedWordSyntax(t *testing.T) {
 		}
 	}
 }
+
+// checkNameAddrShortcut fails unless the shortcut in parseMailbox reads s
+// exactly as the net/mail path (parseNameAddr) does whenever it takes s
+// (when parseAddrSpec refuses the address, parseMailbox takes the net/mail
+// path itself).
+func checkNameAddrShortcut(t *testing.T, s string) {
+	t.Helper()
+	name, addr, ok := simpleNameAddr(s)
+	if !ok {
+		return
+	}
+	got, reason := parseAddrSpec(addr)
+	if reason != "" {
+		return
+	}
+	got.name = name
+	want, err := parseNameAddr("From", s)
+	if err != nil || got != want {
+		t.Errorf("%q: the shortcut gives %+v; net/mail gives %+v, %v", s, got, want, err)
+	}
+}
+
+func nameAddrSeeds() []string {
+	return []string{
+		"Example App <noreply@example.com>", "Ann <ann@example.org>", "A B C <a.b@c.example>",
+		"O'Brien <ob@example.ie>", "x <a@b>", "Ann  <a@example.org>", " Ann <a@example.org>",
+		"Ann <a@example.com.>", "Ann <.a@example.com>", "Ann <a..b@example.com>", "Ann <a@-x.example>",
+		"Ann <a@exa_mple.com>", "Ann <a@xn--mnchen-3ya.de>", "Ann <a@xn--zz.example>", "Ann <a@1.2.3.4>",
+		"Ann <" + strings.Repeat("a", 65) + "@example.com>", "Ann <a@" + strings.Repeat("b", 64) + ".example>",
+		strings.Repeat("n", 256) + " <a@example.org>", strings.Repeat("n", 257) + " <a@example.org>",
+		"Ann <a@example.org> ", "Ann<a@example.org>", "Ann <a@b@example.org>", "Ann <a@>", "Ann <@example.org>",
+		"=?utf-8?q?x?= <a@example.org>", "Ann =? <a@example.org>", "{|} <a@example.org>", "a+b=c <q+r@example.org>",
+	}
+}
+
+// The shortcut past net/mail for a plain "Name <addr>" changes nothing:
+// whatever it takes, it reads as the net/mail path does, and it does take
+// the common form.
+func TestNameAddrShortcut(t *testing.T) {
+	for _, s := range nameAddrSeeds() {
+		checkNameAddrShortcut(t, s)
+	}
+	if _, _, ok := simpleNameAddr("Example App <noreply@example.com>"); !ok {
+		t.Error("the shortcut does not take a plain name-addr")
+	}
+}
+
+func FuzzNameAddrShortcut(f *testing.F) {
+	for _, s := range nameAddrSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) > 600 {
+			return
+		}
+		checkNameAddrShortcut(t, s)
+	})
+}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -27,7 +26,7 @@ type ctxConn struct {
 
 	// raw reads the socket without waiting, when the connection offers
 	// it (TCP on Unix); nil otherwise.
-	raw syscall.RawConn
+	raw *socketReader
 	// poll makes Read return at once: what has arrived, or errWouldBlock.
 	poll bool
 	// noWait, with poll, leaves a connection that cannot be read without
@@ -46,7 +45,7 @@ type ctxConn struct {
 
 // newCtxConn wraps a connection the dialer returned.
 func newCtxConn(c net.Conn) *ctxConn {
-	return &ctxConn{Conn: c, raw: rawConnOf(c)}
+	return &ctxConn{Conn: c, raw: newSocketReader(c)}
 }
 
 // Read reads from the connection, without waiting in poll mode.
@@ -73,7 +72,7 @@ func (c *ctxConn) readNow(p []byte) (int, error) {
 		return 0, nil
 	}
 	if c.raw != nil {
-		return readSocketNow(c.raw, p)
+		return c.raw.readNow(p)
 	}
 	if c.noWait {
 		return 0, errWouldBlock

@@ -2,13 +2,13 @@
 
 package transport
 
-import (
-	"net"
-	"syscall"
-)
+import "net"
 
-// rawConnOf returns nil: outside Unix, a connection is polled by a brief
-// read (see ctxConn.readNow).
-func rawConnOf(net.Conn) syscall.RawConn { return nil }
+// socketReader would read a socket without waiting; outside Unix there is
+// none, and a connection is polled by a brief read (see ctxConn.readNow).
+type socketReader struct{}
 
-func readSocketNow(syscall.RawConn, []byte) (int, error) { return 0, errWouldBlock }
+// newSocketReader returns nil: see socketReader.
+func newSocketReader(net.Conn) *socketReader { return nil }
+
+func (*socketReader) readNow([]byte) (int, error) { return 0, errWouldBlock }

@@ -9,8 +9,20 @@ import (
 	"syscall"
 )
 
-// rawConnOf returns the socket under c, if c is one.
-func rawConnOf(c net.Conn) syscall.RawConn {
+// socketReader reads a socket without waiting. It is used by one
+// goroutine at a time (the one that owns the session), and its read
+// function is made once, so that a read allocates nothing.
+type socketReader struct {
+	rc    syscall.RawConn
+	p     []byte
+	n     int
+	errno error
+	read  func(fd uintptr) bool
+}
+
+// newSocketReader returns a reader of the socket under c, or nil if c is
+// not a socket.
+func newSocketReader(c net.Conn) *socketReader {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -19,17 +31,20 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 	if err != nil {
 		return nil
 	}
-	return rc
+	s := &socketReader{rc: rc}
+	s.read = func(fd uintptr) bool {
+		s.n, s.errno = syscall.Read(int(fd), s.p)
+		return true // done: never wait for readiness
+	}
+	return s
 }
 
-// readSocketNow reads what has arrived on the socket, without waiting.
-func readSocketNow(rc syscall.RawConn, p []byte) (int, error) {
-	var n int
-	var errno error
-	err := rc.Read(func(fd uintptr) bool {
-		n, errno = syscall.Read(int(fd), p)
-		return true // done: never wait for readiness
-	})
+// readNow reads what has arrived on the socket, without waiting.
+func (s *socketReader) readNow(p []byte) (int, error) {
+	s.p = p
+	err := s.rc.Read(s.read)
+	n, errno := s.n, s.errno
+	s.p, s.n, s.errno = nil, 0, nil
 	switch {
 	case err != nil:
 		return 0, err
