@@ -138,7 +138,7 @@ type riverEngine[TTx any] struct {
 	rawTx     func(t txn) (TTx, bool)
 	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
 	riverInTx bool                                                 // River's migrations run in the outbox's transaction
-	blob      string                                 // the binary column type
+	blob      string                                               // the binary column type
 	closeDB   func()
 	dbName    string
 	wrongKind string // the EnqueueTx variant of the other database
@@ -191,6 +191,10 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 	defer func() { _ = t.rollback(ctx) }()
 	if e.riverInTx {
 		tx, _ := e.rawTx(t)
+		// On SQLite, River's migrations all run in one transaction, and
+		// running them in the outbox's is what serialises two processes
+		// opening a new file at once (SQLite has no advisory lock).
+		//lint:ignore SA1019 Migrate cannot join the outbox's transaction; River deprecates MigrateTx for Postgres migrations that cannot share one, which the Postgres path runs with Migrate.
 		if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
 			return fmt.Errorf("outbox: migrating River's tables: %w", err)
 		}

@@ -171,7 +171,7 @@ func TestCloseGraceful(t *testing.T) {
 	if err := ob.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if a := at.next(t); a.State != outbox.Delivered || len(rt.Deliveries()) != 1 {
+	if a := at.next(t); a.ID != id || a.State != outbox.Delivered || len(rt.Deliveries()) != 1 {
 		t.Fatalf("attempt under way at Close: %+v", a)
 	}
 
