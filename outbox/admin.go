@@ -58,6 +58,9 @@ type Summary struct {
 	Problem string `json:"problem,omitempty"`
 }
 
+// Finished reports whether s is final: not Queued, not Sending.
+func (s State) Finished() bool { return s.finished() }
+
 var allStates = []State{Queued, Sending, Delivered, PartlyDelivered, Failed, Expired, Cancelled}
 
 // ParseState returns the State named s ("queued", "partly delivered", ...;
