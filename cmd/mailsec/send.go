@@ -191,6 +191,7 @@ const sendSynopsis = `usage: mailsec send {-server HOST:PORT [-tls implicit|star
            [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
             [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
            [-notice-url URL | -prefer-protection]
+       mailsec send -queue DB -from ADDR -to ADDR[,ADDR...] ... -subject TEXT [the message flags above]
 `
 
 func sendBrief(w io.Writer) {
@@ -239,6 +240,12 @@ the progress line says NOT encrypted. The real subject travels inside the
 encryption; outside it reads "..." (or -outer-subject). -pgp-sign and
 -smime-sign-cert/-smime-sign-key also sign it.
 
+With -queue DB the message is queued in an outbox (a SQLite file, or a
+postgres:// URL) instead of sent, sealed with the key in `+outboxKeyEnv+`, and
+its ID printed on standard output (-json: its status); "mailsec queue run"
+delivers it, with the transport and protection flags given there, which
+-queue therefore refuses.
+
 Flags:
 `)
 	fs := newSendFlags(&sendOptions{})
@@ -250,9 +257,12 @@ Environment:
                     flag for it, and it is never printed)
   `+pgpPassphraseEnv+`
                     the passphrase of the -pgp-sign key, if it has one
+  `+outboxKeyEnv+`
+                    with -queue: the outbox's key (see 'mailsec help queue')
 
 Exit status:
-  0  the server accepted the message for every recipient
+  0  the server accepted the message for every recipient (with -queue: the
+     message is queued)
   1  some recipient was not accepted (refused, no secure connection,
      authentication failed, time-out, interrupt), or the library refused the
      message as invalid before sending anything (a malformed address, subject
