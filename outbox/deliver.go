@@ -72,6 +72,9 @@ type progress struct {
 	MessageID  string         `json:"message_id"`
 	Reference  string         `json:"reference,omitempty"`
 	Recipients []rcptProgress `json:"recipients,omitempty"`
+	// Count is how many recipients the message names, for List before
+	// the first attempt has reported on each.
+	Count int `json:"count,omitempty"`
 }
 
 type rcptProgress struct {

@@ -295,7 +295,8 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 	if err != nil {
 		return enqueued{}, err
 	}
-	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference})
+	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference,
+		Count: len(p.To) + len(p.Cc) + len(p.Bcc)})
 	if err != nil {
 		return enqueued{}, err
 	}
