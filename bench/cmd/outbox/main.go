@@ -15,7 +15,7 @@
 //
 //	go run ./cmd/outbox [-count 3] [-n 2000] [-deliver 2000] [-size 10240] [-c 8]
 //	    [-settings outbox|tuned|river] [-db sqlite,postgres] [-measure enqueue,deliver]
-//	    [-dir DIR] [-pg URL] [-check]
+//	    [-dir DIR] [-pg URL] [-check] [-cpuprofile FILE]
 //
 // The default settings, outbox, are those the outbox runs River with
 // (outboxbench.Outbox); the floor runs with them too. With tuned or river
@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -80,6 +81,7 @@ func run() int {
 	cooldown := flag.Duration("fetch-cooldown", 0, "override the settings' FetchCooldown")
 	poll := flag.Duration("fetch-poll", 0, "override the settings' FetchPollInterval")
 	conns := flag.Int("pg-conns", 0, "override the settings' Postgres pool size")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
 	flag.Parse()
 
 	var s outboxbench.Settings
@@ -168,6 +170,18 @@ func run() int {
 	}
 	fmt.Printf("payload: a %d-byte message sealed to %d bytes; enqueue: %d items from %d goroutines; delivery: %d items; %d rounds, medians\n\n",
 		p.MessageSize, len(p.Sealed), *n, *concurrency, *deliver, *count)
+
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return failed(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return failed(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	type key struct {
 		kind outboxbench.Kind
