@@ -3,7 +3,11 @@ package outbox_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +67,73 @@ func TestEnqueueBadReader(t *testing.T) {
 				t.Fatalf("stats %+v, %v", st, err)
 			}
 		})
+	}
+}
+
+// lateTransport waits for the attempt's deadline, then writes the content,
+// as a session does that sends DATA just as DeliveryTimeout ends: reading
+// the stored attachment then fails for a reason that is not tampering.
+// With db set, it writes the content at once, while the outbox's chunk
+// table cannot be read (a database failing for a moment), and reports
+// the failure as a session does when what it writes fails
+// (transport/session.go).
+type lateTransport struct{ db *sql.DB }
+
+func (l lateTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	if l.db == nil {
+		<-ctx.Done()
+		_, err := d.Content.WriteTo(io.Discard)
+		return nil, &mailsec.NetworkError{Host: "smarthost", Op: "DATA", Err: err}
+	}
+	if _, err := l.db.Exec(`ALTER TABLE mailsec_outbox_chunk RENAME TO gone`); err != nil {
+		return nil, err
+	}
+	_, err := d.Content.WriteTo(io.Discard)
+	if _, err := l.db.Exec(`ALTER TABLE gone RENAME TO mailsec_outbox_chunk`); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: smarthost: transaction abandoned before the end of DATA, nothing delivered: %w", mailsec.ErrContent, err)
+}
+
+// A stored attachment that cannot be read for a reason other than
+// tampering (the attempt's deadline, Close, a database that is down for a
+// moment) fails that attempt for now: the message stays queued and goes
+// out later. It is neither declared tampered with, nor lost, nor left
+// "sending" by a panic.
+func TestChunkReadErrorIsTemporary(t *testing.T) {
+	for _, dbErr := range []bool{false, true} {
+		t.Run(fmt.Sprint("database error ", dbErr), func(t *testing.T) { testChunkReadError(t, dbErr) })
+	}
+}
+
+func testChunkReadError(t *testing.T, dbErr bool) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	sw := &switchTransport{}
+	at := newAttempts()
+	logs := &syncBuffer{}
+	ob, path := openFile(t, newSender(t, sw, nil), fast(&outbox.Options{OnReceipt: at.on, DeliveryTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))}), false)
+	if dbErr {
+		sw.set(lateTransport{db: rawDB(t, path)})
+	} else {
+		sw.set(lateTransport{})
+	}
+	if err := ob.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := message()
+	m.Attachments = []mailsec.Attachment{{Filename: "a.pdf", Content: bytes.NewReader(bytes.Repeat([]byte("x"), 100<<10))}}
+	id, err := ob.Enqueue(context.Background(), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := at.next(t)
+	if a.State != outbox.Queued {
+		t.Fatalf("attempt: state %s, error %q", a.State, a.Error)
+	}
+	sw.set(srv.Transport())
+	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	if strings.Contains(logs.String(), "panicked") || strings.Contains(logs.String(), "does not authenticate") {
+		t.Fatalf("log:\n%s", logs)
 	}
 }
