@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,5 +136,59 @@ func testChunkReadError(t *testing.T, dbErr bool) {
 	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
 	if strings.Contains(logs.String(), "panicked") || strings.Contains(logs.String(), "does not authenticate") {
 		t.Fatalf("log:\n%s", logs)
+	}
+}
+
+// lockAfter delivers through its transport, then, once the server has
+// accepted the message, locks the outbox's SQLite file against writers for
+// hold (longer than its busy timeout): the database fails just when the
+// attempt records the 250.
+type lockAfter struct {
+	mailsec.Transport
+	db   *sql.DB
+	hold time.Duration
+	once sync.Once
+	t    *testing.T
+}
+
+func (l *lockAfter) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	res, err := l.Transport.Deliver(ctx, d)
+	l.once.Do(func() {
+		conn, cerr := l.db.Conn(context.Background())
+		if cerr == nil {
+			_, cerr = conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE")
+		}
+		if cerr != nil {
+			l.t.Error(cerr)
+			return
+		}
+		go func() {
+			time.Sleep(l.hold)
+			_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+			_ = conn.Close()
+		}()
+	})
+	return res, err
+}
+
+// A database that fails for a few seconds just after the server accepted
+// the message (a lock, a failover) does not make the outbox send it
+// again: the outcome is recorded once the database is back, within the
+// attempt's margin, and the recipient gets one copy.
+func TestRecordRetriedAfterAccepted(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	tr := &lockAfter{Transport: srv.Transport(), hold: 22 * time.Second, t: t}
+	ob, path := openFile(t, newSender(t, tr, nil), fast(nil), false)
+	tr.db = rawDB(t, path)
+	id, err := ob.Enqueue(context.Background(), message(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, outbox.Delivered, 45*time.Second)
+	if n := len(srv.Messages()); n != 1 || len(st.Attempts) != 1 || len(st.Attempts[0].PossibleDuplicates) != 0 {
+		t.Fatalf("%d messages delivered, %d attempts: %+v", n, len(st.Attempts), st.Attempts)
 	}
 }
