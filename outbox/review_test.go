@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -190,5 +191,19 @@ func TestRecordRetriedAfterAccepted(t *testing.T) {
 	st := waitFor(t, ob, id, outbox.Delivered, 45*time.Second)
 	if n := len(srv.Messages()); n != 1 || len(st.Attempts) != 1 || len(st.Attempts[0].PossibleDuplicates) != 0 {
 		t.Fatalf("%d messages delivered, %d attempts: %+v", n, len(st.Attempts), st.Attempts)
+	}
+}
+
+// A key of 32 zero octets (a buffer never filled, /dev/zero instead of
+// /dev/urandom) seals nothing: anyone can open what it sealed. It is
+// refused, in both forms an application may give it.
+func TestZeroKeyRefused(t *testing.T) {
+	if _, err := outbox.KeyFromBytes(make([]byte, 32)); !errors.As(err, new(*mailsec.ConfigError)) {
+		t.Fatalf("KeyFromBytes(32 zero octets): %v", err)
+	}
+	good := outbox.NewKey().Base64()
+	if _, err := outbox.ParseKeys(good + "," + base64.StdEncoding.EncodeToString(make([]byte, 32))); !errors.As(err, new(*mailsec.ConfigError)) ||
+		!strings.Contains(err.Error(), "key 2") {
+		t.Fatalf("ParseKeys with a zero key: %v", err)
 	}
 }
