@@ -275,9 +275,31 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 			return ob.unopened(rctx, r, a, oerr)
 		}
 	}
+	ds.temporary(rec)
 	ob.merge(prog, rec, sendErr, a, dup)
 	next, state := ob.decide(prog, r, a, sendErr)
-	return ob.record(rctx, r, prog, a, state, next)
+	return ob.recordRetrying(rctx, r, prog, a, state, next)
+}
+
+// recordRetrying records the attempt, trying again while ctx (the
+// attempt's margin) lasts when the database fails: an outcome not
+// recorded leaves the message "sending", and another worker would send it
+// again to the recipients that have it already.
+func (ob *Outbox) recordRetrying(ctx context.Context, r *row, prog *progress, a *Attempt, state State, next time.Time) error {
+	for {
+		err := ob.record(ctx, r, prog, a, state, next)
+		var snooze *river.JobSnoozeError
+		if err == nil || errors.As(err, &snooze) {
+			return err
+		}
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", r.id),
+			slog.Int("attempt", a.Number), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // openMessage opens a row's progress and envelope.
@@ -624,14 +646,40 @@ func (ob *Outbox) report(ctx context.Context, a *Attempt, prog *progress) {
 // deliveryState collects what went wrong reading stored content during an
 // attempt.
 type deliveryState struct {
-	mu      sync.Mutex
-	openErr error
+	mu         sync.Mutex
+	openErr    error
+	readFailed bool
 }
 
+// temporary marks as temporary the failures of the recipients whose
+// content could not be written because stored content could not be read
+// for a reason other than tampering: a later attempt can send it.
+func (d *deliveryState) temporary(rec *mailsec.Receipt) {
+	d.mu.Lock()
+	failed := d.readFailed
+	d.mu.Unlock()
+	if !failed || rec == nil {
+		return
+	}
+	for i := range rec.Recipients {
+		if rr := &rec.Recipients[i]; rr.Failure != nil && errors.Is(rr.Err, mailsec.ErrContent) {
+			rr.Failure.Temporary = true
+		}
+	}
+}
+
+// fail records why stored content could not be read: an *OpenError
+// (content that does not open, never sent), or another error (the
+// attempt's deadline, Close, the database), which fails the attempt for
+// now only.
 func (d *deliveryState) fail(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.openErr == nil {
+	var oe *OpenError
+	switch {
+	case !errors.As(err, &oe):
+		d.readFailed = true
+	case d.openErr == nil:
 		d.openErr = err
 	}
 }

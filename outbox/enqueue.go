@@ -428,7 +428,7 @@ func (ob *Outbox) readAttachments(ctx context.Context, t txn, id string, m *mail
 			fp.Write(meta)
 		}
 		for {
-			n, err := io.ReadFull(a.Content, buf)
+			n, err := readFull(a.Content, buf)
 			if n > 0 {
 				if size += int64(n); size > ob.o.maxSize {
 					return nil, &SizeError{Field: field, Limit: ob.o.maxSize}
@@ -459,4 +459,31 @@ func (ob *Outbox) readAttachments(ctx context.Context, t txn, id string, m *mail
 		out = append(out, sa)
 	}
 	return out, nil
+}
+
+// readFull fills buf from r as io.ReadFull does, but turns a panic in r,
+// or a count r cannot have read, into an error: a reader's bug fails the
+// Enqueue instead of taking the application down with the transaction
+// still open.
+func readFull(r io.Reader, buf []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = 0, fmt.Errorf("the reader panicked: %v", v)
+		}
+	}()
+	for n < len(buf) && err == nil {
+		var nn int
+		nn, err = r.Read(buf[n:])
+		if nn < 0 || nn > len(buf)-n {
+			return 0, fmt.Errorf("the reader returned %d for a buffer of %d octets", nn, len(buf)-n)
+		}
+		n += nn
+	}
+	switch {
+	case n == len(buf):
+		err = nil
+	case n > 0 && err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
