@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -175,7 +176,10 @@ func loadRow(ctx context.Context, q querier, id string) (*row, error) {
 func (ob *Outbox) work(ctx context.Context, id string) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: delivery panicked", slog.String("id", id), slog.String("panic", fmt.Sprint(v)))
+			// The panic's value may hold the message's content: log its
+			// type and where it happened, never the value.
+			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: delivery panicked", slog.String("id", id),
+				slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
 			// River keeps a job's errors: say nothing about the message.
 			err = errors.New("outbox: the delivery panicked; see the outbox's log")
 		}
@@ -637,7 +641,8 @@ func (ob *Outbox) report(ctx context.Context, a *Attempt, prog *progress) {
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID), slog.String("panic", fmt.Sprint(v)))
+			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID),
+				slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
 		}
 	}()
 	ob.o.onReceipt(ctx, a)

@@ -207,3 +207,31 @@ func TestZeroKeyRefused(t *testing.T) {
 		t.Fatalf("ParseKeys with a zero key: %v", err)
 	}
 }
+
+// Before the first attempt, Status lists the recipients as the message
+// names them: To, then Cc, then Bcc, each in its order.
+func TestStatusRecipientsInOrder(t *testing.T) {
+	ob, _ := openFile(t, newSender(t, &mailsectest.RecordingTransport{}, nil), fast(nil), false)
+	m := message()
+	m.To = []string{"ann@example.org", "bob@example.org"}
+	m.Cc = []string{"carl@example.org"}
+	m.Bcc = []string{"dora@example.org", "emil@example.org"}
+	id, err := ob.Enqueue(context.Background(), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ann@example.org/to bob@example.org/to carl@example.org/cc dora@example.org/bcc emil@example.org/bcc"
+	for range 20 { // a map's order would differ from one call to another
+		st, err := ob.Status(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range st.Recipients {
+			got = append(got, r.Address+"/"+strings.ToLower(string(r.Kind)))
+		}
+		if g := strings.Join(got, " "); g != want {
+			t.Fatalf("recipients %s, want %s", g, want)
+		}
+	}
+}
