@@ -259,7 +259,7 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 		}
 	}
 
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordMargin)
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), ob.o.margin)
 	defer rcancel()
 	if oerr := ds.err(); oerr != nil {
 		// Content that does not open is never sent: the transaction was
