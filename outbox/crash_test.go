@@ -376,7 +376,10 @@ func TestCrashMidDelivery(t *testing.T) {
 				if err := ob.Start(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				st = waitFor(t, ob, id, outbox.Delivered, 90*time.Second)
+				// The rescue interval, River's rescuer (every 30 s, on the
+				// leader, elected anew within 15 s or so of the kill) and
+				// its retry: well under a minute.
+				st = waitFor(t, ob, id, outbox.Delivered, time.Minute)
 				t.Logf("delivered %v after the kill", time.Since(killed).Round(time.Millisecond))
 				if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 {
 					t.Fatalf("attempts: %+v", st.Attempts)
