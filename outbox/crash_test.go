@@ -37,11 +37,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// crashTimeout is the DeliveryTimeout of the crash tests' outboxes: a
-// margin of 2 s on either side gives a rescue after 8 s.
+// crashTimeout is the DeliveryTimeout of the crash tests' outboxes: with
+// the least margin, 5 s, the rescue interval is 14 s.
 const (
 	crashTimeout = 4 * time.Second
-	crashRescue  = 8 * time.Second
+	crashRescue  = crashTimeout + 2*5*time.Second
 )
 
 // childConfig is what a child process is given, as JSON in its one
@@ -285,6 +285,7 @@ func serverReceived(srv *mailsectest.Server) map[string]int {
 // worker delivers it; in a batch killed at a random point, every message
 // whose ID was printed is delivered exactly once.
 func TestCrashAfterEnqueue(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []string{"sqlite", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
@@ -348,6 +349,7 @@ func TestCrashAfterEnqueue(t *testing.T) {
 // possible duplicate; killed before DATA, the server has it once (the
 // flag is still set: the outbox cannot tell where its worker died).
 func TestCrashMidDelivery(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []string{"sqlite", "postgres"} {
 		for _, c := range []struct {
 			name  string
@@ -405,6 +407,7 @@ func TestCrashMidDelivery(t *testing.T) {
 // after the rescue interval, and the only messages the server had twice
 // are those the Status flags.
 func TestCrashTwoWorkersPostgres(t *testing.T) {
+	t.Parallel()
 	const n = 200
 	t.Run("no crash", func(t *testing.T) {
 		t.Parallel()
@@ -513,6 +516,7 @@ func TestCrashPostgresRestartMidDelivery(t *testing.T) {
 // queued, none expires or fails, each attempt says a retry can help; and
 // every one is still whole, delivered once the smarthost is back.
 func TestCrashSmarthostDown(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []string{"sqlite", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()

@@ -79,7 +79,7 @@
 // restart or in another one sharing the database, once the rescue
 // interval has passed since the attempt started:
 //
-//	margin         = DeliveryTimeout / 4, at least 2 s, at most 30 s
+//	margin         = DeliveryTimeout / 4, at least 5 s, at most 30 s
 //	River's JobTimeout           = DeliveryTimeout + margin
 //	River's RescueStuckJobsAfter = DeliveryTimeout + 2 × margin  (the rescue interval)
 //

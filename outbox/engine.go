@@ -90,7 +90,7 @@ const maxJobAttempts = 1000
 //     wake the workers through River's notifications (LISTEN/NOTIFY on
 //     Postgres, a polled table on SQLite).
 //   - JobTimeout DeliveryTimeout plus a margin to record the outcome (a
-//     quarter of DeliveryTimeout, at least 2 s and at most 30 s), and
+//     quarter of DeliveryTimeout, at least 5 s and at most 30 s), and
 //     RescueStuckJobsAfter one margin more: a message whose worker died is
 //     taken up by another within minutes (3 with the defaults), not
 //     River's default hour, and never while its worker may still be at it.

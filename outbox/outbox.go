@@ -203,7 +203,7 @@ func (o *Options) resolve() (settings, *keyring, error) {
 // beyond DeliveryTimeout, to open the message and record its outcome.
 const (
 	recordMargin    = 30 * time.Second
-	minRecordMargin = 2 * time.Second
+	minRecordMargin = 5 * time.Second
 )
 
 func orDefault[T int | int64 | time.Duration](v, def T) T {
