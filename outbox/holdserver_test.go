@@ -49,6 +49,7 @@ type holdServer struct {
 
 	mu       sync.Mutex
 	toHold   int
+	byRcpt   map[string]holdStage // holds once the transaction to each, where given
 	received map[string]int // Message-ID (without <>) -> times taken
 	total    int
 }
@@ -98,6 +99,7 @@ func (h *holdServer) Release() {
 		close(h.release)
 	}
 	h.toHold = 0
+	h.byRcpt = nil
 }
 
 // waitHeld waits until a transaction is held and returns its first
@@ -113,14 +115,27 @@ func (h *holdServer) waitHeld(t testing.TB) string {
 	}
 }
 
+// holdFor makes the server hold the first transaction to each of the
+// recipients given, at the stage given, besides those newHoldServer
+// said.
+func (h *holdServer) holdFor(stages map[string]holdStage) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.byRcpt = stages
+}
+
 // hold holds the transaction if it is one of those to hold.
 func (h *holdServer) hold(stage holdStage, rcpt string) bool {
 	h.mu.Lock()
-	if h.stage != stage || h.toHold == 0 {
+	switch {
+	case h.byRcpt[rcpt] == stage && stage != holdNone:
+		delete(h.byRcpt, rcpt)
+	case h.stage == stage && h.toHold > 0:
+		h.toHold--
+	default:
 		h.mu.Unlock()
 		return false
 	}
-	h.toHold--
 	h.mu.Unlock()
 	h.held <- rcpt
 	<-h.release
