@@ -50,7 +50,7 @@ type holdServer struct {
 	mu       sync.Mutex
 	toHold   int
 	byRcpt   map[string]holdStage // holds once the transaction to each, where given
-	received map[string]int // Message-ID (without <>) -> times taken
+	received map[string]int       // Message-ID (without <>) -> times taken
 	total    int
 }
 
