@@ -266,7 +266,7 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 		}
 	}
 
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordMargin)
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), ob.o.margin)
 	defer rcancel()
 	if oerr := ds.err(); oerr != nil {
 		// Content that does not open is never sent: the transaction was
@@ -541,12 +541,35 @@ func (ob *Outbox) backoff(n int) time.Duration {
 
 // record writes the attempt's outcome in one transaction: the message's
 // state and progress, the attempt's record, and, once it is finished, the
-// deletion of its content.
+// deletion of its content. The outcome is in hand and the server's replies
+// cannot be had again: a transaction that fails (the database restarting,
+// a connection lost) is tried again until ctx ends, rather than leave the
+// message in flight to be sent again after the rescue. Trying again is
+// safe: the transaction writes the same rows to the same values.
 func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt, state State, next time.Time) error {
 	pb, err := json.Marshal(prog)
 	if err != nil {
 		return err
 	}
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		if err = ob.recordTx(ctx, r, pb, a, state, next); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+	ob.report(ctx, a, prog)
+	if a.State == Queued {
+		return river.JobSnooze(max(time.Until(next), 0))
+	}
+	return nil
+}
+
+// recordTx is record's transaction; it sets a.State and a.Next.
+func (ob *Outbox) recordTx(ctx context.Context, r *row, pb []byte, a *Attempt, state State, next time.Time) error {
 	t, err := ob.eng.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
@@ -590,10 +613,6 @@ func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt
 	}
 	if err := t.commit(ctx); err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
-	}
-	ob.report(ctx, a, prog)
-	if a.State == Queued {
-		return river.JobSnooze(max(time.Until(next), 0))
 	}
 	return nil
 }

@@ -89,10 +89,11 @@ const maxJobAttempts = 1000
 //     about 80 jobs a second); FetchPollInterval 1 s, a fallback: new jobs
 //     wake the workers through River's notifications (LISTEN/NOTIFY on
 //     Postgres, a polled table on SQLite).
-//   - JobTimeout DeliveryTimeout plus a margin to record the outcome, and
+//   - JobTimeout DeliveryTimeout plus a margin to record the outcome (a
+//     quarter of DeliveryTimeout, at least 5 s and at most 30 s), and
 //     RescueStuckJobsAfter one margin more: a message whose worker died is
-//     taken up by another within minutes, not River's default hour, and
-//     never while its worker may still be at it.
+//     taken up by another within minutes (3 with the defaults), not
+//     River's default hour, and never while its worker may still be at it.
 //   - Completed and cancelled jobs are kept a day (River's default): they
 //     hold only an ID; the outbox keeps its own records.
 func riverConfig(ob *Outbox) *river.Config {

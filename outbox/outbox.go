@@ -135,6 +135,7 @@ type settings struct {
 	maxAge                 time.Duration
 	minBackoff, maxBackoff time.Duration
 	deliveryTimeout        time.Duration
+	margin                 time.Duration // to open a message and record an attempt
 	jobTimeout             time.Duration // River's JobTimeout
 	rescueAfter            time.Duration // River's RescueStuckJobsAfter, and an attempt's lease
 	retention              time.Duration
@@ -189,15 +190,21 @@ func (o *Options) resolve() (settings, *keyring, error) {
 	// to open the message and record the outcome; River cancels it after
 	// that (JobTimeout). A job still marked running a margin later was
 	// left by a worker that died: River rescues it then, and another
-	// worker takes the message up.
-	s.jobTimeout = s.deliveryTimeout + recordMargin
-	s.rescueAfter = s.jobTimeout + recordMargin
+	// worker takes the message up. The margin is a quarter of
+	// DeliveryTimeout, between minRecordMargin and recordMargin, so that a
+	// short DeliveryTimeout gives a short rescue.
+	s.margin = min(recordMargin, max(minRecordMargin, s.deliveryTimeout/4))
+	s.jobTimeout = s.deliveryTimeout + s.margin
+	s.rescueAfter = s.jobTimeout + s.margin
 	return s, kr, nil
 }
 
-// recordMargin is the time an attempt is given, beyond DeliveryTimeout,
-// to open the message and record its outcome.
-const recordMargin = 30 * time.Second
+// recordMargin and minRecordMargin bound the time an attempt is given,
+// beyond DeliveryTimeout, to open the message and record its outcome.
+const (
+	recordMargin    = 30 * time.Second
+	minRecordMargin = 5 * time.Second
+)
 
 func orDefault[T int | int64 | time.Duration](v, def T) T {
 	if v == 0 {
