@@ -282,28 +282,7 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 	ds.temporary(rec)
 	ob.merge(prog, rec, sendErr, a, dup)
 	next, state := ob.decide(prog, r, a, sendErr)
-	return ob.recordRetrying(rctx, r, prog, a, state, next)
-}
-
-// recordRetrying records the attempt, trying again while ctx (the
-// attempt's margin) lasts when the database fails: an outcome not
-// recorded leaves the message "sending", and another worker would send it
-// again to the recipients that have it already.
-func (ob *Outbox) recordRetrying(ctx context.Context, r *row, prog *progress, a *Attempt, state State, next time.Time) error {
-	for {
-		err := ob.record(ctx, r, prog, a, state, next)
-		var snooze *river.JobSnoozeError
-		if err == nil || errors.As(err, &snooze) {
-			return err
-		}
-		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", r.id),
-			slog.Int("attempt", a.Number), slog.String("error", err.Error()))
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	return ob.record(rctx, r, prog, a, state, next)
 }
 
 // openMessage opens a row's progress and envelope.
@@ -555,6 +534,8 @@ func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt
 		if err = ob.recordTx(ctx, r, pb, a, state, next); err == nil {
 			break
 		}
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", r.id),
+			slog.Int("attempt", a.Number), slog.String("error", err.Error()))
 		select {
 		case <-ctx.Done():
 			return err

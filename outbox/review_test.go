@@ -175,11 +175,13 @@ func (l *lockAfter) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.
 // A database that fails for a few seconds just after the server accepted
 // the message (a lock, a failover) does not make the outbox send it
 // again: the outcome is recorded once the database is back, within the
-// attempt's margin, and the recipient gets one copy.
+// attempt's margin (see Options.DeliveryTimeout), and the recipient gets one copy.
 func TestRecordRetriedAfterAccepted(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
 	tr := &lockAfter{Transport: srv.Transport(), hold: 22 * time.Second, t: t}
-	ob, path := openFile(t, newSender(t, tr, nil), fast(nil), false)
+	// The default DeliveryTimeout's margin (30 s) outlasts the lock (22 s,
+	// two of SQLite's 10 s busy timeouts).
+	ob, path := openFile(t, newSender(t, tr, nil), fast(&outbox.Options{DeliveryTimeout: 2 * time.Minute}), false)
 	tr.db = rawDB(t, path)
 	id, err := ob.Enqueue(context.Background(), message(), nil)
 	if err != nil {
