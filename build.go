@@ -160,6 +160,10 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	if date.IsZero() {
 		date = s.now()
 	}
+	if y := date.Year(); y < 1900 || y > 9999 {
+		// RFC 5322 §3.3: a four-digit year, 1900 or later.
+		return nil, invalid("Date", date.Format(time.RFC3339), "the year must be from 1900 to 9999")
+	}
 	p.date = date
 
 	extra := make([]Header, 0, len(m.Headers))

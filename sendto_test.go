@@ -154,3 +154,34 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("nil Sender: %v", err)
 	}
 }
+
+// A Date whose year RFC 5322 cannot write (before 1900, after 9999) is
+// bad input, refused by Send and Prepare alike, and nothing is sent.
+func TestDateYearRange(t *testing.T) {
+	for _, d := range []time.Time{
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1899, 12, 31, 0, 0, 0, 0, time.UTC),
+		time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		s, rt := newRecordingSender(t, nil)
+		m := base()
+		m.Date = d
+		_, err := s.Send(context.Background(), m)
+		var ve *mailsec.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "Date" || mailsec.IsTemporary(err) {
+			t.Errorf("Send with Date %v: %v", d, err)
+		}
+		if _, err := s.Prepare(m); !errors.As(err, &ve) || ve.Field != "Date" {
+			t.Errorf("Prepare with Date %v: %v", d, err)
+		}
+		if n := len(rt.Deliveries()); n != 0 {
+			t.Errorf("Date %v: %d deliveries", d, n)
+		}
+	}
+	s, _ := newRecordingSender(t, nil)
+	m := base()
+	m.Date = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Errorf("Send with a Date in 9999: %v", err)
+	}
+}

@@ -20,6 +20,7 @@ var outboxEnv struct {
 	pg   *pgtest.Instance
 	dir  string
 	env  *outboxbench.Env
+	sink *outboxbench.Sink
 	err  error // from starting Postgres
 }
 
@@ -30,6 +31,9 @@ func benchEnv(b *testing.B) *outboxbench.Env {
 	o := &outboxEnv
 	o.once.Do(func() {
 		if o.dir, o.err = os.MkdirTemp("", "outboxbench-"); o.err != nil {
+			return
+		}
+		if o.sink, o.err = outboxbench.StartSink(); o.err != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -54,6 +58,9 @@ func closeOutboxEnv() error {
 	if o.pg != nil {
 		errs = append(errs, o.pg.Close())
 	}
+	if o.sink != nil {
+		errs = append(errs, o.sink.Close())
+	}
 	if o.dir != "" {
 		errs = append(errs, os.RemoveAll(o.dir))
 	}
@@ -77,7 +84,7 @@ func needPostgres(b *testing.B, env *outboxbench.Env) {
 func forEach(b *testing.B, f func(b *testing.B, env *outboxbench.Env, kind outboxbench.Kind, peer outboxbench.Peer)) {
 	env := benchEnv(b)
 	for _, kind := range []outboxbench.Kind{outboxbench.SQLite, outboxbench.Postgres} {
-		for _, peer := range outboxbench.Peers(outboxbench.Tuned()) {
+		for _, peer := range outboxbench.Peers(outboxbench.Outbox(), outboxEnv.sink) {
 			b.Run(fmt.Sprintf("%s/%s", kind, peer.Name), func(b *testing.B) {
 				if kind == outboxbench.Postgres {
 					needPostgres(b, env)

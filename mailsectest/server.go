@@ -98,6 +98,7 @@ type Server struct {
 	// With a transcript (not Discard): the shims between clients and
 	// go-smtp, and the raw connections they serve.
 	pipes  *pipeListener
+	served chan struct{} // closed when go-smtp's Serve on pipes returns
 	shims  sync.WaitGroup
 	raws   map[net.Conn]struct{}
 	outerC *tls.Config
@@ -173,7 +174,11 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.pipes = &pipeListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
 	s.raws = map[net.Conn]struct{}{}
-	go func() { _ = srv.Serve(s.pipes) }()
+	s.served = make(chan struct{})
+	go func() {
+		defer close(s.served)
+		_ = srv.Serve(s.pipes)
+	}()
 	s.shims.Add(1)
 	go func() {
 		defer s.shims.Done()
@@ -250,6 +255,10 @@ func (s *Server) Close() error {
 	// themselves; wait for them rather than close their connections
 	// under them (go-smtp's Close races with a STARTTLS in progress).
 	s.shims.Wait()
+	// Let Serve return before Shutdown waits for go-smtp's handlers: a
+	// Serve still accepting would add to the WaitGroup Shutdown waits on.
+	_ = s.pipes.Close()
+	<-s.served
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -72,6 +73,9 @@ type progress struct {
 	MessageID  string         `json:"message_id"`
 	Reference  string         `json:"reference,omitempty"`
 	Recipients []rcptProgress `json:"recipients,omitempty"`
+	// Count is how many recipients the message names, for List before
+	// the first attempt has reported on each.
+	Count int `json:"count,omitempty"`
 }
 
 type rcptProgress struct {
@@ -172,7 +176,10 @@ func loadRow(ctx context.Context, q querier, id string) (*row, error) {
 func (ob *Outbox) work(ctx context.Context, id string) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: delivery panicked", slog.String("id", id), slog.String("panic", fmt.Sprint(v)))
+			// The panic's value may hold the message's content: log its
+			// type and where it happened, never the value.
+			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: delivery panicked", slog.String("id", id),
+				slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
 			// River keeps a job's errors: say nothing about the message.
 			err = errors.New("outbox: the delivery panicked; see the outbox's log")
 		}
@@ -259,7 +266,7 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 		}
 	}
 
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordMargin)
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), ob.o.margin)
 	defer rcancel()
 	if oerr := ds.err(); oerr != nil {
 		// Content that does not open is never sent: the transaction was
@@ -272,6 +279,7 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 			return ob.unopened(rctx, r, a, oerr)
 		}
 	}
+	ds.temporary(rec)
 	ob.merge(prog, rec, sendErr, a, dup)
 	next, state := ob.decide(prog, r, a, sendErr)
 	return ob.record(rctx, r, prog, a, state, next)
@@ -512,12 +520,37 @@ func (ob *Outbox) backoff(n int) time.Duration {
 
 // record writes the attempt's outcome in one transaction: the message's
 // state and progress, the attempt's record, and, once it is finished, the
-// deletion of its content.
+// deletion of its content. The outcome is in hand and the server's replies
+// cannot be had again: a transaction that fails (the database restarting,
+// a connection lost) is tried again until ctx ends, rather than leave the
+// message in flight to be sent again after the rescue. Trying again is
+// safe: the transaction writes the same rows to the same values.
 func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt, state State, next time.Time) error {
 	pb, err := json.Marshal(prog)
 	if err != nil {
 		return err
 	}
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		if err = ob.recordTx(ctx, r, pb, a, state, next); err == nil {
+			break
+		}
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", r.id),
+			slog.Int("attempt", a.Number), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+	ob.report(ctx, a, prog)
+	if a.State == Queued {
+		return river.JobSnooze(max(time.Until(next), 0))
+	}
+	return nil
+}
+
+// recordTx is record's transaction; it sets a.State and a.Next.
+func (ob *Outbox) recordTx(ctx context.Context, r *row, pb []byte, a *Attempt, state State, next time.Time) error {
 	t, err := ob.eng.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
@@ -561,10 +594,6 @@ func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt
 	}
 	if err := t.commit(ctx); err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
-	}
-	ob.report(ctx, a, prog)
-	if a.State == Queued {
-		return river.JobSnooze(max(time.Until(next), 0))
 	}
 	return nil
 }
@@ -612,7 +641,8 @@ func (ob *Outbox) report(ctx context.Context, a *Attempt, prog *progress) {
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID), slog.String("panic", fmt.Sprint(v)))
+			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID),
+				slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
 		}
 	}()
 	ob.o.onReceipt(ctx, a)
@@ -621,14 +651,40 @@ func (ob *Outbox) report(ctx context.Context, a *Attempt, prog *progress) {
 // deliveryState collects what went wrong reading stored content during an
 // attempt.
 type deliveryState struct {
-	mu      sync.Mutex
-	openErr error
+	mu         sync.Mutex
+	openErr    error
+	readFailed bool
 }
 
+// temporary marks as temporary the failures of the recipients whose
+// content could not be written because stored content could not be read
+// for a reason other than tampering: a later attempt can send it.
+func (d *deliveryState) temporary(rec *mailsec.Receipt) {
+	d.mu.Lock()
+	failed := d.readFailed
+	d.mu.Unlock()
+	if !failed || rec == nil {
+		return
+	}
+	for i := range rec.Recipients {
+		if rr := &rec.Recipients[i]; rr.Failure != nil && errors.Is(rr.Err, mailsec.ErrContent) {
+			rr.Failure.Temporary = true
+		}
+	}
+}
+
+// fail records why stored content could not be read: an *OpenError
+// (content that does not open, never sent), or another error (the
+// attempt's deadline, Close, the database), which fails the attempt for
+// now only.
 func (d *deliveryState) fail(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.openErr == nil {
+	var oe *OpenError
+	switch {
+	case !errors.As(err, &oe):
+		d.readFailed = true
+	case d.openErr == nil:
 		d.openErr = err
 	}
 }

@@ -89,10 +89,11 @@ const maxJobAttempts = 1000
 //     about 80 jobs a second); FetchPollInterval 1 s, a fallback: new jobs
 //     wake the workers through River's notifications (LISTEN/NOTIFY on
 //     Postgres, a polled table on SQLite).
-//   - JobTimeout DeliveryTimeout plus a margin to record the outcome, and
+//   - JobTimeout DeliveryTimeout plus a margin to record the outcome (a
+//     quarter of DeliveryTimeout, at least 5 s and at most 30 s), and
 //     RescueStuckJobsAfter one margin more: a message whose worker died is
-//     taken up by another within minutes, not River's default hour, and
-//     never while its worker may still be at it.
+//     taken up by another within minutes (3 with the defaults), not
+//     River's default hour, and never while its worker may still be at it.
 //   - Completed and cancelled jobs are kept a day (River's default): they
 //     hold only an ID; the outbox keeps its own records.
 func riverConfig(ob *Outbox) *river.Config {
@@ -138,7 +139,7 @@ type riverEngine[TTx any] struct {
 	rawTx     func(t txn) (TTx, bool)
 	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
 	riverInTx bool                                                 // River's migrations run in the outbox's transaction
-	blob      string                                 // the binary column type
+	blob      string                                               // the binary column type
 	closeDB   func()
 	dbName    string
 	wrongKind string // the EnqueueTx variant of the other database
@@ -191,6 +192,10 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 	defer func() { _ = t.rollback(ctx) }()
 	if e.riverInTx {
 		tx, _ := e.rawTx(t)
+		// On SQLite, River's migrations all run in one transaction, and
+		// running them in the outbox's is what serialises two processes
+		// opening a new file at once (SQLite has no advisory lock).
+		//lint:ignore SA1019 Migrate cannot join the outbox's transaction; River deprecates MigrateTx for Postgres migrations that cannot share one, which the Postgres path runs with Migrate.
 		if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
 			return fmt.Errorf("outbox: migrating River's tables: %w", err)
 		}

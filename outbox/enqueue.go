@@ -96,11 +96,15 @@ func (ob *Outbox) Enqueue(ctx context.Context, m *mailsec.Message, o *EnqueueOpt
 	if ob.isClosed() {
 		return "", ErrClosed
 	}
+	pm, err := ob.prepare(m, o)
+	if err != nil {
+		return "", err
+	}
 	t, err := ob.eng.begin(ctx)
 	if err != nil {
 		return "", fmt.Errorf("outbox: Enqueue: %w", err)
 	}
-	id, queued, err := ob.enqueue(ctx, t, m, o)
+	id, queued, err := ob.enqueue(ctx, t, m, pm)
 	if err != nil || !queued {
 		_ = t.rollback(ctx)
 		return id, err
@@ -124,11 +128,15 @@ func (ob *Outbox) EnqueueTx(ctx context.Context, tx *sql.Tx, m *mailsec.Message,
 	if ob.isClosed() {
 		return "", ErrClosed
 	}
+	pm, err := ob.prepare(m, o)
+	if err != nil {
+		return "", err
+	}
 	sp, err := beginSQLiteSavepoint(ctx, tx)
 	if err != nil {
 		return "", fmt.Errorf("outbox: EnqueueTx: %w", err)
 	}
-	return ob.enqueueIn(ctx, sp, m, o)
+	return ob.enqueueIn(ctx, sp, m, pm)
 }
 
 // EnqueuePgxTx is Enqueue inside the application's own transaction on the
@@ -142,11 +150,15 @@ func (ob *Outbox) EnqueuePgxTx(ctx context.Context, tx pgx.Tx, m *mailsec.Messag
 	if ob.isClosed() {
 		return "", ErrClosed
 	}
+	pm, err := ob.prepare(m, o)
+	if err != nil {
+		return "", err
+	}
 	sub, err := tx.Begin(ctx)
 	if err != nil {
 		return "", fmt.Errorf("outbox: EnqueuePgxTx: %w", err)
 	}
-	return ob.enqueueIn(ctx, pgTx{pgQ{sub}, sub}, m, o)
+	return ob.enqueueIn(ctx, pgTx{pgQ{sub}, sub}, m, pm)
 }
 
 func (ob *Outbox) wrongTx(method string, nilTx bool) error {
@@ -163,8 +175,8 @@ func (ob *Outbox) wrongTx(method string, nilTx bool) error {
 }
 
 // enqueueIn runs enqueue in a savepoint of the application's transaction.
-func (ob *Outbox) enqueueIn(ctx context.Context, sp txn, m *mailsec.Message, o *EnqueueOptions) (string, error) {
-	id, queued, err := ob.enqueue(ctx, sp, m, o)
+func (ob *Outbox) enqueueIn(ctx context.Context, sp txn, m *mailsec.Message, pm *preparedMessage) (string, error) {
+	id, queued, err := ob.enqueue(ctx, sp, m, pm)
 	if err != nil || !queued {
 		_ = sp.rollback(ctx)
 		return id, err
@@ -226,8 +238,8 @@ func toStored(m *mailsec.Message) *storedMessage {
 // enqueue queues m in t. It returns the message's ID, and whether it
 // queued it (rather than finding it queued already under its idempotency
 // key): t is to be committed only then.
-func (ob *Outbox) enqueue(ctx context.Context, t txn, m *mailsec.Message, o *EnqueueOptions) (string, bool, error) {
-	id, err := ob.enqueueMessage(ctx, t, m, o)
+func (ob *Outbox) enqueue(ctx context.Context, t txn, m *mailsec.Message, pm *preparedMessage) (string, bool, error) {
+	id, err := ob.enqueueMessage(ctx, t, m, pm)
 	if err != nil {
 		return "", false, err
 	}
@@ -243,34 +255,68 @@ type enqueued struct {
 	existing bool
 }
 
-func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message, o *EnqueueOptions) (enqueued, error) {
+// preparedMessage is what Enqueue works out of a message before it takes
+// a database connection: the checks, the fingerprint of the message as
+// given, and what can be sealed already.
+type preparedMessage struct {
+	p    *mailsec.Message // m with its Message-ID and Date fixed
+	size int64            // Text and HTML
+	fp   hash.Hash        // with an idempotency key: the fingerprint, attachments still to come
+	idem [][]byte         // the idempotency key's digests, or nil
+	id   string
+	prog []byte // the sealed progress
+	env  []byte // the sealed envelope, when m has no attachments (else sealed once they are read)
+}
+
+// prepare checks m as Send would, and fingerprints and seals what it can,
+// without the database.
+func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessage, error) {
 	if m == nil {
-		return enqueued{}, &mailsec.ValidationError{Field: "Message", Reason: "nil message"}
+		return nil, &mailsec.ValidationError{Field: "Message", Reason: "nil message"}
 	}
 	if o == nil {
 		o = &EnqueueOptions{}
 	}
 	p, err := ob.sender.Prepare(m)
 	if err != nil {
-		return enqueued{}, err
+		return nil, err
 	}
 	size := int64(len(m.Text))
 	if size > ob.o.maxSize {
-		return enqueued{}, &SizeError{Field: "Text", Limit: ob.o.maxSize}
+		return nil, &SizeError{Field: "Text", Limit: ob.o.maxSize}
 	}
 	if size += int64(len(m.HTML)); size > ob.o.maxSize {
-		return enqueued{}, &SizeError{Field: "HTML", Limit: ob.o.maxSize}
+		return nil, &SizeError{Field: "HTML", Limit: ob.o.maxSize}
 	}
+	pm := &preparedMessage{p: p, size: size, id: newID()}
 
 	// The fingerprint of the message as given (its own Message-ID and
 	// Date, or none), for a second Enqueue with the same idempotency key.
-	var fp hash.Hash
-	var idem [][]byte
 	if o.IdempotencyKey != "" {
-		fp = sha256.New()
+		pm.fp = sha256.New()
 		given, _ := json.Marshal(toStored(m))
-		fp.Write(given)
-		idem = ob.keys.idemDigests(o.IdempotencyKey)
+		pm.fp.Write(given)
+		pm.idem = ob.keys.idemDigests(o.IdempotencyKey)
+	}
+	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference,
+		Count: len(p.To) + len(p.Cc) + len(p.Bcc)})
+	if err != nil {
+		return nil, err
+	}
+	pm.prog = ob.keys.seal(prog, aad("progress", pm.id, ""))
+	if len(m.Attachments) == 0 && len(m.Inline) == 0 {
+		env, err := json.Marshal(toStored(p))
+		if err != nil {
+			return nil, err
+		}
+		pm.env = ob.keys.seal(env, aad("envelope", pm.id, ""))
+	}
+	return pm, nil
+}
+
+func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message, pm *preparedMessage) (enqueued, error) {
+	p, size, fp, idem, id := pm.p, pm.size, pm.fp, pm.idem, pm.id
+	if idem != nil {
 		prev, prevIdem, prevFP, err := findIdem(ctx, t, idem)
 		if err != nil {
 			return enqueued{}, err
@@ -284,20 +330,19 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 		}
 	}
 
-	id := newID()
-	sm := toStored(p)
-	atts, err := ob.readAttachments(ctx, t, id, m, size, fp)
-	if err != nil {
-		return enqueued{}, err
-	}
-	sm.Attachments, sm.Inline = atts[:len(m.Attachments)], atts[len(m.Attachments):]
-	env, err := json.Marshal(sm)
-	if err != nil {
-		return enqueued{}, err
-	}
-	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference})
-	if err != nil {
-		return enqueued{}, err
+	env := pm.env
+	if env == nil {
+		sm := toStored(p)
+		atts, err := ob.readAttachments(ctx, t, id, m, size, fp)
+		if err != nil {
+			return enqueued{}, err
+		}
+		sm.Attachments, sm.Inline = atts[:len(m.Attachments)], atts[len(m.Attachments):]
+		b, err := json.Marshal(sm)
+		if err != nil {
+			return enqueued{}, err
+		}
+		env = ob.keys.seal(b, aad("envelope", id, ""))
 	}
 	now := time.Now()
 	var idemCol, fpCol []byte
@@ -309,7 +354,7 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9)
 ON CONFLICT (idem) DO NOTHING`,
 		id, string(Queued), now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro(), now.UnixMicro(), idemCol, fpCol,
-		ob.keys.seal(env, aad("envelope", id, "")), ob.keys.seal(prog, aad("progress", id, "")))
+		env, pm.prog)
 	if err != nil {
 		return enqueued{}, fmt.Errorf("outbox: Enqueue: %w", err)
 	}
@@ -363,6 +408,9 @@ func (ob *Outbox) sameMessage(prev string, prevIdem, prevFP []byte, idem [][]byt
 // message id. Every byte read also goes to fp, when not nil.
 func (ob *Outbox) readAttachments(ctx context.Context, t txn, id string, m *mailsec.Message, size int64, fp hash.Hash) ([]storedAttachment, error) {
 	out := make([]storedAttachment, 0, len(m.Attachments)+len(m.Inline))
+	if len(m.Attachments)+len(m.Inline) == 0 {
+		return out, nil
+	}
 	buf := make([]byte, chunkSize)
 	now := time.Now().UnixMicro()
 	all := append(append([]mailsec.Attachment(nil), m.Attachments...), m.Inline...)
@@ -380,7 +428,7 @@ func (ob *Outbox) readAttachments(ctx context.Context, t txn, id string, m *mail
 			fp.Write(meta)
 		}
 		for {
-			n, err := io.ReadFull(a.Content, buf)
+			n, err := readFull(a.Content, buf)
 			if n > 0 {
 				if size += int64(n); size > ob.o.maxSize {
 					return nil, &SizeError{Field: field, Limit: ob.o.maxSize}
@@ -411,4 +459,31 @@ func (ob *Outbox) readAttachments(ctx context.Context, t txn, id string, m *mail
 		out = append(out, sa)
 	}
 	return out, nil
+}
+
+// readFull fills buf from r as io.ReadFull does, but turns a panic in r,
+// or a count r cannot have read, into an error: a reader's bug fails the
+// Enqueue instead of taking the application down with the transaction
+// still open.
+func readFull(r io.Reader, buf []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n, err = 0, fmt.Errorf("the reader panicked: %v", v)
+		}
+	}()
+	for n < len(buf) && err == nil {
+		var nn int
+		nn, err = r.Read(buf[n:])
+		if nn < 0 || nn > len(buf)-n {
+			return 0, fmt.Errorf("the reader returned %d for a buffer of %d octets", nn, len(buf)-n)
+		}
+		n += nn
+	}
+	switch {
+	case n == len(buf):
+		err = nil
+	case n > 0 && err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }

@@ -58,6 +58,10 @@ func TestEnqueueRefuses(t *testing.T) {
 			var se *outbox.SizeError
 			return errors.As(err, &se) && se.Field == "Text" && se.Limit == 100_000
 		}},
+		{"date beyond year 9999", &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Date: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, func(err error) bool {
+			var ve *mailsec.ValidationError
+			return errors.As(err, &ve) && ve.Field == "Date"
+		}},
 		{"attachment too large", bigAttachment(), func(err error) bool {
 			var se *outbox.SizeError
 			return errors.As(err, &se) && se.Field == "Attachments[1]" && errors.Is(err, outbox.ErrTooLarge) && errors.Is(err, mailsec.ErrInvalid) && !mailsec.IsTemporary(err)

@@ -3,8 +3,8 @@ package outbox_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"

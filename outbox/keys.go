@@ -45,12 +45,25 @@ func KeyFromBytes(b []byte) (Key, error) {
 		return Key{}, &mailsec.ConfigError{Field: "outbox key", Value: strconv.Itoa(len(b)) + " bytes",
 			Reason: "a key is 32 random bytes (NewKey makes one)"}
 	}
+	if allZero(b) {
+		return Key{}, &mailsec.ConfigError{Field: "outbox key", Value: "32 zero bytes",
+			Reason: "not a random key: anyone could open what it seals (NewKey makes one)"}
+	}
 	var k Key
 	copy(k.secret[:], b)
 	h := sha256.Sum256(append([]byte("mailsec outbox key id v1\x00"), b...))
 	copy(k.id[:], h[:8])
 	k.set = true
 	return k, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseKeys reads keys written as MAILSEC_OUTBOX_KEY has them: each the
@@ -69,7 +82,11 @@ func ParseKeys(s string) ([]Key, error) {
 		}
 		k, err := KeyFromBytes(b)
 		if err != nil {
-			return nil, &mailsec.ConfigError{Field: field, Value: strconv.Itoa(len(b)) + " bytes", Reason: "a key is the base64 of 32 random bytes"}
+			reason := "a key is the base64 of 32 random bytes"
+			if len(b) == 32 {
+				reason += "; these are all zero"
+			}
+			return nil, &mailsec.ConfigError{Field: field, Value: strconv.Itoa(len(b)) + " bytes", Reason: reason}
 		}
 		keys = append(keys, k)
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -135,6 +137,7 @@ type settings struct {
 	maxAge                 time.Duration
 	minBackoff, maxBackoff time.Duration
 	deliveryTimeout        time.Duration
+	margin                 time.Duration // to open a message and record an attempt
 	jobTimeout             time.Duration // River's JobTimeout
 	rescueAfter            time.Duration // River's RescueStuckJobsAfter, and an attempt's lease
 	retention              time.Duration
@@ -189,15 +192,21 @@ func (o *Options) resolve() (settings, *keyring, error) {
 	// to open the message and record the outcome; River cancels it after
 	// that (JobTimeout). A job still marked running a margin later was
 	// left by a worker that died: River rescues it then, and another
-	// worker takes the message up.
-	s.jobTimeout = s.deliveryTimeout + recordMargin
-	s.rescueAfter = s.jobTimeout + recordMargin
+	// worker takes the message up. The margin is a quarter of
+	// DeliveryTimeout, between minRecordMargin and recordMargin, so that a
+	// short DeliveryTimeout gives a short rescue.
+	s.margin = min(recordMargin, max(minRecordMargin, s.deliveryTimeout/4))
+	s.jobTimeout = s.deliveryTimeout + s.margin
+	s.rescueAfter = s.jobTimeout + s.margin
 	return s, kr, nil
 }
 
-// recordMargin is the time an attempt is given, beyond DeliveryTimeout,
-// to open the message and record its outcome.
-const recordMargin = 30 * time.Second
+// recordMargin and minRecordMargin bound the time an attempt is given,
+// beyond DeliveryTimeout, to open the message and record its outcome.
+const (
+	recordMargin    = 30 * time.Second
+	minRecordMargin = 5 * time.Second
+)
 
 func orDefault[T int | int64 | time.Duration](v, def T) T {
 	if v == 0 {
@@ -216,11 +225,19 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 //
 // A SQLite file is opened with one connection, in WAL mode, with
 // synchronous=FULL so that a message is on disk before Enqueue returns.
+// A Postgres URL is opened with a pool of Options.Workers plus PoolMargin
+// connections (24 with the default Workers), unless it sets
+// pool_max_conns; pgxpool's default, 4 on a small machine, would leave
+// the workers waiting for connections and halve the delivery rate.
 // To enqueue inside the application's own transactions, open the
 // application's database with OpenSQLite or OpenPostgres instead.
 func Open(ctx context.Context, s *mailsec.Sender, db string, o *Options) (*Outbox, error) {
 	if isPostgresURL(db) {
-		pool, err := pgxpool.New(ctx, db)
+		cfg, err := postgresPoolConfig(db, o)
+		if err != nil {
+			return nil, &mailsec.ConfigError{Field: "outbox database", Value: "postgres URL", Reason: "cannot be parsed", Err: err}
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
 		if err != nil {
 			return nil, &mailsec.ConfigError{Field: "outbox database", Value: "postgres URL", Reason: "cannot be parsed or opened", Err: err}
 		}
@@ -239,6 +256,36 @@ func Open(ctx context.Context, s *mailsec.Sender, db string, o *Options) (*Outbo
 		_ = sdb.Close()
 	}
 	return ob, err
+}
+
+// PoolMargin is how many connections beyond Options.Workers Open gives
+// the Postgres pool it makes, unless the URL sets pool_max_conns: River
+// holds some of its own (its notifier's LISTEN, its producer's fetches and
+// completions, its leader's maintenance), the outbox one to commit its
+// deliveries' records, and the application's Enqueue calls take one each.
+const PoolMargin = 4
+
+// postgresPoolConfig is the configuration of the pool Open makes for url:
+// pool_max_conns as the URL sets it, or Workers plus PoolMargin (pgxpool's
+// default, the larger of 4 and the number of CPUs, leaves the workers
+// waiting for connections).
+func postgresPoolConfig(url string, o *Options) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return nil, err
+	}
+	if !u.Query().Has("pool_max_conns") {
+		workers := DefaultWorkers
+		if o != nil && o.Workers > 0 {
+			workers = o.Workers
+		}
+		cfg.MaxConns = int32(min(workers+PoolMargin, math.MaxInt32))
+	}
+	return cfg, nil
 }
 
 func isPostgresURL(db string) bool {
@@ -288,6 +335,12 @@ func OpenSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options) 
 // OpenPostgres opens the outbox in the Postgres database of pool, so that
 // EnqueuePgxTx can queue a message in the application's transactions and
 // several processes share one queue. Close leaves pool open.
+//
+// The outbox's deliveries share the pool with the application: size it
+// for both, with room for at least Options.Workers plus PoolMargin
+// connections for the outbox (pool_max_conns in the URL given to
+// pgxpool.New, or pgxpool.Config.MaxConns). pgxpool's default, the larger
+// of 4 and the number of CPUs, is too small for the default 20 workers.
 func OpenPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o *Options) (*Outbox, error) {
 	if pool == nil {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Reason: "nil *pgxpool.Pool"}

@@ -208,7 +208,7 @@ func TestExpiry(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{RcptReply: map[string]*mailsec.Reply{
 		"bob@example.org": {Code: 451, EnhancedCode: mailsec.EnhancedCode{4, 3, 0}, Text: "later"},
 	}})
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MaxAge: 1500 * time.Millisecond}), true)
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MaxAge: 4 * time.Second}), true)
 	only := message()
 	only.To = []string{"bob@example.org"}
 	both := message()

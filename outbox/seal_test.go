@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-		"log/slog"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"

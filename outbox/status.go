@@ -115,7 +115,11 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 				if r.state == Cancelled {
 					state = CancelledRecipient
 				}
-				for kind, as := range map[mailsec.RecipientKind][]string{mailsec.KindTo: sm.To, mailsec.KindCc: sm.Cc, mailsec.KindBcc: sm.Bcc} {
+				for _, g := range []struct {
+					kind mailsec.RecipientKind
+					as   []string
+				}{{mailsec.KindTo, sm.To}, {mailsec.KindCc, sm.Cc}, {mailsec.KindBcc, sm.Bcc}} {
+					kind, as := g.kind, g.as
 					for _, a := range as {
 						st.Recipients = append(st.Recipients, RecipientStatus{Address: a, Kind: kind, State: state})
 					}

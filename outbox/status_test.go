@@ -136,11 +136,18 @@ func TestRetention(t *testing.T) {
 // until its context ends.
 type slowTransport struct {
 	mailsec.Transport
-	delay time.Duration
-	block bool
+	delay   time.Duration
+	block   bool
+	entered chan struct{} // told of each Deliver, when not nil
 }
 
 func (s *slowTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
+	if s.entered != nil {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+	}
 	if s.block {
 		<-ctx.Done()
 		return nil, &mailsec.NetworkError{Host: "slow", Op: "DATA", Err: ctx.Err()}
@@ -153,11 +160,21 @@ func (s *slowTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mail
 	return s.Transport.Deliver(ctx, d)
 }
 
+// underWay waits until an attempt has reached the transport.
+func underWay(t *testing.T, entered <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no attempt reached the transport")
+	}
+}
+
 // Close lets deliveries under way finish within its deadline; past it, it
 // interrupts them and the messages stay queued, for the next start.
 func TestCloseGraceful(t *testing.T) {
 	rt := &mailsectest.RecordingTransport{}
-	st := &slowTransport{Transport: rt, delay: 500 * time.Millisecond}
+	st := &slowTransport{Transport: rt, delay: 500 * time.Millisecond, entered: make(chan struct{}, 1)}
 	at := newAttempts()
 	s := newSender(t, st, nil)
 	ob, path := openFile(t, s, fast(&outbox.Options{OnReceipt: at.on}), true)
@@ -165,24 +182,24 @@ func TestCloseGraceful(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the attempt is under way
+	underWay(t, st.entered)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := ob.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if a := at.next(t); a.State != outbox.Delivered || len(rt.Deliveries()) != 1 {
+	if a := at.next(t); a.ID != id || a.State != outbox.Delivered || len(rt.Deliveries()) != 1 {
 		t.Fatalf("attempt under way at Close: %+v", a)
 	}
 
 	// Past the deadline: interrupted, still queued.
-	blocking := &slowTransport{Transport: rt, block: true}
+	blocking := &slowTransport{Transport: rt, block: true, entered: make(chan struct{}, 1)}
 	ob = openAt(t, newSender(t, blocking, nil), path, fast(&outbox.Options{OnReceipt: at.on}), true)
 	id, err = ob.Enqueue(context.Background(), message(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	underWay(t, blocking.entered)
 	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := ob.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {

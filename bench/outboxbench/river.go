@@ -17,6 +17,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
+
+	"github.com/mailsec/mailsec/outbox"
 )
 
 // Settings are the database and River settings of a run. Every peer
@@ -42,9 +44,59 @@ type Settings struct {
 	// PostgresMaxConns is the size of the pgx pool (pgxpool's default is
 	// 4 on a 2-core machine, or the number of cores when more).
 	PostgresMaxConns int32
+	// JobTimeout, RescueStuckJobsAfter and MaxAttempts are River's
+	// Config fields of the same names; zero means River's defaults. They
+	// cost nothing measurable, but the floor runs with the outbox's so
+	// that the two clients differ in nothing but the work.
+	JobTimeout           time.Duration
+	RescueStuckJobsAfter time.Duration
+	MaxAttempts          int
 }
 
-// Tuned are the settings the benchmarks use unless told otherwise.
+// Outbox are the settings package outbox runs River with (riverConfig in
+// outbox/engine.go, with the default Options), and the database settings
+// of outbox.Open: the settings the outbox is measured with, and the
+// floor's in the same run. Change them here when the outbox changes.
+//
+//   - MaxWorkers: outbox.DefaultWorkers (Options.Workers).
+//   - FetchCooldown 10 ms, FetchPollInterval 1 s: riverConfig's.
+//   - JobTimeout DefaultDeliveryTimeout + 30 s, RescueStuckJobsAfter
+//     30 s more, MaxAttempts 1000: riverConfig's, from the default
+//     DeliveryTimeout.
+//   - SQLite synchronous FULL and the pragmas of outbox.Open
+//     ([SQLiteDSN]), one connection.
+//   - Postgres: a pool of MaxWorkers + 4 connections (24), for both. A
+//     delivery takes a connection three times (read, mark in flight,
+//     record) and River holds some of its own (the LISTEN of its
+//     notifier, its producer and completer): pgxpool's default, 4 on a
+//     2-core machine, leaves 20 workers waiting for connections and halves
+//     the outbox's delivery rate. An application sets it with
+//     pool_max_conns in the URL, or on the pool it gives OpenPostgres.
+func Outbox() Settings {
+	return Settings{
+		MaxWorkers:           outbox.DefaultWorkers,
+		FetchCooldown:        10 * time.Millisecond,
+		FetchPollInterval:    time.Second,
+		SQLiteSynchronous:    "FULL",
+		PostgresMaxConns:     int32(outbox.DefaultWorkers) + 4,
+		JobTimeout:           outbox.DefaultDeliveryTimeout + 30*time.Second,
+		RescueStuckJobsAfter: outbox.DefaultDeliveryTimeout + time.Minute,
+		MaxAttempts:          1000,
+	}
+}
+
+// outboxRiver reports whether s has the River settings the outbox runs
+// with: only then is the outbox measured beside the floor (the outbox's
+// worker count follows MaxWorkers, the rest is fixed in the outbox).
+func (s Settings) outboxRiver() bool {
+	o := Outbox()
+	return s.FetchCooldown == o.FetchCooldown && s.FetchPollInterval == o.FetchPollInterval &&
+		s.JobTimeout == o.JobTimeout && s.RescueStuckJobsAfter == o.RescueStuckJobsAfter && s.MaxAttempts == o.MaxAttempts
+}
+
+// Tuned are River at its fastest on these machines: more workers, a
+// shorter fetch cooldown and poll interval than the outbox runs with. The
+// outbox is not measured with them (see [Outbox]).
 func Tuned() Settings {
 	return Settings{
 		MaxWorkers:        100,
@@ -72,19 +124,23 @@ func (s Settings) String() string {
 	if s.PostgresMaxConns > 0 {
 		conns = fmt.Sprint(s.PostgresMaxConns)
 	}
-	return fmt.Sprintf("MaxWorkers %d, FetchCooldown %v, FetchPollInterval %v; SQLite: one connection, WAL, busy_timeout 5000 ms, synchronous %s, BEGIN IMMEDIATE; Postgres pool: %s connections",
-		s.MaxWorkers, s.FetchCooldown, s.FetchPollInterval, s.SQLiteSynchronous, conns)
+	str := fmt.Sprintf("MaxWorkers %d, FetchCooldown %v, FetchPollInterval %v", s.MaxWorkers, s.FetchCooldown, s.FetchPollInterval)
+	if s.JobTimeout > 0 || s.RescueStuckJobsAfter > 0 || s.MaxAttempts > 0 {
+		str += fmt.Sprintf(", JobTimeout %v, RescueStuckJobsAfter %v, MaxAttempts %d", s.JobTimeout, s.RescueStuckJobsAfter, s.MaxAttempts)
+	}
+	return str + fmt.Sprintf("; SQLite: one connection, WAL, busy_timeout 10000 ms, synchronous %s, BEGIN IMMEDIATE; Postgres pool: %s connections",
+		s.SQLiteSynchronous, conns)
 }
 
 // SQLiteDSN is the modernc.org/sqlite data source name for a database file
-// at path: write-ahead log (readers do not block the writer), a busy
+// at path, with the pragmas outbox.Open uses: write-ahead log (readers do not block the writer), a busy
 // timeout (another process holding the write lock makes us wait, not
 // fail), the synchronous level of s, and BEGIN IMMEDIATE (a transaction
 // takes the write lock when it begins, so two processes never deadlock
 // upgrading a read lock).
 func SQLiteDSN(path string, s Settings) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" +
-		s.SQLiteSynchronous + ")&_txlock=immediate"
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(" +
+		s.SQLiteSynchronous + ")&_pragma=busy_timeout(10000)&_txlock=immediate"
 }
 
 // OpenSQLite opens the SQLite file at path with [SQLiteDSN] and a single
@@ -227,6 +283,9 @@ func newRiverClient[TTx any](ctx context.Context, driver riverdriver.Driver[TTx]
 		cfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: s.MaxWorkers}}
 		cfg.FetchCooldown = s.FetchCooldown
 		cfg.FetchPollInterval = s.FetchPollInterval
+		cfg.JobTimeout = s.JobTimeout
+		cfg.RescueStuckJobsAfter = s.RescueStuckJobsAfter
+		cfg.MaxAttempts = s.MaxAttempts
 	}
 	client, err := river.NewClient(driver, cfg)
 	if err != nil {

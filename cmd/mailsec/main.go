@@ -7,8 +7,10 @@
 //	mailsec <command> [flags]
 //	mailsec help [command]
 //
-// The commands are send, which sends one message, and check, which reports
-// how well mail to a domain is protected in transit. "mailsec help COMMAND"
+// The commands are send, which sends one message (or queues it in an
+// outbox with -queue), check, which reports how well mail to a domain is
+// protected in transit, and queue, which delivers and manages queued
+// messages. "mailsec help COMMAND"
 // prints a command's whole usage.
 //
 // # mailsec send
@@ -94,12 +96,32 @@
 // certificate, with a verdict: what "mailsec send -mx" would do with the
 // host, and why. No mail is sent.
 //
+// # mailsec send -queue, mailsec queue
+//
+//	mailsec send -queue DB -from ADDR -to ADDR ... -subject TEXT [the message flags of send]
+//	mailsec queue run -db DB [-once] {-server HOST:PORT ... | -mx ...} [the delivery flags of send]
+//	mailsec queue list -db DB [-state STATE[,STATE...]] [-limit N] [-json]
+//	mailsec queue show ID -db DB [-json]
+//	mailsec queue retry ID -db DB
+//	mailsec queue cancel ID -db DB
+//
+// send -queue validates the message as send would and queues it in the
+// outbox DB (a SQLite file, or a PostgreSQL database named by a
+// postgres:// URL), sealed with the key in MAILSEC_OUTBOX_KEY, and prints
+// its ID. queue run delivers queued messages with the transport and
+// protection flags of send, retrying temporary failures, until interrupted
+// or, with -once, until none is due. list, show, retry and cancel inspect
+// and manage messages by ID.
+//
 // # Environment
 //
 // MAILSEC_PASSWORD is the password for -user, and is required with it. There
 // is deliberately no flag for it, so that it never appears in a process
 // list or a shell history; mailsec never prints it. MAILSEC_PGP_PASSPHRASE
-// is, in the same way, the passphrase of the -pgp-sign key.
+// is, in the same way, the passphrase of the -pgp-sign key, and
+// MAILSEC_OUTBOX_KEY the outbox's at-rest keys (each the standard base64 of
+// 32 random bytes; several separated by commas to rotate, the first one
+// sealing), required by send -queue and every queue command.
 //
 // # Exit status
 //

@@ -43,6 +43,8 @@ func commands() []command {
 			usage: sendUsage, brief: sendBrief, run: runSend},
 		{name: "check", summary: "report how well mail to a domain is protected in transit",
 			usage: checkUsage, brief: checkBrief, run: runCheck},
+		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
+			usage: queueUsage, brief: queueBrief, run: runQueue},
 	}
 }
 
@@ -164,6 +166,8 @@ func reportUsage(e *env, c string, err error) int {
 }
 
 func briefUsage(w io.Writer, c string) {
+	// A subcommand ("queue list") has its command's usage.
+	c, _, _ = strings.Cut(c, " ")
 	if cmd, ok := lookup(c); ok {
 		cmd.brief(w)
 		fmt.Fprintf(w, "Run 'mailsec help %s' for details.\n", c)

@@ -16,40 +16,31 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/dns"
+	"github.com/mailsec/mailsec/outbox"
 	"github.com/mailsec/mailsec/transport"
 )
 
 // passwordEnv names the environment variable that holds the -user password.
 const passwordEnv = "MAILSEC_PASSWORD"
 
-// sendOptions holds the flags of mailsec send. To add a flag, add a field
-// here, register it in register and check it in check.
-type sendOptions struct {
-	server     string
-	mx         bool
-	dns        string
-	mxPort     int
-	allowPriv  bool
-	level      string
-	tlsMode    string
-	caFile     string
-	user       string
-	from       string
-	to, cc     addrList
-	bcc        addrList
-	subject    string
-	bodyFile   string
-	htmlFile   string
-	attach     fileList
-	requireTLS bool
-	timeout    time.Duration
-	json       bool
-	protect    protectOptions
-
-	set map[string]bool // flags given on the command line
+// deliveryOptions holds the flags that say how a message is delivered:
+// the transport, its trust and credentials, and end-to-end protection.
+// mailsec send and mailsec queue run share them. To add a flag, add a
+// field here, register it in register and check it in check.
+type deliveryOptions struct {
+	server    string
+	mx        bool
+	dns       string
+	mxPort    int
+	allowPriv bool
+	level     string
+	tlsMode   string
+	caFile    string
+	user      string
+	protect   protectOptions
 }
 
-func (o *sendOptions) register(fs *flag.FlagSet) {
+func (o *deliveryOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.server, "server", "", "submission server `HOST:PORT` (required unless -mx)")
 	fs.BoolVar(&o.mx, "mx", false, "deliver directly to each recipient domain's MX hosts (DANE, MTA-STS, REQUIRETLS), without -server")
 	fs.StringVar(&o.dns, "dns", "", "with -mx: the validating resolver, `HOST:PORT` (default: /etc/resolv.conf's; its DNSSEC answers count only from loopback)")
@@ -59,23 +50,21 @@ func (o *sendOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls` (default implicit on port 465, starttls otherwise)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
 	fs.StringVar(&o.user, "user", "", "authenticate as `NAME`; the password is read from $"+passwordEnv)
-	fs.StringVar(&o.from, "from", "", "the author, `ADDR` (required)")
-	fs.Var(&o.to, "to", "To recipients, `ADDR[,ADDR...]` (repeatable)")
-	fs.Var(&o.cc, "cc", "Cc recipients, `ADDR[,ADDR...]` (repeatable)")
-	fs.Var(&o.bcc, "bcc", "Bcc recipients, `ADDR[,ADDR...]` (repeatable); each gets a delivery of its own")
-	fs.StringVar(&o.subject, "subject", "", "the subject `TEXT` (required, may be empty)")
-	fs.StringVar(&o.bodyFile, "body", "", "read the plain-text body from `FILE` (- for standard input)")
-	fs.StringVar(&o.htmlFile, "html", "", "read the HTML body from `FILE`")
-	fs.Var(&o.attach, "attach", "attach `FILE` (repeatable)")
-	fs.BoolVar(&o.requireTLS, "requiretls", false, "require REQUIRETLS (RFC 8689) from the server and every later hop")
-	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on the whole send after `DURATION`")
-	fs.BoolVar(&o.json, "json", false, "print the receipt as JSON on standard output")
 	o.protect.register(fs)
 }
 
-// check reports what makes the parsed flags unusable, before any file is
-// read or any connection made.
-func (o *sendOptions) check(getenv func(string) string) error {
+// deliveryFlagNames are the names of the flags deliveryOptions registers.
+func deliveryFlagNames() []string {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	(&deliveryOptions{}).register(fs)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+// check reports what makes the parsed delivery flags unusable, before any
+// file is read or any connection made.
+func (o *deliveryOptions) check(getenv func(string) string) error {
 	switch {
 	case o.server == "" && !o.mx:
 		return usagef("-server or -mx is required")
@@ -85,12 +74,6 @@ func (o *sendOptions) check(getenv func(string) string) error {
 		return usagef("-dns, -mx-port, -level and -allow-private go with -mx")
 	case o.mx && (o.tlsMode != "" || o.user != ""):
 		return usagef("-tls and -user are for submission (-server), not -mx")
-	case o.from == "":
-		return usagef("-from is required")
-	case !o.set["subject"]:
-		return usagef("-subject is required")
-	case len(o.to)+len(o.cc)+len(o.bcc) == 0:
-		return usagef("at least one recipient is required (-to, -cc or -bcc)")
 	}
 	switch o.tlsMode {
 	case "", "implicit", "starttls":
@@ -99,9 +82,6 @@ func (o *sendOptions) check(getenv func(string) string) error {
 	}
 	if o.user != "" && getenv(passwordEnv) == "" {
 		return usagef("-user %s needs the password in the environment variable %s", o.user, passwordEnv)
-	}
-	if o.timeout <= 0 {
-		return usagef("-timeout must be positive")
 	}
 	if o.mxPort < 0 || o.mxPort > 65535 {
 		return usagef("-mx-port %d: not a port number", o.mxPort)
@@ -112,10 +92,90 @@ func (o *sendOptions) check(getenv func(string) string) error {
 			return usagef("-level %q: must be verified, dane-only, dane, verify, secure, encrypt, may or none", o.level)
 		}
 	}
+	return o.protect.check()
+}
+
+// senderOptions reads the key and certificate files the protection flags
+// name and returns the Sender's options: its Policy, Protectors and
+// Notice.
+func (o *deliveryOptions) senderOptions(getenv func(string) string) (*mailsec.Options, error) {
+	protectors, err := o.protect.protectors(getenv)
+	if err != nil {
+		return nil, err
+	}
+	policy := o.protect.policy()
+	if o.level != "" {
+		l, _ := mailsec.ParseSecurityLevel(o.level)
+		policy = mailsec.WithSecurity(policy, mailsec.Security{Level: l})
+	}
+	return &mailsec.Options{Policy: policy, Protectors: protectors, Notice: o.protect.notice()}, nil
+}
+
+// sendOptions holds the flags of mailsec send: how to deliver, and the
+// message. To add a message flag, add a field here, register it in
+// register and check it in check.
+type sendOptions struct {
+	deliveryOptions
+	from       string
+	to, cc     addrList
+	bcc        addrList
+	subject    string
+	bodyFile   string
+	htmlFile   string
+	attach     fileList
+	requireTLS bool
+	timeout    time.Duration
+	json       bool
+	queue      string
+
+	set map[string]bool // flags given on the command line
+}
+
+func (o *sendOptions) register(fs *flag.FlagSet) {
+	o.deliveryOptions.register(fs)
+	fs.StringVar(&o.from, "from", "", "the author, `ADDR` (required)")
+	fs.Var(&o.to, "to", "To recipients, `ADDR[,ADDR...]` (repeatable)")
+	fs.Var(&o.cc, "cc", "Cc recipients, `ADDR[,ADDR...]` (repeatable)")
+	fs.Var(&o.bcc, "bcc", "Bcc recipients, `ADDR[,ADDR...]` (repeatable); each gets a delivery of its own")
+	fs.StringVar(&o.subject, "subject", "", "the subject `TEXT` (required, may be empty)")
+	fs.StringVar(&o.bodyFile, "body", "", "read the plain-text body from `FILE` (- for standard input)")
+	fs.StringVar(&o.htmlFile, "html", "", "read the HTML body from `FILE`")
+	fs.Var(&o.attach, "attach", "attach `FILE` (repeatable)")
+	fs.BoolVar(&o.requireTLS, "requiretls", false, "require REQUIRETLS (RFC 8689) from the server and every later hop")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on the whole send after `DURATION`")
+	fs.BoolVar(&o.json, "json", false, "print the receipt as JSON on standard output (with -queue: the queued message's status)")
+	fs.StringVar(&o.queue, "queue", "", "queue the message in the outbox `DB` (a SQLite file or a postgres:// URL) instead of sending it; the key comes from $"+outboxKeyEnv+"; mailsec queue run delivers it")
+}
+
+// check reports what makes the parsed flags unusable, before any file is
+// read or any connection made.
+func (o *sendOptions) check(getenv func(string) string) error {
+	if o.queue != "" {
+		// The process that delivers decides how: its transport and
+		// protection flags, not these.
+		for _, name := range deliveryFlagNames() {
+			if o.set[name] {
+				return usagef("-%s goes to mailsec queue run, which delivers what -queue queues: with -queue, give only the message", name)
+			}
+		}
+	} else if err := o.deliveryOptions.check(getenv); err != nil {
+		return err
+	}
+	switch {
+	case o.from == "":
+		return usagef("-from is required")
+	case !o.set["subject"]:
+		return usagef("-subject is required")
+	case len(o.to)+len(o.cc)+len(o.bcc) == 0:
+		return usagef("at least one recipient is required (-to, -cc or -bcc)")
+	}
+	if o.timeout <= 0 {
+		return usagef("-timeout must be positive")
+	}
 	if o.htmlFile == "-" {
 		return usagef("-html reads a file; only -body can read standard input")
 	}
-	return o.protect.check()
+	return nil
 }
 
 func newSendFlags(o *sendOptions) *flag.FlagSet {
@@ -131,6 +191,7 @@ const sendSynopsis = `usage: mailsec send {-server HOST:PORT [-tls implicit|star
            [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
             [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
            [-notice-url URL | -prefer-protection]
+       mailsec send -queue DB -from ADDR -to ADDR[,ADDR...] ... -subject TEXT [the message flags above]
 `
 
 func sendBrief(w io.Writer) {
@@ -179,6 +240,12 @@ the progress line says NOT encrypted. The real subject travels inside the
 encryption; outside it reads "..." (or -outer-subject). -pgp-sign and
 -smime-sign-cert/-smime-sign-key also sign it.
 
+With -queue DB the message is queued in an outbox (a SQLite file, or a
+postgres:// URL) instead of sent, sealed with the key in `+outboxKeyEnv+`, and
+its ID printed on standard output (-json: its status); "mailsec queue run"
+delivers it, with the transport and protection flags given there, which
+-queue therefore refuses.
+
 Flags:
 `)
 	fs := newSendFlags(&sendOptions{})
@@ -190,9 +257,12 @@ Environment:
                     flag for it, and it is never printed)
   `+pgpPassphraseEnv+`
                     the passphrase of the -pgp-sign key, if it has one
+  `+outboxKeyEnv+`
+                    with -queue: the outbox's key (see 'mailsec help queue')
 
 Exit status:
-  0  the server accepted the message for every recipient
+  0  the server accepted the message for every recipient (with -queue: the
+     message is queued)
   1  some recipient was not accepted (refused, no secure connection,
      authentication failed, time-out, interrupt), or the library refused the
      message as invalid before sending anything (a malformed address, subject
@@ -219,11 +289,14 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		return reportUsage(e, name, err)
 	}
 
-	t, err := o.transport(e)
-	if err != nil {
-		return reportUsage(e, name, err)
+	var t closingTransport
+	if o.queue == "" {
+		var err error
+		if t, err = o.transport(e); err != nil {
+			return reportUsage(e, name, err)
+		}
+		defer t.Close()
 	}
-	defer t.Close()
 
 	msg := &mailsec.Message{
 		From:       o.from,
@@ -252,8 +325,13 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		}
 		msg.HTML = string(b)
 	}
-	protectors, err := o.protect.protectors(e.getenv)
-	if err != nil {
+	var opts *mailsec.Options
+	var keys []outbox.Key
+	if o.queue == "" {
+		if opts, err = o.senderOptions(e.getenv); err != nil {
+			return reportUsage(e, name, err)
+		}
+	} else if keys, err = outboxKeys(e.getenv); err != nil {
 		return reportUsage(e, name, err)
 	}
 	// Standard input is read last, once nothing else can fail, so that a
@@ -274,36 +352,20 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		msg.Text = string(b)
 	}
 
-	policy := o.protect.policy()
-	if o.level != "" {
-		l, _ := mailsec.ParseSecurityLevel(o.level)
-		policy = mailsec.WithSecurity(policy, mailsec.Security{Level: l})
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if o.queue != "" {
+		return enqueue(ctx, e, o, keys, msg)
 	}
-	opts := &mailsec.Options{Policy: policy, Protectors: protectors, Notice: o.protect.notice()}
 	sender, err := mailsec.NewSender(t, opts)
 	if err != nil {
 		fmt.Fprintln(e.stderr, errorLine(err))
 		return exitFail
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 	receipt, err := sender.Send(ctx, msg)
 
+	printProgress(e.stderr, receipt)
 	if receipt != nil {
-		for _, r := range receipt.Recipients {
-			fmt.Fprintln(e.stderr, progressLine(r))
-			// Direct delivery: every fallback taken on the way, noted
-			// with the session, or with the failure when there was none.
-			var notes []string
-			if c := r.Connection; c != nil {
-				notes = c.Notes
-			} else if f := r.Failure; f != nil {
-				notes = f.Notes
-			}
-			for _, n := range notes {
-				fmt.Fprintln(e.stderr, printable("  note: "+n))
-			}
-		}
 		if o.json {
 			out, jerr := json.MarshalIndent(receipt, "", "  ")
 			if jerr != nil {
@@ -327,6 +389,28 @@ func runSend(ctx context.Context, e *env, args []string) int {
 		return exitFail
 	}
 	return exitOK
+}
+
+// printProgress writes a line per recipient of the receipt (if any),
+// with the notes of direct delivery.
+func printProgress(w io.Writer, receipt *mailsec.Receipt) {
+	if receipt == nil {
+		return
+	}
+	for _, r := range receipt.Recipients {
+		fmt.Fprintln(w, progressLine(r))
+		// Direct delivery: every fallback taken on the way, noted
+		// with the session, or with the failure when there was none.
+		var notes []string
+		if c := r.Connection; c != nil {
+			notes = c.Notes
+		} else if f := r.Failure; f != nil {
+			notes = f.Notes
+		}
+		for _, n := range notes {
+			fmt.Fprintln(w, printable("  note: "+n))
+		}
+	}
 }
 
 // loadRoots returns the system roots plus the certificates in the PEM
@@ -497,7 +581,7 @@ type noClose struct{ mailsec.Transport }
 func (noClose) Close() error { return nil }
 
 // transport builds the submission or direct transport the flags ask for.
-func (o *sendOptions) transport(e *env) (closingTransport, error) {
+func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 	var tc *tls.Config
 	if o.caFile != "" {
 		roots, err := loadRoots(o.caFile)

@@ -21,15 +21,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// worker prints "ready", one "delivering <arg>" line per argument and a
-// line on standard error, then blocks until it is told to stop, says
-// "stopping" and exits with status 0.
+// worker prints a line on standard error, then "ready" and one
+// "delivering <arg>" line per argument, then blocks until it is told to
+// stop, says "stopping" and exits with status 0. The line on standard
+// error comes first, so that a parent that has read the last line on
+// standard output and then kills the child has it too.
 func worker(ctx context.Context, args []string) error {
+	fmt.Fprintln(os.Stderr, "worker: waiting")
 	fmt.Println("ready")
 	for _, a := range args {
 		fmt.Println("delivering " + a)
 	}
-	fmt.Fprintln(os.Stderr, "worker: waiting")
 	<-ctx.Done()
 	fmt.Println("stopping")
 	return nil

@@ -2,17 +2,25 @@
 // outboxbench): for every peer, on SQLite on disk and on Postgres on
 // loopback, the latency of one enqueue from 8 goroutines at once (p50,
 // p99) and the throughput of 2,000 queued items worked end to end. Bare
-// River is the floor; every other peer is reported as a ratio to it,
+// River is the floor; mailsec's outbox is reported as a ratio to it,
 // against the project's targets:
 //
 //	enqueue p50 and p99 ÷ River's   ≤ 1.5, and p99 under 10 ms
 //	delivery items/s ÷ River's      ≥ 0.8
 //
+// beside the absolute rate of a pooled Send of the same messages to the
+// same in-process sink (peer "send", no database).
+//
 // Usage:
 //
 //	go run ./cmd/outbox [-count 3] [-n 2000] [-deliver 2000] [-size 10240] [-c 8]
-//	    [-settings tuned|river] [-db sqlite,postgres] [-measure enqueue,deliver]
-//	    [-dir DIR] [-pg URL] [-check]
+//	    [-settings outbox|tuned|river] [-db sqlite,postgres] [-measure enqueue,deliver]
+//	    [-dir DIR] [-pg URL] [-check] [-cpuprofile FILE]
+//
+// The default settings, outbox, are those the outbox runs River with
+// (outboxbench.Outbox); the floor runs with them too. With tuned or river
+// (or -fetch-cooldown, -fetch-poll) the outbox is left out: it runs with
+// its own fetch settings, and would not be compared on the same ones.
 //
 // and, to explore other settings than -settings gives: -sqlite-sync FULL|NORMAL,
 // -workers N, -fetch-cooldown D, -fetch-poll D, -pg-conns N.
@@ -33,6 +41,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -60,7 +69,7 @@ func run() int {
 	n := flag.Int("n", outboxbench.DeliverCount, "items enqueued per enqueue measurement")
 	deliver := flag.Int("deliver", outboxbench.DeliverCount, "items worked per delivery measurement")
 	size := flag.Int("size", outboxbench.MessageSize, "message size in bytes (the payload is this plus the seal's overhead)")
-	settingsName := flag.String("settings", "tuned", "River settings: tuned (outboxbench.Tuned) or river (River's defaults, 8 workers)")
+	settingsName := flag.String("settings", "outbox", "River settings: outbox (the outbox's, outboxbench.Outbox), tuned (outboxbench.Tuned) or river (River's defaults, 8 workers)")
 	sqliteSync := flag.String("sqlite-sync", "", "override SQLite's synchronous pragma (FULL or NORMAL)")
 	dbs := flag.String("db", "sqlite,postgres", "databases to measure, comma-separated")
 	dir := flag.String("dir", os.TempDir(), "directory for the SQLite files")
@@ -72,16 +81,19 @@ func run() int {
 	cooldown := flag.Duration("fetch-cooldown", 0, "override the settings' FetchCooldown")
 	poll := flag.Duration("fetch-poll", 0, "override the settings' FetchPollInterval")
 	conns := flag.Int("pg-conns", 0, "override the settings' Postgres pool size")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
 	flag.Parse()
 
 	var s outboxbench.Settings
 	switch *settingsName {
+	case "outbox":
+		s = outboxbench.Outbox()
 	case "tuned":
 		s = outboxbench.Tuned()
 	case "river":
 		s = outboxbench.RiverDefaults()
 	default:
-		return failed(fmt.Errorf("-settings %q: want tuned or river", *settingsName))
+		return failed(fmt.Errorf("-settings %q: want outbox, tuned or river", *settingsName))
 	}
 	if *sqliteSync != "" {
 		s.SQLiteSynchronous = strings.ToUpper(*sqliteSync)
@@ -142,13 +154,34 @@ func run() int {
 	defer os.RemoveAll(sqliteDir)
 	env := outboxbench.NewEnv(sqliteDir, admin)
 
+	sink, err := outboxbench.StartSink()
+	if err != nil {
+		return failed(fmt.Errorf("starting the sink: %w", err))
+	}
+	defer sink.Close()
+
 	p := outboxbench.NewPayload(*size)
-	peers := outboxbench.Peers(s)
+	peers := outboxbench.Peers(s, sink)
 	fmt.Printf("%s/%s, GOMAXPROCS=%d, NumCPU=%d, %s\n", runtime.GOOS, runtime.GOARCH,
 		runtime.GOMAXPROCS(0), runtime.NumCPU(), runtime.Version())
 	fmt.Printf("settings (%s): %s\n", *settingsName, s)
+	if !slices.ContainsFunc(peers, func(p outboxbench.Peer) bool { return p.Name == outboxbench.OutboxPeerName }) {
+		fmt.Println("the outbox is not measured: it runs River with its own fetch settings (-settings outbox)")
+	}
 	fmt.Printf("payload: a %d-byte message sealed to %d bytes; enqueue: %d items from %d goroutines; delivery: %d items; %d rounds, medians\n\n",
 		p.MessageSize, len(p.Sealed), *n, *concurrency, *deliver, *count)
+
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return failed(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return failed(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	type key struct {
 		kind outboxbench.Kind
@@ -211,7 +244,7 @@ func run() int {
 	for _, kind := range kinds {
 		floor := key{kind, outboxbench.Floor}
 		for _, peer := range peers {
-			if peer.Name == outboxbench.Floor {
+			if !outboxbench.Ratioed(peer.Name) {
 				continue
 			}
 			k := key{kind, peer.Name}
@@ -227,6 +260,10 @@ func run() int {
 			if len(delRates[k]) > 0 && len(delRates[floor]) > 0 {
 				rd := median(delRates[k]) / median(delRates[floor])
 				fmt.Printf("  delivery    %5.2f  (target ≥ %g)  %s\n", rd, minDeliverRatio, verdict(rd >= minDeliverRatio))
+			}
+			if send := delRates[key{kind, outboxbench.SendPeerName}]; len(delRates[k]) > 0 && len(send) > 0 {
+				fmt.Printf("  delivery %.0f messages/s beside a pooled Send's %.0f/s (%.2f of it)\n",
+					median(delRates[k]), median(send), median(delRates[k])/median(send))
 			}
 		}
 	}

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/pgtest"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/outbox"
+)
+
+// queueEnv is an environment with a fresh outbox key.
+func queueEnv(t *testing.T) (map[string]string, outbox.Key) {
+	k := outbox.NewKey()
+	return map[string]string{outboxKeyEnv: k.Base64()}, k
+}
+
+// enqueueCmd queues a message with mailsec send -queue and returns its ID.
+func enqueueCmd(t *testing.T, environ map[string]string, db string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"send", "-queue", db,
+		"-from", "noreply@example.com", "-subject", "Queued canary-subject", "-body", "-"}, extra...)
+	r := runCmd(t, "Queued canary-body.\n", environ, args...)
+	wantCode(t, r, 0)
+	id := strings.TrimSpace(r.stdout)
+	if len(id) != 26 || strings.ContainsAny(id, " \n") {
+		t.Fatalf("send -queue printed %q, want the message's ID", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "queued as "+id) {
+		t.Errorf("stderr = %q, want it to say the message is queued", r.stderr)
+	}
+	return id
+}
+
+func showJSON(t *testing.T, environ map[string]string, db, id string) *outbox.Status {
+	t.Helper()
+	r := runCmd(t, "", environ, "queue", "show", id, "-db", db, "-json")
+	wantCode(t, r, 0)
+	var st outbox.Status
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("show -json: %v\n%s", err, r.stdout)
+	}
+	return &st
+}
+
+// testQueueRoundTrip queues with send -queue, lists, delivers with queue
+// run -once, and shows, on the database db.
+func testQueueRoundTrip(t *testing.T, db string) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	environ, _ := queueEnv(t)
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org,dan@example.org", "-bcc", "bob@example.org")
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("send -queue sent %d messages", n)
+	}
+
+	r := runCmd(t, "", environ, "queue", "list", "-db", db)
+	wantCode(t, r, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], id) || !strings.Contains(lines[1], " queued ") || !strings.Contains(lines[1], "  3  ") {
+		t.Fatalf("queue list:\n%s", r.stdout)
+	}
+	if strings.Contains(r.stdout, "example.org") || strings.Contains(r.stdout, "canary") {
+		t.Errorf("queue list shows addresses or content:\n%s", r.stdout)
+	}
+
+	ca := caFile(t, srv)
+	r = runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", ca)
+	wantCode(t, r, 0)
+	if got := progressLines(r.stderr); len(got) != 3 {
+		t.Errorf("queue run: %d progress lines, want 3:\n%s", len(got), r.stderr)
+	}
+	if !strings.Contains(r.stderr, id+" attempt 1: delivered") || !strings.Contains(r.stderr, "nothing due; 0 messages queued for later") {
+		t.Errorf("queue run stderr:\n%s", r.stderr)
+	}
+	if got := received(t, srv); !strings.Contains(string(got), "canary-body") {
+		t.Errorf("the server did not get the message:\n%s", got)
+	}
+	if n := len(srv.Messages()); n != 2 { // To recipients together, the Bcc one alone
+		t.Errorf("%d messages delivered, want 2", n)
+	}
+
+	st := showJSON(t, environ, db, id)
+	if st.ID != id || st.State != outbox.Delivered || len(st.Recipients) != 3 || len(st.Attempts) != 1 || !st.Sealed {
+		t.Errorf("show -json: %+v", st)
+	}
+	r = runCmd(t, "", environ, "queue", "show", "-db", db, id)
+	wantCode(t, r, 0)
+	for _, want := range []string{"state:      delivered", "ann@example.org (to): accepted, 1 attempt", "bob@example.org (bcc): accepted",
+		"1: ", "ann@example.org: accepted by 127.0.0.1 (TLS 1.3, webpki)", "storage:    sealed, key " + st.KeyID} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("queue show lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	r = runCmd(t, "", environ, "queue", "list", "-db", db, "-state", "delivered,partly-delivered", "-json")
+	wantCode(t, r, 0)
+	var list []outbox.Summary
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 || list[0].ID != id || list[0].Recipients != 3 {
+		t.Errorf("list -json: %v %+v", err, list)
+	}
+	r = runCmd(t, "", environ, "queue", "list", "-db", db, "-state", "queued", "-json")
+	wantCode(t, r, 0)
+	if strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("list -state queued -json = %q, want []", r.stdout)
+	}
+}
+
+func TestQueueRoundTripSQLite(t *testing.T) {
+	t.Parallel()
+	testQueueRoundTrip(t, filepath.Join(t.TempDir(), "mail.db"))
+}
+
+func TestQueueRoundTripPostgres(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	db := pg.NewDatabase(t)
+	testQueueRoundTrip(t, db)
+	testQueueRetryCancel(t, db)
+}
+
+// testQueueRetryCancel: a message deferred by a 4xx waits for its
+// backoff; queue retry makes it go out at the next run; cancel stops
+// another; both say what is wrong with an unknown or finished message.
+func testQueueRetryCancel(t *testing.T, db string) {
+	environ, _ := queueEnv(t)
+	busy := mailsectest.NewServer(t, mailsectest.Config{RcptReply: map[string]*mailsec.Reply{
+		"later@example.org": {Code: 451, EnhancedCode: mailsec.EnhancedCode{4, 3, 0}, Text: "try again later"},
+	}})
+	id := enqueueCmd(t, environ, db, "-to", "later@example.org")
+	other := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	if r := runCmd(t, "", environ, "queue", "cancel", other, "-db", db); r.code != 0 || !strings.Contains(r.stderr, other+" is cancelled") {
+		t.Fatalf("cancel: %+v", r)
+	}
+	r := runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", busy.Addr, "-ca", caFile(t, busy))
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stderr, id+" attempt 1: queued, next ") || !strings.Contains(r.stderr, "1 message queued for later") {
+		t.Fatalf("queue run against a busy server:\n%s", r.stderr)
+	}
+	if st := showJSON(t, environ, db, id); st.State != outbox.Queued || time.Until(st.Next) < 10*time.Second {
+		t.Fatalf("after a 451: %+v", st)
+	}
+
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	ca := caFile(t, srv)
+	// Not due: a run delivers nothing.
+	r = runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", ca)
+	wantCode(t, r, 0)
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("a message not due was delivered (%d)", n)
+	}
+	r = runCmd(t, "", environ, "queue", "retry", id, "-db", db)
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stderr, id+" is due now") {
+		t.Errorf("retry stderr: %q", r.stderr)
+	}
+	r = runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", ca)
+	wantCode(t, r, 0)
+	if st := showJSON(t, environ, db, id); st.State != outbox.Delivered || len(st.Attempts) != 2 {
+		t.Fatalf("after retry and run: %+v", st)
+	}
+	if got := srv.MessagesFor("ann@example.org"); len(got) != 0 {
+		t.Errorf("the cancelled message was delivered")
+	}
+	if st := showJSON(t, environ, db, other); st.State != outbox.Cancelled {
+		t.Errorf("cancelled message: %+v", st)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"retry", id}, "already finished"},
+		{[]string{"cancel", other}, "already finished"},
+		{[]string{"retry", "nosuchmessage"}, "no such message"},
+		{[]string{"cancel", "nosuchmessage"}, "no such message"},
+		{[]string{"show", "nosuchmessage"}, "no such message"},
+	} {
+		r := runCmd(t, "", environ, append(append([]string{"queue"}, c.args...), "-db", db)...)
+		wantCode(t, r, 1)
+		if !strings.Contains(r.stderr, c.want) {
+			t.Errorf("queue %v: stderr %q, want %q", c.args, r.stderr, c.want)
+		}
+	}
+}
+
+func TestQueueRetryCancelSQLite(t *testing.T) {
+	t.Parallel()
+	testQueueRetryCancel(t, filepath.Join(t.TempDir(), "mail.db"))
+}
+
+// queue run without -once delivers until interrupted, and then stops
+// cleanly.
+func TestQueueRunUntilInterrupted(t *testing.T) {
+	t.Parallel()
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	environ, _ := queueEnv(t)
+	db := filepath.Join(t.TempDir(), "mail.db")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		done <- runCtx(t, ctx, "", environ, "queue", "run", "-db", db, "-server", srv.Addr, "-ca", caFile(t, srv))
+	}()
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	deadline := time.Now().Add(20 * time.Second)
+	for len(srv.Messages()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(srv.Messages()) != 1 {
+		t.Fatal("queue run did not deliver the message queued while it ran")
+	}
+	cancel()
+	select {
+	case r := <-done:
+		wantCode(t, r, 0)
+		if !strings.Contains(r.stderr, id+" attempt 1: delivered") {
+			t.Errorf("queue run stderr:\n%s", r.stderr)
+		}
+	case <-time.After(closeTimeout + 10*time.Second):
+		t.Fatal("queue run did not stop when interrupted")
+	}
+}
+
+// The key comes only from MAILSEC_OUTBOX_KEY: without it every command
+// refuses, naming the variable; with it, no output and no error ever
+// shows it.
+func TestQueueKey(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	environ, key := queueEnv(t)
+	enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	for _, args := range [][]string{
+		{"send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x"},
+		{"queue", "list", "-db", db},
+		{"queue", "show", "x", "-db", db},
+		{"queue", "retry", "x", "-db", db},
+		{"queue", "cancel", "x", "-db", db},
+		{"queue", "run", "-db", db, "-once", "-server", "127.0.0.1:1"},
+	} {
+		r := runCmd(t, "", nil, args...)
+		wantCode(t, r, 2)
+		if !strings.Contains(r.stderr, outboxKeyEnv) || !strings.Contains(r.stderr, "not set") {
+			t.Errorf("mailsec %v without a key: stderr %q, want it to name %s", args, r.stderr, outboxKeyEnv)
+		}
+	}
+
+	good := key.Base64()
+	// A malformed second key: the error says which, by position.
+	bad := outbox.NewKey().Base64()
+	bad = bad[:len(bad)-4]
+	r := runCmd(t, "", map[string]string{outboxKeyEnv: good + "," + bad}, "queue", "list", "-db", db)
+	wantCode(t, r, 2)
+	if !strings.Contains(r.stderr, "key 2") {
+		t.Errorf("malformed key: stderr %q, want it to name key 2", r.stderr)
+	}
+
+	// Every command, its successes and its failures, with the key (and a
+	// wrong one) in the environment.
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	wrong := outbox.NewKey()
+	var outputs []result
+	id := enqueueCmd(t, environ, db, "-to", "dan@example.org")
+	for _, c := range []struct {
+		env  map[string]string
+		args []string
+	}{
+		{environ, []string{"queue", "list", "-db", db}},
+		{environ, []string{"queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv)}},
+		{environ, []string{"queue", "show", id, "-db", db}},
+		{environ, []string{"queue", "show", id, "-db", db, "-json"}},
+		{environ, []string{"queue", "retry", id, "-db", db}},
+		{environ, []string{"queue", "cancel", "nosuch", "-db", db}},
+		{environ, []string{"send", "-queue", db, "-from", "bad address", "-to", "b@example.org", "-subject", "x"}},
+		{map[string]string{outboxKeyEnv: wrong.Base64()}, []string{"queue", "show", id, "-db", db}},
+		{map[string]string{outboxKeyEnv: wrong.Base64()}, []string{"queue", "list", "-db", db}},
+		{map[string]string{outboxKeyEnv: wrong.Base64() + "," + bad}, []string{"queue", "list", "-db", db}},
+	} {
+		outputs = append(outputs, runCmd(t, "", c.env, c.args...))
+	}
+	// The wrong key's status does not open, and says so.
+	if r := outputs[7]; r.code != 1 || !strings.Contains(r.stderr, "key") {
+		t.Errorf("show with a wrong key: %+v", r)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(good)
+	rawWrong, _ := base64.StdEncoding.DecodeString(wrong.Base64())
+	for i, r := range outputs {
+		for _, secret := range []string{good, wrong.Base64(), bad, hex.EncodeToString(raw), hex.EncodeToString(rawWrong), string(raw), good[:16], wrong.Base64()[:16]} {
+			if strings.Contains(r.stdout, secret) || strings.Contains(r.stderr, secret) {
+				t.Errorf("command %d shows a key (%q):\nstdout %s\nstderr %s", i, secret[:4], r.stdout, r.stderr)
+			}
+		}
+	}
+}
+
+func TestQueueUsage(t *testing.T) {
+	t.Parallel()
+	environ, _ := queueEnv(t)
+	db := filepath.Join(t.TempDir(), "mail.db")
+	missing := filepath.Join(t.TempDir(), "none.db")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"send", "-queue", db, "-server", "127.0.0.1:587", "-from", "a@example.com", "-to", "b@example.org", "-subject", "x"}, "-server goes to mailsec queue run"},
+		{[]string{"send", "-queue", db, "-pgp-keys", "k.asc", "-from", "a@example.com", "-to", "b@example.org", "-subject", "x"}, "-pgp-keys goes to mailsec queue run"},
+		{[]string{"send", "-queue", db, "-from", "a@example.com", "-subject", "x"}, "at least one recipient"},
+		{[]string{"queue"}, "no subcommand"},
+		{[]string{"queue", "purge"}, `unknown subcommand "purge"`},
+		{[]string{"queue", "list"}, "-db is required"},
+		{[]string{"queue", "list", "-db", missing}, "no such file"},
+		{[]string{"queue", "show", "-db", db}, "ID is required"},
+		{[]string{"queue", "show", "a", "b", "-db", db}, "unexpected argument"},
+		{[]string{"queue", "retry", "a", "-db", db, "b"}, "unexpected argument"},
+		{[]string{"queue", "list", "-db", db, "-state", "done"}, `-state "done"`},
+		{[]string{"queue", "list", "-db", db, "-limit", "0"}, "-limit must be positive"},
+		{[]string{"queue", "run", "-db", db}, "-server or -mx is required"},
+		{[]string{"queue", "run", "-server", "127.0.0.1:587"}, "-db is required"},
+		{[]string{"queue", "run", "-db", db, "-server", "127.0.0.1:587", "-user", "app"}, "MAILSEC_PASSWORD"},
+		{[]string{"queue", "run", "-db", db, "-server", "127.0.0.1:587", "-from", "a@example.com"}, "flag provided but not defined: -from"},
+	} {
+		r := runCmd(t, "", environ, c.args...)
+		wantCode(t, r, 2)
+		if !strings.Contains(r.stderr, c.want) {
+			t.Errorf("mailsec %v: stderr %q, want %q", c.args, r.stderr, c.want)
+		}
+	}
+	if _, err := filepath.Glob(missing); err != nil {
+		t.Fatal(err)
+	}
+	r := runCmd(t, "", environ, "help", "queue")
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, "mailsec queue run -db DB") || !strings.Contains(r.stdout, outboxKeyEnv) {
+		t.Errorf("help queue:\n%s", r.stdout)
+	}
+}
+
+// An invalid message fails at send -queue, with nothing queued.
+func TestQueueInvalidMessage(t *testing.T) {
+	t.Parallel()
+	environ, _ := queueEnv(t)
+	db := filepath.Join(t.TempDir(), "mail.db")
+	r := runCmd(t, "", environ, "send", "-queue", db, "-from", "noreply@example.com", "-to", "ann@example.org\r\nRCPT TO:<x@evil.example>", "-subject", "x")
+	wantCode(t, r, 1)
+	if r.stdout != "" {
+		t.Errorf("stdout = %q, want nothing", r.stdout)
+	}
+	r = runCmd(t, "", environ, "queue", "list", "-db", db, "-json")
+	wantCode(t, r, 0)
+	if strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("an invalid message was queued: %s", r.stdout)
+	}
+}

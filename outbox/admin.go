@@ -1,0 +1,289 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailsec/mailsec"
+)
+
+// What an operator does with a queue: look at it (List), hurry a message
+// (Retry), and deliver what is due and stop (RunDue). Cancel and Status
+// are in status.go.
+
+// ErrSending: Retry was called for a message an attempt is delivering now
+// (or whose worker died during one, until another takes it up).
+var ErrSending = errors.New("outbox: message is being sent")
+
+// DefaultListLimit is how many messages List returns when
+// ListOptions.Limit is zero.
+const DefaultListLimit = 100
+
+// ListOptions choose the messages List returns.
+type ListOptions struct {
+	// States keeps the messages in one of these states; none keeps all.
+	States []State
+	// Limit is the most messages returned, the newest first; zero means
+	// DefaultListLimit.
+	Limit int
+}
+
+// Summary is a message as List shows it: what the queue schedules it by,
+// and how many recipients it has. It names no recipient and nothing of
+// the content.
+type Summary struct {
+	// ID is the outbox's ID for the message.
+	ID    string `json:"id"`
+	State State  `json:"state"`
+	// Enqueued is when Enqueue queued it; Next when the next attempt is
+	// due (zero when finished); Finished when it finished.
+	Enqueued time.Time `json:"enqueued"`
+	Next     time.Time `json:"next,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	// Attempts counts the attempts made.
+	Attempts int `json:"attempts"`
+	// Recipients counts the message's recipients (To, Cc and Bcc); zero
+	// when its record does not open (Problem says why).
+	Recipients int `json:"recipients"`
+	// Problem says why the message could not be opened, when it could not.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Finished reports whether s is final: not Queued, not Sending.
+func (s State) Finished() bool { return s.finished() }
+
+var allStates = []State{Queued, Sending, Delivered, PartlyDelivered, Failed, Expired, Cancelled}
+
+// ParseState returns the State named s ("queued", "partly delivered", ...;
+// "partly-delivered" too, for command lines).
+func ParseState(s string) (State, error) {
+	st := State(strings.ReplaceAll(strings.TrimSpace(s), "-", " "))
+	if !slices.Contains(allStates, st) {
+		return "", &mailsec.ValidationError{Field: "State", Value: s,
+			Reason: "not a message state (queued, sending, delivered, partly-delivered, failed, expired, cancelled)"}
+	}
+	return st, nil
+}
+
+// List returns the messages in the outbox, the newest first, at most
+// o.Limit of them. For each it opens only the small sealed record of its
+// recipients' progress, to count them, never its content. A record that
+// does not open is listed with a Problem, not as an error. o may be nil.
+func (ob *Outbox) List(ctx context.Context, o *ListOptions) ([]Summary, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	if o == nil {
+		o = &ListOptions{}
+	}
+	limit := o.Limit
+	switch {
+	case limit < 0:
+		return nil, &mailsec.ValidationError{Field: "ListOptions.Limit", Value: strconv.Itoa(limit), Reason: "negative; zero means the default"}
+	case limit == 0:
+		limit = DefaultListLimit
+	}
+	q := `SELECT id, state, created_at, next_at, finished_at, attempts, progress, problem FROM mailsec_outbox_message`
+	var args []any
+	if len(o.States) > 0 {
+		for _, s := range o.States {
+			if !slices.Contains(allStates, s) {
+				return nil, &mailsec.ValidationError{Field: "ListOptions.States", Value: string(s), Reason: "not a message state"}
+			}
+			args = append(args, string(s))
+		}
+		q += ` WHERE state IN (` + placeholders(1, len(args)) + `)`
+	}
+	args = append(args, limit)
+	q += ` ORDER BY created_at DESC, id DESC LIMIT $` + strconv.Itoa(len(args))
+	rows, err := ob.eng.pool().query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: List: %w", err)
+	}
+	defer rows.Close()
+	var out []Summary
+	for rows.Next() {
+		var s Summary
+		var state string
+		var created, next int64
+		var finished sql.NullInt64
+		var prog []byte
+		var problem sql.NullString
+		if err := rows.Scan(&s.ID, &state, &created, &next, &finished, &s.Attempts, &prog, &problem); err != nil {
+			return nil, fmt.Errorf("outbox: List: %w", err)
+		}
+		s.State, s.Enqueued, s.Problem = State(state), micros(created), problem.String
+		if !s.State.finished() {
+			s.Next = micros(next)
+		}
+		if finished.Valid {
+			s.Finished = micros(finished.Int64)
+		}
+		n, err := ob.recipientCount(s.ID, prog)
+		if err != nil {
+			if s.Problem == "" {
+				s.Problem = err.Error()
+			}
+		} else {
+			s.Recipients = n
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: List: %w", err)
+	}
+	return out, nil
+}
+
+// recipientCount opens a message's progress and counts its recipients:
+// those an attempt has reported on, or, before the first attempt, those
+// the message names.
+func (ob *Outbox) recipientCount(id string, sealedProg []byte) (int, error) {
+	pb, err := ob.keys.open(sealedProg, aad("progress", id, ""), id, "progress")
+	if err != nil {
+		return 0, err
+	}
+	var prog progress
+	if err := json.Unmarshal(pb, &prog); err != nil {
+		return 0, &OpenError{ID: id, What: "progress", Err: ErrTampered}
+	}
+	return max(len(prog.Recipients), prog.Count), nil
+}
+
+// Retry makes the queued message id due now: the wait it was in after a
+// temporary failure (or for a missing key) is dropped, and the next
+// process delivering from the outbox tries it at once. Its MaxAge is not
+// extended, and a later failure waits as long as the attempt count says
+// (the backoff does not start over). It fails with ErrNotFound for an
+// unknown ID, ErrFinished for a finished message, and ErrSending for one
+// an attempt is delivering now.
+func (ob *Outbox) Retry(ctx context.Context, id string) error {
+	if ob.isClosed() {
+		return ErrClosed
+	}
+	t, err := ob.eng.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: Retry: %w", err)
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	now := time.Now().UnixMicro()
+	n, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET next_at = $1 WHERE id = $2 AND state = 'queued'`, now, id)
+	if err != nil {
+		return fmt.Errorf("outbox: Retry: %w", err)
+	}
+	if n == 0 {
+		var state string
+		err := t.queryRow(ctx, `SELECT state FROM mailsec_outbox_message WHERE id = $1`, id).Scan(&state)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		case err != nil:
+			return fmt.Errorf("outbox: Retry: %w", err)
+		case State(state) == Sending:
+			return fmt.Errorf("%w: %s", ErrSending, id)
+		}
+		return fmt.Errorf("%w: %s is %s", ErrFinished, id, state)
+	}
+	// The delivery job sleeps (River "scheduled") until the old time:
+	// wake it in the same transaction.
+	switch e := ob.eng.(type) {
+	case *riverEngine[*sql.Tx]:
+		err = wakeJob(ctx, e, t, id)
+	case *riverEngine[pgx.Tx]:
+		err = wakeJob(ctx, e, t, id)
+	default:
+		err = errors.New("unknown database engine")
+	}
+	if err != nil {
+		return fmt.Errorf("outbox: Retry: %w", err)
+	}
+	if err := t.commit(ctx); err != nil {
+		return fmt.Errorf("outbox: Retry: %w", err)
+	}
+	return nil
+}
+
+// wakeJob makes the delivery job of message id available now.
+func wakeJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string) error {
+	tx, ok := e.rawTx(t)
+	if !ok {
+		return errors.New("internal error: a transaction of another database")
+	}
+	// ->> reads a JSON member on Postgres and on SQLite (3.38 and later).
+	rows, err := t.query(ctx, `SELECT id FROM river_job WHERE kind = $1 AND args ->> 'id' = $2
+AND state IN ('scheduled', 'retryable', 'available')`, deliverKind, id)
+	if err != nil {
+		return err
+	}
+	var jobs []int64
+	for rows.Next() {
+		var j int64
+		if err := rows.Scan(&j); err != nil {
+			rows.Close()
+			return err
+		}
+		jobs = append(jobs, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if _, err := e.client.JobRetryTx(ctx, tx, j); err != nil {
+			return fmt.Errorf("waking delivery job %d: %w", j, err)
+		}
+	}
+	if len(jobs) > 0 {
+		return nil
+	}
+	// The job is running, or River has not yet recorded that its run
+	// ended (it snoozes until the old time): queue another. Two jobs for
+	// one message never make two attempts at once: an attempt starts only
+	// if the message's attempt count is still the one it read.
+	return e.insertJob(ctx, t, id)
+}
+
+// runDuePoll is how often RunDue looks at the queue.
+const runDuePoll = 50 * time.Millisecond
+
+// RunDue delivers what is due and returns when nothing is left to do now:
+// it starts delivery (as Start does, if it was not started) and waits
+// until no queued message is due and no attempt is under way, then
+// returns the queue's Stats, whose Depth counts the messages left queued
+// for later. Messages that fall due while it waits (a retry after a short
+// backoff) are delivered too. A message whose worker died during an
+// attempt counts as under way until it is taken up again
+// (Options.DeliveryTimeout and a minute after the attempt started), and
+// RunDue then delivers it as well. Delivery goes on after RunDue returns,
+// until Close; a command that delivers once calls Close next. When ctx
+// ends first, RunDue returns ctx's error.
+func (ob *Outbox) RunDue(ctx context.Context) (Stats, error) {
+	if err := ob.Start(ctx); err != nil {
+		return Stats{}, err
+	}
+	tick := time.NewTicker(runDuePoll)
+	defer tick.Stop()
+	for {
+		st, err := ob.Stats(ctx)
+		if err != nil {
+			return st, err
+		}
+		if st.Due == 0 && st.Sending == 0 {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("outbox: RunDue: %d due, %d being sent: %w", st.Due, st.Sending, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,152 @@
+// Package outbox queues messages in a database and delivers them through a
+// mailsec.Sender in the background, with retries, so that a request
+// handler can queue a mail and return: a smarthost that answers 4xx or is
+// down for an hour, or a process restarted between the request and the
+// 250, no longer loses the mail.
+//
+// # Use
+//
+//	keys, err := outbox.ParseKeys(os.Getenv("MAILSEC_OUTBOX_KEY"))
+//	...
+//	ob, err := outbox.Open(ctx, sender, "mail.db", &outbox.Options{Keys: keys})
+//	...
+//	defer ob.Close(shutdownCtx)
+//	if err := ob.Start(ctx); err != nil { ... } // in the processes that deliver
+//
+//	// in a handler
+//	id, err := ob.Enqueue(ctx, msg, nil)
+//	if err != nil { ... } // bad input, too large, or the database failed: nothing queued
+//	...
+//	st, err := ob.Status(ctx, id) // queued, sending, delivered, ... with every attempt's Receipt
+//
+// Enqueue checks the message as Send would (addresses, header fields,
+// AllowedSenders) and fails fast on bad input; its attachments are read
+// into the database then, bounded by Options.MaxMessageSize. Protection
+// (PGP, S/MIME) happens at each attempt, with the keys the Sender's
+// Protectors have then, so a key revoked while a message waits is honoured.
+// EnqueueTx and EnqueuePgxTx queue a message in the application's own
+// transaction: it is queued if and only if that transaction commits. An
+// EnqueueOptions.IdempotencyKey makes a retried handler queue once.
+//
+// # SQLite or Postgres
+//
+// Open takes a file path or a postgres:// URL. A SQLite file (through
+// River's riversqlite driver and the pure-Go modernc.org/sqlite) is the
+// default: nothing else to run, for an application on one machine. It is
+// opened in WAL mode with synchronous=FULL, so that a message is on disk
+// before Enqueue returns, and with a busy timeout, so that several
+// connections to it, from one process or several on that machine, may
+// share it. Postgres (pgx v5, River's
+// riverpgxv5 driver) is for several instances of an application sharing
+// one queue: each opens the same database and starts, and a message is
+// delivered by one of them. OpenSQLite and OpenPostgres open the outbox in
+// the application's own database, for EnqueueTx and EnqueuePgxTx.
+//
+// # What is guaranteed
+//
+// Once Enqueue (or the transaction of EnqueueTx) has returned nil, the
+// message is committed to the database, and nothing loses it: not a
+// SIGKILL of the process that queued it or of the one delivering it, not
+// a restart of Postgres, not a smarthost that is down all along (the
+// message waits, each attempt recorded as temporary, until MaxAge). It is
+// delivered, or ends failed, expired or cancelled, with a Status that
+// says which and why.
+//
+// Delivery is at least once. Workers, in one process or many, never
+// deliver one message twice while none of them dies: a message is handed
+// to one worker at a time, and an attempt records its outcome in the same
+// transaction that releases the message (should the database fail at
+// that moment, the worker tries again until its margin ends, so that a
+// Postgres restart makes no duplicate). Recipients accepted by one
+// attempt are never tried again.
+//
+// The one window for a duplicate is the end of the message: the server
+// has taken it, and its 250 is lost, because the worker died before it
+// could record it, or because the connection broke or the reply came out
+// of turn. The outbox cannot know whether the server took the message, so
+// it sends it again; that attempt lists the recipients in
+// Attempt.PossibleDuplicates, and their RecipientStatus.PossibleDuplicate
+// is set. A worker that dies leaves no record of how far its attempt got,
+// so the recipients of every attempt that a dead worker left are flagged,
+// including those of an attempt that died before DATA and delivered
+// nothing: the flag says a recipient may have the message twice, not that
+// it has.
+//
+// # When a worker dies
+//
+// An attempt that a worker left in flight (the process was killed, the
+// machine lost) is taken up by another worker, in the same process after a
+// restart or in another one sharing the database, once the rescue
+// interval has passed since the attempt started:
+//
+//	margin         = DeliveryTimeout / 4, at least 5 s, at most 30 s
+//	River's JobTimeout           = DeliveryTimeout + margin
+//	River's RescueStuckJobsAfter = DeliveryTimeout + 2 × margin  (the rescue interval)
+//
+// With the default DeliveryTimeout of 2 minutes that is 3 minutes, not
+// River's default of an hour; it is never shorter than a live worker may
+// still be at the attempt (the margin is what it has to open the message
+// and record the outcome). River's rescuer, run by the one elected leader
+// among the processes, looks for such attempts every 30 seconds, and a
+// leader that died is replaced within about 15 seconds, so the message is
+// taken up somewhat after the interval, not exactly at it.
+//
+// Close stops a process gracefully: the attempts under way are given until
+// its context ends to finish; those still running then are interrupted
+// (their SMTP sessions are dropped before the end of the message where
+// they have not reached it) and stay queued, to be tried again at once by
+// the next process that starts. Messages not yet attempted stay queued.
+//
+// # Retries and expiry
+//
+// A recipient refused with a temporary failure (mailsec.IsTemporary: a 4xx
+// reply, a smarthost that cannot be reached) is tried again; one refused
+// for good (a 5xx reply, no usable key where protection is required) is
+// not. When some recipients of a message were accepted and others
+// deferred, only the deferred ones are tried again. The wait after the
+// first attempt is MinBackoff (default 1 minute), doubling with each
+// attempt up to MaxBackoff (default 1 hour), each drawn at random from
+// its upper half, so that messages deferred together are not retried
+// together. A recipient still deferred MaxAge after Enqueue (default 5
+// days, as Postfix's maximal_queue_lifetime) expires: the message ends
+// Expired, or PartlyDelivered when others were accepted. Options.OnReceipt
+// is called after every attempt, and Options.Logger receives a record of
+// each (no content, no address, no key).
+//
+// # Sealed at rest
+//
+// Everything the outbox stores about a message (its content, header
+// fields, addresses, attachments, progress and Receipts) is sealed with
+// XChaCha20-Poly1305 under a key the application supplies (Options.Keys;
+// MAILSEC_OUTBOX_KEY holds them as ParseKeys reads them), each value bound
+// to its message and its place, so that a value changed, truncated or
+// moved does not open: such a message is never sent, it ends Failed and
+// the problem is logged and recorded. River's tables hold only the
+// outbox's random ID for a message. Without a key, Open fails unless
+// Options.Plaintext asks for plaintext storage, which is recorded in the
+// database and in every Status.
+//
+// Keys rotate: put a new key first in Options.Keys and new messages are
+// sealed under it, while the others still open what they sealed
+// (Status.KeyID names the key a message needs). Drop an old key once no
+// message needs it; a message sealed under a key the outbox was not given
+// waits for it, until its MaxAge.
+//
+// # Retention
+//
+// A message's content (envelope, header fields, body, attachments) is
+// deleted in the transaction that records its last attempt, when it is
+// delivered, fails, expires or is cancelled. Its Status and Receipts are
+// kept for Options.ReceiptRetention (default 30 days; negative keeps them
+// forever), then deleted by a clean-up job that runs at start and every
+// 10 minutes.
+//
+// # Migrations
+//
+// Open brings River's tables and the outbox's own up to date. An
+// application that changes its schema in a deployment step of its own
+// sets Options.SkipMigrations and runs Migrate (or MigrateSQLite,
+// MigratePostgres) there; Open then only checks that the tables are up to
+// date, and fails with a *mailsec.ConfigError when they are not. Migrate
+// may be run again: it changes nothing on tables already up to date.
+package outbox

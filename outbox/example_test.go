@@ -1,0 +1,170 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/outbox"
+)
+
+// A request handler queues a message and returns; the outbox delivers it
+// in the background and keeps its Status. A test SMTP server stands in
+// for the smarthost here.
+func Example() {
+	ctx := context.Background()
+	srv, err := mailsectest.Start(mailsectest.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	sender, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "outbox-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	// In production the key comes from a secret store or the environment
+	// (outbox.ParseKeys(os.Getenv("MAILSEC_OUTBOX_KEY"))), never from the
+	// database.
+	ob, err := outbox.Open(ctx, sender, filepath.Join(dir, "mail.db"), &outbox.Options{
+		Keys: []outbox.Key{outbox.NewKey()},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ob.Close(ctx)
+
+	// In the handler: once Enqueue returns nil, the message is on disk.
+	id, err := ob.Enqueue(ctx, &mailsec.Message{
+		From:    "Clinic <results@example.com>",
+		To:      []string{"Ann <ann@example.org>"},
+		Subject: "Your results are ready",
+		Text:    "Log in to see them.",
+	}, nil)
+	if err != nil {
+		log.Fatal(err) // bad input: nothing was queued
+	}
+
+	// In the process (or processes) that deliver.
+	if err := ob.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	st := waitFinished(ctx, ob, id)
+	fmt.Println(st.State)
+	for _, r := range st.Recipients {
+		fmt.Println(r.Address, r.State, "after", r.Attempts, "attempt")
+	}
+	fmt.Println(len(srv.Messages()), "message received by the smarthost")
+	// Output:
+	// delivered
+	// ann@example.org accepted after 1 attempt
+	// 1 message received by the smarthost
+}
+
+// Queue the welcome mail in the transaction that creates the user: both
+// are committed, or neither.
+func ExampleOutbox_EnqueueTx() {
+	ctx := context.Background()
+	srv, err := mailsectest.Start(mailsectest.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	sender, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "outbox-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	// The application's own database, with the settings Open would use.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "app.db")+
+		"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`CREATE TABLE users (email TEXT PRIMARY KEY)`); err != nil {
+		log.Fatal(err)
+	}
+	ob, err := outbox.OpenSQLite(ctx, sender, db, &outbox.Options{Keys: []outbox.Key{outbox.NewKey()}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ob.Close(ctx)
+	if err := ob.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	signUp := func(email string, commit bool) (string, error) {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return "", err
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (email) VALUES (?)`, email); err != nil {
+			return "", err
+		}
+		id, err := ob.EnqueueTx(ctx, tx, &mailsec.Message{
+			From:    "App <welcome@example.com>",
+			To:      []string{email},
+			Subject: "Welcome",
+			Text:    "Your account is ready.",
+		}, nil)
+		if err != nil || !commit {
+			return id, err
+		}
+		return id, tx.Commit()
+	}
+
+	kept, err := signUp("ann@example.org", true)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dropped, err := signUp("bob@example.org", false) // the handler failed later on
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	fmt.Println("committed:", waitFinished(ctx, ob, kept).State)
+	_, err = ob.Status(ctx, dropped)
+	fmt.Println("rolled back:", errors.Is(err, outbox.ErrNotFound))
+	fmt.Println(len(srv.Messages()), "message received by the smarthost")
+	// Output:
+	// committed: delivered
+	// rolled back: true
+	// 1 message received by the smarthost
+}
+
+// waitFinished polls a message's Status until it is neither queued nor
+// being sent.
+func waitFinished(ctx context.Context, ob *outbox.Outbox, id string) *outbox.Status {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		st, err := ob.Status(ctx, id)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if st.State != outbox.Queued && st.State != outbox.Sending {
+			return st
+		}
+	}
+	log.Fatalf("message %s not finished after 30s", id)
+	return nil
+}

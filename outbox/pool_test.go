@@ -1,0 +1,83 @@
+package outbox
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/pgtest"
+	"github.com/mailsec/mailsec/mailsectest"
+)
+
+// TestPostgresPoolConfig: Open sizes its pool for the workers, unless the
+// URL says otherwise.
+func TestPostgresPoolConfig(t *testing.T) {
+	const url = "postgres://u@127.0.0.1:5432/db?sslmode=disable"
+	for _, tc := range []struct {
+		name string
+		url  string
+		o    *Options
+		want int32
+	}{
+		{"default workers", url, nil, DefaultWorkers + PoolMargin},
+		{"default workers, options", url, &Options{}, DefaultWorkers + PoolMargin},
+		{"8 workers", url, &Options{Workers: 8}, 8 + PoolMargin},
+		{"100 workers", url, &Options{Workers: 100}, 100 + PoolMargin},
+		{"pool_max_conns in the URL", url + "&pool_max_conns=7", &Options{Workers: 50}, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := postgresPoolConfig(tc.url, tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxConns != tc.want {
+				t.Errorf("MaxConns %d, want %d", cfg.MaxConns, tc.want)
+			}
+		})
+	}
+	if _, err := postgresPoolConfig("postgres://u@127.0.0.1/db?pool_max_conns=many", nil); err == nil {
+		t.Error("pool_max_conns=many: no error")
+	}
+}
+
+// TestOpenPostgresPoolSize: the pool Open makes on a Postgres URL has
+// room for every worker.
+func TestOpenPostgresPoolSize(t *testing.T) {
+	pg := pgtest.Start(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	s, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		query string
+		o     *Options
+		want  int32
+	}{
+		{"default workers", "", &Options{Plaintext: true}, DefaultWorkers + PoolMargin},
+		{"30 workers", "", &Options{Plaintext: true, Workers: 30}, 30 + PoolMargin},
+		{"pool_max_conns", "&pool_max_conns=6", &Options{Plaintext: true}, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			ob, err := Open(ctx, s, pg.NewDatabase(t)+tc.query, tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				_ = ob.Close(cctx)
+			}()
+			pool := ob.eng.(*riverEngine[pgx.Tx]).q.(pgQ).r.(*pgxpool.Pool)
+			if got := pool.Stat().MaxConns(); got != tc.want {
+				t.Errorf("pool of %d connections, want %d", got, tc.want)
+			}
+		})
+	}
+}
