@@ -107,6 +107,7 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 	if err := d.Validate(); err != nil {
 		return reportUsage(e, name, usagef("%v", err))
 	}
+	defer d.Close()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	rep, err := d.Check(ctx, domain)

@@ -576,10 +576,6 @@ type closingTransport interface {
 	Close() error
 }
 
-type noClose struct{ mailsec.Transport }
-
-func (noClose) Close() error { return nil }
-
 // transport builds the submission or direct transport the flags ask for.
 func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 	var tc *tls.Config
@@ -595,7 +591,7 @@ func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 		if err := d.Validate(); err != nil {
 			return nil, usagef("%v", err)
 		}
-		return noClose{d}, nil
+		return d, nil
 	}
 	t := &transport.Submission{Addr: o.server, TLSConfig: tc}
 	switch o.tlsMode {
