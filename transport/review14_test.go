@@ -1,0 +1,56 @@
+package transport_test
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/mailsec/mailsec"
+)
+
+// opaqueContent writes head, waits until wait is closed, then writes
+// tail, and reports a failure to write in its own words, as an
+// application's writer may: the error it returns wraps nothing.
+type opaqueContent struct{ pausedContent }
+
+func (o *opaqueContent) WriteTo(w io.Writer) (int64, error) {
+	n, err := o.pausedContent.WriteTo(w)
+	if err != nil {
+		return n, errors.New("attachment: could not write the message")
+	}
+	return n, nil
+}
+
+// A BDAT chunk refused for now, with a Content that reports the write that
+// failed in its own words: the delivery's error is still the server's
+// temporary refusal, never a permanent content error.
+func TestChunkRefusedContentOwnError(t *testing.T) {
+	refused := make(chan struct{})
+	f := chunkFake(t, func(verb string, c *fakeConn) bool {
+		if verb == "BDAT" && c.n == 1 {
+			c.w("452 4.3.1 Insufficient system storage\r\n")
+			close(refused)
+			return true
+		}
+		return false
+	})
+	tr := orderTransport(f)
+	d, _ := canaryDelivery(t)
+	d.Content = &opaqueContent{pausedContent{head: "Subject: big\r\n\r\n" + lines(chunkSize/78+100),
+		tail: lines(3 * chunkSize / 78), wait: refused}}
+	res, err := deliver(t, tr, d)
+	var se *mailsec.SMTPError
+	if errors.Is(err, mailsec.ErrContent) || !errors.As(err, &se) || se.Code != 452 || !mailsec.IsTemporary(err) {
+		t.Fatalf("error %v (%T), want the server's temporary 452", err, err)
+	}
+	if res == nil || res.Reply != nil || len(acceptedOf(res)) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	tr.Close()
+	for _, c := range f.commands() {
+		if strings.HasPrefix(c, "BDAT") && strings.HasSuffix(c, "LAST") {
+			t.Fatalf("BDAT LAST sent after a refused chunk: %q", c)
+		}
+	}
+}
