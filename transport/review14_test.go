@@ -54,3 +54,45 @@ func TestChunkRefusedContentOwnError(t *testing.T) {
 		}
 	}
 }
+
+// bigOpaque writes n lines and reports a failure to write in its own
+// words, wrapping nothing.
+type bigOpaque struct{ n int }
+
+func (b bigOpaque) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	line := "Subject: big\r\n\r\n"
+	for i := 0; i <= b.n; i++ {
+		m, err := io.WriteString(w, line)
+		total += int64(m)
+		if err != nil {
+			return total, errors.New("attachment: could not write the message")
+		}
+		line = strings.Repeat("y", 76) + "\r\n"
+	}
+	return total, nil
+}
+
+// The connection lost while the content goes out with DATA, with a
+// Content that reports the write that failed in its own words: the error
+// is a temporary network failure, not a permanent content error.
+func TestDataConnectionLostContentOwnError(t *testing.T) {
+	f := orderFake(t, func(verb string, c *fakeConn) bool {
+		if verb == "BODY" {
+			c.hangup()
+			return true
+		}
+		return false
+	})
+	tr := orderTransport(f)
+	d, _ := canaryDelivery(t)
+	d.Content = bigOpaque{n: 1 << 18} // 20 MB: more than any socket buffer holds
+	res, err := deliver(t, tr, d)
+	var ne *mailsec.NetworkError
+	if errors.Is(err, mailsec.ErrContent) || !errors.As(err, &ne) || !mailsec.IsTemporary(err) {
+		t.Fatalf("error %v (%T), want a temporary NetworkError", err, err)
+	}
+	if res == nil || res.Reply != nil || len(acceptedOf(res)) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+}
