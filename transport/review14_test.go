@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailsec/mailsec"
 )
@@ -94,5 +95,39 @@ func TestDataConnectionLostContentOwnError(t *testing.T) {
 	}
 	if res == nil || res.Reply != nil || len(acceptedOf(res)) != 0 {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// Replies split across TCP segments while a large message goes out in
+// chunks: the client looks for replies between chunks without waiting,
+// finds a reply half arrived, and still pairs every reply with its own
+// command; the verdict is the message's own.
+func TestChunkedRepliesSplitAcrossSegments(t *testing.T) {
+	f := chunkFake(t, func(verb string, c *fakeConn) bool {
+		if verb == "BDAT" && strings.HasSuffix(c.line, " LAST") {
+			return false
+		}
+		switch verb {
+		case "MAIL", "RCPT", "BDAT":
+			code := map[string]string{"MAIL": "250 2.1.0", "RCPT": "250 2.1.5", "BDAT": "250 2.0.0"}[verb]
+			c.w(strings.Replace(code, " ", "-", 1) + " first line\r\n" + code[:2])
+			time.Sleep(30 * time.Millisecond)
+			c.w(code[2:] + " second line\r\n")
+			return true
+		}
+		return false
+	})
+	tr := orderTransport(f)
+	d, _ := canaryDelivery(t)
+	d.Content = content("Subject: big\r\n\r\n" + lines(3*chunkSize/78))
+	res, err := deliver(t, tr, d)
+	if err != nil || res.Reply == nil || !strings.HasSuffix(res.Reply.Text, "queued as Q1") {
+		t.Fatalf("%v %v", res, err)
+	}
+	if res, err = deliver(t, tr, d); err != nil || res.Reply == nil || !strings.HasSuffix(res.Reply.Text, "queued as Q2") {
+		t.Fatalf("next message: %v %v", res, err)
+	}
+	if n := f.connections(); n != 1 {
+		t.Fatalf("%d connections", n)
 	}
 }
