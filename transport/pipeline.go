@@ -323,7 +323,9 @@ func (g *group) chunked(ctx context.Context, beforeBody func(error) (*mailsec.De
 			return beforeBody(cw.fail)
 		}
 		return res, false, cw.fail
-	case errors.Is(err, errStopChunks):
+	case cw.stopped:
+		// The server refused the transaction: its reply is the verdict,
+		// whatever the content's writer made of the error that stopped it.
 	case err != nil:
 		// Never send BDAT LAST after a partial message: drop the
 		// connection so the server discards what it has.
@@ -381,6 +383,9 @@ type chunkWriter struct {
 	sent int   // chunks sent
 	eol  bool  // the content so far ends with a line ending (or is empty)
 	fail error // a failure of the connection, or a reply out of step
+	// stopped is set once a reply refused the transaction and no more
+	// chunks are sent (errStopChunks).
+	stopped bool
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
@@ -422,6 +427,7 @@ func (c *chunkWriter) emit(last bool) error {
 			return err
 		}
 		if g.refused() {
+			c.stopped = true
 			return errStopChunks
 		}
 	}

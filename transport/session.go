@@ -90,6 +90,9 @@ type session struct {
 	// is set to it while the content is written (see blockWriter).
 	dataBlock time.Duration
 	block     time.Duration
+	// writeErr is the first failure to write to the connection: once set,
+	// the session is broken, whatever a content writer reports.
+	writeErr error
 }
 
 // blockWriter is what the session's buffered writer writes to: the
@@ -101,7 +104,11 @@ func (b blockWriter) Write(p []byte) (int, error) {
 	if b.s.block > 0 {
 		_ = b.s.conn.SetWriteDeadline(time.Now().Add(b.s.block))
 	}
-	return b.s.rw.Write(p)
+	n, err := b.s.rw.Write(p)
+	if err != nil && b.s.writeErr == nil {
+		b.s.writeErr = err
+	}
+	return n, err
 }
 
 // dialConfig is what establishing a session needs; a Submission fills it
@@ -940,6 +947,11 @@ func (s *session) rcptCommand(d *mailsec.Delivery, to string, withDSN bool) stri
 func (s *session) contentError(ctx context.Context, err error) error {
 	if e := ctxErr(ctx, err); e != nil {
 		return &mailsec.NetworkError{Host: s.host, Op: "DATA", Err: e}
+	}
+	if s.writeErr != nil {
+		// The connection failed, which the content's writer may report in
+		// its own words, wrapping nothing.
+		return &mailsec.NetworkError{Host: s.host, Op: "DATA", Err: s.writeErr}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
