@@ -15,11 +15,9 @@ import (
 // A queued message is delivered, its Receipt kept, its content deleted.
 func TestDeliverSQLite(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	var got []*outbox.Attempt
-	var mu = make(chan struct{}, 1)
-	mu <- struct{}{}
+	got := make(chan *outbox.Attempt, 10)
 	ob, path := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{
-		OnReceipt: func(_ context.Context, a *outbox.Attempt) { <-mu; got = append(got, a); mu <- struct{}{} },
+		OnReceipt: func(_ context.Context, a *outbox.Attempt) { got <- a },
 	}), true)
 	m := message()
 	m.Attachments = []mailsec.Attachment{{Filename: "statement.pdf", Content: bytes.NewReader(bytes.Repeat([]byte("%PDF"), 50_000))}}
@@ -40,11 +38,21 @@ func TestDeliverSQLite(t *testing.T) {
 	if st.MessageID == "" || st.Attempts[0].Receipt.MessageID != st.MessageID || len(st.Recipients) != 1 || st.Recipients[0].State != outbox.Accepted {
 		t.Fatalf("status: %+v", st)
 	}
-	<-mu
-	if len(got) != 1 || got[0].State != outbox.Delivered {
-		t.Fatalf("OnReceipt got %+v", got)
+	// OnReceipt is called once the attempt is recorded, so it may come
+	// just after Status shows it.
+	select {
+	case a := <-got:
+		if a.State != outbox.Delivered || a.ID != id {
+			t.Fatalf("OnReceipt got %+v", a)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("OnReceipt was not called")
 	}
-	mu <- struct{}{}
+	select {
+	case a := <-got:
+		t.Fatalf("OnReceipt called again: %+v", a)
+	case <-time.After(100 * time.Millisecond):
+	}
 	db := rawDB(t, path)
 	var envelopes, chunks int
 	if err := db.QueryRow(`SELECT COUNT(envelope) FROM mailsec_outbox_message`).Scan(&envelopes); err != nil {
