@@ -83,14 +83,13 @@ type Options struct {
 // Transport signs each delivery's content with DKIM and hands it on to
 // another Transport. It is safe for concurrent use.
 type Transport struct {
-	next      mailsec.Transport
-	domains   map[string][]*Signer
-	unsigned  bool
-	expiry    time.Duration
-	spoolDir  string
-	spoolMem  int
-	logger    *slog.Logger
-	configErr error
+	next     mailsec.Transport
+	domains  map[string][]*Signer
+	unsigned bool
+	expiry   time.Duration
+	spoolDir string
+	spoolMem int
+	logger   *slog.Logger
 }
 
 // NewTransport returns a Transport that signs what it hands to next. It
