@@ -22,6 +22,7 @@ type checkOptions struct {
 	allowPriv bool
 	timeout   time.Duration
 	json      bool
+	selector  string
 }
 
 func newCheckFlags(o *checkOptions) *flag.FlagSet {
@@ -32,10 +33,11 @@ func newCheckFlags(o *checkOptions) *flag.FlagSet {
 	fs.BoolVar(&o.allowPriv, "allow-private", false, "connect to MX and MTA-STS policy hosts at loopback, private, link-local and other non-global addresses (refused by default; for test setups and internal networks)")
 	fs.DurationVar(&o.timeout, "timeout", time.Minute, "give up after `DURATION`")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on standard output")
+	fs.StringVar(&o.selector, "dkim-selector", "", "also report whether the DKIM key record of `SELECTOR` (at SELECTOR._domainkey.DOMAIN) is published and well-formed")
 	return fs
 }
 
-const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-json] [-timeout D]
+const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-dkim-selector S] [-json] [-timeout D]
 `
 
 func checkBrief(w io.Writer) {
@@ -55,6 +57,9 @@ its name and whether it matches the TLSA records, with a verdict in plain
 words: what mailsec send -mx would do with the host by default, and why.
 No mail is sent; each host sees EHLO, STARTTLS and QUIT on port 25.
 Every name is looked up through -dns, the MTA-STS policy host's included.
+With -dkim-selector, it also reports whether the DKIM key record of that
+selector is published, DNSSEC-signed and well-formed (a known key type,
+a key that parses, RSA of at least 2048 bits, not revoked), and if not, why.
 A host at a loopback, private, link-local or other non-global address is
 reported as refused and not connected to, unless -allow-private is given.
 DOMAIN is a domain name: "ann@example.org" is refused, not read as
@@ -118,12 +123,27 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))
 		return exitFail
 	}
+	var dc *dkimCheck
+	if o.selector != "" {
+		var derr error
+		dc, derr = checkDKIM(ctx, newResolver(o.dns), rep.Domain, o.selector)
+		if derr != nil {
+			dc.Problem = "lookup failed: " + derr.Error()
+			err = errors.Join(err, fmt.Errorf("DKIM record %s: %w", dc.Name, derr))
+		}
+	}
 	if o.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
+		_ = enc.Encode(struct {
+			*transport.DomainCheck
+			DKIM *dkimCheck `json:"dkim,omitempty"`
+		}{rep, dc})
 	} else {
 		printCheck(e.stdout, rep)
+		if dc != nil {
+			printDKIM(e.stdout, dc)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))

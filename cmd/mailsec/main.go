@@ -21,7 +21,7 @@
 //		[-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
 //		[-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
 //		 [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
-//		[-notice-url URL | -prefer-protection]
+//		[-notice-url URL | -prefer-protection] [-dkim DOMAIN:SELECTOR:KEYFILE]...
 //
 // With -mx instead of -server the message goes straight to each recipient
 // domain's MX hosts (transport.Direct: DANE, MTA-STS, REQUIRETLS), every
@@ -79,6 +79,11 @@
 //	-prefer-protection recipients without a usable key get the message
 //	                   unencrypted, over verified TLS, and the progress line
 //	                   says NOT encrypted
+//	-dkim DOMAIN:SELECTOR:KEYFILE
+//	                   sign with DKIM (package dkimsign), with the PEM key in
+//	                   KEYFILE, mail whose From domain is DOMAIN (repeatable:
+//	                   an RSA and an Ed25519 key sign each message); mail
+//	                   from any other domain is refused, nothing sent
 //
 // A line per recipient on standard error says whether the server accepted
 // the message, over which TLS version and with which certificate
@@ -88,13 +93,22 @@
 //
 // # mailsec check
 //
-//	mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-json] [-timeout D]
+//	mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-dkim-selector S] [-json] [-timeout D]
 //
 // Check reports, for a recipient domain, its MX hosts and whether DNSSEC
 // authenticates them, its MTA-STS record and policy, its TLS-RPT addresses,
 // and for each MX host its TLSA records, STARTTLS, TLS version and
 // certificate, with a verdict: what "mailsec send -mx" would do with the
 // host, and why. No mail is sent.
+//
+// # mailsec dkim keygen
+//
+//	mailsec dkim keygen -domain DOMAIN -selector SELECTOR [-algo rsa|ed25519] -out FILE
+//
+// Keygen writes a new DKIM private key to FILE (PEM, mode 0600; an
+// existing file is never overwritten) and prints the DNS TXT record to
+// publish as one zone-file line. "mailsec check DOMAIN -dkim-selector
+// SELECTOR" then reports whether the record is published and well-formed.
 //
 // # mailsec send -queue, mailsec queue
 //

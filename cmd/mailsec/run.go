@@ -43,6 +43,8 @@ func commands() []command {
 			usage: sendUsage, brief: sendBrief, run: runSend},
 		{name: "check", summary: "report how well mail to a domain is protected in transit",
 			usage: checkUsage, brief: checkBrief, run: runCheck},
+		{name: "dkim", summary: "make a DKIM signing key and print the DNS record to publish (dkim keygen)",
+			usage: dkimUsage, brief: dkimBrief, run: runDKIM},
 		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
 			usage: queueUsage, brief: queueBrief, run: runQueue},
 	}

@@ -37,6 +37,7 @@ type deliveryOptions struct {
 	tlsMode   string
 	caFile    string
 	user      string
+	dkim      dkimList
 	protect   protectOptions
 }
 
@@ -50,6 +51,7 @@ func (o *deliveryOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls` (default implicit on port 465, starttls otherwise)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
 	fs.StringVar(&o.user, "user", "", "authenticate as `NAME`; the password is read from $"+passwordEnv)
+	fs.Var(&o.dkim, "dkim", "sign with DKIM, with the PEM private key in KEYFILE, mail whose From domain is DOMAIN, `DOMAIN:SELECTOR:KEYFILE` (repeatable: an rsa and an ed25519 key sign each message twice); mail from another domain is refused")
 	o.protect.register(fs)
 }
 
@@ -190,7 +192,7 @@ const sendSynopsis = `usage: mailsec send {-server HOST:PORT [-tls implicit|star
            [-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
            [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
             [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
-           [-notice-url URL | -prefer-protection]
+           [-notice-url URL | -prefer-protection] [-dkim DOMAIN:SELECTOR:KEYFILE]...
        mailsec send -queue DB -from ADDR -to ADDR[,ADDR...] ... -subject TEXT [the message flags above]
 `
 
@@ -591,7 +593,7 @@ func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 		if err := d.Validate(); err != nil {
 			return nil, usagef("%v", err)
 		}
-		return d, nil
+		return o.signing(d)
 	}
 	t := &transport.Submission{Addr: o.server, TLSConfig: tc}
 	switch o.tlsMode {
@@ -608,7 +610,7 @@ func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 	if err := t.Validate(); err != nil {
 		return nil, usagef("%v", err)
 	}
-	return t, nil
+	return o.signing(t)
 }
 
 // newResolver is the resolver for -dns: the server given, or the

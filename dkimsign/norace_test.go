@@ -1,0 +1,5 @@
+//go:build !race
+
+package dkimsign_test
+
+const raceEnabled = false
