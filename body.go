@@ -44,6 +44,10 @@ func buildBody(m *Message) (*part, []*source, error) {
 		return nil, nil, err
 	}
 
+	if m.ReportType != "" {
+		// Checked: Text, attachments, no HTML, no Inline.
+		return multipartParams("report", map[string]string{"report-type": m.ReportType}, append([]*part{alt[0]}, attachments...)...), sources, nil
+	}
 	var body *part
 	if len(alt) > 0 {
 		body = multipart("alternative", alt...)
@@ -70,9 +74,20 @@ func multipart(subtype string, children ...*part) *part {
 	if len(children) == 1 {
 		return children[0]
 	}
+	return multipartParams(subtype, nil, children...)
+}
+
+// multipartParams is a multipart of subtype with the media type
+// parameters params besides its boundary, whatever its number of
+// children.
+func multipartParams(subtype string, params map[string]string, children ...*part) *part {
 	boundary := mimeprot.NewBoundary("=_")
 	p := &part{boundary: boundary, children: children}
-	p.header.Set("Content-Type", mime.FormatMediaType("multipart/"+subtype, map[string]string{"boundary": boundary}))
+	ps := map[string]string{"boundary": boundary}
+	for k, v := range params {
+		ps[k] = v
+	}
+	p.header.Set("Content-Type", mime.FormatMediaType("multipart/"+subtype, ps))
 	return p
 }
 

@@ -156,6 +156,11 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	if reason, ok := checkReference(m.Reference); !ok {
 		return nil, invalid("Reference", m.Reference, reason)
 	}
+	if m.ReportType != "" {
+		if reason, ok := checkReportType(m); !ok {
+			return nil, invalid("ReportType", m.ReportType, reason)
+		}
+	}
 	date := m.Date
 	if date.IsZero() {
 		date = s.now()
@@ -321,4 +326,27 @@ func newMessageID(domain string) string {
 	var b [20]byte
 	_, _ = rand.Read(b[:])
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])) + "@" + domain
+}
+
+// checkReportType checks a report (RFC 6522): a report-type that is an
+// RFC 2045 token of letters, digits, '-' and '.', a human-readable Text
+// and at least one attachment for the report itself, nothing else.
+func checkReportType(m *Message) (string, bool) {
+	if len(m.ReportType) > 64 {
+		return "longer than 64 octets", false
+	}
+	for _, c := range m.ReportType {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return "a report-type is letters, digits, '-' and '.'", false
+		}
+	}
+	switch {
+	case m.Text == "":
+		return "a report needs Text, its human-readable first part", false
+	case len(m.Attachments) == 0:
+		return "a report needs at least one attachment, the report itself", false
+	case m.HTML != "" || len(m.Inline) > 0:
+		return "a report has no HTML or Inline parts", false
+	}
+	return "", true
 }

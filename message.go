@@ -38,6 +38,14 @@ type Message struct {
 	Attachments []Attachment
 	Inline      []Attachment
 
+	// ReportType, when set, makes the message a report (RFC 6522):
+	// multipart/report with this report-type ("tlsrpt", "delivery-status",
+	// "feedback-report"...), Text as its first, human-readable part and
+	// the Attachments, in order, as the report's machine-readable parts.
+	// A report has Text and at least one attachment, and no HTML or
+	// Inline parts.
+	ReportType string
+
 	// Headers are extra header fields (List-Unsubscribe, In-Reply-To,
 	// X-Entity-Ref-ID...). Fields the builder owns (From, To, Cc, Bcc,
 	// Subject, Date, Message-ID, MIME-Version, Content-*, ...) are refused,

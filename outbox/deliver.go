@@ -702,6 +702,7 @@ func (ob *Outbox) message(ctx context.Context, id string, sm *storedMessage, ds 
 		Subject: sm.Subject, Text: sm.Text, HTML: sm.HTML, Headers: sm.Headers,
 		EnvelopeFrom: sm.EnvelopeFrom, RequireTLS: sm.RequireTLS, TLSRequiredNo: sm.TLSRequiredNo,
 		DSN: sm.DSN, Date: sm.Date, MessageID: sm.MessageID, Reference: sm.Reference,
+		ReportType: sm.ReportType,
 	}
 	conv := func(as []storedAttachment) []mailsec.Attachment {
 		out := make([]mailsec.Attachment, len(as))

@@ -212,6 +212,7 @@ type storedMessage struct {
 	Date          time.Time          `json:"date"`
 	MessageID     string             `json:"message_id"`
 	Reference     string             `json:"reference,omitempty"`
+	ReportType    string             `json:"report_type,omitempty"`
 }
 
 type storedAttachment struct {
@@ -232,6 +233,7 @@ func toStored(m *mailsec.Message) *storedMessage {
 		Subject: m.Subject, Text: m.Text, HTML: m.HTML, Headers: m.Headers,
 		EnvelopeFrom: m.EnvelopeFrom, RequireTLS: m.RequireTLS, TLSRequiredNo: m.TLSRequiredNo,
 		DSN: m.DSN, Date: m.Date, MessageID: m.MessageID, Reference: m.Reference,
+		ReportType: m.ReportType,
 	}
 }
 

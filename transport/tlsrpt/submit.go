@@ -29,8 +29,9 @@ type Submitter struct {
 	// Policy. Nil means mailto: URIs fail.
 	//
 	// RFC 8460 §3 requires reports sent by mail to carry a DKIM signature
-	// of the submitter's domain, which mailsec does not add: use a
-	// Transport to a smarthost that signs. The same section asks that a
+	// of the submitter's domain: give this Sender a Transport wrapped with
+	// dkimsign.NewTransport and a Signer for the domain of From (or a
+	// smarthost that signs). The same section asks that a
 	// report be delivered "despite any TLS-related failures", which a
 	// Sender's default policy (verified TLS) does not do; and that the
 	// session carrying a report be left out of the next one, so a Sender
@@ -238,10 +239,9 @@ func (s *Submitter) httpClient() (*http.Client, error) {
 // mail delivers by email (RFC 8460 §5.3). The message has the header
 // fields TLS-Report-Domain and TLS-Report-Submitter, the subject the RFC
 // gives, a text part that says what it is and the report attached as
-// application/tlsrpt+gzip under the file name of §5.1. The RFC asks for a
-// multipart/report; report-type=tlsrpt message; mailsec.Message builds
-// multipart/mixed, which receivers that look for the attachment by its
-// media type or file name read as well.
+// application/tlsrpt+gzip under the file name of §5.1, in a
+// multipart/report; report-type=tlsrpt message (mailsec.Message's
+// ReportType).
 func (s *Submitter) mail(ctx context.Context, u *url.URL, rep *Report, domain, submitter string, body []byte) error {
 	fail := func(err error) error { return &SubmitError{URI: u.String(), Err: err} }
 	addr, ok := mailtoAddress(u)
@@ -275,6 +275,7 @@ func (s *Submitter) mail(ctx context.Context, u *url.URL, rep *Report, domain, s
 			{Name: "TLS-Report-Submitter", Value: submitter},
 		},
 		Attachments: []mailsec.Attachment{{Filename: name, ContentType: MediaTypeGzip, Content: bytes.NewReader(body)}},
+		ReportType:  "tlsrpt",
 	})
 	if err != nil {
 		return fail(err)

@@ -23,8 +23,10 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
+	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dkimsign"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport/tlsrpt"
 )
@@ -216,6 +218,9 @@ func TestSubmitMail(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := mail.Header{Header: e.Header}
+	if mt, params, _ := h.ContentType(); mt != "multipart/report" || params["report-type"] != "tlsrpt" {
+		t.Errorf("Content-Type %q, want multipart/report; report-type=tlsrpt (RFC 8460 §5.3)", h.Get("Content-Type"))
+	}
 	subject, _ := h.Subject()
 	if want := "Report Domain: example.org Submitter: mail.example.com Report-ID: <" + rep.ReportID + ">"; subject != want {
 		t.Errorf("subject %q, want %q", subject, want)
@@ -373,5 +378,47 @@ func TestSubmitTypedNil(t *testing.T) {
 	}
 	if rs.hits.Load() != 0 {
 		t.Fatalf("%d hits", rs.hits.Load())
+	}
+}
+
+// A report sent through a Transport wrapped with dkimsign carries a DKIM
+// signature of the submitter's domain (RFC 8460 §3) that verifies, over
+// the multipart/report.
+func TestSubmitMailDKIMSigned(t *testing.T) {
+	key, err := dkimsign.GenerateKey("ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := dkimsign.NewSigner("mail.example.com", "tlsrpt", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &mailsectest.RecordingTransport{}
+	signing, err := dkimsign.NewTransport(rt, &dkimsign.Options{Domains: map[string][]*dkimsign.Signer{"mail.example.com": {signer}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := mailsec.NewSender(signing, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := &tlsrpt.Submitter{AllowPrivate: true, Sender: sender, From: "tlsrpt@mail.example.com"}
+	if err := sub.Submit(context.Background(), testReport(t, "example.org"), policyFor(t, "example.org", "mailto:tlsrpt@example.org")); err != nil {
+		t.Fatal(err)
+	}
+	ds := rt.Deliveries()
+	if len(ds) != 1 || !bytes.Contains(ds[0].Data, []byte("multipart/report")) {
+		t.Fatalf("%d deliveries", len(ds))
+	}
+	vs, err := msgdkim.VerifyWithOptions(bytes.NewReader(ds[0].Data), &msgdkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) {
+			if name != signer.RecordName() {
+				return nil, errors.New("no such record")
+			}
+			return []string{signer.Record()}, nil
+		},
+	})
+	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "mail.example.com" {
+		t.Fatalf("verifications %+v, %v", vs, err)
 	}
 }
