@@ -57,10 +57,13 @@ func TestReportType(t *testing.T) {
 func TestReportTypeRefused(t *testing.T) {
 	att := []mailsec.Attachment{{Filename: "r.json", Content: strings.NewReader("{}")}}
 	for name, mod := range map[string]func(*mailsec.Message){
-		"no text":          func(m *mailsec.Message) { m.Text = ""; m.HTML = "<p>x</p>"; m.Attachments = att },
-		"no attachment":    func(m *mailsec.Message) {},
-		"html":             func(m *mailsec.Message) { m.HTML = "<p>x</p>"; m.Attachments = att },
-		"inline":           func(m *mailsec.Message) { m.Inline = []mailsec.Attachment{{ContentID: "a", Content: strings.NewReader("x")}}; m.Attachments = att },
+		"no text":       func(m *mailsec.Message) { m.Text = ""; m.HTML = "<p>x</p>"; m.Attachments = att },
+		"no attachment": func(m *mailsec.Message) {},
+		"html":          func(m *mailsec.Message) { m.HTML = "<p>x</p>"; m.Attachments = att },
+		"inline": func(m *mailsec.Message) {
+			m.Inline = []mailsec.Attachment{{ContentID: "a", Content: strings.NewReader("x")}}
+			m.Attachments = att
+		},
 		"parameter inject": func(m *mailsec.Message) { m.ReportType = `tlsrpt"; boundary="x`; m.Attachments = att },
 		"space":            func(m *mailsec.Message) { m.ReportType = "tls rpt"; m.Attachments = att },
 	} {
