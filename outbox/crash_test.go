@@ -451,18 +451,24 @@ func TestCrashTwoWorkersPostgres(t *testing.T) {
 		ids := enqueueN(t, db, n, "")
 		cfg := childConfig{DB: db, Addr: h.Addr, CA: string(h.CA.CertPEM()), Workers: 4}
 		a := proctest.Start(t, "worker", cfg.arg(t))
-		b := proctest.Start(t, "worker", cfg.arg(t))
 		for range 20 {
 			a.WaitFor(t, "attempt ")
 		}
+		// Kill a while the server holds one of its transactions past the
+		// end of the message (so the server has it), with its other
+		// workers at whatever they are doing; then b takes over.
+		h.holdNext(holdEndOfData)
+		h.waitHeld(t)
 		a.Kill()
+		h.Release()
+		b := proctest.Start(t, "worker", cfg.arg(t))
 		ob := openAt(t, newSender(t, h.Transport(), nil), db, crashOptions(nil), false)
 		waitDrained(t, ob, 90*time.Second)
 		stop(t, b)
 		flagged, twice := checkOnce(t, ob, ids, h.Received(), false)
 		t.Logf("%d messages flagged as possible duplicates, %d of them received twice", flagged, twice)
-		if flagged == 0 {
-			t.Fatal("no message was taken over from the killed worker")
+		if flagged == 0 || twice == 0 {
+			t.Fatal("the message held when the worker was killed was not taken over, or not received twice")
 		}
 	})
 }

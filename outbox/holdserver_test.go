@@ -115,6 +115,13 @@ func (h *holdServer) waitHeld(t testing.TB) string {
 	}
 }
 
+// holdNext makes the server hold the next transaction at stage.
+func (h *holdServer) holdNext(stage holdStage) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stage, h.toHold = stage, 1
+}
+
 // holdFor makes the server hold the first transaction to each of the
 // recipients given, at the stage given, besides those newHoldServer
 // said.
