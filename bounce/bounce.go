@@ -129,12 +129,41 @@ type Recipient struct {
 	WillRetryUntil time.Time `json:"will_retry_until,omitzero"`
 }
 
-// Explain says in one sentence what the recipient's status means, and
-// whether sending again later can help (mailsec.EnhancedCode.Explain).
+// Code returns the status code that says most about the recipient:
+// Status, unless it is an unspecific X.0.0 and the remote server's SMTP
+// reply in DiagnosticCode carries a more specific enhanced code of the
+// same class. Exim, for one, reports "Status: 5.0.0" beside a diagnostic
+// "552 5.2.2 Mailbox full".
+func (r *Recipient) Code() mailsec.EnhancedCode {
+	if r.Status[1] != 0 || r.Status[2] != 0 || r.DiagnosticType != "smtp" {
+		return r.Status
+	}
+	if c, ok := replyCode(r.DiagnosticCode); ok && c[0] == r.Status[0] {
+		return c
+	}
+	return r.Status
+}
+
+// replyCode finds the enhanced code of an SMTP reply ("550 5.2.2 text",
+// "550-5.2.2 text").
+func replyCode(reply string) (mailsec.EnhancedCode, bool) {
+	if len(reply) < 5 || (reply[3] != ' ' && reply[3] != '-') {
+		return mailsec.EnhancedCode{}, false
+	}
+	for _, c := range reply[:3] {
+		if c < '0' || c > '9' {
+			return mailsec.EnhancedCode{}, false
+		}
+	}
+	return mailsec.ParseEnhancedCode(firstWord(reply[4:]))
+}
+
+// Explain says in one sentence what the recipient's status (Code) means,
+// and whether sending again later can help (mailsec.EnhancedCode.Explain).
 // For a recipient that was delivered, relayed or expanded, Retry is false
 // whatever the code: nothing failed.
 func (r *Recipient) Explain() mailsec.Explanation {
-	x := r.Status.Explain()
+	x := r.Code().Explain()
 	switch r.Action {
 	case ActionDelivered, ActionRelayed, ActionExpanded:
 		x.Retry = false

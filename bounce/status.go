@@ -100,8 +100,8 @@ func skipBlankLines(br *bufio.Reader) bool {
 // perMessage takes the per-message fields (RFC 3464 §2.2).
 func (st *state) perMessage(h textproto.Header) {
 	st.rep.EnvelopeID = clean(h.Get("Original-Envelope-Id"))
-	_, st.rep.ReportingMTA = typed(h.Get("Reporting-Mta"))
-	_, st.rep.ReceivedFromMTA = typed(h.Get("Received-From-Mta"))
+	st.rep.ReportingMTA = mtaName(h.Get("Reporting-Mta"))
+	st.rep.ReceivedFromMTA = mtaName(h.Get("Received-From-Mta"))
 	st.rep.ArrivalDate = date(h.Get("Arrival-Date"))
 }
 
@@ -139,7 +139,7 @@ func perRecipient(h textproto.Header, where string, global bool) (Recipient, err
 		return rc, &Error{Kind: ErrMalformed, Part: where, Field: "Status", Reason: "not a status code (RFC 3463): " + strconv.Quote(clean(s))}
 	}
 	rc.Status = code
-	_, rc.RemoteMTA = typed(h.Get("Remote-Mta"))
+	rc.RemoteMTA = mtaName(h.Get("Remote-Mta"))
 	rc.DiagnosticType, rc.DiagnosticCode = typed(h.Get("Diagnostic-Code"))
 	rc.LastAttempt = date(h.Get("Last-Attempt-Date"))
 	rc.WillRetryUntil = date(h.Get("Will-Retry-Until"))
@@ -155,6 +155,13 @@ func typed(v string) (string, string) {
 		return "", clean(v)
 	}
 	return strings.ToLower(clean(t)), clean(rest)
+}
+
+// mtaName returns the name in an MTA field ("dns; mx.example.org."),
+// without its type, a trailing comment or the final dot of the DNS name.
+func mtaName(v string) string {
+	_, name := typed(v)
+	return strings.TrimSuffix(firstWord(name), ".")
 }
 
 // address returns the address of an address field: without the angle

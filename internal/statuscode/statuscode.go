@@ -77,7 +77,7 @@ var details = map[[2]int]string{
 	{1, 7}:  "The sender's address is not valid in the eyes of the receiving server.",
 	{1, 8}:  "The sender's domain does not exist or cannot receive replies, so the receiving server refused the message.",
 	{1, 9}:  "The message was passed on to a mail system that does not report delivery, so its final fate is unknown (RFC 3886).",
-	{1, 10}: "The recipient's domain has declared that it accepts no mail at all (a null MX record, RFC 7505).",
+	{1, 10}: "The recipient's address does not exist, or its domain accepts no mail at all (RFC 7505 gives this code to a domain with a null MX record; Microsoft's servers give it to an unknown recipient).",
 
 	// Mailbox status (RFC 3463 §3.3).
 	{2, 0}: "There is a problem with the recipient's mailbox.",
