@@ -311,7 +311,7 @@ func (p *Parser) Parse(r io.Reader) (rep *Report, err error) {
 		// A parser bug must not take the application down with it: refuse
 		// the message instead.
 		if v := recover(); v != nil {
-			rep, err = nil, &Error{Kind: ErrMalformed, Reason: fmt.Sprintf("unreadable (%v)", v)}
+			rep, err = nil, &Error{Kind: ErrMalformed, Reason: "unreadable", Err: panicError{v}}
 		}
 	}()
 	rep, err = st.parse()
@@ -329,6 +329,11 @@ type state struct {
 	// status and returned are set once the parts they name were read.
 	status, returned bool
 }
+
+// panicError is a panic that Parse recovered from.
+type panicError struct{ v any }
+
+func (e panicError) Error() string { return fmt.Sprintf("internal error: %v", e.v) }
 
 // errDone ends the walk once the report was read.
 var errDone = errors.New("done")
