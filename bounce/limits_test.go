@@ -171,6 +171,16 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("under the limit: %v", err)
 		}
 	})
+	t.Run("headers just under the limit", func(t *testing.T) {
+		p := &bounce.Parser{Limits: bounce.Limits{MaxHeaderBytes: 2000}}
+		pad := "X-Pad: " + strings.Repeat("p", 1800) + "\r\n"
+		msg := strings.Replace(dsn(pad, goodStatus), "Content-Type: message/delivery-status\r\n", pad+"Content-Type: message/delivery-status\r\n", 1)
+		msg = msg + strings.Repeat("epilogue\r\n", 2000)
+		if _, err := p.Parse(strings.NewReader(msg)); err != nil {
+			t.Fatalf("%v", err)
+		}
+		parseErr(t, p, strings.Replace(msg, "X-Pad: ", "X-Pad: "+strings.Repeat("q", 300), 1), bounce.ErrTooLarge, "message header")
+	})
 	t.Run("part header", func(t *testing.T) {
 		p := &bounce.Parser{Limits: bounce.Limits{MaxHeaderBytes: 1000}}
 		msg := strings.Replace(dsn("", goodStatus), "Content-Type: message/delivery-status\r\n", "X-Pad: "+strings.Repeat("p", 20000)+"\r\nContent-Type: message/delivery-status\r\n", 1)
