@@ -47,6 +47,8 @@ func commands() []command {
 			usage: dkimUsage, brief: dkimBrief, run: runDKIM},
 		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
 			usage: queueUsage, brief: queueBrief, run: runQueue},
+		{name: "bounce", summary: "explain a bounce (a delivery status notification) in plain words",
+			usage: bounceUsage, brief: bounceBrief, run: runBounce},
 	}
 }
 
