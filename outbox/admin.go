@@ -275,6 +275,11 @@ func (ob *Outbox) RunDue(ctx context.Context) (Stats, error) {
 	for {
 		st, err := ob.Stats(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				// The query was cut short by ctx: say so, whatever the
+				// driver made of it.
+				return st, fmt.Errorf("outbox: RunDue: %w", ctx.Err())
+			}
 			return st, err
 		}
 		if st.Due == 0 && st.Sending == 0 {
