@@ -252,7 +252,9 @@ type Reporter struct {
 	Logger *slog.Logger
 }
 
-func (r *Reporter) check() error {
+// Check reports a *mailsec.ConfigError when a required field is missing
+// or the Organization is incomplete.
+func (r *Reporter) Check() error {
 	switch {
 	case r.Aggregator == nil:
 		return &mailsec.ConfigError{Field: "Reporter.Aggregator", Reason: "nil"}
@@ -279,7 +281,7 @@ func (r *Reporter) check() error {
 // Two Runs at the same time on one store may both send a report: run it
 // from one process at a time (the outbox's leader does).
 func (r *Reporter) Run(ctx context.Context) error {
-	if err := r.check(); err != nil {
+	if err := r.Check(); err != nil {
 		return err
 	}
 	log := r.Logger
