@@ -247,3 +247,30 @@ func TestTLSRPTOptions(t *testing.T) {
 		t.Fatalf("SendTLSReports without Options.TLSRPT: %v", err)
 	}
 }
+
+// A database made by schema version 1 gets the TLS-RPT tables at Open.
+func TestTLSRPTMigratesVersion1(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	sender := newSender(t, srv.Transport(), nil)
+	path := filepath.Join(t.TempDir(), "mail.db")
+	if err := outbox.Migrate(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	for _, q := range []string{`DROP TABLE mailsec_outbox_tlsrpt`, `DROP TABLE mailsec_outbox_tlsrpt_done`, `UPDATE mailsec_outbox_schema SET version = 1`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk := &rptClock{t: time.Now()}
+	o := rptOptions(clk, newRptCollector(t))
+	ob := openAt(t, sender, path, fast(&outbox.Options{TLSRPT: o}), false)
+	o.Aggregator.Record(tlsrpt.Result{PolicyDomain: "example.org", Success: true})
+	if err := o.Aggregator.Flush(context.Background(), ob.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 2 {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+}
