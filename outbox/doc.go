@@ -141,6 +141,18 @@
 // forever), then deleted by a clean-up job that runs at start and every
 // 10 minutes.
 //
+// # TLS-RPT
+//
+// With Options.TLSRPT, each process flushes its tlsrpt.Aggregator into
+// the outbox's database (every minute and at Close), where the counts of
+// every process add up, and the leader sends each domain's TLS-RPT report
+// for the previous UTC day once the day is over: at start and every 15
+// minutes, recording each report sent so that no restart sends it twice,
+// and deleting the counts after tlsrpt.Retention. SendTLSReports does the
+// same at once. The counts (recipient domains, MX hosts, counts) are
+// stored readable, as the reports carry them; no message content and no
+// address.
+//
 // # Migrations
 //
 // Open brings River's tables and the outbox's own up to date. An

@@ -100,6 +100,15 @@ func riverConfig(ob *Outbox) *river.Config {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &deliverWorker{ob: ob})
 	river.AddWorker(workers, &cleanWorker{ob: ob})
+	river.AddWorker(workers, &tlsrptWorker{ob: ob})
+	periodic := []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(cleanEvery), func() (river.JobArgs, *river.InsertOpts) {
+			return cleanArgs{}, &river.InsertOpts{Queue: queueName}
+		}, &river.PeriodicJobOpts{ID: cleanKind, RunOnStart: true}),
+	}
+	if ob.tlsrpt != nil {
+		periodic = append(periodic, tlsrptPeriodicJob())
+	}
 	return &river.Config{
 		Queues: map[string]river.QueueConfig{
 			queueName: {MaxWorkers: ob.o.workers},
@@ -111,11 +120,7 @@ func riverConfig(ob *Outbox) *river.Config {
 		RescueStuckJobsAfter: ob.o.rescueAfter,
 		MaxAttempts:          maxJobAttempts,
 		Logger:               ob.log.With(slog.String("component", "river")),
-		PeriodicJobs: []*river.PeriodicJob{
-			river.NewPeriodicJob(river.PeriodicInterval(cleanEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return cleanArgs{}, &river.InsertOpts{Queue: queueName}
-			}, &river.PeriodicJobOpts{ID: cleanKind, RunOnStart: true}),
-		},
+		PeriodicJobs:         periodic,
 	}
 }
 
@@ -209,6 +214,13 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 	}
 	if v < 1 {
 		for _, stmt := range schemaV1(e.blob) {
+			if _, err := t.exec(ctx, stmt); err != nil {
+				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+			}
+		}
+	}
+	if v < 2 {
+		for _, stmt := range schemaV2() {
 			if _, err := t.exec(ctx, stmt); err != nil {
 				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
 			}

@@ -115,6 +115,12 @@ type Options struct {
 	// brought them up to date, for applications that change their schema
 	// in a deployment step of their own.
 	SkipMigrations bool
+
+	// TLSRPT, when set, keeps the TLS-RPT results this process records
+	// in the database, where the counts of every process sharing it add
+	// up, and has the leader send each day's reports once the day is
+	// over. See TLSRPTOptions.
+	TLSRPT *TLSRPTOptions
 }
 
 // Outbox queues messages in a database and delivers them through a
@@ -125,6 +131,7 @@ type Outbox struct {
 	keys   *keyring
 	o      settings
 	log    *slog.Logger
+	tlsrpt *tlsrptState // nil without Options.TLSRPT
 
 	mu      sync.Mutex
 	started bool
@@ -362,6 +369,11 @@ func newOutbox(s *mailsec.Sender, o *Options) (*Outbox, error) {
 	if o != nil && o.Logger != nil {
 		ob.log = o.Logger
 	}
+	if o != nil {
+		if err := ob.initTLSRPT(o.TLSRPT); err != nil {
+			return nil, err
+		}
+	}
 	return ob, nil
 }
 
@@ -421,6 +433,7 @@ func (ob *Outbox) Start(ctx context.Context) error {
 		return fmt.Errorf("outbox: starting the queue: %w", err)
 	}
 	ob.started = true
+	ob.startTLSRPT()
 	return nil
 }
 
@@ -430,7 +443,9 @@ func (ob *Outbox) Start(ctx context.Context) error {
 // message where they have not reached it) and their messages stay
 // queued, to be tried again at once by the next process that starts;
 // Close then returns an error that wraps ctx's. Every message not
-// finished stays queued. Close closes the database when Open opened it.
+// finished stays queued. With Options.TLSRPT, Close flushes the
+// Aggregator into the database. Close closes the database when Open
+// opened it.
 func (ob *Outbox) Close(ctx context.Context) error {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
@@ -448,6 +463,9 @@ func (ob *Outbox) Close(ctx context.Context) error {
 			cancel()
 			err = fmt.Errorf("outbox: Close: deliveries under way were interrupted and stay queued: %w", err)
 		}
+	}
+	if ferr := ob.closeTLSRPT(ctx); ferr != nil {
+		err = errors.Join(err, ferr)
 	}
 	ob.eng.close()
 	return err

@@ -23,7 +23,14 @@ import (
 //	mailsec_outbox_attempt   each attempt's sealed record, its Receipt
 //	mailsec_outbox_meta      how the outbox stores (sealed or plaintext)
 //	mailsec_outbox_schema    the version of these tables
-const schemaVersion = 1
+//
+// Version 2 adds the TLS-RPT counts of every instance (see
+// Options.TLSRPT), by UTC day (days since 1970) and policy domain, and
+// the reports done with:
+//
+//	mailsec_outbox_tlsrpt       one aggregate count per (day, domain, key)
+//	mailsec_outbox_tlsrpt_done  the (day, domain) reports sent or given up
+const schemaVersion = 2
 
 func schemaV1(blob string) []string {
 	return []string{
@@ -61,6 +68,25 @@ func schemaV1(blob string) []string {
 		`CREATE TABLE IF NOT EXISTS mailsec_outbox_meta (
 	name TEXT PRIMARY KEY,
 	value TEXT NOT NULL
+)`,
+	}
+}
+
+func schemaV2() []string {
+	return []string{
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_tlsrpt (
+	day BIGINT NOT NULL,
+	domain TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key TEXT NOT NULL,
+	n BIGINT NOT NULL,
+	PRIMARY KEY (day, domain, key_id)
+)`,
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_tlsrpt_done (
+	day BIGINT NOT NULL,
+	domain TEXT NOT NULL,
+	done_at BIGINT NOT NULL,
+	PRIMARY KEY (day, domain)
 )`,
 	}
 }

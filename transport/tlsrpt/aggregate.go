@@ -205,17 +205,28 @@ func (a *Aggregator) Record(r Result) {
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.days == nil {
-		a.days = map[int64]map[string]*domainDay{}
+	a.expireLocked(oldest)
+	if day < oldest || !a.addLocked(day, domain, key, pd, !r.Success, false, fd, 1) {
+		a.dropped.Add(1)
 	}
+}
+
+// expireLocked drops the days before oldest.
+func (a *Aggregator) expireLocked(oldest int64) {
 	for d := range a.days {
 		if d < oldest {
 			delete(a.days, d)
 		}
 	}
-	if day < oldest {
-		a.dropped.Add(1)
-		return
+}
+
+// addLocked adds n sessions under the policy pd of domain on day: n
+// successes, or n failures with the details fd (counted without details
+// when overflow is set, or when MaxFailureDetails is reached). It reports
+// false when a limit left no room.
+func (a *Aggregator) addLocked(day int64, domain string, key policyKey, pd PolicyDetails, failed, overflow bool, fd FailureDetails, n int64) bool {
+	if a.days == nil {
+		a.days = map[int64]map[string]*domainDay{}
 	}
 	domains := a.days[day]
 	if domains == nil {
@@ -225,8 +236,7 @@ func (a *Aggregator) Record(r Result) {
 	dd := domains[domain]
 	if dd == nil {
 		if len(domains) >= limit(a.MaxDomains, DefaultMaxDomains) {
-			a.dropped.Add(1)
-			return
+			return false
 		}
 		dd = &domainDay{policies: map[policyKey]*policyAgg{}}
 		domains[domain] = dd
@@ -234,25 +244,27 @@ func (a *Aggregator) Record(r Result) {
 	pa := dd.policies[key]
 	if pa == nil {
 		if len(dd.policies) >= limit(a.MaxPolicies, DefaultMaxPolicies) {
-			a.dropped.Add(1)
-			return
+			return false
 		}
 		pa = &policyAgg{details: pd, failures: map[FailureDetails]int64{}}
 		dd.policies[key] = pa
 	}
-	if r.Success {
-		pa.summary.TotalSuccessfulSessionCount++
-		return
+	if !failed {
+		pa.summary.TotalSuccessfulSessionCount += n
+		return true
 	}
-	pa.summary.TotalFailureSessionCount++
-	if _, ok := pa.failures[fd]; ok || len(pa.failures) < limit(a.MaxFailureDetails, DefaultMaxFailureDetails) {
-		pa.failures[fd]++
-		return
+	pa.summary.TotalFailureSessionCount += n
+	if !overflow {
+		if _, ok := pa.failures[fd]; ok || len(pa.failures) < limit(a.MaxFailureDetails, DefaultMaxFailureDetails) {
+			pa.failures[fd] += n
+			return true
+		}
 	}
 	if pa.overflow == nil {
 		pa.overflow = map[ResultType]int64{}
 	}
-	pa.overflow[fd.ResultType]++
+	pa.overflow[fd.ResultType] += n
+	return true
 }
 
 // failureDetails is r's failure entry, its count left zero.

@@ -33,6 +33,40 @@
 // Nothing here sends anything by itself: reporting is off until the
 // application calls Submit.
 //
+// # Results that outlive the process
+//
+// An Aggregator keeps its counts in memory. [Aggregator.Flush] moves them
+// into a [Store], where counts with the same UTC day, policy domain,
+// policy and outcome (success, or one failure's details) add up: several
+// instances of an application flushing into one store make one report per
+// domain and day. A Store that fails loses nothing: the counts stay in
+// the Aggregator, within its limits, for the next Flush.
+// [Aggregator.StoredReport] builds a report from the merged counts, under
+// the Aggregator's limits.
+//
+// A [Reporter] sends what is due from a Store: after flushing, the report
+// of every domain with counts on the previous UTC day (once [Reporter.Grace]
+// has passed after midnight, so that the other instances' last counts are
+// in), never the day still running; it marks each report done in the
+// Store when it is sent, not wanted or failed for good, so that it is sent
+// once, and retries temporary failures until the day after. Package outbox
+// keeps the Store in its database and runs the Reporter as a periodic job
+// of its leader (outbox.Options.TLSRPT). An application without an outbox
+// uses a [FileStore], one file per process:
+//
+//	store, err := tlsrpt.NewFileStore("/var/lib/app/tlsrpt.json")
+//	...
+//	rep := &tlsrpt.Reporter{Aggregator: agg, Store: store, Organization: org, Submitter: sub, Resolver: resolver}
+//	// every minute, and before the process ends: agg.Flush(ctx, store)
+//	// every hour: rep.Run(ctx)
+//
+// A FileStore and the outbox's tables hold what the reports carry
+// (recipient domains, MX hosts, server addresses, counts), readable, and
+// nothing of any message. They are bounded: a FileStore by MaxCounts
+// (an Add beyond it fails with [ErrStoreFull] and adds nothing), both by
+// the Aggregators' limits per flush and by Retention, after which
+// Reporter.Run deletes a day.
+//
 // # Threat model
 //
 // Reports tell a domain's operators when mail to them could not be sent
