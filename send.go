@@ -149,7 +149,7 @@ func (r *recipient) fail(err error) {
 // each recipient.
 func (sd *sending) start(t time.Time) {
 	sd.rec = &Receipt{MessageID: sd.msg.messageID, Reference: sd.m.Reference, From: sd.msg.from,
-		EnvelopeFrom: sd.msg.envelopeFrom, Started: t, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
+		EnvelopeFrom: sd.msg.envelopeFrom, EnvelopeID: sd.msg.dsn.EnvelopeID, Started: t, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
 	sd.rcpts = make([]recipient, len(sd.msg.rcpts))
 	for i, r := range sd.msg.rcpts {
 		sd.rec.Recipients[i] = RecipientReceipt{Address: r.Address, Kind: r.Kind}
