@@ -112,6 +112,12 @@ type Failure struct {
 	// unchanged, may succeed: IsTemporary of its error. A queue retries
 	// such a recipient, and only such a recipient.
 	Temporary bool `json:"temporary"`
+	// Explanation says in one sentence what went wrong, in the words
+	// package bounce uses for the same status code in a bounce that
+	// arrives later (see ExplainError): set for a server's refusal, a
+	// REQUIRETLS failure and a network failure; nil for the other errors,
+	// whose text says more. Its Retry is Temporary.
+	Explanation *Explanation `json:"explanation,omitempty"`
 	// Attempts are the servers tried for the recipient, in order, and
 	// what was seen at each: every MX host (and address) direct delivery
 	// tried, or the smarthost. The last one's session, when it got as far

@@ -444,6 +444,9 @@ func (sd *sending) finish(ctx context.Context) (*Receipt, error) {
 				rr.Failure = &Failure{}
 			}
 			rr.Failure.Temporary = IsTemporary(rr.Err)
+			if x, ok := ExplainError(rr.Err); ok {
+				rr.Failure.Explanation = &x
+			}
 		}
 	}
 	sd.rec.Finished = sd.s.now()
