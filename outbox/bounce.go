@@ -9,10 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bounce"
 	"github.com/mailsec/mailsec/internal/syntax"
 )
 
@@ -34,6 +37,8 @@ type IngestError struct {
 	// ID is the outbox's message ID, when the notification named one.
 	ID  string
 	Err error
+	// temporary: the database failed, or the message was busy.
+	temporary bool
 }
 
 func (e *IngestError) Error() string {
@@ -48,12 +53,11 @@ func (e *IngestError) Unwrap() error { return e.Err }
 // Temporary reports whether ingesting the same notification again later
 // may succeed: the database failed, or the message was busy. An unmatched
 // notification is not temporary.
-func (e *IngestError) Temporary() bool {
-	return !errors.Is(e.Err, ErrUnmatched) && !errors.Is(e.Err, ErrTampered)
-}
+func (e *IngestError) Temporary() bool { return e.temporary }
 
 // Notification is a delivery status notification (RFC 3464) as Ingest
-// matches it: what package bounce parses from a bounce message.
+// matches it: what package bounce parses from a bounce message
+// (NotificationOf), or what an application's own parser found.
 type Notification struct {
 	// EnvelopeID is the Original-Envelope-Id: the ENVID the message was
 	// sent with.
@@ -117,6 +121,45 @@ func newEnvelopeID(id string) string {
 	return id + "." + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
+// Ingest reads one bounce message from r (a delivery status notification,
+// RFC 3464, as package bounce parses it) and records it as
+// IngestNotification does. A message that is not a notification, or is
+// one the outbox cannot match, fails with ErrUnmatched (and, for the
+// former, the *bounce.Error saying why): nothing is changed, and
+// retrying cannot help. Errors that a retry may cure are temporary
+// (mailsec.IsTemporary).
+func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	rep, err := bounce.Parse(r)
+	if err != nil {
+		var be *bounce.Error
+		if errors.As(err, &be) {
+			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
+		}
+		return nil, &IngestError{Err: err, temporary: true} // reading r failed
+	}
+	return ob.IngestNotification(ctx, NotificationOf(rep))
+}
+
+// NotificationOf is a parsed report as IngestNotification takes it.
+func NotificationOf(rep *bounce.Report) *Notification {
+	if rep == nil {
+		return nil
+	}
+	n := &Notification{EnvelopeID: rep.EnvelopeID}
+	for _, rr := range rep.Recipients {
+		nr := NotificationRecipient{OriginalRecipient: rr.OriginalRecipient, FinalRecipient: rr.FinalRecipient,
+			Action: string(rr.Action), RemoteMTA: rr.RemoteMTA, Diagnostic: rr.DiagnosticCode}
+		if rr.Status != (mailsec.EnhancedCode{}) {
+			nr.Status = rr.Status.String()
+		}
+		n.Recipients = append(n.Recipients, nr)
+	}
+	return n
+}
+
 // IngestNotification matches a delivery status notification to the
 // outbox message whose ENVID it carries back, and records it: a "failed"
 // report for an Accepted recipient makes it Bounced (a message none of
@@ -145,7 +188,7 @@ func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*Ing
 		}
 		select {
 		case <-ctx.Done():
-			return nil, &IngestError{ID: id, Err: ctx.Err()}
+			return nil, &IngestError{ID: id, Err: ctx.Err(), temporary: true}
 		case <-time.After(time.Duration(try+1) * 20 * time.Millisecond):
 		}
 	}
@@ -160,11 +203,11 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 		return nil, false, &IngestError{Err: fmt.Errorf("%w: no message %s", ErrUnmatched, id)}
 	}
 	if err != nil {
-		return nil, false, &IngestError{ID: id, Err: err}
+		return nil, false, &IngestError{ID: id, Err: err, temporary: true}
 	}
 	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
 	if err != nil {
-		return nil, false, &IngestError{ID: id, Err: err}
+		return nil, false, &IngestError{ID: id, Err: err, temporary: mailsec.IsTemporary(err)}
 	}
 	var prog progress
 	if err := json.Unmarshal(pb, &prog); err != nil {
@@ -175,7 +218,7 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 		return nil, false, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id does not match message %s", ErrUnmatched, id)}
 	}
 	if r.state == Sending {
-		return nil, false, &IngestError{ID: id, Err: ErrBusy}
+		return nil, false, &IngestError{ID: id, Err: ErrBusy, temporary: true}
 	}
 
 	res = &IngestResult{ID: id}
@@ -218,10 +261,10 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 WHERE id = $3 AND state = $4 AND attempts = $5 AND progress = $6`,
 		ob.keys.seal(nb, aad("progress", id, "")), string(state), id, string(r.state), r.attempts, r.progress)
 	if err != nil {
-		return nil, false, &IngestError{ID: id, Err: err}
+		return nil, false, &IngestError{ID: id, Err: err, temporary: true}
 	}
 	if changed == 0 {
-		return nil, true, &IngestError{ID: id, Err: ErrBusy}
+		return nil, true, &IngestError{ID: id, Err: ErrBusy, temporary: true}
 	}
 	ob.log.LogAttrs(ctx, slog.LevelInfo, "mailsec outbox: bounce recorded", slog.String("id", id),
 		slog.Int("recorded", len(res.Recorded)), slog.Int("bounced", len(res.Bounced)), slog.String("state", string(state)))
@@ -255,9 +298,14 @@ func bareAddress(a string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(a, "<"), ">")
 }
 
-// explain is a Bounced recipient's explanation.
+// explain is a Bounced recipient's explanation: the status code's in
+// plain words, then the code, the remote server and what it said.
 func explain(b Bounce) string {
 	var s []string
+	var c mailsec.EnhancedCode
+	if _, err := fmt.Sscanf(b.Status, "%d.%d.%d", &c[0], &c[1], &c[2]); err == nil && c[0] >= 2 && c[0] <= 5 {
+		s = append(s, c.Explain().Text)
+	}
 	if b.Status != "" {
 		s = append(s, "status "+b.Status)
 	}
@@ -270,7 +318,7 @@ func explain(b Bounce) string {
 	if len(s) == 0 {
 		return "a later server failed to deliver it"
 	}
-	return "a later server failed to deliver it: " + strings.Join(s, ", ")
+	return "a later server failed to deliver it: " + strings.Join(s, "; ")
 }
 
 // clean makes text from a notification, which comes from anywhere, fit

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +153,38 @@ func status(t *testing.T, ob *outbox.Outbox, id string) *outbox.Status {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// Ingest reads a bounce message as Postfix writes it; a message that is
+// not a notification is unmatched, not an error to retry.
+func TestIngestMessage(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	ctx := context.Background()
+	m := message()
+	m.To = []string{"nobody@example.org"}
+	id, err := ob.Enqueue(ctx, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	envid := waitFor(t, ob, id, outbox.Delivered, 20*time.Second).EnvelopeID
+	raw, err := os.ReadFile("../bounce/testdata/postfix-failed.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := string(raw)
+	if _, err := ob.Ingest(ctx, strings.NewReader(forged)); !errors.Is(err, outbox.ErrUnmatched) || mailsec.IsTemporary(err) {
+		t.Fatalf("a bounce with another ENVID: %v", err)
+	}
+	if _, err := ob.Ingest(ctx, strings.NewReader("Subject: out of office\r\n\r\nBack on Monday.\r\n")); !errors.Is(err, outbox.ErrUnmatched) || mailsec.IsTemporary(err) {
+		t.Fatalf("an auto-reply: %v", err)
+	}
+	res, err := ob.Ingest(ctx, strings.NewReader(strings.Replace(forged, "Original-Envelope-Id: ms-7f3a9c2e41", "Original-Envelope-Id: "+envid, 1)))
+	if err != nil || len(res.Bounced) != 1 || res.Bounced[0] != "nobody@example.org" {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	st := status(t, ob, id)
+	if st.State != outbox.Failed || st.Recipients[0].State != outbox.Bounced || st.Bounces[0].Status != "5.1.1" {
+		t.Fatalf("%+v", st)
+	}
 }
