@@ -113,6 +113,15 @@
 // or, with -once, until none is due. list, show, retry and cancel inspect
 // and manage messages by ID.
 //
+// # mailsec bounce ingest
+//
+//	mailsec bounce ingest -db DB [-json] < MESSAGE
+//
+// bounce ingest reads one bounce on standard input and records it in the
+// outbox DB for the message it matches (by the ENVID the outbox sent); it
+// exits 0 for a bounce it cannot match too, and 75 (EX_TEMPFAIL) when the
+// database fails, for a Postfix pipe transport.
+//
 // # Environment
 //
 // MAILSEC_PASSWORD is the password for -user, and is required with it. There

@@ -45,6 +45,8 @@ func commands() []command {
 			usage: checkUsage, brief: checkBrief, run: runCheck},
 		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
 			usage: queueUsage, brief: queueBrief, run: runQueue},
+		{name: "bounce", summary: "record a bounce for a message the outbox sent",
+			usage: bounceUsage, brief: bounceBrief, run: runBounce},
 	}
 }
 
