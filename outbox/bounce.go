@@ -301,11 +301,12 @@ func bareAddress(a string) string {
 // explain is a Bounced recipient's explanation: the status code's in
 // plain words, then the code, the remote server and what it said.
 func explain(b Bounce) string {
-	var s []string
+	text := "A later server failed to deliver it."
 	var c mailsec.EnhancedCode
 	if _, err := fmt.Sscanf(b.Status, "%d.%d.%d", &c[0], &c[1], &c[2]); err == nil && c[0] >= 2 && c[0] <= 5 {
-		s = append(s, c.Explain().Text)
+		text = c.Explain().Text
 	}
+	var s []string
 	if b.Status != "" {
 		s = append(s, "status "+b.Status)
 	}
@@ -316,9 +317,9 @@ func explain(b Bounce) string {
 		s = append(s, b.Diagnostic)
 	}
 	if len(s) == 0 {
-		return "a later server failed to deliver it"
+		return "bounced: " + text
 	}
-	return "a later server failed to deliver it: " + strings.Join(s, "; ")
+	return "bounced: " + text + " (" + strings.Join(s, "; ") + ")"
 }
 
 // clean makes text from a notification, which comes from anywhere, fit
