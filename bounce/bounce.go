@@ -311,7 +311,7 @@ func (p *Parser) Parse(r io.Reader) (rep *Report, err error) {
 		// A parser bug must not take the application down with it: refuse
 		// the message instead.
 		if v := recover(); v != nil {
-			rep, err = nil, &Error{Kind: ErrMalformed, Reason: fmt.Sprintf("unreadable (%v)", v)}
+			rep, err = nil, &Error{Kind: ErrMalformed, Reason: "unreadable", Err: panicError{v}}
 		}
 	}()
 	rep, err = st.parse()
@@ -329,6 +329,11 @@ type state struct {
 	// status and returned are set once the parts they name were read.
 	status, returned bool
 }
+
+// panicError is a panic that Parse recovered from.
+type panicError struct{ v any }
+
+func (e panicError) Error() string { return fmt.Sprintf("internal error: %v", e.v) }
 
 // errDone ends the walk once the report was read.
 var errDone = errors.New("done")
@@ -381,7 +386,9 @@ func (st *state) parse() (*Report, error) {
 
 // readHeader reads one header block from br under the header limits.
 func (st *state) readHeader(br *bufio.Reader, where string) (textproto.Header, error) {
-	st.g.limit(st.lim.MaxHeaderBytes, where)
+	// The budget leaves room for what br reads ahead; checkHeader holds
+	// the header itself to the limit.
+	st.g.limit(st.lim.MaxHeaderBytes+2*4096, where)
 	h, err := textproto.ReadHeader(br)
 	st.g.unlimit()
 	if err != nil {
@@ -479,8 +486,9 @@ func (st *state) multipart(body io.Reader, boundary, where string, depth int, fn
 			return &Error{Kind: ErrTooLarge, Part: where, Reason: "more than " + strconv.Itoa(st.lim.MaxParts) + " parts"}
 		}
 		// The part's header and the boundary line (and before the first,
-		// the preamble) are read under the header limit.
-		st.g.limit(st.lim.MaxHeaderBytes+4096*(depth+1), pwhere+" header")
+		// the preamble) are read under the header limit, with room for
+		// what the buffered readers of each level read ahead.
+		st.g.limit(st.lim.MaxHeaderBytes+4096*(depth+2), pwhere+" header")
 		part, err := mr.NextPart()
 		st.g.unlimit()
 		if err == io.EOF {

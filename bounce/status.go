@@ -85,7 +85,9 @@ func skipBlankLines(br *bufio.Reader) bool {
 			case i < len(line) && line[i] == '\n':
 				br.Discard(i + 1)
 			case i == len(line):
-				if _, err := br.Peek(len(line) + 1); err != nil {
+				if _, err := br.Peek(len(line) + 1); errors.Is(err, bufio.ErrBufferFull) {
+					br.Discard(len(line))
+				} else if err != nil {
 					return false
 				}
 			default:

@@ -2,21 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/mailsec/mailsec"
-	"github.com/mailsec/mailsec/outbox"
+	"github.com/mailsec/mailsec/bounce"
 )
 
-// exitTempFail is EX_TEMPFAIL (sysexits.h): a mail system that ran the
-// command (a Postfix pipe transport) keeps the message and tries again.
-const exitTempFail = 75
-
-const bounceSynopsis = `usage: mailsec bounce ingest -db DB [-json] < MESSAGE
+const bounceSynopsis = `usage: mailsec bounce explain FILE [-json]
+       mailsec bounce ingest -db DB [-json] < MESSAGE
 `
 
 func bounceBrief(w io.Writer) {
@@ -24,87 +21,151 @@ func bounceBrief(w io.Writer) {
 }
 
 func bounceUsage(w io.Writer) {
-	fmt.Fprint(w, bounceSynopsis+`
-ingest reads one message on standard input, a bounce (a delivery status
-notification, RFC 3464) addressed to the envelope sender of mail the outbox
-DB sent, and records it in the outbox: a "failed" report makes the
-recipient it names "bounced", with the reason, in "mailsec queue show"; a
-"delayed" one is recorded only. A bounce is matched by the ENVID the outbox
-sent the message with, which carries a secret part: one that names no
-message of the outbox, or names one with the wrong secret, changes nothing
-(it is reported as unmatched). Meant for a Postfix pipe transport or a
-mailbox poller; see the README.
+	fmt.Fprint(w, bounceSynopsis, `
+Bounce reads delivery status notifications (DSNs, RFC 3464): the bounces and
+delay warnings mail servers send back to a message's envelope sender when a
+later hop could not deliver it.
 
-  -db DB     the outbox: a SQLite file or a postgres:// URL (required)
-  -json      print what was recorded as JSON on standard output
+explain reads one DSN, as it arrived, from FILE (or, with "-", from standard
+input) and prints on standard output, per recipient, what happened (failed,
+delayed, delivered, relayed, expanded), the status code and what it means in
+one sentence, whether trying again can help, and what the remote server
+said; with -json, the report as JSON. A message that is not a DSN (qmail's
+plain-text bounces among them), is malformed or is too large is refused.
 
-Environment: MAILSEC_OUTBOX_KEY, as for the queue commands.
+explain flags:
+  -json   print the report as JSON on standard output
 
-Exit status:
-  0   the bounce was recorded, or it matched nothing (not a notification,
-      or not for a message of this outbox): retrying cannot help, so a
-      mail system must not keep it; standard error says which
-  1   the bounce matched a message that cannot be opened (tampered with)
-  2   bad usage: unknown subcommand or flag, a missing -db, a SQLite file
-      that does not exist, MAILSEC_OUTBOX_KEY missing or malformed
-  75  a temporary failure (the database unreachable or busy, the message
-      in the middle of an attempt): the same bounce can be ingested later;
-      a Postfix pipe transport keeps it and tries again
-`)
+Exit status: 0 the DSN was explained; 1 the message was refused (not a DSN,
+malformed, too large) or could not be read through; 2 bad usage, or FILE
+cannot be opened.
+
+`, bounceIngestUsage)
 }
 
 func runBounce(ctx context.Context, e *env, args []string) int {
 	if len(args) == 0 {
-		return reportUsage(e, "bounce", usagef("no subcommand: ingest"))
+		return reportUsage(e, "bounce", usagef("no subcommand: explain or ingest"))
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
+	case "explain":
+		return runBounceExplain(e, args)
 	case "ingest":
 		return runBounceIngest(ctx, e, args)
 	case "-h", "-help", "--help", "help":
 		bounceUsage(e.stdout)
 		return exitOK
 	}
-	return reportUsage(e, "bounce", usagef("unknown subcommand %q: ingest", sub))
+	return reportUsage(e, "bounce", usagef("unknown subcommand %q: explain or ingest", sub))
 }
 
-func runBounceIngest(ctx context.Context, e *env, args []string) int {
-	const name = "bounce ingest"
+func runBounceExplain(e *env, args []string) int {
+	const name = "bounce explain"
 	fs := flag.NewFlagSet("mailsec "+name, flag.ContinueOnError)
-	db := fs.String("db", "", "the outbox `DB`: a SQLite file or a postgres:// URL (required)")
-	asJSON := fs.Bool("json", false, "print what was recorded as JSON")
-	if code, ok := parseFlagsArgs(e, name, fs, bounceUsage, args, 0); !ok {
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	// The file may come first ("explain FILE -json"), or after the flags.
+	var file string
+	if len(args) > 0 && (args[0] == "-" || !strings.HasPrefix(args[0], "-")) {
+		file, args = args[0], args[1:]
+	}
+	maxArgs := 0
+	if file == "" {
+		maxArgs = 1
+	}
+	if code, ok := parseFlagsArgs(e, name, fs, bounceUsage, args, maxArgs); !ok {
 		return code
 	}
-	keys, err := outboxKeys(e.getenv)
-	if err != nil {
-		return reportUsage(e, name, err)
+	if file == "" {
+		file = fs.Arg(0)
 	}
-	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys})
-	if err != nil {
-		var ue *usageError
-		if errors.As(err, &ue) {
-			return reportUsage(e, name, err)
+	if file == "" {
+		return reportUsage(e, name, usagef(`the DSN's FILE is required ("-" for standard input)`))
+	}
+	in := e.stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return reportUsage(e, name, usagef("%v", err))
 		}
-		fmt.Fprintf(e.stderr, "mailsec %s: %s (temporary: try again later)\n", name, printable(err.Error()))
-		return exitTempFail
+		defer f.Close()
+		in = f
 	}
-	defer closeOutbox(ob)
-	res, err := ob.Ingest(ctx, e.stdin)
-	switch {
-	case errors.Is(err, outbox.ErrUnmatched):
-		fmt.Fprintf(e.stderr, "mailsec %s: unmatched, ignored: %s\n", name, printable(strings.TrimPrefix(err.Error(), "outbox: ")))
-		return exitOK
-	case mailsec.IsTemporary(err) || ctx.Err() != nil:
-		fmt.Fprintf(e.stderr, "mailsec %s: %s (temporary: try again later)\n", name, printable(err.Error()))
-		return exitTempFail
-	case err != nil:
+	rep, err := bounce.Parse(in)
+	if err != nil {
 		return failure(e, name, err)
 	}
-	fmt.Fprintf(e.stderr, "mailsec %s: message %s: %s recorded, %s bounced\n", name, res.ID,
-		plural(len(res.Recorded), "report"), plural(len(res.Bounced), "recipient"))
+	x := explained(rep)
 	if *asJSON {
-		return writeJSON(e, res)
+		return writeJSON(e, x)
 	}
+	printReport(e.stdout, x)
 	return exitOK
+}
+
+// explainedReport is a bounce.Report with the explanation of each
+// recipient's status: the JSON form of "bounce explain -json".
+type explainedReport struct {
+	*bounce.Report
+	Recipients []explainedRecipient `json:"recipients"`
+}
+
+type explainedRecipient struct {
+	bounce.Recipient
+	// Code is the code explained (bounce.Recipient.Code).
+	Code        mailsec.EnhancedCode `json:"code"`
+	Explanation mailsec.Explanation  `json:"explanation"`
+	Temporary   bool                 `json:"temporary"`
+}
+
+func explained(rep *bounce.Report) *explainedReport {
+	x := &explainedReport{Report: rep}
+	for _, r := range rep.Recipients {
+		x.Recipients = append(x.Recipients, explainedRecipient{Recipient: r, Code: r.Code(), Explanation: r.Explain(), Temporary: r.Temporary()})
+	}
+	return x
+}
+
+func printReport(w io.Writer, x *explainedReport) {
+	var b strings.Builder
+	b.WriteString("Report")
+	if x.ReportingMTA != "" {
+		b.WriteString(" from " + x.ReportingMTA)
+	}
+	if x.MessageID != "" {
+		b.WriteString(" on message <" + x.MessageID + ">")
+	}
+	if x.EnvelopeID != "" {
+		b.WriteString(", envelope ID " + x.EnvelopeID)
+	}
+	if !x.ArrivalDate.IsZero() {
+		b.WriteString(", received " + stamp(x.ArrivalDate))
+	}
+	fmt.Fprintln(w, printable(b.String()))
+	for _, r := range x.Recipients {
+		fmt.Fprintf(w, "\n%s: %s, %s\n", printable(r.FinalRecipient), r.Action, r.Code)
+		if r.OriginalRecipient != "" && !strings.EqualFold(r.OriginalRecipient, r.FinalRecipient) {
+			fmt.Fprintf(w, "  sent to:       %s\n", printable(r.OriginalRecipient))
+		}
+		fmt.Fprintf(w, "  what it means: %s\n", r.Explanation.Text)
+		switch {
+		case r.Action == bounce.ActionDelayed:
+			s := "the reporting server is still trying"
+			if !r.WillRetryUntil.IsZero() {
+				s += ", until " + stamp(r.WillRetryUntil)
+			}
+			fmt.Fprintf(w, "  retry:         %s\n", s)
+		case r.Action == bounce.ActionFailed && r.Temporary:
+			fmt.Fprintf(w, "  retry:         sending again later can help\n")
+		case r.Action == bounce.ActionFailed:
+			fmt.Fprintf(w, "  retry:         will not help until something changes\n")
+		}
+		if r.DiagnosticCode != "" {
+			who := "remote server"
+			if r.RemoteMTA != "" {
+				who = r.RemoteMTA
+			}
+			fmt.Fprintf(w, "  server said:   %s: %s\n", printable(who), printable(r.DiagnosticCode))
+		}
+	}
 }

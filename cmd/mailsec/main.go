@@ -9,8 +9,8 @@
 //
 // The commands are send, which sends one message (or queues it in an
 // outbox with -queue), check, which reports how well mail to a domain is
-// protected in transit, and queue, which delivers and manages queued
-// messages. "mailsec help COMMAND"
+// protected in transit, queue, which delivers and manages queued
+// messages, and bounce, which explains bounces. "mailsec help COMMAND"
 // prints a command's whole usage.
 //
 // # mailsec send
@@ -113,9 +113,18 @@
 // or, with -once, until none is due. list, show, retry and cancel inspect
 // and manage messages by ID.
 //
-// # mailsec bounce ingest
+// # mailsec bounce
 //
+//	mailsec bounce explain FILE [-json]
 //	mailsec bounce ingest -db DB [-json] < MESSAGE
+//
+// bounce explain reads a delivery status notification (a bounce or delay
+// warning, RFC 3464) from FILE, or from standard input with "-", and prints
+// per recipient what happened, the status code and what it means in one
+// sentence, whether trying again can help, and what the remote server said
+// (-json: as JSON). It exits 0 when the DSN was explained, 1 when the
+// message is not a DSN, is malformed or too large, and 2 on bad usage or a
+// FILE that cannot be opened.
 //
 // bounce ingest reads one bounce on standard input and records it in the
 // outbox DB for the message it matches (by the ENVID the outbox sent); it

@@ -45,7 +45,7 @@ func commands() []command {
 			usage: checkUsage, brief: checkBrief, run: runCheck},
 		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
 			usage: queueUsage, brief: queueBrief, run: runQueue},
-		{name: "bounce", summary: "record a bounce for a message the outbox sent",
+		{name: "bounce", summary: "explain a bounce (a delivery status notification) in plain words, or record it in an outbox",
 			usage: bounceUsage, brief: bounceBrief, run: runBounce},
 	}
 }
