@@ -141,7 +141,7 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	if err := m.DSN.validate(); err != nil {
 		return nil, err
 	}
-	p.dsn = m.DSN
+	p.dsn = envelopeDSN(m.DSN)
 
 	idDomain := s.idDomain
 	if idDomain == "" {
@@ -320,6 +320,30 @@ func (m rawMessage) WriteTo(w io.Writer) (int64, error) {
 	}
 	k, err := m.body.WriteTo(w)
 	return int64(n) + k, err
+}
+
+// envelopeDSN returns the DSN options a message is sent with: the
+// Message's own, with an ENVID generated when it has none, or, when it
+// asks for nothing, an ENVID and ORCPT alone, which ask for no
+// notification but let one be matched to the Receipt.
+func envelopeDSN(d *DSN) *DSN {
+	out := DSN{OriginalRecipient: true}
+	if d != nil {
+		out = *d
+		out.Notify = slices.Clone(d.Notify)
+	}
+	if out.EnvelopeID == "" {
+		out.EnvelopeID = newEnvelopeID()
+	}
+	return &out
+}
+
+// newEnvelopeID returns a random ENVID: 120 bits in lower-case base32,
+// 24 characters that xtext leaves as they are.
+func newEnvelopeID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 func newMessageID(domain string) string {

@@ -70,8 +70,11 @@ type Message struct {
 	// may deliver it in the clear. Cannot be combined with RequireTLS.
 	TLSRequiredNo bool
 
-	// DSN requests delivery status notifications (RFC 3461). Nil requests
-	// none and lets the server decide.
+	// DSN requests delivery status notifications (RFC 3461). Nil asks for
+	// nothing and lets the server decide when to notify; the message is
+	// still sent, to servers that offer DSN, with a generated ENVID and
+	// with ORCPT for every recipient, so that a notification that comes
+	// back can be matched to the Receipt (Receipt.EnvelopeID).
 	DSN *DSN
 
 	// Date and MessageID are generated when zero.
@@ -128,13 +131,15 @@ type DSN struct {
 	// DSNReturnHeaders. Empty leaves it to the server.
 	Return DSNReturn
 	// EnvelopeID is echoed in notifications (ENVID); 1 to 100 printable
-	// ASCII characters.
+	// ASCII characters. Empty: Send generates a random one, which the
+	// Receipt records.
 	EnvelopeID string
 	// Notify is NotifyNever alone, or any of NotifySuccess, NotifyFailure
 	// and NotifyDelay, each at most once. Empty leaves it to the server
 	// (failures and delays, as a rule).
 	Notify []DSNNotify
 	// OriginalRecipient adds ORCPT=rfc822;<address> to every recipient.
+	// Send sets it when Message.DSN is nil.
 	OriginalRecipient bool
 }
 

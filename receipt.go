@@ -25,6 +25,12 @@ type Receipt struct {
 	// with (MAIL FROM), where bounces go.
 	From         string `json:"from"`
 	EnvelopeFrom string `json:"envelope_from"`
+	// EnvelopeID is the ENVID (RFC 3461) the message was sent with, to
+	// servers that offer DSN: Message.DSN's, or one Send generated. A
+	// delivery status notification carries it back (Original-Envelope-Id),
+	// which matches the notification to this Receipt; each recipient's
+	// ORCPT names the recipient in it.
+	EnvelopeID string `json:"envelope_id,omitempty"`
 	// Started and Finished bound the attempt: from the call to Send to
 	// the end of its last delivery, just before OnReceipt is called, by
 	// the Sender's clock (Options.Now).

@@ -53,13 +53,14 @@ func (s *Sender) SendTo(ctx context.Context, m *Message, to []string) (*Receipt,
 // (addresses, header fields, sizes, Options.AllowedSenders), without any
 // I/O: attachments are not read, and the Policy is not asked. It returns
 // a shallow copy of m (sharing its slices and attachment readers) whose
-// MessageID and Date are set: m's own when it has them, or else the ones
-// Send would have generated, by the Sender's clock and MessageIDDomain.
+// MessageID, Date and DSN are set: m's own when it has them, or else the
+// ones Send would have generated, by the Sender's clock and
+// MessageIDDomain (for DSN: m's options, or ORCPT, with an EnvelopeID).
 //
 // A message sent later, or more than once, is prepared first: a queue
 // (package outbox) calls Prepare when the application hands it a message,
 // so that bad input fails there and then, and sends the copy, so that
-// every attempt carries the same Message-ID and Date.
+// every attempt carries the same Message-ID, Date and ENVID.
 func (s *Sender) Prepare(m *Message) (*Message, error) {
 	if err := s.check(m); err != nil {
 		return nil, err
@@ -69,7 +70,7 @@ func (s *Sender) Prepare(m *Message) (*Message, error) {
 		return nil, err
 	}
 	c := *m
-	c.MessageID, c.Date = p.messageID, p.date
+	c.MessageID, c.Date, c.DSN = p.messageID, p.date, p.dsn
 	return &c, nil
 }
 
@@ -149,7 +150,7 @@ func (r *recipient) fail(err error) {
 // each recipient.
 func (sd *sending) start(t time.Time) {
 	sd.rec = &Receipt{MessageID: sd.msg.messageID, Reference: sd.m.Reference, From: sd.msg.from,
-		EnvelopeFrom: sd.msg.envelopeFrom, Started: t, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
+		EnvelopeFrom: sd.msg.envelopeFrom, EnvelopeID: sd.msg.dsn.EnvelopeID, Started: t, Recipients: make([]RecipientReceipt, len(sd.msg.rcpts))}
 	sd.rcpts = make([]recipient, len(sd.msg.rcpts))
 	for i, r := range sd.msg.rcpts {
 		sd.rec.Recipients[i] = RecipientReceipt{Address: r.Address, Kind: r.Kind}

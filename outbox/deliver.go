@@ -35,10 +35,11 @@ const (
 	// Delivered: every recipient was accepted.
 	Delivered State = "delivered"
 	// PartlyDelivered: some recipients were accepted, the others refused
-	// for good or still deferred when the message expired.
+	// for good, bounced later, or still deferred when the message expired.
 	PartlyDelivered State = "partly delivered"
-	// Failed: no recipient was accepted, and every one was refused for
-	// good; or the stored message did not open (tampered with).
+	// Failed: no recipient was accepted (or every one accepted bounced
+	// later), and every one was refused for good; or the stored message
+	// did not open (tampered with).
 	Failed State = "failed"
 	// Expired: no recipient was accepted, and some were still deferred
 	// when the message reached its MaxAge.
@@ -66,13 +67,20 @@ const (
 	ExpiredRecipient RecipientState = "expired"
 	// CancelledRecipient: pending when the message was cancelled.
 	CancelledRecipient RecipientState = "cancelled"
+	// Bounced: accepted, then a later server failed to deliver it and a
+	// delivery status notification said so (see Outbox.Ingest).
+	Bounced RecipientState = "bounced"
 )
 
 // progress is what the outbox knows of a message's recipients, sealed.
 type progress struct {
 	MessageID  string         `json:"message_id"`
 	Reference  string         `json:"reference,omitempty"`
+	EnvelopeID string         `json:"envelope_id,omitempty"`
 	Recipients []rcptProgress `json:"recipients,omitempty"`
+	// Bounces are the delivery status notifications Ingest matched to
+	// the message, the first first, at most maxBounces.
+	Bounces []Bounce `json:"bounces,omitempty"`
 	// Count is how many recipients the message names, for List before
 	// the first attempt has reported on each.
 	Count int `json:"count,omitempty"`
@@ -91,6 +99,8 @@ type rcptProgress struct {
 	// was unknown.
 	PossibleDuplicate bool   `json:"possible_duplicate,omitempty"`
 	Error             string `json:"error,omitempty"`
+	// Bounce explains a Bounced recipient.
+	Bounce string `json:"bounce,omitempty"`
 }
 
 // Attempt is the record of one attempt to deliver a queued message: the

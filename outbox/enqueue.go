@@ -82,7 +82,8 @@ func (e *IdempotencyError) Temporary() bool { return false }
 
 // Enqueue checks m exactly as the Sender's Send would (mailsec.Sender.Prepare:
 // addresses, header fields, AllowedSenders), fixes its Message-ID and
-// Date, reads its attachments into the database (sealed, in chunks, never
+// Date, gives it the outbox's own ENVID (in place of any in m.DSN: the
+// one Ingest matches bounces by, Status.EnvelopeID), reads its attachments into the database (sealed, in chunks, never
 // whole in memory) and commits it with its delivery job. When it returns
 // a nil error the message is durably queued: no crash, restart or outage
 // loses it. It returns the outbox's ID for the message, for Status and
@@ -291,6 +292,10 @@ func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessa
 		return nil, &SizeError{Field: "HTML", Limit: ob.o.maxSize}
 	}
 	pm := &preparedMessage{p: p, size: size, id: newID()}
+	// The outbox's own ENVID, which a bounce carries back to Ingest.
+	dsn := *p.DSN
+	dsn.EnvelopeID = newEnvelopeID(pm.id)
+	p.DSN = &dsn
 
 	// The fingerprint of the message as given (its own Message-ID and
 	// Date, or none), for a second Enqueue with the same idempotency key.
@@ -300,7 +305,7 @@ func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessa
 		pm.fp.Write(given)
 		pm.idem = ob.keys.idemDigests(o.IdempotencyKey)
 	}
-	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference,
+	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference, EnvelopeID: dsn.EnvelopeID,
 		Count: len(p.To) + len(p.Cc) + len(p.Bcc)})
 	if err != nil {
 		return nil, err

@@ -42,6 +42,12 @@ type Status struct {
 	Recipients []RecipientStatus `json:"recipients"`
 	// Attempts are every attempt's record, the first first.
 	Attempts []Attempt `json:"attempts"`
+	// EnvelopeID is the ENVID the message is sent with; a delivery status
+	// notification that carries it back is matched to the message.
+	EnvelopeID string `json:"envelope_id,omitempty"`
+	// Bounces are the delivery status notifications matched to the
+	// message (Ingest), the first first.
+	Bounces []Bounce `json:"bounces,omitempty"`
 	// Sealed reports that the message is stored sealed; false for an
 	// outbox opened with Options.Plaintext.
 	Sealed bool `json:"sealed"`
@@ -64,6 +70,9 @@ type RecipientStatus struct {
 	PossibleDuplicate bool `json:"possible_duplicate,omitempty"`
 	// Error is the last attempt's error for the recipient.
 	Error string `json:"error,omitempty"`
+	// Bounce explains why a Bounced recipient bounced: the notification's
+	// status code and the remote server's diagnostic.
+	Bounce string `json:"bounce,omitempty"`
 }
 
 // Status returns what the outbox knows of the message id: its state,
@@ -99,9 +108,10 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 		return st, &OpenError{ID: r.id, What: "progress", Err: ErrTampered}
 	}
 	st.MessageID, st.Reference = prog.MessageID, prog.Reference
+	st.EnvelopeID, st.Bounces = prog.EnvelopeID, prog.Bounces
 	for _, rp := range prog.Recipients {
 		rs := RecipientStatus{Address: rp.Address, Kind: rp.Kind, State: rp.State, Attempts: rp.Attempts,
-			PossibleDuplicate: rp.PossibleDuplicate, Error: rp.Error}
+			PossibleDuplicate: rp.PossibleDuplicate, Error: rp.Error, Bounce: rp.Bounce}
 		if r.state == Cancelled && rs.State == Pending {
 			rs.State = CancelledRecipient
 		}

@@ -13,6 +13,7 @@ import (
 )
 
 const bounceSynopsis = `usage: mailsec bounce explain FILE [-json]
+       mailsec bounce ingest -db DB [-json] < MESSAGE
 `
 
 func bounceBrief(w io.Writer) {
@@ -38,22 +39,25 @@ explain flags:
 Exit status: 0 the DSN was explained; 1 the message was refused (not a DSN,
 malformed, too large) or could not be read through; 2 bad usage, or FILE
 cannot be opened.
-`)
+
+`, bounceIngestUsage)
 }
 
 func runBounce(ctx context.Context, e *env, args []string) int {
 	if len(args) == 0 {
-		return reportUsage(e, "bounce", usagef("no subcommand: explain"))
+		return reportUsage(e, "bounce", usagef("no subcommand: explain or ingest"))
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
 	case "explain":
 		return runBounceExplain(e, args)
+	case "ingest":
+		return runBounceIngest(ctx, e, args)
 	case "-h", "-help", "--help", "help":
 		bounceUsage(e.stdout)
 		return exitOK
 	}
-	return reportUsage(e, "bounce", usagef("unknown subcommand %q: explain", sub))
+	return reportUsage(e, "bounce", usagef("unknown subcommand %q: explain or ingest", sub))
 }
 
 func runBounceExplain(e *env, args []string) int {

@@ -130,6 +130,7 @@
 // # mailsec bounce
 //
 //	mailsec bounce explain FILE [-json]
+//	mailsec bounce ingest -db DB [-json] < MESSAGE
 //
 // bounce explain reads a delivery status notification (a bounce or delay
 // warning, RFC 3464) from FILE, or from standard input with "-", and prints
@@ -138,6 +139,11 @@
 // (-json: as JSON). It exits 0 when the DSN was explained, 1 when the
 // message is not a DSN, is malformed or too large, and 2 on bad usage or a
 // FILE that cannot be opened.
+//
+// bounce ingest reads one bounce on standard input and records it in the
+// outbox DB for the message it matches (by the ENVID the outbox sent); it
+// exits 0 for a bounce it cannot match too, and 75 (EX_TEMPFAIL) when the
+// database fails, for a Postfix pipe transport.
 //
 // # Environment
 //

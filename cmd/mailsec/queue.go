@@ -396,7 +396,9 @@ func printStatus(w io.Writer, st *outbox.Status) {
 		if r.PossibleDuplicate {
 			s += ", POSSIBLE DUPLICATE"
 		}
-		if r.Error != "" {
+		if r.Bounce != "" {
+			s += ": " + r.Bounce
+		} else if r.Error != "" {
 			s += ": " + strings.TrimPrefix(r.Error, "mailsec: ")
 		}
 		fmt.Fprintln(w, printable(s))

@@ -47,7 +47,7 @@ func commands() []command {
 			usage: dkimUsage, brief: dkimBrief, run: runDKIM},
 		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
 			usage: queueUsage, brief: queueBrief, run: runQueue},
-		{name: "bounce", summary: "explain a bounce (a delivery status notification) in plain words",
+		{name: "bounce", summary: "explain a bounce (a delivery status notification) in plain words, or record it in an outbox",
 			usage: bounceUsage, brief: bounceBrief, run: runBounce},
 	}
 }

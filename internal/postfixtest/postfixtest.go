@@ -120,6 +120,14 @@ type Config struct {
 	// sasldb and can authenticate with PLAIN, LOGIN, CRAM-MD5 and
 	// SCRAM-SHA-256. Passwords must not contain line breaks or NUL.
 	Users map[string]string
+
+	// MainCF are extra main.cf lines ("name = value"); each replaces the
+	// instance's own line for the same parameter (Postfix would warn
+	// about a repeated one in every process it starts): to route some mail to a
+	// host that does not answer, or shorten the queue's lifetimes so
+	// that Postfix sends its delay warnings and bounces within a test.
+	// Lines must not contain line breaks.
+	MainCF []string
 }
 
 // Instance is a running Postfix instance started by [Start]. Its methods are
@@ -516,7 +524,10 @@ func (i *Instance) prepare(ctx context.Context, tl tools, cfg Config, o owner) e
 		return err
 	}
 
-	mainCF := mainConfig(i, certFile, keyFile, vmailbox, saslDir, o)
+	mainCF, err := withOverrides(mainConfig(i, certFile, keyFile, vmailbox, saslDir, o), cfg.MainCF)
+	if err != nil {
+		return err
+	}
 	if err := writeFile(filepath.Join(i.confDir, "main.cf"), []byte(mainCF), 0o644); err != nil {
 		return err
 	}
@@ -632,6 +643,33 @@ func mainConfig(i *Instance, certFile, keyFile, vmailbox, saslDir string, o owne
 	return strings.Join(lines, "\n")
 }
 
+// withOverrides returns main.cf text with the lines of extra in place of
+// its own for the same parameters, and after them.
+func withOverrides(mainCF string, extra []string) (string, error) {
+	name := func(l string) string {
+		n, _, _ := strings.Cut(l, "=")
+		return strings.TrimSpace(n)
+	}
+	replaced := map[string]bool{}
+	for _, l := range extra {
+		if strings.ContainsAny(l, "\r\n") || !strings.Contains(l, "=") {
+			return "", fmt.Errorf("postfixtest: main.cf line %q is not one \"name = value\" line", l)
+		}
+		replaced[name(l)] = true
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSuffix(mainCF, "\n"), "\n") {
+		if !strings.HasPrefix(l, "#") && strings.Contains(l, "=") && replaced[name(l)] {
+			continue
+		}
+		b.WriteString(l + "\n")
+	}
+	for _, l := range extra {
+		b.WriteString(l + "\n")
+	}
+	return b.String(), nil
+}
+
 // masterConfig returns the instance's master.cf. Every service runs
 // unchrooted (fifth column "n").
 func masterConfig(submission, submissions, smtp, lockstep string) string {
@@ -674,6 +712,7 @@ anvil      unix  - - n - 1 anvil
 scache     unix  - - n - 1 scache
 postlog    unix-dgram n - n - 1 postlogd
 virtual    unix  - n n - - virtual
+smtp       unix  - - n - - smtp
 `, submission, submissions, smtp, lockstep)
 }
 

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/outbox"
+)
+
+// exitTempFail is EX_TEMPFAIL (sysexits.h): a mail system that ran the
+// command (a Postfix pipe transport) keeps the message and tries again.
+const exitTempFail = 75
+
+// bounceIngestUsage is the part of bounce's usage about ingest.
+const bounceIngestUsage = `ingest reads one message on standard input, a bounce (a delivery status
+notification, RFC 3464) addressed to the envelope sender of mail the outbox
+DB sent, and records it in the outbox: a "failed" report makes the
+recipient it names "bounced", with the reason, in "mailsec queue show"; a
+"delayed" one is recorded only. A bounce is matched by the ENVID the outbox
+sent the message with, which carries a secret part: one that names no
+message of the outbox, or names one with the wrong secret, changes nothing
+(it is reported as unmatched). Meant for a Postfix pipe transport or a
+mailbox poller; see the README.
+
+  -db DB     the outbox: a SQLite file or a postgres:// URL (required)
+  -json      print what was recorded as JSON on standard output
+
+Environment: MAILSEC_OUTBOX_KEY, as for the queue commands.
+
+ingest exit status:
+  0   the bounce was recorded, or it matched nothing (not a notification,
+      or not for a message of this outbox): retrying cannot help, so a
+      mail system must not keep it; standard error says which
+  1   the bounce matched a message that cannot be opened (tampered with)
+  2   bad usage: unknown subcommand or flag, a missing -db, a SQLite file
+      that does not exist, MAILSEC_OUTBOX_KEY missing or malformed
+  75  a temporary failure (the database unreachable or busy, the message
+      in the middle of an attempt): the same bounce can be ingested later;
+      a Postfix pipe transport keeps it and tries again
+`
+
+func runBounceIngest(ctx context.Context, e *env, args []string) int {
+	const name = "bounce ingest"
+	fs := flag.NewFlagSet("mailsec "+name, flag.ContinueOnError)
+	db := fs.String("db", "", "the outbox `DB`: a SQLite file or a postgres:// URL (required)")
+	asJSON := fs.Bool("json", false, "print what was recorded as JSON")
+	if code, ok := parseFlagsArgs(e, name, fs, bounceUsage, args, 0); !ok {
+		return code
+	}
+	keys, err := outboxKeys(e.getenv)
+	if err != nil {
+		return reportUsage(e, name, err)
+	}
+	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys})
+	if err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return reportUsage(e, name, err)
+		}
+		fmt.Fprintf(e.stderr, "mailsec %s: %s (temporary: try again later)\n", name, printable(err.Error()))
+		return exitTempFail
+	}
+	defer closeOutbox(ob)
+	res, err := ob.Ingest(ctx, e.stdin)
+	switch {
+	case errors.Is(err, outbox.ErrUnmatched):
+		fmt.Fprintf(e.stderr, "mailsec %s: unmatched, ignored: %s\n", name, printable(strings.TrimPrefix(err.Error(), "outbox: ")))
+		return exitOK
+	case mailsec.IsTemporary(err) || ctx.Err() != nil:
+		fmt.Fprintf(e.stderr, "mailsec %s: %s (temporary: try again later)\n", name, printable(err.Error()))
+		return exitTempFail
+	case err != nil:
+		return failure(e, name, err)
+	}
+	fmt.Fprintf(e.stderr, "mailsec %s: message %s: %s recorded, %s bounced\n", name, res.ID,
+		plural(len(res.Recorded), "report"), plural(len(res.Bounced), "recipient"))
+	if *asJSON {
+		return writeJSON(e, res)
+	}
+	return exitOK
+}

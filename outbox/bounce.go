@@ -1,0 +1,327 @@
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bounce"
+	"github.com/mailsec/mailsec/internal/syntax"
+)
+
+// ErrUnmatched: a delivery status notification names no message of the
+// outbox (no ENVID, an ENVID the outbox did not give, or one whose
+// message is gone), or none of the recipients it reports on. Nothing was
+// changed. A notification is never trusted further than its match: an
+// ENVID carries a secret part that only the outbox knows, so that nobody
+// who merely knows a message's ID can forge a bounce for it.
+var ErrUnmatched = errors.New("outbox: bounce matches no message")
+
+// ErrBusy: the message a notification is for has an attempt under way;
+// Ingest changed nothing, and the same notification can be ingested again
+// later (IngestError.Temporary).
+var ErrBusy = errors.New("outbox: message has an attempt under way")
+
+// IngestError is why Ingest did not record a notification.
+type IngestError struct {
+	// ID is the outbox's message ID, when the notification named one.
+	ID  string
+	Err error
+	// temporary: the database failed, or the message was busy.
+	temporary bool
+}
+
+func (e *IngestError) Error() string {
+	if e.ID == "" {
+		return "outbox: bounce: " + e.Err.Error()
+	}
+	return "outbox: bounce for message " + e.ID + ": " + e.Err.Error()
+}
+
+func (e *IngestError) Unwrap() error { return e.Err }
+
+// Temporary reports whether ingesting the same notification again later
+// may succeed: the database failed, or the message was busy. An unmatched
+// notification is not temporary.
+func (e *IngestError) Temporary() bool { return e.temporary }
+
+// Notification is a delivery status notification (RFC 3464) as Ingest
+// matches it: what package bounce parses from a bounce message
+// (NotificationOf), or what an application's own parser found.
+type Notification struct {
+	// EnvelopeID is the Original-Envelope-Id: the ENVID the message was
+	// sent with.
+	EnvelopeID string
+	// Recipients are the per-recipient reports.
+	Recipients []NotificationRecipient
+}
+
+// NotificationRecipient is one per-recipient report of a Notification.
+type NotificationRecipient struct {
+	// OriginalRecipient and FinalRecipient are the addresses (the
+	// address type, such as "rfc822;", removed or not).
+	OriginalRecipient string
+	FinalRecipient    string
+	// Action is "failed", "delayed", "delivered", "relayed" or
+	// "expanded".
+	Action string
+	// Status is the enhanced status code ("5.1.1"); RemoteMTA and
+	// Diagnostic the remote server and what it said.
+	Status     string
+	RemoteMTA  string
+	Diagnostic string
+}
+
+// Bounce is the record of one per-recipient report Ingest matched to a
+// message: Status.Bounces.
+type Bounce struct {
+	Received  time.Time `json:"received"`
+	Recipient string    `json:"recipient"`
+	// Action is the report's: "failed" turns an Accepted recipient into
+	// a Bounced one; "delayed" and the others are recorded only.
+	Action     string `json:"action"`
+	Status     string `json:"status,omitempty"`
+	RemoteMTA  string `json:"remote_mta,omitempty"`
+	Diagnostic string `json:"diagnostic,omitempty"`
+}
+
+// IngestResult is what Ingest did with a notification.
+type IngestResult struct {
+	// ID is the outbox's message the notification was matched to.
+	ID string `json:"id"`
+	// Bounced are the recipients that became Bounced; Recorded every
+	// recipient a report was recorded for.
+	Bounced  []string `json:"bounced,omitempty"`
+	Recorded []string `json:"recorded"`
+}
+
+// maxBounces bounds the reports kept per message: a server that sends a
+// "delayed" notification every hour for days does not grow it further.
+const maxBounces = 64
+
+// envelopeIDTag is the length of an ENVID's secret part, in base32
+// characters (100 bits).
+const envelopeIDTag = 20
+
+// newEnvelopeID returns the ENVID of the message id: the ID, a dot, and
+// random characters that only the message's sealed progress records.
+func newEnvelopeID(id string) string {
+	var b [envelopeIDTag * 5 / 8]byte
+	_, _ = rand.Read(b[:])
+	return id + "." + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// Ingest reads one bounce message from r (a delivery status notification,
+// RFC 3464, as package bounce parses it) and records it as
+// IngestNotification does. A message that is not a notification, or is
+// one the outbox cannot match, fails with ErrUnmatched (and, for the
+// former, the *bounce.Error saying why): nothing is changed, and
+// retrying cannot help. Errors that a retry may cure are temporary
+// (mailsec.IsTemporary).
+func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	rep, err := bounce.Parse(r)
+	if err != nil {
+		var be *bounce.Error
+		if errors.As(err, &be) {
+			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
+		}
+		return nil, &IngestError{Err: err, temporary: true} // reading r failed
+	}
+	return ob.IngestNotification(ctx, NotificationOf(rep))
+}
+
+// NotificationOf is a parsed report as IngestNotification takes it.
+func NotificationOf(rep *bounce.Report) *Notification {
+	if rep == nil {
+		return nil
+	}
+	n := &Notification{EnvelopeID: rep.EnvelopeID}
+	for _, rr := range rep.Recipients {
+		nr := NotificationRecipient{OriginalRecipient: rr.OriginalRecipient, FinalRecipient: rr.FinalRecipient,
+			Action: string(rr.Action), RemoteMTA: rr.RemoteMTA, Diagnostic: rr.DiagnosticCode}
+		if rr.Status != (mailsec.EnhancedCode{}) {
+			nr.Status = rr.Status.String()
+		}
+		n.Recipients = append(n.Recipients, nr)
+	}
+	return n
+}
+
+// IngestNotification matches a delivery status notification to the
+// outbox message whose ENVID it carries back, and records it: a "failed"
+// report for an Accepted recipient makes it Bounced (a message none of
+// whose accepted recipients is left becomes Failed, one with some left
+// PartlyDelivered), and every matching report is added to the message's
+// Status.Bounces. It fails with ErrUnmatched (not temporary) when the
+// notification names no message of the outbox, or names one but none of
+// its recipients; nothing is changed then. A database failure, or a
+// message with an attempt under way (ErrBusy), is an *IngestError whose
+// Temporary is true.
+func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*IngestResult, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	if n == nil || n.EnvelopeID == "" {
+		return nil, &IngestError{Err: fmt.Errorf("%w: no Original-Envelope-Id", ErrUnmatched)}
+	}
+	id, _, ok := strings.Cut(n.EnvelopeID, ".")
+	if !ok || id == "" {
+		return nil, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id %q is not the outbox's", ErrUnmatched, syntax.PeerText(n.EnvelopeID))}
+	}
+	for try := 0; ; try++ {
+		res, retry, err := ob.ingestOnce(ctx, id, n)
+		if !retry || try == 4 {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &IngestError{ID: id, Err: ctx.Err(), temporary: true}
+		case <-time.After(time.Duration(try+1) * 20 * time.Millisecond):
+		}
+	}
+}
+
+// ingestOnce is one try of IngestNotification; retry reports that the
+// message changed meanwhile.
+func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (res *IngestResult, retry bool, err error) {
+	q := ob.eng.pool()
+	r, err := loadRow(ctx, q, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, &IngestError{Err: fmt.Errorf("%w: no message %s", ErrUnmatched, id)}
+	}
+	if err != nil {
+		return nil, false, &IngestError{ID: id, Err: err, temporary: true}
+	}
+	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
+	if err != nil {
+		return nil, false, &IngestError{ID: id, Err: err, temporary: mailsec.IsTemporary(err)}
+	}
+	var prog progress
+	if err := json.Unmarshal(pb, &prog); err != nil {
+		return nil, false, &IngestError{ID: id, Err: &OpenError{ID: r.id, What: "progress", Err: ErrTampered}}
+	}
+	if prog.EnvelopeID == "" || subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(n.EnvelopeID)) != 1 {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce names a message with the wrong ENVID; ignored", slog.String("id", id))
+		return nil, false, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id does not match message %s", ErrUnmatched, id)}
+	}
+	if r.state == Sending {
+		return nil, false, &IngestError{ID: id, Err: ErrBusy, temporary: true}
+	}
+
+	res = &IngestResult{ID: id}
+	now := time.Now()
+	for _, nr := range n.Recipients {
+		i := prog.find(nr)
+		if i < 0 {
+			continue
+		}
+		rp := &prog.Recipients[i]
+		b := Bounce{Received: now, Recipient: rp.Address, Action: clean(strings.ToLower(nr.Action)), Status: clean(nr.Status),
+			RemoteMTA: clean(nr.RemoteMTA), Diagnostic: clean(nr.Diagnostic)}
+		if len(prog.Bounces) < maxBounces {
+			prog.Bounces = append(prog.Bounces, b)
+		}
+		res.Recorded = append(res.Recorded, rp.Address)
+		if b.Action == "failed" && rp.State == Accepted {
+			rp.State = Bounced
+			rp.Bounce = explain(b)
+			res.Bounced = append(res.Bounced, rp.Address)
+		}
+	}
+	if len(res.Recorded) == 0 {
+		return nil, false, &IngestError{ID: id, Err: fmt.Errorf("%w: it reports on none of the recipients of message %s", ErrUnmatched, id)}
+	}
+	state := r.state
+	if len(res.Bounced) > 0 && (state == Delivered || state == PartlyDelivered) {
+		state = Failed
+		for _, rp := range prog.Recipients {
+			if rp.State == Accepted {
+				state = PartlyDelivered
+			}
+		}
+	}
+	nb, err := json.Marshal(&prog)
+	if err != nil {
+		return nil, false, &IngestError{ID: id, Err: err}
+	}
+	changed, err := q.exec(ctx, `UPDATE mailsec_outbox_message SET progress = $1, state = $2
+WHERE id = $3 AND state = $4 AND attempts = $5 AND progress = $6`,
+		ob.keys.seal(nb, aad("progress", id, "")), string(state), id, string(r.state), r.attempts, r.progress)
+	if err != nil {
+		return nil, false, &IngestError{ID: id, Err: err, temporary: true}
+	}
+	if changed == 0 {
+		return nil, true, &IngestError{ID: id, Err: ErrBusy, temporary: true}
+	}
+	ob.log.LogAttrs(ctx, slog.LevelInfo, "mailsec outbox: bounce recorded", slog.String("id", id),
+		slog.Int("recorded", len(res.Recorded)), slog.Int("bounced", len(res.Bounced)), slog.String("state", string(state)))
+	return res, false, nil
+}
+
+// find returns the index of the recipient a report is about: by its
+// Original-Recipient (the ORCPT the outbox sent), else its
+// Final-Recipient; -1 for none.
+func (prog *progress) find(nr NotificationRecipient) int {
+	for _, a := range []string{nr.OriginalRecipient, nr.FinalRecipient} {
+		a = bareAddress(a)
+		if a == "" {
+			continue
+		}
+		for i, rp := range prog.Recipients {
+			if strings.EqualFold(rp.Address, a) {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// bareAddress removes an address type ("rfc822;") and angle brackets.
+func bareAddress(a string) string {
+	a = strings.TrimSpace(a)
+	if t, rest, ok := strings.Cut(a, ";"); ok && !strings.ContainsAny(t, "@<") {
+		a = strings.TrimSpace(rest)
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(a, "<"), ">")
+}
+
+// explain is a Bounced recipient's explanation: the status code's in
+// plain words, then the code, the remote server and what it said.
+func explain(b Bounce) string {
+	text := "A later server failed to deliver it."
+	var c mailsec.EnhancedCode
+	if _, err := fmt.Sscanf(b.Status, "%d.%d.%d", &c[0], &c[1], &c[2]); err == nil && c[0] >= 2 && c[0] <= 5 {
+		text = c.Explain().Text
+	}
+	var s []string
+	if b.Status != "" {
+		s = append(s, "status "+b.Status)
+	}
+	if b.RemoteMTA != "" {
+		s = append(s, "from "+b.RemoteMTA)
+	}
+	if b.Diagnostic != "" {
+		s = append(s, b.Diagnostic)
+	}
+	if len(s) == 0 {
+		return "bounced: " + text
+	}
+	return "bounced: " + text + " (" + strings.Join(s, "; ") + ")"
+}
+
+// clean makes text from a notification, which comes from anywhere, fit
+// to keep and show: no control characters, bounded (syntax.PeerText).
+func clean(s string) string { return strings.Join(strings.Fields(syntax.PeerText(s)), " ") }
