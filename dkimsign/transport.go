@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/smtpdata"
+	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
 )
 
@@ -337,6 +338,12 @@ func (st *stage) start() error {
 	st.started = true
 	held := st.header
 	st.header = nil
+	if name, ok := spacedFieldName(held); ok {
+		// "From : x" is a From field to DKIM (relaxed canonicalisation)
+		// and to mail readers, but not to net/mail: it would escape the
+		// one-From rule and the over-signing counts.
+		return &DomainError{Reason: fmt.Sprintf("the header field %q has white space before its colon (obsolete syntax, RFC 5322 §4.5.3)", name)}
+	}
 	msg, err := mail.ReadMessage(bufio.NewReader(io.MultiReader(bytes.NewReader(held), strings.NewReader("\r\n"))))
 	if err != nil {
 		return &DomainError{Reason: "the header does not parse", Err: err}
@@ -379,6 +386,25 @@ func (st *stage) start() error {
 		}
 	}
 	return nil
+}
+
+// spacedFieldName returns the name of the first field of the header in
+// held (up to its first empty line) whose name is followed by white space
+// before the colon.
+func spacedFieldName(held []byte) (string, bool) {
+	for line := range bytes.Lines(held) {
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return "", false
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if ok && len(name) > 0 && bytes.ContainsAny(name, " \t") {
+			return strings.TrimSpace(syntax.PeerText(string(name))), true
+		}
+	}
+	return "", false
 }
 
 // fromDomain returns the one domain of the From field's addresses, in
