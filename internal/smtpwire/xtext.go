@@ -24,7 +24,8 @@ func XText(s string) string {
 
 // UTF8AddrXText encodes an address as RFC 6533 utf-8-addr-xtext, for
 // ORCPT=utf-8; when the server does not offer SMTPUTF8: every character
-// other than printable ASCII except "+" and "=" as \x{HEX}.
+// other than printable ASCII except "+", "=" and "\" (RFC 6533's QCHAR)
+// as \x{HEX}.
 func UTF8AddrXText(s string) string { return utf8Addr(s, false) }
 
 // UTF8AddrUnitext encodes an address as RFC 6533 utf-8-addr-unitext, for
@@ -37,7 +38,7 @@ func utf8Addr(s string, keepUTF8 bool) string {
 	b.Grow(len(s))
 	for _, r := range s {
 		switch {
-		case r >= '!' && r <= '~' && r != '+' && r != '=':
+		case r >= '!' && r <= '~' && r != '+' && r != '=' && r != '\\':
 			b.WriteRune(r)
 		case keepUTF8 && r > 0x7f:
 			b.WriteRune(r)
