@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -148,13 +147,9 @@ func (ob *Outbox) List(ctx context.Context, o *ListOptions) ([]Summary, error) {
 // those an attempt has reported on, or, before the first attempt, those
 // the message names.
 func (ob *Outbox) recipientCount(id string, sealedProg []byte) (int, error) {
-	pb, err := ob.keys.open(sealedProg, aad("progress", id, ""), id, "progress")
+	prog, err := ob.openProgress(id, sealedProg)
 	if err != nil {
 		return 0, err
-	}
-	var prog progress
-	if err := json.Unmarshal(pb, &prog); err != nil {
-		return 0, &OpenError{ID: id, What: "progress", Err: ErrTampered}
 	}
 	return max(len(prog.Recipients), prog.Count), nil
 }

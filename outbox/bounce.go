@@ -205,13 +205,9 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 	if err != nil {
 		return nil, false, &IngestError{ID: id, Err: err, temporary: true}
 	}
-	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
+	prog, err := ob.openProgress(r.id, r.progress)
 	if err != nil {
 		return nil, false, &IngestError{ID: id, Err: err, temporary: mailsec.IsTemporary(err)}
-	}
-	var prog progress
-	if err := json.Unmarshal(pb, &prog); err != nil {
-		return nil, false, &IngestError{ID: id, Err: &OpenError{ID: r.id, What: "progress", Err: ErrTampered}}
 	}
 	if prog.EnvelopeID == "" || subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(n.EnvelopeID)) != 1 {
 		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce names a message with the wrong ENVID; ignored", slog.String("id", id))
@@ -253,7 +249,7 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 			}
 		}
 	}
-	nb, err := json.Marshal(&prog)
+	nb, err := json.Marshal(prog)
 	if err != nil {
 		return nil, false, &IngestError{ID: id, Err: err}
 	}

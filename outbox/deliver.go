@@ -297,26 +297,50 @@ WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.Unix
 
 // openMessage opens a row's progress and envelope.
 func (ob *Outbox) openMessage(r *row) (*progress, *storedMessage, error) {
-	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
+	prog, err := ob.openProgress(r.id, r.progress)
 	if err != nil {
 		return nil, nil, err
 	}
+	sm, err := ob.openEnvelope(r.id, r.envelope)
+	if err != nil {
+		return nil, nil, err
+	}
+	return prog, sm, nil
+}
+
+// openProgress opens message id's sealed progress record.
+func (ob *Outbox) openProgress(id string, sealed []byte) (*progress, error) {
 	var prog progress
-	if err := json.Unmarshal(pb, &prog); err != nil {
-		return nil, nil, &OpenError{ID: r.id, What: "progress", Err: ErrTampered}
+	if err := ob.openJSON(id, "progress", sealed, &prog); err != nil {
+		return nil, err
 	}
-	if r.envelope == nil {
-		return nil, nil, &OpenError{ID: r.id, What: "envelope", Err: ErrTampered}
-	}
-	eb, err := ob.keys.open(r.envelope, aad("envelope", r.id, ""), r.id, "envelope")
-	if err != nil {
-		return nil, nil, err
+	return &prog, nil
+}
+
+// openEnvelope opens message id's sealed envelope; a message whose
+// content was deleted has none, which does not open either.
+func (ob *Outbox) openEnvelope(id string, sealed []byte) (*storedMessage, error) {
+	if sealed == nil {
+		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
 	}
 	var sm storedMessage
-	if err := json.Unmarshal(eb, &sm); err != nil {
-		return nil, nil, &OpenError{ID: r.id, What: "envelope", Err: ErrTampered}
+	if err := ob.openJSON(id, "envelope", sealed, &sm); err != nil {
+		return nil, err
 	}
-	return &prog, &sm, nil
+	return &sm, nil
+}
+
+// openJSON opens the sealed value what of message id into v: a value that
+// opens but does not decode was not written by the outbox.
+func (ob *Outbox) openJSON(id, what string, sealed []byte, v any) error {
+	b, err := ob.keys.open(sealed, aad(what, id, ""), id, what)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return &OpenError{ID: id, What: what, Err: ErrTampered}
+	}
+	return nil
 }
 
 // recipients lists the message's recipients as it names them.

@@ -99,13 +99,9 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 	if !r.state.finished() {
 		st.Next = r.nextAt
 	}
-	pb, err := ob.keys.open(r.progress, aad("progress", r.id, ""), r.id, "progress")
+	prog, err := ob.openProgress(r.id, r.progress)
 	if err != nil {
 		return st, err
-	}
-	var prog progress
-	if err := json.Unmarshal(pb, &prog); err != nil {
-		return st, &OpenError{ID: r.id, What: "progress", Err: ErrTampered}
 	}
 	st.MessageID, st.Reference = prog.MessageID, prog.Reference
 	st.EnvelopeID, st.Bounces = prog.EnvelopeID, prog.Bounces
@@ -118,21 +114,17 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 		st.Recipients = append(st.Recipients, rs)
 	}
 	if len(prog.Recipients) == 0 && r.envelope != nil {
-		if eb, err := ob.keys.open(r.envelope, aad("envelope", r.id, ""), r.id, "envelope"); err == nil {
-			var sm storedMessage
-			if json.Unmarshal(eb, &sm) == nil {
-				state := Pending
-				if r.state == Cancelled {
-					state = CancelledRecipient
-				}
-				for _, g := range []struct {
-					kind mailsec.RecipientKind
-					as   []string
-				}{{mailsec.KindTo, sm.To}, {mailsec.KindCc, sm.Cc}, {mailsec.KindBcc, sm.Bcc}} {
-					kind, as := g.kind, g.as
-					for _, a := range as {
-						st.Recipients = append(st.Recipients, RecipientStatus{Address: a, Kind: kind, State: state})
-					}
+		if sm, err := ob.openEnvelope(r.id, r.envelope); err == nil {
+			state := Pending
+			if r.state == Cancelled {
+				state = CancelledRecipient
+			}
+			for _, g := range []struct {
+				kind mailsec.RecipientKind
+				as   []string
+			}{{mailsec.KindTo, sm.To}, {mailsec.KindCc, sm.Cc}, {mailsec.KindBcc, sm.Bcc}} {
+				for _, a := range g.as {
+					st.Recipients = append(st.Recipients, RecipientStatus{Address: a, Kind: g.kind, State: state})
 				}
 			}
 		}
