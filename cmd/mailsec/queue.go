@@ -263,13 +263,9 @@ func runQueueOne(ctx context.Context, e *env, sub string, args []string) int {
 	if !ok {
 		return code
 	}
-	keys, err := outboxKeys(e.getenv)
-	if err != nil {
-		return reportUsage(e, name, err)
-	}
-	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys})
-	if err != nil {
-		return failure(e, name, err)
+	ob, code, ok := inspectOutbox(ctx, e, name, *db)
+	if !ok {
+		return code
 	}
 	defer closeOutbox(ob)
 	switch sub {
@@ -324,13 +320,9 @@ func runQueueList(ctx context.Context, e *env, args []string) int {
 			lo.States = append(lo.States, st)
 		}
 	}
-	keys, err := outboxKeys(e.getenv)
-	if err != nil {
-		return reportUsage(e, name, err)
-	}
-	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys})
-	if err != nil {
-		return failure(e, name, err)
+	ob, code, ok := inspectOutbox(ctx, e, name, *db)
+	if !ok {
+		return code
 	}
 	defer closeOutbox(ob)
 	list, err := ob.List(ctx, lo)
@@ -521,4 +513,20 @@ func runQueueRun(ctx context.Context, e *env, args []string) int {
 		return failure(e, name, err)
 	}
 	return code
+}
+
+// inspectOutbox opens the existing outbox db, with the key from the
+// environment, for a command that reads or changes queued messages
+// without delivering them. When it cannot, it reports why and gives the
+// exit code.
+func inspectOutbox(ctx context.Context, e *env, name, db string) (*outbox.Outbox, int, bool) {
+	keys, err := outboxKeys(e.getenv)
+	if err != nil {
+		return nil, reportUsage(e, name, err), false
+	}
+	ob, err := openOutbox(ctx, db, true, nil, &outbox.Options{Keys: keys})
+	if err != nil {
+		return nil, failure(e, name, err), false
+	}
+	return ob, exitOK, true
 }
