@@ -9,8 +9,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/mailsec/mailsec/internal/syntax"
 )
 
 // Protector turns a MIME entity into its protected form (encrypted,
@@ -49,6 +52,26 @@ type Protected struct {
 	// Fingerprints maps each recipient to the fingerprint of the key or
 	// certificate the content was protected for.
 	Fingerprints map[string]string
+	// Keys maps each recipient to more about that key or certificate and
+	// the content's encryption, recorded in its Receipt's ProtectionInfo.
+	// Optional: a recipient missing from it records only the fingerprint.
+	Keys map[string]KeyUse
+}
+
+// KeyUse is what a Protector reports about the key or certificate it
+// protected a recipient's content with.
+type KeyUse struct {
+	// Expires is when the key or certificate stops being usable; zero when
+	// it does not expire.
+	Expires time.Time
+	// Cipher names the content encryption, such as "aes256-cbc",
+	// "aes256-gcm" or "aes256-ocb"; empty when the content was only signed.
+	Cipher string
+	// Notes are what the Protector observed on the way, one sentence
+	// each: a key that expires within the Protector's warning window, how
+	// a certificate's revocation status was established or why it could
+	// not be.
+	Notes []string
 }
 
 // Entity is a MIME entity: a header and a body produced on demand.
@@ -128,7 +151,9 @@ func (sd *sending) protect(ctx context.Context, g *group) []*recipient {
 		}
 		if prot != nil && len(done) > 0 {
 			for _, r := range done {
-				r.receipt.Protection = &ProtectionInfo{Method: np.name, Fingerprint: prot.Fingerprints[r.Address], Signed: prot.Signed}
+				ku := prot.Keys[r.Address]
+				r.receipt.Protection = &ProtectionInfo{Method: np.name, Fingerprint: prot.Fingerprints[r.Address], Signed: prot.Signed,
+					KeyExpires: ku.Expires, Cipher: ku.Cipher, Notes: cleanNotes(ku.Notes)}
 			}
 			sd.deliver(ctx, sd.msg, g.plan, done, recovering{w: prot.Entity, what: "Protector"})
 		}
@@ -273,4 +298,23 @@ func reasonText(err error) string {
 		return ""
 	}
 	return strings.TrimPrefix(err.Error(), "mailsec: ")
+}
+
+// maxKeyNotes bounds the notes a Protector may record for one recipient.
+const maxKeyNotes = 8
+
+// cleanNotes copies a Protector's notes for a Receipt: at most
+// maxKeyNotes, each cleaned like text from a peer (a note may quote a
+// certificate's responder URL or a server's answer).
+func cleanNotes(notes []string) []string {
+	var out []string
+	for _, n := range notes {
+		if len(out) == maxKeyNotes {
+			break
+		}
+		if n = syntax.PeerText(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -342,7 +342,19 @@ type ProtectionInfo struct {
 	Method string `json:"method"`
 	// Fingerprint is that of the recipient's key or certificate.
 	Fingerprint string `json:"fingerprint,omitempty"`
-	Signed      bool   `json:"signed,omitempty"`
+	// KeyExpires is when that key or certificate expires (zero: never or
+	// not reported), so an application can ask its user for a new one in
+	// time.
+	KeyExpires time.Time `json:"key_expires,omitzero"`
+	// Cipher names the content encryption used ("aes256-cbc",
+	// "aes256-gcm", "aes256-ocb"...), when the Protector reported it.
+	Cipher string `json:"cipher,omitempty"`
+	Signed bool   `json:"signed,omitempty"`
+	// Notes are the Protector's observations about the key: expiring
+	// within its warning window, how revocation was checked, or that its
+	// status could not be established and the content was sent anyway
+	// because the application chose to fail soft.
+	Notes []string `json:"notes,omitempty"`
 	// Reason says why the content was not protected (no key, expired,
 	// revoked...), for MethodNotice and MethodNone.
 	Reason string `json:"reason,omitempty"`

@@ -139,6 +139,7 @@ type fakeProtector struct {
 	mu           sync.Mutex
 	panic        bool // in Protect
 	panicOnWrite bool // while the protected body is written
+	uses         map[string]mailsec.KeyUse
 }
 
 func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []string) (*mailsec.Protected, error) {
@@ -181,7 +182,7 @@ func (f *fakeProtector) Protect(_ context.Context, e *mailsec.Entity, rcpts []st
 		}
 		return enc.Close()
 	})
-	return &mailsec.Protected{Entity: &mailsec.Entity{Header: outer, Body: body}, Fingerprints: fps}, nil
+	return &mailsec.Protected{Entity: &mailsec.Entity{Header: outer, Body: body}, Fingerprints: fps, Keys: f.uses}, nil
 }
 
 // Method names the fake's method for Plan.Methods.
@@ -628,6 +629,72 @@ func TestReceiptDeliveryNumbersSubmission(t *testing.T) {
 		r := rec.Recipients[0]
 		if r.Accepted || r.Delivery != 0 || srv.Transactions() != before {
 			t.Fatalf("%s: delivery %d, %d transactions; want none", c.name, r.Delivery, srv.Transactions()-before)
+		}
+	}
+}
+
+// TestProtectorKeyUse: what a Protector reports about a recipient's key
+// reaches that recipient's Receipt (and its JSON), cleaned and bounded,
+// and no other recipient's.
+func TestProtectorKeyUse(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	expires := time.Date(2027, 1, 5, 0, 0, 0, 0, time.UTC)
+	notes := []string{"key expires in 34 days\x1b[31m", "ocsp: good"}
+	for i := range 20 {
+		notes = append(notes, fmt.Sprintf("note %d", i))
+	}
+	fp := &fakeProtector{
+		keys: map[string]string{"ann@example.org": "FP-ANN", "bob@example.org": "FP-BOB"},
+		uses: map[string]mailsec.KeyUse{"ann@example.org": {Expires: expires, Cipher: "aes256-gcm", Notes: notes}},
+	}
+	policy := mailsec.PolicyFunc(func(context.Context, *mailsec.Message, mailsec.Recipient) (mailsec.Plan, error) {
+		return mailsec.Plan{Protection: mailsec.ProtectionRequired}, nil
+	})
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{Policy: policy, Protectors: []mailsec.Protector{fp}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m.To = []string{"ann@example.org", "bob@example.org"}
+	rec, err := s.Send(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rec.Recipients {
+		p := r.Protection
+		if p == nil {
+			t.Fatalf("%s: no protection info", r.Address)
+		}
+		switch r.Address {
+		case "ann@example.org":
+			if !p.KeyExpires.Equal(expires) || p.Cipher != "aes256-gcm" || len(p.Notes) != 8 {
+				t.Fatalf("ann: %+v", p)
+			}
+			for _, n := range p.Notes {
+				if strings.ContainsRune(n, 0x1b) {
+					t.Fatalf("note not cleaned: %q", n)
+				}
+			}
+		case "bob@example.org":
+			if !p.KeyExpires.IsZero() || p.Cipher != "" || p.Notes != nil {
+				t.Fatalf("bob: %+v", p)
+			}
+		}
+	}
+	js, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(js, []byte(`"key_expires":"2027-01-05T00:00:00Z"`)) || !bytes.Contains(js, []byte(`"cipher":"aes256-gcm"`)) {
+		t.Fatalf("JSON: %s", js)
+	}
+	var back mailsec.Receipt
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range back.Recipients {
+		if r.Address == "ann@example.org" && (!r.Protection.KeyExpires.Equal(expires) || len(r.Protection.Notes) != 8) {
+			t.Fatalf("JSON round trip: %+v", r.Protection)
 		}
 	}
 }
