@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/mailsec/mailsec/internal/syntax"
 )
 
@@ -23,19 +25,47 @@ var ErrKeyNotFound = errors.New("pgp: no key found for address")
 // maxKeyRing bounds what ReadKeyRing and ReadSigningKey accept.
 const maxKeyRing = 16 << 20
 
-// KeySource finds recipients' public keys. Lookup returns every candidate
-// key for addr (the Protector picks a valid one), or an error matching
-// ErrKeyNotFound (an empty slice means the same). Implementations must be
-// safe for concurrent use.
+// KeySource finds recipients' public keys; KeyRing, WKD and an
+// application's own database implement it. Lookup returns every
+// candidate key for addr: the Protector checks each (CheckKey's checks)
+// and uses the first valid one, so a source need not filter expired or
+// revoked keys, and a source that also returns keys not naming addr
+// cannot make the Protector use them. Its errors decide what the Sender
+// does:
+//
+//   - an error matching ErrKeyNotFound, or no key and no error: the
+//     recipient has no key, and gets what the plan says for a recipient
+//     without a key (nothing, under RequireProtection);
+//   - any other error: the source could not answer (a database down, a
+//     timeout). The recipient is reported as a temporary failure and
+//     receives nothing: it is never treated as keyless, so a policy that
+//     prefers protection cannot send in clear because a lookup failed.
+//
+// Lookup must honour ctx and be safe for concurrent use; it is called
+// once per recipient per Send, so a source backed by a database should
+// answer from an index on the address. The keys it returns must not be
+// modified afterwards. A source keeping keys as text stores what
+// CheckedKey.Armor returns and parses it with ReadKeyRing.
 type KeySource interface {
 	Lookup(ctx context.Context, addr string) ([]*openpgp.Entity, error)
 }
 
-// KeyRing is a fixed set of public keys, indexed by the e-mail addresses
-// of their user IDs. It implements KeySource and is safe for concurrent
-// use; it is not modified after ReadKeyRing returns it. The zero KeyRing,
-// like NewKeyRing(), holds no key: every Lookup finds none.
+// KeyRing is a set of public keys, indexed by the e-mail addresses of
+// their user IDs. It implements KeySource and is safe for concurrent use:
+// an application may Add, Replace and Remove keys while Sends run, and
+// every Lookup that starts after one of those returns sees its effect (a
+// Send already under way keeps the key it found). The zero KeyRing, like
+// NewKeyRing(), holds no key: every Lookup finds none.
+//
+// A key given to a KeyRing must not be modified afterwards: Sends running
+// at the same time read it.
 type KeyRing struct {
+	mu   sync.Mutex // serialises writers; readers load snap
+	snap atomic.Pointer[ringSnap]
+}
+
+// ringSnap is one immutable state of a KeyRing.
+type ringSnap struct {
 	all    []*openpgp.Entity
 	byAddr map[string][]*openpgp.Entity
 }
@@ -45,14 +75,24 @@ type KeyRing struct {
 // as is input with no key in it.
 func ReadKeyRing(r io.Reader) (kr *KeyRing, err error) {
 	defer recoverTo(&err, "reading key ring")
-	data, err := io.ReadAll(io.LimitReader(r, maxKeyRing+1))
+	list, _, err := readKeys(r, maxKeyRing)
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxKeyRing {
-		return nil, fmt.Errorf("pgp: key ring larger than %d bytes", maxKeyRing)
+	return NewKeyRing(list...), nil
+}
+
+// readKeys reads at most limit bytes of armored or binary keys. secret
+// reports whether any of them came with secret key material (an armored
+// PRIVATE KEY block, or secret key packets).
+func readKeys(r io.Reader, limit int) (list openpgp.EntityList, secret bool, err error) {
+	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, false, err
 	}
-	var list openpgp.EntityList
+	if len(data) > limit {
+		return nil, false, fmt.Errorf("pgp: key data larger than %d bytes", limit)
+	}
 	if bytes.Contains(data, []byte("-----BEGIN PGP")) {
 		rest := data
 		for {
@@ -63,14 +103,15 @@ func ReadKeyRing(r io.Reader) (kr *KeyRing, err error) {
 			rest = rest[i:]
 			block, err := armor.Decode(bytes.NewReader(rest))
 			if err != nil {
-				return nil, fmt.Errorf("pgp: corrupt armored block: %w", err)
+				return nil, false, fmt.Errorf("pgp: corrupt armored block: %w", err)
 			}
 			if block.Type != openpgp.PublicKeyType && block.Type != openpgp.PrivateKeyType {
-				return nil, fmt.Errorf("pgp: armored block is %q, not a key", block.Type)
+				return nil, false, fmt.Errorf("pgp: armored block is %q, not a key", block.Type)
 			}
+			secret = secret || block.Type == openpgp.PrivateKeyType
 			el, err := openpgp.ReadKeyRing(block.Body)
 			if err != nil {
-				return nil, fmt.Errorf("pgp: corrupt armored block: %w", err)
+				return nil, false, fmt.Errorf("pgp: corrupt armored block: %w", err)
 			}
 			list = append(list, el...)
 			end := bytes.Index(rest, []byte("-----END PGP"))
@@ -82,17 +123,16 @@ func ReadKeyRing(r io.Reader) (kr *KeyRing, err error) {
 	} else {
 		list, err = openpgp.ReadKeyRing(bytes.NewReader(data))
 		if err != nil {
-			return nil, fmt.Errorf("pgp: corrupt key data: %w", err)
+			return nil, false, fmt.Errorf("pgp: corrupt key data: %w", err)
 		}
 	}
 	if len(list) == 0 {
-		return nil, errors.New("pgp: no key in input")
+		return nil, false, errors.New("pgp: no key in input")
 	}
-	kr = &KeyRing{byAddr: map[string][]*openpgp.Entity{}}
 	for _, e := range list {
-		kr.add(e)
+		secret = secret || e.PrivateKey != nil
 	}
-	return kr, nil
+	return list, secret, nil
 }
 
 // LoadKeyRing reads the key file at path with ReadKeyRing.
@@ -110,34 +150,130 @@ func LoadKeyRing(path string) (*KeyRing, error) {
 // recipients' keys yet, whose recipients then get what their plan says
 // for a recipient without a key.
 func NewKeyRing(keys ...*openpgp.Entity) *KeyRing {
-	kr := &KeyRing{byAddr: map[string][]*openpgp.Entity{}}
-	for _, e := range keys {
-		if e != nil && e.PrimaryKey != nil {
-			kr.add(e)
-		}
-	}
+	kr := &KeyRing{}
+	kr.Add(keys...)
 	return kr
 }
 
-func (kr *KeyRing) add(e *openpgp.Entity) {
-	kr.all = append(kr.all, e)
-	seen := map[string]bool{}
+// load returns the current state; the zero KeyRing has none.
+func (kr *KeyRing) load() *ringSnap {
+	if s := kr.snap.Load(); s != nil {
+		return s
+	}
+	return &ringSnap{}
+}
+
+// update replaces the key list with edit's result and re-indexes it.
+func (kr *KeyRing) update(edit func(all []*openpgp.Entity) []*openpgp.Entity) {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	old := kr.load().all
+	all := edit(append([]*openpgp.Entity(nil), old...))
+	s := &ringSnap{all: all, byAddr: map[string][]*openpgp.Entity{}}
+	for _, e := range all {
+		seen := map[string]bool{}
+		for _, a := range addresses(e) {
+			if !seen[a] {
+				seen[a] = true
+				s.byAddr[a] = append(s.byAddr[a], e)
+			}
+		}
+	}
+	kr.snap.Store(s)
+}
+
+// addresses returns the folded addresses of e's user IDs.
+func addresses(e *openpgp.Entity) []string {
+	var out []string
 	for _, id := range e.Identities {
 		if id.UserId == nil {
 			continue
 		}
-		a := foldAddr(id.UserId.Email)
-		if a == "" || seen[a] {
-			continue
+		if a := foldAddr(id.UserId.Email); a != "" {
+			out = append(out, a)
 		}
-		seen[a] = true
-		kr.byAddr[a] = append(kr.byAddr[a], e)
 	}
+	return out
 }
+
+// usable reports whether e can go into a KeyRing at all.
+func usable(e *openpgp.Entity) bool { return e != nil && e.PrimaryKey != nil }
+
+// Add adds keys to the ring (nil ones are left out). A key whose
+// fingerprint the ring already holds replaces that one in place: adding
+// a refreshed copy of a key (a new expiry date, a revocation) updates it.
+// Add does not check the keys; CheckKey does, as Protect will.
+func (kr *KeyRing) Add(keys ...*openpgp.Entity) {
+	kr.update(func(all []*openpgp.Entity) []*openpgp.Entity {
+		for _, e := range keys {
+			if !usable(e) {
+				continue
+			}
+			all = putKey(all, e)
+		}
+		return all
+	})
+}
+
+// putKey replaces the key with e's fingerprint in all, or appends e.
+func putKey(all []*openpgp.Entity, e *openpgp.Entity) []*openpgp.Entity {
+	fpr := Fingerprint(e)
+	for i, old := range all {
+		if Fingerprint(old) == fpr {
+			all[i] = e
+			return all
+		}
+	}
+	return append(all, e)
+}
+
+// Replace makes keys the ones the ring holds for addr: every key with a
+// user ID for addr is removed (for all of its addresses: a key is kept or
+// dropped whole), then keys are added as Add does. Replace with no keys
+// removes addr's keys. A Send that starts after Replace returns uses the
+// new keys; one under way keeps the key it found.
+func (kr *KeyRing) Replace(addr string, keys ...*openpgp.Entity) {
+	want := foldAddr(addr)
+	kr.update(func(all []*openpgp.Entity) []*openpgp.Entity {
+		kept := all[:0]
+		for _, e := range all {
+			if !slices.Contains(addresses(e), want) {
+				kept = append(kept, e)
+			}
+		}
+		for _, e := range keys {
+			if usable(e) {
+				kept = putKey(kept, e)
+			}
+		}
+		return kept
+	})
+}
+
+// Remove removes the key with the given fingerprint (hex, as Fingerprint
+// returns it; case and spaces do not matter) and reports whether the ring
+// held it.
+func (kr *KeyRing) Remove(fingerprint string) bool {
+	want := strings.ToUpper(strings.ReplaceAll(fingerprint, " ", ""))
+	found := false
+	kr.update(func(all []*openpgp.Entity) []*openpgp.Entity {
+		return slices.DeleteFunc(all, func(e *openpgp.Entity) bool {
+			if Fingerprint(e) == want {
+				found = true
+				return true
+			}
+			return false
+		})
+	})
+	return found
+}
+
+// Len returns the number of keys in the ring.
+func (kr *KeyRing) Len() int { return len(kr.load().all) }
 
 // Entities returns every key in the ring.
 func (kr *KeyRing) Entities() []*openpgp.Entity {
-	return append([]*openpgp.Entity(nil), kr.all...)
+	return append([]*openpgp.Entity(nil), kr.load().all...)
 }
 
 // Lookup returns the keys with a user ID whose address is addr (compared
@@ -146,7 +282,7 @@ func (kr *KeyRing) Lookup(ctx context.Context, addr string) ([]*openpgp.Entity, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	es := kr.byAddr[foldAddr(addr)]
+	es := kr.load().byAddr[foldAddr(addr)]
 	if len(es) == 0 {
 		return nil, ErrKeyNotFound
 	}
@@ -163,10 +299,11 @@ func ReadSigningKey(r io.Reader, passphrase []byte) (e *openpgp.Entity, err erro
 	if err != nil {
 		return nil, err
 	}
-	if len(kr.all) != 1 {
-		return nil, fmt.Errorf("pgp: signing key file holds %d keys, want 1", len(kr.all))
+	all := kr.Entities()
+	if len(all) != 1 {
+		return nil, fmt.Errorf("pgp: signing key file holds %d keys, want 1", len(all))
 	}
-	e = kr.all[0]
+	e = all[0]
 	if e.PrivateKey == nil {
 		return nil, fmt.Errorf("pgp: key %s has no secret part (export it with gpg --export-secret-keys)", keyID(e))
 	}
@@ -208,104 +345,6 @@ func keyID(e *openpgp.Entity) string {
 // foldAddr is the form addresses are compared in: ASCII letters lowered,
 // as gpg compares them, and the domain in A-labels.
 func foldAddr(s string) string { return syntax.FoldAddress(s) }
-
-// KeyError explains why a recipient's key cannot be used. It is the Err of
-// the *mailsec.ProtectionError that Protect returns for that recipient,
-// which already states the address, key ID and reason; its own message
-// adds the full fingerprint.
-type KeyError struct {
-	Address     string // the recipient
-	KeyID       string // 16 hex digits
-	Fingerprint string
-	Reason      string // "expired", "revoked", "no valid encryption subkey"...
-}
-
-func (e *KeyError) Error() string {
-	return "fingerprint " + e.Fingerprint
-}
-
-// checked is a key that passed every check, with the subkey to use.
-type checked struct {
-	entity *openpgp.Entity
-	fpr    string
-}
-
-// check applies the key checks in order and returns the depth reached
-// with the error, so that among several failing keys the most nearly
-// valid one is reported. A key without the address in a user ID is the
-// least relevant failure, so that check comes first.
-func check(e *openpgp.Entity, addr string, now time.Time, allowV6 bool) (c checked, depth int, kerr *KeyError) {
-	fail := func(d int, reason string) (checked, int, *KeyError) {
-		return checked{}, d, &KeyError{Address: addr, KeyID: keyID(e), Fingerprint: Fingerprint(e), Reason: reason}
-	}
-	if e == nil || e.PrimaryKey == nil {
-		return fail(0, "malformed key")
-	}
-	want := foldAddr(addr)
-	found, revokedUID := false, false
-	for _, id := range e.Identities {
-		if id.UserId == nil || foldAddr(id.UserId.Email) != want {
-			continue
-		}
-		if id.Revoked(now) || id.SelfSignature == nil || id.SelfSignature.SigExpired(now) {
-			revokedUID = true
-			continue
-		}
-		found = true
-	}
-	if !found {
-		if revokedUID {
-			return fail(1, "user ID for this address is revoked or expired")
-		}
-		return fail(1, "no user ID for this address")
-	}
-	if e.PrimaryKey.Version >= 5 && !allowV6 {
-		return fail(2, fmt.Sprintf("version %d key (gpg 2.2 cannot read it)", e.PrimaryKey.Version))
-	}
-	if w := weak(e.PrimaryKey); w != "" {
-		return fail(3, "weak algorithm: "+w)
-	}
-	if e.Revoked(now) {
-		return fail(4, "revoked")
-	}
-	selfSig, _ := e.PrimarySelfSignature()
-	if selfSig == nil {
-		return fail(4, "no valid self-signature")
-	}
-	if e.PrimaryKey.KeyExpired(selfSig, now) || selfSig.SigExpired(now) {
-		return fail(4, "expired")
-	}
-	k, ok := e.EncryptionKey(now)
-	if !ok {
-		return fail(6, "no valid encryption subkey")
-	}
-	if w := weak(k.PublicKey); w != "" {
-		return fail(7, "weak algorithm: "+w)
-	}
-	if k.PublicKey.Version >= 5 && !allowV6 {
-		return fail(7, fmt.Sprintf("version %d subkey (gpg 2.2 cannot read it)", k.PublicKey.Version))
-	}
-	return checked{entity: e, fpr: Fingerprint(e)}, 8, nil
-}
-
-// weak names a public-key algorithm mailsec does not encrypt to or trust.
-func weak(pk *packet.PublicKey) string {
-	switch pk.PubKeyAlgo {
-	case packet.PubKeyAlgoDSA:
-		return "DSA"
-	case packet.PubKeyAlgoElGamal:
-		return "ElGamal"
-	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSAEncryptOnly, packet.PubKeyAlgoRSASignOnly:
-		bits, err := pk.BitLength()
-		if err != nil {
-			return "RSA of unknown size"
-		}
-		if bits < 2048 {
-			return fmt.Sprintf("RSA-%d", bits)
-		}
-	}
-	return ""
-}
 
 // recoverTo turns a panic inside the crypto library into an error.
 func recoverTo(err *error, what string) {

@@ -33,7 +33,9 @@ const Method = "pgp"
 const autocryptMax = 10 << 10
 
 // Options configures a Protector. A nil *Options means: encrypt only,
-// SEIPDv1 with MDC and AES-256, outer Subject "...", gpg 2.2 compatible.
+// SEIPDv1 with MDC and AES-256 (AES-128 for a key that does not list
+// AES-256), outer Subject "...", gpg 2.2 compatible, a note for keys
+// expiring within 30 days.
 type Options struct {
 	// Signer, when non-nil, signs every message (RFC 3156 §5) before it
 	// is encrypted. Its secret key must be decrypted (ReadSigningKey does).
@@ -48,9 +50,12 @@ type Options struct {
 	// Autocrypt adds an Autocrypt (Level 1) header carrying Signer's
 	// public key when the From address is one of Signer's user IDs.
 	Autocrypt bool
-	// AllowSEIPDv2 allows the AEAD-protected SEIPDv2 packet when every
-	// recipient key advertises support for it. gpg 2.2 cannot read it, so
-	// the default is SEIPDv1 with MDC always.
+	// AllowSEIPDv2 allows the AEAD-protected SEIPDv2 packet (RFC 9580
+	// §5.13.2) when every recipient key advertises support for it (the
+	// SEIPDv2 flag of its Features subpacket); its AEAD mode and cipher
+	// come from the keys' preferred AEAD ciphersuites, OCB and AES-128
+	// when they list none in common. gpg 2.2 cannot read it, so the
+	// default is SEIPDv1 with MDC always.
 	AllowSEIPDv2 bool
 	// AllowV6Keys accepts version 6 (RFC 9580) keys, which gpg 2.2
 	// cannot read. The default refuses them.
@@ -58,6 +63,11 @@ type Options struct {
 	// Now returns the time at which keys must be valid; nil means
 	// time.Now.
 	Now func() time.Time
+	// ExpiryWarning is how long before a recipient's key expires Protect
+	// notes it in Protected.Keys (and so in the Receipt), and CheckKey
+	// warns. Zero means DefaultExpiryWarning (30 days); a negative value
+	// turns the notes off.
+	ExpiryWarning time.Duration
 	// MaxSize bounds a signed message: a signature covers the whole
 	// content, so with a Signer the content is held in memory while it
 	// is signed, and a larger message fails with ErrTooLarge before any
@@ -176,8 +186,10 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	now := p.o.Now()
 	var (
 		to   []*openpgp.Entity
+		encs []*packet.PublicKey
 		errs []error
 		fprs = make(map[string]string, len(rcpts))
+		used = make(map[string]checked, len(rcpts))
 		seen = map[string]bool{}
 	)
 	for _, r := range rcpts {
@@ -190,9 +202,11 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 			continue
 		}
 		fprs[r] = c.fpr
+		used[r] = c
 		if !seen[c.fpr] {
 			seen[c.fpr] = true
 			to = append(to, c.entity)
+			encs = append(encs, c.enc)
 		}
 	}
 	if len(errs) > 0 {
@@ -204,18 +218,31 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		}
 	}
 	if p.o.EncryptToSelf && !seen[Fingerprint(p.o.Signer)] {
+		k, ok := p.o.Signer.EncryptionKey(now)
+		if !ok {
+			return nil, &KeyError{Address: "Options.Signer", KeyID: keyID(p.o.Signer), Fingerprint: Fingerprint(p.o.Signer),
+				Code: KeySignerNotAuthor, Reason: "no valid encryption subkey for EncryptToSelf"}
+		}
 		to = append(to, p.o.Signer)
+		encs = append(encs, k.PublicKey)
 	}
 
 	cfg := &packet.Config{
-		DefaultCipher:          packet.CipherAES256,
 		DefaultHash:            crypto.SHA256,
 		DefaultCompressionAlgo: packet.CompressionNone,
 		Time:                   func() time.Time { return now },
 	}
-	if p.o.AllowSEIPDv2 {
-		// go-crypto uses SEIPDv2 only when every key advertises it.
-		cfg.AEADConfig = &packet.AEADConfig{DefaultMode: packet.AEADModeOCB}
+	cs := chooseSuite(to, p.o.AllowSEIPDv2)
+	if cs.aead {
+		cfg.AEADConfig = &packet.AEADConfig{DefaultMode: cs.suite.Mode}
+	}
+	uses := make(map[string]mailsec.KeyUse, len(used))
+	for r, c := range used {
+		ku := mailsec.KeyUse{Expires: c.expires, Cipher: cs.String()}
+		if n := expiryWarning(c.expires, now, p.o.ExpiryWarning); n != "" {
+			ku.Notes = append(ku.Notes, n)
+		}
+		uses[r] = ku
 	}
 
 	ih, ib := mimeprot.Inner(e.Header, e.Body)
@@ -237,9 +264,10 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		}
 	}
 	return &mailsec.Protected{
-		Entity:       &mailsec.Entity{Header: h, Body: &encrypted{boundary: boundary, to: to, cfg: cfg, inner: inner, pool: &p.pool}},
+		Entity:       &mailsec.Entity{Header: h, Body: &encrypted{boundary: boundary, to: encs, suite: cs, cfg: cfg, inner: inner, pool: &p.pool}},
 		Signed:       p.o.Signer != nil,
 		Fingerprints: fprs,
+		Keys:         uses,
 	}, nil
 }
 
@@ -277,6 +305,7 @@ func (p *Protector) resolve(ctx context.Context, addr string, now time.Time) (ch
 			best, bestDepth = kerr, d
 		}
 	}
+	best.wrapped = true
 	return checked{}, perr(best.KeyID, best.Reason, best)
 }
 
@@ -305,7 +334,8 @@ func (e entity) WriteTo(w io.Writer) (int64, error) {
 // encrypting inner afresh on every call while it streams.
 type encrypted struct {
 	boundary string
-	to       []*openpgp.Entity
+	to       []*packet.PublicKey // the recipients' encryption keys
+	suite    contentSuite
 	cfg      *packet.Config
 	inner    io.WriterTo
 	pool     *writerPool
@@ -344,7 +374,7 @@ func (b *encrypted) WriteTo(w io.Writer) (n int64, err error) {
 	aw := &ws.armor
 	aw.reset(cw)
 	b.writeHead(aw)
-	pt, err := openpgp.Encrypt(aw, b.to, nil, &openpgp.FileHints{IsBinary: true}, b.cfg)
+	pt, err := encryptTo(aw, b.to, b.suite, b.cfg)
 	if err != nil {
 		return cw.N, fmt.Errorf("pgp: encrypting: %w", err)
 	}
@@ -481,7 +511,7 @@ func signerIsAuthor(s *openpgp.Entity, h textproto.Header, now time.Time) error 
 			}
 		}
 	}
-	return &KeyError{Address: strings.Join(authors, ", "), KeyID: keyID(s), Fingerprint: Fingerprint(s),
+	return &KeyError{Address: strings.Join(authors, ", "), KeyID: keyID(s), Fingerprint: Fingerprint(s), Code: KeySignerNotAuthor,
 		Reason: "the signing key has no valid user ID for the From or Sender address"}
 }
 
