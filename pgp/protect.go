@@ -220,8 +220,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	if p.o.EncryptToSelf && !seen[Fingerprint(p.o.Signer)] {
 		k, ok := p.o.Signer.EncryptionKey(now)
 		if !ok {
-			return nil, &KeyError{Address: "Options.Signer", KeyID: keyID(p.o.Signer), Fingerprint: Fingerprint(p.o.Signer),
-				Code: KeySignerNotAuthor, Reason: "no valid encryption subkey for EncryptToSelf"}
+			return nil, fmt.Errorf("pgp: Options.Signer key %s has no valid encryption subkey for EncryptToSelf", keyID(p.o.Signer))
 		}
 		to = append(to, p.o.Signer)
 		encs = append(encs, k.PublicKey)
