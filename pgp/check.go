@@ -342,11 +342,34 @@ func CheckKey(ctx context.Context, r io.Reader, addr string, o *Options) (ck *Ch
 	if len(list) != 1 {
 		return nil, refuse(nil, KeyMultiple, fmt.Sprintf("the upload holds %d keys, want exactly 1", len(list)))
 	}
-	c, _, kerr := check(list[0], addr, now, opts.AllowV6Keys)
+	return checkEntity(list[0], addr, now, opts)
+}
+
+// CheckEntity checks a key already parsed (read from a KeyRing, from the
+// application's database, from a key file) for addr, as CheckKey checks
+// an upload: the verdict Protect would reach for addr with this key at
+// Options.Now. Use it to re-check stored keys, for instance every night,
+// and ask users whose key expires within Options.ExpiryWarning for a new
+// one. A key with secret parts is checked as its public key would be.
+func CheckEntity(e *openpgp.Entity, addr string, o *Options) (ck *CheckedKey, err error) {
+	defer recoverTo(&err, "checking key")
+	var opts Options
+	if o != nil {
+		opts = *o
+	}
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
+	return checkEntity(e, addr, now, opts)
+}
+
+func checkEntity(e *openpgp.Entity, addr string, now time.Time, opts Options) (*CheckedKey, error) {
+	c, _, kerr := check(e, addr, now, opts.AllowV6Keys)
 	if kerr != nil {
 		return nil, kerr
 	}
-	ck = &CheckedKey{Entity: c.entity, Address: addr, Fingerprint: c.fpr, KeyID: keyID(c.entity), Expires: c.expires}
+	ck := &CheckedKey{Entity: c.entity, Address: addr, Fingerprint: c.fpr, KeyID: keyID(c.entity), Expires: c.expires}
 	if w := expiryWarning(c.expires, now, opts.ExpiryWarning); w != "" {
 		ck.Warnings = append(ck.Warnings, w)
 	}

@@ -192,6 +192,12 @@ func TestCheckKeyAgreesWithProtect(t *testing.T) {
 			if (cerr == nil) != (perr == nil) {
 				t.Fatalf("CheckKey: %v; Protect: %v", cerr, perr)
 			}
+			// A stored key re-checked gets the same verdict.
+			ek, eerr := pgp.CheckEntity(kr.Entities()[0], addr, o)
+			if (eerr == nil) != (cerr == nil) || (eerr != nil && eerr.Error() != cerr.Error()) ||
+				(ek != nil && (ek.Fingerprint != ck.Fingerprint || !ek.Expires.Equal(ck.Expires))) {
+				t.Fatalf("CheckEntity: %v %v; CheckKey: %v %v", ek, eerr, ck, cerr)
+			}
 			if c.want == "" {
 				if cerr != nil {
 					t.Fatalf("CheckKey refused a good key: %v", cerr)

@@ -99,6 +99,9 @@
 //	}
 //	keys.Replace(user.Email, ck.Entity) // keys: the *pgp.KeyRing given to New
 //
+// CheckEntity gives a key already stored the same verdict: re-check
+// stored keys from time to time to find those about to expire.
+//
 // A KeyRing may change while Sends run (Add, Replace, Remove): the next
 // Send uses the new key. An application that keeps keys in its own
 // database implements KeySource instead (its documentation states the

@@ -361,3 +361,26 @@ func ExampleKeySource() {
 	fmt.Println(pr.Method, pr.Fingerprint == ck.Fingerprint, pr.Cipher)
 	// Output: pgp true aes256-cfb
 }
+
+// Stored keys re-checked, every night say: a key that expires within
+// the window is accepted with a warning, time to ask the user for a new
+// one before mail to them stops.
+func ExampleCheckEntity() {
+	now := time.Now()
+	ann, _ := mailsectest.NewPGPKey("Ann", "ann@example.org", mailsectest.PGPKeyOptions{})
+	bob, _ := mailsectest.NewPGPKey("Bob", "bob@example.org", mailsectest.PGPKeyOptions{Expired: true})
+	stored := map[string]*openpgp.Entity{"ann@example.org": ann, "bob@example.org": bob}
+	// Ten years from now, then; Ann's key never expires.
+	opts := &pgp.Options{Now: func() time.Time { return now.AddDate(10, 0, 0) }}
+	for _, addr := range []string{"ann@example.org", "bob@example.org"} {
+		ck, err := pgp.CheckEntity(stored[addr], addr, opts)
+		if ke, ok := errors.AsType[*pgp.KeyError](err); ok {
+			fmt.Println(addr, "refused:", ke.Code)
+			continue
+		}
+		fmt.Println(addr, "ok, warnings:", len(ck.Warnings))
+	}
+	// Output:
+	// ann@example.org ok, warnings: 0
+	// bob@example.org refused: expired
+}
