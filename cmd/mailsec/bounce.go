@@ -16,10 +16,6 @@ const bounceSynopsis = `usage: mailsec bounce explain FILE [-json]
        mailsec bounce ingest -db DB [-json] < MESSAGE
 `
 
-func bounceBrief(w io.Writer) {
-	fmt.Fprint(w, bounceSynopsis)
-}
-
 func bounceUsage(w io.Writer) {
 	fmt.Fprint(w, bounceSynopsis, `
 Bounce reads delivery status notifications (DSNs, RFC 3464): the bounces and

@@ -38,7 +38,11 @@ func (l *dkimList) Set(v string) error {
 // signing wraps t in a DKIM-signing transport when -dkim was given: each
 // DOMAIN's keys sign mail whose From domain is DOMAIN, and mail from any
 // other domain is refused.
-func (o *deliveryOptions) signing(t closingTransport) (closingTransport, error) {
+//
+// A key file that its group or others may read gets a warning on warn,
+// as ssh gives for a private key: anyone who reads it can sign mail as
+// the domain.
+func (o *deliveryOptions) signing(t closingTransport, warn io.Writer) (closingTransport, error) {
 	if len(o.dkim) == 0 {
 		return t, nil
 	}
@@ -47,6 +51,10 @@ func (o *deliveryOptions) signing(t closingTransport) (closingTransport, error) 
 		data, err := os.ReadFile(k.file)
 		if err != nil {
 			return nil, usagef("-dkim %s:%s: %v", k.domain, k.selector, err)
+		}
+		if fi, err := os.Stat(k.file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(warn, "mailsec: warning: the DKIM key %s is readable by others than its owner (mode %04o): anyone who reads it can sign mail as %s; chmod 600 %s\n",
+				printable(k.file), fi.Mode().Perm(), printable(k.domain), printable(k.file))
 		}
 		key, err := dkimsign.ParsePrivateKey(data)
 		if err != nil {
@@ -75,14 +83,6 @@ func newKeygenFlags(domain, selector, algo, out *string) *flag.FlagSet {
 	fs.StringVar(algo, "algo", "rsa", "the key `ALGORITHM`: rsa (2048 bits, verified everywhere) or ed25519 (RFC 8463)")
 	fs.StringVar(out, "out", "", "write the private key (PEM, PKCS #8, mode 0600) to `FILE`, which must not exist")
 	return fs
-}
-
-func dkimBrief(w io.Writer) {
-	fmt.Fprint(w, dkimSynopsis, "\nFlags of keygen:\n")
-	var a, b, c, d string
-	fs := newKeygenFlags(&a, &b, &c, &d)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
 }
 
 func dkimUsage(w io.Writer) {

@@ -151,10 +151,6 @@ const queueSynopsis = `usage: mailsec queue run -db DB [-once] {-server HOST:POR
        mailsec queue cancel ID -db DB
 `
 
-func queueBrief(w io.Writer) {
-	fmt.Fprint(w, queueSynopsis)
-}
-
 func queueUsage(w io.Writer) {
 	fmt.Fprint(w, queueSynopsis, `
 Queue works on the outbox that "mailsec send -queue DB" queues messages in: a
