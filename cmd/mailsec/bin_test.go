@@ -32,9 +32,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds the command once per test run and returns its path.
+// binary builds the command once per test run and returns its path; with
+// MAILSEC_TEST_BINARY set, it returns that path instead, to run the tests
+// against another build.
 func binary(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("MAILSEC_TEST_BINARY"); p != "" {
+		return p
+	}
 	built.once.Do(func() {
 		built.dir, built.err = os.MkdirTemp("", "mailsec-bin-")
 		if built.err != nil {
