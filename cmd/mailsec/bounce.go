@@ -29,6 +29,11 @@ one sentence, whether trying again can help, and what the remote server
 said; with -json, the report as JSON. A message that is not a DSN (qmail's
 plain-text bounces among them), is malformed or is too large is refused.
 
+Examples:
+  mailsec bounce explain bounce.eml
+  mailsec bounce explain -json - < bounce.eml
+  mailsec bounce ingest -db mail.db < bounce.eml
+
 explain flags:
   -json   print the report as JSON on standard output
 

@@ -92,10 +92,14 @@ standard output the DNS TXT record to publish, as one zone-file line:
 
   SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; k=rsa; p=..."
 
+Example:
+  mailsec dkim keygen -domain example.com -selector r2026 -out r2026.pem
+
 Sign with it: mailsec send -dkim DOMAIN:SELECTOR:FILE (repeatable: an rsa
 and an ed25519 key sign the same message, for receivers that ignore
 Ed25519). Check that the record is published: mailsec check DOMAIN
--dkim-selector SELECTOR.
+-dkim-selector SELECTOR. The key file is written with mode 0600; send
+warns when it finds one that its group or others may read.
 
 Flags of keygen:
 `)
