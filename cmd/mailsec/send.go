@@ -778,12 +778,12 @@ func (o *deliveryOptions) policyCache(e *env) (mtasts.Cache, error) {
 			fmt.Fprintf(e.stderr, "mailsec: note: %v; MTA-STS policies are kept for this run only (-mta-sts-cache DIR keeps them)\n", err)
 			return nil, nil
 		}
-		return mtasts.DirCache(filepath.Join(base, "mailsec", "mta-sts")), nil
+		return boundedDirCache{mtasts.DirCache(filepath.Join(base, "mailsec", "mta-sts")), maxCachedPolicies}, nil
 	default:
 		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
 			return nil, usagef("-mta-sts-cache %s: not a directory", dir)
 		}
-		return mtasts.DirCache(dir), nil
+		return boundedDirCache{mtasts.DirCache(dir), maxCachedPolicies}, nil
 	}
 }
 
