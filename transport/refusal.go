@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/mailsec/mailsec"
@@ -28,6 +29,7 @@ var (
 	errStartTLSRefused   = &failure{mailsec.ErrDowngrade, "STARTTLS refused"}
 	errInjected          = &failure{mailsec.ErrDowngrade, "bytes injected before the TLS handshake"}
 	errNotTLS            = &failure{mailsec.ErrDowngrade, "server does not speak TLS on the implicit-TLS port"}
+	errTLSGreeting       = &failure{mailsec.ErrDowngrade, "server speaks TLS where its plaintext greeting should be"}
 	errCertificate       = &failure{mailsec.ErrCertificate, "certificate verification failed"}
 	errPinMismatch       = &failure{mailsec.ErrCertificate, "certificate key matches no pin"}
 	errDANEMismatch      = &failure{mailsec.ErrCertificate, "certificate matches no usable TLSA record"}
@@ -40,6 +42,14 @@ var (
 	errTLSALookup        = &failure{mailsec.ErrDomainPolicy, "TLSA lookup failed"}
 	errLevel             = &failure{mailsec.ErrDomainPolicy, "security level not supported by this transport"}
 )
+
+// ErrImplicitTLSPort is the cause (found with errors.Is) of the
+// *mailsec.SecurityError returned when a server that should greet in
+// plaintext, before STARTTLS or at the Plaintext level, begins with a TLS
+// record instead: it expects implicit TLS (port 465, Mode ImplicitTLS).
+// The session ends as soon as the record's first byte arrives. Like every
+// configuration mismatch, it is not temporary.
+var ErrImplicitTLSPort = errors.New("transport: the server speaks TLS from the first byte (implicit TLS)")
 
 // refuse returns the error that ends a session with host for f: detail
 // says what was seen, cause is the error underneath, if any (the x509 or

@@ -553,6 +553,8 @@ func netError(ctx context.Context, host, cmd string, err error) error {
 func readError(ctx context.Context, host, cmd string, err error, limit int) error {
 	var se *smtpwire.SyntaxError
 	switch {
+	case cmd == "greeting" && errors.Is(err, smtpwire.ErrTLSRecord):
+		return refuse(host, errTLSGreeting, "it expects implicit TLS (port 465), not STARTTLS or plaintext", ErrImplicitTLSPort)
 	case errors.Is(err, smtpwire.ErrTooLong):
 		err = fmt.Errorf("%w: server reply longer than %s", ErrMalformedReply, sizeName(limit))
 	case errors.As(err, &se):

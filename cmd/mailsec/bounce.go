@@ -16,10 +16,6 @@ const bounceSynopsis = `usage: mailsec bounce explain FILE [-json]
        mailsec bounce ingest -db DB [-json] < MESSAGE
 `
 
-func bounceBrief(w io.Writer) {
-	fmt.Fprint(w, bounceSynopsis)
-}
-
 func bounceUsage(w io.Writer) {
 	fmt.Fprint(w, bounceSynopsis, `
 Bounce reads delivery status notifications (DSNs, RFC 3464): the bounces and
@@ -32,6 +28,11 @@ delayed, delivered, relayed, expanded), the status code and what it means in
 one sentence, whether trying again can help, and what the remote server
 said; with -json, the report as JSON. A message that is not a DSN (qmail's
 plain-text bounces among them), is malformed or is too large is refused.
+
+Examples:
+  mailsec bounce explain bounce.eml
+  mailsec bounce explain -json - < bounce.eml
+  mailsec bounce ingest -db mail.db < bounce.eml
 
 explain flags:
   -json   print the report as JSON on standard output

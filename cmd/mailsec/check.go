@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/transport"
+	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
 type checkOptions struct {
@@ -37,14 +39,16 @@ func newCheckFlags(o *checkOptions) *flag.FlagSet {
 	return fs
 }
 
-const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-dkim-selector S] [-json] [-timeout D]
+const checkSynopsis = `usage: mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-mx-port PORT] [-allow-private]
+                     [-dkim-selector S] [-json] [-timeout D]
 `
 
-func checkBrief(w io.Writer) {
-	fmt.Fprint(w, checkSynopsis, "\nFlags:\n")
-	fs := newCheckFlags(&checkOptions{})
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+func checkFlagGroups() []flagGroup {
+	return []flagGroup{
+		{"Network and trust", []string{"dns", "ca", "mx-port", "allow-private"}},
+		{"What to check", []string{"dkim-selector"}},
+		{"Output and limits", []string{"json", "timeout"}},
+	}
 }
 
 func checkUsage(w io.Writer) {
@@ -63,19 +67,132 @@ a key that parses, RSA of at least 2048 bits, not revoked), and if not, why.
 A host at a loopback, private, link-local or other non-global address is
 reported as refused and not connected to, unless -allow-private is given.
 DOMAIN is a domain name: "ann@example.org" is refused, not read as
-example.org.
+example.org. The last line, and "result" in -json, sums it up: protected,
+partly-protected, verified-only, undeliverable, null-mx, no-route, or
+incomplete when the check could not run.
 
-Flags:
+Examples:
+  mailsec check example.org
+  mailsec check example.org -dkim-selector mail2026 -json | jq .result
+
+  # a test setup: a local validating resolver, MX hosts on a private CA and port
+  mailsec check example.test -dns 127.0.0.1:53 -ca ca.pem -mx-port 2525 -allow-private
 `)
 	fs := newCheckFlags(&checkOptions{})
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	printFlags(w, fs, checkFlagGroups())
 	fmt.Fprint(w, `
 Exit status:
-  0  the check ran (whatever it found)
-  1  it could not run: the time ran out or it was interrupted
+  0  protected: DANE or an MTA-STS policy in enforce mode authenticates every
+     MX host, and the DKIM record (with -dkim-selector) is usable
+  1  weaker or broken, and the output says which: some host only verified or
+     refused, a null MX, no MX route, an unusable DKIM record
   2  bad usage: no domain, an unknown flag, a -ca file that cannot be used
+  3  the check could not run: the resolver did not answer, no MX host could
+     be reached (port 25 may be blocked here), or the time ran out
 `)
+}
+
+// checkResult is the domain's verdict for scripts: the "result" member of
+// check -json, and the exit status.
+type checkResult struct {
+	// Status is protected, partly-protected, verified-only, undeliverable,
+	// null-mx, no-route or incomplete.
+	Status     string `json:"status"`
+	ExitStatus int    `json:"exit_status"`
+	// Reasons say what keeps the domain from protected, or the check
+	// from completing.
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// resolverDown reports whether err is a lookup that got no answer about
+// the name: the resolver unreachable, silent or refusing, or the time up.
+func resolverDown(err error) bool {
+	var de *dns.Error
+	if errors.As(err, &de) {
+		return de.Kind == dns.Unreachable || de.Kind == dns.Timeout || de.Kind == dns.Refused
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// stsState says what was seen of the domain's MTA-STS record when the
+// report has an error and no policy: "seen" (a record, whose policy could
+// not be used), "none" (no record), or "unknown" with the lookup's error.
+func stsState(ctx context.Context, r *dns.Client, domain string) (string, error) {
+	ans, err := r.LookupTXT(ctx, "_mta-sts."+domain)
+	switch {
+	case dns.IsNotFound(err):
+		return "none", nil
+	case err != nil:
+		return "unknown", err
+	}
+	if _, err := mtasts.SelectRecord(ans.Records); err != nil {
+		return "none", nil
+	}
+	return "seen", nil
+}
+
+// judge sums the report up.
+func judge(ctx context.Context, r *dns.Client, rep *transport.DomainCheck, dc *dkimCheck, dkimErr, checkErr error, sts string, stsErr error) checkResult {
+	var incomplete []string
+	if checkErr != nil {
+		incomplete = append(incomplete, "the check ended early: "+checkErr.Error())
+	}
+	if rep.MXError != "" {
+		if _, err := r.LookupMX(ctx, rep.Domain); err != nil && resolverDown(err) {
+			incomplete = append(incomplete, "the MX lookup got no answer: "+err.Error())
+		}
+	}
+	if sts == "unknown" && resolverDown(stsErr) {
+		incomplete = append(incomplete, "the MTA-STS record lookup got no answer: "+stsErr.Error())
+	}
+	if dkimErr != nil && resolverDown(dkimErr) {
+		incomplete = append(incomplete, "the DKIM record lookup got no answer: "+dkimErr.Error())
+	}
+	unreachable := 0
+	for _, h := range rep.Hosts {
+		if h.Status == "unreachable" {
+			unreachable++
+		}
+	}
+	if len(rep.Hosts) > 0 && unreachable == len(rep.Hosts) {
+		incomplete = append(incomplete, "no MX host could be reached (outgoing port 25 may be blocked from here)")
+	}
+	if len(incomplete) > 0 {
+		return checkResult{Status: "incomplete", ExitStatus: exitCheck, Reasons: incomplete}
+	}
+
+	res := checkResult{ExitStatus: exitFail}
+	count := map[string]int{}
+	for _, h := range rep.Hosts {
+		count[h.Status]++
+		if h.Status != "protected" {
+			res.Reasons = append(res.Reasons, h.Host+": "+h.Status+": "+h.Verdict)
+		}
+	}
+	switch {
+	case rep.NullMX:
+		res.Status = "null-mx"
+		res.Reasons = []string{"the domain accepts no mail (null MX, RFC 7505)"}
+	case rep.MXError != "":
+		res.Status = "no-route"
+		res.Reasons = []string{"the MX lookup failed: " + rep.MXError}
+	case len(rep.Hosts) > 0 && count["protected"] == len(rep.Hosts):
+		res.Status, res.ExitStatus = "protected", exitOK
+	case count["protected"] > 0:
+		res.Status = "partly-protected"
+	case count["verified"] > 0:
+		res.Status = "verified-only"
+	default:
+		res.Status = "undeliverable"
+	}
+	if dc != nil && dc.Problem != "" {
+		res.ExitStatus = exitFail
+		res.Reasons = append(res.Reasons, "DKIM record "+dc.Name+": "+dc.Problem)
+	}
+	for i, s := range res.Reasons {
+		res.Reasons[i] = printable(s)
+	}
+	return res
 }
 
 func runCheck(ctx context.Context, e *env, args []string) int {
@@ -101,7 +218,8 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 	if o.mxPort < 0 || o.mxPort > 65535 {
 		return reportUsage(e, name, usagef("-mx-port %d: not a port number", o.mxPort))
 	}
-	d := &transport.Direct{Resolver: newResolver(o.dns), Port: o.mxPort, AllowPrivate: o.allowPriv}
+	r := newResolver(o.dns)
+	d := &transport.Direct{Resolver: r, Port: o.mxPort, AllowPrivate: o.allowPriv}
 	if o.caFile != "" {
 		roots, err := loadRoots(o.caFile)
 		if err != nil {
@@ -110,7 +228,7 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 		d.TLSConfig = &tls.Config{RootCAs: roots}
 	}
 	if err := d.Validate(); err != nil {
-		return reportUsage(e, name, usagef("%v", err))
+		return reportUsage(e, name, flagConfigError(err))
 	}
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -118,38 +236,54 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 	rep, err := d.Check(ctx, domain)
 	if rep == nil {
 		if errors.Is(err, mailsec.ErrInvalid) {
-			return reportUsage(e, name, usagef("%v", err))
+			return reportUsage(e, name, usagef("%s", strings.TrimPrefix(err.Error(), "mailsec: ")))
 		}
-		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))
-		return exitFail
+		fmt.Fprintf(e.stderr, "mailsec check: could not check: %s\n", printable(strings.TrimPrefix(err.Error(), "mailsec: ")))
+		return exitCheck
 	}
 	var dc *dkimCheck
+	var dkimErr error
 	if o.selector != "" {
-		var derr error
-		dc, derr = checkDKIM(ctx, newResolver(o.dns), rep.Domain, o.selector)
-		if derr != nil {
-			dc.Problem = "lookup failed: " + derr.Error()
-			err = errors.Join(err, fmt.Errorf("DKIM record %s: %w", dc.Name, derr))
+		dc, dkimErr = checkDKIM(ctx, r, rep.Domain, o.selector)
+		if dkimErr != nil {
+			dc.Problem = "lookup failed: " + dkimErr.Error()
 		}
 	}
+	// The report's MTA-STS error does not say whether a record was seen:
+	// ask, so that none is reported that was not.
+	sts, stsErr := "", error(nil)
+	if s := rep.MTASTS; s != nil && s.Mode == "" && s.Error != "" {
+		sts, stsErr = stsState(ctx, r, rep.Domain)
+	}
+	res := judge(ctx, r, rep, dc, dkimErr, err, sts, stsErr)
 	if o.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(struct {
 			*transport.DomainCheck
-			DKIM *dkimCheck `json:"dkim,omitempty"`
-		}{rep, dc})
+			MTASTSRecord string      `json:"mta_sts_record,omitempty"`
+			DKIM         *dkimCheck  `json:"dkim,omitempty"`
+			Result       checkResult `json:"result"`
+		}{rep, sts, dc, res})
 	} else {
-		printCheck(e.stdout, rep)
+		printCheck(e.stdout, rep, sts, stsErr)
 		if dc != nil {
 			printDKIM(e.stdout, dc)
 		}
+		printResult(e.stdout, res)
 	}
-	if err != nil {
-		fmt.Fprintf(e.stderr, "mailsec check: %s\n", printable(err.Error()))
-		return exitFail
+	if res.Status == "incomplete" {
+		fmt.Fprintf(e.stderr, "mailsec check: could not check %s: %s\n", printable(rep.Domain), res.Reasons[0])
 	}
-	return exitOK
+	return res.ExitStatus
+}
+
+// printResult writes the summing-up lines, every reason in full.
+func printResult(w io.Writer, res checkResult) {
+	fmt.Fprintf(w, "Result:  %s (exit status %d)\n", res.Status, res.ExitStatus)
+	for _, r := range res.Reasons {
+		fmt.Fprintln(w, "  - "+r)
+	}
 }
 
 func yesNo(b bool) string {
@@ -160,12 +294,14 @@ func yesNo(b bool) string {
 }
 
 // printCheck writes the report for a person.
-func printCheck(w io.Writer, r *transport.DomainCheck) {
+//
+// sts is what stsState found when the report's MTA-STS error left it open.
+func printCheck(w io.Writer, r *transport.DomainCheck, sts string, stsErr error) {
 	p := func(format string, a ...any) { fmt.Fprintln(w, printable(fmt.Sprintf(format, a...))) }
 	p("Domain:   %s", r.Domain)
 	switch {
 	case r.NullMX:
-		p("MX:       null MX (the domain accepts no mail)")
+		p("MX:       none: the domain accepts no mail (null MX, RFC 7505)")
 	case r.MXError != "":
 		p("MX:       lookup failed: %s", r.MXError)
 	default:
@@ -186,8 +322,12 @@ func printCheck(w io.Writer, r *transport.DomainCheck) {
 		if s.Error != "" {
 			p("          (refresh failed: %s)", s.Error)
 		}
-	default:
+	case sts == "seen":
 		p("MTA-STS:  record found, policy unusable: %s", s.Error)
+	case sts == "none":
+		p("MTA-STS:  none (an earlier attempt failed: %s)", s.Error)
+	default:
+		p("MTA-STS:  unknown: the record lookup failed: %v", stsErr)
 	}
 	switch {
 	case len(r.TLSRPT) > 0:

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -60,6 +61,9 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 			"mx.mismatch.test. 300 IN A 127.0.0.1",
 			bad,
 		}},
+		dnstest.Zone{Name: "nullmx.test.", Signed: true, Records: []string{
+			"nullmx.test. 300 IN MX 0 .",
+		}},
 	)
 	body := writeFile(t, "body.txt", []byte("CANARY-cli-direct\n"))
 	// The MX hosts are on loopback: -allow-private says so.
@@ -89,7 +93,9 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 	t.Run("send -mx refuses a TLSA mismatch", func(t *testing.T) {
 		before := srv.Transactions()
 		r := send("ann@mismatch.test")
-		wantCode(t, r, exitFail)
+		// A DANE mismatch at an MX host is deferred, not bounced: an
+		// attack may end, or the records be fixed.
+		wantCode(t, r, exitTemp)
 		if srv.Transactions() != before {
 			t.Fatal("MAIL sent to a host that fails DANE")
 		}
@@ -97,12 +103,41 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 			t.Fatalf("stderr does not name the reason: %q", r.stderr)
 		}
 	})
+	t.Run("send -mx explains a null MX", func(t *testing.T) {
+		r := runBin(t, "", nil, "send", "-mx", "-dns", ns.Addr, "-mx-port", port, "-allow-private", "-mta-sts-cache", "none",
+			"-from", "app@sender.example", "-to", "ann@nullmx.test", "-subject", "hello")
+		wantCode(t, r, exitFail)
+		if want := "mailsec: ann@nullmx.test: NOT delivered: nullmx.test accepts no mail (null MX, RFC 7505)\n"; !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+		if strings.Contains(r.stderr, "no MX host took the delivery") {
+			t.Errorf("stderr says no MX host took the delivery")
+		}
+	})
+	t.Run("check explains a null MX", func(t *testing.T) {
+		r := runBin(t, "", nil, "check", "nullmx.test", "-dns", ns.Addr, "-mx-port", port, "-allow-private")
+		wantCode(t, r, exitFail)
+		for _, want := range []string{"MX:       none: the domain accepts no mail (null MX, RFC 7505)", "Result:  null-mx (exit status 1)"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+	})
 	t.Run("check -json", func(t *testing.T) {
-		r := runCmd(t, "", nil, "check", "dane.test", "-dns", ns.Addr, "-mx-port", port, "-allow-private", "-json")
+		r := runBin(t, "", nil, "check", "dane.test", "-dns", ns.Addr, "-mx-port", port, "-allow-private", "-json")
 		wantCode(t, r, exitOK)
 		var dc transport.DomainCheck
 		if err := json.Unmarshal([]byte(r.stdout), &dc); err != nil {
 			t.Fatal(err)
+		}
+		var verdict struct {
+			Result checkResult `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &verdict); err != nil {
+			t.Fatal(err)
+		}
+		if verdict.Result.Status != "protected" || verdict.Result.ExitStatus != exitOK || len(verdict.Result.Reasons) != 0 {
+			t.Errorf("result = %+v, want protected", verdict.Result)
 		}
 		if !dc.MXAuthentic || len(dc.Hosts) != 1 || len(dc.TLSRPT) != 1 {
 			t.Fatalf("check = %+v", dc)
@@ -114,8 +149,9 @@ func TestDirectAgainstSignedZone(t *testing.T) {
 	})
 	t.Run("check in words", func(t *testing.T) {
 		r := runCmd(t, "", nil, "check", "-dns", ns.Addr, "-mx-port", port, "-allow-private", "mismatch.test")
-		wantCode(t, r, exitOK)
-		for _, want := range []string{"DNSSEC: yes", "STARTTLS:    yes", "matches none of the host's TLSA records", "Verdict: mailsec's default level delivers to no MX host"} {
+		wantCode(t, r, exitFail)
+		for _, want := range []string{"DNSSEC: yes", "STARTTLS:    yes", "matches none of the host's TLSA records", "Verdict: mailsec's default level delivers to no MX host",
+			"Result:  undeliverable (exit status 1)"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("output lacks %q", want)
 			}
@@ -261,7 +297,8 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 	t.Run("enforce policy refuses an unlisted MX", func(t *testing.T) {
 		before := srv.Transactions()
 		r := send("bob@unlisted.test", "-allow-private")
-		wantCode(t, r, exitFail)
+		// Deferred, as RFC 8461 §5 wants: the policy may be about to change.
+		wantCode(t, r, exitTemp)
 		if srv.Transactions() != before || received("bob@unlisted.test") != 0 {
 			t.Fatal("MAIL sent to an MX host the enforce policy does not list")
 		}
@@ -301,6 +338,49 @@ func TestDirectMTASTSThroughResolver(t *testing.T) {
 		wantCode(t, r, exitUsage)
 		if !strings.Contains(r.stderr, "email address, not a domain") {
 			t.Fatalf("stderr = %q", r.stderr)
+		}
+	})
+	t.Run("policies kept between runs", func(t *testing.T) {
+		// The built binary, as an operator runs it twice: the second run
+		// finds the enforce policy in the user's cache directory and
+		// fetches nothing.
+		cacheHome := t.TempDir()
+		environ := map[string]string{"XDG_CACHE_HOME": cacheHome}
+		run := func() result {
+			return runBin(t, "", environ, "send", "-mx", "-dns", ns.Addr, "-mx-port", port, "-ca", caPEM, "-allow-private",
+				"-from", "app@sender.example", "-to", "ann@sts.test", "-subject", "hello", "-body", body)
+		}
+		before := fetches.Load()
+		wantCode(t, run(), exitOK)
+		if fetches.Load() == before {
+			t.Fatal("the first run fetched no policy")
+		}
+		dir := filepath.Join(cacheHome, "mailsec", "mta-sts")
+		fi, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("cache directory mode %04o, want 0700", fi.Mode().Perm())
+		}
+		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+		if len(files) != 1 {
+			t.Fatalf("cache files %q, want one", files)
+		}
+		if fi, err := os.Stat(files[0]); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("cache file: %v, mode %04o, want 0600", err, fi.Mode().Perm())
+		}
+		after := fetches.Load()
+		wantCode(t, run(), exitOK)
+		if fetches.Load() != after {
+			t.Errorf("the second run fetched the policy again: it was not kept")
+		}
+		// -mta-sts-cache none keeps nothing, and fetches again.
+		r := runBin(t, "", environ, "send", "-mx", "-dns", ns.Addr, "-mx-port", port, "-ca", caPEM, "-allow-private", "-mta-sts-cache", "none",
+			"-from", "app@sender.example", "-to", "ann@sts.test", "-subject", "hello", "-body", body)
+		wantCode(t, r, exitOK)
+		if fetches.Load() == after {
+			t.Errorf("-mta-sts-cache none used the cache")
 		}
 	})
 }

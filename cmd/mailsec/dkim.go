@@ -38,7 +38,11 @@ func (l *dkimList) Set(v string) error {
 // signing wraps t in a DKIM-signing transport when -dkim was given: each
 // DOMAIN's keys sign mail whose From domain is DOMAIN, and mail from any
 // other domain is refused.
-func (o *deliveryOptions) signing(t closingTransport) (closingTransport, error) {
+//
+// A key file that its group or others may read gets a warning on warn,
+// as ssh gives for a private key: anyone who reads it can sign mail as
+// the domain.
+func (o *deliveryOptions) signing(t closingTransport, warn io.Writer) (closingTransport, error) {
 	if len(o.dkim) == 0 {
 		return t, nil
 	}
@@ -47,6 +51,10 @@ func (o *deliveryOptions) signing(t closingTransport) (closingTransport, error) 
 		data, err := os.ReadFile(k.file)
 		if err != nil {
 			return nil, usagef("-dkim %s:%s: %v", k.domain, k.selector, err)
+		}
+		if fi, err := os.Stat(k.file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(warn, "mailsec: warning: the DKIM key %s is readable by others than its owner (mode %04o): anyone who reads it can sign mail as %s; chmod 600 %s\n",
+				printable(k.file), fi.Mode().Perm(), printable(k.domain), printable(k.file))
 		}
 		key, err := dkimsign.ParsePrivateKey(data)
 		if err != nil {
@@ -77,14 +85,6 @@ func newKeygenFlags(domain, selector, algo, out *string) *flag.FlagSet {
 	return fs
 }
 
-func dkimBrief(w io.Writer) {
-	fmt.Fprint(w, dkimSynopsis, "\nFlags of keygen:\n")
-	var a, b, c, d string
-	fs := newKeygenFlags(&a, &b, &c, &d)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-}
-
 func dkimUsage(w io.Writer) {
 	fmt.Fprint(w, dkimSynopsis, `
 dkim keygen makes a DKIM signing key, writes it to FILE, and prints on
@@ -92,10 +92,14 @@ standard output the DNS TXT record to publish, as one zone-file line:
 
   SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; k=rsa; p=..."
 
+Example:
+  mailsec dkim keygen -domain example.com -selector r2026 -out r2026.pem
+
 Sign with it: mailsec send -dkim DOMAIN:SELECTOR:FILE (repeatable: an rsa
 and an ed25519 key sign the same message, for receivers that ignore
 Ed25519). Check that the record is published: mailsec check DOMAIN
--dkim-selector SELECTOR.
+-dkim-selector SELECTOR. The key file is written with mode 0600; send
+warns when it finds one that its group or others may read.
 
 Flags of keygen:
 `)

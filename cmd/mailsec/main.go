@@ -5,19 +5,21 @@
 // Usage:
 //
 //	mailsec <command> [flags]
-//	mailsec help [command]
+//	mailsec <command> -h
 //
 // The commands are send, which sends one message (or queues it in an
 // outbox with -queue), check, which reports how well mail to a domain is
 // protected in transit, queue, which delivers and manages queued
-// messages, and bounce, which explains bounces. "mailsec help COMMAND"
-// prints a command's whole usage.
+// messages, bounce, which explains bounces, and version. "mailsec COMMAND
+// -h" prints a command's synopsis, examples, and flags grouped by purpose.
+// A usage error is one line, and a second that points to that help.
 //
 // # mailsec send
 //
-//	mailsec send {-server HOST:PORT [-tls implicit|starttls] [-user NAME] |
-//		-mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT] [-allow-private]} [-ca FILE]
-//		-from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
+//	mailsec send {-server HOST:PORT [-tls implicit|starttls|none] [-user NAME] |
+//		-mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT] [-allow-private]
+//		[-mta-sts-cache DIR]} [-ca FILE]
+//		-from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] [-subject TEXT]
 //		[-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
 //		[-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
 //		 [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
@@ -40,8 +42,12 @@
 // The flags are:
 //
 //	-server HOST:PORT  the submission server (required without -mx)
-//	-tls MODE          "implicit" or "starttls"; default implicit on port
-//	                   465, STARTTLS on any other port
+//	-tls MODE          "implicit", "starttls" or "none"; default implicit on
+//	                   port 465, STARTTLS on any other port; "none" sends
+//	                   without TLS to a development server (Mailpit,
+//	                   MailHog) at a loopback -server only, never with
+//	                   -user, with a warning, and the Receipt records the
+//	                   plaintext level
 //	-ca FILE           PEM file of extra trusted root certificates, added
 //	                   to the system roots
 //	-user NAME         authenticate as NAME (SMTP AUTH, only inside TLS);
@@ -50,7 +56,7 @@
 //	-to, -cc, -bcc     comma-separated recipient lists; each flag may
 //	                   repeat; at least one recipient is required. A comma
 //	                   inside a quoted display name or <...> does not split.
-//	-subject TEXT      the subject (required, may be empty)
+//	-subject TEXT      the subject (default: none)
 //	-body FILE         the plain-text body, from FILE or, with "-", from
 //	                   standard input
 //	-html FILE         the HTML body
@@ -91,15 +97,31 @@
 // notice instead, or NOT encrypted), or why not. Without -json nothing is written to standard
 // output.
 //
+// With -mx, MTA-STS policies are kept between runs in -mta-sts-cache DIR,
+// by default mailsec/mta-sts under the user's cache directory ("none":
+// this run only).
+//
+// A -dkim KEYFILE that its group or others may read draws a warning.
+//
 // # mailsec check
 //
-//	mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-allow-private] [-dkim-selector S] [-json] [-timeout D]
+//	mailsec check DOMAIN [-dns HOST:PORT] [-ca FILE] [-mx-port PORT] [-allow-private]
+//		[-dkim-selector S] [-json] [-timeout D]
 //
 // Check reports, for a recipient domain, its MX hosts and whether DNSSEC
 // authenticates them, its MTA-STS record and policy, its TLS-RPT addresses,
 // and for each MX host its TLSA records, STARTTLS, TLS version and
 // certificate, with a verdict: what "mailsec send -mx" would do with the
-// host, and why. No mail is sent.
+// host, and why. No mail is sent. It exits 0 when the path is protected
+// (DANE or MTA-STS enforce for every MX host), 1 when it is weaker or
+// broken (the reasons are listed), 2 on bad usage, and 3 when the check
+// could not run (the resolver did not answer, no MX host was reachable,
+// the time ran out); -json carries the same verdict as "result".
+//
+// # mailsec version
+//
+// Version prints the module's path and version and the Go version the
+// binary was built with, from its build information.
 //
 // # mailsec dkim keygen
 //
@@ -155,17 +177,21 @@
 // 32 random bytes; several separated by commas to rotate, the first one
 // sealing), required by send -queue and every queue command.
 //
-// # Exit status
+// # Exit status of send
 //
 //	0  the server accepted the message for every recipient
-//	1  some recipient was not accepted (refused by the server, no secure
-//	   connection, authentication failed, time-out or interrupt), or the
+//	75 some recipient was not accepted, and every failure is one a later
+//	   try may get past (a time-out, a 4xx reply, a DANE or MTA-STS
+//	   refusal at an MX host): sendmail's EX_TEMPFAIL
+//	1  some recipient was not accepted for good (a 5xx reply, a null MX,
+//	   a certificate that does not verify, authentication failed), or the
 //	   library refused the message as invalid before sending anything (a
 //	   malformed address, subject or attachment name); the error on
 //	   standard error says why
 //	2  bad usage: no or unknown command, unknown flag or stray argument,
-//	   missing -server, -from, -subject or recipients, an empty item in a
-//	   recipient list, a -server without a port, a bad -tls value, -user
+//	   missing -server, -from or recipients, an empty item in a
+//	   recipient list, a -server without a port, a bad -tls value, -tls
+//	   none to a server not on loopback, -user
 //	   without MAILSEC_PASSWORD, a -ca file that cannot be read or holds no
 //	   certificate, a -body, -html or -attach file that cannot be read, a
 //	   key or certificate file that cannot be read or parsed (or a -pgp-sign

@@ -563,7 +563,6 @@ func TestUsageErrors(t *testing.T) {
 		{"missing to", without("-to"), nil, "recipient"},
 		{"missing server", without("-server"), nil, "-server or -mx"},
 		{"missing from", without("-from"), nil, "-from"},
-		{"missing subject", without("-subject"), nil, "-subject"},
 		{"server without port", append(without("-server"), "-server", "localhost"), nil, "HOST:PORT"},
 		{"bad tls", base("-tls", "ssl"), nil, "-tls"},
 		{"tls auto", base("-tls", "auto"), nil, "-tls"},
@@ -589,8 +588,8 @@ func TestUsageErrors(t *testing.T) {
 			if !strings.Contains(r.stderr, tc.want) {
 				t.Errorf("stderr does not mention %q:\n%s", tc.want, r.stderr)
 			}
-			if !strings.Contains(r.stderr, "usage: mailsec") {
-				t.Errorf("no usage on stderr")
+			if !strings.Contains(r.stderr, "usage: mailsec") && !strings.Contains(r.stderr, "run 'mailsec") {
+				t.Errorf("stderr says nothing of where the usage is")
 			}
 			if r.stdout != "" {
 				t.Errorf("stdout = %q", r.stdout)
@@ -607,7 +606,16 @@ func TestUsageErrors(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"help", "send"}, {"send", "-h"}, {"send", "-help"}} {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		r := runCmd(t, "", nil, args...)
+		wantCode(t, r, 0)
+		for _, want := range []string{"usage: mailsec <command>", "send ", "check ", "version ", "Examples:"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("mailsec %s: stdout lacks %q", strings.Join(args, " "), want)
+			}
+		}
+	}
+	for _, args := range [][]string{{"help", "send"}, {"send", "-h"}, {"send", "-help"}} {
 		r := runCmd(t, "", nil, args...)
 		wantCode(t, r, 0)
 		for _, want := range []string{"usage: mailsec send", "-server HOST:PORT", "-attach FILE", passwordEnv, "Exit status"} {

@@ -36,7 +36,7 @@ func (o *protectOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.smimeRoots, "smime-roots", "", "PEM `FILE` of the roots S/MIME certificates must chain to (default: the system's)")
 	fs.StringVar(&o.smimeSignCert, "smime-sign-cert", "", "sign with S/MIME using the certificate chain in PEM `FILE` (with -smime-sign-key)")
 	fs.StringVar(&o.smimeSignKey, "smime-sign-key", "", "the private key in PEM `FILE` for -smime-sign-cert")
-	fs.StringVar(&o.outerSubject, "outer-subject", "", "the Subject shown outside encrypted mail (default \"...\"); the real one is inside")
+	fs.StringVar(&o.outerSubject, "outer-subject", "", "the Subject `TEXT` shown outside encrypted mail (default \"...\"); the real one is inside")
 	fs.StringVar(&o.noticeURL, "notice-url", "", "send recipients without a usable key a link-only notice pointing to https `URL` instead of the message")
 	fs.BoolVar(&o.prefer, "prefer-protection", false, "encrypt for recipients with a usable key, send the others the message unencrypted (over verified TLS)")
 }

@@ -151,10 +151,6 @@ const queueSynopsis = `usage: mailsec queue run -db DB [-once] {-server HOST:POR
        mailsec queue cancel ID -db DB
 `
 
-func queueBrief(w io.Writer) {
-	fmt.Fprint(w, queueSynopsis)
-}
-
 func queueUsage(w io.Writer) {
 	fmt.Fprint(w, queueSynopsis, `
 Queue works on the outbox that "mailsec send -queue DB" queues messages in: a
@@ -177,17 +173,28 @@ many recipients and attempts), show one message's status with each
 recipient and every attempt's receipt (-json: the status as JSON), retry makes
 a queued message due now, and cancel stops it from being sent any further.
 
+Examples:
+  export `+outboxKeyEnv+`="$(head -c 32 /dev/urandom | base64)"
+  mailsec send -queue mail.db -from app@example.com -to ann@example.org -subject hi
+  mailsec queue run -db mail.db -once -server smtp.example.com:587 -user app
+  mailsec queue list -db mail.db -state failed,expired
+  mailsec queue show ID -db mail.db -json
+
 run flags:
   -db DB     the outbox: a SQLite file or a postgres:// URL (required)
   -once      deliver what is due, then stop
-  and the delivery flags of send (see 'mailsec help send')
+  and the delivery flags of send, below
 
 list flags:
   -state S   only messages in these states: queued, sending, delivered,
              partly-delivered, failed, expired, cancelled (comma-separated)
   -limit N   at most N messages, the newest first (default 100)
   -json      print the list as JSON
-
+`)
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	(&deliveryOptions{}).register(fs)
+	printFlags(w, fs, deliveryFlagGroups())
+	fmt.Fprint(w, `
 Environment:
   `+outboxKeyEnv+`  the outbox's keys, each the standard base64 of 32 random
                       bytes (head -c 32 /dev/urandom | base64), several

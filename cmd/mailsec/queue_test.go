@@ -323,7 +323,7 @@ func TestQueueUsage(t *testing.T) {
 		{[]string{"queue", "run", "-db", db}, "-server or -mx is required"},
 		{[]string{"queue", "run", "-server", "127.0.0.1:587"}, "-db is required"},
 		{[]string{"queue", "run", "-db", db, "-server", "127.0.0.1:587", "-user", "app"}, "MAILSEC_PASSWORD"},
-		{[]string{"queue", "run", "-db", db, "-server", "127.0.0.1:587", "-from", "a@example.com"}, "flag provided but not defined: -from"},
+		{[]string{"queue", "run", "-db", db, "-server", "127.0.0.1:587", "-from", "a@example.com"}, "unknown flag -from"},
 	} {
 		r := runCmd(t, "", environ, c.args...)
 		wantCode(t, r, 2)

@@ -12,9 +12,11 @@ import (
 
 // Exit statuses.
 const (
-	exitOK    = 0 // every recipient accepted
-	exitFail  = 1 // some recipient not accepted, or the message refused as invalid
-	exitUsage = 2 // the command line cannot be used
+	exitOK    = 0  // every recipient accepted; check: the path is protected
+	exitFail  = 1  // some recipient not accepted for good, or the message refused as invalid; check: the path is weak or broken
+	exitUsage = 2  // the command line cannot be used
+	exitCheck = 3  // check: the check itself could not run (resolver or network down)
+	exitTemp  = 75 // every failure is one a retry can help (sendmail's EX_TEMPFAIL)
 )
 
 // env is what a command may touch of the outside world besides the
@@ -25,30 +27,33 @@ type env struct {
 	getenv         func(string) string
 }
 
-// command is one subcommand.
+// command is one subcommand. To add one, write its run and usage
+// functions and add it to commands; "mailsec -h", "mailsec help NAME",
+// "mailsec NAME -h" and the usage error hints follow from the table.
 type command struct {
 	name    string
 	summary string // one line for the command list
-	// usage writes the command's help: synopsis, description, flags,
-	// environment and exit status. brief writes the synopsis and the
-	// flags, for usage errors.
-	usage, brief func(w io.Writer)
-	run          func(ctx context.Context, e *env, args []string) int
+	// usage writes the command's help: synopsis, description, examples,
+	// flags grouped by purpose, environment and exit status.
+	usage func(w io.Writer)
+	run   func(ctx context.Context, e *env, args []string) int
 }
 
 // commands lists the subcommands in the order help shows them.
 func commands() []command {
 	return []command{
 		{name: "send", summary: "send a message through a submission server, or to MX hosts, over verified TLS",
-			usage: sendUsage, brief: sendBrief, run: runSend},
+			usage: sendUsage, run: runSend},
 		{name: "check", summary: "report how well mail to a domain is protected in transit",
-			usage: checkUsage, brief: checkBrief, run: runCheck},
+			usage: checkUsage, run: runCheck},
 		{name: "dkim", summary: "make a DKIM signing key and print the DNS record to publish (dkim keygen)",
-			usage: dkimUsage, brief: dkimBrief, run: runDKIM},
+			usage: dkimUsage, run: runDKIM},
 		{name: "queue", summary: "deliver, list, show, retry or cancel messages queued with send -queue",
-			usage: queueUsage, brief: queueBrief, run: runQueue},
+			usage: queueUsage, run: runQueue},
 		{name: "bounce", summary: "explain a bounce (a delivery status notification) in plain words, or record it in an outbox",
-			usage: bounceUsage, brief: bounceBrief, run: runBounce},
+			usage: bounceUsage, run: runBounce},
+		{name: "version", summary: "print the module version and the Go version mailsec was built with",
+			usage: versionUsage, run: runVersion},
 	}
 }
 
@@ -61,6 +66,14 @@ func lookup(name string) (command, bool) {
 	return command{}, false
 }
 
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
 // run runs the command line args (without the program name) and returns
 // the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -70,9 +83,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		shortUsage(stderr)
 		return exitUsage
 	}
-	switch args[0] {
-	case "help", "-h", "-help", "--help":
+	if isHelp(args[0]) {
 		return help(e, args[1:])
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return runVersion(ctx, e, nil)
 	}
 	c, ok := lookup(args[0])
 	if !ok {
@@ -81,22 +96,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		} else {
 			fmt.Fprintf(stderr, "mailsec: unknown command %q\n", args[0])
 		}
-		shortUsage(stderr)
+		fmt.Fprintln(stderr, "run 'mailsec -h' for the commands")
 		return exitUsage
+	}
+	if len(args) == 2 && isHelp(args[1]) {
+		// "mailsec queue -h" as well as "mailsec send -h".
+		c.usage(stdout)
+		return exitOK
 	}
 	return c.run(ctx, e, args[1:])
 }
 
-// help prints the usage of every command, or of the one named, on
+// help prints the overview, or the usage of the command named, on
 // standard output.
 func help(e *env, args []string) int {
 	switch len(args) {
 	case 0:
-		shortUsage(e.stdout)
-		for _, c := range commands() {
-			fmt.Fprintln(e.stdout)
-			c.usage(e.stdout)
-		}
+		overview(e.stdout)
 		return exitOK
 	case 1:
 		if c, ok := lookup(args[0]); ok {
@@ -107,19 +123,41 @@ func help(e *env, args []string) int {
 	default:
 		fmt.Fprintln(e.stderr, "mailsec help: at most one command")
 	}
-	shortUsage(e.stderr)
+	fmt.Fprintln(e.stderr, "run 'mailsec -h' for the commands")
 	return exitUsage
 }
 
 func shortUsage(w io.Writer) {
 	fmt.Fprint(w, `usage: mailsec <command> [flags]
-       mailsec help [command]
+       mailsec <command> -h
 
 Commands:
 `)
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
+}
+
+// overview is "mailsec -h": the synopsis, the commands and examples.
+func overview(w io.Writer) {
+	shortUsage(w)
+	fmt.Fprint(w, `
+Examples:
+  # a test message through your provider's submission server (STARTTLS, port 587)
+  MAILSEC_PASSWORD=... mailsec send -server smtp.example.com:587 -user app \
+      -from app@example.com -to you@example.org -subject test -body msg.txt
+
+  # to a development server on this machine (Mailpit, MailHog): no TLS
+  mailsec send -server 127.0.0.1:1025 -tls none -from a@example.com -to b@example.org
+
+  # straight to the recipient domain's MX hosts (DANE, MTA-STS)
+  mailsec send -mx -from app@example.com -to you@example.org -subject test
+
+  # how well is mail to a domain protected? (exit 0 protected, 1 weak, 3 could not check)
+  mailsec check example.org
+
+Run 'mailsec <command> -h' for a command's flags and exit status.
+`)
 }
 
 // usageError reports a command line that cannot be used (exit status 2).
@@ -133,8 +171,8 @@ func usagef(format string, a ...any) error {
 
 // parseFlags parses args into fs for command c. It returns ok=false with
 // the exit status when the command should stop: help was asked for (the
-// usage goes to standard output, status 0) or the flags were bad (the
-// error and the usage go to standard error, status 2).
+// usage goes to standard output, status 0) or the flags were bad (one
+// line on standard error, status 2).
 func parseFlags(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), args []string) (code int, ok bool) {
 	return parseFlagsArgs(e, c, fs, usage, args, 0)
 }
@@ -151,31 +189,50 @@ func parseFlagsArgs(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), a
 		usage(e.stdout)
 		return exitOK, false
 	case err != nil:
-		fmt.Fprintf(e.stderr, "mailsec %s: %v\n", c, err)
-		briefUsage(e.stderr, c)
-		return exitUsage, false
+		return reportUsage(e, c, flagError(err)), false
 	case fs.NArg() > maxArgs:
-		fmt.Fprintf(e.stderr, "mailsec %s: unexpected argument %q (every value needs a flag)\n", c, fs.Arg(0))
-		briefUsage(e.stderr, c)
-		return exitUsage, false
+		return reportUsage(e, c, usagef("unexpected argument %q (every value needs a flag)", fs.Arg(maxArgs))), false
 	}
 	return 0, true
 }
 
-// reportUsage prints a usage error for command c and returns exit status 2.
-func reportUsage(e *env, c string, err error) int {
-	fmt.Fprintf(e.stderr, "mailsec %s: %v\n", c, err)
-	briefUsage(e.stderr, c)
-	return exitUsage
+// undefinedPrefix starts the flag package's error for an unknown flag.
+const undefinedPrefix = "flag provided but not defined: -"
+
+// flagHint answers a flag people reach for that mailsec deliberately
+// lacks, or returns "".
+func flagHint(name string) string {
+	switch name {
+	case "password", "pass", "passwd":
+		return "there is no password flag, so that it never shows in a process list or a shell history: set " + passwordEnv + " in the environment"
+	case "passphrase":
+		return "there is no passphrase flag: set " + pgpPassphraseEnv + " in the environment"
+	case "port":
+		return "the port goes in -server HOST:PORT (or -mx-port with -mx)"
+	}
+	return ""
 }
 
-func briefUsage(w io.Writer, c string) {
-	// A subcommand ("queue list") has its command's usage.
-	c, _, _ = strings.Cut(c, " ")
-	if cmd, ok := lookup(c); ok {
-		cmd.brief(w)
-		fmt.Fprintf(w, "Run 'mailsec help %s' for details.\n", c)
+// flagError rewrites the flag package's error as one line that says what
+// to do.
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, undefinedPrefix); ok {
+		name = strings.TrimLeft(name, "-")
+		if hint := flagHint(name); hint != "" {
+			return usagef("unknown flag -%s: %s", name, hint)
+		}
+		return usagef("unknown flag -%s", name)
 	}
+	return usagef("%s", msg)
+}
+
+// reportUsage prints a usage error for command c, as one line and a
+// pointer to the help, and returns exit status 2.
+func reportUsage(e *env, c string, err error) int {
+	fmt.Fprintf(e.stderr, "mailsec %s: %s\n", c, printable(err.Error()))
+	fmt.Fprintf(e.stderr, "run 'mailsec %s -h' for usage\n", c)
+	return exitUsage
 }
 
 // printable makes text that came from the network (server replies inside
@@ -188,4 +245,77 @@ func printable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// flagGroup is a heading in a command's help and the flags under it.
+type flagGroup struct {
+	title string
+	names []string
+}
+
+// printFlags writes the flags of fs under the headings of groups, in the
+// groups' order; a flag no group names is listed under "Other flags", so
+// that none is ever left out.
+func printFlags(w io.Writer, fs *flag.FlagSet, groups []flagGroup) {
+	listed := map[string]bool{}
+	for _, g := range groups {
+		var fl []*flag.Flag
+		for _, n := range g.names {
+			if f := fs.Lookup(n); f != nil {
+				fl = append(fl, f)
+				listed[n] = true
+			}
+		}
+		printGroup(w, g.title, fl)
+	}
+	var rest []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) {
+		if !listed[f.Name] {
+			rest = append(rest, f)
+		}
+	})
+	printGroup(w, "Other flags", rest)
+}
+
+func printGroup(w io.Writer, title string, fl []*flag.Flag) {
+	if len(fl) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%s:\n", title)
+	for _, f := range fl {
+		name, usage := flag.UnquoteUsage(f)
+		head := "  -" + f.Name
+		if name != "" {
+			head += " " + name
+		}
+		switch f.DefValue {
+		case "", "0", "false", "0s":
+		default:
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w, head)
+		for _, l := range wrap(usage, 72) {
+			fmt.Fprintln(w, "        "+l)
+		}
+	}
+}
+
+// wrap breaks s into lines of at most width columns, at spaces.
+func wrap(s string, width int) []string {
+	var out []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(word) > width {
+			out = append(out, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	if line != "" {
+		out = append(out, line)
+	}
+	return out
 }

@@ -9,8 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/outbox"
 	"github.com/mailsec/mailsec/transport"
+	"github.com/mailsec/mailsec/transport/mtasts"
 )
 
 // passwordEnv names the environment variable that holds the -user password.
@@ -37,6 +42,7 @@ type deliveryOptions struct {
 	tlsMode   string
 	caFile    string
 	user      string
+	stsCache  string
 	dkim      dkimList
 	protect   protectOptions
 }
@@ -48,7 +54,8 @@ func (o *deliveryOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.mxPort, "mx-port", 0, "with -mx: the `PORT` MX hosts listen on (default 25; for test setups)")
 	fs.BoolVar(&o.allowPriv, "allow-private", false, "with -mx: connect to MX and MTA-STS policy hosts at loopback, private, link-local and other non-global addresses (refused by default; for test setups and internal networks)")
 	fs.StringVar(&o.level, "level", "", "with -mx: the security `LEVEL` for every recipient domain: verified (default), dane-only, dane, verify, secure, encrypt, may, none")
-	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls` (default implicit on port 465, starttls otherwise)")
+	fs.StringVar(&o.tlsMode, "tls", "", "how TLS starts, `implicit|starttls|none` (default implicit on port 465, starttls otherwise); none: no TLS at all, for a development server on this machine (Mailpit, MailHog) at a loopback -server, never with -user")
+	fs.StringVar(&o.stsCache, "mta-sts-cache", "", "with -mx: keep MTA-STS policies in `DIR`, so that an enforce policy seen once protects later runs (default: mailsec/mta-sts in the user's cache directory; \"none\": this run only)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
 	fs.StringVar(&o.user, "user", "", "authenticate as `NAME`; the password is read from $"+passwordEnv)
 	fs.Var(&o.dkim, "dkim", "sign with DKIM, with the PEM private key in KEYFILE, mail whose From domain is DOMAIN, `DOMAIN:SELECTOR:KEYFILE` (repeatable: an rsa and an ed25519 key sign each message twice); mail from another domain is refused")
@@ -72,15 +79,29 @@ func (o *deliveryOptions) check(getenv func(string) string) error {
 		return usagef("-server or -mx is required")
 	case o.server != "" && o.mx:
 		return usagef("-server and -mx exclude each other: submit to a server, or deliver to MX hosts")
-	case !o.mx && (o.dns != "" || o.mxPort != 0 || o.level != "" || o.allowPriv):
-		return usagef("-dns, -mx-port, -level and -allow-private go with -mx")
+	case !o.mx && (o.dns != "" || o.mxPort != 0 || o.level != "" || o.allowPriv || o.stsCache != ""):
+		return usagef("-dns, -mx-port, -level, -allow-private and -mta-sts-cache go with -mx")
 	case o.mx && (o.tlsMode != "" || o.user != ""):
 		return usagef("-tls and -user are for submission (-server), not -mx")
 	}
+	if !o.mx {
+		if err := checkServer(o.server); err != nil {
+			return err
+		}
+	}
 	switch o.tlsMode {
 	case "", "implicit", "starttls":
+	case "none":
+		switch {
+		case !isLoopbackHost(o.server):
+			return usagef("-tls none sends without TLS, so only to a server on this machine: -server %s is not a loopback address (use 127.0.0.1, [::1] or localhost)", o.server)
+		case o.user != "":
+			return usagef("-tls none and -user exclude each other: credentials are never sent without TLS")
+		case o.caFile != "":
+			return usagef("-ca has no use with -tls none: there is no certificate to check")
+		}
 	default:
-		return usagef("-tls %q: must be implicit or starttls", o.tlsMode)
+		return usagef("-tls %q: must be implicit, starttls or none", o.tlsMode)
 	}
 	if o.user != "" && getenv(passwordEnv) == "" {
 		return usagef("-user %s needs the password in the environment variable %s", o.user, passwordEnv)
@@ -106,6 +127,10 @@ func (o *deliveryOptions) senderOptions(getenv func(string) string) (*mailsec.Op
 		return nil, err
 	}
 	policy := o.protect.policy()
+	if o.tlsMode == "none" {
+		// Recorded in the Receipt as each recipient's plan.
+		policy = mailsec.WithSecurity(policy, mailsec.Security{Level: mailsec.Plaintext})
+	}
 	if o.level != "" {
 		l, _ := mailsec.ParseSecurityLevel(o.level)
 		policy = mailsec.WithSecurity(policy, mailsec.Security{Level: l})
@@ -139,7 +164,7 @@ func (o *sendOptions) register(fs *flag.FlagSet) {
 	fs.Var(&o.to, "to", "To recipients, `ADDR[,ADDR...]` (repeatable)")
 	fs.Var(&o.cc, "cc", "Cc recipients, `ADDR[,ADDR...]` (repeatable)")
 	fs.Var(&o.bcc, "bcc", "Bcc recipients, `ADDR[,ADDR...]` (repeatable); each gets a delivery of its own")
-	fs.StringVar(&o.subject, "subject", "", "the subject `TEXT` (required, may be empty)")
+	fs.StringVar(&o.subject, "subject", "", "the subject `TEXT` (default: none)")
 	fs.StringVar(&o.bodyFile, "body", "", "read the plain-text body from `FILE` (- for standard input)")
 	fs.StringVar(&o.htmlFile, "html", "", "read the HTML body from `FILE`")
 	fs.Var(&o.attach, "attach", "attach `FILE` (repeatable)")
@@ -166,8 +191,6 @@ func (o *sendOptions) check(getenv func(string) string) error {
 	switch {
 	case o.from == "":
 		return usagef("-from is required")
-	case !o.set["subject"]:
-		return usagef("-subject is required")
 	case len(o.to)+len(o.cc)+len(o.bcc) == 0:
 		return usagef("at least one recipient is required (-to, -cc or -bcc)")
 	}
@@ -177,7 +200,40 @@ func (o *sendOptions) check(getenv func(string) string) error {
 	if o.htmlFile == "-" {
 		return usagef("-html reads a file; only -body can read standard input")
 	}
+	if o.requireTLS && o.tlsMode == "none" {
+		return usagef("-requiretls and -tls none exclude each other: REQUIRETLS needs verified TLS")
+	}
 	return nil
+}
+
+// checkServer checks -server's form, so that its error names the flag.
+func checkServer(server string) error {
+	host, port, err := net.SplitHostPort(server)
+	switch {
+	case err != nil && !strings.Contains(server, ":"):
+		return usagef("-server %s: the port is missing: give HOST:PORT, such as %s:587 (STARTTLS) or %s:465 (implicit TLS)", server, server, server)
+	case err != nil || host == "" || port == "":
+		return usagef("-server %s: must be HOST:PORT, such as smtp.example.com:587 (an IPv6 address in brackets: [::1]:587)", server)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return usagef("-server %s: %q is not a port", server, port)
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether server ("host:port") names this machine:
+// a loopback address or "localhost". The library checks the address it
+// connected to as well.
+func isLoopbackHost(server string) bool {
+	host, _, err := net.SplitHostPort(server)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func newSendFlags(o *sendOptions) *flag.FlagSet {
@@ -186,73 +242,78 @@ func newSendFlags(o *sendOptions) *flag.FlagSet {
 	return fs
 }
 
-const sendSynopsis = `usage: mailsec send {-server HOST:PORT [-tls implicit|starttls] [-user NAME] |
-                   -mx [-dns HOST:PORT] [-level LEVEL] [-mx-port PORT] [-allow-private]} [-ca FILE]
-           -from ADDR -to ADDR[,ADDR...] [-cc ADDR,...] [-bcc ADDR,...] -subject TEXT
-           [-body FILE|-] [-html FILE] [-attach FILE]... [-requiretls] [-timeout D] [-json]
-           [-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
-            [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
-           [-notice-url URL | -prefer-protection] [-dkim DOMAIN:SELECTOR:KEYFILE]...
-       mailsec send -queue DB -from ADDR -to ADDR[,ADDR...] ... -subject TEXT [the message flags above]
+const sendSynopsis = `usage: mailsec send -server HOST:PORT [server flags] -from ADDR -to ADDR[,ADDR...] [message flags]
+       mailsec send -mx [direct delivery flags] -from ADDR -to ADDR[,ADDR...] [message flags]
+       mailsec send -queue DB -from ADDR -to ADDR[,ADDR...] [message flags]
 `
 
-func sendBrief(w io.Writer) {
-	fmt.Fprint(w, sendSynopsis, "\nFlags:\n")
-	fs := newSendFlags(&sendOptions{})
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+// deliveryFlagGroups are the headings of the delivery flags, which send
+// and queue run share.
+func deliveryFlagGroups() []flagGroup {
+	return []flagGroup{
+		{"Server (submission to a smarthost)", []string{"server", "tls", "ca", "user"}},
+		{"Direct delivery (to the recipient domains' MX hosts)", []string{"mx", "dns", "level", "mx-port", "allow-private", "mta-sts-cache"}},
+		{"Protection (end to end, and DKIM)", []string{"pgp-keys", "pgp-sign", "smime-certs", "smime-roots", "smime-sign-cert", "smime-sign-key",
+			"outer-subject", "notice-url", "prefer-protection", "dkim"}},
+	}
+}
+
+func sendFlagGroups() []flagGroup {
+	g := deliveryFlagGroups()
+	return []flagGroup{g[0], g[1],
+		{"Message", []string{"from", "to", "cc", "bcc", "subject", "body", "html", "attach", "requiretls"}},
+		g[2],
+		{"Output and limits", []string{"json", "timeout", "queue"}},
+	}
 }
 
 func sendUsage(w io.Writer) {
 	fmt.Fprint(w, sendSynopsis, `
-Send submits one message to a submission server (Postfix, an email provider's
-relay) with mandatory TLS: implicit TLS on port 465, STARTTLS on any other
-port, and the certificate verified for the host in -server. A server that does
-not offer STARTTLS, or whose certificate does not verify, receives nothing.
-Bcc recipients each get a delivery of their own and appear in no header.
+Send sends one message the way an application using the library would, and
+says on standard error, per recipient, whether it was accepted, over which
+TLS and with which certificate check, or why not.
 
-With -mx instead of -server, the message goes straight to each recipient
-domain's MX hosts, looked up through -dns (a validating resolver; DNSSEC
-counts only from one on loopback). By default a host must be authenticated:
-by DANE when its TLSA records are DNSSEC-signed and usable, else by the
-domain's MTA-STS policy when it enforces, else by a certificate valid for the
-MX host name; a host that meets none gets nothing. -level lowers or changes
-that for every recipient domain (Postfix's names: dane-only, dane, verify,
-secure, encrypt, may, none) and the receipt records every fallback taken.
-The MTA-STS policy host is looked up through -dns as well, and its
-certificate is checked against the same roots as the MX hosts' (-ca). An MX
-or policy host at a loopback, private, link-local or other non-global address
-is not connected to (a recipient domain's DNS must not point mail at this
-machine's own network) unless -allow-private is given; at most 5 addresses
-and 2 sessions are tried per recipient domain.
+With -server it submits to that server with mandatory TLS: implicit TLS on
+port 465, STARTTLS on any other port, the certificate verified for the host
+in -server. A server that does not offer STARTTLS, or whose certificate does
+not verify, receives nothing: not the envelope, not the credentials, not
+the message. -tls none sends without TLS, to a development server on this
+machine only (a loopback -server, never with -user), with a warning; the
+receipt records the level ("plaintext").
 
-A line per recipient on standard error says whether the server accepted the
-message, and over which TLS, or why not. Standard output stays empty unless
--json is given. A comma inside a quoted display name or <...> does not split
-a recipient list.
+With -mx it goes straight to each recipient domain's MX hosts, looked up
+through -dns (DNSSEC counts only from a resolver on loopback): DANE when the
+host has usable TLSA records, else the domain's MTA-STS policy when it
+enforces, else a certificate valid for the MX host name; a host that meets
+none gets nothing. -level changes that for every domain (Postfix's names),
+and the receipt records every fallback taken. MTA-STS policies are kept in
+-mta-sts-cache between runs (RFC 8461 wants them remembered). MX and policy
+hosts at non-global addresses are not connected to without -allow-private.
 
-With -pgp-keys or -smime-certs the message is encrypted end to end (PGP/MIME
-or S/MIME; with both, PGP where the recipient has a usable OpenPGP key, else
-S/MIME) for each recipient's key or certificate, and every recipient must
-have a usable one: a recipient whose key is missing, expired, revoked, weak or
-made out to another address receives nothing, and the error says why. With
--notice-url such recipients get a short notice with that link instead; with
--prefer-protection they get the message unencrypted, over verified TLS, and
-the progress line says NOT encrypted. The real subject travels inside the
-encryption; outside it reads "..." (or -outer-subject). -pgp-sign and
--smime-sign-cert/-smime-sign-key also sign it.
+With -pgp-keys or -smime-certs every recipient must have a usable key or
+certificate: one without receives nothing (or, with -notice-url, a link-only
+notice; with -prefer-protection, the message unencrypted, and the line says
+NOT encrypted). Bcc recipients each get a delivery of their own.
 
-With -queue DB the message is queued in an outbox (a SQLite file, or a
-postgres:// URL) instead of sent, sealed with the key in `+outboxKeyEnv+`, and
-its ID printed on standard output (-json: its status); "mailsec queue run"
-delivers it, with the transport and protection flags given there, which
--queue therefore refuses.
+With -queue the message is queued in an outbox instead; 'mailsec queue run'
+delivers it, with the delivery flags given there.
 
-Flags:
+Examples:
+  # through a provider's submission server, authenticated
+  MAILSEC_PASSWORD=... mailsec send -server smtp.example.com:587 -user app \
+      -from app@example.com -to ann@example.org -subject "test" -body msg.txt
+
+  # to Mailpit or MailHog on this machine, without TLS
+  mailsec send -server 127.0.0.1:1025 -tls none -from app@example.com -to ann@example.org
+
+  # a server with a certificate from your own CA
+  mailsec send -server mail.internal:587 -ca ca.pem -from app@example.com -to ann@example.org
+
+  # straight to the MX hosts, encrypted end to end with PGP
+  mailsec send -mx -pgp-keys keys.asc -from app@example.com -to ann@example.org -body - < msg.txt
 `)
 	fs := newSendFlags(&sendOptions{})
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	printFlags(w, fs, sendFlagGroups())
 	fmt.Fprint(w, `
 Environment:
   `+passwordEnv+`  the password for -user, required with it (there is no
@@ -260,21 +321,25 @@ Environment:
   `+pgpPassphraseEnv+`
                     the passphrase of the -pgp-sign key, if it has one
   `+outboxKeyEnv+`
-                    with -queue: the outbox's key (see 'mailsec help queue')
+                    with -queue: the outbox's key (see 'mailsec queue -h')
+
+Files:
+  A -dkim key file that its group or others may read draws a
+  warning: anyone who reads it can sign as you. chmod 600 it.
 
 Exit status:
-  0  the server accepted the message for every recipient (with -queue: the
-     message is queued)
-  1  some recipient was not accepted (refused, no secure connection,
-     authentication failed, time-out, interrupt), or the library refused the
-     message as invalid before sending anything (a malformed address, subject
-     or attachment name); the error on standard error says why
-  2  bad usage: unknown flag, stray argument, missing -server, -from,
-     -subject or recipients, an empty item in a recipient list, -server
-     without a port, a bad -tls value, -user without `+passwordEnv+`,
-     -notice-url that is not https, a key, certificate or other file that
-     cannot be read or parsed (a -pgp-sign key whose passphrase is wrong
-     included)
+  0   the server accepted the message for every recipient (with -queue: the
+      message is queued)
+  75  some recipient was not accepted, and every failure is one a later try
+      may get past (a time-out, a 4xx reply, a refused MTA-STS policy host,
+      a DANE mismatch at an MX host): retry later (sendmail's EX_TEMPFAIL)
+  1   some recipient was not accepted for good (a 5xx reply, a null MX, a
+      certificate or TLS setting of the -server that does not work, failed
+      authentication), or the message is invalid (a malformed address or
+      subject)
+  2   bad usage: an unknown flag, a missing -from or recipient, a -server
+      without a port, -tls none to a non-loopback server, a file that cannot
+      be read, a key that cannot be parsed
 `)
 }
 
@@ -367,30 +432,102 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	receipt, err := sender.Send(ctx, msg)
 
 	printProgress(e.stderr, receipt)
-	if receipt != nil {
-		if o.json {
-			out, jerr := json.MarshalIndent(receipt, "", "  ")
-			if jerr != nil {
-				fmt.Fprintf(e.stderr, "mailsec: encoding the receipt: %v\n", jerr)
-				return exitFail
-			}
-			if _, werr := e.stdout.Write(append(out, '\n')); werr != nil {
-				fmt.Fprintf(e.stderr, "mailsec: writing the receipt: %v\n", werr)
-				return exitFail
-			}
+	if receipt != nil && o.json {
+		out, jerr := json.MarshalIndent(receipt, "", "  ")
+		if jerr != nil {
+			fmt.Fprintf(e.stderr, "mailsec: encoding the receipt: %v\n", jerr)
+			return exitFail
+		}
+		if _, werr := e.stdout.Write(append(out, '\n')); werr != nil {
+			fmt.Fprintf(e.stderr, "mailsec: writing the receipt: %v\n", werr)
+			return exitFail
 		}
 	}
-	if err != nil {
-		fmt.Fprintln(e.stderr, errorLine(err))
-		return exitFail
-	}
-	if receipt == nil || len(receipt.Failed()) > 0 {
+	return sendStatus(e.stderr, &o.deliveryOptions, receipt, err)
+}
+
+// sendStatus finishes a send: the summary line and hints on w, and the
+// exit status: 0 when every recipient was accepted, 75 when every failure
+// is one a later try can help with, 1 when any is permanent.
+func sendStatus(w io.Writer, o *deliveryOptions, receipt *mailsec.Receipt, err error) int {
+	failed := receipt.Failed()
+	switch {
+	case err == nil && receipt != nil && len(failed) == 0:
+		return exitOK
+	case err == nil:
 		// Send promises an error whenever a recipient failed; do not trust
 		// a success that left someone out.
-		fmt.Fprintln(e.stderr, "mailsec: not every recipient was accepted")
+		fmt.Fprintln(w, "mailsec: not every recipient was accepted")
 		return exitFail
+	case len(failed) > 0:
+		// Each failure has had its line; the summary only counts them.
+		fmt.Fprintf(w, "mailsec: %d of %d recipients not delivered\n", len(failed), len(receipt.Recipients))
+	default:
+		fmt.Fprintln(w, errorLine(err))
 	}
-	return exitOK
+	for _, h := range hints(o, err) {
+		fmt.Fprintln(w, "mailsec: hint: "+h)
+	}
+	if mailsec.IsTemporary(err) {
+		fmt.Fprintln(w, "mailsec: every failure is temporary: trying again later may succeed")
+		return exitTemp
+	}
+	return exitFail
+}
+
+// hints says what to change on the command line for the failures in err
+// that a flag explains, once each.
+func hints(o *deliveryOptions, err error) []string {
+	var out []string
+	add := func(h string) {
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	var ua x509.UnknownAuthorityError
+	var rh tls.RecordHeaderError
+	var ne *mailsec.NetworkError
+	for _, e := range leafErrors(err) {
+		switch {
+		case errors.As(e, &ua) && o.caFile == "":
+			add("the server's certificate is signed by a CA this machine does not trust; if that is your own CA (a test or company CA), give its certificate with -ca FILE")
+		case errors.As(e, &ua):
+			add("the server's certificate is signed by a CA that neither the system nor -ca " + o.caFile + " trusts")
+		case errors.Is(e, transport.ErrImplicitTLSPort) && !o.mx:
+			add("the server expects TLS from the first byte (implicit TLS, usually port 465): try -tls implicit")
+		case errors.As(e, &rh) && errors.Is(e, mailsec.ErrDowngrade) && !o.mx && o.tlsMode != "starttls":
+			add("the server greets in plaintext, so it expects STARTTLS (usually port 587): try -tls starttls")
+		case errors.As(e, &ne) && ne.Op == "greeting" && !o.mx && o.tlsMode != "implicit":
+			add("the server sent no greeting; if it expects TLS from the first byte (implicit TLS), try -tls implicit")
+		}
+	}
+	return out
+}
+
+// leafErrors returns the errors in err's tree that stand for one failure
+// each: one per recipient and, for direct delivery, per MX host tried.
+func leafErrors(err error) []error {
+	var se *mailsec.SecurityError
+	var ne *mailsec.NetworkError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se) && se == err, errors.As(err, &ne) && ne == err:
+		return []error{err}
+	}
+	if m, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range m.Unwrap() {
+			out = append(out, leafErrors(e)...)
+		}
+		return out
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		if sub := leafErrors(inner); len(sub) > 1 {
+			return sub
+		}
+	}
+	return []error{err}
 }
 
 // printProgress writes a line per recipient of the receipt (if any),
@@ -444,6 +581,10 @@ func progressLine(r mailsec.RecipientReceipt) string {
 				err = re.Err
 			}
 			reason = strings.TrimPrefix(err.Error(), "mailsec: ")
+			if errors.Is(err, transport.ErrNullMX) {
+				_, domain, _ := strings.Cut(r.Address, "@")
+				reason = domain + " accepts no mail (null MX, RFC 7505)"
+			}
 		}
 		return printable("mailsec: " + r.Address + ": NOT delivered: " + reason)
 	}
@@ -589,17 +730,28 @@ func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 		tc = &tls.Config{RootCAs: roots}
 	}
 	if o.mx {
-		d := &transport.Direct{Resolver: newResolver(o.dns), TLSConfig: tc, Port: o.mxPort, AllowPrivate: o.allowPriv}
-		if err := d.Validate(); err != nil {
-			return nil, usagef("%v", err)
+		r := newResolver(o.dns)
+		d := &transport.Direct{Resolver: r, TLSConfig: tc, Port: o.mxPort, AllowPrivate: o.allowPriv}
+		cache, err := o.policyCache(e)
+		if err != nil {
+			return nil, err
 		}
-		return o.signing(d)
+		if cache != nil {
+			d.MTASTS = &mtasts.Client{Resolver: r, TLSConfig: tc, AllowPrivate: o.allowPriv, Cache: cache}
+		}
+		if err := d.Validate(); err != nil {
+			return nil, flagConfigError(err)
+		}
+		return o.signing(d, e.stderr)
 	}
 	t := &transport.Submission{Addr: o.server, TLSConfig: tc}
+	if o.tlsMode == "none" {
+		fmt.Fprintf(e.stderr, "mailsec: warning: -tls none: the message goes to %s without TLS, readable by anyone who can watch this machine's loopback traffic; for development servers only\n", printable(o.server))
+	}
 	switch o.tlsMode {
 	case "implicit":
 		t.Mode = transport.ImplicitTLS
-	case "starttls":
+	case "starttls", "none":
 		t.Mode = transport.StartTLS
 	default:
 		t.Mode = transport.Auto
@@ -608,9 +760,85 @@ func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 		t.Auth = &transport.Auth{Username: o.user, Password: e.getenv(passwordEnv)}
 	}
 	if err := t.Validate(); err != nil {
-		return nil, usagef("%v", err)
+		return nil, flagConfigError(err)
 	}
-	return o.signing(t)
+	return o.signing(t, e.stderr)
+}
+
+// policyCache is the MTA-STS policy cache -mta-sts-cache names: a
+// directory, by default under the user's cache directory, or nil for
+// "none" (the transport's own cache in memory, for this run only).
+func (o *deliveryOptions) policyCache(e *env) (mtasts.Cache, error) {
+	switch dir := o.stsCache; dir {
+	case "none":
+		return nil, nil
+	case "":
+		base, err := userCacheDir(e.getenv)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "mailsec: note: %v; MTA-STS policies are kept for this run only (-mta-sts-cache DIR keeps them)\n", err)
+			return nil, nil
+		}
+		return boundedDirCache{mtasts.DirCache(filepath.Join(base, "mailsec", "mta-sts")), maxCachedPolicies}, nil
+	default:
+		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+			return nil, usagef("-mta-sts-cache %s: not a directory", dir)
+		}
+		return boundedDirCache{mtasts.DirCache(dir), maxCachedPolicies}, nil
+	}
+}
+
+// userCacheDir is os.UserCacheDir, read through getenv: $XDG_CACHE_HOME,
+// else $HOME/.cache (on Unix systems other than macOS), or macOS's and
+// Windows's own places.
+func userCacheDir(getenv func(string) string) (string, error) {
+	switch runtime.GOOS {
+	case "windows", "darwin", "ios", "plan9":
+		return os.UserCacheDir()
+	}
+	if dir := getenv("XDG_CACHE_HOME"); dir != "" {
+		if !filepath.IsAbs(dir) {
+			return "", errors.New("$XDG_CACHE_HOME is not an absolute path")
+		}
+		return dir, nil
+	}
+	if home := getenv("HOME"); home != "" {
+		return filepath.Join(home, ".cache"), nil
+	}
+	return "", errors.New("neither $XDG_CACHE_HOME nor $HOME is set")
+}
+
+// flagConfigError rewrites the library's *mailsec.ConfigError about a
+// field the flags set as a usage error that names the flag.
+func flagConfigError(err error) error {
+	var ce *mailsec.ConfigError
+	if !errors.As(err, &ce) {
+		return usagef("%s", strings.TrimPrefix(err.Error(), "mailsec: "))
+	}
+	flag := map[string]string{
+		"Submission.Addr":       "-server",
+		"Submission.Mode":       "-tls",
+		"Submission.ServerName": "-server",
+		"Submission.Auth":       "-user",
+		"Auth.Username":         "-user",
+		"Auth.Password":         "$" + passwordEnv,
+		"Direct.Port":           "-mx-port",
+		"Direct.Resolver":       "-dns",
+		"Direct.TLSConfig":      "-ca",
+	}[ce.Field]
+	if flag == "" {
+		return usagef("%s", strings.TrimPrefix(err.Error(), "mailsec: "))
+	}
+	msg := flag
+	if ce.Value != "" && !strings.HasPrefix(flag, "$") {
+		msg += " " + ce.Value
+	}
+	if ce.Reason != "" {
+		msg += ": " + ce.Reason
+	}
+	if ce.Err != nil {
+		msg += ": " + ce.Err.Error()
+	}
+	return usagef("%s", msg)
 }
 
 // newResolver is the resolver for -dns: the server given, or the

@@ -32,6 +32,16 @@ const DefaultMaxReply = 1 << 20
 // ErrTooLong is returned when a reply exceeds the Reader's bound.
 var ErrTooLong = errors.New("smtpwire: reply longer than the limit")
 
+// ErrTLSRecord is returned when a reply begins with the first byte of a
+// TLS record (a handshake, alert, change cipher spec or application data
+// record, RFC 8446 §5.1) instead of a reply code: the peer speaks TLS
+// from the first byte. It is returned as soon as that byte arrives,
+// without waiting for a line that a TLS peer never sends.
+var ErrTLSRecord = errors.New("smtpwire: a TLS record where an SMTP reply should begin")
+
+// isTLSRecordType reports whether b is a TLS record's content type.
+func isTLSRecordType(b byte) bool { return b >= 20 && b <= 23 }
+
 // SyntaxError reports bytes that are not an SMTP reply. It names the
 // rule broken and the line, never the text.
 type SyntaxError struct {
@@ -146,6 +156,10 @@ func (r *Reader) ReadReply() (Reply, error) {
 	line, code := 0, 0
 	empty := 0
 	for {
+		if line == 0 && r.w > r.r && isTLSRecordType(r.buf[r.r]) {
+			// A reply code begins with a digit; these bytes never do.
+			return Reply{}, ErrTLSRecord
+		}
 		i := bytes.IndexByte(r.buf[scan:r.w], '\n')
 		if i < 0 {
 			scan = r.w

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestReadReply(t *testing.T) {
@@ -294,5 +295,37 @@ func TestXText(t *testing.T) {
 		if got := tc.f(tc.in); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// A peer that speaks TLS from the first byte never sends a line: the
+// reader must say so as soon as the record's first byte arrives, not wait
+// for a line ending that never comes.
+func TestReadReplyTLSRecord(t *testing.T) {
+	for _, rec := range [][]byte{
+		{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46}, // alert: protocol version
+		{0x16, 0x03, 0x01, 0x00, 0x40},             // handshake record header
+	} {
+		pr, pw := io.Pipe()
+		go func() { _, _ = pw.Write(rec) }() // and then nothing, as a waiting TLS server
+		got := make(chan error, 1)
+		go func() {
+			_, err := NewReader(pr, 0).ReadReply()
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			if !errors.Is(err, ErrTLSRecord) {
+				t.Errorf("record %x: error %v, want ErrTLSRecord", rec, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("record %x: ReadReply still waiting for a line", rec)
+		}
+		pw.Close()
+	}
+	// A reply that merely contains such a byte later is not a TLS record.
+	rep, err := NewReader(strings.NewReader("220 hello \x16 there\r\n"), 0).ReadReply()
+	if err != nil || rep.Code != 220 {
+		t.Errorf("reply with a 0x16 in its text: %v, %v", rep, err)
 	}
 }
