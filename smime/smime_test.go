@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,7 +173,9 @@ func fingerprint(c tls.Certificate) string {
 }
 
 // Guard: the output never carries DES, 3DES, RC2, SHA-1 or any OID other
-// than the ones we mean to emit, signed or not.
+// than the ones we mean to emit, signed or not, with the default
+// algorithms (AES-256-CBC, RSA PKCS #1 v1.5: no GCM, no OAEP) and with
+// AES-256-GCM and RSA-OAEP (no CBC, no PKCS #1 v1.5).
 func TestNoWeakAlgorithms(t *testing.T) {
 	f := getFixture(t)
 	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
@@ -181,13 +184,31 @@ func TestNoWeakAlgorithms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const (
+		data, envelopedData, authEnvelopedData = "1.2.840.113549.1.7.1", "1.2.840.113549.1.7.3", "1.2.840.113549.1.9.16.1.23"
+		aes256CBC, aes256GCM                   = "2.16.840.1.101.3.4.1.42", "2.16.840.1.101.3.4.1.46"
+		rsaEncryption, rsaesOAEP, mgf1, sha256 = "1.2.840.113549.1.1.1", "1.2.840.113549.1.1.7", "1.2.840.113549.1.1.8", "2.16.840.1.101.3.4.2.1"
+	)
 	forbidden := map[string]string{
 		"1.3.14.3.2.7": "DES-CBC", "1.2.840.113549.3.7": "DES-EDE3-CBC", "1.2.840.113549.3.2": "RC2-CBC",
-		"1.3.14.3.2.26": "SHA-1", "1.2.840.113549.1.1.5": "sha1WithRSAEncryption", "1.2.840.113549.1.1.7": "RSAES-OAEP",
+		"1.3.14.3.2.26": "SHA-1", "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
 		"2.16.840.1.101.3.4.1.2": "AES-128-CBC", "2.16.840.1.101.3.4.1.6": "AES-128-GCM",
+		"2.16.840.1.101.3.4.1.26": "AES-192-GCM", "2.16.840.1.101.3.4.1.22": "AES-192-CBC",
 	}
-	for _, o := range []smime.Options{{}, {Signer: signer}} {
-		p := newProtector(t, storeOf(t, ann), o)
+	// The envelope's OIDs are exactly these, and the attribute types of
+	// the issuer names (2.5.4.x).
+	defaults := []string{data, envelopedData, aes256CBC, rsaEncryption}
+	modern := []string{data, authEnvelopedData, aes256GCM, rsaesOAEP, mgf1, sha256}
+	for _, c := range []struct {
+		o    smime.Options
+		want []string
+	}{
+		{smime.Options{}, defaults},
+		{smime.Options{Signer: signer}, defaults},
+		{smime.Options{Algorithms: smime.Algorithms{GCM: true, OAEP: true}}, modern},
+		{smime.Options{Algorithms: smime.Algorithms{GCM: true, OAEP: true}, Signer: signer}, modern},
+	} {
+		p := newProtector(t, storeOf(t, ann), c.o)
 		pr, err := p.Protect(context.Background(), testEntity(), []string{"ann@example.org"})
 		if err != nil {
 			t.Fatal(err)
@@ -199,18 +220,31 @@ func TestNoWeakAlgorithms(t *testing.T) {
 		der := decodeBody(t, b.Bytes())
 		oids := map[string]bool{}
 		collectOIDs(t, der, oids, 0)
-		if !oids["2.16.840.1.101.3.4.1.42"] || !oids["1.2.840.113549.1.1.1"] || !oids["1.2.840.113549.1.7.3"] {
-			t.Fatalf("missing aes256-CBC, rsaEncryption or envelopedData: %v", oids)
+		for _, w := range c.want {
+			if !oids[w] {
+				t.Fatalf("%+v: %s missing from %v", c.o.Algorithms, w, oids)
+			}
 		}
 		for oid := range oids {
 			if name, bad := forbidden[oid]; bad {
 				t.Fatalf("%s (%s) in the output", name, oid)
 			}
+			if !slices.Contains(c.want, oid) && !strings.HasPrefix(oid, "2.5.4.") {
+				t.Fatalf("%+v: unexpected %s in the output (want only %v)", c.o.Algorithms, oid, c.want)
+			}
 		}
 		// The signature sits inside the encryption; check it through a
 		// recipient's eyes with the same guard.
-		if o.Signer != nil {
-			sig := signatureOf(t, pr, ann.Leaf, f.key1)
+		if c.o.Signer != nil {
+			plain, _, _, err := smime.OpenCMS(der, ann.Leaf, f.key1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, sigB64 := splitSigned(t, string(plain))
+			sig, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(string(sigB64), "\r\n", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
 			soids := map[string]bool{}
 			collectOIDs(t, sig, soids, 0)
 			if !soids["2.16.840.1.101.3.4.2.1"] || !soids["1.2.840.113549.1.9.5"] {
