@@ -15,13 +15,17 @@ import (
 // The content is encrypted in CTR mode from the counter block after J0,
 // as GCM does. The tag is GHASH over the ciphertext, computed chunk by
 // chunk with the standard library's GCM (and so its carry-less multiply
-// instructions): sealing an empty plaintext with additional data A gives
-// E(K, J0) ⊕ GHASH_H(A ‖ len(A)), from which the hash state after the
-// chunk follows with one multiplication by H⁻¹. The state so far enters
-// each chunk by being added to its first block, GHASH being linear:
+// instructions): sealing an empty plaintext with additional data
+// A₁…Aₘ gives E(K, J0) ⊕ GHASH_H(A ‖ L), L the length block of A, that
+// is E(K, J0) ⊕ (Σ Aᵢ·H^(m+1-i) ⊕ L)·H. The state carried from chunk to
+// chunk is w = y·H, y the GHASH state over the ciphertext so far. GHASH
+// being linear, adding w to the second block of a chunk adds
+// w·H^(m-1) = y·H^m, what the chunk's blocks add to y, so
 //
-//	y' = Σ Aᵢ·H^(m+1-i) with A₁ ⊕ y in place of A₁
-//	(E(K, J0) ⊕ Seal(A)) = (y' ⊕ L)·H, L the length block of A
+//	E(K, J0) ⊕ Seal(A₁, A₂⊕w, A₃…Aₘ) = y'·H ⊕ L·H = w' ⊕ L·H
+//
+// A chunk of less than two whole blocks (only ever the last) is hashed a
+// block at a time instead: w' = (y ⊕ A)·H·H = w·H ⊕ A·H².
 
 // gcmNonceSize and gcmTagSize are the GCMParameters this package writes
 // (RFC 5084 section 3.2): the 12-octet nonce the RFC recommends, and a
@@ -74,32 +78,19 @@ func gfMul(x, y gf) gf {
 	return z
 }
 
-// gfInv returns x⁻¹ = x^(2¹²⁸-2), or false when x is zero.
-func gfInv(x gf) (gf, bool) {
-	if x == (gf{}) {
-		return gf{}, false
-	}
-	r := gf{hi: 1 << 63}
-	a := x
-	for range 127 {
-		a = gfMul(a, a)
-		r = gfMul(r, a)
-	}
-	return r, true
-}
-
 // gcmStream encrypts content in chunks and computes its tag. Every chunk
 // but the last must be a whole number of blocks.
 type gcmStream struct {
 	ctr   cipher.Stream
 	aead  cipher.AEAD
 	nonce [gcmNonceSize]byte
-	ekj0  gf // E(K, J0)
-	h     gf
-	hinv  gf
-	y     gf    // GHASH state over the ciphertext so far
+	ekj0  gf    // E(K, J0)
+	h, h2 gf    // H and H²
+	w     gf    // y·H, y the GHASH state over the ciphertext so far
 	n     int64 // content octets so far
 	last  bool  // a chunk that was not whole blocks has been hashed
+	lh    gf    // L·H for chunks of lhLen octets
+	lhLen int
 	block [aes.BlockSize]byte
 	tag   [gcmTagSize]byte
 }
@@ -113,16 +104,12 @@ func newGCMStream(key []byte, nonce []byte) (*gcmStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smime: %w", err)
 	}
-	g := &gcmStream{aead: aead}
+	g := &gcmStream{aead: aead, lhLen: -1}
 	copy(g.nonce[:], nonce)
 	var blk [aes.BlockSize]byte
 	b.Encrypt(blk[:], blk[:])
 	g.h = gfLoad(blk[:])
-	var ok bool
-	if g.hinv, ok = gfInv(g.h); !ok {
-		// E(K, 0) = 0: one key in 2¹²⁸.
-		return nil, errors.New("smime: degenerate AES-GCM key; try again")
-	}
+	g.h2 = gfMul(g.h, g.h)
 	copy(blk[:], nonce)
 	binary.BigEndian.PutUint32(blk[12:], 1)
 	b.Encrypt(g.block[:], blk[:])
@@ -147,29 +134,34 @@ func (g *gcmStream) crypt(p []byte) error {
 	}
 	g.n += int64(len(p))
 	g.ctr.XORKeyStream(p, p)
-	a := p
-	if len(p) < aes.BlockSize {
-		clear(g.block[:])
-		copy(g.block[:], p)
-		a = g.block[:]
-	}
 	if len(p)%aes.BlockSize != 0 {
 		g.last = true
 	}
-	// A₁ ⊕ y, hashed, then A₁ restored.
-	first := gfLoad(a)
-	gfAdd(first, g.y).put(a)
-	t := g.aead.Seal(g.tag[:0], g.nonce[:], nil, a)
-	first.put(a)
-	s := gfAdd(gfLoad(t), g.ekj0)
-	g.y = gfAdd(gfMul(s, g.hinv), gf{hi: uint64(len(a)) * 8})
+	if len(p) < 2*aes.BlockSize {
+		for q := p; len(q) > 0; {
+			clear(g.block[:])
+			q = q[copy(g.block[:], q):]
+			g.w = gfAdd(gfMul(g.w, g.h), gfMul(gfLoad(g.block[:]), g.h2))
+		}
+		return nil
+	}
+	// A₂ ⊕ w, hashed, then A₂ restored.
+	a2 := p[aes.BlockSize : 2*aes.BlockSize]
+	orig := gfLoad(a2)
+	gfAdd(orig, g.w).put(a2)
+	t := g.aead.Seal(g.tag[:0], g.nonce[:], nil, p)
+	orig.put(a2)
+	if len(p) != g.lhLen {
+		g.lh, g.lhLen = gfMul(gf{hi: uint64(len(p)) * 8}, g.h), len(p)
+	}
+	g.w = gfAdd(gfAdd(gfLoad(t), g.ekj0), g.lh)
 	return nil
 }
 
 // sum returns the tag: GHASH of the ciphertext and its length block (no
 // additional data), encrypted with E(K, J0).
 func (g *gcmStream) sum() []byte {
-	s := gfAdd(gfMul(gfAdd(g.y, gf{lo: uint64(g.n) * 8}), g.h), g.ekj0)
+	s := gfAdd(gfAdd(g.w, gfMul(gf{lo: uint64(g.n) * 8}, g.h)), g.ekj0)
 	s.put(g.tag[:])
 	return g.tag[:]
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"slices"
@@ -458,16 +459,23 @@ func TestTooLarge(t *testing.T) {
 	checkOpaque(t, msgs[0].Data)
 }
 
-// A 50 MB attachment, not signed, is encrypted while it is written: the
-// heap never holds more than a small fraction of it.
+// A 50 MB attachment, not signed, is encrypted while it is written, with
+// AES-256-CBC as with AES-256-GCM (whose tag is written after the
+// content): the heap never holds more than a small fraction of it.
 func TestStreamLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("50 MB message")
 	}
+	for _, a := range []smime.Algorithms{{}, {GCM: true, OAEP: true}} {
+		t.Run(fmt.Sprintf("GCM=%v", a.GCM), func(t *testing.T) { streamLarge(t, a) })
+	}
+}
+
+func streamLarge(t *testing.T, a smime.Algorithms) {
 	f := getFixture(t)
 	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
 	tr := &countingTransport{}
-	s := newSender(t, tr, newProtector(t, storeOf(t, ann), smime.Options{}))
+	s := newSender(t, tr, newProtector(t, storeOf(t, ann), smime.Options{Algorithms: a}))
 	const size = 50 << 20
 	m := message("ann@example.org")
 	m.Attachments = []mailsec.Attachment{{Filename: "big.bin", Content: io.LimitReader(zeroReader{}, size)}}
@@ -494,11 +502,14 @@ func TestStreamLarge(t *testing.T) {
 			}
 		}
 	}()
-	_, err := s.Send(context.Background(), m)
+	rec, err := s.Send(context.Background(), m)
 	close(done)
 	<-sampled
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := map[bool]string{false: "aes256-cbc", true: "aes256-gcm"}[a.GCM]; rec.Recipients[0].Protection.Cipher != want {
+		t.Fatalf("cipher %q, want %s", rec.Recipients[0].Protection.Cipher, want)
 	}
 	// The attachment is base64 inside (4/3) and the ciphertext base64 again.
 	if n := tr.n.Load(); n < size*4/3*4/3 {
