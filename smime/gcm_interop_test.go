@@ -227,38 +227,39 @@ func TestReadersPerRecipient(t *testing.T) {
 	checkPlain(t, r.stdout)
 }
 
-// gpgsm 2.2 cannot read AuthEnvelopedData, which is why it is not the
-// default: shown here for the gpgsm installed, when it is a 2.2. (Later
-// versions may read it; then the test only checks that the default
-// EnvelopedData of the same message still decrypts.)
-func TestGpgsm22RefusesAuthEnveloped(t *testing.T) {
+// gpgsm 2.2 cannot read AuthEnvelopedData nor RSA-OAEP key transport,
+// which is why neither is the default: shown here for the gpgsm
+// installed, when it is a 2.2. (Later versions may read them; then the
+// test only checks that the default of the same message still decrypts.)
+func TestGpgsm22RefusesStrongerAlgorithms(t *testing.T) {
 	needTool(t, "gpgsm", "gpgconf", "openssl")
 	f := getFixture(t)
 	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
-	rt := &mailsectest.RecordingTransport{}
-	s := newSender(t, rt, newProtector(t, storeOf(t, ann), smime.Options{Algorithms: smime.Algorithms{GCM: true}}))
-	if _, err := s.Send(context.Background(), message("ann@example.org")); err != nil {
-		t.Fatal(err)
-	}
 	env := gpgsmHome(t, f.ca, ann)
 	v := run(nil, env, "gpgsm", "--version")
 	if v.err != nil {
 		t.Fatal(v.err)
 	}
-	der := bodyDER(t, rt.Deliveries()[0].Data)
-	in := writeFile(t, t.TempDir(), "msg.der", der)
-	r := run([]byte("test\n"), env, "gpgsm", "--batch", "--status-fd", "2", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
-		"--decrypt", in)
-	first, _, _ := strings.Cut(v.stdout, "\n")
-	t.Logf("%s: %v", first, r.err)
-	if strings.HasPrefix(first, "gpgsm (GnuPG) 2.2.") {
-		if r.err == nil || strings.Contains(r.stderr, "DECRYPTION_OKAY") || strings.Contains(r.stdout, canary) {
-			t.Fatalf("%s decrypted AuthEnvelopedData; the documentation says it cannot:\n%s", first, r.stderr)
+	version, _, _ := strings.Cut(v.stdout, "\n")
+	dir := t.TempDir()
+	for _, a := range []smime.Algorithms{{GCM: true}, {OAEP: true}, {GCM: true, OAEP: true}} {
+		rt := &mailsectest.RecordingTransport{}
+		s := newSender(t, rt, newProtector(t, storeOf(t, ann), smime.Options{Algorithms: a}))
+		if _, err := s.Send(context.Background(), message("ann@example.org")); err != nil {
+			t.Fatal(err)
+		}
+		in := writeFile(t, dir, "msg.der", bodyDER(t, rt.Deliveries()[0].Data))
+		r := run([]byte("test\n"), env, "gpgsm", "--batch", "--status-fd", "2", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
+			"--decrypt", in)
+		t.Logf("%s, %+v: %v\n%s", version, a, r.err, r.stderr)
+		if strings.HasPrefix(version, "gpgsm (GnuPG) 2.2.") &&
+			(r.err == nil || strings.Contains(r.stderr, "DECRYPTION_OKAY") || strings.Contains(r.stdout, canary)) {
+			t.Fatalf("%s decrypted %+v; the documentation says it cannot:\n%s", version, a, r.stderr)
 		}
 	}
 	// The same message with the defaults is one gpgsm reads.
-	rt.Reset()
-	s = newSender(t, rt, newProtector(t, storeOf(t, ann), smime.Options{}))
+	rt := &mailsectest.RecordingTransport{}
+	s := newSender(t, rt, newProtector(t, storeOf(t, ann), smime.Options{}))
 	if _, err := s.Send(context.Background(), message("ann@example.org")); err != nil {
 		t.Fatal(err)
 	}

@@ -258,7 +258,8 @@ func (p *Protector) signerIsAuthor(h textproto.Header) error {
 
 // Protect checks every recipient's certificate and returns the S/MIME
 // form of e: application/pkcs7-mime enveloped-data (AES-256-CBC, RSA
-// PKCS#1 v1.5 key transport) holding the protected-headers entity,
+// PKCS#1 v1.5 key transport), or authEnveloped-data (AES-256-GCM) when
+// every recipient allows it, holding the protected-headers entity,
 // signed first when a Signer is set. When some recipients have no usable
 // certificate it returns no entity and an error that unwraps (Unwrap()
 // []error) to one *mailsec.RecipientError per such recipient, which wraps a
