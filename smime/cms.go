@@ -270,8 +270,9 @@ func envelopeHead(s sealing) ([]byte, cipher.BlockMode, *gcmStream, error) {
 }
 
 // cmsWriter encrypts what is written to it into the encryptedContent of
-// an EnvelopedData or AuthEnvelopedData and writes the whole as base64. With canon set it
-// first brings line endings to CRLF and refuses 8-bit and NUL octets.
+// an EnvelopedData or AuthEnvelopedData and writes the whole as base64.
+// With canon set it first brings line endings to CRLF and refuses 8-bit
+// and NUL octets.
 // cmsWriters are pooled: newCMSWriter takes one for a message, release
 // clears its plaintext and puts it back.
 type cmsWriter struct {

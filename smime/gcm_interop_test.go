@@ -265,3 +265,39 @@ func TestGpgsm22RefusesStrongerAlgorithms(t *testing.T) {
 	}
 	checkPlain(t, gpgsmDecrypt(t, env, rt.Deliveries()[0].Data))
 }
+
+// Signed, then encrypted with AES-256-GCM and RSA-OAEP: openssl cms
+// decrypts it and verifies the signature inside.
+func TestOpenSSLSignedGCM(t *testing.T) {
+	needTool(t, "openssl")
+	f := getFixture(t)
+	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
+	app := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "app@example.com", Key: f.key2})
+	signer, err := smime.NewSigner([]*x509.Certificate{app.Leaf, f.ca.Certificate}, f.key2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &mailsectest.RecordingTransport{}
+	s := newSender(t, rt, newProtector(t, storeOf(t, ann),
+		smime.Options{Signer: signer, Algorithms: smime.Algorithms{GCM: true, OAEP: true}}))
+	rec, err := s.Send(context.Background(), message("ann@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := rec.Recipients[0].Protection; !p.Signed || p.Cipher != "aes256-gcm" {
+		t.Fatalf("receipt: %+v", p)
+	}
+	dir := t.TempDir()
+	crt, key := keyFiles(t, dir, "ann", ann)
+	r := run(nil, nil, "openssl", "cms", "-decrypt", "-in", writeFile(t, dir, "msg.eml", rt.Deliveries()[0].Data),
+		"-recip", crt, "-inkey", key)
+	if r.err != nil {
+		t.Fatalf("openssl cms -decrypt: %v\n%s", r.err, r.stderr)
+	}
+	checkPlain(t, r.stdout)
+	v := run(nil, nil, "openssl", "cms", "-verify", "-in", writeFile(t, dir, "signed.eml", []byte(r.stdout)),
+		"-CAfile", writeFile(t, dir, "ca.pem", f.ca.CertPEM()), "-purpose", "smimesign")
+	if v.err != nil || !strings.Contains(v.stdout, canary) {
+		t.Fatalf("openssl cms -verify: %v\n%s", v.err, v.stderr)
+	}
+}
