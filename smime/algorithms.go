@@ -27,11 +27,12 @@ type Algorithms struct {
 
 // ReaderAlgorithms says for one recipient, given its address (as the
 // Sender passed it to Protect) and the certificate chosen for it, what its
-// mail reader decrypts. An application that records which of its users
-// read mail with OpenSSL 3 based clients answers from that record; one
-// that cannot tell returns the zero Algorithms, the readable default. It
-// is called while Protect runs, from many goroutines at once for
-// concurrent sends, and must not block for long.
+// mail reader decrypts. An application that knows (from the
+// SMIMECapabilities of a signed message the recipient sent, RFC 8551
+// section 2.5.2, or from the user) answers from its record; one that
+// cannot tell returns the zero Algorithms, the default every reader
+// takes. It is called while Protect runs, from many goroutines at once
+// for concurrent sends, and must not block for long.
 type ReaderAlgorithms func(ctx context.Context, addr string, cert *x509.Certificate) Algorithms
 
 // sealingFor chooses the algorithms of one CMS object for rcpts, each of
