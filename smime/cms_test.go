@@ -343,6 +343,17 @@ func TestCMSAlgorithmsRoundTrip(t *testing.T) {
 					if keyAlg != wantKey || cipherAlg != s.cipherName() {
 						t.Fatalf("%+v recipient %d: %s and %s", s, i, keyAlg, cipherAlg)
 					}
+					if s.gcm {
+						continue
+					}
+					// A second reader for EnvelopedData, RSA-OAEP included.
+					p7, err := pkcs7.Parse(der)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if plain, err = p7.Decrypt(k.cert, k.key); err != nil || !bytes.Equal(plain, content) {
+						t.Fatalf("%+v size %d recipient %d: pkcs7: %v", s, size, i, err)
+					}
 				}
 			}
 		}
