@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -37,6 +38,27 @@ import (
 //	        a0 80                    [0] IMPLICIT OCTET STRING, constructed
 //	          04 .. ciphertext       one per chunk
 //	        00 00 00 00 00 00 00 00 00 00
+//
+// With AES-256-GCM the same stream is an AuthEnvelopedData (RFC 5083),
+// whose authentication tag follows the ciphertext, so it too is written
+// once the content has been:
+//
+//	30 80                            ContentInfo
+//	  06 0b authEnvelopedData
+//	  a0 80                          [0] EXPLICIT
+//	    30 80                        AuthEnvelopedData
+//	      02 01 00                   version 0
+//	      31 ..                      SET OF KeyTransRecipientInfo
+//	      30 80                      EncryptedContentInfo
+//	        06 09 data
+//	        30 1e                    aes256-GCM, GCMParameters (RFC 5084)
+//	        a0 80                    [0] IMPLICIT OCTET STRING, constructed
+//	          04 .. ciphertext       one per chunk
+//	        00 00 00 00
+//	      04 10 tag                  mac
+//	      00 00 00 00 00 00
+//
+// No authAttrs are written, so GCM authenticates no additional data.
 
 // Encoded OBJECT IDENTIFIERs (tag, length, value).
 const (
@@ -44,6 +66,25 @@ const (
 	oidEnvelopedData = "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03" // 1.2.840.113549.1.7.3
 	oidRSAEncryption = "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01" // 1.2.840.113549.1.1.1
 	oidAES256CBC     = "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x2a" // 2.16.840.1.101.3.4.1.42
+
+	oidAuthEnvelopedData = "\x06\x0b\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x01\x17" // 1.2.840.113549.1.9.16.1.23
+	oidAES256GCM         = "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x2e"         // 2.16.840.1.101.3.4.1.46
+	oidRSAESOAEP         = "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x07"         // 1.2.840.113549.1.1.7
+	oidMGF1              = "\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x08"         // 1.2.840.113549.1.1.8
+	oidSHA256            = "\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01"         // 2.16.840.1.101.3.4.2.1
+)
+
+// Encoded AlgorithmIdentifiers of key transport.
+const (
+	// algRSA is rsaEncryption with NULL parameters: RSA PKCS #1 v1.5.
+	algRSA = "\x30\x0d" + oidRSAEncryption + "\x05\x00"
+	// algOAEP is id-RSAES-OAEP with RSAES-OAEP-params of SHA-256 and
+	// MGF1 with SHA-256, the label empty (the default pSourceAlgorithm,
+	// so absent). The SHA-256 AlgorithmIdentifiers have no parameters,
+	// as RFC 5754 section 2 says to generate them.
+	algOAEP = "\x30\x38" + oidRSAESOAEP + "\x30\x2b" +
+		"\xa0\x0d\x30\x0b" + oidSHA256 +
+		"\xa1\x1a\x30\x18" + oidMGF1 + "\x30\x0b" + oidSHA256
 )
 
 const (
@@ -57,7 +98,31 @@ const (
 	outSize = 210 * (76 + 2)
 	// eoc ends the five indefinite-length values.
 	eoc = "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+	// eocContent ends the encrypted content and EncryptedContentInfo of
+	// an AuthEnvelopedData, eocAuth the three values around its mac.
+	eocContent = "\x00\x00\x00\x00"
+	eocAuth    = "\x00\x00\x00\x00\x00\x00"
 )
+
+// sealing is what one CMS object is encrypted with.
+type sealing struct {
+	// certs are the recipients' certificates, each once.
+	certs []*x509.Certificate
+	// oaep, when not nil, says for each of certs whether its key is
+	// transported with RSA-OAEP instead of PKCS #1 v1.5.
+	oaep []bool
+	// gcm selects AES-256-GCM in an AuthEnvelopedData instead of
+	// AES-256-CBC in an EnvelopedData.
+	gcm bool
+}
+
+// cipherName is the content encryption, as Receipts record it.
+func (s sealing) cipherName() string {
+	if s.gcm {
+		return "aes256-gcm"
+	}
+	return "aes256-cbc"
+}
 
 // appendLength appends a DER length.
 func appendLength(b []byte, n int) []byte {
@@ -107,16 +172,27 @@ func tlvLen(n int) int {
 }
 
 // recipientInfo returns the DER KeyTransRecipientInfo (version 0,
-// issuerAndSerialNumber, rsaEncryption) that carries key for c.
-func recipientInfo(c *x509.Certificate, key []byte) ([]byte, error) {
+// issuerAndSerialNumber) that carries key for c: with RSA-OAEP (SHA-256)
+// when oaep is set, else RSA PKCS #1 v1.5 (rsaEncryption).
+func recipientInfo(c *x509.Certificate, key []byte, oaep bool) ([]byte, error) {
 	pub, ok := c.PublicKey.(*rsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("smime: certificate %s has no RSA key", c.Subject)
 	}
-	// RSA-OAEP would be better, but gpgsm 2.2 cannot decrypt it; PKCS #1
-	// v1.5 key transport is what every S/MIME client reads.
-	//lint:ignore SA1019 PKCS #1 v1.5 is needed for gpgsm 2.2 (see above).
-	ek, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key)
+	var (
+		ek  []byte
+		err error
+		alg = algRSA
+	)
+	if oaep {
+		alg = algOAEP
+		ek, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, key, nil)
+	} else {
+		// PKCS #1 v1.5 key transport is what every S/MIME client reads,
+		// gpgsm 2.2 among them; RSA-OAEP is for readers known to take it.
+		//lint:ignore SA1019 PKCS #1 v1.5 is needed for gpgsm 2.2 (see above).
+		ek, err = rsa.EncryptPKCS1v15(rand.Reader, pub, key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("smime: key transport to %s failed: %w", c.Subject, err)
 	}
@@ -124,7 +200,6 @@ func recipientInfo(c *x509.Certificate, key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smime: serial number of %s: %w", c.Subject, err)
 	}
-	const alg = "\x30\x0d" + oidRSAEncryption + "\x05\x00"
 	ias := len(c.RawIssuer) + len(serial)
 	n := 3 + tlvLen(ias) + len(alg) + tlvLen(len(ek))
 	b := make([]byte, 0, tlvLen(n))
@@ -137,52 +212,74 @@ func recipientInfo(c *x509.Certificate, key []byte) ([]byte, error) {
 
 // envelopeHead returns everything that precedes the encrypted content:
 // a fresh AES-256 key is encrypted to each certificate, and the returned
-// BlockMode encrypts the content with it.
-func envelopeHead(certs []*x509.Certificate) ([]byte, cipher.BlockMode, error) {
-	if len(certs) == 0 {
-		return nil, nil, errors.New("smime: no recipient certificates")
+// BlockMode (AES-256-CBC) or gcmStream (AES-256-GCM) encrypts the content
+// with it.
+func envelopeHead(s sealing) ([]byte, cipher.BlockMode, *gcmStream, error) {
+	if len(s.certs) == 0 {
+		return nil, nil, nil, errors.New("smime: no recipient certificates")
+	}
+	if s.oaep != nil && len(s.oaep) != len(s.certs) {
+		return nil, nil, nil, errors.New("smime: internal error: key transport not chosen for every certificate")
 	}
 	var kiv [32 + aes.BlockSize]byte
 	defer clear(kiv[:])
 	if _, err := rand.Read(kiv[:]); err != nil {
-		return nil, nil, fmt.Errorf("smime: %w", err)
+		return nil, nil, nil, fmt.Errorf("smime: %w", err)
 	}
 	key, iv := kiv[:32], kiv[32:]
-	ris := make([][]byte, len(certs))
-	for i, c := range certs {
-		ri, err := recipientInfo(c, key)
+	ris := make([][]byte, len(s.certs))
+	for i, c := range s.certs {
+		ri, err := recipientInfo(c, key, s.oaep != nil && s.oaep[i])
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		ris[i] = ri
 	}
 	// DER orders a SET OF by the encodings of its elements.
 	slices.SortFunc(ris, bytes.Compare)
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("smime: %w", err)
-	}
-	n := 96 // the fixed octets around the recipient infos
+	n := 128 // the fixed octets around the recipient infos
 	for _, ri := range ris {
 		n += len(ri)
 	}
 	h := make([]byte, 0, n)
+	if s.gcm {
+		nonce := iv[:gcmNonceSize]
+		g, err := newGCMStream(key, nonce)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		h = append(h, "\x30\x80"+oidAuthEnvelopedData+"\xa0\x80\x30\x80\x02\x01\x00"...)
+		h = appendTLV(h, 0x31, ris...)
+		// GCMParameters: the nonce, and aes-ICVlen 16 (not the DEFAULT
+		// 12, so present).
+		h = append(h, "\x30\x80"+oidData+"\x30\x1e"+oidAES256GCM+"\x30\x11\x04\x0c"...)
+		h = append(h, nonce...)
+		h = append(h, 0x02, 0x01, gcmTagSize, 0xa0, 0x80)
+		return h, nil, g, nil
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("smime: %w", err)
+	}
 	h = append(h, "\x30\x80"+oidEnvelopedData+"\xa0\x80\x30\x80\x02\x01\x00"...)
 	h = appendTLV(h, 0x31, ris...)
 	h = append(h, "\x30\x80"+oidData+"\x30\x1d"+oidAES256CBC+"\x04\x10"...)
 	h = append(h, iv...)
 	h = append(h, 0xa0, 0x80)
-	return h, cipher.NewCBCEncrypter(block, iv), nil
+	return h, cipher.NewCBCEncrypter(block, iv), nil, nil
 }
 
 // cmsWriter encrypts what is written to it into the encryptedContent of
-// an EnvelopedData and writes the whole as base64. With canon set it
-// first brings line endings to CRLF and refuses 8-bit and NUL octets.
+// an EnvelopedData or AuthEnvelopedData and writes the whole as base64.
+// With canon set it first brings line endings to CRLF and refuses 8-bit
+// and NUL octets.
 // cmsWriters are pooled: newCMSWriter takes one for a message, release
 // clears its plaintext and puts it back.
 type cmsWriter struct {
-	cbc   cipher.BlockMode
-	stage []byte // plaintext of the next chunk, capacity chunkSize
+	cbc   cipher.BlockMode // AES-256-CBC, or
+	gcm   *gcmStream       // AES-256-GCM
+	wrote bool             // a chunk has been written
+	stage []byte           // plaintext of the next chunk, capacity chunkSize
 	lw    lineWriter
 	canon bool
 	cr    bool  // canon: the last octet written was a CR, already sent as CRLF
@@ -194,15 +291,16 @@ var cmsPool = sync.Pool{New: func() any {
 	return &cmsWriter{stage: make([]byte, 0, chunkSize), lw: lineWriter{out: make([]byte, 0, outSize)}}
 }}
 
-// newCMSWriter starts an EnvelopedData for certs on w and returns the
-// writer for its content. Nothing is written to w when it fails.
-func newCMSWriter(w io.Writer, certs []*x509.Certificate, canon bool) (*cmsWriter, error) {
-	head, cbc, err := envelopeHead(certs)
+// newCMSWriter starts an EnvelopedData or AuthEnvelopedData as s says on
+// w and returns the writer for its content. Nothing is written to w when
+// it fails.
+func newCMSWriter(w io.Writer, s sealing, canon bool) (*cmsWriter, error) {
+	head, cbc, gcm, err := envelopeHead(s)
 	if err != nil {
 		return nil, err
 	}
 	cw := cmsPool.Get().(*cmsWriter)
-	cw.cbc, cw.canon = cbc, canon
+	cw.cbc, cw.gcm, cw.canon = cbc, gcm, canon
 	cw.lw.w = w
 	cw.lw.write(head)
 	return cw, nil
@@ -214,7 +312,7 @@ func (cw *cmsWriter) release() {
 	// failed write) is plaintext.
 	clear(cw.stage)
 	cw.stage = cw.stage[:0]
-	cw.cbc, cw.canon, cw.cr, cw.off, cw.err = nil, false, false, 0, nil
+	cw.cbc, cw.gcm, cw.wrote, cw.canon, cw.cr, cw.off, cw.err = nil, nil, false, false, false, 0, nil
 	cw.lw.reset()
 	cmsPool.Put(cw)
 }
@@ -228,7 +326,7 @@ func (cw *cmsWriter) Write(p []byte) (int, error) {
 	}
 	if !cw.canon {
 		cw.emit(p)
-		return len(p), cw.lw.err
+		return len(p), cw.failed()
 	}
 	if canonicalPrefix(p) == len(p) {
 		// Already canonical and 7-bit (an LF at the start, after a CR
@@ -236,7 +334,7 @@ func (cw *cmsWriter) Write(p []byte) (int, error) {
 		cw.off += int64(len(p))
 		cw.cr = false
 		cw.emit(p)
-		return len(p), cw.lw.err
+		return len(p), cw.failed()
 	}
 	if i := not7bit(p); i >= 0 {
 		cw.err = fmt.Errorf("smime: content has 8-bit or NUL octets at offset %d; only 7-bit content can be protected", cw.off+int64(i))
@@ -261,7 +359,7 @@ func (cw *cmsWriter) Write(p []byte) (int, error) {
 		cw.cr = q[0] == '\r' && len(q) == 1
 		q = q[1:]
 	}
-	return len(p), cw.lw.err
+	return len(p), cw.failed()
 }
 
 // canonicalPrefix returns the length of the longest prefix of p in which
@@ -299,9 +397,18 @@ func canonicalPrefix(p []byte) int {
 	return len(p)
 }
 
+// failed returns the error that stopped cw, if any: of the content, of
+// its encryption or of the underlying writer.
+func (cw *cmsWriter) failed() error {
+	if cw.err != nil {
+		return cw.err
+	}
+	return cw.lw.err
+}
+
 // emit stages plaintext, sending each full chunk.
 func (cw *cmsWriter) emit(p []byte) {
-	for len(p) > 0 {
+	for len(p) > 0 && cw.err == nil {
 		n := copy(cw.stage[len(cw.stage):cap(cw.stage)], p)
 		cw.stage = cw.stage[:len(cw.stage)+n]
 		p = p[n:]
@@ -313,19 +420,40 @@ func (cw *cmsWriter) emit(p []byte) {
 
 // chunk encrypts the staged plaintext and writes it as one OCTET STRING.
 func (cw *cmsWriter) chunk() {
-	cw.cbc.CryptBlocks(cw.stage, cw.stage)
+	if cw.gcm != nil {
+		if err := cw.gcm.crypt(cw.stage); err != nil {
+			cw.err = err
+			return
+		}
+	} else {
+		cw.cbc.CryptBlocks(cw.stage, cw.stage)
+	}
+	cw.wrote = true
 	var h [8]byte
 	cw.lw.write(appendLength(append(h[:0], 0x04), len(cw.stage)))
 	cw.lw.write(cw.stage)
 	cw.stage = cw.stage[:0]
 }
 
-// close pads (PKCS #7) and writes the last chunk and the end of the
-// EnvelopedData, then flushes. It returns the octets written to the
-// underlying writer.
+// close pads (PKCS #7, for CBC) and writes the last chunk and the end of
+// the EnvelopedData (with the tag, for GCM), then flushes. It returns the
+// octets written to the underlying writer.
 func (cw *cmsWriter) close() (int64, error) {
 	if cw.err != nil {
 		return cw.lw.n, cw.err
+	}
+	if cw.gcm != nil {
+		if len(cw.stage) > 0 || !cw.wrote {
+			cw.chunk()
+			if cw.err != nil {
+				return cw.lw.n, cw.err
+			}
+		}
+		cw.lw.write([]byte(eocContent + "\x04\x10"))
+		cw.lw.write(cw.gcm.sum())
+		cw.lw.write([]byte(eocAuth))
+		err := cw.lw.close()
+		return cw.lw.n, err
 	}
 	pad := aes.BlockSize - len(cw.stage)%aes.BlockSize
 	for range pad {

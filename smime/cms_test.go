@@ -70,10 +70,10 @@ func testKeys(t testing.TB) [2]cmsKey {
 
 // seal runs content through a cmsWriter in writes of step octets (all at
 // once when step is 0) and returns the base64 output.
-func seal(t testing.TB, certs []*x509.Certificate, content []byte, canon bool, step int) ([]byte, error) {
+func seal(t testing.TB, s sealing, content []byte, canon bool, step int) ([]byte, error) {
 	t.Helper()
 	var out bytes.Buffer
-	cw, err := newCMSWriter(&out, certs, canon)
+	cw, err := newCMSWriter(&out, s, canon)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestCMSRoundTrip(t *testing.T) {
 			if step == 1 && size > chunkSize+1 {
 				continue
 			}
-			out, err := seal(t, certs, content, false, step)
+			out, err := seal(t, sealing{certs: certs}, content, false, step)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func TestCMSStructure(t *testing.T) {
 	content := bytes.Repeat([]byte("0123456789abcdef"), 2*chunkSize/16+3)
 	var ivs, eks [][]byte
 	for range 2 {
-		out, err := seal(t, []*x509.Certificate{ks[0].cert}, content, false, 0)
+		out, err := seal(t, sealing{certs: []*x509.Certificate{ks[0].cert}}, content, false, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,11 +256,171 @@ func children(t testing.TB, b []byte) []BERValue {
 // The OID constants are the encodings of the OIDs they name.
 func TestCMSOIDs(t *testing.T) {
 	for enc, want := range map[string]string{oidData: "1.2.840.113549.1.7.1", oidEnvelopedData: "1.2.840.113549.1.7.3",
-		oidRSAEncryption: "1.2.840.113549.1.1.1", oidAES256CBC: "2.16.840.1.101.3.4.1.42"} {
+		oidRSAEncryption: "1.2.840.113549.1.1.1", oidAES256CBC: "2.16.840.1.101.3.4.1.42",
+		oidAuthEnvelopedData: "1.2.840.113549.1.9.16.1.23", oidAES256GCM: "2.16.840.1.101.3.4.1.46",
+		oidRSAESOAEP: "1.2.840.113549.1.1.7", oidMGF1: "1.2.840.113549.1.1.8", oidSHA256: "2.16.840.1.101.3.4.2.1"} {
 		var oid asn1.ObjectIdentifier
 		if rest, err := asn1.Unmarshal([]byte(enc), &oid); err != nil || len(rest) != 0 || oid.String() != want {
 			t.Fatalf("%x: %v %v, want %s", enc, oid, err, want)
 		}
+	}
+}
+
+// The OAEP AlgorithmIdentifier is RFC 4055's RSAES-OAEP-params with
+// SHA-256 as the hash and in MGF1, and the default (empty) label; the
+// PKCS #1 v1.5 one is rsaEncryption with NULL parameters.
+func TestKeyTransportAlgorithms(t *testing.T) {
+	type algID struct {
+		OID    asn1.ObjectIdentifier
+		Params asn1.RawValue `asn1:"optional"`
+	}
+	var oaep struct {
+		OID    asn1.ObjectIdentifier
+		Params struct {
+			Hash algID `asn1:"explicit,tag:0"`
+			MGF  struct {
+				OID  asn1.ObjectIdentifier
+				Hash algID
+			} `asn1:"explicit,tag:1"`
+			Label asn1.RawValue `asn1:"optional,explicit,tag:2"`
+		}
+	}
+	if rest, err := asn1.Unmarshal([]byte(algOAEP), &oaep); err != nil || len(rest) != 0 {
+		t.Fatalf("algOAEP: %v", err)
+	}
+	if oaep.OID.String() != "1.2.840.113549.1.1.7" || oaep.Params.Hash.OID.String() != "2.16.840.1.101.3.4.2.1" ||
+		len(oaep.Params.Hash.Params.FullBytes) != 0 || oaep.Params.MGF.OID.String() != "1.2.840.113549.1.1.8" ||
+		oaep.Params.MGF.Hash.OID.String() != "2.16.840.1.101.3.4.2.1" || len(oaep.Params.Label.FullBytes) != 0 {
+		t.Fatalf("algOAEP: %+v", oaep)
+	}
+	var rsa algID
+	if rest, err := asn1.Unmarshal([]byte(algRSA), &rsa); err != nil || len(rest) != 0 ||
+		rsa.OID.String() != "1.2.840.113549.1.1.1" || rsa.Params.Tag != asn1.TagNull {
+		t.Fatalf("algRSA: %+v %v", rsa, err)
+	}
+}
+
+// Every combination of content cipher and key transport, for two
+// recipients (one with OAEP and one without, too), content of sizes
+// around the block and chunk boundaries written whole or in pieces:
+// the standard library's AES-GCM or AES-CBC, RSA-OAEP or PKCS #1 v1.5,
+// gives the content back to each recipient, through the algorithms asked
+// for.
+func TestCMSAlgorithmsRoundTrip(t *testing.T) {
+	ks := testKeys(t)
+	certs := []*x509.Certificate{ks[0].cert, ks[1].cert}
+	rng := mrand.New(mrand.NewPCG(9, 10))
+	for _, s := range []sealing{
+		{certs: certs},
+		{certs: certs, gcm: true},
+		{certs: certs, gcm: true, oaep: []bool{true, true}},
+		{certs: certs, oaep: []bool{true, false}},
+		{certs: certs, gcm: true, oaep: []bool{false, true}},
+	} {
+		for _, size := range []int{0, 1, 15, 16, 17, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 100} {
+			content := make([]byte, size)
+			for i := range content {
+				content[i] = byte(rng.UintN(256))
+			}
+			for _, step := range []int{0, 7, 4096} {
+				out, err := seal(t, s, content, false, step)
+				if err != nil {
+					t.Fatal(err)
+				}
+				der := unbase64(t, out)
+				for i, k := range ks {
+					plain, keyAlg, cipherAlg, err := openCMS(der, k.cert, k.key)
+					if err != nil {
+						t.Fatalf("%+v size %d step %d recipient %d: %v", s, size, step, i, err)
+					}
+					if !bytes.Equal(plain, content) {
+						t.Fatalf("%+v size %d step %d: plaintext differs", s, size, step)
+					}
+					wantKey := "rsaEncryption"
+					if s.oaep != nil && s.oaep[i] {
+						wantKey = "rsaes-oaep-sha256"
+					}
+					if keyAlg != wantKey || cipherAlg != s.cipherName() {
+						t.Fatalf("%+v recipient %d: %s and %s", s, i, keyAlg, cipherAlg)
+					}
+					if s.gcm {
+						continue
+					}
+					// A second reader for EnvelopedData, RSA-OAEP included.
+					p7, err := pkcs7.Parse(der)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if plain, err = p7.Decrypt(k.cert, k.key); err != nil || !bytes.Equal(plain, content) {
+						t.Fatalf("%+v size %d recipient %d: pkcs7: %v", s, size, i, err)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The AuthEnvelopedData is streamed as the doc of cms.go draws it: the
+// fixed parts, GCMParameters with a 12-octet nonce and ICV length 16,
+// chunks of chunkSize, the 16-octet mac after the content, a fresh nonce
+// every time; and a changed octet of ciphertext, tag or nonce makes
+// decryption fail.
+func TestCMSAuthEnvelopedStructure(t *testing.T) {
+	ks := testKeys(t)
+	content := bytes.Repeat([]byte("0123456789abcdef"), 2*chunkSize/16+3)
+	s := sealing{certs: []*x509.Certificate{ks[0].cert}, gcm: true}
+	var nonces [][]byte
+	for range 2 {
+		out, err := seal(t, s, content, false, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der := unbase64(t, out)
+		if !bytes.HasPrefix(der, []byte("\x30\x80"+oidAuthEnvelopedData+"\xa0\x80\x30\x80\x02\x01\x00\x31")) ||
+			!bytes.HasSuffix(der[:len(der)-16-len(eocAuth)], []byte(eocContent+"\x04\x10")) || !bytes.HasSuffix(der, []byte(eocAuth)) {
+			t.Fatalf("not an indefinite-length AuthEnvelopedData: % x ... % x", der[:32], der[len(der)-32:])
+		}
+		ci := children(t, der)
+		ed := children(t, ci[1].Content)
+		if len(ed) != 4 || ed[3].Tag != 0x04 || len(ed[3].Content) != 16 {
+			t.Fatalf("AuthEnvelopedData of %d elements", len(ed))
+		}
+		eci := children(t, ed[2].Full)
+		if len(eci) != 3 || string(eci[0].Full) != oidData {
+			t.Fatal("EncryptedContentInfo is not id-data")
+		}
+		if len(eci[1].Full) != 32 || !bytes.HasPrefix(eci[1].Full, []byte("\x30\x1e"+oidAES256GCM+"\x30\x11\x04\x0c")) ||
+			!bytes.HasSuffix(eci[1].Full, []byte("\x02\x01\x10")) {
+			t.Fatalf("content encryption algorithm % x", eci[1].Full)
+		}
+		chunks := children(t, eci[2].Full)
+		total := 0
+		for i, c := range chunks {
+			if c.Tag != 0x04 || (i < len(chunks)-1 && len(c.Content) != chunkSize) {
+				t.Fatalf("chunk %d: tag %#x, %d octets", i, c.Tag, len(c.Content))
+			}
+			total += len(c.Content)
+		}
+		if len(chunks) != 3 || total != len(content) {
+			t.Fatalf("%d chunks, %d octets", len(chunks), total)
+		}
+		nonces = append(nonces, eci[1].Full[15:27])
+
+		if _, _, _, err := openCMS(der, ks[0].cert, ks[0].key); err != nil {
+			t.Fatal(err)
+		}
+		ctOff := len(der) - len(eocAuth) - 18 - len(eocContent) - 100
+		for name, off := range map[string]int{"ciphertext": ctOff, "tag": len(der) - len(eocAuth) - 1,
+			"nonce": bytes.Index(der, eci[1].Full) + 20} {
+			bad := bytes.Clone(der)
+			bad[off] ^= 1
+			if _, _, _, err := openCMS(bad, ks[0].cert, ks[0].key); err == nil {
+				t.Fatalf("a changed octet of the %s went unnoticed", name)
+			}
+		}
+	}
+	if bytes.Equal(nonces[0], nonces[1]) {
+		t.Fatal("nonce repeated")
 	}
 }
 
@@ -272,7 +432,7 @@ func sealAndOpen(t *testing.T, k cmsKey, in []byte, chunk int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := seal(t, []*x509.Certificate{k.cert}, in, true, chunk)
+	out, err := seal(t, sealing{certs: []*x509.Certificate{k.cert}}, in, true, chunk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +522,7 @@ func TestCMSCanonicalLongWrites(t *testing.T) {
 func TestCMS8BitOffset(t *testing.T) {
 	ks := testKeys(t)
 	in := []byte(strings.Repeat("a", 100) + "\xff")
-	_, err := seal(t, []*x509.Certificate{ks[0].cert}, in, true, 30)
+	_, err := seal(t, sealing{certs: []*x509.Certificate{ks[0].cert}}, in, true, 30)
 	if err == nil || !strings.Contains(err.Error(), "8-bit or NUL octets at offset 100") {
 		t.Fatalf("got %v", err)
 	}
@@ -435,25 +595,30 @@ func TestTLVLen(t *testing.T) {
 }
 
 // BenchmarkCMSWriter encrypts 10 KB of text for one RSA-2048 recipient
-// and encodes it as base64, without the message around it.
+// and encodes it as base64, without the message around it: with
+// AES-256-CBC and PKCS #1 v1.5, and with AES-256-GCM and RSA-OAEP.
 func BenchmarkCMSWriter(b *testing.B) {
 	ks := testKeys(b)
 	certs := []*x509.Certificate{ks[0].cert}
 	content := []byte(strings.Repeat("The quick brown fox jumps over the lazy dog 0123456789.\r\n", 10<<10/56))
-	b.SetBytes(int64(len(content)))
-	b.ReportAllocs()
-	for b.Loop() {
-		cw, err := newCMSWriter(io.Discard, certs, true)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := cw.Write(content); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := cw.close(); err != nil {
-			b.Fatal(err)
-		}
-		cw.release()
+	for name, s := range map[string]sealing{"cbc": {certs: certs}, "gcm": {certs: certs, gcm: true, oaep: []bool{true}}} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(content)))
+			b.ReportAllocs()
+			for b.Loop() {
+				cw, err := newCMSWriter(io.Discard, s, true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := cw.Write(content); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := cw.close(); err != nil {
+					b.Fatal(err)
+				}
+				cw.release()
+			}
+		})
 	}
 }
 

@@ -1,6 +1,10 @@
 package smime
 
-import "errors"
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+)
 
 // BERValue is one BER value, for tests of the encoding. For an indefinite
 // length, Content runs up to the end-of-contents octets and Full includes
@@ -59,4 +63,12 @@ func ParseBER(b []byte, depth int) (v BERValue, rest []byte, err error) {
 	}
 	v.Content, v.Full = b[hdr:hdr+l], b[:hdr+l]
 	return v, b[hdr+l:], nil
+}
+
+// OpenCMS decrypts the DER (or BER) of an EnvelopedData or
+// AuthEnvelopedData this package writes, for a recipient, with the
+// standard library only: the tests' independent reader. It returns the
+// content and the names of the key transport and content cipher.
+func OpenCMS(der []byte, cert *x509.Certificate, key *rsa.PrivateKey) (content []byte, keyAlg, cipherAlg string, err error) {
+	return openCMS(der, cert, key)
 }

@@ -3,7 +3,6 @@ package smime_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -15,8 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/smallstep/pkcs7"
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/tooltest"
@@ -207,9 +204,9 @@ func hexString(b []byte) string {
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
-// signatureOf decrypts pr's output with ann's key (key1) and returns the
-// DER of its detached signature.
-func signatureOf(t testing.TB, pr *mailsec.Protected, ann *x509.Certificate, key crypto.PrivateKey) []byte {
+// signatureOf decrypts pr's output (EnvelopedData or AuthEnvelopedData)
+// with ann's key (key1) and returns the DER of its detached signature.
+func signatureOf(t testing.TB, pr *mailsec.Protected, ann *x509.Certificate, key *rsa.PrivateKey) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	if _, err := pr.Entity.Body.WriteTo(&b); err != nil {
@@ -219,11 +216,7 @@ func signatureOf(t testing.TB, pr *mailsec.Protected, ann *x509.Certificate, key
 	if err != nil {
 		t.Fatal(err)
 	}
-	p7, err := pkcs7.Parse(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := p7.Decrypt(ann, key)
+	plain, _, _, err := smime.OpenCMS(der, ann, key)
 	if err != nil {
 		t.Fatal(err)
 	}

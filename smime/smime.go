@@ -69,6 +69,15 @@ type Options struct {
 	// Now returns the time certificates are checked against. Nil means
 	// time.Now.
 	Now func() time.Time
+
+	// Algorithms is what every recipient's mail reader decrypts beyond
+	// AES-256-CBC and RSA PKCS #1 v1.5. The zero value keeps to those,
+	// which gpgsm 2.2 and Outlook read.
+	Algorithms Algorithms
+	// Readers, when set, decides per recipient instead of Algorithms.
+	// A message gets AES-256-GCM only when every one of its recipients
+	// allows it; RSA-OAEP is chosen per recipient.
+	Readers ReaderAlgorithms
 }
 
 // Protector encrypts (and optionally signs) messages as S/MIME for
@@ -84,6 +93,8 @@ type Protector struct {
 	subject     string
 	maxSize     int64
 	nowFunc     func() time.Time
+	algorithms  Algorithms
+	readers     ReaderAlgorithms
 	verified    sync.Map // verifyKey → verifyResult
 }
 
@@ -123,6 +134,9 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 		subject: o.OuterSubject,
 		maxSize: o.MaxSize,
 		nowFunc: o.Now,
+
+		algorithms: o.Algorithms,
+		readers:    o.Readers,
 	}
 	if p.inter == nil {
 		// A source that carries the CA certificates between its
@@ -244,7 +258,8 @@ func (p *Protector) signerIsAuthor(h textproto.Header) error {
 
 // Protect checks every recipient's certificate and returns the S/MIME
 // form of e: application/pkcs7-mime enveloped-data (AES-256-CBC, RSA
-// PKCS#1 v1.5 key transport) holding the protected-headers entity,
+// PKCS#1 v1.5 key transport), or authEnveloped-data (AES-256-GCM) when
+// every recipient allows it, holding the protected-headers entity,
 // signed first when a Signer is set. When some recipients have no usable
 // certificate it returns no entity and an error that unwraps (Unwrap()
 // []error) to one *mailsec.RecipientError per such recipient, which wraps a
@@ -265,7 +280,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		}
 	}
 	var errs []error
-	certs := make([]*x509.Certificate, 0, len(rcpts))
+	picked := make([]*x509.Certificate, 0, len(rcpts))
 	fps := make(map[string]string, len(rcpts))
 	for _, r := range rcpts {
 		if err := ctx.Err(); err != nil {
@@ -277,9 +292,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 			continue
 		}
 		fps[r] = hex.EncodeToString(sum[:])
-		if !slices.ContainsFunc(certs, c.Equal) {
-			certs = append(certs, c)
-		}
+		picked = append(picked, c)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -299,8 +312,13 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	// Outer left no Content-* field. These are added as written, so that
 	// they are not formatted again each time the message is written
 	// (RFC 8551 section 3.3).
-	raw := []byte(fieldContentType + fieldDisposition + fieldEncoding)
-	a, b := len(fieldContentType), len(fieldContentType)+len(fieldDisposition)
+	seal := p.sealingFor(ctx, rcpts, picked)
+	ct := fieldContentType
+	if seal.gcm {
+		ct = fieldContentTypeAuth
+	}
+	raw := []byte(ct + fieldDisposition + fieldEncoding)
+	a, b := len(ct), len(ct)+len(fieldDisposition)
 	h.AddRaw(raw[:a:a])
 	h.AddRaw(raw[a:b:b])
 	h.AddRaw(raw[b:])
@@ -308,19 +326,26 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	if err != nil {
 		return nil, fmt.Errorf("smime: %w", err)
 	}
-	body := &envelope{p: p, inner: inner, certs: certs}
+	keys := make(map[string]mailsec.KeyUse, len(fps))
+	for r := range fps {
+		keys[r] = mailsec.KeyUse{Cipher: seal.cipherName()}
+	}
+	body := &envelope{p: p, inner: inner, seal: seal}
 	return &mailsec.Protected{
 		Entity:       &mailsec.Entity{Header: h, Body: body},
 		Signed:       p.signer != nil,
 		Fingerprints: fps,
+		Keys:         keys,
 	}, nil
 }
 
 // The content fields of the S/MIME entity, as textproto would format them.
 const (
 	fieldContentType = "Content-Type: application/pkcs7-mime; smime-type=enveloped-data;\r\n name=\"smime.p7m\"\r\n"
-	fieldDisposition = "Content-Disposition: attachment; filename=\"smime.p7m\"\r\n"
-	fieldEncoding    = "Content-Transfer-Encoding: base64\r\n"
+	// RFC 8551 section 3.2.2: AuthEnvelopedData.
+	fieldContentTypeAuth = "Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data;\r\n name=\"smime.p7m\"\r\n"
+	fieldDisposition     = "Content-Disposition: attachment; filename=\"smime.p7m\"\r\n"
+	fieldEncoding        = "Content-Transfer-Encoding: base64\r\n"
 )
 
 // choose returns the newest usable certificate for addr and its SHA-256
@@ -366,14 +391,14 @@ func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate,
 type envelope struct {
 	p     *Protector
 	inner io.WriterTo // the protected-headers entity, header included
-	certs []*x509.Certificate
+	seal  sealing
 }
 
 func (v *envelope) WriteTo(w io.Writer) (int64, error) {
 	if v.p.signer != nil {
 		return v.writeSigned(w)
 	}
-	cw, err := newCMSWriter(w, v.certs, true)
+	cw, err := newCMSWriter(w, v.seal, true)
 	if err != nil {
 		return 0, err
 	}
@@ -409,7 +434,7 @@ func (v *envelope) writeSigned(w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	cw, err := newCMSWriter(w, v.certs, false)
+	cw, err := newCMSWriter(w, v.seal, false)
 	if err != nil {
 		return 0, err
 	}

@@ -9,8 +9,10 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,7 +174,9 @@ func fingerprint(c tls.Certificate) string {
 }
 
 // Guard: the output never carries DES, 3DES, RC2, SHA-1 or any OID other
-// than the ones we mean to emit, signed or not.
+// than the ones we mean to emit, signed or not, with the default
+// algorithms (AES-256-CBC, RSA PKCS #1 v1.5: no GCM, no OAEP) and with
+// AES-256-GCM and RSA-OAEP (no CBC, no PKCS #1 v1.5).
 func TestNoWeakAlgorithms(t *testing.T) {
 	f := getFixture(t)
 	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
@@ -181,13 +185,31 @@ func TestNoWeakAlgorithms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const (
+		data, envelopedData, authEnvelopedData = "1.2.840.113549.1.7.1", "1.2.840.113549.1.7.3", "1.2.840.113549.1.9.16.1.23"
+		aes256CBC, aes256GCM                   = "2.16.840.1.101.3.4.1.42", "2.16.840.1.101.3.4.1.46"
+		rsaEncryption, rsaesOAEP, mgf1, sha256 = "1.2.840.113549.1.1.1", "1.2.840.113549.1.1.7", "1.2.840.113549.1.1.8", "2.16.840.1.101.3.4.2.1"
+	)
 	forbidden := map[string]string{
 		"1.3.14.3.2.7": "DES-CBC", "1.2.840.113549.3.7": "DES-EDE3-CBC", "1.2.840.113549.3.2": "RC2-CBC",
-		"1.3.14.3.2.26": "SHA-1", "1.2.840.113549.1.1.5": "sha1WithRSAEncryption", "1.2.840.113549.1.1.7": "RSAES-OAEP",
+		"1.3.14.3.2.26": "SHA-1", "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
 		"2.16.840.1.101.3.4.1.2": "AES-128-CBC", "2.16.840.1.101.3.4.1.6": "AES-128-GCM",
+		"2.16.840.1.101.3.4.1.26": "AES-192-GCM", "2.16.840.1.101.3.4.1.22": "AES-192-CBC",
 	}
-	for _, o := range []smime.Options{{}, {Signer: signer}} {
-		p := newProtector(t, storeOf(t, ann), o)
+	// The envelope's OIDs are exactly these, and the attribute types of
+	// the issuer names (2.5.4.x).
+	defaults := []string{data, envelopedData, aes256CBC, rsaEncryption}
+	modern := []string{data, authEnvelopedData, aes256GCM, rsaesOAEP, mgf1, sha256}
+	for _, c := range []struct {
+		o    smime.Options
+		want []string
+	}{
+		{smime.Options{}, defaults},
+		{smime.Options{Signer: signer}, defaults},
+		{smime.Options{Algorithms: smime.Algorithms{GCM: true, OAEP: true}}, modern},
+		{smime.Options{Algorithms: smime.Algorithms{GCM: true, OAEP: true}, Signer: signer}, modern},
+	} {
+		p := newProtector(t, storeOf(t, ann), c.o)
 		pr, err := p.Protect(context.Background(), testEntity(), []string{"ann@example.org"})
 		if err != nil {
 			t.Fatal(err)
@@ -199,17 +221,22 @@ func TestNoWeakAlgorithms(t *testing.T) {
 		der := decodeBody(t, b.Bytes())
 		oids := map[string]bool{}
 		collectOIDs(t, der, oids, 0)
-		if !oids["2.16.840.1.101.3.4.1.42"] || !oids["1.2.840.113549.1.1.1"] || !oids["1.2.840.113549.1.7.3"] {
-			t.Fatalf("missing aes256-CBC, rsaEncryption or envelopedData: %v", oids)
+		for _, w := range c.want {
+			if !oids[w] {
+				t.Fatalf("%+v: %s missing from %v", c.o.Algorithms, w, oids)
+			}
 		}
 		for oid := range oids {
 			if name, bad := forbidden[oid]; bad {
 				t.Fatalf("%s (%s) in the output", name, oid)
 			}
+			if !slices.Contains(c.want, oid) && !strings.HasPrefix(oid, "2.5.4.") {
+				t.Fatalf("%+v: unexpected %s in the output (want only %v)", c.o.Algorithms, oid, c.want)
+			}
 		}
 		// The signature sits inside the encryption; check it through a
 		// recipient's eyes with the same guard.
-		if o.Signer != nil {
+		if c.o.Signer != nil {
 			sig := signatureOf(t, pr, ann.Leaf, f.key1)
 			soids := map[string]bool{}
 			collectOIDs(t, sig, soids, 0)
@@ -424,16 +451,23 @@ func TestTooLarge(t *testing.T) {
 	checkOpaque(t, msgs[0].Data)
 }
 
-// A 50 MB attachment, not signed, is encrypted while it is written: the
-// heap never holds more than a small fraction of it.
+// A 50 MB attachment, not signed, is encrypted while it is written, with
+// AES-256-CBC as with AES-256-GCM (whose tag is written after the
+// content): the heap never holds more than a small fraction of it.
 func TestStreamLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("50 MB message")
 	}
+	for _, a := range []smime.Algorithms{{}, {GCM: true, OAEP: true}} {
+		t.Run(fmt.Sprintf("GCM=%v", a.GCM), func(t *testing.T) { streamLarge(t, a) })
+	}
+}
+
+func streamLarge(t *testing.T, a smime.Algorithms) {
 	f := getFixture(t)
 	ann := issue(t, f.ca, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1})
 	tr := &countingTransport{}
-	s := newSender(t, tr, newProtector(t, storeOf(t, ann), smime.Options{}))
+	s := newSender(t, tr, newProtector(t, storeOf(t, ann), smime.Options{Algorithms: a}))
 	const size = 50 << 20
 	m := message("ann@example.org")
 	m.Attachments = []mailsec.Attachment{{Filename: "big.bin", Content: io.LimitReader(zeroReader{}, size)}}
@@ -460,11 +494,14 @@ func TestStreamLarge(t *testing.T) {
 			}
 		}
 	}()
-	_, err := s.Send(context.Background(), m)
+	rec, err := s.Send(context.Background(), m)
 	close(done)
 	<-sampled
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := map[bool]string{false: "aes256-cbc", true: "aes256-gcm"}[a.GCM]; rec.Recipients[0].Protection.Cipher != want {
+		t.Fatalf("cipher %q, want %s", rec.Recipients[0].Protection.Cipher, want)
 	}
 	// The attachment is base64 inside (4/3) and the ciphertext base64 again.
 	if n := tr.n.Load(); n < size*4/3*4/3 {
