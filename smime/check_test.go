@@ -57,8 +57,6 @@ func pemOf(certs ...*x509.Certificate) []byte {
 	return b.Bytes()
 }
 
-func leafOf(c tls.Certificate) *x509.Certificate { return c.Leaf }
-
 // CheckCertificate accepts a certificate exactly when Protect encrypts to
 // it, with the same Problem when both refuse, and reports the fingerprint,
 // expiry and notes that Protect reports in Protected.Keys.
