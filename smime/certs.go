@@ -309,8 +309,9 @@ func (p Problem) String() string {
 	return problemNames[p]
 }
 
-// Error lets a Problem be the target of errors.Is.
-func (p Problem) Error() string { return "smime: " + p.String() }
+// Error lets a Problem be the target of errors.Is. It is String, so
+// that fmt prints a Problem by its name.
+func (p Problem) Error() string { return p.String() }
 
 // CertificateError says why a certificate cannot be used. It is wrapped in
 // a *mailsec.ProtectionError (KeyID = Subject) for recipient certificates,

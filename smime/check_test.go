@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -261,5 +262,20 @@ func TestCheckCertificateInput(t *testing.T) {
 	cancel()
 	if _, err := p.CheckCertificate(ctx, pemOf(ann), "ann@example.org"); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
+	}
+}
+
+// Every Problem has a name, which fmt prints.
+func TestProblemNames(t *testing.T) {
+	seen := map[string]bool{}
+	for p := smime.Unusable; p <= smime.Revoked; p++ {
+		s := fmt.Sprint(p)
+		if s == "" || strings.HasPrefix(s, "smime.Problem(") || seen[s] {
+			t.Errorf("Problem %d is named %q", int(p), s)
+		}
+		seen[s] = true
+	}
+	if s := fmt.Sprint(smime.Revoked + 1); s != fmt.Sprintf("smime.Problem(%d)", int(smime.Revoked)+1) {
+		t.Errorf("unknown Problem prints %q", s)
 	}
 }
