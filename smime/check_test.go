@@ -258,6 +258,12 @@ func TestCheckCertificateInput(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
+	for _, addr := range []string{"", "ann", "@example.org", "ann@", "Ann <ann@example.org>"} {
+		_, err := p.CheckCertificate(context.Background(), pemOf(ann), addr)
+		if !errors.Is(err, smime.WrongAddress) {
+			t.Errorf("address %q: %v", addr, err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := p.CheckCertificate(ctx, pemOf(ann), "ann@example.org"); !errors.Is(err, context.Canceled) {
