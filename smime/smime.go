@@ -300,7 +300,7 @@ func (p *Protector) expiryNote(expires time.Time) string {
 func (p *Protector) checkSigner() error {
 	leaf := p.signer.chain[0]
 	if len(leaf.EmailAddresses) == 0 {
-		return &CertificateError{Subject: leaf.Subject.String(), Reason: "signer certificate has no rfc822Name SAN"}
+		return &CertificateError{Subject: leaf.Subject.String(), Problem: WrongAddress, Reason: "signer certificate has no rfc822Name SAN"}
 	}
 	fp := sha256.Sum256(leaf.Raw)
 	if _, ce := p.check(leaf, &fp, "", forSigning, chainPool{pool: p.signerInter, base: p.signerInter}); ce != nil {
@@ -327,7 +327,7 @@ func (p *Protector) signerIsAuthor(h textproto.Header) error {
 			}
 		}
 	}
-	return &CertificateError{Address: strings.Join(authors, ", "), Subject: leaf.Subject.String(),
+	return &CertificateError{Address: strings.Join(authors, ", "), Subject: leaf.Subject.String(), Problem: WrongAddress,
 		Reason: "signer certificate is for " + strings.Join(leaf.EmailAddresses, ", ") + ", not the From or Sender address"}
 }
 
