@@ -738,7 +738,7 @@ func TestSignerMustBeAuthor(t *testing.T) {
 	s := newSender(t, rt, p)
 	_, err = s.Send(context.Background(), message("ann@example.org"))
 	var ce *smime.CertificateError
-	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "not the From or Sender address") {
+	if !errors.As(err, &ce) || !errors.Is(err, smime.WrongAddress) || !strings.Contains(ce.Reason, "not the From or Sender address") {
 		t.Fatalf("err = %v, want a CertificateError about the author", err)
 	}
 	if errors.Is(err, mailsec.ErrNoKey) {
