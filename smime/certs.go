@@ -250,7 +250,7 @@ func (p *Protector) check(c *x509.Certificate, fp *[32]byte, addr string, u usag
 	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) {
 		return fail("no emailProtection extKeyUsage", nil)
 	}
-	if err := p.verify(c, fp, now); err != nil {
+	if _, err := p.verify(c, fp, now); err != nil {
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
 		switch {

@@ -24,6 +24,7 @@ import (
 	"github.com/mailsec/mailsec/internal/mimeprot"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
+	"github.com/mailsec/mailsec/smime/revocation"
 )
 
 // Method is the name of S/MIME protection: what Protector.Method returns,
@@ -69,6 +70,18 @@ type Options struct {
 	// Now returns the time certificates are checked against. Nil means
 	// time.Now.
 	Now func() time.Time
+
+	// Revocation, when set, checks by OCSP and CRLs that no recipient
+	// certificate, nor a CA certificate between it and the roots, has
+	// been revoked before content is encrypted to it (see package
+	// smime/revocation). A revoked certificate is refused. Nil checks
+	// nothing.
+	Revocation *revocation.Checker
+	// RevocationSoftFail encrypts to a certificate whose revocation
+	// status could not be established (responder unreachable, no valid
+	// answer), noting it in the Receipt. By default such a recipient is
+	// refused with a temporary error: a later retry may succeed.
+	RevocationSoftFail bool
 }
 
 // Protector encrypts (and optionally signs) messages as S/MIME for
@@ -85,6 +98,8 @@ type Protector struct {
 	maxSize     int64
 	nowFunc     func() time.Time
 	verified    sync.Map // verifyKey → verifyResult
+	rev         *revocation.Checker
+	revSoft     bool
 }
 
 // verifyKey caches a chain verification per certificate and minute.
@@ -93,7 +108,10 @@ type verifyKey struct {
 	minute int64
 }
 
-type verifyResult struct{ err error }
+type verifyResult struct {
+	chains [][]*x509.Certificate
+	err    error
+}
 
 // New returns a Protector that finds recipient certificates in certs: a
 // *CertStore (NewCertStore() with no arguments is an empty one, for an
@@ -123,6 +141,8 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 		subject: o.OuterSubject,
 		maxSize: o.MaxSize,
 		nowFunc: o.Now,
+		rev:     o.Revocation,
+		revSoft: o.RevocationSoftFail,
 	}
 	if p.inter == nil {
 		// A source that carries the CA certificates between its
@@ -182,16 +202,16 @@ func (p *Protector) now() time.Time {
 // Results are cached per certificate and minute: a Protector is used for
 // many sends to the same recipients, and the chain check costs more than
 // encrypting a small message.
-func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time) error {
+func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time) ([][]*x509.Certificate, error) {
 	k := verifyKey{fp: *fp, minute: now.Unix() / 60}
 	if v, ok := p.verified.Load(k); ok {
-		return v.(verifyResult).err
+		return v.(verifyResult).chains, v.(verifyResult).err
 	}
 	inter := p.inter
 	if p.signer != nil && c == p.signer.chain[0] {
 		inter = p.signerInter
 	}
-	_, err := c.Verify(x509.VerifyOptions{
+	chains, err := c.Verify(x509.VerifyOptions{
 		Roots:         p.roots,
 		Intermediates: inter,
 		CurrentTime:   now,
@@ -204,8 +224,8 @@ func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time) err
 		}
 		return true
 	})
-	p.verified.Store(k, verifyResult{err})
-	return err
+	p.verified.Store(k, verifyResult{chains, err})
+	return chains, err
 }
 
 func (p *Protector) checkSigner() error {
@@ -267,16 +287,25 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	var errs []error
 	certs := make([]*x509.Certificate, 0, len(rcpts))
 	fps := make(map[string]string, len(rcpts))
+	var keys map[string]mailsec.KeyUse
 	for _, r := range rcpts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		c, sum, err := p.choose(ctx, r)
+		c, sum, notes, err := p.choose(ctx, r)
 		if err != nil {
 			errs = append(errs, &mailsec.RecipientError{Recipient: r, Err: err})
 			continue
 		}
 		fps[r] = hex.EncodeToString(sum[:])
+		if len(notes) > 0 {
+			if keys == nil {
+				keys = map[string]mailsec.KeyUse{}
+			}
+			ku := keys[r]
+			ku.Notes = append(ku.Notes, notes...)
+			keys[r] = ku
+		}
 		if !slices.ContainsFunc(certs, c.Equal) {
 			certs = append(certs, c)
 		}
@@ -313,6 +342,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		Entity:       &mailsec.Entity{Header: h, Body: body},
 		Signed:       p.signer != nil,
 		Fingerprints: fps,
+		Keys:         keys,
 	}, nil
 }
 
@@ -323,17 +353,17 @@ const (
 	fieldEncoding    = "Content-Transfer-Encoding: base64\r\n"
 )
 
-// choose returns the newest usable certificate for addr and its SHA-256
-// fingerprint, or a *mailsec.ProtectionError saying why there is none.
-// When several certificates are refused, the reason given is that of the
-// newest.
-func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, error) {
+// choose returns the newest usable certificate for addr, its SHA-256
+// fingerprint and notes for the Receipt (its revocation status), or a
+// *mailsec.ProtectionError saying why there is none. When several
+// certificates are refused, the reason given is that of the newest.
+func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, []string, error) {
 	cands, err := p.certs.Lookup(ctx, addr)
 	if err != nil {
-		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
+		return nil, [32]byte{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
 	}
 	if len(cands) == 0 {
-		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+		return nil, [32]byte{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
 	}
 	if len(cands) > 1 {
 		// Sorted in a copy: the slice may be the source's own.
@@ -347,17 +377,21 @@ func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate,
 		}
 		fp := sha256.Sum256(c.Raw)
 		ce := p.check(c, &fp, addr, forEncryption)
+		var notes []string
 		if ce == nil {
-			return c, fp, nil
+			notes, ce = p.checkRevocation(ctx, c, &fp, addr)
+		}
+		if ce == nil {
+			return c, fp, notes, nil
 		}
 		if first == nil {
 			first = ce
 		}
 	}
 	if first == nil {
-		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+		return nil, [32]byte{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
 	}
-	return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
+	return nil, [32]byte{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
 }
 
 // envelope writes the base64 body of the application/pkcs7-mime entity.

@@ -1,10 +1,13 @@
 package revocation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -293,4 +296,21 @@ func TestSizeLimit(t *testing.T) {
 	c := newChecker(t, revocation.Options{MaxResponseSize: 64, MaxCRLSize: 64})
 	_, err := c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate)
 	wantUnavailable(t, err, "limit of 64")
+}
+
+// TestSizeLimitChunked: a response without a Content-Length is cut off
+// at the limit too.
+func TestSizeLimitChunked(t *testing.T) {
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/ocsp-response")
+		for range 16 {
+			_, _ = w.Write(bytes.Repeat([]byte{0x30}, 64))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer big.Close()
+	p := tooltest.NewPKI(t, tooltest.PKIOptions{Leaves: []tooltest.PKILeaf{{Email: good, Key: ecKey(t), OCSPURL: big.URL + "/", CRLURL: "-"}}})
+	c := newChecker(t, revocation.Options{MaxResponseSize: 512})
+	_, err := c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate)
+	wantUnavailable(t, err, "exceeds the limit of 512 bytes")
 }
