@@ -44,7 +44,7 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 	if !ok {
 		cached = false
 		var err error
-		v, err, _ = c.group.Do(key, func() (any, error) {
+		v, err = c.shared(ctx, key, func(ctx context.Context) (any, error) {
 			r, size, err := c.fetchCRL(ctx, u, issuer)
 			if err != nil {
 				return nil, err

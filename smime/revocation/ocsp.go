@@ -133,7 +133,7 @@ func (c *Checker) ocsp(ctx context.Context, u string, cert, issuer *x509.Certifi
 	if v, ok := c.cache.get(key, c.now()); ok {
 		return v.(ocspResult).unpack(true)
 	}
-	v, err, _ := c.group.Do(key, func() (any, error) {
+	v, err := c.shared(ctx, key, func(ctx context.Context) (any, error) {
 		r, size, err := c.askOCSP(ctx, u, cert, issuer)
 		if err != nil {
 			return nil, err

@@ -6,9 +6,11 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -313,4 +315,48 @@ func TestSizeLimitChunked(t *testing.T) {
 	c := newChecker(t, revocation.Options{MaxResponseSize: 512})
 	_, err := c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate)
 	wantUnavailable(t, err, "exceeds the limit of 512 bytes")
+}
+
+// TestConcurrentChecks runs checks of the same certificates at once (run
+// with -race).
+func TestConcurrentChecks(t *testing.T) {
+	p := tooltest.NewPKI(t, tooltest.PKIOptions{Leaves: []tooltest.PKILeaf{{Email: good, Key: ecKey(t)}, {Email: revoked, Key: ecKey(t), Revoked: true}}})
+	c := newChecker(t, revocation.Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Go(func() {
+			if i%2 == 0 {
+				if _, err := c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate); err != nil {
+					errs <- err
+				}
+				return
+			}
+			if _, err := c.Check(context.Background(), leafOf(p, revoked), p.Intermediate.Certificate); !errors.Is(err, revocation.ErrRevoked) {
+				errs <- fmt.Errorf("revoked: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestCancel: a cancelled check returns at once, and is not temporary.
+func TestCancel(t *testing.T) {
+	p := tooltest.NewPKI(t, tooltest.PKIOptions{Leaves: []tooltest.PKILeaf{{Email: good, Key: ecKey(t)}}})
+	p.OCSPFilter(func(_, resp []byte) []byte { time.Sleep(time.Second); return resp })
+	c := newChecker(t, revocation.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := c.Check(ctx, leafOf(p, good), p.Intermediate.Certificate)
+	if d := time.Since(start); d > 800*time.Millisecond {
+		t.Errorf("took %v after cancellation", d)
+	}
+	if !errors.Is(err, revocation.ErrUnavailable) || !errors.Is(err, context.Canceled) || mailsec.IsTemporary(err) {
+		t.Fatalf("err = %v (temporary %v), want ErrUnavailable for a cancelled check, not temporary", err, mailsec.IsTemporary(err))
+	}
 }

@@ -353,10 +353,10 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) (*S
 		if errors.As(err, &re) {
 			return nil, err
 		}
-		attempts = append(attempts, err)
 		if ctx.Err() != nil {
 			break
 		}
+		attempts = append(attempts, err)
 	}
 	for _, u := range crlURLs {
 		if ctx.Err() != nil {
@@ -370,12 +370,31 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) (*S
 		if errors.As(err, &re) {
 			return nil, err
 		}
+		if ctx.Err() != nil {
+			break
+		}
 		attempts = append(attempts, err)
 	}
 	if err := ctx.Err(); err != nil {
 		attempts = append(attempts, err)
 	}
 	return nil, &UnavailableError{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Attempts: attempts}
+}
+
+// shared runs fetch once for all concurrent callers with the same key.
+// The fetch runs without the first caller's cancellation (it has its own
+// timeout), so that one caller giving up does not fail the others; each
+// caller waits only as long as its own ctx allows.
+func (c *Checker) shared(ctx context.Context, key string, fetch func(context.Context) (any, error)) (any, error) {
+	ch := c.group.DoChan(key, func() (any, error) {
+		return fetch(context.WithoutCancel(ctx))
+	})
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // httpURLs returns the first maxURLs http URLs of us.
