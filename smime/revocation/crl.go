@@ -41,12 +41,16 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 	key := "crl|" + hex.EncodeToString(ik[:]) + "|" + u
 	cached := true
 	v, ok := c.cache.get(key, c.now())
+	if f, failed := v.(fetchFailure); ok && failed {
+		return nil, f.err
+	}
 	if !ok {
 		cached = false
 		var err error
 		v, err = c.shared(ctx, key, func(ctx context.Context) (any, error) {
 			r, size, err := c.fetchCRL(ctx, u, issuer)
 			if err != nil {
+				c.remember(key, err)
 				return nil, err
 			}
 			c.cache.put(key, r, size, r.nextUpdate)
@@ -138,7 +142,8 @@ func (c *Checker) fetchCRL(ctx context.Context, u string, issuer *x509.Certifica
 		}
 		r.revoked[e.SerialNumber.Text(16)] = revokedEntry{at: e.RevocationTime, reason: e.ReasonCode}
 	}
-	return r, int64(len(raw)), nil
+	// The map costs more than the entries' DER: count it.
+	return r, int64(len(raw)) + 64*int64(len(r.revoked)), nil
 }
 
 // scope reads an IssuingDistributionPoint (RFC 5280 §5.2.5) into r and

@@ -65,6 +65,10 @@
 //
 // Answers are cached until their nextUpdate (an OCSP response without
 // one is not cached), in a cache bounded in entries and bytes whose
-// least recently used entries go first. Concurrent checks of the same
-// certificate share one fetch.
+// least recently used entries go first. A fetch that got no answer is
+// remembered for 30 seconds, so that the sends of the next moments do not
+// each wait for a responder that is down. Concurrent checks of the same
+// certificate share one fetch. One Check tries at most three responders
+// and three CRLs, each within Options.Timeout; its context bounds the
+// whole.
 package revocation

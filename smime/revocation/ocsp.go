@@ -131,11 +131,15 @@ func (c *Checker) ocsp(ctx context.Context, u string, cert, issuer *x509.Certifi
 	ik := issuerKey(issuer)
 	key := "ocsp|" + hex.EncodeToString(ik[:]) + "|" + cert.SerialNumber.Text(16) + "|" + u
 	if v, ok := c.cache.get(key, c.now()); ok {
+		if f, ok := v.(fetchFailure); ok {
+			return nil, f.err
+		}
 		return v.(ocspResult).unpack(true)
 	}
 	v, err := c.shared(ctx, key, func(ctx context.Context) (any, error) {
 		r, size, err := c.askOCSP(ctx, u, cert, issuer)
 		if err != nil {
+			c.remember(key, err)
 			return nil, err
 		}
 		// A response without nextUpdate is not cached: newer

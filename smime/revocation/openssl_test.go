@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,12 +157,27 @@ func TestCRLFallback(t *testing.T) {
 func TestResponderDown(t *testing.T) {
 	p := tooltest.NewPKI(t, tooltest.PKIOptions{Leaves: []tooltest.PKILeaf{{Email: good, Key: ecKey(t), CRLURL: tooltest.DeadURL(t)}}})
 	p.StopOCSP()
-	c := newChecker(t, revocation.Options{Timeout: 5 * time.Second})
+	var skip atomic.Int64
+	c := newChecker(t, revocation.Options{Timeout: 5 * time.Second,
+		Now: func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }})
 	_, err := c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate)
 	ue := wantUnavailable(t, err, "unavailable")
 	var fe *revocation.FetchError
 	if len(ue.Attempts) != 2 || !errors.As(ue.Attempts[0], &fe) || fe.Source != revocation.SourceOCSP || !errors.As(ue.Attempts[1], &fe) || fe.Source != revocation.SourceCRL {
 		t.Fatalf("attempts %v, want an OCSP then a CRL fetch error", ue.Attempts)
+	}
+	// The failure is remembered for a while: the next sends do not each
+	// wait for the responder.
+	_, err = c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate)
+	wantUnavailable(t, err, "unavailable")
+	if o, _ := p.Hits(); o != 1 {
+		t.Fatalf("%d OCSP requests, want 1: the failure is remembered", o)
+	}
+	skip.Store(int64(time.Minute))
+	_, err = c.Check(context.Background(), leafOf(p, good), p.Intermediate.Certificate)
+	wantUnavailable(t, err, "unavailable")
+	if o, _ := p.Hits(); o != 2 {
+		t.Fatalf("%d OCSP requests, want 2: a failure is remembered for less than a minute", o)
 	}
 }
 

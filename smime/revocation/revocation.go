@@ -28,6 +28,14 @@ const (
 	DefaultSkew            = 5 * time.Minute
 )
 
+// failureTTL is how long a fetch that got no answer is remembered, so
+// that the sends of the next moments do not each wait for a responder
+// that is down.
+const failureTTL = 30 * time.Second
+
+// failureSize is what a remembered failure counts in the cache.
+const failureSize = 256
+
 // maxURLs bounds the OCSP responders, and separately the CRL
 // distribution points, tried for one certificate.
 const maxURLs = 3
@@ -379,6 +387,18 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) (*S
 		attempts = append(attempts, err)
 	}
 	return nil, &UnavailableError{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Attempts: attempts}
+}
+
+// fetchFailure is a remembered *FetchError.
+type fetchFailure struct{ err error }
+
+// remember caches err under key for failureTTL when it is a fetch that
+// got no answer (not one the caller cancelled).
+func (c *Checker) remember(key string, err error) {
+	var fe *FetchError
+	if errors.As(err, &fe) && !errors.Is(err, context.Canceled) {
+		c.cache.put(key, fetchFailure{err}, failureSize, c.now().Add(failureTTL))
+	}
 }
 
 // shared runs fetch once for all concurrent callers with the same key.
