@@ -199,7 +199,18 @@ func (c *Checker) askOCSP(ctx context.Context, u string, cert, issuer *x509.Cert
 	if err != nil {
 		return ocspResult{}, 0, err
 	}
+	return c.checkOCSP(ctx, u, raw, cert, issuer, nonceValue)
+}
 
+// checkOCSP checks the response raw from u to a request about cert,
+// issued by issuer, that carried the nonce extension value nonceValue
+// (nil when none).
+func (c *Checker) checkOCSP(ctx context.Context, u string, raw []byte, cert, issuer *x509.Certificate, nonceValue []byte) (ocspResult, int64, error) {
+	invalid := func(format string, a ...any) error {
+		err := &InvalidError{Source: SourceOCSP, URL: u, Reason: fmt.Sprintf(format, a...)}
+		c.log.WarnContext(ctx, "invalid OCSP response", "url", u, "reason", err.Reason)
+		return err
+	}
 	var outer ocspResponse
 	if rest, err := asn1.Unmarshal(raw, &outer); err != nil || len(rest) > 0 {
 		return ocspResult{}, 0, invalid("response does not parse")
