@@ -47,7 +47,8 @@
 // [SourceNone]: nothing can be checked). A revoked certificate is a
 // [*RevokedError], never temporary. A certificate whose status could not
 // be established is an [*UnavailableError], temporary: the responder may
-// answer later, a stale CRL may be refreshed. What to do then, refuse or
+// answer later, a stale CRL may be refreshed (not temporary when the check
+// was cancelled, or when every source was refused by the address guard). What to do then, refuse or
 // go on, is the caller's choice; the S/MIME Protector refuses unless
 // smime.Options.RevocationSoftFail is set.
 //

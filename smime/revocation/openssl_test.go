@@ -304,6 +304,9 @@ func TestAddressGuard(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Host != "127.0.0.1" {
 		t.Fatalf("err = %v, want an *AddressError for 127.0.0.1", err)
 	}
+	if !errors.Is(err, revocation.ErrUnavailable) || mailsec.IsTemporary(err) {
+		t.Fatalf("err = %v (temporary %v), want ErrUnavailable, not temporary: the addresses will not change", err, mailsec.IsTemporary(err))
+	}
 	if o, crl := p.Hits(); o+crl != 0 {
 		t.Fatalf("%d OCSP and %d CRL requests reached the servers", o, crl)
 	}

@@ -294,15 +294,20 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailab
 // Unwrap returns the attempts' errors.
 func (e *UnavailableError) Unwrap() []error { return e.Attempts }
 
-// Temporary is true unless the check was cancelled: a responder may
-// answer later, a stale CRL may be replaced.
+// Temporary is true unless the check was cancelled or every source was
+// refused by the address guard (a responder on a private address stays
+// there): a responder may answer later, a stale CRL may be replaced.
 func (e *UnavailableError) Temporary() bool {
+	guarded := len(e.Attempts) > 0
 	for _, a := range e.Attempts {
 		if errors.Is(a, context.Canceled) {
 			return false
 		}
+		if !errors.Is(a, mailsec.ErrNonGlobalAddress) {
+			guarded = false
+		}
 	}
-	return true
+	return !guarded
 }
 
 // FetchError is a request to a responder or distribution point that got
