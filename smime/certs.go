@@ -297,20 +297,25 @@ const (
 	Expired                // after its NotAfter, or a certificate of its chain is
 	KeyUsage               // keyUsage or extKeyUsage does not allow e-mail protection
 	Untrusted              // no chain to the roots
-	Revoked                // its CA revoked it
+	Revoked                // its CA revoked it, or a CA certificate of its chain was revoked
+	// RevocationUnknown: a revocation Checker is set and could not
+	// establish the status (no responder or CRL answered validly). Its
+	// error is temporary: a later attempt may get an answer.
+	RevocationUnknown
 )
 
 var problemNames = [...]string{
-	Unusable:       "unusable certificate",
-	Malformed:      "malformed certificate",
-	WrongAddress:   "wrong address",
-	WeakKey:        "weak key",
-	UnsupportedKey: "unsupported key",
-	NotYetValid:    "not yet valid",
-	Expired:        "expired",
-	KeyUsage:       "key usage",
-	Untrusted:      "untrusted chain",
-	Revoked:        "revoked",
+	Unusable:          "unusable certificate",
+	Malformed:         "malformed certificate",
+	WrongAddress:      "wrong address",
+	WeakKey:           "weak key",
+	UnsupportedKey:    "unsupported key",
+	NotYetValid:       "not yet valid",
+	Expired:           "expired",
+	KeyUsage:          "key usage",
+	Untrusted:         "untrusted chain",
+	Revoked:           "revoked",
+	RevocationUnknown: "revocation status unavailable",
 }
 
 // String names the problem.
@@ -420,7 +425,7 @@ func (p *Protector) check(c *x509.Certificate, fp *[32]byte, addr string, u usag
 	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) {
 		return fail(KeyUsage, "no emailProtection extKeyUsage", nil)
 	}
-	expires, err := p.verify(c, fp, now, ch)
+	_, expires, err := p.verify(c, fp, now, ch)
 	if err != nil {
 		var ce *CertificateError
 		var inv x509.CertificateInvalidError

@@ -87,7 +87,7 @@ func (p *Protector) CheckCertificate(ctx context.Context, data []byte, addr stri
 		return nil, &CertificateError{Address: addr, Problem: Unusable,
 			Reason: "only CA certificates, no end-entity certificate"}
 	}
-	c, fp, expires, ce := p.chooseFrom(addr, certs)
+	c, fp, expires, notes, ce := p.chooseFrom(ctx, addr, certs)
 	if ce != nil {
 		return nil, ce
 	}
@@ -101,6 +101,7 @@ func (p *Protector) CheckCertificate(ctx context.Context, data []byte, addr stri
 	if n := p.expiryNote(expires); n != "" {
 		chk.Notes = []string{n}
 	}
+	chk.Notes = append(chk.Notes, notes...)
 	return chk, nil
 }
 

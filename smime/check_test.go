@@ -274,14 +274,14 @@ func TestCheckCertificateInput(t *testing.T) {
 // Every Problem has a name, which fmt prints.
 func TestProblemNames(t *testing.T) {
 	seen := map[string]bool{}
-	for p := smime.Unusable; p <= smime.Revoked; p++ {
+	for p := smime.Unusable; p <= smime.RevocationUnknown; p++ {
 		s := fmt.Sprint(p)
 		if s == "" || strings.HasPrefix(s, "smime.Problem(") || seen[s] {
 			t.Errorf("Problem %d is named %q", int(p), s)
 		}
 		seen[s] = true
 	}
-	if s := fmt.Sprint(smime.Revoked + 1); s != fmt.Sprintf("smime.Problem(%d)", int(smime.Revoked)+1) {
+	if s := fmt.Sprint(smime.RevocationUnknown + 1); s != fmt.Sprintf("smime.Problem(%d)", int(smime.RevocationUnknown)+1) {
 		t.Errorf("unknown Problem prints %q", s)
 	}
 }

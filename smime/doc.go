@@ -148,7 +148,29 @@
 // ECDH)"...), wrapping a *CertificateError; the Sender then delivers to the
 // others only; the *CertificateError's Problem classifies the reason.
 // Chain verifications are cached per certificate and minute.
-// Revocation (CRL, OCSP) is not checked.
+//
+// # Revocation
+//
+// With Options.Revocation (a *revocation.Checker of package
+// smime/revocation), a certificate that passed the checks above is then
+// checked by OCSP and CRLs, and so is every CA certificate of its chain
+// below the root that names an OCSP responder or a CRL. A revoked
+// certificate is refused with Reason "revoked" ("issuing CA certificate
+// revoked" for a CA) and Problem Revoked, wrapping a *revocation.RevokedError; it is never
+// temporary, whatever the options. A certificate whose status could not
+// be established (responder unreachable, no valid answer, a stale CRL) is
+// refused with Reason "revocation status unavailable" (Problem
+// RevocationUnknown), wrapping a
+// *revocation.UnavailableError, which is temporary: the Sender does not
+// fall back, and a retry may succeed. Set Options.RevocationSoftFail to
+// encrypt to it anyway. Either way the Receipt's ProtectionInfo.Notes say
+// what was established: "certificate status good (OCSP,
+// http://ocsp.example/, produced at 2026-01-02T03:04:05Z)", or
+// "revocation of certificate not checked: ...; sent because
+// RevocationSoftFail". A certificate that names neither an OCSP responder
+// nor an HTTP CRL cannot be checked and is used, noted "revocation not
+// checked". The signer's own certificate is not checked. Without
+// Options.Revocation nothing is checked.
 //
 // # Compatibility
 //

@@ -24,6 +24,7 @@ import (
 	"github.com/mailsec/mailsec/internal/mimeprot"
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/internal/typednil"
+	"github.com/mailsec/mailsec/smime/revocation"
 )
 
 // Method is the name of S/MIME protection: what Protector.Method returns,
@@ -83,6 +84,17 @@ type Options struct {
 	// recipient's Receipt and CheckCertificate warns of it. Zero means
 	// DefaultExpiryWarning; a negative value turns the note off.
 	ExpiryWarning time.Duration
+	// Revocation, when set, checks by OCSP and CRLs that no recipient
+	// certificate, nor a CA certificate between it and the roots, has
+	// been revoked before content is encrypted to it (see package
+	// smime/revocation). A revoked certificate is refused. Nil checks
+	// nothing.
+	Revocation *revocation.Checker
+	// RevocationSoftFail encrypts to a certificate whose revocation
+	// status could not be established (responder unreachable, no valid
+	// answer), noting it in the Receipt. By default such a recipient is
+	// refused with a temporary error: a later retry may succeed.
+	RevocationSoftFail bool
 }
 
 // DefaultExpiryWarning is the Options.ExpiryWarning used when it is zero.
@@ -109,6 +121,8 @@ type Protector struct {
 	readers     ReaderAlgorithms
 	warn        time.Duration // Options.ExpiryWarning; negative: none
 	verified    sync.Map      // verifyKey → verifyResult
+	rev         *revocation.Checker
+	revSoft     bool
 }
 
 // verifyKey caches a chain verification per certificate, intermediates
@@ -131,6 +145,7 @@ type chainPool struct {
 }
 
 type verifyResult struct {
+	chains  [][]*x509.Certificate
 	expires time.Time
 	err     error
 }
@@ -164,6 +179,8 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 		maxSize: o.MaxSize,
 		nowFunc: o.Now,
 		warn:    o.ExpiryWarning,
+		rev:     o.Revocation,
+		revSoft: o.RevocationSoftFail,
 
 		algorithms: o.Algorithms,
 		readers:    o.Readers,
@@ -238,11 +255,11 @@ func (p *Protector) intermediates() *x509.CertPool {
 // Results are cached per certificate and minute: a Protector is used for
 // many sends to the same recipients, and the chain check costs more than
 // encrypting a small message.
-func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time, ch chainPool) (time.Time, error) {
+func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time, ch chainPool) ([][]*x509.Certificate, time.Time, error) {
 	k := verifyKey{fp: *fp, minute: now.Unix() / 60, inter: ch.base, extra: ch.extra}
 	if v, ok := p.verified.Load(k); ok {
 		r := v.(verifyResult)
-		return r.expires, r.err
+		return r.chains, r.expires, r.err
 	}
 	chains, err := c.Verify(x509.VerifyOptions{
 		Roots:         p.roots,
@@ -261,8 +278,8 @@ func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time, ch 
 		}
 		return true
 	})
-	p.verified.Store(k, verifyResult{expires, err})
-	return expires, err
+	p.verified.Store(k, verifyResult{chains, expires, err})
+	return chains, expires, err
 }
 
 // chainExpiry returns when the longest-lived of chains stops verifying:
@@ -371,7 +388,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		c, sum, expires, err := p.choose(ctx, r)
+		c, sum, expires, notes, err := p.choose(ctx, r)
 		if err != nil {
 			errs = append(errs, &mailsec.RecipientError{Recipient: r, Err: err})
 			continue
@@ -381,6 +398,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		if n := p.expiryNote(expires); n != "" {
 			ku.Notes = []string{n}
 		}
+		ku.Notes = append(ku.Notes, notes...)
 		keys[r] = ku
 		picked = append(picked, c)
 	}
@@ -439,21 +457,22 @@ const (
 )
 
 // choose returns the newest usable certificate for addr, its SHA-256
-// fingerprint and when its chain expires, or a *mailsec.ProtectionError
-// saying why there is none.
-func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, time.Time, error) {
+// fingerprint, when its chain expires and notes for the Receipt (its
+// revocation status), or a *mailsec.ProtectionError saying why there is
+// none.
+func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, time.Time, []string, error) {
 	cands, err := p.certs.Lookup(ctx, addr)
 	if err != nil {
-		return nil, [32]byte{}, time.Time{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
+		return nil, [32]byte{}, time.Time{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
 	}
-	c, fp, expires, ce := p.chooseFrom(addr, cands)
+	c, fp, expires, notes, ce := p.chooseFrom(ctx, addr, cands)
 	if ce != nil {
-		return nil, [32]byte{}, time.Time{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: ce.Subject, Reason: ce.Reason, Err: ce}
+		return nil, [32]byte{}, time.Time{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: ce.Subject, Reason: ce.Reason, Err: ce}
 	}
 	if c == nil {
-		return nil, [32]byte{}, time.Time{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+		return nil, [32]byte{}, time.Time{}, nil, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
 	}
-	return c, fp, expires, nil
+	return c, fp, expires, notes, nil
 }
 
 // chooseFrom checks the candidates a CertSource returned for addr and
@@ -461,7 +480,7 @@ func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate,
 // is usable (nil and nil when there is no candidate). CA certificates
 // among them are not candidates: they help build the others' chains, and
 // add no trust.
-func (p *Protector) chooseFrom(addr string, cands []*x509.Certificate) (*x509.Certificate, [32]byte, time.Time, *CertificateError) {
+func (p *Protector) chooseFrom(ctx context.Context, addr string, cands []*x509.Certificate) (*x509.Certificate, [32]byte, time.Time, []string, *CertificateError) {
 	var leaves, cas []*x509.Certificate
 	for _, c := range cands {
 		switch {
@@ -496,14 +515,18 @@ func (p *Protector) chooseFrom(addr string, cands []*x509.Certificate) (*x509.Ce
 	for _, c := range leaves {
 		fp := sha256.Sum256(c.Raw)
 		expires, ce := p.check(c, &fp, addr, forEncryption, ch)
+		var notes []string
 		if ce == nil {
-			return c, fp, expires, nil
+			notes, ce = p.checkRevocation(ctx, c, &fp, addr, ch)
+		}
+		if ce == nil {
+			return c, fp, expires, notes, nil
 		}
 		if first == nil {
 			first = ce
 		}
 	}
-	return nil, [32]byte{}, time.Time{}, first
+	return nil, [32]byte{}, time.Time{}, nil, first
 }
 
 // envelope writes the base64 body of the application/pkcs7-mime entity.
