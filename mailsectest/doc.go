@@ -24,6 +24,12 @@
 //     wherever the library resolves names (transport.Direct, MTA-STS,
 //     TLS-RPT, pgp.WKD): MX, address, TXT and TLSA records, zones marked
 //     as DNSSEC-signed, scripted failures, and counts of the lookups made.
+//   - [OpenPGP], [OpenSMIME]: read a received protected message as its
+//     recipient would, with the recipient's key: decrypted, its signature
+//     verified, its protected header (the real Subject) and its text at
+//     hand in an [Opened], so that a test asserts that a patient can read
+//     their result. The S/MIME counterpart of pgp.NewKeyRing, for the
+//     certificates a test encrypts to, is smime.NewCertStore.
 //
 // Nothing here is meant for production use.
 package mailsectest

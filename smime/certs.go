@@ -13,7 +13,11 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/syntax"
 )
 
@@ -22,17 +26,37 @@ import (
 // returns every candidate; the Protector checks them and picks the newest
 // usable one. An address without certificates returns (nil, nil).
 // Implementations must be safe for concurrent use.
+//
+// An application that keeps its users' certificates in its own database
+// implements it with a query: store what CheckCertificate accepted
+// (CertificateCheck.Chain, DER) under the address, and return those rows
+// parsed. CA certificates among the returned ones (an intermediate the
+// user uploaded with their certificate) are not candidates: they help
+// build the others' chains and add no trust, as every chain must end at
+// one of the Protector's roots. The Protector checks what Lookup returns
+// at every Send, so a row replaced or deleted is used or dropped by the
+// next Send. A failing query should return its error: the recipient is
+// then not sent to, and the error is temporary when the cause is
+// (mailsec.IsTemporary).
 type CertSource interface {
 	Lookup(ctx context.Context, addr string) ([]*x509.Certificate, error)
 }
 
 // CertStore is an in-memory CertSource indexed by the rfc822Name SANs of
-// its certificates. It is immutable and safe for concurrent use. The zero
-// CertStore, like NewCertStore(), holds no certificate: every Lookup finds
-// none.
+// its certificates. It is safe for concurrent use: Add, Replace and
+// Remove may run while Sends look certificates up, and each Lookup sees
+// the store before or after a change, never half of one. The zero
+// CertStore, like NewCertStore(), holds no certificate yet.
 type CertStore struct {
+	mu  sync.Mutex // serialises changes; readers load cur
+	cur atomic.Pointer[certSnapshot]
+}
+
+// certSnapshot is one immutable state of a CertStore.
+type certSnapshot struct {
 	byAddr map[string][]*x509.Certificate
 	all    []*x509.Certificate
+	inter  *x509.CertPool // the CA certificates of all; nil when none
 }
 
 // maxPEM bounds the size of a certificate or key file.
@@ -62,12 +86,25 @@ func ReadCertificates(r io.Reader) (*CertStore, error) {
 // that has no recipients' certificates yet, whose recipients then get
 // what their plan says for a recipient without one.
 func NewCertStore(certs ...*x509.Certificate) *CertStore {
-	s := &CertStore{byAddr: map[string][]*x509.Certificate{}}
+	s := &CertStore{}
+	s.cur.Store(newSnapshot(certs))
+	return s
+}
+
+// newSnapshot indexes certs (nil ones left out, duplicates kept once).
+func newSnapshot(certs []*x509.Certificate) *certSnapshot {
+	sn := &certSnapshot{byAddr: map[string][]*x509.Certificate{}}
 	for _, c := range certs {
-		if c == nil {
+		if c == nil || slices.ContainsFunc(sn.all, c.Equal) {
 			continue
 		}
-		s.all = append(s.all, c)
+		sn.all = append(sn.all, c)
+		if c.BasicConstraintsValid && c.IsCA {
+			if sn.inter == nil {
+				sn.inter = x509.NewCertPool()
+			}
+			sn.inter.AddCert(c)
+		}
 		seen := map[string]bool{}
 		for _, e := range c.EmailAddresses {
 			k := normAddr(e)
@@ -75,10 +112,74 @@ func NewCertStore(certs ...*x509.Certificate) *CertStore {
 				continue
 			}
 			seen[k] = true
-			s.byAddr[k] = append(s.byAddr[k], c)
+			sn.byAddr[k] = append(sn.byAddr[k], c)
 		}
 	}
-	return s
+	return sn
+}
+
+func (s *CertStore) snapshot() *certSnapshot {
+	if sn := s.cur.Load(); sn != nil {
+		return sn
+	}
+	return &certSnapshot{}
+}
+
+// change applies f to a copy of the store's certificates, under the
+// store's lock, and publishes the result.
+func (s *CertStore) change(f func(all []*x509.Certificate) ([]*x509.Certificate, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all, err := f(slices.Clone(s.snapshot().all))
+	if err != nil {
+		return err
+	}
+	s.cur.Store(newSnapshot(all))
+	return nil
+}
+
+// Add adds certificates to the store: recipients' certificates, and CA
+// certificates that help build their chains (see Intermediates). A
+// certificate already held is not added twice; nil ones are left out.
+// The next Lookup finds them.
+func (s *CertStore) Add(certs ...*x509.Certificate) {
+	_ = s.change(func(all []*x509.Certificate) ([]*x509.Certificate, error) {
+		return append(all, certs...), nil
+	})
+}
+
+// Replace removes every certificate naming addr (see Remove) and adds
+// certs in one step: a Lookup sees the old certificates or the new ones,
+// never none. It is what to call when a user uploads a new certificate
+// (after CheckCertificate accepted it). Each of certs that is not a CA
+// certificate must name addr in an rfc822Name SAN; otherwise nothing is
+// changed and the error is a *CertificateError (Problem WrongAddress).
+func (s *CertStore) Replace(addr string, certs ...*x509.Certificate) error {
+	for _, c := range certs {
+		if c != nil && !(c.BasicConstraintsValid && c.IsCA) && !hasEmail(c, addr) {
+			return &CertificateError{Address: addr, Subject: c.Subject.String(), Problem: WrongAddress,
+				Reason: "no rfc822Name SAN for this address"}
+		}
+	}
+	return s.change(func(all []*x509.Certificate) ([]*x509.Certificate, error) {
+		all = slices.DeleteFunc(all, func(c *x509.Certificate) bool { return hasEmail(c, addr) })
+		return append(all, certs...), nil
+	})
+}
+
+// Remove removes every certificate naming addr in an rfc822Name SAN
+// (ASCII case-insensitively) and returns how many it removed. A
+// certificate that also names other addresses is gone for them too. CA
+// certificates stay.
+func (s *CertStore) Remove(addr string) int {
+	n := 0
+	_ = s.change(func(all []*x509.Certificate) ([]*x509.Certificate, error) {
+		before := len(all)
+		all = slices.DeleteFunc(all, func(c *x509.Certificate) bool { return hasEmail(c, addr) })
+		n = before - len(all)
+		return all, nil
+	})
+	return n
 }
 
 func parseCertificates(data []byte) ([]*x509.Certificate, error) {
@@ -131,7 +232,7 @@ func LoadRoots(path string) (*x509.CertPool, error) {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	for _, c := range s.all {
+	for _, c := range s.snapshot().all {
 		pool.AddCert(c)
 	}
 	return pool, nil
@@ -140,24 +241,16 @@ func LoadRoots(path string) (*x509.CertPool, error) {
 // Intermediates returns the CA certificates in the store (those with
 // basic constraints saying they are a CA), for building chains from
 // recipients' certificates to the roots; nil when there are none. A
-// Protector whose Options.Intermediates is nil uses them. They add no
-// trust: a chain must still end at one of the Protector's roots.
-func (s *CertStore) Intermediates() *x509.CertPool {
-	var pool *x509.CertPool
-	for _, c := range s.all {
-		if c.BasicConstraintsValid && c.IsCA {
-			if pool == nil {
-				pool = x509.NewCertPool()
-			}
-			pool.AddCert(c)
-		}
-	}
-	return pool
-}
+// Protector whose Options.Intermediates is nil asks for them at each
+// check, so CA certificates added later are used. They add no trust: a
+// chain must still end at one of the Protector's roots. The pool returned
+// must not be changed.
+func (s *CertStore) Intermediates() *x509.CertPool { return s.snapshot().inter }
 
-// Certificates returns every certificate in the store, in file order.
+// Certificates returns every certificate in the store, in the order
+// added.
 func (s *CertStore) Certificates() []*x509.Certificate {
-	return append([]*x509.Certificate(nil), s.all...)
+	return slices.Clone(s.snapshot().all)
 }
 
 // Lookup returns the certificates whose rfc822Name SAN equals addr
@@ -166,7 +259,7 @@ func (s *CertStore) Lookup(ctx context.Context, addr string) ([]*x509.Certificat
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return append([]*x509.Certificate(nil), s.byAddr[normAddr(addr)]...), nil
+	return slices.Clone(s.snapshot().byAddr[normAddr(addr)]), nil
 }
 
 // normAddr folds an address for comparison. Real-world certificates and
@@ -174,17 +267,67 @@ func (s *CertStore) Lookup(ctx context.Context, addr string) ([]*x509.Certificat
 // to ASCII case.
 func normAddr(a string) string { return syntax.FoldAddress(a) }
 
+// Problem classifies why a certificate cannot be used. A
+// *CertificateError matches its Problem with errors.Is:
+//
+//	if errors.Is(err, smime.Expired) { ... }
+type Problem int
+
+// The problems a certificate check finds. Unusable covers what has no
+// closer class (a certificate that is not an end-entity one, say).
+const (
+	Unusable       Problem = iota
+	Malformed              // the input is not a certificate (PEM, DER or PKCS#7)
+	WrongAddress           // no rfc822Name SAN for the address
+	WeakKey                // RSA below 2048 bits
+	UnsupportedKey         // not an RSA key (EC keys have no key transport here)
+	NotYetValid            // before its NotBefore
+	Expired                // after its NotAfter, or a certificate of its chain is
+	KeyUsage               // keyUsage or extKeyUsage does not allow e-mail protection
+	Untrusted              // no chain to the roots
+	Revoked                // its CA revoked it
+)
+
+var problemNames = [...]string{
+	Unusable:       "unusable certificate",
+	Malformed:      "malformed certificate",
+	WrongAddress:   "wrong address",
+	WeakKey:        "weak key",
+	UnsupportedKey: "unsupported key",
+	NotYetValid:    "not yet valid",
+	Expired:        "expired",
+	KeyUsage:       "key usage",
+	Untrusted:      "untrusted chain",
+	Revoked:        "revoked",
+}
+
+// String names the problem.
+func (p Problem) String() string {
+	if p < 0 || int(p) >= len(problemNames) {
+		return fmt.Sprintf("smime.Problem(%d)", int(p))
+	}
+	return problemNames[p]
+}
+
+// Error lets a Problem be the target of errors.Is.
+func (p Problem) Error() string { return "smime: " + p.String() }
+
 // CertificateError says why a certificate cannot be used. It is wrapped in
-// a *mailsec.ProtectionError (KeyID = Subject) for recipient certificates.
+// a *mailsec.ProtectionError (KeyID = Subject) for recipient certificates,
+// and returned as it is by CheckCertificate.
 type CertificateError struct {
-	Address string // the recipient or signer address concerned
-	Subject string // the certificate subject, RFC 2253 form
-	Reason  string // "expired", "not yet valid", "untrusted root"...
-	Err     error  // the underlying verification error, if any
+	Address string  // the recipient or signer address concerned
+	Subject string  // the certificate subject, RFC 2253 form
+	Problem Problem // the class of Reason, for errors.Is
+	Reason  string  // "expired", "not yet valid", "untrusted root"...
+	Err     error   // the underlying verification error, if any
 }
 
 func (e *CertificateError) Error() string {
-	s := "smime: certificate " + e.Subject
+	s := "smime: certificate"
+	if e.Subject != "" {
+		s += " " + e.Subject
+	}
 	if e.Address != "" {
 		s += " for " + e.Address
 	}
@@ -197,6 +340,18 @@ func (e *CertificateError) Error() string {
 
 func (e *CertificateError) Unwrap() error { return e.Err }
 
+// Is reports whether target is e's Problem.
+func (e *CertificateError) Is(target error) bool {
+	p, ok := target.(Problem)
+	return ok && p == e.Problem
+}
+
+// Temporary reports whether checking again later may give another answer
+// for the same certificate: only when the cause says so (a revocation
+// responder that could not be reached, say). An expired, weak or
+// untrusted certificate stays refused.
+func (e *CertificateError) Temporary() bool { return e.Err != nil && mailsec.IsTemporary(e.Err) }
+
 // usage selects which checks a certificate gets.
 type usage int
 
@@ -206,65 +361,74 @@ const (
 )
 
 // check applies every rule to one certificate, whose SHA-256 fingerprint
-// is fp, and returns the first failure. The chain check runs last because
-// it is the costly one.
-func (p *Protector) check(c *x509.Certificate, fp *[32]byte, addr string, u usage) *CertificateError {
-	fail := func(reason string, err error) *CertificateError {
-		return &CertificateError{Address: addr, Subject: c.Subject.String(), Reason: reason, Err: err}
+// is fp, and returns the first failure, or the earliest NotAfter of the
+// verified chain. The chain check runs last because it is the costly one.
+// ch holds the certificates that help build the chain.
+// Sending and CheckCertificate both come here.
+func (p *Protector) check(c *x509.Certificate, fp *[32]byte, addr string, u usage, ch chainPool) (time.Time, *CertificateError) {
+	fail := func(pr Problem, reason string, err error) (time.Time, *CertificateError) {
+		return time.Time{}, &CertificateError{Address: addr, Subject: c.Subject.String(), Problem: pr, Reason: reason, Err: err}
 	}
 	if addr != "" && !hasEmail(c, addr) {
-		return fail("no rfc822Name SAN for this address", nil)
+		return fail(WrongAddress, "no rfc822Name SAN for this address", nil)
 	}
 	switch k := c.PublicKey.(type) {
 	case *rsa.PublicKey:
 		if bits := k.N.BitLen(); bits < 2048 {
-			return fail(fmt.Sprintf("weak algorithm: RSA-%d", bits), nil)
+			return fail(WeakKey, fmt.Sprintf("weak algorithm: RSA-%d", bits), nil)
 		}
 	case *ecdsa.PublicKey, ed25519.PublicKey:
 		if u == forEncryption {
-			return fail("EC keys are not supported (no ECDH)", nil)
+			return fail(UnsupportedKey, "EC keys are not supported (no ECDH)", nil)
 		}
-		return fail("only RSA signing keys are supported", nil)
+		return fail(UnsupportedKey, "only RSA signing keys are supported", nil)
 	default:
-		return fail(fmt.Sprintf("unsupported public key %s", c.PublicKeyAlgorithm), nil)
+		return fail(UnsupportedKey, fmt.Sprintf("unsupported public key %s", c.PublicKeyAlgorithm), nil)
 	}
 	now := p.now()
 	if now.Before(c.NotBefore) {
-		return fail("not yet valid", nil)
+		return fail(NotYetValid, "not yet valid", nil)
 	}
 	if now.After(c.NotAfter) {
-		return fail("expired", nil)
+		return fail(Expired, "expired", nil)
 	}
 	switch u {
 	case forEncryption:
 		if c.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
-			return fail("keyUsage lacks keyEncipherment", nil)
+			return fail(KeyUsage, "keyUsage lacks keyEncipherment", nil)
 		}
 	case forSigning:
 		if c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-			return fail("keyUsage lacks digitalSignature", nil)
+			return fail(KeyUsage, "keyUsage lacks digitalSignature", nil)
 		}
 	}
 	// x509.Verify accepts a leaf without extKeyUsage for any usage;
 	// RFC 8550 allows that too, but we require the explicit purpose.
 	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) {
-		return fail("no emailProtection extKeyUsage", nil)
+		return fail(KeyUsage, "no emailProtection extKeyUsage", nil)
 	}
-	if err := p.verify(c, fp, now); err != nil {
+	expires, err := p.verify(c, fp, now, ch)
+	if err != nil {
+		var ce *CertificateError
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
 		switch {
+		case errors.As(err, &ce):
+			// A verdict of the chain check itself (revocation, say).
+			cp := *ce
+			cp.Address, cp.Subject = addr, c.Subject.String()
+			return time.Time{}, &cp
 		case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
-			return fail("no emailProtection extKeyUsage", err)
+			return fail(KeyUsage, "no emailProtection extKeyUsage", err)
 		case errors.As(err, &ua):
-			return fail("untrusted root", err)
+			return fail(Untrusted, "untrusted root", err)
 		case errors.As(err, &inv) && inv.Reason == x509.Expired:
-			return fail("chain expired", err)
+			return fail(Expired, "chain expired", err)
 		default:
-			return fail("chain does not verify", err)
+			return fail(Untrusted, "chain does not verify", err)
 		}
 	}
-	return nil
+	return expires, nil
 }
 
 func hasEmail(c *x509.Certificate, addr string) bool {

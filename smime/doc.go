@@ -26,6 +26,21 @@
 // message's From address (or its Sender address) in an rfc822Name, as
 // receivers check (RFC 8550 §3), or Protect fails and nothing is sent.
 //
+// # Certificates over their lifetime
+//
+// When a user uploads a certificate, Protector.CheckCertificate gives it
+// the verdict a Send would give it now, through the same checks: a
+// *CertificateError whose Problem (Expired, NotYetValid, WrongAddress,
+// Untrusted, WeakKey, UnsupportedKey, KeyUsage, Malformed, Revoked)
+// errors.Is matches, or a CertificateCheck with the fingerprint and expiry
+// to keep and the chain to store. A CertStore takes Add, Replace and
+// Remove while Sends run, and the next Send uses what it holds; an
+// application that keeps certificates in its own database implements
+// CertSource instead (see its documentation). Protect reports, per
+// recipient, when the certificate's chain expires, the content cipher,
+// and a note when that is within Options.ExpiryWarning (30 days by
+// default), all of which land in the recipient's Receipt.
+//
 // # Wire format
 //
 // The message keeps Date, From, To, Cc and Message-ID outside; its Subject
@@ -91,7 +106,8 @@
 // whose Reason says what failed ("expired", "not yet valid", "untrusted
 // root", "weak algorithm: RSA-1024", "EC keys are not supported (no
 // ECDH)"...), wrapping a *CertificateError; the Sender then delivers to the
-// others only. Chain verifications are cached per certificate and minute.
+// others only; the *CertificateError's Problem classifies the reason.
+// Chain verifications are cached per certificate and minute.
 // Revocation (CRL, OCSP) is not checked.
 //
 // # Compatibility

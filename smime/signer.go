@@ -63,7 +63,7 @@ func LoadSigner(certPath, keyPath string) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (in %s)", err, keyPath)
 	}
-	return NewSigner(certs.all, key)
+	return NewSigner(certs.snapshot().all, key)
 }
 
 func parseKey(data []byte) (crypto.Signer, error) {

@@ -69,31 +69,65 @@ type Options struct {
 	// Now returns the time certificates are checked against. Nil means
 	// time.Now.
 	Now func() time.Time
+
+	// ExpiryWarning is how long before a recipient's certificate (or a
+	// certificate of its chain) expires that Protect notes it in the
+	// recipient's Receipt and CheckCertificate warns of it. Zero means
+	// DefaultExpiryWarning; a negative value turns the note off.
+	ExpiryWarning time.Duration
 }
+
+// DefaultExpiryWarning is the Options.ExpiryWarning used when it is zero.
+const DefaultExpiryWarning = 30 * 24 * time.Hour
+
+// contentCipher names the content encryption the CMS writer uses, as
+// Receipts record it (mailsec.KeyUse.Cipher).
+const contentCipher = "aes256-cbc"
 
 // Protector encrypts (and optionally signs) messages as S/MIME for
 // recipients whose certificates a CertSource provides. It implements
 // mailsec.Protector and is safe for concurrent use.
 type Protector struct {
-	certs  CertSource
-	roots  *x509.CertPool
-	inter  *x509.CertPool
-	signer *Signer
+	certs CertSource
+	roots *x509.CertPool
+	// inter is Options.Intermediates; when nil, interSrc (the CertSource,
+	// when it has CA certificates to lend) is asked at each check, so
+	// that a CertStore changed at run time lends its current ones.
+	inter    *x509.CertPool
+	interSrc interface{ Intermediates() *x509.CertPool }
+	signer   *Signer
 	// signerInter adds the signer's own chain to inter.
 	signerInter *x509.CertPool
 	subject     string
 	maxSize     int64
 	nowFunc     func() time.Time
-	verified    sync.Map // verifyKey → verifyResult
+	warn        time.Duration // Options.ExpiryWarning; negative: none
+	verified    sync.Map      // verifyKey → verifyResult
 }
 
-// verifyKey caches a chain verification per certificate and minute.
+// verifyKey caches a chain verification per certificate, intermediates
+// and minute. extra is zero, or a digest of the CA certificates that came
+// with the certificate (a CertSource that returns a chain).
 type verifyKey struct {
 	fp     [32]byte
 	minute int64
+	inter  *x509.CertPool
+	extra  [32]byte
 }
 
-type verifyResult struct{ err error }
+// chainPool is the pool of intermediates a check builds chains with:
+// base (Options.Intermediates, the CertSource's, or the signer's), or
+// pool, base plus the CA certificates that came with the certificate,
+// whose digest is extra.
+type chainPool struct {
+	pool, base *x509.CertPool
+	extra      [32]byte
+}
+
+type verifyResult struct {
+	expires time.Time
+	err     error
+}
 
 // New returns a Protector that finds recipient certificates in certs: a
 // *CertStore (NewCertStore() with no arguments is an empty one, for an
@@ -123,6 +157,10 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 		subject: o.OuterSubject,
 		maxSize: o.MaxSize,
 		nowFunc: o.Now,
+		warn:    o.ExpiryWarning,
+	}
+	if p.warn == 0 {
+		p.warn = DefaultExpiryWarning
 	}
 	if p.inter == nil {
 		// A source that carries the CA certificates between its
@@ -130,7 +168,7 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 		// file with them) lends them for building chains. They add no
 		// trust: every chain must still end at one of the roots.
 		if is, ok := certs.(interface{ Intermediates() *x509.CertPool }); ok {
-			p.inter = is.Intermediates()
+			p.interSrc = is
 		}
 	}
 	if p.roots == nil {
@@ -153,8 +191,8 @@ func New(certs CertSource, o *Options) (*Protector, error) {
 	}
 	if p.signer != nil {
 		p.signerInter = x509.NewCertPool()
-		if p.inter != nil {
-			p.signerInter = p.inter.Clone()
+		if inter := p.intermediates(); inter != nil {
+			p.signerInter = inter.Clone()
 		}
 		for _, c := range p.signer.chain[1:] {
 			p.signerInter.AddCert(c)
@@ -177,26 +215,36 @@ func (p *Protector) now() time.Time {
 	return time.Now()
 }
 
+// intermediates returns the pool that helps build recipients' chains:
+// Options.Intermediates, or the CertSource's current CA certificates.
+func (p *Protector) intermediates() *x509.CertPool {
+	if p.inter != nil || p.interSrc == nil {
+		return p.inter
+	}
+	return p.interSrc.Intermediates()
+}
+
 // verify checks the chain of c, whose SHA-256 fingerprint is fp, to the
-// roots for emailProtection at now.
+// roots for emailProtection at now, with ch to build it, and returns the earliest NotAfter of the chain it built.
 // Results are cached per certificate and minute: a Protector is used for
 // many sends to the same recipients, and the chain check costs more than
 // encrypting a small message.
-func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time) error {
-	k := verifyKey{fp: *fp, minute: now.Unix() / 60}
+func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time, ch chainPool) (time.Time, error) {
+	k := verifyKey{fp: *fp, minute: now.Unix() / 60, inter: ch.base, extra: ch.extra}
 	if v, ok := p.verified.Load(k); ok {
-		return v.(verifyResult).err
+		r := v.(verifyResult)
+		return r.expires, r.err
 	}
-	inter := p.inter
-	if p.signer != nil && c == p.signer.chain[0] {
-		inter = p.signerInter
-	}
-	_, err := c.Verify(x509.VerifyOptions{
+	chains, err := c.Verify(x509.VerifyOptions{
 		Roots:         p.roots,
-		Intermediates: inter,
+		Intermediates: ch.pool,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
 	})
+	var expires time.Time
+	if err == nil {
+		expires = chainExpiry(chains)
+	}
 	p.verified.Range(func(key, _ any) bool {
 		// Drop entries of past minutes so the cache stays small.
 		if key.(verifyKey).minute < k.minute-1 {
@@ -204,8 +252,49 @@ func (p *Protector) verify(c *x509.Certificate, fp *[32]byte, now time.Time) err
 		}
 		return true
 	})
-	p.verified.Store(k, verifyResult{err})
-	return err
+	p.verified.Store(k, verifyResult{expires, err})
+	return expires, err
+}
+
+// chainExpiry returns when the longest-lived of chains stops verifying:
+// the latest, over the chains, of the earliest NotAfter in each.
+func chainExpiry(chains [][]*x509.Certificate) time.Time {
+	var best time.Time
+	for _, ch := range chains {
+		var end time.Time
+		for _, c := range ch {
+			if end.IsZero() || c.NotAfter.Before(end) {
+				end = c.NotAfter
+			}
+		}
+		if end.After(best) {
+			best = end
+		}
+	}
+	return best
+}
+
+// expiryNote returns the note for a certificate whose chain expires at
+// expires, when that is within the warning window, or "".
+func (p *Protector) expiryNote(expires time.Time) string {
+	if p.warn < 0 || expires.IsZero() {
+		return ""
+	}
+	left := expires.Sub(p.now())
+	if left > p.warn {
+		return ""
+	}
+	days := int(left / (24 * time.Hour))
+	var in string
+	switch days {
+	case 0:
+		in = "within a day"
+	case 1:
+		in = "in 1 day"
+	default:
+		in = fmt.Sprintf("in %d days", days)
+	}
+	return fmt.Sprintf("certificate expires %s (%s)", in, expires.UTC().Format(time.DateOnly))
 }
 
 func (p *Protector) checkSigner() error {
@@ -214,7 +303,7 @@ func (p *Protector) checkSigner() error {
 		return &CertificateError{Subject: leaf.Subject.String(), Reason: "signer certificate has no rfc822Name SAN"}
 	}
 	fp := sha256.Sum256(leaf.Raw)
-	if ce := p.check(leaf, &fp, "", forSigning); ce != nil {
+	if _, ce := p.check(leaf, &fp, "", forSigning, chainPool{pool: p.signerInter, base: p.signerInter}); ce != nil {
 		return ce
 	}
 	return nil
@@ -267,16 +356,22 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 	var errs []error
 	certs := make([]*x509.Certificate, 0, len(rcpts))
 	fps := make(map[string]string, len(rcpts))
+	keys := make(map[string]mailsec.KeyUse, len(rcpts))
 	for _, r := range rcpts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		c, sum, err := p.choose(ctx, r)
+		c, sum, expires, err := p.choose(ctx, r)
 		if err != nil {
 			errs = append(errs, &mailsec.RecipientError{Recipient: r, Err: err})
 			continue
 		}
 		fps[r] = hex.EncodeToString(sum[:])
+		ku := mailsec.KeyUse{Expires: expires, Cipher: contentCipher}
+		if n := p.expiryNote(expires); n != "" {
+			ku.Notes = []string{n}
+		}
+		keys[r] = ku
 		if !slices.ContainsFunc(certs, c.Equal) {
 			certs = append(certs, c)
 		}
@@ -313,6 +408,7 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		Entity:       &mailsec.Entity{Header: h, Body: body},
 		Signed:       p.signer != nil,
 		Fingerprints: fps,
+		Keys:         keys,
 	}, nil
 }
 
@@ -323,41 +419,72 @@ const (
 	fieldEncoding    = "Content-Transfer-Encoding: base64\r\n"
 )
 
-// choose returns the newest usable certificate for addr and its SHA-256
-// fingerprint, or a *mailsec.ProtectionError saying why there is none.
-// When several certificates are refused, the reason given is that of the
-// newest.
-func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, error) {
+// choose returns the newest usable certificate for addr, its SHA-256
+// fingerprint and when its chain expires, or a *mailsec.ProtectionError
+// saying why there is none.
+func (p *Protector) choose(ctx context.Context, addr string) (*x509.Certificate, [32]byte, time.Time, error) {
 	cands, err := p.certs.Lookup(ctx, addr)
 	if err != nil {
-		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
+		return nil, [32]byte{}, time.Time{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "certificate lookup failed", Err: err}
 	}
-	if len(cands) == 0 {
-		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+	c, fp, expires, ce := p.chooseFrom(addr, cands)
+	if ce != nil {
+		return nil, [32]byte{}, time.Time{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: ce.Subject, Reason: ce.Reason, Err: ce}
 	}
-	if len(cands) > 1 {
+	if c == nil {
+		return nil, [32]byte{}, time.Time{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
+	}
+	return c, fp, expires, nil
+}
+
+// chooseFrom checks the candidates a CertSource returned for addr and
+// returns the newest usable one, or the refusal of the newest when none
+// is usable (nil and nil when there is no candidate). CA certificates
+// among them are not candidates: they help build the others' chains, and
+// add no trust.
+func (p *Protector) chooseFrom(addr string, cands []*x509.Certificate) (*x509.Certificate, [32]byte, time.Time, *CertificateError) {
+	var leaves, cas []*x509.Certificate
+	for _, c := range cands {
+		switch {
+		case c == nil:
+		case c.BasicConstraintsValid && c.IsCA:
+			cas = append(cas, c)
+		default:
+			leaves = append(leaves, c)
+		}
+	}
+	base := p.intermediates()
+	ch := chainPool{pool: base, base: base}
+	if len(cas) > 0 {
+		if base != nil {
+			ch.pool = base.Clone()
+		} else {
+			ch.pool = x509.NewCertPool()
+		}
+		h := sha256.New()
+		for _, c := range cas {
+			ch.pool.AddCert(c)
+			h.Write(c.Raw)
+		}
+		h.Sum(ch.extra[:0])
+	}
+	if len(leaves) > 1 {
 		// Sorted in a copy: the slice may be the source's own.
-		cands = slices.Clone(cands)
-		slices.SortStableFunc(cands, func(a, b *x509.Certificate) int { return b.NotBefore.Compare(a.NotBefore) })
+		leaves = slices.Clone(leaves)
+		slices.SortStableFunc(leaves, func(a, b *x509.Certificate) int { return b.NotBefore.Compare(a.NotBefore) })
 	}
 	var first *CertificateError
-	for _, c := range cands {
-		if c == nil {
-			continue
-		}
+	for _, c := range leaves {
 		fp := sha256.Sum256(c.Raw)
-		ce := p.check(c, &fp, addr, forEncryption)
+		expires, ce := p.check(c, &fp, addr, forEncryption, ch)
 		if ce == nil {
-			return c, fp, nil
+			return c, fp, expires, nil
 		}
 		if first == nil {
 			first = ce
 		}
 	}
-	if first == nil {
-		return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, Reason: "no certificate for this address"}
-	}
-	return nil, [32]byte{}, &mailsec.ProtectionError{Recipient: addr, Method: Method, KeyID: first.Subject, Reason: first.Reason, Err: first}
+	return nil, [32]byte{}, time.Time{}, first
 }
 
 // envelope writes the base64 body of the application/pkcs7-mime entity.
