@@ -49,6 +49,8 @@ func commands() []command {
 			usage: queueUsage, brief: queueBrief, run: runQueue},
 		{name: "bounce", summary: "explain a bounce (a delivery status notification) in plain words, or record it in an outbox",
 			usage: bounceUsage, brief: bounceBrief, run: runBounce},
+		{name: "keys", summary: "check OpenPGP keys and S/MIME certificates as sending would (keys check)",
+			usage: keysUsage, brief: keysBrief, run: runKeys},
 	}
 }
 
