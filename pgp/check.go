@@ -276,7 +276,9 @@ type CheckedKey struct {
 	Expires time.Time
 	// Warnings are reasons to tell the user, none of them a refusal: a
 	// key that expires within Options.ExpiryWarning, as "key expires in
-	// 12 days (2026-12-14)".
+	// 12 days (2026-12-14)"; a key whose cipher preferences name no AES
+	// cipher ("key prefers no AES cipher (3DES, CAST5); AES-128 is used
+	// instead"). Protect records the same as notes in Protected.Keys.
 	Warnings []string
 }
 
@@ -346,6 +348,9 @@ func CheckKey(ctx context.Context, r io.Reader, addr string, o *Options) (ck *Ch
 	}
 	ck = &CheckedKey{Entity: c.entity, Address: addr, Fingerprint: c.fpr, KeyID: keyID(c.entity), Expires: c.expires}
 	if w := expiryWarning(c.expires, now, opts.ExpiryWarning); w != "" {
+		ck.Warnings = append(ck.Warnings, w)
+	}
+	if w := preferenceNote(c.entity); w != "" {
 		ck.Warnings = append(ck.Warnings, w)
 	}
 	return ck, nil

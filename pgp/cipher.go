@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
@@ -128,4 +129,43 @@ func encryptTo(w io.Writer, keys []*packet.PublicKey, cs contentSuite, cfg *pack
 		return nil, err
 	}
 	return packet.SerializeLiteral(data, true, "", 0)
+}
+
+// preferenceNote explains, for a key whose preferred symmetric
+// algorithms name no AES cipher, that AES-128 is used all the same; ""
+// for any other key. A key that lists no preferences at all needs no
+// note: AES-128 is its implicit preference.
+func preferenceNote(e *openpgp.Entity) string {
+	sig, _ := e.PrimarySelfSignature()
+	if sig == nil || len(sig.PreferredSymmetric) == 0 {
+		return ""
+	}
+	var names []string
+	for _, c := range sig.PreferredSymmetric {
+		switch packet.CipherFunction(c) {
+		case packet.CipherAES128, packet.CipherAES192, packet.CipherAES256:
+			return ""
+		}
+		names = append(names, symmetricName(c))
+	}
+	return "key prefers no AES cipher (" + strings.Join(names, ", ") + "); AES-128 is used instead"
+}
+
+// symmetricName names an OpenPGP symmetric algorithm (RFC 9580 §9.3).
+func symmetricName(c uint8) string {
+	switch c {
+	case 1:
+		return "IDEA"
+	case 2:
+		return "3DES"
+	case 3:
+		return "CAST5"
+	case 4:
+		return "Blowfish"
+	case 10:
+		return "Twofish"
+	case 11, 12, 13:
+		return fmt.Sprintf("Camellia-%d", 128+64*int(c-11))
+	}
+	return fmt.Sprintf("algorithm %d", c)
 }

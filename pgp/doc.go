@@ -122,7 +122,9 @@
 // sending in clear. AES-256 needs the key's consent because an old
 // reader might lack it; AES-128 does not. The choice is made here, not
 // left to the OpenPGP library, and Protected.Keys names it: "aes256-cfb"
-// or "aes128-cfb" (SEIPDv1: CFB with MDC).
+// or "aes128-cfb" (SEIPDv1: CFB with MDC). A key whose preferences name
+// no AES cipher gets a note saying so (and a warning from CheckKey): the
+// recipient's software may be too old to read what it is sent.
 //
 // With Options.AllowSEIPDv2, a message whose every recipient key
 // advertises SEIPDv2 in its Features subpacket is sent as SEIPD version 2

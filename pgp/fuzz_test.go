@@ -3,6 +3,8 @@ package pgp_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -84,6 +86,48 @@ func FuzzWKDResponse(f *testing.F) {
 			if !ok {
 				t.Fatalf("WKD returned key %s without a user ID for the address", pgp.Fingerprint(e))
 			}
+		}
+	})
+}
+
+// FuzzCheckKey: any upload gets a verdict, never a panic: either a
+// *KeyError, or a key that Protect then accepts and encrypts to, as
+// CheckKey promised.
+func FuzzCheckKey(f *testing.F) {
+	e, err := mailsectest.NewPGPKey("Ann", "ann@example.org", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	a, _ := mailsectest.ArmorPublic(e)
+	s, _ := mailsectest.ArmorPrivate(e, nil)
+	var bin bytes.Buffer
+	_ = e.Serialize(&bin)
+	f.Add([]byte(a))
+	f.Add([]byte(s))
+	f.Add(bin.Bytes())
+	f.Add([]byte(a + a))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 64<<10 {
+			return
+		}
+		ck, err := pgp.CheckKey(context.Background(), bytes.NewReader(data), "ann@example.org", nil)
+		if err != nil {
+			if _, ok := errors.AsType[*pgp.KeyError](err); !ok {
+				t.Fatalf("not a *KeyError: %T %v", err, err)
+			}
+			return
+		}
+		p, err := pgp.New(pgp.NewKeyRing(ck.Entity), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ent := &mailsec.Entity{Header: headerFor("ann@example.org"), Body: strBody(canary)}
+		pr, err := p.Protect(context.Background(), ent, []string{"ann@example.org"})
+		if err != nil {
+			t.Fatalf("CheckKey accepted a key Protect refuses: %v", err)
+		}
+		if _, err := pr.Entity.WriteTo(io.Discard); err != nil {
+			t.Fatalf("a key that passed the checks does not encrypt: %v", err)
 		}
 	})
 }

@@ -231,7 +231,9 @@ func putKey(all []*openpgp.Entity, e *openpgp.Entity) []*openpgp.Entity {
 // user ID for addr is removed (for all of its addresses: a key is kept or
 // dropped whole), then keys are added as Add does. Replace with no keys
 // removes addr's keys. A Send that starts after Replace returns uses the
-// new keys; one under way keeps the key it found.
+// new keys; one under way keeps the key it found. A key without a user
+// ID for addr is added too, but Lookup(addr) does not return it: check
+// an uploaded key with CheckKey first.
 func (kr *KeyRing) Replace(addr string, keys ...*openpgp.Entity) {
 	want := foldAddr(addr)
 	kr.update(func(all []*openpgp.Entity) []*openpgp.Entity {

@@ -302,8 +302,12 @@ func TestSignerMustBeAuthor(t *testing.T) {
 	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "s", Text: "t"}
 	_, err = s.Send(context.Background(), m)
 	var ke *pgp.KeyError
-	if !errors.As(err, &ke) || !strings.Contains(ke.Reason, "From or Sender") {
+	if !errors.As(err, &ke) || !strings.Contains(ke.Reason, "From or Sender") || ke.Code != pgp.KeySignerNotAuthor {
 		t.Fatalf("err = %v, want a KeyError about the author", err)
+	}
+	// Not the recipient's missing key: the signer is at fault.
+	if errors.Is(ke, mailsec.ErrNoKey) || !strings.Contains(ke.Error(), "app@example.com") || !strings.Contains(ke.Error(), ke.Fingerprint) {
+		t.Fatalf("signer error %q matches ErrNoKey or does not name the author and key", ke)
 	}
 	if n := len(rt.Deliveries()); n != 0 {
 		t.Fatalf("%d deliveries: a signer mismatch must not lead to plain content", n)

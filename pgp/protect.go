@@ -241,6 +241,9 @@ func (p *Protector) Protect(ctx context.Context, e *mailsec.Entity, rcpts []stri
 		if n := expiryWarning(c.expires, now, p.o.ExpiryWarning); n != "" {
 			ku.Notes = append(ku.Notes, n)
 		}
+		if n := preferenceNote(c.entity); n != "" {
+			ku.Notes = append(ku.Notes, n)
+		}
 		uses[r] = ku
 	}
 

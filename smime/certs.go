@@ -56,7 +56,8 @@ type CertStore struct {
 type certSnapshot struct {
 	byAddr map[string][]*x509.Certificate
 	all    []*x509.Certificate
-	inter  *x509.CertPool // the CA certificates of all; nil when none
+	cas    []*x509.Certificate // the CA certificates of all
+	inter  *x509.CertPool      // cas as a pool; nil when there are none
 }
 
 // maxPEM bounds the size of a certificate or key file.
@@ -87,12 +88,15 @@ func ReadCertificates(r io.Reader) (*CertStore, error) {
 // what their plan says for a recipient without one.
 func NewCertStore(certs ...*x509.Certificate) *CertStore {
 	s := &CertStore{}
-	s.cur.Store(newSnapshot(certs))
+	s.cur.Store(newSnapshot(certs, nil))
 	return s
 }
 
 // newSnapshot indexes certs (nil ones left out, duplicates kept once).
-func newSnapshot(certs []*x509.Certificate) *certSnapshot {
+// When its CA certificates are those of prev, it shares prev's pool: a
+// Protector's cached chain checks stay valid while only recipients'
+// certificates change.
+func newSnapshot(certs []*x509.Certificate, prev *certSnapshot) *certSnapshot {
 	sn := &certSnapshot{byAddr: map[string][]*x509.Certificate{}}
 	for _, c := range certs {
 		if c == nil || slices.ContainsFunc(sn.all, c.Equal) {
@@ -100,10 +104,7 @@ func newSnapshot(certs []*x509.Certificate) *certSnapshot {
 		}
 		sn.all = append(sn.all, c)
 		if c.BasicConstraintsValid && c.IsCA {
-			if sn.inter == nil {
-				sn.inter = x509.NewCertPool()
-			}
-			sn.inter.AddCert(c)
+			sn.cas = append(sn.cas, c)
 		}
 		seen := map[string]bool{}
 		for _, e := range c.EmailAddresses {
@@ -113,6 +114,16 @@ func newSnapshot(certs []*x509.Certificate) *certSnapshot {
 			}
 			seen[k] = true
 			sn.byAddr[k] = append(sn.byAddr[k], c)
+		}
+	}
+	switch {
+	case len(sn.cas) == 0:
+	case prev != nil && slices.EqualFunc(prev.cas, sn.cas, (*x509.Certificate).Equal):
+		sn.inter = prev.inter
+	default:
+		sn.inter = x509.NewCertPool()
+		for _, c := range sn.cas {
+			sn.inter.AddCert(c)
 		}
 	}
 	return sn
@@ -130,11 +141,12 @@ func (s *CertStore) snapshot() *certSnapshot {
 func (s *CertStore) change(f func(all []*x509.Certificate) ([]*x509.Certificate, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	all, err := f(slices.Clone(s.snapshot().all))
+	prev := s.snapshot()
+	all, err := f(slices.Clone(prev.all))
 	if err != nil {
 		return err
 	}
-	s.cur.Store(newSnapshot(all))
+	s.cur.Store(newSnapshot(all, prev))
 	return nil
 }
 
@@ -309,8 +321,9 @@ func (p Problem) String() string {
 	return problemNames[p]
 }
 
-// Error lets a Problem be the target of errors.Is.
-func (p Problem) Error() string { return "smime: " + p.String() }
+// Error lets a Problem be the target of errors.Is. It is String, so
+// that fmt prints a Problem by its name.
+func (p Problem) Error() string { return p.String() }
 
 // CertificateError says why a certificate cannot be used. It is wrapped in
 // a *mailsec.ProtectionError (KeyID = Subject) for recipient certificates,

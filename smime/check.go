@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/smallstep/pkcs7"
@@ -59,6 +60,11 @@ type CertificateCheck struct {
 func (p *Protector) CheckCertificate(ctx context.Context, data []byte, addr string) (*CertificateCheck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if at := strings.LastIndexByte(addr, '@'); at <= 0 || at == len(addr)-1 || strings.ContainsAny(addr, " <>\r\n") {
+		// An empty address would skip the address rule.
+		return nil, &CertificateError{Address: addr, Problem: WrongAddress,
+			Reason: fmt.Sprintf("%q is not an address (local@domain)", addr)}
 	}
 	certs, err := parseUpload(data)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,9 +258,30 @@ func TestCheckCertificateInput(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
+	for _, addr := range []string{"", "ann", "@example.org", "ann@", "Ann <ann@example.org>"} {
+		_, err := p.CheckCertificate(context.Background(), pemOf(ann), addr)
+		if !errors.Is(err, smime.WrongAddress) {
+			t.Errorf("address %q: %v", addr, err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := p.CheckCertificate(ctx, pemOf(ann), "ann@example.org"); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
+	}
+}
+
+// Every Problem has a name, which fmt prints.
+func TestProblemNames(t *testing.T) {
+	seen := map[string]bool{}
+	for p := smime.Unusable; p <= smime.Revoked; p++ {
+		s := fmt.Sprint(p)
+		if s == "" || strings.HasPrefix(s, "smime.Problem(") || seen[s] {
+			t.Errorf("Problem %d is named %q", int(p), s)
+		}
+		seen[s] = true
+	}
+	if s := fmt.Sprint(smime.Revoked + 1); s != fmt.Sprintf("smime.Problem(%d)", int(smime.Revoked)+1) {
+		t.Errorf("unknown Problem prints %q", s)
 	}
 }

@@ -204,3 +204,36 @@ func TestReceiptKeyExpiry(t *testing.T) {
 		})
 	}
 }
+
+// Adding or removing recipients' certificates keeps the intermediates
+// pool (and so the Protector's cached chain checks); adding a CA
+// certificate makes a new one.
+func TestCertStoreIntermediatesShared(t *testing.T) {
+	f := getFixture(t)
+	inter, err := f.ca.NewIntermediate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := smime.NewCertStore(inter.Certificate)
+	pool := store.Intermediates()
+	if pool == nil {
+		t.Fatal("no intermediates")
+	}
+	ann := issue(t, inter, mailsectest.SMIMEOptions{Email: "ann@example.org", Key: f.key1}).Leaf
+	store.Add(ann)
+	store.Remove("ann@example.org")
+	if store.Intermediates() != pool {
+		t.Fatal("a recipient's certificate changed the intermediates pool")
+	}
+	other, err := f.otherCA.NewIntermediate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Add(other.Certificate)
+	if store.Intermediates() == pool {
+		t.Fatal("a new CA certificate did not change the pool")
+	}
+	if got := smime.NewCertStore(ann).Intermediates(); got != nil {
+		t.Fatal("a store without CA certificates has intermediates")
+	}
+}
