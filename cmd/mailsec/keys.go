@@ -20,7 +20,8 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/smallstep/pkcs7"
 
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/pgp"
@@ -68,11 +69,11 @@ checks sending makes (pgp.CheckKey, smime's CheckCertificate), so that a
 key reported fine here is one mailsec send encrypts to. For each it prints
 the fingerprint, the addresses it serves, when it expires, and its
 problem: expired, revoked, weak algorithm, no encryption subkey, untrusted
-chain, wrong address, or expiring within -within. Without -address an
-OpenPGP key is checked for each address of its user IDs, and a
-certificate for everything but the address. A key that prefers only
-ciphers below AES-128 is fine, with a note: mailsec encrypts to it with
-AES-128.
+chain, wrong address, or expiring within -within. Without -address each
+key is checked for each address of its user IDs, and each certificate for
+each address of its rfc822Name SANs; it is fine for the addresses it
+passes for. A key whose cipher preferences name no AES cipher is fine,
+with a note: mailsec encrypts to it with AES-128 regardless.
 
 Flags:
 `)
@@ -164,7 +165,9 @@ func runKeysCheck(ctx context.Context, e *env, args []string) int {
 	if warn == 0 {
 		warn = -1
 	}
-	sopts := &smime.Options{ExpiryWarning: warn}
+	c := &keyChecker{address: o.address, window: window, now: time.Now()}
+	c.pgpOpts = &pgp.Options{ExpiryWarning: warn, Now: func() time.Time { return c.now }}
+	sopts := &smime.Options{ExpiryWarning: warn, Now: func() time.Time { return c.now }}
 	if o.caFile != "" {
 		roots, err := smime.LoadRoots(o.caFile)
 		if err != nil {
@@ -172,7 +175,7 @@ func runKeysCheck(ctx context.Context, e *env, args []string) int {
 		}
 		sopts.Roots = roots
 	}
-	c := &keyChecker{address: o.address, pgpOpts: &pgp.Options{ExpiryWarning: warn}, smimeOpts: sopts}
+	c.smimeOpts = sopts
 	// Every file is read before anything is checked, so that a usage
 	// error comes before any report.
 	data := make([][]byte, len(files))
@@ -257,6 +260,8 @@ func readKeyFile(name string) ([]byte, error) {
 
 type keyChecker struct {
 	address   string
+	window    time.Duration // -within; zero: no warning
+	now       time.Time
 	pgpOpts   *pgp.Options
 	smimeOpts *smime.Options
 	smimeProt *smime.Protector // made at the first certificate
@@ -333,9 +338,6 @@ func (c *keyChecker) checkPGP(ctx context.Context, file string, ent *openpgp.Ent
 					r.Notes = append(r.Notes, w)
 				}
 			}
-			if len(ck.Warnings) > 0 && r.Problem == "" {
-				r.Problem, r.Reason = "expires-soon", ck.Warnings[0]
-			}
 		case errors.As(err, &ke):
 			// The key's own verdict (expired, weak...) is the same for
 			// every address; a user ID revoked for one address is not.
@@ -359,9 +361,7 @@ func (c *keyChecker) checkPGP(ctx context.Context, file string, ent *openpgp.Ent
 			}
 		}
 	}
-	if n := weakPreferences(ent); n != "" {
-		r.Notes = append(r.Notes, n)
-	}
+	c.expiresSoon(&r)
 	r.OK = r.Problem == ""
 	return r, nil
 }
@@ -394,31 +394,31 @@ func latestExpiry(ent *openpgp.Entity) time.Time {
 	return ent.PrimaryKey.CreationTime.Add(time.Duration(*sig.KeyLifetimeSecs) * time.Second)
 }
 
-// weakPreferences notes a key whose cipher preferences list no AES: pgp
-// encrypts to it with AES-128 regardless.
-func weakPreferences(ent *openpgp.Entity) string {
-	sig, _ := ent.PrimarySelfSignature()
-	if sig == nil || len(sig.PreferredSymmetric) == 0 {
-		return ""
+// expiresSoon makes a usable key or certificate that expires within the
+// window a problem, with the same arithmetic as the libraries' notes
+// (which also carry other warnings, such as weak cipher preferences).
+func (c *keyChecker) expiresSoon(r *keyReport) {
+	if r.Problem != "" || r.Expires == nil || c.window <= 0 {
+		return
 	}
-	var names []string
-	for _, c := range sig.PreferredSymmetric {
-		switch packet.CipherFunction(c) {
-		case packet.CipherAES128, packet.CipherAES192, packet.CipherAES256:
-			return ""
-		case packet.Cipher3DES:
-			names = append(names, "3DES")
-		case packet.CipherCAST5:
-			names = append(names, "CAST5")
-		default:
-			names = append(names, fmt.Sprintf("cipher %d", c))
-		}
+	if left := r.Expires.Sub(c.now); left <= c.window {
+		r.Problem = "expires-soon"
+		r.Reason = fmt.Sprintf("expires %s, within %s", r.Expires.UTC().Format(time.DateOnly), formatWindow(c.window))
 	}
-	return "the key prefers only ciphers below AES-128 (" + strings.Join(names, ", ") + "); mailsec encrypts to it with AES-128"
+}
+
+// formatWindow writes a -within duration back as days where it is whole
+// days.
+func formatWindow(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 // checkCerts checks each end-entity certificate in data, with the CA
-// certificates of the file as its chain, through CheckCertificate.
+// certificates of the file as its chain, through CheckCertificate: for
+// -address, or for each address the certificate names.
 func (c *keyChecker) checkCerts(ctx context.Context, file string, data []byte) ([]keyReport, error) {
 	if c.smimeProt == nil {
 		p, err := smime.New(smime.NewCertStore(), c.smimeOpts)
@@ -427,9 +427,8 @@ func (c *keyChecker) checkCerts(ctx context.Context, file string, data []byte) (
 		}
 		c.smimeProt = p
 	}
-	certs := splitCertificates(data)
 	var leaves, cas []*x509.Certificate
-	for _, ct := range certs {
+	for _, ct := range splitCertificates(data) {
 		if ct.BasicConstraintsValid && ct.IsCA {
 			cas = append(cas, ct)
 		} else {
@@ -437,58 +436,92 @@ func (c *keyChecker) checkCerts(ctx context.Context, file string, data []byte) (
 		}
 	}
 	if len(leaves) == 0 {
-		// PKCS#7 bundles, garbage and CA-only files: CheckCertificate
-		// says which.
-		return []keyReport{c.checkCert(ctx, file, data, nil)}, ctx.Err()
+		r := keyReport{File: file, Kind: "smime", Addresses: []string{}, Problem: "unreadable",
+			Reason: "neither OpenPGP keys nor certificates"}
+		if len(cas) > 0 {
+			r.Problem, r.Reason = "unusable", "only CA certificates, no end-entity certificate"
+		}
+		return []keyReport{r}, nil
 	}
 	var out []keyReport
 	for _, leaf := range leaves {
-		var buf bytes.Buffer
-		for _, ct := range append([]*x509.Certificate{leaf}, cas...) {
-			pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: ct.Raw})
+		r, err := c.checkCert(ctx, file, pemChain(append([]*x509.Certificate{leaf}, cas...)), leaf)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, c.checkCert(ctx, file, buf.Bytes(), leaf))
-		if err := ctx.Err(); err != nil {
-			return nil, errNoCheck{err}
-		}
+		out = append(out, r)
 	}
 	return out, nil
 }
 
-func (c *keyChecker) checkCert(ctx context.Context, file string, data []byte, leaf *x509.Certificate) keyReport {
-	r := keyReport{File: file, Kind: "smime", Addresses: []string{}}
-	describe := func(ct *x509.Certificate) {
-		sum := sha256.Sum256(ct.Raw)
-		r.Fingerprint = hex.EncodeToString(sum[:])
-		r.Subject = ct.Subject.String()
-		r.Addresses = append([]string{}, ct.EmailAddresses...)
-		exp := ct.NotAfter
+func pemChain(certs []*x509.Certificate) []byte {
+	var buf bytes.Buffer
+	for _, ct := range certs {
+		// Writing to a bytes.Buffer does not fail.
+		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: ct.Raw})
+	}
+	return buf.Bytes()
+}
+
+// checkCert checks one end-entity certificate (data: it and the file's
+// CA certificates) for -address, or for each address it names.
+func (c *keyChecker) checkCert(ctx context.Context, file string, data []byte, leaf *x509.Certificate) (keyReport, error) {
+	sum := sha256.Sum256(leaf.Raw)
+	r := keyReport{File: file, Kind: "smime", Fingerprint: hex.EncodeToString(sum[:]), Subject: leaf.Subject.String(),
+		Addresses: []string{}}
+	addrs := []string{c.address}
+	if c.address == "" {
+		addrs = leaf.EmailAddresses
+	}
+	if len(addrs) == 0 {
+		r.Problem, r.Reason = "no-address", "no rfc822Name SAN: no mail can be encrypted to it"
+		return r, nil
+	}
+	var refusal error
+	for _, a := range addrs {
+		chk, err := c.smimeProt.CheckCertificate(ctx, data, a)
+		if err != nil {
+			if refusal == nil || errors.Is(refusal, smime.WrongAddress) {
+				refusal = err
+			}
+			continue
+		}
+		r.Addresses = append(r.Addresses, a)
+		if r.Expires == nil || chk.Expires.After(*r.Expires) {
+			exp := chk.Expires
+			r.Expires = &exp
+		}
+		for _, n := range chk.Notes {
+			if !slices.Contains(r.Notes, n) {
+				r.Notes = append(r.Notes, n)
+			}
+		}
+	}
+	if len(r.Addresses) == 0 {
+		if err := c.certVerdict(&r, refusal); err != nil {
+			return r, err
+		}
+		r.Addresses = append(r.Addresses, leaf.EmailAddresses...)
+		exp := leaf.NotAfter
 		r.Expires = &exp
 	}
-	if leaf != nil {
-		describe(leaf)
-	}
-	chk, err := c.smimeProt.CheckCertificate(ctx, data, c.address)
-	var ce *smime.CertificateError
-	switch {
-	case err == nil:
-		describe(chk.Certificate)
-		exp := chk.Expires
-		r.Expires = &exp
-		r.Notes = append(r.Notes, chk.Notes...)
-		if len(chk.Notes) > 0 {
-			r.Problem, r.Reason = "expires-soon", chk.Notes[0]
-		}
-	case errors.As(err, &ce):
-		r.Problem, r.Reason = certProblem(ce.Problem), ce.Reason
-		if ce.Err != nil {
-			r.Reason += ": " + ce.Err.Error()
-		}
-	default:
-		r.Problem, r.Reason = "not-checked", err.Error()
-	}
+	c.expiresSoon(&r)
 	r.OK = r.Problem == ""
-	return r
+	return r, nil
+}
+
+// certVerdict records CheckCertificate's refusal in r, or returns the
+// error that kept it from checking.
+func (c *keyChecker) certVerdict(r *keyReport, err error) error {
+	var ce *smime.CertificateError
+	if !errors.As(err, &ce) {
+		return errNoCheck{err}
+	}
+	r.Problem, r.Reason = certProblem(ce.Problem), ce.Reason
+	if ce.Err != nil {
+		r.Reason += ": " + ce.Err.Error()
+	}
+	return nil
 }
 
 // certProblem names an S/MIME problem with the codes OpenPGP keys use
@@ -517,12 +550,15 @@ func certProblem(p smime.Problem) string {
 	return "unusable"
 }
 
-// splitCertificates returns the certificates of PEM CERTIFICATE blocks or
-// of DER data; nil when there are none.
+// splitCertificates returns the certificates of PEM CERTIFICATE and
+// PKCS7 blocks, or of DER certificates or a DER PKCS#7 bundle; nil when
+// there are none.
 func splitCertificates(data []byte) []*x509.Certificate {
 	if !bytes.Contains(data, []byte("-----BEGIN ")) {
-		certs, _ := x509.ParseCertificates(data)
-		return certs
+		if certs, err := x509.ParseCertificates(data); err == nil {
+			return certs
+		}
+		return pkcs7Certificates(data)
 	}
 	var certs []*x509.Certificate
 	for {
@@ -531,13 +567,31 @@ func splitCertificates(data []byte) []*x509.Certificate {
 		if b == nil {
 			return certs
 		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if ct, err := x509.ParseCertificate(b.Bytes); err == nil {
-			certs = append(certs, ct)
+		switch b.Type {
+		case "CERTIFICATE":
+			if ct, err := x509.ParseCertificate(b.Bytes); err == nil {
+				certs = append(certs, ct)
+			}
+		case "PKCS7", "CMS":
+			certs = append(certs, pkcs7Certificates(b.Bytes)...)
 		}
 	}
+}
+
+// pkcs7Certificates returns the certificates of a PKCS#7 bundle (.p7c),
+// or nil.
+func pkcs7Certificates(der []byte) (certs []*x509.Certificate) {
+	defer func() {
+		// The parser panics on some malformed input.
+		if recover() != nil {
+			certs = nil
+		}
+	}()
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return nil
+	}
+	return p7.Certificates
 }
 
 // writeKeyReports prints one block per key or certificate.

@@ -107,7 +107,7 @@ func TestKeysCheckGPG(t *testing.T) {
 		{name: "fine key, other address", args: []string{"-address", "zoe@example.org", k.fine}, code: 1, problem: "wrong-address"},
 		{name: "expired", args: []string{k.expired}, code: 1, problem: "expired"},
 		{name: "revoked", args: []string{k.revoked}, code: 1, problem: "revoked"},
-		{name: "3des only", args: []string{k.des}, code: 0, note: "only ciphers below AES-128 (3DES); mailsec encrypts to it with AES-128"},
+		{name: "3des only", args: []string{k.des}, code: 0, note: "prefers no AES cipher (3DES)"},
 		{name: "expiring", args: []string{k.expiring}, code: 1, problem: "expires-soon", note: "key expires in "},
 		{name: "expiring, shorter window", args: []string{k.expiring, "-within", "5d"}, code: 0},
 		{name: "expiring, no window", args: []string{k.expiring, "-within", "0"}, code: 0},
@@ -217,6 +217,10 @@ func TestKeysCheckSMIME(t *testing.T) {
 	tooltest.Must(t, nil, nil, "openssl", "x509", "-req", "-in", csr, "-CA", caPEM, "-CAkey", caKey, "-days", "20",
 		"-extfile", ext, "-outform", "DER", "-out", dan)
 
+	// The fine certificate and its CA as a DER PKCS#7 bundle (.p7c).
+	p7c := filepath.Join(dir, "ann.p7c")
+	tooltest.Must(t, nil, nil, "openssl", "crl2pkcs7", "-nocrl", "-certfile", fine, "-outform", "DER", "-out", p7c)
+
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -224,6 +228,8 @@ func TestKeysCheckSMIME(t *testing.T) {
 		problem string
 	}{
 		{name: "fine", args: []string{fine, "-ca", caPEM}, code: 0},
+		{name: "pkcs7 bundle", args: []string{p7c, "-ca", caPEM}, code: 0},
+		{name: "only a CA", args: []string{caPEM, "-ca", caPEM}, code: 1, problem: "unusable"},
 		{name: "fine for its address", args: []string{fine, "-ca", caPEM, "-address", "ann@example.org"}, code: 0},
 		{name: "other address", args: []string{fine, "-ca", caPEM, "-address", "zoe@example.org"}, code: 1, problem: "wrong-address"},
 		{name: "untrusted", args: []string{fine}, code: 1, problem: "untrusted"},
@@ -242,6 +248,9 @@ func TestKeysCheckSMIME(t *testing.T) {
 			rep := reps[0]
 			if rep.Problem != tc.problem || rep.OK != (tc.problem == "") {
 				t.Fatalf("problem %q (ok %v), want %q", rep.Problem, rep.OK, tc.problem)
+			}
+			if tc.problem == "unusable" {
+				return
 			}
 			if rep.Kind != "smime" || len(rep.Fingerprint) != 64 || len(rep.Addresses) != 1 || rep.Expires == nil {
 				t.Errorf("report %+v", rep)
