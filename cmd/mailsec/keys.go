@@ -205,7 +205,7 @@ func runKeysCheck(ctx context.Context, e *env, args []string) int {
 			return exitNoCheck
 		}
 	} else {
-		writeKeyReports(e.stdout, reports, time.Now())
+		writeKeyReports(e.stdout, reports, c.now)
 	}
 	bad := 0
 	for _, r := range reports {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -306,5 +307,27 @@ func TestKeysCheckUsage(t *testing.T) {
 	wantCode(t, r, 1)
 	if reps := keyReports(t, r); len(reps) != 1 || reps[0].Problem != "unreadable" || reps[0].OK {
 		t.Errorf("reports %+v", reps)
+	}
+}
+
+// A check that cannot run (the context is cancelled: interrupted) exits
+// 3, and reports no verdict.
+func TestKeysCheckInterrupted(t *testing.T) {
+	k, err := mailsectest.NewPGPKey("Ann", "ann@example.org", mailsectest.PGPKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := mailsectest.ArmorPublic(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writeFile(t, "ann.asc", []byte(pub))
+	wantCode(t, runCmd(t, "", nil, "keys", "check", file), 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	r := runCtx(t, ctx, "", nil, "keys", "check", file)
+	wantCode(t, r, 3)
+	if r.stdout != "" || !strings.Contains(r.stderr, "context canceled") {
+		t.Errorf("stdout %q, stderr %q", r.stdout, r.stderr)
 	}
 }
