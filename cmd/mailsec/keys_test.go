@@ -22,9 +22,9 @@ import (
 
 // gpgKeys are public keys gpg made, one file each.
 type gpgKeys struct {
-	fine, expired, revoked, des, expiring string // file names
-	both                                  string // fine and expired in one file
-	fineFpr                               string
+	fine, expired, revoked, des, expiring, signOnly string // file names
+	both                                            string // fine and expired in one file
+	fineFpr                                         string
 }
 
 // makeGPGKeys has gpg make the keys keys check reads, dated an hour ago
@@ -61,11 +61,13 @@ func makeGPGKeys(t *testing.T) gpgKeys {
 	desFpr := gen(hourAgo, "Dan <dan@example.org>", "never")
 	g.Must([]byte("setpref S2 H8 Z0\ny\nsave\n"), "--faked-system-time", hourAgo, "--command-fd", "0", "--edit-key", desFpr)
 	gen(hourAgo, "Eve <eve@example.org>", "10d")
+	g.Must(nil, "--faked-system-time", hourAgo, "--passphrase", "", "--quick-gen-key", "Fay <fay@example.org>", "ed25519", "sign", "never")
 	k.fine = export("ann.asc", "ann@example.org")
 	k.expired = export("bob.asc", "bob@example.org")
 	k.revoked = export("carl.asc", "carl@example.org")
 	k.des = export("dan.asc", "dan@example.org")
 	k.expiring = export("eve.asc", "eve@example.org")
+	k.signOnly = export("fay.asc", "fay@example.org")
 	k.both = export("both.asc", "ann@example.org", "bob@example.org")
 	return k
 }
@@ -108,6 +110,7 @@ func TestKeysCheckGPG(t *testing.T) {
 		{name: "fine key, other address", args: []string{"-address", "zoe@example.org", k.fine}, code: 1, problem: "wrong-address"},
 		{name: "expired", args: []string{k.expired}, code: 1, problem: "expired"},
 		{name: "revoked", args: []string{k.revoked}, code: 1, problem: "revoked"},
+		{name: "no encryption subkey", args: []string{k.signOnly}, code: 1, problem: "no-encryption-subkey"},
 		{name: "3des only", args: []string{k.des}, code: 0, note: "prefers no AES cipher (3DES)"},
 		{name: "expiring", args: []string{k.expiring}, code: 1, problem: "expires-soon", note: "key expires in "},
 		{name: "expiring, shorter window", args: []string{k.expiring, "-within", "5d"}, code: 0},
