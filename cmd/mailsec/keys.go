@@ -69,7 +69,8 @@ checks sending makes (pgp.CheckKey, smime's CheckCertificate), so that a
 key reported fine here is one mailsec send encrypts to. For each it prints
 the fingerprint, the addresses it serves, when it expires, and its
 problem: expired, revoked, weak algorithm, no encryption subkey, untrusted
-chain, wrong address, or expiring within -within. Without -address each
+chain, wrong address, or expiring within -within. A revocation is found in
+an OpenPGP key itself; OCSP responders and CRLs are not asked. Without -address each
 key is checked for each address of its user IDs, and each certificate for
 each address of its rfc822Name SANs; it is fine for the addresses it
 passes for. A key whose cipher preferences name no AES cipher is fine,
