@@ -167,6 +167,17 @@
 // exits 0 for a bounce it cannot match too, and 75 (EX_TEMPFAIL) when the
 // database fails, for a Postfix pipe transport.
 //
+// # mailsec keys check
+//
+//	mailsec keys check FILE... [-within 30d] [-address ADDR] [-ca FILE] [-json]
+//
+// keys check lists the OpenPGP keys and S/MIME certificates in the FILEs
+// with the verdict sending would give each (pgp.CheckKey, smime's
+// CheckCertificate): fingerprint, addresses, expiry, and a problem such as
+// expired, revoked, weak, untrusted or expiring within -within. It exits
+// 0 when all are fine, 1 when any has a problem, 2 on bad usage or a FILE
+// that cannot be read, and 3 when a check could not run.
+//
 // # Environment
 //
 // MAILSEC_PASSWORD is the password for -user, and is required with it. There

@@ -54,6 +54,8 @@ func commands() []command {
 			usage: bounceUsage, run: runBounce},
 		{name: "version", summary: "print the module version and the Go version mailsec was built with",
 			usage: versionUsage, run: runVersion},
+		{name: "keys", summary: "check OpenPGP keys and S/MIME certificates as sending would (keys check)",
+			usage: keysUsage, run: runKeys},
 	}
 }
 
