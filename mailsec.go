@@ -162,6 +162,10 @@ type Sender struct {
 	logger     *slog.Logger
 	now        func() time.Time
 	idDomain   string
+	// perDomain: the Transport runs one SMTP transaction per recipient
+	// domain (TransactionPerDomain), so the Sender hands it one delivery
+	// per domain, each with its own ENVID.
+	perDomain bool
 }
 
 // Options configures a Sender. The zero value (or a nil *Options) is the
@@ -255,6 +259,9 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 		logger:    o.Logger,
 		now:       o.Now,
 		idDomain:  o.MessageIDDomain,
+	}
+	if pd, ok := t.(interface{ TransactionPerDomain() bool }); ok {
+		s.perDomain = pd.TransactionPerDomain()
 	}
 	if s.now == nil {
 		s.now = time.Now

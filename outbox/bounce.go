@@ -209,7 +209,7 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 	if err != nil {
 		return nil, false, &IngestError{ID: id, Err: err, temporary: mailsec.IsTemporary(err)}
 	}
-	if prog.EnvelopeID == "" || subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(n.EnvelopeID)) != 1 {
+	if !prog.ofMessage(n.EnvelopeID) {
 		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce names a message with the wrong ENVID; ignored", slog.String("id", id))
 		return nil, false, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id does not match message %s", ErrUnmatched, id)}
 	}
@@ -219,12 +219,19 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 
 	res = &IngestResult{ID: id}
 	now := time.Now()
+	others := 0
 	for _, nr := range n.Recipients {
 		i := prog.find(nr)
 		if i < 0 {
 			continue
 		}
 		rp := &prog.Recipients[i]
+		if !prog.carried(rp, n.EnvelopeID) {
+			// A report about a recipient the delivery did not carry:
+			// forged by a server that received some other delivery.
+			others++
+			continue
+		}
 		b := Bounce{Received: now, Recipient: rp.Address, Action: clean(strings.ToLower(nr.Action)), Status: clean(nr.Status),
 			RemoteMTA: clean(nr.RemoteMTA), Diagnostic: clean(nr.Diagnostic)}
 		if len(prog.Bounces) < maxBounces {
@@ -237,7 +244,14 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 			res.Bounced = append(res.Bounced, rp.Address)
 		}
 	}
+	if others > 0 {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce reports on recipients its delivery did not carry; those reports ignored",
+			slog.String("id", id), slog.Int("ignored", others))
+	}
 	if len(res.Recorded) == 0 {
+		if others > 0 {
+			return nil, false, &IngestError{ID: id, Err: fmt.Errorf("%w: it reports only on recipients of message %s that the delivery its Original-Envelope-Id names did not carry", ErrUnmatched, id)}
+		}
 		return nil, false, &IngestError{ID: id, Err: fmt.Errorf("%w: it reports on none of the recipients of message %s", ErrUnmatched, id)}
 	}
 	state := r.state
@@ -265,6 +279,34 @@ WHERE id = $3 AND state = $4 AND attempts = $5 AND progress = $6`,
 	ob.log.LogAttrs(ctx, slog.LevelInfo, "mailsec outbox: bounce recorded", slog.String("id", id),
 		slog.Int("recorded", len(res.Recorded)), slog.Int("bounced", len(res.Bounced)), slog.String("state", string(state)))
 	return res, false, nil
+}
+
+// ofMessage reports whether envid is an ENVID the message was sent with:
+// one of its deliveries' (its EnvelopeID, a dot and a random part), or,
+// for a message queued before each delivery had its own, its EnvelopeID.
+func (prog *progress) ofMessage(envid string) bool {
+	if prog.EnvelopeID == "" {
+		return false
+	}
+	if !prog.PerDelivery {
+		return subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(envid)) == 1
+	}
+	return strings.HasPrefix(envid, prog.EnvelopeID+".")
+}
+
+// carried reports whether the delivery whose ENVID is envid carried the
+// recipient rp: it is one of rp's EnvelopeIDs (compared in constant
+// time), or, for a message queued before each delivery had its own
+// ENVID, the message's.
+func (prog *progress) carried(rp *rcptProgress, envid string) bool {
+	if !prog.PerDelivery {
+		return subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(envid)) == 1
+	}
+	ok := 0
+	for _, e := range rp.EnvelopeIDs {
+		ok |= subtle.ConstantTimeCompare([]byte(e), []byte(envid))
+	}
+	return ok == 1
 }
 
 // find returns the index of the recipient a report is about: by its
