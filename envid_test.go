@@ -169,3 +169,48 @@ func TestEnvelopeIDPerDomain(t *testing.T) {
 		}
 	}
 }
+
+// Options.ReturnPath gives each delivery its own MAIL FROM, from its
+// ENVID; when it fails, or returns something that is not a path, the
+// delivery's recipients fail with a *ConfigError and nothing is sent.
+func TestReturnPath(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Bcc: []string{"bob@example.org"}, Subject: "x", Text: "x"}
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{ReturnPath: func(envid string) (string, error) {
+		return "bounces+" + strings.ReplaceAll(envid, ".", "-") + "@example.com", nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Send(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range srv.Messages() {
+		if g.From != "bounces+"+strings.ReplaceAll(g.EnvelopeID, ".", "-")+"@example.com" {
+			t.Errorf("MAIL FROM %q for ENVID %q", g.From, g.EnvelopeID)
+		}
+	}
+	if rec.EnvelopeFrom != "app@example.com" {
+		t.Fatalf("Receipt.EnvelopeFrom %q", rec.EnvelopeFrom)
+	}
+
+	for name, fn := range map[string]func(string) (string, error){
+		"error":     func(string) (string, error) { return "", errors.New("no secret") },
+		"empty":     func(string) (string, error) { return "", nil },
+		"injection": func(string) (string, error) { return "a@example.com> RCPT TO:<x@example.net", nil },
+		"panic":     func(string) (string, error) { panic("boom") },
+	} {
+		before := len(srv.Messages())
+		s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{ReturnPath: fn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.Send(context.Background(), m)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "Options.ReturnPath" || mailsec.IsTemporary(err) || rec == nil || rec.Recipients[0].Accepted ||
+			len(srv.Messages()) != before {
+			t.Errorf("%s: %v, %d sent", name, err, len(srv.Messages())-before)
+		}
+	}
+}

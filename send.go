@@ -299,8 +299,16 @@ func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts 
 	// delivery per recipient domain instead (group).
 	dsn := *msg.dsn
 	dsn.EnvelopeID = deliveryEnvelopeID(msg.dsn.EnvelopeID)
+	from := msg.envelopeFrom
+	if sd.s.returnPath != nil {
+		var err error
+		if from, err = sd.s.deliveryReturnPath(dsn.EnvelopeID, msg.utf8 || msg.envUTF8); err != nil {
+			sd.record(ctx, msg, rcpts, nil, err, "")
+			return
+		}
+	}
 	d := &Delivery{
-		From:          msg.envelopeFrom,
+		From:          from,
 		To:            addresses(rcpts),
 		Security:      plan.Security,
 		RequireTLS:    msg.requireTLS,
@@ -315,6 +323,28 @@ func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts 
 	d.EightBit = d.SMTPUTF8
 	res, err := sd.s.deliverRecovering(ctx, d)
 	sd.record(ctx, msg, rcpts, res, usableError("Transport", err), dsn.EnvelopeID)
+}
+
+// deliveryReturnPath returns the reverse-path of the delivery whose ENVID
+// is envid, by Options.ReturnPath: a valid path, or a *ConfigError. A
+// panic in it is an error too.
+func (s *Sender) deliveryReturnPath(envid string, utf8 bool) (path string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			path, err = "", &ConfigError{Field: "Options.ReturnPath", Reason: fmt.Sprintf("panicked: %v", v)}
+		}
+	}()
+	path, err = s.returnPath(envid)
+	if err = usableError("Options.ReturnPath", err); err != nil {
+		return "", &ConfigError{Field: "Options.ReturnPath", Reason: err.Error()}
+	}
+	if path == "" {
+		return "", &ConfigError{Field: "Options.ReturnPath", Reason: "returned no address"}
+	}
+	if err := checkPath("ReturnPath", path, utf8); err != nil {
+		return "", &ConfigError{Field: "Options.ReturnPath", Value: path, Reason: err.Error()}
+	}
+	return path, nil
 }
 
 // deliverRecovering hands d to the Transport, turning a panic in it (a

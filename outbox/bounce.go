@@ -59,9 +59,14 @@ func (e *IngestError) Temporary() bool { return e.temporary }
 // matches it: what package bounce parses from a bounce message
 // (NotificationOf), or what an application's own parser found.
 type Notification struct {
-	// EnvelopeID is the Original-Envelope-Id: the ENVID the message was
-	// sent with.
+	// EnvelopeID is the Original-Envelope-Id: the ENVID the delivery was
+	// sent with. It may be empty when ReturnPath is set.
 	EnvelopeID string
+	// ReturnPath, when set, is the address the notification was
+	// delivered to: a signed VERP return path (Options.VERP), which names
+	// the message and the delivery even when the notification carries no
+	// ENVID. A path whose tag is not genuine is refused (ErrUnmatched).
+	ReturnPath string
 	// Recipients are the per-recipient reports.
 	Recipients []NotificationRecipient
 }
@@ -143,6 +148,29 @@ func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error
 	return ob.IngestNotification(ctx, NotificationOf(rep))
 }
 
+// IngestReturnPath is Ingest for a bounce delivered to returnPath (the
+// envelope recipient: Postfix's pipe(8) passes it as ${recipient}), a
+// signed VERP return path of Options.VERP. It matches the bounce by that
+// path, so that a bounce from a server that drops the ENVID is matched
+// too; see IngestNotification. Without Options.VERP it fails with a
+// *mailsec.ConfigError.
+func (ob *Outbox) IngestReturnPath(ctx context.Context, r io.Reader, returnPath string) (*IngestResult, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	rep, err := bounce.Parse(r)
+	if err != nil {
+		var be *bounce.Error
+		if errors.As(err, &be) {
+			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
+		}
+		return nil, &IngestError{Err: err, temporary: true}
+	}
+	n := NotificationOf(rep)
+	n.ReturnPath = returnPath
+	return ob.IngestNotification(ctx, n)
+}
+
 // NotificationOf is a parsed report as IngestNotification takes it.
 func NotificationOf(rep *bounce.Report) *Notification {
 	if rep == nil {
@@ -174,15 +202,30 @@ func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*Ing
 	if ob.isClosed() {
 		return nil, ErrClosed
 	}
-	if n == nil || n.EnvelopeID == "" {
+	var id string
+	var tag *bounce.VERPTag
+	switch {
+	case n != nil && n.ReturnPath != "":
+		if ob.verp == nil {
+			return nil, &IngestError{Err: &mailsec.ConfigError{Field: "Options.VERP", Reason: "not set: a bounce's return path cannot be checked"}}
+		}
+		var err error
+		if tag, err = ob.verp.Parse(n.ReturnPath); err != nil {
+			ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce to a return path the outbox did not sign; ignored")
+			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
+		}
+		id = tag.Ref
+	case n == nil || n.EnvelopeID == "":
 		return nil, &IngestError{Err: fmt.Errorf("%w: no Original-Envelope-Id", ErrUnmatched)}
-	}
-	id, _, ok := strings.Cut(n.EnvelopeID, ".")
-	if !ok || id == "" {
-		return nil, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id %q is not the outbox's", ErrUnmatched, syntax.PeerText(n.EnvelopeID))}
+	default:
+		var ok bool
+		id, _, ok = strings.Cut(n.EnvelopeID, ".")
+		if !ok || id == "" {
+			return nil, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id %q is not the outbox's", ErrUnmatched, syntax.PeerText(n.EnvelopeID))}
+		}
 	}
 	for try := 0; ; try++ {
-		res, retry, err := ob.ingestOnce(ctx, id, n)
+		res, retry, err := ob.ingestOnce(ctx, id, n, tag)
 		if !retry || try == 4 {
 			return res, err
 		}
@@ -196,7 +239,7 @@ func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*Ing
 
 // ingestOnce is one try of IngestNotification; retry reports that the
 // message changed meanwhile.
-func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (res *IngestResult, retry bool, err error) {
+func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification, tag *bounce.VERPTag) (res *IngestResult, retry bool, err error) {
 	q := ob.eng.pool()
 	r, err := loadRow(ctx, q, id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -209,7 +252,11 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 	if err != nil {
 		return nil, false, &IngestError{ID: id, Err: err, temporary: mailsec.IsTemporary(err)}
 	}
-	if !prog.ofMessage(n.EnvelopeID) {
+	if tag != nil && !prog.signed(tag) {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce to a return path that names no delivery of the message; ignored", slog.String("id", id))
+		return nil, false, &IngestError{Err: fmt.Errorf("%w: the return path's tag names no delivery of message %s", ErrUnmatched, id)}
+	}
+	if (tag == nil || n.EnvelopeID != "") && !prog.ofMessage(n.EnvelopeID) {
 		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce names a message with the wrong ENVID; ignored", slog.String("id", id))
 		return nil, false, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id does not match message %s", ErrUnmatched, id)}
 	}
@@ -226,7 +273,7 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 			continue
 		}
 		rp := &prog.Recipients[i]
-		if !prog.carried(rp, n.EnvelopeID) {
+		if !prog.carried(rp, n.EnvelopeID, tag) {
 			// A report about a recipient the delivery did not carry:
 			// forged by a server that received some other delivery.
 			others++
@@ -298,7 +345,18 @@ func (prog *progress) ofMessage(envid string) bool {
 // recipient rp: it is one of rp's EnvelopeIDs (compared in constant
 // time), or, for a message queued before each delivery had its own
 // ENVID, the message's.
-func (prog *progress) carried(rp *rcptProgress, envid string) bool {
+//
+// With a VERP tag, the delivery is the one the tag signs, and envid, when
+// the notification has one, must be that delivery's.
+func (prog *progress) carried(rp *rcptProgress, envid string, tag *bounce.VERPTag) bool {
+	if tag != nil {
+		for _, e := range rp.EnvelopeIDs {
+			if tag.Signs(e) && (envid == "" || subtle.ConstantTimeCompare([]byte(e), []byte(envid)) == 1) {
+				return true
+			}
+		}
+		return false
+	}
 	if !prog.PerDelivery {
 		return subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(envid)) == 1
 	}
@@ -307,6 +365,18 @@ func (prog *progress) carried(rp *rcptProgress, envid string) bool {
 		ok |= subtle.ConstantTimeCompare([]byte(e), []byte(envid))
 	}
 	return ok == 1
+}
+
+// signed reports whether a VERP tag signs a delivery of the message.
+func (prog *progress) signed(tag *bounce.VERPTag) bool {
+	for i := range prog.Recipients {
+		for _, e := range prog.Recipients[i].EnvelopeIDs {
+			if tag.Signs(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // find returns the index of the recipient a report is about: by its
