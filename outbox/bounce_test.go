@@ -212,10 +212,10 @@ func TestIngestForgedByAnotherDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
 	sent := srv.Messages()
 	if len(sent) != 2 || sent[0].EnvelopeID == sent[1].EnvelopeID {
-		t.Fatalf("%d deliveries, ENVIDs %q", len(sent), []string{sent[0].EnvelopeID, sent[len(sent)-1].EnvelopeID})
+		t.Fatalf("deliveries: %+v", sent)
 	}
 	var mallorys string
 	for _, g := range sent {
@@ -240,7 +240,7 @@ func TestIngestForgedByAnotherDelivery(t *testing.T) {
 	if err != nil || len(res.Recorded) != 1 || res.Recorded[0] != "mallory@example.net" {
 		t.Fatalf("Mallory's own report beside a forged one: %+v, %v", res, err)
 	}
-	st = status(t, ob, id)
+	st := status(t, ob, id)
 	if st.Recipients[0].Address != "ann@example.org" || st.Recipients[0].State != outbox.Accepted || len(st.Bounces) != 1 ||
 		st.Bounces[0].Recipient != "mallory@example.net" {
 		t.Fatalf("after the forged reports: %+v", st)
