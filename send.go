@@ -61,7 +61,9 @@ func (s *Sender) SendTo(ctx context.Context, m *Message, to []string) (*Receipt,
 // A message sent later, or more than once, is prepared first: a queue
 // (package outbox) calls Prepare when the application hands it a message,
 // so that bad input fails there and then, and sends the copy, so that
-// every attempt carries the same Message-ID, Date and ENVID.
+// every attempt carries the same Message-ID and Date, and ENVIDs that
+// begin with the same message ENVID (each delivery appends its own
+// random part).
 func (s *Sender) Prepare(m *Message) (*Message, error) {
 	if err := s.check(m); err != nil {
 		return nil, err

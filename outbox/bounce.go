@@ -21,8 +21,9 @@ import (
 
 // ErrUnmatched: a delivery status notification names no message of the
 // outbox (no ENVID, an ENVID the outbox did not give, or one whose
-// message is gone), or none of the recipients it reports on. Nothing was
-// changed. A notification is never trusted further than its match: an
+// message is gone; a return path the outbox did not sign), or none of
+// the recipients it reports on that the delivery it names carried.
+// Nothing was changed. A notification is never trusted further than its match: an
 // ENVID carries a secret part that only the outbox knows, so that nobody
 // who merely knows a message's ID can forge a bounce for it.
 var ErrUnmatched = errors.New("outbox: bounce matches no message")
@@ -189,13 +190,18 @@ func NotificationOf(rep *bounce.Report) *Notification {
 }
 
 // IngestNotification matches a delivery status notification to the
-// outbox message whose ENVID it carries back, and records it: a "failed"
-// report for an Accepted recipient makes it Bounced (a message none of
-// whose accepted recipients is left becomes Failed, one with some left
-// PartlyDelivered), and every matching report is added to the message's
-// Status.Bounces. It fails with ErrUnmatched (not temporary) when the
-// notification names no message of the outbox, or names one but none of
-// its recipients; nothing is changed then. A database failure, or a
+// outbox message and delivery whose ENVID it carries back (or, with
+// ReturnPath, whose signed VERP return path it was delivered to), and
+// records it: a "failed" report for an Accepted recipient makes it
+// Bounced (a message none of whose accepted recipients is left becomes
+// Failed, one with some left PartlyDelivered), and every matching report
+// is added to the message's Status.Bounces. Each delivery of a message
+// has its own ENVID, and a report counts only for a recipient that
+// delivery carried: one about another recipient (written by a server
+// that received some other delivery) is ignored and logged. It fails
+// with ErrUnmatched (not temporary) when the notification names no
+// message of the outbox, or names one but none of the recipients of the
+// delivery it names; nothing is changed then. A database failure, or a
 // message with an attempt under way (ErrBusy), is an *IngestError whose
 // Temporary is true.
 func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*IngestResult, error) {
