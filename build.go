@@ -141,6 +141,10 @@ func (s *Sender) prepare(m *Message) (*prepared, error) {
 	if err := m.DSN.validate(); err != nil {
 		return nil, err
 	}
+	if m.DSN != nil && len(m.DSN.EnvelopeID) > MaxEnvelopeID {
+		return nil, invalid("DSN.EnvelopeID", m.DSN.EnvelopeID, "longer than "+strconv.Itoa(MaxEnvelopeID)+
+			" characters: each delivery appends its own random part, and an ENVID is at most 100 (RFC 3461)")
+	}
 	p.dsn = envelopeDSN(m.DSN)
 
 	idDomain := s.idDomain
@@ -344,6 +348,26 @@ func newEnvelopeID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:])
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// MaxEnvelopeID is the longest Message.DSN.EnvelopeID: each delivery
+// sends it with a dot and envelopeIDSuffix random characters appended,
+// and RFC 3461 bounds an ENVID at 100 characters.
+const MaxEnvelopeID = 100 - 1 - envelopeIDSuffix
+
+// envelopeIDSuffix is the length of the random part each delivery adds
+// to a message's ENVID, in base32 characters (80 bits).
+const envelopeIDSuffix = 16
+
+// deliveryEnvelopeID returns the ENVID one delivery of a message whose
+// ENVID is base is sent with: base, a dot, and a random part. Each SMTP
+// transaction has its own, so that a server that receives one delivery
+// learns nothing that names another: a notification carrying it back can
+// speak only for the recipients that delivery carried.
+func deliveryEnvelopeID(base string) string {
+	var b [envelopeIDSuffix * 5 / 8]byte
+	_, _ = rand.Read(b[:])
+	return base + "." + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 func newMessageID(domain string) string {

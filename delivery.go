@@ -32,6 +32,13 @@ import (
 // application at start-up instead of failing every Send. It should return
 // a *ConfigError naming the setting at fault; NewSender wraps any other
 // error in one.
+//
+// A Transport that runs one SMTP transaction per recipient domain (as
+// transport.Direct does) should also have a method TransactionPerDomain()
+// bool that returns true. The Sender then hands it one Delivery per
+// recipient domain, so that each transaction is sent with an ENVID of its
+// own (DSN.EnvelopeID) and no recipient's server learns the ENVID of
+// another domain's recipients.
 type Transport interface {
 	Deliver(ctx context.Context, d *Delivery) (*DeliveryResult, error)
 }

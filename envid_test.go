@@ -3,6 +3,7 @@ package mailsec_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -32,17 +33,29 @@ func TestSendSetsEnvelopeIDAndORCPT(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d transactions", len(got))
 	}
+	// Each transaction has its own ENVID: the message's, a dot and a
+	// random part; each recipient's Receipt entry names its own.
+	sentWith := map[string]string{}
 	for _, g := range got {
-		if g.EnvelopeID != rec.EnvelopeID {
+		if !strings.HasPrefix(g.EnvelopeID, rec.EnvelopeID+".") || len(g.EnvelopeID) != len(rec.EnvelopeID)+17 {
 			t.Errorf("ENVID %q sent, Receipt says %q", g.EnvelopeID, rec.EnvelopeID)
 		}
 		for _, to := range g.To {
+			sentWith[to] = g.EnvelopeID
 			if !strings.EqualFold(g.ORCPT[to], "rfc822;"+to) {
 				t.Errorf("ORCPT for %s: %q", to, g.ORCPT[to])
 			}
 		}
 		if len(g.Notify) != 0 || g.Return != "" {
 			t.Errorf("NOTIFY %v, RET %q asked for by default", g.Notify, g.Return)
+		}
+	}
+	if got[0].EnvelopeID == got[1].EnvelopeID {
+		t.Fatalf("two deliveries share the ENVID %q", got[0].EnvelopeID)
+	}
+	for _, rr := range rec.Recipients {
+		if rr.EnvelopeID == "" || rr.EnvelopeID != sentWith[rr.Address] {
+			t.Errorf("%s: Receipt ENVID %q, sent with %q", rr.Address, rr.EnvelopeID, sentWith[rr.Address])
 		}
 	}
 	b, _ := json.Marshal(rec)
@@ -55,19 +68,19 @@ func TestSendSetsEnvelopeIDAndORCPT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec2.EnvelopeID == rec.EnvelopeID || srv.Messages()[2].EnvelopeID != rec2.EnvelopeID {
+	if rec2.EnvelopeID == rec.EnvelopeID || !strings.HasPrefix(srv.Messages()[2].EnvelopeID, rec2.EnvelopeID+".") {
 		t.Fatalf("second Send: ENVID %q, first %q", rec2.EnvelopeID, rec.EnvelopeID)
 	}
 
-	// The application's own ENVID is sent as it is (xtext on the wire),
-	// and its other options are kept.
+	// The application's own ENVID is sent with each delivery's random
+	// part appended (xtext on the wire), and its other options are kept.
 	m.DSN = &mailsec.DSN{EnvelopeID: "order+4411", Notify: []mailsec.DSNNotify{mailsec.NotifyFailure}}
 	rec3, err := s.Send(context.Background(), m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := srv.Messages()[4]
-	if rec3.EnvelopeID != "order+4411" || g.EnvelopeID != "order+4411" || strings.Join(g.Notify["ann@example.org"], ",") != "FAILURE" {
+	if rec3.EnvelopeID != "order+4411" || !strings.HasPrefix(g.EnvelopeID, "order+4411.") || g.EnvelopeID != rec3.Recipients[0].EnvelopeID || strings.Join(g.Notify["ann@example.org"], ",") != "FAILURE" {
 		t.Fatalf("Receipt %q, sent %+v", rec3.EnvelopeID, g)
 	}
 	if g.ORCPT["ann@example.org"] != "" {
@@ -82,7 +95,122 @@ func TestSendSetsEnvelopeIDAndORCPT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rec4.EnvelopeID) < 20 || srv.Messages()[6].EnvelopeID != rec4.EnvelopeID || srv.Messages()[6].Return != "HDRS" || m.DSN.EnvelopeID != "" {
+	if len(rec4.EnvelopeID) < 20 || !strings.HasPrefix(srv.Messages()[6].EnvelopeID, rec4.EnvelopeID+".") || srv.Messages()[6].Return != "HDRS" || m.DSN.EnvelopeID != "" {
 		t.Fatalf("Receipt %q, sent %+v", rec4.EnvelopeID, srv.Messages()[6])
+	}
+}
+
+// An application's ENVID leaves room for each delivery's random part: at
+// most MaxEnvelopeID characters, and a longer one is refused with nothing
+// sent.
+func TestEnvelopeIDLength(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	s, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "x", Text: "x",
+		DSN: &mailsec.DSN{EnvelopeID: strings.Repeat("e", mailsec.MaxEnvelopeID+1)}}
+	rec, err := s.Send(context.Background(), m)
+	var ve *mailsec.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "DSN.EnvelopeID" || rec != nil || len(srv.Messages()) != 0 {
+		t.Fatalf("%d-character ENVID: %v, %+v, %d sent", mailsec.MaxEnvelopeID+1, err, rec, len(srv.Messages()))
+	}
+	m.DSN.EnvelopeID = strings.Repeat("e", mailsec.MaxEnvelopeID)
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Messages()[0].EnvelopeID; len(got) != 100 || !strings.HasPrefix(got, m.DSN.EnvelopeID+".") {
+		t.Fatalf("sent ENVID %q (%d)", got, len(got))
+	}
+}
+
+// perDomain is a transport that says it runs one transaction per domain.
+type perDomain struct{ mailsec.Transport }
+
+func (perDomain) TransactionPerDomain() bool { return true }
+
+// A transport that runs one transaction per recipient domain is handed
+// one delivery per domain, each with its own ENVID, so that no domain's
+// server learns the ENVID another domain's recipients were sent with;
+// recipients of one domain still share one.
+func TestEnvelopeIDPerDomain(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org", "bob@example.net"},
+		Cc: []string{"cat@EXAMPLE.org"}, Subject: "x", Text: "x"}
+	for _, tc := range []struct {
+		tr           mailsec.Transport
+		transactions int
+	}{{srv.Transport(), 1}, {perDomain{srv.Transport()}, 2}} {
+		s, err := mailsec.NewSender(tc.tr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(srv.Messages())
+		rec, err := s.Send(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := srv.Messages()[before:]
+		if len(got) != tc.transactions {
+			t.Fatalf("%T: %d transactions, want %d", tc.tr, len(got), tc.transactions)
+		}
+		envids := map[string]bool{}
+		for _, g := range got {
+			envids[g.EnvelopeID] = true
+		}
+		if len(envids) != tc.transactions {
+			t.Fatalf("%T: ENVIDs %v", tc.tr, envids)
+		}
+		ann, bob, cat := rec.Recipients[0], rec.Recipients[1], rec.Recipients[2]
+		if ann.EnvelopeID != cat.EnvelopeID || !envids[ann.EnvelopeID] || !envids[bob.EnvelopeID] ||
+			(tc.transactions == 2) != (ann.EnvelopeID != bob.EnvelopeID) || (tc.transactions == 2) != (ann.Delivery != bob.Delivery) {
+			t.Fatalf("%T: Receipt %+v", tc.tr, rec.Recipients)
+		}
+	}
+}
+
+// Options.ReturnPath gives each delivery its own MAIL FROM, from its
+// ENVID; when it fails, or returns something that is not a path, the
+// delivery's recipients fail with a *ConfigError and nothing is sent.
+func TestReturnPath(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Bcc: []string{"bob@example.org"}, Subject: "x", Text: "x"}
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{ReturnPath: func(envid string) (string, error) {
+		return "bounces+" + strings.ReplaceAll(envid, ".", "-") + "@example.com", nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Send(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range srv.Messages() {
+		if g.From != "bounces+"+strings.ReplaceAll(g.EnvelopeID, ".", "-")+"@example.com" {
+			t.Errorf("MAIL FROM %q for ENVID %q", g.From, g.EnvelopeID)
+		}
+	}
+	if rec.EnvelopeFrom != "app@example.com" {
+		t.Fatalf("Receipt.EnvelopeFrom %q", rec.EnvelopeFrom)
+	}
+
+	for name, fn := range map[string]func(string) (string, error){
+		"error":     func(string) (string, error) { return "", errors.New("no secret") },
+		"empty":     func(string) (string, error) { return "", nil },
+		"injection": func(string) (string, error) { return "a@example.com> RCPT TO:<x@example.net", nil },
+		"panic":     func(string) (string, error) { panic("boom") },
+	} {
+		before := len(srv.Messages())
+		s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{ReturnPath: fn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.Send(context.Background(), m)
+		var ce *mailsec.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "Options.ReturnPath" || mailsec.IsTemporary(err) || rec == nil || rec.Recipients[0].Accepted ||
+			len(srv.Messages()) != before {
+			t.Errorf("%s: %v, %d sent", name, err, len(srv.Messages())-before)
+		}
 	}
 }

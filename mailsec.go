@@ -162,6 +162,11 @@ type Sender struct {
 	logger     *slog.Logger
 	now        func() time.Time
 	idDomain   string
+	// perDomain: the Transport runs one SMTP transaction per recipient
+	// domain (TransactionPerDomain), so the Sender hands it one delivery
+	// per domain, each with its own ENVID.
+	perDomain  bool
+	returnPath func(envelopeID string) (string, error)
 }
 
 // Options configures a Sender. The zero value (or a nil *Options) is the
@@ -223,6 +228,21 @@ type Options struct {
 	// MessageIDDomain is the right-hand side of generated Message-IDs.
 	// Empty means the domain of the From address.
 	MessageIDDomain string
+
+	// ReturnPath, when set, gives each delivery a reverse-path (MAIL
+	// FROM) of its own, in place of Message.EnvelopeFrom (or the From
+	// address): it is called with the delivery's ENVID
+	// (RecipientReceipt.EnvelopeID) and returns the address the
+	// delivery's bounces go to. bounce.VERP's ReturnPath makes a signed
+	// VERP address, bounces+<tag>@domain, that names the delivery, so
+	// that a bounce from a server that ignores DSN's ENVID can still be
+	// matched, and nobody without the secret can make one that is. The
+	// Receipt's EnvelopeFrom stays the message's; each delivery's is
+	// ReturnPath of its ENVID. When it fails (or returns an address that
+	// is not a valid path) the delivery's recipients fail with a
+	// *ConfigError naming Options.ReturnPath, and nothing is sent to
+	// them.
+	ReturnPath func(envelopeID string) (string, error)
 }
 
 // NewSender returns a Sender that delivers through t, after checking how
@@ -248,13 +268,17 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 		return nil, badConfig("Options.Policy", typeName(o.Policy), "a nil pointer or func; leave the field nil for DefaultPolicy")
 	}
 	s := &Sender{
-		transport: t,
-		policy:    cmp.Or[Policy](o.Policy, DefaultPolicy()),
-		notice:    o.Notice,
-		onReceipt: o.OnReceipt,
-		logger:    o.Logger,
-		now:       o.Now,
-		idDomain:  o.MessageIDDomain,
+		transport:  t,
+		policy:     cmp.Or[Policy](o.Policy, DefaultPolicy()),
+		notice:     o.Notice,
+		onReceipt:  o.OnReceipt,
+		logger:     o.Logger,
+		now:        o.Now,
+		idDomain:   o.MessageIDDomain,
+		returnPath: o.ReturnPath,
+	}
+	if pd, ok := t.(interface{ TransactionPerDomain() bool }); ok {
+		s.perDomain = pd.TransactionPerDomain()
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -74,7 +74,7 @@ type Message struct {
 	// nothing and lets the server decide when to notify; the message is
 	// still sent, to servers that offer DSN, with a generated ENVID and
 	// with ORCPT for every recipient, so that a notification that comes
-	// back can be matched to the Receipt (Receipt.EnvelopeID).
+	// back can be matched to the Receipt (RecipientReceipt.EnvelopeID).
 	DSN *DSN
 
 	// Date and MessageID are generated when zero.
@@ -130,9 +130,18 @@ type DSN struct {
 	// Return is what a bounce includes: DSNReturnFull or
 	// DSNReturnHeaders. Empty leaves it to the server.
 	Return DSNReturn
-	// EnvelopeID is echoed in notifications (ENVID); 1 to 100 printable
-	// ASCII characters. Empty: Send generates a random one, which the
-	// Receipt records.
+	// EnvelopeID names the message in notifications (ENVID); 1 to
+	// MaxEnvelopeID (83) printable ASCII characters. Empty: Send generates
+	// a random one. Either way it is the message's ENVID
+	// (Receipt.EnvelopeID), never sent as it is: each delivery (each SMTP
+	// transaction: each Receipt Delivery number, each Bcc recipient's
+	// delivery) is sent with it, a dot and 16 random characters appended
+	// (RecipientReceipt.EnvelopeID), so that a recipient's server, which
+	// learns its own delivery's ENVID, cannot use it to forge a
+	// notification about the recipients of another delivery. A
+	// notification's Original-Envelope-Id is the delivery's: match it to
+	// the recipients whose RecipientReceipt.EnvelopeID it equals, and
+	// only to them.
 	EnvelopeID string
 	// Notify is NotifyNever alone, or any of NotifySuccess, NotifyFailure
 	// and NotifyDelay, each at most once. Empty leaves it to the server

@@ -25,11 +25,12 @@ type Receipt struct {
 	// with (MAIL FROM), where bounces go.
 	From         string `json:"from"`
 	EnvelopeFrom string `json:"envelope_from"`
-	// EnvelopeID is the ENVID (RFC 3461) the message was sent with, to
-	// servers that offer DSN: Message.DSN's, or one Send generated. A
-	// delivery status notification carries it back (Original-Envelope-Id),
-	// which matches the notification to this Receipt; each recipient's
-	// ORCPT names the recipient in it.
+	// EnvelopeID is the message's ENVID (RFC 3461): Message.DSN's, or
+	// one Send generated. Each delivery is sent, to servers that offer
+	// DSN, with its own ENVID: this one, a dot and a random part
+	// (RecipientReceipt.EnvelopeID). A delivery status notification
+	// carries that back (Original-Envelope-Id); it begins with this
+	// prefix, and each recipient's ORCPT names the recipient in it.
 	EnvelopeID string `json:"envelope_id,omitempty"`
 	// Started and Finished bound the attempt: from the call to Send to
 	// the end of its last delivery, just before OnReceipt is called, by
@@ -80,6 +81,14 @@ type RecipientReceipt struct {
 	// (policy, protection, DNS, connection), or its session ended before
 	// MAIL FROM (a security requirement or a missing extension).
 	Delivery int `json:"delivery"`
+	// EnvelopeID is the ENVID the recipient's delivery was sent with:
+	// Receipt.EnvelopeID, a dot and a random part of its own, so that
+	// no two deliveries share one. A delivery status notification whose
+	// Original-Envelope-Id is this speaks for this delivery's recipients
+	// alone; a report in it about any other recipient is forged (its
+	// sender received some other delivery) and must be ignored. Empty
+	// when Delivery is 0.
+	EnvelopeID string `json:"envelope_id,omitempty"`
 	// Plan is what the Policy decided for the recipient.
 	Plan Plan `json:"plan"`
 	// RequireTLS is set when the message was sent with REQUIRETLS.

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -60,7 +61,9 @@ func (s *Sender) SendTo(ctx context.Context, m *Message, to []string) (*Receipt,
 // A message sent later, or more than once, is prepared first: a queue
 // (package outbox) calls Prepare when the application hands it a message,
 // so that bad input fails there and then, and sends the copy, so that
-// every attempt carries the same Message-ID, Date and ENVID.
+// every attempt carries the same Message-ID and Date, and ENVIDs that
+// begin with the same message ENVID (each delivery appends its own
+// random part).
 func (s *Sender) Prepare(m *Message) (*Message, error) {
 	if err := s.check(m); err != nil {
 		return nil, err
@@ -198,14 +201,18 @@ type group struct {
 	rcpts []*recipient
 }
 
-// group gathers planned recipients whose plans are alike; every Bcc
-// recipient gets a group of its own.
+// group gathers planned recipients whose plans are alike (and, for a
+// transport that runs a transaction per domain, whose domain is the
+// same); every Bcc recipient gets a group of its own.
 func (sd *sending) group(rcpts []*recipient) []*group {
 	groups := make([]*group, 0, len(rcpts))
 	byKey := map[string]*group{}
 	for _, r := range rcpts {
 		plan := r.receipt.Plan
 		key := plan.key()
+		if sd.s.perDomain {
+			key += "\x00" + domainKey(r.Address)
+		}
 		if g := byKey[key]; g != nil && r.Kind != KindBcc {
 			g.rcpts = append(g.rcpts, r)
 			continue
@@ -217,6 +224,13 @@ func (sd *sending) group(rcpts []*recipient) []*group {
 		}
 	}
 	return groups
+}
+
+// domainKey is the domain of an address, for grouping: its letters in
+// lower case.
+func domainKey(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	return strings.ToLower(addr[at+1:])
 }
 
 // checkReplayable fails the Send, before any I/O, when the groups need
@@ -282,13 +296,26 @@ func (sd *sending) carryOut(ctx context.Context, g *group) {
 // envelope, for rcpts, under plan's security requirement. Then it
 // records the outcome.
 func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts []*recipient, content io.WriterTo) {
+	// Each delivery has its own ENVID (deliveryEnvelopeID); a transport
+	// that would split it into several transactions is handed one
+	// delivery per recipient domain instead (group).
+	dsn := *msg.dsn
+	dsn.EnvelopeID = deliveryEnvelopeID(msg.dsn.EnvelopeID)
+	from := msg.envelopeFrom
+	if sd.s.returnPath != nil {
+		var err error
+		if from, err = sd.s.deliveryReturnPath(dsn.EnvelopeID, msg.utf8 || msg.envUTF8); err != nil {
+			sd.record(ctx, msg, rcpts, nil, err, "")
+			return
+		}
+	}
 	d := &Delivery{
-		From:          msg.envelopeFrom,
+		From:          from,
 		To:            addresses(rcpts),
 		Security:      plan.Security,
 		RequireTLS:    msg.requireTLS,
 		TLSRequiredNo: msg.tlsOptional,
-		DSN:           msg.dsn,
+		DSN:           &dsn,
 		Content:       content,
 		SMTPUTF8:      msg.utf8 || msg.envUTF8,
 	}
@@ -297,7 +324,29 @@ func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts 
 	}
 	d.EightBit = d.SMTPUTF8
 	res, err := sd.s.deliverRecovering(ctx, d)
-	sd.record(ctx, msg, rcpts, res, usableError("Transport", err))
+	sd.record(ctx, msg, rcpts, res, usableError("Transport", err), dsn.EnvelopeID)
+}
+
+// deliveryReturnPath returns the reverse-path of the delivery whose ENVID
+// is envid, by Options.ReturnPath: a valid path, or a *ConfigError. A
+// panic in it is an error too.
+func (s *Sender) deliveryReturnPath(envid string, utf8 bool) (path string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			path, err = "", &ConfigError{Field: "Options.ReturnPath", Reason: fmt.Sprintf("panicked: %v", v)}
+		}
+	}()
+	path, err = s.returnPath(envid)
+	if err = usableError("Options.ReturnPath", err); err != nil {
+		return "", &ConfigError{Field: "Options.ReturnPath", Reason: err.Error()}
+	}
+	if path == "" {
+		return "", &ConfigError{Field: "Options.ReturnPath", Reason: "returned no address"}
+	}
+	if err := checkPath("ReturnPath", path, utf8); err != nil {
+		return "", &ConfigError{Field: "Options.ReturnPath", Value: path, Reason: err.Error()}
+	}
+	return path, nil
 }
 
 // deliverRecovering hands d to the Transport, turning a panic in it (a
@@ -316,7 +365,7 @@ func (s *Sender) deliverRecovering(ctx context.Context, d *Delivery) (res *Deliv
 
 // record writes the outcome of one delivery of msg, as the Transport
 // returned it, into its recipients' Receipt entries, and logs it.
-func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient, res *DeliveryResult, err error) {
+func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient, res *DeliveryResult, err error, envelopeID string) {
 	// Each SMTP transaction the transport reports gets the next delivery
 	// number: recipients whose results share a session (the same
 	// ConnectionState) share it; accepted recipients of a transport that
@@ -341,8 +390,9 @@ func (sd *sending) record(ctx context.Context, msg *prepared, rcpts []*recipient
 			rr.Err = rerr
 			rr.Failure = &Failure{Attempts: slices.Clone(out.Attempts), Notes: slices.Clone(out.Notes)}
 		}
-		rr.Delivery = 0
+		rr.Delivery, rr.EnvelopeID = 0, ""
 		if inTransaction(rr) {
+			rr.EnvelopeID = envelopeID
 			n, ok := numbers[rr.Connection]
 			if !ok {
 				sd.seq++

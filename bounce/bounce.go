@@ -22,8 +22,10 @@
 // multipart levels, never panics, and reports what it refuses with an
 // *Error matching ErrNotDSN, ErrMalformed or ErrTooLarge. Every string in
 // a Report is cleaned of control characters. A Report says only what its
-// sender claims: match it to a message you sent (by EnvelopeID, the
-// original recipients, or a signed return address) before acting on it.
+// sender claims: match it to a message you sent (Report.For matches it
+// to a mailsec.Receipt by the ENVID of each recipient's delivery; a
+// signed return address, see VERP, names the delivery too) before acting
+// on it.
 //
 // # Formats
 //

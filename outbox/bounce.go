@@ -21,8 +21,9 @@ import (
 
 // ErrUnmatched: a delivery status notification names no message of the
 // outbox (no ENVID, an ENVID the outbox did not give, or one whose
-// message is gone), or none of the recipients it reports on. Nothing was
-// changed. A notification is never trusted further than its match: an
+// message is gone; a return path the outbox did not sign), or none of
+// the recipients it reports on that the delivery it names carried.
+// Nothing was changed. A notification is never trusted further than its match: an
 // ENVID carries a secret part that only the outbox knows, so that nobody
 // who merely knows a message's ID can forge a bounce for it.
 var ErrUnmatched = errors.New("outbox: bounce matches no message")
@@ -59,9 +60,14 @@ func (e *IngestError) Temporary() bool { return e.temporary }
 // matches it: what package bounce parses from a bounce message
 // (NotificationOf), or what an application's own parser found.
 type Notification struct {
-	// EnvelopeID is the Original-Envelope-Id: the ENVID the message was
-	// sent with.
+	// EnvelopeID is the Original-Envelope-Id: the ENVID the delivery was
+	// sent with. It may be empty when ReturnPath is set.
 	EnvelopeID string
+	// ReturnPath, when set, is the address the notification was
+	// delivered to: a signed VERP return path (Options.VERP), which names
+	// the message and the delivery even when the notification carries no
+	// ENVID. A path whose tag is not genuine is refused (ErrUnmatched).
+	ReturnPath string
 	// Recipients are the per-recipient reports.
 	Recipients []NotificationRecipient
 }
@@ -143,6 +149,29 @@ func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error
 	return ob.IngestNotification(ctx, NotificationOf(rep))
 }
 
+// IngestReturnPath is Ingest for a bounce delivered to returnPath (the
+// envelope recipient: Postfix's pipe(8) passes it as ${recipient}), a
+// signed VERP return path of Options.VERP. It matches the bounce by that
+// path, so that a bounce from a server that drops the ENVID is matched
+// too; see IngestNotification. Without Options.VERP it fails with a
+// *mailsec.ConfigError.
+func (ob *Outbox) IngestReturnPath(ctx context.Context, r io.Reader, returnPath string) (*IngestResult, error) {
+	if ob.isClosed() {
+		return nil, ErrClosed
+	}
+	rep, err := bounce.Parse(r)
+	if err != nil {
+		var be *bounce.Error
+		if errors.As(err, &be) {
+			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
+		}
+		return nil, &IngestError{Err: err, temporary: true}
+	}
+	n := NotificationOf(rep)
+	n.ReturnPath = returnPath
+	return ob.IngestNotification(ctx, n)
+}
+
 // NotificationOf is a parsed report as IngestNotification takes it.
 func NotificationOf(rep *bounce.Report) *Notification {
 	if rep == nil {
@@ -161,28 +190,48 @@ func NotificationOf(rep *bounce.Report) *Notification {
 }
 
 // IngestNotification matches a delivery status notification to the
-// outbox message whose ENVID it carries back, and records it: a "failed"
-// report for an Accepted recipient makes it Bounced (a message none of
-// whose accepted recipients is left becomes Failed, one with some left
-// PartlyDelivered), and every matching report is added to the message's
-// Status.Bounces. It fails with ErrUnmatched (not temporary) when the
-// notification names no message of the outbox, or names one but none of
-// its recipients; nothing is changed then. A database failure, or a
+// outbox message and delivery whose ENVID it carries back (or, with
+// ReturnPath, whose signed VERP return path it was delivered to), and
+// records it: a "failed" report for an Accepted recipient makes it
+// Bounced (a message none of whose accepted recipients is left becomes
+// Failed, one with some left PartlyDelivered), and every matching report
+// is added to the message's Status.Bounces. Each delivery of a message
+// has its own ENVID, and a report counts only for a recipient that
+// delivery carried: one about another recipient (written by a server
+// that received some other delivery) is ignored and logged. It fails
+// with ErrUnmatched (not temporary) when the notification names no
+// message of the outbox, or names one but none of the recipients of the
+// delivery it names; nothing is changed then. A database failure, or a
 // message with an attempt under way (ErrBusy), is an *IngestError whose
 // Temporary is true.
 func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*IngestResult, error) {
 	if ob.isClosed() {
 		return nil, ErrClosed
 	}
-	if n == nil || n.EnvelopeID == "" {
+	var id string
+	var tag *bounce.VERPTag
+	switch {
+	case n != nil && n.ReturnPath != "":
+		if ob.verp == nil {
+			return nil, &IngestError{Err: &mailsec.ConfigError{Field: "Options.VERP", Reason: "not set: a bounce's return path cannot be checked"}}
+		}
+		var err error
+		if tag, err = ob.verp.Parse(n.ReturnPath); err != nil {
+			ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce to a return path the outbox did not sign; ignored")
+			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
+		}
+		id = tag.Ref
+	case n == nil || n.EnvelopeID == "":
 		return nil, &IngestError{Err: fmt.Errorf("%w: no Original-Envelope-Id", ErrUnmatched)}
-	}
-	id, _, ok := strings.Cut(n.EnvelopeID, ".")
-	if !ok || id == "" {
-		return nil, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id %q is not the outbox's", ErrUnmatched, syntax.PeerText(n.EnvelopeID))}
+	default:
+		var ok bool
+		id, _, ok = strings.Cut(n.EnvelopeID, ".")
+		if !ok || id == "" {
+			return nil, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id %q is not the outbox's", ErrUnmatched, syntax.PeerText(n.EnvelopeID))}
+		}
 	}
 	for try := 0; ; try++ {
-		res, retry, err := ob.ingestOnce(ctx, id, n)
+		res, retry, err := ob.ingestOnce(ctx, id, n, tag)
 		if !retry || try == 4 {
 			return res, err
 		}
@@ -196,7 +245,7 @@ func (ob *Outbox) IngestNotification(ctx context.Context, n *Notification) (*Ing
 
 // ingestOnce is one try of IngestNotification; retry reports that the
 // message changed meanwhile.
-func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (res *IngestResult, retry bool, err error) {
+func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification, tag *bounce.VERPTag) (res *IngestResult, retry bool, err error) {
 	q := ob.eng.pool()
 	r, err := loadRow(ctx, q, id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -209,7 +258,11 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 	if err != nil {
 		return nil, false, &IngestError{ID: id, Err: err, temporary: mailsec.IsTemporary(err)}
 	}
-	if prog.EnvelopeID == "" || subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(n.EnvelopeID)) != 1 {
+	if tag != nil && !prog.signed(tag) {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce to a return path that names no delivery of the message; ignored", slog.String("id", id))
+		return nil, false, &IngestError{Err: fmt.Errorf("%w: the return path's tag names no delivery of message %s", ErrUnmatched, id)}
+	}
+	if (tag == nil || n.EnvelopeID != "") && !prog.ofMessage(n.EnvelopeID) {
 		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce names a message with the wrong ENVID; ignored", slog.String("id", id))
 		return nil, false, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id does not match message %s", ErrUnmatched, id)}
 	}
@@ -219,12 +272,19 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 
 	res = &IngestResult{ID: id}
 	now := time.Now()
+	others := 0
 	for _, nr := range n.Recipients {
 		i := prog.find(nr)
 		if i < 0 {
 			continue
 		}
 		rp := &prog.Recipients[i]
+		if !prog.carried(rp, n.EnvelopeID, tag) {
+			// A report about a recipient the delivery did not carry:
+			// forged by a server that received some other delivery.
+			others++
+			continue
+		}
 		b := Bounce{Received: now, Recipient: rp.Address, Action: clean(strings.ToLower(nr.Action)), Status: clean(nr.Status),
 			RemoteMTA: clean(nr.RemoteMTA), Diagnostic: clean(nr.Diagnostic)}
 		if len(prog.Bounces) < maxBounces {
@@ -237,7 +297,14 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification) (r
 			res.Bounced = append(res.Bounced, rp.Address)
 		}
 	}
+	if others > 0 {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce reports on recipients its delivery did not carry; those reports ignored",
+			slog.String("id", id), slog.Int("ignored", others))
+	}
 	if len(res.Recorded) == 0 {
+		if others > 0 {
+			return nil, false, &IngestError{ID: id, Err: fmt.Errorf("%w: it reports only on recipients of message %s that the delivery its Original-Envelope-Id names did not carry", ErrUnmatched, id)}
+		}
 		return nil, false, &IngestError{ID: id, Err: fmt.Errorf("%w: it reports on none of the recipients of message %s", ErrUnmatched, id)}
 	}
 	state := r.state
@@ -265,6 +332,57 @@ WHERE id = $3 AND state = $4 AND attempts = $5 AND progress = $6`,
 	ob.log.LogAttrs(ctx, slog.LevelInfo, "mailsec outbox: bounce recorded", slog.String("id", id),
 		slog.Int("recorded", len(res.Recorded)), slog.Int("bounced", len(res.Bounced)), slog.String("state", string(state)))
 	return res, false, nil
+}
+
+// ofMessage reports whether envid is an ENVID the message was sent with:
+// one of its deliveries' (its EnvelopeID, a dot and a random part), or,
+// for a message queued before each delivery had its own, its EnvelopeID.
+func (prog *progress) ofMessage(envid string) bool {
+	if prog.EnvelopeID == "" {
+		return false
+	}
+	if !prog.PerDelivery {
+		return subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(envid)) == 1
+	}
+	return strings.HasPrefix(envid, prog.EnvelopeID+".")
+}
+
+// carried reports whether the delivery whose ENVID is envid carried the
+// recipient rp: it is one of rp's EnvelopeIDs (compared in constant
+// time), or, for a message queued before each delivery had its own
+// ENVID, the message's.
+//
+// With a VERP tag, the delivery is the one the tag signs, and envid, when
+// the notification has one, must be that delivery's.
+func (prog *progress) carried(rp *rcptProgress, envid string, tag *bounce.VERPTag) bool {
+	if tag != nil {
+		for _, e := range rp.EnvelopeIDs {
+			if tag.Signs(e) && (envid == "" || subtle.ConstantTimeCompare([]byte(e), []byte(envid)) == 1) {
+				return true
+			}
+		}
+		return false
+	}
+	if !prog.PerDelivery {
+		return subtle.ConstantTimeCompare([]byte(prog.EnvelopeID), []byte(envid)) == 1
+	}
+	ok := 0
+	for _, e := range rp.EnvelopeIDs {
+		ok |= subtle.ConstantTimeCompare([]byte(e), []byte(envid))
+	}
+	return ok == 1
+}
+
+// signed reports whether a VERP tag signs a delivery of the message.
+func (prog *progress) signed(tag *bounce.VERPTag) bool {
+	for i := range prog.Recipients {
+		for _, e := range prog.Recipients[i].EnvelopeIDs {
+			if tag.Signs(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // find returns the index of the recipient a report is about: by its

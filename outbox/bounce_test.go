@@ -29,13 +29,16 @@ func TestIngestNotification(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
-	envid := st.EnvelopeID
-	if !strings.HasPrefix(envid, id+".") || len(envid) < len(id)+20 {
-		t.Fatalf("Status.EnvelopeID %q for message %s", envid, id)
+	base := st.EnvelopeID
+	if !strings.HasPrefix(base, id+".") || len(base) < len(id)+20 {
+		t.Fatalf("Status.EnvelopeID %q for message %s", base, id)
 	}
+	// The delivery's ENVID: the message's, a dot and a random part.
 	sent := srv.Messages()[0]
-	if sent.EnvelopeID != envid || st.Attempts[0].Receipt.EnvelopeID != envid {
-		t.Fatalf("ENVID sent %q, Receipt %q, Status %q", sent.EnvelopeID, st.Attempts[0].Receipt.EnvelopeID, envid)
+	envid := sent.EnvelopeID
+	if !strings.HasPrefix(envid, base+".") || st.Attempts[0].Receipt.EnvelopeID != base ||
+		st.Attempts[0].Receipt.Recipients[0].EnvelopeID != envid {
+		t.Fatalf("ENVID sent %q, Receipt %+v, Status %q", envid, st.Attempts[0].Receipt, base)
 	}
 	if strings.Join(sent.Notify["bob@example.org"], ",") != "FAILURE,DELAY" {
 		t.Fatalf("the message's NOTIFY was lost: %v", sent.Notify)
@@ -48,6 +51,8 @@ func TestIngestNotification(t *testing.T) {
 		{EnvelopeID: "app-chosen"},
 		{EnvelopeID: id},
 		{EnvelopeID: id + ".aaaaaaaaaaaaaaaaaaaa"},
+		{EnvelopeID: base},
+		{EnvelopeID: base + ".aaaaaaaaaaaaaaaa"},
 		{EnvelopeID: envid + "x"},
 		{EnvelopeID: "nosuchid.aaaaaaaaaaaaaaaaaaaa"},
 		{EnvelopeID: envid, Recipients: []outbox.NotificationRecipient{{FinalRecipient: "rfc822;eve@example.org", Action: "failed"}}},
@@ -121,7 +126,7 @@ func TestIngestBusy(t *testing.T) {
 	}
 	<-tr.started
 	st := status(t, ob, id)
-	_, err = ob.IngestNotification(ctx, &outbox.Notification{EnvelopeID: st.EnvelopeID, Recipients: []outbox.NotificationRecipient{
+	_, err = ob.IngestNotification(ctx, &outbox.Notification{EnvelopeID: st.EnvelopeID + ".aaaaaaaaaaaaaaaa", Recipients: []outbox.NotificationRecipient{
 		{FinalRecipient: "ann@example.org", Action: "failed"}}})
 	if !errors.Is(err, outbox.ErrBusy) || !mailsec.IsTemporary(err) {
 		t.Fatalf("error %v", err)
@@ -171,7 +176,7 @@ func TestIngestMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envid := waitFor(t, ob, id, outbox.Delivered, 20*time.Second).EnvelopeID
+	envid := waitFor(t, ob, id, outbox.Delivered, 20*time.Second).Attempts[0].Receipt.Recipients[0].EnvelopeID
 	raw, err := os.ReadFile("../bounce/testdata/postfix-failed.eml")
 	if err != nil {
 		t.Fatal(err)
@@ -190,5 +195,62 @@ func TestIngestMessage(t *testing.T) {
 	st := status(t, ob, id)
 	if st.State != outbox.Failed || st.Recipients[0].State != outbox.Bounced || st.Bounces[0].Status != "5.1.1" {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// Each delivery of a message has its own ENVID, and a notification
+// speaks only for the recipients of the delivery whose ENVID it carries:
+// a recipient whose own server learns its delivery's ENVID cannot use it
+// to bounce another recipient of the message.
+func TestIngestForgedByAnotherDelivery(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	ctx := context.Background()
+	m := message()
+	m.Bcc = []string{"mallory@example.net"} // a delivery of its own
+	id, err := ob.Enqueue(ctx, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	sent := srv.Messages()
+	if len(sent) != 2 || sent[0].EnvelopeID == sent[1].EnvelopeID {
+		t.Fatalf("deliveries: %+v", sent)
+	}
+	var mallorys string
+	for _, g := range sent {
+		if len(g.To) == 1 && g.To[0] == "mallory@example.net" {
+			mallorys = g.EnvelopeID
+		}
+	}
+	if mallorys == "" {
+		t.Fatalf("no delivery to mallory: %+v", sent)
+	}
+
+	// Mallory's server reports that Ann's delivery failed.
+	ann := outbox.NotificationRecipient{OriginalRecipient: "rfc822;ann@example.org", FinalRecipient: "rfc822;ann@example.org",
+		Action: "failed", Status: "5.1.1"}
+	res, err := ob.IngestNotification(ctx, &outbox.Notification{EnvelopeID: mallorys, Recipients: []outbox.NotificationRecipient{ann}})
+	if !errors.Is(err, outbox.ErrUnmatched) || mailsec.IsTemporary(err) || res != nil {
+		t.Fatalf("forged for Ann with Mallory's ENVID: %+v, %v", res, err)
+	}
+	// Beside a report on Mallory herself, the one on Ann is ignored.
+	self := outbox.NotificationRecipient{FinalRecipient: "rfc822;mallory@example.net", Action: "failed", Status: "5.2.2"}
+	res, err = ob.IngestNotification(ctx, &outbox.Notification{EnvelopeID: mallorys, Recipients: []outbox.NotificationRecipient{ann, self}})
+	if err != nil || len(res.Recorded) != 1 || res.Recorded[0] != "mallory@example.net" {
+		t.Fatalf("Mallory's own report beside a forged one: %+v, %v", res, err)
+	}
+	st := status(t, ob, id)
+	if st.Recipients[0].Address != "ann@example.org" || st.Recipients[0].State != outbox.Accepted || len(st.Bounces) != 1 ||
+		st.Bounces[0].Recipient != "mallory@example.net" {
+		t.Fatalf("after the forged reports: %+v", st)
+	}
+	// Ann's own delivery's ENVID bounces her.
+	annEnvid := st.Attempts[0].Receipt.Recipients[0].EnvelopeID
+	if annEnvid == mallorys || !strings.HasPrefix(annEnvid, st.EnvelopeID+".") {
+		t.Fatalf("Ann's ENVID %q, Mallory's %q", annEnvid, mallorys)
+	}
+	if res, err := ob.IngestNotification(ctx, &outbox.Notification{EnvelopeID: annEnvid, Recipients: []outbox.NotificationRecipient{ann}}); err != nil || len(res.Bounced) != 1 {
+		t.Fatalf("Ann's own bounce: %+v, %v", res, err)
 	}
 }

@@ -84,6 +84,12 @@ type progress struct {
 	// Count is how many recipients the message names, for List before
 	// the first attempt has reported on each.
 	Count int `json:"count,omitempty"`
+	// PerDelivery: the message is sent with one ENVID per delivery
+	// (EnvelopeID, a dot and a random part), which each recipient's
+	// EnvelopeIDs record; a notification is matched to a recipient by
+	// its own. A message queued before that was sent with EnvelopeID
+	// itself, for all its recipients.
+	PerDelivery bool `json:"per_delivery,omitempty"`
 }
 
 type rcptProgress struct {
@@ -101,6 +107,26 @@ type rcptProgress struct {
 	Error             string `json:"error,omitempty"`
 	// Bounce explains a Bounced recipient.
 	Bounce string `json:"bounce,omitempty"`
+	// EnvelopeIDs are the ENVIDs of the deliveries that may have left
+	// the message with the recipient's server (accepted, or an outcome
+	// unknown), the last last, at most maxEnvelopeIDs: the ones a
+	// notification about the recipient may carry.
+	EnvelopeIDs []string `json:"envelope_ids,omitempty"`
+}
+
+// maxEnvelopeIDs bounds rcptProgress.EnvelopeIDs.
+const maxEnvelopeIDs = 8
+
+// sentWith records that the recipient's server may have the message from
+// the delivery whose ENVID is envid.
+func (rp *rcptProgress) sentWith(envid string) {
+	if envid == "" || slices.Contains(rp.EnvelopeIDs, envid) {
+		return
+	}
+	rp.EnvelopeIDs = append(rp.EnvelopeIDs, envid)
+	if len(rp.EnvelopeIDs) > maxEnvelopeIDs {
+		rp.EnvelopeIDs = slices.Delete(rp.EnvelopeIDs, 0, len(rp.EnvelopeIDs)-maxEnvelopeIDs)
+	}
 }
 
 // Attempt is the record of one attempt to deliver a queued message: the
@@ -461,6 +487,9 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 		default:
 			rp.State = Refused
 			rp.Error = errText(rr.Err)
+		}
+		if rp.State == Accepted || rp.Unknown {
+			rp.sentWith(rr.EnvelopeID)
 		}
 	}
 }

@@ -149,9 +149,13 @@
 // for the previous UTC day once the day is over: at start and every 15
 // minutes, recording each report sent so that no restart sends it twice,
 // and deleting the counts after tlsrpt.Retention. SendTLSReports does the
-// same at once. The counts (recipient domains, MX hosts, counts) are
-// stored readable, as the reports carry them; no message content and no
-// address.
+// same at once. The counts are sealed as messages are: a count's policy
+// domain and what it counts (policy, MX host, failure) under the sealing
+// key, bound to its row; the rows are named by keyed digests (HMAC under a
+// key derived from the outbox key), by which the counts of the processes
+// that share a key add up. Counts under different keys (during a
+// rotation) are added up when a report is made. A count that does not
+// authenticate stops its domain's report, and the error says which row.
 //
 // # Migrations
 //

@@ -226,6 +226,13 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 			}
 		}
 	}
+	if v < 3 {
+		for _, stmt := range schemaV3(e.blob) {
+			if _, err := t.exec(ctx, stmt); err != nil {
+				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+			}
+		}
+	}
 	if v < schemaVersion {
 		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_schema`); err != nil {
 			return err

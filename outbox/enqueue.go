@@ -305,7 +305,7 @@ func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessa
 		pm.fp.Write(given)
 		pm.idem = ob.keys.idemDigests(o.IdempotencyKey)
 	}
-	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference, EnvelopeID: dsn.EnvelopeID,
+	prog, err := json.Marshal(&progress{MessageID: p.MessageID, Reference: p.Reference, EnvelopeID: dsn.EnvelopeID, PerDelivery: true,
 		Count: len(p.To) + len(p.Cc) + len(p.Bcc)})
 	if err != nil {
 		return nil, err

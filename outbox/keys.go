@@ -127,11 +127,15 @@ type ringKey struct {
 	id   [8]byte
 	aead cipher.AEAD
 	idem []byte // the HMAC key for idempotency keys and fingerprints
+	rpt  []byte // the HMAC key for the TLS-RPT counts' row identifiers
 }
 
 // plaintextIdem is the HMAC key for idempotency keys without a Key: the
 // digests are then only as secret as the keys themselves.
 var plaintextIdem = []byte("mailsec outbox plaintext idempotency v1")
+
+// plaintextRpt is the HMAC key for TLS-RPT row identifiers without a Key.
+var plaintextRpt = []byte("mailsec outbox plaintext tlsrpt v1")
 
 func newKeyring(keys []Key) (*keyring, error) {
 	kr := &keyring{}
@@ -156,7 +160,11 @@ func newKeyring(keys []Key) (*keyring, error) {
 		if err != nil {
 			return nil, err
 		}
-		kr.keys = append(kr.keys, ringKey{id: k.id, aead: aead, idem: ik})
+		rk, err := hkdf.Key(sha256.New, k.secret[:], nil, "mailsec outbox v1 tlsrpt", 32)
+		if err != nil {
+			return nil, err
+		}
+		kr.keys = append(kr.keys, ringKey{id: k.id, aead: aead, idem: ik, rpt: rk})
 	}
 	return kr, nil
 }
@@ -200,14 +208,17 @@ var (
 // OpenError reports a stored value that could not be opened. Nothing of
 // the message is sent while it does not open.
 type OpenError struct {
-	ID    string // the outbox message
-	What  string // "envelope", "progress", "chunk", "attempt"
+	ID    string // the outbox message; for a TLS-RPT count, its day and row
+	What  string // "envelope", "progress", "chunk", "attempt", "TLS-RPT count"
 	KeyID string // the key it names, when it names one
 	Err   error  // ErrTampered or ErrUnknownKey
 }
 
 func (e *OpenError) Error() string {
 	s := "outbox: message " + e.ID + ": " + e.What + ": "
+	if e.What == rptWhat {
+		s = "outbox: " + e.What + " " + e.ID + ": "
+	}
 	if errors.Is(e.Err, ErrUnknownKey) {
 		return s + "sealed under key " + e.KeyID + ", which is not among the outbox's keys"
 	}
@@ -284,4 +295,23 @@ func mac(key []byte, purpose string, b []byte) []byte {
 	m.Write([]byte(purpose + "\x00"))
 	m.Write(b)
 	return m.Sum(nil)
+}
+
+// rptKeys returns the HMAC keys for TLS-RPT row identifiers, the sealing
+// key's first, each with the ID of the key it derives from ("" without a
+// Key).
+func (kr *keyring) rptKeys() []rptKey {
+	if kr.plaintext() {
+		return []rptKey{{key: plaintextRpt}}
+	}
+	out := make([]rptKey, len(kr.keys))
+	for i, k := range kr.keys {
+		out[i] = rptKey{id: hex.EncodeToString(k.id[:]), key: k.rpt}
+	}
+	return out
+}
+
+type rptKey struct {
+	id  string
+	key []byte
 }

@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bounce"
 )
 
 // Defaults of the Options.
@@ -121,6 +122,13 @@ type Options struct {
 	// up, and has the leader send each day's reports once the day is
 	// over. See TLSRPTOptions.
 	TLSRPT *TLSRPTOptions
+
+	// VERP, when set, lets IngestReturnPath match a bounce by the signed
+	// return path it was delivered to (bounce.VERP), for servers that do
+	// not return the ENVID. Give the Sender the same VERP's ReturnPath
+	// (mailsec.Options.ReturnPath), so that each delivery is sent from
+	// its own signed return path.
+	VERP *bounce.VERP
 }
 
 // Outbox queues messages in a database and delivers them through a
@@ -132,6 +140,7 @@ type Outbox struct {
 	o      settings
 	log    *slog.Logger
 	tlsrpt *tlsrptState // nil without Options.TLSRPT
+	verp   *bounce.VERP // nil without Options.VERP
 
 	mu      sync.Mutex
 	started bool
@@ -372,6 +381,12 @@ func newOutbox(s *mailsec.Sender, o *Options) (*Outbox, error) {
 	if o != nil {
 		if err := ob.initTLSRPT(o.TLSRPT); err != nil {
 			return nil, err
+		}
+		if o.VERP != nil {
+			if err := o.VERP.Check(); err != nil {
+				return nil, err
+			}
+			ob.verp = o.VERP
 		}
 	}
 	return ob, nil

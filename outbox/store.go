@@ -30,7 +30,16 @@ import (
 //
 //	mailsec_outbox_tlsrpt       one aggregate count per (day, domain, key)
 //	mailsec_outbox_tlsrpt_done  the (day, domain) reports sent or given up
-const schemaVersion = 2
+//
+// Version 3 seals them: policy domains and MX hosts say whom the
+// application mails. It drops version 2's tables (counts not yet
+// reported are lost: they were kept readable) for these, in which a
+// count's domain and what it counts are sealed, bound to the row, and
+// rows are named by keyed digests (see tlsrptStore):
+//
+//	mailsec_outbox_rpt_count  one count per (day, domain, key) and outbox key
+//	mailsec_outbox_rpt_done   the (day, domain) reports sent or given up
+const schemaVersion = 3
 
 func schemaV1(blob string) []string {
 	return []string{
@@ -87,6 +96,29 @@ func schemaV2() []string {
 	domain TEXT NOT NULL,
 	done_at BIGINT NOT NULL,
 	PRIMARY KEY (day, domain)
+)`,
+	}
+}
+
+func schemaV3(blob string) []string {
+	return []string{
+		`DROP TABLE IF EXISTS mailsec_outbox_tlsrpt`,
+		`DROP TABLE IF EXISTS mailsec_outbox_tlsrpt_done`,
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_rpt_count (
+	day BIGINT NOT NULL,
+	row_id ` + blob + ` NOT NULL,
+	domain_id ` + blob + ` NOT NULL,
+	key_id TEXT NOT NULL,
+	sealed ` + blob + ` NOT NULL,
+	n BIGINT NOT NULL,
+	PRIMARY KEY (day, row_id)
+)`,
+		`CREATE INDEX IF NOT EXISTS mailsec_outbox_rpt_count_domain ON mailsec_outbox_rpt_count (day, domain_id)`,
+		`CREATE TABLE IF NOT EXISTS mailsec_outbox_rpt_done (
+	day BIGINT NOT NULL,
+	domain_id ` + blob + ` NOT NULL,
+	done_at BIGINT NOT NULL,
+	PRIMARY KEY (day, domain_id)
 )`,
 	}
 }

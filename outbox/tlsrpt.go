@@ -1,9 +1,17 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
+	"crypto/hmac"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -197,10 +205,30 @@ func (ob *Outbox) sendTLSReports(ctx context.Context) error {
 
 // TLSRPTStore returns the tlsrpt.Store in the outbox's database, which
 // every process sharing the database adds to. It works whether or not
-// Options.TLSRPT is set.
+// Options.TLSRPT is set. What it stores is sealed as the messages are:
+// see tlsrptStore.
 func (ob *Outbox) TLSRPTStore() tlsrpt.Store { return &tlsrptStore{ob: ob} }
 
-// tlsrptStore is a tlsrpt.Store in the outbox's tables.
+// tlsrptStore is a tlsrpt.Store in the outbox's tables. A count's policy
+// domain and Key (the policy, the MX host, the failure) are sealed with
+// the outbox's sealing key, bound to the count's day and row; what is
+// readable is the day, the count, the ID of the key, and two keyed
+// digests (HMAC-SHA-256 under a key derived from the outbox key) that
+// name the row: of (day, domain, Key), which the counts of every process
+// using the same key add up in (one atomic increment, as before), and of
+// (day, domain), by which a report's rows are found.
+//
+// A rotation changes the sealing key, and with it the digests: a process
+// with the new key adds to rows of its own. Nothing is lost: Counts looks
+// up the domain's digest under every key the outbox has, opens each row,
+// and adds up the counts of equal Keys, whatever key their rows are under.
+// MarkDone records a report done under every key, so that counts added
+// later under any of them do not bring it back. A row whose key the
+// outbox no longer has (rotated out before its day was reported) does not
+// open, and is reported as a row that does not authenticate is: Counts
+// fails for its domain, so the report is not sent with a count missing;
+// Pending logs, at level Error, a row that does not open, whose domain it
+// cannot know.
 type tlsrptStore struct{ ob *Outbox }
 
 // maxTLSRPTRows bounds what one read returns.
@@ -208,7 +236,65 @@ const maxTLSRPTRows = 100000
 
 func dayOf(t time.Time) int64 { return t.UTC().Unix() / 86400 }
 
+// rptValue is what a count row seals.
+type rptValue struct {
+	Domain string `json:"d"`
+	Key    string `json:"k"`
+}
+
+// rptDigest is a keyed digest naming a count row ("row": of day, domain
+// and Key) or a report ("domain": of day and domain).
+func rptDigest(key []byte, purpose string, day int64, parts ...string) []byte {
+	fields := []any{purpose, day}
+	for _, p := range parts {
+		fields = append(fields, p)
+	}
+	b, _ := json.Marshal(fields) // unambiguous: no part can pass for two
+	return mac(key, "tlsrpt", b)
+}
+
+// rptAAD binds a row's sealed value to its day and row digest.
+func rptAAD(day int64, rowID []byte) []byte {
+	return aad("tlsrpt", hex.EncodeToString(rowID), strconv.FormatInt(day, 10))
+}
+
+// rptWhat is OpenError.What for a TLS-RPT count.
+const rptWhat = "TLS-RPT count"
+
+// rptName names a row in errors and logs (OpenError.ID): its day and the
+// start of its digest, nothing it seals.
+func rptName(day int64, rowID []byte) string {
+	h := hex.EncodeToString(rowID)
+	return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) + "/" + h[:min(len(h), 16)]
+}
+
+// open opens a count row, checking that its digest is the one its
+// sealed domain and Key have under the key it names.
+func (s *tlsrptStore) open(day int64, rowID []byte, keyID string, sealed []byte) (rptValue, error) {
+	var v rptValue
+	name := rptName(day, rowID)
+	plain, err := s.ob.keys.open(sealed, rptAAD(day, rowID), name, rptWhat)
+	if err != nil {
+		return v, err
+	}
+	tampered := &OpenError{ID: name, What: rptWhat, KeyID: keyID, Err: ErrTampered}
+	if err := json.Unmarshal(plain, &v); err != nil {
+		return v, tampered
+	}
+	for _, rk := range s.ob.keys.rptKeys() {
+		if rk.id == keyID {
+			if !hmac.Equal(rptDigest(rk.key, "row", day, v.Domain, v.Key), rowID) {
+				return v, tampered
+			}
+			return v, nil
+		}
+	}
+	return v, &OpenError{ID: name, What: rptWhat, KeyID: keyID, Err: ErrUnknownKey}
+}
+
 func (s *tlsrptStore) Add(ctx context.Context, counts []tlsrpt.Count) error {
+	kr := s.ob.keys
+	rk := kr.rptKeys()[0]
 	t, err := s.ob.eng.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: TLS-RPT counts: %w", err)
@@ -218,9 +304,15 @@ func (s *tlsrptStore) Add(ctx context.Context, counts []tlsrpt.Count) error {
 		if c.N <= 0 {
 			continue
 		}
-		if _, err := t.exec(ctx, `INSERT INTO mailsec_outbox_tlsrpt (day, domain, key_id, key, n) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (day, domain, key_id) DO UPDATE SET n = mailsec_outbox_tlsrpt.n + excluded.n`,
-			dayOf(c.Day), c.Domain, c.ID(), c.Key, c.N); err != nil {
+		day := dayOf(c.Day)
+		rowID := rptDigest(rk.key, "row", day, c.Domain, c.Key)
+		val, err := json.Marshal(rptValue{Domain: c.Domain, Key: c.Key})
+		if err != nil {
+			return fmt.Errorf("outbox: TLS-RPT counts: %w", err)
+		}
+		if _, err := t.exec(ctx, `INSERT INTO mailsec_outbox_rpt_count (day, row_id, domain_id, key_id, sealed, n) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (day, row_id) DO UPDATE SET n = mailsec_outbox_rpt_count.n + excluded.n`,
+			day, rowID, rptDigest(rk.key, "domain", day, c.Domain), rk.id, kr.seal(val, rptAAD(day, rowID)), c.N); err != nil {
 			return fmt.Errorf("outbox: TLS-RPT counts: %w", err)
 		}
 	}
@@ -231,54 +323,142 @@ ON CONFLICT (day, domain, key_id) DO UPDATE SET n = mailsec_outbox_tlsrpt.n + ex
 }
 
 func (s *tlsrptStore) Pending(ctx context.Context, before time.Time) ([]tlsrpt.DayDomain, error) {
-	rs, err := s.ob.eng.pool().query(ctx, `SELECT DISTINCT c.day, c.domain FROM mailsec_outbox_tlsrpt c
-WHERE c.day < $1 AND NOT EXISTS (SELECT 1 FROM mailsec_outbox_tlsrpt_done d WHERE d.day = c.day AND d.domain = c.domain)
-ORDER BY c.day, c.domain LIMIT $2`, dayOf(before), maxTLSRPTRows)
-	if err != nil {
+	fail := func(err error) ([]tlsrpt.DayDomain, error) {
 		return nil, fmt.Errorf("outbox: TLS-RPT reports pending: %w", err)
 	}
-	defer rs.Close()
-	var out []tlsrpt.DayDomain
+	q := s.ob.eng.pool()
+	done := map[string]bool{}
+	rs, err := q.query(ctx, `SELECT day, domain_id FROM mailsec_outbox_rpt_done WHERE day < $1 LIMIT $2`, dayOf(before), maxTLSRPTRows)
+	if err != nil {
+		return fail(err)
+	}
 	for rs.Next() {
 		var day int64
-		var domain string
-		if err := rs.Scan(&day, &domain); err != nil {
-			return nil, fmt.Errorf("outbox: TLS-RPT reports pending: %w", err)
+		var id []byte
+		if err := rs.Scan(&day, &id); err != nil {
+			rs.Close()
+			return fail(err)
 		}
-		out = append(out, tlsrpt.DayDomain{Day: time.Unix(day*86400, 0).UTC(), Domain: domain})
+		done[strconv.FormatInt(day, 10)+"/"+hex.EncodeToString(id)] = true
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return fail(err)
+	}
+
+	rs, err = q.query(ctx, `SELECT day, row_id, key_id, sealed FROM mailsec_outbox_rpt_count WHERE day < $1 ORDER BY day LIMIT $2`,
+		dayOf(before), maxTLSRPTRows)
+	if err != nil {
+		return fail(err)
+	}
+	defer rs.Close()
+	rks := s.ob.keys.rptKeys()
+	seen := map[tlsrpt.DayDomain]bool{}
+	var out []tlsrpt.DayDomain
+rows:
+	for rs.Next() {
+		var day int64
+		var rowID, sealed []byte
+		var keyID string
+		if err := rs.Scan(&day, &rowID, &keyID, &sealed); err != nil {
+			return fail(err)
+		}
+		v, err := s.open(day, rowID, keyID, sealed)
+		if err != nil {
+			s.ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: a TLS-RPT count does not open; its report is not sent",
+				slog.String("error", err.Error()))
+			continue
+		}
+		for _, rk := range rks {
+			if done[strconv.FormatInt(day, 10)+"/"+hex.EncodeToString(rptDigest(rk.key, "domain", day, v.Domain))] {
+				continue rows
+			}
+		}
+		dd := tlsrpt.DayDomain{Day: time.Unix(day*86400, 0).UTC(), Domain: v.Domain}
+		if !seen[dd] {
+			seen[dd] = true
+			out = append(out, dd)
+		}
 	}
 	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("outbox: TLS-RPT reports pending: %w", err)
+		return fail(err)
 	}
+	slices.SortFunc(out, func(a, b tlsrpt.DayDomain) int {
+		return cmp.Or(a.Day.Compare(b.Day), strings.Compare(a.Domain, b.Domain))
+	})
 	return out, nil
 }
 
+// domainIDs returns the digests of (day, domain) under every key, and
+// the placeholders that list them after n others.
+func (s *tlsrptStore) domainIDs(day int64, domain string, n int) ([]any, string) {
+	var args []any
+	var ph []string
+	for i, rk := range s.ob.keys.rptKeys() {
+		args = append(args, rptDigest(rk.key, "domain", day, domain))
+		ph = append(ph, "$"+strconv.Itoa(n+i+1))
+	}
+	return args, strings.Join(ph, ", ")
+}
+
 func (s *tlsrptStore) Counts(ctx context.Context, day time.Time, domain string) ([]tlsrpt.Count, error) {
-	rs, err := s.ob.eng.pool().query(ctx, `SELECT key, n FROM mailsec_outbox_tlsrpt WHERE day = $1 AND domain = $2 ORDER BY key_id LIMIT $3`,
-		dayOf(day), domain, maxTLSRPTRows)
-	if err != nil {
+	fail := func(err error) ([]tlsrpt.Count, error) {
 		return nil, fmt.Errorf("outbox: TLS-RPT counts of %s: %w", domain, err)
+	}
+	d := dayOf(day)
+	ids, ph := s.domainIDs(d, domain, 2)
+	rs, err := s.ob.eng.pool().query(ctx, `SELECT row_id, key_id, sealed, n FROM mailsec_outbox_rpt_count
+WHERE day = $1 AND domain_id IN (`+ph+`) LIMIT $2`, append([]any{d, maxTLSRPTRows}, ids...)...)
+	if err != nil {
+		return fail(err)
 	}
 	defer rs.Close()
-	start := time.Unix(dayOf(day)*86400, 0).UTC()
-	var out []tlsrpt.Count
+	start := time.Unix(d*86400, 0).UTC()
+	byKey := map[string]int64{}
 	for rs.Next() {
-		c := tlsrpt.Count{Day: start, Domain: domain}
-		if err := rs.Scan(&c.Key, &c.N); err != nil {
-			return nil, fmt.Errorf("outbox: TLS-RPT counts of %s: %w", domain, err)
+		var rowID, sealed []byte
+		var keyID string
+		var n int64
+		if err := rs.Scan(&rowID, &keyID, &sealed, &n); err != nil {
+			return fail(err)
 		}
-		out = append(out, c)
+		v, err := s.open(d, rowID, keyID, sealed)
+		if err != nil {
+			return fail(err)
+		}
+		if v.Domain != domain || n <= 0 {
+			// Moved from another report's rows, or a count changed.
+			return fail(&OpenError{ID: rptName(d, rowID), What: rptWhat, KeyID: keyID, Err: ErrTampered})
+		}
+		byKey[v.Key] += n
 	}
 	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("outbox: TLS-RPT counts of %s: %w", domain, err)
+		return fail(err)
+	}
+	out := make([]tlsrpt.Count, 0, len(byKey))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		out = append(out, tlsrpt.Count{Day: start, Domain: domain, Key: k, N: byKey[k]})
 	}
 	return out, nil
 }
 
 func (s *tlsrptStore) MarkDone(ctx context.Context, day time.Time, domain string) error {
-	if _, err := s.ob.eng.pool().exec(ctx, `INSERT INTO mailsec_outbox_tlsrpt_done (day, domain, done_at) VALUES ($1, $2, $3)
-ON CONFLICT (day, domain) DO NOTHING`, dayOf(day), domain, time.Now().UnixMicro()); err != nil {
-		return fmt.Errorf("outbox: TLS-RPT report of %s: %w", domain, err)
+	fail := func(err error) error { return fmt.Errorf("outbox: TLS-RPT report of %s: %w", domain, err) }
+	t, err := s.ob.eng.begin(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	d := dayOf(day)
+	ids, _ := s.domainIDs(d, domain, 0)
+	for _, id := range ids {
+		if _, err := t.exec(ctx, `INSERT INTO mailsec_outbox_rpt_done (day, domain_id, done_at) VALUES ($1, $2, $3)
+ON CONFLICT (day, domain_id) DO NOTHING`, d, id, time.Now().UnixMicro()); err != nil {
+			return fail(err)
+		}
+	}
+	if err := t.commit(ctx); err != nil {
+		return fail(err)
 	}
 	return nil
 }
@@ -289,7 +469,7 @@ func (s *tlsrptStore) Forget(ctx context.Context, before time.Time) error {
 		return fmt.Errorf("outbox: TLS-RPT clean-up: %w", err)
 	}
 	defer func() { _ = t.rollback(ctx) }()
-	for _, table := range []string{"mailsec_outbox_tlsrpt", "mailsec_outbox_tlsrpt_done"} {
+	for _, table := range []string{"mailsec_outbox_rpt_count", "mailsec_outbox_rpt_done"} {
 		if _, err := t.exec(ctx, `DELETE FROM `+table+` WHERE day < $1`, dayOf(before)); err != nil {
 			return fmt.Errorf("outbox: TLS-RPT clean-up: %w", err)
 		}

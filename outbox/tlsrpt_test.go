@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -257,7 +259,7 @@ func TestTLSRPTMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := rawDB(t, path)
-	for _, q := range []string{`DROP TABLE mailsec_outbox_tlsrpt`, `DROP TABLE mailsec_outbox_tlsrpt_done`, `UPDATE mailsec_outbox_schema SET version = 1`} {
+	for _, q := range []string{`DROP TABLE mailsec_outbox_rpt_count`, `DROP TABLE mailsec_outbox_rpt_done`, `UPDATE mailsec_outbox_schema SET version = 1`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
@@ -270,7 +272,243 @@ func TestTLSRPTMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v int
-	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 2 {
+	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 3 {
 		t.Fatalf("schema version %d, %v", v, err)
+	}
+}
+
+// A database of schema version 2, whose TLS-RPT counts were kept
+// readable, loses those tables at Open, for sealed ones.
+func TestTLSRPTMigratesVersion2(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	sender := newSender(t, srv.Transport(), nil)
+	path := filepath.Join(t.TempDir(), "mail.db")
+	if err := outbox.Migrate(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	for _, q := range []string{`DROP TABLE mailsec_outbox_rpt_count`, `DROP TABLE mailsec_outbox_rpt_done`,
+		`CREATE TABLE mailsec_outbox_tlsrpt (day BIGINT NOT NULL, domain TEXT NOT NULL, key_id TEXT NOT NULL, key TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (day, domain, key_id))`,
+		`CREATE TABLE mailsec_outbox_tlsrpt_done (day BIGINT NOT NULL, domain TEXT NOT NULL, done_at BIGINT NOT NULL, PRIMARY KEY (day, domain))`,
+		`INSERT INTO mailsec_outbox_tlsrpt VALUES (20000, 'example.org', 'x', '{}', 3)`,
+		`UPDATE mailsec_outbox_schema SET version = 2`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openAt(t, sender, path, fast(nil), false)
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'mailsec_outbox_tlsrpt%'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d version 2 tables left, %v", n, err)
+	}
+	var v int
+	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 3 {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+}
+
+// Canaries for what TLS-RPT counts say about whom the application mails.
+const (
+	rptCanaryDomain = "rptcanarydomain.example"
+	rptCanaryMX     = "mx.rptcanaryhost.example"
+)
+
+// recordCanaries records a success and a failure at the canary domain's
+// MX on day.
+func recordCanaries(a *tlsrpt.Aggregator, day time.Time) {
+	a.Record(tlsrpt.Result{PolicyDomain: rptCanaryDomain, Success: true, Time: day.Add(time.Hour)})
+	a.Record(tlsrpt.Result{PolicyDomain: rptCanaryDomain, Failure: tlsrpt.CertificateExpired,
+		ReceivingMXHostname: rptCanaryMX, Time: day.Add(time.Hour)})
+}
+
+// rptCanaries returns the canaries found in b, as text or hex.
+func rptCanaries(b []byte) []string {
+	var out []string
+	lower := bytes.ToLower(b)
+	for _, c := range []string{"rptcanarydomain", "rptcanaryhost"} {
+		if bytes.Contains(lower, []byte(c)) || bytes.Contains(lower, []byte(hex.EncodeToString([]byte(c)))) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// rptOptionsFor is rptOptions, with the canary domain taking reports too.
+func rptOptionsFor(clk *rptClock, col *rptCollector) *outbox.TLSRPTOptions {
+	o := rptOptions(clk, col)
+	o.Resolver.(*mailsectest.Resolver).TXT("_smtp._tls."+rptCanaryDomain, "v=TLSRPTv1; rua="+col.URL+"/report")
+	return o
+}
+
+// The TLS-RPT counts are sealed: neither the policy domain nor the MX
+// host is in the SQLite file; a plaintext outbox, the control, has both.
+// A count row changed on disk is reported, and its report is not sent;
+// the untouched database sends it.
+func TestTLSRPTSealedSQLite(t *testing.T) {
+	ctx := context.Background()
+	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	clk := &rptClock{t: day.Add(30 * time.Hour)}
+	col := newRptCollector(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	sender := newSender(t, srv.Transport(), nil)
+
+	for _, plaintext := range []bool{true, false} {
+		o := rptOptionsFor(clk, col)
+		ob, path := openFile(t, sender, fast(&outbox.Options{TLSRPT: o, Plaintext: plaintext}), false)
+		recordCanaries(o.Aggregator, day)
+		if err := o.Aggregator.Flush(ctx, ob.TLSRPTStore()); err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := rptCanaries(sqliteFiles(t, path))
+		if plaintext {
+			if len(got) != 2 {
+				t.Fatalf("plaintext control found only %v: the grep proves nothing", got)
+			}
+			continue
+		}
+		if len(got) != 0 {
+			t.Fatalf("TLS-RPT counts readable at rest: %v", got)
+		}
+
+		// One byte of one row's sealed value changed: an error, no report.
+		db := rawDB(t, path)
+		var rowID, sealed []byte
+		if err := db.QueryRow(`SELECT row_id, sealed FROM mailsec_outbox_rpt_count LIMIT 1`).Scan(&rowID, &sealed); err != nil {
+			t.Fatal(err)
+		}
+		bad := bytes.Clone(sealed)
+		bad[len(bad)-1] ^= 1
+		if _, err := db.Exec(`UPDATE mailsec_outbox_rpt_count SET sealed = $1 WHERE row_id = $2`, bad, rowID); err != nil {
+			t.Fatal(err)
+		}
+		var logs syncBuffer
+		o = rptOptionsFor(clk, col)
+		ob = openAt(t, sender, path, fast(&outbox.Options{TLSRPT: o, Logger: slog.New(slog.NewTextHandler(&logs, nil))}), false)
+		err := ob.SendTLSReports(ctx)
+		if !errors.Is(err, outbox.ErrTampered) || len(col.got()) != 0 {
+			t.Fatalf("a tampered count: %v, %d reports sent\n%s", err, len(col.got()), logs.String())
+		}
+		// Moved to another row: its binding to the row fails.
+		var other []byte
+		if err := db.QueryRow(`SELECT sealed FROM mailsec_outbox_rpt_count WHERE row_id <> $1`, rowID).Scan(&other); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`UPDATE mailsec_outbox_rpt_count SET sealed = $1 WHERE row_id = $2`, other, rowID); err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.SendTLSReports(ctx); !errors.Is(err, outbox.ErrTampered) || len(col.got()) != 0 {
+			t.Fatalf("a count copied to another row: %v, %d reports sent", err, len(col.got()))
+		}
+		// Restored: the report goes, with both counts.
+		if _, err := db.Exec(`UPDATE mailsec_outbox_rpt_count SET sealed = $1 WHERE row_id = $2`, sealed, rowID); err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.SendTLSReports(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if reps := col.got(); len(reps) != 1 || reps[0].Policies[0].Summary.TotalSuccessfulSessionCount != 1 ||
+			reps[0].Policies[0].Summary.TotalFailureSessionCount != 1 || reps[0].Policies[0].FailureDetails[0].ReceivingMXHostname != rptCanaryMX {
+			t.Fatalf("reports %+v", reps)
+		}
+	}
+}
+
+// The same in Postgres, with two instances whose counts merge: a pg_dump
+// holds neither canary.
+func TestTLSRPTSealedPostgres(t *testing.T) {
+	ctx := context.Background()
+	pg := pgtest.Start(t)
+	url := pg.NewDatabase(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	clk := &rptClock{t: day.Add(20 * time.Hour)}
+	col := newRptCollector(t)
+	o1, o2 := rptOptionsFor(clk, col), rptOptionsFor(clk, col)
+	ob1 := openAt(t, newSender(t, srv.Transport(), nil), url, fast(&outbox.Options{TLSRPT: o1}), false)
+	ob2 := openAt(t, newSender(t, srv.Transport(), nil), url, fast(&outbox.Options{TLSRPT: o2}), false)
+	recordCanaries(o1.Aggregator, day)
+	recordCanaries(o2.Aggregator, day)
+	recordCanaries(o2.Aggregator, day)
+	if err := o1.Aggregator.Flush(ctx, ob1.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o2.Aggregator.Flush(ctx, ob2.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rptCanaries(pg.Dump(t, url)); len(got) != 0 {
+		t.Fatalf("TLS-RPT counts readable in pg_dump: %v", got)
+	}
+	rep, err := o1.Aggregator.StoredReport(ctx, ob1.TLSRPTStore(), rptCanaryDomain, day, rptOrg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := rep.Policies[0].Summary; s.TotalSuccessfulSessionCount != 3 || s.TotalFailureSessionCount != 3 {
+		t.Fatalf("merged report %+v", rep.Policies[0])
+	}
+}
+
+// A key rotation: counts added under the old key and under the new one
+// (two instances mid-rotation) add up in one report, which is sent once;
+// counts added later under either key do not bring it back.
+func TestTLSRPTKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	clk := &rptClock{t: day.Add(20 * time.Hour)}
+	col := newRptCollector(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	path := filepath.Join(t.TempDir(), "mail.db")
+	oldKey, newKey := outbox.NewKey(), outbox.NewKey()
+	oOld, oNew := rptOptions(clk, col), rptOptions(clk, col)
+	obOld := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oOld, Keys: []outbox.Key{oldKey}}), false)
+	obNew := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oNew, Keys: []outbox.Key{newKey, oldKey}}), false)
+	record(oOld.Aggregator, day, 3, 1)
+	record(oNew.Aggregator, day, 4, 2)
+	if err := oOld.Aggregator.Flush(ctx, obOld.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	if err := oNew.Aggregator.Flush(ctx, obNew.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	clk.set(day.Add(30 * time.Hour))
+	if err := obNew.SendTLSReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := col.got(); len(got) != 1 {
+		t.Fatalf("%d reports", len(got))
+	} else {
+		wantCounts(t, &got[0], day, 7, 3)
+	}
+	// Late counts of the same day, under each key: no second report.
+	record(oOld.Aggregator, day, 1, 0)
+	record(oNew.Aggregator, day, 1, 0)
+	for _, f := range []struct {
+		a  *tlsrpt.Aggregator
+		ob *outbox.Outbox
+	}{{oOld.Aggregator, obOld}, {oNew.Aggregator, obNew}} {
+		if err := f.a.Flush(ctx, f.ob.TLSRPTStore()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := obNew.SendTLSReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(col.got()); n != 1 {
+		t.Fatalf("%d reports after late counts", n)
+	}
+	// The old instance, which lacks the new key, cannot open the new
+	// key's rows: it says so, and sends nothing.
+	record(oNew.Aggregator, day.Add(24*time.Hour), 1, 0)
+	if err := oNew.Aggregator.Flush(ctx, obNew.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	clk.set(day.Add(54 * time.Hour))
+	if err := obOld.SendTLSReports(ctx); err != nil {
+		t.Fatalf("the old instance: %v", err)
+	}
+	if n := len(col.got()); n != 1 {
+		t.Fatalf("the old instance sent a report from rows it cannot open: %d", n)
 	}
 }

@@ -1,0 +1,104 @@
+package outbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bounce"
+	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/outbox"
+)
+
+func verpForTest(secret byte) *bounce.VERP {
+	return &bounce.VERP{Local: "bounces", Domain: "example.com", Secret: bytes.Repeat([]byte{secret}, 32)}
+}
+
+// With a signed VERP return path per delivery, a bounce that carries no
+// ENVID (its server ignored DSN) is matched by the address it was
+// delivered to; a made-up or altered path, or another delivery's, is
+// refused and changes nothing.
+func TestIngestReturnPath(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	v := verpForTest(3)
+	ob, _ := openFile(t, newSender(t, srv.Transport(), &mailsec.Options{ReturnPath: v.ReturnPath}), fast(&outbox.Options{VERP: v}), true)
+	ctx := context.Background()
+	m := message()
+	m.To = []string{"nobody@example.org"}
+	m.Bcc = []string{"mallory@example.net"}
+	id, err := ob.Enqueue(ctx, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	from := map[string]string{}
+	for _, g := range srv.Messages() {
+		from[g.To[0]] = g.From
+	}
+	nobody, mallory := from["nobody@example.org"], from["mallory@example.net"]
+	if !strings.HasPrefix(nobody, "bounces+"+id+".") || !strings.HasPrefix(mallory, "bounces+"+id+".") || nobody == mallory {
+		t.Fatalf("MAIL FROM %v", from)
+	}
+
+	raw, err := os.ReadFile("../bounce/testdata/postfix-failed.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEnvid := strings.Replace(string(raw), "Original-Envelope-Id: ms-7f3a9c2e41\n", "", 1)
+	if noEnvid == string(raw) {
+		t.Fatal("the test bounce has no Original-Envelope-Id line to remove")
+	}
+	other, _ := verpForTest(4).ReturnPath(status(t, ob, id).Attempts[0].Receipt.Recipients[0].EnvelopeID)
+	at := strings.IndexByte(nobody, '@')
+	last := "a"
+	if nobody[at-1] == 'a' {
+		last = "b"
+	}
+	altered := nobody[:at-1] + last + nobody[at:]
+	for name, path := range map[string]string{
+		"another delivery's": mallory, "another secret's": other, "altered": altered,
+		"untagged": "bounces@example.com", "another message's": strings.Replace(nobody, id, "aaaaaaaaaaaaaaaaaaaaaaaaaa", 1),
+	} {
+		res, err := ob.IngestReturnPath(ctx, strings.NewReader(noEnvid), path)
+		if !errors.Is(err, outbox.ErrUnmatched) || mailsec.IsTemporary(err) || res != nil {
+			t.Fatalf("%s return path %q: %+v, %v", name, path, res, err)
+		}
+	}
+	if s := status(t, ob, id); s.State != outbox.Delivered || len(s.Bounces) != 0 {
+		t.Fatalf("a refused bounce changed the message: %+v", s)
+	}
+
+	res, err := ob.IngestReturnPath(ctx, strings.NewReader(noEnvid), strings.ToUpper(nobody))
+	if err != nil || len(res.Bounced) != 1 || res.Bounced[0] != "nobody@example.org" {
+		t.Fatalf("the real bounce: %+v, %v", res, err)
+	}
+	// With an ENVID too, it must be the same delivery's.
+	if _, err := ob.IngestReturnPath(ctx, strings.NewReader(strings.Replace(string(raw), "ms-7f3a9c2e41",
+		status(t, ob, id).Attempts[0].Receipt.Recipients[1].EnvelopeID, 1)), nobody); !errors.Is(err, outbox.ErrUnmatched) {
+		t.Fatalf("the return path of one delivery with the ENVID of another: %v", err)
+	}
+}
+
+// Options.VERP is checked at Open; a return path without it is a
+// configuration error.
+func TestVERPOptions(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	sender := newSender(t, srv.Transport(), nil)
+	bad := verpForTest(3)
+	bad.Secret = bad.Secret[:16]
+	_, err := outbox.Open(context.Background(), sender, filepath.Join(t.TempDir(), "mail.db"), fast(&outbox.Options{VERP: bad}))
+	var ce *mailsec.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "bounce.VERP.Secret" {
+		t.Fatalf("a short secret: %v", err)
+	}
+	ob, _ := openFile(t, sender, fast(nil), false)
+	if _, err := ob.IngestNotification(context.Background(), &outbox.Notification{ReturnPath: "bounces+x.y@example.com"}); !errors.As(err, &ce) {
+		t.Fatalf("a return path without Options.VERP: %v", err)
+	}
+}
