@@ -24,6 +24,12 @@ import (
 type engine interface {
 	pool() querier
 	begin(ctx context.Context) (txn, error)
+	// inTx runs fn in a transaction, committed when fn returns nil. On
+	// SQLite the transaction may hold other callers' work too (see
+	// groupCommit); fn must not commit or roll back.
+	inTx(ctx context.Context, fn func(ctx context.Context, q querier) error) error
+	// postgres reports whether the database is Postgres.
+	postgres() bool
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
 	start(ctx context.Context) error
@@ -141,6 +147,7 @@ type riverEngine[TTx any] struct {
 	client    *river.Client[TTx]
 	q         querier
 	beginTx   func(ctx context.Context) (txn, error)
+	group     *groupCommit // SQLite's
 	rawTx     func(t txn) (TTx, bool)
 	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
 	riverInTx bool                                                 // River's migrations run in the outbox's transaction
@@ -152,8 +159,23 @@ type riverEngine[TTx any] struct {
 
 func (e *riverEngine[TTx]) pool() querier                          { return e.q }
 func (e *riverEngine[TTx]) begin(ctx context.Context) (txn, error) { return e.beginTx(ctx) }
-func (e *riverEngine[TTx]) start(ctx context.Context) error        { return e.client.Start(ctx) }
-func (e *riverEngine[TTx]) stop(ctx context.Context) error         { return e.client.Stop(ctx) }
+func (e *riverEngine[TTx]) postgres() bool                         { return e.group == nil }
+func (e *riverEngine[TTx]) inTx(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
+	if e.group != nil {
+		return e.group.do(ctx, fn)
+	}
+	t, err := e.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	return t.commit(ctx)
+}
+func (e *riverEngine[TTx]) start(ctx context.Context) error { return e.client.Start(ctx) }
+func (e *riverEngine[TTx]) stop(ctx context.Context) error  { return e.client.Stop(ctx) }
 func (e *riverEngine[TTx]) stopAndCancel(ctx context.Context) error {
 	return e.client.StopAndCancel(ctx)
 }
@@ -295,6 +317,7 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 		driver: driver,
 		client: client,
 		q:      sqliteQ{db},
+		group:  &groupCommit{db: db},
 		beginTx: func(ctx context.Context) (txn, error) {
 			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
