@@ -178,8 +178,31 @@ func scanRow(s scanner) (*row, error) {
 
 func micros(v int64) time.Time { return time.UnixMicro(v) }
 
+// The statements of an attempt on SQLite, which an Outbox prepares once.
+const (
+	sqlLoadRow = `SELECT ` + rowColumns + ` FROM mailsec_outbox_message WHERE id = $1`
+	sqlClaim   = `UPDATE mailsec_outbox_message SET state = $1, attempts = attempts + 1, in_flight_at = $2
+WHERE id = $3 AND attempts = $4 AND state = $5`
+	sqlRecord = `UPDATE mailsec_outbox_message SET
+	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
+	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL WHERE id = $5 AND attempts = $6 RETURNING state`
+	// sqlRecordDone is sqlRecord for a finished message: its envelope is
+	// deleted.
+	sqlRecordDone = `UPDATE mailsec_outbox_message SET
+	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
+	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, envelope = NULL WHERE id = $5 AND attempts = $6 RETURNING state`
+	sqlDeleteChunks  = `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`
+	sqlInsertAttempt = `INSERT INTO mailsec_outbox_attempt (message_id, n, data) VALUES ($1, $2, $3)
+ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data`
+)
+
+// attemptStatements are the statements prepared for attempts on SQLite.
+var attemptStatements = []string{sqlLoadRow, sqlClaim, sqlRecord, sqlRecordDone, sqlDeleteChunks, sqlInsertAttempt}
+
 func loadRow(ctx context.Context, q querier, id string) (*row, error) {
-	return scanRow(q.queryRow(ctx, `SELECT `+rowColumns+` FROM mailsec_outbox_message WHERE id = $1`, id))
+	return scanRow(q.queryRow(ctx, sqlLoadRow, id))
 }
 
 // work is one run of a delivery job: at most one attempt.
@@ -240,7 +263,7 @@ RETURNING m.id, old.state, m.created_at, m.expires_at, m.next_at, m.finished_at,
 	}
 	var claimed *row
 	var ret error
-	err := ob.eng.inTx(ctx, func(ctx context.Context, q querier) error {
+	err := ob.eng.inTx(ctx, func(ctx context.Context, q txn) error {
 		claimed, ret = nil, nil
 		r, err := loadRow(ctx, q, id)
 		due, wait := ob.due(id, r, err, started)
@@ -248,8 +271,7 @@ RETURNING m.id, old.state, m.created_at, m.expires_at, m.next_at, m.finished_at,
 			ret = wait
 			return nil
 		}
-		n, err := q.exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, attempts = attempts + 1, in_flight_at = $2
-WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), started.UnixMicro(), r.id, r.attempts, string(r.state))
+		n, err := q.exec(ctx, sqlClaim, string(Sending), started.UnixMicro(), r.id, r.attempts, string(r.state))
 		if err != nil {
 			return fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
 		}
@@ -478,9 +500,7 @@ func (ob *Outbox) insertAttempt(ctx context.Context, q querier, a *Attempt) erro
 	if err != nil {
 		return err
 	}
-	_, err = q.exec(ctx, `INSERT INTO mailsec_outbox_attempt (message_id, n, data) VALUES ($1, $2, $3)
-ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data`,
-		a.ID, a.Number, ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))))
+	_, err = q.exec(ctx, sqlInsertAttempt, a.ID, a.Number, ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))))
 	if err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, a.ID, err)
 	}
@@ -669,7 +689,7 @@ func (ob *Outbox) recordTx(ctx context.Context, r *row, pb []byte, a *Attempt, s
 			return err
 		}
 	}
-	return ob.eng.inTx(ctx, func(ctx context.Context, t querier) error {
+	return ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
 		return ob.recordIn(ctx, t, r, sealedProg, finished, a, state, next)
 	})
 }
@@ -716,14 +736,10 @@ SELECT count(*) FROM m`
 
 // recordIn is record's transaction's work, in t.
 func (ob *Outbox) recordIn(ctx context.Context, t querier, r *row, sealedProg []byte, finished sql.NullInt64, a *Attempt, state State, next time.Time) error {
-	q := `UPDATE mailsec_outbox_message SET
-	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
-	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
-	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL`
+	q := sqlRecord
 	if state.finished() {
-		q += `, envelope = NULL`
+		q = sqlRecordDone
 	}
-	q += ` WHERE id = $5 AND attempts = $6 RETURNING state`
 	var got string
 	err := t.queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number).Scan(&got)
 	switch {
@@ -738,7 +754,7 @@ func (ob *Outbox) recordIn(ctx context.Context, t querier, r *row, sealedProg []
 	a.State = State(got)
 	if a.State.finished() {
 		a.Next = time.Time{}
-		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`, r.id); err != nil {
+		if _, err := t.exec(ctx, sqlDeleteChunks, r.id); err != nil {
 			return fmt.Errorf("outbox: deleting the content of message %s: %w", r.id, err)
 		}
 	} else {

@@ -17,7 +17,8 @@ import (
 // to its savepoint and does not touch the others'; a failed commit fails
 // every caller in the group.
 type groupCommit struct {
-	db *sql.DB
+	db   *sql.DB
+	prep *sqlitePrepared // statements prepared on db, or nil
 
 	mu      sync.Mutex
 	pending []*groupOp
@@ -26,7 +27,7 @@ type groupCommit struct {
 
 type groupOp struct {
 	ctx  context.Context
-	fn   func(ctx context.Context, q querier) error
+	fn   func(ctx context.Context, t txn) error
 	err  error
 	done chan struct{}
 }
@@ -39,7 +40,7 @@ const groupSavepoint = "mailsec_outbox_op"
 
 // do runs fn in a transaction, with others' work, and returns fn's error
 // or the commit's.
-func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
+func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
 	op := &groupOp{ctx: ctx, fn: fn, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, op)
@@ -96,7 +97,10 @@ func (g *groupCommit) run(ops []*groupOp) {
 		fail(err)
 		return
 	}
-	q := sqliteQ{tx}
+	// Each operation sees the transaction as a savepoint, which is what
+	// it is, and which River's InsertTx accepts (see rawTx); the
+	// operation neither releases nor rolls it back: run does.
+	q := sqliteSavepoint{sqliteQ{tx, g.prep}, tx}
 	ran := 0
 	for _, op := range ops {
 		if op.err = op.ctx.Err(); op.err != nil {
@@ -133,7 +137,7 @@ func (g *groupCommit) run(ops []*groupOp) {
 
 // safeRun runs the operation, turning a panic into an error: the group's
 // other callers must still be told their outcome.
-func (op *groupOp) safeRun(q querier) (err error) {
+func (op *groupOp) safeRun(q txn) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = errors.New("outbox: internal error: a database operation panicked")

@@ -36,7 +36,7 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			errs[i] = g.do(t.Context(), func(ctx context.Context, q querier) error {
+			errs[i] = g.do(t.Context(), func(ctx context.Context, q txn) error {
 				if _, err := q.exec(ctx, `INSERT INTO t (k) VALUES ($1)`, i); err != nil {
 					return err
 				}
@@ -94,7 +94,7 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	ran := false
-	if err := g.do(ctx, func(context.Context, querier) error { ran = true; return nil }); !errors.Is(err, context.Canceled) || ran {
+	if err := g.do(ctx, func(context.Context, txn) error { ran = true; return nil }); !errors.Is(err, context.Canceled) || ran {
 		t.Errorf("with an ended context: err %v, ran %v", err, ran)
 	}
 }
