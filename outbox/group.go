@@ -56,23 +56,24 @@ func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, t txn
 	return op.err
 }
 
-// lead runs groups until none is pending. The first caller of an idle
-// committer leads; the operations that arrive while a group runs form the
-// next group.
+// lead runs one group: the first caller of an idle committer leads, its
+// own work first in the group. The operations that arrive meanwhile form
+// the next group, led by a goroutine of its own, so that no caller waits
+// for more than its own group and the one before it.
 func (g *groupCommit) lead() {
-	for {
-		g.mu.Lock()
-		if len(g.pending) == 0 {
-			g.leading = false
-			g.mu.Unlock()
-			return
-		}
-		n := min(len(g.pending), maxGroup)
-		ops := g.pending[:n:n]
-		g.pending = g.pending[n:]
-		g.mu.Unlock()
-		g.run(ops)
+	g.mu.Lock()
+	n := min(len(g.pending), maxGroup)
+	ops := g.pending[:n:n]
+	g.pending = g.pending[n:]
+	g.mu.Unlock()
+	g.run(ops)
+	g.mu.Lock()
+	if len(g.pending) == 0 {
+		g.leading = false
+	} else {
+		go g.lead()
 	}
+	g.mu.Unlock()
 }
 
 // run runs ops in one transaction and wakes their callers.
