@@ -336,3 +336,48 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatalf("%d messages delivered, want %d", n, len(ids))
 	}
 }
+
+// A message cancelled while its attempt waits for the server's 250 stays
+// cancelled, and the attempt is recorded with what the server said: on
+// Postgres the one-statement record gives way to the transaction that
+// keeps the cancellation.
+func TestCancelDuringAttempt(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			h := newHoldServer(t, holdEndOfData, 1, 0)
+			where := t.TempDir() + "/mail.db"
+			if db == "postgres" {
+				where = pgtest.Start(t).NewDatabase(t)
+			}
+			ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), true)
+			ctx := context.Background()
+			id, err := ob.Enqueue(ctx, message(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.waitHeld(t)
+			if err := ob.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			h.Release()
+			var st *outbox.Status
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if st, err = ob.Status(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				if len(st.Attempts) > 0 || time.Now().After(deadline) {
+					break
+				}
+			}
+			if st.State != outbox.Cancelled || len(st.Attempts) != 1 || st.Attempts[0].State != outbox.Cancelled {
+				t.Fatalf("after the attempt: %+v", st)
+			}
+			if len(st.Recipients) != 1 || st.Recipients[0].State != outbox.Accepted {
+				t.Fatalf("the recipient the server accepted: %+v", st.Recipients)
+			}
+			if n := h.Total(); n != 1 {
+				t.Fatalf("%d messages taken", n)
+			}
+		})
+	}
+}
