@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/pgtest"
 	"github.com/mailsec/mailsec/mailsectest"
@@ -242,6 +244,48 @@ func TestLeftInFlightFlagged(t *testing.T) {
 	exec(t, db, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = ? WHERE kind = 'mailsec_outbox_deliver'`, long.UTC().Format("2006-01-02 15:04:05.000"))
 	exec(t, db, `UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = ? WHERE id = ?`, long.UnixMicro(), id)
 	ob = openAt(t, s, path, fast(&outbox.Options{DeliveryTimeout: time.Second}), true)
+	st := waitFor(t, ob, id, outbox.Delivered, 60*time.Second)
+	if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
+		t.Fatalf("after the rescue: %+v", st)
+	}
+	if n := len(rt.Deliveries()); n != 1 {
+		t.Fatalf("%d deliveries", n)
+	}
+}
+
+// The same on Postgres, where the claim reads and marks the message in one
+// statement: the earlier state it reports is what flags the duplicate.
+func TestLeftInFlightFlaggedPostgres(t *testing.T) {
+	rt := &mailsectest.RecordingTransport{}
+	s := newSender(t, rt, nil)
+	url := pgtest.Start(t).NewDatabase(t)
+	o := func() *outbox.Options { return fast(&outbox.Options{DeliveryTimeout: time.Second}) }
+	ob := openAt(t, s, url, o(), false)
+	id, err := ob.Enqueue(context.Background(), message(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	long := time.Now().Add(-time.Hour)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() - interval '1 hour' WHERE kind = 'mailsec_outbox_deliver'`, nil},
+		{`UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = $1 WHERE id = $2`, []any{long.UnixMicro(), id}},
+	} {
+		if _, err := pool.Exec(context.Background(), q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob = openAt(t, s, url, o(), true)
 	st := waitFor(t, ob, id, outbox.Delivered, 60*time.Second)
 	if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
 		t.Fatalf("after the rescue: %+v", st)
