@@ -413,6 +413,11 @@ func TestCancelDuringAttempt(t *testing.T) {
 					break
 				}
 			}
+			// Status reads the message and its attempts one after the
+			// other: read again once the attempt is there.
+			if st, err = ob.Status(ctx, id); err != nil {
+				t.Fatal(err)
+			}
 			if st.State != outbox.Cancelled || len(st.Attempts) != 1 || st.Attempts[0].State != outbox.Cancelled {
 				t.Fatalf("after the attempt: %+v", st)
 			}
