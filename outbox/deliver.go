@@ -204,8 +204,31 @@ func scanRow(s scanner) (*row, error) {
 
 func micros(v int64) time.Time { return time.UnixMicro(v) }
 
+// The statements of an attempt on SQLite, which an Outbox prepares once.
+const (
+	sqlLoadRow = `SELECT ` + rowColumns + ` FROM mailsec_outbox_message WHERE id = $1`
+	sqlClaim   = `UPDATE mailsec_outbox_message SET state = $1, attempts = attempts + 1, in_flight_at = $2
+WHERE id = $3 AND attempts = $4 AND state = $5`
+	sqlRecord = `UPDATE mailsec_outbox_message SET
+	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
+	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL WHERE id = $5 AND attempts = $6 RETURNING state`
+	// sqlRecordDone is sqlRecord for a finished message: its envelope is
+	// deleted.
+	sqlRecordDone = `UPDATE mailsec_outbox_message SET
+	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
+	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, envelope = NULL WHERE id = $5 AND attempts = $6 RETURNING state`
+	sqlDeleteChunks  = `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`
+	sqlInsertAttempt = `INSERT INTO mailsec_outbox_attempt (message_id, n, data) VALUES ($1, $2, $3)
+ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data`
+)
+
+// attemptStatements are the statements prepared for attempts on SQLite.
+var attemptStatements = []string{sqlLoadRow, sqlClaim, sqlRecord, sqlRecordDone, sqlDeleteChunks, sqlInsertAttempt}
+
 func loadRow(ctx context.Context, q querier, id string) (*row, error) {
-	return scanRow(q.queryRow(ctx, `SELECT `+rowColumns+` FROM mailsec_outbox_message WHERE id = $1`, id))
+	return scanRow(q.queryRow(ctx, sqlLoadRow, id))
 }
 
 // work is one run of a delivery job: at most one attempt.
@@ -220,28 +243,101 @@ func (ob *Outbox) work(ctx context.Context, id string) (err error) {
 			err = errors.New("outbox: the delivery panicked; see the outbox's log")
 		}
 	}()
-	r, err := loadRow(ctx, ob.eng.pool(), id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil // cancelled and cleaned up
-	}
-	if err != nil {
-		return fmt.Errorf("outbox: reading message %s: %w", id, err)
-	}
-	now := time.Now()
-	switch {
-	case r.state.finished():
-		return nil
-	case r.state == Queued && r.nextAt.After(now.Add(time.Second)):
-		return river.JobSnooze(r.nextAt.Sub(now))
-	case r.state == Sending && r.inFlightAt.Add(ob.o.rescueAfter).After(now):
-		// Another worker has it, or had it until it died: wait until
-		// then, as River's rescue does.
-		return river.JobSnooze(r.inFlightAt.Add(ob.o.rescueAfter).Sub(now))
+	r, err := ob.claim(ctx, id, time.Now())
+	if r == nil || err != nil {
+		return err
 	}
 	return ob.attempt(ctx, r)
 }
 
-// attempt makes one attempt at the message in r.
+// claim starts an attempt at message id, when it is due: it marks the
+// message in flight (state Sending, attempts counted, in_flight_at the
+// attempt's start), committed before it returns, and returns its row as it
+// was before. When the message is not to be attempted now it returns a nil
+// row and the error work returns: nil (finished, or cancelled and cleaned
+// up), or a JobSnooze until it is due.
+//
+// A message is due when queued with next_at at most a second away, or
+// left in flight by an attempt whose lease (in_flight_at plus the rescue
+// interval) is over: its worker died, and River's rescue gave the job to
+// this one.
+func (ob *Outbox) claim(ctx context.Context, id string, started time.Time) (*row, error) {
+	if ob.eng.postgres() {
+		// One statement: the row locked, read as it was and marked.
+		r, err := scanRow(ob.eng.pool().queryRow(ctx, `WITH old AS (
+	SELECT id, state, in_flight_at FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE
+)
+UPDATE mailsec_outbox_message m SET state = 'sending', attempts = m.attempts + 1, in_flight_at = $2
+FROM old
+WHERE m.id = old.id AND (
+	(old.state = 'queued' AND m.next_at <= $3) OR
+	(old.state = 'sending' AND (old.in_flight_at IS NULL OR old.in_flight_at <= $4)))
+RETURNING m.id, old.state, m.created_at, m.expires_at, m.next_at, m.finished_at, m.attempts - 1, old.in_flight_at, m.envelope, m.progress, m.problem`,
+			id, started.UnixMicro(), started.Add(time.Second).UnixMicro(), started.Add(-ob.o.rescueAfter).UnixMicro()))
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
+		}
+		// Not due, finished or gone: say which.
+		r, err = loadRow(ctx, ob.eng.pool(), id)
+		if due, ret := ob.due(id, r, err, started); !due {
+			return nil, ret
+		}
+		return nil, river.JobSnooze(time.Second) // changed meanwhile: look again
+	}
+	var claimed *row
+	var ret error
+	err := ob.eng.inTx(ctx, func(ctx context.Context, q txn) error {
+		claimed, ret = nil, nil
+		r, err := loadRow(ctx, q, id)
+		due, wait := ob.due(id, r, err, started)
+		if !due {
+			ret = wait
+			return nil
+		}
+		n, err := q.exec(ctx, sqlClaim, string(Sending), started.UnixMicro(), r.id, r.attempts, string(r.state))
+		if err != nil {
+			return fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
+		}
+		if n == 1 {
+			claimed = r
+		} else {
+			ret = river.JobSnooze(time.Second) // changed meanwhile: look again
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return claimed, ret
+}
+
+// due reports whether the message in r (read with err) is to be attempted
+// at now. When it is not, ret is what work returns: nil for a message
+// finished, or cancelled and cleaned up (err sql.ErrNoRows); a JobSnooze
+// until it is due; err, when the message could not be read.
+func (ob *Outbox) due(id string, r *row, err error, now time.Time) (due bool, ret error) {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil // cancelled and cleaned up
+	case err != nil:
+		return false, fmt.Errorf("outbox: reading message %s: %w", id, err)
+	case r.state.finished():
+		return false, nil
+	case r.state == Queued && r.nextAt.After(now.Add(time.Second)):
+		return false, river.JobSnooze(r.nextAt.Sub(now))
+	case r.state == Sending && r.inFlightAt.Add(ob.o.rescueAfter).After(now):
+		// Another worker has it, or had it until it died: wait until
+		// then, as River's rescue does.
+		return false, river.JobSnooze(r.inFlightAt.Add(ob.o.rescueAfter).Sub(now))
+	}
+	return true, nil
+}
+
+// attempt makes one attempt at the message in r, claimed: r is its row as
+// it was before the claim.
 func (ob *Outbox) attempt(ctx context.Context, r *row) error {
 	a := &Attempt{ID: r.id, Number: r.attempts + 1, Started: time.Now()}
 	prog, sm, err := ob.openMessage(r)
@@ -251,14 +347,6 @@ func (ob *Outbox) attempt(ctx context.Context, r *row) error {
 	// An attempt left in flight (state Sending) never recorded what
 	// happened: the recipients it tried may have the message.
 	leftInFlight := r.state == Sending
-	n, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, attempts = attempts + 1, in_flight_at = $2
-WHERE id = $3 AND attempts = $4 AND state = $5`, string(Sending), a.Started.UnixMicro(), r.id, r.attempts, string(r.state))
-	if err != nil {
-		return fmt.Errorf("outbox: starting an attempt at message %s: %w", r.id, err)
-	}
-	if n == 0 {
-		return river.JobSnooze(time.Second) // changed meanwhile: look again
-	}
 
 	var to []string
 	dup := map[string]bool{}
@@ -390,8 +478,16 @@ func (ob *Outbox) unopened(ctx context.Context, r *row, a *Attempt, err error) e
 		if !a.Finished.Before(r.expiresAt) {
 			return ob.finishUnopened(ctx, r, a, Expired, "sealed under key "+oe.KeyID+", not configured, until the message expired")
 		}
-		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET next_at = $1, problem = $2 WHERE id = $3`,
-			earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured", r.id); err != nil {
+		// Nothing was attempted: the claim is undone, the message left as
+		// it was, due again when the key may be there.
+		var inFlight sql.NullInt64
+		if !r.inFlightAt.IsZero() {
+			inFlight = sql.NullInt64{Int64: r.inFlightAt.UnixMicro(), Valid: true}
+		}
+		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, attempts = $2, in_flight_at = $3, next_at = $4, problem = $5
+WHERE id = $6 AND attempts = $7 AND state = 'sending'`,
+			string(r.state), r.attempts, inFlight, earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured",
+			r.id, a.Number); err != nil {
 			return fmt.Errorf("outbox: message %s: %w", r.id, err)
 		}
 		return river.JobSnooze(max(time.Until(earliest(next, r.expiresAt)), 0))
@@ -430,9 +526,7 @@ func (ob *Outbox) insertAttempt(ctx context.Context, q querier, a *Attempt) erro
 	if err != nil {
 		return err
 	}
-	_, err = q.exec(ctx, `INSERT INTO mailsec_outbox_attempt (message_id, n, data) VALUES ($1, $2, $3)
-ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data`,
-		a.ID, a.Number, ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))))
+	_, err = q.exec(ctx, sqlInsertAttempt, a.ID, a.Number, ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))))
 	if err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, a.ID, err)
 	}
@@ -614,26 +708,69 @@ func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt
 
 // recordTx is record's transaction; it sets a.State and a.Next.
 func (ob *Outbox) recordTx(ctx context.Context, r *row, pb []byte, a *Attempt, state State, next time.Time) error {
-	t, err := ob.eng.begin(ctx)
-	if err != nil {
-		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+	sealedProg := ob.keys.seal(pb, aad("progress", r.id, ""))
+	var finished sql.NullInt64
+	if state.finished() {
+		finished = sql.NullInt64{Int64: a.Finished.UnixMicro(), Valid: true}
 	}
-	defer func() { _ = t.rollback(ctx) }()
+	if ob.eng.postgres() {
+		if ok, err := ob.recordPostgres(ctx, r, sealedProg, finished, a, state, next); ok || err != nil {
+			return err
+		}
+	}
+	return ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
+		return ob.recordIn(ctx, t, r, sealedProg, finished, a, state, next)
+	})
+}
+
+// recordPostgres records the attempt as one statement, in the usual case:
+// the message still this attempt's and not cancelled meanwhile. It
+// reports false, having changed nothing, in the other cases, which
+// recordIn handles.
+func (ob *Outbox) recordPostgres(ctx context.Context, r *row, sealedProg []byte, finished sql.NullInt64, a *Attempt, state State, next time.Time) (bool, error) {
+	a.State, a.Next = state, next
 	done := state.finished()
-	q := `UPDATE mailsec_outbox_message SET
-	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
-	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
-	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL`
+	if done {
+		a.Next = time.Time{}
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return false, err
+	}
+	q := `WITH m AS (
+	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL`
 	if done {
 		q += `, envelope = NULL`
 	}
-	q += ` WHERE id = $5 AND attempts = $6 RETURNING state`
-	var finished sql.NullInt64
+	q += `
+	WHERE id = $5 AND attempts = $6 AND state <> 'cancelled'
+	RETURNING id
+)`
 	if done {
-		finished = sql.NullInt64{Int64: a.Finished.UnixMicro(), Valid: true}
+		q += `, d AS (DELETE FROM mailsec_outbox_chunk WHERE message_id IN (SELECT id FROM m))`
+	}
+	q += `, a AS (
+	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, $6::integer, $7::bytea FROM m
+	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
+)
+SELECT count(*) FROM m`
+	var n int
+	err = ob.eng.pool().queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number,
+		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number)))).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+	}
+	return n == 1, nil
+}
+
+// recordIn is record's transaction's work, in t.
+func (ob *Outbox) recordIn(ctx context.Context, t querier, r *row, sealedProg []byte, finished sql.NullInt64, a *Attempt, state State, next time.Time) error {
+	q := sqlRecord
+	if state.finished() {
+		q = sqlRecordDone
 	}
 	var got string
-	err = t.queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), ob.keys.seal(pb, aad("progress", r.id, "")), r.id, a.Number).Scan(&got)
+	err := t.queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number).Scan(&got)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// Taken over by another worker meanwhile (this one outlived its
@@ -646,19 +783,13 @@ func (ob *Outbox) recordTx(ctx context.Context, r *row, pb []byte, a *Attempt, s
 	a.State = State(got)
 	if a.State.finished() {
 		a.Next = time.Time{}
-		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`, r.id); err != nil {
+		if _, err := t.exec(ctx, sqlDeleteChunks, r.id); err != nil {
 			return fmt.Errorf("outbox: deleting the content of message %s: %w", r.id, err)
 		}
 	} else {
 		a.Next = next
 	}
-	if err := ob.insertAttempt(ctx, t, a); err != nil {
-		return err
-	}
-	if err := t.commit(ctx); err != nil {
-		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
-	}
-	return nil
+	return ob.insertAttempt(ctx, t, a)
 }
 
 // report logs an attempt and hands it to OnReceipt.

@@ -42,6 +42,14 @@
 // delivered by one of them. OpenSQLite and OpenPostgres open the outbox in
 // the application's own database, for EnqueueTx and EnqueuePgxTx.
 //
+// On SQLite, where every write goes through one connection and every
+// commit waits for the disk, the outbox commits the writes of concurrent
+// Enqueues and attempts together, each in a savepoint of its own: one
+// wait for the disk serves them all, and each call still returns only once
+// its own write is committed. A failed one is undone alone. An Enqueue
+// whose attachment reader is slow holds up the commit of the writes
+// grouped with it, as it held up the one connection before.
+//
 // # What is guaranteed
 //
 // Once Enqueue (or the transaction of EnqueueTx) has returned nil, the

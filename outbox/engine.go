@@ -24,12 +24,20 @@ import (
 type engine interface {
 	pool() querier
 	begin(ctx context.Context) (txn, error)
+	// inTx runs fn in a transaction, committed when fn returns nil. On
+	// SQLite the transaction may hold other callers' work too (see
+	// groupCommit); fn must not commit or roll back.
+	inTx(ctx context.Context, fn func(ctx context.Context, t txn) error) error
+	// postgres reports whether the database is Postgres.
+	postgres() bool
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
 	start(ctx context.Context) error
 	stop(ctx context.Context) error
 	stopAndCancel(ctx context.Context) error
 	migrate(ctx context.Context) error
+	// prepare readies the engine for work once the tables are there.
+	prepare(ctx context.Context) error
 	validate(ctx context.Context) error
 	close()
 }
@@ -141,6 +149,9 @@ type riverEngine[TTx any] struct {
 	client    *river.Client[TTx]
 	q         querier
 	beginTx   func(ctx context.Context) (txn, error)
+	group     *groupCommit    // SQLite's
+	sqlDB     *sql.DB         // SQLite's
+	prep      *sqlitePrepared // SQLite's attempt statements, once prepared
 	rawTx     func(t txn) (TTx, bool)
 	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
 	riverInTx bool                                                 // River's migrations run in the outbox's transaction
@@ -152,12 +163,45 @@ type riverEngine[TTx any] struct {
 
 func (e *riverEngine[TTx]) pool() querier                          { return e.q }
 func (e *riverEngine[TTx]) begin(ctx context.Context) (txn, error) { return e.beginTx(ctx) }
-func (e *riverEngine[TTx]) start(ctx context.Context) error        { return e.client.Start(ctx) }
-func (e *riverEngine[TTx]) stop(ctx context.Context) error         { return e.client.Stop(ctx) }
+func (e *riverEngine[TTx]) postgres() bool                         { return e.group == nil }
+func (e *riverEngine[TTx]) inTx(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
+	if e.group != nil {
+		return e.group.do(ctx, fn)
+	}
+	t, err := e.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	return t.commit(ctx)
+}
+func (e *riverEngine[TTx]) start(ctx context.Context) error { return e.client.Start(ctx) }
+func (e *riverEngine[TTx]) stop(ctx context.Context) error  { return e.client.Stop(ctx) }
 func (e *riverEngine[TTx]) stopAndCancel(ctx context.Context) error {
 	return e.client.StopAndCancel(ctx)
 }
-func (e *riverEngine[TTx]) close() { e.closeDB() }
+func (e *riverEngine[TTx]) close() {
+	e.prep.close()
+	e.closeDB()
+}
+
+// prepare prepares the statements of an attempt on SQLite.
+func (e *riverEngine[TTx]) prepare(ctx context.Context) error {
+	if e.sqlDB == nil || e.prep != nil {
+		return nil
+	}
+	p, err := prepareSQLite(ctx, e.sqlDB, attemptStatements...)
+	if err != nil {
+		return fmt.Errorf("outbox: preparing statements: %w", err)
+	}
+	e.prep = p
+	e.q = sqliteQ{e.sqlDB, p}
+	e.group.prep = p
+	return nil
+}
 
 // insertJob queues the job available at once: a job given a time, even
 // now, is "scheduled" and waits for River's scheduler, which runs every
@@ -298,17 +342,12 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 	if err != nil {
 		return nil, err
 	}
-	return &riverEngine[*sql.Tx]{
+	e := &riverEngine[*sql.Tx]{
 		driver: driver,
 		client: client,
-		q:      sqliteQ{db},
-		beginTx: func(ctx context.Context) (txn, error) {
-			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				return nil, err
-			}
-			return sqliteTx{sqliteQ{tx}, tx}, nil
-		},
+		q:      sqliteQ{db, nil},
+		group:  &groupCommit{db: db},
+		sqlDB:  db,
 		rawTx: func(t txn) (*sql.Tx, bool) {
 			switch t := t.(type) {
 			case sqliteTx:
@@ -325,7 +364,15 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 		closeDB:   closeDB,
 		dbName:    "SQLite",
 		wrongKind: "EnqueuePgxTx",
-	}, nil
+	}
+	e.beginTx = func(ctx context.Context) (txn, error) {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return sqliteTx{sqliteQ{tx, e.prep}, tx}, nil
+	}
+	return e, nil
 }
 
 func openSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options, closeDB func()) (*Outbox, error) {

@@ -101,20 +101,35 @@ func (ob *Outbox) Enqueue(ctx context.Context, m *mailsec.Message, o *EnqueueOpt
 	if err != nil {
 		return "", err
 	}
-	t, err := ob.eng.begin(ctx)
-	if err != nil {
+	// On SQLite the transaction may be shared with other Enqueues and
+	// attempts (see groupCommit): one commit, one wait for the disk.
+	var id string
+	var queued bool
+	var enqErr error
+	err = ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
+		id, queued, enqErr = ob.enqueue(ctx, t, m, pm)
+		switch {
+		case enqErr != nil:
+			return enqErr
+		case !queued:
+			return errAlreadyQueued // nothing to commit
+		}
+		return nil
+	})
+	switch {
+	case enqErr != nil:
+		return id, enqErr
+	case !queued && errors.Is(err, errAlreadyQueued):
+		return id, nil
+	case err != nil:
 		return "", fmt.Errorf("outbox: Enqueue: %w", err)
-	}
-	id, queued, err := ob.enqueue(ctx, t, m, pm)
-	if err != nil || !queued {
-		_ = t.rollback(ctx)
-		return id, err
-	}
-	if err := t.commit(ctx); err != nil {
-		return "", fmt.Errorf("outbox: Enqueue: committing: %w", err)
 	}
 	return id, nil
 }
+
+// errAlreadyQueued rolls back the transaction of an Enqueue that found its
+// idempotency key's message already queued.
+var errAlreadyQueued = errors.New("outbox: already queued")
 
 // EnqueueTx is Enqueue inside the application's own transaction on the
 // SQLite database the outbox is in (OpenSQLite, or the file Open was

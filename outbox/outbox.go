@@ -401,7 +401,10 @@ func (ob *Outbox) ready(ctx context.Context) error {
 	} else if err := ob.eng.migrate(ctx); err != nil {
 		return err
 	}
-	return ob.recordStorage(ctx)
+	if err := ob.recordStorage(ctx); err != nil {
+		return err
+	}
+	return ob.eng.prepare(ctx)
 }
 
 // recordStorage writes how this outbox stores messages into the database

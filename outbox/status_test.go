@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/pgtest"
 	"github.com/mailsec/mailsec/mailsectest"
@@ -251,6 +253,48 @@ func TestLeftInFlightFlagged(t *testing.T) {
 	}
 }
 
+// The same on Postgres, where the claim reads and marks the message in one
+// statement: the earlier state it reports is what flags the duplicate.
+func TestLeftInFlightFlaggedPostgres(t *testing.T) {
+	rt := &mailsectest.RecordingTransport{}
+	s := newSender(t, rt, nil)
+	url := pgtest.Start(t).NewDatabase(t)
+	o := func() *outbox.Options { return fast(&outbox.Options{DeliveryTimeout: time.Second}) }
+	ob := openAt(t, s, url, o(), false)
+	id, err := ob.Enqueue(context.Background(), message(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	long := time.Now().Add(-time.Hour)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() - interval '1 hour' WHERE kind = 'mailsec_outbox_deliver'`, nil},
+		{`UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = $1 WHERE id = $2`, []any{long.UnixMicro(), id}},
+	} {
+		if _, err := pool.Exec(context.Background(), q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob = openAt(t, s, url, o(), true)
+	st := waitFor(t, ob, id, outbox.Delivered, 60*time.Second)
+	if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
+		t.Fatalf("after the rescue: %+v", st)
+	}
+	if n := len(rt.Deliveries()); n != 1 {
+		t.Fatalf("%d deliveries", n)
+	}
+}
+
 // Two outboxes on one database, each delivering: every message goes out
 // once.
 func TestTwoWorkersOnce(t *testing.T) {
@@ -334,5 +378,55 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	if n := len(srv.Messages()); n != len(ids) {
 		t.Fatalf("%d messages delivered, want %d", n, len(ids))
+	}
+}
+
+// A message cancelled while its attempt waits for the server's 250 stays
+// cancelled, and the attempt is recorded with what the server said: on
+// Postgres the one-statement record gives way to the transaction that
+// keeps the cancellation.
+func TestCancelDuringAttempt(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			h := newHoldServer(t, holdEndOfData, 1, 0)
+			where := t.TempDir() + "/mail.db"
+			if db == "postgres" {
+				where = pgtest.Start(t).NewDatabase(t)
+			}
+			ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), true)
+			ctx := context.Background()
+			id, err := ob.Enqueue(ctx, message(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.waitHeld(t)
+			if err := ob.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			h.Release()
+			var st *outbox.Status
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if st, err = ob.Status(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				if len(st.Attempts) > 0 || time.Now().After(deadline) {
+					break
+				}
+			}
+			// Status reads the message and its attempts one after the
+			// other: read again once the attempt is there.
+			if st, err = ob.Status(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			if st.State != outbox.Cancelled || len(st.Attempts) != 1 || st.Attempts[0].State != outbox.Cancelled {
+				t.Fatalf("after the attempt: %+v", st)
+			}
+			if len(st.Recipients) != 1 || st.Recipients[0].State != outbox.Accepted {
+				t.Fatalf("the recipient the server accepted: %+v", st.Recipients)
+			}
+			if n := h.Total(); n != 1 {
+				t.Fatalf("%d messages taken", n)
+			}
+		})
 	}
 }

@@ -156,7 +156,57 @@ type sqlRunner interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
-type sqliteQ struct{ r sqlRunner }
+type sqliteQ struct {
+	r    sqlRunner
+	prep *sqlitePrepared // nil: every statement is prepared when run
+}
+
+// sqlitePrepared holds the statements of an attempt, prepared once when
+// the outbox opens: SQLite parses a statement each time it is prepared,
+// and on its one connection that time is every worker's. A transaction
+// uses them through Tx.StmtContext, which reuses a statement prepared on
+// its connection.
+type sqlitePrepared struct {
+	stmts map[string]*sql.Stmt // by the statement as rebound
+}
+
+// prepareSQLite prepares qs on db.
+func prepareSQLite(ctx context.Context, db *sql.DB, qs ...string) (*sqlitePrepared, error) {
+	p := &sqlitePrepared{stmts: map[string]*sql.Stmt{}}
+	for _, q := range qs {
+		st, err := db.PrepareContext(ctx, rebind(q))
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		p.stmts[rebind(q)] = st
+	}
+	return p, nil
+}
+
+func (p *sqlitePrepared) close() {
+	if p == nil {
+		return
+	}
+	for _, st := range p.stmts {
+		_ = st.Close()
+	}
+}
+
+// stmt returns the prepared statement q (rebound) for s, or nil.
+func (s sqliteQ) stmt(ctx context.Context, q string) *sql.Stmt {
+	if s.prep == nil {
+		return nil
+	}
+	st := s.prep.stmts[q]
+	if st == nil {
+		return nil
+	}
+	if tx, ok := s.r.(*sql.Tx); ok {
+		return tx.StmtContext(ctx, st)
+	}
+	return st
+}
 
 // rebind turns $n placeholders into SQLite's ?n.
 func rebind(q string) string {
@@ -167,7 +217,14 @@ func rebind(q string) string {
 }
 
 func (s sqliteQ) exec(ctx context.Context, q string, args ...any) (int64, error) {
-	res, err := s.r.ExecContext(ctx, rebind(q), args...)
+	q = rebind(q)
+	var res sql.Result
+	var err error
+	if st := s.stmt(ctx, q); st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = s.r.ExecContext(ctx, q, args...)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -175,7 +232,11 @@ func (s sqliteQ) exec(ctx context.Context, q string, args ...any) (int64, error)
 }
 
 func (s sqliteQ) queryRow(ctx context.Context, q string, args ...any) scanner {
-	return s.r.QueryRowContext(ctx, rebind(q), args...)
+	q = rebind(q)
+	if st := s.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return s.r.QueryRowContext(ctx, q, args...)
 }
 
 func (s sqliteQ) query(ctx context.Context, q string, args ...any) (rows, error) {
@@ -210,7 +271,7 @@ const savepoint = "mailsec_outbox_enqueue"
 
 func beginSQLiteSavepoint(ctx context.Context, tx *sql.Tx) (sqliteSavepoint, error) {
 	_, err := tx.ExecContext(ctx, "SAVEPOINT "+savepoint)
-	return sqliteSavepoint{sqliteQ{tx}, tx}, err
+	return sqliteSavepoint{sqliteQ{tx, nil}, tx}, err
 }
 
 func (t sqliteSavepoint) commit(ctx context.Context) error {

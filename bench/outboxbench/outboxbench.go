@@ -173,7 +173,15 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 type DeliverResult struct {
 	N       int // items worked
 	Elapsed time.Duration
+	// CPU is the user and system CPU time this process used while the
+	// items were worked (the peer, River, and the in-process sink; not a
+	// Postgres server's), when the platform reports it; zero otherwise.
+	// On a machine shared with other work it moves less than Elapsed.
+	CPU time.Duration
 }
+
+// CPUPerItem is CPU divided by N.
+func (r DeliverResult) CPUPerItem() time.Duration { return r.CPU / time.Duration(max(r.N, 1)) }
 
 // PerSecond is the number of items worked per second.
 func (r DeliverResult) PerSecond() float64 { return float64(r.N) / r.Elapsed.Seconds() }
@@ -194,9 +202,14 @@ func MeasureDeliver(ctx context.Context, env *Env, kind Kind, peer Peer, p Paylo
 		return res, fmt.Errorf("%s on %s: preparing %d items: %w", peer.Name, kind, n, err)
 	}
 	defer func() { err = errors.Join(err, d.Close()) }()
+	cpu0, _ := cpuTime()
 	began := time.Now()
 	if err := d.Run(ctx); err != nil {
 		return res, fmt.Errorf("%s on %s: working %d items: %w", peer.Name, kind, n, err)
 	}
-	return DeliverResult{N: n, Elapsed: time.Since(began)}, nil
+	res = DeliverResult{N: n, Elapsed: time.Since(began)}
+	if cpu1, ok := cpuTime(); ok {
+		res.CPU = cpu1 - cpu0
+	}
+	return res, nil
 }

@@ -9,7 +9,10 @@
 //	delivery items/s ÷ River's      ≥ 0.8
 //
 // beside the absolute rate of a pooled Send of the same messages to the
-// same in-process sink (peer "send", no database).
+// same in-process sink (peer "send", no database). For delivery it also
+// reports this process's CPU time per item (cpu-µs/item: the peer, River
+// and the sink, not a Postgres server) and the median of the rounds'
+// ratios, each round's peers having run one after the other.
 //
 // Usage:
 //
@@ -191,6 +194,7 @@ func run() int {
 	p99s := map[key][]float64{}
 	enqRates := map[key][]float64{}
 	delRates := map[key][]float64{}
+	delCPU := map[key][]float64{}
 	for r := range *count {
 		for _, kind := range kinds {
 			for _, peer := range peers {
@@ -214,8 +218,9 @@ func run() int {
 						return failed(err)
 					}
 					delRates[k] = append(delRates[k], res.PerSecond())
-					fmt.Fprintf(os.Stderr, "round %d/%d  %-8s %-8s delivery %6.0f items/s (%v)\n",
-						r+1, *count, kind, peer.Name, res.PerSecond(), res.Elapsed.Round(time.Millisecond))
+					delCPU[k] = append(delCPU[k], float64(res.CPUPerItem())/float64(time.Microsecond))
+					fmt.Fprintf(os.Stderr, "round %d/%d  %-8s %-8s delivery %6.0f items/s (%v)  %5.0f cpu-µs/item\n",
+						r+1, *count, kind, peer.Name, res.PerSecond(), res.Elapsed.Round(time.Millisecond), float64(res.CPUPerItem())/float64(time.Microsecond))
 				}
 			}
 		}
@@ -223,12 +228,13 @@ func run() int {
 	fmt.Fprintln(os.Stderr)
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "database\tpeer\tenqueue p50 ms\tp99 ms\tenqueues/s\tdelivery items/s\t")
+	fmt.Fprintln(tw, "database\tpeer\tenqueue p50 ms\tp99 ms\tenqueues/s\tdelivery items/s\tcpu-µs/item\t")
 	for _, kind := range kinds {
 		for _, peer := range peers {
 			k := key{kind, peer.Name}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, peer.Name,
-				medianText(p50s[k], "%.2f"), medianText(p99s[k], "%.2f"), medianText(enqRates[k], "%.0f"), medianText(delRates[k], "%.0f"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, peer.Name,
+				medianText(p50s[k], "%.2f"), medianText(p99s[k], "%.2f"), medianText(enqRates[k], "%.0f"), medianText(delRates[k], "%.0f"),
+				medianText(delCPU[k], "%.0f"))
 		}
 	}
 	_ = tw.Flush()
@@ -261,6 +267,19 @@ func run() int {
 				rd := median(delRates[k]) / median(delRates[floor])
 				fmt.Printf("  delivery    %5.2f  (target ≥ %g)  %s\n", rd, minDeliverRatio, verdict(rd >= minDeliverRatio))
 			}
+			if len(delRates[k]) > 1 && len(delRates[k]) == len(delRates[floor]) {
+				// Each round's peers ran one after the other: the ratio
+				// within a round is the least disturbed by other work.
+				var rr []float64
+				for i := range delRates[k] {
+					rr = append(rr, delRates[k][i]/delRates[floor][i])
+				}
+				fmt.Printf("  delivery    %5.2f  median of the rounds' ratios (%s)\n", median(rr), ratiosText(rr))
+			}
+			if len(delCPU[k]) > 0 && len(delCPU[floor]) > 0 && median(delCPU[k]) > 0 {
+				fmt.Printf("  delivery CPU of this process per item: %.0f µs against %.0f (%.2f)\n",
+					median(delCPU[k]), median(delCPU[floor]), median(delCPU[k])/median(delCPU[floor]))
+			}
 			if send := delRates[key{kind, outboxbench.SendPeerName}]; len(delRates[k]) > 0 && len(send) > 0 {
 				fmt.Printf("  delivery %.0f messages/s beside a pooled Send's %.0f/s (%.2f of it)\n",
 					median(delRates[k]), median(send), median(delRates[k])/median(send))
@@ -271,6 +290,14 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+func ratiosText(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,148 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+)
+
+// groupCommit runs the short writing transactions of concurrent workers
+// on SQLite (an attempt's start, its record) together in one transaction,
+// each in a savepoint of its own: a SQLite outbox writes through one
+// connection and every commit waits for the disk, so N workers' writes
+// committed at once cost one sync instead of N. Each caller returns only
+// once the transaction holding its work has committed: durability is
+// that of a transaction of its own. A caller's failed work is rolled back
+// to its savepoint and does not touch the others'; a failed commit fails
+// every caller in the group.
+type groupCommit struct {
+	db   *sql.DB
+	prep *sqlitePrepared // statements prepared on db, or nil
+
+	mu      sync.Mutex
+	pending []*groupOp
+	leading bool // a goroutine is running a group
+}
+
+type groupOp struct {
+	ctx  context.Context
+	fn   func(ctx context.Context, t txn) error
+	err  error
+	done chan struct{}
+}
+
+// maxGroup bounds the operations one transaction runs, so that River's
+// own statements, waiting for the one connection, are not held up long.
+const maxGroup = 64
+
+const groupSavepoint = "mailsec_outbox_op"
+
+// do runs fn in a transaction, with others' work, and returns fn's error
+// or the commit's.
+func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
+	op := &groupOp{ctx: ctx, fn: fn, done: make(chan struct{})}
+	g.mu.Lock()
+	g.pending = append(g.pending, op)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if lead {
+		g.lead()
+	}
+	// The work may already be running: wait for its outcome whatever ctx
+	// does, so that nothing the caller was told failed commits later.
+	<-op.done
+	return op.err
+}
+
+// lead runs one group: the first caller of an idle committer leads, its
+// own work first in the group. The operations that arrive meanwhile form
+// the next group, led by a goroutine of its own, so that no caller waits
+// for more than its own group and the one before it.
+func (g *groupCommit) lead() {
+	g.mu.Lock()
+	n := min(len(g.pending), maxGroup)
+	ops := g.pending[:n:n]
+	g.pending = g.pending[n:]
+	g.mu.Unlock()
+	g.run(ops)
+	g.mu.Lock()
+	if len(g.pending) == 0 {
+		g.leading = false
+	} else {
+		go g.lead()
+	}
+	g.mu.Unlock()
+}
+
+// run runs ops in one transaction and wakes their callers.
+func (g *groupCommit) run(ops []*groupOp) {
+	defer func() {
+		for _, op := range ops {
+			close(op.done)
+		}
+	}()
+	fail := func(err error) {
+		for _, op := range ops {
+			if op.err == nil {
+				op.err = err
+			}
+		}
+	}
+	// The transaction serves callers with their own deadlines: it runs
+	// without any, and each operation runs under its caller's context.
+	ctx := context.WithoutCancel(ops[0].ctx)
+	tx, err := g.db.BeginTx(ctx, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	// Each operation sees the transaction as a savepoint, which is what
+	// it is, and which River's InsertTx accepts (see rawTx); the
+	// operation neither releases nor rolls it back: run does.
+	q := sqliteSavepoint{sqliteQ{tx, g.prep}, tx}
+	ran := 0
+	for _, op := range ops {
+		if op.err = op.ctx.Err(); op.err != nil {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT "+groupSavepoint); err != nil {
+			op.err = err
+			continue
+		}
+		op.err = op.safeRun(q)
+		if op.err != nil {
+			_, err = tx.ExecContext(ctx, "ROLLBACK TO "+groupSavepoint)
+		}
+		if _, rerr := tx.ExecContext(ctx, "RELEASE "+groupSavepoint); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			// The savepoint could not be undone or released: the
+			// transaction's state is unknown, so nothing in it commits.
+			_ = tx.Rollback()
+			fail(err)
+			return
+		}
+		ran++
+	}
+	if ran == 0 {
+		_ = tx.Rollback()
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		fail(err)
+	}
+}
+
+// safeRun runs the operation, turning a panic into an error: the group's
+// other callers must still be told their outcome.
+func (op *groupOp) safeRun(q txn) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = errors.New("outbox: internal error: a database operation panicked")
+		}
+	}()
+	return op.fn(op.ctx, q)
+}
