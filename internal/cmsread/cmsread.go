@@ -321,27 +321,40 @@ func octets(v Value) ([]byte, error) {
 	return out, nil
 }
 
-// aesKey checks that ckey is as long as the cipher wants.
-func aesKey(ckey []byte, size int, name string) (cipher.Block, error) {
-	if len(ckey) != size {
-		return nil, fmt.Errorf("%s with a key of %d octets", name, len(ckey))
+// contentCiphers are the content-encryption algorithms read: AES-CBC in
+// an EnvelopedData, AES-GCM in an AuthEnvelopedData.
+var contentCiphers = []struct {
+	oid     asn1.ObjectIdentifier
+	name    string
+	keySize int
+	auth    bool
+}{
+	{oidAES128CBC, AES128CBC, 16, false},
+	{oidAES256CBC, AES256CBC, 32, false},
+	{oidAES128GCM, AES128GCM, 16, true},
+	{oidAES256GCM, AES256GCM, 32, true},
+}
+
+// contentCipher returns the AES cipher alg names, keyed with ckey, and
+// records its name in d; auth says which content type alg came in.
+func contentCipher(alg pkix.AlgorithmIdentifier, ckey []byte, auth bool, d *Decrypted) (cipher.Block, error) {
+	for _, c := range contentCiphers {
+		if !c.oid.Equal(alg.Algorithm) || c.auth != auth {
+			continue
+		}
+		d.ContentCipher = c.name
+		if len(ckey) != c.keySize {
+			return nil, fmt.Errorf("%s with a key of %d octets", c.name, len(ckey))
+		}
+		return aes.NewCipher(ckey)
 	}
-	return aes.NewCipher(ckey)
+	return nil, fmt.Errorf("content encryption %s", alg.Algorithm)
 }
 
 // openCBC decrypts an AES-CBC encryptedContent (RFC 3565): the IV is the
 // parameter, the padding that of PKCS #7.
 func openCBC(alg pkix.AlgorithmIdentifier, ckey, ct []byte, d *Decrypted) ([]byte, error) {
-	size := 0
-	switch {
-	case alg.Algorithm.Equal(oidAES128CBC):
-		size, d.ContentCipher = 16, AES128CBC
-	case alg.Algorithm.Equal(oidAES256CBC):
-		size, d.ContentCipher = 32, AES256CBC
-	default:
-		return nil, fmt.Errorf("content encryption %s", alg.Algorithm)
-	}
-	block, err := aesKey(ckey, size, d.ContentCipher)
+	block, err := contentCipher(alg, ckey, false, d)
 	if err != nil {
 		return nil, err
 	}
@@ -366,16 +379,7 @@ func openCBC(alg pkix.AlgorithmIdentifier, ckey, ct []byte, d *Decrypted) ([]byt
 // (aes-ICVlen 12 when absent). No authAttrs are read, so GCM
 // authenticates no additional data.
 func openGCM(alg pkix.AlgorithmIdentifier, ckey, ct, mac []byte, d *Decrypted) ([]byte, error) {
-	size := 0
-	switch {
-	case alg.Algorithm.Equal(oidAES128GCM):
-		size, d.ContentCipher = 16, AES128GCM
-	case alg.Algorithm.Equal(oidAES256GCM):
-		size, d.ContentCipher = 32, AES256GCM
-	default:
-		return nil, fmt.Errorf("content encryption %s", alg.Algorithm)
-	}
-	block, err := aesKey(ckey, size, d.ContentCipher)
+	block, err := contentCipher(alg, ckey, true, d)
 	if err != nil {
 		return nil, err
 	}
