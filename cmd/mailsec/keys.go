@@ -75,11 +75,13 @@ only with -revocation: then the OCSP responder (AIA) and CRLs (CDP) of it
 and of its intermediate CAs are asked, as a Sender with
 smime.Options.Revocation asks them, failing closed: a certificate whose
 status cannot be established (responder down, no answer that verifies) is
-reported as "revocation unknown", never as fine. Without -address each key
-is checked for each address of its user IDs, and each certificate for each
-address of its rfc822Name SANs; it is fine for the addresses it passes
-for. A key whose cipher preferences name no AES cipher is fine, with a
-note: mailsec encrypts to it with AES-128 regardless.
+reported as "revocation unknown", never as fine. A certificate that names
+no responder and no CRL is fine with a note saying so, as sending uses it.
+Without -address each key is checked for each address of its user IDs, and
+each certificate for each address of its rfc822Name SANs; it is fine for
+the addresses it passes for. A key whose cipher preferences name no AES
+cipher is fine, with a note: mailsec encrypts to it with AES-128
+regardless.
 
 Examples:
   mailsec keys check patient.asc
