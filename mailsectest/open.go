@@ -41,6 +41,12 @@ type Opened struct {
 	Signed            bool
 	SignerCertificate *x509.Certificate
 	SignerKey         *openpgp.Entity
+	// KeyTransport and ContentCipher say how an S/MIME message was
+	// encrypted: KeyTransport "rsaEncryption" or "rsaes-oaep-sha256",
+	// ContentCipher "aes256-cbc", "aes256-gcm" (AuthEnvelopedData, its
+	// tag verified), "aes128-cbc" or "aes128-gcm". Empty for OpenPGP.
+	KeyTransport  string
+	ContentCipher string
 }
 
 // Entity parses Raw afresh: the protected content as go-message reads it.

@@ -1,19 +1,22 @@
 package mailsectest
 
 import (
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/mailsec/mailsec/internal/cmsread"
 	"github.com/smallstep/pkcs7"
 )
 
 // OpenSMIME decrypts a received S/MIME message (application/pkcs7-mime
-// enveloped-data, as package smime writes it) with cert, a recipient's
+// enveloped-data or authEnveloped-data, as package smime writes it:
+// AES-CBC or AES-GCM content, RSA PKCS #1 v1.5 or RSAES-OAEP with SHA-256
+// key transport) with cert, a recipient's
 // certificate and private key (what CA.IssueSMIME returns), and returns
 // its protected content. When the content is signed (multipart/signed
 // with an application/pkcs7-signature), the signature must verify, and
@@ -39,12 +42,18 @@ func OpenSMIME(raw []byte, cert tls.Certificate, roots *x509.CertPool) (*Opened,
 	if st := strings.ToLower(params["smime-type"]); st != "" && st != "enveloped-data" && st != "authenveloped-data" {
 		return nil, fmt.Errorf("mailsectest: smime-type %s is not encrypted", st)
 	}
-	content, err := decryptCMS(der, leaf, cert.PrivateKey)
+	d, err := decryptCMS(der, leaf, cert.PrivateKey)
 	if err != nil {
 		return nil, err
 	}
+	content := d.Content
 	if !isMultipartSigned(content) {
-		return opened(outer, content)
+		o, err := opened(outer, content)
+		if err != nil {
+			return nil, err
+		}
+		o.KeyTransport, o.ContentCipher = d.KeyTransport, d.ContentCipher
+		return o, nil
 	}
 	part, sig, err := splitSigned(content, "application/pkcs7-signature", "application/x-pkcs7-signature")
 	if err != nil {
@@ -63,65 +72,22 @@ func OpenSMIME(raw []byte, cert tls.Certificate, roots *x509.CertPool) (*Opened,
 		return nil, err
 	}
 	o.Signed, o.SignerCertificate = true, signer
+	o.KeyTransport, o.ContentCipher = d.KeyTransport, d.ContentCipher
 	return o, nil
 }
 
-// CMS content types (RFC 5652, RFC 5083).
-var (
-	oidEnvelopedData     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 3}
-	oidAuthEnvelopedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 1, 23}
-)
-
-// decryptCMS decrypts a CMS ContentInfo for leaf. Each content type it
-// reads is a case of its switch.
-func decryptCMS(der []byte, leaf *x509.Certificate, key any) (plain []byte, err error) {
-	ct, err := cmsContentType(der)
+// decryptCMS decrypts a CMS ContentInfo (EnvelopedData or
+// AuthEnvelopedData) for leaf.
+func decryptCMS(der []byte, leaf *x509.Certificate, key any) (*cmsread.Decrypted, error) {
+	rk, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("mailsectest: OpenSMIME: a %T cannot receive RSA key transport, want *rsa.PrivateKey", key)
+	}
+	d, err := cmsread.Decrypt(der, leaf, rk)
 	if err != nil {
-		return nil, fmt.Errorf("mailsectest: CMS: %w", err)
+		return nil, fmt.Errorf("mailsectest: decrypting for %s: %w", leaf.Subject, err)
 	}
-	defer func() {
-		if v := recover(); v != nil {
-			plain, err = nil, fmt.Errorf("mailsectest: CMS: %v", v)
-		}
-	}()
-	switch {
-	case ct.Equal(oidEnvelopedData):
-		p7, err := pkcs7.Parse(der)
-		if err != nil {
-			return nil, fmt.Errorf("mailsectest: EnvelopedData: %w", err)
-		}
-		plain, err := p7.Decrypt(leaf, key)
-		if err != nil {
-			return nil, fmt.Errorf("mailsectest: EnvelopedData: decrypting for %s: %w", leaf.Subject, err)
-		}
-		return plain, nil
-	case ct.Equal(oidAuthEnvelopedData):
-		return nil, errors.New("mailsectest: AuthEnvelopedData is not read yet")
-	default:
-		return nil, fmt.Errorf("mailsectest: CMS content type %s is not encrypted content", ct)
-	}
-}
-
-// cmsContentType returns the contentType of a BER ContentInfo (SEQUENCE {
-// contentType OBJECT IDENTIFIER, ... }), of definite or indefinite length.
-func cmsContentType(der []byte) (asn1.ObjectIdentifier, error) {
-	if len(der) < 2 || der[0] != 0x30 {
-		return nil, errors.New("not a ContentInfo (no SEQUENCE)")
-	}
-	i := 2
-	switch l := der[1]; {
-	case l == 0x80: // indefinite
-	case l > 0x80:
-		i += int(l & 0x7f)
-	}
-	if i+2 > len(der) || der[i] != 0x06 || der[i+1] >= 0x80 || i+2+int(der[i+1]) > len(der) {
-		return nil, errors.New("not a ContentInfo (no contentType)")
-	}
-	var oid asn1.ObjectIdentifier
-	if _, err := asn1.Unmarshal(der[i:i+2+int(der[i+1])], &oid); err != nil {
-		return nil, err
-	}
-	return oid, nil
+	return d, nil
 }
 
 // verifySMIME checks a detached SignedData over part and returns the

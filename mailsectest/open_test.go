@@ -254,6 +254,9 @@ func TestOpenSMIME(t *testing.T) {
 	if o.Signed || o.SignerCertificate != nil {
 		t.Fatal("unsigned message reported as signed")
 	}
+	if o.KeyTransport != "rsaEncryption" || o.ContentCipher != "aes256-cbc" {
+		t.Fatalf("default algorithms read as %s and %s", o.KeyTransport, o.ContentCipher)
+	}
 	if _, err := mailsectest.OpenSMIME(raw, f.eve, f.ca.Pool()); err == nil {
 		t.Fatal("decrypted with a certificate it was not encrypted to")
 	}
@@ -363,4 +366,112 @@ func TestOpenSMIMEFromOpenSSL(t *testing.T) {
 	if !o.Signed || !o.SignerCertificate.Equal(f.lab.Leaf) {
 		t.Fatal("openssl's signature not reported")
 	}
+}
+
+// A message sent with AES-256-GCM (AuthEnvelopedData) and RSA-OAEP opens,
+// signed, and says so; one changed octet of its ciphertext, its tag or
+// its nonce, and it does not.
+func TestOpenSMIMEAuthEnveloped(t *testing.T) {
+	f := newSMIMEFixture(t)
+	signer, err := smime.NewSigner([]*x509.Certificate{f.lab.Leaf}, f.lab.PrivateKey.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := smime.New(smime.NewCertStore(f.ann.Leaf), &smime.Options{Roots: f.ca.Pool(), Signer: signer,
+		Algorithms: smime.Algorithms{GCM: true, OAEP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := sendVia(t, p, "ann@example.org")
+	if !bytes.Contains(raw, []byte("smime-type=authEnveloped-data")) {
+		t.Fatalf("not sent as authEnveloped-data:\n%.400s", raw)
+	}
+	o, err := mailsectest.OpenSMIME(raw, f.ann, f.ca.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOpened(t, o)
+	if !o.Signed || !o.SignerCertificate.Equal(f.lab.Leaf) {
+		t.Fatal("signature not reported")
+	}
+	if o.KeyTransport != "rsaes-oaep-sha256" || o.ContentCipher != "aes256-gcm" {
+		t.Fatalf("read as %s and %s", o.KeyTransport, o.ContentCipher)
+	}
+	if _, err := mailsectest.OpenSMIME(raw, f.eve, f.ca.Pool()); err == nil {
+		t.Fatal("decrypted with a certificate it was not encrypted to")
+	}
+
+	head, der := splitSMIME(t, raw)
+	// The writer streams indefinite lengths: the 16-octet tag is the last
+	// OCTET STRING, before the end-of-contents octets of the mac's
+	// AuthEnvelopedData, [0] and ContentInfo; the GCMParameters nonce
+	// follows its OCTET STRING header 04 0c.
+	tagAt := len(der) - 6 - 1
+	nonceAt := bytes.Index(der, []byte{0x30, 0x11, 0x04, 0x0c}) + 4
+	if nonceAt < 4 || der[tagAt-16] != 0x10 || der[tagAt-17] != 0x04 {
+		t.Fatalf("unexpected layout: % x", der[len(der)-32:])
+	}
+	for name, off := range map[string]int{"ciphertext": tagAt - 40, "tag": tagAt, "nonce": nonceAt + 3} {
+		bad := bytes.Clone(der)
+		bad[off] ^= 0x01
+		_, err := mailsectest.OpenSMIME(joinSMIME(head, bad), f.ann, f.ca.Pool())
+		if err == nil || !strings.Contains(err.Error(), "aes256-gcm") {
+			t.Fatalf("a changed octet of the %s: %v", name, err)
+		}
+	}
+	if _, err := mailsectest.OpenSMIME(joinSMIME(head, der), f.ann, f.ca.Pool()); err != nil {
+		t.Fatalf("re-encoded unchanged: %v", err)
+	}
+}
+
+// What openssl cms writes as AES-256-GCM with RSA-OAEP opens too.
+func TestOpenSMIMEAuthEnvelopedFromOpenSSL(t *testing.T) {
+	tooltest.Need(t, "openssl")
+	f := newSMIMEFixture(t)
+	dir := t.TempDir()
+	in, crt := filepath.Join(dir, "content"), filepath.Join(dir, "ann.crt")
+	content := "Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\n" +
+		"Subject: " + openSubject + "\r\nFrom: Lab <lab@example.com>\r\n\r\nDear patient,\r\n" + openCanary + "\r\n"
+	if err := os.WriteFile(in, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crt, mailsectest.LeafPEM(f.ann), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw := tooltest.Must(t, nil, nil, "openssl", "cms", "-encrypt", "-aes-256-gcm", "-binary", "-in", in,
+		"-subject", "...", "-from", "lab@example.com", "-recip", crt,
+		"-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256")
+	o, err := mailsectest.OpenSMIME([]byte(raw), f.ann, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOpened(t, o)
+	if o.KeyTransport != "rsaes-oaep-sha256" || o.ContentCipher != "aes256-gcm" {
+		t.Fatalf("read as %s and %s", o.KeyTransport, o.ContentCipher)
+	}
+}
+
+// splitSMIME returns the header of an S/MIME message and its decoded body.
+func splitSMIME(t *testing.T, raw []byte) (head, der []byte) {
+	t.Helper()
+	i := bytes.Index(raw, []byte("\r\n\r\n"))
+	if i < 0 {
+		t.Fatal("no header")
+	}
+	der, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(string(raw[i+4:]), "\r\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw[:i+4], der
+}
+
+// joinSMIME is the other way round from splitSMIME.
+func joinSMIME(head, der []byte) []byte {
+	out := bytes.Clone(head)
+	b := base64.StdEncoding.EncodeToString(der)
+	for len(b) > 76 {
+		out = append(out, b[:76]+"\r\n"...)
+		b = b[76:]
+	}
+	return append(out, b+"\r\n"...)
 }

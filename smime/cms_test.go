@@ -329,7 +329,7 @@ func TestCMSAlgorithmsRoundTrip(t *testing.T) {
 				}
 				der := unbase64(t, out)
 				for i, k := range ks {
-					plain, keyAlg, cipherAlg, err := openCMS(der, k.cert, k.key)
+					plain, keyAlg, cipherAlg, err := OpenCMS(der, k.cert, k.key)
 					if err != nil {
 						t.Fatalf("%+v size %d step %d recipient %d: %v", s, size, step, i, err)
 					}
@@ -406,7 +406,7 @@ func TestCMSAuthEnvelopedStructure(t *testing.T) {
 		}
 		nonces = append(nonces, eci[1].Full[15:27])
 
-		if _, _, _, err := openCMS(der, ks[0].cert, ks[0].key); err != nil {
+		if _, _, _, err := OpenCMS(der, ks[0].cert, ks[0].key); err != nil {
 			t.Fatal(err)
 		}
 		ctOff := len(der) - len(eocAuth) - 18 - len(eocContent) - 100
@@ -414,7 +414,7 @@ func TestCMSAuthEnvelopedStructure(t *testing.T) {
 			"nonce": bytes.Index(der, eci[1].Full) + 20} {
 			bad := bytes.Clone(der)
 			bad[off] ^= 1
-			if _, _, _, err := openCMS(bad, ks[0].cert, ks[0].key); err == nil {
+			if _, _, _, err := OpenCMS(bad, ks[0].cert, ks[0].key); err == nil {
 				t.Fatalf("a changed octet of the %s went unnoticed", name)
 			}
 		}

@@ -26,15 +26,18 @@ import (
 	"github.com/mailsec/mailsec/internal/syntax"
 	"github.com/mailsec/mailsec/pgp"
 	"github.com/mailsec/mailsec/smime"
+	"github.com/mailsec/mailsec/smime/revocation"
 )
 
-// exitNoCheck: keys check could not check (interrupted, no system roots).
+// exitNoCheck: keys check could not check (interrupted, no system roots,
+// a revocation status that could not be established).
 const exitNoCheck = 3
 
 // maxKeyFile bounds a file keys check reads.
 const maxKeyFile = 16 << 20
 
-const keysSynopsis = `usage: mailsec keys check FILE... [-within DURATION] [-address ADDR] [-ca FILE] [-json]
+const keysSynopsis = `usage: mailsec keys check FILE... [-within DURATION] [-address ADDR] [-ca FILE]
+                        [-revocation [-allow-private]] [-json]
 `
 
 type keysOptions struct {
@@ -42,6 +45,8 @@ type keysOptions struct {
 	address string
 	caFile  string
 	json    bool
+	revoc   bool
+	private bool
 }
 
 func newKeysFlags(o *keysOptions) *flag.FlagSet {
@@ -49,6 +54,8 @@ func newKeysFlags(o *keysOptions) *flag.FlagSet {
 	fs.StringVar(&o.within, "within", "30d", "report keys and certificates that expire within `DURATION` (\"30d\", \"36h\"; \"0\": only expired ones)")
 	fs.StringVar(&o.address, "address", "", "check every key and certificate for `ADDR`, as sending to ADDR would (default: for each address it names)")
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of the roots S/MIME certificates must chain to (default: the system's)")
+	fs.BoolVar(&o.revoc, "revocation", false, "ask the OCSP responders and CRL distribution points S/MIME certificates name whether they are revoked")
+	fs.BoolVar(&o.private, "allow-private", false, "with -revocation: let OCSP and CRL fetches connect to loopback, private, link-local and other non-global addresses (refused by default; for test setups and in-house CAs)")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on standard output")
 	return fs
 }
@@ -63,11 +70,24 @@ key reported fine here is one mailsec send encrypts to. For each it prints
 the fingerprint, the addresses it serves, when it expires, and its
 problem: expired, revoked, weak algorithm, no encryption subkey, untrusted
 chain, wrong address, or expiring within -within. A revocation is found in
-an OpenPGP key itself; OCSP responders and CRLs are not asked. Without -address each
-key is checked for each address of its user IDs, and each certificate for
-each address of its rfc822Name SANs; it is fine for the addresses it
-passes for. A key whose cipher preferences name no AES cipher is fine,
-with a note: mailsec encrypts to it with AES-128 regardless.
+an OpenPGP key itself. An S/MIME certificate is checked for revocation
+only with -revocation: then the OCSP responder (AIA) and CRLs (CDP) of it
+and of its intermediate CAs are asked, as a Sender with
+smime.Options.Revocation asks them, failing closed: a certificate whose
+status cannot be established (responder down, no answer that verifies) is
+reported as "revocation unknown", never as fine. A certificate that names
+no responder and no CRL is fine with a note saying so, as sending uses it.
+Without -address each key is checked for each address of its user IDs, and
+each certificate for each address of its rfc822Name SANs; it is fine for
+the addresses it passes for. A key whose cipher preferences name no AES
+cipher is fine, with a note: mailsec encrypts to it with AES-128
+regardless.
+
+Examples:
+  mailsec keys check patient.asc
+  mailsec keys check -within 60d -address ann@example.org ann.asc
+  mailsec keys check -ca roots.pem -revocation clinicians/*.pem
+  mailsec keys check -json -within 0 keys/*.asc certs/*.pem
 
 Flags:
 `)
@@ -80,9 +100,12 @@ Exit status:
   1  some key or certificate has a problem (expired, revoked, weak,
      expiring within -within, untrusted...), or a file holds neither
   2  bad usage: no FILE, an unknown flag, a bad -within, a -ca file that
-     cannot be used, a FILE that cannot be opened or read
+     cannot be used, -allow-private without -revocation, a FILE that
+     cannot be opened or read
   3  a check could not run: interrupted, or no system roots to check
-     S/MIME certificates against
+     S/MIME certificates against; or, with -revocation, the only problems
+     are certificates whose revocation status could not be established
+     (exit 1 wins when any key or certificate has a definite problem)
 `)
 }
 
@@ -111,7 +134,7 @@ type keyReport struct {
 	OK          bool       `json:"ok"`
 	// Problem is a short code: expired, revoked, weak-algorithm,
 	// no-encryption-subkey, untrusted, wrong-address, expires-soon,
-	// unreadable...; Reason says it in words.
+	// revocation-unknown, unreadable...; Reason says it in words.
 	Problem string   `json:"problem,omitempty"`
 	Reason  string   `json:"reason,omitempty"`
 	Notes   []string `json:"notes,omitempty"`
@@ -148,6 +171,9 @@ func runKeysCheck(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return reportUsage(e, name, usagef("-within: %v", err))
 	}
+	if o.private && !o.revoc {
+		return reportUsage(e, name, usagef("-allow-private needs -revocation"))
+	}
 	if o.address != "" {
 		if a, err := mail.ParseAddress(o.address); err != nil || a.Address != o.address {
 			return reportUsage(e, name, usagef("-address %q: want a bare address, local@domain", o.address))
@@ -168,6 +194,14 @@ func runKeysCheck(ctx context.Context, e *env, args []string) int {
 			return reportUsage(e, name, usagef("-ca: %v", err))
 		}
 		sopts.Roots = roots
+	}
+	if o.revoc {
+		rc, err := revocation.New(&revocation.Options{AllowPrivate: o.private})
+		if err != nil {
+			fmt.Fprintf(e.stderr, "mailsec %s: -revocation: %v\n", name, err)
+			return exitNoCheck
+		}
+		sopts.Revocation = rc
 	}
 	c.smimeOpts = sopts
 	// Every file is read before anything is checked, so that a usage
@@ -201,15 +235,22 @@ func runKeysCheck(ctx context.Context, e *env, args []string) int {
 	} else {
 		writeKeyReports(e.stdout, reports, c.now)
 	}
-	bad := 0
+	bad, unknown := 0, 0
 	for _, r := range reports {
-		if !r.OK {
+		switch {
+		case r.Problem == problemRevocationUnknown:
+			unknown++
+		case !r.OK:
 			bad++
 		}
 	}
-	if bad > 0 {
-		fmt.Fprintf(e.stderr, "mailsec %s: %d of %d keys and certificates have a problem\n", name, bad, len(reports))
+	switch {
+	case bad > 0:
+		fmt.Fprintf(e.stderr, "mailsec %s: %d of %d keys and certificates have a problem\n", name, bad+unknown, len(reports))
 		return exitFail
+	case unknown > 0:
+		fmt.Fprintf(e.stderr, "mailsec %s: could not check the revocation status of %d of %d certificates\n", name, unknown, len(reports))
+		return exitNoCheck
 	}
 	return exitOK
 }
@@ -518,6 +559,10 @@ func (c *keyChecker) certVerdict(r *keyReport, err error) error {
 	return nil
 }
 
+// problemRevocationUnknown is the Problem of a certificate whose
+// revocation status -revocation could not establish.
+const problemRevocationUnknown = "revocation-unknown"
+
 // certProblem names an S/MIME problem with the codes OpenPGP keys use
 // where they mean the same.
 func certProblem(p smime.Problem) string {
@@ -540,6 +585,8 @@ func certProblem(p smime.Problem) string {
 		return "untrusted"
 	case smime.Revoked:
 		return "revoked"
+	case smime.RevocationUnknown:
+		return problemRevocationUnknown
 	}
 	return "unusable"
 }

@@ -334,3 +334,83 @@ func TestKeysCheckInterrupted(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q", r.stdout, r.stderr)
 	}
 }
+
+// With -revocation the OCSP responder and CRLs of an S/MIME certificate
+// ("openssl ocsp" and CRLs from "openssl ca" on loopback) are asked: a
+// good certificate passes, a revoked one is a problem (1), one whose
+// status cannot be established is reported as such and exits 3, unless
+// another certificate has a definite problem (1). Without -revocation
+// nothing is asked; without -allow-private loopback is not fetched from,
+// which fails closed.
+func TestKeysCheckRevocation(t *testing.T) {
+	p := tooltest.NewPKI(t, tooltest.PKIOptions{Leaves: []tooltest.PKILeaf{
+		{Email: "good@example.org"},
+		{Email: "revoked@example.org", Revoked: true},
+		{Email: "down@example.org", OCSPURL: tooltest.DeadURL(t), CRLURL: tooltest.DeadURL(t)},
+	}})
+	ca := writeFile(t, "root.pem", p.Root.CertPEM())
+	file := func(email string) string {
+		chain, _, err := mailsectest.PEM(p.Leaf(email))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return writeFile(t, strings.Split(email, "@")[0]+".pem", chain)
+	}
+	good, revoked, down := file("good@example.org"), file("revoked@example.org"), file("down@example.org")
+	// The PKI's certificates are valid for a day: -within 0.
+	rev := []string{"-ca", ca, "-within", "0", "-revocation", "-allow-private"}
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		problems []string
+		asked    bool
+	}{
+		{"good", append([]string{good}, rev...), 0, []string{""}, true},
+		{"revoked", append([]string{revoked}, rev...), 1, []string{"revoked"}, true},
+		{"responder down", append([]string{down}, rev...), 3, []string{"revocation-unknown"}, false},
+		{"good and down", append([]string{good, down}, rev...), 3, []string{"", "revocation-unknown"}, true},
+		{"revoked and down", append([]string{revoked, down}, rev...), 1, []string{"revoked", "revocation-unknown"}, true},
+		{"loopback refused", []string{good, "-ca", ca, "-within", "0", "-revocation"}, 3, []string{"revocation-unknown"}, false},
+		{"revoked, not asked", []string{revoked, "-ca", ca, "-within", "0"}, 0, []string{""}, false},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			ocsp0, crl0 := p.Hits()
+			r := runCmd(t, "", nil, append([]string{"keys", "check", "-json"}, tc.args...)...)
+			wantCode(t, r, tc.code)
+			reps := keyReports(t, r)
+			if len(reps) != len(tc.problems) {
+				t.Fatalf("%d reports, want %d", len(reps), len(tc.problems))
+			}
+			for i, rep := range reps {
+				if rep.Problem != tc.problems[i] || rep.OK != (tc.problems[i] == "") {
+					t.Errorf("report %d: problem %q (ok %v), want %q: %s", i, rep.Problem, rep.OK, tc.problems[i], rep.Reason)
+				}
+				if rep.Problem == "revocation-unknown" && !strings.Contains(rep.Reason, "revocation status unavailable") {
+					t.Errorf("report %d: reason %q", i, rep.Reason)
+				}
+				if rep.OK && tc.asked && !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.HasPrefix(n, "certificate status good (OCSP") }) {
+					t.Errorf("report %d: notes %q", i, rep.Notes)
+				}
+			}
+			if ocsp1, crl1 := p.Hits(); (ocsp1+crl1 > ocsp0+crl0) != tc.asked {
+				t.Errorf("responder and CRLs asked %d times, want asked %v", ocsp1+crl1-ocsp0-crl0, tc.asked)
+			}
+			if tc.code == 3 && !strings.Contains(r.stderr, "could not check the revocation status") {
+				t.Errorf("stderr %q", r.stderr)
+			}
+		})
+	}
+
+	r := runCmd(t, "", nil, append([]string{"keys", "check", down}, rev...)...)
+	wantCode(t, r, 3)
+	if !strings.Contains(r.stdout, ": REVOCATION UNKNOWN\n") || !strings.Contains(r.stdout, "  problem:   revocation status unavailable") {
+		t.Errorf("stdout\n%s", r.stdout)
+	}
+	r = runCmd(t, "", nil, "keys", "check", good, "-allow-private")
+	wantCode(t, r, 2)
+	if !strings.Contains(r.stderr, "-allow-private needs -revocation") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+}
