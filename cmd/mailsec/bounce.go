@@ -13,7 +13,7 @@ import (
 )
 
 const bounceSynopsis = `usage: mailsec bounce explain FILE [-json]
-       mailsec bounce ingest -db DB [-json] < MESSAGE
+       mailsec bounce ingest -db DB [-verp LOCAL@DOMAIN -verp-secret-file FILE -recipient ADDR] [-json] < MESSAGE
 `
 
 func bounceUsage(w io.Writer) {
@@ -33,6 +33,8 @@ Examples:
   mailsec bounce explain bounce.eml
   mailsec bounce explain -json - < bounce.eml
   mailsec bounce ingest -db mail.db < bounce.eml
+  mailsec bounce ingest -db mail.db -verp bounces@example.com \
+      -verp-secret-file /etc/mailsec/verp.key -recipient "$RECIPIENT" < bounce.eml
 
 explain flags:
   -json   print the report as JSON on standard output

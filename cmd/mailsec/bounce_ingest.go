@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bounce"
 	"github.com/mailsec/mailsec/outbox"
 )
 
@@ -26,7 +27,20 @@ message of the outbox, or names one with the wrong secret, changes nothing
 (it is reported as unmatched). Meant for a Postfix pipe transport or a
 mailbox poller; see the README.
 
+With signed VERP return paths (queue run -verp), -recipient gives the
+address the bounce was delivered to (Postfix pipe: ${recipient}), and the
+bounce is matched by that address's tag, so that a bounce from a server
+that returns no ENVID is matched too. A tag that is made up, altered, or
+signed with another secret matches nothing (unmatched, exit 0). A bounce
+delivered to LOCAL@DOMAIN itself, without a tag, is matched by its ENVID.
+
   -db DB     the outbox: a SQLite file or a postgres:// URL (required)
+  -verp LOCAL@DOMAIN
+             the return paths queue run -verp sends from
+  -verp-secret-file FILE
+             the secret queue run -verp-secret-file signs them with
+  -recipient ADDR
+             the envelope recipient of the bounce (with -verp)
   -json      print what was recorded as JSON on standard output
 
 Environment: MAILSEC_OUTBOX_KEY, as for the queue commands.
@@ -37,7 +51,9 @@ ingest exit status:
       mail system must not keep it; standard error says which
   1   the bounce matched a message that cannot be opened (tampered with)
   2   bad usage: unknown subcommand or flag, a missing -db, a SQLite file
-      that does not exist, MAILSEC_OUTBOX_KEY missing or malformed
+      that does not exist, MAILSEC_OUTBOX_KEY missing or malformed, -verp
+      without -verp-secret-file or -recipient without -verp, a secret file
+      that cannot be read or holds fewer than 32 bytes
   75  a temporary failure (the database unreachable or busy, the message
       in the middle of an attempt): the same bounce can be ingested later;
       a Postfix pipe transport keeps it and tries again
@@ -48,14 +64,32 @@ func runBounceIngest(ctx context.Context, e *env, args []string) int {
 	fs := flag.NewFlagSet("mailsec "+name, flag.ContinueOnError)
 	db := fs.String("db", "", "the outbox `DB`: a SQLite file or a postgres:// URL (required)")
 	asJSON := fs.Bool("json", false, "print what was recorded as JSON")
+	var vo verpOptions
+	vo.register(fs, "match bounces by the")
+	recipient := fs.String("recipient", "", "the `ADDR` the bounce was delivered to (Postfix pipe: ${recipient}); with -verp")
 	if code, ok := parseFlagsArgs(e, name, fs, bounceUsage, args, 0); !ok {
 		return code
+	}
+	recipientSet := false
+	fs.Visit(func(f *flag.Flag) { recipientSet = recipientSet || f.Name == "recipient" })
+	if err := vo.check(); err != nil {
+		return reportUsage(e, name, err)
+	}
+	switch {
+	case recipientSet && vo.addr == "":
+		return reportUsage(e, name, usagef("-recipient goes with -verp LOCAL@DOMAIN and -verp-secret-file: the address is checked against the signed return paths"))
+	case recipientSet && strings.TrimSpace(*recipient) == "":
+		return reportUsage(e, name, usagef("-recipient is empty: give the address the bounce was delivered to (Postfix pipe: ${recipient})"))
 	}
 	keys, err := outboxKeys(e.getenv)
 	if err != nil {
 		return reportUsage(e, name, err)
 	}
-	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys})
+	verp, err := vo.verp(e.stderr)
+	if err != nil {
+		return reportUsage(e, name, err)
+	}
+	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys, VERP: verp})
 	if err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {
@@ -65,7 +99,12 @@ func runBounceIngest(ctx context.Context, e *env, args []string) int {
 		return exitTempFail
 	}
 	defer closeOutbox(ob)
-	res, err := ob.Ingest(ctx, e.stdin)
+	var res *outbox.IngestResult
+	if verp != nil && *recipient != "" && !isBareReturnPath(verp, *recipient) {
+		res, err = ob.IngestReturnPath(ctx, e.stdin, *recipient)
+	} else {
+		res, err = ob.Ingest(ctx, e.stdin)
+	}
 	switch {
 	case errors.Is(err, outbox.ErrUnmatched):
 		fmt.Fprintf(e.stderr, "mailsec %s: unmatched, ignored: %s\n", name, printable(strings.TrimPrefix(err.Error(), "outbox: ")))
@@ -82,4 +121,13 @@ func runBounceIngest(ctx context.Context, e *env, args []string) int {
 		return writeJSON(e, res)
 	}
 	return exitOK
+}
+
+// isBareReturnPath reports whether addr is the VERP's own address,
+// LOCAL@DOMAIN without a tag: mail sent without -verp has its bounces
+// delivered there, and they are matched by their ENVID.
+func isBareReturnPath(v *bounce.VERP, addr string) bool {
+	a := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(addr), "<"), ">")
+	local, domain, ok := strings.Cut(a, "@")
+	return ok && strings.EqualFold(local, v.Local) && strings.EqualFold(strings.TrimSuffix(domain, "."), v.Domain)
 }

@@ -24,6 +24,7 @@
 //		[-pgp-keys FILE [-pgp-sign FILE]] [-smime-certs FILE [-smime-roots FILE]
 //		 [-smime-sign-cert FILE -smime-sign-key FILE]] [-outer-subject TEXT]
 //		[-notice-url URL | -prefer-protection] [-dkim DOMAIN:SELECTOR:KEYFILE]...
+//		[-verp LOCAL@DOMAIN -verp-secret-file FILE]
 //
 // With -mx instead of -server the message goes straight to each recipient
 // domain's MX hosts (transport.Direct: DANE, MTA-STS, REQUIRETLS), every
@@ -90,6 +91,11 @@
 //	                   KEYFILE, mail whose From domain is DOMAIN (repeatable:
 //	                   an RSA and an Ed25519 key sign each message); mail
 //	                   from any other domain is refused, nothing sent
+//	-verp LOCAL@DOMAIN send each delivery from a signed VERP return path of
+//	                   its own, LOCAL+<tag>@DOMAIN (bounce.VERP)
+//	-verp-secret-file FILE
+//	                   the secret that signs the tags: at least 32 bytes,
+//	                   never printed
 //
 // A line per recipient on standard error says whether the server accepted
 // the message, over which TLS version and with which certificate
@@ -101,7 +107,8 @@
 // by default mailsec/mta-sts under the user's cache directory ("none":
 // this run only).
 //
-// A -dkim KEYFILE that its group or others may read draws a warning.
+// A -dkim KEYFILE or a -verp-secret-file that its group or others may read
+// draws a warning.
 //
 // # mailsec check
 //
@@ -152,7 +159,7 @@
 // # mailsec bounce
 //
 //	mailsec bounce explain FILE [-json]
-//	mailsec bounce ingest -db DB [-json] < MESSAGE
+//	mailsec bounce ingest -db DB [-verp LOCAL@DOMAIN -verp-secret-file FILE -recipient ADDR] [-json] < MESSAGE
 //
 // bounce explain reads a delivery status notification (a bounce or delay
 // warning, RFC 3464) from FILE, or from standard input with "-", and prints
@@ -165,7 +172,11 @@
 // bounce ingest reads one bounce on standard input and records it in the
 // outbox DB for the message it matches (by the ENVID the outbox sent); it
 // exits 0 for a bounce it cannot match too, and 75 (EX_TEMPFAIL) when the
-// database fails, for a Postfix pipe transport.
+// database fails, for a Postfix pipe transport. With -verp and
+// -verp-secret-file (as queue run was given them), -recipient ADDR, the
+// address the bounce was delivered to, matches it by its signed return
+// path (Outbox.IngestReturnPath), for servers that drop the ENVID; a tag
+// made up or altered matches nothing.
 //
 // # mailsec keys check
 //

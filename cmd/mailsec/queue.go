@@ -161,10 +161,11 @@ subject, body, attachments, receipts) is sealed with the key in `+outboxKeyEnv+`
 run delivers the queued messages through the server or MX hosts its flags name
 (the same flags as send's: -server, -tls, -user, -ca, -mx, -dns, -level,
 -mx-port, -allow-private, -pgp-keys, -smime-certs, ...; end-to-end protection
-happens at each attempt, with the keys and certificates given to run). It
-retries temporary failures with backoff until a message is 5 days old, and
-runs until interrupted; with -once, until no message is due and none is
-being sent. A line per recipient and attempt goes to standard error. On
+happens at each attempt, with the keys and certificates given to run; -verp
+sends each delivery from a signed return path of its own, which "mailsec
+bounce ingest -recipient" checks). It retries temporary failures with
+backoff until a message is 5 days old, and runs until interrupted; with
+-once, until no message is due and none is being sent. A line per recipient and attempt goes to standard error. On
 SIGINT or SIGTERM it gives deliveries under way 30s to finish; the rest stay
 queued.
 
@@ -177,6 +178,8 @@ Examples:
   export `+outboxKeyEnv+`="$(head -c 32 /dev/urandom | base64)"
   mailsec send -queue mail.db -from app@example.com -to ann@example.org -subject hi
   mailsec queue run -db mail.db -once -server smtp.example.com:587 -user app
+  mailsec queue run -db mail.db -server smtp.example.com:587 -user app \
+      -verp bounces@example.com -verp-secret-file /etc/mailsec/verp.key
   mailsec queue list -db mail.db -state failed,expired
   mailsec queue show ID -db mail.db -json
 
@@ -472,7 +475,7 @@ func runQueueRun(ctx context.Context, e *env, args []string) int {
 		return reportUsage(e, name, err)
 	}
 	defer t.Close()
-	opts, err := d.senderOptions(e.getenv)
+	opts, verp, err := d.senderOptions(e)
 	if err != nil {
 		return reportUsage(e, name, err)
 	}
@@ -495,7 +498,7 @@ func runQueueRun(ctx context.Context, e *env, args []string) int {
 		printProgress(stderr, a.Receipt)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ob, err := openOutbox(ctx, *db, false, sender, &outbox.Options{Keys: keys, OnReceipt: onAttempt, Logger: logger})
+	ob, err := openOutbox(ctx, *db, false, sender, &outbox.Options{Keys: keys, OnReceipt: onAttempt, Logger: logger, VERP: verp})
 	if err != nil {
 		return failure(e, name, err)
 	}

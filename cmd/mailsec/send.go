@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bounce"
 	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/outbox"
 	"github.com/mailsec/mailsec/transport"
@@ -44,6 +45,7 @@ type deliveryOptions struct {
 	user      string
 	stsCache  string
 	dkim      dkimList
+	verp      verpOptions
 	protect   protectOptions
 }
 
@@ -59,6 +61,7 @@ func (o *deliveryOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.caFile, "ca", "", "PEM `FILE` of root certificates to trust in addition to the system's")
 	fs.StringVar(&o.user, "user", "", "authenticate as `NAME`; the password is read from $"+passwordEnv)
 	fs.Var(&o.dkim, "dkim", "sign with DKIM, with the PEM private key in KEYFILE, mail whose From domain is DOMAIN, `DOMAIN:SELECTOR:KEYFILE` (repeatable: an rsa and an ed25519 key sign each message twice); mail from another domain is refused")
+	o.verp.register(fs, "send each delivery from a return path of its own that names it, for bounces from servers that drop the ENVID:")
 	o.protect.register(fs)
 }
 
@@ -115,16 +118,24 @@ func (o *deliveryOptions) check(getenv func(string) string) error {
 			return usagef("-level %q: must be verified, dane-only, dane, verify, secure, encrypt, may or none", o.level)
 		}
 	}
+	if err := o.verp.check(); err != nil {
+		return err
+	}
 	return o.protect.check()
 }
 
 // senderOptions reads the key and certificate files the protection flags
-// name and returns the Sender's options: its Policy, Protectors and
-// Notice.
-func (o *deliveryOptions) senderOptions(getenv func(string) string) (*mailsec.Options, error) {
-	protectors, err := o.protect.protectors(getenv)
+// name, and the -verp secret, and returns the Sender's options: its
+// Policy, Protectors, Notice and ReturnPath, and the VERP (nil without
+// -verp) that makes the return paths.
+func (o *deliveryOptions) senderOptions(e *env) (*mailsec.Options, *bounce.VERP, error) {
+	protectors, err := o.protect.protectors(e.getenv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	verp, err := o.verp.verp(e.stderr)
+	if err != nil {
+		return nil, nil, err
 	}
 	policy := o.protect.policy()
 	if o.tlsMode == "none" {
@@ -135,7 +146,11 @@ func (o *deliveryOptions) senderOptions(getenv func(string) string) (*mailsec.Op
 		l, _ := mailsec.ParseSecurityLevel(o.level)
 		policy = mailsec.WithSecurity(policy, mailsec.Security{Level: l})
 	}
-	return &mailsec.Options{Policy: policy, Protectors: protectors, Notice: o.protect.notice()}, nil
+	opts := &mailsec.Options{Policy: policy, Protectors: protectors, Notice: o.protect.notice()}
+	if verp != nil {
+		opts.ReturnPath = verp.ReturnPath
+	}
+	return opts, verp, nil
 }
 
 // sendOptions holds the flags of mailsec send: how to deliver, and the
@@ -255,6 +270,7 @@ func deliveryFlagGroups() []flagGroup {
 		{"Direct delivery (to the recipient domains' MX hosts)", []string{"mx", "dns", "level", "mx-port", "allow-private", "mta-sts-cache"}},
 		{"Protection (end to end, and DKIM)", []string{"pgp-keys", "pgp-sign", "smime-certs", "smime-roots", "smime-sign-cert", "smime-sign-key",
 			"outer-subject", "notice-url", "prefer-protection", "dkim"}},
+		{"Bounces (signed VERP return paths)", verpFlagNames()},
 	}
 }
 
@@ -262,7 +278,7 @@ func sendFlagGroups() []flagGroup {
 	g := deliveryFlagGroups()
 	return []flagGroup{g[0], g[1],
 		{"Message", []string{"from", "to", "cc", "bcc", "subject", "body", "html", "attach", "requiretls"}},
-		g[2],
+		g[2], g[3],
 		{"Output and limits", []string{"json", "timeout", "queue"}},
 	}
 }
@@ -295,8 +311,14 @@ certificate: one without receives nothing (or, with -notice-url, a link-only
 notice; with -prefer-protection, the message unencrypted, and the line says
 NOT encrypted). Bcc recipients each get a delivery of their own.
 
+With -verp each delivery is sent (MAIL FROM) from a return path of its own,
+LOCAL+<tag>@DOMAIN, whose tag names the delivery and is signed with the
+secret in -verp-secret-file, so that a bounce is matched to it even from a
+server that drops the ENVID, and nobody without the secret can forge one
+(mailsec bounce ingest -recipient; see the README).
+
 With -queue the message is queued in an outbox instead; 'mailsec queue run'
-delivers it, with the delivery flags given there.
+delivers it, with the delivery flags given there (-verp among them).
 
 Examples:
   # through a provider's submission server, authenticated
@@ -311,6 +333,10 @@ Examples:
 
   # straight to the MX hosts, encrypted end to end with PGP
   mailsec send -mx -pgp-keys keys.asc -from app@example.com -to ann@example.org -body - < msg.txt
+
+  # bounces to a signed bounces+<tag>@example.com of this delivery
+  mailsec send -server smtp.example.com:587 -from app@example.com -to ann@example.org \
+      -verp bounces@example.com -verp-secret-file /etc/mailsec/verp.key
 `)
 	fs := newSendFlags(&sendOptions{})
 	printFlags(w, fs, sendFlagGroups())
@@ -326,6 +352,8 @@ Environment:
 Files:
   A -dkim key file that its group or others may read draws a
   warning: anyone who reads it can sign as you. chmod 600 it.
+  So does a -verp-secret-file: anyone who reads it can forge bounces
+  that are taken for real ones.
 
 Exit status:
   0   the server accepted the message for every recipient (with -queue: the
@@ -339,7 +367,8 @@ Exit status:
       subject)
   2   bad usage: an unknown flag, a missing -from or recipient, a -server
       without a port, -tls none to a non-loopback server, a file that cannot
-      be read, a key that cannot be parsed
+      be read, a key that cannot be parsed, -verp without -verp-secret-file,
+      a VERP secret shorter than 32 bytes
 `)
 }
 
@@ -395,7 +424,7 @@ func runSend(ctx context.Context, e *env, args []string) int {
 	var opts *mailsec.Options
 	var keys []outbox.Key
 	if o.queue == "" {
-		if opts, err = o.senderOptions(e.getenv); err != nil {
+		if opts, _, err = o.senderOptions(e); err != nil {
 			return reportUsage(e, name, err)
 		}
 	} else if keys, err = outboxKeys(e.getenv); err != nil {
