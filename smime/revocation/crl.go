@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -28,6 +30,11 @@ type crlResult struct {
 	// onlyUser and onlyCA are the scope the issuing distribution point
 	// gives the CRL.
 	onlyUser, onlyCA bool
+	// partition reports that the issuing distribution point names a
+	// distributionPoint: the CRL covers only the certificates that name
+	// one of dpURIs, its fullName URIs, as their distribution point.
+	partition bool
+	dpURIs    []string
 }
 
 type revokedEntry struct {
@@ -72,6 +79,13 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 		return nil, invalid("the CRL covers end-entity certificates only, and this is a CA certificate")
 	case r.onlyCA && !isCA:
 		return nil, invalid("the CRL covers CA certificates only")
+	}
+	// RFC 5280 §6.3.3 (b)(2)(i): a CRL for one distribution point (a
+	// partition of the issuer's CRLs) covers only the certificates that
+	// name it. The URL compared is the certificate's, not a redirect's
+	// target: a CRL served at the URL of another partition is refused.
+	if r.partition && !slices.Contains(r.dpURIs, u) {
+		return nil, invalid("the CRL is for another distribution point (" + strings.Join(r.dpURIs, ", ") + "), not for " + u)
 	}
 	if e, ok := r.revoked[cert.SerialNumber.Text(16)]; ok {
 		return nil, &RevokedError{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Issuer: issuer.Subject.String(),
@@ -148,7 +162,8 @@ func (c *Checker) fetchCRL(ctx context.Context, u string, issuer *x509.Certifica
 
 // scope reads an IssuingDistributionPoint (RFC 5280 §5.2.5) into r and
 // refuses the kinds of CRL this package does not handle: partitioned by
-// reason, indirect, or for attribute certificates.
+// reason, indirect, for attribute certificates, or for a distribution
+// point named relative to the issuer rather than by URI.
 func (r *crlResult) scope(value []byte) error {
 	in := cryptobyte.String(value)
 	var seq cryptobyte.String
@@ -164,6 +179,9 @@ func (r *crlResult) scope(value []byte) error {
 		flag := len(el) == 1 && el[0] != 0
 		switch tag {
 		case cbasn1.Tag(0).ContextSpecific().Constructed(): // distributionPoint
+			if err := r.distributionPoint(el); err != nil {
+				return err
+			}
 		case cbasn1.Tag(1).ContextSpecific():
 			r.onlyUser = flag
 		case cbasn1.Tag(2).ContextSpecific():
@@ -180,6 +198,34 @@ func (r *crlResult) scope(value []byte) error {
 			}
 		default:
 			return fmt.Errorf("unknown field [%d]", tag&0x1f)
+		}
+	}
+	return nil
+}
+
+// distributionPoint reads the DistributionPointName of an issuing
+// distribution point: its fullName's URIs go to r.dpURIs.
+func (r *crlResult) distributionPoint(dpn cryptobyte.String) error {
+	var full cryptobyte.String
+	var tag cbasn1.Tag
+	if !dpn.ReadAnyASN1(&full, &tag) || !dpn.Empty() {
+		return errors.New("distributionPoint does not parse")
+	}
+	switch tag {
+	case cbasn1.Tag(0).ContextSpecific().Constructed(): // fullName
+	case cbasn1.Tag(1).ContextSpecific().Constructed():
+		return errors.New("distributionPoint is a nameRelativeToCRLIssuer, which cannot be matched to an HTTP URL")
+	default:
+		return fmt.Errorf("distributionPoint: unknown name [%d]", tag&0x1f)
+	}
+	r.partition = true
+	for !full.Empty() {
+		var name cryptobyte.String
+		if !full.ReadAnyASN1(&name, &tag) {
+			return errors.New("distributionPoint fullName does not parse")
+		}
+		if tag == cbasn1.Tag(6).ContextSpecific() { // uniformResourceIdentifier
+			r.dpURIs = append(r.dpURIs, string(name))
 		}
 	}
 	return nil

@@ -32,7 +32,11 @@
 // signed by the issuer (with the cRLSign key usage), name it as its
 // issuer, be current (nextUpdate present and not past), and be a complete
 // CRL for the certificate's kind: delta CRLs and indirect or
-// reason-partitioned CRLs are refused.
+// reason-partitioned CRLs are refused. A CRL whose issuing distribution
+// point names a distributionPoint covers only that partition of the
+// issuer's certificates: the URL the certificate names (not a redirect's
+// target) must be among its fullName URIs (RFC 5280 §6.3.3), and one
+// named relative to the issuer is refused.
 //
 // golang.org/x/crypto/ocsp parses responses; this package adds what it
 // leaves out: the request nonce and its echo, the full CertID match, and

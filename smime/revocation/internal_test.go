@@ -2,11 +2,14 @@ package revocation
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -132,4 +135,102 @@ func FuzzCheckOCSP(f *testing.F) {
 			t.Fatal("no error and no status")
 		}
 	})
+}
+
+// idpURI is an IssuingDistributionPoint whose distributionPoint is a
+// fullName of the URIs us: the CRL of one partition of a CA's
+// certificates (RFC 5280 §5.2.5).
+func idpURI(us ...string) pkix.Extension {
+	var names []byte
+	for _, u := range us {
+		names = append(names, 0x86, byte(len(u))) // [6] uniformResourceIdentifier
+		names = append(names, u...)
+	}
+	full := append([]byte{0xa0, byte(len(names))}, names...) // [0] fullName
+	return idp(append([]byte{0xa0, byte(len(full))}, full...)...)
+}
+
+// TestCRLPartition: a CA partitions its CRLs by distribution point, and
+// the leaf names partition 1, which lists it as revoked. Partition 2,
+// genuine and current, does not list it: served at the leaf's URL (the
+// fetch is plain HTTP, an on-path attacker can answer it), it must be
+// refused, not taken for a "good" (RFC 5280 §6.3.3 (b)(2)(i)). The URL
+// matched is the one the certificate names, not a redirect's target.
+func TestCRLPartition(t *testing.T) {
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served map[string][]byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved" {
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+			return
+		}
+		_, _ = w.Write(served[r.URL.Path])
+	}))
+	defer srv.Close()
+	url1, url2, moved := srv.URL+"/part1", srv.URL+"/part2", srv.URL+"/moved"
+	leafFor := func(cdp string) *x509.Certificate {
+		t.Helper()
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), Subject: pkix.Name{CommonName: "Ann"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+			EmailAddresses: []string{"ann@example.org"}, CRLDistributionPoints: []string{cdp}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate, key.Public(), ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf
+	}
+	leaf := leafFor(url1)
+	serial := leaf.SerialNumber
+	// nameRelativeToCRLIssuer [1] { SET { cn=part1 } }: cannot be matched
+	// to a URL.
+	rdn := []byte{0x31, 0x0e, 0x30, 0x0c, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x05, 'p', 'a', 'r', 't', '1'}
+	relative := idp(append([]byte{0xa0, byte(len(rdn) + 2), 0xa1, byte(len(rdn))}, rdn...)...)
+	cases := []struct {
+		name   string
+		cert   *x509.Certificate
+		served map[string][]byte
+		want   string // "revoked", "good", or the reason of an *InvalidError
+	}{
+		{"its partition", leaf, map[string][]byte{"/part1": makeCRL(t, ca, serial, idpURI(url1))}, "revoked"},
+		{"its partition among others", leaf, map[string][]byte{"/part1": makeCRL(t, ca, serial, idpURI(url2, url1))}, "revoked"},
+		{"a complete CRL", leaf, map[string][]byte{"/part1": makeCRL(t, ca, nil)}, "good"},
+		{"another partition at its URL", leaf, map[string][]byte{"/part1": makeCRL(t, ca, nil, idpURI(url2))}, "another distribution point"},
+		{"a partition without a URI", leaf, map[string][]byte{"/part1": makeCRL(t, ca, nil, idpURI())}, "another distribution point"},
+		{"a distribution point relative to the issuer", leaf, map[string][]byte{"/part1": makeCRL(t, ca, nil, relative)}, "nameRelativeToCRLIssuer"},
+		{"its partition after a redirect", leafFor(moved), map[string][]byte{"/elsewhere": makeCRL(t, ca, serial, idpURI(moved))}, "revoked"},
+		{"the redirect target's partition", leafFor(moved), map[string][]byte{"/elsewhere": makeCRL(t, ca, nil, idpURI(srv.URL+"/elsewhere"))}, "another distribution point"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			served = tc.served
+			st, err := testChecker(t).Check(context.Background(), tc.cert, ca.Certificate)
+			var ie *InvalidError
+			switch {
+			case tc.want == "revoked":
+				if !errors.Is(err, ErrRevoked) {
+					t.Fatalf("%v, %v; want revoked", st, err)
+				}
+			case tc.want == "good":
+				if err != nil || st.Source != SourceCRL {
+					t.Fatalf("%v, %v; want good", st, err)
+				}
+			case !errors.As(err, &ie) || !strings.Contains(ie.Reason, tc.want):
+				t.Fatalf("%v, %v; want an *InvalidError: %s", st, err, tc.want)
+			case !errors.Is(err, ErrUnavailable):
+				t.Fatalf("err = %v, want ErrUnavailable", err)
+			}
+		})
+	}
 }
