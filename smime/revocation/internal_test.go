@@ -13,12 +13,14 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/mailsec/mailsec/internal/tooltest"
 	"github.com/mailsec/mailsec/mailsectest"
 )
 
@@ -137,6 +139,29 @@ func FuzzCheckOCSP(f *testing.F) {
 	})
 }
 
+// issueLeaf returns an end-entity certificate by ca naming the OCSP
+// responders ocspURLs and the CRL distribution points crlURLs.
+func issueLeaf(t testing.TB, ca *mailsectest.CA, ocspURLs, crlURLs []string) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), Subject: pkix.Name{CommonName: "Ann"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		EmailAddresses: []string{"ann@example.org"}, OCSPServer: ocspURLs, CRLDistributionPoints: crlURLs}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
+}
+
 // idpURI is an IssuingDistributionPoint whose distributionPoint is a
 // fullName of the URIs us: the CRL of one partition of a CA's
 // certificates (RFC 5280 §5.2.5).
@@ -171,26 +196,7 @@ func TestCRLPartition(t *testing.T) {
 	}))
 	defer srv.Close()
 	url1, url2, moved := srv.URL+"/part1", srv.URL+"/part2", srv.URL+"/moved"
-	leafFor := func(cdp string) *x509.Certificate {
-		t.Helper()
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), Subject: pkix.Name{CommonName: "Ann"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
-			EmailAddresses: []string{"ann@example.org"}, CRLDistributionPoints: []string{cdp}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate, key.Public(), ca.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		leaf, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return leaf
-	}
+	leafFor := func(cdp string) *x509.Certificate { return issueLeaf(t, ca, nil, []string{cdp}) }
 	leaf := leafFor(url1)
 	serial := leaf.SerialNumber
 	// nameRelativeToCRLIssuer [1] { SET { cn=part1 } }: cannot be matched
@@ -232,5 +238,68 @@ func TestCRLPartition(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUnavailable", err)
 			}
 		})
+	}
+}
+
+// TestUnfetchedURLs: a certificate that names only URLs this package
+// does not fetch has a status that cannot be established, for good (an
+// *UnavailableError listing them, not temporary), not one with nothing to
+// check; only a certificate that names nothing is a Status of Source
+// SourceNone.
+func TestUnfetchedURLs(t *testing.T) {
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ldap := "ldap://ldap.ca.example/cn=CA?certificateRevocationList"
+	ocspTLS, crlTLS := "https://ocsp.ca.example/", "https://crl.ca.example/ca.crl"
+	good := serve(t, makeCRL(t, ca, nil))
+	noCRL, err := New(&Options{AllowPrivate: true, NoCRL: true, CacheEntries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		c         *Checker
+		ocsp, crl []string
+		skipped   []string // the URLs the *UnavailableError lists as not fetched
+		temporary bool
+	}{
+		{"LDAP and HTTPS", testChecker(t), []string{ocspTLS}, []string{ldap, crlTLS}, []string{ocspTLS, ldap, crlTLS}, false},
+		{"LDAP only", testChecker(t), nil, []string{ldap}, []string{ldap}, false},
+		{"CRLs not fetched", noCRL, nil, []string{good}, []string{good}, false},
+		{"an HTTP responder down, and LDAP", testChecker(t), []string{tooltest.DeadURL(t)}, []string{ldap}, []string{ldap}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := tc.c.Check(context.Background(), issueLeaf(t, ca, tc.ocsp, tc.crl), ca.Certificate)
+			var ue *UnavailableError
+			if !errors.As(err, &ue) || !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("%v, %v; want an *UnavailableError", st, err)
+			}
+			var skipped []string
+			for _, a := range ue.Attempts {
+				if u, ok := a.(*UnsupportedError); ok {
+					skipped = append(skipped, u.URL)
+				}
+			}
+			if !slices.Equal(skipped, tc.skipped) {
+				t.Errorf("not fetched: %q, want %q (%v)", skipped, tc.skipped, err)
+			}
+			if got := ue.Temporary(); got != tc.temporary {
+				t.Errorf("temporary = %v, want %v", got, tc.temporary)
+			}
+		})
+	}
+
+	st, err := testChecker(t).Check(context.Background(), issueLeaf(t, ca, nil, nil), ca.Certificate)
+	if err != nil || st.Source != SourceNone {
+		t.Fatalf("%v, %v; want Source none", st, err)
+	}
+	if want := "revocation not checked: the certificate names no OCSP responder and no CRL distribution point"; st.String() != want {
+		t.Errorf("String() = %q, want %q", st, want)
+	}
+	st, err = testChecker(t).Check(context.Background(), issueLeaf(t, ca, []string{ocspTLS}, []string{good}), ca.Certificate)
+	if err != nil || st.Source != SourceCRL {
+		t.Errorf("an HTTPS responder and an HTTP CRL: %v, %v; want good by the CRL", st, err)
 	}
 }
