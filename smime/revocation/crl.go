@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -35,7 +36,17 @@ type crlResult struct {
 	// one of dpURIs, its fullName URIs, as their distribution point.
 	partition bool
 	dpURIs    []string
+	// number is the CRL number (nil when the CRL has none).
+	number *big.Int
 }
+
+// crlNumber is the highest CRL number seen for an issuer and
+// distribution point.
+type crlNumber struct{ n *big.Int }
+
+// crlNumberTTL is how long the highest CRL number seen for an issuer and
+// distribution point is remembered after it was last seen.
+const crlNumberTTL = 30 * 24 * time.Hour
 
 type revokedEntry struct {
 	at     time.Time
@@ -58,6 +69,9 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 			r, size, err := c.fetchCRL(ctx, u, issuer)
 			if err != nil {
 				c.remember(key, err)
+				return nil, err
+			}
+			if err := c.crlNumber(ctx, "crlnum|"+hex.EncodeToString(ik[:])+"|"+u, u, r); err != nil {
 				return nil, err
 			}
 			c.cache.put(key, r, size, r.nextUpdate)
@@ -93,6 +107,27 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 	}
 	return &Status{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Source: SourceCRL, URL: u,
 		ProducedAt: r.thisUpdate, NextUpdate: r.nextUpdate, Cached: cached}, nil
+}
+
+// crlNumber refuses r, just fetched from u, when a CRL with a higher CRL
+// number was seen before for the same issuer and URL (key): an older CRL,
+// still within its validity, served again to hide a later revocation.
+// Otherwise it remembers r's number.
+func (c *Checker) crlNumber(ctx context.Context, key, u string, r *crlResult) error {
+	if r.number == nil {
+		return nil
+	}
+	now := c.now()
+	if v, ok := c.cache.get(key, now); ok {
+		if seen := v.(crlNumber).n; r.number.Cmp(seen) < 0 {
+			err := &InvalidError{Source: SourceCRL, URL: u,
+				Reason: fmt.Sprintf("CRL number %s is older than CRL number %s seen before", r.number, seen)}
+			c.log.WarnContext(ctx, "invalid CRL", "url", u, "reason", err.Reason)
+			return err
+		}
+	}
+	c.cache.put(key, crlNumber{n: r.number}, 64, now.Add(crlNumberTTL))
+	return nil
 }
 
 // fetchCRL fetches and checks the CRL at u. It returns it and its size.
@@ -133,7 +168,7 @@ func (c *Checker) fetchCRL(ctx context.Context, u string, issuer *x509.Certifica
 		return nil, 0, invalid("thisUpdate %s is in the future", crl.ThisUpdate.UTC().Format(time.RFC3339))
 	}
 	r := &crlResult{revoked: make(map[string]revokedEntry, len(crl.RevokedCertificateEntries)),
-		thisUpdate: crl.ThisUpdate, nextUpdate: crl.NextUpdate}
+		thisUpdate: crl.ThisUpdate, nextUpdate: crl.NextUpdate, number: crl.Number}
 	for _, e := range crl.Extensions {
 		switch {
 		case e.Id.Equal(oidDeltaCRLIndicator):

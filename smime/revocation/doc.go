@@ -39,7 +39,11 @@
 // point names a distributionPoint covers only that partition of the
 // issuer's certificates: the URL the certificate names (not a redirect's
 // target) must be among its fullName URIs (RFC 5280 §6.3.3), and one
-// named relative to the issuer is refused.
+// named relative to the issuer is refused. The highest CRL number seen
+// for an issuer and distribution point is remembered (30 days after it
+// was last seen, within the cache's bounds), and a CRL with a lower one
+// is refused even while it is current: served again, an older CRL would
+// hide the revocations a newer one lists.
 //
 // golang.org/x/crypto/ocsp parses responses; this package adds what it
 // leaves out: the request nonce and its echo, the full CertID match, and

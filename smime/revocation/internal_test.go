@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -301,5 +302,68 @@ func TestUnfetchedURLs(t *testing.T) {
 	st, err = testChecker(t).Check(context.Background(), issueLeaf(t, ca, []string{ocspTLS}, []string{good}), ca.Certificate)
 	if err != nil || st.Source != SourceCRL {
 		t.Errorf("an HTTPS responder and an HTTP CRL: %v, %v; want good by the CRL", st, err)
+	}
+}
+
+// TestCRLReplay: once a CRL was seen, an older one from the same issuer
+// and distribution point, still within its validity, is refused: served
+// again, it would hide the revocations the newer one lists.
+func TestCRLReplay(t *testing.T) {
+	ca, leaf := testCA(t)
+	start := time.Now()
+	var clock atomic.Int64
+	clock.Store(start.UnixNano())
+	c, err := New(&Options{AllowPrivate: true, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl := func(number int64, nextUpdate time.Time, revoked *big.Int) []byte {
+		tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: start.Add(-time.Minute), NextUpdate: nextUpdate}
+		if revoked != nil {
+			tmpl.RevokedCertificateEntries = []x509.RevocationListEntry{{SerialNumber: revoked, RevocationTime: start.Add(-time.Minute)}}
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Certificate, ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	// CRL 1 is valid for a day; CRL 2, which lists the leaf, for ten
+	// minutes (a CA that shortened its CRLs' validity).
+	older, newer := crl(1, start.Add(24*time.Hour), nil), crl(2, start.Add(10*time.Minute), leaf.SerialNumber)
+	var served atomic.Pointer[[]byte]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(*served.Load()) }))
+	defer srv.Close()
+	u := srv.URL + "/ca.crl"
+
+	served.Store(&older)
+	if _, err := c.crl(context.Background(), u, leaf, ca.Certificate); err != nil {
+		t.Fatalf("CRL 1: %v", err)
+	}
+	clock.Store(start.Add(25 * time.Hour).UnixNano()) // CRL 1 is stale: fetched again
+	older = crl(1, start.Add(48*time.Hour), nil)      // and, reissued with the same number, current
+	served.Store(&older)
+	if _, err := c.crl(context.Background(), u, leaf, ca.Certificate); err != nil {
+		t.Fatalf("CRL 1 reissued: %v", err)
+	}
+	clock.Store(start.UnixNano())
+	if c, err = New(&Options{AllowPrivate: true, Now: func() time.Time { return time.Unix(0, clock.Load()) }}); err != nil {
+		t.Fatal(err)
+	}
+	served.Store(&newer)
+	if _, err := c.crl(context.Background(), u, leaf, ca.Certificate); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("CRL 2: %v, want revoked", err)
+	}
+	clock.Store(start.Add(20 * time.Minute).UnixNano()) // CRL 2 is stale, CRL 1 is not
+	served.Store(&older)
+	_, err = c.crl(context.Background(), u, leaf, ca.Certificate)
+	var ie *InvalidError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Reason, "CRL number 1 is older than CRL number 2 seen before") {
+		t.Fatalf("CRL 1 after CRL 2: %v, want an *InvalidError", err)
+	}
+	newest := crl(3, start.Add(time.Hour), leaf.SerialNumber)
+	served.Store(&newest)
+	if _, err := c.crl(context.Background(), u, leaf, ca.Certificate); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("CRL 3: %v, want revoked", err)
 	}
 }
