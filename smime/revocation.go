@@ -39,15 +39,17 @@ func (p *Protector) checkRevocation(ctx context.Context, c *x509.Certificate, fp
 			what = "CA certificate " + cert.Subject.String()
 		}
 		st, err := p.rev.Check(ctx, cert, issuer)
-		why := func() string { return err.Error() }
-		if err == nil && st.Source == revocation.SourceNone {
-			if i > 0 {
-				continue
-			}
+		var unknown string // why the status cannot be established
+		switch {
+		case err == nil && st.Source == revocation.SourceNone && i > 0:
+			continue
+		case err == nil && st.Source == revocation.SourceNone:
 			// Nothing to ask: the status cannot be established, now or
 			// later.
 			err = &revocation.UnavailableError{Subject: st.Subject, Serial: st.Serial}
-			why = func() string { return "it names no OCSP responder and no CRL distribution point" }
+			unknown = "it names no OCSP responder and no CRL distribution point"
+		case err != nil:
+			unknown = err.Error()
 		}
 		switch {
 		case err == nil:
@@ -58,7 +60,7 @@ func (p *Protector) checkRevocation(ctx context.Context, c *x509.Certificate, fp
 			}
 			return nil, fail(Revoked, "revoked", err)
 		case p.revSoft && ctx.Err() == nil:
-			notes = append(notes, "revocation of "+what+" not checked: "+why()+"; sent because RevocationSoftFail")
+			notes = append(notes, "revocation of "+what+" not checked: "+unknown+"; sent because RevocationSoftFail")
 		default:
 			return nil, fail(RevocationUnknown, "revocation status unavailable", err)
 		}
