@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 
@@ -116,7 +117,13 @@ func TestKeyRingReplaceWhileSending(t *testing.T) {
 			}
 		})
 	}
-	for i := range 20 {
+	defer wg.Wait() // after cancel, also when a round fails
+	defer cancel()
+	// At least 20 rounds, and more until a concurrent Send has completed
+	// (the workers may not have run yet when the 20 rounds are over),
+	// always an even number: the last Replace puts the old key back.
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; i < 20 || i%2 == 1 || (sent.Load() == 0 && !t.Failed() && time.Now().Before(deadline)); i++ {
 		next := []*openpgp.Entity{fresh, old}[i%2]
 		kr.Replace("ann@example.org", next)
 		rec, err := s.Send(context.Background(), msg())

@@ -300,7 +300,8 @@ const (
 	Revoked                // its CA revoked it, or a CA certificate of its chain was revoked
 	// RevocationUnknown: a revocation Checker is set and could not
 	// establish the status (no responder or CRL answered validly). Its
-	// error is temporary: a later attempt may get an answer.
+	// error is temporary, a later attempt may get an answer, unless the
+	// certificate names no responder and no CRL that can be fetched.
 	RevocationUnknown
 )
 

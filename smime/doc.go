@@ -154,7 +154,9 @@
 // With Options.Revocation (a *revocation.Checker of package
 // smime/revocation), a certificate that passed the checks above is then
 // checked by OCSP and CRLs, and so is every CA certificate of its chain
-// below the root that names an OCSP responder or a CRL. A revoked
+// below the root that names an OCSP responder or a CRL (one that names
+// neither is passed over: many CAs publish nothing for their
+// intermediates). A revoked
 // certificate is refused with Reason "revoked" ("issuing CA certificate
 // revoked" for a CA) and Problem Revoked, wrapping a *revocation.RevokedError; it is never
 // temporary, whatever the options. A certificate whose status could not
@@ -162,15 +164,17 @@
 // refused with Reason "revocation status unavailable" (Problem
 // RevocationUnknown), wrapping a
 // *revocation.UnavailableError, which is temporary: the Sender does not
-// fall back, and a retry may succeed. Set Options.RevocationSoftFail to
-// encrypt to it anyway. Either way the Receipt's ProtectionInfo.Notes say
-// what was established: "certificate status good (OCSP,
-// http://ocsp.example/, produced at 2026-01-02T03:04:05Z)", or
-// "revocation of certificate not checked: ...; sent because
-// RevocationSoftFail". A certificate that names neither an OCSP responder
-// nor an HTTP CRL cannot be checked and is used, noted "revocation not
-// checked". The signer's own certificate is not checked. Without
-// Options.Revocation nothing is checked.
+// fall back, and a retry may succeed. So is, with an error that is not
+// temporary (asking again cannot help), a recipient certificate that
+// names no OCSP responder and no CRL distribution point, or only ones
+// that are not fetched (LDAP or HTTPS URLs, CRLs with
+// revocation.Options.NoCRL). Set Options.RevocationSoftFail to encrypt to
+// either anyway. The Receipt's ProtectionInfo.Notes say what was
+// established: "certificate status good (OCSP, http://ocsp.example/,
+// produced at 2026-01-02T03:04:05Z)", or "revocation of certificate not
+// checked: ...; sent because RevocationSoftFail". The signer's own
+// certificate is not checked. Without Options.Revocation nothing is
+// checked.
 //
 // # Compatibility
 //

@@ -3,7 +3,12 @@ package smime_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -158,5 +163,74 @@ func TestCheckCertificateRevocation(t *testing.T) {
 	_, err = closed.CheckCertificate(ctx, mailsectest.LeafPEM(p.Leaf("down@example.org")), "down@example.org")
 	if !errors.Is(err, smime.RevocationUnknown) || !mailsec.IsTemporary(err) {
 		t.Fatalf("down: %v (temporary %v)", err, mailsec.IsTemporary(err))
+	}
+}
+
+// TestRevocationUncheckableRecipient: with a revocation Checker and
+// without RevocationSoftFail, a recipient certificate whose status
+// cannot be established because it names no responder and no CRL, or
+// only ones that are not fetched (LDAP, HTTPS), is refused like one
+// whose responder is down, but for good: asking again cannot help. With
+// RevocationSoftFail it is sent, and the Receipt says it was not checked.
+func TestRevocationUncheckableRecipient(t *testing.T) {
+	f := getFixture(t)
+	issue := func(email string, ocspURLs, crlURLs []string) tls.Certificate {
+		t.Helper()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: email},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, EmailAddresses: []string{email},
+			OCSPServer: ocspURLs, CRLDistributionPoints: crlURLs}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, f.ca.Certificate, f.key1.Public(), f.ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: f.key1, Leaf: leaf}
+	}
+	ldap := "ldap://ldap.ca.example/cn=CA?certificateRevocationList"
+	unfetched := issue("ann@example.org", []string{"https://ocsp.ca.example/"}, []string{ldap})
+	silent := issue("bob@example.org", nil, nil)
+	store := storeOf(t, unfetched, silent)
+	protector := func(soft bool) *smime.Protector {
+		rc, err := revocation.New(&revocation.Options{AllowPrivate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newProtector(t, store, smime.Options{ExpiryWarning: -1, Revocation: rc, RevocationSoftFail: soft})
+	}
+	closed, soft := protector(false), protector(true)
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		addr string
+		cert tls.Certificate
+		says []string // in the error and in the soft-fail note
+	}{
+		{"ann@example.org", unfetched, []string{"https://ocsp.ca.example/: not fetched", ldap + ": not fetched"}},
+		{"bob@example.org", silent, []string{"names no OCSP responder and no CRL distribution point"}},
+	} {
+		err := sendRefused(t, closed, tc.addr, "revocation status unavailable", false)
+		var ue *revocation.UnavailableError
+		if !errors.Is(err, smime.RevocationUnknown) || !errors.As(err, &ue) {
+			t.Fatalf("%s: err = %v, want RevocationUnknown wrapping an *UnavailableError", tc.addr, err)
+		}
+		_, err = closed.CheckCertificate(ctx, mailsectest.LeafPEM(tc.cert), tc.addr)
+		if !errors.Is(err, smime.RevocationUnknown) || mailsec.IsTemporary(err) {
+			t.Fatalf("%s: CheckCertificate: %v (temporary %v), want a permanent RevocationUnknown", tc.addr, err, mailsec.IsTemporary(err))
+		}
+		notes := sendAccepted(t, soft, tc.addr)
+		if len(notes) == 0 || !strings.HasPrefix(notes[0], "revocation of certificate not checked: ") ||
+			!strings.HasSuffix(notes[0], "; sent because RevocationSoftFail") {
+			t.Fatalf("%s: notes %q, want the certificate noted as not checked", tc.addr, notes)
+		}
+		for _, s := range tc.says {
+			if !strings.Contains(err.Error(), s) || !strings.Contains(notes[0], s) {
+				t.Errorf("%s: error %q and note %q should say %q", tc.addr, err, notes[0], s)
+			}
+		}
 	}
 }

@@ -92,8 +92,9 @@ type Options struct {
 	Revocation *revocation.Checker
 	// RevocationSoftFail encrypts to a certificate whose revocation
 	// status could not be established (responder unreachable, no valid
-	// answer), noting it in the Receipt. By default such a recipient is
-	// refused with a temporary error: a later retry may succeed.
+	// answer, or no responder and no CRL named that can be fetched),
+	// noting it in the Receipt. By default such a recipient is refused,
+	// with a temporary error when a later retry may succeed.
 	RevocationSoftFail bool
 }
 

@@ -75,8 +75,10 @@ only with -revocation: then the OCSP responder (AIA) and CRLs (CDP) of it
 and of its intermediate CAs are asked, as a Sender with
 smime.Options.Revocation asks them, failing closed: a certificate whose
 status cannot be established (responder down, no answer that verifies) is
-reported as "revocation unknown", never as fine. A certificate that names
-no responder and no CRL is fine with a note saying so, as sending uses it.
+reported as "revocation unknown", never as fine. So is, as sending
+refuses it, a certificate that names no responder and no CRL, or only
+ones that are not fetched (ldap://, https://); its intermediate CAs that
+name none are passed over.
 Without -address each key is checked for each address of its user IDs, and
 each certificate for each address of its rfc822Name SANs; it is fine for
 the addresses it passes for. A key whose cipher preferences name no AES
@@ -104,8 +106,9 @@ Exit status:
      cannot be opened or read
   3  a check could not run: interrupted, or no system roots to check
      S/MIME certificates against; or, with -revocation, the only problems
-     are certificates whose revocation status could not be established
-     (exit 1 wins when any key or certificate has a definite problem)
+     are certificates whose revocation status could not be established,
+     also for want of a responder or CRL that can be fetched (exit 1
+     wins when any key or certificate has a definite problem)
 `)
 }
 

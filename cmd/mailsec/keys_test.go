@@ -347,6 +347,9 @@ func TestKeysCheckRevocation(t *testing.T) {
 		{Email: "good@example.org"},
 		{Email: "revoked@example.org", Revoked: true},
 		{Email: "down@example.org", OCSPURL: tooltest.DeadURL(t), CRLURL: tooltest.DeadURL(t)},
+		// Sending refuses these two: their status cannot be established.
+		{Email: "silent@example.org", OCSPURL: "-", CRLURL: "-"},
+		{Email: "ldap@example.org", OCSPURL: "-", CRLURL: "ldap://ldap.example.org/cn=CA?certificateRevocationList"},
 	}})
 	ca := writeFile(t, "root.pem", p.Root.CertPEM())
 	file := func(email string) string {
@@ -357,6 +360,7 @@ func TestKeysCheckRevocation(t *testing.T) {
 		return writeFile(t, strings.Split(email, "@")[0]+".pem", chain)
 	}
 	good, revoked, down := file("good@example.org"), file("revoked@example.org"), file("down@example.org")
+	silent, ldap := file("silent@example.org"), file("ldap@example.org")
 	// The PKI's certificates are valid for a day: -within 0.
 	rev := []string{"-ca", ca, "-within", "0", "-revocation", "-allow-private"}
 
@@ -372,6 +376,9 @@ func TestKeysCheckRevocation(t *testing.T) {
 		{"responder down", append([]string{down}, rev...), 3, []string{"revocation-unknown"}, false},
 		{"good and down", append([]string{good, down}, rev...), 3, []string{"", "revocation-unknown"}, true},
 		{"revoked and down", append([]string{revoked, down}, rev...), 1, []string{"revoked", "revocation-unknown"}, true},
+		{"no responder and no CRL", append([]string{silent}, rev...), 3, []string{"revocation-unknown"}, false},
+		{"an LDAP CRL only", append([]string{ldap}, rev...), 3, []string{"revocation-unknown"}, false},
+		{"good and no responder", append([]string{good, silent}, rev...), 3, []string{"", "revocation-unknown"}, true},
 		{"loopback refused", []string{good, "-ca", ca, "-within", "0", "-revocation"}, 3, []string{"revocation-unknown"}, false},
 		{"revoked, not asked", []string{revoked, "-ca", ca, "-within", "0"}, 0, []string{""}, false},
 	} {

@@ -9,6 +9,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -28,7 +31,22 @@ type crlResult struct {
 	// onlyUser and onlyCA are the scope the issuing distribution point
 	// gives the CRL.
 	onlyUser, onlyCA bool
+	// partition reports that the issuing distribution point names a
+	// distributionPoint: the CRL covers only the certificates that name
+	// one of dpURIs, its fullName URIs, as their distribution point.
+	partition bool
+	dpURIs    []string
+	// number is the CRL number (nil when the CRL has none).
+	number *big.Int
 }
+
+// crlNumber is the highest CRL number seen for an issuer and
+// distribution point.
+type crlNumber struct{ n *big.Int }
+
+// crlNumberTTL is how long the highest CRL number seen for an issuer and
+// distribution point is remembered after it was last seen.
+const crlNumberTTL = 30 * 24 * time.Hour
 
 type revokedEntry struct {
 	at     time.Time
@@ -53,6 +71,9 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 				c.remember(key, err)
 				return nil, err
 			}
+			if err := c.crlNumber(ctx, "crlnum|"+hex.EncodeToString(ik[:])+"|"+u, u, r); err != nil {
+				return nil, err
+			}
 			c.cache.put(key, r, size, r.nextUpdate)
 			return r, nil
 		})
@@ -73,12 +94,40 @@ func (c *Checker) crl(ctx context.Context, u string, cert, issuer *x509.Certific
 	case r.onlyCA && !isCA:
 		return nil, invalid("the CRL covers CA certificates only")
 	}
+	// RFC 5280 §6.3.3 (b)(2)(i): a CRL for one distribution point (a
+	// partition of the issuer's CRLs) covers only the certificates that
+	// name it. The URL compared is the certificate's, not a redirect's
+	// target: a CRL served at the URL of another partition is refused.
+	if r.partition && !slices.Contains(r.dpURIs, u) {
+		return nil, invalid("the CRL is for another distribution point (" + strings.Join(r.dpURIs, ", ") + "), not for " + u)
+	}
 	if e, ok := r.revoked[cert.SerialNumber.Text(16)]; ok {
 		return nil, &RevokedError{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Issuer: issuer.Subject.String(),
 			RevokedAt: e.at, Reason: e.reason, Source: SourceCRL, URL: u}
 	}
 	return &Status{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Source: SourceCRL, URL: u,
 		ProducedAt: r.thisUpdate, NextUpdate: r.nextUpdate, Cached: cached}, nil
+}
+
+// crlNumber refuses r, just fetched from u, when a CRL with a higher CRL
+// number was seen before for the same issuer and URL (key): an older CRL,
+// still within its validity, served again to hide a later revocation.
+// Otherwise it remembers r's number.
+func (c *Checker) crlNumber(ctx context.Context, key, u string, r *crlResult) error {
+	if r.number == nil {
+		return nil
+	}
+	now := c.now()
+	if v, ok := c.cache.get(key, now); ok {
+		if seen := v.(crlNumber).n; r.number.Cmp(seen) < 0 {
+			err := &InvalidError{Source: SourceCRL, URL: u,
+				Reason: fmt.Sprintf("CRL number %s is older than CRL number %s seen before", r.number, seen)}
+			c.log.WarnContext(ctx, "invalid CRL", "url", u, "reason", err.Reason)
+			return err
+		}
+	}
+	c.cache.put(key, crlNumber{n: r.number}, 64, now.Add(crlNumberTTL))
+	return nil
 }
 
 // fetchCRL fetches and checks the CRL at u. It returns it and its size.
@@ -119,7 +168,7 @@ func (c *Checker) fetchCRL(ctx context.Context, u string, issuer *x509.Certifica
 		return nil, 0, invalid("thisUpdate %s is in the future", crl.ThisUpdate.UTC().Format(time.RFC3339))
 	}
 	r := &crlResult{revoked: make(map[string]revokedEntry, len(crl.RevokedCertificateEntries)),
-		thisUpdate: crl.ThisUpdate, nextUpdate: crl.NextUpdate}
+		thisUpdate: crl.ThisUpdate, nextUpdate: crl.NextUpdate, number: crl.Number}
 	for _, e := range crl.Extensions {
 		switch {
 		case e.Id.Equal(oidDeltaCRLIndicator):
@@ -148,7 +197,8 @@ func (c *Checker) fetchCRL(ctx context.Context, u string, issuer *x509.Certifica
 
 // scope reads an IssuingDistributionPoint (RFC 5280 §5.2.5) into r and
 // refuses the kinds of CRL this package does not handle: partitioned by
-// reason, indirect, or for attribute certificates.
+// reason, indirect, for attribute certificates, or for a distribution
+// point named relative to the issuer rather than by URI.
 func (r *crlResult) scope(value []byte) error {
 	in := cryptobyte.String(value)
 	var seq cryptobyte.String
@@ -164,6 +214,9 @@ func (r *crlResult) scope(value []byte) error {
 		flag := len(el) == 1 && el[0] != 0
 		switch tag {
 		case cbasn1.Tag(0).ContextSpecific().Constructed(): // distributionPoint
+			if err := r.distributionPoint(el); err != nil {
+				return err
+			}
 		case cbasn1.Tag(1).ContextSpecific():
 			r.onlyUser = flag
 		case cbasn1.Tag(2).ContextSpecific():
@@ -180,6 +233,34 @@ func (r *crlResult) scope(value []byte) error {
 			}
 		default:
 			return fmt.Errorf("unknown field [%d]", tag&0x1f)
+		}
+	}
+	return nil
+}
+
+// distributionPoint reads the DistributionPointName of an issuing
+// distribution point: its fullName's URIs go to r.dpURIs.
+func (r *crlResult) distributionPoint(dpn cryptobyte.String) error {
+	var full cryptobyte.String
+	var tag cbasn1.Tag
+	if !dpn.ReadAnyASN1(&full, &tag) || !dpn.Empty() {
+		return errors.New("distributionPoint does not parse")
+	}
+	switch tag {
+	case cbasn1.Tag(0).ContextSpecific().Constructed(): // fullName
+	case cbasn1.Tag(1).ContextSpecific().Constructed():
+		return errors.New("distributionPoint is a nameRelativeToCRLIssuer, which cannot be matched to an HTTP URL")
+	default:
+		return fmt.Errorf("distributionPoint: unknown name [%d]", tag&0x1f)
+	}
+	r.partition = true
+	for !full.Empty() {
+		var name cryptobyte.String
+		if !full.ReadAnyASN1(&name, &tag) {
+			return errors.New("distributionPoint fullName does not parse")
+		}
+		if tag == cbasn1.Tag(6).ContextSpecific() { // uniformResourceIdentifier
+			r.dpURIs = append(r.dpURIs, string(name))
 		}
 	}
 	return nil

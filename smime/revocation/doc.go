@@ -8,7 +8,10 @@
 // Make one [Checker] with [New] and give it to the S/MIME Protector
 // (smime.Options.Revocation); it then checks every recipient certificate,
 // and every CA certificate between it and the roots that names an OCSP
-// responder or a CRL, before content is encrypted to it. [Checker.Check]
+// responder or a CRL, before content is encrypted to it. A recipient
+// certificate that names neither cannot be checked and is refused unless
+// smime.Options.RevocationSoftFail; a CA certificate that names neither is
+// passed over. [Checker.Check]
 // checks one certificate against its issuer for other uses.
 //
 // # What is checked
@@ -32,7 +35,15 @@
 // signed by the issuer (with the cRLSign key usage), name it as its
 // issuer, be current (nextUpdate present and not past), and be a complete
 // CRL for the certificate's kind: delta CRLs and indirect or
-// reason-partitioned CRLs are refused.
+// reason-partitioned CRLs are refused. A CRL whose issuing distribution
+// point names a distributionPoint covers only that partition of the
+// issuer's certificates: the URL the certificate names (not a redirect's
+// target) must be among its fullName URIs (RFC 5280 §6.3.3), and one
+// named relative to the issuer is refused. The highest CRL number seen
+// for an issuer and distribution point is remembered (30 days after it
+// was last seen, within the cache's bounds), and a CRL with a lower one
+// is refused even while it is current: served again, an older CRL would
+// hide the revocations a newer one lists.
 //
 // golang.org/x/crypto/ocsp parses responses; this package adds what it
 // leaves out: the request nonce and its echo, the full CertID match, and
@@ -43,14 +54,17 @@
 // # Results
 //
 // [Checker.Check] returns a [*Status] for a certificate found good, or
-// for one that names neither an OCSP responder nor an HTTP CRL (Source
-// [SourceNone]: nothing can be checked). A revoked certificate is a
-// [*RevokedError], never temporary. A certificate whose status could not
-// be established is an [*UnavailableError], temporary: the responder may
-// answer later, a stale CRL may be refreshed (not temporary when the check
-// was cancelled, or when every source was refused by the address guard). What to do then, refuse or
-// go on, is the caller's choice; the S/MIME Protector refuses unless
-// smime.Options.RevocationSoftFail is set.
+// for one that names neither an OCSP responder nor a CRL distribution
+// point (Source [SourceNone]: nothing can be checked). A revoked
+// certificate is a [*RevokedError], never temporary. A certificate whose
+// status could not be established is an [*UnavailableError], temporary:
+// the responder may answer later, a stale CRL may be refreshed. It is not
+// temporary when the check was cancelled, or when every source was
+// refused by the address guard or not fetched: a certificate that names
+// only LDAP or HTTPS URLs (or only CRLs, with Options.NoCRL) gets an
+// UnavailableError listing each as an [*UnsupportedError]. What to do
+// then, refuse or go on, is the caller's choice; the S/MIME Protector
+// refuses unless smime.Options.RevocationSoftFail is set.
 //
 // # Fetching
 //

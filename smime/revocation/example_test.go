@@ -33,5 +33,5 @@ func ExampleChecker_Check() {
 	default:
 		fmt.Println(st)
 	}
-	// Output: revocation not checked: the certificate names no OCSP responder and no HTTP CRL distribution point
+	// Output: revocation not checked: the certificate names no OCSP responder and no CRL distribution point
 }

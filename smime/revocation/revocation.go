@@ -192,8 +192,10 @@ type Source string
 const (
 	SourceOCSP Source = "OCSP"
 	SourceCRL  Source = "CRL"
-	// SourceNone: the certificate names neither an OCSP responder nor an
-	// HTTP CRL distribution point, so its status cannot be checked.
+	// SourceNone: the certificate names neither an OCSP responder nor a
+	// CRL distribution point, so its status cannot be checked. (One that
+	// names only URLs this package does not fetch is an
+	// *UnavailableError.)
 	SourceNone Source = "none"
 )
 
@@ -222,10 +224,14 @@ type Status struct {
 // at 2026-01-02T03:04:05Z)".
 func (s *Status) String() string {
 	if s.Source == SourceNone {
-		return "revocation not checked: the certificate names no OCSP responder and no HTTP CRL distribution point"
+		return "revocation not checked: " + namesNothing
 	}
 	return fmt.Sprintf("certificate status good (%s, %s, produced at %s)", s.Source, s.URL, s.ProducedAt.UTC().Format(time.RFC3339))
 }
+
+// namesNothing says why a certificate of Source SourceNone cannot be
+// checked.
+const namesNothing = "the certificate names no OCSP responder and no CRL distribution point"
 
 // Error kinds, matched with errors.Is.
 var (
@@ -267,7 +273,10 @@ func (e *RevokedError) Temporary() bool { return false }
 
 // UnavailableError reports that no source gave a usable answer for a
 // certificate. Attempts holds one error per URL tried (a *FetchError or
-// an *InvalidError), in order.
+// an *InvalidError), in order, then one *UnsupportedError per URL the
+// certificate names that was not fetched. Attempts is empty when the
+// certificate names nothing to ask (made so by a caller that refuses such
+// a certificate; Check returns a Status of Source SourceNone for it).
 type UnavailableError struct {
 	Subject  string
 	Serial   *big.Int
@@ -277,6 +286,9 @@ type UnavailableError struct {
 func (e *UnavailableError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "revocation: status of certificate %s (serial %s) unavailable", e.Subject, serialHex(e.Serial))
+	if len(e.Attempts) == 0 {
+		b.WriteString(": " + namesNothing)
+	}
 	for i, a := range e.Attempts {
 		if i == 0 {
 			b.WriteString(": ")
@@ -294,20 +306,38 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailab
 // Unwrap returns the attempts' errors.
 func (e *UnavailableError) Unwrap() []error { return e.Attempts }
 
-// Temporary is true unless the check was cancelled or every source was
-// refused by the address guard (a responder on a private address stays
-// there): a responder may answer later, a stale CRL may be replaced.
+// Temporary is true when a responder may answer later or a stale CRL
+// may be replaced. It is false when the check was cancelled, when there
+// was nothing to ask, and when every source was either refused by the
+// address guard (a responder on a private address stays there) or not
+// fetched (an *UnsupportedError: the certificate will not name another
+// URL).
 func (e *UnavailableError) Temporary() bool {
-	guarded := len(e.Attempts) > 0
 	for _, a := range e.Attempts {
 		if errors.Is(a, context.Canceled) {
 			return false
 		}
-		if !errors.Is(a, mailsec.ErrNonGlobalAddress) {
-			guarded = false
+	}
+	for _, a := range e.Attempts {
+		var ue *UnsupportedError
+		if !errors.Is(a, mailsec.ErrNonGlobalAddress) && !errors.As(a, &ue) {
+			return true
 		}
 	}
-	return !guarded
+	return false
+}
+
+// UnsupportedError is a URL a certificate names that is not fetched:
+// not an http URL (ldap://, https://...), or a CRL distribution point
+// while Options.NoCRL is set. Asking again cannot help.
+type UnsupportedError struct {
+	Source Source
+	URL    string
+	Reason string
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("%s %s: not fetched: %s", e.Source, e.URL, e.Reason)
 }
 
 // FetchError is a request to a responder or distribution point that got
@@ -341,19 +371,34 @@ func (e *InvalidError) Error() string {
 
 // Check establishes the revocation status of cert, issued by issuer:
 // OCSP first, then CRLs (see the package documentation). It returns a
-// *Status when cert is good or names nothing to check, a *RevokedError
-// when it is revoked, an *UnavailableError when no source gave a usable
-// answer.
+// *Status when cert is good, or (Source SourceNone) when it names no OCSP
+// responder and no CRL distribution point at all; a *RevokedError when it
+// is revoked; an *UnavailableError when no source gave a usable answer,
+// also when cert names only URLs that are not fetched (LDAP or HTTPS
+// ones, CRLs with Options.NoCRL), each listed as an *UnsupportedError.
 func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) (*Status, error) {
 	if cert == nil || issuer == nil {
 		return nil, errors.New("revocation: Check needs the certificate and its issuer")
 	}
-	ocspURLs := httpURLs(cert.OCSPServer)
-	var crlURLs []string
-	if !c.noCRL {
-		crlURLs = httpURLs(cert.CRLDistributionPoints)
+	ocspURLs, skippedOCSP := httpURLs(cert.OCSPServer)
+	crlURLs, skippedCRL := httpURLs(cert.CRLDistributionPoints)
+	var skipped []error
+	for _, u := range skippedOCSP {
+		skipped = append(skipped, &UnsupportedError{Source: SourceOCSP, URL: u, Reason: "only http URLs are fetched"})
+	}
+	if c.noCRL {
+		for _, u := range crlURLs {
+			skipped = append(skipped, &UnsupportedError{Source: SourceCRL, URL: u, Reason: "CRLs are not fetched (Options.NoCRL)"})
+		}
+		crlURLs = nil
+	}
+	for _, u := range skippedCRL {
+		skipped = append(skipped, &UnsupportedError{Source: SourceCRL, URL: u, Reason: "only http URLs are fetched"})
 	}
 	if len(ocspURLs) == 0 && len(crlURLs) == 0 {
+		if len(skipped) > 0 {
+			return nil, &UnavailableError{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Attempts: skipped}
+		}
 		return &Status{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Source: SourceNone}, nil
 	}
 	var attempts []error
@@ -391,6 +436,7 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate) (*S
 	if err := ctx.Err(); err != nil {
 		attempts = append(attempts, err)
 	}
+	attempts = append(attempts, skipped...)
 	return nil, &UnavailableError{Subject: cert.Subject.String(), Serial: cert.SerialNumber, Attempts: attempts}
 }
 
@@ -422,18 +468,19 @@ func (c *Checker) shared(ctx context.Context, key string, fetch func(context.Con
 	}
 }
 
-// httpURLs returns the first maxURLs http URLs of us.
-func httpURLs(us []string) []string {
-	var out []string
+// httpURLs returns the first maxURLs http URLs of us, and the first
+// maxURLs others.
+func httpURLs(us []string) (usable, other []string) {
 	for _, u := range us {
 		if len(u) > 7 && strings.EqualFold(u[:7], "http://") {
-			out = append(out, u)
-			if len(out) == maxURLs {
-				break
+			if len(usable) < maxURLs {
+				usable = append(usable, u)
 			}
+		} else if len(other) < maxURLs {
+			other = append(other, u)
 		}
 	}
-	return out
+	return usable, other
 }
 
 // issuerKey identifies an issuer by its name and key, for cache keys.
