@@ -162,9 +162,9 @@ type Sender struct {
 	logger     *slog.Logger
 	now        func() time.Time
 	idDomain   string
-	// perDomain: the Transport runs one SMTP transaction per recipient
-	// domain (TransactionPerDomain), so the Sender hands it one delivery
-	// per domain, each with its own ENVID.
+	// perDomain: the Sender hands the Transport one delivery per
+	// recipient domain, each with its own ENVID; false only for a
+	// Transport that declares SharedTransaction.
 	perDomain  bool
 	returnPath func(envelopeID string) (string, error)
 }
@@ -277,9 +277,7 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 		idDomain:   o.MessageIDDomain,
 		returnPath: o.ReturnPath,
 	}
-	if pd, ok := t.(interface{ TransactionPerDomain() bool }); ok {
-		s.perDomain = pd.TransactionPerDomain()
-	}
+	s.perDomain = !SharedTransaction(t)
 	if s.now == nil {
 		s.now = time.Now
 	}
