@@ -215,6 +215,44 @@ func TestReturnPath(t *testing.T) {
 	}
 }
 
+// With Options.ReturnPath, every recipient, To and Cc of one domain at
+// one smarthost included, gets a delivery of its own (its own ENVID and
+// return path), so that the return path each recipient reads names that
+// recipient's delivery alone.
+func TestReturnPathDeliveryPerRecipient(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{ReturnPath: func(envid string) (string, error) {
+		return "bounces+" + strings.ReplaceAll(envid, ".", "-") + "@example.com", nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Send(context.Background(), &mailsec.Message{From: "app@example.com",
+		To: []string{"ann@example.org", "bob@example.org"}, Cc: []string{"cat@example.org"}, Subject: "x", Text: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := srv.Messages()
+	if len(got) != 3 {
+		t.Fatalf("%d transactions, want one per recipient", len(got))
+	}
+	from := map[string]string{}
+	for _, g := range got {
+		if len(g.To) != 1 {
+			t.Fatalf("a transaction for %v", g.To)
+		}
+		from[g.To[0]] = g.From
+	}
+	seen := map[string]bool{}
+	for _, r := range rec.Recipients {
+		want := "bounces+" + strings.ReplaceAll(r.EnvelopeID, ".", "-") + "@example.com"
+		if !r.Accepted || seen[r.EnvelopeID] || from[r.Address] != want {
+			t.Errorf("%s: accepted %v, ENVID %q (seen before: %v), MAIL FROM %q", r.Address, r.Accepted, r.EnvelopeID, seen[r.EnvelopeID], from[r.Address])
+		}
+		seen[r.EnvelopeID] = true
+	}
+}
+
 // panicky declares SharedTransaction and panics in it.
 type panicky struct{ mailsec.Transport }
 

@@ -242,6 +242,15 @@ type Options struct {
 	// is not a valid path) the delivery's recipients fail with a
 	// *ConfigError naming Options.ReturnPath, and nothing is sent to
 	// them.
+	//
+	// Every recipient of a delivery reads its return path (the
+	// Return-Path field of the copy delivered), so that any of them could
+	// mail a bounce about the others to it. With ReturnPath set, each
+	// recipient therefore gets a delivery of its own (its own ENVID and
+	// return path), so that a return path speaks for one recipient. The
+	// cost: one SMTP transaction, and one copy of the content, per
+	// recipient, where without it the To and Cc recipients of a domain
+	// (or, through a transport.Submission, of every domain) share one.
 	ReturnPath func(envelopeID string) (string, error)
 }
 

@@ -201,19 +201,23 @@ type group struct {
 	rcpts []*recipient
 }
 
-// group gathers planned recipients whose plans are alike (and, for a
-// transport that runs a transaction per domain, whose domain is the
-// same); every Bcc recipient gets a group of its own.
+// group gathers planned recipients whose plans are alike and whose
+// domain is the same (any domain, for a transport that declares
+// SharedTransaction); every Bcc recipient gets a group of its own, and
+// so does every recipient when Options.ReturnPath is set: each delivery's
+// return path, which every recipient of it reads, then speaks for one
+// recipient.
 func (sd *sending) group(rcpts []*recipient) []*group {
 	groups := make([]*group, 0, len(rcpts))
 	byKey := map[string]*group{}
+	alone := sd.s.returnPath != nil
 	for _, r := range rcpts {
 		plan := r.receipt.Plan
 		key := plan.key()
 		if sd.s.perDomain {
 			key += "\x00" + domainKey(r.Address)
 		}
-		if g := byKey[key]; g != nil && r.Kind != KindBcc {
+		if g := byKey[key]; g != nil && r.Kind != KindBcc && !alone {
 			g.rcpts = append(g.rcpts, r)
 			continue
 		}
