@@ -300,9 +300,9 @@ func (sd *sending) carryOut(ctx context.Context, g *group) {
 // envelope, for rcpts, under plan's security requirement. Then it
 // records the outcome.
 func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts []*recipient, content io.WriterTo) {
-	// Each delivery has its own ENVID (deliveryEnvelopeID); a transport
-	// that would split it into several transactions is handed one
-	// delivery per recipient domain instead (group).
+	// Each delivery has its own ENVID (deliveryEnvelopeID); unless the
+	// transport declares SharedTransaction, its recipients are of one
+	// domain, and with Options.ReturnPath it has one recipient (group).
 	dsn := *msg.dsn
 	dsn.EnvelopeID = deliveryEnvelopeID(msg.dsn.EnvelopeID)
 	from := msg.envelopeFrom
