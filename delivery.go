@@ -33,14 +33,42 @@ import (
 // a *ConfigError naming the setting at fault; NewSender wraps any other
 // error in one.
 //
-// A Transport that runs one SMTP transaction per recipient domain (as
-// transport.Direct does) should also have a method TransactionPerDomain()
-// bool that returns true. The Sender then hands it one Delivery per
-// recipient domain, so that each transaction is sent with an ENVID of its
-// own (DSN.EnvelopeID) and no recipient's server learns the ENVID of
-// another domain's recipients.
+// The Sender hands a Transport one Delivery per recipient domain, each
+// with an ENVID (DSN.EnvelopeID) of its own, so that no recipient's
+// server learns the ENVID another domain's recipients were sent with
+// (and so cannot write a delivery status notification the Receipt would
+// match for them). This is the default, whatever the Transport: one that
+// delivers to each domain's MX host (transport.Direct) needs it, and one
+// whose kind the Sender cannot tell (a wrapper) is treated the same way.
+// A Transport that hands every Delivery, whatever its recipients'
+// domains, to one hop in one transaction (transport.Submission, which
+// gives the whole message to a smarthost) may say so with a method
+// SharedTransaction() bool that returns true; the Sender then puts the
+// recipients of several domains in one Delivery, one transaction. A
+// Transport that wraps another (dkimsign.Transport) forwards what the one
+// it wraps declares, with the function SharedTransaction.
 type Transport interface {
 	Deliver(ctx context.Context, d *Delivery) (*DeliveryResult, error)
+}
+
+// SharedTransaction reports whether t declares, by a method
+// SharedTransaction() bool that returns true, that it hands every
+// Delivery to one hop in one transaction, so that the Sender need not
+// give each recipient domain a Delivery (and an ENVID) of its own (see
+// Transport). A Transport without the method, or whose method panics,
+// does not: its deliveries are split by domain. A Transport that wraps
+// another calls it to forward the wrapped one's declaration.
+func SharedTransaction(t Transport) (shared bool) {
+	st, ok := t.(interface{ SharedTransaction() bool })
+	if !ok || isNil(t) {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			shared = false
+		}
+	}()
+	return st.SharedTransaction()
 }
 
 // Delivery is one message for one set of recipients.

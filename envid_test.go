@@ -9,6 +9,7 @@ import (
 
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/transport"
 )
 
 // A message sent without DSN options still carries an ENVID and an ORCPT
@@ -125,15 +126,14 @@ func TestEnvelopeIDLength(t *testing.T) {
 	}
 }
 
-// perDomain is a transport that says it runs one transaction per domain.
-type perDomain struct{ mailsec.Transport }
+// hiddenTransport wraps a Transport and declares nothing about it.
+type hiddenTransport struct{ mailsec.Transport }
 
-func (perDomain) TransactionPerDomain() bool { return true }
-
-// A transport that runs one transaction per recipient domain is handed
-// one delivery per domain, each with its own ENVID, so that no domain's
-// server learns the ENVID another domain's recipients were sent with;
-// recipients of one domain still share one.
+// A transport that does not declare SharedTransaction (here a wrapper
+// that hides the Submission's declaration) is handed one delivery per
+// domain, each with its own ENVID, so that no domain's server learns the
+// ENVID another domain's recipients were sent with; recipients of one
+// domain still share one. A Submission, which declares it, gets one.
 func TestEnvelopeIDPerDomain(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
 	m := &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org", "bob@example.net"},
@@ -141,7 +141,7 @@ func TestEnvelopeIDPerDomain(t *testing.T) {
 	for _, tc := range []struct {
 		tr           mailsec.Transport
 		transactions int
-	}{{srv.Transport(), 1}, {perDomain{srv.Transport()}, 2}} {
+	}{{srv.Transport(), 1}, {hiddenTransport{srv.Transport()}, 2}} {
 		s, err := mailsec.NewSender(tc.tr, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -211,6 +211,83 @@ func TestReturnPath(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Field != "Options.ReturnPath" || mailsec.IsTemporary(err) || rec == nil || rec.Recipients[0].Accepted ||
 			len(srv.Messages()) != before {
 			t.Errorf("%s: %v, %d sent", name, err, len(srv.Messages())-before)
+		}
+	}
+}
+
+// With Options.ReturnPath, every recipient, To and Cc of one domain at
+// one smarthost included, gets a delivery of its own (its own ENVID and
+// return path), so that the return path each recipient reads names that
+// recipient's delivery alone.
+func TestReturnPathDeliveryPerRecipient(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	s, err := mailsec.NewSender(srv.Transport(), &mailsec.Options{ReturnPath: func(envid string) (string, error) {
+		return "bounces+" + strings.ReplaceAll(envid, ".", "-") + "@example.com", nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Send(context.Background(), &mailsec.Message{From: "app@example.com",
+		To: []string{"ann@example.org", "bob@example.org"}, Cc: []string{"cat@example.org"}, Subject: "x", Text: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := srv.Messages()
+	if len(got) != 3 {
+		t.Fatalf("%d transactions, want one per recipient", len(got))
+	}
+	from := map[string]string{}
+	for _, g := range got {
+		if len(g.To) != 1 {
+			t.Fatalf("a transaction for %v", g.To)
+		}
+		from[g.To[0]] = g.From
+	}
+	seen := map[string]bool{}
+	for _, r := range rec.Recipients {
+		want := "bounces+" + strings.ReplaceAll(r.EnvelopeID, ".", "-") + "@example.com"
+		if !r.Accepted || seen[r.EnvelopeID] || from[r.Address] != want {
+			t.Errorf("%s: accepted %v, ENVID %q (seen before: %v), MAIL FROM %q", r.Address, r.Accepted, r.EnvelopeID, seen[r.EnvelopeID], from[r.Address])
+		}
+		seen[r.EnvelopeID] = true
+	}
+}
+
+// panicky declares SharedTransaction and panics in it.
+type panicky struct{ mailsec.Transport }
+
+func (panicky) SharedTransaction() bool { panic("boom") }
+
+// declares declares SharedTransaction as told.
+type declares struct {
+	mailsec.Transport
+	shared bool
+}
+
+func (d declares) SharedTransaction() bool { return d.shared }
+
+// SharedTransaction is true only for a Transport that says so; a
+// missing method, a nil or typed-nil Transport, or a panic means false:
+// deliveries are split by domain.
+func TestSharedTransaction(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	var nilSubmission *transport.Submission
+	for _, tc := range []struct {
+		name string
+		tr   mailsec.Transport
+		want bool
+	}{
+		{"submission", srv.Transport(), true},
+		{"direct", &transport.Direct{}, false},
+		{"wrapper", hiddenTransport{srv.Transport()}, false},
+		{"declares true", declares{shared: true}, true},
+		{"declares false", declares{shared: false}, false},
+		{"panics", panicky{}, false},
+		{"nil", nil, false},
+		{"typed nil", nilSubmission, false},
+	} {
+		if got := mailsec.SharedTransaction(tc.tr); got != tc.want {
+			t.Errorf("%s: SharedTransaction = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

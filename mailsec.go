@@ -162,9 +162,9 @@ type Sender struct {
 	logger     *slog.Logger
 	now        func() time.Time
 	idDomain   string
-	// perDomain: the Transport runs one SMTP transaction per recipient
-	// domain (TransactionPerDomain), so the Sender hands it one delivery
-	// per domain, each with its own ENVID.
+	// perDomain: the Sender hands the Transport one delivery per
+	// recipient domain, each with its own ENVID; false only for a
+	// Transport that declares SharedTransaction.
 	perDomain  bool
 	returnPath func(envelopeID string) (string, error)
 }
@@ -242,6 +242,15 @@ type Options struct {
 	// is not a valid path) the delivery's recipients fail with a
 	// *ConfigError naming Options.ReturnPath, and nothing is sent to
 	// them.
+	//
+	// Every recipient of a delivery reads its return path (the
+	// Return-Path field of the copy delivered), so that any of them could
+	// mail a bounce about the others to it. With ReturnPath set, each
+	// recipient therefore gets a delivery of its own (its own ENVID and
+	// return path), so that a return path speaks for one recipient. The
+	// cost: one SMTP transaction, and one copy of the content, per
+	// recipient, where without it the To and Cc recipients of a domain
+	// (or, through a transport.Submission, of every domain) share one.
 	ReturnPath func(envelopeID string) (string, error)
 }
 
@@ -277,9 +286,7 @@ func NewSender(t Transport, o *Options) (*Sender, error) {
 		idDomain:   o.MessageIDDomain,
 		returnPath: o.ReturnPath,
 	}
-	if pd, ok := t.(interface{ TransactionPerDomain() bool }); ok {
-		s.perDomain = pd.TransactionPerDomain()
-	}
+	s.perDomain = !SharedTransaction(t)
 	if s.now == nil {
 		s.now = time.Now
 	}

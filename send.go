@@ -201,19 +201,23 @@ type group struct {
 	rcpts []*recipient
 }
 
-// group gathers planned recipients whose plans are alike (and, for a
-// transport that runs a transaction per domain, whose domain is the
-// same); every Bcc recipient gets a group of its own.
+// group gathers planned recipients whose plans are alike and whose
+// domain is the same (any domain, for a transport that declares
+// SharedTransaction); every Bcc recipient gets a group of its own, and
+// so does every recipient when Options.ReturnPath is set: each delivery's
+// return path, which every recipient of it reads, then speaks for one
+// recipient.
 func (sd *sending) group(rcpts []*recipient) []*group {
 	groups := make([]*group, 0, len(rcpts))
 	byKey := map[string]*group{}
+	alone := sd.s.returnPath != nil
 	for _, r := range rcpts {
 		plan := r.receipt.Plan
 		key := plan.key()
 		if sd.s.perDomain {
 			key += "\x00" + domainKey(r.Address)
 		}
-		if g := byKey[key]; g != nil && r.Kind != KindBcc {
+		if g := byKey[key]; g != nil && r.Kind != KindBcc && !alone {
 			g.rcpts = append(g.rcpts, r)
 			continue
 		}
@@ -296,9 +300,9 @@ func (sd *sending) carryOut(ctx context.Context, g *group) {
 // envelope, for rcpts, under plan's security requirement. Then it
 // records the outcome.
 func (sd *sending) deliver(ctx context.Context, msg *prepared, plan Plan, rcpts []*recipient, content io.WriterTo) {
-	// Each delivery has its own ENVID (deliveryEnvelopeID); a transport
-	// that would split it into several transactions is handed one
-	// delivery per recipient domain instead (group).
+	// Each delivery has its own ENVID (deliveryEnvelopeID); unless the
+	// transport declares SharedTransaction, its recipients are of one
+	// domain, and with Options.ReturnPath it has one recipient (group).
 	dsn := *msg.dsn
 	dsn.EnvelopeID = deliveryEnvelopeID(msg.dsn.EnvelopeID)
 	from := msg.envelopeFrom

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -189,8 +190,15 @@ func (t *VERPTag) Signs(envelopeID string) bool {
 // for bounces from servers that do not return the ENVID: the path must
 // be v's signed tag of the delivery that carried the recipient, as
 // VERP.ReturnPath made it. A report's own Original-Envelope-Id, when it
-// has one, must name the same delivery. A return path that matches no
-// delivery of rec is a *VERPError matching ErrForged.
+// has one, must name the same delivery.
+//
+// Every recipient of a delivery reads its return path (the Return-Path
+// field of its copy), so a return path speaks for one recipient only: a
+// Sender with Options.ReturnPath gives each recipient a delivery of its
+// own, and a report about any other recipient matches nothing. A return
+// path that matches no delivery of rec, or a delivery that carried more
+// than one recipient (any of whom could have written the report), is a
+// *VERPError matching ErrForged.
 func (r *Report) ForReturnPath(v *VERP, returnPath string, rec *mailsec.Receipt) ([]Match, error) {
 	tag, err := v.Parse(returnPath)
 	if err != nil {
@@ -199,41 +207,33 @@ func (r *Report) ForReturnPath(v *VERP, returnPath string, rec *mailsec.Receipt)
 	if r == nil || rec == nil {
 		return nil, nil
 	}
+	carried, n := -1, 0
+	for j := range rec.Recipients {
+		if tag.Signs(rec.Recipients[j].EnvelopeID) {
+			carried = j
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return nil, &VERPError{Address: syntax.PeerText(returnPath), Reason: "its tag names no delivery of message " + rec.EnvelopeID}
+	case n > 1:
+		return nil, &VERPError{Address: syntax.PeerText(returnPath), Reason: fmt.Sprintf("its tag names a delivery of message %s that carried %d recipients; a return path speaks for one", rec.EnvelopeID, n)}
+	}
+	rc := &rec.Recipients[carried]
+	if r.EnvelopeID != "" && subtle.ConstantTimeCompare([]byte(rc.EnvelopeID), []byte(r.EnvelopeID)) != 1 {
+		return nil, nil
+	}
 	var out []Match
-	signed := false
 	for i := range r.Recipients {
 		rr := &r.Recipients[i]
 		for _, a := range []string{rr.OriginalRecipient, rr.FinalRecipient} {
-			j := r.signedFor(tag, rec, a)
-			if j >= 0 {
-				out = append(out, Match{Report: rr, Receipt: &rec.Recipients[j]})
+			a = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a), "<"), ">")
+			if a != "" && strings.EqualFold(rc.Address, a) {
+				out = append(out, Match{Report: rr, Receipt: rc})
 				break
 			}
 		}
 	}
-	for _, rc := range rec.Recipients {
-		signed = signed || tag.Signs(rc.EnvelopeID)
-	}
-	if !signed {
-		return nil, &VERPError{Address: syntax.PeerText(returnPath), Reason: "its tag names no delivery of message " + rec.EnvelopeID}
-	}
 	return out, nil
-}
-
-// signedFor returns the index in rec of the recipient addr whose
-// delivery the tag signs (and, when r carries an ENVID, whose delivery
-// had it); -1 for none.
-func (r *Report) signedFor(tag *VERPTag, rec *mailsec.Receipt, addr string) int {
-	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(addr), "<"), ">")
-	if addr == "" {
-		return -1
-	}
-	for j := range rec.Recipients {
-		rc := &rec.Recipients[j]
-		if strings.EqualFold(rc.Address, addr) && tag.Signs(rc.EnvelopeID) &&
-			(r.EnvelopeID == "" || subtle.ConstantTimeCompare([]byte(rc.EnvelopeID), []byte(r.EnvelopeID)) == 1) {
-			return j
-		}
-	}
-	return -1
 }

@@ -160,6 +160,13 @@ func (t *Transport) Validate() error {
 	return nil
 }
 
+// SharedTransaction forwards the wrapped Transport's declaration that it
+// hands every delivery to one hop in one transaction (see
+// mailsec.Transport): true only when the wrapped one says so, so that a
+// mailsec.Sender splits deliveries by recipient domain, each with its own
+// ENVID, for a wrapped transport.Direct as it does for a bare one.
+func (t *Transport) SharedTransaction() bool { return mailsec.SharedTransaction(t.next) }
+
 // Close closes the wrapped Transport, when it has a Close method.
 func (t *Transport) Close() error {
 	if c, ok := t.next.(interface{ Close() error }); ok {

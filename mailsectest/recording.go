@@ -23,6 +23,14 @@ type RecordingTransport struct {
 	// (after it has been recorded) as a real transport would.
 	Fail func(d *mailsec.Delivery) error
 
+	// PerDomain, when set, makes the RecordingTransport stand for a
+	// transport that delivers to each recipient domain's servers (as
+	// transport.Direct does): it no longer declares SharedTransaction, so
+	// a mailsec.Sender hands it one delivery per recipient domain. When
+	// unset it stands for a transport.Submission: one delivery for the
+	// recipients of every domain.
+	PerDomain bool
+
 	mu         sync.Mutex
 	deliveries []Delivery
 }
@@ -40,6 +48,11 @@ type Delivery struct {
 	// Data is the message with CRLF line endings.
 	Data []byte
 }
+
+// SharedTransaction reports, unless PerDomain is set, that the
+// RecordingTransport takes every delivery in one transaction, as a
+// transport.Submission does (see mailsec.Transport).
+func (r *RecordingTransport) SharedTransaction() bool { return !r.PerDomain }
 
 // Deliver implements mailsec.Transport.
 func (r *RecordingTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -198,7 +199,11 @@ func NotificationOf(rep *bounce.Report) *Notification {
 // is added to the message's Status.Bounces. Each delivery of a message
 // has its own ENVID, and a report counts only for a recipient that
 // delivery carried: one about another recipient (written by a server
-// that received some other delivery) is ignored and logged. It fails
+// that received some other delivery) is ignored and logged. By a return
+// path, which every recipient of its delivery reads, a report counts
+// only when that delivery carried one recipient, the one it is about
+// (a mailsec.Sender with Options.ReturnPath gives each recipient a
+// delivery of its own). It fails
 // with ErrUnmatched (not temporary) when the notification names no
 // message of the outbox, or names one but none of the recipients of the
 // delivery it names; nothing is changed then. A database failure, or a
@@ -353,12 +358,15 @@ func (prog *progress) ofMessage(envid string) bool {
 // ENVID, the message's.
 //
 // With a VERP tag, the delivery is the one the tag signs, and envid, when
-// the notification has one, must be that delivery's.
+// the notification has one, must be that delivery's; and rp must be the
+// only recipient that delivery carried. Every recipient of a delivery
+// reads its return path, so one the delivery shared (any of its
+// recipients could have written the report) speaks for none of them.
 func (prog *progress) carried(rp *rcptProgress, envid string, tag *bounce.VERPTag) bool {
 	if tag != nil {
 		for _, e := range rp.EnvelopeIDs {
 			if tag.Signs(e) && (envid == "" || subtle.ConstantTimeCompare([]byte(e), []byte(envid)) == 1) {
-				return true
+				return prog.carriers(e) == 1
 			}
 		}
 		return false
@@ -371,6 +379,18 @@ func (prog *progress) carried(rp *rcptProgress, envid string, tag *bounce.VERPTa
 		ok |= subtle.ConstantTimeCompare([]byte(e), []byte(envid))
 	}
 	return ok == 1
+}
+
+// carriers counts the recipients the delivery whose ENVID is envid
+// carried.
+func (prog *progress) carriers(envid string) int {
+	n := 0
+	for i := range prog.Recipients {
+		if slices.Contains(prog.Recipients[i].EnvelopeIDs, envid) {
+			n++
+		}
+	}
+	return n
 }
 
 // signed reports whether a VERP tag signs a delivery of the message.

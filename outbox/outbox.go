@@ -127,7 +127,10 @@ type Options struct {
 	// return path it was delivered to (bounce.VERP), for servers that do
 	// not return the ENVID. Give the Sender the same VERP's ReturnPath
 	// (mailsec.Options.ReturnPath), so that each delivery is sent from
-	// its own signed return path.
+	// its own signed return path; the Sender then gives each recipient a
+	// delivery of its own (one SMTP transaction per recipient), and a
+	// bounce by return path counts only for the one recipient its
+	// delivery carried.
 	VERP *bounce.VERP
 }
 

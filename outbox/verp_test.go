@@ -102,3 +102,95 @@ func TestVERPOptions(t *testing.T) {
 		t.Fatalf("a return path without Options.VERP: %v", err)
 	}
 }
+
+// A recipient reads the return path of her copy (its Return-Path field)
+// and mails a bounce without an ENVID about a co-recipient (To and Cc of
+// one domain, through one smarthost) to it: each recipient has a
+// delivery and a return path of its own, so the report about the other
+// one matches nothing and changes nothing; bounced to the other's own
+// return path, it is that recipient's.
+func TestIngestReturnPathCoRecipient(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	v := verpForTest(3)
+	ob, _ := openFile(t, newSender(t, srv.Transport(), &mailsec.Options{ReturnPath: v.ReturnPath}), fast(&outbox.Options{VERP: v}), true)
+	ctx := context.Background()
+	m := message()
+	m.To = []string{"mallory@example.org"}
+	m.Cc = []string{"nobody@example.org"}
+	id, err := ob.Enqueue(ctx, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	from := map[string]string{}
+	for _, g := range srv.Messages() {
+		if len(g.To) != 1 {
+			t.Fatalf("a transaction for %v, want one per recipient", g.To)
+		}
+		from[g.To[0]] = g.From
+	}
+	if len(from) != 2 || from["mallory@example.org"] == from["nobody@example.org"] {
+		t.Fatalf("MAIL FROM %v", from)
+	}
+	raw, err := os.ReadFile("../bounce/testdata/postfix-failed.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEnvid := strings.Replace(string(raw), "Original-Envelope-Id: ms-7f3a9c2e41\n", "", 1)
+	if noEnvid == string(raw) {
+		t.Fatal("the test bounce has no Original-Envelope-Id line to remove")
+	}
+	res, err := ob.IngestReturnPath(ctx, strings.NewReader(noEnvid), from["mallory@example.org"])
+	if !errors.Is(err, outbox.ErrUnmatched) || mailsec.IsTemporary(err) || res != nil {
+		t.Fatalf("a report about nobody to mallory's return path: %+v, %v", res, err)
+	}
+	if s := status(t, ob, id); s.State != outbox.Delivered || len(s.Bounces) != 0 {
+		t.Fatalf("a refused bounce changed the message: %+v", s)
+	}
+	res, err = ob.IngestReturnPath(ctx, strings.NewReader(noEnvid), from["nobody@example.org"])
+	if err != nil || len(res.Bounced) != 1 || res.Bounced[0] != "nobody@example.org" {
+		t.Fatalf("nobody's own bounce: %+v, %v", res, err)
+	}
+}
+
+// A return path whose delivery carried several recipients (here the
+// signed path of a shared delivery's ENVID, from a Sender without
+// Options.ReturnPath) speaks for none of them: any of them could have
+// written the report.
+func TestIngestReturnPathSharedDelivery(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
+	v := verpForTest(3)
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{VERP: v}), true)
+	ctx := context.Background()
+	m := message()
+	m.To = []string{"mallory@example.org"}
+	m.Cc = []string{"nobody@example.org"}
+	id, err := ob.Enqueue(ctx, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	rcpts := status(t, ob, id).Attempts[0].Receipt.Recipients
+	if len(srv.Messages()) != 1 || rcpts[0].EnvelopeID != rcpts[1].EnvelopeID {
+		t.Fatalf("%d transactions, ENVIDs %q and %q: want one shared delivery", len(srv.Messages()), rcpts[0].EnvelopeID, rcpts[1].EnvelopeID)
+	}
+	path, err := v.ReturnPath(rcpts[0].EnvelopeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../bounce/testdata/postfix-failed.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEnvid := strings.Replace(string(raw), "Original-Envelope-Id: ms-7f3a9c2e41\n", "", 1)
+	if noEnvid == string(raw) {
+		t.Fatal("the test bounce has no Original-Envelope-Id line to remove")
+	}
+	res, err := ob.IngestReturnPath(ctx, strings.NewReader(noEnvid), path)
+	if !errors.Is(err, outbox.ErrUnmatched) || mailsec.IsTemporary(err) || res != nil {
+		t.Fatalf("a report by a shared delivery's return path: %+v, %v", res, err)
+	}
+	if s := status(t, ob, id); s.State != outbox.Delivered || len(s.Bounces) != 0 || s.Recipients[1].State != outbox.Accepted {
+		t.Fatalf("a refused bounce changed the message: %+v", s)
+	}
+}

@@ -375,11 +375,6 @@ func (t *Direct) now() time.Time {
 	return time.Now()
 }
 
-// TransactionPerDomain reports that Direct runs one SMTP transaction per
-// recipient domain, so that a mailsec.Sender hands it one delivery per
-// domain, each with its own ENVID (see mailsec.Transport).
-func (t *Direct) TransactionPerDomain() bool { return true }
-
 // Close closes the sessions kept for reuse and makes later Deliver calls
 // fail with ErrClosed. Sessions in use are closed when their delivery
 // ends.

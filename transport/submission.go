@@ -224,6 +224,14 @@ func positiveDur(v, def time.Duration) time.Duration {
 	return def
 }
 
+// SharedTransaction reports that a Submission hands every delivery to its
+// smarthost in one transaction, whatever the recipients' domains, so
+// that a mailsec.Sender may give it the recipients of several domains in
+// one delivery (see mailsec.Transport). They then share one ENVID, which
+// only the smarthost sees in the envelope; the smarthost's own relaying
+// decides what each domain's servers receive.
+func (t *Submission) SharedTransaction() bool { return true }
+
 // Deliver implements mailsec.Transport.
 func (t *Submission) Deliver(ctx context.Context, d *mailsec.Delivery) (*mailsec.DeliveryResult, error) {
 	if err := t.init(); err != nil {
