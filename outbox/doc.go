@@ -162,8 +162,20 @@
 // key, bound to its row; the rows are named by keyed digests (HMAC under a
 // key derived from the outbox key), by which the counts of the processes
 // that share a key add up. Counts under different keys (during a
-// rotation) are added up when a report is made. A count that does not
-// authenticate stops its domain's report, and the error says which row.
+// rotation) are added up when a report is made. A row of the day that
+// the sending process cannot open (under a key it was not given, or
+// changed, copied or moved) stops every report of that day, with an error
+// that says which row, and none is recorded as sent: any row may hold a
+// count of any domain. Mid-rotation the reports go out once the leader
+// holds every key the day's counts are under; drop an old key only after
+// the days it sealed are reported, or they wait until tlsrpt.Retention.
+//
+// The seal keeps a count's domain and what it counts confidential and
+// bound to its day and row; the number itself is a plain integer, which
+// every process adds to in one statement, and is not authenticated: a
+// writer of the database can change a number, or delete a row, without
+// the outbox noticing, though not make a count one of another domain,
+// day or host.
 //
 // # Migrations
 //

@@ -215,20 +215,27 @@ func (ob *Outbox) TLSRPTStore() tlsrpt.Store { return &tlsrptStore{ob: ob} }
 // readable is the day, the count, the ID of the key, and two keyed
 // digests (HMAC-SHA-256 under a key derived from the outbox key) that
 // name the row: of (day, domain, Key), which the counts of every process
-// using the same key add up in (one atomic increment, as before), and of
-// (day, domain), by which a report's rows are found.
+// using the same key add up in (one atomic increment), and of (day,
+// domain), under which a report is recorded done.
 //
 // A rotation changes the sealing key, and with it the digests: a process
-// with the new key adds to rows of its own. Nothing is lost: Counts looks
-// up the domain's digest under every key the outbox has, opens each row,
-// and adds up the counts of equal Keys, whatever key their rows are under.
-// MarkDone records a report done under every key, so that counts added
-// later under any of them do not bring it back. A row whose key the
-// outbox no longer has (rotated out before its day was reported) does not
-// open, and is reported as a row that does not authenticate is: Counts
-// fails for its domain, so the report is not sent with a count missing;
-// Pending logs, at level Error, a row that does not open, whose domain it
-// cannot know.
+// with the new key adds to rows of its own. Nothing is lost: Counts opens
+// every row of the day, whatever key it is under, and adds up the counts
+// of the domain's equal Keys. A row of the day it cannot open (under a
+// key this outbox lacks: one added elsewhere and not given to it yet, or
+// rotated out before its day was reported; or changed, copied, or moved
+// to another row or report) fails Counts for every domain of that day, so
+// that no report is sent with a count missing and none is marked done;
+// the process with every key sends them. Pending logs, at level Error, a
+// row that does not open, whose domain it cannot know. MarkDone records a
+// report done under every key, so that counts added later under any of
+// them do not bring it back.
+//
+// The count n is not sealed: processes add to it in one atomic increment.
+// Someone who can write to the database can change it, or delete a row,
+// undetected; the seal and the digests keep the domain and Key
+// confidential and stop a row from passing for another day, domain or
+// Key.
 type tlsrptStore struct{ ob *Outbox }
 
 // maxTLSRPTRows bounds what one read returns.
@@ -268,9 +275,10 @@ func rptName(day int64, rowID []byte) string {
 	return time.Unix(day*86400, 0).UTC().Format(time.DateOnly) + "/" + h[:min(len(h), 16)]
 }
 
-// open opens a count row, checking that its digest is the one its
-// sealed domain and Key have under the key it names.
-func (s *tlsrptStore) open(day int64, rowID []byte, keyID string, sealed []byte) (rptValue, error) {
+// open opens a count row, checking that its digests are the ones its
+// sealed domain and Key have under the key it names: a row moved to
+// another day, row or report does not open.
+func (s *tlsrptStore) open(day int64, rowID, domainID []byte, keyID string, sealed []byte) (rptValue, error) {
 	var v rptValue
 	name := rptName(day, rowID)
 	plain, err := s.ob.keys.open(sealed, rptAAD(day, rowID), name, rptWhat)
@@ -283,7 +291,8 @@ func (s *tlsrptStore) open(day int64, rowID []byte, keyID string, sealed []byte)
 	}
 	for _, rk := range s.ob.keys.rptKeys() {
 		if rk.id == keyID {
-			if !hmac.Equal(rptDigest(rk.key, "row", day, v.Domain, v.Key), rowID) {
+			if !hmac.Equal(rptDigest(rk.key, "row", day, v.Domain, v.Key), rowID) ||
+				!hmac.Equal(rptDigest(rk.key, "domain", day, v.Domain), domainID) {
 				return v, tampered
 			}
 			return v, nil
@@ -346,7 +355,7 @@ func (s *tlsrptStore) Pending(ctx context.Context, before time.Time) ([]tlsrpt.D
 		return fail(err)
 	}
 
-	rs, err = q.query(ctx, `SELECT day, row_id, key_id, sealed FROM mailsec_outbox_rpt_count WHERE day < $1 ORDER BY day LIMIT $2`,
+	rs, err = q.query(ctx, `SELECT day, row_id, domain_id, key_id, sealed FROM mailsec_outbox_rpt_count WHERE day < $1 ORDER BY day LIMIT $2`,
 		dayOf(before), maxTLSRPTRows)
 	if err != nil {
 		return fail(err)
@@ -358,14 +367,15 @@ func (s *tlsrptStore) Pending(ctx context.Context, before time.Time) ([]tlsrpt.D
 rows:
 	for rs.Next() {
 		var day int64
-		var rowID, sealed []byte
+		var rowID, domainID, sealed []byte
 		var keyID string
-		if err := rs.Scan(&day, &rowID, &keyID, &sealed); err != nil {
+		if err := rs.Scan(&day, &rowID, &domainID, &keyID, &sealed); err != nil {
 			return fail(err)
 		}
-		v, err := s.open(day, rowID, keyID, sealed)
+		v, err := s.open(day, rowID, domainID, keyID, sealed)
 		if err != nil {
-			s.ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: a TLS-RPT count does not open; its report is not sent",
+			// Counts fails for every report of the day: see tlsrptStore.
+			s.ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: a TLS-RPT count does not open; no report of its day is sent from this process",
 				slog.String("error", err.Error()))
 			continue
 		}
@@ -389,45 +399,52 @@ rows:
 	return out, nil
 }
 
-// domainIDs returns the digests of (day, domain) under every key, and
-// the placeholders that list them after n others.
-func (s *tlsrptStore) domainIDs(day int64, domain string, n int) ([]any, string) {
-	var args []any
-	var ph []string
-	for i, rk := range s.ob.keys.rptKeys() {
-		args = append(args, rptDigest(rk.key, "domain", day, domain))
-		ph = append(ph, "$"+strconv.Itoa(n+i+1))
+// domainIDs returns the digests of (day, domain) under every key.
+func (s *tlsrptStore) domainIDs(day int64, domain string) [][]byte {
+	var ids [][]byte
+	for _, rk := range s.ob.keys.rptKeys() {
+		ids = append(ids, rptDigest(rk.key, "domain", day, domain))
 	}
-	return args, strings.Join(ph, ", ")
+	return ids
 }
 
+// Counts returns the counts of domain on day. It reads and opens every
+// row of the day, not only the domain's: a row this process cannot open
+// (under a key it does not have, or tampered with) may be one of the
+// domain's, so it fails the report rather than send it short.
 func (s *tlsrptStore) Counts(ctx context.Context, day time.Time, domain string) ([]tlsrpt.Count, error) {
 	fail := func(err error) ([]tlsrpt.Count, error) {
 		return nil, fmt.Errorf("outbox: TLS-RPT counts of %s: %w", domain, err)
 	}
 	d := dayOf(day)
-	ids, ph := s.domainIDs(d, domain, 2)
-	rs, err := s.ob.eng.pool().query(ctx, `SELECT row_id, key_id, sealed, n FROM mailsec_outbox_rpt_count
-WHERE day = $1 AND domain_id IN (`+ph+`) LIMIT $2`, append([]any{d, maxTLSRPTRows}, ids...)...)
+	rs, err := s.ob.eng.pool().query(ctx, `SELECT row_id, domain_id, key_id, sealed, n FROM mailsec_outbox_rpt_count
+WHERE day = $1 LIMIT $2`, d, maxTLSRPTRows+1)
 	if err != nil {
 		return fail(err)
 	}
 	defer rs.Close()
 	start := time.Unix(d*86400, 0).UTC()
 	byKey := map[string]int64{}
+	rows := 0
 	for rs.Next() {
-		var rowID, sealed []byte
+		var rowID, domainID, sealed []byte
 		var keyID string
 		var n int64
-		if err := rs.Scan(&rowID, &keyID, &sealed, &n); err != nil {
+		if err := rs.Scan(&rowID, &domainID, &keyID, &sealed, &n); err != nil {
 			return fail(err)
 		}
-		v, err := s.open(d, rowID, keyID, sealed)
+		if rows++; rows > maxTLSRPTRows {
+			return fail(fmt.Errorf("more than %d counts on %s", maxTLSRPTRows, start.Format(time.DateOnly)))
+		}
+		v, err := s.open(d, rowID, domainID, keyID, sealed)
 		if err != nil {
-			return fail(err)
+			return fail(fmt.Errorf("no report of %s is sent from this process (one with every key the counts are under can send them): %w",
+				start.Format(time.DateOnly), err))
 		}
-		if v.Domain != domain || n <= 0 {
-			// Moved from another report's rows, or a count changed.
+		if v.Domain != domain {
+			continue
+		}
+		if n <= 0 {
 			return fail(&OpenError{ID: rptName(d, rowID), What: rptWhat, KeyID: keyID, Err: ErrTampered})
 		}
 		byKey[v.Key] += n
@@ -450,8 +467,7 @@ func (s *tlsrptStore) MarkDone(ctx context.Context, day time.Time, domain string
 	}
 	defer func() { _ = t.rollback(ctx) }()
 	d := dayOf(day)
-	ids, _ := s.domainIDs(d, domain, 0)
-	for _, id := range ids {
+	for _, id := range s.domainIDs(d, domain) {
 		if _, err := t.exec(ctx, `INSERT INTO mailsec_outbox_rpt_done (day, domain_id, done_at) VALUES ($1, $2, $3)
 ON CONFLICT (day, domain_id) DO NOTHING`, d, id, time.Now().UnixMicro()); err != nil {
 			return fail(err)

@@ -10,9 +10,11 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -510,5 +512,94 @@ func TestTLSRPTKeyRotation(t *testing.T) {
 	}
 	if n := len(col.got()); n != 1 {
 		t.Fatalf("the old instance sent a report from rows it cannot open: %d", n)
+	}
+}
+
+// Mid-rotation, the instance that lacks the new key may be the one that
+// runs the reports: it cannot open the new key's rows, so it sends no
+// report of their day (not even of a domain all of whose counts it can
+// open: any row may be that domain's) and marks none done; it fails with
+// ErrUnknownKey. The instance with both keys then sends every report of
+// the day, with every count.
+func TestTLSRPTRotationInstanceLackingAKeySendsNothing(t *testing.T) {
+	ctx := context.Background()
+	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	clk := &rptClock{t: day.Add(20 * time.Hour)}
+	col := newRptCollector(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	path := filepath.Join(t.TempDir(), "mail.db")
+	oldKey, newKey := outbox.NewKey(), outbox.NewKey()
+	oOld, oNew := rptOptions(clk, col), rptOptions(clk, col)
+	for _, o := range []*outbox.TLSRPTOptions{oOld, oNew} {
+		o.Resolver.(*mailsectest.Resolver).TXT("_smtp._tls.example.net", "v=TLSRPTv1; rua="+col.URL+"/report")
+	}
+	obOld := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oOld, Keys: []outbox.Key{oldKey}}), false)
+	obNew := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oNew, Keys: []outbox.Key{newKey, oldKey}}), false)
+	record(oOld.Aggregator, day, 3, 1)
+	record(oNew.Aggregator, day, 4, 2)
+	// A domain only the old instance has counts of.
+	oOld.Aggregator.Record(tlsrpt.Result{PolicyDomain: "example.net", Success: true, Time: day.Add(time.Hour)})
+	if err := oOld.Aggregator.Flush(ctx, obOld.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	if err := oNew.Aggregator.Flush(ctx, obNew.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	clk.set(day.Add(30 * time.Hour))
+
+	err := obOld.SendTLSReports(ctx)
+	if !errors.Is(err, outbox.ErrUnknownKey) {
+		t.Errorf("the instance lacking the new key: %v; want ErrUnknownKey", err)
+	}
+	if got := col.got(); len(got) != 0 {
+		t.Fatalf("the instance lacking the new key sent %d reports", len(got))
+	}
+
+	if err := obNew.SendTLSReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	byDomain := map[string]tlsrpt.Report{}
+	for _, r := range col.got() {
+		byDomain[r.Policies[0].Policy.Domain] = r
+	}
+	if len(byDomain) != 2 || len(col.got()) != 2 {
+		t.Fatalf("reports of %v (%d); want one each of example.org and example.net", slices.Collect(maps.Keys(byDomain)), len(col.got()))
+	}
+	org := byDomain["example.org"]
+	wantCounts(t, &org, day, 7, 3)
+	net := byDomain["example.net"]
+	wantCounts(t, &net, day, 1, 0)
+}
+
+// A row whose report digest was changed (so that no report's lookup
+// finds it: the failure count hidden from example.org's report) does not
+// open: no report of its day is sent.
+func TestTLSRPTRowMovedOutOfItsReport(t *testing.T) {
+	ctx := context.Background()
+	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	clk := &rptClock{t: day.Add(20 * time.Hour)}
+	col := newRptCollector(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	o := rptOptions(clk, col)
+	ob, path := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{TLSRPT: o}), false)
+	record(o.Aggregator, day, 2, 1)
+	if err := o.Aggregator.Flush(ctx, ob.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	res, err := db.Exec(`UPDATE mailsec_outbox_rpt_count SET domain_id = randomblob(32) WHERE n = 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("%d rows changed (%v), want the failure count's", n, err)
+	}
+	clk.set(day.Add(30 * time.Hour))
+	if err := ob.SendTLSReports(ctx); !errors.Is(err, outbox.ErrTampered) {
+		t.Errorf("SendTLSReports = %v; want ErrTampered", err)
+	}
+	for _, r := range col.got() {
+		s := r.Policies[0].Summary
+		t.Errorf("report sent: %d successful, %d failed (recorded 2 and 1)", s.TotalSuccessfulSessionCount, s.TotalFailureSessionCount)
 	}
 }

@@ -105,7 +105,10 @@
 //
 // With -mx, MTA-STS policies are kept between runs in -mta-sts-cache DIR,
 // by default mailsec/mta-sts under the user's cache directory ("none":
-// this run only).
+// this run only). A cache directory owned by another user or writable by
+// its group or others is refused (exit status 2), as ssh refuses such a
+// ~/.ssh; a file in it that is a link, not the user's, or writable by
+// others is ignored.
 //
 // A -dkim KEYFILE or a -verp-secret-file that its group or others may read
 // draws a warning.

@@ -303,7 +303,10 @@ host has usable TLSA records, else the domain's MTA-STS policy when it
 enforces, else a certificate valid for the MX host name; a host that meets
 none gets nothing. -level changes that for every domain (Postfix's names),
 and the receipt records every fallback taken. MTA-STS policies are kept in
--mta-sts-cache between runs (RFC 8461 wants them remembered). MX and policy
+-mta-sts-cache between runs (RFC 8461 wants them remembered); a cache
+directory that is not yours or that your group or others may write to is
+refused (chmod go-w it, or name another), and a file in it that is not yours,
+is writable by others or is a link is ignored. MX and policy
 hosts at non-global addresses are not connected to without -allow-private.
 
 With -pgp-keys or -smime-certs every recipient must have a usable key or
@@ -796,9 +799,14 @@ func (o *deliveryOptions) transport(e *env) (closingTransport, error) {
 
 // policyCache is the MTA-STS policy cache -mta-sts-cache names: a
 // directory, by default under the user's cache directory, or nil for
-// "none" (the transport's own cache in memory, for this run only).
+// "none" (the transport's own cache in memory, for this run only). The
+// directory is created (mode 0700) when missing; one that another user
+// owns, or that its group or others may write to, is refused, as ssh
+// refuses such a ~/.ssh: whoever can write there can plant a policy in
+// mode none for any domain.
 func (o *deliveryOptions) policyCache(e *env) (mtasts.Cache, error) {
-	switch dir := o.stsCache; dir {
+	dir := o.stsCache
+	switch dir {
 	case "none":
 		return nil, nil
 	case "":
@@ -807,13 +815,26 @@ func (o *deliveryOptions) policyCache(e *env) (mtasts.Cache, error) {
 			fmt.Fprintf(e.stderr, "mailsec: note: %v; MTA-STS policies are kept for this run only (-mta-sts-cache DIR keeps them)\n", err)
 			return nil, nil
 		}
-		return boundedDirCache{mtasts.DirCache(filepath.Join(base, "mailsec", "mta-sts")), maxCachedPolicies}, nil
+		dir = filepath.Join(base, "mailsec", "mta-sts")
 	default:
 		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
 			return nil, usagef("-mta-sts-cache %s: not a directory", dir)
 		}
-		return boundedDirCache{mtasts.DirCache(dir), maxCachedPolicies}, nil
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if o.stsCache == "" {
+			fmt.Fprintf(e.stderr, "mailsec: note: %v; MTA-STS policies are kept for this run only (-mta-sts-cache DIR keeps them)\n", err)
+			return nil, nil
+		}
+		return nil, usagef("-mta-sts-cache %s: %v", dir, err)
+	}
+	if err := mtasts.DirCache(dir).Check(); err != nil {
+		if errors.Is(err, mtasts.ErrUnsafeCache) {
+			return nil, usagef("-mta-sts-cache %s: refused, since another user could plant MTA-STS policies there: %v; it must belong to you and be writable by you only: chmod go-w it if it is yours, else name another directory", dir, err)
+		}
+		return nil, usagef("-mta-sts-cache %s: %v", dir, err)
+	}
+	return boundedDirCache{mtasts.DirCache(dir), maxCachedPolicies}, nil
 }
 
 // userCacheDir is os.UserCacheDir, read through getenv: $XDG_CACHE_HOME,

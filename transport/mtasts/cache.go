@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -17,6 +18,12 @@ import (
 // ErrCacheMiss is returned by a Cache's Get when it holds nothing for the
 // domain.
 var ErrCacheMiss = errors.New("mtasts: cache miss")
+
+// ErrUnsafeCache is returned, wrapped, by DirCache.Check for a directory,
+// and by DirCache.Get for a file, that someone other than the current
+// user may have written: one owned by another user, or writable by its
+// group or by others. A Client treats such a file as absent (and logs it).
+var ErrUnsafeCache = errors.New("mtasts: cache writable by someone other than the current user")
 
 // Cache stores fetched policies between Lookups and, if it is persistent,
 // across restarts. Keys are domains in the form Client.Lookup uses: A-labels,
@@ -107,10 +114,34 @@ const maxCacheFile = 1 << 20
 // file. File names are the hex SHA-256 of the domain with ".json" appended:
 // no domain, however odd, can name a file outside the directory.
 //
-// The directory must be writable only by the process that sends mail (see
-// [Cache] on why the contents matter). Several Clients, in one process or
-// several, may share it.
+// The directory must be writable only by the user that sends mail (see
+// [Cache] on why the contents matter): Check says whether it is. On Unix
+// systems Get ignores (reports an error for, which a Client logs and
+// treats as a miss) a file that is a symbolic link, that another user
+// owns, or that its group or others may write to. Several Clients, in one
+// process or several, may share the directory.
 type DirCache string
+
+// Check returns an error wrapping ErrUnsafeCache when the directory
+// exists and belongs to another user or is writable by its group or by
+// others (as ssh refuses such a ~/.ssh): anyone who can write there can
+// plant a policy in mode none for any domain. It returns an error
+// wrapping fs.ErrNotExist when the directory does not exist, nil when
+// only the current user can write to it. Outside Unix it checks only
+// that the directory exists.
+func (d DirCache) Check() error {
+	fi, err := os.Stat(string(d))
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mtasts: cache %s: not a directory", string(d))
+	}
+	if err := checkPrivate(fi); err != nil {
+		return fmt.Errorf("mtasts: cache directory %s: %v: %w", string(d), err, ErrUnsafeCache)
+	}
+	return nil
+}
 
 // name returns the path of the file for domain.
 func (d DirCache) name(domain string) string {
@@ -119,19 +150,36 @@ func (d DirCache) name(domain string) string {
 }
 
 // Get reads the file for domain. A missing file, or one larger than any
-// entry the Client writes, is ErrCacheMiss.
+// entry the Client writes, is ErrCacheMiss. A symbolic link, a file that
+// is not a regular one, and (on Unix) one owned by another user or
+// writable by its group or others is an error wrapping ErrUnsafeCache:
+// not read, a miss to the Client, which logs it.
 func (d DirCache) Get(ctx context.Context, domain string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(d.name(domain))
+	name := d.name(domain)
+	f, err := openCacheFile(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrCacheMiss
 	}
 	if err != nil {
+		if fi, lerr := os.Lstat(name); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return nil, fmt.Errorf("mtasts: cache file %s: a symbolic link: %w", name, ErrUnsafeCache)
+		}
 		return nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("mtasts: cache file %s: not a regular file: %w", name, ErrUnsafeCache)
+	}
+	if err := checkPrivate(fi); err != nil {
+		return nil, fmt.Errorf("mtasts: cache file %s: %v: %w", name, err, ErrUnsafeCache)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxCacheFile+1))
 	if err != nil {
 		return nil, err
