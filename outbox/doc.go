@@ -48,7 +48,7 @@
 // wait for the disk serves them all, and each call still returns only once
 // its own write is committed. A failed one is undone alone. An Enqueue
 // whose attachment reader is slow holds up the commit of the writes
-// grouped with it, as it held up the one connection before.
+// grouped with it, as it would hold up the one connection on its own.
 //
 // # What is guaranteed
 //
