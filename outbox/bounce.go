@@ -136,6 +136,17 @@ func newEnvelopeID(id string) string {
 // retrying cannot help. Errors that a retry may cure are temporary
 // (mailsec.IsTemporary).
 func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error) {
+	n, err := ob.readNotification(r)
+	if err != nil {
+		return nil, err
+	}
+	return ob.IngestNotification(ctx, n)
+}
+
+// readNotification parses the bounce message in r for Ingest and
+// IngestReturnPath: a message that is not a notification is ErrUnmatched,
+// never temporary; a failure to read r is temporary.
+func (ob *Outbox) readNotification(r io.Reader) (*Notification, error) {
 	if ob.isClosed() {
 		return nil, ErrClosed
 	}
@@ -147,7 +158,7 @@ func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error
 		}
 		return nil, &IngestError{Err: err, temporary: true} // reading r failed
 	}
-	return ob.IngestNotification(ctx, NotificationOf(rep))
+	return NotificationOf(rep), nil
 }
 
 // IngestReturnPath is Ingest for a bounce delivered to returnPath (the
@@ -157,18 +168,10 @@ func (ob *Outbox) Ingest(ctx context.Context, r io.Reader) (*IngestResult, error
 // too; see IngestNotification. Without Options.VERP it fails with a
 // *mailsec.ConfigError.
 func (ob *Outbox) IngestReturnPath(ctx context.Context, r io.Reader, returnPath string) (*IngestResult, error) {
-	if ob.isClosed() {
-		return nil, ErrClosed
-	}
-	rep, err := bounce.Parse(r)
+	n, err := ob.readNotification(r)
 	if err != nil {
-		var be *bounce.Error
-		if errors.As(err, &be) {
-			return nil, &IngestError{Err: fmt.Errorf("%w: %w", ErrUnmatched, err)}
-		}
-		return nil, &IngestError{Err: err, temporary: true}
+		return nil, err
 	}
-	n := NotificationOf(rep)
 	n.ReturnPath = returnPath
 	return ob.IngestNotification(ctx, n)
 }
