@@ -318,14 +318,7 @@ func CheckKey(ctx context.Context, r io.Reader, addr string, o *Options) (ck *Ch
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var opts Options
-	if o != nil {
-		opts = *o
-	}
-	now := time.Now()
-	if opts.Now != nil {
-		now = opts.Now()
-	}
+	opts, now := checkOptions(o)
 	refuse := func(e *openpgp.Entity, code KeyCode, reason string) error {
 		return &KeyError{Address: addr, KeyID: keyID(e), Fingerprint: Fingerprint(e), Code: code, Reason: reason}
 	}
@@ -353,15 +346,21 @@ func CheckKey(ctx context.Context, r io.Reader, addr string, o *Options) (ck *Ch
 // one. A key with secret parts is checked as its public key would be.
 func CheckEntity(e *openpgp.Entity, addr string, o *Options) (ck *CheckedKey, err error) {
 	defer recoverTo(&err, "checking key")
+	opts, now := checkOptions(o)
+	return checkEntity(e, addr, now, opts)
+}
+
+// checkOptions returns the options a check runs with (the zero value for
+// nil) and the time it checks against (Options.Now, else the clock).
+func checkOptions(o *Options) (Options, time.Time) {
 	var opts Options
 	if o != nil {
 		opts = *o
 	}
-	now := time.Now()
 	if opts.Now != nil {
-		now = opts.Now()
+		return opts, opts.Now()
 	}
-	return checkEntity(e, addr, now, opts)
+	return opts, time.Now()
 }
 
 func checkEntity(e *openpgp.Entity, addr string, now time.Time, opts Options) (*CheckedKey, error) {
