@@ -26,6 +26,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mailsec/mailsec/bench/internal/cputime"
 )
 
 // Defaults of the measurements.
@@ -202,13 +204,13 @@ func MeasureDeliver(ctx context.Context, env *Env, kind Kind, peer Peer, p Paylo
 		return res, fmt.Errorf("%s on %s: preparing %d items: %w", peer.Name, kind, n, err)
 	}
 	defer func() { err = errors.Join(err, d.Close()) }()
-	cpu0, _ := cpuTime()
+	cpu0, _ := cputime.Process()
 	began := time.Now()
 	if err := d.Run(ctx); err != nil {
 		return res, fmt.Errorf("%s on %s: working %d items: %w", peer.Name, kind, n, err)
 	}
 	res = DeliverResult{N: n, Elapsed: time.Since(began)}
-	if cpu1, ok := cpuTime(); ok {
+	if cpu1, ok := cputime.Process(); ok {
 		res.CPU = cpu1 - cpu0
 	}
 	return res, nil

@@ -33,6 +33,7 @@ import (
 	"github.com/wneessen/go-mail"
 
 	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/bench/internal/cputime"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/transport"
 )
@@ -283,7 +284,7 @@ type mark struct {
 func (e *Env) start(b *testing.B) mark {
 	b.ReportAllocs()
 	m := mark{transactions: e.Sink.Transactions()}
-	m.cpu, m.cpuOK = cpuTime()
+	m.cpu, m.cpuOK = cputime.Process()
 	b.ResetTimer()
 	return m
 }
@@ -293,7 +294,7 @@ func (e *Env) start(b *testing.B) mark {
 func (e *Env) finish(b *testing.B, m mark) {
 	b.Helper()
 	b.StopTimer()
-	cpu, cpuOK := cpuTime()
+	cpu, cpuOK := cputime.Process()
 	if got := e.Sink.Transactions() - m.transactions; got < b.N {
 		e.fatal(b, fmt.Errorf("the sink counted %d MAIL commands, want at least b.N = %d", got, b.N))
 	}
