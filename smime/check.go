@@ -54,9 +54,9 @@ type CertificateCheck struct {
 //
 // A refusal is a *CertificateError whose Problem says why (errors.Is(err,
 // smime.Expired), WrongAddress, Untrusted, WeakKey, UnsupportedKey,
-// KeyUsage, NotYetValid, Malformed, Revoked, Unusable) and whose Error()
-// names the certificate and the address. A certificate that expires
-// within Options.ExpiryWarning is accepted, with a note.
+// KeyUsage, NotYetValid, Malformed, Revoked, RevocationUnknown, Unusable)
+// and whose Error() names the certificate and the address. A certificate
+// that expires within Options.ExpiryWarning is accepted, with a note.
 func (p *Protector) CheckCertificate(ctx context.Context, data []byte, addr string) (*CertificateCheck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -31,8 +31,8 @@
 // When a user uploads a certificate, Protector.CheckCertificate gives it
 // the verdict a Send would give it now, through the same checks: a
 // *CertificateError whose Problem (Expired, NotYetValid, WrongAddress,
-// Untrusted, WeakKey, UnsupportedKey, KeyUsage, Malformed, Revoked)
-// errors.Is matches, or a CertificateCheck with the fingerprint and expiry
+// Untrusted, WeakKey, UnsupportedKey, KeyUsage, Malformed, Revoked,
+// RevocationUnknown) errors.Is matches, or a CertificateCheck with the fingerprint and expiry
 // to keep and the chain to store. A CertStore takes Add, Replace and
 // Remove while Sends run, and the next Send uses what it holds; an
 // application that keeps certificates in its own database implements
