@@ -217,6 +217,8 @@ func kind(err error) string {
 		return "syntax"
 	case errors.Is(err, ErrTooLong):
 		return "too long"
+	case errors.Is(err, ErrTLSRecord):
+		return "tls record"
 	case err == io.EOF:
 		return "eof"
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -230,6 +232,10 @@ func kind(err error) string {
 func referenceReplies(in []byte, limit int) ([]Reply, error) {
 	var out []Reply
 	for len(in) > 0 {
+		if in[0] >= 20 && in[0] <= 23 {
+			// A TLS record's content type where a reply code begins.
+			return out, ErrTLSRecord
+		}
 		var lines []string
 		size, code := 0, 0
 		for {
