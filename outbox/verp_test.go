@@ -20,27 +20,41 @@ func verpForTest(secret byte) *bounce.VERP {
 	return &bounce.VERP{Local: "bounces", Domain: "example.com", Secret: bytes.Repeat([]byte{secret}, 32)}
 }
 
-// With a signed VERP return path per delivery, a bounce that carries no
-// ENVID (its server ignored DSN) is matched by the address it was
-// delivered to; a made-up or altered path, or another delivery's, is
-// refused and changes nothing.
-func TestIngestReturnPath(t *testing.T) {
+// deliverWithVERP queues m in an outbox whose Sender signs a VERP return
+// path per delivery, waits until it is delivered to an in-process server
+// offering DSN, and returns the outbox, the message's ID and
+// the MAIL FROM each recipient's transaction had; a transaction for more
+// than one recipient fails the test (a return path speaks for one).
+func deliverWithVERP(t *testing.T, m *mailsec.Message) (*outbox.Outbox, string, map[string]string) {
+	t.Helper()
 	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
 	v := verpForTest(3)
 	ob, _ := openFile(t, newSender(t, srv.Transport(), &mailsec.Options{ReturnPath: v.ReturnPath}), fast(&outbox.Options{VERP: v}), true)
-	ctx := context.Background()
-	m := message()
-	m.To = []string{"nobody@example.org"}
-	m.Bcc = []string{"mallory@example.net"}
-	id, err := ob.Enqueue(ctx, m, nil)
+	id, err := ob.Enqueue(context.Background(), m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
 	from := map[string]string{}
 	for _, g := range srv.Messages() {
+		if len(g.To) != 1 {
+			t.Fatalf("a transaction for %v, want one per recipient", g.To)
+		}
 		from[g.To[0]] = g.From
 	}
+	return ob, id, from
+}
+
+// With a signed VERP return path per delivery, a bounce that carries no
+// ENVID (its server ignored DSN) is matched by the address it was
+// delivered to; a made-up or altered path, or another delivery's, is
+// refused and changes nothing.
+func TestIngestReturnPath(t *testing.T) {
+	m := message()
+	m.To = []string{"nobody@example.org"}
+	m.Bcc = []string{"mallory@example.net"}
+	ob, id, from := deliverWithVERP(t, m)
+	ctx := context.Background()
 	nobody, mallory := from["nobody@example.org"], from["mallory@example.net"]
 	if !strings.HasPrefix(nobody, "bounces+"+id+".") || !strings.HasPrefix(mallory, "bounces+"+id+".") || nobody == mallory {
 		t.Fatalf("MAIL FROM %v", from)
@@ -110,25 +124,11 @@ func TestVERPOptions(t *testing.T) {
 // one matches nothing and changes nothing; bounced to the other's own
 // return path, it is that recipient's.
 func TestIngestReturnPathCoRecipient(t *testing.T) {
-	srv := mailsectest.NewServer(t, mailsectest.Config{DSN: true})
-	v := verpForTest(3)
-	ob, _ := openFile(t, newSender(t, srv.Transport(), &mailsec.Options{ReturnPath: v.ReturnPath}), fast(&outbox.Options{VERP: v}), true)
-	ctx := context.Background()
 	m := message()
 	m.To = []string{"mallory@example.org"}
 	m.Cc = []string{"nobody@example.org"}
-	id, err := ob.Enqueue(ctx, m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
-	from := map[string]string{}
-	for _, g := range srv.Messages() {
-		if len(g.To) != 1 {
-			t.Fatalf("a transaction for %v, want one per recipient", g.To)
-		}
-		from[g.To[0]] = g.From
-	}
+	ob, id, from := deliverWithVERP(t, m)
+	ctx := context.Background()
 	if len(from) != 2 || from["mallory@example.org"] == from["nobody@example.org"] {
 		t.Fatalf("MAIL FROM %v", from)
 	}
