@@ -452,20 +452,30 @@ func TestTLSRPTSealedPostgres(t *testing.T) {
 	}
 }
 
+// rotatingOutboxes opens two outboxes on one SQLite file in the middle of
+// a key rotation, with TLS-RPT on: obOld holds only the old key, obNew the
+// new key (which seals) and the old one. Both report for day, by clk, to
+// col.
+func rotatingOutboxes(t *testing.T) (day time.Time, clk *rptClock, col *rptCollector, oOld, oNew *outbox.TLSRPTOptions, obOld, obNew *outbox.Outbox) {
+	t.Helper()
+	day = time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	clk = &rptClock{t: day.Add(20 * time.Hour)}
+	col = newRptCollector(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	path := filepath.Join(t.TempDir(), "mail.db")
+	oldKey, newKey := outbox.NewKey(), outbox.NewKey()
+	oOld, oNew = rptOptions(clk, col), rptOptions(clk, col)
+	obOld = openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oOld, Keys: []outbox.Key{oldKey}}), false)
+	obNew = openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oNew, Keys: []outbox.Key{newKey, oldKey}}), false)
+	return day, clk, col, oOld, oNew, obOld, obNew
+}
+
 // A key rotation: counts added under the old key and under the new one
 // (two instances mid-rotation) add up in one report, which is sent once;
 // counts added later under either key do not bring it back.
 func TestTLSRPTKeyRotation(t *testing.T) {
 	ctx := context.Background()
-	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
-	clk := &rptClock{t: day.Add(20 * time.Hour)}
-	col := newRptCollector(t)
-	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	path := filepath.Join(t.TempDir(), "mail.db")
-	oldKey, newKey := outbox.NewKey(), outbox.NewKey()
-	oOld, oNew := rptOptions(clk, col), rptOptions(clk, col)
-	obOld := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oOld, Keys: []outbox.Key{oldKey}}), false)
-	obNew := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oNew, Keys: []outbox.Key{newKey, oldKey}}), false)
+	day, clk, col, oOld, oNew, obOld, obNew := rotatingOutboxes(t)
 	record(oOld.Aggregator, day, 3, 1)
 	record(oNew.Aggregator, day, 4, 2)
 	if err := oOld.Aggregator.Flush(ctx, obOld.TLSRPTStore()); err != nil {
@@ -523,18 +533,10 @@ func TestTLSRPTKeyRotation(t *testing.T) {
 // the day, with every count.
 func TestTLSRPTRotationInstanceLackingAKeySendsNothing(t *testing.T) {
 	ctx := context.Background()
-	day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
-	clk := &rptClock{t: day.Add(20 * time.Hour)}
-	col := newRptCollector(t)
-	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	path := filepath.Join(t.TempDir(), "mail.db")
-	oldKey, newKey := outbox.NewKey(), outbox.NewKey()
-	oOld, oNew := rptOptions(clk, col), rptOptions(clk, col)
+	day, clk, col, oOld, oNew, obOld, obNew := rotatingOutboxes(t)
 	for _, o := range []*outbox.TLSRPTOptions{oOld, oNew} {
 		o.Resolver.(*mailsectest.Resolver).TXT("_smtp._tls.example.net", "v=TLSRPTv1; rua="+col.URL+"/report")
 	}
-	obOld := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oOld, Keys: []outbox.Key{oldKey}}), false)
-	obNew := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: oNew, Keys: []outbox.Key{newKey, oldKey}}), false)
 	record(oOld.Aggregator, day, 3, 1)
 	record(oNew.Aggregator, day, 4, 2)
 	// A domain only the old instance has counts of.
