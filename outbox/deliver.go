@@ -437,11 +437,15 @@ func (ob *Outbox) openEnvelope(id string, sealed []byte) (*storedMessage, error)
 	if sealed == nil {
 		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
 	}
-	var sm storedMessage
-	if err := ob.openJSON(id, "envelope", sealed, &sm); err != nil {
+	b, err := ob.keys.open(sealed, aad("envelope", id, ""), id, "envelope")
+	if err != nil {
 		return nil, err
 	}
-	return &sm, nil
+	sm, err := decodeEnvelope(b)
+	if err != nil {
+		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
+	}
+	return sm, nil
 }
 
 // openJSON opens the sealed value what of message id into v: a value that

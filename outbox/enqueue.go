@@ -327,7 +327,7 @@ func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessa
 	}
 	pm.prog = ob.keys.seal(prog, aad("progress", pm.id, ""))
 	if len(m.Attachments) == 0 && len(m.Inline) == 0 {
-		env, err := json.Marshal(toStored(p))
+		env, err := encodeEnvelope(toStored(p))
 		if err != nil {
 			return nil, err
 		}
@@ -360,7 +360,7 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 			return enqueued{}, err
 		}
 		sm.Attachments, sm.Inline = atts[:len(m.Attachments)], atts[len(m.Attachments):]
-		b, err := json.Marshal(sm)
+		b, err := encodeEnvelope(sm)
 		if err != nil {
 			return enqueued{}, err
 		}
