@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/mailsec/mailsec"
 )
@@ -91,8 +92,12 @@ func (ob *Outbox) List(ctx context.Context, o *ListOptions) ([]Summary, error) {
 	case limit == 0:
 		limit = DefaultListLimit
 	}
-	q := `SELECT id, state, created_at, next_at, finished_at, attempts, progress, problem FROM mailsec_outbox_message`
-	var args []any
+	// A queued message whose job is running reads as Sending (see
+	// sqlRunningJob).
+	q := `SELECT * FROM (SELECT id,
+	CASE WHEN state = 'queued' AND id IN (SELECT args ->> 'id' FROM river_job WHERE ` + sqlRunningJob + `) THEN 'sending' ELSE state END AS shown,
+	created_at, next_at, finished_at, attempts, progress, problem FROM mailsec_outbox_message) m`
+	args := []any{deliverKind}
 	if len(o.States) > 0 {
 		for _, s := range o.States {
 			if !slices.Contains(allStates, s) {
@@ -100,7 +105,7 @@ func (ob *Outbox) List(ctx context.Context, o *ListOptions) ([]Summary, error) {
 			}
 			args = append(args, string(s))
 		}
-		q += ` WHERE state IN (` + placeholders(1, len(args)) + `)`
+		q += ` WHERE shown IN (` + placeholders(2, len(args)-1) + `)`
 	}
 	args = append(args, limit)
 	q += ` ORDER BY created_at DESC, id DESC LIMIT $` + strconv.Itoa(len(args))
@@ -165,6 +170,35 @@ func (ob *Outbox) Retry(ctx context.Context, id string) error {
 	if ob.isClosed() {
 		return ErrClosed
 	}
+	// A run of the message's job that has just recorded its attempt
+	// stays "running" in River until River records how it ended, a few
+	// milliseconds on: wait that long before saying an attempt is under
+	// way.
+	deadline := time.Now().Add(retryWait)
+	for {
+		err := ob.retryOnce(ctx, id)
+		if !errors.Is(err, errJobRunning) {
+			return err
+		}
+		if time.Now().Add(runDuePoll).After(deadline) {
+			return fmt.Errorf("%w: %s", ErrSending, id)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("outbox: Retry: %w", ctx.Err())
+		case <-time.After(runDuePoll):
+		}
+	}
+}
+
+// retryWait bounds how long Retry waits for a run of the message's job
+// to end.
+const retryWait = 2 * time.Second
+
+// errJobRunning: the message's delivery job is running.
+var errJobRunning = errors.New("outbox: delivery job running")
+
+func (ob *Outbox) retryOnce(ctx context.Context, id string) error {
 	t, err := ob.eng.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: Retry: %w", err)
@@ -198,6 +232,9 @@ func (ob *Outbox) Retry(ctx context.Context, id string) error {
 	default:
 		err = errors.New("unknown database engine")
 	}
+	if errors.Is(err, errJobRunning) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("outbox: Retry: %w", err)
 	}
@@ -207,30 +244,40 @@ func (ob *Outbox) Retry(ctx context.Context, id string) error {
 	return nil
 }
 
-// wakeJob makes the delivery job of message id available now.
+// wakeJob makes the delivery job of message id available now. It fails
+// with errJobRunning when the job is running: a message has one job at a
+// time, so that two runs never attempt it at once.
 func wakeJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string) error {
 	tx, ok := e.rawTx(t)
 	if !ok {
 		return errors.New("internal error: a transaction of another database")
 	}
 	// ->> reads a JSON member on Postgres and on SQLite (3.38 and later).
-	rows, err := t.query(ctx, `SELECT id FROM river_job WHERE kind = $1 AND args ->> 'id' = $2
-AND state IN ('scheduled', 'retryable', 'available')`, deliverKind, id)
+	rows, err := t.query(ctx, `SELECT id, state FROM river_job WHERE kind = $1 AND args ->> 'id' = $2
+AND state IN ('running', 'scheduled', 'retryable', 'available')`, deliverKind, id)
 	if err != nil {
 		return err
 	}
 	var jobs []int64
+	running := false
 	for rows.Next() {
 		var j int64
-		if err := rows.Scan(&j); err != nil {
+		var state string
+		if err := rows.Scan(&j, &state); err != nil {
 			rows.Close()
 			return err
+		}
+		if state == string(rivertype.JobStateRunning) {
+			running = true
 		}
 		jobs = append(jobs, j)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	if running {
+		return errJobRunning
 	}
 	for _, j := range jobs {
 		if _, err := e.client.JobRetryTx(ctx, tx, j); err != nil {
@@ -240,10 +287,11 @@ AND state IN ('scheduled', 'retryable', 'available')`, deliverKind, id)
 	if len(jobs) > 0 {
 		return nil
 	}
-	// The job is running, or River has not yet recorded that its run
-	// ended (it snoozes until the old time): queue another. Two jobs for
-	// one message never make two attempts at once: an attempt starts only
-	// if the message's attempt count is still the one it read.
+	// The job is gone (River ended it, or deleted it): queue another,
+	// whose runs are counted from none.
+	if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET job_runs = 0 WHERE id = $1`, id); err != nil {
+		return err
+	}
 	return e.insertJob(ctx, t, id)
 }
 

@@ -274,7 +274,16 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification, ta
 		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: bounce names a message with the wrong ENVID; ignored", slog.String("id", id))
 		return nil, false, &IngestError{Err: fmt.Errorf("%w: Original-Envelope-Id does not match message %s", ErrUnmatched, id)}
 	}
-	if r.state == Sending {
+	busy := r.state == Sending
+	if !busy && r.state == Queued {
+		if busy, err = jobRunning(ctx, q, id); err != nil {
+			return nil, false, &IngestError{ID: id, Err: err, temporary: true}
+		}
+	}
+	if busy {
+		// An attempt is under way; what it records would be written over
+		// this (or, when it started after this look, it applies its
+		// outcome to what this writes: see recordIn).
 		return nil, false, &IngestError{ID: id, Err: ErrBusy, temporary: true}
 	}
 

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -177,19 +178,26 @@ type row struct {
 	envelope   []byte
 	progress   []byte
 	problem    string
+	// jobRuns is the number of runs of the message's River job the outbox
+	// has accounted for: each ended with the attempt it recorded, or
+	// having sent nothing. runsKnown is false for a message queued before
+	// the outbox counted runs (schema version 4).
+	jobRuns   int
+	runsKnown bool
 }
 
-const rowColumns = `id, state, created_at, expires_at, next_at, finished_at, attempts, in_flight_at, envelope, progress, problem`
+const rowColumns = `id, state, created_at, expires_at, next_at, finished_at, attempts, in_flight_at, envelope, progress, problem, job_runs`
 
 func scanRow(s scanner) (*row, error) {
 	var r row
 	var state string
 	var created, expires, next int64
-	var finished, inFlight sql.NullInt64
+	var finished, inFlight, runs sql.NullInt64
 	var problem sql.NullString
-	if err := s.Scan(&r.id, &state, &created, &expires, &next, &finished, &r.attempts, &inFlight, &r.envelope, &r.progress, &problem); err != nil {
+	if err := s.Scan(&r.id, &state, &created, &expires, &next, &finished, &r.attempts, &inFlight, &r.envelope, &r.progress, &problem, &runs); err != nil {
 		return nil, err
 	}
+	r.jobRuns, r.runsKnown = int(runs.Int64), runs.Valid
 	r.state = State(state)
 	r.createdAt, r.expiresAt, r.nextAt = micros(created), micros(expires), micros(next)
 	if finished.Valid {
@@ -207,32 +215,40 @@ func micros(v int64) time.Time { return time.UnixMicro(v) }
 // The statements of an attempt on SQLite, which an Outbox prepares once.
 const (
 	sqlLoadRow = `SELECT ` + rowColumns + ` FROM mailsec_outbox_message WHERE id = $1`
-	sqlClaim   = `UPDATE mailsec_outbox_message SET state = $1, attempts = attempts + 1, in_flight_at = $2
-WHERE id = $3 AND attempts = $4 AND state = $5`
+	// sqlNoteRun accounts for the job's runs ($1) when the row is still as
+	// read: attempts $3, state $4, job_runs $5 (-1 for none).
+	sqlNoteRun = `UPDATE mailsec_outbox_message SET job_runs = $1
+WHERE id = $2 AND attempts = $3 AND state = $4 AND COALESCE(job_runs, -1) = $5`
+	// sqlRecord records attempt $6 and the job's runs ($7) when the row is
+	// still as the attempt read it: attempts $9, progress $8. A message
+	// cancelled meanwhile stays cancelled.
 	sqlRecord = `UPDATE mailsec_outbox_message SET
 	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
 	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
-	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL WHERE id = $5 AND attempts = $6 RETURNING state`
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $7
+WHERE id = $5 AND attempts = $9 AND progress = $8 RETURNING state`
 	// sqlRecordDone is sqlRecord for a finished message: its envelope is
 	// deleted.
 	sqlRecordDone = `UPDATE mailsec_outbox_message SET
 	state = CASE WHEN state = 'cancelled' THEN state ELSE $1 END,
 	finished_at = CASE WHEN state = 'cancelled' THEN finished_at ELSE $2 END,
-	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, envelope = NULL WHERE id = $5 AND attempts = $6 RETURNING state`
+	next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $7, envelope = NULL
+WHERE id = $5 AND attempts = $9 AND progress = $8 RETURNING state`
 	sqlDeleteChunks  = `DELETE FROM mailsec_outbox_chunk WHERE message_id = $1`
 	sqlInsertAttempt = `INSERT INTO mailsec_outbox_attempt (message_id, n, data) VALUES ($1, $2, $3)
 ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data`
 )
 
 // attemptStatements are the statements prepared for attempts on SQLite.
-var attemptStatements = []string{sqlLoadRow, sqlClaim, sqlRecord, sqlRecordDone, sqlDeleteChunks, sqlInsertAttempt}
+var attemptStatements = []string{sqlLoadRow, sqlNoteRun, sqlRecord, sqlRecordDone, sqlDeleteChunks, sqlInsertAttempt}
 
 func loadRow(ctx context.Context, q querier, id string) (*row, error) {
 	return scanRow(q.queryRow(ctx, sqlLoadRow, id))
 }
 
-// work is one run of a delivery job: at most one attempt.
-func (ob *Outbox) work(ctx context.Context, id string) (err error) {
+// work is one run of a delivery job: at most one attempt. run counts the
+// job's runs, this one included (jobRuns).
+func (ob *Outbox) work(ctx context.Context, id string, run int) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			// The panic's value may hold the message's content: log its
@@ -243,75 +259,104 @@ func (ob *Outbox) work(ctx context.Context, id string) (err error) {
 			err = errors.New("outbox: the delivery panicked; see the outbox's log")
 		}
 	}()
-	r, err := ob.claim(ctx, id, time.Now())
+	r, lost, leftInFlight, err := ob.start(ctx, id, run, time.Now())
 	if r == nil || err != nil {
 		return err
 	}
-	return ob.attempt(ctx, r)
+	return ob.attempt(ctx, r, run, lost, leftInFlight)
 }
 
-// claim starts an attempt at message id, when it is due: it marks the
-// message in flight (state Sending, attempts counted, in_flight_at the
-// attempt's start), committed before it returns, and returns its row as it
-// was before. When the message is not to be attempted now it returns a nil
-// row and the error work returns: nil (finished, or cancelled and cleaned
-// up), or a JobSnooze until it is due.
+// start reads message id for run number run of its job and says whether
+// to attempt it now. When it is not to be attempted it returns a nil row
+// and the error work returns: nil (finished, or cancelled and cleaned up),
+// or a JobSnooze until it is due.
 //
-// A message is due when queued with next_at at most a second away, or
-// left in flight by an attempt whose lease (in_flight_at plus the rescue
-// interval) is over: its worker died, and River's rescue gave the job to
-// this one.
-func (ob *Outbox) claim(ctx context.Context, id string, started time.Time) (*row, error) {
-	if ob.eng.postgres() {
-		// One statement: the row locked, read as it was and marked.
-		r, err := scanRow(ob.eng.pool().queryRow(ctx, `WITH old AS (
-	SELECT id, state, in_flight_at FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE
-)
-UPDATE mailsec_outbox_message m SET state = 'sending', attempts = m.attempts + 1, in_flight_at = $2
-FROM old
-WHERE m.id = old.id AND (
-	(old.state = 'queued' AND m.next_at <= $3) OR
-	(old.state = 'sending' AND (old.in_flight_at IS NULL OR old.in_flight_at <= $4)))
-RETURNING m.id, old.state, m.created_at, m.expires_at, m.next_at, m.finished_at, m.attempts - 1, old.in_flight_at, m.envelope, m.progress, m.problem`,
-			id, started.UnixMicro(), started.Add(time.Second).UnixMicro(), started.Add(-ob.o.rescueAfter).UnixMicro()))
-		if err == nil {
-			return r, nil
+// Nothing marks a message in flight before an attempt: River committed the
+// run's start before the job reached this worker, and the message's
+// job_runs says how many runs the outbox accounted for. A run beyond the
+// next one means that a run in between neither recorded an attempt nor
+// ended having sent nothing: its worker died, or its record was lost, and
+// the recipients it tried may have the message (leftInFlight). lost
+// counts such runs, each an attempt. A run that sends nothing (the message
+// not due yet) accounts for itself, so that it is never taken for one that
+// died.
+//
+// A message queued before runs were counted (runsKnown false), or left in
+// flight by an attempt made before that (state Sending), has its runs
+// accounted for first, committed before anything is sent.
+func (ob *Outbox) start(ctx context.Context, id string, run int, now time.Time) (r *row, lost int, leftInFlight bool, err error) {
+	r, err = ob.readForRun(ctx, id)
+	due, ret := ob.due(id, r, err, now)
+	if !due {
+		if r != nil && run > 0 && isSnooze(ret) {
+			// This run ends having sent nothing: account for it. A
+			// failure is only a run the next one takes for a dead one.
+			_, _ = ob.noteRun(ctx, r, run)
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
-		}
-		// Not due, finished or gone: say which.
-		r, err = loadRow(ctx, ob.eng.pool(), id)
-		if due, ret := ob.due(id, r, err, started); !due {
-			return nil, ret
-		}
-		return nil, river.JobSnooze(time.Second) // changed meanwhile: look again
+		return nil, 0, false, ret
 	}
-	var claimed *row
-	var ret error
-	err := ob.eng.inTx(ctx, func(ctx context.Context, q txn) error {
-		claimed, ret = nil, nil
-		r, err := loadRow(ctx, q, id)
-		due, wait := ob.due(id, r, err, started)
-		if !due {
-			ret = wait
-			return nil
-		}
-		n, err := q.exec(ctx, sqlClaim, string(Sending), started.UnixMicro(), r.id, r.attempts, string(r.state))
+	switch {
+	case run <= 0:
+		// River's count could not be read: every run may follow one that
+		// died.
+		leftInFlight = true
+	case !r.runsKnown || r.state == Sending:
+		// Counted from this run on: this one unaccounted for, until it
+		// records its attempt. An attempt that left the message Sending
+		// counted itself.
+		ok, err := ob.noteRun(ctx, r, run-1)
 		if err != nil {
-			return fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
+			return nil, 0, false, fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
 		}
-		if n == 1 {
-			claimed = r
-		} else {
-			ret = river.JobSnooze(time.Second) // changed meanwhile: look again
+		if !ok {
+			return nil, 0, false, river.JobSnooze(time.Second) // changed meanwhile: look again
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		leftInFlight = r.state == Sending
+		r.jobRuns, r.runsKnown = run-1, true
+	default:
+		lost = max(run-r.jobRuns-1, 0)
+		leftInFlight = lost > 0
 	}
-	return claimed, ret
+	return r, lost, leftInFlight, nil
+}
+
+// readForRun reads message id's row for a run, trying again for a while
+// when the database does not answer: a run that ends without reading it
+// is one the next run cannot tell from a dead one.
+func (ob *Outbox) readForRun(ctx context.Context, id string) (*row, error) {
+	deadline := time.Now().Add(ob.o.margin)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		r, err := loadRow(ctx, ob.eng.pool(), id)
+		if err == nil || errors.Is(err, sql.ErrNoRows) || time.Now().Add(wait).After(deadline) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// noteRun records that the job's first runs runs are accounted for, when
+// the row is still as r says. It reports whether it was.
+func (ob *Outbox) noteRun(ctx context.Context, r *row, runs int) (bool, error) {
+	was := -1
+	if r.runsKnown {
+		was = r.jobRuns
+	}
+	var n int64
+	err := ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
+		var err error
+		n, err = t.exec(ctx, sqlNoteRun, runs, r.id, r.attempts, string(r.state), was)
+		return err
+	})
+	return n == 1, err
+}
+
+func isSnooze(err error) bool {
+	var s *river.JobSnoozeError
+	return errors.As(err, &s)
 }
 
 // due reports whether the message in r (read with err) is to be attempted
@@ -329,24 +374,24 @@ func (ob *Outbox) due(id string, r *row, err error, now time.Time) (due bool, re
 	case r.state == Queued && r.nextAt.After(now.Add(time.Second)):
 		return false, river.JobSnooze(r.nextAt.Sub(now))
 	case r.state == Sending && r.inFlightAt.Add(ob.o.rescueAfter).After(now):
-		// Another worker has it, or had it until it died: wait until
-		// then, as River's rescue does.
+		// Marked in flight by an attempt of an earlier version of the
+		// outbox, whose worker may still be at it: wait until its lease
+		// is over, as River's rescue does.
 		return false, river.JobSnooze(r.inFlightAt.Add(ob.o.rescueAfter).Sub(now))
 	}
 	return true, nil
 }
 
-// attempt makes one attempt at the message in r, claimed: r is its row as
-// it was before the claim.
-func (ob *Outbox) attempt(ctx context.Context, r *row) error {
-	a := &Attempt{ID: r.id, Number: r.attempts + 1, Started: time.Now()}
+// attempt makes one attempt at the message in r, in run number run of its
+// job. leftInFlight says that an earlier run may have sent it without
+// recording what happened: the recipients it tried may have the message;
+// lost counts such runs (attempts) r does not.
+func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlight bool) error {
+	a := &Attempt{ID: r.id, Number: r.attempts + lost + 1, Started: time.Now()}
 	prog, sm, err := ob.openMessage(r)
 	if err != nil {
-		return ob.unopened(ctx, r, a, err)
+		return ob.unopened(ctx, r, run, a, err)
 	}
-	// An attempt left in flight (state Sending) never recorded what
-	// happened: the recipients it tried may have the message.
-	leftInFlight := r.state == Sending
 
 	var to []string
 	dup := map[string]bool{}
@@ -400,13 +445,25 @@ func (ob *Outbox) attempt(ctx context.Context, r *row) error {
 			oerr = nil
 		}
 		if oerr != nil {
-			return ob.unopened(rctx, r, a, oerr)
+			return ob.unopened(rctx, r, run, a, oerr)
 		}
 	}
 	ds.temporary(rec)
-	ob.merge(prog, rec, sendErr, a, dup)
-	next, state := ob.decide(prog, r, a, sendErr)
-	return ob.record(rctx, r, prog, a, state, next)
+	return ob.record(rctx, r, run, prog, a, &outcome{rec: rec, sendErr: sendErr, dup: dup})
+}
+
+// outcome is what an attempt's Send returned.
+type outcome struct {
+	rec     *mailsec.Receipt
+	sendErr error
+	dup     map[string]bool // recipients sent to although they may have it
+}
+
+// apply merges the attempt's outcome into prog and returns the message's
+// next attempt and state.
+func (ob *Outbox) apply(prog *progress, r *row, a *Attempt, o *outcome) (time.Time, State) {
+	ob.merge(prog, o.rec, o.sendErr, a, o.dup)
+	return ob.decide(prog, r, a, o.sendErr)
 }
 
 // openMessage opens a row's progress and envelope.
@@ -470,7 +527,7 @@ func (sm *storedMessage) recipients() []string {
 // the outbox lacks waits for it (until its MaxAge); one that fails
 // authentication is never sent: it fails, and the failure is logged and
 // recorded.
-func (ob *Outbox) unopened(ctx context.Context, r *row, a *Attempt, err error) error {
+func (ob *Outbox) unopened(ctx context.Context, r *row, run int, a *Attempt, err error) error {
 	a.Finished = time.Now()
 	a.Error = err.Error()
 	var oe *OpenError
@@ -480,30 +537,26 @@ func (ob *Outbox) unopened(ctx context.Context, r *row, a *Attempt, err error) e
 			slog.String("id", r.id), slog.String("key_id", oe.KeyID))
 		next := a.Finished.Add(ob.backoff(a.Number))
 		if !a.Finished.Before(r.expiresAt) {
-			return ob.finishUnopened(ctx, r, a, Expired, "sealed under key "+oe.KeyID+", not configured, until the message expired")
+			return ob.finishUnopened(ctx, r, run, a, Expired, "sealed under key "+oe.KeyID+", not configured, until the message expired")
 		}
-		// Nothing was attempted: the claim is undone, the message left as
-		// it was, due again when the key may be there.
-		var inFlight sql.NullInt64
-		if !r.inFlightAt.IsZero() {
-			inFlight = sql.NullInt64{Int64: r.inFlightAt.UnixMicro(), Valid: true}
-		}
-		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, attempts = $2, in_flight_at = $3, next_at = $4, problem = $5
-WHERE id = $6 AND attempts = $7 AND state = 'sending'`,
-			string(r.state), r.attempts, inFlight, earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured",
-			r.id, a.Number); err != nil {
+		// Nothing was attempted: the message is left as it was, this run
+		// accounted for, due again when the key may be there.
+		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET next_at = $1, problem = $2, job_runs = $3
+WHERE id = $4 AND attempts = $5 AND state = $6`,
+			earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured", run,
+			r.id, r.attempts, string(r.state)); err != nil {
 			return fmt.Errorf("outbox: message %s: %w", r.id, err)
 		}
 		return river.JobSnooze(max(time.Until(earliest(next, r.expiresAt)), 0))
 	}
 	ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: stored message does not authenticate; it is not sent",
 		slog.String("id", r.id), slog.String("part", oe.What))
-	return ob.finishUnopened(ctx, r, a, Failed, "stored "+oe.What+" does not authenticate: tampered with; not sent")
+	return ob.finishUnopened(ctx, r, run, a, Failed, "stored "+oe.What+" does not authenticate: tampered with; not sent")
 }
 
 // finishUnopened ends a message that could not be opened, keeping its
 // sealed rows as evidence, and records the attempt.
-func (ob *Outbox) finishUnopened(ctx context.Context, r *row, a *Attempt, state State, problem string) error {
+func (ob *Outbox) finishUnopened(ctx context.Context, r *row, run int, a *Attempt, state State, problem string) error {
 	a.State = state
 	now := time.Now().UnixMicro()
 	t, err := ob.eng.begin(ctx)
@@ -511,8 +564,8 @@ func (ob *Outbox) finishUnopened(ctx context.Context, r *row, a *Attempt, state 
 		return fmt.Errorf("outbox: message %s: %w", r.id, err)
 	}
 	defer func() { _ = t.rollback(ctx) }()
-	if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, in_flight_at = NULL, problem = $3, attempts = $4
-WHERE id = $5 AND state IN ('queued', 'sending')`, string(state), now, problem, a.Number, r.id); err != nil {
+	if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, in_flight_at = NULL, problem = $3, attempts = $4, job_runs = $5
+WHERE id = $6 AND state IN ('queued', 'sending')`, string(state), now, problem, a.Number, run, r.id); err != nil {
 		return fmt.Errorf("outbox: message %s: %w", r.id, err)
 	}
 	if err := ob.insertAttempt(ctx, t, a); err != nil {
@@ -680,19 +733,22 @@ func (ob *Outbox) backoff(n int) time.Duration {
 }
 
 // record writes the attempt's outcome in one transaction: the message's
-// state and progress, the attempt's record, and, once it is finished, the
-// deletion of its content. The outcome is in hand and the server's replies
-// cannot be had again: a transaction that fails (the database restarting,
-// a connection lost) is tried again until ctx ends, rather than leave the
-// message in flight to be sent again after the rescue. Trying again is
-// safe: the transaction writes the same rows to the same values.
-func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt, state State, next time.Time) error {
+// state and progress, the attempt's record, the job's runs accounted for,
+// and, once it is finished, the deletion of its content. The outcome is in
+// hand and the server's replies cannot be had again: a transaction that
+// fails (the database restarting, a connection lost) is tried again until
+// ctx ends, rather than leave the run unaccounted for, to be taken for a
+// dead one. Trying again is safe: the transaction writes the same rows to
+// the same values.
+func (ob *Outbox) record(ctx context.Context, r *row, run int, prog *progress, a *Attempt, o *outcome) error {
+	next, state := ob.apply(prog, r, a, o)
 	pb, err := json.Marshal(prog)
 	if err != nil {
 		return err
 	}
+	rec := &recording{r: r, run: run, prog: prog, pb: pb, a: a, o: o, state: state, next: next}
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		if err = ob.recordTx(ctx, r, pb, a, state, next); err == nil {
+		if err = ob.recordTx(ctx, rec); err == nil {
 			break
 		}
 		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", r.id),
@@ -703,37 +759,55 @@ func (ob *Outbox) record(ctx context.Context, r *row, prog *progress, a *Attempt
 		case <-time.After(wait):
 		}
 	}
-	ob.report(ctx, a, prog)
+	ob.report(ctx, a, rec.prog)
 	if a.State == Queued {
-		return river.JobSnooze(max(time.Until(next), 0))
+		return river.JobSnooze(max(time.Until(rec.next), 0))
 	}
 	return nil
 }
 
-// recordTx is record's transaction; it sets a.State and a.Next.
-func (ob *Outbox) recordTx(ctx context.Context, r *row, pb []byte, a *Attempt, state State, next time.Time) error {
-	sealedProg := ob.keys.seal(pb, aad("progress", r.id, ""))
-	var finished sql.NullInt64
-	if state.finished() {
-		finished = sql.NullInt64{Int64: a.Finished.UnixMicro(), Valid: true}
+// recording is an attempt's outcome on its way to the database: prog (pb
+// as JSON) with the outcome applied, and what it makes of the message.
+type recording struct {
+	r     *row
+	run   int
+	prog  *progress
+	pb    []byte
+	a     *Attempt
+	o     *outcome
+	state State
+	next  time.Time
+}
+
+func (rec *recording) finished() sql.NullInt64 {
+	if rec.state.finished() {
+		return sql.NullInt64{Int64: rec.a.Finished.UnixMicro(), Valid: true}
 	}
+	return sql.NullInt64{}
+}
+
+// recordTx is record's transaction; it sets a.State and a.Next. When the
+// message changed since the attempt read it (a notification ingested, the
+// message cancelled, another run's attempt recorded), it reads it again.
+func (ob *Outbox) recordTx(ctx context.Context, rec *recording) error {
+	sealedProg := ob.keys.seal(rec.pb, aad("progress", rec.r.id, ""))
 	if ob.eng.postgres() {
-		if ok, err := ob.recordPostgres(ctx, r, sealedProg, finished, a, state, next); ok || err != nil {
+		if ok, err := ob.recordPostgres(ctx, rec, sealedProg); ok || err != nil {
 			return err
 		}
 	}
 	return ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
-		return ob.recordIn(ctx, t, r, sealedProg, finished, a, state, next)
+		return ob.recordIn(ctx, t, rec, sealedProg)
 	})
 }
 
 // recordPostgres records the attempt as one statement, in the usual case:
-// the message still this attempt's and not cancelled meanwhile. It
-// reports false, having changed nothing, in the other cases, which
-// recordIn handles.
-func (ob *Outbox) recordPostgres(ctx context.Context, r *row, sealedProg []byte, finished sql.NullInt64, a *Attempt, state State, next time.Time) (bool, error) {
-	a.State, a.Next = state, next
-	done := state.finished()
+// the message as the attempt read it and not cancelled. It reports false,
+// having changed nothing, in the other cases, which recordIn handles.
+func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg []byte) (bool, error) {
+	a := rec.a
+	a.State, a.Next = rec.state, rec.next
+	done := rec.state.finished()
 	if done {
 		a.Next = time.Time{}
 	}
@@ -742,12 +816,12 @@ func (ob *Outbox) recordPostgres(ctx context.Context, r *row, sealedProg []byte,
 		return false, err
 	}
 	q := `WITH m AS (
-	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL`
+	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $8`
 	if done {
 		q += `, envelope = NULL`
 	}
 	q += `
-	WHERE id = $5 AND attempts = $6 AND state <> 'cancelled'
+	WHERE id = $5 AND attempts = $10 AND state <> 'cancelled' AND progress = $9
 	RETURNING id
 )`
 	if done {
@@ -759,29 +833,78 @@ func (ob *Outbox) recordPostgres(ctx context.Context, r *row, sealedProg []byte,
 )
 SELECT count(*) FROM m`
 	var n int
-	err = ob.eng.pool().queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number,
-		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number)))).Scan(&n)
+	err = ob.eng.pool().queryRow(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, rec.r.id, a.Number,
+		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))), rec.run, rec.r.progress, rec.r.attempts).Scan(&n)
 	if err != nil {
-		return false, fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+		return false, fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, rec.r.id, err)
 	}
 	return n == 1, nil
 }
 
+// sqlLoadRowLocked is sqlLoadRow holding the row until the transaction
+// ends, on Postgres (a SQLite transaction holds the whole database).
+const sqlLoadRowLocked = sqlLoadRow + ` FOR UPDATE`
+
 // recordIn is record's transaction's work, in t.
-func (ob *Outbox) recordIn(ctx context.Context, t querier, r *row, sealedProg []byte, finished sql.NullInt64, a *Attempt, state State, next time.Time) error {
+func (ob *Outbox) recordIn(ctx context.Context, t txn, rec *recording, sealedProg []byte) error {
+	r, a := rec.r, rec.a
 	q := sqlRecord
-	if state.finished() {
+	if rec.state.finished() {
 		q = sqlRecordDone
 	}
 	var got string
-	err := t.queryRow(ctx, q, string(state), finished, latest(next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number).Scan(&got)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		// Taken over by another worker meanwhile (this one outlived its
-		// lease): keep this attempt's record, leave the message to it.
-		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: message taken over during an attempt", slog.String("id", r.id), slog.Int("attempt", a.Number))
-		got = string(Sending)
-	case err != nil:
+	err := t.queryRow(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number, rec.run, r.progress, r.attempts).Scan(&got)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Changed since the attempt read it: read it again.
+		load := sqlLoadRow
+		if ob.eng.postgres() {
+			load = sqlLoadRowLocked
+		}
+		cur, err := scanRow(t.queryRow(ctx, load, r.id))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: message deleted during an attempt", slog.String("id", r.id), slog.Int("attempt", a.Number))
+			a.State = Cancelled
+			return nil
+		case err != nil:
+			return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+		case cur.attempts == a.Number && cur.runsKnown && cur.jobRuns == rec.run:
+			// Recorded already: a commit whose answer was lost.
+			a.State, a.Next = cur.state, time.Time{}
+			if !cur.state.finished() {
+				a.Next = rec.next
+			}
+			return nil
+		case cur.attempts != r.attempts:
+			// Taken over by another run meanwhile (this one outlived its
+			// lease): keep this attempt's record, leave the message to it.
+			ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: message taken over during an attempt", slog.String("id", r.id), slog.Int("attempt", a.Number))
+			a.State = Sending
+			return ob.insertAttempt(ctx, t, a)
+		}
+		if !bytes.Equal(cur.progress, r.progress) {
+			// A notification was ingested meanwhile: apply the outcome to
+			// the progress as it is now.
+			prog, err := ob.openProgress(r.id, cur.progress)
+			if err != nil {
+				return err
+			}
+			rec.next, rec.state = ob.apply(prog, r, a, rec.o)
+			if rec.pb, err = json.Marshal(prog); err != nil {
+				return err
+			}
+			rec.prog = prog
+			sealedProg = ob.keys.seal(rec.pb, aad("progress", r.id, ""))
+			q = sqlRecord
+			if rec.state.finished() {
+				q = sqlRecordDone
+			}
+		}
+		err = t.queryRow(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, r.id, a.Number, rec.run, cur.progress, r.attempts).Scan(&got)
+		if err != nil {
+			return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+		}
+	} else if err != nil {
 		return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
 	}
 	a.State = State(got)
@@ -791,7 +914,7 @@ func (ob *Outbox) recordIn(ctx context.Context, t querier, r *row, sealedProg []
 			return fmt.Errorf("outbox: deleting the content of message %s: %w", r.id, err)
 		}
 	} else {
-		a.Next = next
+		a.Next = rec.next
 	}
 	return ob.insertAttempt(ctx, t, a)
 }

@@ -91,6 +91,21 @@
 //	River's JobTimeout           = DeliveryTimeout + margin
 //	River's RescueStuckJobsAfter = DeliveryTimeout + 2 × margin  (the rescue interval)
 //
+// Nothing is written before an attempt sends. River commits the start of
+// each run of a message's delivery job (the job running, its run counted)
+// before a worker is given it, and the outbox keeps with each message how
+// many runs of its job it has accounted for: a recorded attempt accounts
+// for its run, and so does a run that found the message not due. A run
+// that finds itself more than one past that count knows that a run in
+// between neither recorded an attempt nor ended having sent nothing, and
+// flags its recipients as above; such a run counts as an attempt. The
+// count is River's attempt number plus its count of snoozes (the job
+// metadata's "snoozes", part of River's cross-language protocol), which
+// grows by one with each run however the run before ended; a test holds
+// River to it. While an attempt is under way its message is queued in the
+// outbox's table: Status, List and Stats show it Sending from River's job
+// state, Retry answers ErrSending, Ingest ErrBusy.
+//
 // With the default DeliveryTimeout of 2 minutes that is 3 minutes, not
 // River's default of an hour; it is never shorter than a live worker may
 // still be at the attempt (the margin is what it has to open the message

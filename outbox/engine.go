@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/mailsec/mailsec"
 )
@@ -68,7 +70,41 @@ type deliverWorker struct {
 }
 
 func (w *deliverWorker) Work(ctx context.Context, job *river.Job[deliverArgs]) error {
-	return w.ob.work(ctx, job.Args.ID)
+	return w.ob.work(ctx, job.Args.ID, jobRuns(job.JobRow))
+}
+
+// jobRuns is how many times River has started job, this run included,
+// or 0 when its metadata cannot tell.
+//
+// River commits a run's start (state running, attempt counted) before the
+// worker is given the job, so the count is durable before the attempt
+// sends anything. A run that ends in a snooze is not counted as an attempt
+// by River (it takes one off "attempt" and adds one to the metadata's
+// "snoozes", part of River's cross-language protocol); a run that fails,
+// or whose worker dies (River's rescue), leaves "attempt" as it was. So
+// attempt plus snoozes grows by exactly one with each run, whatever the
+// runs before ended with (TestJobRunsCountEveryRun holds River to it).
+func jobRuns(job *rivertype.JobRow) int {
+	var md struct {
+		Snoozes *json.Number `json:"snoozes"`
+	}
+	if len(job.Metadata) > 0 {
+		if err := json.Unmarshal(job.Metadata, &md); err != nil {
+			return 0
+		}
+	}
+	snoozes := int64(0)
+	if md.Snoozes != nil {
+		n, err := md.Snoozes.Int64()
+		if err != nil || n < 0 {
+			return 0
+		}
+		snoozes = n
+	}
+	if job.Attempt < 1 {
+		return 0
+	}
+	return job.Attempt + int(snoozes)
 }
 
 type cleanWorker struct {
@@ -277,6 +313,21 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 			}
 		}
 	}
+	if v < 4 {
+		// A database whose version was set back by hand may have it.
+		has, err := e.hasColumn(ctx, t, "mailsec_outbox_message", "job_runs")
+		if err != nil {
+			return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+		}
+		for _, stmt := range schemaV4() {
+			if has {
+				break
+			}
+			if _, err := t.exec(ctx, stmt); err != nil {
+				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+			}
+		}
+	}
 	if v < schemaVersion {
 		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_schema`); err != nil {
 			return err
@@ -286,6 +337,17 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 		}
 	}
 	return t.commit(ctx)
+}
+
+// hasColumn reports whether table has column.
+func (e *riverEngine[TTx]) hasColumn(ctx context.Context, q querier, table, column string) (bool, error) {
+	query := `SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2`
+	if e.postgres() {
+		query = `SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2`
+	}
+	var n int
+	err := q.queryRow(ctx, query, table, column).Scan(&n)
+	return n > 0, err
 }
 
 func ourVersion(ctx context.Context, q querier) (int, error) {

@@ -372,8 +372,8 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 		idemCol, fpCol = idem[0], ob.keys.fingerprint(0, fp.Sum(nil))
 	}
 	n, err := t.exec(ctx, `INSERT INTO mailsec_outbox_message
-(id, state, created_at, expires_at, next_at, attempts, idem, fingerprint, envelope, progress)
-VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9)
+(id, state, created_at, expires_at, next_at, attempts, job_runs, idem, fingerprint, envelope, progress)
+VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7, $8, $9)
 ON CONFLICT (idem) DO NOTHING`,
 		id, string(Queued), now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro(), now.UnixMicro(), idemCol, fpCol,
 		env, pm.prog)

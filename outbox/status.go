@@ -99,6 +99,15 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 	if !r.state.finished() {
 		st.Next = r.nextAt
 	}
+	if r.state == Queued {
+		running, err := jobRunning(ctx, q, r.id)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: Status: %w", err)
+		}
+		if running {
+			st.State = Sending
+		}
+	}
 	prog, err := ob.openProgress(r.id, r.progress)
 	if err != nil {
 		return st, err
@@ -226,12 +235,33 @@ FROM mailsec_outbox_message WHERE state IN ('queued', 'sending')`, now.UnixMicro
 	if err != nil {
 		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
 	}
-	s := Stats{Depth: depth, Sending: int(sending.Int64), Due: int(due.Int64)}
+	// Queued messages a run of their job is attempting now.
+	var running, runningDue sql.NullInt64
+	err = ob.eng.pool().queryRow(ctx, `SELECT COUNT(*), SUM(CASE WHEN m.next_at <= $2 THEN 1 ELSE 0 END)
+FROM river_job JOIN mailsec_outbox_message m ON m.id = river_job.args ->> 'id'
+WHERE `+sqlRunningJob+` AND m.state = 'queued'`, deliverKind, now.UnixMicro()).Scan(&running, &runningDue)
+	if err != nil {
+		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
+	}
+	s := Stats{Depth: depth, Sending: int(sending.Int64 + running.Int64), Due: int(due.Int64 - runningDue.Int64)}
 	if oldest.Valid {
 		s.Oldest = micros(oldest.Int64)
 		s.OldestAge = now.Sub(s.Oldest)
 	}
 	return s, nil
+}
+
+// sqlRunningJob selects River's running delivery jobs ($1 deliverKind).
+// A message has no mark of its own while an attempt is under way (see
+// Outbox.start): a queued message whose job is running is being sent, or
+// its worker died during an attempt and River has not rescued the job yet.
+const sqlRunningJob = `river_job.state = 'running' AND river_job.kind = $1`
+
+// jobRunning reports whether message id's delivery job is running.
+func jobRunning(ctx context.Context, q querier, id string) (bool, error) {
+	var n int
+	err := q.queryRow(ctx, `SELECT COUNT(*) FROM river_job WHERE `+sqlRunningJob+` AND args ->> 'id' = $2`, deliverKind, id).Scan(&n)
+	return n > 0, err
 }
 
 // orphanAge is how old chunks without an unfinished message must be

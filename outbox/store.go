@@ -39,7 +39,12 @@ import (
 //
 //	mailsec_outbox_rpt_count  one count per (day, domain, key) and outbox key
 //	mailsec_outbox_rpt_done   the (day, domain) reports sent or given up
-const schemaVersion = 3
+//
+// Version 4 adds job_runs to a message: how many runs of its River job
+// the outbox has accounted for (see jobRuns), which replaces the write
+// that marked a message in flight before each attempt. A message queued
+// before has none (NULL) until its next attempt writes it.
+const schemaVersion = 4
 
 func schemaV1(blob string) []string {
 	return []string{
@@ -121,6 +126,10 @@ func schemaV3(blob string) []string {
 	PRIMARY KEY (day, domain_id)
 )`,
 	}
+}
+
+func schemaV4() []string {
+	return []string{`ALTER TABLE mailsec_outbox_message ADD COLUMN job_runs INTEGER`}
 }
 
 // querier runs statements written with $1, $2... placeholders on a

@@ -274,7 +274,7 @@ func TestTLSRPTMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v int
-	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 3 {
+	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 4 {
 		t.Fatalf("schema version %d, %v", v, err)
 	}
 }
@@ -304,7 +304,7 @@ func TestTLSRPTMigratesVersion2(t *testing.T) {
 		t.Fatalf("%d version 2 tables left, %v", n, err)
 	}
 	var v int
-	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 3 {
+	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 4 {
 		t.Fatalf("schema version %d, %v", v, err)
 	}
 }
