@@ -4,7 +4,6 @@ import (
 	"io"
 	"math/bits"
 	"mime"
-	"mime/quotedprintable"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,13 +149,7 @@ func textPart(mediaType, s string) *part {
 		return p
 	}
 	p.header.Add("Content-Transfer-Encoding", "quoted-printable")
-	p.leaf = func(w io.Writer) error {
-		qp := quotedprintable.NewWriter(w)
-		if err := writeCRLF(qp, s, breaks); err != nil {
-			return err
-		}
-		return qp.Close()
-	}
+	p.leaf = func(w io.Writer) error { return writeQP(w, s, breaks) }
 	return p
 }
 
