@@ -21,7 +21,8 @@
 //
 // Enqueue checks the message as Send would (addresses, header fields,
 // AllowedSenders) and fails fast on bad input; its attachments are read
-// into the database then, bounded by Options.MaxMessageSize. Protection
+// into the database then, the whole message (header fields and addresses
+// included) bounded by Options.MaxMessageSize. Protection
 // (PGP, S/MIME) happens at each attempt, with the keys the Sender's
 // Protectors have then, so a key revoked while a message waits is honoured.
 // EnqueueTx and EnqueuePgxTx queue a message in the application's own

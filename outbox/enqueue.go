@@ -203,6 +203,36 @@ func (ob *Outbox) enqueueIn(ctx context.Context, sp txn, m *mailsec.Message, pm 
 	return id, nil
 }
 
+// messageParts are the sizes of what a message stores besides its
+// attachments, in the order MaxMessageSize counts them.
+func messageParts(m *mailsec.Message) []struct {
+	field string
+	n     int64
+} {
+	total := func(ss ...[]string) (n int64) {
+		for _, s := range ss {
+			for _, v := range s {
+				n += int64(len(v))
+			}
+		}
+		return n
+	}
+	var headers int64
+	for _, h := range m.Headers {
+		headers += int64(len(h.Name) + len(h.Value))
+	}
+	return []struct {
+		field string
+		n     int64
+	}{
+		{"Subject", int64(len(m.Subject))},
+		{"addresses", total([]string{m.From, m.Sender, m.EnvelopeFrom}, m.ReplyTo, m.To, m.Cc, m.Bcc)},
+		{"Headers", headers},
+		{"Text", int64(len(m.Text))},
+		{"HTML", int64(len(m.HTML))},
+	}
+}
+
 // chunkSize is the size of an attachment chunk, sealed on its own.
 const chunkSize = 64 << 10
 
@@ -299,12 +329,11 @@ func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessa
 	if err != nil {
 		return nil, err
 	}
-	size := int64(len(m.Text))
-	if size > ob.o.maxSize {
-		return nil, &SizeError{Field: "Text", Limit: ob.o.maxSize}
-	}
-	if size += int64(len(m.HTML)); size > ob.o.maxSize {
-		return nil, &SizeError{Field: "HTML", Limit: ob.o.maxSize}
+	var size int64
+	for _, f := range messageParts(m) {
+		if size += f.n; size > ob.o.maxSize {
+			return nil, &SizeError{Field: f.field, Limit: ob.o.maxSize}
+		}
 	}
 	pm := &preparedMessage{p: p, size: size, id: newID()}
 	// The outbox's own ENVID, which a bounce carries back to Ingest.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +58,16 @@ func TestEnqueueRefuses(t *testing.T) {
 		{"text too large", &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Text: strings.Repeat("x", 100_001)}, func(err error) bool {
 			var se *outbox.SizeError
 			return errors.As(err, &se) && se.Field == "Text" && se.Limit == 100_000
+		}},
+		{"header fields too large", &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"},
+			Headers: slices.Repeat([]mailsec.Header{{Name: "X-Entity-Ref-ID", Value: strings.Repeat("v", 900)}}, 120)}, func(err error) bool {
+			var se *outbox.SizeError
+			return errors.As(err, &se) && se.Field == "Headers"
+		}},
+		{"header fields and text together", &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"},
+			Headers: slices.Repeat([]mailsec.Header{{Name: "X-Entity-Ref-ID", Value: strings.Repeat("v", 900)}}, 60), Text: strings.Repeat("x", 50_000)}, func(err error) bool {
+			var se *outbox.SizeError
+			return errors.As(err, &se) && se.Field == "Text"
 		}},
 		{"date beyond year 9999", &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Date: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, func(err error) bool {
 			var ve *mailsec.ValidationError

@@ -68,9 +68,10 @@ type Options struct {
 	// outbox cannot read what a sealed one stored, nor the reverse.
 	Plaintext bool
 
-	// MaxMessageSize bounds what Enqueue stores of one message: its Text,
-	// HTML and attachment contents together, in octets, as given (MIME
-	// encoding adds about a third to attachments). Zero means
+	// MaxMessageSize bounds what Enqueue stores of one message: its
+	// Subject, addresses, Headers, Text, HTML and attachment contents
+	// together, in octets, as given (MIME encoding adds about a third to
+	// attachments). Zero means
 	// DefaultMaxMessageSize. A larger message fails with a *SizeError.
 	MaxMessageSize int64
 
