@@ -288,8 +288,33 @@ AND state IN ('running', 'scheduled', 'retryable', 'available')`, deliverKind, i
 		return nil
 	}
 	// The job is gone (River ended it, or deleted it): queue another,
-	// whose runs are counted from none.
-	if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET job_runs = 0 WHERE id = $1`, id); err != nil {
+	// whose runs are counted from none. A run of the old job the message
+	// did not account for (its worker died, and River's rescuer discarded
+	// the job) may have sent it: the new job's first run is to take it
+	// for one that died (a negative count: start's lost is -job_runs).
+	// When the old job is gone too, that cannot be told, so it does.
+	lost := 1
+	var attempt int
+	var md []byte
+	var runs sql.NullInt64
+	metadata := "json(j.metadata)" // SQLite keeps it as JSONB
+	if e.postgres() {
+		metadata = "j.metadata"
+	}
+	err = t.queryRow(ctx, `SELECT j.attempt, `+metadata+`, m.job_runs FROM river_job j, mailsec_outbox_message m
+WHERE j.kind = $1 AND j.args ->> 'id' = $2 AND m.id = $2 ORDER BY j.id DESC LIMIT 1`, deliverKind, id).Scan(&attempt, &md, &runs)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return err
+	case runs.Valid:
+		// The old job's runs: attempt plus snoozes (jobRuns counts the
+		// run under way too, which an ended job has not).
+		if n := jobRuns(&rivertype.JobRow{Attempt: attempt + 1, Metadata: md}) - 1; n >= 0 {
+			lost = max(n-int(runs.Int64), 0)
+		}
+	}
+	if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET job_runs = $1 WHERE id = $2`, -lost, id); err != nil {
 		return err
 	}
 	return e.insertJob(ctx, t, id)
