@@ -760,10 +760,49 @@ func (ob *Outbox) record(ctx context.Context, r *row, run int, prog *progress, a
 		}
 	}
 	ob.report(ctx, a, rec.prog)
-	if a.State == Queued {
+	switch a.State {
+	case Queued:
 		return river.JobSnooze(max(time.Until(rec.next), 0))
+	case Sending:
+		// Taken over by another run: the job is not ended while its
+		// message may be unfinished (River would complete it, and the
+		// message would have no job left). Its next run looks again.
+		return river.JobSnooze(ob.o.rescueAfter)
 	}
 	return nil
+}
+
+// mergeTakenOver applies to prog what an attempt whose message another
+// run took over learnt: recipients accepted, or that may have the message.
+// It never undoes what prog says. It reports whether prog changed.
+func mergeTakenOver(prog *progress, o *outcome) bool {
+	changed := false
+	for _, rr := range o.rec.Recipients {
+		i := slices.IndexFunc(prog.Recipients, func(rp rcptProgress) bool { return rp.Address == rr.Address })
+		if i < 0 {
+			prog.Recipients = append(prog.Recipients, rcptProgress{Address: rr.Address, Kind: rr.Kind, State: Pending})
+			i = len(prog.Recipients) - 1
+			changed = true
+		}
+		rp := &prog.Recipients[i]
+		if o.dup[rr.Address] && !rp.PossibleDuplicate {
+			rp.PossibleDuplicate, changed = true, true
+		}
+		if rp.State != Pending {
+			continue
+		}
+		switch {
+		case rr.Accepted:
+			rp.State, rp.Error, rp.Unknown = Accepted, "", false
+		case outcomeUnknown(rr.Err):
+			rp.Unknown = true
+		default:
+			continue
+		}
+		rp.sentWith(rr.EnvelopeID)
+		changed = true
+	}
+	return changed
 }
 
 // recording is an attempt's outcome on its way to the database: prog (pb
@@ -878,8 +917,28 @@ func (ob *Outbox) recordIn(ctx context.Context, t txn, rec *recording, sealedPro
 		case cur.attempts != r.attempts:
 			// Taken over by another run meanwhile (this one outlived its
 			// lease): keep this attempt's record, leave the message to it.
+			// What the server told this attempt still stands: a recipient
+			// it accepted, or may have taken, is so in the progress as it
+			// is now (never the other way), lest a later attempt send to
+			// it again unflagged.
 			ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: message taken over during an attempt", slog.String("id", r.id), slog.Int("attempt", a.Number))
 			a.State = Sending
+			if !cur.state.finished() && rec.o.rec != nil {
+				prog, err := ob.openProgress(r.id, cur.progress)
+				if err != nil {
+					return err
+				}
+				if mergeTakenOver(prog, rec.o) {
+					pb, err := json.Marshal(prog)
+					if err != nil {
+						return err
+					}
+					if _, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET progress = $1 WHERE id = $2 AND attempts = $3 AND progress = $4`,
+						ob.keys.seal(pb, aad("progress", r.id, "")), r.id, cur.attempts, cur.progress); err != nil {
+						return fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, r.id, err)
+					}
+				}
+			}
 			return ob.insertAttempt(ctx, t, a)
 		}
 		if !bytes.Equal(cur.progress, r.progress) {
