@@ -766,11 +766,17 @@ func (ob *Outbox) record(ctx context.Context, r *row, run int, prog *progress, a
 	case Sending:
 		// Taken over by another run: the job is not ended while its
 		// message may be unfinished (River would complete it, and the
-		// message would have no job left). Its next run looks again.
-		return river.JobSnooze(ob.o.rescueAfter)
+		// message would have no job left). An error, not a snooze: when
+		// the job is no longer this run's, River leaves it as it is (a
+		// snooze would still merge this run's stale snooze count into
+		// its metadata, setting the run count back).
+		return errTakenOver
 	}
 	return nil
 }
+
+// errTakenOver ends a run whose message another run took over.
+var errTakenOver = errors.New("outbox: another run of the job took the message over during this attempt; this attempt's record is kept")
 
 // mergeTakenOver applies to prog what an attempt whose message another
 // run took over learnt: recipients accepted, or that may have the message.
