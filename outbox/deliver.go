@@ -289,9 +289,10 @@ func (ob *Outbox) start(ctx context.Context, id string, run int, now time.Time) 
 	due, ret := ob.due(id, r, err, now)
 	if !due {
 		if r != nil && run > 0 && isSnooze(ret) {
-			// This run ends having sent nothing: account for it. A
+			// This run ends having sent nothing: account for it, and for
+			// it alone (a run before it that died stays unaccounted). A
 			// failure is only a run the next one takes for a dead one.
-			_, _ = ob.noteRun(ctx, r, run)
+			_, _ = ob.noteRun(ctx, r, r.accountedWith(run))
 		}
 		return nil, 0, false, ret
 	}
@@ -318,6 +319,17 @@ func (ob *Outbox) start(ctx context.Context, id string, run int, now time.Time) 
 		leftInFlight = lost > 0
 	}
 	return r, lost, leftInFlight, nil
+}
+
+// accountedWith is the row's count of runs accounted for with one more,
+// run, that sent nothing: one more than it was, so that runs before it
+// that died stay unaccounted for (start counts them as lost from the
+// gap). A row that counted no runs yet counts the runs up to run.
+func (r *row) accountedWith(run int) int {
+	if !r.runsKnown {
+		return run
+	}
+	return r.jobRuns + 1
 }
 
 // readForRun reads message id's row for a run, trying again for a while
@@ -540,10 +552,10 @@ func (ob *Outbox) unopened(ctx context.Context, r *row, run int, a *Attempt, err
 			return ob.finishUnopened(ctx, r, run, a, Expired, "sealed under key "+oe.KeyID+", not configured, until the message expired")
 		}
 		// Nothing was attempted: the message is left as it was, this run
-		// accounted for, due again when the key may be there.
+		// (alone) accounted for, due again when the key may be there.
 		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET next_at = $1, problem = $2, job_runs = $3
 WHERE id = $4 AND attempts = $5 AND state = $6`,
-			earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured", run,
+			earliest(next, r.expiresAt).UnixMicro(), "sealed under key "+oe.KeyID+", not configured", r.accountedWith(run),
 			r.id, r.attempts, string(r.state)); err != nil {
 			return fmt.Errorf("outbox: message %s: %w", r.id, err)
 		}

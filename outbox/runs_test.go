@@ -199,3 +199,42 @@ func TestQueuedBeforeRunsWereCounted(t *testing.T) {
 		}
 	})
 }
+
+// A run that finds its message not due accounts for itself alone: a run
+// before it that died unrecorded still makes the next attempt flag its
+// recipients.
+func TestNotDueRunKeepsDeadRunUnaccounted(t *testing.T) {
+	bothDatabases(t, func(t *testing.T, where string) {
+		h := newHoldServer(t, holdNone, 0, 0)
+		ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
+		raw := openRaw(t, where)
+		ctx := context.Background()
+		id, err := ob.Enqueue(ctx, message(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The job's first run started and died; River's rescue made the
+		// job available again. The message is not due for an hour (an
+		// instance whose clock is ahead, say).
+		raw.exec(t, `UPDATE river_job SET attempt = 1 WHERE kind = 'mailsec_outbox_deliver'`)
+		raw.exec(t, `UPDATE mailsec_outbox_message SET next_at = $1 WHERE id = $2`, time.Now().Add(time.Hour).UnixMicro(), id)
+		if err := ob.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, _, runs := raw.messageRow(t, id); runs.Int64 == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the run that found the message not due did not account for itself")
+			}
+		}
+		if err := ob.Retry(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+		if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
+			t.Fatalf("after a run that died and one that sent nothing: %+v", st.Attempts)
+		}
+	})
+}
