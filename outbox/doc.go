@@ -201,4 +201,13 @@
 // MigratePostgres) there; Open then only checks that the tables are up to
 // date, and fails with a *mailsec.ConfigError when they are not. Migrate
 // may be run again: it changes nothing on tables already up to date.
+//
+// Schema version 4 changed how an attempt under way is known (see When a
+// worker dies): processes of an earlier version mark a message in flight
+// before each attempt, and this one no longer does, so the two must not
+// deliver from one database at once. Stop every process of the earlier
+// version, then open the database with this one; the migration leaves
+// each queued message one delivery job (an earlier Retry could queue a
+// second beside a running one). A process of an earlier version refuses a
+// database migrated by a later one when it opens it.
 package outbox

@@ -327,6 +327,9 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
 			}
 		}
+		if _, err := t.exec(ctx, schemaV4Jobs); err != nil {
+			return fmt.Errorf("outbox: migrating the outbox's delivery jobs: %w", err)
+		}
 	}
 	if v < schemaVersion {
 		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_schema`); err != nil {

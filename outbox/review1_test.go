@@ -12,8 +12,8 @@ import (
 // version 3's Retry queued a second one whenever the first was running
 // (an attempt under way, or River not yet having recorded its end), and
 // relied on the in-flight mark to keep the two from attempting at once.
-// Version 4 writes no mark, so after an upgrade the two jobs' runs must
-// still never attempt the message at the same time.
+// Version 4 writes no mark: the migration to it leaves one job per
+// message, so that the two never attempt the message at the same time.
 func TestLegacySecondJobNeverAttemptsAtOnce(t *testing.T) {
 	bothDatabases(t, func(t *testing.T, where string) {
 		h := newHoldServer(t, holdEndOfData, 2, 0)
@@ -24,28 +24,49 @@ func TestLegacySecondJobNeverAttemptsAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// What version 3 left: the row without job_runs, and the second
-		// job its Retry queued beside the first.
-		raw.exec(t, `UPDATE mailsec_outbox_message SET job_runs = NULL WHERE id = $1`, id)
+		other, err := ob.Enqueue(ctx, message(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// What version 3 left: rows without job_runs, a second job its
+		// Retry queued beside the first for one message, the schema at 3.
+		raw.exec(t, `UPDATE mailsec_outbox_message SET job_runs = NULL`)
 		raw.exec(t, `INSERT INTO river_job (args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, tags)
-SELECT args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, tags FROM river_job WHERE kind = 'mailsec_outbox_deliver'`)
+SELECT args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, tags FROM river_job WHERE kind = 'mailsec_outbox_deliver' AND args ->> 'id' = $1`, id)
+		raw.exec(t, `UPDATE mailsec_outbox_schema SET version = 3`)
+		ob = openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
+		var jobs int
+		raw.scan(t, `SELECT COUNT(*) FROM river_job WHERE kind = 'mailsec_outbox_deliver' AND args ->> 'id' = $1`, []any{id}, &jobs)
+		if jobs != 1 {
+			t.Fatalf("after the migration, %d delivery jobs for the message", jobs)
+		}
+		raw.scan(t, `SELECT COUNT(*) FROM river_job WHERE kind = 'mailsec_outbox_deliver' AND args ->> 'id' = $1`, []any{other}, &jobs)
+		if jobs != 1 {
+			t.Fatalf("after the migration, %d delivery jobs for the other message", jobs)
+		}
 		if err := ob.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		h.waitHeld(t) // one attempt has sent the whole message; its 250 is held
-		select {
-		case <-h.held:
-			t.Errorf("a second attempt at the message sent it while the first was still under way")
-		case <-time.After(5 * time.Second):
+		// Both messages sent whole, their 250s held: a second attempt at
+		// either now is a second transaction the server takes.
+		h.waitHeld(t)
+		h.waitHeld(t)
+		time.Sleep(2 * time.Second)
+		if n := h.Total(); n != 2 {
+			t.Errorf("the server took %d messages while the first attempts waited for their 250s", n)
 		}
 		h.Release()
-		st := waitFor(t, ob, id, "", 20*time.Second)
-		flagged := false
-		for _, a := range st.Attempts {
-			flagged = flagged || len(a.PossibleDuplicates) > 0
-		}
-		if n := h.Total(); n > 1 && !flagged {
-			t.Errorf("the server took the message %d times and no attempt flagged a possible duplicate: %+v", n, st.Attempts)
+		for _, m := range []string{id, other} {
+			st := waitFor(t, ob, m, outbox.Delivered, 20*time.Second)
+			if len(st.Attempts) != 1 || len(st.Attempts[0].PossibleDuplicates) != 0 {
+				t.Errorf("attempts: %+v", st.Attempts)
+			}
+			if n := h.Received()[bareID(st.MessageID)]; n != 1 {
+				t.Errorf("the server took message %s %d times", m, n)
+			}
 		}
 	})
 }

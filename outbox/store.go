@@ -128,6 +128,21 @@ func schemaV3(blob string) []string {
 	}
 }
 
+// schemaV4Jobs leaves each message one delivery job River has not ended:
+// version 3's Retry queued a second job beside a running one, and relied
+// on the in-flight mark, which version 4 no longer writes, to keep the two
+// from attempting the message at once. The job kept is a running one when
+// there is one (its worker died: processes of an older version are
+// stopped before a newer one opens the database), else the oldest.
+const schemaV4Jobs = `DELETE FROM river_job WHERE id IN (
+	SELECT id FROM (
+		SELECT id, row_number() OVER (PARTITION BY args ->> 'id'
+			ORDER BY CASE WHEN state = 'running' THEN 0 ELSE 1 END, id) AS n
+		FROM river_job
+		WHERE kind = '` + deliverKind + `' AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
+	) live WHERE n > 1
+)`
+
 func schemaV4() []string {
 	return []string{`ALTER TABLE mailsec_outbox_message ADD COLUMN job_runs INTEGER`}
 }
