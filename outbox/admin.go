@@ -330,7 +330,7 @@ const runDuePoll = 50 * time.Millisecond
 // for later. Messages that fall due while it waits (a retry after a short
 // backoff) are delivered too. A message whose worker died during an
 // attempt counts as under way until it is taken up again
-// (Options.DeliveryTimeout and a minute after the attempt started), and
+// (Options.DeliveryTimeout and 1.5 minutes after the attempt started), and
 // RunDue then delivers it as well. Delivery goes on after RunDue returns,
 // until Close; a command that delivers once calls Close next. When ctx
 // ends first, RunDue returns ctx's error.

@@ -90,7 +90,7 @@
 //
 //	margin         = DeliveryTimeout / 4, at least 5 s, at most 30 s
 //	River's JobTimeout           = DeliveryTimeout + margin
-//	River's RescueStuckJobsAfter = DeliveryTimeout + 2 × margin  (the rescue interval)
+//	River's RescueStuckJobsAfter = DeliveryTimeout + 3 × margin  (the rescue interval)
 //
 // Nothing is written before an attempt sends. River commits the start of
 // each run of a message's delivery job (the job running, its run counted)
@@ -107,10 +107,11 @@
 // outbox's table: Status, List and Stats show it Sending from River's job
 // state, Retry answers ErrSending, Ingest ErrBusy.
 //
-// With the default DeliveryTimeout of 2 minutes that is 3 minutes, not
+// With the default DeliveryTimeout of 2 minutes that is 3.5 minutes, not
 // River's default of an hour; it is never shorter than a live worker may
-// still be at the attempt (the margin is what it has to open the message
-// and record the outcome). River's rescuer, run by the one elected leader
+// still be at the attempt (a margin to open the message, one to record
+// the outcome after River's JobTimeout, and one more for the time between
+// River's start of the run and the worker's, and for clocks that differ). River's rescuer, run by the one elected leader
 // among the processes, looks for such attempts every 30 seconds, and a
 // leader that died is replaced within about 15 seconds, so the message is
 // taken up somewhat after the interval, not exactly at it.

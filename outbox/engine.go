@@ -135,8 +135,8 @@ const maxJobAttempts = 1000
 //     Postgres, a polled table on SQLite).
 //   - JobTimeout DeliveryTimeout plus a margin to record the outcome (a
 //     quarter of DeliveryTimeout, at least 5 s and at most 30 s), and
-//     RescueStuckJobsAfter one margin more: a message whose worker died is
-//     taken up by another within minutes (3 with the defaults), not
+//     RescueStuckJobsAfter two margins more: a message whose worker died is
+//     taken up by another within minutes (3.5 with the defaults), not
 //     River's default hour, and never while its worker may still be at it.
 //   - Completed and cancelled jobs are kept a day (River's default): they
 //     hold only an ID; the outbox keeps its own records.

@@ -210,14 +210,16 @@ func (o *Options) resolve() (settings, *keyring, error) {
 	}
 	// An attempt gets DeliveryTimeout for its SMTP sessions and a margin
 	// to open the message and record the outcome; River cancels it after
-	// that (JobTimeout). A job still marked running a margin later was
-	// left by a worker that died: River rescues it then, and another
-	// worker takes the message up. The margin is a quarter of
+	// that (JobTimeout), and its record may take one margin more. A job
+	// still running a margin after that was left by a worker that died:
+	// River rescues it then, and another worker takes the message up (the
+	// last margin covers the time between River's start of the run and
+	// the worker's, and clocks that differ). The margin is a quarter of
 	// DeliveryTimeout, between minRecordMargin and recordMargin, so that a
 	// short DeliveryTimeout gives a short rescue.
 	s.margin = min(recordMargin, max(minRecordMargin, s.deliveryTimeout/4))
 	s.jobTimeout = s.deliveryTimeout + s.margin
-	s.rescueAfter = s.jobTimeout + s.margin
+	s.rescueAfter = s.jobTimeout + 2*s.margin
 	return s, kr, nil
 }
 
