@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -78,6 +79,25 @@ func bothDatabases(t *testing.T, f func(t *testing.T, where string)) {
 	}
 }
 
+// oneQueued opens an outbox at where on a sender to h, queues one
+// message, and returns the outbox, a raw connection to its database and
+// the message's ID; start starts delivery after the queueing.
+func oneQueued(t *testing.T, where string, h *holdServer, start bool) (*outbox.Outbox, *rawConn, string) {
+	t.Helper()
+	ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
+	raw := openRaw(t, where)
+	id, err := ob.Enqueue(context.Background(), message(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start {
+		if err := ob.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ob, raw, id
+}
+
 // An attempt writes nothing before it sends: River committed the run's
 // start, which is the mark. Meanwhile the message reads as Sending, Retry
 // says so and queues no second job, and Stats count it as being sent,
@@ -85,13 +105,8 @@ func bothDatabases(t *testing.T, f func(t *testing.T, where string)) {
 func TestAttemptWritesNothingBeforeSending(t *testing.T) {
 	bothDatabases(t, func(t *testing.T, where string) {
 		h := newHoldServer(t, holdEndOfData, 1, 0)
-		ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), true)
-		raw := openRaw(t, where)
+		ob, raw, id := oneQueued(t, where, h, true)
 		ctx := context.Background()
-		id, err := ob.Enqueue(ctx, message(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		h.waitHeld(t)
 		if state, attempts, runs := raw.messageRow(t, id); state != "queued" || attempts != 0 || runs.Int64 != 0 || !runs.Valid {
 			t.Fatalf("while the server holds the end of the message: state %s, attempts %d, job_runs %v", state, attempts, runs)
@@ -133,57 +148,13 @@ func TestAttemptWritesNothingBeforeSending(t *testing.T) {
 	})
 }
 
-// A run that finds its message not due sends nothing and says so: the
-// next run is not taken for one whose worker died.
-func TestRunNotDueAccountsForItself(t *testing.T) {
-	bothDatabases(t, func(t *testing.T, where string) {
-		h := newHoldServer(t, holdNone, 0, 0)
-		ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
-		raw := openRaw(t, where)
-		ctx := context.Background()
-		id, err := ob.Enqueue(ctx, message(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The job is available now, the message due in an hour: as when
-		// instances' clocks disagree.
-		raw.exec(t, `UPDATE mailsec_outbox_message SET next_at = $1 WHERE id = $2`, time.Now().Add(time.Hour).UnixMicro(), id)
-		if err := ob.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, _, runs := raw.messageRow(t, id); runs.Int64 == 1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the run that found the message not due did not account for itself")
-			}
-		}
-		if err := ob.Retry(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-		st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
-		if len(st.Attempts) != 1 || st.Attempts[0].Number != 1 || len(st.Attempts[0].PossibleDuplicates) != 0 || st.Recipients[0].PossibleDuplicate {
-			t.Fatalf("after a run that sent nothing: %+v", st.Attempts)
-		}
-		if _, attempts, runs := raw.messageRow(t, id); attempts != 1 || runs.Int64 != 2 {
-			t.Fatalf("attempts %d, job_runs %v", attempts, runs)
-		}
-	})
-}
-
 // A message queued before runs were counted (schema version 3) has its
 // job's runs written, and committed, before its first attempt sends.
 func TestQueuedBeforeRunsWereCounted(t *testing.T) {
 	bothDatabases(t, func(t *testing.T, where string) {
 		h := newHoldServer(t, holdEndOfData, 1, 0)
-		ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
-		raw := openRaw(t, where)
+		ob, raw, id := oneQueued(t, where, h, false)
 		ctx := context.Background()
-		id, err := ob.Enqueue(ctx, message(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		raw.exec(t, `UPDATE mailsec_outbox_message SET job_runs = NULL WHERE id = $1`, id)
 		if err := ob.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -200,41 +171,50 @@ func TestQueuedBeforeRunsWereCounted(t *testing.T) {
 	})
 }
 
-// A run that finds its message not due accounts for itself alone: a run
-// before it that died unrecorded still makes the next attempt flag its
-// recipients.
-func TestNotDueRunKeepsDeadRunUnaccounted(t *testing.T) {
-	bothDatabases(t, func(t *testing.T, where string) {
-		h := newHoldServer(t, holdNone, 0, 0)
-		ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
-		raw := openRaw(t, where)
-		ctx := context.Background()
-		id, err := ob.Enqueue(ctx, message(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The job's first run started and died; River's rescue made the
-		// job available again. The message is not due for an hour (an
-		// instance whose clock is ahead, say).
-		raw.exec(t, `UPDATE river_job SET attempt = 1 WHERE kind = 'mailsec_outbox_deliver'`)
-		raw.exec(t, `UPDATE mailsec_outbox_message SET next_at = $1 WHERE id = $2`, time.Now().Add(time.Hour).UnixMicro(), id)
-		if err := ob.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, _, runs := raw.messageRow(t, id); runs.Int64 == 1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the run that found the message not due did not account for itself")
-			}
-		}
-		if err := ob.Retry(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-		st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
-		if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
-			t.Fatalf("after a run that died and one that sent nothing: %+v", st.Attempts)
-		}
-	})
+// A run that finds its message not due sends nothing and accounts for
+// itself, and for itself alone: the next run is not taken for one whose
+// worker died, and a run before it that did die still makes the next
+// attempt flag its recipients.
+func TestRunNotDueAccountsForItself(t *testing.T) {
+	for _, died := range []bool{false, true} {
+		t.Run(fmt.Sprintf("after a dead run %v", died), func(t *testing.T) {
+			bothDatabases(t, func(t *testing.T, where string) {
+				ob, raw, id := oneQueued(t, where, newHoldServer(t, holdNone, 0, 0), false)
+				ctx := context.Background()
+				if died {
+					// The job's first run started and died; River's rescue
+					// made the job available again.
+					raw.exec(t, `UPDATE river_job SET attempt = 1 WHERE kind = 'mailsec_outbox_deliver'`)
+				}
+				// The job is available now, the message due in an hour: as
+				// when instances' clocks disagree.
+				raw.exec(t, `UPDATE mailsec_outbox_message SET next_at = $1 WHERE id = $2`, time.Now().Add(time.Hour).UnixMicro(), id)
+				if err := ob.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					if _, _, runs := raw.messageRow(t, id); runs.Int64 == 1 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the run that found the message not due did not account for itself")
+					}
+				}
+				if err := ob.Retry(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+				number, dups := 1, 0
+				if died {
+					number, dups = 2, 1
+				}
+				if len(st.Attempts) != 1 || st.Attempts[0].Number != number || len(st.Attempts[0].PossibleDuplicates) != dups || st.Recipients[0].PossibleDuplicate != died {
+					t.Fatalf("attempts: %+v", st.Attempts)
+				}
+				if _, attempts, runs := raw.messageRow(t, id); attempts != number || runs.Int64 != int64(number+1) {
+					t.Fatalf("attempts %d, job_runs %v", attempts, runs)
+				}
+			})
+		})
+	}
 }

@@ -80,14 +80,8 @@ SELECT args, kind, max_attempts, metadata, priority, queue, state, scheduled_at,
 // job's attempt must flag its recipients.
 func TestRetryAfterJobEndedKeepsDeadRunFlagged(t *testing.T) {
 	bothDatabases(t, func(t *testing.T, where string) {
-		h := newHoldServer(t, holdNone, 0, 0)
-		ob := openAt(t, newSender(t, h.Transport(), nil), where, fast(nil), false)
-		raw := openRaw(t, where)
+		ob, raw, id := oneQueued(t, where, newHoldServer(t, holdNone, 0, 0), false)
 		ctx := context.Background()
-		id, err := ob.Enqueue(ctx, message(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// The job's first run started (River committed attempt 1), its
 		// worker died, and the rescuer discarded the job.
 		raw.exec(t, `UPDATE river_job SET state = 'discarded', attempt = 1, attempted_at = created_at, finalized_at = created_at
