@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -221,6 +222,13 @@ func messageParts(m *mailsec.Message) []struct {
 	for _, h := range m.Headers {
 		headers += int64(len(h.Name) + len(h.Value))
 	}
+	// An attachment's file name, media type and Content-ID are stored in
+	// the envelope too; the media type's parameters are unbounded in
+	// number.
+	var attMeta int64
+	for _, a := range slices.Concat(m.Attachments, m.Inline) {
+		attMeta += int64(len(a.Filename) + len(a.ContentType) + len(a.ContentID))
+	}
 	return []struct {
 		field string
 		n     int64
@@ -230,6 +238,7 @@ func messageParts(m *mailsec.Message) []struct {
 		{"Headers", headers},
 		{"Text", int64(len(m.Text))},
 		{"HTML", int64(len(m.HTML))},
+		{"attachment names", attMeta},
 	}
 }
 

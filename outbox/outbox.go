@@ -69,7 +69,8 @@ type Options struct {
 	Plaintext bool
 
 	// MaxMessageSize bounds what Enqueue stores of one message: its
-	// Subject, addresses, Headers, Text, HTML and attachment contents
+	// Subject, addresses, Headers, Text, HTML, attachment names, media types,
+	// Content-IDs and contents
 	// together, in octets, as given (MIME encoding adds about a third to
 	// attachments). Zero means
 	// DefaultMaxMessageSize. A larger message fails with a *SizeError.
