@@ -33,6 +33,12 @@ func TestReview2MaxMessageSizeCountsAttachmentMetadata(t *testing.T) {
 			}
 			return as
 		}()},
+		{"many empty attachments", func() (as []mailsec.Attachment) {
+			for range 2000 {
+				as = append(as, mailsec.Attachment{Content: strings.NewReader("")})
+			}
+			return as
+		}()},
 		{"one long media type", []mailsec.Attachment{{Filename: "a.txt", ContentType: "text/plain" + params.String(), Content: strings.NewReader("")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +46,7 @@ func TestReview2MaxMessageSizeCountsAttachmentMetadata(t *testing.T) {
 			_, err := ob.Enqueue(context.Background(), m, nil)
 			var se *outbox.SizeError
 			if !errors.As(err, &se) {
-				t.Fatalf("Enqueue of a message storing over 15 KB of attachment metadata under a 4 KB MaxMessageSize: err %v, want a *SizeError", err)
+				t.Fatalf("Enqueue of a message storing over 15 KB of attachment metadata (or 2000 attachment records) under a 4 KB MaxMessageSize: err %v, want a *SizeError", err)
 			}
 		})
 	}
