@@ -223,11 +223,13 @@ func messageParts(m *mailsec.Message) []struct {
 		headers += int64(len(h.Name) + len(h.Value))
 	}
 	// An attachment's file name, media type and Content-ID are stored in
-	// the envelope too; the media type's parameters are unbounded in
-	// number.
+	// the envelope too (the media type's parameters are unbounded in
+	// number), with a record of its part, size and chunks, which counts
+	// attachmentRecord octets: a message cannot store any number of empty
+	// attachments.
 	var attMeta int64
 	for _, a := range slices.Concat(m.Attachments, m.Inline) {
-		attMeta += int64(len(a.Filename) + len(a.ContentType) + len(a.ContentID))
+		attMeta += attachmentRecord + int64(len(a.Filename)+len(a.ContentType)+len(a.ContentID))
 	}
 	return []struct {
 		field string
@@ -241,6 +243,10 @@ func messageParts(m *mailsec.Message) []struct {
 		{"attachment names", attMeta},
 	}
 }
+
+// attachmentRecord is what MaxMessageSize counts for an attachment's
+// record in the envelope besides its names: about its JSON's length.
+const attachmentRecord = 64
 
 // chunkSize is the size of an attachment chunk, sealed on its own.
 const chunkSize = 64 << 10

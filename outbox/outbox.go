@@ -70,8 +70,8 @@ type Options struct {
 
 	// MaxMessageSize bounds what Enqueue stores of one message: its
 	// Subject, addresses, Headers, Text, HTML, attachment names, media types,
-	// Content-IDs and contents
-	// together, in octets, as given (MIME encoding adds about a third to
+	// Content-IDs and contents together, in octets, as given, and 64 octets
+	// for each attachment's record (MIME encoding adds about a third to
 	// attachments). Zero means
 	// DefaultMaxMessageSize. A larger message fails with a *SizeError.
 	MaxMessageSize int64
