@@ -1037,13 +1037,27 @@ func (ob *Outbox) report(ctx context.Context, a *Attempt, prog *progress) {
 	if ob.o.onReceipt == nil {
 		return
 	}
-	defer func() {
-		if v := recover(); v != nil {
-			ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID),
-				slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
-		}
+	// The run waits for OnReceipt only until ctx ends (the margin to
+	// record the attempt): a run kept going past its lease is rescued by
+	// River and run again, and its late end sets the job's count of runs
+	// back.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if v := recover(); v != nil {
+				ob.log.LogAttrs(ctx, slog.LevelError, "mailsec outbox: Options.OnReceipt panicked", slog.String("id", a.ID),
+					slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
+			}
+		}()
+		ob.o.onReceipt(ctx, a)
 	}()
-	ob.o.onReceipt(ctx, a)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: Options.OnReceipt still running at the end of the attempt's margin; the run ends without it",
+			slog.String("id", a.ID), slog.Int("attempt", a.Number))
+	}
 }
 
 // deliveryState collects what went wrong reading stored content during an

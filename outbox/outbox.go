@@ -103,7 +103,9 @@ type Options struct {
 	// OnReceipt is called after every attempt has been recorded, with its
 	// record: the Receipt of the Send it made, or why it made none. It
 	// must be safe for concurrent use; a panic in it is recovered and
-	// logged.
+	// logged. The attempt's run waits for it until its context ends (a
+	// margin after the attempt), and no longer: a run kept going past its
+	// lease is taken for one whose worker died.
 	OnReceipt func(context.Context, *Attempt)
 
 	// Logger receives one record per attempt (the outbox's ID for the
