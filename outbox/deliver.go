@@ -301,10 +301,14 @@ func (ob *Outbox) start(ctx context.Context, id string, run int, now time.Time) 
 		// River's count could not be read: every run may follow one that
 		// died.
 		leftInFlight = true
-	case !r.runsKnown || r.state == Sending:
+	case !r.runsKnown || r.state == Sending || run <= r.jobRuns:
 		// Counted from this run on: this one unaccounted for, until it
 		// records its attempt. An attempt that left the message Sending
-		// counted itself.
+		// counted itself. A run numbered within the runs accounted for
+		// follows one whose late end set River's count back (a snooze
+		// merges its count into the job's metadata whatever the job's
+		// state): which runs died can no longer be told.
+		setBack := r.runsKnown && run <= r.jobRuns
 		ok, err := ob.noteRun(ctx, r, run-1)
 		if err != nil {
 			return nil, 0, false, fmt.Errorf("outbox: starting an attempt at message %s: %w", id, err)
@@ -312,7 +316,7 @@ func (ob *Outbox) start(ctx context.Context, id string, run int, now time.Time) 
 		if !ok {
 			return nil, 0, false, river.JobSnooze(time.Second) // changed meanwhile: look again
 		}
-		leftInFlight = r.state == Sending
+		leftInFlight = r.state == Sending || setBack
 		r.jobRuns, r.runsKnown = run-1, true
 	default:
 		lost = max(run-r.jobRuns-1, 0)
@@ -329,7 +333,8 @@ func (r *row) accountedWith(run int) int {
 	if !r.runsKnown {
 		return run
 	}
-	return r.jobRuns + 1
+	// Never more runs than River started (its count set back).
+	return min(r.jobRuns+1, run)
 }
 
 // readForRun reads message id's row for a run, trying again for a while
