@@ -16,7 +16,7 @@ import (
 // media type (whose parameters are unbounded in number) and Content-ID
 // are stored in the envelope like the Subject, and count too. A message
 // of empty attachments whose metadata is many times the limit is refused.
-func TestReview2MaxMessageSizeCountsAttachmentMetadata(t *testing.T) {
+func TestMaxMessageSizeCountsAttachmentMetadata(t *testing.T) {
 	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
 	ob, _ := openFile(t, s, fast(&outbox.Options{MaxMessageSize: 4096}), false)
 	var params strings.Builder
