@@ -165,7 +165,8 @@ func (ob *Outbox) recipientCount(id string, sealedProg []byte) (int, error) {
 // extended, and a later failure waits as long as the attempt count says
 // (the backoff does not start over). It fails with ErrNotFound for an
 // unknown ID, ErrFinished for a finished message, and ErrSending for one
-// an attempt is delivering now.
+// an attempt is delivering now (a run of its delivery job that ends
+// within a couple of seconds is waited for).
 func (ob *Outbox) Retry(ctx context.Context, id string) error {
 	if ob.isClosed() {
 		return ErrClosed
@@ -329,8 +330,9 @@ const runDuePoll = 50 * time.Millisecond
 // returns the queue's Stats, whose Depth counts the messages left queued
 // for later. Messages that fall due while it waits (a retry after a short
 // backoff) are delivered too. A message whose worker died during an
-// attempt counts as under way until it is taken up again
-// (Options.DeliveryTimeout and 1.5 minutes after the attempt started), and
+// attempt counts as under way until it is taken up again (the rescue
+// interval after the attempt started: 3.5 minutes with the default
+// Options.DeliveryTimeout; see the package documentation), and
 // RunDue then delivers it as well. Delivery goes on after RunDue returns,
 // until Close; a command that delivers once calls Close next. When ctx
 // ends first, RunDue returns ctx's error.

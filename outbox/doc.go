@@ -62,12 +62,12 @@
 // says which and why.
 //
 // Delivery is at least once. Workers, in one process or many, never
-// deliver one message twice while none of them dies: a message is handed
-// to one worker at a time, and an attempt records its outcome in the same
-// transaction that releases the message (should the database fail at
-// that moment, the worker tries again until its margin ends, so that a
-// Postgres restart makes no duplicate). Recipients accepted by one
-// attempt are never tried again.
+// deliver one message twice while none of them dies: a message has one
+// delivery job, which River gives one worker at a time, and an attempt
+// records its outcome in one transaction, on the message as the attempt
+// read it (should the database fail at that moment, the worker tries
+// again until its margin ends, so that a Postgres restart makes no
+// duplicate). Recipients accepted by one attempt are never tried again.
 //
 // The one window for a duplicate is the end of the message: the server
 // has taken it, and its 250 is lost, because the worker died before it
@@ -111,10 +111,11 @@
 // River's default of an hour; it is never shorter than a live worker may
 // still be at the attempt (a margin to open the message, one to record
 // the outcome after River's JobTimeout, and one more for the time between
-// River's start of the run and the worker's, and for clocks that differ). River's rescuer, run by the one elected leader
-// among the processes, looks for such attempts every 30 seconds, and a
-// leader that died is replaced within about 15 seconds, so the message is
-// taken up somewhat after the interval, not exactly at it.
+// River's start of the run and the worker's, and for clocks that differ).
+// River's rescuer, run by the one elected leader among the processes,
+// looks for such attempts every 30 seconds, and a leader that died is
+// replaced within about 15 seconds, so the message is taken up somewhat
+// after the interval, not exactly at it.
 //
 // Close stops a process gracefully: the attempts under way are given until
 // its context ends to finish; those still running then are interrupted
