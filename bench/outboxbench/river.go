@@ -61,14 +61,14 @@ type Settings struct {
 //   - MaxWorkers: outbox.DefaultWorkers (Options.Workers).
 //   - FetchCooldown 10 ms, FetchPollInterval 1 s: riverConfig's.
 //   - JobTimeout DefaultDeliveryTimeout + 30 s, RescueStuckJobsAfter
-//     30 s more, MaxAttempts 1000: riverConfig's, from the default
+//     60 s more, MaxAttempts 1000: riverConfig's, from the default
 //     DeliveryTimeout.
 //   - SQLite synchronous FULL and the pragmas of outbox.Open
 //     ([SQLiteDSN]), one connection.
 //   - Postgres: a pool of MaxWorkers + 4 connections (24), for both. A
-//     delivery takes a connection three times (read, mark in flight,
-//     record) and River holds some of its own (the LISTEN of its
-//     notifier, its producer and completer): pgxpool's default, 4 on a
+//     delivery takes a connection twice (read, record) and River holds
+//     some of its own (the LISTEN of its notifier, its producer and
+//     completer): pgxpool's default, 4 on a
 //     2-core machine, leaves 20 workers waiting for connections and halves
 //     the outbox's delivery rate. An application sets it with
 //     pool_max_conns in the URL, or on the pool it gives OpenPostgres.
@@ -80,7 +80,7 @@ func Outbox() Settings {
 		SQLiteSynchronous:    "FULL",
 		PostgresMaxConns:     int32(outbox.DefaultWorkers) + 4,
 		JobTimeout:           outbox.DefaultDeliveryTimeout + 30*time.Second,
-		RescueStuckJobsAfter: outbox.DefaultDeliveryTimeout + time.Minute,
+		RescueStuckJobsAfter: outbox.DefaultDeliveryTimeout + 90*time.Second,
 		MaxAttempts:          1000,
 	}
 }
