@@ -27,8 +27,9 @@ func TestMaxMessageSizeCountsAttachmentMetadata(t *testing.T) {
 		name string
 		atts []mailsec.Attachment
 	}{
+		// 20 records count 1,280 octets: the names alone cross the limit.
 		{"many file names", func() (as []mailsec.Attachment) {
-			for i := range 100 {
+			for i := range 20 {
 				as = append(as, mailsec.Attachment{Filename: fmt.Sprintf("%03d-%s.txt", i, strings.Repeat("n", 240)), Content: strings.NewReader("")})
 			}
 			return as
@@ -46,7 +47,7 @@ func TestMaxMessageSizeCountsAttachmentMetadata(t *testing.T) {
 			_, err := ob.Enqueue(context.Background(), m, nil)
 			var se *outbox.SizeError
 			if !errors.As(err, &se) {
-				t.Fatalf("Enqueue of a message storing over 15 KB of attachment metadata (or 2000 attachment records) under a 4 KB MaxMessageSize: err %v, want a *SizeError", err)
+				t.Fatalf("Enqueue of a message storing 5 KB or more of attachment metadata (or 2000 attachment records) under a 4 KB MaxMessageSize: err %v, want a *SizeError", err)
 			}
 		})
 	}
