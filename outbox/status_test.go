@@ -223,9 +223,11 @@ func TestCloseGraceful(t *testing.T) {
 	}
 }
 
-// A worker that died during its attempt leaves the message "sending";
-// River rescues the job, another worker takes the message up after the
-// lease, and its attempt flags the recipients as possible duplicates.
+// A worker of an outbox before schema version 4 that died during its
+// attempt left the message marked in flight ("sending", in_flight_at its
+// start, no job_runs); River rescues the job, a worker of this version
+// takes the message up after the lease, and its attempt flags the
+// recipients as possible duplicates.
 func TestLeftInFlightFlagged(t *testing.T) {
 	rt := &mailsectest.RecordingTransport{}
 	s := newSender(t, rt, nil)
@@ -237,12 +239,12 @@ func TestLeftInFlightFlagged(t *testing.T) {
 	if err := ob.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// What a worker killed mid-attempt leaves: River's job running, the
-	// message marked in flight.
+	// What a worker of an earlier version killed mid-attempt left:
+	// River's job running, the message marked in flight.
 	db := rawDB(t, path)
 	long := time.Now().Add(-time.Hour)
 	exec(t, db, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = ? WHERE kind = 'mailsec_outbox_deliver'`, long.UTC().Format("2006-01-02 15:04:05.000"))
-	exec(t, db, `UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = ? WHERE id = ?`, long.UnixMicro(), id)
+	exec(t, db, `UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = ?, job_runs = NULL WHERE id = ?`, long.UnixMicro(), id)
 	ob = openAt(t, s, path, fast(&outbox.Options{DeliveryTimeout: time.Second}), true)
 	st := waitFor(t, ob, id, outbox.Delivered, 60*time.Second)
 	if len(st.Attempts) != 1 || st.Attempts[0].Number != 2 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
@@ -253,8 +255,7 @@ func TestLeftInFlightFlagged(t *testing.T) {
 	}
 }
 
-// The same on Postgres, where the claim reads and marks the message in one
-// statement: the earlier state it reports is what flags the duplicate.
+// The same on Postgres.
 func TestLeftInFlightFlaggedPostgres(t *testing.T) {
 	rt := &mailsectest.RecordingTransport{}
 	s := newSender(t, rt, nil)
@@ -279,7 +280,7 @@ func TestLeftInFlightFlaggedPostgres(t *testing.T) {
 		args []any
 	}{
 		{`UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() - interval '1 hour' WHERE kind = 'mailsec_outbox_deliver'`, nil},
-		{`UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = $1 WHERE id = $2`, []any{long.UnixMicro(), id}},
+		{`UPDATE mailsec_outbox_message SET state = 'sending', attempts = 1, in_flight_at = $1, job_runs = NULL WHERE id = $2`, []any{long.UnixMicro(), id}},
 	} {
 		if _, err := pool.Exec(context.Background(), q.sql, q.args...); err != nil {
 			t.Fatal(err)
