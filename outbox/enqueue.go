@@ -38,8 +38,10 @@ type EnqueueOptions struct {
 // SizeError reports a message larger than Options.MaxMessageSize.
 // Nothing was queued.
 type SizeError struct {
-	// Field is where the limit was reached: "Text", "HTML",
-	// "Attachments[1]", "Inline[0]".
+	// Field is where the limit was reached, in the order the parts are
+	// counted: "Subject", "addresses", "Headers", "Text", "HTML",
+	// "attachment names" (with their media types, Content-IDs and
+	// records), "Attachments[1]", "Inline[0]".
 	Field string
 	// Limit is Options.MaxMessageSize.
 	Limit int64

@@ -69,11 +69,11 @@ type Options struct {
 	Plaintext bool
 
 	// MaxMessageSize bounds what Enqueue stores of one message: its
-	// Subject, addresses, Headers, Text, HTML, attachment names, media types,
-	// Content-IDs and contents together, in octets, as given, and 64 octets
-	// for each attachment's record (MIME encoding adds about a third to
-	// attachments). Zero means
-	// DefaultMaxMessageSize. A larger message fails with a *SizeError.
+	// Subject, addresses, Headers, Text, HTML, attachment names, media
+	// types, Content-IDs and contents together, in octets, as given, and
+	// 64 octets for each attachment's record (MIME encoding adds about a
+	// third to attachments). Zero means DefaultMaxMessageSize. A larger
+	// message fails with a *SizeError.
 	MaxMessageSize int64
 
 	// MaxAge is how long a message whose recipients are deferred is
