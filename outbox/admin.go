@@ -49,7 +49,8 @@ type Summary struct {
 	Enqueued time.Time `json:"enqueued"`
 	Next     time.Time `json:"next,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`
-	// Attempts counts the attempts made.
+	// Attempts counts the attempts recorded: one under way counts once it
+	// ends, one whose worker died with the next attempt's record.
 	Attempts int `json:"attempts"`
 	// Recipients counts the message's recipients (To, Cc and Bcc); zero
 	// when its record does not open (Problem says why).
