@@ -221,7 +221,8 @@ func TestQPWriterBypass(t *testing.T) {
 	}
 }
 
-// writeQP leaves no text in the writer it used.
+// clear, which writeQP defers, leaves nothing in the writer: not the
+// start of a line quotedprintable.Writer holds.
 func TestQPWriterClear(t *testing.T) {
 	var qp qpWriter
 	qp.reset(io.Discard)
