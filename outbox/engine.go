@@ -319,12 +319,11 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
 		}
-		for _, stmt := range schemaV4() {
-			if has {
-				break
-			}
-			if _, err := t.exec(ctx, stmt); err != nil {
-				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+		if !has {
+			for _, stmt := range schemaV4() {
+				if _, err := t.exec(ctx, stmt); err != nil {
+					return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+				}
 			}
 		}
 		if _, err := t.exec(ctx, schemaV4Jobs); err != nil {
