@@ -350,6 +350,8 @@ func openSQLiteFile(path string) (*sql.DB, error) {
 // database should allow one connection (db.SetMaxOpenConns(1)), as River
 // wants, and for a durable Enqueue run with journal_mode=WAL and
 // synchronous=FULL (Open's settings); Close leaves db open.
+//
+// River's tables are the outbox's alone: see OpenPostgres.
 func OpenSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options) (*Outbox, error) {
 	if db == nil {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Reason: "nil *sql.DB"}
@@ -366,6 +368,13 @@ func OpenSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options) 
 // connections for the outbox (pool_max_conns in the URL given to
 // pgxpool.New, or pgxpool.Config.MaxConns). pgxpool's default, the larger
 // of 4 and the number of CPUs, is too small for the default 20 workers.
+//
+// River's tables are the outbox's alone. An application that runs River
+// clients of its own keeps them in another schema (River's Config.Schema)
+// or database: River elects one leader among all the clients on a set of
+// tables, and a leader without the outbox's workers discards the
+// outbox's jobs whose worker died (River's rescuer knows no worker for
+// them) and never queues the outbox's periodic work.
 func OpenPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o *Options) (*Outbox, error) {
 	if pool == nil {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Reason: "nil *pgxpool.Pool"}
