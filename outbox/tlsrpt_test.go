@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -252,61 +253,62 @@ func TestTLSRPTOptions(t *testing.T) {
 	}
 }
 
-// A database made by schema version 1 gets the TLS-RPT tables at Open.
-func TestTLSRPTMigratesVersion1(t *testing.T) {
-	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	sender := newSender(t, srv.Transport(), nil)
+// downgraded makes a SQLite outbox at the current schema, runs stmts on
+// it to take it back to an earlier one, and returns its path and a raw
+// connection to it.
+func downgraded(t *testing.T, stmts ...string) (string, *sql.DB) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "mail.db")
 	if err := outbox.Migrate(context.Background(), path); err != nil {
 		t.Fatal(err)
 	}
 	db := rawDB(t, path)
-	for _, q := range []string{`DROP TABLE mailsec_outbox_rpt_count`, `DROP TABLE mailsec_outbox_rpt_done`, `UPDATE mailsec_outbox_schema SET version = 1`} {
+	for _, q := range stmts {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
 	}
-	clk := &rptClock{t: time.Now()}
-	o := rptOptions(clk, newRptCollector(t))
-	ob := openAt(t, sender, path, fast(&outbox.Options{TLSRPT: o}), false)
-	o.Aggregator.Record(tlsrpt.Result{PolicyDomain: "example.org", Success: true})
-	if err := o.Aggregator.Flush(context.Background(), ob.TLSRPTStore()); err != nil {
-		t.Fatal(err)
-	}
+	return path, db
+}
+
+// checkMigrated fails unless db is at the current schema version.
+func checkMigrated(t *testing.T, db *sql.DB) {
+	t.Helper()
 	var v int
 	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 4 {
 		t.Fatalf("schema version %d, %v", v, err)
 	}
 }
 
+// A database made by schema version 1 gets the TLS-RPT tables at Open.
+func TestTLSRPTMigratesVersion1(t *testing.T) {
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	path, db := downgraded(t, `DROP TABLE mailsec_outbox_rpt_count`, `DROP TABLE mailsec_outbox_rpt_done`, `UPDATE mailsec_outbox_schema SET version = 1`)
+	clk := &rptClock{t: time.Now()}
+	o := rptOptions(clk, newRptCollector(t))
+	ob := openAt(t, newSender(t, srv.Transport(), nil), path, fast(&outbox.Options{TLSRPT: o}), false)
+	o.Aggregator.Record(tlsrpt.Result{PolicyDomain: "example.org", Success: true})
+	if err := o.Aggregator.Flush(context.Background(), ob.TLSRPTStore()); err != nil {
+		t.Fatal(err)
+	}
+	checkMigrated(t, db)
+}
+
 // A database of schema version 2, whose TLS-RPT counts were kept
 // readable, loses those tables at Open, for sealed ones.
 func TestTLSRPTMigratesVersion2(t *testing.T) {
 	srv := mailsectest.NewServer(t, mailsectest.Config{})
-	sender := newSender(t, srv.Transport(), nil)
-	path := filepath.Join(t.TempDir(), "mail.db")
-	if err := outbox.Migrate(context.Background(), path); err != nil {
-		t.Fatal(err)
-	}
-	db := rawDB(t, path)
-	for _, q := range []string{`DROP TABLE mailsec_outbox_rpt_count`, `DROP TABLE mailsec_outbox_rpt_done`,
+	path, db := downgraded(t, `DROP TABLE mailsec_outbox_rpt_count`, `DROP TABLE mailsec_outbox_rpt_done`,
 		`CREATE TABLE mailsec_outbox_tlsrpt (day BIGINT NOT NULL, domain TEXT NOT NULL, key_id TEXT NOT NULL, key TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (day, domain, key_id))`,
 		`CREATE TABLE mailsec_outbox_tlsrpt_done (day BIGINT NOT NULL, domain TEXT NOT NULL, done_at BIGINT NOT NULL, PRIMARY KEY (day, domain))`,
 		`INSERT INTO mailsec_outbox_tlsrpt VALUES (20000, 'example.org', 'x', '{}', 3)`,
-		`UPDATE mailsec_outbox_schema SET version = 2`} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	openAt(t, sender, path, fast(nil), false)
+		`UPDATE mailsec_outbox_schema SET version = 2`)
+	openAt(t, newSender(t, srv.Transport(), nil), path, fast(nil), false)
 	var n int
 	if err := db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'mailsec_outbox_tlsrpt%'`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d version 2 tables left, %v", n, err)
 	}
-	var v int
-	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 4 {
-		t.Fatalf("schema version %d, %v", v, err)
-	}
+	checkMigrated(t, db)
 }
 
 // Canaries for what TLS-RPT counts say about whom the application mails.
