@@ -101,25 +101,14 @@ func TestCipherNeverBelowAES128(t *testing.T) {
 					rcpts = append(rcpts, id.UserId.Email)
 				}
 			}
-			p, err := pgp.New(src, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := p.Protect(context.Background(), &mailsec.Entity{Header: headerFor(rcpts[0]), Body: strBody(canary)}, rcpts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var buf bytes.Buffer
-			if _, err := out.Entity.WriteTo(&buf); err != nil {
-				t.Fatal(err)
-			}
+			ct, out := protectCanary(t, src, nil, rcpts...)
 			wantName := map[packet.CipherFunction]string{packet.CipherAES256: "aes256-cfb", packet.CipherAES128: "aes128-cfb"}[c.want]
 			for i, e := range c.keys {
-				wi := readWire(t, e, encryptedPart(t, buf.Bytes()))
+				wi := readWire(t, e, ct)
 				if wi.seipd != 1 || wi.pkesk != 3 || wi.cipher != c.want {
 					t.Fatalf("key %d: %+v, want SEIPDv1 with cipher %d", i, wi, c.want)
 				}
-				if pt := goDecrypt(t, e, encryptedPart(t, buf.Bytes())); !bytes.Contains(pt, []byte(canary)) {
+				if pt := goDecrypt(t, e, ct); !bytes.Contains(pt, []byte(canary)) {
 					t.Fatalf("key %d cannot read it", i)
 				}
 				if got := out.Keys[rcpts[i]].Cipher; got != wantName {
@@ -192,24 +181,7 @@ func TestSEIPDv2OptIn(t *testing.T) {
 	bob := testKeys(t)["bob@example.org"]
 	src := mapSource{"ann@example.org": {aead}, "bob@example.org": {bob}}
 
-	protect := func(o *pgp.Options, rcpts ...string) ([]byte, *mailsec.Protected) {
-		t.Helper()
-		p, err := pgp.New(src, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := p.Protect(context.Background(), &mailsec.Entity{Header: headerFor(rcpts[0]), Body: strBody(canary)}, rcpts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var buf bytes.Buffer
-		if _, err := out.Entity.WriteTo(&buf); err != nil {
-			t.Fatal(err)
-		}
-		return encryptedPart(t, buf.Bytes()), out
-	}
-
-	ct, out := protect(nil, "ann@example.org")
+	ct, out := protectCanary(t, src, nil, "ann@example.org")
 	if wi := readWire(t, aead, ct); wi.seipd != 1 || wi.pkesk != 3 || wi.cipher != packet.CipherAES256 || out.Keys["ann@example.org"].Cipher != "aes256-cfb" {
 		t.Fatalf("default: %+v, reported %q", wi, out.Keys["ann@example.org"].Cipher)
 	}
@@ -228,7 +200,7 @@ func TestSEIPDv2OptIn(t *testing.T) {
 		t.Fatalf("gpg cannot read the default output:\n%s", status)
 	}
 
-	ct, out = protect(&pgp.Options{AllowSEIPDv2: true}, "ann@example.org")
+	ct, out = protectCanary(t, src, &pgp.Options{AllowSEIPDv2: true}, "ann@example.org")
 	wi := readWire(t, aead, ct)
 	if wi.seipd != 2 || wi.pkesk != 6 || wi.cipher != packet.CipherAES256 || wi.mode != packet.AEADModeOCB ||
 		out.Keys["ann@example.org"].Cipher != "aes256-ocb" {
@@ -238,7 +210,7 @@ func TestSEIPDv2OptIn(t *testing.T) {
 		t.Fatal("go-crypto cannot read the SEIPDv2 output")
 	}
 
-	ct, out = protect(&pgp.Options{AllowSEIPDv2: true}, "ann@example.org", "bob@example.org")
+	ct, out = protectCanary(t, src, &pgp.Options{AllowSEIPDv2: true}, "ann@example.org", "bob@example.org")
 	if wi := readWire(t, bob, ct); wi.seipd != 1 || out.Keys["ann@example.org"].Cipher != "aes256-cfb" {
 		t.Fatalf("mixed recipients: %+v, reported %q", wi, out.Keys["ann@example.org"].Cipher)
 	}
@@ -283,4 +255,23 @@ func TestReceiptNotesExpiringKey(t *testing.T) {
 	if ann := send(&pgp.Options{ExpiryWarning: 10 * 24 * time.Hour}).Recipients[0].Protection; len(ann.Notes) != 0 {
 		t.Fatalf("10-day window: %+v", ann)
 	}
+}
+
+// protectCanary protects a text holding canary for rcpts with keys from
+// src, and returns the encrypted part and what Protect reported.
+func protectCanary(t *testing.T, src pgp.KeySource, o *pgp.Options, rcpts ...string) ([]byte, *mailsec.Protected) {
+	t.Helper()
+	p, err := pgp.New(src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.Protect(context.Background(), &mailsec.Entity{Header: headerFor(rcpts[0]), Body: strBody(canary)}, rcpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := out.Entity.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return encryptedPart(t, buf.Bytes()), out
 }
