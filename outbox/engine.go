@@ -34,6 +34,11 @@ type engine interface {
 	postgres() bool
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
+	// queueJob is insertJob for a message t has just inserted: in a
+	// transaction a groupCommit shares, the job is inserted when the
+	// group's work is done, with the other new messages' jobs, in one
+	// statement.
+	queueJob(ctx context.Context, t txn, id string) error
 	start(ctx context.Context) error
 	stop(ctx context.Context) error
 	stopAndCancel(ctx context.Context) error
@@ -247,7 +252,32 @@ func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string) erro
 	if !ok {
 		return fmt.Errorf("outbox: internal error: a transaction of another database")
 	}
-	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, &river.InsertOpts{Queue: queueName, MaxAttempts: maxJobAttempts})
+	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, deliverOpts())
+	return err
+}
+
+// deliverOpts are the insert options of a delivery job.
+func deliverOpts() *river.InsertOpts {
+	return &river.InsertOpts{Queue: queueName, MaxAttempts: maxJobAttempts}
+}
+
+func (e *riverEngine[TTx]) queueJob(ctx context.Context, t txn, id string) error {
+	if sp, ok := t.(sqliteSavepoint); ok && sp.jobs != nil {
+		*sp.jobs = append(*sp.jobs, id)
+		return nil
+	}
+	return e.insertJob(ctx, t, id)
+}
+
+// insertJobs queues the delivery jobs of the messages ids in tx, in one
+// statement: River prepares every statement it runs on SQLite anew, and
+// its insert is long to parse.
+func insertJobs(ctx context.Context, client *river.Client[*sql.Tx], tx *sql.Tx, ids []string) error {
+	params := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		params[i] = river.InsertManyParams{Args: deliverArgs{ID: id}, InsertOpts: deliverOpts()}
+	}
+	_, err := client.InsertManyTx(ctx, tx, params)
 	return err
 }
 
@@ -410,7 +440,7 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 		driver: driver,
 		client: client,
 		q:      sqliteQ{db, nil},
-		group:  &groupCommit{db: db},
+		group:  &groupCommit{db: db, client: client},
 		sqlDB:  db,
 		rawTx: func(t txn) (*sql.Tx, bool) {
 			switch t := t.(type) {

@@ -437,7 +437,7 @@ ON CONFLICT (idem) DO NOTHING`,
 		}
 		return ob.sameMessage(prev, prevIdem, prevFP, idem, fp.Sum(nil))
 	}
-	if err := ob.eng.insertJob(ctx, t, id); err != nil {
+	if err := ob.eng.queueJob(ctx, t, id); err != nil {
 		return enqueued{}, fmt.Errorf("outbox: Enqueue: queueing the delivery job: %w", err)
 	}
 	return enqueued{id: id}, nil

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
+
+	"github.com/riverqueue/river"
 )
 
 // groupCommit runs the short writing transactions of concurrent workers
@@ -17,8 +20,9 @@ import (
 // to its savepoint and does not touch the others'; a failed commit fails
 // every caller in the group.
 type groupCommit struct {
-	db   *sql.DB
-	prep *sqlitePrepared // statements prepared on db, or nil
+	db     *sql.DB
+	prep   *sqlitePrepared        // statements prepared on db, or nil
+	client *river.Client[*sql.Tx] // inserts the group's new delivery jobs
 
 	mu      sync.Mutex
 	pending []*groupOp
@@ -100,8 +104,12 @@ func (g *groupCommit) run(ops []*groupOp) {
 	}
 	// Each operation sees the transaction as a savepoint, which is what
 	// it is, and which River's InsertTx accepts (see rawTx); the
-	// operation neither releases nor rolls it back: run does.
-	q := sqliteSavepoint{sqliteQ{tx, g.prep}, tx}
+	// operation neither releases nor rolls it back: run does. The
+	// delivery jobs of the messages the operations queue are inserted
+	// last, all in one statement; those of an operation rolled back are
+	// dropped with it.
+	var jobs, opJobs []string
+	q := sqliteSavepoint{sqliteQ{tx, g.prep}, tx, &opJobs}
 	ran := 0
 	for _, op := range ops {
 		if op.err = op.ctx.Err(); op.err != nil {
@@ -111,9 +119,12 @@ func (g *groupCommit) run(ops []*groupOp) {
 			op.err = err
 			continue
 		}
+		opJobs = opJobs[:0]
 		op.err = op.safeRun(q)
 		if op.err != nil {
 			_, err = tx.ExecContext(ctx, "ROLLBACK TO "+groupSavepoint)
+		} else {
+			jobs = append(jobs, opJobs...)
 		}
 		if _, rerr := tx.ExecContext(ctx, "RELEASE "+groupSavepoint); err == nil {
 			err = rerr
@@ -130,6 +141,13 @@ func (g *groupCommit) run(ops []*groupOp) {
 	if ran == 0 {
 		_ = tx.Rollback()
 		return
+	}
+	if len(jobs) > 0 {
+		if err := insertJobs(ctx, g.client, tx, jobs); err != nil {
+			_ = tx.Rollback()
+			fail(fmt.Errorf("outbox: queueing the delivery jobs: %w", err))
+			return
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		fail(err)

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/mailsectest"
 )
 
 // Concurrent callers' work commits together, each caller's own failure
@@ -96,5 +100,124 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 	ran := false
 	if err := g.do(ctx, func(context.Context, txn) error { ran = true; return nil }); !errors.Is(err, context.Canceled) || ran {
 		t.Errorf("with an ended context: err %v, ran %v", err, ran)
+	}
+}
+
+// Concurrent Enqueues on SQLite share transactions, and the delivery jobs
+// of a group's messages are inserted at its end: every message queued has
+// exactly one job, and a message whose caller's work failed after
+// queueing it has neither row nor job.
+func TestGroupQueuesOneJobPerMessage(t *testing.T) {
+	ctx := t.Context()
+	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "mail.db")
+	ob, err := Open(ctx, sender, path, &Options{Keys: []Key{NewKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close(context.Background())
+
+	const n = 96
+	ids := make([]string, n)
+	errs := make([]error, n)
+	refused := errors.New("refused after queueing")
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			m := &mailsec.Message{From: "app@example.com", To: []string{fmt.Sprintf("r%d@example.org", i)}, Subject: "s", Text: "t"}
+			if i%8 != 5 {
+				ids[i], errs[i] = ob.Enqueue(ctx, m, nil)
+				return
+			}
+			pm, err := ob.prepare(m, nil)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = ob.eng.inTx(ctx, func(ctx context.Context, q txn) error {
+				id, queued, err := ob.enqueue(ctx, q, m, pm)
+				ids[i] = id
+				if err != nil || !queued {
+					return fmt.Errorf("enqueue: %v (queued %v)", err, queued)
+				}
+				return refused
+			})
+		})
+	}
+	wg.Wait()
+
+	db, err := sql.Open("sqlite", "file:"+path+sqlitePragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i, id := range ids {
+		var rows, jobs int
+		if err := db.QueryRow(`SELECT count(*) FROM mailsec_outbox_message WHERE id = ?`, id).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRow(`SELECT count(*) FROM river_job WHERE kind = ? AND args ->> 'id' = ?`, deliverKind, id).Scan(&jobs); err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if i%8 == 5 {
+			want = 0
+			if !errors.Is(errs[i], refused) {
+				t.Errorf("caller %d: got %v, want its own error", i, errs[i])
+			}
+		} else if errs[i] != nil {
+			t.Errorf("caller %d: %v", i, errs[i])
+		}
+		if id == "" || rows != want || jobs != want {
+			t.Errorf("caller %d (message %q): %d rows and %d delivery jobs, want %d of each", i, id, rows, jobs, want)
+		}
+	}
+}
+
+// When the group's delivery jobs cannot be inserted, nothing of the group
+// commits and every caller is told so.
+func TestGroupJobsFailTogether(t *testing.T) {
+	ctx := t.Context()
+	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "mail.db")
+	ob, err := Open(ctx, sender, path, &Options{Keys: []Key{NewKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close(context.Background())
+	db, err := sql.Open("sqlite", "file:"+path+sqlitePragmas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// A trigger refuses every delivery job, as a failing insert would.
+	if _, err := db.Exec(`CREATE TRIGGER refuse_jobs BEFORE INSERT ON river_job
+BEGIN SELECT RAISE(ABORT, 'no jobs today'); END`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			m := &mailsec.Message{From: "app@example.com", To: []string{fmt.Sprintf("r%d@example.org", i)}, Subject: "s", Text: "t"}
+			_, errs[i] = ob.Enqueue(ctx, m, nil)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "no jobs today") {
+			t.Errorf("caller %d: got %v, want the job insert's error", i, err)
+		}
+	}
+	var rows int
+	if err := db.QueryRow(`SELECT count(*) FROM mailsec_outbox_message`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("%d messages stored without their jobs (%v)", rows, err)
 	}
 }

@@ -289,13 +289,17 @@ func (t sqliteTx) rollback(context.Context) error { return t.tx.Rollback() }
 type sqliteSavepoint struct {
 	sqliteQ
 	tx *sql.Tx
+	// jobs, in a transaction a groupCommit shares, collects the delivery
+	// jobs of new messages, queued together at the group's end (see
+	// engine.queueJob).
+	jobs *[]string
 }
 
 const savepoint = "mailsec_outbox_enqueue"
 
 func beginSQLiteSavepoint(ctx context.Context, tx *sql.Tx) (sqliteSavepoint, error) {
 	_, err := tx.ExecContext(ctx, "SAVEPOINT "+savepoint)
-	return sqliteSavepoint{sqliteQ{tx, nil}, tx}, err
+	return sqliteSavepoint{sqliteQ{tx, nil}, tx, nil}, err
 }
 
 func (t sqliteSavepoint) commit(ctx context.Context) error {
