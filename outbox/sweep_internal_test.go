@@ -1,0 +1,253 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/internal/pgtest"
+	"github.com/mailsec/mailsec/mailsectest"
+)
+
+// The clean-up's sweep gives a message that is still queued a new delivery
+// job when River ended its job (see requeueJobless). These tests call the
+// clean-up directly, as River's leader does every cleanEvery.
+
+// sweepDatabases runs f on SQLite and on Postgres (a server of its own);
+// each call of fresh makes a new database.
+func sweepDatabases(t *testing.T, f func(t *testing.T, fresh func() string)) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			t.Parallel()
+			fresh := func() string { return filepath.Join(t.TempDir(), "mail.db") }
+			if db == "postgres" {
+				pg := pgtest.Start(t)
+				fresh = func() string { return pg.NewDatabase(t) }
+			}
+			f(t, fresh)
+		})
+	}
+}
+
+// logBuffer is a log a test reads while the outbox writes to it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// sweepOpen opens an outbox at where, delivering through tr (a recording
+// one when nil), logging to the returned buffer; it is not started.
+func sweepOpen(t *testing.T, where string, tr mailsec.Transport, o *Options) (*Outbox, *logBuffer) {
+	t.Helper()
+	if tr == nil {
+		tr = &mailsectest.RecordingTransport{}
+	}
+	sender, err := mailsec.NewSender(tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o == nil {
+		o = &Options{}
+	}
+	log := &logBuffer{}
+	o.Keys = []Key{sweepKey}
+	o.Logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.MinBackoff == 0 {
+		o.MinBackoff, o.MaxBackoff = 50*time.Millisecond, 200*time.Millisecond
+	}
+	ob, err := Open(context.Background(), sender, where, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = ob.Close(ctx)
+	})
+	return ob, log
+}
+
+var sweepKey = NewKey()
+
+const sweepSubject = "sweep-canary-subject"
+
+func sweepEnqueue(t *testing.T, ob *Outbox, to string) string {
+	t.Helper()
+	id, err := ob.Enqueue(context.Background(), &mailsec.Message{From: "app@example.com", To: []string{to}, Subject: sweepSubject, Text: "t"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// jobCounts counts message id's delivery jobs: those River has not ended,
+// and all.
+func jobCounts(t *testing.T, ob *Outbox, id string) (live, all int) {
+	t.Helper()
+	err := ob.eng.pool().queryRow(context.Background(), `SELECT
+	COALESCE(SUM(CASE WHEN state IN `+sqlLiveJobStates+` THEN 1 ELSE 0 END), 0), COUNT(*)
+FROM river_job WHERE kind = $1 AND args ->> 'id' = $2`, deliverKind, id).Scan(&live, &all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return live, all
+}
+
+// lastJob returns message id's newest delivery job.
+func lastJob(t *testing.T, ob *Outbox, id string) int64 {
+	t.Helper()
+	var j int64
+	if err := ob.eng.pool().queryRow(context.Background(), `SELECT MAX(id) FROM river_job WHERE kind = $1 AND args ->> 'id' = $2`,
+		deliverKind, id).Scan(&j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// endJob ends message id's delivery job as River or an operator may:
+// "discarded" as River's rescuer does once the job's first run died
+// (attempt 1 committed, nothing recorded), "cancelled" and "deleted"
+// through River's client.
+func endJob(t *testing.T, ob *Outbox, id, how string) {
+	t.Helper()
+	ctx := context.Background()
+	j := lastJob(t, ob, id)
+	var err error
+	switch how {
+	case "discarded":
+		q := `UPDATE river_job SET state = 'discarded', attempt = 1, attempted_at = created_at, finalized_at = created_at WHERE id = $1`
+		_, err = ob.eng.pool().exec(ctx, q, j)
+	case "cancelled", "deleted":
+		switch e := ob.eng.(type) {
+		case *riverEngine[*sql.Tx]:
+			err = endWithClient(ctx, e, j, how)
+		case *riverEngine[pgx.Tx]:
+			err = endWithClient(ctx, e, j, how)
+		}
+	default:
+		t.Fatalf("no way %q", how)
+	}
+	if err != nil {
+		t.Fatalf("%s job %d: %v", how, j, err)
+	}
+	if live, _ := jobCounts(t, ob, id); live != 0 {
+		t.Fatalf("%d live jobs after the job was %s", live, how)
+	}
+}
+
+func endWithClient[TTx any](ctx context.Context, e *riverEngine[TTx], j int64, how string) error {
+	var err error
+	if how == "cancelled" {
+		_, err = e.client.JobCancel(ctx, j)
+	} else {
+		_, err = e.client.JobDelete(ctx, j)
+	}
+	return err
+}
+
+func waitState(t *testing.T, ob *Outbox, id string, want State) *Status {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := ob.Status(context.Background(), id)
+		if err == nil && st.State == want {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message %s not %s after 30s: %+v, %v", id, want, st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// attemptsSeen is what a message's attempts say of the runs before them:
+// each attempt's number and its possible duplicates.
+func attemptsSeen(st *Status) string {
+	var b strings.Builder
+	for _, a := range st.Attempts {
+		fmt.Fprintf(&b, "#%d dup=%v; ", a.Number, a.PossibleDuplicates)
+	}
+	fmt.Fprintf(&b, "recipient flagged=%v", st.Recipients[0].PossibleDuplicate)
+	return b.String()
+}
+
+// A queued message whose job River ended (discarded by the rescuer after
+// a run that died, cancelled, deleted) is given a new job by the
+// clean-up, and delivered; its attempts are numbered, and its recipients
+// flagged, as Retry would have them in the same case: a run that died
+// unrecorded (or a job gone, which may have had one) is an attempt whose
+// recipients may have the message.
+func TestSweepRequeuesMessageWhoseJobEnded(t *testing.T) {
+	sweepDatabases(t, func(t *testing.T, fresh func() string) {
+		for _, c := range []struct {
+			how     string
+			numbers string // the attempts' numbers and flags
+		}{
+			{"discarded", "#2 dup=[ann@example.org]; recipient flagged=true"},
+			{"cancelled", "#1 dup=[]; recipient flagged=false"},
+			{"deleted", "#2 dup=[ann@example.org]; recipient flagged=true"},
+		} {
+			t.Run(c.how, func(t *testing.T) {
+				ctx := context.Background()
+				ob, log := sweepOpen(t, fresh(), nil, nil)
+				swept := sweepEnqueue(t, ob, "ann@example.org")
+				retried := sweepEnqueue(t, ob, "ann@example.org")
+				endJob(t, ob, swept, c.how)
+				endJob(t, ob, retried, c.how)
+				if err := ob.Retry(ctx, retried); err != nil {
+					t.Fatal(err)
+				}
+				if err := ob.clean(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range []string{swept, retried} {
+					if live, _ := jobCounts(t, ob, id); live != 1 {
+						t.Fatalf("message %s has %d live jobs after the clean-up, want 1", id, live)
+					}
+				}
+				logged := log.String()
+				if !strings.Contains(logged, "id="+swept) || strings.Contains(logged, "id="+retried) {
+					t.Errorf("the log does not name the message queued again (and it alone):\n%s", logged)
+				}
+				if !strings.Contains(logged, "requeued=1") {
+					t.Errorf("the clean-up's log does not count the message queued again:\n%s", logged)
+				}
+				if strings.Contains(logged, sweepSubject) || strings.Contains(logged, "ann@") {
+					t.Errorf("the log shows the message's content:\n%s", logged)
+				}
+				if err := ob.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+				got, want := attemptsSeen(waitState(t, ob, swept, Delivered)), attemptsSeen(waitState(t, ob, retried, Delivered))
+				if got != want {
+					t.Errorf("queued again by the clean-up: %s\nby Retry: %s", got, want)
+				}
+				if got != c.numbers {
+					t.Errorf("attempts %s, want %s", got, c.numbers)
+				}
+			})
+		}
+	})
+}
