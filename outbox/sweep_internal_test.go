@@ -251,3 +251,222 @@ func TestSweepRequeuesMessageWhoseJobEnded(t *testing.T) {
 		}
 	})
 }
+
+// byRecipient is a transport whose outcome depends on the recipient:
+// later@ is deferred (451), refused@ refused (550), hold@ waits until
+// release is closed (started is told); the others are accepted.
+func byRecipient() (tr *mailsectest.RecordingTransport, started chan string, release chan struct{}) {
+	started, release = make(chan string, 10), make(chan struct{})
+	tr = &mailsectest.RecordingTransport{Fail: func(d *mailsec.Delivery) error {
+		switch d.To[0] {
+		case "later@example.org":
+			return &mailsec.SMTPError{Command: "RCPT", Code: 451, EnhancedCode: mailsec.EnhancedCode{4, 3, 0}, Message: "later"}
+		case "refused@example.org":
+			return &mailsec.SMTPError{Command: "RCPT", Code: 550, EnhancedCode: mailsec.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		case "hold@example.org":
+			started <- d.To[0]
+			<-release
+		}
+		return nil
+	}}
+	return tr, started, release
+}
+
+// jobState is the state of message id's newest delivery job.
+func jobState(t *testing.T, ob *Outbox, id string) string {
+	t.Helper()
+	var s string
+	if err := ob.eng.pool().queryRow(context.Background(), `SELECT state FROM river_job WHERE id = $1`, lastJob(t, ob, id)).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func jobRunsOf(t *testing.T, ob *Outbox, id string) sql.NullInt64 {
+	t.Helper()
+	var n sql.NullInt64
+	if err := ob.eng.pool().queryRow(context.Background(), `SELECT job_runs FROM mailsec_outbox_message WHERE id = $1`, id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A message whose job River has not ended is left as it is: its job
+// available (not yet run), scheduled (snoozed until the next attempt after
+// a deferral), or running (an attempt under way, or a dead worker's not
+// yet rescued). It keeps its one job and its count of runs.
+func TestSweepLeavesLiveJobAlone(t *testing.T) {
+	sweepDatabases(t, func(t *testing.T, fresh func() string) {
+		ctx := context.Background()
+		tr, started, release := byRecipient()
+		ob, log := sweepOpen(t, fresh(), tr, &Options{MinBackoff: time.Hour, MaxBackoff: 2 * time.Hour})
+		check := func(id, state string) {
+			t.Helper()
+			if s := jobState(t, ob, id); s != state {
+				t.Fatalf("message's job is %s, want %s", s, state)
+			}
+			runs := jobRunsOf(t, ob, id)
+			if err := ob.clean(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if live, all := jobCounts(t, ob, id); live != 1 || all != 1 {
+				t.Errorf("job %s: after the clean-up the message has %d live jobs of %d, want 1 of 1", state, live, all)
+			}
+			if got := jobRunsOf(t, ob, id); got != runs {
+				t.Errorf("job %s: the clean-up changed the message's count of runs from %v to %v", state, runs, got)
+			}
+			if s := jobState(t, ob, id); s != state {
+				t.Errorf("after the clean-up the message's job is %s, want %s", s, state)
+			}
+		}
+
+		available := sweepEnqueue(t, ob, "ann@example.org")
+		check(available, "available")
+
+		later := sweepEnqueue(t, ob, "later@example.org")
+		hold := sweepEnqueue(t, ob, "hold@example.org")
+		if err := ob.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the held delivery did not start")
+		}
+		check(hold, "running")
+		deadline := time.Now().Add(20 * time.Second)
+		for jobState(t, ob, later) != "scheduled" {
+			if time.Now().After(deadline) {
+				t.Fatalf("the deferred message's job is %s after 20s, want scheduled", jobState(t, ob, later))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		check(later, "scheduled")
+		close(release)
+		waitState(t, ob, available, Delivered)
+		st := waitState(t, ob, hold, Delivered)
+		if got := attemptsSeen(st); got != "#1 dup=[]; recipient flagged=false" {
+			t.Errorf("the held message's attempts: %s", got)
+		}
+		if live, all := jobCounts(t, ob, hold); all != 1 || live > 1 {
+			t.Errorf("the held message had %d jobs", all)
+		}
+		if strings.Contains(log.String(), "requeued=1") {
+			t.Errorf("a message with a live job was queued again:\n%s", log.String())
+		}
+	})
+}
+
+// A finished message is never given a job: delivered, failed, expired or
+// cancelled, whether its job completed or was discarded.
+func TestSweepLeavesFinishedAlone(t *testing.T) {
+	sweepDatabases(t, func(t *testing.T, fresh func() string) {
+		ctx := context.Background()
+		tr, _, _ := byRecipient()
+		ob, log := sweepOpen(t, fresh(), tr, &Options{MaxAge: 2 * time.Second})
+		cancelled := sweepEnqueue(t, ob, "ann@example.org")
+		if err := ob.Cancel(ctx, cancelled); err != nil {
+			t.Fatal(err)
+		}
+		cancelledDiscarded := sweepEnqueue(t, ob, "ann@example.org")
+		if err := ob.Cancel(ctx, cancelledDiscarded); err != nil {
+			t.Fatal(err)
+		}
+		endJob(t, ob, cancelledDiscarded, "discarded")
+		want := map[string]State{cancelled: Cancelled, cancelledDiscarded: Cancelled}
+		want[sweepEnqueue(t, ob, "ann@example.org")] = Delivered
+		want[sweepEnqueue(t, ob, "refused@example.org")] = Failed
+		want[sweepEnqueue(t, ob, "later@example.org")] = Expired
+		if err := ob.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for id, state := range want {
+			waitState(t, ob, id, state)
+			for {
+				live, _ := jobCounts(t, ob, id)
+				if live == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("message %s is %s and its job is still %s", id, state, jobState(t, ob, id))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		for id, state := range want {
+			_, before := jobCounts(t, ob, id)
+			if err := ob.clean(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if live, all := jobCounts(t, ob, id); live != 0 || all != before {
+				t.Errorf("%s message: %d live jobs of %d after the clean-up, %d before", state, live, all, before)
+			}
+		}
+		if strings.Contains(log.String(), "requeued=1") {
+			t.Errorf("a finished message was queued again:\n%s", log.String())
+		}
+	})
+}
+
+// The clean-up run twice, by two processes at once (a leader and a stale
+// one), and with Retry at the same time, gives each message whose job
+// River ended one live job, and the attempt that follows is numbered and
+// flagged once for the run that died.
+func TestSweepConcurrentGivesOneJob(t *testing.T) {
+	sweepDatabases(t, func(t *testing.T, fresh func() string) {
+		ctx := context.Background()
+		where := fresh()
+		tr := &mailsectest.RecordingTransport{}
+		one, _ := sweepOpen(t, where, tr, nil)
+		other, _ := sweepOpen(t, where, tr, nil)
+		var ids []string
+		for range 8 {
+			id := sweepEnqueue(t, one, "ann@example.org")
+			endJob(t, one, id, "discarded")
+			ids = append(ids, id)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for _, ob := range []*Outbox{one, other, one, other} {
+			wg.Go(func() {
+				if err := ob.clean(ctx); err != nil {
+					errs <- err
+				}
+			})
+		}
+		for i, id := range ids {
+			if i%2 == 0 {
+				wg.Go(func() {
+					if err := other.Retry(ctx, id); err != nil {
+						errs <- err
+					}
+				})
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		for _, id := range ids {
+			if live, all := jobCounts(t, one, id); live != 1 || all != 2 {
+				t.Errorf("message %s has %d live jobs of %d, want 1 beside the one River ended", id, live, all)
+			}
+		}
+		if err := one.clean(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := one.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if got := attemptsSeen(waitState(t, one, id, Delivered)); got != "#2 dup=[ann@example.org]; recipient flagged=true" {
+				t.Errorf("message %s: %s", id, got)
+			}
+		}
+		if n := len(tr.Deliveries()); n != len(ids) {
+			t.Errorf("%d deliveries of %d messages", n, len(ids))
+		}
+	})
+}
