@@ -410,9 +410,10 @@ func TestSweepLeavesFinishedAlone(t *testing.T) {
 }
 
 // The clean-up run twice, by two processes at once (a leader and a stale
-// one), and with Retry at the same time, gives each message whose job
-// River ended one live job, and the attempt that follows is numbered and
-// flagged once for the run that died.
+// one), and with Retry and Cancel at the same time, gives each message
+// whose job River ended one live job at most, and the attempt that
+// follows is numbered and flagged once for the run that died; a cancelled
+// message is not attempted.
 func TestSweepConcurrentGivesOneJob(t *testing.T) {
 	sweepDatabases(t, func(t *testing.T, fresh func() string) {
 		ctx := context.Background()
@@ -435,10 +436,19 @@ func TestSweepConcurrentGivesOneJob(t *testing.T) {
 				}
 			})
 		}
+		cancelled := map[string]bool{}
 		for i, id := range ids {
-			if i%2 == 0 {
+			switch i % 4 {
+			case 0, 2:
 				wg.Go(func() {
 					if err := other.Retry(ctx, id); err != nil {
+						errs <- err
+					}
+				})
+			case 3:
+				cancelled[id] = true
+				wg.Go(func() {
+					if err := other.Cancel(ctx, id); err != nil {
 						errs <- err
 					}
 				})
@@ -450,7 +460,9 @@ func TestSweepConcurrentGivesOneJob(t *testing.T) {
 			t.Error(err)
 		}
 		for _, id := range ids {
-			if live, all := jobCounts(t, one, id); live != 1 || all != 2 {
+			// A message cancelled after the sweep gave it a job keeps the
+			// job, whose run finds it cancelled.
+			if live, all := jobCounts(t, one, id); live != 1 && !cancelled[id] || live > 1 || all > 2 {
 				t.Errorf("message %s has %d live jobs of %d, want 1 beside the one River ended", id, live, all)
 			}
 		}
@@ -461,12 +473,51 @@ func TestSweepConcurrentGivesOneJob(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, id := range ids {
+			if cancelled[id] {
+				continue
+			}
 			if got := attemptsSeen(waitState(t, one, id, Delivered)); got != "#2 dup=[ann@example.org]; recipient flagged=true" {
 				t.Errorf("message %s: %s", id, got)
 			}
 		}
-		if n := len(tr.Deliveries()); n != len(ids) {
-			t.Errorf("%d deliveries of %d messages", n, len(ids))
+		for id := range cancelled {
+			if st := waitState(t, one, id, Cancelled); len(st.Attempts) != 0 {
+				t.Errorf("cancelled message %s attempted: %+v", id, st.Attempts)
+			}
+		}
+		if n := len(tr.Deliveries()); n != len(ids)-len(cancelled) {
+			t.Errorf("%d deliveries of %d messages not cancelled", n, len(ids)-len(cancelled))
+		}
+	})
+}
+
+// The sweep reads which messages lack a live job, then gives each one a
+// job in a transaction of its own: a message that Cancel ended, or that
+// Retry (or another process's sweep) gave a job, after that read is left
+// as it is. requeueIfJobless is what runs for each message read.
+func TestSweepRechecksEachMessage(t *testing.T) {
+	sweepDatabases(t, func(t *testing.T, fresh func() string) {
+		ctx := context.Background()
+		ob, _ := sweepOpen(t, fresh(), nil, nil)
+		cancelled := sweepEnqueue(t, ob, "ann@example.org")
+		retried := sweepEnqueue(t, ob, "ann@example.org")
+		for _, id := range []string{cancelled, retried} {
+			endJob(t, ob, id, "discarded")
+		}
+		if err := ob.Cancel(ctx, cancelled); err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.Retry(ctx, retried); err != nil {
+			t.Fatal(err)
+		}
+		for id, want := range map[string]int{cancelled: 0, retried: 1} {
+			done, err := ob.requeueIfJobless(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if live, _ := jobCounts(t, ob, id); done || live != want {
+				t.Errorf("queued again: %v; %d live jobs, want %d", done, live, want)
+			}
 		}
 	})
 }
