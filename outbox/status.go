@@ -368,10 +368,11 @@ func (ob *Outbox) requeueJobless(ctx context.Context) (int, error) {
 // whether it did. Whatever else gives a message a job or ends it (Retry,
 // Cancel, an attempt's record, another process's sweep) writes its row
 // first: on Postgres the UPDATE below waits for the one before it to end
-// and then reads its row as committed; on SQLite it takes the database's
-// write lock. So this sees the job any of them committed, and a second
-// sweep sees the job the first committed: a message never gets a job
-// beside a live one, nor one once it is finished.
+// and then reads its row as committed; on SQLite the transaction holds
+// the database's write lock (from its start with Open's settings, from
+// the UPDATE at the latest). So this sees the job any of them committed,
+// and a second sweep sees the job the first committed: a message never
+// gets a job beside a live one, nor one once it is finished.
 func (ob *Outbox) requeueIfJobless(ctx context.Context, id string) (bool, error) {
 	t, err := ob.eng.begin(ctx)
 	if err != nil {
