@@ -521,3 +521,32 @@ func TestSweepRechecksEachMessage(t *testing.T) {
 		}
 	})
 }
+
+// A message an earlier version of the outbox left marked in flight
+// (state Sending, from before schema version 4) whose job River ended is
+// given a new job too: the attempt that follows flags its recipient, as
+// the mark says an attempt may have sent it.
+func TestSweepRequeuesLegacySending(t *testing.T) {
+	sweepDatabases(t, func(t *testing.T, fresh func() string) {
+		ctx := context.Background()
+		ob, log := sweepOpen(t, fresh(), nil, nil)
+		id := sweepEnqueue(t, ob, "ann@example.org")
+		endJob(t, ob, id, "discarded")
+		if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET state = 'sending', in_flight_at = 1, job_runs = NULL WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.clean(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if live, _ := jobCounts(t, ob, id); live != 1 || !strings.Contains(log.String(), "id="+id) {
+			t.Fatalf("%d live jobs after the clean-up, want 1; log:\n%s", live, log.String())
+		}
+		if err := ob.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st := waitState(t, ob, id, Delivered)
+		if len(st.Attempts) != 1 || len(st.Attempts[0].PossibleDuplicates) != 1 || !st.Recipients[0].PossibleDuplicate {
+			t.Errorf("attempts after the in-flight mark: %s", attemptsSeen(st))
+		}
+	})
+}
