@@ -167,7 +167,9 @@ func (ob *Outbox) recipientCount(id string, sealedProg []byte) (int, error) {
 // (the backoff does not start over). It fails with ErrNotFound for an
 // unknown ID, ErrFinished for a finished message, and ErrSending for one
 // an attempt is delivering now (a run of its delivery job that ends
-// within a couple of seconds is waited for).
+// within a couple of seconds is waited for). A message whose delivery job
+// River ended is given a new one; the clean-up does that unasked (see the
+// package documentation, When a worker dies).
 func (ob *Outbox) Retry(ctx context.Context, id string) error {
 	if ob.isClosed() {
 		return ErrClosed
@@ -254,28 +256,8 @@ func wakeJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string
 	if !ok {
 		return errors.New("internal error: a transaction of another database")
 	}
-	// ->> reads a JSON member on Postgres and on SQLite (3.38 and later).
-	rows, err := t.query(ctx, `SELECT id, state FROM river_job WHERE kind = $1 AND args ->> 'id' = $2
-AND state IN ('running', 'scheduled', 'retryable', 'available')`, deliverKind, id)
+	jobs, running, err := liveJobs(ctx, t, id)
 	if err != nil {
-		return err
-	}
-	var jobs []int64
-	running := false
-	for rows.Next() {
-		var j int64
-		var state string
-		if err := rows.Scan(&j, &state); err != nil {
-			rows.Close()
-			return err
-		}
-		if state == string(rivertype.JobStateRunning) {
-			running = true
-		}
-		jobs = append(jobs, j)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	if running {
@@ -289,12 +271,48 @@ AND state IN ('running', 'scheduled', 'retryable', 'available')`, deliverKind, i
 	if len(jobs) > 0 {
 		return nil
 	}
-	// The job is gone (River ended it, or deleted it): queue another,
-	// whose runs are counted from none. A run of the old job the message
-	// did not account for (its worker died, and River's rescuer discarded
-	// the job) may have sent it: the new job's first run is to take it
-	// for one that died (a negative count: start's lost is -job_runs).
-	// When the old job is gone too, that cannot be told, so it does.
+	return replaceJob(ctx, e, t, id)
+}
+
+// sqlLiveJobStates are the states of a River job that River has not
+// ended: it runs, or will.
+const sqlLiveJobStates = `('available', 'pending', 'retryable', 'running', 'scheduled')`
+
+// liveJobs returns the delivery jobs of message id that River has not
+// ended, and whether one of them is running.
+func liveJobs(ctx context.Context, t txn, id string) (jobs []int64, running bool, err error) {
+	// ->> reads a JSON member on Postgres and on SQLite (3.38 and later).
+	rows, err := t.query(ctx, `SELECT id, state FROM river_job WHERE kind = $1 AND args ->> 'id' = $2
+AND state IN `+sqlLiveJobStates, deliverKind, id)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var j int64
+		var state string
+		if err := rows.Scan(&j, &state); err != nil {
+			return nil, false, err
+		}
+		if state == string(rivertype.JobStateRunning) {
+			running = true
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, running, rows.Err()
+}
+
+// replaceJob queues a new delivery job for message id, whose jobs River
+// has all ended (or deleted), in t. Retry and the clean-up's sweep
+// (requeueJobless) call it with the message's row locked and no live job
+// found in t.
+func replaceJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string) error {
+	// The new job's runs are counted from none. A run of the old job the
+	// message did not account for (its worker died, and River's rescuer
+	// discarded the job) may have sent it: the new job's first run is to
+	// take it for one that died (a negative count: start's lost is
+	// -job_runs). When the old job is gone too, that cannot be told, so
+	// it does.
 	lost := 1
 	var attempt int
 	var md []byte
@@ -303,7 +321,7 @@ AND state IN ('running', 'scheduled', 'retryable', 'available')`, deliverKind, i
 	if e.postgres() {
 		metadata = "j.metadata"
 	}
-	err = t.queryRow(ctx, `SELECT j.attempt, `+metadata+`, m.job_runs FROM river_job j, mailsec_outbox_message m
+	err := t.queryRow(ctx, `SELECT j.attempt, `+metadata+`, m.job_runs FROM river_job j, mailsec_outbox_message m
 WHERE j.kind = $1 AND j.args ->> 'id' = $2 AND m.id = $2 ORDER BY j.id DESC LIMIT 1`, deliverKind, id).Scan(&attempt, &md, &runs)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

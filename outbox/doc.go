@@ -117,6 +117,23 @@
 // replaced within about 15 seconds, so the message is taken up somewhat
 // after the interval, not exactly at it.
 //
+// River may end a message's delivery job while the message is still
+// queued: its rescuer discards the job of a worker that died when the job
+// is out of attempts, or when the leader is an application's own River
+// client, which has no worker for the outbox's jobs; an operator may
+// cancel or delete the job with River's tools. The clean-up (see
+// Retention), which River's leader runs at start and every 10 minutes,
+// gives each unfinished message without a live delivery job (none
+// available, scheduled, retryable, running or pending) a new one, as Retry
+// would: the runs of the old job are accounted for as Retry accounts for
+// them, so that a run that died unrecorded is still taken for one that may
+// have sent the message, and its recipients are flagged. The message keeps
+// its schedule, and its ID is logged. Each message is given its job in a
+// transaction of its own that writes the message's row first and then
+// looks for a live job again, as Retry, Cancel and an attempt's record
+// write the row first: a message never has a job beside a live one, and a
+// finished one is never given one, even when two processes sweep at once.
+//
 // Close stops a process gracefully: the attempts under way are given until
 // its context ends to finish; those still running then are interrupted
 // (their SMTP sessions are dropped before the end of the message where

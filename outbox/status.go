@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mailsec/mailsec"
@@ -270,7 +272,9 @@ func jobRunning(ctx context.Context, q querier, id string) (bool, error) {
 const orphanAge = time.Hour
 
 // clean deletes what retention no longer keeps: finished messages'
-// status and attempts past ReceiptRetention, and orphaned chunks.
+// status and attempts past ReceiptRetention, and orphaned chunks; and it
+// gives each unfinished message whose delivery job River ended a new one
+// (requeueJobless).
 func (ob *Outbox) clean(ctx context.Context) error {
 	q := ob.eng.pool()
 	now := time.Now()
@@ -288,7 +292,116 @@ func (ob *Outbox) clean(ctx context.Context) error {
 (SELECT id FROM mailsec_outbox_message WHERE envelope IS NOT NULL)`, now.Add(-orphanAge).UnixMicro()); err != nil {
 		return fmt.Errorf("outbox: clean-up: %w", err)
 	}
+	n, err := ob.requeueJobless(ctx)
+	level := slog.LevelDebug
+	if n > 0 {
+		level = slog.LevelInfo
+	}
+	ob.log.LogAttrs(ctx, level, "mailsec outbox: clean-up", slog.Int("requeued", n))
+	if err != nil {
+		return fmt.Errorf("outbox: clean-up: %w", err)
+	}
 	return nil
+}
+
+// sqlJobless selects the unfinished messages (queued, or Sending as an
+// earlier version marked them) that have no delivery job River has not
+// ended ($1 deliverKind), the oldest first.
+const sqlJobless = `SELECT id FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') AND id NOT IN
+(SELECT args ->> 'id' FROM river_job WHERE kind = $1 AND state IN ` + sqlLiveJobStates + ` AND args ->> 'id' IS NOT NULL)
+ORDER BY created_at, id`
+
+// requeueJobless gives each unfinished message without a live delivery
+// job a new one, as Retry would, and returns how many it gave one. River
+// ends a job whose message is still queued when its rescuer discards the
+// job of a worker that died (out of attempts, or when the leader has no
+// worker for the kind: an application's own River client on the same
+// tables), or when an operator cancels or deletes it; such a message would
+// wait for ever.
+func (ob *Outbox) requeueJobless(ctx context.Context) (int, error) {
+	// The IDs first: on SQLite the one connection is needed for the
+	// transactions that follow.
+	rows, err := ob.eng.pool().query(ctx, sqlJobless, deliverKind)
+	if err != nil {
+		return 0, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n, failed := 0, 0
+	var first error
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return n, ctx.Err() // the rest at the next clean-up
+		}
+		done, err := ob.requeueIfJobless(ctx, id)
+		if err != nil {
+			// One message's failure does not keep the others waiting.
+			if failed++; first == nil {
+				first = fmt.Errorf("giving message %s a delivery job: %w", id, err)
+			}
+			continue
+		}
+		if done {
+			n++
+			ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: message without a live delivery job queued again", slog.String("id", id))
+		}
+	}
+	if failed > 1 {
+		first = fmt.Errorf("%w (and %d more messages)", first, failed-1)
+	}
+	return n, first
+}
+
+// requeueIfJobless gives message id a new delivery job when, with its
+// row locked, it is still unfinished and has no live job, and reports
+// whether it did. Whatever else gives a message a job or ends it (Retry,
+// Cancel, an attempt's record, another process's sweep) writes its row
+// first: on Postgres the UPDATE below waits for the one before it to end
+// and then reads its row as committed; on SQLite the transaction holds
+// the database's write lock (from its start with Open's settings, from
+// the UPDATE at the latest). So this sees the job any of them committed,
+// and a second sweep sees the job the first committed: a message never
+// gets a job beside a live one, nor one once it is finished.
+func (ob *Outbox) requeueIfJobless(ctx context.Context, id string) (bool, error) {
+	t, err := ob.eng.begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	n, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET job_runs = job_runs WHERE id = $1 AND state IN ('queued', 'sending')`, id)
+	if err != nil || n == 0 {
+		return false, err // finished meanwhile, or gone
+	}
+	jobs, _, err := liveJobs(ctx, t, id)
+	if err != nil || len(jobs) > 0 {
+		return false, err
+	}
+	switch e := ob.eng.(type) {
+	case *riverEngine[*sql.Tx]:
+		err = replaceJob(ctx, e, t, id)
+	case *riverEngine[pgx.Tx]:
+		err = replaceJob(ctx, e, t, id)
+	default:
+		err = errors.New("unknown database engine")
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := t.commit(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Migrate brings the tables of the outbox in db (a SQLite file path or a
