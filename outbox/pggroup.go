@@ -45,6 +45,7 @@ type pgEnqueueOp struct {
 	alone bool
 
 	inserted bool // its row was inserted in the group's transaction
+	ofGroup  bool // its outcome is a message of the group's transaction
 	done     chan struct{}
 }
 
@@ -94,8 +95,8 @@ const (
 VALUES ($1, $2, $3, $4, $5, 0, 0, NULL, NULL, $6, $7)`
 	// A message with an idempotency key is inserted only when no message
 	// holds one of the key's digests (the current key's or an older
-	// one's), and the unique index settles a concurrent insert of the
-	// current one.
+	// one's; an earlier row of the same group included), and the unique
+	// index settles a concurrent insert of the current one.
 	sqlInsertKeyedMessage = `INSERT INTO mailsec_outbox_message
 (id, state, created_at, expires_at, next_at, attempts, job_runs, idem, fingerprint, envelope, progress)
 SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, 0, 0, $6::bytea, $7::bytea, $8::bytea, $9::bytea
@@ -107,23 +108,13 @@ ON CONFLICT (idem) DO NOTHING`
 // run queues ops in one transaction and wakes their callers.
 func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 	var live []*pgEnqueueOp
-	seen := make(map[string]bool)
 	for _, op := range ops {
-		switch {
-		case op.ctx.Err() != nil:
+		if op.ctx.Err() != nil {
 			// Alone, it fails as an Enqueue of its own does.
 			op.alone = true
-		case op.pm.idem != nil && seen[string(op.pm.idem[0])]:
-			// A second Enqueue with a key already in the group: alone,
-			// once the group has committed (or failed), it finds the
-			// first one's message or queues its own.
-			op.alone = true
-		default:
-			if op.pm.idem != nil {
-				seen[string(op.pm.idem[0])] = true
-			}
-			live = append(live, op)
+			continue
 		}
+		live = append(live, op)
 	}
 	defer func() {
 		if v := recover(); v != nil {
@@ -148,7 +139,7 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 		// The commit's outcome is unknown: the messages may be queued,
 		// and queueing them again could queue them twice.
 		for _, op := range live {
-			if op.inserted {
+			if op.inserted || op.ofGroup {
 				op.id, op.err = "", fmt.Errorf("outbox: Enqueue: %w", err)
 			}
 		}
@@ -240,7 +231,8 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, live []*pgEnqueueOp) (commi
 				InsertOpts: &river.InsertOpts{Queue: queueName, MaxAttempts: maxJobAttempts}})
 			continue
 		}
-		// Its key is taken: by the first message queued with it.
+		// Its key is taken: by the first message queued with it, maybe
+		// in this group.
 		found := false
 		for _, p := range prev {
 			if p.id == pm.id || !slices.ContainsFunc(pm.idem, func(d []byte) bool { return bytes.Equal(d, p.idem) }) {
@@ -248,6 +240,7 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, live []*pgEnqueueOp) (commi
 			}
 			e, err := ob.sameMessage(p.id, p.idem, p.fp, pm.idem, pm.fp.Sum(nil))
 			op.id, op.err = e.id, err
+			op.ofGroup = slices.ContainsFunc(live, func(o *pgEnqueueOp) bool { return o.inserted && o.pm.id == p.id })
 			found = true
 			break
 		}
