@@ -214,7 +214,8 @@ func TestPgEnqueueGroupConcurrent(t *testing.T) {
 }
 
 // In one group: plain messages, a key given twice with one message, a key
-// already queued with this message and one queued with another; then a
+// already queued with this message and one queued with another, and a
+// caller whose context has ended; then a
 // group with a caller whose row Postgres refuses, and one whose context
 // has ended: the others are queued once, the failing callers get their
 // errors, and nothing of theirs is stored.
@@ -246,6 +247,8 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
 	ids, errs := inOneGroup(t, ob.pgGroup, []func() (string, error){
 		enqueue(ctx, groupMessage(10), "", ""),
 		enqueue(ctx, groupMessage(11), "", ""),
@@ -254,6 +257,7 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 		enqueue(ctx, groupMessage(1), "old-same", ""),
 		enqueue(ctx, groupMessage(3), "old-other", ""),
 		enqueue(ctx, groupMessage(13), "new", ""),
+		enqueue(ended, groupMessage(14), "", ""),
 	})
 	for i := range 4 {
 		if errs[i] != nil {
@@ -273,6 +277,9 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 	if errs[6] != nil {
 		t.Fatal(errs[6])
 	}
+	if !errors.Is(errs[7], context.Canceled) || ids[7] != "" {
+		t.Errorf("an ended context: %q, %v", ids[7], errs[7])
+	}
 	queued := []string{oldSame, oldOther, ids[0], ids[1], ids[2], ids[6]}
 	queuedOnce(t, ob, pool, queued)
 
@@ -283,8 +290,6 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT envelope FROM mailsec_outbox_message WHERE id = $1`, firstID).Scan(&firstEnv); err != nil {
 		t.Fatal(err)
 	}
-	ended, cancel := context.WithCancel(ctx)
-	cancel()
 	ids, errs = inOneGroup(t, ob.pgGroup, []func() (string, error){
 		enqueue(ctx, groupMessage(20), "", ""),
 		enqueue(ctx, groupMessage(21), "", firstID),
@@ -336,7 +341,8 @@ func TestPgEnqueueGroupContextEndsLate(t *testing.T) {
 }
 
 // endsOnSecondLook is a context that is live the first time its Err is
-// asked for, and ended from then on.
+// asked for, and ended from then on (its Done channel closed once Err has
+// been asked).
 type endsOnSecondLook struct {
 	context.Context
 	mu    sync.Mutex
@@ -358,7 +364,7 @@ func (c *endsOnSecondLook) Err() error {
 func (c *endsOnSecondLook) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.looks > 1 {
+	if c.looks > 0 {
 		return closedChan
 	}
 	return nil
