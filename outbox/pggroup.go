@@ -17,13 +17,14 @@ import (
 
 // pgEnqueueGroup queues the messages of concurrent Enqueues on Postgres in
 // one transaction: their rows in one pipelined batch, their delivery jobs
-// in one InsertManyTx, one commit. The first caller of an idle group
-// leads; the calls that arrive while a group runs form the next one, so
-// that nothing waits for a timer. Each caller returns only once the
-// transaction holding its message has committed. A group that fails
-// before its commit has stored nothing, and each of its callers then
-// runs alone, as an Enqueue of its own, so that one caller's failure is
-// its own.
+// in one InsertManyTx, one commit. A caller that finds fewer than
+// pgGroupsAtOnce groups running leads one; the calls that arrive
+// meanwhile form the next, so that nothing waits for a timer, and a group
+// sends its rows while the one before waits for its commit. Each caller
+// returns only once the transaction holding its message has committed. A
+// group that fails before its commit has stored nothing, and each of its
+// callers then runs alone, as an Enqueue of its own, so that one caller's
+// failure is its own.
 type pgEnqueueGroup struct {
 	ob     *Outbox
 	pool   *pgxpool.Pool
@@ -31,8 +32,13 @@ type pgEnqueueGroup struct {
 
 	mu      sync.Mutex
 	pending []*pgEnqueueOp
-	leading bool
+	leaders int // groups running
 }
+
+// pgGroupsAtOnce is how many groups run at once. Two keep the connection
+// busy while a commit waits for the disk; more make the groups smaller,
+// and each costs a commit.
+const pgGroupsAtOnce = 2
 
 type pgEnqueueOp struct {
 	ctx context.Context
@@ -55,8 +61,10 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 	op := &pgEnqueueOp{ctx: ctx, pm: pm, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, op)
-	lead := !g.leading
-	g.leading = true
+	lead := g.leaders < pgGroupsAtOnce
+	if lead {
+		g.leaders++
+	}
 	g.mu.Unlock()
 	if lead {
 		g.lead()
@@ -72,7 +80,7 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 }
 
 // lead runs one group, then hands the calls that arrived meanwhile to a
-// goroutine of their own.
+// goroutine of their own, or gives up its place.
 func (g *pgEnqueueGroup) lead() {
 	g.mu.Lock()
 	n := min(len(g.pending), maxGroup)
@@ -82,7 +90,7 @@ func (g *pgEnqueueGroup) lead() {
 	g.run(ops)
 	g.mu.Lock()
 	if len(g.pending) == 0 {
-		g.leading = false
+		g.leaders--
 	} else {
 		go g.lead()
 	}
@@ -116,6 +124,12 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 		}
 		live = append(live, op)
 	}
+	// The keyed rows in the order of their keys' digests: two groups
+	// (of this process or another) that give the same keys wait for
+	// each other on the unique index in one order, never in a circle.
+	slices.SortStableFunc(live, func(a, b *pgEnqueueOp) int {
+		return bytes.Compare(idemOf(a), idemOf(b))
+	})
 	defer func() {
 		if v := recover(); v != nil {
 			for _, op := range live {
@@ -264,4 +278,12 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, live []*pgEnqueueOp) (commi
 func rolledBack(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Severity == "ERROR" || errors.Is(err, pgx.ErrTxCommitRollback)
+}
+
+// idemOf is the current digest of op's idempotency key, or nil.
+func idemOf(op *pgEnqueueOp) []byte {
+	if op.pm.idem == nil {
+		return nil
+	}
+	return op.pm.idem[0]
 }

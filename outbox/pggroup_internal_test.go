@@ -80,16 +80,16 @@ func queuedOnce(t *testing.T, ob *Outbox, pool *pgxpool.Pool, ids []string) {
 }
 
 // inOneGroup runs the calls as concurrent Enqueues that all fall in one
-// group: the group is held as if another one ran until every call waits
-// in it, then led.
+// group: the group is held as if others ran until every call waits in
+// it, then led.
 func inOneGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, error)) (ids []string, errs []error) {
 	t.Helper()
 	g.mu.Lock()
-	if g.leading || len(g.pending) > 0 {
+	if g.leaders > 0 || len(g.pending) > 0 {
 		g.mu.Unlock()
 		t.Fatal("the group is busy")
 	}
-	g.leading = true
+	g.leaders = pgGroupsAtOnce
 	g.mu.Unlock()
 	ids, errs = make([]string, len(calls)), make([]error, len(calls))
 	var wg sync.WaitGroup
@@ -109,6 +109,9 @@ func inOneGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, error))
 	}
 	g.lead()
 	wg.Wait()
+	g.mu.Lock()
+	g.leaders -= pgGroupsAtOnce - 1
+	g.mu.Unlock()
 	return ids, errs
 }
 
@@ -368,4 +371,69 @@ func (c *endsOnSecondLook) Done() <-chan struct{} {
 		return closedChan
 	}
 	return nil
+}
+
+// Two outboxes on one database (two processes of an application) give
+// the same idempotency keys at once, in opposite orders: their groups wait
+// for each other on the keys in one order, and Postgres finds no deadlock.
+func TestPgEnqueueGroupsNeverDeadlock(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Start(t).NewDatabase(t)
+	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := NewKey()
+	var obs [2]*Outbox
+	for i := range obs {
+		if obs[i], err = Open(t.Context(), sender, url, &Options{Keys: []Key{key}}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = obs[i].Close(context.Background()) })
+	}
+	pool, err := pgxpool.New(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	deadlocks := func() int64 {
+		var n int64
+		if _, err := pool.Exec(t.Context(), `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(t.Context(), `SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := deadlocks()
+	const keys = 16
+	for round := range 8 {
+		var wg sync.WaitGroup
+		errs := make([]error, 2*keys)
+		start := make(chan struct{})
+		for i := range 2 * keys {
+			k := i % keys
+			if i >= keys {
+				k = keys - 1 - k
+			}
+			wg.Go(func() {
+				<-start
+				_, errs[i] = obs[i/keys].Enqueue(t.Context(), groupMessage(k), &EnqueueOptions{IdempotencyKey: fmt.Sprint(round, "-", k)})
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, Enqueue %d: %v", round, i, err)
+			}
+		}
+	}
+	// Each backend reports its counts when its transaction ends, at most
+	// once a second.
+	time.Sleep(1500 * time.Millisecond)
+	if n := deadlocks() - before; n != 0 {
+		t.Errorf("%d deadlocks", n)
+	}
 }
