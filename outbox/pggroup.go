@@ -143,10 +143,24 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 	if len(live) == 0 {
 		return
 	}
-	// The transaction serves callers with their own deadlines: it runs
-	// without any.
+	// The transaction serves callers with their own contexts: it is not
+	// cancelled with any of them, and its work before the commit ends at
+	// the latest of their deadlines (when each has one). The commit
+	// itself has none, so that no caller is told its message failed
+	// when the commit went through.
 	ctx := context.WithoutCancel(live[0].ctx)
-	committed, err := g.commit(ctx, live)
+	var latest time.Time
+	for _, op := range live {
+		d, ok := op.ctx.Deadline()
+		if !ok {
+			latest = time.Time{}
+			break
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	committed, err := g.commit(ctx, latest, live)
 	switch {
 	case err == nil:
 	case committed && !rolledBack(err):
@@ -167,8 +181,14 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 
 // commit runs the group's transaction. It reports whether it sent the
 // commit, whose failure leaves the outcome unknown.
-func (g *pgEnqueueGroup) commit(ctx context.Context, live []*pgEnqueueOp) (committing bool, err error) {
-	tx, err := g.pool.Begin(ctx)
+func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []*pgEnqueueOp) (committing bool, err error) {
+	work := ctx
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		work, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	tx, err := g.pool.Begin(work)
 	if err != nil {
 		return false, err
 	}
@@ -202,7 +222,7 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, live []*pgEnqueueOp) (commi
 		idem, fp []byte
 	}
 	var prev []prevMessage
-	br := tx.SendBatch(ctx, b)
+	br := tx.SendBatch(work, b)
 	for _, op := range live {
 		tag, err := br.Exec()
 		if err != nil {
@@ -264,7 +284,7 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, live []*pgEnqueueOp) (commi
 		}
 	}
 	if jobs != nil {
-		if _, err := g.client.InsertManyTx(ctx, tx, jobs); err != nil {
+		if _, err := g.client.InsertManyTx(work, tx, jobs); err != nil {
 			return false, fmt.Errorf("queueing the delivery jobs: %w", err)
 		}
 	}

@@ -437,3 +437,40 @@ func TestPgEnqueueGroupsNeverDeadlock(t *testing.T) {
 		t.Errorf("%d deadlocks", n)
 	}
 }
+
+// A group's work ends at its callers' latest deadline: with the table
+// locked, callers with deadlines are told so in time, and nothing of
+// theirs is stored once the lock is gone.
+func TestPgEnqueueGroupHonoursDeadlines(t *testing.T) {
+	t.Parallel()
+	ob, pool := openPgGroupTest(t)
+	lock, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(t.Context(), `LOCK TABLE mailsec_outbox_message IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	unlocked := time.AfterFunc(8*time.Second, func() { _ = lock.Rollback(context.Background()) })
+	defer unlocked.Stop()
+	began := time.Now()
+	var calls []func() (string, error)
+	for i := range 3 {
+		calls = append(calls, func() (string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(300+100*i)*time.Millisecond)
+			defer cancel()
+			return ob.Enqueue(ctx, groupMessage(i), nil)
+		})
+	}
+	ids, errs := inOneGroup(t, ob.pgGroup, calls)
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("the callers returned after %v", took)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) || ids[i] != "" {
+			t.Errorf("Enqueue %d: %q, %v, want its deadline's error", i, ids[i], err)
+		}
+	}
+	_ = lock.Rollback(context.Background())
+	queuedOnce(t, ob, pool, nil)
+}
