@@ -98,11 +98,12 @@ func (e *IdempotencyError) Temporary() bool { return false }
 // savepoint of its own; on Postgres, a message without attachments is
 // queued with those of the Enqueues under way at the same time (their
 // rows in one round trip, their jobs in one River InsertManyTx, one
-// commit), and if that transaction fails, each is queued again in a
-// transaction of its own. Each call returns only once its own message is
-// committed, with its own ID and idempotency outcome; a context ended
-// once its message's transaction has begun does not stop that
-// transaction.
+// commit), and if that transaction fails before its commit, each is then
+// queued in a transaction of its own. Each call returns only once its own
+// message is committed, with its own ID and idempotency outcome. On
+// Postgres, once its message's transaction has begun, a cancelled context
+// does not stop it, and its work before the commit ends at the latest
+// deadline of the callers it serves.
 //
 // The message is not protected (PGP, S/MIME) here: that happens at each
 // attempt, with the keys the Sender's Protectors have then.
