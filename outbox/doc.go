@@ -50,6 +50,12 @@
 // its own write is committed. A failed one is undone alone. An Enqueue
 // whose attachment reader is slow holds up the commit of the writes
 // grouped with it, as it would hold up the one connection on its own.
+// On Postgres, concurrent Enqueues of messages without attachments
+// share a transaction likewise (their rows sent in one round trip, their
+// jobs queued with one River InsertManyTx, one commit); when it fails
+// before its commit, each of them is then queued alone, so that one
+// caller's failure stays its own. Messages with attachments are queued each in a transaction of
+// its own.
 //
 // # What is guaranteed
 //

@@ -536,9 +536,12 @@ func openPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o 
 	if err != nil {
 		return nil, err
 	}
-	if ob.eng, err = newPostgresEngine(ob, pool, closeDB); err != nil {
+	e, err := newPostgresEngine(ob, pool, closeDB)
+	if err != nil {
 		return nil, err
 	}
+	ob.eng = e
+	ob.pgGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client}
 	if err := ob.ready(ctx); err != nil {
 		return nil, err
 	}

@@ -94,6 +94,17 @@ func (e *IdempotencyError) Temporary() bool { return false }
 // *mailsec.SenderError), a message over Options.MaxMessageSize with a
 // *SizeError, and nothing is queued. o may be nil.
 //
+// Concurrent Enqueues may share a transaction: on SQLite each in a
+// savepoint of its own; on Postgres, a message without attachments is
+// queued with those of the Enqueues under way at the same time (their
+// rows in one round trip, their jobs in one River InsertManyTx, one
+// commit), and if that transaction fails before its commit, each is then
+// queued in a transaction of its own. Each call returns only once its own
+// message is committed, with its own ID and idempotency outcome. On
+// Postgres, once its message's transaction has begun, a cancelled context
+// does not stop it, and its work before the commit ends at the latest
+// deadline of the callers it serves.
+//
 // The message is not protected (PGP, S/MIME) here: that happens at each
 // attempt, with the keys the Sender's Protectors have then.
 func (ob *Outbox) Enqueue(ctx context.Context, m *mailsec.Message, o *EnqueueOptions) (string, error) {
@@ -104,12 +115,26 @@ func (ob *Outbox) Enqueue(ctx context.Context, m *mailsec.Message, o *EnqueueOpt
 	if err != nil {
 		return "", err
 	}
+	return ob.enqueuePrepared(ctx, m, pm)
+}
+
+// enqueuePrepared queues m, prepared as pm, in a transaction of its own,
+// or shared with other Enqueues.
+func (ob *Outbox) enqueuePrepared(ctx context.Context, m *mailsec.Message, pm *preparedMessage) (string, error) {
+	// On Postgres a message without attachments is queued with those of
+	// concurrent Enqueues (see pgEnqueueGroup); when the group cannot
+	// queue it, it is queued alone.
+	if ob.pgGroup != nil && pm.env != nil {
+		if id, grouped, err := ob.pgGroup.enqueue(ctx, pm); grouped {
+			return id, err
+		}
+	}
 	// On SQLite the transaction may be shared with other Enqueues and
 	// attempts (see groupCommit): one commit, one wait for the disk.
 	var id string
 	var queued bool
 	var enqErr error
-	err = ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
+	err := ob.eng.inTx(ctx, func(ctx context.Context, t txn) error {
 		id, queued, enqErr = ob.enqueue(ctx, t, m, pm)
 		switch {
 		case enqErr != nil:

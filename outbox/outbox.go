@@ -148,6 +148,8 @@ type Outbox struct {
 	log    *slog.Logger
 	tlsrpt *tlsrptState // nil without Options.TLSRPT
 	verp   *bounce.VERP // nil without Options.VERP
+	// pgGroup queues concurrent Enqueues together on Postgres.
+	pgGroup *pgEnqueueGroup
 
 	mu      sync.Mutex
 	started bool
