@@ -270,9 +270,9 @@ func (e *riverEngine[TTx]) queueJob(ctx context.Context, t txn, id string) error
 }
 
 // insertJobs queues the delivery jobs of the messages ids in tx, in one
-// statement: River prepares every statement it runs on SQLite anew, and
-// its insert is long to parse.
-func insertJobs(ctx context.Context, client *river.Client[*sql.Tx], tx *sql.Tx, ids []string) error {
+// statement (River prepares every statement it runs on SQLite anew, and
+// its insert is long to parse; on Postgres, one round trip).
+func insertJobs[TTx any](ctx context.Context, client *river.Client[TTx], tx TTx, ids []string) error {
 	params := make([]river.InsertManyParams, len(ids))
 	for i, id := range ids {
 		params[i] = river.InsertManyParams{Args: deliverArgs{ID: id}, InsertOpts: deliverOpts()}

@@ -256,13 +256,12 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		return false, err
 	}
 
-	var jobs []river.InsertManyParams
+	var jobs []string
 	for _, op := range live {
 		pm := op.pm
 		if op.inserted {
 			op.id = pm.id
-			jobs = append(jobs, river.InsertManyParams{Args: deliverArgs{ID: pm.id},
-				InsertOpts: &river.InsertOpts{Queue: queueName, MaxAttempts: maxJobAttempts}})
+			jobs = append(jobs, pm.id)
 			continue
 		}
 		// Its key is taken: by the first message queued with it, maybe
@@ -284,7 +283,7 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		}
 	}
 	if jobs != nil {
-		if _, err := g.client.InsertManyTx(work, tx, jobs); err != nil {
+		if err := insertJobs(work, g.client, tx, jobs); err != nil {
 			return false, fmt.Errorf("queueing the delivery jobs: %w", err)
 		}
 	}
