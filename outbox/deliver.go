@@ -339,11 +339,12 @@ func (r *row) accountedWith(run int) int {
 
 // readForRun reads message id's row for a run, trying again for a while
 // when the database does not answer: a run that ends without reading it
-// is one the next run cannot tell from a dead one.
+// is one the next run cannot tell from a dead one. On Postgres the reads
+// of runs that start together are one statement.
 func (ob *Outbox) readForRun(ctx context.Context, id string) (*row, error) {
 	deadline := time.Now().Add(ob.o.margin)
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		r, err := loadRow(ctx, ob.eng.pool(), id)
+		r, err := ob.eng.readRow(ctx, id)
 		if err == nil || errors.Is(err, sql.ErrNoRows) || time.Now().Add(wait).After(deadline) {
 			return r, err
 		}
@@ -866,6 +867,8 @@ func (ob *Outbox) recordTx(ctx context.Context, rec *recording) error {
 // recordPostgres records the attempt as one statement, in the usual case:
 // the message as the attempt read it and not cancelled. It reports false,
 // having changed nothing, in the other cases, which recordIn handles.
+// The statement commits with those of concurrent attempts, in one
+// transaction (see pgGroup); it returns once that has committed.
 func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg []byte) (bool, error) {
 	a := rec.a
 	a.State, a.Next = rec.state, rec.next
@@ -894,9 +897,8 @@ func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg
 	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
 )
 SELECT count(*) FROM m`
-	var n int
-	err = ob.eng.pool().queryRow(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, rec.r.id, a.Number,
-		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))), rec.run, rec.r.progress, rec.r.attempts).Scan(&n)
+	n, err := ob.eng.recordStmt(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, rec.r.id, a.Number,
+		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))), rec.run, rec.r.progress, rec.r.attempts)
 	if err != nil {
 		return false, fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, rec.r.id, err)
 	}

@@ -32,6 +32,13 @@ type engine interface {
 	inTx(ctx context.Context, fn func(ctx context.Context, t txn) error) error
 	// postgres reports whether the database is Postgres.
 	postgres() bool
+	// readRow reads message id's row (loadRow); on Postgres, in one
+	// statement with the reads of concurrent callers (see pgGroup).
+	readRow(ctx context.Context, id string) (*row, error)
+	// recordStmt runs, on Postgres, a statement that records an attempt
+	// and returns one integer, in one transaction with the records of
+	// concurrent callers (see pgGroup).
+	recordStmt(ctx context.Context, q string, args ...any) (int, error)
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
 	// queueJob is insertJob for a message t has just inserted: in a
@@ -190,9 +197,11 @@ type riverEngine[TTx any] struct {
 	client    *river.Client[TTx]
 	q         querier
 	beginTx   func(ctx context.Context) (txn, error)
-	group     *groupCommit    // SQLite's
-	sqlDB     *sql.DB         // SQLite's
-	prep      *sqlitePrepared // SQLite's attempt statements, once prepared
+	group     *groupCommit           // SQLite's
+	reads     *pgGroup[string, *row] // Postgres's
+	records   *pgGroup[pgStmt, int]  // Postgres's
+	sqlDB     *sql.DB                // SQLite's
+	prep      *sqlitePrepared        // SQLite's attempt statements, once prepared
 	rawTx     func(t txn) (TTx, bool)
 	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
 	riverInTx bool                                                 // River's migrations run in the outbox's transaction
@@ -205,6 +214,22 @@ type riverEngine[TTx any] struct {
 func (e *riverEngine[TTx]) pool() querier                          { return e.q }
 func (e *riverEngine[TTx]) begin(ctx context.Context) (txn, error) { return e.beginTx(ctx) }
 func (e *riverEngine[TTx]) postgres() bool                         { return e.group == nil }
+func (e *riverEngine[TTx]) readRow(ctx context.Context, id string) (*row, error) {
+	if e.reads == nil {
+		return loadRow(ctx, e.q, id)
+	}
+	r, err := e.reads.do(ctx, id)
+	if r == nil && err == nil {
+		err = sql.ErrNoRows
+	}
+	return r, err
+}
+func (e *riverEngine[TTx]) recordStmt(ctx context.Context, q string, args ...any) (int, error) {
+	if e.records == nil {
+		return 0, errors.New("outbox: internal error: a grouped record on SQLite")
+	}
+	return e.records.do(ctx, pgStmt{q, args})
+}
 func (e *riverEngine[TTx]) inTx(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
 	if e.group != nil {
 		return e.group.do(ctx, fn)
@@ -494,9 +519,11 @@ func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEn
 		return nil, err
 	}
 	return &riverEngine[pgx.Tx]{
-		driver: driver,
-		client: client,
-		q:      pgQ{pool},
+		driver:  driver,
+		client:  client,
+		q:       pgQ{pool},
+		reads:   newPGReads(pool),
+		records: newPGRecords(pool),
 		beginTx: func(ctx context.Context) (txn, error) {
 			tx, err := pool.Begin(ctx)
 			if err != nil {

@@ -1,0 +1,213 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgGroup coalesces the same statement of concurrent workers on Postgres
+// (the read of a message's row at the start of a run, the record of an
+// attempt) into one round trip. As groupCommit on SQLite, it waits for
+// nothing: the first caller of an idle group runs its statement at once,
+// and the callers that arrive meanwhile form the next group, run together.
+//
+// A caller alone in its group runs its statement as it would without the
+// group, under its own context. A group of several runs under a context
+// of its own, without their cancellation and with the latest of their
+// deadlines, and each caller waits for it whatever its own context does,
+// so that nothing a caller was told failed is committed. When the group
+// fails as a whole, each caller runs its statement again alone.
+type pgGroup[In, Out any] struct {
+	one  func(ctx context.Context, in In) (Out, error)
+	many func(ctx context.Context, ins []In) ([]Out, error)
+
+	mu      sync.Mutex
+	pending []*pgCall[In, Out]
+	leading bool
+}
+
+type pgCall[In, Out any] struct {
+	ctx   context.Context
+	in    In
+	out   Out
+	err   error
+	alone bool // the group failed: the caller runs its statement alone
+	done  chan struct{}
+}
+
+// maxPGGroup bounds the statements of one group.
+const maxPGGroup = 64
+
+func (g *pgGroup[In, Out]) do(ctx context.Context, in In) (Out, error) {
+	c := &pgCall[In, Out]{ctx: ctx, in: in, done: make(chan struct{})}
+	g.mu.Lock()
+	g.pending = append(g.pending, c)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if lead {
+		g.lead()
+	}
+	<-c.done
+	if c.alone {
+		return g.one(ctx, in)
+	}
+	return c.out, c.err
+}
+
+// lead runs one group, and hands the next one, if any, to a goroutine of
+// its own.
+func (g *pgGroup[In, Out]) lead() {
+	g.mu.Lock()
+	n := min(len(g.pending), maxPGGroup)
+	calls := g.pending[:n:n]
+	g.pending = g.pending[n:]
+	g.mu.Unlock()
+	g.run(calls)
+	g.mu.Lock()
+	if len(g.pending) == 0 {
+		g.leading = false
+	} else {
+		go g.lead()
+	}
+	g.mu.Unlock()
+}
+
+// run runs calls and wakes their callers.
+func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
+	live := make([]*pgCall[In, Out], 0, len(calls))
+	var deadline time.Time
+	for _, c := range calls {
+		if c.err = c.ctx.Err(); c.err != nil {
+			close(c.done)
+			continue
+		}
+		if d, ok := c.ctx.Deadline(); !ok || deadline.IsZero() || d.After(deadline) {
+			deadline = d
+		}
+		live = append(live, c)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			// Each caller tries alone, and meets the panic itself.
+			for _, c := range live {
+				c.alone = true
+			}
+		}
+		for _, c := range live {
+			close(c.done)
+		}
+	}()
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		live[0].out, live[0].err = g.one(live[0].ctx, live[0].in)
+		return
+	}
+	ctx := context.WithoutCancel(live[0].ctx)
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	ins := make([]In, len(live))
+	for i, c := range live {
+		ins[i] = c.in
+	}
+	outs, err := g.many(ctx, ins)
+	for i, c := range live {
+		if err != nil {
+			c.alone = true
+		} else {
+			c.out = outs[i]
+		}
+	}
+}
+
+// pgStmt is a statement that returns one integer.
+type pgStmt struct {
+	q    string
+	args []any
+}
+
+// newPGRecords groups the statements that record attempts: each one
+// statement returning one integer, the group run in one implicit
+// transaction (the statements of a pipeline before its Sync), so that it
+// costs one round trip and one commit. A statement that fails rolls back
+// the whole group, whose callers then each run theirs alone; a caller is
+// given its result only once the group's transaction has committed.
+func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgStmt, int] {
+	return &pgGroup[pgStmt, int]{
+		one: func(ctx context.Context, s pgStmt) (int, error) {
+			var n int
+			err := pool.QueryRow(ctx, s.q, s.args...).Scan(&n)
+			return n, err
+		},
+		many: func(ctx context.Context, ss []pgStmt) ([]int, error) {
+			b := &pgx.Batch{}
+			for _, s := range ss {
+				b.Queue(s.q, s.args...)
+			}
+			br := pool.SendBatch(ctx, b)
+			ns := make([]int, len(ss))
+			var err error
+			for i := range ns {
+				if err = br.QueryRow().Scan(&ns[i]); err != nil {
+					break
+				}
+			}
+			// Close reads up to the Sync, past the commit.
+			if cerr := br.Close(); err == nil {
+				err = cerr
+			}
+			return ns, err
+		},
+	}
+}
+
+// newPGReads groups the reads of messages' rows (loadRow): one SELECT for
+// the group, a nil row for an ID not found.
+func newPGReads(pool *pgxpool.Pool) *pgGroup[string, *row] {
+	return &pgGroup[string, *row]{
+		one: func(ctx context.Context, id string) (*row, error) {
+			return loadRow(ctx, pgQ{pool}, id)
+		},
+		many: func(ctx context.Context, ids []string) ([]*row, error) {
+			rs, err := pool.Query(ctx, sqlLoadRows, ids)
+			if err != nil {
+				return nil, err
+			}
+			defer rs.Close()
+			out := make([]*row, len(ids))
+			for rs.Next() {
+				r, err := scanRow(rs)
+				if err != nil {
+					return nil, err
+				}
+				given := false
+				for i, id := range ids {
+					if id != r.id {
+						continue
+					}
+					if given {
+						// The same message asked twice: each caller its own copy.
+						cp := *r
+						cp.envelope, cp.progress = bytes.Clone(r.envelope), bytes.Clone(r.progress)
+						out[i] = &cp
+						continue
+					}
+					out[i], given = r, true
+				}
+			}
+			return out, rs.Err()
+		},
+	}
+}
+
+const sqlLoadRows = `SELECT ` + rowColumns + ` FROM mailsec_outbox_message WHERE id = ANY($1)`
