@@ -81,13 +81,16 @@ func (g *pgGroup[In, Out]) lead() {
 // run runs calls and wakes their callers.
 func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
 	live := make([]*pgCall[In, Out], 0, len(calls))
-	var deadline time.Time
+	var deadline time.Time // the latest of the callers'
+	unbounded := false     // a caller has none
 	for _, c := range calls {
 		if c.err = c.ctx.Err(); c.err != nil {
 			close(c.done)
 			continue
 		}
-		if d, ok := c.ctx.Deadline(); !ok || deadline.IsZero() || d.After(deadline) {
+		if d, ok := c.ctx.Deadline(); !ok {
+			unbounded = true
+		} else if d.After(deadline) {
 			deadline = d
 		}
 		live = append(live, c)
@@ -111,7 +114,7 @@ func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
 		return
 	}
 	ctx := context.WithoutCancel(live[0].ctx)
-	if !deadline.IsZero() {
+	if !unbounded {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()

@@ -336,3 +336,37 @@ func TestPGReadGroupGivesEachCallerItsRow(t *testing.T) {
 		t.Error("two callers reading one message share its row")
 	}
 }
+
+// A group runs with the latest of its callers' deadlines, or none when a
+// caller has none, and without their cancellation.
+func TestPGGroupDeadline(t *testing.T) {
+	var got []time.Time
+	var cancelled []bool
+	g := &pgGroup[int, int]{
+		one: func(ctx context.Context, in int) (int, error) { return in, nil },
+		many: func(ctx context.Context, ins []int) ([]int, error) {
+			d, _ := ctx.Deadline()
+			got = append(got, d)
+			cancelled = append(cancelled, ctx.Err() != nil)
+			return ins, nil
+		},
+	}
+	soon, late := time.Now().Add(time.Hour), time.Now().Add(2*time.Hour)
+	call := func(ctx context.Context, in int) func() {
+		return func() {
+			if out, err := g.do(ctx, in); out != in || err != nil {
+				t.Errorf("call %d: %d, %v", in, out, err)
+			}
+		}
+	}
+	ctxSoon, cancelSoon := context.WithDeadline(context.Background(), soon)
+	defer cancelSoon()
+	ctxLate, cancelLate := context.WithDeadline(context.Background(), late)
+	defer cancelLate()
+	inOneGroup(t, g, call(ctxSoon, 1), call(ctxLate, 2))
+	inOneGroup(t, g, call(ctxLate, 1), call(ctxSoon, 2), call(context.Background(), 3))
+	inOneGroup(t, g, call(context.Background(), 1), call(ctxSoon, 2))
+	if len(got) != 3 || !got[0].Equal(late) || !got[1].IsZero() || !got[2].IsZero() || cancelled[0] || cancelled[1] || cancelled[2] {
+		t.Errorf("the groups ran with deadlines %v (cancelled %v), want %v, none, none", got, cancelled, late)
+	}
+}
