@@ -124,8 +124,8 @@ func (ob *Outbox) enqueuePrepared(ctx context.Context, m *mailsec.Message, pm *p
 	// On Postgres a message without attachments is queued with those of
 	// concurrent Enqueues (see pgEnqueueGroup); when the group cannot
 	// queue it, it is queued alone.
-	if ob.pgGroup != nil && pm.env != nil {
-		if id, grouped, err := ob.pgGroup.enqueue(ctx, pm); grouped {
+	if ob.enqueueGroup != nil && pm.env != nil {
+		if id, grouped, err := ob.enqueueGroup.enqueue(ctx, pm); grouped {
 			return id, err
 		}
 	}

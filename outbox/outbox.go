@@ -149,7 +149,7 @@ type Outbox struct {
 	tlsrpt *tlsrptState // nil without Options.TLSRPT
 	verp   *bounce.VERP // nil without Options.VERP
 	// pgGroup queues concurrent Enqueues together on Postgres.
-	pgGroup *pgEnqueueGroup
+	enqueueGroup *pgEnqueueGroup
 
 	mu      sync.Mutex
 	started bool

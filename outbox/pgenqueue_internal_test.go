@@ -30,7 +30,7 @@ func openPgGroupTest(t *testing.T) (*Outbox, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ob.Close(context.Background()) })
-	if ob.pgGroup == nil {
+	if ob.enqueueGroup == nil {
 		t.Fatal("a Postgres outbox without its Enqueue group")
 	}
 	pool, err := pgxpool.New(t.Context(), url)
@@ -79,10 +79,10 @@ func queuedOnce(t *testing.T, ob *Outbox, pool *pgxpool.Pool, ids []string) {
 	}
 }
 
-// inOneGroup runs the calls as concurrent Enqueues that all fall in one
+// inOneEnqueueGroup runs the calls as concurrent Enqueues that all fall in one
 // group: the group is held as if others ran until every call waits in
 // it, then led.
-func inOneGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, error)) (ids []string, errs []error) {
+func inOneEnqueueGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, error)) (ids []string, errs []error) {
 	t.Helper()
 	g.mu.Lock()
 	if g.leaders > 0 || len(g.pending) > 0 {
@@ -252,7 +252,7 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 	}
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
-	ids, errs := inOneGroup(t, ob.pgGroup, []func() (string, error){
+	ids, errs := inOneEnqueueGroup(t, ob.enqueueGroup, []func() (string, error){
 		enqueue(ctx, groupMessage(10), "", ""),
 		enqueue(ctx, groupMessage(11), "", ""),
 		enqueue(ctx, groupMessage(12), "twice", ""),
@@ -293,7 +293,7 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT envelope FROM mailsec_outbox_message WHERE id = $1`, firstID).Scan(&firstEnv); err != nil {
 		t.Fatal(err)
 	}
-	ids, errs = inOneGroup(t, ob.pgGroup, []func() (string, error){
+	ids, errs = inOneEnqueueGroup(t, ob.enqueueGroup, []func() (string, error){
 		enqueue(ctx, groupMessage(20), "", ""),
 		enqueue(ctx, groupMessage(21), "", firstID),
 		enqueue(ctx, groupMessage(22), "k22", ""),
@@ -327,7 +327,7 @@ func TestPgEnqueueGroupOutcomes(t *testing.T) {
 func TestPgEnqueueGroupContextEndsLate(t *testing.T) {
 	t.Parallel()
 	ob, pool := openPgGroupTest(t)
-	ids, errs := inOneGroup(t, ob.pgGroup, []func() (string, error){
+	ids, errs := inOneEnqueueGroup(t, ob.enqueueGroup, []func() (string, error){
 		func() (string, error) {
 			return ob.Enqueue(&endsOnSecondLook{Context: context.Background()}, groupMessage(1), nil)
 		},
@@ -462,7 +462,7 @@ func TestPgEnqueueGroupHonoursDeadlines(t *testing.T) {
 			return ob.Enqueue(ctx, groupMessage(i), nil)
 		})
 	}
-	ids, errs := inOneGroup(t, ob.pgGroup, calls)
+	ids, errs := inOneEnqueueGroup(t, ob.enqueueGroup, calls)
 	if took := time.Since(began); took > 5*time.Second {
 		t.Errorf("the callers returned after %v", took)
 	}
