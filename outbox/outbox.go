@@ -148,7 +148,7 @@ type Outbox struct {
 	log    *slog.Logger
 	tlsrpt *tlsrptState // nil without Options.TLSRPT
 	verp   *bounce.VERP // nil without Options.VERP
-	// pgGroup queues concurrent Enqueues together on Postgres.
+	// enqueueGroup queues concurrent Enqueues together on Postgres.
 	enqueueGroup *pgEnqueueGroup
 
 	mu      sync.Mutex
