@@ -568,7 +568,7 @@ func openPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o 
 		return nil, err
 	}
 	ob.eng = e
-	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client}
+	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client, coalescer: coalescer[*pgEnqueueOp]{atOnce: pgGroupsAtOnce}}
 	if err := ob.ready(ctx); err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/riverqueue/river"
 )
@@ -24,9 +23,7 @@ type groupCommit struct {
 	prep   *sqlitePrepared        // statements prepared on db, or nil
 	client *river.Client[*sql.Tx] // inserts the group's new delivery jobs
 
-	mu      sync.Mutex
-	pending []*groupOp
-	leading bool // a goroutine is running a group
+	coalescer[*groupOp] // one group at a time: SQLite has one writer
 }
 
 type groupOp struct {
@@ -36,48 +33,17 @@ type groupOp struct {
 	done chan struct{}
 }
 
-// maxGroup bounds the operations one transaction runs, so that River's
-// own statements, waiting for the one connection, are not held up long.
-const maxGroup = 64
-
 const groupSavepoint = "mailsec_outbox_op"
 
 // do runs fn in a transaction, with others' work, and returns fn's error
 // or the commit's.
 func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
 	op := &groupOp{ctx: ctx, fn: fn, done: make(chan struct{})}
-	g.mu.Lock()
-	g.pending = append(g.pending, op)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
-	if lead {
-		g.lead()
-	}
+	g.add(op, g.run)
 	// The work may already be running: wait for its outcome whatever ctx
 	// does, so that nothing the caller was told failed commits later.
 	<-op.done
 	return op.err
-}
-
-// lead runs one group: the first caller of an idle committer leads, its
-// own work first in the group. The operations that arrive meanwhile form
-// the next group, led by a goroutine of its own, so that no caller waits
-// for more than its own group and the one before it.
-func (g *groupCommit) lead() {
-	g.mu.Lock()
-	n := min(len(g.pending), maxGroup)
-	ops := g.pending[:n:n]
-	g.pending = g.pending[n:]
-	g.mu.Unlock()
-	g.run(ops)
-	g.mu.Lock()
-	if len(g.pending) == 0 {
-		g.leading = false
-	} else {
-		go g.lead()
-	}
-	g.mu.Unlock()
 }
 
 // run runs ops in one transaction and wakes their callers.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,9 +29,7 @@ type pgEnqueueGroup struct {
 	pool   *pgxpool.Pool
 	client *river.Client[pgx.Tx]
 
-	mu      sync.Mutex
-	pending []*pgEnqueueOp
-	leaders int // groups running
+	coalescer[*pgEnqueueOp] // pgGroupsAtOnce groups at once
 }
 
 // pgGroupsAtOnce is how many groups run at once. Two keep the connection
@@ -59,16 +56,7 @@ type pgEnqueueOp struct {
 // reports whether it did: when not, the caller is to queue it alone.
 func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id string, grouped bool, err error) {
 	op := &pgEnqueueOp{ctx: ctx, pm: pm, done: make(chan struct{})}
-	g.mu.Lock()
-	g.pending = append(g.pending, op)
-	lead := g.leaders < pgGroupsAtOnce
-	if lead {
-		g.leaders++
-	}
-	g.mu.Unlock()
-	if lead {
-		g.lead()
-	}
+	g.add(op, g.run)
 	// The group may already be committing the message: wait for the
 	// outcome whatever ctx does, so that no caller is told its message
 	// failed when it was committed.
@@ -77,24 +65,6 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 		return "", false, nil
 	}
 	return op.id, true, op.err
-}
-
-// lead runs one group, then hands the calls that arrived meanwhile to a
-// goroutine of their own, or gives up its place.
-func (g *pgEnqueueGroup) lead() {
-	g.mu.Lock()
-	n := min(len(g.pending), maxGroup)
-	ops := g.pending[:n:n]
-	g.pending = g.pending[n:]
-	g.mu.Unlock()
-	g.run(ops)
-	g.mu.Lock()
-	if len(g.pending) == 0 {
-		g.leaders--
-	} else {
-		go g.lead()
-	}
-	g.mu.Unlock()
 }
 
 const (
@@ -149,17 +119,11 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 	// itself has none, so that no caller is told its message failed
 	// when the commit went through.
 	ctx := context.WithoutCancel(live[0].ctx)
-	var latest time.Time
-	for _, op := range live {
-		d, ok := op.ctx.Deadline()
-		if !ok {
-			latest = time.Time{}
-			break
-		}
-		if d.After(latest) {
-			latest = d
-		}
+	ctxs := make([]context.Context, len(live))
+	for i, op := range live {
+		ctxs[i] = op.ctx
 	}
+	latest, _ := latestDeadline(ctxs...)
 	committed, err := g.commit(ctx, latest, live)
 	switch {
 	case err == nil:

@@ -107,7 +107,7 @@ func inOneEnqueueGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, 
 			t.Fatalf("%d of %d calls waiting in the group", n, len(calls))
 		}
 	}
-	g.lead()
+	g.lead(g.run)
 	wg.Wait()
 	g.mu.Lock()
 	g.leaders -= pgGroupsAtOnce - 1

@@ -3,8 +3,6 @@ package outbox
 import (
 	"bytes"
 	"context"
-	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,9 +24,7 @@ type pgGroup[In, Out any] struct {
 	one  func(ctx context.Context, in In) (Out, error)
 	many func(ctx context.Context, ins []In) ([]Out, error)
 
-	mu      sync.Mutex
-	pending []*pgCall[In, Out]
-	leading bool
+	coalescer[*pgCall[In, Out]]
 }
 
 type pgCall[In, Out any] struct {
@@ -40,19 +36,9 @@ type pgCall[In, Out any] struct {
 	done  chan struct{}
 }
 
-// maxPGGroup bounds the statements of one group.
-const maxPGGroup = 64
-
 func (g *pgGroup[In, Out]) do(ctx context.Context, in In) (Out, error) {
 	c := &pgCall[In, Out]{ctx: ctx, in: in, done: make(chan struct{})}
-	g.mu.Lock()
-	g.pending = append(g.pending, c)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
-	if lead {
-		g.lead()
-	}
+	g.add(c, g.run)
 	<-c.done
 	if c.alone {
 		return g.one(ctx, in)
@@ -60,40 +46,17 @@ func (g *pgGroup[In, Out]) do(ctx context.Context, in In) (Out, error) {
 	return c.out, c.err
 }
 
-// lead runs one group, and hands the next one, if any, to a goroutine of
-// its own.
-func (g *pgGroup[In, Out]) lead() {
-	g.mu.Lock()
-	n := min(len(g.pending), maxPGGroup)
-	calls := g.pending[:n:n]
-	g.pending = g.pending[n:]
-	g.mu.Unlock()
-	g.run(calls)
-	g.mu.Lock()
-	if len(g.pending) == 0 {
-		g.leading = false
-	} else {
-		go g.lead()
-	}
-	g.mu.Unlock()
-}
-
 // run runs calls and wakes their callers.
 func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
 	live := make([]*pgCall[In, Out], 0, len(calls))
-	var deadline time.Time // the latest of the callers'
-	unbounded := false     // a caller has none
+	ctxs := make([]context.Context, 0, len(calls))
 	for _, c := range calls {
 		if c.err = c.ctx.Err(); c.err != nil {
 			close(c.done)
 			continue
 		}
-		if d, ok := c.ctx.Deadline(); !ok {
-			unbounded = true
-		} else if d.After(deadline) {
-			deadline = d
-		}
 		live = append(live, c)
+		ctxs = append(ctxs, c.ctx)
 	}
 	defer func() {
 		if v := recover(); v != nil {
@@ -114,7 +77,7 @@ func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
 		return
 	}
 	ctx := context.WithoutCancel(live[0].ctx)
-	if !unbounded {
+	if deadline, ok := latestDeadline(ctxs...); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()

@@ -50,11 +50,11 @@ func (nopTransport) Deliver(context.Context, *mailsec.Delivery) (*mailsec.Delive
 func inOneGroup[In, Out any](t *testing.T, g *pgGroup[In, Out], fns ...func()) {
 	t.Helper()
 	g.mu.Lock()
-	if g.leading || len(g.pending) > 0 {
+	if g.leaders > 0 || len(g.pending) > 0 {
 		g.mu.Unlock()
 		t.Fatal("the group is busy")
 	}
-	g.leading = true // held back until every call is pending
+	g.leaders = 1 // held back until every call is pending
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	for i, fn := range fns {
@@ -71,7 +71,7 @@ func inOneGroup[In, Out any](t *testing.T, g *pgGroup[In, Out], fns ...func()) {
 			}
 		}
 	}
-	g.lead()
+	g.lead(g.run)
 	wg.Wait()
 }
 

@@ -1,0 +1,75 @@
+package outbox
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// coalescer gathers the calls of concurrent callers into groups, each run
+// by one goroutine, without waiting for a timer: a caller that finds
+// fewer than atOnce groups running leads one, made of the calls pending,
+// its own first; the calls that arrive meanwhile form the next group, led
+// by a goroutine of its own once a group ends. No call waits for more
+// than its own group and those running when it came. The groups of
+// SQLite's writes (groupCommit), of Postgres's reads and records (pgGroup)
+// and of Postgres's Enqueues (pgEnqueueGroup) are led so.
+type coalescer[C any] struct {
+	atOnce int // groups running at once at most; 0 is 1
+
+	mu      sync.Mutex
+	pending []C
+	leaders int // groups running
+}
+
+// maxGroup bounds the calls of one group, so that River's own statements,
+// waiting for a connection, are not held up long.
+const maxGroup = 64
+
+// add queues call; when the caller leads, it runs a group with run before
+// returning. run must wake the group's callers.
+func (c *coalescer[C]) add(call C, run func(calls []C)) {
+	c.mu.Lock()
+	c.pending = append(c.pending, call)
+	lead := c.leaders < max(c.atOnce, 1)
+	if lead {
+		c.leaders++
+	}
+	c.mu.Unlock()
+	if lead {
+		c.lead(run)
+	}
+}
+
+// lead runs one group, then hands the calls that arrived meanwhile to a
+// goroutine of their own, or gives up its place.
+func (c *coalescer[C]) lead(run func(calls []C)) {
+	c.mu.Lock()
+	n := min(len(c.pending), maxGroup)
+	calls := c.pending[:n:n]
+	c.pending = c.pending[n:]
+	c.mu.Unlock()
+	run(calls)
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.leaders--
+	} else {
+		go c.lead(run)
+	}
+	c.mu.Unlock()
+}
+
+// latestDeadline is the latest of the deadlines of ctxs, the deadline of
+// work done for all of them; ok is false when one of them has none.
+func latestDeadline(ctxs ...context.Context) (latest time.Time, ok bool) {
+	for _, ctx := range ctxs {
+		d, has := ctx.Deadline()
+		if !has {
+			return time.Time{}, false
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return latest, len(ctxs) > 0
+}
