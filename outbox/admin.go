@@ -256,7 +256,7 @@ func wakeJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string
 	if !ok {
 		return errors.New("internal error: a transaction of another database")
 	}
-	jobs, running, err := liveJobs(ctx, t, id)
+	jobs, running, err := liveJobs(ctx, t, e.postgres(), id)
 	if err != nil {
 		return err
 	}
@@ -278,12 +278,22 @@ func wakeJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string
 // ended: it runs, or will.
 const sqlLiveJobStates = `('available', 'pending', 'retryable', 'running', 'scheduled')`
 
+// sqlJobOf is the condition that the River job j is the delivery job of
+// message $2, given the job's kind ($1) too. On Postgres it is in the form
+// River's GIN index on args serves; SQLite has no index on args, and
+// reads the member (->>, SQLite 3.38 and later).
+func sqlJobOf(postgres bool) string {
+	if postgres {
+		return `j.kind = $1 AND j.args @> jsonb_build_object('id', $2::text)`
+	}
+	return `j.kind = $1 AND j.args ->> 'id' = $2`
+}
+
 // liveJobs returns the delivery jobs of message id that River has not
 // ended, and whether one of them is running.
-func liveJobs(ctx context.Context, t txn, id string) (jobs []int64, running bool, err error) {
-	// ->> reads a JSON member on Postgres and on SQLite (3.38 and later).
-	rows, err := t.query(ctx, `SELECT id, state FROM river_job WHERE kind = $1 AND args ->> 'id' = $2
-AND state IN `+sqlLiveJobStates, deliverKind, id)
+func liveJobs(ctx context.Context, t txn, postgres bool, id string) (jobs []int64, running bool, err error) {
+	rows, err := t.query(ctx, `SELECT j.id, j.state FROM river_job j WHERE `+sqlJobOf(postgres)+`
+AND j.state IN `+sqlLiveJobStates, deliverKind, id)
 	if err != nil {
 		return nil, false, err
 	}
@@ -322,7 +332,7 @@ func replaceJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id str
 		metadata = "j.metadata"
 	}
 	err := t.queryRow(ctx, `SELECT j.attempt, `+metadata+`, m.job_runs FROM river_job j, mailsec_outbox_message m
-WHERE j.kind = $1 AND j.args ->> 'id' = $2 AND m.id = $2 ORDER BY j.id DESC LIMIT 1`, deliverKind, id).Scan(&attempt, &md, &runs)
+WHERE `+sqlJobOf(e.postgres())+` AND m.id = $2 ORDER BY j.id DESC LIMIT 1`, deliverKind, id).Scan(&attempt, &md, &runs)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:

@@ -306,10 +306,20 @@ func (ob *Outbox) clean(ctx context.Context) error {
 
 // sqlJobless selects the unfinished messages (queued, or Sending as an
 // earlier version marked them) that have no delivery job River has not
-// ended ($1 deliverKind), the oldest first.
-const sqlJobless = `SELECT id FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') AND id NOT IN
-(SELECT args ->> 'id' FROM river_job WHERE kind = $1 AND state IN ` + sqlLiveJobStates + ` AND args ->> 'id' IS NOT NULL)
-ORDER BY created_at, id`
+// ended ($1 deliverKind), the oldest first. On Postgres NOT EXISTS, an
+// anti-join: NOT IN would run its subquery once per message once its
+// result outgrows work_mem. On SQLite NOT IN, whose subquery's result
+// SQLite makes an index of once: a correlated NOT EXISTS would read
+// River's jobs once per message.
+func sqlJobless(postgres bool) string {
+	live := `FROM river_job j WHERE j.kind = $1 AND j.state IN ` + sqlLiveJobStates
+	if postgres {
+		return `SELECT m.id FROM mailsec_outbox_message m WHERE m.state IN ('queued', 'sending')
+AND NOT EXISTS (SELECT 1 ` + live + ` AND j.args ->> 'id' = m.id) ORDER BY m.created_at, m.id`
+	}
+	return `SELECT m.id FROM mailsec_outbox_message m WHERE m.state IN ('queued', 'sending')
+AND m.id NOT IN (SELECT j.args ->> 'id' ` + live + ` AND j.args ->> 'id' IS NOT NULL) ORDER BY m.created_at, m.id`
+}
 
 // requeueJobless gives each unfinished message without a live delivery
 // job a new one, as Retry would, and returns how many it gave one. River
@@ -321,7 +331,7 @@ ORDER BY created_at, id`
 func (ob *Outbox) requeueJobless(ctx context.Context) (int, error) {
 	// The IDs first: on SQLite the one connection is needed for the
 	// transactions that follow.
-	rows, err := ob.eng.pool().query(ctx, sqlJobless, deliverKind)
+	rows, err := ob.eng.pool().query(ctx, sqlJobless(ob.eng.postgres()), deliverKind)
 	if err != nil {
 		return 0, err
 	}
@@ -383,7 +393,7 @@ func (ob *Outbox) requeueIfJobless(ctx context.Context, id string) (bool, error)
 	if err != nil || n == 0 {
 		return false, err // finished meanwhile, or gone
 	}
-	jobs, _, err := liveJobs(ctx, t, id)
+	jobs, _, err := liveJobs(ctx, t, ob.eng.postgres(), id)
 	if err != nil || len(jobs) > 0 {
 		return false, err
 	}

@@ -550,3 +550,57 @@ func TestSweepRequeuesLegacySending(t *testing.T) {
 		}
 	})
 }
+
+// On a large Postgres queue the sweep's query is an anti-join, not a
+// subquery run once per message (what NOT IN becomes once its result
+// outgrows work_mem), and the look for one message's jobs uses River's
+// index on args rather than reading every job.
+func TestSweepQueriesScaleOnPostgres(t *testing.T) {
+	_, pool := openPgGroupTest(t)
+	ctx := t.Context()
+	const n = 20000
+	if _, err := pool.Exec(ctx, `INSERT INTO mailsec_outbox_message
+(id, state, created_at, expires_at, next_at, attempts, job_runs, envelope, progress)
+SELECT 'm' || g, 'queued', g, g, g, 0, 0, ''::bytea, ''::bytea FROM generate_series(1, $1) g`, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, priority, scheduled_at)
+SELECT $2, json_build_object('id', 'm' || g)::jsonb, 'q', 'available', 25, 1, now() FROM generate_series(1, $1) g`, n, deliverKind); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE mailsec_outbox_message; ANALYZE river_job`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	// A work_mem far below the subquery's result, as a queue of millions
+	// meets the default 4 MB.
+	if _, err := conn.Exec(ctx, `SET work_mem = '64kB'`); err != nil {
+		t.Fatal(err)
+	}
+	explain := func(q string, args ...any) string {
+		rows, err := conn.Query(ctx, `EXPLAIN `+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var plan []string
+		for rows.Next() {
+			var l string
+			if err := rows.Scan(&l); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, l)
+		}
+		return strings.Join(plan, "\n")
+	}
+	if p := explain(sqlJobless(true), deliverKind); !strings.Contains(p, "Anti Join") {
+		t.Errorf("the sweep's query is not an anti-join:\n%s", p)
+	}
+	if p := explain(`SELECT j.id FROM river_job j WHERE `+sqlJobOf(true), deliverKind, "m77"); !strings.Contains(p, "river_job_args_index") {
+		t.Errorf("the look for a message's jobs reads without River's index on args:\n%s", p)
+	}
+}
