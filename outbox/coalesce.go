@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -10,11 +11,10 @@ import (
 // by one goroutine, without waiting for a timer: a caller that finds
 // fewer than atOnce groups running leads one, made of the calls pending,
 // its own first; the calls that arrive meanwhile form the next group, led
-// by a goroutine of its own once a group ends. No call waits for more
-// than its own group and those running when it came. The groups of
-// SQLite's writes (groupCommit), of Postgres's reads and records (pgGroup)
+// by a goroutine of its own once a group ends. The groups of
+// SQLite's writes (groupCommit), of Postgres's reads (pgGroup)
 // and of Postgres's Enqueues (pgEnqueueGroup) are led so.
-type coalescer[C any] struct {
+type coalescer[C comparable] struct {
 	atOnce int // groups running at once at most; 0 is 1
 
 	mu      sync.Mutex
@@ -49,14 +49,43 @@ func (c *coalescer[C]) lead(run func(calls []C)) {
 	calls := c.pending[:n:n]
 	c.pending = c.pending[n:]
 	c.mu.Unlock()
-	run(calls)
+	// Deferred, so that a panic in run does not keep the place for ever.
+	defer func() {
+		c.mu.Lock()
+		if len(c.pending) == 0 {
+			c.leaders--
+		} else {
+			go c.lead(run)
+		}
+		c.mu.Unlock()
+	}()
+	if n > 0 { // none when the calls pending were withdrawn
+		run(calls)
+	}
+}
+
+// wait waits until done is closed, the call's group having run, and
+// reports false; or, when ctx ends while the call still waits for a group
+// to take it, withdraws the call and reports true: it will not run. Once
+// a group has taken it, wait waits for the group whatever ctx does, so
+// that nothing its caller was told failed is committed.
+func (c *coalescer[C]) wait(ctx context.Context, call C, done <-chan struct{}) (withdrawn bool) {
+	select {
+	case <-done:
+		return false
+	case <-ctx.Done():
+	}
 	c.mu.Lock()
-	if len(c.pending) == 0 {
-		c.leaders--
-	} else {
-		go c.lead(run)
+	i := slices.Index(c.pending, call)
+	if i >= 0 {
+		c.pending = slices.Delete(c.pending, i, i+1)
 	}
 	c.mu.Unlock()
+	if i >= 0 {
+		return true
+	}
+	<-done
+	return false
 }
 
 // latestDeadline is the latest of the deadlines of ctxs, the deadline of

@@ -867,8 +867,6 @@ func (ob *Outbox) recordTx(ctx context.Context, rec *recording) error {
 // recordPostgres records the attempt as one statement, in the usual case:
 // the message as the attempt read it and not cancelled. It reports false,
 // having changed nothing, in the other cases, which recordIn handles.
-// The statement commits with those of concurrent attempts, in one
-// transaction (see pgGroup); it returns once that has committed.
 func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg []byte) (bool, error) {
 	a := rec.a
 	a.State, a.Next = rec.state, rec.next
@@ -897,8 +895,9 @@ func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg
 	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
 )
 SELECT count(*) FROM m`
-	n, err := ob.eng.recordStmt(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, rec.r.id, a.Number,
-		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))), rec.run, rec.r.progress, rec.r.attempts)
+	var n int
+	err = ob.eng.pool().queryRow(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, rec.r.id, a.Number,
+		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))), rec.run, rec.r.progress, rec.r.attempts).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, rec.r.id, err)
 	}

@@ -55,10 +55,7 @@
 // jobs queued with one River InsertManyTx, one commit); when it fails
 // before its commit, each of them is then queued alone, so that one
 // caller's failure stays its own. Messages with attachments are queued
-// each in a transaction of its own. The records of attempts that end
-// together are sent in one round trip and committed in one transaction,
-// each call returning once it is committed; should one fail, each is
-// recorded again on its own.
+// each in a transaction of its own.
 //
 // # What is guaranteed
 //

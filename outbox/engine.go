@@ -35,10 +35,6 @@ type engine interface {
 	// readRow reads message id's row (loadRow); on Postgres, in one
 	// statement with the reads of concurrent callers (see pgGroup).
 	readRow(ctx context.Context, id string) (*row, error)
-	// recordStmt runs, on Postgres, a statement that records an attempt
-	// and returns one integer, in one transaction with the records of
-	// concurrent callers (see pgGroup).
-	recordStmt(ctx context.Context, q string, args ...any) (int, error)
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
 	// queueJob is insertJob for a message t has just inserted: in a
@@ -199,7 +195,6 @@ type riverEngine[TTx any] struct {
 	beginTx   func(ctx context.Context) (txn, error)
 	group     *groupCommit           // SQLite's
 	reads     *pgGroup[string, *row] // Postgres's
-	records   *pgGroup[pgStmt, int]  // Postgres's
 	sqlDB     *sql.DB                // SQLite's
 	prep      *sqlitePrepared        // SQLite's attempt statements, once prepared
 	rawTx     func(t txn) (TTx, bool)
@@ -223,12 +218,6 @@ func (e *riverEngine[TTx]) readRow(ctx context.Context, id string) (*row, error)
 		err = sql.ErrNoRows
 	}
 	return r, err
-}
-func (e *riverEngine[TTx]) recordStmt(ctx context.Context, q string, args ...any) (int, error) {
-	if e.records == nil {
-		return 0, errors.New("outbox: internal error: a grouped record on SQLite")
-	}
-	return e.records.do(ctx, pgStmt{q, args})
 }
 func (e *riverEngine[TTx]) inTx(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
 	if e.group != nil {
@@ -519,11 +508,10 @@ func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEn
 		return nil, err
 	}
 	return &riverEngine[pgx.Tx]{
-		driver:  driver,
-		client:  client,
-		q:       pgQ{pool},
-		reads:   newPGReads(pool),
-		records: newPGRecords(pool),
+		driver: driver,
+		client: client,
+		q:      pgQ{pool},
+		reads:  newPGReads(pool),
 		beginTx: func(ctx context.Context) (txn, error) {
 			tx, err := pool.Begin(ctx)
 			if err != nil {

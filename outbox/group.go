@@ -40,9 +40,9 @@ const groupSavepoint = "mailsec_outbox_op"
 func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
 	op := &groupOp{ctx: ctx, fn: fn, done: make(chan struct{})}
 	g.add(op, g.run)
-	// The work may already be running: wait for its outcome whatever ctx
-	// does, so that nothing the caller was told failed commits later.
-	<-op.done
+	if g.wait(ctx, op, op.done) {
+		return ctx.Err()
+	}
 	return op.err
 }
 
@@ -109,7 +109,7 @@ func (g *groupCommit) run(ops []*groupOp) {
 		return
 	}
 	if len(jobs) > 0 {
-		if err := insertJobs(ctx, g.client, tx, jobs); err != nil {
+		if err := recovered(func() error { return insertJobs(ctx, g.client, tx, jobs) }); err != nil {
 			_ = tx.Rollback()
 			fail(fmt.Errorf("outbox: queueing the delivery jobs: %w", err))
 			return
@@ -122,11 +122,16 @@ func (g *groupCommit) run(ops []*groupOp) {
 
 // safeRun runs the operation, turning a panic into an error: the group's
 // other callers must still be told their outcome.
-func (op *groupOp) safeRun(q txn) (err error) {
+func (op *groupOp) safeRun(q txn) error {
+	return recovered(func() error { return op.fn(op.ctx, q) })
+}
+
+// recovered runs fn, turning a panic into an error.
+func recovered(fn func() error) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = errors.New("outbox: internal error: a database operation panicked")
 		}
 	}()
-	return op.fn(op.ctx, q)
+	return fn()
 }

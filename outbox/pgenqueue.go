@@ -57,11 +57,9 @@ type pgEnqueueOp struct {
 func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id string, grouped bool, err error) {
 	op := &pgEnqueueOp{ctx: ctx, pm: pm, done: make(chan struct{})}
 	g.add(op, g.run)
-	// The group may already be committing the message: wait for the
-	// outcome whatever ctx does, so that no caller is told its message
-	// failed when it was committed.
-	<-op.done
-	if op.alone {
+	// Withdrawn before a group took it, it fails alone, as an Enqueue
+	// whose context ended.
+	if g.wait(ctx, op, op.done) || op.alone {
 		return "", false, nil
 	}
 	return op.id, true, op.err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,9 +80,9 @@ func queuedOnce(t *testing.T, ob *Outbox, pool *pgxpool.Pool, ids []string) {
 	}
 }
 
-// inOneEnqueueGroup runs the calls as concurrent Enqueues that all fall in one
-// group: the group is held as if others ran until every call waits in
-// it, then led.
+// inOneEnqueueGroup runs the calls as concurrent Enqueues that all fall
+// in one group: the group is held as if others ran until every call waits
+// in it (or has returned, its context ended), then led.
 func inOneEnqueueGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, error)) (ids []string, errs []error) {
 	t.Helper()
 	g.mu.Lock()
@@ -93,12 +94,16 @@ func inOneEnqueueGroup(t *testing.T, g *pgEnqueueGroup, calls []func() (string, 
 	g.mu.Unlock()
 	ids, errs = make([]string, len(calls)), make([]error, len(calls))
 	var wg sync.WaitGroup
+	var returned atomic.Int64 // a call whose context has ended does not wait
 	for i, call := range calls {
-		wg.Go(func() { ids[i], errs[i] = call() })
+		wg.Go(func() {
+			ids[i], errs[i] = call()
+			returned.Add(1)
+		})
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		g.mu.Lock()
-		n := len(g.pending)
+		n := len(g.pending) + int(returned.Load())
 		g.mu.Unlock()
 		if n == len(calls) {
 			break
@@ -473,4 +478,52 @@ func TestPgEnqueueGroupHonoursDeadlines(t *testing.T) {
 	}
 	_ = lock.Rollback(context.Background())
 	queuedOnce(t, ob, pool, nil)
+}
+
+// An Enqueue that waits for a group while every group is held up (here
+// by a lock on the table) returns when its context ends, and queues
+// nothing.
+func TestPgEnqueueWaitingCallerKeepsItsDeadline(t *testing.T) {
+	ob, pool := openPgGroupTest(t)
+	lock, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(t.Context(), `LOCK TABLE mailsec_outbox_message IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	unlock := time.AfterFunc(8*time.Second, func() { _ = lock.Rollback(context.Background()) })
+	defer unlock.Stop()
+	g := ob.enqueueGroup
+	var wg sync.WaitGroup
+	for i := range pgGroupsAtOnce {
+		wg.Go(func() { _, _ = ob.Enqueue(context.Background(), groupMessage(i), nil) })
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			g.mu.Lock()
+			leaders, pending := g.leaders, len(g.pending)
+			g.mu.Unlock()
+			if leaders == i+1 && pending == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the groups did not start")
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	id, err := ob.Enqueue(ctx, groupMessage(9), nil)
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("a caller with a 300 ms deadline waiting for a group returned after %v", took)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || id != "" {
+		t.Errorf("got %q, %v; want the deadline's error", id, err)
+	}
+	_ = lock.Rollback(context.Background())
+	wg.Wait()
+	var n int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM mailsec_outbox_message`).Scan(&n); err != nil || n != pgGroupsAtOnce {
+		t.Errorf("%d messages queued (%v), want the %d held up only", n, err, pgGroupsAtOnce)
+	}
 }

@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"context"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // pgGroup coalesces the same statement of concurrent workers on Postgres
-// (the read of a message's row at the start of a run, the record of an
-// attempt) into one round trip. As groupCommit on SQLite, it waits for
-// nothing: the first caller of an idle group runs its statement at once,
-// and the callers that arrive meanwhile form the next group, run together.
+// (the read of a message's row at the start of a run) into one round
+// trip. As groupCommit on SQLite, it waits for nothing: the first caller
+// of an idle group runs its statement at once, and the callers that
+// arrive meanwhile form the next group, run together.
 //
 // A caller alone in its group runs its statement as it would without the
 // group, under its own context. A group of several runs under a context
@@ -39,7 +38,10 @@ type pgCall[In, Out any] struct {
 func (g *pgGroup[In, Out]) do(ctx context.Context, in In) (Out, error) {
 	c := &pgCall[In, Out]{ctx: ctx, in: in, done: make(chan struct{})}
 	g.add(c, g.run)
-	<-c.done
+	if g.wait(ctx, c, c.done) {
+		var none Out
+		return none, ctx.Err()
+	}
 	if c.alone {
 		return g.one(ctx, in)
 	}
@@ -93,47 +95,6 @@ func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
 		} else {
 			c.out = outs[i]
 		}
-	}
-}
-
-// pgStmt is a statement that returns one integer.
-type pgStmt struct {
-	q    string
-	args []any
-}
-
-// newPGRecords groups the statements that record attempts: each one
-// statement returning one integer, the group run in one implicit
-// transaction (the statements of a pipeline before its Sync), so that it
-// costs one round trip and one commit. A statement that fails rolls back
-// the whole group, whose callers then each run theirs alone; a caller is
-// given its result only once the group's transaction has committed.
-func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgStmt, int] {
-	return &pgGroup[pgStmt, int]{
-		one: func(ctx context.Context, s pgStmt) (int, error) {
-			var n int
-			err := pool.QueryRow(ctx, s.q, s.args...).Scan(&n)
-			return n, err
-		},
-		many: func(ctx context.Context, ss []pgStmt) ([]int, error) {
-			b := &pgx.Batch{}
-			for _, s := range ss {
-				b.Queue(s.q, s.args...)
-			}
-			br := pool.SendBatch(ctx, b)
-			ns := make([]int, len(ss))
-			var err error
-			for i := range ns {
-				if err = br.QueryRow().Scan(&ns[i]); err != nil {
-					break
-				}
-			}
-			// Close reads up to the Sync, past the commit.
-			if cerr := br.Close(); err == nil {
-				err = cerr
-			}
-			return ns, err
-		},
 	}
 }
 

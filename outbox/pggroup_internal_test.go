@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -75,233 +74,6 @@ func inOneGroup[In, Out any](t *testing.T, g *pgGroup[In, Out], fns ...func()) {
 	wg.Wait()
 }
 
-// recordDelivered records attempt 1 of the message read in r, run 1, as
-// delivered to ann: the attempt's state, and record's error.
-func recordDelivered(ctx context.Context, ob *Outbox, r *row) (State, error) {
-	prog, err := ob.openProgress(r.id, r.progress)
-	if err != nil {
-		return "", err
-	}
-	now := time.Now()
-	a := &Attempt{ID: r.id, Number: 1, Started: now, Finished: now}
-	rec := &mailsec.Receipt{MessageID: "<m@example.com>", Started: now, Finished: now,
-		Recipients: []mailsec.RecipientReceipt{{Address: "ann@example.org", Accepted: true, Delivery: 1}}}
-	err = ob.record(ctx, r, 1, prog, a, &outcome{rec: rec, dup: map[string]bool{}})
-	return a.State, err
-}
-
-// loadRows reads the rows of ids.
-func loadRows(t *testing.T, ob *Outbox, ids []string) []*row {
-	t.Helper()
-	rs := make([]*row, len(ids))
-	for i, id := range ids {
-		var err error
-		if rs[i], err = loadRow(context.Background(), ob.eng.pool(), id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return rs
-}
-
-// committedIn returns how many distinct transactions last wrote the rows
-// of ids.
-func committedIn(t *testing.T, ob *Outbox, ids []string) int {
-	t.Helper()
-	var n int
-	if err := ob.eng.pool().queryRow(context.Background(), `SELECT count(DISTINCT xmin::text) FROM mailsec_outbox_message WHERE id = ANY($1)`, ids).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// attemptsOf returns the message's state, its attempts and the attempt
-// records stored for it.
-func attemptsOf(t *testing.T, ob *Outbox, id string) (State, int, int) {
-	t.Helper()
-	var state string
-	var attempts, records int
-	if err := ob.eng.pool().queryRow(context.Background(), `SELECT state, attempts, (SELECT count(*) FROM mailsec_outbox_attempt WHERE message_id = $1)
-FROM mailsec_outbox_message WHERE id = $1`, id).Scan(&state, &attempts, &records); err != nil {
-		t.Fatal(err)
-	}
-	return State(state), attempts, records
-}
-
-// The records of concurrent attempts commit in one transaction, and each
-// caller gets its own outcome: a message cancelled during its attempt, or
-// taken over by another run, no longer matches the grouped statement and
-// is recorded by the caller alone; the others are recorded by the group.
-func TestPGRecordGroupGivesEachCallerItsOutcome(t *testing.T) {
-	t.Parallel()
-	ob, e, ids := pgGroupOutbox(t, 6)
-	ctx := context.Background()
-	cancelled, takenOver := ids[1], ids[2]
-	rs := loadRows(t, ob, ids)
-	states := make([]State, len(ids))
-	errs := make([]error, len(ids))
-	var fns []func()
-	for i, id := range ids {
-		fns = append(fns, func() {
-			if id == cancelled {
-				// Cancelled once the attempt read the message.
-				if err := ob.Cancel(ctx, id); err != nil {
-					errs[i] = err
-					return
-				}
-			}
-			if id == takenOver {
-				// Another run recorded an attempt meanwhile.
-				if _, err := ob.eng.pool().exec(ctx, `UPDATE mailsec_outbox_message SET attempts = 1, job_runs = 2 WHERE id = $1`, id); err != nil {
-					errs[i] = err
-					return
-				}
-			}
-			states[i], errs[i] = recordDelivered(ctx, ob, rs[i])
-		})
-	}
-	inOneGroup(t, e.records, fns...)
-	var grouped []string
-	for i, id := range ids {
-		st, attempts, records := attemptsOf(t, ob, id)
-		switch id {
-		case cancelled:
-			if errs[i] != nil || states[i] != Cancelled || st != Cancelled || attempts != 1 || records != 1 {
-				t.Errorf("cancelled message: record returned %v, %s; stored %s, %d attempts, %d records", errs[i], states[i], st, attempts, records)
-			}
-		case takenOver:
-			if !errors.Is(errs[i], errTakenOver) || states[i] != Sending || st != Queued || attempts != 1 || records != 1 {
-				t.Errorf("message taken over: record returned %v, %s; stored %s, %d attempts, %d records", errs[i], states[i], st, attempts, records)
-			}
-		default:
-			grouped = append(grouped, id)
-			if errs[i] != nil || states[i] != Delivered || st != Delivered || attempts != 1 || records != 1 {
-				t.Errorf("message %d: record returned %v, %s; stored %s, %d attempts, %d records", i, errs[i], states[i], st, attempts, records)
-			}
-		}
-	}
-	if n := committedIn(t, ob, grouped); n != 1 {
-		t.Errorf("the grouped records committed in %d transactions, not one", n)
-	}
-}
-
-// failOnce makes the first update of message id's row fail, in the
-// database: the statement that records it fails and aborts its
-// transaction. Updates are logged in mailsec_test_updates as they commit.
-func failOnce(t *testing.T, ob *Outbox, id string) {
-	t.Helper()
-	for _, q := range []string{
-		`CREATE SEQUENCE mailsec_test_fail`,
-		`CREATE TABLE mailsec_test_updates (id TEXT NOT NULL)`,
-		fmt.Sprintf(`CREATE FUNCTION mailsec_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	IF NEW.id = '%s' AND nextval('mailsec_test_fail') = 1 THEN
-		RAISE EXCEPTION 'forced failure';
-	END IF;
-	INSERT INTO mailsec_test_updates (id) VALUES (NEW.id);
-	RETURN NEW;
-END $$`, id),
-		`CREATE TRIGGER mailsec_test_fail BEFORE UPDATE ON mailsec_outbox_message FOR EACH ROW EXECUTE FUNCTION mailsec_test_fail()`,
-	} {
-		if _, err := ob.eng.pool().exec(context.Background(), q); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func updatesOf(t *testing.T, ob *Outbox, id string) int {
-	t.Helper()
-	var n int
-	if err := ob.eng.pool().queryRow(context.Background(), `SELECT count(*) FROM mailsec_test_updates WHERE id = $1`, id).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// A statement that fails in a group rolls the group back, and every
-// caller records its attempt again alone: each is told its own outcome,
-// each attempt is recorded once, none is lost.
-func TestPGRecordGroupFailedStatement(t *testing.T) {
-	t.Parallel()
-	ob, e, ids := pgGroupOutbox(t, 5)
-	ctx := context.Background()
-	failOnce(t, ob, ids[2])
-	rs := loadRows(t, ob, ids)
-	states := make([]State, len(ids))
-	errs := make([]error, len(ids))
-	var fns []func()
-	for i := range ids {
-		fns = append(fns, func() { states[i], errs[i] = recordDelivered(ctx, ob, rs[i]) })
-	}
-	inOneGroup(t, e.records, fns...)
-	for i, id := range ids {
-		st, attempts, records := attemptsOf(t, ob, id)
-		if errs[i] != nil || states[i] != Delivered || st != Delivered || attempts != 1 || records != 1 {
-			t.Errorf("message %d: record returned %v, %s; stored %s, %d attempts, %d records", i, errs[i], states[i], st, attempts, records)
-		}
-		if n := updatesOf(t, ob, id); n != 1 {
-			t.Errorf("message %d: its row was updated %d times, not once", i, n)
-		}
-	}
-	if n := committedIn(t, ob, ids); n != len(ids) {
-		t.Errorf("after the group failed, the records committed in %d transactions, not each alone (%d)", n, len(ids))
-	}
-}
-
-// A caller whose context ends while its group runs is told the group's
-// outcome for its work, not its context's error: its record committed.
-// A caller whose context ended before its group ran is not recorded.
-func TestPGRecordGroupCallerCancelled(t *testing.T) {
-	t.Parallel()
-	ob, e, ids := pgGroupOutbox(t, 3)
-	rs := loadRows(t, ob, ids)
-	for _, q := range []string{
-		`CREATE FUNCTION mailsec_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$`,
-		`CREATE TRIGGER mailsec_test_slow BEFORE UPDATE ON mailsec_outbox_message FOR EACH ROW EXECUTE FUNCTION mailsec_test_slow()`,
-	} {
-		if _, err := ob.eng.pool().exec(context.Background(), q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dead, deadCancel := context.WithCancel(context.Background())
-	deadCancel()
-	states := make([]State, 3)
-	errs := make([]error, 3)
-	// The first caller's context ends once the group's statements run
-	// (they sleep in the database); the last one's has ended before.
-	go func() {
-		for ctx.Err() == nil {
-			var n int
-			if err := ob.eng.pool().queryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'`).Scan(&n); err == nil && n > 0 {
-				cancel()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	inOneGroup(t, e.records,
-		func() { states[0], errs[0] = recordDelivered(ctx, ob, rs[0]) },
-		func() { states[1], errs[1] = recordDelivered(context.Background(), ob, rs[1]) },
-		func() { states[2], errs[2] = recordDelivered(dead, ob, rs[2]) },
-	)
-	if ctx.Err() == nil {
-		t.Fatal("the context was not cancelled while the group ran")
-	}
-	for i := range 2 {
-		st, attempts, records := attemptsOf(t, ob, ids[i])
-		if errs[i] != nil || states[i] != Delivered || st != Delivered || attempts != 1 || records != 1 {
-			t.Errorf("message %d: record returned %v, %s; stored %s, %d attempts, %d records", i, errs[i], states[i], st, attempts, records)
-		}
-	}
-	if n := committedIn(t, ob, ids[:2]); n != 1 {
-		t.Errorf("the grouped records committed in %d transactions, not one", n)
-	}
-	st, attempts, records := attemptsOf(t, ob, ids[2])
-	if errs[2] == nil || st != Queued || attempts != 0 || records != 0 {
-		t.Errorf("caller cancelled before its group: record returned %v; stored %s, %d attempts, %d records", errs[2], st, attempts, records)
-	}
-}
-
 // The reads of concurrent runs are one statement; each caller gets its
 // own row, sql.ErrNoRows for a message that is not there.
 func TestPGReadGroupGivesEachCallerItsRow(t *testing.T) {
@@ -368,5 +140,35 @@ func TestPGGroupDeadline(t *testing.T) {
 	inOneGroup(t, g, call(context.Background(), 1), call(ctxSoon, 2))
 	if len(got) != 3 || !got[0].Equal(late) || !got[1].IsZero() || !got[2].IsZero() || cancelled[0] || cancelled[1] || cancelled[2] {
 		t.Errorf("the groups ran with deadlines %v (cancelled %v), want %v, none, none", got, cancelled, late)
+	}
+}
+
+// When a group fails as a whole, each of its callers runs its statement
+// alone, once, and gets that outcome.
+func TestPGGroupFailedRunsEachAlone(t *testing.T) {
+	var mu sync.Mutex
+	alone := map[int]int{}
+	g := &pgGroup[int, int]{
+		one: func(ctx context.Context, in int) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			alone[in]++
+			return in * 10, nil
+		},
+		many: func(ctx context.Context, ins []int) ([]int, error) {
+			return nil, errors.New("the group's statement failed")
+		},
+	}
+	outs := make([]int, 3)
+	errs := make([]error, 3)
+	var fns []func()
+	for i := range outs {
+		fns = append(fns, func() { outs[i], errs[i] = g.do(context.Background(), i+1) })
+	}
+	inOneGroup(t, g, fns...)
+	for i := range outs {
+		if errs[i] != nil || outs[i] != (i+1)*10 || alone[i+1] != 1 {
+			t.Errorf("caller %d: %d, %v, run alone %d times; want %d, nil, once", i+1, outs[i], errs[i], alone[i+1], (i+1)*10)
+		}
 	}
 }
