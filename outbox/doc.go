@@ -139,6 +139,9 @@
 // looks for a live job again, as Retry, Cancel and an attempt's record
 // write the row first: a message never has a job beside a live one, and a
 // finished one is never given one, even when two processes sweep at once.
+// River's own tools (JobRetry, River UI) write no message row: an ended
+// delivery job revived with them may run beside the one the clean-up gave
+// the message. Use Retry, which looks first.
 //
 // Close stops a process gracefully: the attempts under way are given until
 // its context ends to finish; those still running then are interrupted
