@@ -109,16 +109,7 @@ func TestGroupCommitIsolatesCallers(t *testing.T) {
 // queueing it has neither row nor job.
 func TestGroupQueuesOneJobPerMessage(t *testing.T) {
 	ctx := t.Context()
-	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "mail.db")
-	ob, err := Open(ctx, sender, path, &Options{Keys: []Key{NewKey()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ob.Close(context.Background())
+	ob, path := openGroupTest(t)
 
 	const n = 96
 	ids := make([]string, n)
@@ -181,16 +172,7 @@ func TestGroupQueuesOneJobPerMessage(t *testing.T) {
 // commits and every caller is told so.
 func TestGroupJobsFailTogether(t *testing.T) {
 	ctx := t.Context()
-	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "mail.db")
-	ob, err := Open(ctx, sender, path, &Options{Keys: []Key{NewKey()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ob.Close(context.Background())
+	ob, path := openGroupTest(t)
 	db, err := sql.Open("sqlite", "file:"+path+sqlitePragmas)
 	if err != nil {
 		t.Fatal(err)
@@ -220,4 +202,20 @@ BEGIN SELECT RAISE(ABORT, 'no jobs today'); END`); err != nil {
 	if err := db.QueryRow(`SELECT count(*) FROM mailsec_outbox_message`).Scan(&rows); err != nil || rows != 0 {
 		t.Errorf("%d messages stored without their jobs (%v)", rows, err)
 	}
+}
+
+// openGroupTest opens an outbox on a new SQLite file, not started.
+func openGroupTest(t *testing.T) (*Outbox, string) {
+	t.Helper()
+	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "mail.db")
+	ob, err := Open(t.Context(), sender, path, &Options{Keys: []Key{NewKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ob.Close(context.Background()) })
+	return ob, path
 }

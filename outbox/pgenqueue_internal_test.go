@@ -449,15 +449,8 @@ func TestPgEnqueueGroupsNeverDeadlock(t *testing.T) {
 func TestPgEnqueueGroupHonoursDeadlines(t *testing.T) {
 	t.Parallel()
 	ob, pool := openPgGroupTest(t)
-	lock, err := pool.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lock.Exec(t.Context(), `LOCK TABLE mailsec_outbox_message IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	unlocked := time.AfterFunc(8*time.Second, func() { _ = lock.Rollback(context.Background()) })
-	defer unlocked.Stop()
+	unlock := lockMessages(t, pool, 8*time.Second)
+	defer unlock()
 	began := time.Now()
 	var calls []func() (string, error)
 	for i := range 3 {
@@ -476,7 +469,7 @@ func TestPgEnqueueGroupHonoursDeadlines(t *testing.T) {
 			t.Errorf("Enqueue %d: %q, %v, want its deadline's error", i, ids[i], err)
 		}
 	}
-	_ = lock.Rollback(context.Background())
+	unlock()
 	queuedOnce(t, ob, pool, nil)
 }
 
@@ -485,15 +478,8 @@ func TestPgEnqueueGroupHonoursDeadlines(t *testing.T) {
 // nothing.
 func TestPgEnqueueWaitingCallerKeepsItsDeadline(t *testing.T) {
 	ob, pool := openPgGroupTest(t)
-	lock, err := pool.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lock.Exec(t.Context(), `LOCK TABLE mailsec_outbox_message IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	unlock := time.AfterFunc(8*time.Second, func() { _ = lock.Rollback(context.Background()) })
-	defer unlock.Stop()
+	unlock := lockMessages(t, pool, 8*time.Second)
+	defer unlock()
 	g := ob.enqueueGroup
 	var wg sync.WaitGroup
 	for i := range pgGroupsAtOnce {
@@ -520,10 +506,27 @@ func TestPgEnqueueWaitingCallerKeepsItsDeadline(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || id != "" {
 		t.Errorf("got %q, %v; want the deadline's error", id, err)
 	}
-	_ = lock.Rollback(context.Background())
+	unlock()
 	wg.Wait()
 	var n int
 	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM mailsec_outbox_message`).Scan(&n); err != nil || n != pgGroupsAtOnce {
 		t.Errorf("%d messages queued (%v), want the %d held up only", n, err, pgGroupsAtOnce)
 	}
+}
+
+// lockMessages locks the message table against every other transaction
+// until the returned function is called, or for hold at most.
+func lockMessages(t *testing.T, pool *pgxpool.Pool, hold time.Duration) (unlock func()) {
+	t.Helper()
+	lock, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(t.Context(), `LOCK TABLE mailsec_outbox_message IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() { once.Do(func() { _ = lock.Rollback(context.Background()) }) }
+	time.AfterFunc(hold, unlock)
+	return unlock
 }
