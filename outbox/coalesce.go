@@ -9,9 +9,9 @@ import (
 
 // coalescer gathers the calls of concurrent callers into groups, each run
 // by one goroutine, without waiting for a timer: a caller that finds
-// fewer than atOnce groups running leads one, made of the calls pending,
-// its own first; the calls that arrive meanwhile form the next group, led
-// by a goroutine of its own once a group ends. The groups of
+// fewer than atOnce groups running leads one, made of up to maxGroup of
+// the oldest calls pending; the calls that arrive meanwhile form the next
+// group, led by a goroutine of its own once a group ends. The groups of
 // SQLite's writes (groupCommit), of Postgres's reads (pgGroup)
 // and of Postgres's Enqueues (pgEnqueueGroup) are led so.
 type coalescer[C comparable] struct {

@@ -101,9 +101,11 @@ func (e *IdempotencyError) Temporary() bool { return false }
 // commit), and if that transaction fails before its commit, each is then
 // queued in a transaction of its own. Each call returns only once its own
 // message is committed, with its own ID and idempotency outcome. On
-// Postgres, once its message's transaction has begun, a cancelled context
-// does not stop it, and its work before the commit ends at the latest
-// deadline of the callers it serves.
+// Postgres, a context that ends while the call waits for a transaction
+// ends the call; once its message's transaction has begun, a cancelled
+// context does not stop it, and its work before the commit ends at the
+// latest deadline of the callers it serves (none when one of them has
+// none).
 //
 // The message is not protected (PGP, S/MIME) here: that happens at each
 // attempt, with the keys the Sender's Protectors have then.

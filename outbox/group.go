@@ -9,15 +9,16 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// groupCommit runs the short writing transactions of concurrent workers
-// on SQLite (an attempt's start, its record) together in one transaction,
-// each in a savepoint of its own: a SQLite outbox writes through one
+// groupCommit runs the short writing transactions of concurrent callers
+// on SQLite (Enqueues, an attempt's start and record) together in one
+// transaction, each in a savepoint of its own: a SQLite outbox writes through one
 // connection and every commit waits for the disk, so N workers' writes
 // committed at once cost one sync instead of N. Each caller returns only
 // once the transaction holding its work has committed: durability is
 // that of a transaction of its own. A caller's failed work is rolled back
-// to its savepoint and does not touch the others'; a failed commit fails
-// every caller in the group.
+// to its savepoint and does not touch the others'; a failed commit, or a
+// failed insert of the group's delivery jobs, fails every caller in the
+// group.
 type groupCommit struct {
 	db     *sql.DB
 	prep   *sqlitePrepared        // statements prepared on db, or nil
@@ -48,11 +49,7 @@ func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, t txn
 
 // run runs ops in one transaction and wakes their callers.
 func (g *groupCommit) run(ops []*groupOp) {
-	defer func() {
-		for _, op := range ops {
-			close(op.done)
-		}
-	}()
+	var tx *sql.Tx
 	fail := func(err error) {
 		for _, op := range ops {
 			if op.err == nil {
@@ -60,6 +57,18 @@ func (g *groupCommit) run(ops []*groupOp) {
 			}
 		}
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			// The transaction may be open on the one connection.
+			if tx != nil {
+				_ = tx.Rollback()
+			}
+			fail(errors.New("outbox: internal error: a database operation panicked"))
+		}
+		for _, op := range ops {
+			close(op.done)
+		}
+	}()
 	// The transaction serves callers with their own deadlines: it runs
 	// without any, and each operation runs under its caller's context.
 	ctx := context.WithoutCancel(ops[0].ctx)

@@ -84,6 +84,16 @@ ON CONFLICT (idem) DO NOTHING`
 // run queues ops in one transaction and wakes their callers.
 func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 	var live []*pgEnqueueOp
+	defer func() {
+		if v := recover(); v != nil {
+			for _, op := range live {
+				op.id, op.err = "", errors.New("outbox: internal error: a database operation panicked")
+			}
+		}
+		for _, op := range ops {
+			close(op.done)
+		}
+	}()
 	for _, op := range ops {
 		if op.ctx.Err() != nil {
 			// Alone, it fails as an Enqueue of its own does.
@@ -98,16 +108,6 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 	slices.SortStableFunc(live, func(a, b *pgEnqueueOp) int {
 		return bytes.Compare(idemOf(a), idemOf(b))
 	})
-	defer func() {
-		if v := recover(); v != nil {
-			for _, op := range live {
-				op.id, op.err = "", errors.New("outbox: internal error: a database operation panicked")
-			}
-		}
-		for _, op := range ops {
-			close(op.done)
-		}
-	}()
 	if len(live) == 0 {
 		return
 	}

@@ -16,9 +16,10 @@ import (
 // A caller alone in its group runs its statement as it would without the
 // group, under its own context. A group of several runs under a context
 // of its own, without their cancellation and with the latest of their
-// deadlines, and each caller waits for it whatever its own context does,
-// so that nothing a caller was told failed is committed. When the group
-// fails as a whole, each caller runs its statement again alone.
+// deadlines (none when one of them has none). A caller whose context ends
+// before a group takes its call withdraws it; once taken, it waits for the
+// group's answer. When the group fails as a whole, each caller runs its
+// statement again alone.
 type pgGroup[In, Out any] struct {
 	one  func(ctx context.Context, in In) (Out, error)
 	many func(ctx context.Context, ins []In) ([]Out, error)

@@ -308,7 +308,9 @@ func (ob *Outbox) clean(ctx context.Context) error {
 // earlier version marked them) that have no delivery job River has not
 // ended ($1 deliverKind), the oldest first. On Postgres NOT EXISTS, an
 // anti-join: NOT IN would run its subquery once per message once its
-// result outgrows work_mem. On SQLite NOT IN, whose subquery's result
+// result outgrows work_mem (a hash anti-join on the member read with ->>,
+// as River's index on args serves only the one message's look, sqlJobOf).
+// On SQLite NOT IN, whose subquery's result
 // SQLite makes an index of once: a correlated NOT EXISTS would read
 // River's jobs once per message.
 func sqlJobless(postgres bool) string {
