@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/mailsec/mailsec"
@@ -228,14 +227,7 @@ func (ob *Outbox) retryOnce(ctx context.Context, id string) error {
 	}
 	// The delivery job sleeps (River "scheduled") until the old time:
 	// wake it in the same transaction.
-	switch e := ob.eng.(type) {
-	case *riverEngine[*sql.Tx]:
-		err = wakeJob(ctx, e, t, id)
-	case *riverEngine[pgx.Tx]:
-		err = wakeJob(ctx, e, t, id)
-	default:
-		err = errors.New("unknown database engine")
-	}
+	err = ob.eng.wakeJob(ctx, t, id)
 	if errors.Is(err, errJobRunning) {
 		return err
 	}

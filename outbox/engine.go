@@ -37,6 +37,10 @@ type engine interface {
 	readRow(ctx context.Context, id string) (*row, error)
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
+	// wakeJob and replaceJob are the functions of those names on the
+	// engine.
+	wakeJob(ctx context.Context, t txn, id string) error
+	replaceJob(ctx context.Context, t txn, id string) error
 	// queueJob is insertJob for a message t has just inserted: in a
 	// transaction a groupCommit shares, the job is inserted when the
 	// group's work is done, with the other new messages' jobs, in one
@@ -268,6 +272,14 @@ func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string) erro
 	}
 	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, deliverOpts())
 	return err
+}
+
+func (e *riverEngine[TTx]) wakeJob(ctx context.Context, t txn, id string) error {
+	return wakeJob(ctx, e, t, id)
+}
+
+func (e *riverEngine[TTx]) replaceJob(ctx context.Context, t txn, id string) error {
+	return replaceJob(ctx, e, t, id)
 }
 
 // deliverOpts are the insert options of a delivery job.

@@ -444,8 +444,7 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 	if idem != nil {
 		idemCol, fpCol = idem[0], ob.keys.fingerprint(0, fp.Sum(nil))
 	}
-	n, err := t.exec(ctx, `INSERT INTO mailsec_outbox_message
-(id, state, created_at, expires_at, next_at, attempts, job_runs, idem, fingerprint, envelope, progress)
+	n, err := t.exec(ctx, sqlInsertMessageInto+`
 VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7, $8, $9)
 ON CONFLICT (idem) DO NOTHING`,
 		id, string(Queued), now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro(), now.UnixMicro(), idemCol, fpCol,
@@ -469,6 +468,11 @@ ON CONFLICT (idem) DO NOTHING`,
 	}
 	return enqueued{id: id}, nil
 }
+
+// sqlInsertMessageInto names the columns of a new message's row, in the
+// order of the values that follow it.
+const sqlInsertMessageInto = `INSERT INTO mailsec_outbox_message
+(id, state, created_at, expires_at, next_at, attempts, job_runs, idem, fingerprint, envelope, progress)`
 
 // findIdem looks for a message queued with one of the digests of an
 // idempotency key.

@@ -66,15 +66,13 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 }
 
 const (
-	sqlInsertMessage = `INSERT INTO mailsec_outbox_message
-(id, state, created_at, expires_at, next_at, attempts, job_runs, idem, fingerprint, envelope, progress)
+	sqlInsertMessage = sqlInsertMessageInto + `
 VALUES ($1, $2, $3, $4, $5, 0, 0, NULL, NULL, $6, $7)`
 	// A message with an idempotency key is inserted only when no message
 	// holds one of the key's digests (the current key's or an older
 	// one's; an earlier row of the same group included), and the unique
 	// index settles a concurrent insert of the current one.
-	sqlInsertKeyedMessage = `INSERT INTO mailsec_outbox_message
-(id, state, created_at, expires_at, next_at, attempts, job_runs, idem, fingerprint, envelope, progress)
+	sqlInsertKeyedMessage = sqlInsertMessageInto + `
 SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, 0, 0, $6::bytea, $7::bytea, $8::bytea, $9::bytea
 WHERE NOT EXISTS (SELECT 1 FROM mailsec_outbox_message WHERE idem = ANY($10::bytea[]))
 ON CONFLICT (idem) DO NOTHING`

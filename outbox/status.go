@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mailsec/mailsec"
@@ -399,15 +398,7 @@ func (ob *Outbox) requeueIfJobless(ctx context.Context, id string) (bool, error)
 	if err != nil || len(jobs) > 0 {
 		return false, err
 	}
-	switch e := ob.eng.(type) {
-	case *riverEngine[*sql.Tx]:
-		err = replaceJob(ctx, e, t, id)
-	case *riverEngine[pgx.Tx]:
-		err = replaceJob(ctx, e, t, id)
-	default:
-		err = errors.New("unknown database engine")
-	}
-	if err != nil {
+	if err := ob.eng.replaceJob(ctx, t, id); err != nil {
 		return false, err
 	}
 	if err := t.commit(ctx); err != nil {
