@@ -180,10 +180,22 @@ type DeliverResult struct {
 	// Postgres server's), when the platform reports it; zero otherwise.
 	// On a machine shared with other work it moves less than Elapsed.
 	CPU time.Duration
+	// MachineCPU is the CPU time the whole machine spent busy while the
+	// items were worked (this process, a Postgres server on it, the
+	// kernel, and whatever else ran), in units of 10 ms, when the
+	// platform reports it (Linux); zero otherwise. Where the database
+	// and the process share the CPUs, it is the cost that bounds the
+	// throughput.
+	MachineCPU time.Duration
 }
 
 // CPUPerItem is CPU divided by N.
 func (r DeliverResult) CPUPerItem() time.Duration { return r.CPU / time.Duration(max(r.N, 1)) }
+
+// MachineCPUPerItem is MachineCPU divided by N.
+func (r DeliverResult) MachineCPUPerItem() time.Duration {
+	return r.MachineCPU / time.Duration(max(r.N, 1))
+}
 
 // PerSecond is the number of items worked per second.
 func (r DeliverResult) PerSecond() float64 { return float64(r.N) / r.Elapsed.Seconds() }
@@ -205,6 +217,7 @@ func MeasureDeliver(ctx context.Context, env *Env, kind Kind, peer Peer, p Paylo
 	}
 	defer func() { err = errors.Join(err, d.Close()) }()
 	cpu0, _ := cputime.Process()
+	machine0, _ := cputime.Machine()
 	began := time.Now()
 	if err := d.Run(ctx); err != nil {
 		return res, fmt.Errorf("%s on %s: working %d items: %w", peer.Name, kind, n, err)
@@ -212,6 +225,9 @@ func MeasureDeliver(ctx context.Context, env *Env, kind Kind, peer Peer, p Paylo
 	res = DeliverResult{N: n, Elapsed: time.Since(began)}
 	if cpu1, ok := cputime.Process(); ok {
 		res.CPU = cpu1 - cpu0
+	}
+	if machine1, ok := cputime.Machine(); ok {
+		res.MachineCPU = machine1 - machine0
 	}
 	return res, nil
 }

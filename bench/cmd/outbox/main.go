@@ -11,14 +11,17 @@
 // beside the absolute rate of a pooled Send of the same messages to the
 // same in-process sink (peer "send", no database). For delivery it also
 // reports this process's CPU time per item (cpu-µs/item: the peer, River
-// and the sink, not a Postgres server) and the median of the rounds'
-// ratios, each round's peers having run one after the other.
+// and the sink, not a Postgres server), on Linux the whole machine's
+// (machine cpu-µs/item: the Postgres server and the kernel too, and
+// whatever else runs), and the median of the rounds' ratios, each round's
+// peers having run one after the other. -peers measures only some peers
+// (a CPU profile of one, say).
 //
 // Usage:
 //
 //	go run ./cmd/outbox [-count 3] [-n 2000] [-deliver 2000] [-size 10240] [-c 8]
 //	    [-settings outbox|tuned|river] [-db sqlite,postgres] [-measure enqueue,deliver]
-//	    [-dir DIR] [-pg URL] [-check] [-cpuprofile FILE]
+//	    [-dir DIR] [-pg URL] [-check] [-cpuprofile FILE] [-peers river,outbox,send]
 //
 // The default settings, outbox, are those the outbox runs River with
 // (outboxbench.Outbox); the floor runs with them too. With tuned or river
@@ -85,6 +88,7 @@ func run() int {
 	poll := flag.Duration("fetch-poll", 0, "override the settings' FetchPollInterval")
 	conns := flag.Int("pg-conns", 0, "override the settings' Postgres pool size")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
+	only := flag.String("peers", "", "measure only these peers, comma-separated (default: every peer)")
 	flag.Parse()
 
 	var s outboxbench.Settings
@@ -165,6 +169,17 @@ func run() int {
 
 	p := outboxbench.NewPayload(*size)
 	peers := outboxbench.Peers(s, sink)
+	if *only != "" {
+		names := strings.Split(*only, ",")
+		for _, name := range names {
+			if !slices.ContainsFunc(peers, func(p outboxbench.Peer) bool { return p.Name == strings.TrimSpace(name) }) {
+				return failed(fmt.Errorf("-peers: unknown peer %q", name))
+			}
+		}
+		peers = slices.DeleteFunc(peers, func(p outboxbench.Peer) bool {
+			return !slices.ContainsFunc(names, func(name string) bool { return strings.TrimSpace(name) == p.Name })
+		})
+	}
 	fmt.Printf("%s/%s, GOMAXPROCS=%d, NumCPU=%d, %s\n", runtime.GOOS, runtime.GOARCH,
 		runtime.GOMAXPROCS(0), runtime.NumCPU(), runtime.Version())
 	fmt.Printf("settings (%s): %s\n", *settingsName, s)
@@ -195,6 +210,7 @@ func run() int {
 	enqRates := map[key][]float64{}
 	delRates := map[key][]float64{}
 	delCPU := map[key][]float64{}
+	delMachine := map[key][]float64{}
 	for r := range *count {
 		for _, kind := range kinds {
 			for _, peer := range peers {
@@ -219,8 +235,12 @@ func run() int {
 					}
 					delRates[k] = append(delRates[k], res.PerSecond())
 					delCPU[k] = append(delCPU[k], float64(res.CPUPerItem())/float64(time.Microsecond))
-					fmt.Fprintf(os.Stderr, "round %d/%d  %-8s %-8s delivery %6.0f items/s (%v)  %5.0f cpu-µs/item\n",
-						r+1, *count, kind, peer.Name, res.PerSecond(), res.Elapsed.Round(time.Millisecond), float64(res.CPUPerItem())/float64(time.Microsecond))
+					if res.MachineCPU > 0 {
+						delMachine[k] = append(delMachine[k], float64(res.MachineCPUPerItem())/float64(time.Microsecond))
+					}
+					fmt.Fprintf(os.Stderr, "round %d/%d  %-8s %-8s delivery %6.0f items/s (%v)  %5.0f cpu-µs/item  %5.0f machine cpu-µs/item\n",
+						r+1, *count, kind, peer.Name, res.PerSecond(), res.Elapsed.Round(time.Millisecond), float64(res.CPUPerItem())/float64(time.Microsecond),
+						float64(res.MachineCPUPerItem())/float64(time.Microsecond))
 				}
 			}
 		}
@@ -228,13 +248,13 @@ func run() int {
 	fmt.Fprintln(os.Stderr)
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "database\tpeer\tenqueue p50 ms\tp99 ms\tenqueues/s\tdelivery items/s\tcpu-µs/item\t")
+	fmt.Fprintln(tw, "database\tpeer\tenqueue p50 ms\tp99 ms\tenqueues/s\tdelivery items/s\tcpu-µs/item\tmachine cpu-µs/item\t")
 	for _, kind := range kinds {
 		for _, peer := range peers {
 			k := key{kind, peer.Name}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, peer.Name,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, peer.Name,
 				medianText(p50s[k], "%.2f"), medianText(p99s[k], "%.2f"), medianText(enqRates[k], "%.0f"), medianText(delRates[k], "%.0f"),
-				medianText(delCPU[k], "%.0f"))
+				medianText(delCPU[k], "%.0f"), medianText(delMachine[k], "%.0f"))
 		}
 	}
 	_ = tw.Flush()
@@ -279,6 +299,10 @@ func run() int {
 			if len(delCPU[k]) > 0 && len(delCPU[floor]) > 0 && median(delCPU[k]) > 0 {
 				fmt.Printf("  delivery CPU of this process per item: %.0f µs against %.0f (%.2f)\n",
 					median(delCPU[k]), median(delCPU[floor]), median(delCPU[k])/median(delCPU[floor]))
+			}
+			if len(delMachine[k]) > 0 && len(delMachine[floor]) > 0 {
+				fmt.Printf("  delivery CPU of the whole machine per item: %.0f µs against %.0f (%.2f)\n",
+					median(delMachine[k]), median(delMachine[floor]), median(delMachine[k])/median(delMachine[floor]))
 			}
 			if send := delRates[key{kind, outboxbench.SendPeerName}]; len(delRates[k]) > 0 && len(send) > 0 {
 				fmt.Printf("  delivery %.0f messages/s beside a pooled Send's %.0f/s (%.2f of it)\n",
