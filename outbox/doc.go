@@ -41,7 +41,14 @@
 // riverpgxv5 driver) is for several instances of an application sharing
 // one queue: each opens the same database and starts, and a message is
 // delivered by one of them. OpenSQLite and OpenPostgres open the outbox in
-// the application's own database, for EnqueueTx and EnqueuePgxTx.
+// the application's own database, for EnqueueTx and EnqueuePgxTx; open a
+// SQLite file for both with OpenSQLiteDB, which gives it Open's settings.
+//
+// The SQLite file's connection keeps the statements it runs prepared (the
+// last 64, by their text). modernc.org/sqlite prepares every statement
+// given as text anew, and River's SQLite driver sends all its queries so:
+// parsing River's job insert, fetch and completion took more of the one
+// connection's time than running them.
 //
 // On SQLite, where every write goes through one connection and every
 // commit waits for the disk, the outbox commits the writes of concurrent

@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log"
@@ -93,14 +92,12 @@ func ExampleOutbox_EnqueueTx() {
 	}
 	defer os.RemoveAll(dir)
 
-	// The application's own database, with the settings Open would use.
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "app.db")+
-		"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate")
+	// The application's own database, with the settings Open uses.
+	db, err := outbox.OpenSQLiteDB(filepath.Join(dir, "app.db"))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(`CREATE TABLE users (email TEXT PRIMARY KEY)`); err != nil {
 		log.Fatal(err)
 	}

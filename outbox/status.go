@@ -422,7 +422,7 @@ func Migrate(ctx context.Context, db string) error {
 		defer pool.Close()
 		return MigratePostgres(ctx, pool)
 	}
-	sdb, err := openSQLiteFile(db)
+	sdb, err := OpenSQLiteDB(db)
 	if err != nil {
 		return err
 	}

@@ -148,7 +148,7 @@ func openOutbox(ctx context.Context, db Target, s Settings, sink *Sink, p Payloa
 	var fill func(ctx context.Context) error
 	switch db.Kind {
 	case SQLite:
-		sdb, err := OpenSQLite(db.Path, s)
+		sdb, err := OpenOutboxSQLite(db.Path, s)
 		if err != nil {
 			return nil, err
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
 
+	"github.com/mailsec/mailsec/internal/sqlitedb"
 	"github.com/mailsec/mailsec/outbox"
 )
 
@@ -152,6 +153,21 @@ func OpenSQLite(path string, s Settings) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	db.SetMaxOpenConns(1)
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// OpenOutboxSQLite is OpenSQLite as outbox.OpenSQLiteDB opens a file: the
+// same settings, and that handle's cache of prepared statements, which
+// spares River's SQLite driver the parsing of its queries on every call.
+// The outbox peer runs on it; River's runs on OpenSQLite's plain
+// modernc.org/sqlite handle, as River's documentation opens one.
+func OpenOutboxSQLite(path string, s Settings) (*sql.DB, error) {
+	db := sqlitedb.Open(SQLiteDSN(path, s), sqlitedb.Options{})
 	db.SetMaxOpenConns(1)
 	if err := db.Ping(); err != nil {
 		db.Close()

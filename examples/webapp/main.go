@@ -201,14 +201,13 @@ func main() {
 }
 
 // openDB opens the application's SQLite database as the outbox wants it
-// (one connection, WAL, synchronous=FULL so that a commit is on disk) and
-// creates the application's table.
+// (outbox.OpenSQLiteDB: one connection, WAL, synchronous=FULL so that a
+// commit is on disk) and creates the application's table.
 func openDB(ctx context.Context, path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate")
+	db, err := outbox.OpenSQLiteDB(path)
 	if err != nil {
 		return nil, err
 	}
-	db.SetMaxOpenConns(1)
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("webapp: creating the users table: %w", err)
