@@ -346,10 +346,11 @@ const sqlitePragmas = "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pra
 //     parsing them took more of the connection's time than running them:
 //     with the cache the outbox delivers about half as fast again.
 //
-// The handle runs on modernc.org/sqlite (pure Go, no cgo), through a thin
-// layer that keeps the statements: that driver's own interfaces (backups,
-// hooks) are not reachable through database/sql's Conn.Raw. The caller
-// closes it, after the outbox.
+// The handle runs on the modernc.org/sqlite driver registered as "sqlite"
+// (pure Go, no cgo; functions and hooks registered with it apply), through
+// a thin layer that keeps the statements: that driver's own connection
+// interfaces (backups, serialization) are not reachable through
+// database/sql's Conn.Raw. The caller closes it, after the outbox.
 func OpenSQLiteDB(path string) (*sql.DB, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "a SQLite file path (without ? or #) or a postgres:// URL"}
@@ -361,7 +362,10 @@ func OpenSQLiteDB(path string) (*sql.DB, error) {
 	} else {
 		_ = f.Close()
 	}
-	db := sqlitedb.Open("file:"+path+sqlitePragmas, sqlitedb.Options{})
+	db, err := sqlitedb.Open("file:"+path+sqlitePragmas, sqlitedb.Options{})
+	if err != nil {
+		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "cannot be opened", Err: err}
+	}
 	db.SetMaxOpenConns(1)
 	return db, nil
 }

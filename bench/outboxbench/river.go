@@ -167,7 +167,10 @@ func OpenSQLite(path string, s Settings) (*sql.DB, error) {
 // The outbox peer runs on it; River's runs on OpenSQLite's plain
 // modernc.org/sqlite handle, as River's documentation opens one.
 func OpenOutboxSQLite(path string, s Settings) (*sql.DB, error) {
-	db := sqlitedb.Open(SQLiteDSN(path, s), sqlitedb.Options{})
+	db, err := sqlitedb.Open(SQLiteDSN(path, s), sqlitedb.Options{})
+	if err != nil {
+		return nil, err
+	}
 	db.SetMaxOpenConns(1)
 	if err := db.Ping(); err != nil {
 		db.Close()

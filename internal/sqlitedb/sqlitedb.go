@@ -8,9 +8,12 @@
 // queue, parsing River's job insert, fetch and completion took more of
 // the one connection's time than running them.
 //
-// The handle's connections are not modernc.org/sqlite's own: the
-// driver-specific interfaces (backups, hooks, serialization) are not
-// reachable through database/sql's Conn.Raw.
+// The connections come from the driver registered as "sqlite", with the
+// functions, collations and connection hooks registered with it, but they
+// are not modernc.org/sqlite's own type: its connection interfaces
+// (backups, commit hooks, serialization) are not reachable through
+// database/sql's Conn.Raw. Rows tell their column types as that driver's
+// do.
 package sqlitedb
 
 import (
@@ -19,6 +22,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"reflect"
 
 	"modernc.org/sqlite"
 )
@@ -35,28 +39,30 @@ type Options struct {
 }
 
 // Open returns a handle on the SQLite database of dsn, a modernc.org/sqlite
-// data source name, whose connections cache their statements. It opens
-// no connection: the first use does.
-func Open(dsn string, o Options) *sql.DB {
-	c := &connector{dsn: dsn, drv: &sqlite.Driver{}, cacheSize: o.CacheSize}
+// data source name, whose connections cache their statements. Its
+// connections come from the driver registered as "sqlite", with the
+// functions, collations and hooks registered with it. It opens no
+// connection: the first use does. A malformed dsn is an error.
+func Open(dsn string, o Options) (*sql.DB, error) {
+	inner, err := sqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c := &connector{inner: inner, cacheSize: o.CacheSize}
 	if c.cacheSize == 0 {
 		c.cacheSize = DefaultCacheSize
 	}
-	return sql.OpenDB(c)
+	return sql.OpenDB(c), nil
 }
 
 // connector opens the handle's connections.
 type connector struct {
-	dsn       string
-	drv       *sqlite.Driver
+	inner     driver.Connector
 	cacheSize int
 }
 
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	dc, err := c.drv.Open(c.dsn)
+	dc, err := c.inner.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +74,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	return &conn{inner: inner, max: c.cacheSize, stmts: map[string]*list.Element{}, lru: list.New()}, nil
 }
 
-func (c *connector) Driver() driver.Driver { return c.drv }
+func (c *connector) Driver() driver.Driver { return c.inner.Driver() }
 
 // innerConn is what conn needs of a modernc.org/sqlite connection.
 type innerConn interface {
@@ -193,15 +199,16 @@ func (c *conn) take(ctx context.Context, query string) (*cached, error) {
 		_ = st.Close()
 		return nil, nil
 	}
-	for c.lru.Len() >= c.max {
-		old := c.lru.Back()
-		s := old.Value.(*cached)
-		if s.busy {
-			break
+	// Make room: the least recently used go first, statements whose Rows
+	// are open stay.
+	for e := c.lru.Back(); e != nil && c.lru.Len() >= c.max; {
+		prev := e.Prev()
+		if old := e.Value.(*cached); !old.busy {
+			c.lru.Remove(e)
+			delete(c.stmts, old.text)
+			_ = old.stmt.Close()
 		}
-		c.lru.Remove(old)
-		delete(c.stmts, s.text)
-		_ = s.stmt.Close()
+		e = prev
 	}
 	s := &cached{text: query, stmt: st, busy: true}
 	c.stmts[query] = c.lru.PushFront(s)
@@ -209,14 +216,54 @@ func (c *conn) take(ctx context.Context, query string) (*cached, error) {
 }
 
 // rows are a cached statement's Rows, which give the statement back when
-// they close.
+// they close, and tell the column types as modernc.org/sqlite's do.
 type rows struct {
 	driver.Rows
-	s *cached
+	s      *cached
+	closed bool
 }
 
 func (r *rows) Close() error {
+	if r.closed {
+		return nil // the statement may be another query's by now
+	}
+	r.closed = true
 	err := r.Rows.Close()
 	r.s.busy = false
 	return err
+}
+
+func (r *rows) ColumnTypeDatabaseTypeName(i int) string {
+	if t, ok := r.Rows.(driver.RowsColumnTypeDatabaseTypeName); ok {
+		return t.ColumnTypeDatabaseTypeName(i)
+	}
+	return ""
+}
+
+func (r *rows) ColumnTypeLength(i int) (int64, bool) {
+	if t, ok := r.Rows.(driver.RowsColumnTypeLength); ok {
+		return t.ColumnTypeLength(i)
+	}
+	return 0, false
+}
+
+func (r *rows) ColumnTypeNullable(i int) (nullable, ok bool) {
+	if t, ok := r.Rows.(driver.RowsColumnTypeNullable); ok {
+		return t.ColumnTypeNullable(i)
+	}
+	return false, false
+}
+
+func (r *rows) ColumnTypePrecisionScale(i int) (precision, scale int64, ok bool) {
+	if t, ok := r.Rows.(driver.RowsColumnTypePrecisionScale); ok {
+		return t.ColumnTypePrecisionScale(i)
+	}
+	return 0, 0, false
+}
+
+func (r *rows) ColumnTypeScanType(i int) reflect.Type {
+	if t, ok := r.Rows.(driver.RowsColumnTypeScanType); ok {
+		return t.ColumnTypeScanType(i)
+	}
+	return reflect.TypeFor[any]()
 }

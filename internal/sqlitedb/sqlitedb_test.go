@@ -16,7 +16,7 @@ import (
 func open(t *testing.T, o Options) *sql.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "t.db")
-	db := Open("file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate", o)
+	db := mustOpen(t, "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate", o)
 	t.Cleanup(func() {
 		if err := db.Close(); err != nil {
 			t.Error(err)
@@ -27,6 +27,23 @@ func open(t *testing.T, o Options) *sql.DB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+func mustOpen(t *testing.T, dsn string, o Options) *sql.DB {
+	t.Helper()
+	db, err := Open(dsn, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestMalformedDSN: Open reports a DSN that cannot be parsed.
+func TestMalformedDSN(t *testing.T) {
+	if db, err := Open("file:x.db?_pragma=%zz", Options{}); err == nil {
+		_ = db.Close()
+		t.Fatal("no error")
+	}
 }
 
 // cache returns the texts the handle's one connection keeps and the
