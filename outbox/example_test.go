@@ -73,6 +73,36 @@ func Example() {
 	// 1 message received by the smarthost
 }
 
+// Open the application's SQLite file with the outbox's settings: its own
+// tables and the outbox's live in it, and one transaction can write both
+// (see the EnqueueTx example).
+func ExampleOpenSQLiteDB() {
+	dir, err := os.MkdirTemp("", "outbox-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	db, err := outbox.OpenSQLiteDB(filepath.Join(dir, "app.db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE users (email TEXT PRIMARY KEY)`); err != nil {
+		log.Fatal(err)
+	}
+	var mode string
+	var sync int
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+		log.Fatal(err)
+	}
+	if err := db.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(mode, sync == 2) // 2: FULL
+	// Output: wal true
+}
+
 // Queue the welcome mail in the transaction that creates the user: both
 // are committed, or neither.
 func ExampleOutbox_EnqueueTx() {

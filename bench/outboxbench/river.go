@@ -129,19 +129,20 @@ func (s Settings) String() string {
 	if s.JobTimeout > 0 || s.RescueStuckJobsAfter > 0 || s.MaxAttempts > 0 {
 		str += fmt.Sprintf(", JobTimeout %v, RescueStuckJobsAfter %v, MaxAttempts %d", s.JobTimeout, s.RescueStuckJobsAfter, s.MaxAttempts)
 	}
-	return str + fmt.Sprintf("; SQLite: one connection, WAL, busy_timeout 10000 ms, synchronous %s, BEGIN IMMEDIATE; Postgres pool: %s connections",
+	return str + fmt.Sprintf("; SQLite: one connection, WAL, wal_autocheckpoint 200, busy_timeout 10000 ms, synchronous %s, BEGIN IMMEDIATE; Postgres pool: %s connections",
 		s.SQLiteSynchronous, conns)
 }
 
 // SQLiteDSN is the modernc.org/sqlite data source name for a database file
-// at path, with the pragmas outbox.Open uses: write-ahead log (readers do not block the writer), a busy
+// at path, with the pragmas outbox.Open uses: write-ahead log (readers do
+// not block the writer), checkpoints every 200 pages of it, a busy
 // timeout (another process holding the write lock makes us wait, not
 // fail), the synchronous level of s, and BEGIN IMMEDIATE (a transaction
 // takes the write lock when it begins, so two processes never deadlock
 // upgrading a read lock).
 func SQLiteDSN(path string, s Settings) string {
 	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(" +
-		s.SQLiteSynchronous + ")&_pragma=busy_timeout(10000)&_txlock=immediate"
+		s.SQLiteSynchronous + ")&_pragma=wal_autocheckpoint(200)&_pragma=busy_timeout(10000)&_txlock=immediate"
 }
 
 // OpenSQLite opens the SQLite file at path with [SQLiteDSN] and a single
