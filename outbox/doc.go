@@ -44,8 +44,8 @@
 // the application's own database, for EnqueueTx and EnqueuePgxTx; open a
 // SQLite file for both with OpenSQLiteDB, which gives it Open's settings.
 //
-// The SQLite file's connection keeps the statements it runs prepared (the
-// last 64, by their text). modernc.org/sqlite prepares every statement
+// A SQLite file opened by Open or OpenSQLiteDB keeps the statements its
+// connection runs prepared (the last 64, by their text). modernc.org/sqlite prepares every statement
 // given as text anew, and River's SQLite driver sends all its queries so:
 // parsing River's job insert, fetch and completion took more of the one
 // connection's time than running them.

@@ -85,8 +85,9 @@ const (
 // in one transaction); delivery starts the outbox on n queued messages and
 // ends when every one is recorded as delivered (the Send to the sink made,
 // its Receipt sealed and committed, its content deleted). It opens the
-// database as the floor does ([OpenSQLite], [OpenPostgres]: the pragmas and
-// pool of outbox.Open) and runs with s.MaxWorkers workers; the rest of
+// database as outbox.Open does ([OpenOutboxSQLite], [OpenPostgres]: its
+// pragmas and pool, and on SQLite its cache of statements) and runs with
+// s.MaxWorkers workers; the rest of
 // River's settings are the outbox's own ([Outbox]).
 func MailsecOutbox(s Settings, sink *Sink) Peer {
 	return Peer{

@@ -182,10 +182,10 @@ type DeliverResult struct {
 	CPU time.Duration
 	// MachineCPU is the CPU time the whole machine spent busy while the
 	// items were worked (this process, a Postgres server on it, the
-	// kernel, and whatever else ran), in units of 10 ms, when the
-	// platform reports it (Linux); zero otherwise. Where the database
-	// and the process share the CPUs, it is the cost that bounds the
-	// throughput.
+	// kernel, and whatever else ran), summed over all CPUs to a
+	// resolution of 10 ms, when the platform reports it (Linux); zero
+	// otherwise. Where the database and the process share the CPUs, it
+	// is the cost that bounds the throughput.
 	MachineCPU time.Duration
 }
 

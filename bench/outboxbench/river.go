@@ -150,16 +150,7 @@ func SQLiteDSN(path string, s Settings) string {
 // at a time; River's concurrent maintenance would otherwise fail with
 // SQLITE_BUSY).
 func OpenSQLite(path string, s Settings) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", SQLiteDSN(path, s))
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	if err := db.Ping(); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
+	return oneConnection(sql.Open("sqlite", SQLiteDSN(path, s)))
 }
 
 // OpenOutboxSQLite is OpenSQLite as outbox.OpenSQLiteDB opens a file: the
@@ -168,7 +159,12 @@ func OpenSQLite(path string, s Settings) (*sql.DB, error) {
 // The outbox peer runs on it; River's runs on OpenSQLite's plain
 // modernc.org/sqlite handle, as River's documentation opens one.
 func OpenOutboxSQLite(path string, s Settings) (*sql.DB, error) {
-	db, err := sqlitedb.Open(SQLiteDSN(path, s), sqlitedb.Options{})
+	return oneConnection(sqlitedb.Open(SQLiteDSN(path, s), sqlitedb.Options{}))
+}
+
+// oneConnection limits db, just opened (with err), to one connection and
+// checks that it opens.
+func oneConnection(db *sql.DB, err error) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -21,15 +21,7 @@ func pair(t *testing.T) (plain, wrapped *sql.DB) {
 	mk := func(w bool) *sql.DB {
 		path := filepath.Join(t.TempDir(), "r.db")
 		dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate"
-		var db *sql.DB
-		if w {
-			db = mustOpen(t, dsn, Options{})
-		} else {
-			var err error
-			if db, err = sql.Open("sqlite", dsn); err != nil {
-				t.Fatal(err)
-			}
-		}
+		db := openEither(t, w, dsn, Options{})
 		db.SetMaxOpenConns(1)
 		t.Cleanup(func() {
 			if err := db.Close(); err != nil {
@@ -47,6 +39,19 @@ func pair(t *testing.T) (plain, wrapped *sql.DB) {
 	return mk(false), mk(true)
 }
 
+// openEither opens dsn through Open (wrapped) or plain modernc.org/sqlite.
+func openEither(t *testing.T, wrapped bool, dsn string, o Options) *sql.DB {
+	t.Helper()
+	if wrapped {
+		return mustOpen(t, dsn, o)
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 func both(t *testing.T, f func(t *testing.T, db *sql.DB) string) {
 	p, w := pair(t)
 	a, b := f(t, p), f(t, w)
@@ -55,7 +60,8 @@ func both(t *testing.T, f func(t *testing.T, db *sql.DB) string) {
 	}
 }
 
-// Rows lose RowsColumnType* (DatabaseTypeName, ScanType, Nullable, Length).
+// Rows tell their column types (DatabaseTypeName, ScanType, Nullable) as
+// modernc.org/sqlite's do.
 func TestAsModerncColumnTypes(t *testing.T) {
 	both(t, func(t *testing.T, db *sql.DB) string {
 		rows, err := db.Query(`SELECT id, v, d FROM t`)
@@ -154,11 +160,11 @@ func TestAsModerncSchemaChange(t *testing.T) {
 		}
 		c2, _ := rows.Columns()
 		rows.Close()
-		return s + filepathJoin(c1) + "|" + filepathJoin(c2)
+		return s + commaJoin(c1) + "|" + commaJoin(c2)
 	})
 }
 
-func filepathJoin(s []string) string {
+func commaJoin(s []string) string {
 	out := ""
 	for _, x := range s {
 		out += x + ","
@@ -374,7 +380,7 @@ func TestAsModerncPackageRegistrations(t *testing.T) {
 		err := db.QueryRow(`SELECT test_double(21)`).Scan(&n)
 		var first string
 		err2 := db.QueryRow(`SELECT v FROM (SELECT 'a' AS v UNION ALL SELECT 'b') ORDER BY v COLLATE test_rev LIMIT 1`).Scan(&first)
-		return errString(err) + " " + itoa(n) + " | " + errString(err2) + " " + first + ""
+		return errString(err) + " " + itoa(n) + " | " + errString(err2) + " " + first
 	})
 }
 
@@ -442,7 +448,8 @@ func TestAsModerncTxSavepoint(t *testing.T) {
 	})
 }
 
-// Cache bound: with an open Rows at the back of the list, the cache grows past CacheSize.
+// Cache bound: with open Rows at the back of the list, the cache still
+// keeps no more than CacheSize statements.
 func TestAsModerncCacheBoundWithBusy(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "b.db")
 	db := mustOpen(t, "file:"+path, Options{CacheSize: 4})
@@ -474,12 +481,7 @@ func TestAsModerncCacheBoundWithBusy(t *testing.T) {
 func TestAsModerncConnectionHook(t *testing.T) {
 	for _, w := range []bool{false, true} {
 		dsn := "file:" + filepath.Join(t.TempDir(), "h.db")
-		var db *sql.DB
-		if w {
-			db = mustOpen(t, dsn, Options{})
-		} else {
-			db, _ = sql.Open("sqlite", dsn)
-		}
+		db := openEither(t, w, dsn, Options{})
 		hookRuns.Store(0)
 		db.Exec(`SELECT 1`)
 		db.Close()
@@ -492,12 +494,7 @@ func TestAsModerncConnectionHook(t *testing.T) {
 func TestAsModerncMemoryCancelThenReuse(t *testing.T) {
 	for _, w := range []bool{false, true} {
 		dsn := "file:memrev?mode=memory"
-		var db *sql.DB
-		if w {
-			db = mustOpen(t, dsn, Options{})
-		} else {
-			db, _ = sql.Open("sqlite", dsn)
-		}
+		db := openEither(t, w, dsn, Options{})
 		db.SetMaxOpenConns(1)
 		q := `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?) SELECT count(*) FROM c`
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)

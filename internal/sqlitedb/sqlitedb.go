@@ -175,7 +175,8 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 
 // take returns query's statement from the cache, prepared now if it was
 // not there, marked busy; nil when none is to be used (the cache is off,
-// or the statement is busy).
+// the statement is busy, or the driver's statement cannot run with a
+// context).
 func (c *conn) take(ctx context.Context, query string) (*cached, error) {
 	if c.max <= 0 {
 		return nil, nil

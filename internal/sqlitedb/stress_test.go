@@ -2,7 +2,6 @@ package sqlitedb
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -21,12 +20,7 @@ func TestAsModerncStress(t *testing.T) {
 func stress(t *testing.T, w bool) {
 	path := filepath.Join(t.TempDir(), "st.db")
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate"
-	var db *sql.DB
-	if w {
-		db = mustOpen(t, dsn, Options{CacheSize: 3})
-	} else {
-		db, _ = sql.Open("sqlite", dsn)
-	}
+	db := openEither(t, w, dsn, Options{CacheSize: 3})
 	defer db.Close()
 	db.SetMaxOpenConns(3)
 	if _, err := db.Exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`); err != nil {
@@ -72,6 +66,8 @@ func stress(t *testing.T, w bool) {
 					r1, err := tx.Query(sel, 90)
 					if err != nil {
 						errc <- err
+						_ = tx.Rollback()
+						continue
 					}
 					r1.Next()
 					var cnt int

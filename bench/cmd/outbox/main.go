@@ -120,6 +120,18 @@ func run() int {
 	if *count < 1 || *n < 1 || *deliver < 1 || *size < 0 || *concurrency < 1 {
 		return failed(errors.New("-count, -n, -deliver and -c must be at least 1, -size at least 0"))
 	}
+	known := []string{outboxbench.Floor, outboxbench.OutboxPeerName, outboxbench.SendPeerName}
+	var names []string // -peers, or every peer
+	for _, name := range strings.Split(*only, ",") {
+		if name = strings.TrimSpace(name); name == "" && *only == "" {
+			names = known
+			break
+		}
+		if !slices.Contains(known, name) {
+			return failed(fmt.Errorf("-peers: unknown peer %q (want %s)", name, strings.Join(known, ", ")))
+		}
+		names = append(names, name)
+	}
 	doEnqueue, doDeliver := false, false
 	for _, m := range strings.Split(*measure, ",") {
 		switch strings.TrimSpace(m) {
@@ -169,21 +181,14 @@ func run() int {
 
 	p := outboxbench.NewPayload(*size)
 	peers := outboxbench.Peers(s, sink)
-	if *only != "" {
-		names := strings.Split(*only, ",")
-		for _, name := range names {
-			if !slices.ContainsFunc(peers, func(p outboxbench.Peer) bool { return p.Name == strings.TrimSpace(name) }) {
-				return failed(fmt.Errorf("-peers: unknown peer %q", name))
-			}
-		}
-		peers = slices.DeleteFunc(peers, func(p outboxbench.Peer) bool {
-			return !slices.ContainsFunc(names, func(name string) bool { return strings.TrimSpace(name) == p.Name })
-		})
-	}
+	peers = slices.DeleteFunc(peers, func(p outboxbench.Peer) bool { return !slices.Contains(names, p.Name) })
 	fmt.Printf("%s/%s, GOMAXPROCS=%d, NumCPU=%d, %s\n", runtime.GOOS, runtime.GOARCH,
 		runtime.GOMAXPROCS(0), runtime.NumCPU(), runtime.Version())
 	fmt.Printf("settings (%s): %s\n", *settingsName, s)
-	if !slices.ContainsFunc(peers, func(p outboxbench.Peer) bool { return p.Name == outboxbench.OutboxPeerName }) {
+	switch {
+	case !slices.Contains(names, outboxbench.OutboxPeerName):
+		fmt.Println("the outbox is not measured (-peers)")
+	case !slices.ContainsFunc(peers, func(p outboxbench.Peer) bool { return p.Name == outboxbench.OutboxPeerName }):
 		fmt.Println("the outbox is not measured: it runs River with its own fetch settings (-settings outbox)")
 	}
 	fmt.Printf("payload: a %d-byte message sealed to %d bytes; enqueue: %d items from %d goroutines; delivery: %d items; %d rounds, medians\n\n",
@@ -238,9 +243,13 @@ func run() int {
 					if res.MachineCPU > 0 {
 						delMachine[k] = append(delMachine[k], float64(res.MachineCPUPerItem())/float64(time.Microsecond))
 					}
-					fmt.Fprintf(os.Stderr, "round %d/%d  %-8s %-8s delivery %6.0f items/s (%v)  %5.0f cpu-µs/item  %5.0f machine cpu-µs/item\n",
+					machine := ""
+					if res.MachineCPU > 0 {
+						machine = fmt.Sprintf("  %5.0f machine cpu-µs/item", float64(res.MachineCPUPerItem())/float64(time.Microsecond))
+					}
+					fmt.Fprintf(os.Stderr, "round %d/%d  %-8s %-8s delivery %6.0f items/s (%v)  %5.0f cpu-µs/item%s\n",
 						r+1, *count, kind, peer.Name, res.PerSecond(), res.Elapsed.Round(time.Millisecond), float64(res.CPUPerItem())/float64(time.Microsecond),
-						float64(res.MachineCPUPerItem())/float64(time.Microsecond))
+						machine)
 				}
 			}
 		}
@@ -275,11 +284,16 @@ func run() int {
 			}
 			k := key{kind, peer.Name}
 			fmt.Printf("\n%s, %s ÷ %s:\n", kind, peer.Name, outboxbench.Floor)
+			if len(p50s[floor]) == 0 && len(delRates[floor]) == 0 {
+				fmt.Printf("  %s not measured: no ratios\n", outboxbench.Floor)
+			}
 			if len(p50s[k]) > 0 && len(p50s[floor]) > 0 {
 				r50 := median(p50s[k]) / median(p50s[floor])
 				r99 := median(p99s[k]) / median(p99s[floor])
 				fmt.Printf("  enqueue p50 %5.2f  (target ≤ %g)  %s\n", r50, maxEnqueueRatio, verdict(r50 <= maxEnqueueRatio))
 				fmt.Printf("  enqueue p99 %5.2f  (target ≤ %g)  %s\n", r99, maxEnqueueRatio, verdict(r99 <= maxEnqueueRatio))
+			}
+			if len(p99s[k]) > 0 {
 				p99 := median(p99s[k])
 				fmt.Printf("  enqueue p99 %5.2f ms (target < %v)  %s\n", p99, maxEnqueueP99, verdict(p99 < ms(maxEnqueueP99)))
 			}

@@ -18,8 +18,8 @@ const userHZ = 100
 // far (user, nice, system, irq and softirq: this process, a Postgres
 // server, the kernel's network stack, and anything else running), and
 // true; false where the platform does not say. Time stolen by a
-// hypervisor, idle time and time waiting for I/O are not counted. Its
-// unit is 10 ms.
+// hypervisor, idle time and time waiting for I/O are not counted. It is
+// summed over all CPUs, to a resolution of 10 ms (USER_HZ).
 func Machine() (time.Duration, bool) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
