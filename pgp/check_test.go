@@ -117,10 +117,13 @@ func gpgCases(t *testing.T) []keyCase {
 	mustGPG(t, home, nil, "--passphrase", "", "--quick-add-key", fprOf(t, home, "f-"+rcpt), "cv25519", "encr", "10d")
 	cs = append(cs, keyCase{name: "gpg expiring", public: export("f-" + rcpt)})
 
-	// Made 20 days ago, valid for 5.
-	past := fmt.Sprint(time.Now().Add(-20 * 24 * time.Hour).Unix())
-	mustGPG(t, home, nil, "--faked-system-time", past, "--passphrase", "", "--quick-gen-key", "G <g-"+rcpt+">", "ed25519", "sign", "5d")
-	mustGPG(t, home, nil, "--faked-system-time", past, "--passphrase", "", "--quick-add-key", fprOf(t, home, "g-"+rcpt), "cv25519", "encr", "5d")
+	// Made 20 days ago, valid for 5. gpg's faked clock runs on from the
+	// time given, so the key may be dated a second or more after it: the
+	// subkey is added a minute later, lest gpg find the key made in its
+	// future.
+	past := time.Now().Add(-20 * 24 * time.Hour)
+	mustGPG(t, home, nil, "--faked-system-time", fmt.Sprint(past.Unix()), "--passphrase", "", "--quick-gen-key", "G <g-"+rcpt+">", "ed25519", "sign", "5d")
+	mustGPG(t, home, nil, "--faked-system-time", fmt.Sprint(past.Add(time.Minute).Unix()), "--passphrase", "", "--quick-add-key", fprOf(t, home, "g-"+rcpt), "cv25519", "encr", "5d")
 	cs = append(cs, keyCase{name: "gpg expired", public: export("g-" + rcpt), want: pgp.KeyExpired})
 
 	// Revoked with the revocation certificate gpg stored when it made the key.

@@ -32,11 +32,15 @@ type gpgKeys struct {
 func makeGPGKeys(t *testing.T) gpgKeys {
 	t.Helper()
 	g := tooltest.NewGPG(t)
-	hourAgo := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
-	gen := func(at, uid, expiry string) string {
-		g.Must(nil, "--faked-system-time", at, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", expiry)
+	// gpg's faked clock runs on from the time given, so a key may be dated
+	// a second or more after it: what changes a key is done a minute
+	// later, lest gpg find the key made in its future.
+	hourAgo := time.Now().Add(-time.Hour)
+	epoch := func(at time.Time) string { return fmt.Sprint(at.Unix()) }
+	gen := func(at time.Time, uid, expiry string) string {
+		g.Must(nil, "--faked-system-time", epoch(at), "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", expiry)
 		fpr := gpgFpr(t, g, uid)
-		g.Must(nil, "--faked-system-time", at, "--passphrase", "", "--quick-add-key", fpr, "cv25519", "encr", expiry)
+		g.Must(nil, "--faked-system-time", epoch(at.Add(time.Minute)), "--passphrase", "", "--quick-add-key", fpr, "cv25519", "encr", expiry)
 		return fpr
 	}
 	dir := t.TempDir()
@@ -51,7 +55,7 @@ func makeGPGKeys(t *testing.T) gpgKeys {
 	var k gpgKeys
 	k.fineFpr = gen(hourAgo, "Ann <ann@example.org>", "never")
 	// Made 20 days ago, valid for 5.
-	gen(fmt.Sprint(time.Now().Add(-20*24*time.Hour).Unix()), "Bob <bob@example.org>", "5d")
+	gen(time.Now().Add(-20*24*time.Hour), "Bob <bob@example.org>", "5d")
 	revFpr := gen(hourAgo, "Carl <carl@example.org>", "never")
 	rev, err := os.ReadFile(filepath.Join(g.Home, "openpgp-revocs.d", revFpr+".rev"))
 	if err != nil {
@@ -59,9 +63,9 @@ func makeGPGKeys(t *testing.T) gpgKeys {
 	}
 	g.Must(bytes.Replace(rev, []byte(":-----BEGIN"), []byte("-----BEGIN"), 1), "--import")
 	desFpr := gen(hourAgo, "Dan <dan@example.org>", "never")
-	g.Must([]byte("setpref S2 H8 Z0\ny\nsave\n"), "--faked-system-time", hourAgo, "--command-fd", "0", "--edit-key", desFpr)
+	g.Must([]byte("setpref S2 H8 Z0\ny\nsave\n"), "--faked-system-time", epoch(hourAgo.Add(2*time.Minute)), "--command-fd", "0", "--edit-key", desFpr)
 	gen(hourAgo, "Eve <eve@example.org>", "10d")
-	g.Must(nil, "--faked-system-time", hourAgo, "--passphrase", "", "--quick-gen-key", "Fay <fay@example.org>", "ed25519", "sign", "never")
+	g.Must(nil, "--faked-system-time", epoch(hourAgo), "--passphrase", "", "--quick-gen-key", "Fay <fay@example.org>", "ed25519", "sign", "never")
 	k.fine = export("ann.asc", "ann@example.org")
 	k.expired = export("bob.asc", "bob@example.org")
 	k.revoked = export("carl.asc", "carl@example.org")
