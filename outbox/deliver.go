@@ -257,6 +257,9 @@ func (ob *Outbox) work(ctx context.Context, id string, run int) (err error) {
 				slog.String("panic", fmt.Sprintf("%T", v)), slog.String("stack", string(debug.Stack())))
 			// River keeps a job's errors: say nothing about the message.
 			err = errors.New("outbox: the delivery panicked; see the outbox's log")
+			if ob.expireAfterPanic(ctx, id, run) {
+				err = nil
+			}
 		}
 	}()
 	r, lost, leftInFlight, err := ob.start(ctx, id, run, time.Now())
@@ -264,6 +267,81 @@ func (ob *Outbox) work(ctx context.Context, id string, run int) (err error) {
 		return err
 	}
 	return ob.attempt(ctx, r, run, lost, leftInFlight)
+}
+
+// expireAfterPanic ends message id as expired, when a run of its job
+// panicked past the message's expiry, and reports whether it did. A panic
+// that recurs on every run (a defect the message's content brings out)
+// would otherwise leave the message queued for ever: only an attempt's
+// record expires a message. The run may have sent it: its recipients
+// still waiting are named as possible duplicates. The content is deleted,
+// as for any finished message.
+func (ob *Outbox) expireAfterPanic(ctx context.Context, id string, run int) (expired bool) {
+	defer func() {
+		if recover() != nil {
+			expired = false
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ob.o.margin)
+	defer cancel()
+	r, err := loadRow(ctx, ob.eng.pool(), id)
+	now := time.Now()
+	if err != nil || r.state.finished() || now.Before(r.expiresAt) {
+		return false
+	}
+	a := &Attempt{ID: id, Number: r.attempts + 1, Started: now, Finished: now, State: Expired,
+		Error: "the delivery panicked; see the outbox's log", PossibleDuplicates: ob.waiting(r)}
+	t, err := ob.eng.begin(ctx)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	n, err := t.exec(ctx, `UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, in_flight_at = NULL, envelope = NULL, problem = $3, attempts = $4, job_runs = $5
+WHERE id = $6 AND attempts = $7 AND state IN ('queued', 'sending')`,
+		string(Expired), now.UnixMicro(), "the delivery panicked, and the message has expired", a.Number, run, id, r.attempts)
+	if err != nil || n != 1 {
+		return false
+	}
+	if _, err := t.exec(ctx, sqlDeleteChunks, id); err != nil {
+		return false
+	}
+	if err := ob.insertAttempt(ctx, t, a); err != nil {
+		return false
+	}
+	if err := t.commit(ctx); err != nil {
+		return false
+	}
+	ob.report(ctx, a, nil)
+	return true
+}
+
+// waiting returns the recipients of the message in r that no attempt has
+// settled: those its progress says are pending, or, before any attempt
+// was recorded, those its envelope names. It returns nil when neither
+// opens (nor when opening them panics).
+func (ob *Outbox) waiting(r *row) (to []string) {
+	defer func() {
+		if recover() != nil {
+			to = nil
+		}
+	}()
+	prog, err := ob.openProgress(r.id, r.progress)
+	if err != nil {
+		return nil
+	}
+	if len(prog.Recipients) == 0 {
+		sm, err := ob.openEnvelope(r.id, r.envelope)
+		if err != nil {
+			return nil
+		}
+		return sm.recipients()
+	}
+	for _, rp := range prog.Recipients {
+		if rp.State == Pending {
+			to = append(to, rp.Address)
+		}
+	}
+	return to
 }
 
 // start reads message id for run number run of its job and says whether
@@ -434,6 +512,9 @@ func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlig
 	ds := &deliveryState{}
 	dctx, cancel := context.WithTimeout(ctx, ob.o.deliveryTimeout)
 	m := ob.message(dctx, r.id, sm, ds)
+	if ob.beforeSend != nil {
+		ob.beforeSend(r.id)
+	}
 	var rec *mailsec.Receipt
 	var sendErr error
 	if len(prog.Recipients) == 0 {

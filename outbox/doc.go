@@ -172,6 +172,15 @@
 // is called after every attempt, and Options.Logger receives a record of
 // each (no content, no address, no key).
 //
+// A run that ends without recording an attempt (the database unreachable
+// when it reads the message, or a panic in the outbox, logged with its
+// type and stack, never its value) is retried by River after the job's
+// errors plus one to the fourth power in seconds, at most MaxBackoff. A
+// run that panics after the message's expiry ends it Expired, with an
+// attempt that says so and names the recipients still waiting as possible
+// duplicates (the run may have sent to them): a panic that recurs on
+// every run does not leave the message queued for ever.
+//
 // # Sealed at rest
 //
 // Everything the outbox stores about a message (its content, header

@@ -119,6 +119,25 @@ func jobRuns(job *rivertype.JobRow) int {
 	return job.Attempt + int(snoozes)
 }
 
+// retryPolicy is River's default (the job's errors, plus one, to the
+// fourth power, in seconds, with jitter) for the runs that end in an
+// error (a panic in the outbox, the database unreachable when the message
+// is read), with the wait at most max (Options.MaxBackoff, as between
+// attempts). River's own would grow past a day by the twentieth error,
+// and leave a message whose runs keep failing that long past its expiry.
+type retryPolicy struct {
+	river.DefaultClientRetryPolicy
+	max time.Duration
+}
+
+func (p retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
+	next := p.DefaultClientRetryPolicy.NextRetry(job)
+	if limit := time.Now().Add(p.max); next.After(limit) {
+		return limit
+	}
+	return next
+}
+
 type cleanWorker struct {
 	river.WorkerDefaults[cleanArgs]
 	ob *Outbox
@@ -175,6 +194,7 @@ func riverConfig(ob *Outbox) *river.Config {
 		JobTimeout:           ob.o.jobTimeout,
 		RescueStuckJobsAfter: ob.o.rescueAfter,
 		MaxAttempts:          maxJobAttempts,
+		RetryPolicy:          retryPolicy{max: ob.o.maxBackoff},
 		Logger:               ob.log.With(slog.String("component", "river")),
 		PeriodicJobs:         periodic,
 	}

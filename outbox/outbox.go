@@ -151,6 +151,9 @@ type Outbox struct {
 	verp   *bounce.VERP // nil without Options.VERP
 	// enqueueGroup queues concurrent Enqueues together on Postgres.
 	enqueueGroup *pgEnqueueGroup
+	// beforeSend, when set (by tests, before Start), runs in each attempt
+	// before its Send.
+	beforeSend func(id string)
 
 	mu      sync.Mutex
 	started bool
