@@ -276,12 +276,20 @@ func (ob *Outbox) work(ctx context.Context, id string, run int) (err error) {
 // record expires a message. The run may have sent it: its recipients
 // still waiting are named as possible duplicates. The content is deleted,
 // as for any finished message.
+//
+// A run whose context has ended is past River's JobTimeout: River may
+// have rescued its job and given the message to a run that is sending it
+// now, which the row cannot show (a run writes nothing before its
+// record). Such a run leaves the message to the next one.
 func (ob *Outbox) expireAfterPanic(ctx context.Context, id string, run int) (expired bool) {
 	defer func() {
 		if recover() != nil {
 			expired = false
 		}
 	}()
+	if ctx.Err() != nil {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ob.o.margin)
 	defer cancel()
 	r, err := loadRow(ctx, ob.eng.pool(), id)
@@ -289,7 +297,14 @@ func (ob *Outbox) expireAfterPanic(ctx context.Context, id string, run int) (exp
 	if err != nil || r.state.finished() || now.Before(r.expiresAt) {
 		return false
 	}
-	a := &Attempt{ID: id, Number: r.attempts + 1, Started: now, Finished: now, State: Expired,
+	// Numbered as start numbers an attempt: after those of the runs
+	// between the last one accounted for and this one, lest a late
+	// record of one of them take this attempt's number.
+	lost := 0
+	if r.runsKnown && run > r.jobRuns {
+		lost = run - r.jobRuns - 1
+	}
+	a := &Attempt{ID: id, Number: r.attempts + lost + 1, Started: now, Finished: now, State: Expired,
 		Error: "the delivery panicked; see the outbox's log", PossibleDuplicates: ob.waiting(r)}
 	t, err := ob.eng.begin(ctx)
 	if err != nil {

@@ -175,11 +175,13 @@
 // A run that ends without recording an attempt (the database unreachable
 // when it reads the message, or a panic in the outbox, logged with its
 // type and stack, never its value) is retried by River after the job's
-// errors plus one to the fourth power in seconds, at most MaxBackoff. A
-// run that panics after the message's expiry ends it Expired, with an
-// attempt that says so and names the recipients still waiting as possible
-// duplicates (the run may have sent to them): a panic that recurs on
-// every run does not leave the message queued for ever.
+// errors plus one to the fourth power in seconds (give or take 10%), at
+// most MaxBackoff. A run that panics after the message's expiry, within
+// River's JobTimeout, ends it Expired, with an attempt that says so and
+// names the recipients still waiting as possible duplicates (the run may
+// have sent to them): a panic that recurs on every run does not leave the
+// message queued for ever. A run past its JobTimeout leaves the message
+// to the next run, which River's rescue may already have started.
 //
 // # Sealed at rest
 //

@@ -120,11 +120,12 @@ func jobRuns(job *rivertype.JobRow) int {
 }
 
 // retryPolicy is River's default (the job's errors, plus one, to the
-// fourth power, in seconds, with jitter) for the runs that end in an
-// error (a panic in the outbox, the database unreachable when the message
-// is read), with the wait at most max (Options.MaxBackoff, as between
-// attempts). River's own would grow past a day by the twentieth error,
-// and leave a message whose runs keep failing that long past its expiry.
+// fourth power, in seconds, give or take 10%) for the runs that end in
+// an error, with a delivery job's wait at most max (Options.MaxBackoff,
+// as between attempts): a panic in the outbox, or the database
+// unreachable when the message is read. River's own would grow past a
+// day by the twentieth error, and leave a message whose runs keep
+// failing that long past its expiry.
 type retryPolicy struct {
 	river.DefaultClientRetryPolicy
 	max time.Duration
@@ -132,6 +133,11 @@ type retryPolicy struct {
 
 func (p retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
 	next := p.DefaultClientRetryPolicy.NextRetry(job)
+	if job.Kind != deliverKind {
+		// The clean-up runs every cleanEvery anyway; a failed run of it
+		// waits as River's default says.
+		return next
+	}
 	if limit := time.Now().Add(p.max); next.After(limit) {
 		return limit
 	}
@@ -153,8 +159,11 @@ const cleanEvery = 10 * time.Minute
 
 // maxJobAttempts is River's limit on a delivery job's failed runs. The
 // outbox retries deliveries by snoozing the job, which River does not
-// count; a run counts only when its worker died (a rescue) or the
-// database failed while recording. The message's MaxAge ends it first.
+// count; a run counts only when its worker died (a rescue), the database
+// failed, or the run panicked. The message's MaxAge usually ends it
+// first; should River discard the job first (its runs failing, each at
+// most MaxBackoff after the last, a thousand times), the clean-up gives
+// the message a new job (requeueJobless).
 const maxJobAttempts = 1000
 
 // riverConfig is the River client configuration the outbox runs with.
