@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -37,24 +36,6 @@ func sweepDatabases(t *testing.T, f func(t *testing.T, fresh func() string)) {
 			f(t, fresh)
 		})
 	}
-}
-
-// logBuffer is a log a test reads while the outbox writes to it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // sweepOpen opens an outbox at where, delivering through tr (a recording
