@@ -429,3 +429,50 @@ func TestChunkingNotBeforeTLS(t *testing.T) {
 	assertSecurity(t, err, transport.FailInjection, mailsec.ErrDowngrade)
 	assertNothingSent(t, f.wireBytes(), canary)
 }
+
+// With CHUNKING, MAIL, RCPT and BDAT LAST with the whole message go out in
+// one write. When the connection breaks before any reply, whichever reply
+// was lost, the server may have taken the message: the failure is the
+// content's (DATA), and its outcome unknown. When a reply already refused
+// the transaction, it is not.
+func TestChunkedLostRepliesOutcomeUnknown(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		mail    string // MAIL's reply; "" for none
+		unknown bool
+	}{
+		{"no reply", "", true},
+		{"MAIL accepted", "250 2.1.0 Ok\r\n", true},
+		{"MAIL refused", "550 5.7.1 not from you\r\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := chunkFake(t, func(verb string, fc *fakeConn) bool {
+				switch verb {
+				case "MAIL":
+					if c.mail != "" {
+						fc.w(c.mail)
+					}
+					return true
+				case "RCPT":
+					return true // no reply
+				case "BDAT":
+					fc.hangup()
+					return true
+				}
+				return false
+			})
+			d, _ := canaryDelivery(t)
+			_, err := deliver(t, orderTransport(f), d)
+			if err == nil {
+				t.Fatal("delivered")
+			}
+			if got := transport.OutcomeUnknown(err); got != c.unknown {
+				t.Fatalf("OutcomeUnknown(%v) = %v, want %v", err, got, c.unknown)
+			}
+			var ne *mailsec.NetworkError
+			if c.unknown && (!errors.As(err, &ne) || ne.Op != "DATA") {
+				t.Fatalf("error %v (%T), want a NetworkError during DATA", err, err)
+			}
+		})
+	}
+}

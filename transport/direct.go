@@ -43,6 +43,13 @@ import (
 // what was seen there (the certificate's key, the TLSA records, the
 // MTA-STS policy), as its mailsec.Failure's attempts.
 //
+// A host that fails a delivery for now (no connection, a 4xx to MAIL or to
+// the message) leaves it to the next; one whose verdict on the message was
+// lost (OutcomeUnknown: the connection broke after the end of the message
+// went out) ends the delivery there, as temporary, since that host may
+// have the message and another would make a second copy. Each recipient's
+// own RCPT answer is final for the delivery.
+//
 // Sessions are kept for reuse, as a Submission keeps them: a delivery to
 // an MX host that Direct already has an idle session with takes that
 // session, without a new TCP connection, TLS handshake or EHLO, when, and
@@ -767,6 +774,10 @@ func (t *Direct) tryHost(ctx context.Context, d *mailsec.Delivery, ds *domainSta
 		case errors.As(err, &se) && !se.Temporary():
 			final = true
 		case errors.Is(err, mailsec.ErrContent), ctx.Err() != nil:
+			final = true
+		case OutcomeUnknown(err):
+			// This host may have taken the message: another one would
+			// leave a second copy.
 			final = true
 		}
 		if final {

@@ -134,3 +134,25 @@ func ExampleDirect_Check() {
 	fmt.Println(report.NullMX, report.Verdict)
 	// Output: true the domain publishes a null MX: it accepts no mail
 }
+
+// A delivery whose connection broke after the end of the message was sent
+// has no verdict: the server may have taken the message, and sending it
+// again may deliver it twice. OutcomeUnknown tells such a failure from
+// one that sent nothing.
+func ExampleOutcomeUnknown() {
+	// What Deliver, or a Receipt's recipient, reports when the connection
+	// breaks while the reply to the end of the message is awaited.
+	lost := &mailsec.NetworkError{Host: "mx.example.org", Op: "DATA", Err: errors.New("EOF")}
+	// What it reports when the server refuses a recipient for now.
+	busy := &mailsec.SMTPError{Host: "mx.example.org", Command: "RCPT", Code: 450, Message: "mailbox busy"}
+	for _, err := range []error{lost, busy} {
+		if transport.OutcomeUnknown(err) {
+			fmt.Println("may have been delivered; a retry may deliver it twice")
+		} else {
+			fmt.Println("not delivered; temporary:", mailsec.IsTemporary(err))
+		}
+	}
+	// Output:
+	// may have been delivered; a retry may deliver it twice
+	// not delivered; temporary: true
+}

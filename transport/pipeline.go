@@ -332,6 +332,14 @@ func (g *group) chunked(ctx context.Context, beforeBody func(error) (*mailsec.De
 		return res, false, s.contentError(ctx, err)
 	}
 	if err := g.readAll(ctx); err != nil {
+		var ne *mailsec.NetworkError
+		if g.lastSent && !g.refused() && errors.As(err, &ne) && ne.Op != "DATA" {
+			// The whole message went out with BDAT LAST, and no reply
+			// says the transaction was refused: whichever reply was
+			// lost, the server may have taken the message, and the
+			// failure is the content's.
+			err = &mailsec.NetworkError{Host: ne.Host, Op: "DATA", Err: ne.Err}
+		}
 		return res, false, err
 	}
 	switch {
