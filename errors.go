@@ -220,8 +220,13 @@ func (e *SMTPError) Error() string {
 	return s + " " + e.Message
 }
 
-// Temporary reports a 4xx reply.
-func (e *SMTPError) Temporary() bool { return e.Code/100 == 4 }
+// Temporary reports a 4xx reply, or a 552 to RCPT: RFC 5321 section
+// 4.5.3.1.10 asks clients to take that one as temporary, since servers
+// that follow RFC 821 give it for "too many recipients" (452 since), a
+// limit of one transaction that a later one does not meet.
+func (e *SMTPError) Temporary() bool {
+	return e.Code/100 == 4 || (e.Code == 552 && e.Command == "RCPT")
+}
 
 // Reply returns the error as a Reply.
 func (e *SMTPError) Reply() *Reply {
