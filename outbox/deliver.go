@@ -98,9 +98,10 @@ type rcptProgress struct {
 	Kind     mailsec.RecipientKind `json:"kind"`
 	State    RecipientState        `json:"state"`
 	Attempts int                   `json:"attempts"`
-	// Unknown: the last attempt's transaction for the recipient broke
-	// after the message may have been complete, so the server may have
-	// taken it.
+	// Unknown: the recipient may have the message from an attempt whose
+	// outcome is unknown (its transaction broke after the message may
+	// have been complete, or its worker died). It stays set through
+	// attempts that send the recipient nothing, until one settles it.
 	Unknown bool `json:"unknown,omitempty"`
 	// PossibleDuplicate: an attempt sent it again after one whose outcome
 	// was unknown.
@@ -709,7 +710,10 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 	if rec == nil {
 		// Nothing was attempted: the whole message failed before any
 		// delivery (a Sender whose configuration changed since Enqueue,
-		// say). Its recipients stay pending when a retry can help.
+		// say). Its recipients stay pending when a retry can help. It
+		// sent nothing: none is a duplicate of this attempt, and those
+		// that may have the message from an earlier one still may.
+		a.PossibleDuplicates = nil
 		if sendErr != nil {
 			a.Error = sendErr.Error()
 		}
@@ -723,12 +727,15 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 			}
 			rp.Attempts++
 			rp.Error = a.Error
+			rp.Unknown = rp.Unknown || dup[rp.Address]
 			if !a.Interrupted && !mailsec.IsTemporary(sendErr) {
 				rp.State = Refused
 			}
 		}
 		return
 	}
+	// reached: the recipients this attempt may have delivered to.
+	reached := map[string]bool{}
 	for _, rr := range rec.Recipients {
 		i := slices.IndexFunc(prog.Recipients, func(rp rcptProgress) bool { return rp.Address == rr.Address })
 		if i < 0 {
@@ -737,25 +744,37 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 		}
 		rp := &prog.Recipients[i]
 		rp.Attempts++
-		rp.PossibleDuplicate = rp.PossibleDuplicate || dup[rr.Address]
-		rp.Unknown = false
+		// had: the recipient may have the message from before.
+		had := rp.Unknown || dup[rr.Address]
+		unknown := !rr.Accepted && transport.OutcomeUnknown(rr.Err)
 		rp.Error = ""
 		switch {
 		case rr.Accepted:
 			rp.State = Accepted
 		case a.Interrupted && !hasReply(rr.Err):
 			rp.Error = "interrupted"
-			rp.Unknown = outcomeUnknown(rr.Err)
 		case rr.Failure != nil && rr.Failure.Temporary:
 			rp.Error = errText(rr.Err)
-			rp.Unknown = outcomeUnknown(rr.Err)
 		default:
 			rp.State = Refused
 			rp.Error = errText(rr.Err)
+			unknown = false
 		}
-		if rp.State == Accepted || rp.Unknown {
+		// Settled by an acceptance or a refusal; otherwise the recipient
+		// may have it from this attempt or from before, and the next
+		// attempt that sends to it flags it.
+		rp.Unknown = rp.State == Pending && (had || unknown)
+		if rr.Accepted || unknown {
+			reached[rr.Address] = true
 			rp.sentWith(rr.EnvelopeID)
+			rp.PossibleDuplicate = rp.PossibleDuplicate || had
 		}
+	}
+	// A possible duplicate of this attempt is a recipient it may have
+	// delivered to.
+	a.PossibleDuplicates = slices.DeleteFunc(a.PossibleDuplicates, func(addr string) bool { return !reached[addr] })
+	if len(a.PossibleDuplicates) == 0 {
+		a.PossibleDuplicates = nil
 	}
 }
 
@@ -764,21 +783,6 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 func hasReply(err error) bool {
 	var se *mailsec.SMTPError
 	return errors.As(err, &se)
-}
-
-// outcomeUnknown reports a failure after which the server may have taken
-// the message: the session broke during DATA (the connection dropped or
-// timed out, perhaps after the end of the message was sent), or the
-// server's reply to the end of the message came out of turn.
-func outcomeUnknown(err error) bool {
-	if errors.Is(err, transport.ErrUnsolicitedReply) {
-		return true
-	}
-	if errors.Is(err, mailsec.ErrContent) {
-		return false // abandoned before the end of the message
-	}
-	var ne *mailsec.NetworkError
-	return errors.As(err, &ne) && ne.Op == "DATA"
 }
 
 func errText(err error) string {
@@ -905,7 +909,8 @@ func mergeTakenOver(prog *progress, o *outcome) bool {
 			changed = true
 		}
 		rp := &prog.Recipients[i]
-		if o.dup[rr.Address] && !rp.PossibleDuplicate {
+		reached := rr.Accepted || transport.OutcomeUnknown(rr.Err)
+		if o.dup[rr.Address] && reached && !rp.PossibleDuplicate {
 			rp.PossibleDuplicate, changed = true, true
 		}
 		if rp.State != Pending {
@@ -914,7 +919,7 @@ func mergeTakenOver(prog *progress, o *outcome) bool {
 		switch {
 		case rr.Accepted:
 			rp.State, rp.Error, rp.Unknown = Accepted, "", false
-		case outcomeUnknown(rr.Err):
+		case transport.OutcomeUnknown(rr.Err):
 			rp.Unknown = true
 		default:
 			continue

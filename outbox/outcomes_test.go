@@ -1,0 +1,793 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/outbox"
+)
+
+func scriptMsg(to ...string) *mailsec.Message {
+	m := message()
+	m.To = to
+	return m
+}
+
+// Sanity: the scripted server delivers a plain message.
+func TestScriptSanity(t *testing.T) {
+	srv := newScriptServer(t)
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
+	if len(st.Attempts) != 1 || len(srv.Txns()) != 1 {
+		t.Fatalf("%d attempts, %d txns", len(st.Attempts), len(srv.Txns()))
+	}
+}
+
+func rcptStatus(st *outbox.Status, addr string) *outbox.RecipientStatus {
+	for i := range st.Recipients {
+		if st.Recipients[i].Address == addr {
+			return &st.Recipients[i]
+		}
+	}
+	return nil
+}
+
+// A server offering PIPELINING and CHUNKING takes the whole message (MAIL,
+// RCPT and BDAT LAST arrive in one write) and the connection breaks
+// before any reply reaches the client. The server may have the message:
+// the next attempt that sends it again must name the recipient as a
+// possible duplicate.
+func TestChunkingDropBeforeRepliesFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.pipelining, srv.chunking = true, true
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "DROP"
+		}
+		return ""
+	}
+	at := newAttempts()
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{OnReceipt: at.on}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if got := srv.copiesFor("ann@example.org"); got != 2 {
+		t.Fatalf("server took %d copies for ann (test expects the drop to cause a resend)", got)
+	}
+	t.Logf("state %s, attempts %d", st.State, len(st.Attempts))
+	for _, a := range st.Attempts {
+		t.Logf("attempt %d: dup=%v err=%q", a.Number, a.PossibleDuplicates, a.Error)
+		if a.Receipt != nil {
+			for _, r := range a.Receipt.Recipients {
+				t.Logf("  %s accepted=%v err=%v", r.Address, r.Accepted, r.Err)
+			}
+		}
+	}
+	last := st.Attempts[len(st.Attempts)-1]
+	if !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Errorf("the attempt that sent ann a second copy does not name her a possible duplicate: %v", last.PossibleDuplicates)
+	}
+	if rs := rcptStatus(st, "ann@example.org"); rs == nil || !rs.PossibleDuplicate {
+		t.Errorf("ann's status: %+v, want PossibleDuplicate", rs)
+	}
+}
+
+// Control: the same drop after the final dot of DATA (no CHUNKING).
+func TestDataDropAfterDotFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "DROP"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	last := st.Attempts[len(st.Attempts)-1]
+	if st.State != outbox.Delivered || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Fatalf("state %s, last attempt's possible duplicates %v", st.State, last.PossibleDuplicates)
+	}
+}
+
+// The end of the message is never answered (timeout): the next attempt
+// flags the recipient.
+func TestFinalReplyTimeoutFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "HANG"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{DeliveryTimeout: 2 * time.Second}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 30*time.Second)
+	last := st.Attempts[len(st.Attempts)-1]
+	if st.State != outbox.Delivered || len(st.Attempts) != 2 || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Fatalf("state %s, %d attempts, last attempt's possible duplicates %v", st.State, len(st.Attempts), last.PossibleDuplicates)
+	}
+	if rs := rcptStatus(st, "ann@example.org"); rs == nil || !rs.PossibleDuplicate {
+		t.Fatalf("ann's status: %+v", rs)
+	}
+}
+
+// Attempt 1 loses the reply to the end of the message (ann may have it);
+// attempt 2 is refused at RCPT with 450 (nothing sent); attempt 3 sends
+// the message to ann again. Attempt 3 is the one that may give her a
+// second copy: its PossibleDuplicates must name her.
+func TestUnknownSurvivesAttemptThatSentNothing(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "DROP"
+		}
+		return ""
+	}
+	srv.rcpt = func(n int, to string) string {
+		if n == 2 {
+			return "450 4.2.1 try later"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || len(st.Attempts) != 3 || srv.copiesFor("ann@example.org") != 2 {
+		t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
+	}
+	for _, a := range st.Attempts {
+		t.Logf("attempt %d: possible duplicates %v", a.Number, a.PossibleDuplicates)
+	}
+	if !slicesHas(st.Attempts[2].PossibleDuplicates, "ann@example.org") {
+		t.Errorf("attempt 3 sent ann a second copy without naming her a possible duplicate")
+	}
+	if got := st.Attempts[1].PossibleDuplicates; len(got) != 0 {
+		t.Errorf("attempt 2 sent nothing, yet names %v possible duplicates", got)
+	}
+}
+
+// RFC 5321 section 4.5.3.1.10: a 552 to RCPT for "too many recipients"
+// (5.5.3) is to be treated as temporary; those recipients are tried
+// again later, not refused.
+func Test552TooManyRecipientsRetried(t *testing.T) {
+	srv := newScriptServer(t)
+	count := map[int]int{}
+	srv.rcpt = func(n int, to string) string {
+		count[n]++
+		if count[n] > 2 {
+			return "552 5.5.3 Too many recipients"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org", "carl@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || srv.copiesFor("carl@example.org") != 1 {
+		t.Fatalf("state %s; carl: %+v; copies for carl %d", st.State, rcptStatus(st, "carl@example.org"), srv.copiesFor("carl@example.org"))
+	}
+}
+
+// Control: 452 4.5.3 for the recipients beyond the server's limit.
+func Test452TooManyRecipientsRetried(t *testing.T) {
+	srv := newScriptServer(t)
+	count := map[int]int{}
+	srv.rcpt = func(n int, to string) string {
+		count[n]++
+		if count[n] > 2 {
+			return "452 4.5.3 Too many recipients"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	rc := []string{"a1@example.org", "a2@example.org", "a3@example.org", "a4@example.org", "a5@example.org"}
+	id, err := ob.Enqueue(context.Background(), scriptMsg(rc...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || len(st.Attempts) != 3 {
+		t.Fatalf("state %s, %d attempts", st.State, len(st.Attempts))
+	}
+	for _, r := range rc {
+		if c := srv.copiesFor(r); c != 1 {
+			t.Fatalf("%s got %d copies", r, c)
+		}
+	}
+}
+
+// Mixed RCPT replies, then 451 to the end of the message: bob (550) is
+// refused for good, ann (250) and carl (450) are tried again; nobody gets
+// two copies.
+func TestMixedRcptThen451(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		switch {
+		case to == "bob@example.org":
+			return "550 5.1.1 no such user"
+		case n == 1 && to == "carl@example.org":
+			return "450 4.2.1 later"
+		}
+		return ""
+	}
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "451 4.3.0 local error"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org", "carl@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.PartlyDelivered || len(st.Attempts) != 2 {
+		t.Fatalf("state %s, %d attempts", st.State, len(st.Attempts))
+	}
+	if r := st.Attempts[1].Receipt.Recipients; len(r) != 2 {
+		t.Fatalf("second attempt tried %+v", r)
+	}
+	// ann's copy in txn 1 was refused with 451; she must have exactly one accepted copy.
+	acc := 0
+	for _, tx := range srv.Txns() {
+		if tx.N != 1 && slicesHas(tx.Rcpts, "ann@example.org") {
+			acc++
+		}
+	}
+	if acc != 1 || rcptStatus(st, "bob@example.org").State != outbox.Refused {
+		t.Fatalf("ann accepted copies %d, bob %+v", acc, rcptStatus(st, "bob@example.org"))
+	}
+}
+
+// 421 to the second RCPT (ann accepted): nothing was delivered, both
+// retried, each gets one copy.
+func Test421AtRcpt(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		if n == 1 && to == "bob@example.org" {
+			return "421 4.3.2 shutting down"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || srv.copiesFor("ann@example.org") != 1 || srv.copiesFor("bob@example.org") != 1 {
+		t.Fatalf("state %s, copies ann %d bob %d", st.State, srv.copiesFor("ann@example.org"), srv.copiesFor("bob@example.org"))
+	}
+	for _, a := range st.Attempts {
+		if len(a.PossibleDuplicates) > 0 {
+			t.Fatalf("attempt %d flags %v", a.Number, a.PossibleDuplicates)
+		}
+	}
+}
+
+// Bcc never appears in any header, on the first attempt or on a retry
+// of the Bcc recipient alone, nor of the To recipient alone.
+func TestBccNeverLeaked(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		if n <= 2 {
+			return "450 4.2.1 later"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	m := scriptMsg("ann@example.org")
+	m.Bcc = []string{"Dora Secret <dora@example.net>", "eve@example.net"}
+	id, err := ob.Enqueue(context.Background(), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 30*time.Second)
+	if st.State != outbox.Delivered {
+		t.Fatalf("state %s", st.State)
+	}
+	for _, tx := range srv.Txns() {
+		head := string(tx.Data)
+		if i := strings.Index(head, "\r\n\r\n"); i >= 0 {
+			head = head[:i]
+		}
+		if strings.Contains(strings.ToLower(head), "dora") || strings.Contains(strings.ToLower(head), "eve@") || strings.Contains(strings.ToLower(head), "bcc") {
+			t.Fatalf("txn %d to %v leaks Bcc in its header:\n%s", tx.N, tx.Rcpts, head)
+		}
+		if len(tx.Rcpts) > 1 && (slicesHas(tx.Rcpts, "dora@example.net") || slicesHas(tx.Rcpts, "eve@example.net")) {
+			t.Fatalf("Bcc recipient shares txn %d: %v", tx.N, tx.Rcpts)
+		}
+	}
+	for _, r := range []string{"ann@example.org", "dora@example.net", "eve@example.net"} {
+		if c := srv.copiesFor(r); c != 1 {
+			t.Fatalf("%s got %d", r, c)
+		}
+	}
+}
+
+// The same mailbox in To and in Bcc, the domain written in another case
+// (domains are case-insensitive): one copy.
+func TestSameMailboxToAndBccDifferentCase(t *testing.T) {
+	srv := newScriptServer(t)
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	m := scriptMsg("ann@example.org")
+	m.Bcc = []string{"ann@EXAMPLE.ORG"}
+	id, err := ob.Enqueue(context.Background(), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	t.Logf("state %s recipients %+v", st.State, st.Recipients)
+	if c := srv.copiesFor("ann@example.org"); c != 1 {
+		t.Fatalf("ann@example.org got %d copies (txns %+v)", c, len(srv.Txns()))
+	}
+}
+
+// Temporary failures until MaxAge: the message expires; every attempt
+// the server saw is recorded, numbered 1..n, none after the expiry.
+func TestExpiryNumbering(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string { return "450 4.2.1 later" }
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MaxAge: 1500 * time.Millisecond}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	srv.mu.Lock()
+	mails := srv.mail
+	srv.mu.Unlock()
+	if st.State != outbox.Expired || len(st.Attempts) != mails {
+		t.Fatalf("state %s, %d attempts recorded, server saw %d transactions", st.State, len(st.Attempts), mails)
+	}
+	for i, a := range st.Attempts {
+		if a.Number != i+1 {
+			t.Fatalf("attempt %d numbered %d", i+1, a.Number)
+		}
+	}
+	if last := st.Attempts[len(st.Attempts)-1]; last.Started.Before(st.Expires) {
+		t.Fatalf("expired by an attempt that started at %v before expiry %v", last.Started, st.Expires)
+	}
+	if rs := rcptStatus(st, "ann@example.org"); rs.State != outbox.ExpiredRecipient {
+		t.Fatalf("ann %+v", rs)
+	}
+}
+
+// Restart: ann accepted, bob deferred; the outbox is closed and opened
+// again: bob is delivered, ann never twice.
+func TestRestartAfterPartial(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		if n == 1 && to == "bob@example.org" {
+			return "450 4.2.1 later"
+		}
+		return ""
+	}
+	at := newAttempts()
+	s := newSender(t, srv.Transport(), nil)
+	ob, path := openFile(t, s, fast(&outbox.Options{OnReceipt: at.on, MinBackoff: 2 * time.Second, MaxBackoff: 2 * time.Second}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at.next(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ob.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ob2 := openAt(t, s, path, fast(nil), true)
+	if err := ob2.Retry(context.Background(), id); err != nil {
+		t.Logf("Retry: %v", err)
+	}
+	st := waitFor(t, ob2, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || srv.copiesFor("ann@example.org") != 1 || srv.copiesFor("bob@example.org") != 1 {
+		t.Fatalf("state %s, ann %d bob %d", st.State, srv.copiesFor("ann@example.org"), srv.copiesFor("bob@example.org"))
+	}
+}
+
+// Same as the chunking drop, but the server never answers at all (the
+// attempt's deadline ends it): the server has the message.
+func TestChunkingSilentTimeoutFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.pipelining, srv.chunking = true, true
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "HANG"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{DeliveryTimeout: 2 * time.Second}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 30*time.Second)
+	if got := srv.copiesFor("ann@example.org"); got != 2 {
+		t.Fatalf("server took %d copies for ann", got)
+	}
+	t.Logf("attempt 1 error for ann: %v", st.Attempts[0].Receipt.Recipients[0].Err)
+	last := st.Attempts[len(st.Attempts)-1]
+	if !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Errorf("second copy sent without naming ann a possible duplicate: %v", last.PossibleDuplicates)
+	}
+	if rs := rcptStatus(st, "ann@example.org"); rs == nil || !rs.PossibleDuplicate {
+		t.Errorf("ann's status: %+v, want PossibleDuplicate", rs)
+	}
+}
+
+// Control: PIPELINING without CHUNKING, drop after the final dot.
+func TestPipelinedDropAfterDotFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.pipelining = true
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "DROP"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	last := st.Attempts[len(st.Attempts)-1]
+	if st.State != outbox.Delivered || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Fatalf("state %s, last attempt's possible duplicates %v", st.State, last.PossibleDuplicates)
+	}
+}
+
+// Retry after a partial delivery: only the deferred recipient is sent.
+func TestRetryAfterPartial(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		if n == 1 && to == "bob@example.org" {
+			return "450 4.2.1 later"
+		}
+		return ""
+	}
+	at := newAttempts()
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{OnReceipt: at.on, MinBackoff: time.Hour, MaxBackoff: time.Hour}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at.next(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := ob.Retry(context.Background(), id)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || srv.copiesFor("ann@example.org") != 1 || srv.copiesFor("bob@example.org") != 1 || len(st.Attempts) != 2 {
+		t.Fatalf("state %s, ann %d bob %d, %d attempts", st.State, srv.copiesFor("ann@example.org"), srv.copiesFor("bob@example.org"), len(st.Attempts))
+	}
+}
+
+// A key removed while the message waits for a retry, under a policy that
+// sends the link-only notice without a key: the retry sends the notice,
+// never the content in clear.
+func TestKeyRemovedBetweenAttemptsNotice(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		if n == 1 {
+			return "450 4.2.1 later"
+		}
+		return ""
+	}
+	p := &keyProtector{keys: map[string]bool{"ann@example.org": true}}
+	notice := func(context.Context, *mailsec.Message, mailsec.Recipient) (*mailsec.Notice, error) {
+		return &mailsec.Notice{Text: "NOTICE: read it at https://example.com/m/1"}, nil
+	}
+	s := newSender(t, srv.Transport(), &mailsec.Options{Policy: mailsec.NoticeWhenNoKey(mailsec.RequireProtection(mailsec.DefaultPolicy())),
+		Protectors: []mailsec.Protector{p}, Notice: notice})
+	at := newAttempts()
+	ob, _ := openFile(t, s, fast(&outbox.Options{OnReceipt: at.on, MinBackoff: 500 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}), true)
+	m := scriptMsg("ann@example.org")
+	m.Text = "SECRET statement body"
+	id, err := ob.Enqueue(context.Background(), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at.next(t)
+	p.mu.Lock()
+	p.keys["ann@example.org"] = false
+	p.mu.Unlock()
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	for _, tx := range srv.Txns() {
+		if strings.Contains(string(tx.Data), "SECRET") {
+			t.Fatalf("content in clear in txn %d", tx.N)
+		}
+	}
+	txns := srv.Txns()
+	if st.State != outbox.Delivered || len(txns) != 1 || !strings.Contains(string(txns[0].Data), "NOTICE") {
+		t.Fatalf("state %s, %d txns", st.State, len(txns))
+	}
+}
+
+// Recipients written unusually (an IDN domain, a domain in capitals, a
+// display name with a comment) deferred once, then retried by SendTo with
+// the address the Receipt recorded. Local parts mailsec does not send
+// (quoted, or with a misplaced dot) are refused at Enqueue, as Send
+// refuses them.
+func TestOddAddressesRetried(t *testing.T) {
+	for _, c := range []struct {
+		addr   string
+		queued bool
+	}{
+		{`Bob <bob@EXAMPLE.org>`, true},
+		{`bob@xn--bcher-kva.example`, true},
+		{`bob@bücher.example`, true},
+		{`bob (comment) <bob@example.org>`, true},
+		{`"bob smith"@example.org`, false},
+		{`"bob\"x"@example.org`, false},
+		{`bob.@example.org`, false},
+	} {
+		t.Run(c.addr, func(t *testing.T) {
+			srv := newScriptServer(t)
+			srv.rcpt = func(n int, to string) string {
+				if n == 1 && to != "ann@example.org" {
+					return "450 4.2.1 later"
+				}
+				return ""
+			}
+			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", c.addr), nil)
+			if !c.queued {
+				var ve *mailsec.ValidationError
+				if !errors.As(err, &ve) || ve.Field != "To[1]" {
+					t.Fatalf("Enqueue: %v (%T), want a ValidationError for To[1]", err, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := waitFor(t, ob, id, "", 20*time.Second)
+			if st.State != outbox.Delivered || len(st.Attempts) != 2 {
+				t.Fatalf("state %s: %+v; attempts %d", st.State, st.Recipients, len(st.Attempts))
+			}
+		})
+	}
+}
+
+// As above, but the server that lost the reply is then restarting (421
+// at the greeting) before it takes the message again.
+func TestUnknownSurvivesServerDown(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			return "DROP"
+		}
+		return ""
+	}
+	srv.greet = func(n int) string {
+		if n == 2 {
+			return "421 4.3.2 restarting"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || len(st.Attempts) != 3 || srv.copiesFor("ann@example.org") != 2 {
+		t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
+	}
+	for _, a := range st.Attempts {
+		t.Logf("attempt %d: possible duplicates %v", a.Number, a.PossibleDuplicates)
+	}
+	if !slicesHas(st.Attempts[2].PossibleDuplicates, "ann@example.org") {
+		t.Errorf("attempt 3 sent ann a second copy without naming her a possible duplicate")
+	}
+	if got := st.Attempts[1].PossibleDuplicates; len(got) != 0 {
+		t.Errorf("attempt 2 sent nothing, yet names %v possible duplicates", got)
+	}
+}
+
+// Close interrupts an attempt whose content (BDAT LAST) the server has
+// taken while its replies are still awaited; the next process sends the
+// message again and must flag the recipient.
+func TestChunkingCloseInterruptFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.pipelining, srv.chunking = true, true
+	took := make(chan struct{}, 1)
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			took <- struct{}{}
+			return "HANG"
+		}
+		return ""
+	}
+	s := newSender(t, srv.Transport(), nil)
+	ob, path := openFile(t, s, fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-took:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server never got the message")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_ = ob.Close(ctx)
+	cancel()
+	ob2 := openAt(t, s, path, fast(nil), true)
+	st := waitFor(t, ob2, id, "", 20*time.Second)
+	for _, a := range st.Attempts {
+		t.Logf("attempt %d: interrupted %v, possible duplicates %v", a.Number, a.Interrupted, a.PossibleDuplicates)
+	}
+	if srv.copiesFor("ann@example.org") != 2 {
+		t.Fatalf("%d copies", srv.copiesFor("ann@example.org"))
+	}
+	last := st.Attempts[len(st.Attempts)-1]
+	if !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Errorf("second copy sent without naming ann a possible duplicate")
+	}
+}
+
+// Control: the same with DATA.
+func TestDataCloseInterruptFlagged(t *testing.T) {
+	srv := newScriptServer(t)
+	took := make(chan struct{}, 1)
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 1 {
+			took <- struct{}{}
+			return "HANG"
+		}
+		return ""
+	}
+	s := newSender(t, srv.Transport(), nil)
+	ob, path := openFile(t, s, fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-took:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server never got the message")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_ = ob.Close(ctx)
+	cancel()
+	ob2 := openAt(t, s, path, fast(nil), true)
+	st := waitFor(t, ob2, id, "", 20*time.Second)
+	last := st.Attempts[len(st.Attempts)-1]
+	if srv.copiesFor("ann@example.org") != 2 || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+		t.Fatalf("%d copies, last attempt flags %v", srv.copiesFor("ann@example.org"), last.PossibleDuplicates)
+	}
+}
+
+// 421 as the reply to the end of the message: not taken, no duplicate
+// flag; 250 followed at once by 421: taken, not sent again.
+func Test421AtEndOfData(t *testing.T) {
+	for _, tc := range []struct {
+		reply    string
+		attempts int
+		copies   int
+	}{
+		{"421 4.3.2 closing", 2, 2},
+		{"250 2.0.0 ok\r\n421 4.3.2 closing", 1, 1},
+	} {
+		t.Run(tc.reply[:3], func(t *testing.T) {
+			srv := newScriptServer(t)
+			srv.pipelining = true
+			srv.end = func(n int, _ []string, _ []byte) string {
+				if n == 1 {
+					return tc.reply
+				}
+				return ""
+			}
+			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := waitFor(t, ob, id, "", 20*time.Second)
+			if st.State != outbox.Delivered || len(st.Attempts) != tc.attempts || srv.copiesFor("ann@example.org") != tc.copies {
+				t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
+			}
+			for _, a := range st.Attempts {
+				if len(a.PossibleDuplicates) > 0 {
+					t.Fatalf("attempt %d flags %v", a.Number, a.PossibleDuplicates)
+				}
+			}
+		})
+	}
+}
+
+// 2 of 3 accepted, the third deferred (452); the process restarts; the
+// third's final reply is lost once; then it is accepted. Only the third
+// is flagged, ann and bob get one copy.
+func TestRestartThenLostReply(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.rcpt = func(n int, to string) string {
+		if n == 1 && to == "carl@example.org" {
+			return "452 4.5.3 too many recipients"
+		}
+		return ""
+	}
+	srv.end = func(n int, _ []string, _ []byte) string {
+		if n == 2 {
+			return "DROP"
+		}
+		return ""
+	}
+	at := newAttempts()
+	s := newSender(t, srv.Transport(), nil)
+	ob, path := openFile(t, s, fast(&outbox.Options{OnReceipt: at.on, MinBackoff: time.Hour, MaxBackoff: time.Hour}), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org", "carl@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at.next(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = ob.Close(ctx)
+	cancel()
+	ob2 := openAt(t, s, path, fast(nil), true)
+	deadline := time.Now().Add(5 * time.Second)
+	for ob2.Retry(context.Background(), id) != nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := waitFor(t, ob2, id, "", 20*time.Second)
+	if st.State != outbox.Delivered || srv.copiesFor("ann@example.org") != 1 || srv.copiesFor("bob@example.org") != 1 || srv.copiesFor("carl@example.org") != 2 {
+		t.Fatalf("state %s, copies %d %d %d", st.State, srv.copiesFor("ann@example.org"), srv.copiesFor("bob@example.org"), srv.copiesFor("carl@example.org"))
+	}
+	last := st.Attempts[len(st.Attempts)-1]
+	if len(last.PossibleDuplicates) != 1 || last.PossibleDuplicates[0] != "carl@example.org" || !rcptStatus(st, "carl@example.org").PossibleDuplicate {
+		t.Fatalf("last attempt flags %v", last.PossibleDuplicates)
+	}
+}
+
+// RFC 3207: "454 TLS not available due to temporary reason". The message
+// waits and is sent once TLS is back; it does not fail for good.
+func TestStartTLS454Temporary(t *testing.T) {
+	srv := newScriptServer(t)
+	srv.starttls = func(n int) string {
+		if n == 1 {
+			return "454 4.7.0 TLS not available due to temporary reason"
+		}
+		return ""
+	}
+	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitFor(t, ob, id, "", 20*time.Second)
+	if st.State != outbox.Delivered {
+		t.Fatalf("state %s: %+v", st.State, st.Recipients)
+	}
+}
