@@ -167,10 +167,13 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 }
 
 // Cancel stops the message id from being sent any further and deletes its
-// content. Recipients an attempt already reached keep what they got; an
-// attempt under way is cut off where it has not sent the whole message
-// yet. It fails with ErrNotFound for an unknown ID and ErrFinished for a
-// message that has finished.
+// content. Recipients an attempt already reached keep what they got. An
+// attempt under way (in this process or another) is not stopped: it goes
+// on with the content it has read, its outcome is recorded in the Status,
+// and the message stays cancelled; only an attachment it has yet to read
+// is gone, and then it abandons its transaction before the end of the
+// message. It fails with ErrNotFound for an unknown ID and ErrFinished for
+// a message that has finished.
 func (ob *Outbox) Cancel(ctx context.Context, id string) error {
 	if ob.isClosed() {
 		return ErrClosed
