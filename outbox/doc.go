@@ -194,7 +194,10 @@
 // the problem is logged and recorded. River's tables hold only the
 // outbox's random ID for a message. Without a key, Open fails unless
 // Options.Plaintext asks for plaintext storage, which is recorded in the
-// database and in every Status.
+// database and in every Status. The record is kept: Open refuses keys on
+// a plaintext outbox, and Plaintext on a sealed one, with a
+// *mailsec.ConfigError, before it writes anything (a key would take a
+// plaintext message for one tampered with, and end it failed).
 //
 // Keys rotate: put a new key first in Options.Keys and new messages are
 // sealed under it, while the others still open what they sealed

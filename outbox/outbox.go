@@ -66,7 +66,10 @@ type Options struct {
 	// that they were not changed there. It must be asked for explicitly;
 	// the choice is recorded in the database and in every Status, and
 	// logged at Open. It cannot be combined with Keys, and a plaintext
-	// outbox cannot read what a sealed one stored, nor the reverse.
+	// outbox cannot read what a sealed one stored, nor the reverse: Open
+	// refuses a database whose outbox stores otherwise than the Options
+	// say (Plaintext on a sealed outbox, Keys on a plaintext one) with a
+	// *mailsec.ConfigError, and never changes the record.
 	Plaintext bool
 
 	// MaxMessageSize bounds what Enqueue stores of one message: its
@@ -456,6 +459,11 @@ func newOutbox(s *mailsec.Sender, o *Options) (*Outbox, error) {
 
 // ready runs or checks the migrations and records how the outbox stores.
 func (ob *Outbox) ready(ctx context.Context) error {
+	// An outbox that stores otherwise than the one in the database is
+	// refused before anything is written.
+	if err := ob.checkStorage(ctx); err != nil {
+		return err
+	}
 	if ob.o.skipMigrations {
 		if err := ob.eng.validate(ctx); err != nil {
 			return err
@@ -469,32 +477,97 @@ func (ob *Outbox) ready(ctx context.Context) error {
 	return ob.eng.prepare(ctx)
 }
 
-// recordStorage writes how this outbox stores messages into the database
-// (and the time it started to), and logs a plaintext outbox at Open.
-func (ob *Outbox) recordStorage(ctx context.Context) error {
-	mode := "sealed"
+// storageMode is how this outbox stores messages, as the database
+// records it: "sealed" or "plaintext".
+func (ob *Outbox) storageMode() string {
 	if ob.keys.plaintext() {
-		mode = "plaintext"
-		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: messages are stored in plaintext (Options.Plaintext)")
+		return "plaintext"
 	}
+	return "sealed"
+}
+
+// recordedStorage reads how the outbox in the database stores messages:
+// "" when the database records none (it holds no outbox yet).
+func (ob *Outbox) recordedStorage(ctx context.Context) (string, error) {
 	q := ob.eng.pool()
+	query := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
+	if ob.eng.postgres() {
+		query = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
+	}
+	var n int
+	if err := q.queryRow(ctx, query, "mailsec_outbox_meta").Scan(&n); err != nil {
+		return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+	}
+	if n == 0 {
+		return "", nil
+	}
 	var cur string
 	err := q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("outbox: reading how the outbox stores: %w", err)
-	case cur == mode:
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+	}
+	return cur, nil
+}
+
+// checkStorage refuses a database whose outbox stores messages otherwise
+// than this one would: a plaintext outbox's messages do not open under a
+// key (they would be taken for tampered with and end failed), and a
+// plaintext outbox cannot open sealed ones.
+func (ob *Outbox) checkStorage(ctx context.Context) error {
+	cur, err := ob.recordedStorage(ctx)
+	if err != nil {
+		return err
+	}
+	return ob.storageMismatch(cur)
+}
+
+// storageMismatch is the error of an outbox opened on a database whose
+// recorded storage mode, cur, is not its own; nil when it is ("" is
+// none yet).
+func (ob *Outbox) storageMismatch(cur string) error {
+	switch mode := ob.storageMode(); {
+	case cur == "" || cur == mode:
 		return nil
+	case cur == "plaintext":
+		return &mailsec.ConfigError{Field: "Options.Keys", Reason: "the outbox in this database stores its messages in plaintext (it was opened with Options.Plaintext): a key does not open them; open it with Plaintext, as it was made"}
+	case cur == "sealed":
+		return &mailsec.ConfigError{Field: "Options.Plaintext", Value: "true", Reason: "the outbox in this database seals its messages: a plaintext outbox does not open them; open it with its Keys"}
+	default:
+		return &mailsec.ConfigError{Field: "outbox database", Value: cur, Reason: "an unknown storage mode is recorded (sealed or plaintext expected)"}
+	}
+}
+
+// recordStorage writes how this outbox stores messages into the database
+// (and the time it started to) when the database records none yet, and
+// logs a plaintext outbox at Open. A mode recorded already is never
+// changed: an outbox that stores otherwise is refused.
+func (ob *Outbox) recordStorage(ctx context.Context) error {
+	mode := ob.storageMode()
+	if mode == "plaintext" {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: messages are stored in plaintext (Options.Plaintext)")
+	}
+	cur, err := ob.recordedStorage(ctx)
+	if err != nil {
+		return err
+	}
+	if cur != "" {
+		return ob.storageMismatch(cur)
 	}
 	now := strconv.FormatInt(time.Now().UnixMicro(), 10)
 	for _, kv := range [][2]string{{"storage", mode}, {"storage_since", now}} {
-		if _, err := q.exec(ctx, `INSERT INTO mailsec_outbox_meta (name, value) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET value = excluded.value`, kv[0], kv[1]); err != nil {
+		if _, err := ob.eng.pool().exec(ctx, `INSERT INTO mailsec_outbox_meta (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO NOTHING`, kv[0], kv[1]); err != nil {
 			return fmt.Errorf("outbox: recording how the outbox stores: %w", err)
 		}
 	}
-	return nil
+	// Another process may have recorded its own mode first.
+	if cur, err = ob.recordedStorage(ctx); err != nil {
+		return err
+	}
+	return ob.storageMismatch(cur)
 }
 
 // Start begins delivering queued messages in the background, with up to

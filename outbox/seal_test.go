@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -325,4 +326,60 @@ func exec(t *testing.T, db *sql.DB, q string, args ...any) {
 	if n, _ := res.RowsAffected(); n != 1 {
 		t.Fatalf("%d rows changed by %s", n, q)
 	}
+}
+
+// An outbox opened otherwise than the database's records it (with keys on
+// a plaintext outbox, plaintext on a sealed one) is refused with a
+// ConfigError, and the record and the messages are left as they were.
+func testStorageModeKept(t *testing.T, db func() string) {
+	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
+	for _, c := range []struct {
+		made, other *outbox.Options
+		field       string
+	}{
+		{&outbox.Options{Plaintext: true}, &outbox.Options{Keys: []outbox.Key{testKey}}, "Options.Keys"},
+		{&outbox.Options{Keys: []outbox.Key{testKey}}, &outbox.Options{Plaintext: true}, "Options.Plaintext"},
+	} {
+		path := db()
+		ob, err := outbox.Open(context.Background(), s, path, c.made)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := ob.Enqueue(context.Background(), message(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, skip := range []bool{false, true} {
+			o := *c.other
+			o.SkipMigrations = skip
+			ob, err := outbox.Open(context.Background(), s, path, &o)
+			var ce *mailsec.ConfigError
+			if !errors.As(err, &ce) || ce.Field != c.field || ob != nil {
+				if ob != nil {
+					_ = ob.Close(context.Background())
+				}
+				t.Fatalf("Open (SkipMigrations %v) of an outbox made otherwise: %v; want a ConfigError on %s", skip, err, c.field)
+			}
+		}
+		ob = openAt(t, s, path, c.made, false)
+		st, err := ob.Status(context.Background(), id)
+		if err != nil || st.State != outbox.Queued || st.Sealed == c.made.Plaintext {
+			t.Fatalf("after the refusal: %+v, %v", st, err)
+		}
+		if err := ob.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestStorageModeKeptSQLite(t *testing.T) {
+	testStorageModeKept(t, func() string { return filepath.Join(t.TempDir(), "mail.db") })
+}
+
+func TestStorageModeKeptPostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	testStorageModeKept(t, func() string { return pg.NewDatabase(t) })
 }

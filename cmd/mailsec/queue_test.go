@@ -357,3 +357,83 @@ func TestQueueInvalidMessage(t *testing.T) {
 		t.Errorf("an invalid message was queued: %s", r.stdout)
 	}
 }
+
+// plaintextOutbox makes an outbox the library opened with Plaintext (an
+// explicit, recorded choice) and queues a message in it.
+func plaintextOutbox(t *testing.T, db string) string {
+	t.Helper()
+	s, err := mailsec.NewSender(noDelivery{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := outbox.Open(t.Context(), s, db, &outbox.Options{Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ob.Enqueue(t.Context(), &mailsec.Message{From: "noreply@example.com", To: []string{"ann@example.org"}, Subject: "hi", Text: "plain"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// The command line, which has no plaintext mode, refuses a plaintext
+// outbox (exit 1, saying so) rather than open its messages under
+// MAILSEC_OUTBOX_KEY, which would take them for tampered with and end
+// them failed; the message stays queued, and the outbox's record of its
+// storage is not changed, not even by list.
+func testQueuePlaintextOutboxRefused(t *testing.T, db string) {
+	id := plaintextOutbox(t, db)
+	environ, _ := queueEnv(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	for _, args := range [][]string{
+		{"queue", "list", "-db", db},
+		{"queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv)},
+	} {
+		r := runCmd(t, "", environ, args...)
+		wantCode(t, r, 1)
+		if !strings.Contains(r.stderr, "plaintext") {
+			t.Errorf("mailsec %v on a plaintext outbox: stderr %q, want it to say the outbox is plaintext", args[:2], r.stderr)
+		}
+	}
+	s, _ := mailsec.NewSender(noDelivery{}, nil)
+	ob, err := outbox.Open(t.Context(), s, db, &outbox.Options{Plaintext: true})
+	if err != nil {
+		t.Fatalf("the plaintext outbox does not open as plaintext after the commands: %v", err)
+	}
+	defer ob.Close(context.Background())
+	st, err := ob.Status(t.Context(), id)
+	if st == nil {
+		t.Fatalf("the plaintext outbox's own Status of its message fails: %v", err)
+	}
+	if st.State != outbox.Queued || st.Sealed {
+		t.Errorf("the plaintext outbox's message is %s (sealed %v, problem %q), want it still queued in plaintext", st.State, st.Sealed, st.Problem)
+	}
+}
+
+func TestQueuePlaintextOutboxRefusedSQLite(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	testQueuePlaintextOutboxRefused(t, db)
+	sdb, err := outbox.OpenSQLiteDB(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	var mode string
+	if err := sdb.QueryRow(`SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "plaintext" {
+		t.Errorf("the outbox records its storage as %q; its messages are stored in plaintext", mode)
+	}
+}
+
+func TestQueuePlaintextOutboxRefusedPostgres(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	testQueuePlaintextOutboxRefused(t, pg.NewDatabase(t))
+}
