@@ -251,8 +251,8 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 
 // Open opens the outbox in db, a SQLite database file (created if
 // missing; nothing else to run) or a Postgres database named by a
-// "postgres://" or "postgresql://" URL (for several processes sharing one
-// queue), and brings its tables up to date unless Options.SkipMigrations
+// "postgres://" or "postgresql://" URL, the scheme in any case (for
+// several processes sharing one queue), and brings its tables up to date unless Options.SkipMigrations
 // is set. The messages it queues are delivered through s, by this process
 // once Start is called, or by any other that opened the same database and
 // started.
@@ -269,6 +269,7 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 // OpenSQLiteDB) or OpenPostgres instead.
 func Open(ctx context.Context, s *mailsec.Sender, db string, o *Options) (*Outbox, error) {
 	if isPostgresURL(db) {
+		db = lowerScheme(db)
 		cfg, err := postgresPoolConfig(db, o)
 		if err != nil {
 			return nil, &mailsec.ConfigError{Field: "outbox database", Value: "postgres URL", Reason: "cannot be parsed", Err: err}
@@ -324,8 +325,19 @@ func postgresPoolConfig(url string, o *Options) (*pgxpool.Config, error) {
 	return cfg, nil
 }
 
+// isPostgresURL reports whether db is a postgres:// or postgresql:// URL,
+// its scheme in any case (RFC 3986).
 func isPostgresURL(db string) bool {
-	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+	scheme, _, ok := strings.Cut(db, "://")
+	return ok && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql"))
+}
+
+// lowerScheme is the URL db with its scheme in lower case: pgx takes a
+// connection string for a URL only then, and for key=value settings
+// otherwise.
+func lowerScheme(db string) string {
+	scheme, rest, _ := strings.Cut(db, "://")
+	return strings.ToLower(scheme) + "://" + rest
 }
 
 // sqlitePragmas are the settings of a SQLite file the outbox opens: WAL so

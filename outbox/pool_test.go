@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +80,39 @@ func TestOpenPostgresPoolSize(t *testing.T) {
 				t.Errorf("pool of %d connections, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// Open takes a postgres URL whose scheme is in capitals for one, and its
+// errors never hold the URL's password, in its userinfo or its query
+// (pgx's own errors quote the URL with both hidden).
+func TestOpenPostgresURLSecrets(t *testing.T) {
+	for _, db := range []string{"POSTGRES://u:pw", "PostgreSQL://u", "postgres://u", "mail.db"} {
+		if got, want := isPostgresURL(db), db != "mail.db"; got != want {
+			t.Errorf("isPostgresURL(%q) = %v", db, got)
+		}
+	}
+	const secret = "s3cretPW"
+	s, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []string{
+		"postgres://u@127.0.0.1:x/db?password=" + secret,
+		"postgres://u@127.0.0.1:x/db?sslpassword=" + secret + "&sslmode=disable",
+		"postgres://u@127.0.0.1:x/db?password=%73" + secret[1:],
+		"POSTGRES://u:" + secret + "@127.0.0.1:1/db?sslmode=disable&connect_timeout=5",
+	} {
+		ob, err := Open(t.Context(), s, db, &Options{Plaintext: true})
+		if err == nil {
+			_ = ob.Close(t.Context())
+			t.Fatalf("Open(%q) opened", db)
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("Open's error holds the password: %v", err)
+		}
+		if !strings.Contains(err.Error(), "127.0.0.1") {
+			t.Errorf("Open(%q) did not take it for a postgres URL: %v", db, err)
+		}
 	}
 }

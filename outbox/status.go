@@ -418,7 +418,7 @@ func (ob *Outbox) requeueIfJobless(ctx context.Context, id string) (bool, error)
 // once.
 func Migrate(ctx context.Context, db string) error {
 	if isPostgresURL(db) {
-		pool, err := pgxpool.New(ctx, db)
+		pool, err := pgxpool.New(ctx, lowerScheme(db))
 		if err != nil {
 			return &mailsec.ConfigError{Field: "outbox database", Value: "postgres URL", Reason: "cannot be parsed or opened", Err: err}
 		}

@@ -44,15 +44,34 @@ func outboxKeys(getenv func(string) string) ([]outbox.Key, error) {
 }
 
 // dbName is the outbox database as messages may name it: a postgres://
-// URL without its password.
+// URL (its scheme in any case) without its secrets, the password in its
+// userinfo and every query parameter whose name holds "password"
+// (password, sslpassword), or without its whole query when that does not
+// parse.
 func dbName(db string) string {
-	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
-		if u, err := url.Parse(db); err == nil {
-			return u.Redacted()
-		}
-		return "the postgres:// URL given"
+	scheme, _, ok := strings.Cut(db, "://")
+	if !ok || !strings.EqualFold(scheme, "postgres") && !strings.EqualFold(scheme, "postgresql") {
+		return db
 	}
-	return db
+	u, err := url.Parse(db)
+	if err != nil {
+		return "the " + strings.ToLower(scheme) + ":// URL given"
+	}
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			u.RawQuery = "..."
+		} else {
+			for k := range q {
+				if strings.Contains(strings.ToLower(k), "password") {
+					q[k] = []string{"xxxxx"}
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u.Redacted()
 }
 
 // noDelivery is the transport of a process that queues or inspects

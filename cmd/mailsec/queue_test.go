@@ -437,3 +437,76 @@ func TestQueuePlaintextOutboxRefusedPostgres(t *testing.T) {
 	pg := pgtest.Start(t)
 	testQueuePlaintextOutboxRefused(t, pg.NewDatabase(t))
 }
+
+// A database password given in the URL's query (password=, sslpassword=,
+// which pgx reads) or in its userinfo under a scheme in capitals is never
+// printed: not in the errors of a database that cannot be reached, nor
+// in queue run's "delivering from" line.
+func TestQueueDBPasswordNotShown(t *testing.T) {
+	t.Parallel()
+	environ, _ := queueEnv(t)
+	const secret = "s3cretQueryPW"
+	for _, db := range []string{
+		// An unreachable server: every command fails opening the outbox.
+		"postgres://app@127.0.0.1:1/mail?sslmode=disable&password=" + secret,
+		"postgres://app@127.0.0.1:1/mail?sslmode=disable&sslpassword=" + secret,
+		"POSTGRES://app:" + secret + "@127.0.0.1:1/mail?sslmode=disable",
+		"PostgreSQL://app@127.0.0.1:1/mail?sslmode=disable&password=" + secret,
+		// Not a port: pgx's own error quotes the URL.
+		"postgres://app@127.0.0.1:x/mail?password=" + secret,
+	} {
+		for _, args := range [][]string{
+			{"queue", "list", "-db", db},
+			{"queue", "show", "x", "-db", db},
+			{"queue", "run", "-db", db, "-once", "-server", "127.0.0.1:1"},
+			{"send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x"},
+		} {
+			r := runCmd(t, "", environ, args...)
+			if r.code == 0 {
+				t.Errorf("mailsec %v: exit 0 on an unreachable database", args[:2])
+			}
+			if strings.Contains(r.stderr, secret) || strings.Contains(r.stdout, secret) {
+				t.Errorf("mailsec %v prints the database password:\n%s", args[:2], r.stderr)
+			}
+		}
+	}
+}
+
+func TestQueueRunDBPasswordNotShown(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	const secret = "s3cretQueryPW"
+	db := pg.NewDatabase(t) + "&password=" + secret // trust auth ignores it
+	environ, _ := queueEnv(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan result, 1)
+	go func() {
+		done <- runCtx(t, ctx, "", environ, "queue", "run", "-db", strings.Replace(db, "postgres://", "POSTGRES://", 1), "-server", "127.0.0.1:1")
+	}()
+	time.Sleep(3 * time.Second)
+	cancel()
+	r := <-done
+	if !strings.Contains(r.stderr, "delivering from postgres://") {
+		t.Errorf("queue run does not say where it delivers from:\n%s", r.stderr)
+	}
+	if strings.Contains(r.stderr, secret) {
+		t.Errorf("queue run prints the database password:\n%s", r.stderr)
+	}
+}
+
+func TestDBName(t *testing.T) {
+	for _, c := range []struct{ db, want string }{
+		{"mail.db", "mail.db"},
+		{"postgres://app:pw@h/db", "postgres://app:xxxxx@h/db"},
+		{"POSTGRES://app:pw@h/db", "postgres://app:xxxxx@h/db"},
+		{"postgresql://app@h/db?sslmode=disable&password=pw", "postgresql://app@h/db?password=xxxxx&sslmode=disable"},
+		{"postgres://app@h/db?sslpassword=pw&Password=pw2", "postgres://app@h/db?Password=xxxxx&sslpassword=xxxxx"},
+		{"postgres://app@h/db?password=pw;x", "postgres://app@h/db?..."},
+		{"postgres://app@h/db#password=pw", "postgres://app@h/db"},
+		{"postgres://app:p%zz@h/db", "the postgres:// URL given"},
+	} {
+		if got := dbName(c.db); got != c.want {
+			t.Errorf("dbName(%q) = %q, want %q", c.db, got, c.want)
+		}
+	}
+}
