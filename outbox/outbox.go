@@ -11,6 +11,7 @@ import (
 	"math"
 	neturl "net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -379,20 +380,50 @@ const sqlitePragmas = "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pra
 // a thin layer that keeps the statements: that driver's own connection
 // interfaces (backups, commit hooks, serialization) are not reachable
 // through database/sql's Conn.Raw. The caller closes it, after the
-// outbox. A path that is empty, holds ? or #, or cannot be opened is a
-// *mailsec.ConfigError.
+// outbox.
+//
+// The path names a file, and no more: the database must be durable, and
+// the file the outbox writes must be the one created for it. A path that
+// is empty, SQLite's in-memory ":memory:", a SQLite URI ("file:..."),
+// one that holds ? or #, one that names something other than a regular
+// file, or one that cannot be opened is a *mailsec.ConfigError. Any other
+// character, % included, is part of the file's name.
 func OpenSQLiteDB(path string) (*sql.DB, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "a SQLite file path, without ? or #"}
+	bad := func(reason string, err error) (*sql.DB, error) {
+		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: reason, Err: err}
+	}
+	switch {
+	case path == "":
+		return bad("empty: give a SQLite file path", nil)
+	case path == ":memory:":
+		return bad("an in-memory SQLite database, which loses every message at Close: give a file path", nil)
+	case len(path) >= 5 && strings.EqualFold(path[:5], "file:"):
+		return bad("a SQLite URI: give a file path (the outbox sets the file's options itself)", nil)
+	case strings.ContainsAny(path, "?#"):
+		return bad("a SQLite file path, without ? or #", nil)
 	}
 	// Created readable by its owner alone; SQLite gives its -wal and -shm
 	// files the same mode.
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
-		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "cannot be opened", Err: err}
-	} else {
-		_ = f.Close()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return bad("cannot be opened", err)
 	}
-	db, err := sqlitedb.Open("file:"+path+sqlitePragmas, sqlitedb.Options{})
+	fi, err := f.Stat()
+	_ = f.Close()
+	if err != nil {
+		return bad("cannot be opened", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return bad("not a regular file", nil)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return bad("cannot be opened", err)
+	}
+	// SQLite decodes %XX in a URI's path: the file it opens is the one
+	// created above only with % escaped.
+	uri := "file:" + strings.ReplaceAll(filepath.ToSlash(abs), "%", "%25")
+	db, err := sqlitedb.Open(uri+sqlitePragmas, sqlitedb.Options{})
 	if err != nil {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "cannot be opened", Err: err}
 	}

@@ -70,7 +70,10 @@ func TestOpenSQLiteDBSettings(t *testing.T) {
 }
 
 func TestOpenSQLiteDBRefusesBadPath(t *testing.T) {
-	for _, path := range []string{"", "mail.db?mode=memory", "mail.db#x", filepath.Join(t.TempDir(), "missing", "mail.db")} {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, path := range []string{"", ":memory:", "file:mail.db", "FILE:mail.db", "file::memory:?cache=shared", "mail.db?mode=memory", "mail.db#x",
+		filepath.Join(dir, "missing", "mail.db"), dir, os.DevNull} {
 		db, err := outbox.OpenSQLiteDB(path)
 		var ce *mailsec.ConfigError
 		if !errors.As(err, &ce) {
@@ -79,5 +82,33 @@ func TestOpenSQLiteDBRefusesBadPath(t *testing.T) {
 			}
 			t.Errorf("%q: %v, want a *mailsec.ConfigError", path, err)
 		}
+	}
+}
+
+// A % in the path is part of the file's name: the outbox's data goes into
+// the file OpenSQLiteDB created readable by its owner alone, not into one
+// SQLite would name by decoding it.
+func TestOpenSQLiteDBPercentPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, name := range []string{"mail%20x.db", "mail%zz.db", "100%.db"} {
+		db, err := outbox.OpenSQLiteDB(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`CREATE TABLE t (v TEXT)`); err != nil {
+			t.Fatal(err)
+		}
+		_ = db.Close()
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %d bytes, mode %v; want the database, readable by its owner alone", name, fi.Size(), fi.Mode().Perm())
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "mail x.db*")); len(m) != 0 {
+		t.Errorf("the data went to %v", m)
 	}
 }

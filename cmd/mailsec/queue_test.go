@@ -510,3 +510,21 @@ func TestDBName(t *testing.T) {
 		}
 	}
 }
+
+// send -queue refuses a database that would not keep the message: SQLite's
+// in-memory ":memory:" (and its URIs), which would say "queued" and lose
+// the message at exit.
+func TestQueueNotDurableRefused(t *testing.T) {
+	t.Chdir(t.TempDir())
+	environ, _ := queueEnv(t)
+	for _, db := range []string{":memory:", "file::memory:", "file:mail.db"} {
+		r := runCmd(t, "", environ, "send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x")
+		wantCode(t, r, 1)
+		if strings.Contains(r.stderr, "queued as") || !strings.Contains(r.stderr, "give a file path") {
+			t.Errorf("send -queue %s: stderr %q, want a refusal that asks for a file path", db, r.stderr)
+		}
+	}
+	if m, _ := filepath.Glob("*"); len(m) != 0 {
+		t.Errorf("send -queue made %v", m)
+	}
+}
