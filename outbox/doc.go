@@ -248,8 +248,12 @@
 // application that changes its schema in a deployment step of its own
 // sets Options.SkipMigrations and runs Migrate (or MigrateSQLite,
 // MigratePostgres) there; Open then only checks that the tables are up to
-// date, and fails with a *mailsec.ConfigError when they are not. Migrate
-// may be run again: it changes nothing on tables already up to date.
+// date, and fails with a *mailsec.ConfigError when they are not, which
+// wraps ErrNoOutbox where the database holds no outbox and ErrNotMigrated
+// where its tables are of an earlier version: it makes and migrates
+// nothing, so that a tool may inspect an outbox without making one.
+// Migrate may be run again: it changes nothing on tables already up to
+// date.
 //
 // Schema version 4 changed how an attempt under way is known (see When a
 // worker dies): processes of an earlier version mark a message in flight

@@ -454,7 +454,15 @@ func ourVersion(ctx context.Context, q querier) (int, error) {
 func (e *riverEngine[TTx]) validate(ctx context.Context) error {
 	notMigrated := func(why string) error {
 		return &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
-			Reason: "the database's tables are not up to date (" + why + "): run outbox.Migrate first, or let Open migrate"}
+			Reason: "the database's tables are not up to date (" + why + "): run outbox.Migrate first, or let Open migrate", Err: ErrNotMigrated}
+	}
+	has, err := hasTable(ctx, e.q, e.postgres(), "mailsec_outbox_schema")
+	if err != nil {
+		return fmt.Errorf("outbox: reading the schema version: %w", err)
+	}
+	if !has {
+		return &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
+			Reason: "run outbox.Migrate first, or let Open make the outbox", Err: ErrNoOutbox}
 	}
 	m, err := rivermigrate.New(e.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -476,7 +484,7 @@ func (e *riverEngine[TTx]) validate(ctx context.Context) error {
 		return notMigrated("the outbox's")
 	}
 	if v < schemaVersion {
-		return notMigrated("the outbox's")
+		return notMigrated(fmt.Sprintf("the outbox's are of schema version %d, this package's is %d", v, schemaVersion))
 	}
 	return nil
 }

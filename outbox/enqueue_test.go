@@ -345,15 +345,31 @@ func TestEnqueueTxPostgres(t *testing.T) {
 	}
 }
 
-// With SkipMigrations, Open refuses tables that are not up to date and
-// says to run Migrate; after Migrate it opens.
+// With SkipMigrations, Open refuses a database without an outbox
+// (ErrNoOutbox), and makes no table in it, and tables that are not up to
+// date (ErrNotMigrated), and says to run Migrate; after Migrate it opens.
 func TestSkipMigrations(t *testing.T) {
 	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
 	path := t.TempDir() + "/mail.db"
 	_, err := outbox.Open(context.Background(), s, path, fast(&outbox.Options{SkipMigrations: true}))
 	var ce *mailsec.ConfigError
-	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "Migrate") {
+	if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "Migrate") || !errors.Is(err, outbox.ErrNoOutbox) {
 		t.Fatalf("Open without migrations: %v", err)
+	}
+	var tables int
+	if err := rawDB(t, path).QueryRow(`SELECT COUNT(*) FROM sqlite_master`).Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("Open with SkipMigrations made %d tables (%v)", tables, err)
+	}
+	if err := outbox.Migrate(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier schema version.
+	if _, err := rawDB(t, path).Exec(`UPDATE mailsec_outbox_schema SET version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = outbox.Open(context.Background(), s, path, fast(&outbox.Options{SkipMigrations: true}))
+	if !errors.As(err, &ce) || !errors.Is(err, outbox.ErrNotMigrated) || !strings.Contains(err.Error(), "version 3") {
+		t.Fatalf("Open with SkipMigrations on schema version 3: %v", err)
 	}
 	if err := outbox.Migrate(context.Background(), path); err != nil {
 		t.Fatal(err)

@@ -123,7 +123,10 @@ type Options struct {
 	// SkipMigrations leaves the database's tables as they are: Open then
 	// only checks that Migrate (or MigrateSQLite, MigratePostgres) has
 	// brought them up to date, for applications that change their schema
-	// in a deployment step of their own.
+	// in a deployment step of their own, and for tools that inspect an
+	// outbox and must not make one where there is none. A database that
+	// holds no outbox, or one of an earlier schema version, is then a
+	// *mailsec.ConfigError that wraps ErrNoOutbox or ErrNotMigrated.
 	SkipMigrations bool
 
 	// TLSRPT, when set, keeps the TLS-RPT results this process records
@@ -533,19 +536,15 @@ func (ob *Outbox) storageMode() string {
 // "" when the database records none (it holds no outbox yet).
 func (ob *Outbox) recordedStorage(ctx context.Context) (string, error) {
 	q := ob.eng.pool()
-	query := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
-	if ob.eng.postgres() {
-		query = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
-	}
-	var n int
-	if err := q.queryRow(ctx, query, "mailsec_outbox_meta").Scan(&n); err != nil {
+	has, err := hasTable(ctx, q, ob.eng.postgres(), "mailsec_outbox_meta")
+	if err != nil {
 		return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
 	}
-	if n == 0 {
+	if !has {
 		return "", nil
 	}
 	var cur string
-	err := q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur)
+	err = q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -553,6 +552,18 @@ func (ob *Outbox) recordedStorage(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
 	}
 	return cur, nil
+}
+
+// hasTable reports whether the database of q (Postgres or SQLite) has
+// the table name, in the current schema.
+func hasTable(ctx context.Context, q querier, postgres bool, name string) (bool, error) {
+	query := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
+	if postgres {
+		query = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
+	}
+	var n int
+	err := q.queryRow(ctx, query, name).Scan(&n)
+	return n > 0, err
 }
 
 // checkStorage refuses a database whose outbox stores messages otherwise
@@ -669,6 +680,16 @@ func (ob *Outbox) Close(ctx context.Context) error {
 
 // ErrClosed is returned by an Outbox after Close.
 var ErrClosed = errors.New("outbox: closed")
+
+// ErrNoOutbox and ErrNotMigrated are wrapped by the *mailsec.ConfigError
+// of an Open with Options.SkipMigrations whose database holds no outbox
+// (Open without SkipMigrations, or Migrate, makes one), or an outbox whose
+// tables are of an earlier schema version (Migrate brings them up to
+// date). Either way Open has written nothing.
+var (
+	ErrNoOutbox    = errors.New("outbox: the database holds no outbox")
+	ErrNotMigrated = errors.New("outbox: the outbox's tables are not up to date")
+)
 
 func (ob *Outbox) isClosed() bool {
 	ob.mu.Lock()

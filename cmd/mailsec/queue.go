@@ -229,12 +229,15 @@ Exit status:
   0  done: the list or status printed, the message retried or cancelled,
      nothing due any more (run -once), or run stopped by a signal with
      nothing interrupted
-  1  the outbox could not be opened or read, no message has the ID, the
+  1  the outbox could not be opened or read (or is of an earlier version:
+     list, show, retry and cancel make and migrate nothing; run brings it
+     up to date), no message has the ID, the
      message has finished (retry, cancel) or is being sent (retry), its
      status does not open (show), or deliveries were interrupted at exit
   2  bad usage: unknown subcommand or flag, a missing -db or ID, a SQLite
-     file that does not exist (list, show, retry, cancel), `+outboxKeyEnv+`
-     missing or malformed, or a delivery flag of run that send would refuse
+     file that does not exist or a database that holds no outbox (list,
+     show, retry, cancel), `+outboxKeyEnv+` missing or malformed, or a
+     delivery flag of run that send would refuse
 `)
 }
 
@@ -553,8 +556,15 @@ func inspectOutbox(ctx context.Context, e *env, name, db string) (*outbox.Outbox
 	if err != nil {
 		return nil, reportUsage(e, name, err), false
 	}
-	ob, err := openOutbox(ctx, db, true, nil, &outbox.Options{Keys: keys})
-	if err != nil {
+	// The outbox is inspected as it is: never made, nor migrated.
+	ob, err := openOutbox(ctx, db, true, nil, &outbox.Options{Keys: keys, SkipMigrations: true})
+	switch {
+	case errors.Is(err, outbox.ErrNoOutbox):
+		return nil, reportUsage(e, name, usagef("-db %s holds no outbox (mailsec send -queue and mailsec queue run make one)", dbName(db))), false
+	case errors.Is(err, outbox.ErrNotMigrated):
+		fmt.Fprintf(e.stderr, "mailsec %s: the outbox in %s is of an earlier version: stop the processes of that version, then run mailsec queue run -db %s (which brings it up to date), or outbox.Migrate\n", name, dbName(db), dbName(db))
+		return nil, exitFail, false
+	case err != nil:
 		return nil, failure(e, name, err), false
 	}
 	return ob, exitOK, true

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/pgtest"
 	"github.com/mailsec/mailsec/mailsectest"
@@ -526,5 +528,86 @@ func TestQueueNotDurableRefused(t *testing.T) {
 	}
 	if m, _ := filepath.Glob("*"); len(m) != 0 {
 		t.Errorf("send -queue made %v", m)
+	}
+}
+
+// list, show, retry and cancel make and migrate nothing: on a database
+// that holds no outbox (an application's SQLite file, an empty Postgres
+// database) they exit 2 saying so, and add no table; on an outbox of an
+// earlier schema version they exit 1, naming queue run, which brings it
+// up to date.
+func TestQueueInspectMakesNoOutbox(t *testing.T) {
+	t.Parallel()
+	environ, _ := queueEnv(t)
+	app := filepath.Join(t.TempDir(), "app.db")
+	sdb, err := outbox.OpenSQLiteDB(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdb.Exec(`CREATE TABLE users (id INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	sdb.Close()
+	pg := pgtest.Start(t)
+	pgdb := pg.NewDatabase(t)
+	for _, db := range []string{app, pgdb} {
+		for _, args := range [][]string{
+			{"queue", "list", "-db", db},
+			{"queue", "show", "x", "-db", db},
+			{"queue", "retry", "x", "-db", db},
+			{"queue", "cancel", "x", "-db", db},
+		} {
+			r := runCmd(t, "", environ, args...)
+			wantCode(t, r, 2)
+			if !strings.Contains(r.stderr, "holds no outbox") {
+				t.Errorf("mailsec %v on a database with no outbox: stderr %q", args[:2], r.stderr)
+			}
+		}
+	}
+	sdb, err = outbox.OpenSQLiteDB(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	var n int
+	if err := sdb.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name <> 'users'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("the queue commands added %d tables to the application's database", n)
+	}
+	conn, err := pgx.Connect(t.Context(), pgdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("the queue commands added %d tables to the Postgres database", n)
+	}
+
+	// An outbox of an earlier schema version: list says to run queue run,
+	// which brings it up to date.
+	db := filepath.Join(t.TempDir(), "mail.db")
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	old, err := outbox.OpenSQLiteDB(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`UPDATE mailsec_outbox_schema SET version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	r := runCmd(t, "", environ, "queue", "list", "-db", db)
+	wantCode(t, r, 1)
+	if !strings.Contains(r.stderr, "earlier version") || !strings.Contains(r.stderr, "mailsec queue run -db "+db) {
+		t.Errorf("queue list on an outbox of schema version 3: stderr %q", r.stderr)
+	}
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	wantCode(t, runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv)), 0)
+	if st := showJSON(t, environ, db, id); st.State != outbox.Delivered {
+		t.Errorf("after queue run: %s", st.State)
 	}
 }
