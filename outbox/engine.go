@@ -222,18 +222,21 @@ func newClient[TTx any](driver riverdriver.Driver[TTx], ob *Outbox) (*river.Clie
 
 // riverEngine is an engine on one of River's drivers.
 type riverEngine[TTx any] struct {
-	driver    riverdriver.Driver[TTx]
-	client    *river.Client[TTx]
-	q         querier
-	beginTx   func(ctx context.Context) (txn, error)
-	group     *groupCommit           // SQLite's
-	reads     *pgGroup[string, *row] // Postgres's
-	sqlDB     *sql.DB                // SQLite's
-	prep      *sqlitePrepared        // SQLite's attempt statements, once prepared
-	rawTx     func(t txn) (TTx, bool)
-	lock      func(ctx context.Context) (unlock func(), err error) // serialises migrations
-	riverInTx bool                                                 // River's migrations run in the outbox's transaction
-	blob      string                                               // the binary column type
+	driver  riverdriver.Driver[TTx]
+	client  *river.Client[TTx]
+	q       querier
+	beginTx func(ctx context.Context) (txn, error)
+	group   *groupCommit           // SQLite's
+	reads   *pgGroup[string, *row] // Postgres's
+	sqlDB   *sql.DB                // SQLite's
+	prep    *sqlitePrepared        // SQLite's attempt statements, once prepared
+	rawTx   func(t txn) (TTx, bool)
+	// lock serialises migrations, and gives the transactions that run
+	// them: on Postgres, on the connection that holds the lock, so that a
+	// pool of one connection migrates too.
+	lock      func(ctx context.Context) (begin func(context.Context) (txn, error), unlock func(), err error)
+	riverInTx bool   // River's migrations run in the outbox's transaction
+	blob      string // the binary column type
 	closeDB   func()
 	dbName    string
 	wrongKind string // the EnqueueTx variant of the other database
@@ -339,9 +342,11 @@ func insertJobs[TTx any](ctx context.Context, client *river.Client[TTx], tx TTx,
 // migrate brings River's tables and the outbox's up to date. Concurrent
 // Opens wait for each other: SQLite serialises the transaction; on
 // Postgres an advisory lock is held throughout, and River's migrations run
-// each in a transaction of its own (some cannot share one).
+// each in a transaction of its own (some cannot share one), all on the
+// connection that holds the lock: migrating takes one connection of the
+// pool, however small.
 func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
-	unlock, err := e.lock(ctx)
+	begin, unlock, err := e.lock(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: migrating: %w", err)
 	}
@@ -351,11 +356,17 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 		return fmt.Errorf("outbox: migrating River's tables: %w", err)
 	}
 	if !e.riverInTx {
-		if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-			return fmt.Errorf("outbox: migrating River's tables: %w", err)
+		for {
+			n, err := migrateStep(ctx, m, begin, e.rawTx)
+			if err != nil {
+				return fmt.Errorf("outbox: migrating River's tables: %w", err)
+			}
+			if n == 0 {
+				break
+			}
 		}
 	}
-	t, err := e.beginTx(ctx)
+	t, err := begin(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox: migrating: %w", err)
 	}
@@ -424,6 +435,28 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 		}
 	}
 	return t.commit(ctx)
+}
+
+// migrateStep applies River's next migration, if any, in a transaction
+// of its own from begin, and says how many it applied: River's Migrate
+// runs each in a transaction of its own too, on a connection of the pool
+// of its own choosing.
+func migrateStep[TTx any](ctx context.Context, m *rivermigrate.Migrator[TTx], begin func(context.Context) (txn, error), rawTx func(txn) (TTx, bool)) (int, error) {
+	t, err := begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = t.rollback(ctx) }()
+	tx, ok := rawTx(t)
+	if !ok {
+		return 0, fmt.Errorf("outbox: internal error: a transaction of another database")
+	}
+	//lint:ignore SA1019 River deprecates MigrateTx for running several migrations in one transaction; this runs one.
+	res, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{MaxSteps: 1})
+	if err != nil {
+		return 0, err
+	}
+	return len(res.Versions), t.commit(ctx)
 }
 
 // hasColumn reports whether table has column.
@@ -514,8 +547,6 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 			}
 			return nil, false
 		},
-		// SQLite serialises writing transactions itself.
-		lock:      func(context.Context) (func(), error) { return func() {}, nil },
 		riverInTx: true,
 		blob:      "BLOB",
 		closeDB:   closeDB,
@@ -528,6 +559,10 @@ func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.
 			return nil, err
 		}
 		return sqliteTx{sqliteQ{tx, e.prep}, tx}, nil
+	}
+	// SQLite serialises writing transactions itself.
+	e.lock = func(context.Context) (func(context.Context) (txn, error), func(), error) {
+		return e.beginTx, func() {}, nil
 	}
 	return e, nil
 }
@@ -574,16 +609,23 @@ func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEn
 			}
 			return nil, false
 		},
-		lock: func(ctx context.Context) (func(), error) {
+		lock: func(ctx context.Context) (func(context.Context) (txn, error), func(), error) {
 			conn, err := pool.Acquire(ctx)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtext('mailsec_outbox_migrate'))`); err != nil {
 				conn.Release()
-				return nil, err
+				return nil, nil, err
 			}
-			return func() {
+			begin := func(ctx context.Context) (txn, error) {
+				tx, err := conn.Begin(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return pgTx{pgQ{tx}, tx}, nil
+			}
+			return begin, func() {
 				_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext('mailsec_outbox_migrate'))`)
 				conn.Release()
 			}, nil

@@ -267,7 +267,10 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 // A Postgres URL is opened with a pool of Options.Workers plus PoolMargin
 // connections (24 with the default Workers), unless it sets
 // pool_max_conns; pgxpool's default, 4 on a small machine, would leave
-// the workers waiting for connections and halve the delivery rate.
+// the workers waiting for connections and halve the delivery rate. A
+// smaller pool is slower, never stuck: even one connection migrates
+// (River's migrations run on the connection that holds the migration
+// lock) and delivers.
 // To enqueue inside the application's own transactions, open the
 // application's database with OpenSQLite (on a file opened with
 // OpenSQLiteDB) or OpenPostgres instead.

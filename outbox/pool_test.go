@@ -116,3 +116,39 @@ func TestOpenPostgresURLSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenPostgresPoolOfOne: a pool of one connection (pool_max_conns=1)
+// migrates a new database (River's migrations run on the connection that
+// holds the migration lock) and delivers, rather than wait for a second
+// connection for ever.
+func TestOpenPostgresPoolOfOne(t *testing.T) {
+	pg := pgtest.Start(t)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	s, err := mailsec.NewSender(srv.Transport(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	db := pg.NewDatabase(t) + "&pool_max_conns=1"
+	for range 2 { // a new database, then one migrated
+		ob, err := Open(ctx, s, db, &Options{Plaintext: true, Workers: 4})
+		if err != nil {
+			t.Fatalf("Open with a pool of one connection: %v", err)
+		}
+		for range 5 {
+			if _, err := ob.Enqueue(ctx, &mailsec.Message{From: "a@example.com", To: []string{"b@example.org"}, Subject: "x", Text: "y"}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st, err := ob.RunDue(ctx); err != nil || st.Depth != 0 {
+			t.Fatalf("RunDue with a pool of one connection: %+v, %v", st, err)
+		}
+		if err := ob.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(srv.Messages()); n != 10 {
+		t.Errorf("%d delivered, want 10", n)
+	}
+}

@@ -611,3 +611,25 @@ func TestQueueInspectMakesNoOutbox(t *testing.T) {
 		t.Errorf("after queue run: %s", st.State)
 	}
 }
+
+// A postgres URL with pool_max_conns=1 works: send -queue makes the
+// outbox, list lists, run -once delivers, none of them waiting for a
+// second connection.
+func TestQueuePoolOfOne(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	db := pg.NewDatabase(t) + "&pool_max_conns=1"
+	environ, _ := queueEnv(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r := runCtx(t, ctx, "", environ, "send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x")
+	wantCode(t, r, 0)
+	id := strings.TrimSpace(r.stdout)
+	r = runCtx(t, ctx, "", environ, "queue", "list", "-db", db)
+	wantCode(t, r, 0)
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	wantCode(t, runCtx(t, ctx, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv)), 0)
+	if st := showJSON(t, environ, db, id); st.State != outbox.Delivered {
+		t.Errorf("with a pool of one connection: %s %q", st.State, st.Problem)
+	}
+}
