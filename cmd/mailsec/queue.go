@@ -40,6 +40,15 @@ func outboxKeys(getenv func(string) string) ([]outbox.Key, error) {
 	if err != nil {
 		return nil, usagef("%s: %v", outboxKeyEnv, err)
 	}
+	// The outbox refuses a key given twice too, but only once the
+	// database is opened (a SQLite file created), and in its own terms.
+	for i, k := range keys {
+		for j := range i {
+			if keys[j].ID() == k.ID() {
+				return nil, usagef("%s: keys %d and %d are the same key: list each key once", outboxKeyEnv, j+1, i+1)
+			}
+		}
+	}
 	return keys, nil
 }
 

@@ -633,3 +633,33 @@ func TestQueuePoolOfOne(t *testing.T) {
 		t.Errorf("with a pool of one connection: %s %q", st.State, st.Problem)
 	}
 }
+
+// A key listed twice in MAILSEC_OUTBOX_KEY is a malformed variable: exit
+// 2, naming it and the positions, before any file is made.
+func TestQueueDuplicateKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	k := outbox.NewKey().Base64()
+	environ := map[string]string{outboxKeyEnv: outbox.NewKey().Base64() + "," + k + ", " + k}
+	db := filepath.Join(dir, "new.db")
+	r := runCmd(t, "", environ, "send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x")
+	wantCode(t, r, 2)
+	if !strings.Contains(r.stderr, outboxKeyEnv) || !strings.Contains(r.stderr, "keys 2 and 3") {
+		t.Errorf("send -queue with a key listed twice: stderr %q; want the variable and the positions named", r.stderr)
+	}
+	if m, _ := filepath.Glob(db + "*"); len(m) != 0 {
+		t.Errorf("send -queue with a malformed key list created %v", m)
+	}
+	good, _ := queueEnv(t)
+	enqueueCmd(t, good, db, "-to", "b@example.org")
+	for _, args := range [][]string{
+		{"queue", "list", "-db", db},
+		{"queue", "run", "-db", db, "-once", "-server", "127.0.0.1:1"},
+	} {
+		r = runCmd(t, "", environ, args...)
+		wantCode(t, r, 2)
+		if !strings.Contains(r.stderr, outboxKeyEnv) || !strings.Contains(r.stderr, "keys 2 and 3") {
+			t.Errorf("mailsec %v with a key listed twice: stderr %q; want the variable and the positions named", args[:2], r.stderr)
+		}
+	}
+}
