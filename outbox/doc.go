@@ -203,7 +203,7 @@
 // sealed under it, while the others still open what they sealed
 // (Status.KeyID names the key a message needs). Drop an old key once no
 // message needs it; a message sealed under a key the outbox was not given
-// waits for it, until its MaxAge.
+// waits for it, until its MaxAge (Stats.MissingKey counts such messages).
 //
 // # Retention
 //

@@ -171,6 +171,16 @@ func newKeyring(keys []Key) (*keyring, error) {
 
 func (kr *keyring) plaintext() bool { return len(kr.keys) == 0 }
 
+// has reports whether the keyring holds the key of that ID.
+func (kr *keyring) has(id [8]byte) bool {
+	for _, k := range kr.keys {
+		if k.id == id {
+			return true
+		}
+	}
+	return false
+}
+
 // aad binds a sealed value to what it is and where it belongs: its
 // purpose ("envelope", "progress", "chunk", "attempt"), the message's ID,
 // and a position within the message (a chunk's part and number, an

@@ -221,6 +221,10 @@ type Stats struct {
 	// there is none. OldestAge is how long ago that was.
 	Oldest    time.Time     `json:"oldest,omitzero"`
 	OldestAge time.Duration `json:"oldest_age"`
+	// MissingKey counts the unfinished messages sealed under a key this
+	// Outbox was not given (Status.KeyID names it): no attempt can open
+	// them, and they wait for the key until they expire.
+	MissingKey int `json:"missing_key"`
 }
 
 // Stats returns the queue's depth and the age of its oldest message.
@@ -248,11 +252,40 @@ WHERE `+sqlRunningJob+` AND m.state = 'queued'`, deliverKind, now.UnixMicro()).S
 		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
 	}
 	s := Stats{Depth: depth, Sending: int(sending.Int64 + running.Int64), Due: int(due.Int64 - runningDue.Int64)}
+	if s.MissingKey, err = ob.missingKey(ctx); err != nil {
+		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
+	}
 	if oldest.Valid {
 		s.Oldest = micros(oldest.Int64)
 		s.OldestAge = now.Sub(s.Oldest)
 	}
 	return s, nil
+}
+
+// missingKey counts the unfinished messages sealed under a key the
+// outbox was not given, by the key ID their progress is stored with.
+func (ob *Outbox) missingKey(ctx context.Context) (int, error) {
+	if ob.keys.plaintext() {
+		return 0, nil
+	}
+	rows, err := ob.eng.pool().query(ctx, `SELECT substr(progress, 1, 9), COUNT(*)
+FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') GROUP BY substr(progress, 1, 9)`)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	missing := 0
+	for rows.Next() {
+		var head []byte
+		var n int
+		if err := rows.Scan(&head, &n); err != nil {
+			return 0, err
+		}
+		if sealed(head) && len(head) == 9 && !ob.keys.has([8]byte(head[1:9])) {
+			missing += n
+		}
+	}
+	return missing, rows.Err()
 }
 
 // sqlRunningJob selects River's running delivery jobs ($1 deliverKind).

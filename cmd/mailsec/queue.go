@@ -240,9 +240,11 @@ Exit status:
      nothing interrupted
   1  the outbox could not be opened or read (or is of an earlier version:
      list, show, retry and cancel make and migrate nothing; run brings it
-     up to date), no message has the ID, the
-     message has finished (retry, cancel) or is being sent (retry), its
-     status does not open (show), or deliveries were interrupted at exit
+     up to date), run -once left messages sealed under keys not in
+     `+outboxKeyEnv+` (they wait for their keys), no message has the ID,
+     the message has finished (retry, cancel) or is being sent (retry),
+     its status does not open (show), or deliveries were interrupted at
+     exit
   2  bad usage: unknown subcommand or flag, a missing -db or ID, a SQLite
      file that does not exist or a database that holds no outbox (list,
      show, retry, cancel), `+outboxKeyEnv+` missing or malformed, or a
@@ -538,6 +540,11 @@ func runQueueRun(ctx context.Context, e *env, args []string) int {
 		st, err := ob.RunDue(ctx)
 		if err != nil {
 			code = failure(e, name, err)
+		} else if st.MissingKey > 0 {
+			// A cron job run with the wrong key must not report success.
+			fmt.Fprintf(stderr, "mailsec %s: %s sealed under keys not in %s: they wait for their keys until they expire (queue show ID names a message's key)\n",
+				name, plural(st.MissingKey, "message"), outboxKeyEnv)
+			code = exitFail
 		} else {
 			msg := fmt.Sprintf("mailsec %s: nothing due; %s queued for later", name, plural(st.Depth, "message"))
 			fmt.Fprintln(stderr, msg)

@@ -663,3 +663,28 @@ func TestQueueDuplicateKey(t *testing.T) {
 		}
 	}
 }
+
+// queue run -once under a MAILSEC_OUTBOX_KEY that opens none of the
+// queued messages exits 1, saying how many wait for their keys, so that
+// a cron job run with the wrong key does not report success; with the
+// right key back, the message goes out.
+func TestQueueRunOnceWrongKey(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	environ, _ := queueEnv(t)
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	wrong := map[string]string{outboxKeyEnv: outbox.NewKey().Base64()}
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	ca := caFile(t, srv)
+	r := runCmd(t, "", wrong, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", ca)
+	wantCode(t, r, 1)
+	if !strings.Contains(r.stderr, "1 message sealed under keys not in "+outboxKeyEnv) {
+		t.Errorf("queue run -once with a key that opens no queued message: stderr %q", r.stderr)
+	}
+	wantCode(t, runCmd(t, "", environ, "queue", "retry", id, "-db", db), 0)
+	r = runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", ca)
+	wantCode(t, r, 0)
+	if st := showJSON(t, environ, db, id); st.State != outbox.Delivered {
+		t.Errorf("after the right key: %s %q", st.State, st.Problem)
+	}
+}
