@@ -136,16 +136,24 @@ func enqueue(ctx context.Context, e *env, o *sendOptions, keys []outbox.Key, msg
 		return exitFail
 	}
 	fmt.Fprintln(e.stderr, "mailsec: queued as "+id)
-	if !o.json {
-		fmt.Fprintln(e.stdout, id)
-		return exitOK
+	// The message is queued: exit 0 whatever becomes of the output, so
+	// that a caller that retries on failure does not queue it twice.
+	out := []byte(id + "\n")
+	if o.json {
+		st, err := ob.Status(ctx, id)
+		if err == nil {
+			out, err = json.MarshalIndent(st, "", "  ")
+			out = append(out, '\n')
+		}
+		if err != nil {
+			fmt.Fprintf(e.stderr, "mailsec %s: %s is queued, but its status cannot be read: %s\n", name, id, strings.TrimPrefix(err.Error(), "mailsec: "))
+			return exitOK
+		}
 	}
-	st, err := ob.Status(ctx, id)
-	if err != nil {
-		fmt.Fprintln(e.stderr, errorLine(err))
-		return exitFail
+	if _, err := e.stdout.Write(out); err != nil {
+		fmt.Fprintf(e.stderr, "mailsec %s: %s is queued, but writing the result to standard output failed: %v\n", name, id, err)
 	}
-	return writeJSON(e, st)
+	return exitOK
 }
 
 // failure reports an error of command c: a usage error (status 2) or

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -686,5 +687,36 @@ func TestQueueRunOnceWrongKey(t *testing.T) {
 	wantCode(t, r, 0)
 	if st := showJSON(t, environ, db, id); st.State != outbox.Delivered {
 		t.Errorf("after the right key: %s %q", st.State, st.Problem)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, os.ErrClosed }
+
+// send -queue exits 0 once the message is queued, with or without -json,
+// even when standard output fails (a caller that retries on failure would
+// queue it twice), and says on standard error that the result was not
+// written, naming the ID.
+func TestSendQueueStdoutFailure(t *testing.T) {
+	t.Parallel()
+	environ, _ := queueEnv(t)
+	getenv := func(k string) string { return environ[k] }
+	for _, extra := range [][]string{{"-json"}, nil} {
+		db := filepath.Join(t.TempDir(), "mail.db")
+		var stderr strings.Builder
+		args := append([]string{"send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x"}, extra...)
+		code := run(t.Context(), args, strings.NewReader(""), failWriter{}, &stderr, getenv)
+		r := runCmd(t, "", environ, "queue", "list", "-db", db, "-json")
+		var list []outbox.Summary
+		if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 {
+			t.Fatalf("list: %v %q", err, r.stdout)
+		}
+		if code != 0 {
+			t.Errorf("send -queue %v with a failing stdout: exit %d, though the message is queued (stderr %q)", extra, code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), list[0].ID+" is queued, but writing the result to standard output failed") {
+			t.Errorf("send -queue %v with a failing stdout: stderr %q, want it to say the result was not written", extra, stderr.String())
+		}
 	}
 }
