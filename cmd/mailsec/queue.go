@@ -209,6 +209,7 @@ list shows the newest messages (ID, state, when queued, when next tried, how
 many recipients and attempts), show one message's status with each
 recipient and every attempt's receipt (-json: the status as JSON), retry makes
 a queued message due now, and cancel stops it from being sent any further.
+Their flags may come before the ID, after it, or both.
 
 Examples:
   export `+outboxKeyEnv+`="$(head -c 32 /dev/urandom | base64)"
@@ -280,21 +281,23 @@ func runQueue(ctx context.Context, e *env, args []string) int {
 }
 
 // parseQueueFlags parses flags and, for a subcommand that takes an ID,
-// one argument before or after them.
+// one argument before, between or after them ("show ID -db DB", "show
+// -db DB ID -json").
 func parseQueueFlags(e *env, name string, fs *flag.FlagSet, args []string, wantID bool) (id string, code int, ok bool) {
-	maxArgs := 0
-	if wantID {
-		maxArgs = 1
-		// The ID may come first ("show ID -db DB"), or after the flags.
-		if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-			id, args, maxArgs = args[0], args[1:], 0
+	if wantID && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	} else if wantID {
+		// The flags before the ID: parsing stops at it.
+		if code, ok := parseFlagsArgs(e, name, fs, queueUsage, args, len(args)); !ok {
+			return "", code, false
+		}
+		if args = fs.Args(); len(args) > 0 {
+			id, args = args[0], args[1:]
 		}
 	}
-	if code, ok := parseFlagsArgs(e, name, fs, queueUsage, args, maxArgs); !ok {
+	// The flags after the ID, or all of them.
+	if code, ok := parseFlagsArgs(e, name, fs, queueUsage, args, 0); !ok {
 		return "", code, false
-	}
-	if id == "" && fs.NArg() == 1 {
-		id = fs.Arg(0)
 	}
 	if wantID && id == "" {
 		return "", reportUsage(e, name, usagef("the message's ID is required")), false

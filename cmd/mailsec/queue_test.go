@@ -321,6 +321,9 @@ func TestQueueUsage(t *testing.T) {
 		{[]string{"queue", "show", "-db", db}, "ID is required"},
 		{[]string{"queue", "show", "a", "b", "-db", db}, "unexpected argument"},
 		{[]string{"queue", "retry", "a", "-db", db, "b"}, "unexpected argument"},
+		{[]string{"queue", "show", "-db", db, "a", "b"}, "unexpected argument"},
+		{[]string{"queue", "show", "-db", db, "a", "-json", "b"}, "unexpected argument"},
+		{[]string{"queue", "cancel", "-db", db, "a", "-json"}, "unknown flag -json"},
 		{[]string{"queue", "list", "-db", db, "-state", "done"}, `-state "done"`},
 		{[]string{"queue", "list", "-db", db, "-limit", "0"}, "-limit must be positive"},
 		{[]string{"queue", "run", "-db", db}, "-server or -mx is required"},
@@ -719,4 +722,24 @@ func TestSendQueueStdoutFailure(t *testing.T) {
 			t.Errorf("send -queue %v with a failing stdout: stderr %q, want it to say the result was not written", extra, stderr.String())
 		}
 	}
+}
+
+// show, retry and cancel take their flags before the ID, after it, or
+// both.
+func TestQueueFlagsAfterID(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	environ, _ := queueEnv(t)
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	r := runCmd(t, "", environ, "queue", "show", "-db", db, id, "-json")
+	wantCode(t, r, 0)
+	var st outbox.Status
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.ID != id {
+		t.Errorf("show -db DB ID -json: %v %q", err, r.stdout)
+	}
+	wantCode(t, runCmd(t, "", environ, "queue", "show", "-json", id, "-db", db), 0)
+	wantCode(t, runCmd(t, "", environ, "queue", "retry", "-db", db, id), 0)
+	wantCode(t, runCmd(t, "", environ, "queue", "cancel", id, "-db", db), 0)
+	r = runCmd(t, "", environ, "queue", "retry", "-db", db, id)
+	wantCode(t, r, 1) // finished
 }
