@@ -743,3 +743,106 @@ func TestQueueFlagsAfterID(t *testing.T) {
 	r = runCmd(t, "", environ, "queue", "retry", "-db", db, id)
 	wantCode(t, r, 1) // finished
 }
+
+// Rotation through the CLI: messages sealed under the old key still
+// open and go out when the new key is put first; new ones are sealed
+// under the new key.
+func TestQueueKeyRotation(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	oldEnv, oldKey := queueEnv(t)
+	newKey := outbox.NewKey()
+	id1 := enqueueCmd(t, oldEnv, db, "-to", "ann@example.org")
+	both := map[string]string{outboxKeyEnv: newKey.Base64() + ", " + oldKey.Base64()}
+	id2 := enqueueCmd(t, both, db, "-to", "bob@example.org")
+	if st := showJSON(t, both, db, id1); st.KeyID != oldKey.ID() {
+		t.Errorf("old message key %s", st.KeyID)
+	}
+	if st := showJSON(t, both, db, id2); st.KeyID != newKey.ID() {
+		t.Errorf("new message key %s, want the first key's %s", st.KeyID, newKey.ID())
+	}
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	r := runCmd(t, "", both, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv))
+	wantCode(t, r, 0)
+	if n := len(srv.Messages()); n != 2 {
+		t.Errorf("%d delivered after rotation, want 2", n)
+	}
+}
+
+// A server that withholds STARTTLS: queue run never sends in plaintext.
+func TestQueueRunNoPlaintextFallback(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	environ, _ := queueEnv(t)
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	srv := mailsectest.NewServer(t, mailsectest.Config{WithholdStartTLS: true})
+	r := runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv))
+	wantCode(t, r, 0)
+	if n := len(srv.Messages()); n != 0 {
+		t.Errorf("sent in plaintext")
+	}
+	if st := showJSON(t, environ, db, id); st.State == outbox.Delivered {
+		t.Errorf("recorded as delivered without TLS")
+	}
+}
+
+// Several queue run -once at once on one outbox: every message once.
+func testQueueConcurrentRuns(t *testing.T, db string) {
+	environ, _ := queueEnv(t)
+	const n = 30
+	for i := 0; i < n; i++ {
+		enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	}
+	srv := mailsectest.NewServer(t, mailsectest.Config{})
+	ca := caFile(t, srv)
+	done := make(chan result, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			done <- runCmd(t, "", environ, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", ca)
+		}()
+	}
+	for i := 0; i < 3; i++ {
+		r := <-done
+		if r.code != 0 {
+			t.Errorf("concurrent run: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	if got := len(srv.Messages()); got != n {
+		t.Errorf("%d messages delivered by 3 concurrent runs, want %d", got, n)
+	}
+	r := runCmd(t, "", environ, "queue", "list", "-db", db, "-state", "queued,sending", "-json")
+	if strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("left queued: %s", r.stdout)
+	}
+}
+
+func TestQueueConcurrentRunsSQLite(t *testing.T) {
+	t.Parallel()
+	testQueueConcurrentRuns(t, filepath.Join(t.TempDir(), "mail.db"))
+}
+
+func TestQueueConcurrentRunsPostgres(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	testQueueConcurrentRuns(t, pg.NewDatabase(t))
+}
+
+// The SMTP password never appears in queue run's output or a status.
+func TestQueueRunSMTPPasswordNotShown(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "mail.db")
+	environ, _ := queueEnv(t)
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	srv := mailsectest.NewServer(t, mailsectest.Config{Users: map[string]string{"app": "rightPW"}})
+	env2 := map[string]string{outboxKeyEnv: environ[outboxKeyEnv], passwordEnv: "WrongSecretPW"}
+	r := runCmd(t, "", env2, "queue", "run", "-db", db, "-once", "-server", srv.Addr, "-ca", caFile(t, srv), "-user", "app")
+	r2 := runCmd(t, "", environ, "queue", "show", id, "-db", db, "-json")
+	for _, out := range []string{r.stdout, r.stderr, r2.stdout, r2.stderr} {
+		if strings.Contains(out, "WrongSecretPW") || strings.Contains(out, "V3JvbmdTZWNyZXRQVw") || strings.Contains(out, "AGFwcABXcm9uZ1NlY3JldFBX") {
+			t.Errorf("the SMTP password shows:\n%s", out)
+		}
+	}
+	if st := showJSON(t, environ, db, id); st.State == outbox.Delivered {
+		t.Errorf("delivered after a failed authentication")
+	}
+}
