@@ -54,8 +54,10 @@ ingest exit status:
       that does not exist, MAILSEC_OUTBOX_KEY missing or malformed, -verp
       without -verp-secret-file or -recipient without -verp, a secret file
       that cannot be read or holds fewer than 32 bytes
-  75  a temporary failure (the database unreachable or busy, the message
-      in the middle of an attempt): the same bounce can be ingested later;
+  75  a temporary failure (the database unreachable or busy, holding no
+      outbox or one of an earlier version, which bounce ingest never
+      makes nor migrates, the message in the middle of an attempt): the
+      same bounce can be ingested later;
       a Postfix pipe transport keeps it and tries again
 `
 
@@ -89,11 +91,19 @@ func runBounceIngest(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return reportUsage(e, name, err)
 	}
-	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys, VERP: verp})
+	// The outbox is the one the application's processes made: never made
+	// nor migrated here. A bounce for a database that holds none, or one
+	// of an earlier version, is kept by the mail server until it does.
+	ob, err := openOutbox(ctx, *db, true, nil, &outbox.Options{Keys: keys, VERP: verp, SkipMigrations: true})
 	if err != nil {
 		var ue *usageError
-		if errors.As(err, &ue) {
+		switch {
+		case errors.As(err, &ue):
 			return reportUsage(e, name, err)
+		case errors.Is(err, outbox.ErrNoOutbox), errors.Is(err, outbox.ErrNotMigrated):
+			fmt.Fprintf(e.stderr, "mailsec %s: %s (temporary: the bounce is kept until mailsec queue run -db %s has made or updated the outbox)\n",
+				name, printable(err.Error()), dbName(*db))
+			return exitTempFail
 		}
 		fmt.Fprintf(e.stderr, "mailsec %s: %s (temporary: try again later)\n", name, printable(err.Error()))
 		return exitTempFail

@@ -71,3 +71,56 @@ func TestBounceIngest(t *testing.T) {
 	wantCode(t, runCmd(t, ours, map[string]string{}, "bounce", "ingest", "-db", db), 2)
 	wantCode(t, runCmd(t, ours, environ, "bounce"), 2)
 }
+
+// bounce ingest never makes or migrates an outbox: pointed at a database
+// that holds none (an application's own file, say), or one of an earlier
+// version, it exits 75, so that the mail server keeps the bounce, and
+// leaves the database as it was.
+func TestBounceIngestMakesNoOutbox(t *testing.T) {
+	environ, _ := queueEnv(t)
+	raw, err := os.ReadFile("../../bounce/testdata/postfix-failed.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := filepath.Join(t.TempDir(), "app.db")
+	sdb, err := outbox.OpenSQLiteDB(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	if _, err := sdb.Exec(`CREATE TABLE users (id INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	r := runCmd(t, string(raw), environ, "bounce", "ingest", "-db", app)
+	wantCode(t, r, 75)
+	if !strings.Contains(r.stderr, "holds no outbox") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	var n int
+	if err := sdb.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name <> 'users'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("bounce ingest added %d tables to the application's database", n)
+	}
+
+	db := filepath.Join(t.TempDir(), "mail.db")
+	enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	old, err := outbox.OpenSQLiteDB(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if _, err := old.Exec(`UPDATE mailsec_outbox_schema SET version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	r = runCmd(t, string(raw), environ, "bounce", "ingest", "-db", db)
+	wantCode(t, r, 75)
+	if !strings.Contains(r.stderr, "not up to date") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	var v int
+	if err := old.QueryRow(`SELECT version FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 3 {
+		t.Errorf("schema version %d (%v) after bounce ingest, want 3 (not migrated)", v, err)
+	}
+}

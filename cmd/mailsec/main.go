@@ -175,7 +175,8 @@
 // bounce ingest reads one bounce on standard input and records it in the
 // outbox DB for the message it matches (by the ENVID the outbox sent); it
 // exits 0 for a bounce it cannot match too, and 75 (EX_TEMPFAIL) when the
-// database fails, for a Postfix pipe transport. With -verp and
+// database fails or holds no up-to-date outbox (it never makes nor
+// migrates one), for a Postfix pipe transport. With -verp and
 // -verp-secret-file (as queue run was given them), -recipient ADDR, the
 // address the bounce was delivered to, matches it by its signed return
 // path (Outbox.IngestReturnPath), for servers that drop the ENVID; a tag
