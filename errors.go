@@ -220,12 +220,18 @@ func (e *SMTPError) Error() string {
 	return s + " " + e.Message
 }
 
-// Temporary reports a 4xx reply, or a 552 to RCPT: RFC 5321 section
-// 4.5.3.1.10 asks clients to take that one as temporary, since servers
-// that follow RFC 821 give it for "too many recipients" (452 since), a
-// limit of one transaction that a later one does not meet.
+// Temporary reports a 4xx reply, or a 552 to RCPT that says nothing else:
+// with no enhanced code, X.5.3 ("too many recipients", RFC 3463) or a
+// transient one (4.X.X). RFC 5321 section 4.5.3.1.10 asks clients to take
+// that one as temporary, since servers that follow RFC 821 give it for too
+// many recipients (452 since), a limit of one transaction that a later one
+// does not meet. A 552 to RCPT with another enhanced code (5.3.4, the
+// message too big) is permanent.
 func (e *SMTPError) Temporary() bool {
-	return e.Code/100 == 4 || (e.Code == 552 && e.Command == "RCPT")
+	if ec := e.EnhancedCode; e.Code == 552 && e.Command == "RCPT" {
+		return ec == (EnhancedCode{}) || (ec[1] == 5 && ec[2] == 3) || ec[0] == 4
+	}
+	return e.Code/100 == 4
 }
 
 // Reply returns the error as a Reply.

@@ -91,6 +91,10 @@ type progress struct {
 	// its own. A message queued before that was sent with EnvelopeID
 	// itself, for all its recipients.
 	PerDelivery bool `json:"per_delivery,omitempty"`
+	// Unknown: before any attempt reported on the recipients, a run died
+	// whose attempt may have delivered the message to them; the attempt
+	// that next sends it flags them all.
+	Unknown bool `json:"unknown,omitempty"`
 }
 
 type rcptProgress struct {
@@ -105,8 +109,11 @@ type rcptProgress struct {
 	Unknown bool `json:"unknown,omitempty"`
 	// PossibleDuplicate: an attempt sent it again after one whose outcome
 	// was unknown.
-	PossibleDuplicate bool   `json:"possible_duplicate,omitempty"`
-	Error             string `json:"error,omitempty"`
+	PossibleDuplicate bool `json:"possible_duplicate,omitempty"`
+	// MayHave: an attempt whose outcome is unknown may have delivered the
+	// message to the recipient, whatever State says; never cleared.
+	MayHave bool   `json:"may_have,omitempty"`
+	Error   string `json:"error,omitempty"`
 	// Bounce explains a Bounced recipient.
 	Bounce string `json:"bounce,omitempty"`
 	// EnvelopeIDs are the ENVIDs of the deliveries that may have left
@@ -520,7 +527,7 @@ func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlig
 	}
 	// Before the first Receipt the recipients are known only as the
 	// message writes them.
-	allDup := len(prog.Recipients) == 0 && leftInFlight
+	allDup := len(prog.Recipients) == 0 && (leftInFlight || prog.Unknown)
 	if allDup {
 		a.PossibleDuplicates = sm.recipients()
 	}
@@ -564,7 +571,7 @@ func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlig
 		}
 	}
 	ds.temporary(rec)
-	return ob.record(rctx, r, run, prog, a, &outcome{rec: rec, sendErr: sendErr, dup: dup})
+	return ob.record(rctx, r, run, prog, a, &outcome{rec: rec, sendErr: sendErr, dup: dup, allDup: allDup})
 }
 
 // outcome is what an attempt's Send returned.
@@ -572,12 +579,15 @@ type outcome struct {
 	rec     *mailsec.Receipt
 	sendErr error
 	dup     map[string]bool // recipients sent to although they may have it
+	// allDup: every recipient may have the message from a run that died
+	// before any attempt reported on them.
+	allDup bool
 }
 
 // apply merges the attempt's outcome into prog and returns the message's
 // next attempt and state.
 func (ob *Outbox) apply(prog *progress, r *row, a *Attempt, o *outcome) (time.Time, State) {
-	ob.merge(prog, o.rec, o.sendErr, a, o.dup)
+	ob.merge(prog, a, o)
 	return ob.decide(prog, r, a, o.sendErr)
 }
 
@@ -706,7 +716,8 @@ func (ob *Outbox) insertAttempt(ctx context.Context, q querier, a *Attempt) erro
 }
 
 // merge writes what the Send did into the message's progress.
-func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *Attempt, dup map[string]bool) {
+func (ob *Outbox) merge(prog *progress, a *Attempt, o *outcome) {
+	rec, sendErr, dup := o.rec, o.sendErr, o.dup
 	if rec == nil {
 		// Nothing was attempted: the whole message failed before any
 		// delivery (a Sender whose configuration changed since Enqueue,
@@ -718,7 +729,9 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 			a.Error = sendErr.Error()
 		}
 		if len(prog.Recipients) == 0 {
-			return // no recipient known yet; decide goes by a.Error
+			// No recipient known yet; decide goes by a.Error.
+			prog.Unknown = prog.Unknown || o.allDup
+			return
 		}
 		for i := range prog.Recipients {
 			rp := &prog.Recipients[i]
@@ -728,6 +741,7 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 			rp.Attempts++
 			rp.Error = a.Error
 			rp.Unknown = rp.Unknown || dup[rp.Address]
+			rp.MayHave = rp.MayHave || rp.Unknown
 			if !a.Interrupted && !mailsec.IsTemporary(sendErr) {
 				rp.State = Refused
 			}
@@ -764,12 +778,14 @@ func (ob *Outbox) merge(prog *progress, rec *mailsec.Receipt, sendErr error, a *
 		// may have it from this attempt or from before, and the next
 		// attempt that sends to it flags it.
 		rp.Unknown = rp.State == Pending && (had || unknown)
+		rp.MayHave = rp.MayHave || had || unknown
 		if rr.Accepted || unknown {
 			reached[rr.Address] = true
 			rp.sentWith(rr.EnvelopeID)
 			rp.PossibleDuplicate = rp.PossibleDuplicate || had
 		}
 	}
+	prog.Unknown = false // the recipients carry it now
 	// A possible duplicate of this attempt is a recipient it may have
 	// delivered to.
 	a.PossibleDuplicates = slices.DeleteFunc(a.PossibleDuplicates, func(addr string) bool { return !reached[addr] })
@@ -920,7 +936,7 @@ func mergeTakenOver(prog *progress, o *outcome) bool {
 		case rr.Accepted:
 			rp.State, rp.Error, rp.Unknown = Accepted, "", false
 		case transport.OutcomeUnknown(rr.Err):
-			rp.Unknown = true
+			rp.Unknown, rp.MayHave = true, true
 		default:
 			continue
 		}

@@ -36,6 +36,11 @@ type scriptServer struct {
 	// are discarded); "HANG" sends nothing until the client goes.
 	end func(n int, rcpts []string, data []byte) string
 
+	// dataCmd returns what to do with the DATA command of transaction n:
+	// "" answers 354; "DROP" sends the replies so far and closes the
+	// connection without answering DATA (nothing of the message sent).
+	dataCmd func(n int) string
+
 	// greet returns the greeting on connection n (from 1); "" means 220.
 	greet func(n int) string
 	// starttls returns the reply to STARTTLS on connection n; "" means
@@ -223,6 +228,10 @@ func (s *scriptServer) serve(c net.Conn, cfg *tls.Config) {
 			if !inTxn || len(rcpts) == 0 {
 				reply("503 5.5.1 no valid recipients")
 				continue
+			}
+			if s.dataCmd != nil && s.dataCmd(n) == "DROP" {
+				_ = bw.Flush()
+				return
 			}
 			reply("354 go ahead")
 			_ = bw.Flush()

@@ -69,6 +69,12 @@ type RecipientStatus struct {
 	// PossibleDuplicate: an attempt sent the message to the recipient
 	// after one whose outcome was unknown; it may have it twice.
 	PossibleDuplicate bool `json:"possible_duplicate,omitempty"`
+	// PossiblyDelivered: an attempt whose outcome is unknown (the
+	// server's reply to the end of the message was lost, or the
+	// attempt's worker died) may have delivered the message to the
+	// recipient. It holds whatever State says: a recipient refused or
+	// expired afterwards may have the message all the same.
+	PossiblyDelivered bool `json:"possibly_delivered,omitempty"`
 	// Error is the last attempt's error for the recipient.
 	Error string `json:"error,omitempty"`
 	// Bounce explains why a Bounced recipient bounced: the notification's
@@ -117,7 +123,7 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 	st.EnvelopeID, st.Bounces = prog.EnvelopeID, prog.Bounces
 	for _, rp := range prog.Recipients {
 		rs := RecipientStatus{Address: rp.Address, Kind: rp.Kind, State: rp.State, Attempts: rp.Attempts,
-			PossibleDuplicate: rp.PossibleDuplicate, Error: rp.Error, Bounce: rp.Bounce}
+			PossibleDuplicate: rp.PossibleDuplicate, PossiblyDelivered: rp.MayHave, Error: rp.Error, Bounce: rp.Bounce}
 		if r.state == Cancelled && rs.State == Pending {
 			rs.State = CancelledRecipient
 		}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/mailsec/mailsec"
 )
@@ -18,25 +19,31 @@ func invalid(field, value, reason string) error {
 	return &mailsec.ValidationError{Field: field, Value: value, Reason: reason}
 }
 
+// ErrNoVerdict: the end of the message went out (the terminating dot of
+// DATA, or BDAT LAST with the last chunk) and no verdict came back: the
+// connection failed or the time ran out. A *mailsec.NetworkError during
+// DATA wraps it. The server may have taken the message.
+var ErrNoVerdict = errors.New("mailsec/transport: the end of the message went out, and no verdict came back")
+
 // OutcomeUnknown reports whether err, a delivery's failure or one of its
-// recipients', leaves the outcome unknown: the session broke during DATA
-// (the connection failed, or the time ran out, while the message was sent
-// or its verdict awaited; with CHUNKING, once BDAT LAST went out, whichever
-// reply was lost), or the server's reply to the end of the message came
-// out of turn (ErrUnsolicitedReply). The server may have taken the
-// message: a retry may deliver it twice. A failure before the end of the
-// message that sent none of it, a refusal, and content abandoned before
-// the end (mailsec.ErrContent) are not unknown.
+// recipients', leaves the outcome unknown: ErrNoVerdict, or the server's
+// replies came out of turn (ErrUnsolicitedReply). The server may have
+// taken the message: a retry may deliver it twice. A failure before the
+// end of the message went out, and one after a reply had refused the
+// transaction, are not unknown: the server cannot have taken it.
 //
 // Direct never tries another MX host after such a failure, so that one
 // delivery never leaves two copies with two hosts.
 func OutcomeUnknown(err error) bool {
-	if errors.Is(err, ErrUnsolicitedReply) {
-		return true
-	}
-	if errors.Is(err, mailsec.ErrContent) {
-		return false // abandoned before the end of the message
-	}
+	return errors.Is(err, ErrNoVerdict) || errors.Is(err, ErrUnsolicitedReply)
+}
+
+// noVerdict marks err, a *mailsec.NetworkError, as a failure after the end
+// of the message went out (ErrNoVerdict).
+func noVerdict(err error) error {
 	var ne *mailsec.NetworkError
-	return errors.As(err, &ne) && ne.Op == "DATA"
+	if !errors.As(err, &ne) {
+		return err
+	}
+	return &mailsec.NetworkError{Host: ne.Host, Op: "DATA", Err: fmt.Errorf("%w: %w", ErrNoVerdict, ne.Err)}
 }

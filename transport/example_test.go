@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"strings"
 
@@ -142,7 +143,7 @@ func ExampleDirect_Check() {
 func ExampleOutcomeUnknown() {
 	// What Deliver, or a Receipt's recipient, reports when the connection
 	// breaks while the reply to the end of the message is awaited.
-	lost := &mailsec.NetworkError{Host: "mx.example.org", Op: "DATA", Err: errors.New("EOF")}
+	lost := &mailsec.NetworkError{Host: "mx.example.org", Op: "DATA", Err: fmt.Errorf("%w: %w", transport.ErrNoVerdict, io.EOF)}
 	// What it reports when the server refuses a recipient for now.
 	busy := &mailsec.SMTPError{Host: "mx.example.org", Command: "RCPT", Code: 450, Message: "mailbox busy"}
 	for _, err := range []error{lost, busy} {

@@ -322,6 +322,11 @@ func (g *group) chunked(ctx context.Context, beforeBody func(error) (*mailsec.De
 			// The first write failed: the server has read nothing.
 			return beforeBody(cw.fail)
 		}
+		if cw.lastTried && !g.refused() {
+			// The write of BDAT LAST failed, after earlier chunks went
+			// out: it may have gone out whole.
+			return res, false, noVerdict(cw.fail)
+		}
 		return res, false, cw.fail
 	case cw.stopped:
 		// The server refused the transaction: its reply is the verdict,
@@ -332,13 +337,11 @@ func (g *group) chunked(ctx context.Context, beforeBody func(error) (*mailsec.De
 		return res, false, s.contentError(ctx, err)
 	}
 	if err := g.readAll(ctx); err != nil {
-		var ne *mailsec.NetworkError
-		if g.lastSent && !g.refused() && errors.As(err, &ne) && ne.Op != "DATA" {
+		if g.lastSent && !g.refused() {
 			// The whole message went out with BDAT LAST, and no reply
 			// says the transaction was refused: whichever reply was
-			// lost, the server may have taken the message, and the
-			// failure is the content's.
-			err = &mailsec.NetworkError{Host: ne.Host, Op: "DATA", Err: ne.Err}
+			// lost, the server may have taken the message.
+			err = noVerdict(err)
 		}
 		return res, false, err
 	}
@@ -394,6 +397,8 @@ type chunkWriter struct {
 	// stopped is set once a reply refused the transaction and no more
 	// chunks are sent (errStopChunks).
 	stopped bool
+	// lastTried is set once the write of BDAT LAST began.
+	lastTried bool
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
@@ -440,6 +445,7 @@ func (c *chunkWriter) emit(last bool) error {
 		}
 	}
 	cmd := "BDAT"
+	c.lastTried = last
 	_, _ = s.w.WriteString("BDAT ")
 	_, _ = s.w.WriteString(strconv.Itoa(len(c.buf)))
 	if last {

@@ -836,16 +836,18 @@ func (s *session) dataContent(ctx context.Context, d *mailsec.Delivery, res *mai
 		return res, false, s.unsolicited("DATA", "the server replied before the end of the message; "+
 			"the message was not terminated, but the server may treat it as delivered")
 	}
+	// From here on the end of the message may have reached the server:
+	// a failure leaves its verdict unknown.
 	if err := s.dot.Terminate(); err != nil {
-		return res, false, netError(ctx, s.host, "DATA", err)
+		return res, false, noVerdict(netError(ctx, s.host, "DATA", err))
 	}
 	if err := s.w.Flush(); err != nil {
-		return res, false, netError(ctx, s.host, "DATA", err)
+		return res, false, noVerdict(netError(ctx, s.host, "DATA", err))
 	}
 	_ = s.conn.SetReadDeadline(time.Now().Add(finalTimeout))
 	rep, err := s.r.ReadReply()
 	if err != nil {
-		return res, false, readError(ctx, s.host, "DATA", err, smtpwire.DefaultMaxReply)
+		return res, false, noVerdict(readError(ctx, s.host, "DATA", err, smtpwire.DefaultMaxReply))
 	}
 	return s.verdict(res, rep)
 }

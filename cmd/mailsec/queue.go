@@ -439,8 +439,11 @@ func printStatus(w io.Writer, st *outbox.Status) {
 	}
 	for _, r := range st.Recipients {
 		s := fmt.Sprintf("  %s (%s): %s, %s", r.Address, r.Kind, r.State, plural(r.Attempts, "attempt"))
-		if r.PossibleDuplicate {
+		switch {
+		case r.PossibleDuplicate:
 			s += ", POSSIBLE DUPLICATE"
+		case r.PossiblyDelivered:
+			s += ", possibly delivered (a verdict was lost)"
 		}
 		if r.Bounce != "" {
 			s += ": " + r.Bounce
