@@ -202,8 +202,9 @@
 // Keys rotate: put a new key first in Options.Keys and new messages are
 // sealed under it, while the others still open what they sealed
 // (Status.KeyID names the key a message needs). Drop an old key once no
-// message needs it; a message sealed under a key the outbox was not given
-// waits for it, until its MaxAge (Stats.MissingKey counts such messages).
+// message needs it (WaitingForKeys, with the old key left out, says how
+// many would); a message sealed under a key the outbox was not given
+// waits for it, until its MaxAge.
 //
 // # Retention
 //

@@ -195,3 +195,47 @@ func waitFinished(ctx context.Context, ob *outbox.Outbox, id string) *outbox.Sta
 	log.Fatalf("message %s not finished after 30s", id)
 	return nil
 }
+
+// Before an old key leaves Options.Keys, ask an outbox without it how
+// many unfinished messages would wait for it.
+func ExampleOutbox_WaitingForKeys() {
+	dir, err := os.MkdirTemp("", "outbox-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	path := filepath.Join(dir, "mail.db")
+	oldKey, newKey := outbox.NewKey(), outbox.NewKey()
+
+	// Queued under the old key, and not delivered yet (nothing runs the
+	// queue here).
+	ob, err := outbox.Open(ctx, sender, path, &outbox.Options{Keys: []outbox.Key{oldKey}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := ob.Enqueue(ctx, &mailsec.Message{From: "noreply@example.com", To: []string{"ann@example.org"},
+		Subject: "Your statement", Text: "It is ready: https://app.example.com/statements/7"}, nil); err != nil {
+		log.Fatal(err)
+	}
+	if err := ob.Close(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	// The new key alone: the message still needs the old one.
+	ob, err = outbox.Open(ctx, sender, path, &outbox.Options{Keys: []outbox.Key{newKey}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ob.Close(ctx)
+	n, err := ob.WaitingForKeys(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(n, "message would wait for the old key")
+	// Output: 1 message would wait for the old key
+}

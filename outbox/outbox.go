@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	neturl "net/url"
@@ -291,6 +292,13 @@ func Open(ctx context.Context, s *mailsec.Sender, db string, o *Options) (*Outbo
 		}
 		return ob, err
 	}
+	if o != nil && o.SkipMigrations {
+		// OpenSQLiteDB would make the file, and put it in WAL mode for
+		// good: a file that holds no outbox is left as it is.
+		if err := sqliteHoldsOutbox(ctx, db); err != nil {
+			return nil, err
+		}
+	}
 	sdb, err := OpenSQLiteDB(db)
 	if err != nil {
 		return nil, err
@@ -437,6 +445,39 @@ func OpenSQLiteDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// sqliteHoldsOutbox returns the error of an Open with SkipMigrations of
+// the SQLite file path when it does not exist or holds no outbox, having
+// read it without writing, not even its journal mode.
+func sqliteHoldsOutbox(ctx context.Context, path string) error {
+	none := &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
+		Reason: "run outbox.Migrate first, or let Open make the outbox", Err: ErrNoOutbox}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return none
+	case err != nil || !fi.Mode().IsRegular() || strings.ContainsAny(path, "?#") || path == ":memory:" ||
+		len(path) >= 5 && strings.EqualFold(path[:5], "file:"):
+		return nil // OpenSQLiteDB says what is wrong with it
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil
+	}
+	ro, err := sql.Open("sqlite", "file:"+strings.ReplaceAll(filepath.ToSlash(abs), "%", "%25")+"?mode=ro")
+	if err != nil {
+		return nil
+	}
+	defer ro.Close()
+	var n int
+	if err := ro.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'mailsec_outbox_schema'`).Scan(&n); err != nil {
+		return nil // Open reports what it finds
+	}
+	if n == 0 {
+		return none
+	}
+	return nil
+}
+
 // OpenSQLite opens the outbox in the application's own SQLite database,
 // so that EnqueueTx can queue a message in the application's
 // transactions. Open db with OpenSQLiteDB, which gives it the settings
@@ -514,14 +555,18 @@ func (ob *Outbox) ready(ctx context.Context) error {
 		return err
 	}
 	if ob.o.skipMigrations {
+		// Nothing is written: an outbox Migrate made records its storage
+		// mode at the first Open that migrates.
 		if err := ob.eng.validate(ctx); err != nil {
 			return err
 		}
-	} else if err := ob.eng.migrate(ctx); err != nil {
-		return err
-	}
-	if err := ob.recordStorage(ctx); err != nil {
-		return err
+	} else {
+		if err := ob.eng.migrate(ctx); err != nil {
+			return err
+		}
+		if err := ob.recordStorage(ctx); err != nil {
+			return err
+		}
 	}
 	return ob.eng.prepare(ctx)
 }
@@ -562,7 +607,9 @@ func (ob *Outbox) recordedStorage(ctx context.Context) (string, error) {
 func hasTable(ctx context.Context, q querier, postgres bool, name string) (bool, error) {
 	query := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
 	if postgres {
-		query = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
+		// Where the statements find it: through the search path, as
+		// River's own check does.
+		query = `SELECT COUNT(*) FROM (SELECT to_regclass($1::text) AS t) r WHERE t IS NOT NULL`
 	}
 	var n int
 	err := q.queryRow(ctx, query, name).Scan(&n)

@@ -52,7 +52,8 @@ type Status struct {
 	// Sealed reports that the message is stored sealed; false for an
 	// outbox opened with Options.Plaintext.
 	Sealed bool `json:"sealed"`
-	// KeyID names the key that sealed its status, for rotations.
+	// KeyID names the key the message needs, for rotations: the one its
+	// content is sealed under while it has content, its status's after.
 	KeyID string `json:"key_id,omitempty"`
 	// Problem says why the message could not be opened, when it could
 	// not (a missing key, or tampering).
@@ -100,8 +101,14 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 	}
 	st := &Status{ID: r.id, State: r.state, Enqueued: r.createdAt, Expires: r.expiresAt, Finished: r.finishedAt,
 		Sealed: sealed(r.progress), Problem: r.problem}
-	if sealed(r.progress) && len(r.progress) > 9 {
-		st.KeyID = fmt.Sprintf("%x", r.progress[1:9])
+	// The key the message needs: its content's while it has content (an
+	// attempt seals its status under the first key, the content keeps
+	// the key it was queued under), its status's after.
+	for _, b := range [][]byte{r.envelope, r.progress} {
+		if sealed(b) && len(b) > 9 {
+			st.KeyID = fmt.Sprintf("%x", b[1:9])
+			break
+		}
 	}
 	if !r.state.finished() {
 		st.Next = r.nextAt
@@ -227,10 +234,6 @@ type Stats struct {
 	// there is none. OldestAge is how long ago that was.
 	Oldest    time.Time     `json:"oldest,omitzero"`
 	OldestAge time.Duration `json:"oldest_age"`
-	// MissingKey counts the unfinished messages sealed under a key this
-	// Outbox was not given (Status.KeyID names it): no attempt can open
-	// them, and they wait for the key until they expire.
-	MissingKey int `json:"missing_key"`
 }
 
 // Stats returns the queue's depth and the age of its oldest message.
@@ -258,9 +261,6 @@ WHERE `+sqlRunningJob+` AND m.state = 'queued'`, deliverKind, now.UnixMicro()).S
 		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
 	}
 	s := Stats{Depth: depth, Sending: int(sending.Int64 + running.Int64), Due: int(due.Int64 - runningDue.Int64)}
-	if s.MissingKey, err = ob.missingKey(ctx); err != nil {
-		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
-	}
 	if oldest.Valid {
 		s.Oldest = micros(oldest.Int64)
 		s.OldestAge = now.Sub(s.Oldest)
@@ -268,30 +268,44 @@ WHERE `+sqlRunningJob+` AND m.state = 'queued'`, deliverKind, now.UnixMicro()).S
 	return s, nil
 }
 
-// missingKey counts the unfinished messages sealed under a key the
-// outbox was not given, by the key ID their progress is stored with.
-func (ob *Outbox) missingKey(ctx context.Context) (int, error) {
+// WaitingForKeys counts the unfinished messages that no attempt of this
+// Outbox can open: their content or their status is sealed under a key it
+// was not given (Status.KeyID names the one a message needs). They wait
+// for an Outbox that has the key, until they expire. Check it before
+// dropping an old key from Options.Keys. It reads the sealed columns of
+// every unfinished message, which costs in proportion to their content:
+// it is a check for rotations, not a figure for monitoring (see Stats).
+func (ob *Outbox) WaitingForKeys(ctx context.Context) (int, error) {
+	if ob.isClosed() {
+		return 0, ErrClosed
+	}
 	if ob.keys.plaintext() {
 		return 0, nil
 	}
-	rows, err := ob.eng.pool().query(ctx, `SELECT substr(progress, 1, 9), COUNT(*)
-FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') GROUP BY substr(progress, 1, 9)`)
+	rows, err := ob.eng.pool().query(ctx, `SELECT substr(envelope, 1, 9), substr(progress, 1, 9), COUNT(*)
+FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') GROUP BY substr(envelope, 1, 9), substr(progress, 1, 9)`)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("outbox: WaitingForKeys: %w", err)
 	}
 	defer rows.Close()
-	missing := 0
+	lacks := func(head []byte) bool {
+		return sealed(head) && len(head) == 9 && !ob.keys.has([8]byte(head[1:9]))
+	}
+	waiting := 0
 	for rows.Next() {
-		var head []byte
+		var envelope, progress []byte
 		var n int
-		if err := rows.Scan(&head, &n); err != nil {
-			return 0, err
+		if err := rows.Scan(&envelope, &progress, &n); err != nil {
+			return 0, fmt.Errorf("outbox: WaitingForKeys: %w", err)
 		}
-		if sealed(head) && len(head) == 9 && !ob.keys.has([8]byte(head[1:9])) {
-			missing += n
+		if lacks(envelope) || lacks(progress) {
+			waiting += n
 		}
 	}
-	return missing, rows.Err()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("outbox: WaitingForKeys: %w", err)
+	}
+	return waiting, nil
 }
 
 // sqlRunningJob selects River's running delivery jobs ($1 deliverKind).

@@ -58,13 +58,15 @@ func outboxKeys(getenv func(string) string) ([]outbox.Key, error) {
 // (password, sslpassword), or without its whole query when that does not
 // parse.
 func dbName(db string) string {
-	scheme, _, ok := strings.Cut(db, "://")
-	if !ok || !strings.EqualFold(scheme, "postgres") && !strings.EqualFold(scheme, "postgresql") {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(db), "://")
+	if !ok {
 		return db
 	}
-	u, err := url.Parse(db)
-	if err != nil {
-		return "the " + strings.ToLower(scheme) + ":// URL given"
+	// Any URL, not only postgres:// ones: a misspelt scheme is no less a
+	// secret's carrier.
+	u, err := url.Parse(strings.TrimSpace(db))
+	if err != nil || u.Scheme == "" {
+		return "the " + printable(strings.ToLower(strings.TrimSpace(scheme))) + ":// URL given"
 	}
 	if u.RawQuery != "" {
 		q, err := url.ParseQuery(u.RawQuery)
@@ -94,7 +96,7 @@ func (noDelivery) Deliver(context.Context, *mailsec.Delivery) (*mailsec.Delivery
 // openOutbox opens the outbox in db with the keys and options given.
 // Inspecting commands (mustExist) refuse a SQLite file that is not there
 // rather than create an empty queue.
-func openOutbox(ctx context.Context, db string, mustExist bool, s *mailsec.Sender, o *outbox.Options) (*outbox.Outbox, error) {
+func openOutbox(ctx context.Context, db string, mustExist bool, s *mailsec.Sender, o *outbox.Options) (_ *outbox.Outbox, err error) {
 	if db == "" {
 		return nil, usagef("-db is required: the outbox's SQLite file or postgres:// URL")
 	}
@@ -102,6 +104,14 @@ func openOutbox(ctx context.Context, db string, mustExist bool, s *mailsec.Sende
 		if _, err := os.Stat(db); err != nil {
 			return nil, usagef("-db %s: %v", db, errors.Unwrap(err))
 		}
+	}
+	if name := dbName(db); name != db {
+		// The library's errors may quote the string as given.
+		defer func() {
+			if err != nil {
+				err = &redacted{err: err, secret: db, name: name}
+			}
+		}()
 	}
 	if s == nil {
 		var err error
@@ -115,6 +125,16 @@ func openOutbox(ctx context.Context, db string, mustExist bool, s *mailsec.Sende
 	}
 	return ob, nil
 }
+
+// redacted is err with every occurrence of secret, a database URL, given
+// as name in its text.
+type redacted struct {
+	err          error
+	secret, name string
+}
+
+func (r *redacted) Error() string { return strings.ReplaceAll(r.err.Error(), r.secret, r.name) }
+func (r *redacted) Unwrap() error { return r.err }
 
 func closeOutbox(ob *outbox.Outbox) error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
@@ -552,12 +572,16 @@ func runQueueRun(ctx context.Context, e *env, args []string) int {
 	code := exitOK
 	if *once {
 		st, err := ob.RunDue(ctx)
+		waiting := 0
+		if err == nil && st.Depth > 0 {
+			waiting, err = ob.WaitingForKeys(ctx)
+		}
 		if err != nil {
 			code = failure(e, name, err)
-		} else if st.MissingKey > 0 {
+		} else if waiting > 0 {
 			// A cron job run with the wrong key must not report success.
 			fmt.Fprintf(stderr, "mailsec %s: %s sealed under keys not in %s: they wait for their keys until they expire (queue show ID names a message's key)\n",
-				name, plural(st.MissingKey, "message"), outboxKeyEnv)
+				name, plural(waiting, "message"), outboxKeyEnv)
 			code = exitFail
 		} else {
 			msg := fmt.Sprintf("mailsec %s: nothing due; %s queued for later", name, plural(st.Depth, "message"))
