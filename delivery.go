@@ -19,7 +19,12 @@ import (
 // session could not be established or secured, MAIL or DATA was refused, or
 // every RCPT was. The DeliveryResult may still be non-nil then, to report
 // what was observed. When the error is nil, at least one recipient was
-// accepted; the result says which, and why the others were refused.
+// accepted; the result says which, and why the others were refused. A
+// session that failed after the end of the message went out, with no
+// verdict, should be reported as an error wrapping transport.ErrNoVerdict
+// (see transport.OutcomeUnknown), so that a queue (package outbox) flags
+// its recipients as possibly delivered rather than send to them again
+// unmarked.
 //
 // A Sender treats a panic in Deliver as a failure of that delivery's
 // recipients (not temporary: whether anything reached the server is

@@ -527,7 +527,7 @@ func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlig
 	}
 	// Before the first Receipt the recipients are known only as the
 	// message writes them.
-	allDup := len(prog.Recipients) == 0 && (leftInFlight || prog.Unknown)
+	allDup := prog.allMayHave(leftInFlight)
 	if allDup {
 		a.PossibleDuplicates = sm.recipients()
 	}
@@ -572,6 +572,14 @@ func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlig
 	}
 	ds.temporary(rec)
 	return ob.record(rctx, r, run, prog, a, &outcome{rec: rec, sendErr: sendErr, dup: dup, allDup: allDup})
+}
+
+// allMayHave reports that no attempt has reported on the recipients yet,
+// and that every one of them may have the message: from a run that died
+// before this attempt (leftInFlight), or from one that died before an
+// attempt that sent nothing.
+func (prog *progress) allMayHave(leftInFlight bool) bool {
+	return len(prog.Recipients) == 0 && (leftInFlight || prog.Unknown)
 }
 
 // outcome is what an attempt's Send returned.

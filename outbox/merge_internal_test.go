@@ -21,10 +21,9 @@ func TestUnknownSurvivesNilReceiptBeforeFirstProgress(t *testing.T) {
 	if !prog.Unknown || len(a2.PossibleDuplicates) != 0 {
 		t.Fatalf("after an attempt that sent nothing: progress %+v, attempt's possible duplicates %v", prog, a2.PossibleDuplicates)
 	}
-	// Attempt 3 follows no dead run; attempt() sees the mark, sends to
+	// Attempt 3 follows no dead run; attempt sees the mark, sends to
 	// everyone, and flags those its Receipt names.
-	allDup := len(prog.Recipients) == 0 && prog.Unknown
-	if !allDup {
+	if !prog.allMayHave(false) {
 		t.Fatal("attempt 3 would not flag anyone")
 	}
 	a3 := &Attempt{Number: 3, PossibleDuplicates: []string{"ann@example.org"}}

@@ -1,6 +1,5 @@
 package outbox_test
 
-
 import (
 	"context"
 	"errors"
@@ -72,14 +71,16 @@ func TestWaitingForKeysAfterRotatedAttempt(t *testing.T) {
 	if n != 1 {
 		t.Errorf("WaitingForKeys = %d with the old key dropped, want 1 (the message's envelope is sealed under %s)", n, oldKey.ID())
 	}
-	if st, err := ob.Status(ctx, id); err == nil && st.KeyID != oldKey.ID() {
+	if st, err := ob.Status(ctx, id); err != nil {
+		t.Errorf("Status: %v", err)
+	} else if st.KeyID != oldKey.ID() {
 		t.Errorf("Status.KeyID = %s, want %s (the key the message needs: its envelope is sealed under it)", st.KeyID, oldKey.ID())
 	}
 }
 
 // An Open with SkipMigrations writes nothing, not even the storage record
 // of a database Migrate made (which records none).
-func TestSkipMigrationsWritesStorageRecord(t *testing.T) {
+func TestSkipMigrationsWritesNoStorageRecord(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mail.db")
 	if err := outbox.Migrate(ctx, path); err != nil {
@@ -103,8 +104,6 @@ func TestSkipMigrationsWritesStorageRecord(t *testing.T) {
 	}
 }
 
-// ErrNoOutbox is reported for a real outbox when the connection's
-// search_path has an existing schema before the one holding the outbox:
 // The outbox's tables are found where its statements find them, through
 // the search path, as River's own check does: an Open with SkipMigrations
 // finds an outbox that a schema earlier in the search path ("$user",
@@ -295,7 +294,7 @@ func TestStorageRaceFirstOpens(t *testing.T) {
 // An Open with SkipMigrations of a SQLite database that holds no outbox
 // (another application's, in rollback-journal mode) reports ErrNoOutbox
 // having written nothing: the file keeps its journal mode.
-func TestNoOutboxSQLiteStillWritten(t *testing.T) {
+func TestNoOutboxSQLiteLeftAsIs(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "app.db")
 	db := rawDB(t, path)

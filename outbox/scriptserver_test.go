@@ -244,9 +244,7 @@ func (s *scriptServer) serve(c net.Conn, cfg *tls.Config) {
 				if l == ".\r\n" {
 					break
 				}
-				if strings.HasPrefix(l, ".") {
-					l = l[1:]
-				}
+				l = strings.TrimPrefix(l, ".")
 				data.WriteString(l)
 			}
 			if !s.finish(n, rcpts, data.Bytes(), conn, bw, reply) {

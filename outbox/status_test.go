@@ -14,6 +14,7 @@ import (
 	"github.com/mailsec/mailsec/internal/pgtest"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/outbox"
+	"github.com/mailsec/mailsec/transport"
 )
 
 // Cancel stops a queued message and deletes its content; a finished or
@@ -151,8 +152,9 @@ func (s *slowTransport) Deliver(ctx context.Context, d *mailsec.Delivery) (*mail
 		}
 	}
 	if s.block {
+		// Held after the end of the message went out: no verdict.
 		<-ctx.Done()
-		return nil, &mailsec.NetworkError{Host: "slow", Op: "DATA", Err: ctx.Err()}
+		return nil, &mailsec.NetworkError{Host: "slow", Op: "DATA", Err: fmt.Errorf("%w: %w", transport.ErrNoVerdict, ctx.Err())}
 	}
 	select {
 	case <-time.After(s.delay):
@@ -217,8 +219,8 @@ func TestCloseGraceful(t *testing.T) {
 		t.Fatalf("after restart: %d attempts, %+v", len(got.Attempts), got.Recipients)
 	}
 	if !got.Recipients[0].PossibleDuplicate {
-		// The interrupted attempt broke off during DATA (so says the
-		// transport): the server may have had the message.
+		// The interrupted attempt broke off after the end of the message
+		// went out (so says the transport): the server may have had it.
 		t.Fatalf("recipient %+v", got.Recipients[0])
 	}
 }

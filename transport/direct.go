@@ -46,7 +46,8 @@ import (
 // A host that fails a delivery for now (no connection, a 4xx to MAIL or to
 // the message) leaves it to the next; one whose verdict on the message was
 // lost (OutcomeUnknown: the connection broke after the end of the message
-// went out) ends the delivery there, as temporary, since that host may
+// went out, or the server's replies came out of turn) ends the delivery
+// there, as temporary, since that host may
 // have the message and another would make a second copy. Each recipient's
 // own RCPT answer is final for the delivery.
 //

@@ -119,9 +119,11 @@
 // (it went only to the server the delivery's security requirement was met
 // for) and the result is the one DATA gives. Once a reply refuses the
 // transaction (MAIL, every RCPT, a chunk) no further chunk is sent, and
-// BDAT LAST never is. A failure after a chunk has been sent and before the
-// reply to BDAT LAST leaves the verdict unknown: it is not retried on a new
-// session, where the message could arrive twice.
+// BDAT LAST never is. A failure once BDAT LAST went out, before its reply,
+// leaves the verdict unknown (ErrNoVerdict), unless a reply had already
+// refused the transaction; a failure after a chunk went out and before BDAT
+// LAST did leaves it known: nothing was delivered. Neither is retried on a
+// new session.
 //
 // Greeting, EHLO, STARTTLS and AUTH are never pipelined: each waits for its
 // reply, as before, and bytes before the TLS handshake still end the

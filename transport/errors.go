@@ -26,11 +26,13 @@ func invalid(field, value, reason string) error {
 var ErrNoVerdict = errors.New("mailsec/transport: the end of the message went out, and no verdict came back")
 
 // OutcomeUnknown reports whether err, a delivery's failure or one of its
-// recipients', leaves the outcome unknown: ErrNoVerdict, or the server's
-// replies came out of turn (ErrUnsolicitedReply). The server may have
-// taken the message: a retry may deliver it twice. A failure before the
-// end of the message went out, and one after a reply had refused the
-// transaction, are not unknown: the server cannot have taken it.
+// recipients', leaves the outcome unknown: ErrNoVerdict, or
+// ErrUnsolicitedReply (the server's replies came out of turn, at any point
+// of the transaction: no reply can then be trusted, even one before the
+// message went out). The server may have taken the message: a retry may
+// deliver it twice. Any other failure before the end of the message went
+// out, and one after a reply had refused the transaction, are not
+// unknown: the server cannot have taken it.
 //
 // Direct never tries another MX host after such a failure, so that one
 // delivery never leaves two copies with two hosts.

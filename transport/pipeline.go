@@ -324,7 +324,9 @@ func (g *group) chunked(ctx context.Context, beforeBody func(error) (*mailsec.De
 		}
 		if cw.lastTried && !g.refused() {
 			// The write of BDAT LAST failed, after earlier chunks went
-			// out: it may have gone out whole.
+			// out: a connection that fails mid-write has not sent it
+			// whole, but one may report the failure once it has; taken,
+			// cautiously, for a lost verdict.
 			return res, false, noVerdict(cw.fail)
 		}
 		return res, false, cw.fail
