@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -82,24 +83,30 @@ func TestChunkingDropBeforeRepliesFlagged(t *testing.T) {
 	}
 }
 
-// Control: the same drop after the final dot of DATA (no CHUNKING).
+// Control: the same drop after the final dot of DATA (no CHUNKING), with
+// PIPELINING and without.
 func TestDataDropAfterDotFlagged(t *testing.T) {
-	srv := newScriptServer(t)
-	srv.end = func(n int, _ []string, _ []byte) string {
-		if n == 1 {
-			return "DROP"
-		}
-		return ""
-	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
-	last := st.Attempts[len(st.Attempts)-1]
-	if st.State != outbox.Delivered || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
-		t.Fatalf("state %s, last attempt's possible duplicates %v", st.State, last.PossibleDuplicates)
+	for _, pipelining := range []bool{false, true} {
+		t.Run(fmt.Sprint("pipelining ", pipelining), func(t *testing.T) {
+			srv := newScriptServer(t)
+			srv.pipelining = pipelining
+			srv.end = func(n int, _ []string, _ []byte) string {
+				if n == 1 {
+					return "DROP"
+				}
+				return ""
+			}
+			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := waitFor(t, ob, id, "", 20*time.Second)
+			last := st.Attempts[len(st.Attempts)-1]
+			if st.State != outbox.Delivered || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+				t.Fatalf("state %s, last attempt's possible duplicates %v", st.State, last.PossibleDuplicates)
+			}
+		})
 	}
 }
 
@@ -129,40 +136,57 @@ func TestFinalReplyTimeoutFlagged(t *testing.T) {
 }
 
 // Attempt 1 loses the reply to the end of the message (ann may have it);
-// attempt 2 is refused at RCPT with 450 (nothing sent); attempt 3 sends
-// the message to ann again. Attempt 3 is the one that may give her a
-// second copy: its PossibleDuplicates must name her.
+// attempt 2 sends nothing: refused at RCPT with 450, or the server is
+// restarting (421 at the greeting); attempt 3 sends the message to ann
+// again. Attempt 3 is the one that may give her a second copy: its
+// PossibleDuplicates name her, and attempt 2's name nobody.
 func TestUnknownSurvivesAttemptThatSentNothing(t *testing.T) {
-	srv := newScriptServer(t)
-	srv.end = func(n int, _ []string, _ []byte) string {
-		if n == 1 {
-			return "DROP"
-		}
-		return ""
-	}
-	srv.rcpt = func(n int, to string) string {
-		if n == 2 {
-			return "450 4.2.1 try later"
-		}
-		return ""
-	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
-	if st.State != outbox.Delivered || len(st.Attempts) != 3 || srv.copiesFor("ann@example.org") != 2 {
-		t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
-	}
-	for _, a := range st.Attempts {
-		t.Logf("attempt %d: possible duplicates %v", a.Number, a.PossibleDuplicates)
-	}
-	if !slicesHas(st.Attempts[2].PossibleDuplicates, "ann@example.org") {
-		t.Errorf("attempt 3 sent ann a second copy without naming her a possible duplicate")
-	}
-	if got := st.Attempts[1].PossibleDuplicates; len(got) != 0 {
-		t.Errorf("attempt 2 sent nothing, yet names %v possible duplicates", got)
+	for _, c := range []struct {
+		name  string
+		setup func(*scriptServer)
+	}{
+		{"450 at RCPT", func(srv *scriptServer) {
+			srv.rcpt = func(n int, to string) string {
+				if n == 2 {
+					return "450 4.2.1 try later"
+				}
+				return ""
+			}
+		}},
+		{"server down", func(srv *scriptServer) {
+			srv.greet = func(n int) string {
+				if n == 2 {
+					return "421 4.3.2 restarting"
+				}
+				return ""
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := newScriptServer(t)
+			srv.end = func(n int, _ []string, _ []byte) string {
+				if n == 1 {
+					return "DROP"
+				}
+				return ""
+			}
+			c.setup(srv)
+			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
+			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := waitFor(t, ob, id, "", 20*time.Second)
+			if st.State != outbox.Delivered || len(st.Attempts) != 3 || srv.copiesFor("ann@example.org") != 2 {
+				t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
+			}
+			if !slicesHas(st.Attempts[2].PossibleDuplicates, "ann@example.org") {
+				t.Errorf("attempt 3 sent ann a second copy without naming her a possible duplicate")
+			}
+			if got := st.Attempts[1].PossibleDuplicates; len(got) != 0 {
+				t.Errorf("attempt 2 sent nothing, yet names %v possible duplicates", got)
+			}
+		})
 	}
 }
 
@@ -440,28 +464,6 @@ func TestChunkingSilentTimeoutFlagged(t *testing.T) {
 	}
 }
 
-// Control: PIPELINING without CHUNKING, drop after the final dot.
-func TestPipelinedDropAfterDotFlagged(t *testing.T) {
-	srv := newScriptServer(t)
-	srv.pipelining = true
-	srv.end = func(n int, _ []string, _ []byte) string {
-		if n == 1 {
-			return "DROP"
-		}
-		return ""
-	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
-	last := st.Attempts[len(st.Attempts)-1]
-	if st.State != outbox.Delivered || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
-		t.Fatalf("state %s, last attempt's possible duplicates %v", st.State, last.PossibleDuplicates)
-	}
-}
-
 // Retry after a partial delivery: only the deferred recipient is sent.
 func TestRetryAfterPartial(t *testing.T) {
 	srv := newScriptServer(t)
@@ -579,114 +581,44 @@ func TestOddAddressesRetried(t *testing.T) {
 	}
 }
 
-// As above, but the server that lost the reply is then restarting (421
-// at the greeting) before it takes the message again.
-func TestUnknownSurvivesServerDown(t *testing.T) {
-	srv := newScriptServer(t)
-	srv.end = func(n int, _ []string, _ []byte) string {
-		if n == 1 {
-			return "DROP"
-		}
-		return ""
-	}
-	srv.greet = func(n int) string {
-		if n == 2 {
-			return "421 4.3.2 restarting"
-		}
-		return ""
-	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
-	if st.State != outbox.Delivered || len(st.Attempts) != 3 || srv.copiesFor("ann@example.org") != 2 {
-		t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
-	}
-	for _, a := range st.Attempts {
-		t.Logf("attempt %d: possible duplicates %v", a.Number, a.PossibleDuplicates)
-	}
-	if !slicesHas(st.Attempts[2].PossibleDuplicates, "ann@example.org") {
-		t.Errorf("attempt 3 sent ann a second copy without naming her a possible duplicate")
-	}
-	if got := st.Attempts[1].PossibleDuplicates; len(got) != 0 {
-		t.Errorf("attempt 2 sent nothing, yet names %v possible duplicates", got)
-	}
-}
-
-// Close interrupts an attempt whose content (BDAT LAST) the server has
-// taken while its replies are still awaited; the next process sends the
-// message again and must flag the recipient.
-func TestChunkingCloseInterruptFlagged(t *testing.T) {
-	srv := newScriptServer(t)
-	srv.pipelining, srv.chunking = true, true
-	took := make(chan struct{}, 1)
-	srv.end = func(n int, _ []string, _ []byte) string {
-		if n == 1 {
-			took <- struct{}{}
-			return "HANG"
-		}
-		return ""
-	}
-	s := newSender(t, srv.Transport(), nil)
-	ob, path := openFile(t, s, fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-took:
-	case <-time.After(20 * time.Second):
-		t.Fatal("server never got the message")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_ = ob.Close(ctx)
-	cancel()
-	ob2 := openAt(t, s, path, fast(nil), true)
-	st := waitFor(t, ob2, id, "", 20*time.Second)
-	for _, a := range st.Attempts {
-		t.Logf("attempt %d: interrupted %v, possible duplicates %v", a.Number, a.Interrupted, a.PossibleDuplicates)
-	}
-	if srv.copiesFor("ann@example.org") != 2 {
-		t.Fatalf("%d copies", srv.copiesFor("ann@example.org"))
-	}
-	last := st.Attempts[len(st.Attempts)-1]
-	if !slicesHas(last.PossibleDuplicates, "ann@example.org") {
-		t.Errorf("second copy sent without naming ann a possible duplicate")
-	}
-}
-
-// Control: the same with DATA.
-func TestDataCloseInterruptFlagged(t *testing.T) {
-	srv := newScriptServer(t)
-	took := make(chan struct{}, 1)
-	srv.end = func(n int, _ []string, _ []byte) string {
-		if n == 1 {
-			took <- struct{}{}
-			return "HANG"
-		}
-		return ""
-	}
-	s := newSender(t, srv.Transport(), nil)
-	ob, path := openFile(t, s, fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-took:
-	case <-time.After(20 * time.Second):
-		t.Fatal("server never got the message")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_ = ob.Close(ctx)
-	cancel()
-	ob2 := openAt(t, s, path, fast(nil), true)
-	st := waitFor(t, ob2, id, "", 20*time.Second)
-	last := st.Attempts[len(st.Attempts)-1]
-	if srv.copiesFor("ann@example.org") != 2 || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
-		t.Fatalf("%d copies, last attempt flags %v", srv.copiesFor("ann@example.org"), last.PossibleDuplicates)
+// Close interrupts an attempt whose end of the message (the terminating
+// dot, or BDAT LAST) the server has taken while its verdict is still
+// awaited; the next process sends the message again and flags the
+// recipient.
+func TestCloseInterruptFlagged(t *testing.T) {
+	for _, chunking := range []bool{false, true} {
+		t.Run(fmt.Sprint("chunking ", chunking), func(t *testing.T) {
+			srv := newScriptServer(t)
+			srv.pipelining, srv.chunking = chunking, chunking
+			took := make(chan struct{}, 1)
+			srv.end = func(n int, _ []string, _ []byte) string {
+				if n == 1 {
+					took <- struct{}{}
+					return "HANG"
+				}
+				return ""
+			}
+			s := newSender(t, srv.Transport(), nil)
+			ob, path := openFile(t, s, fast(nil), true)
+			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-took:
+			case <-time.After(20 * time.Second):
+				t.Fatal("server never got the message")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			_ = ob.Close(ctx)
+			cancel()
+			ob2 := openAt(t, s, path, fast(nil), true)
+			st := waitFor(t, ob2, id, "", 20*time.Second)
+			last := st.Attempts[len(st.Attempts)-1]
+			if srv.copiesFor("ann@example.org") != 2 || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
+				t.Fatalf("%d copies, last attempt flags %v", srv.copiesFor("ann@example.org"), last.PossibleDuplicates)
+			}
+		})
 	}
 }
 
