@@ -406,15 +406,8 @@ func OpenSQLiteDB(path string) (*sql.DB, error) {
 	bad := func(reason string, err error) (*sql.DB, error) {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: reason, Err: err}
 	}
-	switch {
-	case path == "":
-		return bad("empty: give a SQLite file path", nil)
-	case path == ":memory:":
-		return bad("an in-memory SQLite database, which loses every message at Close: give a file path", nil)
-	case len(path) >= 5 && strings.EqualFold(path[:5], "file:"):
-		return bad("a SQLite URI: give a file path (the outbox sets the file's options itself)", nil)
-	case strings.ContainsAny(path, "?#"):
-		return bad("a SQLite file path, without ? or #", nil)
+	if why := notAFilePath(path); why != "" {
+		return bad(why, nil)
 	}
 	// Created readable by its owner alone; SQLite gives its -wal and -shm
 	// files the same mode.
@@ -430,13 +423,10 @@ func OpenSQLiteDB(path string) (*sql.DB, error) {
 	if !fi.Mode().IsRegular() {
 		return bad("not a regular file", nil)
 	}
-	abs, err := filepath.Abs(path)
+	uri, err := sqliteURI(path)
 	if err != nil {
 		return bad("cannot be opened", err)
 	}
-	// SQLite decodes %XX in a URI's path: the file it opens is the one
-	// created above only with % escaped.
-	uri := "file:" + strings.ReplaceAll(filepath.ToSlash(abs), "%", "%25")
 	db, err := sqlitedb.Open(uri+sqlitePragmas, sqlitedb.Options{})
 	if err != nil {
 		return nil, &mailsec.ConfigError{Field: "outbox database", Value: path, Reason: "cannot be opened", Err: err}
@@ -445,25 +435,54 @@ func OpenSQLiteDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// notAFilePath says why path does not name a file OpenSQLiteDB opens:
+// "" when it does.
+func notAFilePath(path string) string {
+	switch {
+	case path == "":
+		return "empty: give a SQLite file path"
+	case path == ":memory:":
+		return "an in-memory SQLite database, which loses every message at Close: give a file path"
+	case len(path) >= 5 && strings.EqualFold(path[:5], "file:"):
+		return "a SQLite URI: give a file path (the outbox sets the file's options itself)"
+	case strings.ContainsAny(path, "?#"):
+		return "a SQLite file path, without ? or #"
+	}
+	return ""
+}
+
+// sqliteURI is the SQLite URI of the file path, without parameters.
+// SQLite decodes %XX in a URI's path: the file it opens is the one path
+// names only with % escaped.
+func sqliteURI(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return "file:" + strings.ReplaceAll(filepath.ToSlash(abs), "%", "%25"), nil
+}
+
 // sqliteHoldsOutbox returns the error of an Open with SkipMigrations of
 // the SQLite file path when it does not exist or holds no outbox, having
 // read it without writing, not even its journal mode.
 func sqliteHoldsOutbox(ctx context.Context, path string) error {
 	none := &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
 		Reason: "run outbox.Migrate first, or let Open make the outbox", Err: ErrNoOutbox}
+	if notAFilePath(path) != "" {
+		return nil // OpenSQLiteDB says what is wrong with it
+	}
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return none
-	case err != nil || !fi.Mode().IsRegular() || strings.ContainsAny(path, "?#") || path == ":memory:" ||
-		len(path) >= 5 && strings.EqualFold(path[:5], "file:"):
-		return nil // OpenSQLiteDB says what is wrong with it
+	case err != nil || !fi.Mode().IsRegular():
+		return nil // as above
 	}
-	abs, err := filepath.Abs(path)
+	uri, err := sqliteURI(path)
 	if err != nil {
 		return nil
 	}
-	ro, err := sql.Open("sqlite", "file:"+strings.ReplaceAll(filepath.ToSlash(abs), "%", "%25")+"?mode=ro")
+	ro, err := sql.Open("sqlite", uri+"?mode=ro")
 	if err != nil {
 		return nil
 	}
@@ -603,7 +622,8 @@ func (ob *Outbox) recordedStorage(ctx context.Context) (string, error) {
 }
 
 // hasTable reports whether the database of q (Postgres or SQLite) has
-// the table name, in the current schema.
+// the table name where the outbox's statements find it (on Postgres,
+// through the search path).
 func hasTable(ctx context.Context, q querier, postgres bool, name string) (bool, error) {
 	query := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
 	if postgres {
