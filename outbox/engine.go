@@ -494,8 +494,7 @@ func (e *riverEngine[TTx]) validate(ctx context.Context) error {
 		return fmt.Errorf("outbox: reading the schema version: %w", err)
 	}
 	if !has {
-		return &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
-			Reason: "run outbox.Migrate first, or let Open make the outbox", Err: ErrNoOutbox}
+		return noOutbox()
 	}
 	m, err := rivermigrate.New(e.driver, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

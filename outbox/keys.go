@@ -258,8 +258,7 @@ func (kr *keyring) open(stored, ad []byte, id, what string) ([]byte, error) {
 		if len(stored) < 1+8+chacha20poly1305.NonceSizeX {
 			return fail("", ErrTampered)
 		}
-		var id8 [8]byte
-		copy(id8[:], stored[1:9])
+		id8, _ := sealedWith(stored)
 		for _, k := range kr.keys {
 			if k.id != id8 {
 				continue
@@ -277,6 +276,15 @@ func (kr *keyring) open(stored, ad []byte, id, what string) ([]byte, error) {
 
 // sealed reports whether stored was sealed (rather than kept as plaintext).
 func sealed(stored []byte) bool { return len(stored) > 0 && stored[0] == formSealed }
+
+// sealedWith returns the ID of the key stored (or its first 9 bytes) was
+// sealed under; ok is false when it was not sealed.
+func sealedWith(stored []byte) (id [8]byte, ok bool) {
+	if !sealed(stored) || len(stored) < 9 {
+		return id, false
+	}
+	return [8]byte(stored[1:9]), true
+}
 
 // idemDigests returns the digest of an idempotency key under each key,
 // the sealing key's first (the one stored with a new message).

@@ -435,6 +435,13 @@ func OpenSQLiteDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// noOutbox is the error of an Open with SkipMigrations of a database that
+// holds no outbox.
+func noOutbox() error {
+	return &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
+		Reason: "run outbox.Migrate first, or let Open make the outbox", Err: ErrNoOutbox}
+}
+
 // notAFilePath says why path does not name a file OpenSQLiteDB opens:
 // "" when it does.
 func notAFilePath(path string) string {
@@ -466,8 +473,7 @@ func sqliteURI(path string) (string, error) {
 // the SQLite file path when it does not exist or holds no outbox, having
 // read it without writing, not even its journal mode.
 func sqliteHoldsOutbox(ctx context.Context, path string) error {
-	none := &mailsec.ConfigError{Field: "Options.SkipMigrations", Value: "true",
-		Reason: "run outbox.Migrate first, or let Open make the outbox", Err: ErrNoOutbox}
+	none := noOutbox()
 	if notAFilePath(path) != "" {
 		return nil // OpenSQLiteDB says what is wrong with it
 	}

@@ -105,8 +105,8 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 	// attempt seals its status under the first key, the content keeps
 	// the key it was queued under), its status's after.
 	for _, b := range [][]byte{r.envelope, r.progress} {
-		if sealed(b) && len(b) > 9 {
-			st.KeyID = fmt.Sprintf("%x", b[1:9])
+		if id, ok := sealedWith(b); ok {
+			st.KeyID = fmt.Sprintf("%x", id)
 			break
 		}
 	}
@@ -289,7 +289,8 @@ FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') GROUP BY substr
 	}
 	defer rows.Close()
 	lacks := func(head []byte) bool {
-		return sealed(head) && len(head) == 9 && !ob.keys.has([8]byte(head[1:9]))
+		id, ok := sealedWith(head)
+		return ok && !ob.keys.has(id)
 	}
 	waiting := 0
 	for rows.Next() {
