@@ -2,18 +2,12 @@ package outbox_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
-	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
-	"github.com/mailsec/mailsec/dns"
-	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/outbox"
-	"github.com/mailsec/mailsec/transport"
 )
 
 // mxDialer dials the script server standing for an MX address.
@@ -38,35 +32,18 @@ func (m mxDialer) DialContext(ctx context.Context, network, addr string) (net.Co
 // attempt (the recipient would then have two copies with nothing to say
 // so); the next attempt sends it again, flagged as a possible duplicate.
 func TestDirectNoFailoverAfterLostFinalReply(t *testing.T) {
-	ca, err := mailsectest.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mx1 := newScriptServerFor(t, ca, "mx1.example.org")
-	mx2 := newScriptServerFor(t, ca, "mx2.example.org")
+	mx, d := scriptedDirect(t, map[string][]string{"example.org": {"mx1.example.org", "mx2.example.org"}})
+	mx1, mx2 := mx["mx1.example.org"], mx["mx2.example.org"]
 	mx1.end = func(n int, _ []string, _ []byte) string {
 		if n == 1 {
 			return "DROP"
 		}
 		return ""
 	}
-	res := mailsectest.NewResolver()
-	res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
-	res.IP("mx1.example.org", netip.MustParseAddr("192.0.2.1"))
-	res.IP("mx2.example.org", netip.MustParseAddr("192.0.2.2"))
-	d := &transport.Direct{
-		Resolver:     res,
-		TLSConfig:    &tls.Config{RootCAs: ca.Pool()},
-		Dialer:       mxDialer{"192.0.2.1": mx1, "192.0.2.2": mx2},
-		LocalName:    "sender.example",
-		AllowPrivate: true,
+	st := deliverScripted(t, d, nil, "ann@example.org")
+	if st.State != outbox.Delivered {
+		t.Fatalf("state %s", st.State)
 	}
-	ob, _ := openFile(t, newSender(t, d, nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, outbox.Delivered, 20*time.Second)
 	if n := mx2.copiesFor("ann@example.org"); n != 0 {
 		t.Fatalf("the second MX host took %d copies after the first may have taken the message", n)
 	}

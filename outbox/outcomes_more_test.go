@@ -1,16 +1,10 @@
 package outbox_test
 
 import (
-	"context"
-	"crypto/tls"
-	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/mailsec/mailsec/dns"
-	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/outbox"
-	"github.com/mailsec/mailsec/transport"
 )
 
 // The first MX host answers MAIL and RCPT and then drops the connection
@@ -24,31 +18,11 @@ func TestDirectFailoverAfterDropBeforeGoAhead(t *testing.T) {
 			name = "pipelined"
 		}
 		t.Run(name, func(t *testing.T) {
-			ca, err := mailsectest.NewCA()
-			if err != nil {
-				t.Fatal(err)
-			}
-			mx1 := newScriptServerFor(t, ca, "mx1.example.org")
-			mx2 := newScriptServerFor(t, ca, "mx2.example.org")
+			mx, d := scriptedDirect(t, map[string][]string{"example.org": {"mx1.example.org", "mx2.example.org"}})
+			mx1, mx2 := mx["mx1.example.org"], mx["mx2.example.org"]
 			mx1.pipelining = pipelining
 			mx1.dataCmd = func(n int) string { return "DROP" } // mx1 is broken at DATA, always
-			res := mailsectest.NewResolver()
-			res.MX("example.org", dns.MX{Host: "mx1.example.org", Pref: 10}, dns.MX{Host: "mx2.example.org", Pref: 20})
-			res.IP("mx1.example.org", netip.MustParseAddr("192.0.2.1"))
-			res.IP("mx2.example.org", netip.MustParseAddr("192.0.2.2"))
-			d := &transport.Direct{
-				Resolver:     res,
-				TLSConfig:    &tls.Config{RootCAs: ca.Pool()},
-				Dialer:       mxDialer{"192.0.2.1": mx1, "192.0.2.2": mx2},
-				LocalName:    "sender.example",
-				AllowPrivate: true,
-			}
-			ob, _ := openFile(t, newSender(t, d, nil), fast(&outbox.Options{MaxAge: 3 * time.Second}), true)
-			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := waitFor(t, ob, id, "", 20*time.Second)
+			st := deliverScripted(t, d, &outbox.Options{MaxAge: 3 * time.Second}, "ann@example.org")
 			for _, a := range st.Attempts {
 				t.Logf("attempt %d: state %s dup=%v err=%q", a.Number, a.State, a.PossibleDuplicates, a.Error)
 				if a.Receipt != nil {
@@ -88,12 +62,7 @@ func Test552MessageTooBigAtRcptNotRetried(t *testing.T) {
 		}
 		return ""
 	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MaxAge: 2 * time.Second}), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), &outbox.Options{MaxAge: 2 * time.Second}, "ann@example.org", "bob@example.org")
 	rs := rcptStatus(st, "bob@example.org")
 	if st.State != outbox.PartlyDelivered || len(st.Attempts) != 1 || rs == nil || rs.State != outbox.Refused {
 		t.Fatalf("state %s after %d attempts, bob %+v; want bob refused by the first attempt", st.State, len(st.Attempts), rs)
@@ -132,12 +101,7 @@ func TestLostVerdictThenSettledKeepsATrace(t *testing.T) {
 					return ""
 				}
 			}
-			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MaxAge: 2 * time.Second}), true)
-			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := waitFor(t, ob, id, "", 20*time.Second)
+			st := deliverScripted(t, srv.Transport(), &outbox.Options{MaxAge: 2 * time.Second}, "ann@example.org")
 			if srv.copiesFor("ann@example.org") != 1 {
 				t.Fatalf("%d copies; the test expects one (attempt 1's)", srv.copiesFor("ann@example.org"))
 			}

@@ -56,12 +56,7 @@ func TestChunkingDropBeforeRepliesFlagged(t *testing.T) {
 		return ""
 	}
 	at := newAttempts()
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{OnReceipt: at.on}), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), &outbox.Options{OnReceipt: at.on}, "ann@example.org")
 	if got := srv.copiesFor("ann@example.org"); got != 2 {
 		t.Fatalf("server took %d copies for ann (test expects the drop to cause a resend)", got)
 	}
@@ -96,12 +91,7 @@ func TestDataDropAfterDotFlagged(t *testing.T) {
 				}
 				return ""
 			}
-			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := waitFor(t, ob, id, "", 20*time.Second)
+			st := deliverScripted(t, srv.Transport(), nil, "ann@example.org")
 			last := st.Attempts[len(st.Attempts)-1]
 			if st.State != outbox.Delivered || !slicesHas(last.PossibleDuplicates, "ann@example.org") {
 				t.Fatalf("state %s, last attempt's possible duplicates %v", st.State, last.PossibleDuplicates)
@@ -171,12 +161,7 @@ func TestUnknownSurvivesAttemptThatSentNothing(t *testing.T) {
 				return ""
 			}
 			c.setup(srv)
-			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := waitFor(t, ob, id, "", 20*time.Second)
+			st := deliverScripted(t, srv.Transport(), nil, "ann@example.org")
 			if st.State != outbox.Delivered || len(st.Attempts) != 3 || srv.copiesFor("ann@example.org") != 2 {
 				t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
 			}
@@ -203,12 +188,7 @@ func Test552TooManyRecipientsRetried(t *testing.T) {
 		}
 		return ""
 	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org", "carl@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), nil, "ann@example.org", "bob@example.org", "carl@example.org")
 	if st.State != outbox.Delivered || srv.copiesFor("carl@example.org") != 1 {
 		t.Fatalf("state %s; carl: %+v; copies for carl %d", st.State, rcptStatus(st, "carl@example.org"), srv.copiesFor("carl@example.org"))
 	}
@@ -262,12 +242,7 @@ func TestMixedRcptThen451(t *testing.T) {
 		}
 		return ""
 	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org", "carl@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), nil, "ann@example.org", "bob@example.org", "carl@example.org")
 	if st.State != outbox.PartlyDelivered || len(st.Attempts) != 2 {
 		t.Fatalf("state %s, %d attempts", st.State, len(st.Attempts))
 	}
@@ -296,12 +271,7 @@ func Test421AtRcpt(t *testing.T) {
 		}
 		return ""
 	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), nil, "ann@example.org", "bob@example.org")
 	if st.State != outbox.Delivered || srv.copiesFor("ann@example.org") != 1 || srv.copiesFor("bob@example.org") != 1 {
 		t.Fatalf("state %s, copies ann %d bob %d", st.State, srv.copiesFor("ann@example.org"), srv.copiesFor("bob@example.org"))
 	}
@@ -375,12 +345,7 @@ func TestSameMailboxToAndBccDifferentCase(t *testing.T) {
 func TestExpiryNumbering(t *testing.T) {
 	srv := newScriptServer(t)
 	srv.rcpt = func(n int, to string) string { return "450 4.2.1 later" }
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MaxAge: 1500 * time.Millisecond}), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), &outbox.Options{MaxAge: 1500 * time.Millisecond}, "ann@example.org")
 	time.Sleep(500 * time.Millisecond)
 	srv.mu.Lock()
 	mails := srv.mail
@@ -642,12 +607,7 @@ func Test421AtEndOfData(t *testing.T) {
 				}
 				return ""
 			}
-			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-			id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org", "bob@example.org"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := waitFor(t, ob, id, "", 20*time.Second)
+			st := deliverScripted(t, srv.Transport(), nil, "ann@example.org", "bob@example.org")
 			if st.State != outbox.Delivered || len(st.Attempts) != tc.attempts || srv.copiesFor("ann@example.org") != tc.copies {
 				t.Fatalf("state %s, %d attempts, %d copies", st.State, len(st.Attempts), srv.copiesFor("ann@example.org"))
 			}
@@ -713,12 +673,7 @@ func TestStartTLS454Temporary(t *testing.T) {
 		}
 		return ""
 	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	id, err := ob.Enqueue(context.Background(), scriptMsg("ann@example.org"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
+	st := deliverScripted(t, srv.Transport(), nil, "ann@example.org")
 	if st.State != outbox.Delivered {
 		t.Fatalf("state %s: %+v", st.State, st.Recipients)
 	}

@@ -3,16 +3,21 @@ package outbox_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mailsec/mailsec"
+	"github.com/mailsec/mailsec/dns"
 	"github.com/mailsec/mailsec/mailsectest"
+	"github.com/mailsec/mailsec/outbox"
 	"github.com/mailsec/mailsec/transport"
 )
 
@@ -311,4 +316,44 @@ func (s *scriptServer) finish(n int, rcpts []string, data []byte, conn net.Conn,
 	}
 	reply(r)
 	return true
+}
+
+// deliverScripted queues a message to the recipients to through an outbox
+// on tr, with the options o (fast's defaults otherwise), and returns its
+// Status once it has finished (or after 20 s).
+func deliverScripted(t *testing.T, tr mailsec.Transport, o *outbox.Options, to ...string) *outbox.Status {
+	t.Helper()
+	ob, _ := openFile(t, newSender(t, tr, nil), fast(o), true)
+	id, err := ob.Enqueue(context.Background(), scriptMsg(to...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitFor(t, ob, id, "", 20*time.Second)
+}
+
+// scriptedDirect starts a scripted server for each MX host of each domain
+// (hosts in preference order) and returns them by host name, with a
+// Direct that finds them through a mock resolver and reaches them through
+// mxDialer.
+func scriptedDirect(t *testing.T, mx map[string][]string) (map[string]*scriptServer, *transport.Direct) {
+	t.Helper()
+	ca, err := mailsectest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := mailsectest.NewResolver()
+	servers, dial := map[string]*scriptServer{}, mxDialer{}
+	for domain, hosts := range mx {
+		var recs []dns.MX
+		for i, host := range hosts {
+			addr := netip.AddrFrom4([4]byte{192, 0, 2, byte(len(servers) + 1)})
+			servers[host] = newScriptServerFor(t, ca, host)
+			dial[addr.String()] = servers[host]
+			res.IP(host, addr)
+			recs = append(recs, dns.MX{Host: host, Pref: uint16(10 * (i + 1))})
+		}
+		res.MX(domain, recs...)
+	}
+	return servers, &transport.Direct{Resolver: res, TLSConfig: &tls.Config{RootCAs: ca.Pool()},
+		Dialer: dial, LocalName: "sender.example", AllowPrivate: true}
 }
