@@ -1,33 +1,40 @@
 package transport_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/transport"
 )
 
-// With CHUNKING, a reply that refused the transaction (MAIL refused, or
-// every RCPT) was read, and then the connection breaks while the reply to
-// BDAT LAST is awaited: the server cannot have taken the message, so the
-// outcome is known, and Direct may give it to another MX host.
-func TestChunkedRefusedThenBDATReplyLost(t *testing.T) {
+// With CHUNKING, MAIL, RCPT and BDAT LAST with the whole message go out in
+// one write. When the connection breaks before the reply to BDAT LAST,
+// whichever replies were lost, the server may have taken the message: the
+// failure is ErrNoVerdict during DATA, its outcome unknown. When a reply
+// already refused the transaction (MAIL, or every RCPT), the server cannot
+// have taken it: the outcome is known, and Direct may give the message to
+// another MX host.
+func TestChunkedLostRepliesOutcomeUnknown(t *testing.T) {
 	for _, c := range []struct {
 		name       string
-		mail, rcpt string
+		mail, rcpt string // the replies; "" for none
+		unknown    bool
 	}{
-		{"MAIL 550", "550 5.7.1 not from you\r\n", "503 5.5.1 need MAIL\r\n"},
-		{"MAIL 451", "451 4.3.0 try later\r\n", "503 5.5.1 need MAIL\r\n"},
-		{"every RCPT refused", "250 2.1.0 Ok\r\n", "550 5.1.1 no such user\r\n"},
+		{"no reply", "", "", true},
+		{"MAIL accepted", "250 2.1.0 Ok\r\n", "", true},
+		{"MAIL 550", "550 5.7.1 not from you\r\n", "503 5.5.1 need MAIL\r\n", false},
+		{"MAIL 451", "451 4.3.0 try later\r\n", "503 5.5.1 need MAIL\r\n", false},
+		{"every RCPT refused", "250 2.1.0 Ok\r\n", "550 5.1.1 no such user\r\n", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := chunkFake(t, func(verb string, fc *fakeConn) bool {
 				switch verb {
-				case "MAIL":
-					fc.w(c.mail)
-					return true
-				case "RCPT":
-					fc.w(c.rcpt)
+				case "MAIL", "RCPT":
+					if r := map[string]string{"MAIL": c.mail, "RCPT": c.rcpt}[verb]; r != "" {
+						fc.w(r)
+					}
 					return true
 				case "BDAT":
 					fc.hangup() // the reply to BDAT LAST never comes
@@ -40,8 +47,12 @@ func TestChunkedRefusedThenBDATReplyLost(t *testing.T) {
 			if err == nil {
 				t.Fatal("delivered")
 			}
-			if transport.OutcomeUnknown(err) {
-				t.Fatalf("OutcomeUnknown(%v) = true after a reply refused the transaction; want false", err)
+			if got := transport.OutcomeUnknown(err); got != c.unknown {
+				t.Fatalf("OutcomeUnknown(%v) = %v, want %v", err, got, c.unknown)
+			}
+			var ne *mailsec.NetworkError
+			if c.unknown && (!errors.As(err, &ne) || ne.Op != "DATA" || !errors.Is(err, transport.ErrNoVerdict)) {
+				t.Fatalf("error %v (%T), want ErrNoVerdict during DATA", err, err)
 			}
 		})
 	}
