@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -12,10 +13,16 @@ import (
 // fewer than atOnce groups running leads one, made of up to maxGroup of
 // the oldest calls pending; the calls that arrive meanwhile form the next
 // group, led by a goroutine of its own once a group ends. The groups of
-// SQLite's writes (groupCommit), of Postgres's reads (pgGroup)
-// and of Postgres's Enqueues (pgEnqueueGroup) are led so.
+// SQLite's writes (groupCommit), of Postgres's reads and records
+// (pgGroup) and of Postgres's Enqueues (pgEnqueueGroup) are led so.
 type coalescer[C comparable] struct {
 	atOnce int // groups running at once at most; 0 is 1
+	// yield has a leader let the goroutines that are ready to run add
+	// their calls before it takes its group (runtime.Gosched, no timer):
+	// the runs of the jobs River fetched together start together, and
+	// without it the first of them would read alone, the others waiting
+	// for it. The groups on Postgres yield so.
+	yield bool
 
 	mu      sync.Mutex
 	pending []C
@@ -44,6 +51,9 @@ func (c *coalescer[C]) add(call C, run func(calls []C)) {
 // lead runs one group, then hands the calls that arrived meanwhile to a
 // goroutine of their own, or gives up its place.
 func (c *coalescer[C]) lead(run func(calls []C)) {
+	if c.yield {
+		runtime.Gosched()
+	}
 	c.mu.Lock()
 	n := min(len(c.pending), maxGroup)
 	calls := c.pending[:n:n]

@@ -990,43 +990,29 @@ func (ob *Outbox) recordTx(ctx context.Context, rec *recording) error {
 }
 
 // recordPostgres records the attempt as one statement, in the usual case:
-// the message as the attempt read it and not cancelled. It reports false,
-// having changed nothing, in the other cases, which recordIn handles.
+// the message as the attempt read it and not cancelled. The records of
+// attempts that end together are one statement (see newPGRecords). It
+// reports false, having changed nothing, in the other cases, which
+// recordIn handles.
 func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg []byte) (bool, error) {
 	a := rec.a
 	a.State, a.Next = rec.state, rec.next
-	done := rec.state.finished()
-	if done {
+	if rec.state.finished() {
 		a.Next = time.Time{}
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
 		return false, err
 	}
-	q := `WITH m AS (
-	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $8`
-	if done {
-		q += `, envelope = NULL`
-	}
-	q += `
-	WHERE id = $5 AND attempts = $10 AND state <> 'cancelled' AND progress = $9
-	RETURNING id
-)`
-	if done {
-		q += `, d AS (DELETE FROM mailsec_outbox_chunk WHERE message_id IN (SELECT id FROM m))`
-	}
-	q += `, a AS (
-	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, $6::integer, $7::bytea FROM m
-	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
-)
-SELECT count(*) FROM m`
-	var n int
-	err = ob.eng.pool().queryRow(ctx, q, string(rec.state), rec.finished(), latest(rec.next, a.Finished).UnixMicro(), sealedProg, rec.r.id, a.Number,
-		ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))), rec.run, rec.r.progress, rec.r.attempts).Scan(&n)
+	ok, err := ob.eng.recordRow(ctx, pgRecord{
+		id: rec.r.id, state: string(rec.state), finished: rec.finished(), next: latest(rec.next, a.Finished).UnixMicro(),
+		progress: sealedProg, n: a.Number, attempt: ob.keys.seal(b, aad("attempt", a.ID, strconv.Itoa(a.Number))),
+		run: rec.run, wasProgress: rec.r.progress, wasAttempts: rec.r.attempts,
+	})
 	if err != nil {
 		return false, fmt.Errorf("outbox: recording attempt %d of message %s: %w", a.Number, rec.r.id, err)
 	}
-	return n == 1, nil
+	return ok, nil
 }
 
 // sqlLoadRowLocked is sqlLoadRow holding the row until the transaction

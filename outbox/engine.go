@@ -35,6 +35,12 @@ type engine interface {
 	// readRow reads message id's row (loadRow); on Postgres, in one
 	// statement with the reads of concurrent callers (see pgGroup).
 	readRow(ctx context.Context, id string) (*row, error)
+	// recordRow records an attempt in the usual case, on Postgres, in one
+	// statement with the records of concurrent callers (see
+	// newPGRecords), and reports whether the row was as the attempt read
+	// it. It is not for SQLite, whose records share transactions already
+	// (see groupCommit).
+	recordRow(ctx context.Context, r pgRecord) (bool, error)
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error
 	// wakeJob and replaceJob are the functions of those names on the
@@ -226,10 +232,11 @@ type riverEngine[TTx any] struct {
 	client  *river.Client[TTx]
 	q       querier
 	beginTx func(ctx context.Context) (txn, error)
-	group   *groupCommit           // SQLite's
-	reads   *pgGroup[string, *row] // Postgres's
-	sqlDB   *sql.DB                // SQLite's
-	prep    *sqlitePrepared        // SQLite's attempt statements, once prepared
+	group   *groupCommit             // SQLite's
+	reads   *pgGroup[string, *row]   // Postgres's
+	records *pgGroup[pgRecord, bool] // Postgres's
+	sqlDB   *sql.DB                  // SQLite's
+	prep    *sqlitePrepared          // SQLite's attempt statements, once prepared
 	rawTx   func(t txn) (TTx, bool)
 	// lock serialises migrations, and gives the transactions that run
 	// them: on Postgres, on the connection that holds the lock, so that a
@@ -254,6 +261,12 @@ func (e *riverEngine[TTx]) readRow(ctx context.Context, id string) (*row, error)
 		err = sql.ErrNoRows
 	}
 	return r, err
+}
+func (e *riverEngine[TTx]) recordRow(ctx context.Context, r pgRecord) (bool, error) {
+	if e.records == nil {
+		return false, errors.New("outbox: internal error: a grouped record on SQLite")
+	}
+	return e.records.do(ctx, r)
 }
 func (e *riverEngine[TTx]) inTx(ctx context.Context, fn func(ctx context.Context, t txn) error) error {
 	if e.group != nil {
@@ -591,10 +604,11 @@ func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEn
 		return nil, err
 	}
 	return &riverEngine[pgx.Tx]{
-		driver: driver,
-		client: client,
-		q:      pgQ{pool},
-		reads:  newPGReads(pool),
+		driver:  driver,
+		client:  client,
+		q:       pgQ{pool},
+		reads:   newPGReads(pool),
+		records: newPGRecords(pool),
 		beginTx: func(ctx context.Context) (txn, error) {
 			tx, err := pool.Begin(ctx)
 			if err != nil {
@@ -646,7 +660,7 @@ func openPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o 
 		return nil, err
 	}
 	ob.eng = e
-	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client, coalescer: coalescer[*pgEnqueueOp]{atOnce: pgGroupsAtOnce}}
+	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client, coalescer: coalescer[*pgEnqueueOp]{atOnce: pgGroupsAtOnce, yield: true}}
 	if err := ob.ready(ctx); err != nil {
 		return nil, err
 	}

@@ -3,15 +3,17 @@ package outbox
 import (
 	"bytes"
 	"context"
+	"database/sql"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // pgGroup coalesces the same statement of concurrent workers on Postgres
-// (the read of a message's row at the start of a run) into one round
-// trip. As groupCommit on SQLite, it waits for nothing: the first caller
-// of an idle group runs its statement at once, and the callers that
-// arrive meanwhile form the next group, run together.
+// (the read of a message's row at the start of a run, the record of an
+// attempt) into one round trip. As groupCommit on SQLite, it waits for no
+// timer: the first caller of an idle group runs its statement with the
+// calls of the goroutines ready to run (see coalescer.yield), and the
+// callers that arrive meanwhile form the next group, run together.
 //
 // A caller alone in its group runs its statement as it would without the
 // group, under its own context. A group of several runs under a context
@@ -103,6 +105,7 @@ func (g *pgGroup[In, Out]) run(calls []*pgCall[In, Out]) {
 // the group, a nil row for an ID not found.
 func newPGReads(pool *pgxpool.Pool) *pgGroup[string, *row] {
 	return &pgGroup[string, *row]{
+		coalescer: coalescer[*pgCall[string, *row]]{yield: true},
 		one: func(ctx context.Context, id string) (*row, error) {
 			return loadRow(ctx, pgQ{pool}, id)
 		},
@@ -139,3 +142,133 @@ func newPGReads(pool *pgxpool.Pool) *pgGroup[string, *row] {
 }
 
 const sqlLoadRows = `SELECT ` + rowColumns + ` FROM mailsec_outbox_message WHERE id = ANY($1)`
+
+// pgRecord is the record of an attempt in the usual case (recordPostgres):
+// the message's row set to the attempt's outcome, its attempt inserted,
+// and, when the message is finished, its content deleted, provided the
+// row is still as the attempt read it (wasAttempts, wasProgress) and not
+// cancelled.
+type pgRecord struct {
+	id          string
+	state       string
+	finished    sql.NullInt64 // valid when the message is finished
+	next        int64
+	progress    []byte // sealed
+	n           int
+	attempt     []byte // sealed
+	run         int
+	wasProgress []byte
+	wasAttempts int
+}
+
+// newPGRecords groups the records of attempts (pgRecord): one statement,
+// one commit, for the attempts that end together. Each output says
+// whether the row was as the attempt read it, and was recorded. A message
+// named twice in a group is recorded once, the other call reporting
+// false, as when the record of another run came first; so is a message
+// whose row another transaction holds, which its caller then records
+// alone (recordIn), waiting for that transaction without holding up the
+// group.
+func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
+	return &pgGroup[pgRecord, bool]{
+		coalescer: coalescer[*pgCall[pgRecord, bool]]{yield: true},
+		one: func(ctx context.Context, r pgRecord) (bool, error) {
+			q := sqlRecordPG
+			if r.finished.Valid {
+				q = sqlRecordDonePG
+			}
+			var n int
+			err := pool.QueryRow(ctx, q, r.state, r.finished, r.next, r.progress, r.id, r.n, r.attempt, r.run, r.wasProgress, r.wasAttempts).Scan(&n)
+			return n == 1, err
+		},
+		many: func(ctx context.Context, rs []pgRecord) ([]bool, error) {
+			var (
+				ids, states            = make([]string, 0, len(rs)), make([]string, 0, len(rs))
+				finished               = make([]*int64, 0, len(rs))
+				next                   = make([]int64, 0, len(rs))
+				progress, attempt, was = make([][]byte, 0, len(rs)), make([][]byte, 0, len(rs)), make([][]byte, 0, len(rs))
+				ns, runs, wasAttempts  = make([]int32, 0, len(rs)), make([]int32, 0, len(rs)), make([]int32, 0, len(rs))
+				first                  = make(map[string]int, len(rs))
+			)
+			for i, r := range rs {
+				if _, twice := first[r.id]; twice {
+					continue
+				}
+				first[r.id] = i
+				ids, states, next = append(ids, r.id), append(states, r.state), append(next, r.next)
+				var f *int64
+				if r.finished.Valid {
+					f = &r.finished.Int64
+				}
+				finished = append(finished, f)
+				progress, attempt, was = append(progress, r.progress), append(attempt, r.attempt), append(was, r.wasProgress)
+				ns, runs, wasAttempts = append(ns, int32(r.n)), append(runs, int32(r.run)), append(wasAttempts, int32(r.wasAttempts))
+			}
+			rows, err := pool.Query(ctx, sqlRecordManyPG, ids, states, finished, next, progress, ns, attempt, runs, was, wasAttempts)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			out := make([]bool, len(rs))
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return nil, err
+				}
+				if i, ok := first[id]; ok {
+					out[i] = true
+				}
+			}
+			return out, rows.Err()
+		},
+	}
+}
+
+// The record of one attempt (pgRecord), for a message left unfinished and
+// for one finished; $1 to $10 are the fields of pgRecord in order.
+const (
+	sqlRecordPG = `WITH m AS (
+	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $8
+	WHERE id = $5 AND attempts = $10 AND state <> 'cancelled' AND progress = $9
+	RETURNING id
+), a AS (
+	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, $6::integer, $7::bytea FROM m
+	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
+)
+SELECT count(*) FROM m`
+	sqlRecordDonePG = `WITH m AS (
+	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $8, envelope = NULL
+	WHERE id = $5 AND attempts = $10 AND state <> 'cancelled' AND progress = $9
+	RETURNING id
+), d AS (
+	DELETE FROM mailsec_outbox_chunk WHERE message_id IN (SELECT id FROM m)
+), a AS (
+	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, $6::integer, $7::bytea FROM m
+	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
+)
+SELECT count(*) FROM m`
+	// sqlRecordManyPG records a group's attempts: the arrays $1 to $10
+	// hold each one's fields, in the order of pgRecord's; a message
+	// finished ($3 not null) loses its content. It returns the IDs
+	// recorded. A message whose row another transaction holds is left
+	// out (SKIP LOCKED), to be recorded alone: one locked row holds up its
+	// own record, never the group's.
+	sqlRecordManyPG = `WITH v AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[], $6::integer[], $7::bytea[], $8::integer[], $9::bytea[], $10::integer[])
+		AS v(id, state, finished_at, next_at, progress, n, attempt, job_runs, was_progress, was_attempts)
+), l AS MATERIALIZED (
+	SELECT t.id FROM mailsec_outbox_message t WHERE t.id IN (SELECT id FROM v) FOR UPDATE OF t SKIP LOCKED
+), m AS (
+	UPDATE mailsec_outbox_message t SET state = v.state, finished_at = v.finished_at, next_at = v.next_at, in_flight_at = NULL, progress = v.progress,
+		problem = NULL, attempts = v.n, job_runs = v.job_runs, envelope = CASE WHEN v.finished_at IS NULL THEN t.envelope END
+	FROM v
+	WHERE t.id = v.id AND t.id IN (SELECT id FROM l) AND t.attempts = v.was_attempts AND t.state <> 'cancelled' AND t.progress = v.was_progress
+	RETURNING t.id, v.finished_at, v.n, v.attempt
+), d AS (
+	DELETE FROM mailsec_outbox_chunk WHERE message_id IN (SELECT id FROM m WHERE finished_at IS NOT NULL)
+), a AS (
+	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, n, attempt FROM m
+	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
+)
+SELECT id FROM m`
+)

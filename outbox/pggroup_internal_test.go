@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -169,6 +171,161 @@ func TestPGGroupFailedRunsEachAlone(t *testing.T) {
 	for i := range outs {
 		if errs[i] != nil || outs[i] != (i+1)*10 || alone[i+1] != 1 {
 			t.Errorf("caller %d: %d, %v, run alone %d times; want %d, nil, once", i+1, outs[i], errs[i], alone[i+1], (i+1)*10)
+		}
+	}
+}
+
+// The records of attempts that end together are one statement: each is
+// recorded, or reported false having changed nothing, as it would be
+// alone. A message finished loses its content, one left queued keeps it;
+// a message cancelled, or changed since its attempt read it, is left to
+// recordIn; a message named twice is recorded once.
+func TestPGRecordGroup(t *testing.T) {
+	t.Parallel()
+	ob, e, ids := pgGroupOutbox(t, 5)
+	ctx := context.Background()
+	withFile, err := ob.Enqueue(ctx, &mailsec.Message{From: "app@example.com", To: []string{"ann@example.org"}, Subject: "s", Text: "t",
+		Attachments: []mailsec.Attachment{{Filename: "a.txt", Content: strings.NewReader(strings.Repeat("x", 200000))}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Cancel(ctx, ids[3]); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]*row{}
+	for _, id := range append(ids, withFile) {
+		if before[id], err = loadRow(ctx, ob.eng.pool(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UnixMicro()
+	record := func(id string, finished bool) pgRecord {
+		r := before[id]
+		rec := pgRecord{id: id, state: string(Queued), next: now + 1e6, progress: []byte("progress of " + id), n: r.attempts + 1,
+			attempt: []byte("attempt of " + id), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
+		if finished {
+			rec.state, rec.finished = string(Delivered), sql.NullInt64{Int64: now, Valid: true}
+		}
+		return rec
+	}
+	stale := record(ids[2], true)
+	stale.wasAttempts++
+	changed := record(ids[4], true)
+	changed.wasProgress = []byte("not the progress")
+	again := record(withFile, false)
+	again.state = string(Failed)
+	recs := []pgRecord{
+		record(withFile, true), // finished, with chunks
+		record(ids[1], false),  // left queued
+		stale,                  // another run recorded an attempt meanwhile
+		record(ids[3], true),   // cancelled
+		changed,                // its progress changed meanwhile
+		again,                  // the first message again
+		record(ids[0], true),   // finished, without chunks
+	}
+	want := []bool{true, true, false, false, false, false, true}
+	got := make([]bool, len(recs))
+	errs := make([]error, len(recs))
+	var fns []func()
+	for i, r := range recs {
+		fns = append(fns, func() { got[i], errs[i] = e.recordRow(ctx, r) })
+	}
+	inOneGroup(t, e.records, fns...)
+	for i := range recs {
+		if errs[i] != nil || got[i] != want[i] {
+			t.Errorf("record %d (%s): %v, %v; want %v", i, recs[i].id, got[i], errs[i], want[i])
+		}
+	}
+
+	var chunks int
+	if err := ob.eng.pool().queryRow(ctx, `SELECT count(*) FROM mailsec_outbox_chunk WHERE message_id = $1`, withFile).Scan(&chunks); err != nil {
+		t.Fatal(err)
+	}
+	if chunks != 0 {
+		t.Errorf("a finished message kept %d chunks of its content", chunks)
+	}
+	for i, rec := range recs {
+		if i == 5 {
+			continue // the first message's second record
+		}
+		cur, err := loadRow(ctx, ob.eng.pool(), rec.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var attempts int
+		if err := ob.eng.pool().queryRow(ctx, `SELECT count(*) FROM mailsec_outbox_attempt WHERE message_id = $1 AND n = $2 AND data = $3`,
+			rec.id, rec.n, rec.attempt).Scan(&attempts); err != nil {
+			t.Fatal(err)
+		}
+		if !want[i] {
+			b := before[rec.id]
+			if cur.state != b.state || cur.attempts != b.attempts || string(cur.progress) != string(b.progress) || string(cur.envelope) != string(b.envelope) || attempts != 0 {
+				t.Errorf("record %d (%s), not recorded, changed the message: %s, attempts %d, %d attempt rows", i, rec.id, cur.state, cur.attempts, attempts)
+			}
+			continue
+		}
+		wantEnvelope := before[rec.id].envelope
+		if rec.finished.Valid {
+			wantEnvelope = nil
+		}
+		if cur.state != State(rec.state) || cur.attempts != rec.n || string(cur.progress) != string(rec.progress) || !cur.runsKnown || cur.jobRuns != rec.run ||
+			cur.nextAt.UnixMicro() != rec.next || (cur.finishedAt.IsZero() == rec.finished.Valid) || string(cur.envelope) != string(wantEnvelope) ||
+			(cur.envelope == nil) != (wantEnvelope == nil) || attempts != 1 {
+			t.Errorf("record %d (%s): the message is %s, attempts %d, runs %d, envelope %d bytes, %d attempt rows", i, rec.id,
+				cur.state, cur.attempts, cur.jobRuns, len(cur.envelope), attempts)
+		}
+	}
+}
+
+// A message whose row another transaction holds is left out of its group:
+// the others are recorded without waiting for that transaction, and its
+// caller is told to record it alone.
+func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
+	t.Parallel()
+	ob, e, ids := pgGroupOutbox(t, 3)
+	ctx := context.Background()
+	rows := make([]*row, len(ids))
+	for i, id := range ids {
+		var err error
+		if rows[i], err = loadRow(ctx, ob.eng.pool(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock, err := e.beginTx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.rollback(ctx) }()
+	if _, err := lock.exec(ctx, `SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE`, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	release := time.AfterFunc(10*time.Second, func() { _ = lock.rollback(context.Background()) })
+	defer release.Stop()
+
+	now := time.Now().UnixMicro()
+	got := make([]bool, len(ids))
+	errs := make([]error, len(ids))
+	var fns []func()
+	for i, r := range rows {
+		rec := pgRecord{id: r.id, state: string(Delivered), finished: sql.NullInt64{Int64: now, Valid: true}, next: now, progress: []byte("p"),
+			n: r.attempts + 1, attempt: []byte("a"), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
+		fns = append(fns, func() { got[i], errs[i] = e.recordRow(ctx, rec) })
+	}
+	began := time.Now()
+	inOneGroup(t, e.records, fns...)
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("the group waited %v for a row another transaction held", took)
+	}
+	if want := []bool{true, false, true}; !slices.Equal(got, want) || errors.Join(errs...) != nil {
+		t.Fatalf("recorded %v (%v), want %v", got, errors.Join(errs...), want)
+	}
+	for i, id := range ids {
+		cur, err := loadRow(ctx, ob.eng.pool(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (cur.state == Delivered) != (i != 1) {
+			t.Errorf("message %d is %s", i, cur.state)
 		}
 	}
 }
