@@ -168,85 +168,63 @@ type pgRecord struct {
 // false, as when the record of another run came first; so is a message
 // whose row another transaction holds, which its caller then records
 // alone (recordIn), waiting for that transaction without holding up the
-// group.
+// group. A record alone in its group takes the same way.
 func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
-	return &pgGroup[pgRecord, bool]{
-		coalescer: coalescer[*pgCall[pgRecord, bool]]{yield: true},
-		one: func(ctx context.Context, r pgRecord) (bool, error) {
-			q := sqlRecordPG
+	g := &pgGroup[pgRecord, bool]{coalescer: coalescer[*pgCall[pgRecord, bool]]{yield: true}}
+	g.many = func(ctx context.Context, rs []pgRecord) ([]bool, error) {
+		var (
+			ids, states            = make([]string, 0, len(rs)), make([]string, 0, len(rs))
+			finished               = make([]*int64, 0, len(rs))
+			next                   = make([]int64, 0, len(rs))
+			progress, attempt, was = make([][]byte, 0, len(rs)), make([][]byte, 0, len(rs)), make([][]byte, 0, len(rs))
+			ns, runs, wasAttempts  = make([]int32, 0, len(rs)), make([]int32, 0, len(rs)), make([]int32, 0, len(rs))
+			first                  = make(map[string]int, len(rs))
+		)
+		for i, r := range rs {
+			if _, twice := first[r.id]; twice {
+				continue
+			}
+			first[r.id] = i
+			ids, states, next = append(ids, r.id), append(states, r.state), append(next, r.next)
+			var f *int64
 			if r.finished.Valid {
-				q = sqlRecordDonePG
+				f = &r.finished.Int64
 			}
-			var n int
-			err := pool.QueryRow(ctx, q, r.state, r.finished, r.next, r.progress, r.id, r.n, r.attempt, r.run, r.wasProgress, r.wasAttempts).Scan(&n)
-			return n == 1, err
-		},
-		many: func(ctx context.Context, rs []pgRecord) ([]bool, error) {
-			var (
-				ids, states            = make([]string, 0, len(rs)), make([]string, 0, len(rs))
-				finished               = make([]*int64, 0, len(rs))
-				next                   = make([]int64, 0, len(rs))
-				progress, attempt, was = make([][]byte, 0, len(rs)), make([][]byte, 0, len(rs)), make([][]byte, 0, len(rs))
-				ns, runs, wasAttempts  = make([]int32, 0, len(rs)), make([]int32, 0, len(rs)), make([]int32, 0, len(rs))
-				first                  = make(map[string]int, len(rs))
-			)
-			for i, r := range rs {
-				if _, twice := first[r.id]; twice {
-					continue
-				}
-				first[r.id] = i
-				ids, states, next = append(ids, r.id), append(states, r.state), append(next, r.next)
-				var f *int64
-				if r.finished.Valid {
-					f = &r.finished.Int64
-				}
-				finished = append(finished, f)
-				progress, attempt, was = append(progress, r.progress), append(attempt, r.attempt), append(was, r.wasProgress)
-				ns, runs, wasAttempts = append(ns, int32(r.n)), append(runs, int32(r.run)), append(wasAttempts, int32(r.wasAttempts))
-			}
-			rows, err := pool.Query(ctx, sqlRecordManyPG, ids, states, finished, next, progress, ns, attempt, runs, was, wasAttempts)
-			if err != nil {
+			finished = append(finished, f)
+			progress, attempt, was = append(progress, r.progress), append(attempt, r.attempt), append(was, r.wasProgress)
+			ns, runs, wasAttempts = append(ns, int32(r.n)), append(runs, int32(r.run)), append(wasAttempts, int32(r.wasAttempts))
+		}
+		rows, err := pool.Query(ctx, sqlRecordManyPG, ids, states, finished, next, progress, ns, attempt, runs, was, wasAttempts)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		out := make([]bool, len(rs))
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
 				return nil, err
 			}
-			defer rows.Close()
-			out := make([]bool, len(rs))
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					return nil, err
-				}
-				if i, ok := first[id]; ok {
-					out[i] = true
-				}
+			if i, ok := first[id]; ok {
+				out[i] = true
 			}
-			return out, rows.Err()
-		},
+		}
+		return out, rows.Err()
 	}
+	// A record alone is the same statement for one message: it does not
+	// wait for a row another transaction holds either, which would keep
+	// the records arriving meanwhile waiting behind it.
+	g.one = func(ctx context.Context, r pgRecord) (bool, error) {
+		out, err := g.many(ctx, []pgRecord{r})
+		if err != nil {
+			return false, err
+		}
+		return out[0], nil
+	}
+	return g
 }
 
-// The record of one attempt (pgRecord), for a message left unfinished and
-// for one finished; $1 to $10 are the fields of pgRecord in order.
 const (
-	sqlRecordPG = `WITH m AS (
-	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $8
-	WHERE id = $5 AND attempts = $10 AND state <> 'cancelled' AND progress = $9
-	RETURNING id
-), a AS (
-	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, $6::integer, $7::bytea FROM m
-	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
-)
-SELECT count(*) FROM m`
-	sqlRecordDonePG = `WITH m AS (
-	UPDATE mailsec_outbox_message SET state = $1, finished_at = $2, next_at = $3, in_flight_at = NULL, progress = $4, problem = NULL, attempts = $6, job_runs = $8, envelope = NULL
-	WHERE id = $5 AND attempts = $10 AND state <> 'cancelled' AND progress = $9
-	RETURNING id
-), d AS (
-	DELETE FROM mailsec_outbox_chunk WHERE message_id IN (SELECT id FROM m)
-), a AS (
-	INSERT INTO mailsec_outbox_attempt (message_id, n, data) SELECT id, $6::integer, $7::bytea FROM m
-	ON CONFLICT (message_id, n) DO UPDATE SET data = excluded.data
-)
-SELECT count(*) FROM m`
 	// sqlRecordManyPG records a group's attempts: the arrays $1 to $10
 	// hold each one's fields, in the order of pgRecord's; a message
 	// finished ($3 not null) loses its content. It returns the IDs
@@ -257,7 +235,7 @@ SELECT count(*) FROM m`
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[], $6::integer[], $7::bytea[], $8::integer[], $9::bytea[], $10::integer[])
 		AS v(id, state, finished_at, next_at, progress, n, attempt, job_runs, was_progress, was_attempts)
 ), l AS MATERIALIZED (
-	SELECT t.id FROM mailsec_outbox_message t WHERE t.id IN (SELECT id FROM v) FOR UPDATE OF t SKIP LOCKED
+	SELECT t.id FROM mailsec_outbox_message t WHERE t.id IN (SELECT id FROM v) FOR NO KEY UPDATE OF t SKIP LOCKED
 ), m AS (
 	UPDATE mailsec_outbox_message t SET state = v.state, finished_at = v.finished_at, next_at = v.next_at, in_flight_at = NULL, progress = v.progress,
 		problem = NULL, attempts = v.n, job_runs = v.job_runs, envelope = CASE WHEN v.finished_at IS NULL THEN t.envelope END

@@ -329,3 +329,67 @@ func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
 		}
 	}
 }
+
+// A record alone in its group does not wait for a row another
+// transaction holds either: it would keep the group's only place, and the
+// record of another message arriving meanwhile would wait behind it, past
+// its deadline.
+func TestPGLoneRecordOnLockedRowHoldsUpNone(t *testing.T) {
+	t.Parallel()
+	ob, e, ids := pgGroupOutbox(t, 2)
+	ctx := context.Background()
+	rows := make([]*row, len(ids))
+	for i, id := range ids {
+		var err error
+		if rows[i], err = loadRow(ctx, ob.eng.pool(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UnixMicro()
+	rec := func(r *row) pgRecord {
+		return pgRecord{id: r.id, state: string(Delivered), finished: sql.NullInt64{Int64: now, Valid: true}, next: now, progress: []byte("p"),
+			n: r.attempts + 1, attempt: []byte("a"), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
+	}
+	lock, err := e.beginTx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.rollback(ctx) }()
+	if _, err := lock.exec(ctx, `SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE`, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	release := time.AfterFunc(8*time.Second, func() { _ = lock.rollback(context.Background()) })
+	defer release.Stop()
+
+	lockedDone := make(chan error, 1)
+	go func() {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_, err := e.recordRow(lctx, rec(rows[1]))
+		lockedDone <- err
+	}()
+	// Wait until the locked message's record is taken, alone, by a group,
+	// or has returned.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		e.records.mu.Lock()
+		l, p := e.records.leaders, len(e.records.pending)
+		e.records.mu.Unlock()
+		if l == 1 && p == 0 || len(lockedDone) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the record was not taken")
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // in its statement, were it to wait for the lock
+
+	octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	began := time.Now()
+	ok, err := e.recordRow(octx, rec(rows[0]))
+	took := time.Since(began)
+	if err != nil || !ok || took > time.Second {
+		t.Errorf("the record of an unlocked message: %v, %v after %v; want true, nil, at once (another message's row was locked)", ok, err, took)
+	}
+	<-lockedDone
+}
