@@ -990,10 +990,10 @@ func (ob *Outbox) recordTx(ctx context.Context, rec *recording) error {
 }
 
 // recordPostgres records the attempt as one statement, in the usual case:
-// the message as the attempt read it and not cancelled. The records of
-// attempts that end together are one statement (see newPGRecords). It
-// reports false, having changed nothing, in the other cases, which
-// recordIn handles.
+// the message as the attempt read it, not cancelled, and its row held by
+// no other transaction. The records of attempts that end together are one
+// statement (see newPGRecords). It reports false, having changed nothing,
+// in the other cases, which recordIn handles in a transaction of its own.
 func (ob *Outbox) recordPostgres(ctx context.Context, rec *recording, sealedProg []byte) (bool, error) {
 	a := rec.a
 	a.State, a.Next = rec.state, rec.next

@@ -37,9 +37,10 @@ type engine interface {
 	readRow(ctx context.Context, id string) (*row, error)
 	// recordRow records an attempt in the usual case, on Postgres, in one
 	// statement with the records of concurrent callers (see
-	// newPGRecords), and reports whether the row was as the attempt read
-	// it. It is not for SQLite, whose records share transactions already
-	// (see groupCommit).
+	// newPGRecords), and reports whether it did: false, having changed
+	// nothing, when the row is not as the attempt read it, or another
+	// transaction holds it. It is not for SQLite, whose records share
+	// transactions already (see groupCommit).
 	recordRow(ctx context.Context, r pgRecord) (bool, error)
 	// insertJob queues the delivery job for the message id in t.
 	insertJob(ctx context.Context, t txn, id string) error

@@ -15,8 +15,8 @@ import (
 // calls of the goroutines ready to run (see coalescer.yield), and the
 // callers that arrive meanwhile form the next group, run together.
 //
-// A caller alone in its group runs its statement as it would without the
-// group, under its own context. A group of several runs under a context
+// A caller alone in its group runs the statement for one (one), under
+// its own context. A group of several runs under a context
 // of its own, without their cancellation and with the latest of their
 // deadlines (none when one of them has none). A caller whose context ends
 // before a group takes its call withdraws it; once taken, it waits for the

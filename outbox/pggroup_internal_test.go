@@ -393,3 +393,66 @@ func TestPGLoneRecordOnLockedRowHoldsUpNone(t *testing.T) {
 	}
 	<-lockedDone
 }
+
+// A message whose row another transaction only holds, or changed without
+// touching what the record checks, is recorded once its run's own
+// transaction gets the row: once, with its runs counted, and not as one
+// another run took over.
+func TestRecordOnMerelyLockedRow(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{
+		`SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE`,
+		`SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR NO KEY UPDATE`,
+		`SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR SHARE`,
+		`UPDATE mailsec_outbox_message SET job_runs = job_runs WHERE id = $1`,   // requeueIfJobless
+		`UPDATE mailsec_outbox_message SET next_at = next_at + 1 WHERE id = $1`, // Retry-like
+	} {
+		for _, commit := range []bool{false, true} {
+			ob, e, ids := pgGroupOutbox(t, 1)
+			ctx := context.Background()
+			id := ids[0]
+			r, err := loadRow(ctx, ob.eng.pool(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prog, err := ob.openProgress(id, r.progress)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lock, err := e.beginTx(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lock.exec(ctx, how, id); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(500 * time.Millisecond)
+				if commit {
+					_ = lock.commit(context.Background())
+				} else {
+					_ = lock.rollback(context.Background())
+				}
+			}()
+			now := time.Now()
+			a := &Attempt{ID: id, Number: r.attempts + 1, Started: now, Finished: now}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = ob.record(rctx, r, 1, prog, a, &outcome{sendErr: &mailsec.SMTPError{Code: 451, EnhancedCode: mailsec.EnhancedCode{4, 3, 0}, Message: "later"}})
+			cancel()
+			if err != nil && !isSnooze(err) {
+				t.Fatalf("%s (commit %v): %v", how, commit, err)
+			}
+			cur, err := loadRow(ctx, ob.eng.pool(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := ob.eng.pool().queryRow(ctx, `SELECT count(*) FROM mailsec_outbox_attempt WHERE message_id = $1`, id).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if a.State == Sending || cur.attempts != a.Number || !cur.runsKnown || cur.jobRuns != 1 || n != 1 || cur.state != a.State {
+				t.Errorf("%s (commit %v): attempt state %s, row %s attempts %d runs %d/%v, %d attempt rows", how, commit, a.State, cur.state, cur.attempts, cur.jobRuns, cur.runsKnown, n)
+			}
+		}
+	}
+}
