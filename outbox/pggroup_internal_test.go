@@ -277,12 +277,13 @@ func TestPGRecordGroup(t *testing.T) {
 	}
 }
 
-// A message whose row another transaction holds is left out of its group:
-// the others are recorded without waiting for that transaction, and its
-// caller is told to record it alone.
-func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
-	t.Parallel()
-	ob, e, ids := pgGroupOutbox(t, 3)
+// withRowHeld opens an outbox on Postgres with n messages queued, and
+// returns its engine, the messages' rows, and a record of a message as
+// delivered at its first attempt; another transaction holds the row of
+// message held for hold, or until the test ends.
+func withRowHeld(t *testing.T, n, held int, hold time.Duration) (*riverEngine[pgx.Tx], []*row, func(*row) pgRecord) {
+	t.Helper()
+	ob, e, ids := pgGroupOutbox(t, n)
 	ctx := context.Background()
 	rows := make([]*row, len(ids))
 	for i, id := range ids {
@@ -295,21 +296,31 @@ func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = lock.rollback(ctx) }()
-	if _, err := lock.exec(ctx, `SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE`, ids[1]); err != nil {
+	t.Cleanup(func() { _ = lock.rollback(context.Background()) })
+	if _, err := lock.exec(ctx, `SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE`, ids[held]); err != nil {
 		t.Fatal(err)
 	}
-	release := time.AfterFunc(10*time.Second, func() { _ = lock.rollback(context.Background()) })
-	defer release.Stop()
-
+	release := time.AfterFunc(hold, func() { _ = lock.rollback(context.Background()) })
+	t.Cleanup(func() { release.Stop() })
 	now := time.Now().UnixMicro()
-	got := make([]bool, len(ids))
-	errs := make([]error, len(ids))
+	return e, rows, func(r *row) pgRecord {
+		return pgRecord{id: r.id, state: string(Delivered), finished: sql.NullInt64{Int64: now, Valid: true}, next: now, progress: []byte("p"),
+			n: r.attempts + 1, attempt: []byte("a"), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
+	}
+}
+
+// A message whose row another transaction holds is left out of its group:
+// the others are recorded without waiting for that transaction, and its
+// caller is told to record it alone.
+func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
+	t.Parallel()
+	e, rows, delivered := withRowHeld(t, 3, 1, 10*time.Second)
+	ctx := context.Background()
+	got := make([]bool, len(rows))
+	errs := make([]error, len(rows))
 	var fns []func()
 	for i, r := range rows {
-		rec := pgRecord{id: r.id, state: string(Delivered), finished: sql.NullInt64{Int64: now, Valid: true}, next: now, progress: []byte("p"),
-			n: r.attempts + 1, attempt: []byte("a"), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
-		fns = append(fns, func() { got[i], errs[i] = e.recordRow(ctx, rec) })
+		fns = append(fns, func() { got[i], errs[i] = e.recordRow(ctx, delivered(r)) })
 	}
 	began := time.Now()
 	inOneGroup(t, e.records, fns...)
@@ -319,8 +330,8 @@ func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
 	if want := []bool{true, false, true}; !slices.Equal(got, want) || errors.Join(errs...) != nil {
 		t.Fatalf("recorded %v (%v), want %v", got, errors.Join(errs...), want)
 	}
-	for i, id := range ids {
-		cur, err := loadRow(ctx, ob.eng.pool(), id)
+	for i, r := range rows {
+		cur, err := loadRow(ctx, e.q, r.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,31 +347,8 @@ func TestPGRecordGroupSkipsLockedRow(t *testing.T) {
 // its deadline.
 func TestPGLoneRecordOnLockedRowHoldsUpNone(t *testing.T) {
 	t.Parallel()
-	ob, e, ids := pgGroupOutbox(t, 2)
+	e, rows, rec := withRowHeld(t, 2, 1, 8*time.Second)
 	ctx := context.Background()
-	rows := make([]*row, len(ids))
-	for i, id := range ids {
-		var err error
-		if rows[i], err = loadRow(ctx, ob.eng.pool(), id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	now := time.Now().UnixMicro()
-	rec := func(r *row) pgRecord {
-		return pgRecord{id: r.id, state: string(Delivered), finished: sql.NullInt64{Int64: now, Valid: true}, next: now, progress: []byte("p"),
-			n: r.attempts + 1, attempt: []byte("a"), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
-	}
-	lock, err := e.beginTx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lock.rollback(ctx) }()
-	if _, err := lock.exec(ctx, `SELECT id FROM mailsec_outbox_message WHERE id = $1 FOR UPDATE`, ids[1]); err != nil {
-		t.Fatal(err)
-	}
-	release := time.AfterFunc(8*time.Second, func() { _ = lock.rollback(context.Background()) })
-	defer release.Stop()
-
 	lockedDone := make(chan error, 1)
 	go func() {
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
