@@ -21,7 +21,7 @@
 //
 //	go run ./cmd/outbox [-count 3] [-n 2000] [-deliver 2000] [-size 10240] [-c 8]
 //	    [-settings outbox|tuned|river] [-db sqlite,postgres] [-measure enqueue,deliver]
-//	    [-dir DIR] [-pg URL] [-check] [-cpuprofile FILE] [-peers river,outbox,send]
+//	    [-dir DIR] [-pg URL] [-check] [-cpuprofile FILE] [-memprofile FILE] [-peers river,outbox,send]
 //
 // The default settings, outbox, are those the outbox runs River with
 // (outboxbench.Outbox); the floor runs with them too. With tuned or river
@@ -88,6 +88,7 @@ func run() int {
 	poll := flag.Duration("fetch-poll", 0, "override the settings' FetchPollInterval")
 	conns := flag.Int("pg-conns", 0, "override the settings' Postgres pool size")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
+	memprofile := flag.String("memprofile", "", "write a profile of the memory allocated during the run to this file")
 	only := flag.String("peers", "", "measure only these peers, comma-separated (default: every peer)")
 	flag.Parse()
 
@@ -204,6 +205,13 @@ func run() int {
 			return failed(err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memprofile != "" {
+		defer func() {
+			if err := writeAllocs(*memprofile); err != nil {
+				fmt.Fprintln(os.Stderr, "outbox bench: writing the memory profile:", err)
+			}
+		}()
 	}
 
 	type key struct {
@@ -362,4 +370,18 @@ func median(v []float64) float64 {
 func failed(err error) int {
 	fmt.Fprintln(os.Stderr, "outbox:", err)
 	return 2
+}
+
+// writeAllocs writes the profile of the memory allocated so far to path
+// (go tool pprof -sample_index=alloc_space).
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
