@@ -209,17 +209,23 @@ func TestChunkRefusedMidway(t *testing.T) {
 func TestCloseAfterBDATLast(t *testing.T) {
 	for _, answer := range []bool{false, true} {
 		t.Run(fmt.Sprintf("answered=%v", answer), func(t *testing.T) {
+			hungUp := make(chan struct{})
 			f := chunkFake(t, func(verb string, c *fakeConn) bool {
 				if verb == "." && c.conn == 1 {
 					if answer {
 						c.w("250 2.0.0 Ok: queued as A\r\n")
 					}
 					c.hangup()
+					close(hungUp)
 					return true
 				}
 				return false
 			})
 			tr := orderTransport(f)
+			// The session is checked with NOOP before any reuse: the next
+			// message must not depend on the server's close reaching the
+			// client before it takes the session.
+			tr.HealthCheckAfter = time.Nanosecond
 			d, _ := canaryDelivery(t)
 			res, err := deliver(t, tr, d)
 			if answer {
@@ -238,6 +244,7 @@ func TestCloseAfterBDATLast(t *testing.T) {
 					t.Fatalf("%d transactions: retried a message whose verdict is unknown", f.transactions())
 				}
 			}
+			<-hungUp
 			res, err = deliver(t, tr, d)
 			assertOwnVerdict(t, res, err, "Q2")
 			if f.connections() != 2 {
