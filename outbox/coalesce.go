@@ -19,9 +19,10 @@ type coalescer[C comparable] struct {
 	atOnce int // groups running at once at most; 0 is 1
 	// yield has a leader let the goroutines that are ready to run add
 	// their calls before it takes its group (runtime.Gosched, no timer):
-	// the runs of the jobs River fetched together start together, and
-	// without it the first of them would read alone, the others waiting
-	// for it. The groups on Postgres yield so.
+	// calls made at the same moment (the runs of the jobs River fetched
+	// together, their records, concurrent Enqueues) join one group, where
+	// without it the first would run alone and the others wait for it.
+	// The groups on Postgres (reads, records, Enqueues) yield so.
 	yield bool
 
 	mu      sync.Mutex

@@ -62,8 +62,8 @@
 // jobs queued with one River InsertManyTx, one commit); when it fails
 // before its commit, each of them is then queued alone, so that one
 // caller's failure stays its own. Messages with attachments are queued
-// each in a transaction of its own. The reads of the delivery runs that
-// start together are one statement, and so are the records of the
+// each in a transaction of its own. On Postgres the reads of the delivery
+// runs that start together are one statement, and so are the records of the
 // attempts that end together, with one commit; each run returns only once
 // its own record is committed. A message whose row another transaction
 // holds (a Cancel, say) is left out of its group and recorded alone, so

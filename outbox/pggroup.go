@@ -15,8 +15,8 @@ import (
 // calls of the goroutines ready to run (see coalescer.yield), and the
 // callers that arrive meanwhile form the next group, run together.
 //
-// A caller alone in its group runs the statement for one (one), under
-// its own context. A group of several runs under a context
+// A caller alone in its group runs one, the statement for a single call,
+// under its own context. A group of several runs under a context
 // of its own, without their cancellation and with the latest of their
 // deadlines (none when one of them has none). A caller whose context ends
 // before a group takes its call withdraws it; once taken, it waits for the
@@ -163,12 +163,13 @@ type pgRecord struct {
 
 // newPGRecords groups the records of attempts (pgRecord): one statement,
 // one commit, for the attempts that end together. Each output says
-// whether the row was as the attempt read it, and was recorded. A message
-// named twice in a group is recorded once, the other call reporting
-// false, as when the record of another run came first; so is a message
-// whose row another transaction holds, which its caller then records
-// alone (recordIn), waiting for that transaction without holding up the
-// group. A record alone in its group takes the same way.
+// whether the attempt was recorded. Only the first record of a message
+// named twice in a group is tried; the others report false, as when the
+// record of another run came first. A message whose row another
+// transaction holds reports false too, having changed nothing; its caller
+// then records it alone (recordIn), waiting for that transaction without
+// holding up the group. A record alone in its group runs the same
+// statement, and so leaves a held row to recordIn too.
 func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
 	g := &pgGroup[pgRecord, bool]{coalescer: coalescer[*pgCall[pgRecord, bool]]{yield: true}}
 	g.many = func(ctx context.Context, rs []pgRecord) ([]bool, error) {

@@ -178,8 +178,8 @@ func TestPGGroupFailedRunsEachAlone(t *testing.T) {
 // The records of attempts that end together are one statement: each is
 // recorded, or reported false having changed nothing, as it would be
 // alone. A message finished loses its content, one left queued keeps it;
-// a message cancelled, or changed since its attempt read it, is left to
-// recordIn; a message named twice is recorded once.
+// a message cancelled, or changed since its attempt read it, is reported
+// false (recordIn's case); a message named twice is recorded once.
 func TestPGRecordGroup(t *testing.T) {
 	t.Parallel()
 	ob, e, ids := pgGroupOutbox(t, 5)
@@ -278,9 +278,9 @@ func TestPGRecordGroup(t *testing.T) {
 }
 
 // withRowHeld opens an outbox on Postgres with n messages queued, and
-// returns its engine, the messages' rows, and a record of a message as
-// delivered at its first attempt; another transaction holds the row of
-// message held for hold, or until the test ends.
+// returns its engine, the messages' rows, and a function making a
+// message's record as delivered at its next attempt; another transaction
+// holds the row of message number held for hold, or until the test ends.
 func withRowHeld(t *testing.T, n, held int, hold time.Duration) (*riverEngine[pgx.Tx], []*row, func(*row) pgRecord) {
 	t.Helper()
 	ob, e, ids := pgGroupOutbox(t, n)

@@ -88,7 +88,7 @@ func run() int {
 	poll := flag.Duration("fetch-poll", 0, "override the settings' FetchPollInterval")
 	conns := flag.Int("pg-conns", 0, "override the settings' Postgres pool size")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measurements to this file")
-	memprofile := flag.String("memprofile", "", "write a profile of the memory allocated during the run to this file")
+	memprofile := flag.String("memprofile", "", "write a profile of the memory allocated since the process started (setup and queueing included) to this file")
 	only := flag.String("peers", "", "measure only these peers, comma-separated (default: every peer)")
 	flag.Parse()
 
