@@ -599,13 +599,18 @@ func (ob *Outbox) apply(prog *progress, r *row, a *Attempt, o *outcome) (time.Ti
 	return ob.decide(prog, r, a, o.sendErr)
 }
 
-// openMessage opens a row's progress and envelope.
+// openMessage opens a row's progress and envelope for an attempt. The
+// envelope is opened in the row's own memory, which the message's text
+// and HTML then share, and r.envelope is nil after: a delivery copies a
+// message's content no more than it must.
 func (ob *Outbox) openMessage(r *row) (*progress, *storedMessage, error) {
 	prog, err := ob.openProgress(r.id, r.progress)
 	if err != nil {
 		return nil, nil, err
 	}
-	sm, err := ob.openEnvelope(r.id, r.envelope)
+	sealed := r.envelope
+	r.envelope = nil
+	sm, err := ob.openEnvelopeIn(true, r.id, sealed)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -624,14 +629,25 @@ func (ob *Outbox) openProgress(id string, sealed []byte) (*progress, error) {
 // openEnvelope opens message id's sealed envelope; a message whose
 // content was deleted has none, which does not open either.
 func (ob *Outbox) openEnvelope(id string, sealed []byte) (*storedMessage, error) {
+	return ob.openEnvelopeIn(false, id, sealed)
+}
+
+// openEnvelopeIn is openEnvelope, consuming sealed when inPlace: it is
+// opened in its own memory (keyring.consume), and the text and HTML
+// share it.
+func (ob *Outbox) openEnvelopeIn(inPlace bool, id string, sealed []byte) (*storedMessage, error) {
 	if sealed == nil {
 		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
 	}
-	b, err := ob.keys.open(sealed, aad("envelope", id, ""), id, "envelope")
+	b, err := ob.keys.openIn(inPlace, sealed, aad("envelope", id, ""), id, "envelope")
 	if err != nil {
 		return nil, err
 	}
-	sm, err := decodeEnvelope(b)
+	decode := decodeEnvelope
+	if inPlace {
+		decode = decodeEnvelopeShared
+	}
+	sm, err := decode(b)
 	if err != nil {
 		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
 	}
@@ -1286,7 +1302,7 @@ func (c *chunkReader) load(seq int) error {
 	if err != nil {
 		return err
 	}
-	plain, err := c.ob.keys.open(data, aad("chunk", c.id, pos), c.id, "chunk")
+	plain, err := c.ob.keys.consume(data, aad("chunk", c.id, pos), c.id, "chunk")
 	if err != nil {
 		return err
 	}

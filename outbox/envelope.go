@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"unsafe"
 )
 
 // A message's envelope is sealed as one value. Its plaintext is either
@@ -41,6 +42,18 @@ func encodeEnvelope(sm *storedMessage) ([]byte, error) {
 
 // decodeEnvelope reads an opened envelope in either form.
 func decodeEnvelope(b []byte) (*storedMessage, error) {
+	return decodeEnvelopeAs(b, false)
+}
+
+// decodeEnvelopeShared is decodeEnvelope for an envelope b its caller
+// gives up: the binary form's text and HTML are b's own memory, not
+// copies of it. Nothing may write to b after.
+func decodeEnvelopeShared(b []byte) (*storedMessage, error) {
+	return decodeEnvelopeAs(b, true)
+}
+
+// decodeEnvelopeAs is decodeEnvelope, sharing b's memory when shared.
+func decodeEnvelopeAs(b []byte, shared bool) (*storedMessage, error) {
 	var sm storedMessage
 	if len(b) > 0 && b[0] == '{' {
 		if err := json.Unmarshal(b, &sm); err != nil {
@@ -69,6 +82,18 @@ func decodeEnvelope(b []byte) (*storedMessage, error) {
 	if sm.Text != "" || sm.HTML != "" {
 		return nil, errEnvelopeFormat
 	}
-	sm.Text, sm.HTML = string(fields[1]), string(fields[2])
+	if shared {
+		sm.Text, sm.HTML = unsafeString(fields[1]), unsafeString(fields[2])
+	} else {
+		sm.Text, sm.HTML = string(fields[1]), string(fields[2])
+	}
 	return &sm, nil
+}
+
+// unsafeString is b as a string without a copy: b must never change after.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -99,6 +99,12 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	f.Add([]byte(`{"from":"a@example.com","text":"t"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sm, err := decodeEnvelope(b)
+		// Decoding in the envelope's own memory reads the same, and
+		// refuses the same.
+		shared, serr := decodeEnvelopeShared(bytes.Clone(b))
+		if (err == nil) != (serr == nil) || !reflect.DeepEqual(shared, sm) {
+			t.Fatalf("shared decoding differs: %v, %v", err, serr)
+		}
 		if err != nil || b[0] != envelopeBinary {
 			return
 		}

@@ -242,6 +242,18 @@ func (e *OpenError) Temporary() bool { return errors.Is(e.Err, ErrUnknownKey) }
 
 // open returns what seal stored, checking it is bound to ad.
 func (kr *keyring) open(stored, ad []byte, id, what string) ([]byte, error) {
+	return kr.openIn(false, stored, ad, id, what)
+}
+
+// consume is open for a stored value its caller gives up: the value is
+// opened in its own memory, with no copy made, and that memory is then
+// the plaintext's (or, when it does not authenticate, zeros).
+func (kr *keyring) consume(stored, ad []byte, id, what string) ([]byte, error) {
+	return kr.openIn(true, stored, ad, id, what)
+}
+
+// openIn is open, in stored's own memory when inPlace.
+func (kr *keyring) openIn(inPlace bool, stored, ad []byte, id, what string) ([]byte, error) {
 	fail := func(keyID string, err error) ([]byte, error) {
 		return nil, &OpenError{ID: id, What: what, KeyID: keyID, Err: err}
 	}
@@ -263,7 +275,12 @@ func (kr *keyring) open(stored, ad []byte, id, what string) ([]byte, error) {
 			if k.id != id8 {
 				continue
 			}
-			plain, err := k.aead.Open(nil, stored[9:9+chacha20poly1305.NonceSizeX], stored[9+chacha20poly1305.NonceSizeX:], ad)
+			ct := stored[9+chacha20poly1305.NonceSizeX:]
+			var dst []byte
+			if inPlace {
+				dst = ct[:0]
+			}
+			plain, err := k.aead.Open(dst, stored[9:9+chacha20poly1305.NonceSizeX], ct, ad)
 			if err != nil {
 				return fail(hex.EncodeToString(id8[:]), ErrTampered)
 			}
