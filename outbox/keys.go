@@ -246,8 +246,10 @@ func (kr *keyring) open(stored, ad []byte, id, what string) ([]byte, error) {
 }
 
 // consume is open for a stored value its caller gives up: the value is
-// opened in its own memory, with no copy made, and that memory is then
-// the plaintext's (or, when it does not authenticate, zeros).
+// opened in its own memory, with no copy made, and that memory then holds
+// the plaintext. A sealed value that fails authentication is left zeroed
+// where its ciphertext was; one refused before that (too short, an
+// unknown key or form) is left as it was.
 func (kr *keyring) consume(stored, ad []byte, id, what string) ([]byte, error) {
 	return kr.openIn(true, stored, ad, id, what)
 }

@@ -127,7 +127,9 @@ func newPGReads(pool *pgxpool.Pool) *pgGroup[string, *row] {
 						continue
 					}
 					if given {
-						// The same message asked twice: each caller its own copy.
+						// The same message asked twice: each caller its own
+						// copy, since an attempt opens its row's envelope in
+						// place (openMessage).
 						cp := *r
 						cp.envelope, cp.progress = bytes.Clone(r.envelope), bytes.Clone(r.progress)
 						out[i] = &cp
