@@ -180,3 +180,46 @@ func BenchmarkOpenEnvelope(b *testing.B) {
 		}
 	})
 }
+
+// Enqueue seals an envelope in the memory it was written into, leaving
+// room for the seal's head and tag; the value is what seal stores, and
+// opens as seal's does, under a key and without one.
+func TestSealAfterInPlace(t *testing.T) {
+	sm := envelopeSample()
+	ad := aad("envelope", "m1", "")
+	for name, kr := range map[string]*keyring{"sealed": testKeyring(t, NewKey()), "plaintext": testKeyring(t)} {
+		b, err := encodeEnvelopeAfter(sm, sealHead, sealSpare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := kr.sealAfter(b, ad)
+		if !within(&stored[len(stored)-1], b[:cap(b)]) {
+			t.Errorf("%s: sealed into new memory", name)
+		}
+		if id, ok := sealedWith(stored); ok != !kr.plaintext() || ok && id != kr.keys[0].id {
+			t.Errorf("%s: stored in the wrong form", name)
+		}
+		plain, err := kr.open(stored, ad, "m1", "envelope")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got, err := decodeEnvelope(plain); err != nil || !reflect.DeepEqual(got, sm) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if kr.plaintext() {
+			continue
+		}
+		if bytes.Contains(stored, []byte(sm.Subject)) {
+			t.Errorf("%s: plaintext left in the sealed value", name)
+		}
+		// Without room for the tag a copy is sealed; an empty value
+		// seals too.
+		for _, b := range [][]byte{append(make([]byte, sealHead), "no room"...)[: sealHead+7 : sealHead+7], make([]byte, sealHead, sealHead+sealSpare)} {
+			want := bytes.Clone(b[sealHead:])
+			stored := kr.sealAfter(b, ad)
+			if plain, err := kr.open(stored, ad, "m1", "envelope"); err != nil || !bytes.Equal(plain, want) {
+				t.Fatalf("%s: %q: %v", name, want, err)
+			}
+		}
+	}
+}

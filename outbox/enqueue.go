@@ -400,11 +400,11 @@ func (ob *Outbox) prepare(m *mailsec.Message, o *EnqueueOptions) (*preparedMessa
 	}
 	pm.prog = ob.keys.seal(prog, aad("progress", pm.id, ""))
 	if len(m.Attachments) == 0 && len(m.Inline) == 0 {
-		env, err := encodeEnvelope(toStored(p))
+		env, err := encodeEnvelopeAfter(toStored(p), sealHead, sealSpare)
 		if err != nil {
 			return nil, err
 		}
-		pm.env = ob.keys.seal(env, aad("envelope", pm.id, ""))
+		pm.env = ob.keys.sealAfter(env, aad("envelope", pm.id, ""))
 	}
 	return pm, nil
 }
@@ -433,11 +433,11 @@ func (ob *Outbox) enqueueMessage(ctx context.Context, t txn, m *mailsec.Message,
 			return enqueued{}, err
 		}
 		sm.Attachments, sm.Inline = atts[:len(m.Attachments)], atts[len(m.Attachments):]
-		b, err := encodeEnvelope(sm)
+		b, err := encodeEnvelopeAfter(sm, sealHead, sealSpare)
 		if err != nil {
 			return enqueued{}, err
 		}
-		env = ob.keys.seal(b, aad("envelope", id, ""))
+		env = ob.keys.sealAfter(b, aad("envelope", id, ""))
 	}
 	now := time.Now()
 	var idemCol, fpCol []byte

@@ -25,18 +25,28 @@ var errEnvelopeFormat = errors.New("outbox: envelope in no known form")
 
 // encodeEnvelope writes sm in the binary form.
 func encodeEnvelope(sm *storedMessage) ([]byte, error) {
+	return encodeEnvelopeAfter(sm, 0, 0)
+}
+
+// encodeEnvelopeAfter writes sm in the binary form after head octets left
+// free, with capacity for spare octets more: room for a seal's head and
+// tag, so that the envelope is sealed in its own memory
+// (keyring.sealAfter).
+func encodeEnvelopeAfter(sm *storedMessage, head, spare int) ([]byte, error) {
 	meta := *sm
 	meta.Text, meta.HTML = "", ""
 	mb, err := json.Marshal(&meta)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(mb)+len(sm.Text)+len(sm.HTML))
+	b := make([]byte, head, head+1+3*binary.MaxVarintLen64+len(mb)+len(sm.Text)+len(sm.HTML)+spare)
 	b = append(b, envelopeBinary)
-	for _, f := range [][]byte{mb, []byte(sm.Text), []byte(sm.HTML)} {
-		b = binary.AppendUvarint(b, uint64(len(f)))
-		b = append(b, f...)
-	}
+	b = binary.AppendUvarint(b, uint64(len(mb)))
+	b = append(b, mb...)
+	b = binary.AppendUvarint(b, uint64(len(sm.Text)))
+	b = append(b, sm.Text...)
+	b = binary.AppendUvarint(b, uint64(len(sm.HTML)))
+	b = append(b, sm.HTML...)
 	return b, nil
 }
 

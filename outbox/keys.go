@@ -190,18 +190,50 @@ func aad(purpose, id, pos string) []byte {
 	return []byte("mailsec outbox v1\x00" + purpose + "\x00" + id + "\x00" + pos)
 }
 
+// sealHead is what a sealed value holds before its ciphertext: its form,
+// its key's ID and its nonce; sealSpare is what sealing adds after the
+// plaintext, the tag.
+const (
+	sealHead  = 1 + 8 + chacha20poly1305.NonceSizeX
+	sealSpare = chacha20poly1305.Overhead
+)
+
 // seal stores plaintext under the first key, bound to ad.
 func (kr *keyring) seal(plain, ad []byte) []byte {
 	if kr.plaintext() {
 		return append([]byte{formPlain}, plain...)
 	}
 	k := kr.keys[0]
-	out := make([]byte, 1+8+chacha20poly1305.NonceSizeX, 1+8+chacha20poly1305.NonceSizeX+len(plain)+k.aead.Overhead())
-	out[0] = formSealed
-	copy(out[1:9], k.id[:])
-	nonce := out[9:]
-	_, _ = rand.Read(nonce)
-	return k.aead.Seal(out, nonce, plain, ad)
+	out := make([]byte, sealHead, sealHead+len(plain)+sealSpare)
+	k.writeHead(out)
+	return k.aead.Seal(out, out[9:sealHead], plain, ad)
+}
+
+// sealAfter is seal of what b holds after its first sealHead octets, made
+// in b's own memory: those octets are left for the sealed value's head,
+// and b has capacity for sealSpare octets more (without it, a copy is
+// sealed). The plaintext in b is overwritten.
+func (kr *keyring) sealAfter(b, ad []byte) []byte {
+	plain := b[sealHead:]
+	if kr.plaintext() {
+		b[sealHead-1] = formPlain
+		return b[sealHead-1:]
+	}
+	if cap(b)-len(b) < sealSpare {
+		return kr.seal(plain, ad)
+	}
+	k := kr.keys[0]
+	k.writeHead(b)
+	ct := k.aead.Seal(plain[:0], b[9:sealHead], plain, ad)
+	return b[:sealHead+len(ct)]
+}
+
+// writeHead writes the head of a value sealed under k into b's first
+// sealHead octets: the form, the key's ID and a fresh nonce.
+func (k *ringKey) writeHead(b []byte) {
+	b[0] = formSealed
+	copy(b[1:9], k.id[:])
+	_, _ = rand.Read(b[9:sealHead])
 }
 
 // Why a stored value could not be opened.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 )
@@ -65,18 +66,25 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 	return op.id, true, op.err
 }
 
+// The group's statements, prepared on each connection under these names.
+// The envelope, most of a message, is the last parameter (see
+// sendStatement).
 const (
 	sqlInsertMessage = sqlInsertMessageInto + `
-VALUES ($1, $2, $3, $4, $5, 0, 0, NULL, NULL, $6, $7)`
+VALUES ($1, $2, $3, $4, $5, 0, 0, NULL, NULL, $7, $6)`
 	// A message with an idempotency key is inserted only when no message
 	// holds one of the key's digests (the current key's or an older
 	// one's; an earlier row of the same group included), and the unique
 	// index settles a concurrent insert of the current one.
 	sqlInsertKeyedMessage = sqlInsertMessageInto + `
-SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, 0, 0, $6::bytea, $7::bytea, $8::bytea, $9::bytea
-WHERE NOT EXISTS (SELECT 1 FROM mailsec_outbox_message WHERE idem = ANY($10::bytea[]))
+SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, 0, 0, $6::bytea, $7::bytea, $10::bytea, $8::bytea
+WHERE NOT EXISTS (SELECT 1 FROM mailsec_outbox_message WHERE idem = ANY($9::bytea[]))
 ON CONFLICT (idem) DO NOTHING`
 	sqlFindIdems = `SELECT id, idem, fingerprint FROM mailsec_outbox_message WHERE idem = ANY($1::bytea[])`
+
+	stmtInsertMessage      = "mailsec_outbox_insert_message"
+	stmtInsertKeyedMessage = "mailsec_outbox_insert_keyed_message"
+	stmtFindIdems          = "mailsec_outbox_find_idems"
 )
 
 // run queues ops in one transaction and wakes their callers.
@@ -158,61 +166,93 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		}
 	}()
 	ob := g.ob
-	now := time.Now()
-	b := &pgx.Batch{}
+	conn := tx.Conn()
+	var keyed bool
 	var digests [][]byte
 	for _, op := range live {
-		pm := op.pm
-		created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
-		if pm.idem == nil {
-			b.Queue(sqlInsertMessage, pm.id, string(Queued), created, expires, created, pm.env, pm.prog)
-			continue
+		if op.pm.idem != nil {
+			keyed = true
+			digests = append(digests, op.pm.idem...)
 		}
-		b.Queue(sqlInsertKeyedMessage, pm.id, string(Queued), created, expires, created,
-			pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.env, pm.prog, pm.idem)
-		digests = append(digests, pm.idem...)
 	}
-	if digests != nil {
-		// After the inserts, in the same round trip: the messages that
-		// hold the keys of those not inserted.
-		b.Queue(sqlFindIdems, digests)
+	stmts, err := prepareGroupStatements(work, conn, keyed)
+	if err != nil {
+		return false, err
 	}
 	type prevMessage struct {
 		id       string
 		idem, fp []byte
 	}
 	var prev []prevMessage
-	br := tx.SendBatch(work, b)
+	// The rows go through pgconn's pipeline rather than a pgx.Batch, one
+	// write each: pgx would copy every envelope twice more into buffers
+	// that grow with the group, where each is sent from its own memory
+	// here (sendStatement).
+	pl := conn.PgConn().StartPipeline(work)
+	// The connection keeps one Pipeline, which another of the pool's
+	// users gets once the commit has given the connection back: it is
+	// closed here only while it is still this group's.
+	piping := true
+	defer func() {
+		if piping {
+			_ = pl.Close()
+		}
+	}()
+	now := time.Now()
+	created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
 	for _, op := range live {
-		tag, err := br.Exec()
+		pm := op.pm
+		if pm.idem == nil {
+			err = sendStatement(pl, conn.TypeMap(), stmts.insert, nil,
+				pm.id, string(Queued), created, expires, created, pm.prog, pm.env)
+		} else {
+			err = sendStatement(pl, conn.TypeMap(), stmts.insertKeyed, nil,
+				pm.id, string(Queued), created, expires, created, pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env)
+		}
 		if err != nil {
-			_ = br.Close()
+			return false, err
+		}
+	}
+	if digests != nil {
+		// After the inserts, in the same round trip: the messages that
+		// hold the keys of those not inserted.
+		if err := sendStatement(pl, conn.TypeMap(), stmts.findIdems, binaryFormat, digests); err != nil {
+			return false, err
+		}
+	}
+	if err := pl.Sync(); err != nil {
+		return false, err
+	}
+	for _, op := range live {
+		rr, err := pipelineResult(pl)
+		if err != nil {
+			return false, err
+		}
+		tag, err := rr.Close()
+		if err != nil {
 			return false, err
 		}
 		op.inserted = tag.RowsAffected() == 1
 	}
 	if digests != nil {
-		rows, err := br.Query()
+		rr, err := pipelineResult(pl)
 		if err != nil {
-			_ = br.Close()
 			return false, err
 		}
-		for rows.Next() {
-			var p prevMessage
-			if err := rows.Scan(&p.id, &p.idem, &p.fp); err != nil {
-				rows.Close()
-				_ = br.Close()
-				return false, err
+		for rr.NextRow() {
+			v := rr.Values()
+			if len(v) != 3 {
+				_, _ = rr.Close()
+				return false, fmt.Errorf("outbox: finding idempotency keys: %d columns", len(v))
 			}
-			prev = append(prev, p)
+			prev = append(prev, prevMessage{id: string(v[0]), idem: bytes.Clone(v[1]), fp: bytes.Clone(v[2])})
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			_ = br.Close()
+		if _, err := rr.Close(); err != nil {
 			return false, err
 		}
 	}
-	if err := br.Close(); err != nil {
+	piping = false
+	if err := pl.Close(); err != nil {
 		return false, err
 	}
 
@@ -249,6 +289,74 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 	}
 	committing = true
 	return true, tx.Commit(ctx)
+}
+
+// groupStatements are the group's statements, prepared on one connection.
+type groupStatements struct {
+	insert, insertKeyed, findIdems *pgconn.StatementDescription
+}
+
+// prepareGroupStatements prepares the group's statements on conn, the keyed
+// ones when keyed: pgx prepares each once a connection and keeps it.
+func prepareGroupStatements(ctx context.Context, conn *pgx.Conn, keyed bool) (*groupStatements, error) {
+	var st groupStatements
+	var err error
+	if st.insert, err = conn.Prepare(ctx, stmtInsertMessage, sqlInsertMessage); err != nil {
+		return nil, err
+	}
+	if !keyed {
+		return &st, nil
+	}
+	if st.insertKeyed, err = conn.Prepare(ctx, stmtInsertKeyedMessage, sqlInsertKeyedMessage); err != nil {
+		return nil, err
+	}
+	if st.findIdems, err = conn.Prepare(ctx, stmtFindIdems, sqlFindIdems); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// binaryFormat asks for every parameter or column in the binary format.
+var binaryFormat = []int16{pgtype.BinaryFormatCode}
+
+// sendStatement queues sd with args on pl, in the binary format, results
+// in resultFormats, and writes it out. A []byte given for a bytea
+// parameter is sent from its own memory, its octets being its binary
+// form; everything else is encoded by pgx's type map. Bind messages are
+// written in parameter order, so a statement whose last parameter is the
+// large one has pgx's write buffer grow once for it, not again for what
+// follows.
+func sendStatement(pl *pgconn.Pipeline, m *pgtype.Map, sd *pgconn.StatementDescription, resultFormats []int16, args ...any) error {
+	if len(args) != len(sd.ParamOIDs) {
+		return fmt.Errorf("outbox: statement %s: %d parameters given, %d expected", sd.Name, len(args), len(sd.ParamOIDs))
+	}
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		if b, ok := a.([]byte); ok && sd.ParamOIDs[i] == pgtype.ByteaOID {
+			params[i] = b // nil is NULL, as pgx sends it
+			continue
+		}
+		v, err := m.Encode(sd.ParamOIDs[i], pgtype.BinaryFormatCode, a, nil)
+		if err != nil {
+			return fmt.Errorf("outbox: statement %s: parameter %d: %w", sd.Name, i+1, err)
+		}
+		params[i] = v
+	}
+	pl.SendQueryStatement(sd, params, binaryFormat, resultFormats)
+	return pl.Flush()
+}
+
+// pipelineResult is the next result of pl, which must be a statement's.
+func pipelineResult(pl *pgconn.Pipeline) (*pgconn.ResultReader, error) {
+	res, err := pl.GetResults()
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("outbox: pipeline: a statement's result expected, got %T", res)
+	}
+	return rr, nil
 }
 
 // rolledBack reports whether a failed commit is known to have stored
