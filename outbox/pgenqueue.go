@@ -319,16 +319,28 @@ func prepareGroupStatements(ctx context.Context, conn *pgx.Conn, keyed bool) (*g
 // binaryFormat asks for every parameter or column in the binary format.
 var binaryFormat = []int16{pgtype.BinaryFormatCode}
 
-// sendStatement queues sd with args on pl, in the binary format, results
-// in resultFormats, and writes it out. A []byte given for a bytea
-// parameter is sent from its own memory, its octets being its binary
-// form; everything else is encoded by pgx's type map. Bind messages are
-// written in parameter order, so a statement whose last parameter is the
-// large one has pgx's write buffer grow once for it, not again for what
-// follows.
+// sendStatement queues sd with args on pl (binaryParams), results in
+// resultFormats, and writes it out.
 func sendStatement(pl *pgconn.Pipeline, m *pgtype.Map, sd *pgconn.StatementDescription, resultFormats []int16, args ...any) error {
+	params, err := binaryParams(m, sd, args...)
+	if err != nil {
+		return err
+	}
+	pl.SendQueryStatement(sd, params, binaryFormat, resultFormats)
+	return pl.Flush()
+}
+
+// binaryParams are args as sd's parameters in the binary format. A []byte
+// given for a bytea parameter is sent from its own memory, its octets
+// being its binary form; everything else is encoded by pgx's type map,
+// an array into memory of its size. pgx's own Query would encode them
+// into a buffer that grows, copying them again each time, and is made
+// anew once larger than 256 octets. The Bind message holding them is
+// written in parameter order into a write buffer that grows likewise: a
+// statement whose last parameter is the large one grows it once for that.
+func binaryParams(m *pgtype.Map, sd *pgconn.StatementDescription, args ...any) ([][]byte, error) {
 	if len(args) != len(sd.ParamOIDs) {
-		return fmt.Errorf("outbox: statement %s: %d parameters given, %d expected", sd.Name, len(args), len(sd.ParamOIDs))
+		return nil, fmt.Errorf("outbox: statement %s: %d parameters given, %d expected", sd.Name, len(args), len(sd.ParamOIDs))
 	}
 	params := make([][]byte, len(args))
 	for i, a := range args {
@@ -336,14 +348,41 @@ func sendStatement(pl *pgconn.Pipeline, m *pgtype.Map, sd *pgconn.StatementDescr
 			params[i] = b // nil is NULL, as pgx sends it
 			continue
 		}
-		v, err := m.Encode(sd.ParamOIDs[i], pgtype.BinaryFormatCode, a, nil)
+		v, err := m.Encode(sd.ParamOIDs[i], pgtype.BinaryFormatCode, a, make([]byte, 0, binaryArraySize(a)))
 		if err != nil {
-			return fmt.Errorf("outbox: statement %s: parameter %d: %w", sd.Name, i+1, err)
+			return nil, fmt.Errorf("outbox: statement %s: parameter %d: %w", sd.Name, i+1, err)
 		}
 		params[i] = v
 	}
-	pl.SendQueryStatement(sd, params, binaryFormat, resultFormats)
-	return pl.Flush()
+	return params, nil
+}
+
+// binaryArraySize is the size of a one-dimensional array of the kinds the
+// outbox sends in the binary format (its header, then each element's
+// length and octets), or 0 for anything else.
+func binaryArraySize(a any) int {
+	const header, length = 20, 4
+	switch a := a.(type) {
+	case [][]byte:
+		n := header
+		for _, b := range a {
+			n += length + len(b)
+		}
+		return n
+	case []string:
+		n := header
+		for _, s := range a {
+			n += length + len(s)
+		}
+		return n
+	case []int64:
+		return header + len(a)*(length+8)
+	case []*int64:
+		return header + len(a)*(length+8)
+	case []int32:
+		return header + len(a)*(length+4)
+	}
+	return 0
 }
 
 // pipelineResult is the next result of pl, which must be a statement's.

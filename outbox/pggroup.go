@@ -197,22 +197,34 @@ func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
 			progress, attempt, was = append(progress, r.progress), append(attempt, r.attempt), append(was, r.wasProgress)
 			ns, runs, wasAttempts = append(ns, int32(r.n)), append(runs, int32(r.run)), append(wasAttempts, int32(r.wasAttempts))
 		}
-		rows, err := pool.Query(ctx, sqlRecordManyPG, ids, states, finished, next, progress, ns, attempt, runs, was, wasAttempts)
+		// Through pgconn, with the parameters encoded once each
+		// (binaryParams): the group's attempts, its largest array, last.
+		c, err := pool.Acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
-		defer rows.Close()
+		defer c.Release()
+		sd, err := c.Conn().Prepare(ctx, stmtRecordManyPG, sqlRecordManyPG)
+		if err != nil {
+			return nil, err
+		}
+		params, err := binaryParams(c.Conn().TypeMap(), sd, ids, states, finished, next, progress, ns, runs, was, wasAttempts, attempt)
+		if err != nil {
+			return nil, err
+		}
+		rr := c.Conn().PgConn().ExecStatement(ctx, sd, params, binaryFormat, binaryFormat)
 		out := make([]bool, len(rs))
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return nil, err
-			}
-			if i, ok := first[id]; ok {
-				out[i] = true
+		for rr.NextRow() {
+			if v := rr.Values(); len(v) == 1 {
+				if i, ok := first[string(v[0])]; ok {
+					out[i] = true
+				}
 			}
 		}
-		return out, rows.Err()
+		if _, err := rr.Close(); err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	// A record alone is the same statement for one message: it does not
 	// wait for a row another transaction holds either, which would keep
@@ -227,15 +239,20 @@ func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
 	return g
 }
 
+// stmtRecordManyPG is sqlRecordManyPG's name, prepared on each
+// connection.
+const stmtRecordManyPG = "mailsec_outbox_record_many"
+
 const (
 	// sqlRecordManyPG records a group's attempts: the arrays $1 to $10
-	// hold each one's fields, in the order of pgRecord's; a message
+	// hold each one's fields, in the order of pgRecord's but for the
+	// sealed attempts, the largest, which are last ($10); a message
 	// finished ($3 not null) loses its content. It returns the IDs
 	// recorded. A message whose row another transaction holds is left
 	// out (SKIP LOCKED), to be recorded alone: one locked row holds up its
 	// own record, never the group's.
 	sqlRecordManyPG = `WITH v AS (
-	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[], $6::integer[], $7::bytea[], $8::integer[], $9::bytea[], $10::integer[])
+	SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[], $6::integer[], $10::bytea[], $7::integer[], $8::bytea[], $9::integer[])
 		AS v(id, state, finished_at, next_at, progress, n, attempt, job_runs, was_progress, was_attempts)
 ), l AS MATERIALIZED (
 	SELECT t.id FROM mailsec_outbox_message t WHERE t.id IN (SELECT id FROM v) FOR NO KEY UPDATE OF t SKIP LOCKED
