@@ -67,7 +67,11 @@
 // attempts that end together, with one commit; each run returns only once
 // its own record is committed. A message whose row another transaction
 // holds (a Cancel, say) is left out of its group and recorded alone, so
-// that it holds up no other.
+// that it holds up no other. In pgx's default query mode these groups'
+// statements are prepared by name on each connection, as pgx prepares its
+// own, and sent through pgconn with each parameter encoded once; on a pool
+// set to another mode (behind a pooler that keeps no prepared statements)
+// they go through pgx in that mode.
 //
 // # What is guaranteed
 //

@@ -66,9 +66,9 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 	return op.id, true, op.err
 }
 
-// The group's statements, prepared on each connection under these names.
-// The envelope, most of a message, is the last parameter (see
-// sendStatement).
+// The group's statements, prepared on each connection under these names
+// (insertPipelined). The envelope, most of a message, is the last
+// parameter (see binaryParams).
 const (
 	sqlInsertMessage = sqlInsertMessageInto + `
 VALUES ($1, $2, $3, $4, $5, 0, 0, NULL, NULL, $7, $6)`
@@ -166,93 +166,12 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		}
 	}()
 	ob := g.ob
-	conn := tx.Conn()
-	var keyed bool
-	var digests [][]byte
-	for _, op := range live {
-		if op.pm.idem != nil {
-			keyed = true
-			digests = append(digests, op.pm.idem...)
-		}
+	var send insertRows = g.insertPipelined
+	if tx.Conn().Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		send = g.insertBatch
 	}
-	stmts, err := prepareGroupStatements(work, conn, keyed)
+	prev, err := send(work, tx, live)
 	if err != nil {
-		return false, err
-	}
-	type prevMessage struct {
-		id       string
-		idem, fp []byte
-	}
-	var prev []prevMessage
-	// The rows go through pgconn's pipeline rather than a pgx.Batch, one
-	// write each: pgx would copy every envelope twice more into buffers
-	// that grow with the group, where each is sent from its own memory
-	// here (sendStatement).
-	pl := conn.PgConn().StartPipeline(work)
-	// The connection keeps one Pipeline, which another of the pool's
-	// users gets once the commit has given the connection back: it is
-	// closed here only while it is still this group's.
-	piping := true
-	defer func() {
-		if piping {
-			_ = pl.Close()
-		}
-	}()
-	now := time.Now()
-	created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
-	for _, op := range live {
-		pm := op.pm
-		if pm.idem == nil {
-			err = sendStatement(pl, conn.TypeMap(), stmts.insert, nil,
-				pm.id, string(Queued), created, expires, created, pm.prog, pm.env)
-		} else {
-			err = sendStatement(pl, conn.TypeMap(), stmts.insertKeyed, nil,
-				pm.id, string(Queued), created, expires, created, pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env)
-		}
-		if err != nil {
-			return false, err
-		}
-	}
-	if digests != nil {
-		// After the inserts, in the same round trip: the messages that
-		// hold the keys of those not inserted.
-		if err := sendStatement(pl, conn.TypeMap(), stmts.findIdems, binaryFormat, digests); err != nil {
-			return false, err
-		}
-	}
-	if err := pl.Sync(); err != nil {
-		return false, err
-	}
-	for _, op := range live {
-		rr, err := pipelineResult(pl)
-		if err != nil {
-			return false, err
-		}
-		tag, err := rr.Close()
-		if err != nil {
-			return false, err
-		}
-		op.inserted = tag.RowsAffected() == 1
-	}
-	if digests != nil {
-		rr, err := pipelineResult(pl)
-		if err != nil {
-			return false, err
-		}
-		for rr.NextRow() {
-			v := rr.Values()
-			if len(v) != 3 {
-				_, _ = rr.Close()
-				return false, fmt.Errorf("outbox: finding idempotency keys: %d columns", len(v))
-			}
-			prev = append(prev, prevMessage{id: string(v[0]), idem: bytes.Clone(v[1]), fp: bytes.Clone(v[2])})
-		}
-		if _, err := rr.Close(); err != nil {
-			return false, err
-		}
-	}
-	piping = false
-	if err := pl.Close(); err != nil {
 		return false, err
 	}
 
@@ -289,6 +208,162 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 	}
 	committing = true
 	return true, tx.Commit(ctx)
+}
+
+// prevMessage is a message found holding an idempotency key of a group's.
+type prevMessage struct {
+	id       string
+	idem, fp []byte
+}
+
+// insertRows inserts the rows of live in tx, setting each one's inserted,
+// and returns the messages that hold the idempotency keys of those with
+// one. The group's statements go in one round trip.
+type insertRows func(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error)
+
+// insertPipelined is insertRows through pgconn's pipeline, each row's
+// parameters encoded once (binaryParams) and written out on its own:
+// pgx's Batch would copy every envelope twice more into buffers that grow
+// with the group. Its statements are prepared by name on the connection,
+// as pgx's default query mode prepares its own; in any other mode (an
+// application behind a pooler that keeps no prepared statements sets one)
+// the group takes insertBatch.
+func (g *pgEnqueueGroup) insertPipelined(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error) {
+	ob := g.ob
+	conn := tx.Conn()
+	keyed, digests := groupDigests(live)
+	stmts, err := prepareGroupStatements(ctx, conn, keyed)
+	if err != nil {
+		return nil, err
+	}
+	pl := conn.PgConn().StartPipeline(ctx)
+	// The connection keeps one Pipeline, which another of the pool's
+	// users gets once the commit has given the connection back: it is
+	// closed here only while it is still this group's.
+	piping := true
+	defer func() {
+		if piping {
+			_ = pl.Close()
+		}
+	}()
+	now := time.Now()
+	created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
+	for _, op := range live {
+		pm := op.pm
+		if pm.idem == nil {
+			err = sendStatement(pl, conn.TypeMap(), stmts.insert, nil,
+				pm.id, string(Queued), created, expires, created, pm.prog, pm.env)
+		} else {
+			err = sendStatement(pl, conn.TypeMap(), stmts.insertKeyed, nil,
+				pm.id, string(Queued), created, expires, created, pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if digests != nil {
+		// After the inserts, in the same round trip: the messages that
+		// hold the keys of those not inserted.
+		if err := sendStatement(pl, conn.TypeMap(), stmts.findIdems, binaryFormat, digests); err != nil {
+			return nil, err
+		}
+	}
+	if err := pl.Sync(); err != nil {
+		return nil, err
+	}
+	for _, op := range live {
+		rr, err := pipelineResult(pl)
+		if err != nil {
+			return nil, err
+		}
+		tag, err := rr.Close()
+		if err != nil {
+			return nil, err
+		}
+		op.inserted = tag.RowsAffected() == 1
+	}
+	var prev []prevMessage
+	if digests != nil {
+		rr, err := pipelineResult(pl)
+		if err != nil {
+			return nil, err
+		}
+		for rr.NextRow() {
+			v := rr.Values()
+			if len(v) != 3 {
+				_, _ = rr.Close()
+				return nil, fmt.Errorf("outbox: finding idempotency keys: %d columns", len(v))
+			}
+			prev = append(prev, prevMessage{id: string(v[0]), idem: bytes.Clone(v[1]), fp: bytes.Clone(v[2])})
+		}
+		if _, err := rr.Close(); err != nil {
+			return nil, err
+		}
+	}
+	piping = false
+	return prev, pl.Close()
+}
+
+// insertBatch is insertRows through a pgx.Batch, in the pool's query mode.
+func (g *pgEnqueueGroup) insertBatch(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error) {
+	ob := g.ob
+	_, digests := groupDigests(live)
+	now := time.Now()
+	created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
+	b := &pgx.Batch{}
+	for _, op := range live {
+		pm := op.pm
+		if pm.idem == nil {
+			b.Queue(sqlInsertMessage, pm.id, string(Queued), created, expires, created, pm.prog, pm.env)
+			continue
+		}
+		b.Queue(sqlInsertKeyedMessage, pm.id, string(Queued), created, expires, created,
+			pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env)
+	}
+	if digests != nil {
+		b.Queue(sqlFindIdems, digests)
+	}
+	br := tx.SendBatch(ctx, b)
+	defer func() { _ = br.Close() }()
+	for _, op := range live {
+		tag, err := br.Exec()
+		if err != nil {
+			return nil, err
+		}
+		op.inserted = tag.RowsAffected() == 1
+	}
+	var prev []prevMessage
+	if digests != nil {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var p prevMessage
+			if err := rows.Scan(&p.id, &p.idem, &p.fp); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			prev = append(prev, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return prev, br.Close()
+}
+
+// groupDigests reports whether any of live has an idempotency key, and
+// lists every digest of their keys.
+func groupDigests(live []*pgEnqueueOp) (keyed bool, digests [][]byte) {
+	for _, op := range live {
+		if op.pm.idem != nil {
+			keyed = true
+			digests = append(digests, op.pm.idem...)
+		}
+	}
+	return keyed, digests
 }
 
 // groupStatements are the group's statements, prepared on one connection.

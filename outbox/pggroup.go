@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -197,13 +198,35 @@ func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
 			progress, attempt, was = append(progress, r.progress), append(attempt, r.attempt), append(was, r.wasProgress)
 			ns, runs, wasAttempts = append(ns, int32(r.n)), append(runs, int32(r.run)), append(wasAttempts, int32(r.wasAttempts))
 		}
-		// Through pgconn, with the parameters encoded once each
-		// (binaryParams): the group's attempts, its largest array, last.
 		c, err := pool.Acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer c.Release()
+		out := make([]bool, len(rs))
+		if c.Conn().Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+			// In another of pgx's query modes (an application behind a
+			// pooler that keeps no prepared statements sets one), through
+			// pgx in that mode.
+			rows, err := c.Query(ctx, sqlRecordManyPG, ids, states, finished, next, progress, ns, runs, was, wasAttempts, attempt)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return nil, err
+				}
+				if i, ok := first[id]; ok {
+					out[i] = true
+				}
+			}
+			return out, rows.Err()
+		}
+		// Through pgconn, prepared by name as pgx's default mode prepares
+		// its own, with the parameters encoded once each (binaryParams):
+		// the group's attempts, its largest array, last.
 		sd, err := c.Conn().Prepare(ctx, stmtRecordManyPG, sqlRecordManyPG)
 		if err != nil {
 			return nil, err
@@ -213,7 +236,6 @@ func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
 			return nil, err
 		}
 		rr := c.Conn().PgConn().ExecStatement(ctx, sd, params, binaryFormat, binaryFormat)
-		out := make([]bool, len(rs))
 		for rr.NextRow() {
 			if v := rr.Values(); len(v) == 1 {
 				if i, ok := first[string(v[0])]; ok {

@@ -2,7 +2,9 @@ package outbox
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,4 +153,143 @@ func TestOpenPostgresPoolOfOne(t *testing.T) {
 	if n := len(srv.Messages()); n != 10 {
 		t.Errorf("%d delivered, want 10", n)
 	}
+}
+
+// An outbox on a pool in any of pgx's query modes queues and delivers,
+// its Enqueues grouped (an idempotency key given twice included) and its
+// records too. An application sets a mode other than pgx's default behind
+// a pooler that keeps no prepared statements: in those modes the pool
+// here forgets every statement prepared by name whenever a connection is
+// taken from it, as such a pooler does between transactions, and nothing
+// of the outbox may count on one.
+func TestPostgresQueryExecModes(t *testing.T) {
+	pg := pgtest.Start(t)
+	for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := mailsectest.NewServer(t, mailsectest.Config{})
+			s, err := mailsec.NewSender(srv.Transport(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			cfg, err := pgxpool.ParseConfig(pg.NewDatabase(t) + "&pool_max_conns=24&default_query_exec_mode=" + mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := &preparedNames{}
+			cfg.ConnConfig.Tracer = tr
+			forgot := 0
+			var mu sync.Mutex
+			if mode != "cache_statement" {
+				cfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
+					if _, err := c.Exec(ctx, "DEALLOCATE ALL"); err != nil {
+						return false, err
+					}
+					mu.Lock()
+					forgot++
+					mu.Unlock()
+					return true, nil
+				}
+			}
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			ob, err := OpenPostgres(ctx, s, pool, &Options{Keys: []Key{NewKey()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = ob.Close(ctx) }()
+			const n = 8
+			ids := make([]string, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for range 2 { // the second time on connections that prepared before
+				for i := range n {
+					wg.Go(func() {
+						var o *EnqueueOptions
+						if i >= n-2 {
+							o = &EnqueueOptions{IdempotencyKey: "twice"}
+						}
+						ids[i], errs[i] = ob.Enqueue(ctx, &mailsec.Message{From: "a@example.com", To: []string{"b@example.org"},
+							Subject: "x", Text: strings.Repeat("y", 5000)}, o)
+					})
+				}
+				wg.Wait()
+				for i, err := range errs {
+					if err != nil {
+						t.Fatalf("Enqueue %d: %v", i, err)
+					}
+				}
+				if ids[n-1] != ids[n-2] {
+					t.Errorf("one key twice: %s and %s", ids[n-2], ids[n-1])
+				}
+				if st, err := ob.RunDue(ctx); err != nil || st.Depth != 0 {
+					t.Fatalf("RunDue: %+v, %v", st, err)
+				}
+				for _, id := range ids {
+					if st, err := ob.Status(ctx, id); err != nil || st.State != Delivered {
+						t.Fatalf("message %s: %v, %v", id, st, err)
+					}
+				}
+			}
+			if got := len(srv.Messages()); got != n-1+n-2 {
+				t.Errorf("%d delivered, want %d", got, n-1+n-2)
+			}
+			if mode != "cache_statement" && forgot == 0 {
+				t.Error("the pool never forgot its prepared statements")
+			}
+			// The outbox's own named statements: in pgx's default mode
+			// the groups' (sent through pgconn), in any other none.
+			own := tr.with("mailsec_outbox_")
+			want := []string{stmtInsertMessage, stmtInsertKeyedMessage, stmtFindIdems, stmtRecordManyPG}
+			if mode != "cache_statement" {
+				want = nil
+			}
+			for _, name := range want {
+				if !slices.Contains(own, name) {
+					t.Errorf("%s was not prepared", name)
+				}
+			}
+			if want == nil && len(own) > 0 {
+				t.Errorf("prepared by name in mode %s: %v", mode, own)
+			}
+		})
+	}
+}
+
+// preparedNames records the names of the statements pgx prepares.
+type preparedNames struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (p *preparedNames) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (p *preparedNames) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (p *preparedNames) TracePrepareStart(ctx context.Context, _ *pgx.Conn, d pgx.TracePrepareStartData) context.Context {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.names = append(p.names, d.Name)
+	return ctx
+}
+
+func (p *preparedNames) TracePrepareEnd(context.Context, *pgx.Conn, pgx.TracePrepareEndData) {}
+
+// with lists the names recorded that begin with prefix, once each.
+func (p *preparedNames) with(prefix string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, n := range p.names {
+		if strings.HasPrefix(n, prefix) && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
