@@ -609,7 +609,7 @@ func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEn
 		client:  client,
 		q:       pgQ{pool},
 		reads:   newPGReads(pool),
-		records: newPGRecords(pool),
+		records: newPGRecords(pool, prepares(pool)),
 		beginTx: func(ctx context.Context) (txn, error) {
 			tx, err := pool.Begin(ctx)
 			if err != nil {
@@ -661,7 +661,8 @@ func openPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o 
 		return nil, err
 	}
 	ob.eng = e
-	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client, coalescer: coalescer[*pgEnqueueOp]{atOnce: pgGroupsAtOnce, yield: true}}
+	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client, prepared: prepares(pool),
+		coalescer: coalescer[*pgEnqueueOp]{atOnce: pgGroupsAtOnce, yield: true}}
 	if err := ob.ready(ctx); err != nil {
 		return nil, err
 	}

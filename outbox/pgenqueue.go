@@ -26,9 +26,10 @@ import (
 // callers then runs alone, as an Enqueue of its own, so that one caller's
 // failure is its own.
 type pgEnqueueGroup struct {
-	ob     *Outbox
-	pool   *pgxpool.Pool
-	client *river.Client[pgx.Tx]
+	ob       *Outbox
+	pool     *pgxpool.Pool
+	client   *river.Client[pgx.Tx]
+	prepared bool // the pool prepares statements by name (prepares)
 
 	coalescer[*pgEnqueueOp] // pgGroupsAtOnce groups at once
 }
@@ -166,9 +167,9 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		}
 	}()
 	ob := g.ob
-	var send insertRows = g.insertPipelined
-	if tx.Conn().Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
-		send = g.insertBatch
+	var send insertRows = g.insertBatch
+	if g.prepared {
+		send = g.insertPipelined
 	}
 	prev, err := send(work, tx, live)
 	if err != nil {
@@ -364,6 +365,13 @@ func groupDigests(live []*pgEnqueueOp) (keyed bool, digests [][]byte) {
 		}
 	}
 	return keyed, digests
+}
+
+// prepares reports whether pool's connections run in pgx's default query
+// mode, which prepares statements by name on each connection: only then do
+// the groups prepare theirs so (insertPipelined, newPGRecords).
+func prepares(pool *pgxpool.Pool) bool {
+	return pool.Config().ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
 }
 
 // groupStatements are the group's statements, prepared on one connection.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -172,8 +171,9 @@ type pgRecord struct {
 // transaction holds reports false too, having changed nothing; its caller
 // then records it alone (recordIn), waiting for that transaction without
 // holding up the group. A record alone in its group runs the same
-// statement, and so leaves a held row to recordIn too.
-func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
+// statement, and so leaves a held row to recordIn too. prepared says that
+// the pool's connections prepare statements by name (prepares).
+func newPGRecords(pool *pgxpool.Pool, prepared bool) *pgGroup[pgRecord, bool] {
 	g := &pgGroup[pgRecord, bool]{coalescer: coalescer[*pgCall[pgRecord, bool]]{yield: true}}
 	g.many = func(ctx context.Context, rs []pgRecord) ([]bool, error) {
 		var (
@@ -204,7 +204,7 @@ func newPGRecords(pool *pgxpool.Pool) *pgGroup[pgRecord, bool] {
 		}
 		defer c.Release()
 		out := make([]bool, len(rs))
-		if c.Conn().Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		if !prepared {
 			// In another of pgx's query modes (an application behind a
 			// pooler that keeps no prepared statements sets one), through
 			// pgx in that mode.

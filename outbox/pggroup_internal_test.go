@@ -202,7 +202,7 @@ func TestPGRecordGroup(t *testing.T) {
 	record := func(id string, finished bool) pgRecord {
 		r := before[id]
 		rec := pgRecord{id: id, state: string(Queued), next: now + 1e6, progress: []byte("progress of " + id), n: r.attempts + 1,
-			attempt: []byte("attempt of " + id), run: 1, wasProgress: r.progress, wasAttempts: r.attempts}
+			attempt: []byte("attempt of " + id), run: r.attempts + 3, wasProgress: r.progress, wasAttempts: r.attempts}
 		if finished {
 			rec.state, rec.finished = string(Delivered), sql.NullInt64{Int64: now, Valid: true}
 		}
