@@ -634,7 +634,7 @@ func (ob *Outbox) openEnvelope(id string, sealed []byte) (*storedMessage, error)
 
 // openEnvelopeIn is openEnvelope, consuming sealed when inPlace: it is
 // opened in its own memory (keyring.consume), and the text and HTML
-// share it.
+// share it (decodeEnvelopeAs).
 func (ob *Outbox) openEnvelopeIn(inPlace bool, id string, sealed []byte) (*storedMessage, error) {
 	if sealed == nil {
 		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
@@ -643,11 +643,7 @@ func (ob *Outbox) openEnvelopeIn(inPlace bool, id string, sealed []byte) (*store
 	if err != nil {
 		return nil, err
 	}
-	decode := decodeEnvelope
-	if inPlace {
-		decode = decodeEnvelopeShared
-	}
-	sm, err := decode(b)
+	sm, err := decodeEnvelopeAs(b, inPlace)
 	if err != nil {
 		return nil, &OpenError{ID: id, What: "envelope", Err: ErrTampered}
 	}

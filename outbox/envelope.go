@@ -55,14 +55,9 @@ func decodeEnvelope(b []byte) (*storedMessage, error) {
 	return decodeEnvelopeAs(b, false)
 }
 
-// decodeEnvelopeShared is decodeEnvelope for an envelope b its caller
-// gives up: the binary form's text and HTML are b's own memory, not
-// copies of it. Nothing may write to b after.
-func decodeEnvelopeShared(b []byte) (*storedMessage, error) {
-	return decodeEnvelopeAs(b, true)
-}
-
-// decodeEnvelopeAs is decodeEnvelope, sharing b's memory when shared.
+// decodeEnvelopeAs is decodeEnvelope; when shared, b is given up by its
+// caller, and the binary form's text and HTML are b's own memory, not
+// copies of it: nothing may write to b after.
 func decodeEnvelopeAs(b []byte, shared bool) (*storedMessage, error) {
 	var sm storedMessage
 	if len(b) > 0 && b[0] == '{' {
