@@ -230,7 +230,6 @@ type insertRows func(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]pre
 // application behind a pooler that keeps no prepared statements sets one)
 // the group takes insertBatch.
 func (g *pgEnqueueGroup) insertPipelined(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error) {
-	ob := g.ob
 	conn := tx.Conn()
 	keyed, digests := groupDigests(live)
 	stmts, err := prepareGroupStatements(ctx, conn, keyed)
@@ -248,17 +247,12 @@ func (g *pgEnqueueGroup) insertPipelined(ctx context.Context, tx pgx.Tx, live []
 		}
 	}()
 	now := time.Now()
-	created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
 	for _, op := range live {
-		pm := op.pm
-		if pm.idem == nil {
-			err = sendStatement(pl, conn.TypeMap(), stmts.insert, nil,
-				pm.id, string(Queued), created, expires, created, pm.prog, pm.env)
-		} else {
-			err = sendStatement(pl, conn.TypeMap(), stmts.insertKeyed, nil,
-				pm.id, string(Queued), created, expires, created, pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env)
+		sd := stmts.insert
+		if op.pm.idem != nil {
+			sd = stmts.insertKeyed
 		}
-		if err != nil {
+		if err := sendStatement(pl, conn.TypeMap(), sd, nil, g.insertArgs(op.pm, now)...); err != nil {
 			return nil, err
 		}
 	}
@@ -307,19 +301,15 @@ func (g *pgEnqueueGroup) insertPipelined(ctx context.Context, tx pgx.Tx, live []
 
 // insertBatch is insertRows through a pgx.Batch, in the pool's query mode.
 func (g *pgEnqueueGroup) insertBatch(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error) {
-	ob := g.ob
 	_, digests := groupDigests(live)
 	now := time.Now()
-	created, expires := now.UnixMicro(), now.Add(ob.o.maxAge).UnixMicro()
 	b := &pgx.Batch{}
 	for _, op := range live {
-		pm := op.pm
-		if pm.idem == nil {
-			b.Queue(sqlInsertMessage, pm.id, string(Queued), created, expires, created, pm.prog, pm.env)
-			continue
+		q := sqlInsertMessage
+		if op.pm.idem != nil {
+			q = sqlInsertKeyedMessage
 		}
-		b.Queue(sqlInsertKeyedMessage, pm.id, string(Queued), created, expires, created,
-			pm.idem[0], ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env)
+		b.Queue(q, g.insertArgs(op.pm, now)...)
 	}
 	if digests != nil {
 		b.Queue(sqlFindIdems, digests)
@@ -353,6 +343,17 @@ func (g *pgEnqueueGroup) insertBatch(ctx context.Context, tx pgx.Tx, live []*pgE
 		}
 	}
 	return prev, br.Close()
+}
+
+// insertArgs are the arguments of pm's insert at now: sqlInsertMessage's,
+// or sqlInsertKeyedMessage's when pm has an idempotency key.
+func (g *pgEnqueueGroup) insertArgs(pm *preparedMessage, now time.Time) []any {
+	created, expires := now.UnixMicro(), now.Add(g.ob.o.maxAge).UnixMicro()
+	if pm.idem == nil {
+		return []any{pm.id, string(Queued), created, expires, created, pm.prog, pm.env}
+	}
+	return []any{pm.id, string(Queued), created, expires, created,
+		pm.idem[0], g.ob.keys.fingerprint(0, pm.fp.Sum(nil)), pm.prog, pm.idem, pm.env}
 }
 
 // groupDigests reports whether any of live has an idempotency key, and

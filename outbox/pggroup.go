@@ -198,6 +198,8 @@ func newPGRecords(pool *pgxpool.Pool, prepared bool) *pgGroup[pgRecord, bool] {
 			progress, attempt, was = append(progress, r.progress), append(attempt, r.attempt), append(was, r.wasProgress)
 			ns, runs, wasAttempts = append(ns, int32(r.n)), append(runs, int32(r.run)), append(wasAttempts, int32(r.wasAttempts))
 		}
+		// In sqlRecordManyPG's order: the attempts, the largest, last.
+		args := []any{ids, states, finished, next, progress, ns, runs, was, wasAttempts, attempt}
 		c, err := pool.Acquire(ctx)
 		if err != nil {
 			return nil, err
@@ -208,7 +210,7 @@ func newPGRecords(pool *pgxpool.Pool, prepared bool) *pgGroup[pgRecord, bool] {
 			// In another of pgx's query modes (an application behind a
 			// pooler that keeps no prepared statements sets one), through
 			// pgx in that mode.
-			rows, err := c.Query(ctx, sqlRecordManyPG, ids, states, finished, next, progress, ns, runs, was, wasAttempts, attempt)
+			rows, err := c.Query(ctx, sqlRecordManyPG, args...)
 			if err != nil {
 				return nil, err
 			}
@@ -225,13 +227,12 @@ func newPGRecords(pool *pgxpool.Pool, prepared bool) *pgGroup[pgRecord, bool] {
 			return out, rows.Err()
 		}
 		// Through pgconn, prepared by name as pgx's default mode prepares
-		// its own, with the parameters encoded once each (binaryParams):
-		// the group's attempts, its largest array, last.
+		// its own, with the parameters encoded once each (binaryParams).
 		sd, err := c.Conn().Prepare(ctx, stmtRecordManyPG, sqlRecordManyPG)
 		if err != nil {
 			return nil, err
 		}
-		params, err := binaryParams(c.Conn().TypeMap(), sd, ids, states, finished, next, progress, ns, runs, was, wasAttempts, attempt)
+		params, err := binaryParams(c.Conn().TypeMap(), sd, args...)
 		if err != nil {
 			return nil, err
 		}
