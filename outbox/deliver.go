@@ -872,7 +872,47 @@ func (ob *Outbox) decide(prog *progress, r *row, a *Attempt, sendErr error) (tim
 		}
 		return time.Time{}, Expired
 	}
+	if overLimitOnly(prog, a.Receipt) {
+		// The server took what one transaction may carry: the rest go in
+		// the next one now, as an MTA does, rather than after a backoff.
+		// Each such attempt delivers to one recipient at least, so this
+		// ends.
+		return now, Queued
+	}
 	return earliest(now.Add(ob.backoff(a.Number)), r.expiresAt), Queued
+}
+
+// overLimitOnly reports whether the attempt with receipt rec had a
+// recipient accepted, and deferred every recipient still pending for
+// being beyond the server's limit on recipients in one transaction.
+func overLimitOnly(prog *progress, rec *mailsec.Receipt) bool {
+	if rec == nil || !slices.ContainsFunc(rec.Recipients, func(rr mailsec.RecipientReceipt) bool { return rr.Accepted }) {
+		return false
+	}
+	for _, rp := range prog.Recipients {
+		if rp.State != Pending {
+			continue
+		}
+		i := slices.IndexFunc(rec.Recipients, func(rr mailsec.RecipientReceipt) bool { return rr.Address == rp.Address })
+		if i < 0 || !overRecipientLimit(rec.Recipients[i].Err) {
+			return false
+		}
+	}
+	return true
+}
+
+// overRecipientLimit reports a refusal of RCPT for too many recipients
+// (RFC 5321 section 4.5.3.1.10): 452, or 552 from a server that follows
+// RFC 821, with no enhanced code or X.5.3 (RFC 3463). A 452 that says
+// something else (4.3.1, the server out of storage; 4.2.2, a full
+// mailbox) is not one: a transaction of fewer recipients does not help.
+func overRecipientLimit(err error) bool {
+	var se *mailsec.SMTPError
+	if !errors.As(err, &se) || se.Command != "RCPT" || (se.Code != 452 && se.Code != 552) {
+		return false
+	}
+	ec := se.EnhancedCode
+	return ec == (mailsec.EnhancedCode{}) || (ec[1] == 5 && ec[2] == 3)
 }
 
 // backoff is the wait after the n-th attempt: MinBackoff doubled n-1

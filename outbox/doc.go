@@ -175,7 +175,12 @@
 // first attempt is MinBackoff (default 1 minute), doubling with each
 // attempt up to MaxBackoff (default 1 hour), each drawn at random from
 // its upper half, so that messages deferred together are not retried
-// together. A recipient still deferred MaxAge after Enqueue (default 5
+// together. Recipients deferred only for being beyond the server's limit
+// on recipients in one transaction (RCPT answered 452, or 552 as RFC 821
+// servers give it, with enhanced code X.5.3 or none: RFC 5321 section
+// 4.5.3.1.10), in an attempt that had others accepted, are tried again at
+// once, in a transaction of their own, as an MTA does. A recipient still
+// deferred MaxAge after Enqueue (default 5
 // days, as Postfix's maximal_queue_lifetime) expires: the message ends
 // Expired, or PartlyDelivered when others were accepted. Options.OnReceipt
 // is called after every attempt, and Options.Logger receives a record of

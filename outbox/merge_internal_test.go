@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/mailsec/mailsec"
@@ -53,5 +54,34 @@ func TestDeadWorkerThenNothingThenSend(t *testing.T) {
 	ob.merge(prog, a3, &outcome{rec: rec3, dup: map[string]bool{"ann@example.org": true}})
 	if len(a3.PossibleDuplicates) != 1 || !prog.Recipients[0].PossibleDuplicate || prog.Recipients[0].State != Accepted {
 		t.Fatalf("attempt 3: possible duplicates %v, progress %+v", a3.PossibleDuplicates, prog.Recipients)
+	}
+}
+
+// Only a refusal of RCPT for too many recipients counts as the server's
+// limit on one transaction.
+func TestOverRecipientLimit(t *testing.T) {
+	rcpt := func(code int, ec mailsec.EnhancedCode) error {
+		return fmt.Errorf("sending: %w", &mailsec.SMTPError{Host: "mx.example.org", Command: "RCPT", Code: code, EnhancedCode: ec})
+	}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{rcpt(452, mailsec.EnhancedCode{4, 5, 3}), true},
+		{rcpt(452, mailsec.EnhancedCode{}), true},
+		{rcpt(552, mailsec.EnhancedCode{5, 5, 3}), true},
+		{rcpt(552, mailsec.EnhancedCode{}), true},
+		{rcpt(452, mailsec.EnhancedCode{4, 3, 1}), false},
+		{rcpt(452, mailsec.EnhancedCode{4, 2, 2}), false},
+		{rcpt(552, mailsec.EnhancedCode{5, 3, 4}), false},
+		{rcpt(451, mailsec.EnhancedCode{4, 5, 3}), false},
+		{&mailsec.SMTPError{Command: "DATA", Code: 452, EnhancedCode: mailsec.EnhancedCode{4, 5, 3}}, false},
+		{&mailsec.SMTPError{Command: "MAIL", Code: 452}, false},
+		{errors.New("452 4.5.3 too many recipients"), false},
+		{nil, false},
+	} {
+		if got := overRecipientLimit(c.err); got != c.want {
+			t.Errorf("overRecipientLimit(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

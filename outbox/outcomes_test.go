@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,50 +176,99 @@ func TestUnknownSurvivesAttemptThatSentNothing(t *testing.T) {
 	}
 }
 
-// RFC 5321 section 4.5.3.1.10: a 552 to RCPT for "too many recipients"
-// (5.5.3) is to be treated as temporary; those recipients are tried
-// again later, not refused.
-func Test552TooManyRecipientsRetried(t *testing.T) {
-	srv := newScriptServer(t)
-	count := map[int]int{}
-	srv.rcpt = func(n int, to string) string {
-		count[n]++
-		if count[n] > 2 {
-			return "552 5.5.3 Too many recipients"
-		}
-		return ""
-	}
-	st := deliverScripted(t, srv.Transport(), nil, "ann@example.org", "bob@example.org", "carl@example.org")
-	if st.State != outbox.Delivered || srv.copiesFor("carl@example.org") != 1 {
-		t.Fatalf("state %s; carl: %+v; copies for carl %d", st.State, rcptStatus(st, "carl@example.org"), srv.copiesFor("carl@example.org"))
+// RFC 5321 section 4.5.3.1.10: recipients beyond the server's limit on
+// recipients in one transaction (452, or 552 from a server that follows
+// RFC 821, with X.5.3 or no enhanced code) are deferred, not refused, and
+// go in the next transaction at once: with backoffs of an hour, all five
+// are delivered, two at a time, each once.
+func TestOverRecipientLimitRetriedAtOnce(t *testing.T) {
+	for _, reply := range []string{
+		"452 4.5.3 Too many recipients",
+		"452 Too many recipients",
+		"552 5.5.3 Too many recipients",
+	} {
+		t.Run(reply, func(t *testing.T) {
+			srv := newScriptServer(t)
+			var mu sync.Mutex
+			count := map[int]int{}
+			srv.rcpt = func(n int, to string) string {
+				mu.Lock()
+				defer mu.Unlock()
+				count[n]++
+				if count[n] > 2 {
+					return reply
+				}
+				return ""
+			}
+			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MinBackoff: time.Hour, MaxBackoff: time.Hour}), true)
+			rc := []string{"a1@example.org", "a2@example.org", "a3@example.org", "a4@example.org", "a5@example.org"}
+			id, err := ob.Enqueue(context.Background(), scriptMsg(rc...), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := waitFor(t, ob, id, "", 20*time.Second)
+			if st.State != outbox.Delivered || len(st.Attempts) != 3 {
+				t.Fatalf("state %s, %d attempts", st.State, len(st.Attempts))
+			}
+			for _, r := range rc {
+				if c := srv.copiesFor(r); c != 1 {
+					t.Fatalf("%s got %d copies", r, c)
+				}
+			}
+		})
 	}
 }
 
-// Control: 452 4.5.3 for the recipients beyond the server's limit.
-func Test452TooManyRecipientsRetried(t *testing.T) {
-	srv := newScriptServer(t)
-	count := map[int]int{}
-	srv.rcpt = func(n int, to string) string {
-		count[n]++
-		if count[n] > 2 {
-			return "452 4.5.3 Too many recipients"
-		}
-		return ""
-	}
-	ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(nil), true)
-	rc := []string{"a1@example.org", "a2@example.org", "a3@example.org", "a4@example.org", "a5@example.org"}
-	id, err := ob.Enqueue(context.Background(), scriptMsg(rc...), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitFor(t, ob, id, "", 20*time.Second)
-	if st.State != outbox.Delivered || len(st.Attempts) != 3 {
-		t.Fatalf("state %s, %d attempts", st.State, len(st.Attempts))
-	}
-	for _, r := range rc {
-		if c := srv.copiesFor(r); c != 1 {
-			t.Fatalf("%s got %d copies", r, c)
-		}
+// Deferrals that a smaller transaction does not help wait for the
+// backoff, even when others were accepted: a 452 for want of storage
+// (4.3.1), a 450, and a limit met by every recipient of an attempt (none
+// accepted: the attempt made no progress).
+func TestDeferralsWaitForBackoff(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		accept int // recipients accepted per transaction
+		reply  string
+	}{
+		{"452 4.3.1 after two accepted", 2, "452 4.3.1 Insufficient system storage"},
+		{"450 after two accepted", 2, "450 4.2.1 Try again later"},
+		{"452 4.5.3 to every recipient", 0, "452 4.5.3 Too many recipients"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := newScriptServer(t)
+			var mu sync.Mutex
+			count := map[int]int{}
+			srv.rcpt = func(n int, to string) string {
+				mu.Lock()
+				defer mu.Unlock()
+				count[n]++
+				if count[n] > c.accept {
+					return c.reply
+				}
+				return ""
+			}
+			at := newAttempts()
+			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{OnReceipt: at.on, MinBackoff: time.Hour, MaxBackoff: time.Hour}), true)
+			id, err := ob.Enqueue(context.Background(), scriptMsg("a1@example.org", "a2@example.org", "a3@example.org"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at.next(t)
+			// Long enough for an attempt made at once to be recorded.
+			time.Sleep(500 * time.Millisecond)
+			st, err := ob.Status(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State != outbox.Queued || len(st.Attempts) != 1 || time.Until(st.Next) < 20*time.Minute {
+				t.Fatalf("state %s, %d attempts, next in %v; want Queued after one attempt, the next in half an hour at least",
+					st.State, len(st.Attempts), time.Until(st.Next))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(count) != 1 {
+				t.Fatalf("%d transactions, want 1", len(count))
+			}
+		})
 	}
 }
 
@@ -620,14 +670,14 @@ func Test421AtEndOfData(t *testing.T) {
 	}
 }
 
-// 2 of 3 accepted, the third deferred (452); the process restarts; the
+// 2 of 3 accepted, the third deferred (450); the process restarts; the
 // third's final reply is lost once; then it is accepted. Only the third
 // is flagged, ann and bob get one copy.
 func TestRestartThenLostReply(t *testing.T) {
 	srv := newScriptServer(t)
 	srv.rcpt = func(n int, to string) string {
 		if n == 1 && to == "carl@example.org" {
-			return "452 4.5.3 too many recipients"
+			return "450 4.2.1 try again later"
 		}
 		return ""
 	}
