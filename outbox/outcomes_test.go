@@ -176,6 +176,28 @@ func TestUnknownSurvivesAttemptThatSentNothing(t *testing.T) {
 	}
 }
 
+// rcptLimit has srv accept the first accept recipients of each
+// transaction and answer reply to the others. It returns a count of the
+// transactions begun.
+func rcptLimit(srv *scriptServer, accept int, reply string) (txns func() int) {
+	var mu sync.Mutex
+	count := map[int]int{}
+	srv.rcpt = func(n int, to string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		count[n]++
+		if count[n] > accept {
+			return reply
+		}
+		return ""
+	}
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(count)
+	}
+}
+
 // RFC 5321 section 4.5.3.1.10: recipients beyond the server's limit on
 // recipients in one transaction (452, or 552 from a server that follows
 // RFC 821, with X.5.3 or no enhanced code) are deferred, not refused, and
@@ -189,17 +211,7 @@ func TestOverRecipientLimitRetriedAtOnce(t *testing.T) {
 	} {
 		t.Run(reply, func(t *testing.T) {
 			srv := newScriptServer(t)
-			var mu sync.Mutex
-			count := map[int]int{}
-			srv.rcpt = func(n int, to string) string {
-				mu.Lock()
-				defer mu.Unlock()
-				count[n]++
-				if count[n] > 2 {
-					return reply
-				}
-				return ""
-			}
+			rcptLimit(srv, 2, reply)
 			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{MinBackoff: time.Hour, MaxBackoff: time.Hour}), true)
 			rc := []string{"a1@example.org", "a2@example.org", "a3@example.org", "a4@example.org", "a5@example.org"}
 			id, err := ob.Enqueue(context.Background(), scriptMsg(rc...), nil)
@@ -235,17 +247,7 @@ func TestDeferralsWaitForBackoff(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := newScriptServer(t)
-			var mu sync.Mutex
-			count := map[int]int{}
-			srv.rcpt = func(n int, to string) string {
-				mu.Lock()
-				defer mu.Unlock()
-				count[n]++
-				if count[n] > c.accept {
-					return c.reply
-				}
-				return ""
-			}
+			txns := rcptLimit(srv, c.accept, c.reply)
 			at := newAttempts()
 			ob, _ := openFile(t, newSender(t, srv.Transport(), nil), fast(&outbox.Options{OnReceipt: at.on, MinBackoff: time.Hour, MaxBackoff: time.Hour}), true)
 			id, err := ob.Enqueue(context.Background(), scriptMsg("a1@example.org", "a2@example.org", "a3@example.org"), nil)
@@ -263,10 +265,8 @@ func TestDeferralsWaitForBackoff(t *testing.T) {
 				t.Fatalf("state %s, %d attempts, next in %v; want Queued after one attempt, the next in half an hour at least",
 					st.State, len(st.Attempts), time.Until(st.Next))
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if len(count) != 1 {
-				t.Fatalf("%d transactions, want 1", len(count))
+			if n := txns(); n != 1 {
+				t.Fatalf("%d transactions, want 1", n)
 			}
 		})
 	}
