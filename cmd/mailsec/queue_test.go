@@ -846,3 +846,42 @@ func TestQueueRunSMTPPasswordNotShown(t *testing.T) {
 		t.Errorf("delivered after a failed authentication")
 	}
 }
+
+// A key given on the command line (a stray argument, the ID's place, a
+// flag mailsec lacks, a flag's value) is refused, and the refusal does not
+// print it: standard error goes to cron mail, journald and CI logs.
+func TestKeyOnCommandLineNotPrinted(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "mail.db")
+	environ, key := queueEnv(t)
+	id := enqueueCmd(t, environ, db, "-to", "ann@example.org")
+	other := outbox.NewKey()
+	for _, secret := range []string{key.Base64(), key.Base64() + "," + other.Base64()} {
+		for _, args := range [][]string{
+			{"queue", "list", "-db", db, secret},
+			{"queue", "show", id, "-db", db, secret},
+			{"queue", "show", secret, "-db", db},
+			{"queue", "cancel", id, "-db", db, secret},
+			{"queue", "retry", "-db", db, secret},
+			{"queue", "run", "-db", db, "-once", "-server", "127.0.0.1:1", secret},
+			{"queue", "run", "-db", db, "-once=" + secret},
+			{"queue", "list", "-db", db, "-limit", secret},
+			{"send", "-queue", db, "-from", "a@example.com", "-to", "b@example.org", "-subject", "x", secret},
+			{"check", "example.org", secret},
+			{"queue", "list", "-db", db, "-key=" + secret},
+			{"queue", "list", "-db", db, "-key", secret},
+		} {
+			r := runCmd(t, "", environ, args...)
+			if r.code != exitUsage {
+				t.Errorf("mailsec %s ...: exit %d, want %d", strings.Join(args[:2], " "), r.code, exitUsage)
+			}
+			if strings.Contains(r.stderr, secret) || strings.Contains(r.stdout, secret) ||
+				strings.Contains(r.stderr, key.Base64()) || strings.Contains(r.stdout, key.Base64()) {
+				t.Errorf("mailsec %s ... <key>: the key is printed:\n%s", strings.Join(args[:2], " "), r.stderr)
+			}
+		}
+	}
+	// Other arguments are still shown, to help find the mistake.
+	if r := runCmd(t, "", environ, "queue", "list", "-db", db, "stray"); !strings.Contains(r.stderr, `"stray"`) {
+		t.Errorf("a stray argument is not named: %s", r.stderr)
+	}
+}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unicode"
 )
@@ -193,9 +195,30 @@ func parseFlagsArgs(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), a
 	case err != nil:
 		return reportUsage(e, c, flagError(err)), false
 	case fs.NArg() > maxArgs:
-		return reportUsage(e, c, usagef("unexpected argument %q (every value needs a flag)", fs.Arg(maxArgs))), false
+		return reportUsage(e, c, usagef("unexpected argument %s (every value needs a flag)", argText(fs.Arg(maxArgs)))), false
 	}
 	return 0, true
+}
+
+// argText quotes a command-line argument for a message, unless it looks
+// like an outbox key (base64 of 16 octets or more, or several such,
+// comma-separated): a key given where it does not belong is not written
+// to standard error, which ends up in logs and mail.
+func argText(arg string) string {
+	if looksLikeKey(arg) {
+		return "(not shown: it looks like an outbox key, which is read from " + outboxKeyEnv + " only)"
+	}
+	return strconv.Quote(arg)
+}
+
+func looksLikeKey(arg string) bool {
+	for f := range strings.SplitSeq(arg, ",") {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(f))
+		if err != nil || len(b) < 16 {
+			return false
+		}
+	}
+	return true
 }
 
 // undefinedPrefix starts the flag package's error for an unknown flag.
@@ -225,6 +248,15 @@ func flagError(err error) error {
 			return usagef("unknown flag -%s: %s", name, hint)
 		}
 		return usagef("unknown flag -%s", name)
+	}
+	// "invalid value "V" for flag -f": V is not shown when it looks like
+	// a key.
+	if i := strings.IndexByte(msg, '"'); i >= 0 {
+		if q, err := strconv.QuotedPrefix(msg[i:]); err == nil {
+			if v, err := strconv.Unquote(q); err == nil && looksLikeKey(v) {
+				msg = msg[:i] + argText(v) + msg[i+len(q):]
+			}
+		}
 	}
 	return usagef("%s", msg)
 }
