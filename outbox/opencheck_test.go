@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,93 @@ func TestSkipMigrationsWritesNoStorageRecord(t *testing.T) {
 	_ = ob.Close(ctx)
 	if n := count(); n != 0 {
 		t.Errorf("Open with SkipMigrations wrote %d rows into mailsec_outbox_meta (the storage record)", n)
+	}
+}
+
+// A database Migrate made records no storage mode, and an Open with
+// SkipMigrations writes none. An outbox that stores otherwise than the
+// messages already in it is still refused, with or without
+// SkipMigrations, and writes nothing: not a plaintext message beside
+// sealed ones, not a record of its own mode.
+func testStorageModeWithoutRecord(t *testing.T, newDB func() string) {
+	ctx := context.Background()
+	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
+	sealedOpts := func(skip bool) *outbox.Options {
+		return &outbox.Options{Keys: []outbox.Key{testKey}, SkipMigrations: skip}
+	}
+	plainOpts := func(skip bool) *outbox.Options { return &outbox.Options{Plaintext: true, SkipMigrations: skip} }
+	for _, c := range []struct {
+		name        string
+		made, other func(skip bool) *outbox.Options
+		field       string
+	}{
+		{"sealed, then plaintext", sealedOpts, plainOpts, "Options.Plaintext"},
+		{"plaintext, then sealed", plainOpts, sealedOpts, "Options.Keys"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := newDB()
+			if err := outbox.Migrate(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			ob := openAt(t, s, db, c.made(true), false)
+			id, err := ob.Enqueue(ctx, message(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ob.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, skip := range []bool{true, false} {
+				ob, err := outbox.Open(ctx, s, db, c.other(skip))
+				var ce *mailsec.ConfigError
+				if !errors.As(err, &ce) || ce.Field != c.field {
+					if err == nil {
+						_, _ = ob.Enqueue(ctx, message(), nil)
+						_ = ob.Close(ctx)
+					}
+					t.Fatalf("Open (SkipMigrations %v) of an outbox made %s: %v; want a ConfigError on %s", skip, c.name, err, c.field)
+				}
+			}
+			// Nothing was written: the one message, no record.
+			ob = openAt(t, s, db, c.made(true), false)
+			defer ob.Close(ctx)
+			if st, err := ob.Stats(ctx); err != nil || st.Depth != 1 {
+				t.Fatalf("Stats = %+v, %v; want the one message", st, err)
+			}
+			if st, err := ob.Status(ctx, id); err != nil || st.State != outbox.Queued {
+				t.Fatalf("Status: %+v, %v", st, err)
+			}
+		})
+	}
+}
+
+func TestStorageModeWithoutRecordSQLite(t *testing.T) {
+	testStorageModeWithoutRecord(t, func() string { return filepath.Join(t.TempDir(), "mail.db") })
+}
+
+func TestStorageModeWithoutRecordPostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	testStorageModeWithoutRecord(t, func() string { return pg.NewDatabase(t) })
+}
+
+// A plaintext outbox is logged at every Open, SkipMigrations or not.
+func TestPlaintextLoggedAtEveryOpen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
+	for _, skip := range []bool{false, true, false} {
+		var logs syncBuffer
+		ob, err := outbox.Open(ctx, s, path, &outbox.Options{Plaintext: true, SkipMigrations: skip,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ob.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(logs.String(), "stored in plaintext"); got != 1 {
+			t.Fatalf("Open (SkipMigrations %v) of a plaintext outbox logged %d warnings: %q", skip, got, logs.String())
+		}
 	}
 }
 

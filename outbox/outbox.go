@@ -71,7 +71,10 @@ type Options struct {
 	// outbox cannot read what a sealed one stored, nor the reverse: Open
 	// refuses a database whose outbox stores otherwise than the Options
 	// say (Plaintext on a sealed outbox, Keys on a plaintext one) with a
-	// *mailsec.ConfigError, and never changes the record.
+	// *mailsec.ConfigError, and never changes the record. A database
+	// that records no mode yet (Migrate made its tables, and every Open
+	// since had SkipMigrations, which writes nothing) is taken to store as
+	// the messages in it are stored.
 	Plaintext bool
 
 	// MaxMessageSize bounds what Enqueue stores of one message: its
@@ -579,9 +582,13 @@ func (ob *Outbox) ready(ctx context.Context) error {
 	if err := ob.checkStorage(ctx); err != nil {
 		return err
 	}
+	if ob.keys.plaintext() {
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: messages are stored in plaintext (Options.Plaintext)")
+	}
 	if ob.o.skipMigrations {
 		// Nothing is written: an outbox Migrate made records its storage
-		// mode at the first Open that migrates.
+		// mode at the first Open that migrates (checkStorage goes by the
+		// messages stored until then).
 		if err := ob.eng.validate(ctx); err != nil {
 			return err
 		}
@@ -645,13 +652,50 @@ func hasTable(ctx context.Context, q querier, postgres bool, name string) (bool,
 // checkStorage refuses a database whose outbox stores messages otherwise
 // than this one would: a plaintext outbox's messages do not open under a
 // key (they would be taken for tampered with and end failed), and a
-// plaintext outbox cannot open sealed ones.
+// plaintext outbox cannot open sealed ones. A database that records no
+// mode (Migrate made its tables, and every Open since skipped the
+// migrations) is taken to store as the messages in it are stored.
 func (ob *Outbox) checkStorage(ctx context.Context) error {
 	cur, err := ob.recordedStorage(ctx)
+	if err == nil && cur == "" {
+		cur, err = ob.storedForm(ctx)
+	}
 	if err != nil {
 		return err
 	}
 	return ob.storageMismatch(cur)
+}
+
+// storedForm is how the messages already in the database are stored,
+// "sealed" or "plaintext", read from one message's progress or, when
+// none is left, one attempt's record; "" when it holds neither.
+func (ob *Outbox) storedForm(ctx context.Context) (string, error) {
+	q := ob.eng.pool()
+	for _, c := range [][2]string{
+		{"mailsec_outbox_message", `SELECT progress FROM mailsec_outbox_message WHERE progress IS NOT NULL LIMIT 1`},
+		{"mailsec_outbox_attempt", `SELECT data FROM mailsec_outbox_attempt LIMIT 1`},
+	} {
+		has, err := hasTable(ctx, q, ob.eng.postgres(), c[0])
+		if err != nil {
+			return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+		}
+		if !has {
+			continue
+		}
+		var b []byte
+		err = q.queryRow(ctx, c[1]).Scan(&b)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+		case sealed(b):
+			return "sealed", nil
+		default:
+			return "plaintext", nil
+		}
+	}
+	return "", nil
 }
 
 // storageMismatch is the error of an outbox opened on a database whose
@@ -671,14 +715,10 @@ func (ob *Outbox) storageMismatch(cur string) error {
 }
 
 // recordStorage writes how this outbox stores messages into the database
-// (and the time it started to) when the database records none yet, and
-// logs a plaintext outbox at Open. A mode recorded already is never
+// (and the time it started to) when the database records none yet. A mode recorded already is never
 // changed: an outbox that stores otherwise is refused.
 func (ob *Outbox) recordStorage(ctx context.Context) error {
 	mode := ob.storageMode()
-	if mode == "plaintext" {
-		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: messages are stored in plaintext (Options.Plaintext)")
-	}
 	cur, err := ob.recordedStorage(ctx)
 	if err != nil {
 		return err
