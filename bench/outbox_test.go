@@ -106,7 +106,7 @@ func BenchmarkOutboxEnqueue(b *testing.B) {
 			b.Skipf("%s does not enqueue", peer.Name)
 		}
 		p := outboxbench.NewPayload(outboxbench.MessageSize)
-		res, err := outboxbench.MeasureEnqueue(context.Background(), env, kind, peer, p, b.N, outboxbench.Concurrency, 20)
+		res, err := outboxbench.MeasureEnqueue(context.Background(), env, kind, peer, p, b.N, outboxbench.Concurrency, 10*outboxbench.Concurrency)
 		if err != nil {
 			b.Fatal(err)
 		}

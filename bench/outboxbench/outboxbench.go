@@ -111,8 +111,9 @@ func (r EnqueueResult) PerSecond() float64 { return float64(r.N) / r.Elapsed.Sec
 
 // MeasureEnqueue has concurrency goroutines call Enqueue until n items are
 // queued, on a fresh database of kind, and returns the latency percentiles.
-// Before the clock starts it enqueues warm items (pools filled, statements
-// prepared, pages cached); they are not counted.
+// Before the clock starts it enqueues warm items from as many goroutines
+// (pools filled with the connections they use, statements prepared on
+// each, pages cached); they are not counted.
 func MeasureEnqueue(ctx context.Context, env *Env, kind Kind, peer Peer, p Payload, n, concurrency, warm int) (res EnqueueResult, err error) {
 	if peer.Enqueue == nil {
 		return res, fmt.Errorf("%s does not enqueue", peer.Name)
@@ -130,17 +131,29 @@ func MeasureEnqueue(ctx context.Context, env *Env, kind Kind, peer Peer, p Paylo
 		return res, fmt.Errorf("%s on %s: preparing: %w", peer.Name, kind, err)
 	}
 	defer func() { err = errors.Join(err, e.Close()) }()
-	for range warm {
-		if err := e.Enqueue(ctx); err != nil {
-			return res, fmt.Errorf("%s on %s: warm-up enqueue: %w", peer.Name, kind, err)
-		}
+	if _, err := enqueueFrom(ctx, e, warm, concurrency); err != nil {
+		return res, fmt.Errorf("%s on %s: warm-up enqueue: %w", peer.Name, kind, err)
 	}
+	began := time.Now()
+	lat, err := enqueueFrom(ctx, e, n, concurrency)
+	res.Elapsed = time.Since(began)
+	if err != nil {
+		return res, fmt.Errorf("%s on %s: enqueue: %w", peer.Name, kind, err)
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	res.N = len(all)
+	res.P50, res.P99, res.Max = percentile(all, 50), percentile(all, 99), all[len(all)-1]
+	return res, nil
+}
 
+// enqueueFrom has concurrency goroutines call Enqueue until n items are
+// queued, and returns each goroutine's latencies.
+func enqueueFrom(ctx context.Context, e Enqueuer, n, concurrency int) ([][]time.Duration, error) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, concurrency)
 	errs := make([]error, concurrency)
 	var wg sync.WaitGroup
-	began := time.Now()
 	for g := range concurrency {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
@@ -154,15 +167,7 @@ func MeasureEnqueue(ctx context.Context, env *Env, kind Kind, peer Peer, p Paylo
 		})
 	}
 	wg.Wait()
-	res.Elapsed = time.Since(began)
-	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("%s on %s: enqueue: %w", peer.Name, kind, err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	res.N = len(all)
-	res.P50, res.P99, res.Max = percentile(all, 50), percentile(all, 99), all[len(all)-1]
-	return res, nil
+	return lat, errors.Join(errs...)
 }
 
 // percentile returns the p-th percentile of sorted (nearest rank).

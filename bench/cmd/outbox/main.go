@@ -229,7 +229,7 @@ func run() int {
 			for _, peer := range peers {
 				k := key{kind, peer.Name}
 				if peer.Enqueue != nil && doEnqueue {
-					res, err := outboxbench.MeasureEnqueue(ctx, env, kind, peer, p, *n, *concurrency, 20)
+					res, err := outboxbench.MeasureEnqueue(ctx, env, kind, peer, p, *n, *concurrency, 10*(*concurrency))
 					if err != nil {
 						return failed(err)
 					}
