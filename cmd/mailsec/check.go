@@ -210,7 +210,7 @@ func runCheck(ctx context.Context, e *env, args []string) int {
 	if domain == "" && fs.NArg() == 1 {
 		domain = fs.Arg(0)
 	} else if fs.NArg() > 0 {
-		return reportUsage(e, name, usagef("unexpected argument %s", argText(fs.Arg(0))))
+		return reportUsage(e, name, usagef("unexpected argument %q", fs.Arg(0)))
 	}
 	if domain == "" {
 		return reportUsage(e, name, usagef("a domain is required"))

@@ -322,9 +322,6 @@ func parseQueueFlags(e *env, name string, fs *flag.FlagSet, args []string, wantI
 	if wantID && id == "" {
 		return "", reportUsage(e, name, usagef("the message's ID is required")), false
 	}
-	if wantID && looksLikeKey(id) {
-		return "", reportUsage(e, name, usagef("the message's ID %s", argText(id))), false
-	}
 	return id, 0, true
 }
 

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"unicode"
 )
@@ -81,6 +79,10 @@ func isHelp(arg string) bool {
 // run runs the command line args (without the program name) and returns
 // the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	// Nothing a command writes shows an outbox key typed on the command
+	// line, or the key variable's value.
+	secrets := secretsIn(args, getenv(outboxKeyEnv))
+	stdout, stderr = redacting(stdout, secrets), redacting(stderr, secrets)
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "mailsec: no command given")
@@ -195,30 +197,9 @@ func parseFlagsArgs(e *env, c string, fs *flag.FlagSet, usage func(io.Writer), a
 	case err != nil:
 		return reportUsage(e, c, flagError(err)), false
 	case fs.NArg() > maxArgs:
-		return reportUsage(e, c, usagef("unexpected argument %s (every value needs a flag)", argText(fs.Arg(maxArgs)))), false
+		return reportUsage(e, c, usagef("unexpected argument %q (every value needs a flag)", fs.Arg(maxArgs))), false
 	}
 	return 0, true
-}
-
-// argText quotes a command-line argument for a message, unless it looks
-// like an outbox key (base64 of 16 octets or more, or several such,
-// comma-separated): a key given where it does not belong is not written
-// to standard error, which ends up in logs and mail.
-func argText(arg string) string {
-	if looksLikeKey(arg) {
-		return "(not shown: it looks like an outbox key, which is read from " + outboxKeyEnv + " only)"
-	}
-	return strconv.Quote(arg)
-}
-
-func looksLikeKey(arg string) bool {
-	for f := range strings.SplitSeq(arg, ",") {
-		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(f))
-		if err != nil || len(b) < 16 {
-			return false
-		}
-	}
-	return true
 }
 
 // undefinedPrefix starts the flag package's error for an unknown flag.
@@ -248,15 +229,6 @@ func flagError(err error) error {
 			return usagef("unknown flag -%s: %s", name, hint)
 		}
 		return usagef("unknown flag -%s", name)
-	}
-	// "invalid value "V" for flag -f": V is not shown when it looks like
-	// a key.
-	if i := strings.IndexByte(msg, '"'); i >= 0 {
-		if q, err := strconv.QuotedPrefix(msg[i:]); err == nil {
-			if v, err := strconv.Unquote(q); err == nil && looksLikeKey(v) {
-				msg = msg[:i] + argText(v) + msg[i+len(q):]
-			}
-		}
 	}
 	return usagef("%s", msg)
 }
