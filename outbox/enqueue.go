@@ -154,6 +154,9 @@ func (ob *Outbox) enqueuePrepared(ctx context.Context, m *mailsec.Message, pm *p
 	case err != nil:
 		return "", fmt.Errorf("outbox: Enqueue: %w", err)
 	}
+	// The transaction that claimed the storage mode, if this one did,
+	// has committed.
+	ob.storageRecorded.Store(true)
 	return id, nil
 }
 
@@ -331,6 +334,9 @@ func toStored(m *mailsec.Message) *storedMessage {
 // queued it (rather than finding it queued already under its idempotency
 // key): t is to be committed only then.
 func (ob *Outbox) enqueue(ctx context.Context, t txn, m *mailsec.Message, pm *preparedMessage) (string, bool, error) {
+	if err := ob.claimStorage(ctx, t); err != nil {
+		return "", false, err
+	}
 	id, err := ob.enqueueMessage(ctx, t, m, pm)
 	if err != nil {
 		return "", false, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,6 +170,129 @@ func TestStorageModeWithoutRecordSQLite(t *testing.T) {
 func TestStorageModeWithoutRecordPostgres(t *testing.T) {
 	pg := pgtest.Start(t)
 	testStorageModeWithoutRecord(t, func() string { return pg.NewDatabase(t) })
+}
+
+// On a database Migrate made and no Open recorded a storage mode in
+// (every Open with SkipMigrations), outboxes of both modes open while it
+// holds no message. The first Enqueue records its outbox's mode, and
+// the other outbox's Enqueues are refused, having stored nothing, even
+// when both enqueue at once: the messages stored are of one form.
+func testStorageClaimedAtFirstEnqueue(t *testing.T, newDB func() string, forms func(t *testing.T, db string) map[string]int) {
+	ctx := context.Background()
+	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
+	db := newDB()
+	if err := outbox.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	sealedOB := openAt(t, s, db, &outbox.Options{Keys: []outbox.Key{testKey}, SkipMigrations: true}, false)
+	plainOB := openAt(t, s, db, &outbox.Options{Plaintext: true, SkipMigrations: true}, false)
+	withAttachment := func() *mailsec.Message {
+		m := message()
+		m.Attachments = []mailsec.Attachment{{Filename: "a.txt", Content: strings.NewReader("statement")}}
+		return m
+	}
+	var wg sync.WaitGroup
+	errs := make([][]error, 2)
+	for i, ob := range []*outbox.Outbox{sealedOB, plainOB} {
+		errs[i] = make([]error, 16)
+		for j := range errs[i] {
+			wg.Go(func() {
+				m := message()
+				if j%4 == 0 {
+					m = withAttachment()
+				}
+				_, errs[i][j] = ob.Enqueue(ctx, m, nil)
+			})
+		}
+	}
+	wg.Wait()
+	ok := [2]int{}
+	for i := range errs {
+		for _, err := range errs[i] {
+			var ce *mailsec.ConfigError
+			switch {
+			case err == nil:
+				ok[i]++
+			case !errors.As(err, &ce):
+				t.Fatalf("Enqueue: %v; want a *mailsec.ConfigError or nothing", err)
+			}
+		}
+	}
+	if (ok[0] > 0) == (ok[1] > 0) {
+		t.Fatalf("sealed Enqueues queued %d, plaintext ones %d: want one outbox's, all of them", ok[0], ok[1])
+	}
+	want := map[string]int{"01": ok[0], "00": ok[1]}
+	for form, n := range want {
+		if n == 0 {
+			delete(want, form)
+		}
+	}
+	if got := forms(t, db); !maps.Equal(got, want) {
+		t.Fatalf("stored forms %v, want %v", got, want)
+	}
+	// The loser goes on being refused; the winner goes on.
+	loser, winner := plainOB, sealedOB
+	if ok[1] > 0 {
+		loser, winner = sealedOB, plainOB
+	}
+	if _, err := loser.Enqueue(ctx, message(), nil); err == nil {
+		t.Fatal("the other mode's Enqueue succeeded after the mode was recorded")
+	}
+	if _, err := winner.Enqueue(ctx, withAttachment(), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStorageClaimedAtFirstEnqueueSQLite(t *testing.T) {
+	testStorageClaimedAtFirstEnqueue(t, func() string { return filepath.Join(t.TempDir(), "mail.db") },
+		func(t *testing.T, db string) map[string]int {
+			rows, err := rawDB(t, db).Query(`SELECT lower(hex(substr(progress, 1, 1))), COUNT(*) FROM mailsec_outbox_message GROUP BY 1`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			return countForms(t, rows)
+		})
+}
+
+func TestStorageClaimedAtFirstEnqueuePostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	testStorageClaimedAtFirstEnqueue(t, func() string { return pg.NewDatabase(t) },
+		func(t *testing.T, db string) map[string]int {
+			conn, err := pgx.Connect(context.Background(), db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			rows, err := conn.Query(context.Background(), `SELECT encode(substring(progress from 1 for 1), 'hex'), COUNT(*) FROM mailsec_outbox_message GROUP BY 1`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			return countForms(t, rows)
+		})
+}
+
+// countForms reads rows of a form and a count.
+func countForms(t *testing.T, rows interface {
+	Next() bool
+	Scan(...any) error
+	Err() error
+}) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for rows.Next() {
+		var form string
+		var n int
+		if err := rows.Scan(&form, &n); err != nil {
+			t.Fatal(err)
+		}
+		got[form] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // A plaintext outbox is logged at every Open, SkipMigrations or not.

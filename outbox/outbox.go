@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -71,10 +72,11 @@ type Options struct {
 	// outbox cannot read what a sealed one stored, nor the reverse: Open
 	// refuses a database whose outbox stores otherwise than the Options
 	// say (Plaintext on a sealed outbox, Keys on a plaintext one) with a
-	// *mailsec.ConfigError, and never changes the record. A database
-	// that records no mode yet (Migrate made its tables, and every Open
-	// since had SkipMigrations, which writes nothing) is taken to store as
-	// the messages in it are stored.
+	// *mailsec.ConfigError, and never changes the record. Open records
+	// the mode, unless SkipMigrations (which writes nothing): a database
+	// Migrate made then records it at the first Enqueue, which refuses an
+	// outbox of the other mode from then on, and until then the database
+	// is taken to store as the messages in it are stored.
 	Plaintext bool
 
 	// MaxMessageSize bounds what Enqueue stores of one message: its
@@ -165,6 +167,11 @@ type Outbox struct {
 	// beforeSend, when set (by tests, before Start), runs in each attempt
 	// before its Send.
 	beforeSend func(id string)
+
+	// storageRecorded is set once the database is known to record this
+	// outbox's storage mode (committed): until then, each Enqueue claims
+	// it in its own transaction (claimStorage).
+	storageRecorded atomic.Bool
 
 	mu      sync.Mutex
 	started bool
@@ -587,8 +594,9 @@ func (ob *Outbox) ready(ctx context.Context) error {
 	}
 	if ob.o.skipMigrations {
 		// Nothing is written: an outbox Migrate made records its storage
-		// mode at the first Open that migrates (checkStorage goes by the
-		// messages stored until then).
+		// mode at the first Open that migrates, or the first Enqueue
+		// (claimStorage); checkStorage goes by the messages stored until
+		// then.
 		if err := ob.eng.validate(ctx); err != nil {
 			return err
 		}
@@ -657,13 +665,51 @@ func hasTable(ctx context.Context, q querier, postgres bool, name string) (bool,
 // migrations) is taken to store as the messages in it are stored.
 func (ob *Outbox) checkStorage(ctx context.Context) error {
 	cur, err := ob.recordedStorage(ctx)
-	if err == nil && cur == "" {
-		cur, err = ob.storedForm(ctx)
-	}
 	if err != nil {
 		return err
 	}
+	if cur != "" {
+		ob.storageRecorded.Store(cur == ob.storageMode())
+		return ob.storageMismatch(cur)
+	}
+	if cur, err = ob.storedForm(ctx); err != nil {
+		return err
+	}
 	return ob.storageMismatch(cur)
+}
+
+// claimStorage, in the transaction q of an Enqueue, records this
+// outbox's storage mode when the database records none yet, and refuses
+// (rolling the Enqueue back) one that records another. Open records the
+// mode, unless SkipMigrations: then the first Enqueue does, so that two
+// outboxes of different modes cannot both store messages in a database
+// that Migrate made and that held none when they opened. The caller sets
+// storageRecorded once such a transaction has committed.
+func (ob *Outbox) claimStorage(ctx context.Context, q querier) error {
+	if ob.storageRecorded.Load() {
+		return nil
+	}
+	if err := insertStorage(ctx, q, ob.storageMode()); err != nil {
+		return err
+	}
+	var cur string
+	if err := q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur); err != nil {
+		return fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+	}
+	return ob.storageMismatch(cur)
+}
+
+// insertStorage records mode, and the time it started, unless the
+// database records a mode already.
+func insertStorage(ctx context.Context, q querier, mode string) error {
+	now := strconv.FormatInt(time.Now().UnixMicro(), 10)
+	for _, kv := range [][2]string{{"storage", mode}, {"storage_since", now}} {
+		if _, err := q.exec(ctx, `INSERT INTO mailsec_outbox_meta (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO NOTHING`, kv[0], kv[1]); err != nil {
+			return fmt.Errorf("outbox: recording how the outbox stores: %w", err)
+		}
+	}
+	return nil
 }
 
 // storedForm is how the messages already in the database are stored,
@@ -723,20 +769,16 @@ func (ob *Outbox) recordStorage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cur != "" {
-		return ob.storageMismatch(cur)
-	}
-	now := strconv.FormatInt(time.Now().UnixMicro(), 10)
-	for _, kv := range [][2]string{{"storage", mode}, {"storage_since", now}} {
-		if _, err := ob.eng.pool().exec(ctx, `INSERT INTO mailsec_outbox_meta (name, value) VALUES ($1, $2)
-ON CONFLICT (name) DO NOTHING`, kv[0], kv[1]); err != nil {
-			return fmt.Errorf("outbox: recording how the outbox stores: %w", err)
+	if cur == "" {
+		if err := insertStorage(ctx, ob.eng.pool(), mode); err != nil {
+			return err
+		}
+		// Another process may have recorded its own mode first.
+		if cur, err = ob.recordedStorage(ctx); err != nil {
+			return err
 		}
 	}
-	// Another process may have recorded its own mode first.
-	if cur, err = ob.recordedStorage(ctx); err != nil {
-		return err
-	}
+	ob.storageRecorded.Store(cur == mode)
 	return ob.storageMismatch(cur)
 }
 
