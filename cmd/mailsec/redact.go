@@ -11,25 +11,27 @@ import (
 // line.
 const keyNotShown = "(an outbox key, not shown: keys are read from " + outboxKeyEnv + " only)"
 
-// paddedBase64 matches a run of base64 long enough to hold 16 octets,
-// with its padding: the form of an outbox key (ParseKeys wants it
-// padded). A message ID (base32, unpadded) does not match.
-var paddedBase64 = regexp.MustCompile(`[A-Za-z0-9+/]{22,}={1,2}`)
+// keyBase64 matches the form of an outbox key: the padded base64 of 32
+// octets (what Key.Base64 writes and ParseKeys wants), found also inside
+// a longer run of base64 ("-kKEY", "/tmp/KEY"). A message ID (base32,
+// unpadded, 26 characters) or a shorter token does not match.
+var keyBase64 = regexp.MustCompile(`[A-Za-z0-9+/]{43}=`)
 
 // secretsIn returns what of args, and of the key variable's value, may be
-// an outbox key: each padded base64 run that decodes to 16 octets or
-// more, found anywhere in an argument ("K1,K2", "-x=K",
-// "MAILSEC_OUTBOX_KEY=K").
+// an outbox key, wherever it is in an argument ("K1,K2", "-x=K",
+// "MAILSEC_OUTBOX_KEY=K"): each one padded, then without its padding (the
+// flag package cuts a name at '=').
 func secretsIn(args []string, envKeys string) [][]byte {
-	var out [][]byte
+	var padded, bare [][]byte
 	for _, s := range append(args, envKeys) {
-		for _, m := range paddedBase64.FindAllString(s, -1) {
-			if b, err := base64.StdEncoding.DecodeString(m); err == nil && len(b) >= 16 {
-				out = append(out, []byte(m))
+		for _, m := range keyBase64.FindAllString(s, -1) {
+			if b, err := base64.StdEncoding.DecodeString(m); err == nil && len(b) == 32 {
+				padded = append(padded, []byte(m))
+				bare = append(bare, []byte(m[:len(m)-1]))
 			}
 		}
 	}
-	return out
+	return append(padded, bare...)
 }
 
 // redacting returns w, writing keyNotShown in place of each of secrets.
