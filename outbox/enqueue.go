@@ -123,6 +123,11 @@ func (ob *Outbox) Enqueue(ctx context.Context, m *mailsec.Message, o *EnqueueOpt
 // enqueuePrepared queues m, prepared as pm, in a transaction of its own,
 // or shared with other Enqueues.
 func (ob *Outbox) enqueuePrepared(ctx context.Context, m *mailsec.Message, pm *preparedMessage) (string, error) {
+	if ob.eng.postgres() {
+		if err := ob.claimStorage(ctx, ob.eng.pool()); err != nil {
+			return "", err
+		}
+	}
 	// On Postgres a message without attachments is queued with those of
 	// concurrent Enqueues (see pgEnqueueGroup); when the group cannot
 	// queue it, it is queued alone.
@@ -154,8 +159,8 @@ func (ob *Outbox) enqueuePrepared(ctx context.Context, m *mailsec.Message, pm *p
 	case err != nil:
 		return "", fmt.Errorf("outbox: Enqueue: %w", err)
 	}
-	// The transaction that claimed the storage mode, if this one did,
-	// has committed.
+	// The transaction that claimed the storage mode on SQLite, if this
+	// one did, has committed.
 	ob.storageRecorded.Store(true)
 	return id, nil
 }
@@ -206,6 +211,10 @@ func (ob *Outbox) EnqueuePgxTx(ctx context.Context, tx pgx.Tx, m *mailsec.Messag
 	sub, err := tx.Begin(ctx)
 	if err != nil {
 		return "", fmt.Errorf("outbox: EnqueuePgxTx: %w", err)
+	}
+	if err := ob.claimStorage(ctx, pgQ{sub}); err != nil {
+		_ = sub.Rollback(ctx)
+		return "", err
 	}
 	return ob.enqueueIn(ctx, pgTx{pgQ{sub}, sub}, m, pm)
 }
@@ -334,8 +343,10 @@ func toStored(m *mailsec.Message) *storedMessage {
 // queued it (rather than finding it queued already under its idempotency
 // key): t is to be committed only then.
 func (ob *Outbox) enqueue(ctx context.Context, t txn, m *mailsec.Message, pm *preparedMessage) (string, bool, error) {
-	if err := ob.claimStorage(ctx, t); err != nil {
-		return "", false, err
+	if !ob.eng.postgres() {
+		if err := ob.claimStorage(ctx, t); err != nil {
+			return "", false, err
+		}
 	}
 	id, err := ob.enqueueMessage(ctx, t, m, pm)
 	if err != nil {

@@ -172,6 +172,9 @@ type Outbox struct {
 	// outbox's storage mode (committed): until then, each Enqueue claims
 	// it in its own transaction (claimStorage).
 	storageRecorded atomic.Bool
+	// storageClaims counts the claims this outbox wrote in SQLite
+	// transactions, which may not have committed.
+	storageClaims atomic.Int32
 
 	mu      sync.Mutex
 	started bool
@@ -631,15 +634,7 @@ func (ob *Outbox) recordedStorage(ctx context.Context) (string, error) {
 	if !has {
 		return "", nil
 	}
-	var cur string
-	err = q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
-	}
-	return cur, nil
+	return readStorage(ctx, q)
 }
 
 // hasTable reports whether the database of q (Postgres or SQLite) has
@@ -678,25 +673,69 @@ func (ob *Outbox) checkStorage(ctx context.Context) error {
 	return ob.storageMismatch(cur)
 }
 
-// claimStorage, in the transaction q of an Enqueue, records this
-// outbox's storage mode when the database records none yet, and refuses
-// (rolling the Enqueue back) one that records another. Open records the
-// mode, unless SkipMigrations: then the first Enqueue does, so that two
-// outboxes of different modes cannot both store messages in a database
-// that Migrate made and that held none when they opened. The caller sets
-// storageRecorded once such a transaction has committed.
-func (ob *Outbox) claimStorage(ctx context.Context, q querier) error {
+// claimStorage records this outbox's storage mode when the database
+// records none yet, and refuses an Enqueue (a *mailsec.ConfigError) when
+// it records another. Open records the mode, unless SkipMigrations: then
+// the first Enqueue does, so that two outboxes of different modes cannot
+// both store messages in a database that Migrate made and that held none
+// when they opened.
+//
+// The record is read in t: the Enqueue's transaction, or the
+// application's, or on Postgres the pool. On Postgres a missing record is
+// written by a statement of its own on the pool, never in a transaction:
+// a claim held in an application's open transaction would hold up every
+// other Enqueue until it ended. On SQLite, with one writer, it is written
+// in t, and the caller sets storageRecorded once its own transaction has
+// committed.
+func (ob *Outbox) claimStorage(ctx context.Context, t querier) error {
 	if ob.storageRecorded.Load() {
 		return nil
+	}
+	pg := ob.eng.postgres()
+	cur, err := readStorage(ctx, t)
+	if err != nil {
+		return err
+	}
+	if cur != "" {
+		if err := ob.storageMismatch(cur); err != nil {
+			return err
+		}
+		// Committed, unless a SQLite transaction of this outbox's wrote
+		// it (an application's may yet roll back).
+		if pg || ob.storageClaims.Load() == 0 {
+			ob.storageRecorded.Store(true)
+		}
+		return nil
+	}
+	q := t
+	if pg {
+		q = ob.eng.pool()
+	} else {
+		ob.storageClaims.Add(1)
 	}
 	if err := insertStorage(ctx, q, ob.storageMode()); err != nil {
 		return err
 	}
-	var cur string
-	if err := q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur); err != nil {
-		return fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+	if cur, err = readStorage(ctx, q); err != nil {
+		return err
 	}
-	return ob.storageMismatch(cur)
+	if err := ob.storageMismatch(cur); err != nil {
+		return err
+	}
+	if pg {
+		ob.storageRecorded.Store(true)
+	}
+	return nil
+}
+
+// readStorage reads the recorded storage mode in q; "" when none is.
+func readStorage(ctx context.Context, q querier) (string, error) {
+	var cur string
+	err := q.queryRow(ctx, `SELECT value FROM mailsec_outbox_meta WHERE name = 'storage'`).Scan(&cur)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("outbox: reading how the outbox stores: %w", err)
+	}
+	return cur, nil
 }
 
 // insertStorage records mode, and the time it started, unless the

@@ -167,9 +167,6 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		}
 	}()
 	ob := g.ob
-	if err := ob.claimStorage(work, pgQ{tx}); err != nil {
-		return false, err
-	}
 	var send insertRows = g.insertBatch
 	if g.prepared {
 		send = g.insertPipelined
@@ -211,11 +208,7 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		}
 	}
 	committing = true
-	if err := tx.Commit(ctx); err != nil {
-		return true, err
-	}
-	ob.storageRecorded.Store(true)
-	return true, nil
+	return true, tx.Commit(ctx)
 }
 
 // prevMessage is a message found holding an idempotency key of a group's.
