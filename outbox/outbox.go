@@ -170,7 +170,7 @@ type Outbox struct {
 
 	// storageRecorded is set once the database is known to record this
 	// outbox's storage mode (committed): until then, each Enqueue claims
-	// it in its own transaction (claimStorage).
+	// it (claimStorage).
 	storageRecorded atomic.Bool
 	// storageClaims counts the claims this outbox wrote in SQLite
 	// transactions, which may not have committed.
