@@ -124,7 +124,7 @@ func (ob *Outbox) Enqueue(ctx context.Context, m *mailsec.Message, o *EnqueueOpt
 // or shared with other Enqueues.
 func (ob *Outbox) enqueuePrepared(ctx context.Context, m *mailsec.Message, pm *preparedMessage) (string, error) {
 	if ob.eng.postgres() {
-		if err := ob.claimStorage(ctx, ob.eng.pool()); err != nil {
+		if err := ob.claimStorage(ctx, ob.eng.pool(), false); err != nil {
 			return "", err
 		}
 	}
@@ -212,7 +212,9 @@ func (ob *Outbox) EnqueuePgxTx(ctx context.Context, tx pgx.Tx, m *mailsec.Messag
 	if err != nil {
 		return "", fmt.Errorf("outbox: EnqueuePgxTx: %w", err)
 	}
-	if err := ob.claimStorage(ctx, pgQ{sub}); err != nil {
+	// The claim is made on the pool, unless every connection is taken
+	// (tx may hold the only one): then in tx, rather than wait for ever.
+	if err := ob.claimStorage(ctx, pgQ{sub}, ob.enqueueGroup.poolTaken()); err != nil {
 		_ = sub.Rollback(ctx)
 		return "", err
 	}
@@ -344,7 +346,7 @@ func toStored(m *mailsec.Message) *storedMessage {
 // key): t is to be committed only then.
 func (ob *Outbox) enqueue(ctx context.Context, t txn, m *mailsec.Message, pm *preparedMessage) (string, bool, error) {
 	if !ob.eng.postgres() {
-		if err := ob.claimStorage(ctx, t); err != nil {
+		if err := ob.claimStorage(ctx, t, true); err != nil {
 			return "", false, err
 		}
 	}

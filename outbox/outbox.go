@@ -172,7 +172,7 @@ type Outbox struct {
 	// outbox's storage mode (committed): until then, each Enqueue claims
 	// it (claimStorage).
 	storageRecorded atomic.Bool
-	// storageClaims counts the claims this outbox wrote in SQLite
+	// storageClaims counts the claims this outbox wrote in
 	// transactions, which may not have committed.
 	storageClaims atomic.Int32
 
@@ -680,18 +680,16 @@ func (ob *Outbox) checkStorage(ctx context.Context) error {
 // both store messages in a database that Migrate made and that held none
 // when they opened.
 //
-// The record is read in t: the Enqueue's transaction, or the
-// application's, or on Postgres the pool. On Postgres a missing record is
-// written by a statement of its own on the pool, never in a transaction:
-// a claim held in an application's open transaction would hold up every
-// other Enqueue until it ended. On SQLite, with one writer, it is written
-// in t, and the caller sets storageRecorded once its own transaction has
-// committed.
-func (ob *Outbox) claimStorage(ctx context.Context, t querier) error {
+// The record is read in t: the Enqueue's transaction, the application's,
+// or the pool. A missing record is written in t when inTx, else by a
+// statement of its own on the pool. On Postgres the pool is the place: a
+// claim held in an application's open transaction would hold up every
+// other Enqueue until it ended. On SQLite, with one writer, it is t, and
+// the caller sets storageRecorded once its own transaction has committed.
+func (ob *Outbox) claimStorage(ctx context.Context, t querier, inTx bool) error {
 	if ob.storageRecorded.Load() {
 		return nil
 	}
-	pg := ob.eng.postgres()
 	cur, err := readStorage(ctx, t)
 	if err != nil {
 		return err
@@ -700,17 +698,16 @@ func (ob *Outbox) claimStorage(ctx context.Context, t querier) error {
 		if err := ob.storageMismatch(cur); err != nil {
 			return err
 		}
-		// Committed, unless a SQLite transaction of this outbox's wrote
-		// it (an application's may yet roll back).
-		if pg || ob.storageClaims.Load() == 0 {
+		// Committed, unless a transaction of this outbox's wrote it (an
+		// application's may yet roll back).
+		if ob.storageClaims.Load() == 0 {
 			ob.storageRecorded.Store(true)
 		}
 		return nil
 	}
-	q := t
-	if pg {
-		q = ob.eng.pool()
-	} else {
+	q := ob.eng.pool()
+	if inTx {
+		q = t
 		ob.storageClaims.Add(1)
 	}
 	if err := insertStorage(ctx, q, ob.storageMode()); err != nil {
@@ -722,7 +719,7 @@ func (ob *Outbox) claimStorage(ctx context.Context, t querier) error {
 	if err := ob.storageMismatch(cur); err != nil {
 		return err
 	}
-	if pg {
+	if !inTx {
 		ob.storageRecorded.Store(true)
 	}
 	return nil

@@ -34,6 +34,12 @@ type pgEnqueueGroup struct {
 	coalescer[*pgEnqueueOp] // pgGroupsAtOnce groups at once
 }
 
+// poolTaken reports whether every connection the pool may hold is in use.
+func (g *pgEnqueueGroup) poolTaken() bool {
+	st := g.pool.Stat()
+	return st.IdleConns() == 0 && st.TotalConns() >= st.MaxConns()
+}
+
 // pgGroupsAtOnce is how many groups run at once. Two keep the connection
 // busy while a commit waits for the disk; more make the groups smaller,
 // and each costs a commit.

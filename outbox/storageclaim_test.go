@@ -2,10 +2,12 @@ package outbox_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mailsec/mailsec"
 	"github.com/mailsec/mailsec/internal/pgtest"
 	"github.com/mailsec/mailsec/mailsectest"
 	"github.com/mailsec/mailsec/outbox"
@@ -51,5 +53,52 @@ func TestStorageClaimNotHeldByApplicationTx(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: Enqueue while the application's transaction is open: %v after %v", name, err, time.Since(start).Round(time.Millisecond))
 		}
+	}
+}
+
+// With a pool of one connection, which the application's transaction
+// holds, the first EnqueuePgxTx on a database that records no mode
+// claims it in that transaction rather than wait for the pool for ever;
+// the claim commits with it.
+func TestStorageClaimPoolOfOne(t *testing.T) {
+	pg := pgtest.Start(t)
+	ctx := context.Background()
+	url := pg.NewDatabase(t)
+	if err := outbox.Migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
+	ob, err := outbox.OpenPostgres(ctx, s, pool, fast(&outbox.Options{SkipMigrations: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ob.Close(context.Background()) })
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := ob.EnqueuePgxTx(c, tx, message(), nil); err != nil {
+		t.Fatalf("EnqueuePgxTx with the pool's one connection in the transaction: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ce *mailsec.ConfigError
+	if _, err := outbox.Open(ctx, s, url, &outbox.Options{Plaintext: true, SkipMigrations: true}); !errors.As(err, &ce) {
+		t.Fatalf("a plaintext Open after the sealed claim committed: %v, want a *mailsec.ConfigError", err)
 	}
 }
