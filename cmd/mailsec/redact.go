@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	"regexp"
+	"slices"
 )
 
 // keyNotShown stands in the output for an outbox key given on the command
@@ -23,7 +24,7 @@ var keyBase64 = regexp.MustCompile(`[A-Za-z0-9+/]{43}=`)
 // flag package cuts a name at '=').
 func secretsIn(args []string, envKeys string) [][]byte {
 	var padded, bare [][]byte
-	for _, s := range append(args, envKeys) {
+	for _, s := range append(slices.Clip(args), envKeys) {
 		for _, m := range keyBase64.FindAllString(s, -1) {
 			if b, err := base64.StdEncoding.DecodeString(m); err == nil && len(b) == 32 {
 				padded = append(padded, []byte(m))
