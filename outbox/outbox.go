@@ -749,12 +749,13 @@ ON CONFLICT (name) DO NOTHING`, kv[0], kv[1]); err != nil {
 }
 
 // storedForm is how the messages already in the database are stored,
-// "sealed" or "plaintext", read from one message's progress or, when
-// none is left, one attempt's record; "" when it holds neither.
+// "sealed" or "plaintext", read from one message's progress (which every
+// message has) or, when none is left, one attempt's record; "" when it
+// holds neither.
 func (ob *Outbox) storedForm(ctx context.Context) (string, error) {
 	q := ob.eng.pool()
 	for _, c := range [][2]string{
-		{"mailsec_outbox_message", `SELECT progress FROM mailsec_outbox_message WHERE progress IS NOT NULL LIMIT 1`},
+		{"mailsec_outbox_message", `SELECT progress FROM mailsec_outbox_message LIMIT 1`},
 		{"mailsec_outbox_attempt", `SELECT data FROM mailsec_outbox_attempt LIMIT 1`},
 	} {
 		has, err := hasTable(ctx, q, ob.eng.postgres(), c[0])

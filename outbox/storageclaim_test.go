@@ -13,18 +13,24 @@ import (
 	"github.com/mailsec/mailsec/outbox"
 )
 
-// On a database Migrate made (no mode recorded), the storage mode that
-// the first EnqueuePgxTx claims is not held in the application's
-// transaction: while it is open, other Enqueues, of this process and of
-// another, go through.
-func TestStorageClaimNotHeldByApplicationTx(t *testing.T) {
-	pg := pgtest.Start(t)
+// migratedOutbox returns a Postgres database that Migrate made (it
+// records no storage mode), a pool on it of maxConns connections (0: the
+// default), and a sealed outbox opened on the pool with SkipMigrations.
+func migratedOutbox(t *testing.T, maxConns int32) (string, *pgxpool.Pool, *mailsec.Sender, *outbox.Outbox) {
+	t.Helper()
 	ctx := context.Background()
-	url := pg.NewDatabase(t)
+	url := pgtest.Start(t).NewDatabase(t)
 	if err := outbox.Migrate(ctx, url); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := pgxpool.New(ctx, url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +41,16 @@ func TestStorageClaimNotHeldByApplicationTx(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ob.Close(context.Background()) })
+	return url, pool, s, ob
+}
+
+// On a database Migrate made (no mode recorded), the storage mode that
+// the first EnqueuePgxTx claims is not held in the application's
+// transaction: while it is open, other Enqueues, of this process and of
+// another, go through.
+func TestStorageClaimNotHeldByApplicationTx(t *testing.T) {
+	ctx := context.Background()
+	url, pool, s, ob := migratedOutbox(t, 0)
 	other := openAt(t, s, url, fast(&outbox.Options{SkipMigrations: true}), false)
 
 	tx, err := pool.Begin(ctx)
@@ -61,28 +77,8 @@ func TestStorageClaimNotHeldByApplicationTx(t *testing.T) {
 // claims it in that transaction rather than wait for the pool for ever;
 // the claim commits with it.
 func TestStorageClaimPoolOfOne(t *testing.T) {
-	pg := pgtest.Start(t)
 	ctx := context.Background()
-	url := pg.NewDatabase(t)
-	if err := outbox.Migrate(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	s := newSender(t, &mailsectest.RecordingTransport{}, nil)
-	ob, err := outbox.OpenPostgres(ctx, s, pool, fast(&outbox.Options{SkipMigrations: true}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ob.Close(context.Background()) })
+	url, pool, s, ob := migratedOutbox(t, 1)
 
 	tx, err := pool.Begin(ctx)
 	if err != nil {
