@@ -92,20 +92,21 @@ func (ob *Outbox) List(ctx context.Context, o *ListOptions) ([]Summary, error) {
 	case limit == 0:
 		limit = DefaultListLimit
 	}
-	// A queued message whose job is running reads as Sending (see
+	// A queued message whose job is attempting it reads as Sending (see
 	// sqlRunningJob).
 	q := `SELECT * FROM (SELECT id,
-	CASE WHEN state = 'queued' AND id IN (SELECT args ->> 'id' FROM river_job WHERE ` + sqlRunningJob + `) THEN 'sending' ELSE state END AS shown,
+	CASE WHEN state = 'queued' AND id IN (SELECT args ->> 'id' FROM river_job WHERE ` + sqlRunningJob(ob.eng.postgres(), "$2") + `) THEN 'sending' ELSE state END AS shown,
 	created_at, next_at, finished_at, attempts, progress, problem FROM mailsec_outbox_message) m`
-	args := []any{deliverKind}
+	args := ob.runningArgs()
 	if len(o.States) > 0 {
+		from := len(args) + 1
 		for _, s := range o.States {
 			if !slices.Contains(allStates, s) {
 				return nil, &mailsec.ValidationError{Field: "ListOptions.States", Value: string(s), Reason: "not a message state"}
 			}
 			args = append(args, string(s))
 		}
-		q += ` WHERE shown IN (` + placeholders(2, len(args)-1) + `)`
+		q += ` WHERE shown IN (` + placeholders(from, len(args)-from+1) + `)`
 	}
 	args = append(args, limit)
 	q += ` ORDER BY created_at DESC, id DESC LIMIT $` + strconv.Itoa(len(args))
@@ -248,7 +249,7 @@ func wakeJob[TTx any](ctx context.Context, e *riverEngine[TTx], t txn, id string
 	if !ok {
 		return errors.New("internal error: a transaction of another database")
 	}
-	jobs, running, err := liveJobs(ctx, t, e.postgres(), id)
+	jobs, running, err := liveJobs(ctx, t, e, id)
 	if err != nil {
 		return err
 	}
@@ -281,11 +282,28 @@ func sqlJobOf(postgres bool) string {
 	return `j.kind = $1 AND j.args ->> 'id' = $2`
 }
 
+// sqlLiveJobs selects the delivery jobs of message $2 that River has not
+// ended, each with its state; with recent, also one River completed after
+// $3, as a running one.
+func sqlLiveJobs(postgres, recent bool) string {
+	if !recent {
+		return `SELECT j.id, j.state FROM river_job j WHERE ` + sqlJobOf(postgres) + ` AND j.state IN ` + sqlLiveJobStates
+	}
+	return `SELECT j.id, CASE WHEN j.state IN ` + sqlLiveJobStates + ` THEN j.state::text ELSE 'running' END FROM river_job j
+WHERE ` + sqlJobOf(postgres) + ` AND (j.state IN ` + sqlLiveJobStates + ` OR j.state = 'completed' AND j.finalized_at > $3)`
+}
+
 // liveJobs returns the delivery jobs of message id that River has not
-// ended, and whether one of them is running.
-func liveJobs(ctx context.Context, t txn, postgres bool, id string) (jobs []int64, running bool, err error) {
-	rows, err := t.query(ctx, `SELECT j.id, j.state FROM river_job j WHERE `+sqlJobOf(postgres)+`
-AND j.state IN `+sqlLiveJobStates, deliverKind, id)
+// ended, and whether one of them is running. A job River completed less
+// than e.recentlyEnded() ago counts as one running: the record of its
+// run's attempt may be under way (lateRecords).
+func liveJobs(ctx context.Context, t txn, e engine, id string) (jobs []int64, running bool, err error) {
+	args := []any{deliverKind, id}
+	d := e.recentlyEnded()
+	if d > 0 {
+		args = append(args, time.Now().Add(-d))
+	}
+	rows, err := t.query(ctx, sqlLiveJobs(e.postgres(), d > 0), args...)
 	if err != nil {
 		return nil, false, err
 	}

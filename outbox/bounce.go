@@ -276,7 +276,7 @@ func (ob *Outbox) ingestOnce(ctx context.Context, id string, n *Notification, ta
 	}
 	busy := r.state == Sending
 	if !busy && r.state == Queued {
-		if busy, err = jobRunning(ctx, q, id); err != nil {
+		if busy, err = ob.jobRunning(ctx, q, id); err != nil {
 			return nil, false, &IngestError{ID: id, Err: err, temporary: true}
 		}
 	}

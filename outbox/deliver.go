@@ -571,7 +571,8 @@ func (ob *Outbox) attempt(ctx context.Context, r *row, run, lost int, leftInFlig
 		}
 	}
 	ds.temporary(rec)
-	return ob.record(rctx, r, run, prog, a, &outcome{rec: rec, sendErr: sendErr, dup: dup, allDup: allDup})
+	_, timed := ctx.Deadline()
+	return ob.record(rctx, r, run, prog, a, &outcome{rec: rec, sendErr: sendErr, dup: dup, allDup: allDup, ownsJob: timed && !a.Interrupted})
 }
 
 // allMayHave reports that no attempt has reported on the recipients yet,
@@ -590,6 +591,11 @@ type outcome struct {
 	// allDup: every recipient may have the message from a run that died
 	// before any attempt reported on them.
 	allDup bool
+	// ownsJob: the run's context had a deadline (River's JobTimeout) that
+	// had not passed when Send returned. River rescues a job only two
+	// margins after that deadline, so the job stays the run's for longer
+	// than the attempt's record may take (see lateRecords).
+	ownsJob bool
 }
 
 // apply merges the attempt's outcome into prog and returns the message's
@@ -941,19 +947,12 @@ func (ob *Outbox) record(ctx context.Context, r *row, run int, prog *progress, a
 		return err
 	}
 	rec := &recording{r: r, run: run, prog: prog, pb: pb, a: a, o: o, state: state, next: next}
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		if err = ob.recordTx(ctx, rec); err == nil {
-			break
-		}
-		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", r.id),
-			slog.Int("attempt", a.Number), slog.String("error", err.Error()))
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
+	if ob.later.take(ctx, rec, ob.recordAndReport) {
+		return nil
 	}
-	ob.report(ctx, a, rec.prog)
+	if err := ob.recordAndReport(ctx, rec); err != nil {
+		return err
+	}
 	switch a.State {
 	case Queued:
 		return river.JobSnooze(max(time.Until(rec.next), 0))
@@ -966,6 +965,26 @@ func (ob *Outbox) record(ctx context.Context, r *row, run int, prog *progress, a
 		// its metadata, setting the run count back).
 		return errTakenOver
 	}
+	return nil
+}
+
+// recordAndReport records the attempt (recordTx), trying again until ctx
+// ends, and then reports it (OnReceipt, the log).
+func (ob *Outbox) recordAndReport(ctx context.Context, rec *recording) error {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := ob.recordTx(ctx, rec)
+		if err == nil {
+			break
+		}
+		ob.log.LogAttrs(ctx, slog.LevelWarn, "mailsec outbox: recording an attempt failed; trying again", slog.String("id", rec.r.id),
+			slog.Int("attempt", rec.a.Number), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+	ob.report(ctx, rec.a, rec.prog)
 	return nil
 }
 

@@ -64,14 +64,25 @@
 // caller's failure stays its own. Messages with attachments are queued
 // each in a transaction of its own. On Postgres the reads of the delivery
 // runs that start together are one statement, and so are the records of the
-// attempts that end together, with one commit; each run returns only once
-// its own record is committed. A message whose row another transaction
-// holds (a Cancel, say) is left out of its group and recorded alone, so
-// that it holds up no other. In pgx's default query mode these groups'
-// statements are prepared by name on each connection, as pgx prepares its
-// own, and sent through pgconn with each parameter encoded once; on a pool
-// set to another mode (behind a pooler that keeps no prepared statements)
-// they go through pgx in that mode.
+// attempts that end together, with one commit. A message whose row another
+// transaction holds (a Cancel, say) is left out of its group and recorded
+// alone, so that it holds up no other. In pgx's default query mode these
+// groups' statements are prepared by name on each connection, as pgx
+// prepares its own, and sent through pgconn with each parameter encoded
+// once; the record runs on its generic plan, which Postgres would
+// otherwise make anew for every group. On a pool set to another mode
+// (behind a pooler that keeps no prepared statements) they go through pgx
+// in that mode.
+//
+// On Postgres, a run whose attempt finished its message (delivered,
+// failed, expired) returns its worker to River as soon as the attempt
+// ends, and its record commits after that: River fetches jobs for the
+// workers that are free, every 10 ms, and a worker held for the record
+// would wait for the fetch after. The record is given the rest of its
+// margin, as it is in the run; Close waits for the records under way. A
+// run whose message is tried again (a recipient deferred) records its
+// attempt before it returns, and so does every run on SQLite, whose
+// transactions are grouped already.
 //
 // # What is guaranteed
 //
@@ -143,13 +154,20 @@
 // queued: its rescuer discards the job of a worker that died when the job
 // is out of attempts, or when the leader is an application's own River
 // client, which has no worker for the outbox's jobs; an operator may
-// cancel or delete the job with River's tools. The clean-up (see
-// Retention), which River's leader runs at start and every 10 minutes,
+// cancel or delete the job with River's tools. On Postgres, River also
+// completes the job of a run whose finished attempt is still being
+// recorded (see above), and the process may die before the record
+// commits. The clean-up (see Retention), which River's leader runs at
+// start and every rescue interval (every 10 minutes when that is longer),
 // gives each unfinished message without a live delivery job (none
-// available, scheduled, retryable, running or pending) a new one, as Retry
-// would: the runs of the old job are accounted for as Retry accounts for
-// them, so that a run that died unrecorded is still taken for one that may
-// have sent the message, and its recipients are flagged. The message keeps
+// available, scheduled, retryable, running or pending, nor one completed
+// less than two margins ago, whose run's record may still commit) a new
+// one, as Retry would: the runs of the old job are accounted for as Retry
+// accounts for them, so that a run that died unrecorded is still taken
+// for one that may have sent the message, and its recipients are flagged.
+// A message whose record was lost so is sent again somewhat later than
+// the rescue interval after its attempt, as one whose worker died during
+// the attempt is. The message keeps
 // its schedule, and its ID is logged. Each message is given its job in a
 // transaction of its own that writes the message's row first and then
 // looks for a live job again, as Retry, Cancel and an attempt's record
@@ -227,7 +245,7 @@
 // delivered, fails, expires or is cancelled. Its Status and Receipts are
 // kept for Options.ReceiptRetention (default 30 days; negative keeps them
 // forever), then deleted by a clean-up job that runs at start and every
-// 10 minutes.
+// rescue interval, or every 10 minutes when that is longer.
 //
 // # TLS-RPT
 //

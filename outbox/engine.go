@@ -48,6 +48,11 @@ type engine interface {
 	// engine.
 	wakeJob(ctx context.Context, t txn, id string) error
 	replaceJob(ctx context.Context, t txn, id string) error
+	// recentlyEnded is how long after River ended a delivery job the job
+	// still counts as live: the record of its run's attempt may not have
+	// committed yet (see lateRecords). Zero on SQLite, whose runs record
+	// their attempts before they return.
+	recentlyEnded() time.Duration
 	// queueJob is insertJob for a message t has just inserted: in a
 	// transaction a groupCommit shares, the job is inserted when the
 	// group's work is done, with the other new messages' jobs, in one
@@ -160,8 +165,12 @@ func (w *cleanWorker) Work(ctx context.Context, _ *river.Job[cleanArgs]) error {
 	return w.ob.clean(ctx)
 }
 
-// cleanEvery is how often the leader deletes what retention no longer
-// keeps.
+// cleanEvery is how often, at most, the leader deletes what retention no
+// longer keeps and gives a job to each message without one: every
+// RescueStuckJobsAfter when that is shorter, so that a message whose job
+// ended before its attempt's record committed (see lateRecords), the
+// process having died in between, is taken up as soon as one whose worker
+// died during its run.
 const cleanEvery = 10 * time.Minute
 
 // maxJobAttempts is River's limit on a delivery job's failed runs. The
@@ -193,7 +202,7 @@ func riverConfig(ob *Outbox) *river.Config {
 	river.AddWorker(workers, &cleanWorker{ob: ob})
 	river.AddWorker(workers, &tlsrptWorker{ob: ob})
 	periodic := []*river.PeriodicJob{
-		river.NewPeriodicJob(river.PeriodicInterval(cleanEvery), func() (river.JobArgs, *river.InsertOpts) {
+		river.NewPeriodicJob(river.PeriodicInterval(min(cleanEvery, ob.o.rescueAfter)), func() (river.JobArgs, *river.InsertOpts) {
 			return cleanArgs{}, &river.InsertOpts{Queue: queueName}
 		}, &river.PeriodicJobOpts{ID: cleanKind, RunOnStart: true}),
 	}
@@ -237,6 +246,7 @@ type riverEngine[TTx any] struct {
 	reads   *pgGroup[string, *row]   // Postgres's
 	records *pgGroup[pgRecord, bool] // Postgres's
 	sqlDB   *sql.DB                  // SQLite's
+	ended   time.Duration            // recentlyEnded
 	prep    *sqlitePrepared          // SQLite's attempt statements, once prepared
 	rawTx   func(t txn) (TTx, bool)
 	// lock serialises migrations, and gives the transactions that run
@@ -319,6 +329,8 @@ func (e *riverEngine[TTx]) insertJob(ctx context.Context, t txn, id string) erro
 	_, err := e.client.InsertTx(ctx, tx, deliverArgs{ID: id}, deliverOpts())
 	return err
 }
+
+func (e *riverEngine[TTx]) recentlyEnded() time.Duration { return e.ended }
 
 func (e *riverEngine[TTx]) wakeJob(ctx context.Context, t txn, id string) error {
 	return wakeJob(ctx, e, t, id)
@@ -660,7 +672,9 @@ func openPostgres(ctx context.Context, s *mailsec.Sender, pool *pgxpool.Pool, o 
 	if err != nil {
 		return nil, err
 	}
+	e.ended = lateWindow(ob.o.margin)
 	ob.eng = e
+	ob.later = newLateRecords(ob.o.workers, ob.log)
 	ob.enqueueGroup = &pgEnqueueGroup{ob: ob, pool: pool, client: e.client, prepared: prepares(pool),
 		coalescer: coalescer[*pgEnqueueOp]{atOnce: pgGroupsAtOnce, yield: true}}
 	if err := ob.ready(ctx); err != nil {

@@ -167,6 +167,9 @@ type Outbox struct {
 	// beforeSend, when set (by tests, before Start), runs in each attempt
 	// before its Send.
 	beforeSend func(id string)
+	// later makes the records of finished attempts after their runs
+	// return, on Postgres (nil on SQLite).
+	later *lateRecords
 
 	// storageRecorded is set once the database is known to record this
 	// outbox's storage mode (committed): until then, each Enqueue claims
@@ -865,6 +868,8 @@ func (ob *Outbox) Close(ctx context.Context) error {
 			cancel()
 			err = fmt.Errorf("outbox: Close: deliveries under way were interrupted and stay queued: %w", err)
 		}
+		// The records of finished attempts, each bounded by its margin.
+		ob.later.wait()
 	}
 	if ferr := ob.closeTLSRPT(ctx); ferr != nil {
 		err = errors.Join(err, ferr)

@@ -114,7 +114,7 @@ func (ob *Outbox) Status(ctx context.Context, id string) (*Status, error) {
 		st.Next = r.nextAt
 	}
 	if r.state == Queued {
-		running, err := jobRunning(ctx, q, r.id)
+		running, err := ob.jobRunning(ctx, q, r.id)
 		if err != nil {
 			return nil, fmt.Errorf("outbox: Status: %w", err)
 		}
@@ -254,9 +254,11 @@ FROM mailsec_outbox_message WHERE state IN ('queued', 'sending')`, now.UnixMicro
 	}
 	// Queued messages a run of their job is attempting now.
 	var running, runningDue sql.NullInt64
-	err = ob.eng.pool().queryRow(ctx, `SELECT COUNT(*), SUM(CASE WHEN m.next_at <= $2 THEN 1 ELSE 0 END)
+	args := ob.runningArgs()
+	args = append(args, now.UnixMicro())
+	err = ob.eng.pool().queryRow(ctx, `SELECT COUNT(*), SUM(CASE WHEN m.next_at <= $`+strconv.Itoa(len(args))+` THEN 1 ELSE 0 END)
 FROM river_job JOIN mailsec_outbox_message m ON m.id = river_job.args ->> 'id'
-WHERE `+sqlRunningJob+` AND m.state = 'queued'`, deliverKind, now.UnixMicro()).Scan(&running, &runningDue)
+WHERE `+sqlRunningJob(ob.eng.postgres(), "$2")+` AND m.state = 'queued'`, args...).Scan(&running, &runningDue)
 	if err != nil {
 		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
 	}
@@ -309,16 +311,38 @@ FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') GROUP BY substr
 	return waiting, nil
 }
 
-// sqlRunningJob selects River's running delivery jobs ($1 deliverKind).
-// A message has no mark of its own while an attempt is under way (see
-// Outbox.start): a queued message whose job is running is being sent, or
-// its worker died during an attempt and River has not rescued the job yet.
-const sqlRunningJob = `river_job.state = 'running' AND river_job.kind = $1`
+// sqlRunningJob selects River's delivery jobs ($1 deliverKind) whose run
+// is attempting its message: those running, and on Postgres those
+// completed after since (a placeholder), whose run's record may still
+// commit (lateRecords; ob.runningArgs gives the time). A message has no
+// mark of its own while an attempt is under way (see Outbox.start): a
+// queued message with such a job is being sent, or its worker died during
+// an attempt and River has not rescued the job yet (or, its record lost,
+// the clean-up has not given it another).
+func sqlRunningJob(postgres bool, since string) string {
+	if !postgres {
+		return `river_job.state = 'running' AND river_job.kind = $1`
+	}
+	return `(river_job.state = 'running' OR river_job.state = 'completed' AND river_job.finalized_at > ` + since + `) AND river_job.kind = $1`
+}
 
-// jobRunning reports whether message id's delivery job is running.
-func jobRunning(ctx context.Context, q querier, id string) (bool, error) {
+// runningArgs are sqlRunningJob's arguments: deliverKind, and on Postgres
+// the time for its second placeholder.
+func (ob *Outbox) runningArgs() []any {
+	if !ob.eng.postgres() {
+		return []any{deliverKind}
+	}
+	return []any{deliverKind, time.Now().Add(-ob.eng.recentlyEnded())}
+}
+
+// jobRunning reports whether message id's delivery job is attempting it
+// (sqlRunningJob).
+func (ob *Outbox) jobRunning(ctx context.Context, q querier, id string) (bool, error) {
+	args := ob.runningArgs()
+	args = append(args, id)
 	var n int
-	err := q.queryRow(ctx, `SELECT COUNT(*) FROM river_job WHERE `+sqlRunningJob+` AND args ->> 'id' = $2`, deliverKind, id).Scan(&n)
+	err := q.queryRow(ctx, `SELECT COUNT(*) FROM river_job WHERE `+sqlRunningJob(ob.eng.postgres(), "$2")+` AND args ->> 'id' = $`+strconv.Itoa(len(args)),
+		args...).Scan(&n)
 	return n > 0, err
 }
 
@@ -368,12 +392,14 @@ func (ob *Outbox) clean(ctx context.Context) error {
 // as River's index on args serves only the one message's look, sqlJobOf).
 // On SQLite NOT IN, whose subquery's result
 // SQLite makes an index of once: a correlated NOT EXISTS would read
-// River's jobs once per message.
+// River's jobs once per message. On Postgres a job River completed after
+// $2 counts as live (see liveJobs).
 func sqlJobless(postgres bool) string {
 	live := `FROM river_job j WHERE j.kind = $1 AND j.state IN ` + sqlLiveJobStates
 	if postgres {
 		return `SELECT m.id FROM mailsec_outbox_message m WHERE m.state IN ('queued', 'sending')
-AND NOT EXISTS (SELECT 1 ` + live + ` AND j.args ->> 'id' = m.id) ORDER BY m.created_at, m.id`
+AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1 AND (j.state IN ` + sqlLiveJobStates + ` OR j.state = 'completed' AND j.finalized_at > $2)
+AND j.args ->> 'id' = m.id) ORDER BY m.created_at, m.id`
 	}
 	return `SELECT m.id FROM mailsec_outbox_message m WHERE m.state IN ('queued', 'sending')
 AND m.id NOT IN (SELECT j.args ->> 'id' ` + live + ` AND j.args ->> 'id' IS NOT NULL) ORDER BY m.created_at, m.id`
@@ -389,7 +415,11 @@ AND m.id NOT IN (SELECT j.args ->> 'id' ` + live + ` AND j.args ->> 'id' IS NOT 
 func (ob *Outbox) requeueJobless(ctx context.Context) (int, error) {
 	// The IDs first: on SQLite the one connection is needed for the
 	// transactions that follow.
-	rows, err := ob.eng.pool().query(ctx, sqlJobless(ob.eng.postgres()), deliverKind)
+	args := []any{deliverKind}
+	if ob.eng.postgres() {
+		args = append(args, time.Now().Add(-ob.eng.recentlyEnded()))
+	}
+	rows, err := ob.eng.pool().query(ctx, sqlJobless(ob.eng.postgres()), args...)
 	if err != nil {
 		return 0, err
 	}
@@ -451,7 +481,7 @@ func (ob *Outbox) requeueIfJobless(ctx context.Context, id string) (bool, error)
 	if err != nil || n == 0 {
 		return false, err // finished meanwhile, or gone
 	}
-	jobs, _, err := liveJobs(ctx, t, ob.eng.postgres(), id)
+	jobs, _, err := liveJobs(ctx, t, ob.eng, id)
 	if err != nil || len(jobs) > 0 {
 		return false, err
 	}

@@ -578,10 +578,10 @@ SELECT $2, json_build_object('id', 'm' || g)::jsonb, 'q', 'available', 25, 1, no
 		}
 		return strings.Join(plan, "\n")
 	}
-	if p := explain(sqlJobless(true), deliverKind); !strings.Contains(p, "Anti Join") {
+	if p := explain(sqlJobless(true), deliverKind, time.Now()); !strings.Contains(p, "Anti Join") {
 		t.Errorf("the sweep's query is not an anti-join:\n%s", p)
 	}
-	if p := explain(`SELECT j.id FROM river_job j WHERE `+sqlJobOf(true), deliverKind, "m77"); !strings.Contains(p, "river_job_args_index") {
+	if p := explain(sqlLiveJobs(true, true), deliverKind, "m77", time.Now()); !strings.Contains(p, "river_job_args_index") {
 		t.Errorf("the look for a message's jobs reads without River's index on args:\n%s", p)
 	}
 }
