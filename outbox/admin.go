@@ -167,9 +167,11 @@ func (ob *Outbox) recipientCount(id string, sealedProg []byte) (int, error) {
 // (the backoff does not start over). It fails with ErrNotFound for an
 // unknown ID, ErrFinished for a finished message, and ErrSending for one
 // an attempt is delivering now (a run of its delivery job that ends
-// within a couple of seconds is waited for). A message whose delivery job
-// River ended is given a new one; the clean-up does that unasked (see the
-// package documentation, When a worker dies).
+// within a couple of seconds is waited for), or whose finished attempt
+// may still be being recorded (on Postgres, for two margins after River
+// completed its job). A message whose delivery job River ended is given
+// a new one; the clean-up does that unasked (see the package
+// documentation, When a worker dies).
 func (ob *Outbox) Retry(ctx context.Context, id string) error {
 	if ob.isClosed() {
 		return ErrClosed

@@ -138,7 +138,9 @@
 // grows by one with each run however the run before ended; a test holds
 // River to it. While an attempt is under way its message is queued in the
 // outbox's table: Status, List and Stats show it Sending from River's job
-// state, Retry answers ErrSending, Ingest ErrBusy.
+// state, Retry answers ErrSending, Ingest ErrBusy. On Postgres they do so
+// too for two margins after River completed the job of a run whose
+// finished attempt's record may not have committed yet.
 //
 // With the default DeliveryTimeout of 2 minutes that is 3.5 minutes, not
 // River's default of an hour; it is never shorter than a live worker may
