@@ -168,7 +168,7 @@ func (ob *Outbox) recipientCount(id string, sealedProg []byte) (int, error) {
 // unknown ID, ErrFinished for a finished message, and ErrSending for one
 // an attempt is delivering now (a run of its delivery job that ends
 // within a couple of seconds is waited for), or whose finished attempt
-// may still be being recorded (on Postgres, for two margins after River
+// may still be being recorded (on Postgres, for three margins after River
 // completed its job). A message whose delivery job River ended is given
 // a new one; the clean-up does that unasked (see the package
 // documentation, When a worker dies).

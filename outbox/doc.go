@@ -139,7 +139,7 @@
 // River to it. While an attempt is under way its message is queued in the
 // outbox's table: Status, List and Stats show it Sending from River's job
 // state, Retry answers ErrSending, Ingest ErrBusy. On Postgres they do so
-// too for two margins after River completed the job of a run whose
+// too for three margins after River completed the job of a run whose
 // finished attempt's record may not have committed yet.
 //
 // With the default DeliveryTimeout of 2 minutes that is 3.5 minutes, not
@@ -160,10 +160,11 @@
 // completes the job of a run whose finished attempt is still being
 // recorded (see above), and the process may die before the record
 // commits. The clean-up (see Retention), which River's leader runs at
-// start and every rescue interval (every 10 minutes when that is longer),
+// start and every 10 minutes (on Postgres every rescue interval when that
+// is shorter),
 // gives each unfinished message without a live delivery job (none
 // available, scheduled, retryable, running or pending, nor one completed
-// less than two margins ago, whose run's record may still commit) a new
+// less than three margins ago, whose run's record may still commit) a new
 // one, as Retry would: the runs of the old job are accounted for as Retry
 // accounts for them, so that a run that died unrecorded is still taken
 // for one that may have sent the message, and its recipients are flagged.
@@ -247,7 +248,7 @@
 // delivered, fails, expires or is cancelled. Its Status and Receipts are
 // kept for Options.ReceiptRetention (default 30 days; negative keeps them
 // forever), then deleted by a clean-up job that runs at start and every
-// rescue interval, or every 10 minutes when that is longer.
+// 10 minutes (on Postgres every rescue interval when that is shorter).
 //
 // # TLS-RPT
 //
@@ -298,4 +299,12 @@
 // each queued message one delivery job (an earlier Retry could queue a
 // second beside a running one). A process of an earlier version refuses a
 // database migrated by a later one when it opens it.
+//
+// Schema version 5 changes no table, but on Postgres the record of a
+// finished attempt may now commit just after River completed the
+// message's job (see SQLite or Postgres): a process of an earlier version
+// would take the message for one without a live job in between, and its
+// Retry or clean-up could give it a second one. Stop every process of the
+// earlier version before one of this version opens the database, as for
+// version 4.
 package outbox

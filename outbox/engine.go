@@ -165,12 +165,12 @@ func (w *cleanWorker) Work(ctx context.Context, _ *river.Job[cleanArgs]) error {
 	return w.ob.clean(ctx)
 }
 
-// cleanEvery is how often, at most, the leader deletes what retention no
-// longer keeps and gives a job to each message without one: every
-// RescueStuckJobsAfter when that is shorter, so that a message whose job
-// ended before its attempt's record committed (see lateRecords), the
-// process having died in between, is taken up as soon as one whose worker
-// died during its run.
+// cleanEvery is how often the leader deletes what retention no longer
+// keeps and gives a job to each message without one. On Postgres it runs
+// every RescueStuckJobsAfter when that is shorter, so that a message
+// whose job was completed before its attempt's record committed (see
+// lateRecords), the process having died in between, is taken up about as
+// soon as one whose worker died during its run.
 const cleanEvery = 10 * time.Minute
 
 // maxJobAttempts is River's limit on a delivery job's failed runs. The
@@ -196,13 +196,17 @@ const maxJobAttempts = 1000
 //     River's default hour, and never while its worker may still be at it.
 //   - Completed and cancelled jobs are kept a day (River's default): they
 //     hold only an ID; the outbox keeps its own records.
-func riverConfig(ob *Outbox) *river.Config {
+func riverConfig(ob *Outbox, postgres bool) *river.Config {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &deliverWorker{ob: ob})
 	river.AddWorker(workers, &cleanWorker{ob: ob})
 	river.AddWorker(workers, &tlsrptWorker{ob: ob})
+	every := cleanEvery
+	if postgres {
+		every = min(every, ob.o.rescueAfter)
+	}
 	periodic := []*river.PeriodicJob{
-		river.NewPeriodicJob(river.PeriodicInterval(min(cleanEvery, ob.o.rescueAfter)), func() (river.JobArgs, *river.InsertOpts) {
+		river.NewPeriodicJob(river.PeriodicInterval(every), func() (river.JobArgs, *river.InsertOpts) {
 			return cleanArgs{}, &river.InsertOpts{Queue: queueName}
 		}, &river.PeriodicJobOpts{ID: cleanKind, RunOnStart: true}),
 	}
@@ -225,11 +229,11 @@ func riverConfig(ob *Outbox) *river.Config {
 	}
 }
 
-func newClient[TTx any](driver riverdriver.Driver[TTx], ob *Outbox) (*river.Client[TTx], error) {
+func newClient[TTx any](driver riverdriver.Driver[TTx], ob *Outbox, postgres bool) (*river.Client[TTx], error) {
 	if ob == nil {
 		return nil, nil
 	}
-	client, err := river.NewClient(driver, riverConfig(ob))
+	client, err := river.NewClient(driver, riverConfig(ob, postgres))
 	if err != nil {
 		return nil, fmt.Errorf("outbox: River: %w", err)
 	}
@@ -553,7 +557,7 @@ func (e *riverEngine[TTx]) validate(ctx context.Context) error {
 // can only migrate.
 func newSQLiteEngine(ob *Outbox, db *sql.DB, closeDB func()) (*riverEngine[*sql.Tx], error) {
 	driver := riversqlite.New(db)
-	client, err := newClient(driver, ob)
+	client, err := newClient(driver, ob, false)
 	if err != nil {
 		return nil, err
 	}
@@ -612,7 +616,7 @@ func openSQLite(ctx context.Context, s *mailsec.Sender, db *sql.DB, o *Options, 
 // that can only migrate.
 func newPostgresEngine(ob *Outbox, pool *pgxpool.Pool, closeDB func()) (*riverEngine[pgx.Tx], error) {
 	driver := riverpgxv5.New(pool)
-	client, err := newClient(driver, ob)
+	client, err := newClient(driver, ob, true)
 	if err != nil {
 		return nil, err
 	}

@@ -47,11 +47,13 @@ func newLateRecords(n int, log *slog.Logger) *lateRecords {
 	return &lateRecords{slots: make(chan struct{}, n), log: log}
 }
 
-// lateWindow is how long after its job ended a finished attempt's late
-// record may still commit, and a little more for clocks that differ: the
-// record is given until its margin ends, which began before the run
-// returned.
-func lateWindow(margin time.Duration) time.Duration { return 2 * margin }
+// lateWindow is how long after its job was completed a finished
+// attempt's late record may still commit, with a margin for clocks that
+// differ (River's completion time is the worker's clock, the reader's is
+// its own): the record is given until its margin ends, which began before
+// the run returned, and a group of records runs until the latest of its
+// records' deadlines, which may hold one up for up to a margin more.
+func lateWindow(margin time.Duration) time.Duration { return 3 * margin }
 
 // take has record make rec's record after the run returns, and reports
 // whether it did; when it does not (nil l, an attempt not finished, a run

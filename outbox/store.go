@@ -44,7 +44,13 @@ import (
 // the outbox has accounted for (see jobRuns), which replaces the write
 // that marked a message in flight before each attempt. A message queued
 // before has none (NULL) until its next attempt writes it.
-const schemaVersion = 4
+//
+// Version 5 changes no table. On Postgres the record of a finished
+// attempt may commit after River completed the message's job (see
+// lateRecords); processes of an earlier version would take such a
+// message for one without a live job, and give it another. The version
+// keeps them from opening a database a process of this one has opened.
+const schemaVersion = 5
 
 func schemaV1(blob string) []string {
 	return []string{

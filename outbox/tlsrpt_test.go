@@ -275,7 +275,7 @@ func downgraded(t *testing.T, stmts ...string) (string, *sql.DB) {
 func checkMigrated(t *testing.T, db *sql.DB) {
 	t.Helper()
 	var v int
-	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 4 {
+	if err := db.QueryRow(`SELECT MAX(version) FROM mailsec_outbox_schema`).Scan(&v); err != nil || v != 5 {
 		t.Fatalf("schema version %d, %v", v, err)
 	}
 }
