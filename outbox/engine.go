@@ -48,8 +48,8 @@ type engine interface {
 	// engine.
 	wakeJob(ctx context.Context, t txn, id string) error
 	replaceJob(ctx context.Context, t txn, id string) error
-	// recentlyEnded is how long after River ended a delivery job the job
-	// still counts as live: the record of its run's attempt may not have
+	// recentlyEnded is how long after River completed a delivery job the
+	// job still counts as live: the record of its run's attempt may not have
 	// committed yet (see lateRecords). Zero on SQLite, whose runs record
 	// their attempts before they return.
 	recentlyEnded() time.Duration

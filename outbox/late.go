@@ -19,12 +19,14 @@ import (
 // after its record commits. In between, the message is unfinished and has
 // no live job; Retry and the clean-up's sweep count a job completed less
 // than lateWindow ago as live (liveJobs, sqlJobless), so that neither
-// gives the message another job while its record may still commit. A record
-// that does not commit within its margin (the database unreachable, the
-// process gone) leaves the message queued without a live job: the
-// clean-up gives it one once lateWindow has passed, and its next attempt
-// takes the run that sent it for one that died (its recipients flagged
-// as possible duplicates), as when the worker dies before its record.
+// gives the message another job while its record may still commit, and
+// Status, List, Stats and Ingest count it as one attempting its message
+// (sqlRunningJob). A record that does not commit within its margin (the
+// database unreachable, the process gone) leaves the message queued
+// without a live job: the clean-up gives it one once lateWindow has
+// passed, and its next attempt takes the run that sent it for one that
+// died (its recipients flagged as possible duplicates), as when the
+// worker dies before its record.
 //
 // Only a finished attempt's record is made late, and only when its run
 // still owns its job (outcome.ownsJob): a message tried again is snoozed
@@ -58,8 +60,7 @@ func lateWindow(margin time.Duration) time.Duration { return 3 * margin }
 // take has record make rec's record after the run returns, and reports
 // whether it did; when it does not (nil l, an attempt not finished, a run
 // that may no longer own its job, every slot taken), the run makes the
-// record itself. ctx
-// bounds the record; it must have a deadline.
+// record itself. ctx bounds the record; it must have a deadline.
 func (l *lateRecords) take(ctx context.Context, rec *recording, record func(context.Context, *recording) error) bool {
 	if l == nil || !rec.state.finished() || !rec.o.ownsJob {
 		return false
