@@ -456,6 +456,13 @@ func (e *riverEngine[TTx]) migrate(ctx context.Context) error {
 			return fmt.Errorf("outbox: migrating the outbox's delivery jobs: %w", err)
 		}
 	}
+	if v < 5 && e.postgres() {
+		for _, stmt := range schemaV5Postgres {
+			if _, err := t.exec(ctx, stmt); err != nil {
+				return fmt.Errorf("outbox: migrating the outbox's tables: %w", err)
+			}
+		}
+	}
 	if v < schemaVersion {
 		if _, err := t.exec(ctx, `DELETE FROM mailsec_outbox_schema`); err != nil {
 			return err
