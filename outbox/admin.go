@@ -95,7 +95,7 @@ func (ob *Outbox) List(ctx context.Context, o *ListOptions) ([]Summary, error) {
 	// A queued message whose job is attempting it reads as Sending (see
 	// sqlRunningJob).
 	q := `SELECT * FROM (SELECT id,
-	CASE WHEN state = 'queued' AND id IN (SELECT args ->> 'id' FROM river_job WHERE ` + sqlRunningJob(ob.eng.postgres(), "$2") + `) THEN 'sending' ELSE state END AS shown,
+	CASE WHEN state = 'queued' AND id IN (SELECT args ->> 'id' FROM river_job WHERE ` + sqlRunningJob(ob.eng.postgres()) + `) THEN 'sending' ELSE state END AS shown,
 	created_at, next_at, finished_at, attempts, progress, problem FROM mailsec_outbox_message) m`
 	args := ob.runningArgs()
 	if len(o.States) > 0 {

@@ -258,7 +258,7 @@ FROM mailsec_outbox_message WHERE state IN ('queued', 'sending')`, now.UnixMicro
 	args = append(args, now.UnixMicro())
 	err = ob.eng.pool().queryRow(ctx, `SELECT COUNT(*), SUM(CASE WHEN m.next_at <= $`+strconv.Itoa(len(args))+` THEN 1 ELSE 0 END)
 FROM river_job JOIN mailsec_outbox_message m ON m.id = river_job.args ->> 'id'
-WHERE `+sqlRunningJob(ob.eng.postgres(), "$2")+` AND m.state = 'queued'`, args...).Scan(&running, &runningDue)
+WHERE `+sqlRunningJob(ob.eng.postgres())+` AND m.state = 'queued'`, args...).Scan(&running, &runningDue)
 	if err != nil {
 		return Stats{}, fmt.Errorf("outbox: Stats: %w", err)
 	}
@@ -313,21 +313,21 @@ FROM mailsec_outbox_message WHERE state IN ('queued', 'sending') GROUP BY substr
 
 // sqlRunningJob selects River's delivery jobs ($1 deliverKind) whose run
 // is attempting its message: those running, and on Postgres those
-// completed after since (a placeholder), whose run's record may still
-// commit (lateRecords; ob.runningArgs gives the time). A message has no
+// completed after $2, whose run's record may still commit (lateRecords);
+// ob.runningArgs gives both. A message has no
 // mark of its own while an attempt is under way (see Outbox.start): a
 // queued message with such a job is being sent, or its worker died during
 // an attempt and River has not rescued the job yet (or, its record lost,
 // the clean-up has not given it another).
-func sqlRunningJob(postgres bool, since string) string {
+func sqlRunningJob(postgres bool) string {
 	if !postgres {
 		return `river_job.state = 'running' AND river_job.kind = $1`
 	}
-	return `(river_job.state = 'running' OR river_job.state = 'completed' AND river_job.finalized_at > ` + since + `) AND river_job.kind = $1`
+	return `(river_job.state = 'running' OR river_job.state = 'completed' AND river_job.finalized_at > $2) AND river_job.kind = $1`
 }
 
 // runningArgs are sqlRunningJob's arguments: deliverKind, and on Postgres
-// the time for its second placeholder.
+// the time since which a completed job counts ($2).
 func (ob *Outbox) runningArgs() []any {
 	if !ob.eng.postgres() {
 		return []any{deliverKind}
@@ -341,7 +341,7 @@ func (ob *Outbox) jobRunning(ctx context.Context, q querier, id string) (bool, e
 	args := ob.runningArgs()
 	args = append(args, id)
 	var n int
-	err := q.queryRow(ctx, `SELECT COUNT(*) FROM river_job WHERE `+sqlRunningJob(ob.eng.postgres(), "$2")+` AND args ->> 'id' = $`+strconv.Itoa(len(args)),
+	err := q.queryRow(ctx, `SELECT COUNT(*) FROM river_job WHERE `+sqlRunningJob(ob.eng.postgres())+` AND args ->> 'id' = $`+strconv.Itoa(len(args)),
 		args...).Scan(&n)
 	return n > 0, err
 }
