@@ -69,8 +69,11 @@
 // alone, so that it holds up no other. In pgx's default query mode these
 // groups' statements are prepared by name on each connection, as pgx
 // prepares its own, and sent through pgconn with each parameter encoded
-// once; the record runs on its generic plan, which Postgres would
-// otherwise make anew for every group. On a pool set to another mode
+// once; an Enqueue group's BEGIN and rows go out with River's insert of
+// their jobs, so that the group takes two round trips, the commit being
+// the second (three when a row has an idempotency key, since the jobs
+// then depend on which rows went in); the record runs on its generic
+// plan, which Postgres would otherwise make anew for every group. On a pool set to another mode
 // (behind a pooler that keeps no prepared statements) they go through pgx
 // in that mode.
 //

@@ -97,8 +97,8 @@ func (e *IdempotencyError) Temporary() bool { return false }
 // Concurrent Enqueues may share a transaction: on SQLite each in a
 // savepoint of its own; on Postgres, a message without attachments is
 // queued with those of the Enqueues under way at the same time (their
-// rows in one round trip, their jobs in one River InsertManyTx, one
-// commit), and if that transaction fails before its commit, each is then
+// rows, with BEGIN and their jobs' River InsertManyTx, in one round trip,
+// then one commit), and if that transaction fails before its commit, each is then
 // queued in a transaction of its own. Each call returns only once its own
 // message is committed, with its own ID and idempotency outcome. On
 // Postgres, a context that ends while the call waits for a transaction

@@ -16,8 +16,12 @@ import (
 )
 
 // pgEnqueueGroup queues the messages of concurrent Enqueues on Postgres in
-// one transaction: their rows in one pipelined batch, their delivery jobs
-// in one InsertManyTx, one commit. A caller that finds fewer than
+// one transaction: their rows in one pipeline, their delivery jobs in one
+// InsertManyTx, one commit. When the pool prepares statements, BEGIN, the
+// rows and River's insert of the jobs take one round trip (pipedTx), and
+// the commit a second; with an idempotency key among the rows, which jobs
+// to queue depends on them, and River's insert takes a round trip of its
+// own. A caller that finds fewer than
 // pgGroupsAtOnce groups running leads one; the calls that arrive
 // meanwhile form the next, so that nothing waits for a timer, and a group
 // sends its rows while the one before waits for its commit. Each caller
@@ -74,7 +78,7 @@ func (g *pgEnqueueGroup) enqueue(ctx context.Context, pm *preparedMessage) (id s
 }
 
 // The group's statements, prepared on each connection under these names
-// (insertPipelined). The envelope, most of a message, is the last
+// (insertPiped). The envelope, most of a message, is the last
 // parameter (see binaryParams).
 const (
 	sqlInsertMessage = sqlInsertMessageInto + `
@@ -156,6 +160,10 @@ func (g *pgEnqueueGroup) run(ops []*pgEnqueueOp) {
 
 // commit runs the group's transaction. It reports whether it sent the
 // commit, whose failure leaves the outcome unknown.
+//
+// When the pool prepares statements, the transaction is a pipedTx: BEGIN
+// and the rows go out with River's insert of the jobs, in one round trip,
+// unless a row has an idempotency key (insertPiped).
 func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []*pgEnqueueOp) (committing bool, err error) {
 	work := ctx
 	if !deadline.IsZero() {
@@ -163,29 +171,36 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		work, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	tx, err := g.pool.Begin(work)
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		if !committing {
-			_ = tx.Rollback(ctx)
-		}
-	}()
-	ob := g.ob
-	var send insertRows = g.insertBatch
+	var tx pgx.Tx
+	var prev []prevMessage
 	if g.prepared {
-		send = g.insertPipelined
+		ptx, err := beginPiped(work, g.pool)
+		if err != nil {
+			return false, err
+		}
+		tx = ptx
+		defer rollbackUnlessCommitting(ctx, tx, &committing)
+		prev, err = g.insertPiped(work, ptx, live)
+		if err != nil {
+			return false, err
+		}
+	} else {
+		if tx, err = g.pool.Begin(work); err != nil {
+			return false, err
+		}
+		defer rollbackUnlessCommitting(ctx, tx, &committing)
+		if prev, err = g.insertBatch(work, tx, live); err != nil {
+			return false, err
+		}
 	}
-	prev, err := send(work, tx, live)
-	if err != nil {
-		return false, err
-	}
+	ob := g.ob
 
 	var jobs []string
 	for _, op := range live {
 		pm := op.pm
-		if op.inserted {
+		// A message without an idempotency key is inserted, or the
+		// group fails; its row may still be on its way (insertPiped).
+		if pm.idem == nil || op.inserted {
 			op.id = pm.id
 			jobs = append(jobs, pm.id)
 			continue
@@ -217,95 +232,90 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 	return true, tx.Commit(ctx)
 }
 
+// rollbackUnlessCommitting rolls tx back unless *committing.
+func rollbackUnlessCommitting(ctx context.Context, tx pgx.Tx, committing *bool) {
+	if !*committing {
+		_ = tx.Rollback(ctx)
+	}
+}
+
 // prevMessage is a message found holding an idempotency key of a group's.
 type prevMessage struct {
 	id       string
 	idem, fp []byte
 }
 
-// insertRows inserts the rows of live in tx, setting each one's inserted,
-// and returns the messages that hold the idempotency keys of those with
-// one. The group's statements go in one round trip.
-type insertRows func(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error)
-
-// insertPipelined is insertRows through pgconn's pipeline, each row's
-// parameters encoded once (binaryParams) and written out on its own:
-// pgx's Batch would copy every envelope twice more into buffers that grow
-// with the group. Its statements are prepared by name on the connection,
-// as pgx's default query mode prepares its own; in any other mode (an
+// insertPiped queues the rows of live on tx, each row's parameters
+// encoded once (binaryParams) and written out on its own: pgx's Batch
+// would copy every envelope twice more into buffers that grow with the
+// group. Without an idempotency key among them, the rows wait for the
+// next statement, River's insert of their jobs, and each is then
+// inserted or the group fails. With one, they go out at once, with BEGIN
+// and a query for the messages that hold the keys of those not inserted,
+// since which jobs to queue depends on them; the messages found are
+// returned. The statements are prepared by name on the connection, as
+// pgx's default query mode prepares its own; in any other mode (an
 // application behind a pooler that keeps no prepared statements sets one)
 // the group takes insertBatch.
-func (g *pgEnqueueGroup) insertPipelined(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error) {
+func (g *pgEnqueueGroup) insertPiped(ctx context.Context, tx *pipedTx, live []*pgEnqueueOp) ([]prevMessage, error) {
 	conn := tx.Conn()
 	keyed, digests := groupDigests(live)
 	stmts, err := prepareGroupStatements(ctx, conn, keyed)
 	if err != nil {
 		return nil, err
 	}
-	pl := conn.PgConn().StartPipeline(ctx)
-	// The connection keeps one Pipeline, which another of the pool's
-	// users gets once the commit has given the connection back: it is
-	// closed here only while it is still this group's.
-	piping := true
-	defer func() {
-		if piping {
-			_ = pl.Close()
-		}
-	}()
 	now := time.Now()
 	for _, op := range live {
 		sd := stmts.insert
 		if op.pm.idem != nil {
 			sd = stmts.insertKeyed
 		}
-		if err := sendStatement(pl, conn.TypeMap(), sd, nil, g.insertArgs(op.pm, now)...); err != nil {
+		params, err := binaryParams(conn.TypeMap(), sd, g.insertArgs(op.pm, now)...)
+		if err != nil {
 			return nil, err
 		}
+		tx.queue(sd, params, nil, func(rr *pgconn.ResultReader) error {
+			tag, err := rr.Close()
+			if err != nil {
+				return err
+			}
+			op.inserted = tag.RowsAffected() == 1
+			if !op.inserted && op.pm.idem == nil {
+				return fmt.Errorf("outbox: message %s: %d rows inserted", op.pm.id, tag.RowsAffected())
+			}
+			return nil
+		})
 	}
-	if digests != nil {
-		// After the inserts, in the same round trip: the messages that
-		// hold the keys of those not inserted.
-		if err := sendStatement(pl, conn.TypeMap(), stmts.findIdems, binaryFormat, digests); err != nil {
-			return nil, err
-		}
+	if !keyed {
+		return nil, nil
 	}
-	if err := pl.Sync(); err != nil {
+	params, err := binaryParams(conn.TypeMap(), stmts.findIdems, digests)
+	if err != nil {
 		return nil, err
 	}
-	for _, op := range live {
-		rr, err := pipelineResult(pl)
-		if err != nil {
-			return nil, err
-		}
-		tag, err := rr.Close()
-		if err != nil {
-			return nil, err
-		}
-		op.inserted = tag.RowsAffected() == 1
-	}
 	var prev []prevMessage
-	if digests != nil {
-		rr, err := pipelineResult(pl)
-		if err != nil {
-			return nil, err
-		}
+	tx.queue(stmts.findIdems, params, binaryFormat, func(rr *pgconn.ResultReader) error {
 		for rr.NextRow() {
 			v := rr.Values()
 			if len(v) != 3 {
 				_, _ = rr.Close()
-				return nil, fmt.Errorf("outbox: finding idempotency keys: %d columns", len(v))
+				return fmt.Errorf("outbox: finding idempotency keys: %d columns", len(v))
 			}
 			prev = append(prev, prevMessage{id: string(v[0]), idem: bytes.Clone(v[1]), fp: bytes.Clone(v[2])})
 		}
-		if _, err := rr.Close(); err != nil {
-			return nil, err
-		}
+		_, err := rr.Close()
+		return err
+	})
+	if err := tx.flush(ctx); err != nil {
+		return nil, err
 	}
-	piping = false
-	return prev, pl.Close()
+	return prev, nil
 }
 
-// insertBatch is insertRows through a pgx.Batch, in the pool's query mode.
+// insertBatch inserts the rows of live in tx through a pgx.Batch, in the
+// pool's query mode, setting each one's inserted, and returns the
+// messages that hold the idempotency keys of those with one. The group's
+// statements go in one round trip.
 func (g *pgEnqueueGroup) insertBatch(ctx context.Context, tx pgx.Tx, live []*pgEnqueueOp) ([]prevMessage, error) {
 	_, digests := groupDigests(live)
 	now := time.Now()
@@ -376,7 +386,7 @@ func groupDigests(live []*pgEnqueueOp) (keyed bool, digests [][]byte) {
 
 // prepares reports whether pool's connections run in pgx's default query
 // mode, which prepares statements by name on each connection: only then do
-// the groups prepare theirs so (insertPipelined, newPGRecords).
+// the groups prepare theirs so (insertPiped, newPGRecords).
 func prepares(pool *pgxpool.Pool) bool {
 	return pool.Config().ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
 }
@@ -408,17 +418,6 @@ func prepareGroupStatements(ctx context.Context, conn *pgx.Conn, keyed bool) (*g
 
 // binaryFormat asks for every parameter or column in the binary format.
 var binaryFormat = []int16{pgtype.BinaryFormatCode}
-
-// sendStatement queues sd with args on pl (binaryParams), results in
-// resultFormats, and writes it out.
-func sendStatement(pl *pgconn.Pipeline, m *pgtype.Map, sd *pgconn.StatementDescription, resultFormats []int16, args ...any) error {
-	params, err := binaryParams(m, sd, args...)
-	if err != nil {
-		return err
-	}
-	pl.SendQueryStatement(sd, params, binaryFormat, resultFormats)
-	return pl.Flush()
-}
 
 // binaryParams are args as sd's parameters in the binary format. A []byte
 // given for a bytea parameter is sent from its own memory, its octets
