@@ -29,13 +29,21 @@ import (
 // transaction, or busy.
 //
 // Its statements run in pgx's default query mode: the pool must prepare
-// statements by name (prepares).
+// statements by name (prepares). Those it sends through its own pipeline
+// (BEGIN, the queued ones, the Query taking them) do not reach a tracer
+// set on the pool's connections. A send that fails leaves the
+// transaction failed: nothing more is sent but the rollback, and the
+// commit rolls back.
 type pipedTx struct {
 	pc     *pgxpool.Conn
 	conn   *pgx.Conn
 	queued []queuedStatement
 	begun  bool // BEGIN has gone out
 	closed bool // committed or rolled back: the connection is given back
+	// failed is the error of a send that failed: what it took (BEGIN,
+	// the queued statements) may not have gone out, so nothing more is
+	// sent but the rollback, and the commit fails.
+	failed error
 }
 
 // queuedStatement is a statement queued on a pipedTx, and what reads its
@@ -68,6 +76,9 @@ func (t *pipedTx) flush(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
+	if t.failed != nil {
+		return t.failed
+	}
 	if t.begun && len(t.queued) == 0 {
 		return nil
 	}
@@ -91,6 +102,7 @@ func (t *pipedTx) send(ctx context.Context, last *queuedStatement) (_ *pgconn.Pi
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, pl.Close())
+			t.failed = err
 		}
 	}()
 	if begin {
@@ -136,6 +148,9 @@ func (t *pipedTx) send(ctx context.Context, last *queuedStatement) (_ *pgconn.Pi
 func (t *pipedTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if t.closed {
 		return nil, pgx.ErrTxClosed
+	}
+	if t.failed != nil {
+		return nil, t.failed
 	}
 	if t.begun && len(t.queued) == 0 || hasQueryOptions(args) {
 		if err := t.flush(ctx); err != nil {
@@ -270,10 +285,15 @@ func (t *pipedTx) Conn() *pgx.Conn { return t.conn }
 
 // Commit sends the queued statements, then COMMIT, and gives the
 // connection back. As pgx's Commit, it returns pgx.ErrTxCommitRollback
-// when Postgres rolled the transaction back.
+// when Postgres rolled the transaction back; after a failed send it rolls
+// back and returns that error too, wrapping the send's.
 func (t *pipedTx) Commit(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
+	}
+	if failed := t.failed; failed != nil {
+		_ = t.Rollback(ctx)
+		return fmt.Errorf("%w: %w", pgx.ErrTxCommitRollback, failed)
 	}
 	defer t.release()
 	if err := t.flush(ctx); err != nil {
