@@ -70,25 +70,48 @@ func (cc *countedConn) Read(b []byte) (int, error) {
 
 // pipedTxTest is a fresh database with table piped (a int primary key),
 // a pool whose round trips are counted, and the statement inserting $1.
-func pipedTxTest(t *testing.T) (*pgxpool.Pool, *turnCounter, string) {
+func pipedTxTest(t *testing.T) (*pgxpool.Pool, *turnCounter) {
 	t.Helper()
-	url := pgtest.Start(t).NewDatabase(t)
-	cfg, err := pgxpool.ParseConfig(url)
+	pool, tc := countedPool(t, 2, nil)
+	if _, err := pool.Exec(t.Context(), `CREATE TABLE piped (a int PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	return pool, tc
+}
+
+// countedPool is a pool of at most maxConns connections (0: pgx's
+// default) to a fresh database, its round trips counted, its statements
+// traced by tracer when not nil.
+func countedPool(t *testing.T, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, *turnCounter) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.Start(t).NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tc := &turnCounter{}
 	cfg.ConnConfig.DialFunc = tc.dial
-	cfg.MaxConns = 2
+	cfg.ConnConfig.Tracer = tracer
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
 	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(t.Context(), `CREATE TABLE piped (a int PRIMARY KEY)`); err != nil {
+	return pool, tc
+}
+
+// beginPipedTest begins a pipedTx on pool, rolled back at the test's end
+// unless closed before.
+func beginPipedTest(t *testing.T, pool *pgxpool.Pool) *pipedTx {
+	t.Helper()
+	tx, err := beginPiped(t.Context(), pool)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return pool, tc, url
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
 }
 
 // queueInserts queues an insert of each of vs on tx, and returns how many
@@ -127,12 +150,8 @@ func countPiped(t *testing.T, pool *pgxpool.Pool) int {
 // one transaction that the commit ends; the rows are read from the Query.
 func TestPipedTxQueryTakesQueued(t *testing.T) {
 	ctx := t.Context()
-	pool, tc, _ := pipedTxTest(t)
-	tx, err := beginPiped(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	pool, tc := pipedTxTest(t)
+	tx := beginPipedTest(t, pool)
 	const query = `SELECT count(*), sum(a) FROM piped WHERE a > $1`
 	// Prepared on the connection, as the first Query of it would.
 	if _, err := tx.Prepare(ctx, query, query); err != nil {
@@ -181,12 +200,8 @@ func TestPipedTxQueryTakesQueued(t *testing.T) {
 // nothing and the pool keeps a usable connection.
 func TestPipedTxQueuedFailureFailsQuery(t *testing.T) {
 	ctx := t.Context()
-	pool, _, _ := pipedTxTest(t)
-	tx, err := beginPiped(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	pool, _ := pipedTxTest(t)
+	tx := beginPipedTest(t, pool)
 	queueInserts(t, ctx, tx, 1, 1, 2) // the second breaks the primary key
 	rows, err := tx.Query(ctx, `SELECT count(*) FROM piped`)
 	var pe *pgconn.PgError
@@ -196,30 +211,17 @@ func TestPipedTxQueuedFailureFailsQuery(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := countPiped(t, pool); got != 0 {
-		t.Errorf("%d rows stored", got)
-	}
-	assertPoolServes(t, pool)
+	assertNothingStored(t, pool)
 }
 
 // The Query's own failure reaches its rows after the queued statements
 // ran; the commit then reports the rollback.
 func TestPipedTxQueryFailureRollsBack(t *testing.T) {
 	ctx := t.Context()
-	pool, _, _ := pipedTxTest(t)
-	tx, err := beginPiped(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	pool, _ := pipedTxTest(t)
+	tx := beginPipedTest(t, pool)
 	inserted := queueInserts(t, ctx, tx, 1, 2)
-	rows, err := tx.Query(ctx, `SELECT 1 / (count(*) - $1) FROM piped`, int64(2))
-	if err == nil {
-		for rows.Next() {
-		}
-		err = rows.Err()
-		rows.Close()
-	}
+	err := drained(tx.Query(ctx, `SELECT 1 / (count(*) - $1) FROM piped`, int64(2)))
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "22012" {
 		t.Fatalf("Query: %v, want a division by zero", err)
@@ -230,17 +232,14 @@ func TestPipedTxQueryFailureRollsBack(t *testing.T) {
 	if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
 		t.Errorf("Commit: %v, want pgx.ErrTxCommitRollback", err)
 	}
-	if got := countPiped(t, pool); got != 0 {
-		t.Errorf("%d rows stored", got)
-	}
-	assertPoolServes(t, pool)
+	assertNothingStored(t, pool)
 }
 
 // Every other way of sending a statement sends the queued ones first, in
 // the transaction.
 func TestPipedTxOtherStatementsFollowQueued(t *testing.T) {
 	ctx := t.Context()
-	pool, _, _ := pipedTxTest(t)
+	pool, _ := pipedTxTest(t)
 	cases := map[string]func(tx *pipedTx) (int, error){
 		"Exec": func(tx *pipedTx) (int, error) {
 			tag, err := tx.Exec(ctx, `UPDATE piped SET a = a + 10`)
@@ -282,11 +281,7 @@ func TestPipedTxOtherStatementsFollowQueued(t *testing.T) {
 	}
 	for name, f := range cases {
 		t.Run(name, func(t *testing.T) {
-			tx, err := beginPiped(ctx, pool)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = tx.Rollback(ctx) }()
+			tx := beginPipedTest(t, pool)
 			inserted := queueInserts(t, ctx, tx, 1, 2)
 			n, err := f(tx)
 			if err != nil || n != 2 || *inserted != 2 {
@@ -306,37 +301,24 @@ func TestPipedTxOtherStatementsFollowQueued(t *testing.T) {
 // nothing is stored, and the pool drops the connection and serves on.
 func TestPipedTxContextEndsMidPipeline(t *testing.T) {
 	ctx := t.Context()
-	pool, _, _ := pipedTxTest(t)
-	tx, err := beginPiped(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	pool, _ := pipedTxTest(t)
+	tx := beginPipedTest(t, pool)
 	queueInserts(t, ctx, tx, 1, 2)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	rows, err := tx.Query(short, `SELECT pg_sleep($1)`, float64(20))
-	if err == nil {
-		for rows.Next() {
-		}
-		err = rows.Err()
-		rows.Close()
-	}
+	err := drained(tx.Query(short, `SELECT pg_sleep($1)`, float64(20)))
 	if err == nil || time.Since(began) > 10*time.Second {
 		t.Fatalf("Query: %v after %v", err, time.Since(began))
 	}
 	_ = tx.Rollback(ctx)
-	if got := countPiped(t, pool); got != 0 {
-		t.Errorf("%d rows stored", got)
-	}
-	assertPoolServes(t, pool)
+	assertNothingStored(t, pool)
 }
 
 // A nested transaction is refused, and so is a pipedTx once closed.
 func TestPipedTxRefusesNestingAndReuse(t *testing.T) {
 	ctx := t.Context()
-	pool, _, _ := pipedTxTest(t)
+	pool, _ := pipedTxTest(t)
 	tx, err := beginPiped(ctx, pool)
 	if err != nil {
 		t.Fatal(err)
@@ -353,6 +335,28 @@ func TestPipedTxRefusesNestingAndReuse(t *testing.T) {
 	}
 	if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxClosed) {
 		t.Errorf("Commit after Rollback: %v", err)
+	}
+	assertPoolServes(t, pool)
+}
+
+// drained reads rows to their end and returns the first error, the
+// Query's or theirs.
+func drained(rows pgx.Rows, err error) error {
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+	}
+	return rows.Err()
+}
+
+// assertNothingStored checks that table piped is empty and the pool
+// serves (assertPoolServes).
+func assertNothingStored(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	if got := countPiped(t, pool); got != 0 {
+		t.Errorf("%d rows stored", got)
 	}
 	assertPoolServes(t, pool)
 }
@@ -389,20 +393,8 @@ func assertPoolServes(t *testing.T, pool *pgxpool.Pool) {
 // more when River notifies its producers of the insert.
 func TestPgEnqueueGroupRoundTrips(t *testing.T) {
 	ctx := t.Context()
-	url := pgtest.Start(t).NewDatabase(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &turnCounter{}
-	cfg.ConnConfig.DialFunc = tc.dial
 	st := &statementTracer{}
-	cfg.ConnConfig.Tracer = st
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, tc := countedPool(t, 0, st)
 	sender, err := mailsec.NewSender(&mailsectest.RecordingTransport{}, nil)
 	if err != nil {
 		t.Fatal(err)

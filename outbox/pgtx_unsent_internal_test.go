@@ -11,17 +11,13 @@ import (
 // of it or none.
 func TestPipedTxUnsentQueryKeepsTransaction(t *testing.T) {
 	ctx := t.Context()
-	pool, _, _ := pipedTxTest(t)
+	pool, _ := pipedTxTest(t)
 	const sqlCount = `SELECT count(*) FROM piped`
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
 	begin := func(t *testing.T, vs ...int32) (*pipedTx, *int) {
 		t.Helper()
-		tx, err := beginPiped(ctx, pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = tx.Rollback(ctx) })
+		tx := beginPipedTest(t, pool)
 		// Prepared on the connection, as River's insert is after its first.
 		if _, err := tx.Prepare(ctx, sqlCount, sqlCount); err != nil {
 			t.Fatal(err)
