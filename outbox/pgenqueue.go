@@ -21,14 +21,13 @@ import (
 // rows and River's insert of the jobs take one round trip (pipedTx), and
 // the commit a second; with an idempotency key among the rows, which jobs
 // to queue depends on them, and River's insert takes a round trip of its
-// own. A caller that finds fewer than
-// pgGroupsAtOnce groups running leads one; the calls that arrive
-// meanwhile form the next, so that nothing waits for a timer, and a group
-// sends its rows while the one before waits for its commit. Each caller
-// returns only once the transaction holding its message has committed. A
-// group that fails before its commit has stored nothing, and each of its
-// callers then runs alone, as an Enqueue of its own, so that one caller's
-// failure is its own.
+// own. A caller that finds fewer than pgGroupsAtOnce groups running leads
+// one; the calls that arrive meanwhile form the next, so that nothing
+// waits for a timer, and a group sends its rows while the one before waits
+// for its commit. Each caller returns only once the transaction holding
+// its message has committed. A group that fails before its commit has
+// stored nothing, and each of its callers then runs alone, as an Enqueue
+// of its own, so that one caller's failure is its own.
 type pgEnqueueGroup struct {
 	ob       *Outbox
 	pool     *pgxpool.Pool
