@@ -72,8 +72,9 @@
 // once; an Enqueue group's BEGIN and rows go out with River's insert of
 // their jobs, so that the group takes two round trips, the commit being
 // the second (three when a row has an idempotency key, since the jobs
-// then depend on which rows went in); the record runs on its generic
-// plan, which Postgres would otherwise make anew for every group. On a pool set to another mode
+// then depend on which rows went in, and one more when River notifies
+// its producers of the insert); the record runs on its generic plan,
+// which Postgres would otherwise make anew for every group. On a pool set to another mode
 // (behind a pooler that keeps no prepared statements) they go through pgx
 // in that mode.
 //
