@@ -177,7 +177,7 @@ func TestPostgresQueryExecModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr := &preparedNames{}
+			tr := &statementTracer{}
 			cfg.ConnConfig.Tracer = tr
 			forgot := 0
 			var mu sync.Mutex
@@ -260,33 +260,59 @@ func TestPostgresQueryExecModes(t *testing.T) {
 	}
 }
 
-// preparedNames records the names of the statements pgx prepares.
-type preparedNames struct {
+// statementTracer records what pgx sends through Query, Exec and Prepare
+// (not what goes through a pipeline): the names of the statements it is
+// asked to prepare, and the statements it sends, each prepare that goes
+// out as "PREPARE " and its SQL.
+type statementTracer struct {
 	mu    sync.Mutex
 	names []string
+	sqls  []string
 }
 
-func (p *preparedNames) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+// preparedSQL is the context key of the statement being prepared.
+type preparedSQL struct{}
+
+func (st *statementTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.sqls = append(st.sqls, d.SQL)
 	return ctx
 }
 
-func (p *preparedNames) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (st *statementTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-func (p *preparedNames) TracePrepareStart(ctx context.Context, _ *pgx.Conn, d pgx.TracePrepareStartData) context.Context {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.names = append(p.names, d.Name)
-	return ctx
+func (st *statementTracer) TracePrepareStart(ctx context.Context, _ *pgx.Conn, d pgx.TracePrepareStartData) context.Context {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.names = append(st.names, d.Name)
+	return context.WithValue(ctx, preparedSQL{}, d.SQL)
 }
 
-func (p *preparedNames) TracePrepareEnd(context.Context, *pgx.Conn, pgx.TracePrepareEndData) {}
+func (st *statementTracer) TracePrepareEnd(ctx context.Context, _ *pgx.Conn, d pgx.TracePrepareEndData) {
+	if d.AlreadyPrepared {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.sqls = append(st.sqls, "PREPARE "+ctx.Value(preparedSQL{}).(string))
+}
+
+// take returns the statements sent since the last take.
+func (st *statementTracer) take() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.sqls
+	st.sqls = nil
+	return s
+}
 
 // with lists the names recorded that begin with prefix, once each.
-func (p *preparedNames) with(prefix string) []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (st *statementTracer) with(prefix string) []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	var out []string
-	for _, n := range p.names {
+	for _, n := range st.names {
 		if strings.HasPrefix(n, prefix) && !slices.Contains(out, n) {
 			out = append(out, n)
 		}
