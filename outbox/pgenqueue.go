@@ -171,26 +171,29 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 		defer cancel()
 	}
 	var tx pgx.Tx
-	var prev []prevMessage
+	var piped *pipedTx
 	if g.prepared {
-		ptx, err := beginPiped(work, g.pool)
-		if err != nil {
-			return false, err
-		}
-		tx = ptx
-		defer rollbackUnlessCommitting(ctx, tx, &committing)
-		prev, err = g.insertPiped(work, ptx, live)
-		if err != nil {
-			return false, err
-		}
+		piped, err = beginPiped(work, g.pool)
+		tx = piped
 	} else {
-		if tx, err = g.pool.Begin(work); err != nil {
-			return false, err
+		tx, err = g.pool.Begin(work)
+	}
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if !committing {
+			_ = tx.Rollback(ctx)
 		}
-		defer rollbackUnlessCommitting(ctx, tx, &committing)
-		if prev, err = g.insertBatch(work, tx, live); err != nil {
-			return false, err
-		}
+	}()
+	var prev []prevMessage
+	if piped != nil {
+		prev, err = g.insertPiped(work, piped, live)
+	} else {
+		prev, err = g.insertBatch(work, tx, live)
+	}
+	if err != nil {
+		return false, err
 	}
 	ob := g.ob
 
@@ -229,13 +232,6 @@ func (g *pgEnqueueGroup) commit(ctx context.Context, deadline time.Time, live []
 	}
 	committing = true
 	return true, tx.Commit(ctx)
-}
-
-// rollbackUnlessCommitting rolls tx back unless *committing.
-func rollbackUnlessCommitting(ctx context.Context, tx pgx.Tx, committing *bool) {
-	if !*committing {
-		_ = tx.Rollback(ctx)
-	}
 }
 
 // prevMessage is a message found holding an idempotency key of a group's.
